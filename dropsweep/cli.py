@@ -1,0 +1,205 @@
+"""The ``dropsweep`` command line: parse, call one function, render.
+
+Every user mistake arrives here as a :class:`~dropsweep.errors.DropsweepError` and leaves
+as one line on stderr with exit status 2. Heavy imports (torch, optuna) happen inside the
+commands, so ``--help`` is instant.
+"""
+
+from __future__ import annotations
+
+import shlex
+import signal
+import sys
+from typing import Any
+
+import click
+
+from dropsweep import __version__
+from dropsweep.errors import DropsweepError
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = {signal.SIGINT: 130, signal.SIGTERM: 143}
+DEFAULT_STORAGE = "sqlite:///results/dropsweep.db"  # dropsweep.storage.DEFAULT_STORAGE
+
+
+class UserError(click.ClickException):
+    """One line on stderr, exit status 2."""
+
+    exit_code = EXIT_USER_ERROR
+
+
+class DropsweepGroup(click.Group):
+    """Turns every :class:`DropsweepError` into a :class:`UserError` in one place."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except DropsweepError as exc:
+            raise UserError(str(exc)) from None
+
+
+# ----------------------------------------------------------------------------- shared options
+
+
+def storage_option(f: Any) -> Any:
+    return click.option("--storage", default=DEFAULT_STORAGE, show_default=True,
+                        metavar="URL", help="Any Optuna storage URL (SQLite, PostgreSQL, ...).")(f)
+
+
+def study_option(f: Any) -> Any:
+    return click.option("--study", "study_name", metavar="NAME",
+                        help="Study name (default: the sweep's name:).")(f)
+
+
+def set_option(f: Any) -> Any:
+    return click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
+                        help="Override a sweep key (value parsed as YAML); repeatable.")(f)
+
+
+def _load_sweep(path: str, overrides: tuple[str, ...]) -> Any:
+    from dropsweep.config import build_sweep
+    from dropsweep.sweepfile import apply_overrides, load_sweep
+
+    return build_sweep(apply_overrides(load_sweep(path), overrides))
+
+
+def _consoles(quiet: bool = False) -> tuple[Any, Any]:
+    """Results on stdout, progress and messages on stderr; no colour when not a terminal."""
+    from rich.console import Console
+
+    out = Console(highlight=False, soft_wrap=True)
+    err = Console(stderr=True, highlight=False, soft_wrap=True, quiet=quiet)
+    return out, err
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+@click.group(cls=DropsweepGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="dropsweep")
+def main() -> None:
+    """Which dropout set-up generalises best for this network and data, and does it really
+    beat no dropout?
+
+    \b
+      dropsweep search sweeps/sonar.yaml    # run (or resume) the study
+      dropsweep report                      # read the most recent study
+    """
+
+
+@main.command()
+@click.argument("sweep", type=click.Path(dir_okay=False))
+@set_option
+@storage_option
+@study_option
+@click.option("--trials", type=click.IntRange(min=1), metavar="N",
+              help="The study's TOTAL number of finished trials (default: search.trials).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+              show_default=True, help="Where to train.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar, only the summary.")
+def search(sweep: str, overrides: tuple[str, ...], storage: str, study_name: str | None,
+           trials: int | None, device: str, quiet: bool) -> None:
+    """Run the sweep's study, or resume it: finished trials are never redone.
+
+    \b
+    Example:
+      dropsweep search sweeps/sonar.yaml --trials 200
+      dropsweep search sweeps/sonar.yaml --set train.epochs=100 --study sonar-100
+    """
+    from dropsweep.data import check_folds, load_dataset
+    from dropsweep.progress import SearchProgress, render_search_summary
+    from dropsweep.runner import SearchEvents, StopFlag, run_search, stop_on_signals
+
+    config = _load_sweep(sweep, overrides)
+    dataset = load_dataset(config)
+    check_folds(dataset, config)
+    out, err = _consoles(quiet)
+    progress = SearchProgress(err)
+    with stop_on_signals(StopFlag()) as stop, progress:
+        summary = run_search(config, dataset, storage_url=storage, study_name=study_name,
+                             trials=trials, device=device, stop=stop,
+                             events=SearchEvents(on_start=progress.start,
+                                                 on_trial=progress.trial_done))
+    resume = shlex.join(["dropsweep", *sys.argv[1:]])
+    render_search_summary(summary, out, resume_command=resume)
+    if summary.stopped_by is not None:
+        sys.exit(EXIT_INTERRUPTED.get(summary.stopped_by, 130))
+
+
+@main.command()
+@storage_option
+@study_option
+@click.option("--top", type=click.IntRange(min=1), default=10, show_default=True,
+              help="How many of the best trials to list.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv", "markdown"]),
+              default="table", show_default=True)
+def report(storage: str, study_name: str | None, top: int, fmt: str) -> None:
+    """Report a study: best trials, each placement against the baseline, importances.
+
+    Without --study, reports the most recently updated study in the storage.
+
+    \b
+    Example:
+      dropsweep report --top 5
+      dropsweep report --study sonar --format json | jq '.trials[0]'
+    """
+    from dropsweep.render import render_report
+    from dropsweep.report import build_report, latest_study_name
+    from dropsweep.storage import load_study, open_storage
+
+    store = open_storage(storage, read_only=True)
+    name = study_name or latest_study_name(store)
+    study = load_study(store, name, storage)
+    out, _ = _consoles()
+    render_report(build_report(study, top=top), fmt, out)
+
+
+@main.command()
+@storage_option
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
+              show_default=True)
+def studies(storage: str, fmt: str) -> None:
+    """List every study in a storage: trials by state, best value, last update.
+
+    \b
+    Example:
+      dropsweep studies --storage postgresql://postgres@127.0.0.1/test
+    """
+    from dropsweep.render import render_studies
+    from dropsweep.report import list_studies
+    from dropsweep.storage import open_storage
+
+    out, _ = _consoles()
+    render_studies(list_studies(open_storage(storage, read_only=True)), fmt, out)
+
+
+@main.command()
+@click.argument("sweep", type=click.Path(dir_okay=False))
+@set_option
+@click.option("--data/--no-data", "check_data", default=True, show_default=True,
+              help="Also load the data and check the folds against it.")
+def validate(sweep: str, overrides: tuple[str, ...], check_data: bool) -> None:
+    """Check a sweep file (and its data) and print the resolved configuration.
+
+    \b
+    Example:
+      dropsweep validate sweeps/sonar.yaml --set cv.folds=5
+    """
+    import yaml
+
+    config = _load_sweep(sweep, overrides)
+    if check_data:
+        from dropsweep.data import check_folds, load_dataset
+
+        dataset = load_dataset(config)
+        check_folds(dataset, config)
+    out, _ = _consoles()
+    out.out(yaml.safe_dump(config.to_dict(), sort_keys=False).rstrip())
+    if check_data:
+        counts = ", ".join(f"{k}: {v}" for k, v in dataset.class_counts.items())
+        out.out(f"# data: {dataset.X.shape[0]} rows x {dataset.X.shape[1]} features "
+                f"from {dataset.source} ({counts})")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,364 @@
+"""The rows a sweep trains on (built-in Sonar or any numeric CSV), their folds and scaling.
+
+Every user mistake here (a missing file, a bad cell, an unknown target column, more folds
+than a class has rows) is a one-line DataError/SweepError naming the file and row/column or
+the sweep key. Splitting and scaling live here so "training-fold statistics only" is one rule.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import http.client
+import io
+import math
+import os
+import re
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from dropsweep.errors import DataError, SweepError
+
+if TYPE_CHECKING:
+    from dropsweep.config import Sweep
+
+SONAR_URL = ("https://archive.ics.uci.edu/ml/machine-learning-databases/undocumented/"
+             "connectionist-bench/sonar/sonar.all-data")
+SONAR_NAMES = ("sonar.csv", "sonar.all-data")  # looked up in $DROPSWEEP_DATA_DIR, in order
+DOWNLOAD_TIMEOUT = 30.0  # seconds; the file is 87 kB, so a stall means no usable network
+# Gorman & Sejnowski's set: 208 returns, 60 band energies in [0, 1], 111 mines and 97 rocks.
+SONAR_ROWS, SONAR_FEATURES = 208, 60
+SONAR_COUNTS = {"M": 111, "R": 97}
+# Cells that mean "no value" in the CSVs people actually have ("?" is UCI's convention).
+_MISSING = frozenset({"", "na", "n/a", "nan", "null", "none", "?"})
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+@dataclass(frozen=True, eq=False)  # eq=False: comparing arrays field-wise is meaningless
+class Dataset:
+    """Rows ready for a classifier; class id ``i`` means label ``classes[i]``."""
+
+    X: np.ndarray  # float32 [rows, features]
+    y: np.ndarray  # int64 [rows], 0..n_classes-1
+    classes: tuple[str, ...]  # sorted (numerically when every label is a number)
+    name: str  # "sonar" or the CSV file name
+    source: str  # the path (or URL) the rows were read from
+    feature_names: tuple[str, ...]
+    target: str = "the target column"  # how messages name the label column: "column 'label'"
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def n_features(self) -> int:
+        return int(self.X.shape[1])
+
+    @property
+    def class_counts(self) -> dict[str, int]:
+        counts = np.bincount(self.y, minlength=len(self.classes))
+        return {c: int(n) for c, n in zip(self.classes, counts)}
+
+
+# ----------------------------------------------------------------------------- entry points
+
+
+def load_dataset(sweep: Sweep) -> Dataset:
+    """The rows ``sweep.data`` names: a CSV file if given, else a built-in data set."""
+    if sweep.data.csv is not None:
+        return load_csv(sweep)
+    if sweep.data.dataset == "sonar":
+        return load_sonar()
+    raise SweepError(f"unknown data set '{sweep.data.dataset}'; known: sonar",
+                     **sweep.where("data.dataset"))
+
+
+def check_folds(dataset: Dataset, sweep: Sweep) -> None:
+    """Refuse a fold count that would leave some test fold without a class, before training."""
+    folds = sweep.cv.folds
+    label, smallest = min(dataset.class_counts.items(), key=lambda kv: kv[1])
+    if folds > smallest:
+        raise SweepError(
+            f"{folds} folds need at least {folds} rows of every class, but class '{label}' "
+            f"has {smallest} (data: {dataset.name}, {dataset.target})", **sweep.where("cv.folds"))
+
+
+def stratified_folds(y: np.ndarray, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(train_idx, test_idx) per fold; depends only on ``y``, ``folds`` and ``seed``, so every
+    trial of a study is scored on exactly the same splits."""
+    from sklearn.model_selection import StratifiedKFold  # heavy import: only when splitting
+
+    y = np.asarray(y)
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    return [(train.astype(np.int64), test.astype(np.int64))
+            for train, test in splitter.split(np.zeros((len(y), 1)), y)]
+
+
+def standardize(X_train: np.ndarray, X_test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Scale both with the training fold's mean and std only: the held-out rows must not leak."""
+    from sklearn.preprocessing import StandardScaler  # heavy import: only when scaling
+
+    X_train = np.asarray(X_train, dtype=np.float64)
+    scaler = StandardScaler().fit(X_train)
+    X_test = scaler.transform(np.asarray(X_test, dtype=np.float64))
+    return scaler.transform(X_train).astype(np.float32), X_test.astype(np.float32)
+
+
+def sonar_cache_dir() -> Path:
+    """Where a downloaded Sonar copy is kept: $DROPSWEEP_CACHE_DIR, else the XDG cache."""
+    if os.environ.get("DROPSWEEP_CACHE_DIR"):
+        return Path(os.environ["DROPSWEEP_CACHE_DIR"]).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "dropsweep"
+
+
+# ----------------------------------------------------------------------------- Sonar
+
+
+def _download(url: str, timeout: float) -> bytes:
+    """Fetch ``url``; a module-level function so tests can replace the network."""
+    with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - fixed https URL
+        return response.read()
+
+
+def load_sonar() -> Dataset:
+    """Sonar from $DROPSWEEP_DATA_DIR, else the cache, else UCI (downloaded once, then cached).
+
+    Any copy is checked against the published shape and class counts, so a truncated or
+    edited file is refused instead of silently changing the experiment.
+    """
+    cache = sonar_cache_dir() / "sonar.csv"
+    data_dir = os.environ.get("DROPSWEEP_DATA_DIR")
+    candidates = [Path(data_dir).expanduser() / n for n in SONAR_NAMES] if data_dir else []
+    for path in [*candidates, cache]:
+        if path.is_file():
+            advice = ("delete it to download again" if path == cache
+                      else f"replace it with UCI's sonar.all-data ({SONAR_URL})")
+            return _sonar(_read_text(path), str(path), advice)
+    try:
+        raw = _download(SONAR_URL, DOWNLOAD_TIMEOUT)
+    except (OSError, http.client.HTTPException, ValueError) as exc:
+        places = [f"$DROPSWEEP_DATA_DIR ({data_dir})"] if data_dir else []
+        places.append(f"the cache ({cache.parent})")
+        raise DataError(
+            f"sonar: not found in {' or '.join(places)}, and the download from UCI failed "
+            f"({_reason(exc)}); save UCI's sonar.all-data ({SONAR_URL}) as {cache}") from None
+    dataset = _sonar(_decode(raw), SONAR_URL,
+                     f"the download is not UCI's Sonar file; save a good copy as {cache}")
+    return replace(dataset, source=str(cache)) if _store(raw, cache) else dataset
+
+
+def _sonar(text: str, source: str, advice: str) -> Dataset:
+    """Parse and check one Sonar copy; any problem names ``source`` and says what to do."""
+    try:
+        rows = _rows(text, source)
+        names = rows[0][1] if _has_header(rows[0][1], None) else None
+        dataset, lines = _build(rows, names, len(rows[0][1]) - 1, source, "sonar")
+    except DataError as exc:
+        raise DataError(f"{exc.message}; {advice}", file=exc.file) from None
+    X, counts = dataset.X, dataset.class_counts
+    problem = None
+    if len(X) != SONAR_ROWS:
+        problem = f"has {len(X)} rows, expected {SONAR_ROWS}"
+    elif X.shape[1] != SONAR_FEATURES:
+        problem = f"has {X.shape[1]} feature columns, expected {SONAR_FEATURES}"
+    elif counts != SONAR_COUNTS:
+        problem = "has labels {}, expected {}".format(
+            *(", ".join(f"{n} {label}" for label, n in c.items()) for c in (counts, SONAR_COUNTS)))
+    elif ((X < 0) | (X > 1)).any():
+        i, j = np.argwhere((X < 0) | (X > 1))[0]
+        problem = f"row {lines[i]}, column {j + 1}: {X[i, j]:g} is outside [0, 1]"
+    if problem:
+        raise DataError(f"not the UCI Sonar data: {problem}; {advice}", file=source)
+    return dataset
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, urllib.error.HTTPError):
+        return f"HTTP {exc.code} {exc.reason}"
+    if isinstance(exc, urllib.error.URLError):
+        return str(exc.reason)
+    if isinstance(exc, TimeoutError):
+        return f"no answer within {DOWNLOAD_TIMEOUT:g} s"
+    return str(exc) or type(exc).__name__
+
+
+def _store(raw: bytes, path: Path) -> bool:
+    """Write via a temp file renamed in the same directory, so a crash leaves no half file.
+    Failing to cache is not fatal: the rows are in hand; the next run downloads again."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".sonar-", suffix=".part")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(raw)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+    except OSError:
+        return False
+    return True
+
+
+# ----------------------------------------------------------------------------- any CSV
+
+
+def load_csv(sweep: Sweep) -> Dataset:
+    """``data.csv`` (relative to the sweep file) with ``data.target`` as the class column."""
+    path = Path(sweep.data.csv or "").expanduser()
+    if not path.is_absolute():
+        path = (Path(sweep.file).parent if sweep.file else Path.cwd()) / path
+    if not path.exists():
+        raise DataError(f"no such file: {path}", **sweep.where("data.csv"))
+    if path.is_dir():
+        raise DataError(f"is a directory, not a CSV file: {path}", **sweep.where("data.csv"))
+    source = str(path)
+    rows = _rows(_read_text(path), source)
+    first = rows[0][1]
+    names = first if _has_header(first, sweep.data.target) else None
+    column = _target_column(sweep, names, len(first), source)
+    return _build(rows, names, column, source, path.name)[0]
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return _decode(path.read_bytes())
+    except OSError as exc:
+        raise DataError(f"cannot read: {exc.strerror or exc}", file=path) from None
+
+
+def _decode(raw: bytes) -> str:
+    """UTF-8 (BOM dropped); Latin-1 otherwise, since numbers are ASCII in either."""
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
+def _rows(text: str, source: str) -> list[tuple[int, list[str]]]:
+    """(line number, stripped cells) of every non-blank record, so errors can point at lines."""
+    reader = csv.reader(io.StringIO(text, newline=""))
+    rows: list[tuple[int, list[str]]] = []
+    line = 1
+    try:
+        for cells in reader:
+            if len(cells) > 1 or (cells and cells[0].strip()):
+                rows.append((line, [c.strip() for c in cells]))
+            line = reader.line_num + 1
+    except csv.Error as exc:
+        raise DataError(f"row {line}: {exc}", file=source) from None
+    if not rows:
+        raise DataError("the file is empty", file=source)
+    return rows
+
+
+def _number(cell: str) -> float | None:
+    if cell.lower() in _MISSING:
+        return None
+    try:
+        return float(cell)
+    except ValueError:
+        return None
+
+
+def _has_header(first: list[str], target: str | int | None) -> bool:
+    """A header row has a non-number in some feature column (labels may be words anyway)."""
+    n = len(first)
+    if isinstance(target, str) and not _is_int(target):
+        if target in first:
+            return True  # the target's name is in the first row
+        target = None  # an unknown name is reported later; guess the default meanwhile
+    column = n - 1 if target is None else int(target)
+    return any(cell.lower() not in _MISSING and _number(cell) is None
+               for j, cell in enumerate(first) if j != column % n)
+
+
+def _is_int(text: str) -> bool:
+    return re.fullmatch(r"\s*[+-]?\d+\s*", text) is not None
+
+
+def _target_column(sweep: Sweep, names: list[str] | None, n_cols: int, source: str) -> int:
+    """Index of the class column: last by default, else a 0-based index or a header name."""
+    target, where = sweep.data.target, sweep.where("data.target")
+    if target is None:
+        return n_cols - 1
+    if isinstance(target, str):
+        if names is not None and target in names:
+            if names.count(target) > 1:
+                raise SweepError(f"column name '{target}' appears {names.count(target)} times "
+                                 f"in {source}; give its index instead", **where)
+            return names.index(target)
+        if not _is_int(target):
+            if names is None:
+                hint = f"it has no header row, so give a column index (0..{n_cols - 1} or -1)"
+            else:
+                shown = ", ".join(names[:12]) + (f", ... ({n_cols} in all)" if n_cols > 12 else "")
+                hint = f"columns: {shown}"
+            raise SweepError(f"no column named '{target}' in {source}; {hint}", **where)
+        target = int(target)
+    if not -n_cols <= target < n_cols:
+        raise SweepError(f"column index {target} is out of range: {source} has {n_cols} columns "
+                         f"(0..{n_cols - 1}, or -{n_cols}..-1 from the end)", **where)
+    return target % n_cols
+
+
+def _column(j: int, names: list[str] | None) -> str:
+    """1-based, as a spreadsheet shows it, with the header name when there is one."""
+    return f"column {j + 1} ('{names[j]}')" if names and names[j] else f"column {j + 1}"
+
+
+def _build(rows: list[tuple[int, list[str]]], names: list[str] | None, target: int,
+           source: str, name: str) -> tuple[Dataset, list[int]]:
+    """Check every cell and make the arrays; also return each data row's line number."""
+    header_line, first = rows[0]
+    n_cols = len(first)
+    data = rows[1:] if names is not None else rows
+    if not data:
+        raise DataError("has a header row but no data rows", file=source)
+    features = [j for j in range(n_cols) if j != target]
+    if not features:
+        raise DataError(f"{_column(target, names)} is the only column, so there are no features "
+                        "(is the file comma-separated?)", file=source)
+    X = np.empty((len(data), len(features)), dtype=np.float32)
+    labels: list[str] = []
+    for i, (line, cells) in enumerate(data):
+        if len(cells) != n_cols:
+            raise DataError(f"row {line}: has {len(cells)} cells, but row {header_line} has "
+                            f"{n_cols}", file=source)
+        for k, j in enumerate(features):
+            cell, where = cells[j], f"row {line}, {_column(j, names)}"
+            if cell.lower() in _MISSING:
+                raise DataError(f"{where}: missing value", file=source)
+            value = _number(cell)
+            shown = repr(cell if len(cell) <= 40 else cell[:40] + "...")
+            if value is None:
+                raise DataError(f"{where}: {shown} is not a number", file=source)
+            if not math.isfinite(value) or abs(value) > _FLOAT32_MAX:
+                raise DataError(f"{where}: {shown} is not a finite number", file=source)
+            X[i, k] = value
+        if cells[target].lower() in _MISSING:
+            raise DataError(f"row {line}, {_column(target, names)}: missing value (the class "
+                            "label)", file=source)
+        labels.append(cells[target])
+
+    column = (f"column '{names[target]}'" if names and names[target]
+              else f"column {target + 1}")
+    unique = set(labels)
+    numeric = all(_number(label) is not None for label in unique)
+    classes = tuple(sorted(unique, key=(lambda s: (float(s), s)) if numeric else None))
+    if len(classes) < 2:
+        raise DataError(f"{column} (the target) has only one class, '{classes[0]}'; a "
+                        "classifier needs at least two", file=source)
+    ids = {label: i for i, label in enumerate(classes)}
+    y = np.array([ids[label] for label in labels], dtype=np.int64)
+    feature_names = tuple(names[j] if names and names[j] else f"column {j + 1}" for j in features)
+    return (Dataset(X, y, classes, name, source, feature_names, target=column),
+            [line for line, _ in data])

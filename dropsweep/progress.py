@@ -1,0 +1,94 @@
+"""What ``dropsweep search`` shows while it runs and when it stops (formatting only).
+
+A rich progress bar (trials done / target, elapsed, ETA, current best) on stderr when it is
+a terminal; otherwise one plain line per trial, so logs stay readable and free of colour codes.
+"""
+
+from __future__ import annotations
+
+import signal
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from dropsweep.runner import SearchSummary
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.2f}%"
+
+
+class SearchProgress:
+    """Receives the runner's events and draws them."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.bar: Progress | None = None
+        self.task: Any = None
+
+    def __enter__(self) -> SearchProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+    def _best(self, summary: SearchSummary) -> str:
+        if summary.best_value is None:
+            return "best -"
+        return f"best {_percent(summary.best_value)} (#{summary.best_number})"
+
+    def start(self, summary: SearchSummary) -> None:
+        remaining = max(summary.target - summary.finished, 0)
+        self.console.print(
+            f"study '{summary.study_name}' in {summary.storage}: {summary.finished} of "
+            f"{summary.target} trials finished, {remaining} to run")
+        if remaining and self.console.is_terminal:
+            self.bar = Progress(
+                TextColumn("[bold]trials"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("elapsed"), TimeElapsedColumn(), TextColumn("eta"),
+                TimeRemainingColumn(), TextColumn("{task.fields[best]}"),
+                console=self.console, transient=False)
+            self.bar.start()
+            self.task = self.bar.add_task("search", total=summary.target,
+                                          completed=summary.finished, best=self._best(summary))
+
+    def trial_done(self, summary: SearchSummary, trial: Any) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, completed=summary.finished, best=self._best(summary))
+            return
+        value = trial.value if trial.value is not None else None
+        reason = trial.user_attrs.get("fail_reason") or (
+            "interrupted" if trial.user_attrs.get("interrupted") else "")
+        self.console.print(
+            f"trial {trial.number} {trial.state.name} {_percent(value)}"
+            f"{' ' + reason if reason else ''} [{summary.finished}/{summary.target}, "
+            f"{self._best(summary)}]", markup=False)
+
+
+def render_search_summary(summary: SearchSummary, console: Console, resume_command: str) -> None:
+    """The closing lines: what was done, and how to resume when interrupted."""
+    best = "" if summary.best_value is None else (
+        f"; best {_percent(summary.best_value)} (trial {summary.best_number})")
+    if summary.stopped_by is not None:
+        name = signal.Signals(summary.stopped_by).name
+        console.print(f"Interrupted by {name}: {summary.finished} of {summary.target} trials "
+                      f"finished are kept in study '{summary.study_name}'{best}.", markup=False)
+        console.print(f"Resume with: {resume_command}", markup=False)
+        return
+    if summary.ran == 0 and summary.finished >= summary.target:
+        console.print(f"Study '{summary.study_name}' already has {summary.finished} finished "
+                      f"trials (target {summary.target}): nothing to run. Raise --trials to "
+                      f"run more{best}.", markup=False)
+        return
+    console.print(f"Study '{summary.study_name}': {summary.finished} of {summary.target} trials "
+                  f"finished ({summary.ran} run now){best}. "
+                  f"See: dropsweep report --study {summary.study_name}", markup=False)

@@ -1,0 +1,44 @@
+"""Names of what dropsweep stores in an Optuna study.
+
+Everything a trial or a study records lives in Optuna user attributes under these names,
+so any Optuna tool (``optuna trials``, optuna-dashboard, ``study.trials_dataframe()``)
+can read it, and the runner (writer) and the report (reader) cannot drift apart.
+"""
+
+from __future__ import annotations
+
+# --- per trial -------------------------------------------------------------------------
+FOLD_ACCURACIES = "fold_accuracies"  # list[float], held-out accuracy of each fold
+ACCURACY_MEAN = "accuracy_mean"  # float, mean of FOLD_ACCURACIES (also the trial's value)
+ACCURACY_STD = "accuracy_std"  # float, population std (ddof=0) of FOLD_ACCURACIES, as Brownlee
+TEST_LOG_LOSS = "test_log_loss"  # float, mean held-out log-loss over folds
+TRAIN_ACCURACY = "train_accuracy"  # float, mean training-fold accuracy (overfitting gap)
+EPOCHS = "epochs"  # int, epochs actually trained (fewer when pruned)
+WALL_TIME = "wall_time"  # float, seconds spent training this trial
+CONFIG = "config"  # dict, the resolved configuration of this trial (TrialConfig.to_dict())
+ROLE = "role"  # str, one of ROLES
+SEED = "seed"  # int, the seed the trial's initial weights, masks and batches came from
+FAIL_REASON = "fail_reason"  # str, why a FAIL trial failed ("loss became NaN at epoch 3, fold 2")
+INTERRUPTED = "interrupted"  # bool, set on a trial stopped by Ctrl-C / SIGTERM / a kill
+
+ROLE_BASELINE = "baseline"  # the no-dropout reference configuration, run first
+ROLE_FIXED = "fixed"  # one configuration of a fixed list or grid
+ROLE_SEARCH = "search"  # proposed by the sampler
+ROLES = (ROLE_BASELINE, ROLE_FIXED, ROLE_SEARCH)
+
+# --- per study -------------------------------------------------------------------------
+STUDY_SWEEP = "dropsweep_sweep"  # dict, the whole resolved sweep configuration
+STUDY_VERSION = "dropsweep_version"  # str
+STUDY_TORCH_VERSION = "torch_version"  # str
+STUDY_SWEEP_FILE = "sweep_file"  # str, the path the sweep was read from
+
+# Trial parameters (Optuna params). A rate is present only where the placement uses it,
+# max_norm only where the space turns it on: params never carry meaningless values.
+PARAM_PLACEMENT = "placement"
+PARAM_INPUT_RATE = "input_rate"
+PARAM_HIDDEN_RATE = "hidden_rate"
+PARAM_LEARNING_RATE = "learning_rate"
+PARAM_MOMENTUM = "momentum"
+PARAM_MAX_NORM = "max_norm"
+
+PLACEMENTS = ("none", "input", "hidden", "both")

@@ -1,0 +1,445 @@
+"""Formatting of a :class:`~dropsweep.report.StudyReport` as tables, JSON, CSV or Markdown.
+
+Every number is computed in :mod:`dropsweep.report`; this module only turns numbers into
+strings. The table and Markdown formats share one description of the sections, so the two
+cannot show different things. Machine formats (JSON, CSV) carry raw numbers (fractions, not
+percent) and are written with ``Console.out`` so rich adds no colour, markup or wrapping.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Sequence
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+if TYPE_CHECKING:  # types only: rendering must not import Optuna (report.py does)
+    from dropsweep.report import PlacementRow, StudyReport, StudyRow, TrialRow
+
+__all__ = [
+    "FORMATS",
+    "render_report",
+    "render_studies",
+    "report_to_csv",
+    "report_to_json",
+    "report_to_markdown",
+    "studies_to_json",
+]
+
+FORMATS = ("table", "json", "csv", "markdown")
+
+# The fixed CSV columns, in order; then one column per param, then fold_1..fold_k.
+CSV_COLUMNS = (
+    "number",
+    "state",
+    "value",
+    "role",
+    "accuracy_mean",
+    "accuracy_std",
+    "train_accuracy",
+    "test_log_loss",
+    "epochs",
+    "wall_time",
+    "fail_reason",
+)
+
+_MISSING = "—"  # a number that was not recorded (an empty cell means "does not apply")
+
+
+# ----------------------------------------------------------------------------- numbers → text
+
+
+def _percent(fraction: float | None) -> str:
+    return _MISSING if fraction is None else f"{fraction * 100:.2f}%"
+
+
+def _accuracy(row: TrialRow) -> str:
+    """Mean ± std of the fold accuracies in percent ("86.04% ± 5.12"), as papers quote CV."""
+    mean = row.accuracy_mean if row.accuracy_mean is not None else row.value
+    if mean is None:
+        return _MISSING
+    if row.accuracy_std is None:
+        return _percent(mean)
+    return f"{mean * 100:.2f}% ± {row.accuracy_std * 100:.2f}"
+
+
+def _points(diff: float | None) -> str:
+    """A difference of two accuracies in percentage points, always signed."""
+    return _MISSING if diff is None else f"{diff * 100:+.2f} pp"
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return _MISSING
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    whole = int(round(seconds))
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h {minutes:02d}m {secs:02d}s" if hours else f"{minutes}m {secs:02d}s"
+
+
+def _when(moment: datetime | None) -> str:
+    return _MISSING if moment is None else moment.isoformat(sep=" ", timespec="seconds")
+
+
+def _param(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _states(counts: dict[str, int], total: int) -> str:
+    """Total and per-state counts in one cell, e.g. "12 (9 complete, 2 pruned, 1 fail)"."""
+    parts = ", ".join(f"{n} {state.lower()}" for state, n in counts.items())
+    return f"{total} ({parts})" if parts else str(total)
+
+
+def _trial_ref(row: TrialRow | None, empty: str) -> str:
+    return empty if row is None else f"#{row.number}: {_accuracy(row)}"
+
+
+# ----------------------------------------------------------------------------- sections
+
+
+@dataclass(frozen=True)
+class _Section:
+    """One table of the report, already as strings (shared by the table and Markdown)."""
+
+    title: str
+    columns: tuple[str, ...]
+    rows: list[tuple[str, ...]]
+    right: frozenset[int] = frozenset()  # indices of numeric, right-aligned columns
+    note: str | None = None
+    show_header: bool = True
+
+
+def _summary(report: StudyReport) -> _Section:
+    rows = [
+        ("study", report.name),
+        ("direction", report.direction.lower()),
+        ("trials", _states(report.counts, report.n_trials)),
+        ("total time", _duration(report.total_wall_time)),
+        ("started", _when(report.first_start)),
+        ("last update", _when(report.last_update)),
+        ("best", _trial_ref(report.best, "no complete trial yet")),
+        ("baseline", _trial_ref(report.baseline, "no complete baseline")),
+    ]
+    return _Section("Study", ("field", "value"), rows, show_header=False)
+
+
+def _top(report: StudyReport) -> _Section:
+    # "learning rate", not "learning_rate": a narrow terminal can wrap it instead of cutting it
+    shown = tuple(name.replace("_", " ") for name in report.param_names)
+    columns = ("#", "role", "accuracy", "train acc", *shown, "time")
+    rows = [
+        (
+            str(row.number),
+            row.role or "",
+            _accuracy(row),
+            _percent(row.train_accuracy),
+            *(_param(row.params.get(name)) for name in report.param_names),
+            _duration(row.wall_time),
+        )
+        for row in report.top
+    ]
+    right = frozenset({0, 2, 3, len(columns) - 1})
+    note = None if rows else "no complete trials yet"
+    return _Section(f"Top {len(rows)} trials", columns, rows, right, note)
+
+
+def _placement_row(row: PlacementRow) -> tuple[str, ...]:
+    return (
+        row.placement,
+        str(row.n_trials),
+        f"#{row.best.number}",
+        _accuracy(row.best),
+        _points(row.diff_from_baseline),
+    )
+
+
+def _placements(report: StudyReport) -> _Section:
+    columns = ("placement", "trials", "best #", "accuracy", "Δ vs baseline")
+    rows = [_placement_row(p) for p in report.placements]
+    note = None
+    if not rows:
+        note = "no complete trials yet"
+    elif report.baseline is None:
+        note = "no complete baseline trial: Δ cannot be shown"
+    return _Section("Best trial of each placement", columns, rows, frozenset({1, 2, 3, 4}), note)
+
+
+def _importances(report: StudyReport) -> _Section:
+    rows = [(name, f"{value:.3f}") for name, value in report.importances.items()]
+    return _Section(
+        "Parameter importances",
+        ("parameter", "importance"),
+        rows,
+        frozenset({1}),
+        report.importance_note,
+    )
+
+
+def _failed(report: StudyReport) -> _Section:
+    rows = [
+        (str(row.number), row.fail_reason or _MISSING, _duration(row.wall_time))
+        for row in report.failed
+    ]
+    return _Section("Failed trials", ("#", "reason", "time"), rows, frozenset({0}))
+
+
+def _report_sections(report: StudyReport) -> list[_Section]:
+    sections = [_summary(report), _top(report), _placements(report), _importances(report)]
+    if report.failed:
+        sections.append(_failed(report))
+    return sections
+
+
+def _studies_section(rows: Sequence[StudyRow]) -> _Section:
+    body = [
+        (
+            row.name,
+            _states(row.counts, row.n_trials),
+            _percent(row.best_value),
+            _when(row.last_update),
+        )
+        for row in rows
+    ]
+    note = None if body else "no studies"
+    return _Section("Studies", ("study", "trials", "best", "last update"), body, frozenset(), note)
+
+
+# ----------------------------------------------------------------------------- rich / markdown
+
+
+def _print_sections(sections: Sequence[_Section], console: Console) -> None:
+    for index, section in enumerate(sections):
+        if index:
+            console.print()
+        if not section.rows:
+            console.print(Text(section.title, style="bold"))
+            if section.note:
+                console.print(Text(section.note, style="italic"))
+            continue
+        table = Table(
+            title=section.title,
+            title_justify="left",
+            title_style="bold",
+            show_header=section.show_header,
+            caption=section.note,
+            caption_justify="left",
+        )
+        for i, name in enumerate(section.columns):
+            numeric = i in section.right
+            table.add_column(name, justify="right" if numeric else "left", no_wrap=numeric)
+        for row in section.rows:
+            table.add_row(*(Text(cell) for cell in row))  # Text: "[...]" in a reason is not markup
+        console.print(table)
+
+
+def _md_cell(text: str) -> str:
+    return " ".join(text.replace("|", "\\|").split())
+
+
+def _markdown(sections: Sequence[_Section]) -> str:
+    blocks = []
+    for section in sections:
+        lines = [f"### {section.title}", ""]
+        if section.rows:
+            lines.append("| " + " | ".join(_md_cell(c) for c in section.columns) + " |")
+            lines.append(
+                "|"
+                + "|".join(
+                    "---:" if i in section.right else "---" for i in range(len(section.columns))
+                )
+                + "|"
+            )
+            lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in section.rows]
+        if section.note:
+            if section.rows:
+                lines.append("")
+            lines.append(f"_{_md_cell(section.note)}_")
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks) + "\n"
+
+
+# ----------------------------------------------------------------------------- json / csv
+
+
+def _json_number(value: float | None) -> float | None:
+    """NaN and infinity are not JSON; scripts get null instead."""
+    return value if value is None or math.isfinite(value) else None
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, float):
+        return _json_number(value)
+    if isinstance(value, dict):
+        return {str(k): _json_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_value(v) for v in value]
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
+
+
+def _trial_json(row: TrialRow | None) -> dict[str, Any] | None:
+    if row is None:
+        return None
+    return _json_value(
+        {
+            "number": row.number,
+            "state": row.state,
+            "value": row.value,
+            "params": row.params,
+            "fold_accuracies": list(row.fold_accuracies),
+            "accuracy_mean": row.accuracy_mean,
+            "accuracy_std": row.accuracy_std,
+            "role": row.role,
+            "train_accuracy": row.train_accuracy,
+            "test_log_loss": row.test_log_loss,
+            "epochs": row.epochs,
+            "wall_time": row.wall_time,
+            "fail_reason": row.fail_reason,
+            "datetime_start": row.datetime_start,
+            "datetime_complete": row.datetime_complete,
+        }
+    )
+
+
+def report_to_json(report: StudyReport) -> dict[str, Any]:
+    """The whole report as one JSON-ready object; numbers stay fractions, not percent."""
+    return {
+        "study": _json_value(
+            {
+                "name": report.name,
+                "direction": report.direction,
+                "n_trials": report.n_trials,
+                "total_wall_time": report.total_wall_time,
+                "first_start": report.first_start,
+                "last_update": report.last_update,
+                "param_names": report.param_names,
+                "importance_note": report.importance_note,
+            }
+        ),
+        "counts": dict(report.counts),
+        "best": _trial_json(report.best),
+        "baseline": _trial_json(report.baseline),
+        "top": [_trial_json(row) for row in report.top],
+        "placements": [
+            {
+                "placement": p.placement,
+                "n_trials": p.n_trials,
+                "best_number": p.best.number,
+                "best": _trial_json(p.best),
+                "diff_from_baseline": _json_number(p.diff_from_baseline),
+            }
+            for p in report.placements
+        ],
+        "importances": _json_value(dict(report.importances)),
+        "trials": [_trial_json(row) for row in report.trials],
+    }
+
+
+def studies_to_json(rows: Sequence[StudyRow]) -> list[dict[str, Any]]:
+    return [
+        _json_value(
+            {
+                "name": row.name,
+                "direction": row.direction,
+                "counts": dict(row.counts),
+                "n_trials": row.n_trials,
+                "best_value": row.best_value,
+                "last_update": row.last_update,
+            }
+        )
+        for row in rows
+    ]
+
+
+def _csv_cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return repr(value)  # full precision: the CSV is for further analysis
+    return str(value)
+
+
+def report_to_csv(report: StudyReport) -> str:
+    """One row per trial of any state; missing values and non-applying params are empty."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    folds = [f"fold_{i}" for i in range(1, report.n_folds + 1)]
+    writer.writerow([*CSV_COLUMNS, *report.param_names, *folds])
+    for row in report.trials:
+        fixed = [getattr(row, column) for column in CSV_COLUMNS]
+        params = [row.params.get(name) for name in report.param_names]
+        fold_cells = list(row.fold_accuracies) + [None] * (report.n_folds - len(row.fold_accuracies))
+        writer.writerow([_csv_cell(v) for v in (*fixed, *params, *fold_cells)])
+    return buffer.getvalue()
+
+
+def report_to_markdown(report: StudyReport) -> str:
+    """GitHub-flavoured Markdown with the same sections as the table format."""
+    return _markdown(_report_sections(report))
+
+
+# ----------------------------------------------------------------------------- entry points
+
+
+def _check_format(fmt: str) -> None:
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+
+
+def _write(console: Console, text: str) -> None:
+    """Raw text: no highlighting, markup, emoji or wrapping, so it parses as written."""
+    console.out(text, end="" if text.endswith("\n") else "\n", highlight=False)
+
+
+def render_report(report: StudyReport, fmt: str, console: Console) -> None:
+    """Print a study's report to ``console`` as "table", "json", "csv" or "markdown"."""
+    _check_format(fmt)
+    if fmt == "table":
+        _print_sections(_report_sections(report), console)
+    elif fmt == "json":
+        _write(console, json.dumps(report_to_json(report), indent=2))
+    elif fmt == "csv":
+        _write(console, report_to_csv(report))
+    else:
+        _write(console, report_to_markdown(report))
+
+
+def render_studies(rows: list[StudyRow], fmt: str, console: Console) -> None:
+    """Print the ``studies`` listing: name, trials by state, best value, last update."""
+    _check_format(fmt)
+    if fmt == "json":
+        _write(console, json.dumps(studies_to_json(rows), indent=2))
+    elif fmt == "table":
+        _print_sections([_studies_section(rows)], console)
+    elif fmt == "markdown":
+        _write(console, _markdown([_studies_section(rows)]))
+    else:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(["name", "n_trials", "counts", "best_value", "last_update"])
+        for row in rows:
+            writer.writerow(
+                [
+                    row.name,
+                    row.n_trials,
+                    json.dumps(row.counts),
+                    _csv_cell(row.best_value),
+                    row.last_update.isoformat() if row.last_update else "",
+                ]
+            )
+        _write(console, buffer.getvalue())

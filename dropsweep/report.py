@@ -1,0 +1,451 @@
+"""Everything a report shows, computed from the stored trials into plain numbers.
+
+The report reads only what Optuna stores (params, values, the user attributes named in
+:mod:`dropsweep.records`), so it works on a study written by any version of the runner, a
+study still running in another process, or one that was interrupted. Formatting lives in
+:mod:`dropsweep.render`; nothing here knows about colours, percent signs or column widths.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import optuna
+from optuna.storages import BaseStorage
+from optuna.study import StudyDirection
+from optuna.trial import FrozenTrial, TrialState
+
+from dropsweep import records
+from dropsweep.errors import StorageError
+
+__all__ = [
+    "STATE_ORDER",
+    "PlacementRow",
+    "StudyReport",
+    "StudyRow",
+    "TrialRow",
+    "build_report",
+    "latest_study_name",
+    "list_studies",
+]
+
+# Counts are listed in this order (then any state a future Optuna adds), so the finished
+# trials come first in every summary.
+STATE_ORDER = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
+
+# Columns of the parameters dropsweep itself suggests, in the order a reader thinks of them.
+_PARAM_ORDER = (
+    records.PARAM_PLACEMENT,
+    records.PARAM_INPUT_RATE,
+    records.PARAM_HIDDEN_RATE,
+    records.PARAM_LEARNING_RATE,
+    records.PARAM_MOMENTUM,
+    records.PARAM_MAX_NORM,
+)
+
+_INTERRUPTED_REASON = "interrupted"
+
+# Below this many complete trials PED-ANOVA's top quantile holds a single trial, so the
+# importances come with a caution (Optuna suggests >= 5 trials in the top 10%).
+_FEW_TRIALS = 10
+
+
+# ----------------------------------------------------------------------------- rows
+
+
+@dataclass(frozen=True)
+class TrialRow:
+    """One stored trial, any state, with dropsweep's user attributes read out (None if absent)."""
+
+    number: int
+    state: str
+    value: float | None
+    params: dict[str, Any]
+    role: str | None = None
+    fold_accuracies: tuple[float, ...] = ()
+    accuracy_mean: float | None = None
+    accuracy_std: float | None = None
+    train_accuracy: float | None = None
+    test_log_loss: float | None = None
+    epochs: int | None = None
+    wall_time: float | None = None
+    fail_reason: str | None = None
+    datetime_start: datetime | None = None
+    datetime_complete: datetime | None = None
+
+    @property
+    def gap(self) -> float | None:
+        """Train minus held-out accuracy: how much the configuration overfits."""
+        if self.train_accuracy is None or self.accuracy_mean is None:
+            return None
+        return self.train_accuracy - self.accuracy_mean
+
+
+@dataclass(frozen=True)
+class PlacementRow:
+    """The best complete trial of one dropout placement, compared with the baseline."""
+
+    placement: str
+    n_trials: int
+    best: TrialRow
+    diff_from_baseline: float | None
+
+
+@dataclass(frozen=True)
+class StudyReport:
+    """All numbers of one study's report; ``render`` only formats them."""
+
+    name: str
+    direction: str  # "MAXIMIZE" or "MINIMIZE" (Optuna's StudyDirection name)
+    counts: dict[str, int]
+    total_wall_time: float
+    first_start: datetime | None
+    last_update: datetime | None
+    best: TrialRow | None
+    baseline: TrialRow | None
+    top: list[TrialRow]
+    placements: list[PlacementRow]
+    importances: dict[str, float]
+    importance_note: str | None
+    trials: list[TrialRow]
+    param_names: list[str]
+
+    @property
+    def n_trials(self) -> int:
+        return len(self.trials)
+
+    @property
+    def failed(self) -> list[TrialRow]:
+        """FAIL trials, by number: the report lists them with their reason."""
+        return [t for t in self.trials if t.state == TrialState.FAIL.name]
+
+    @property
+    def n_folds(self) -> int:
+        """The most folds any trial recorded (the CSV has one column per fold)."""
+        return max((len(t.fold_accuracies) for t in self.trials), default=0)
+
+
+@dataclass(frozen=True)
+class StudyRow:
+    """One line of the ``studies`` listing."""
+
+    name: str
+    counts: dict[str, int]
+    n_trials: int
+    best_value: float | None
+    last_update: datetime | None
+    direction: str | None = None
+
+
+# ----------------------------------------------------------------------------- trial rows
+
+
+def _number(value: Any) -> float | None:
+    """A real number from a user attribute, or None (attributes are JSON: anything goes)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
+
+
+def _integer(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
+def _folds(value: Any) -> tuple[float, ...]:
+    if not isinstance(value, (list, tuple)):
+        return ()
+    return tuple(f for f in map(_number, value) if f is not None)
+
+
+def _wall_time(trial: FrozenTrial) -> float | None:
+    """Seconds the runner measured; else the span Optuna recorded (includes its overhead)."""
+    stored = _number(trial.user_attrs.get(records.WALL_TIME))
+    if stored is not None:
+        return stored
+    if trial.datetime_start is not None and trial.datetime_complete is not None:
+        return (trial.datetime_complete - trial.datetime_start).total_seconds()
+    return None
+
+
+def _fail_reason(trial: FrozenTrial) -> str | None:
+    reason = trial.user_attrs.get(records.FAIL_REASON)
+    if isinstance(reason, str) and reason.strip():
+        return reason
+    if trial.state == TrialState.FAIL and trial.user_attrs.get(records.INTERRUPTED) is True:
+        return _INTERRUPTED_REASON
+    return None
+
+
+def trial_row(trial: FrozenTrial) -> TrialRow:
+    """Read one Optuna trial into a :class:`TrialRow`."""
+    attrs = trial.user_attrs
+    role = attrs.get(records.ROLE)
+    value = trial.value if trial.values is not None and len(trial.values) == 1 else None
+    return TrialRow(
+        number=trial.number,
+        state=trial.state.name,
+        value=None if value is None else float(value),
+        params=dict(trial.params),
+        role=role if isinstance(role, str) else None,
+        fold_accuracies=_folds(attrs.get(records.FOLD_ACCURACIES)),
+        accuracy_mean=_number(attrs.get(records.ACCURACY_MEAN)),
+        accuracy_std=_number(attrs.get(records.ACCURACY_STD)),
+        train_accuracy=_number(attrs.get(records.TRAIN_ACCURACY)),
+        test_log_loss=_number(attrs.get(records.TEST_LOG_LOSS)),
+        epochs=_integer(attrs.get(records.EPOCHS)),
+        wall_time=_wall_time(trial),
+        fail_reason=_fail_reason(trial),
+        datetime_start=trial.datetime_start,
+        datetime_complete=trial.datetime_complete,
+    )
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _counts(states: Iterable[str]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for state in states:
+        counts[state] = counts.get(state, 0) + 1
+    known = {s: counts[s] for s in STATE_ORDER if s in counts}
+    return {**known, **{s: n for s, n in sorted(counts.items()) if s not in known}}
+
+
+def _ranked(rows: Sequence[TrialRow], direction: StudyDirection) -> list[TrialRow]:
+    """Complete trials best first; ties go to the earlier trial (it was found first)."""
+    sign = -1.0 if direction == StudyDirection.MAXIMIZE else 1.0
+    done = [
+        r
+        for r in rows
+        if r.state == TrialState.COMPLETE.name and r.value is not None and not math.isnan(r.value)
+    ]
+    return sorted(done, key=lambda r: (sign * r.value, r.number))  # type: ignore[operator]
+
+
+def _param_names(rows: Iterable[TrialRow]) -> list[str]:
+    present = {name for r in rows for name in r.params}
+    known = [name for name in _PARAM_ORDER if name in present]
+    return known + sorted(present - set(known))
+
+
+def _last_activity(trials: Iterable[FrozenTrial]) -> datetime | None:
+    stamps = [
+        stamp
+        for t in trials
+        for stamp in (t.datetime_complete, t.datetime_start)
+        if stamp is not None
+    ]
+    return max(stamps, default=None)
+
+
+def _placements(
+    ranked: list[TrialRow], baseline: TrialRow | None
+) -> list[PlacementRow]:
+    by_placement: dict[str, list[TrialRow]] = {}
+    for row in ranked:  # best first, so the first row of each placement is its best
+        placement = row.params.get(records.PARAM_PLACEMENT)
+        if placement is None:
+            continue
+        by_placement.setdefault(str(placement), []).append(row)
+    order = [p for p in records.PLACEMENTS if p in by_placement]
+    order += sorted(p for p in by_placement if p not in records.PLACEMENTS)
+    result = []
+    for placement in order:
+        rows = by_placement[placement]
+        best = rows[0]
+        diff = None
+        if (
+            baseline is not None
+            and baseline.accuracy_mean is not None
+            and best.accuracy_mean is not None
+        ):
+            diff = best.accuracy_mean - baseline.accuracy_mean
+        result.append(PlacementRow(placement, len(rows), best, diff))
+    return result
+
+
+def _importances(study: optuna.Study, n_complete: int) -> tuple[dict[str, float], str | None]:
+    """PED-ANOVA importances over complete trials, or why there are none.
+
+    Dropsweep's space is conditional (a rate exists only where its placement uses it), which
+    PED-ANOVA handles in Optuna 5; should it still raise, retry with the parameters every
+    complete trial has. Optuna's own "normalise zeros to equal shares" is not used: equal
+    shares would read as a finding when no parameter separates the best trials at all.
+    """
+    if n_complete < 2:
+        return {}, f"needs at least 2 complete trials (the study has {n_complete})"
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    common = set.intersection(*(set(t.params) for t in complete))
+
+    def evaluate(params: list[str] | None) -> dict[str, float]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # few-trial and experimental warnings
+            return optuna.importance.get_param_importances(
+                study, params=params, normalize=False
+            )
+
+    try:
+        raw = evaluate(None)
+    except Exception as first:  # a report must survive whatever the evaluator trips on
+        if not common:
+            return {}, f"cannot be computed: {first}"
+        try:
+            raw = evaluate(sorted(common))
+        except Exception as second:
+            return {}, f"cannot be computed: {second}"
+    # A parameter that never varied carries no information; PED-ANOVA still gives it a
+    # small score (its density estimates differ only in bandwidth), which would mislead.
+    varying = {
+        name
+        for name in {n for t in complete for n in t.params}
+        if len({repr(t.params[name]) for t in complete if name in t.params}) > 1
+    }
+    scores = {
+        k: float(v) for k, v in raw.items() if k in varying and math.isfinite(v) and v >= 0.0
+    }
+    total = sum(scores.values())
+    if not varying:
+        return {}, "no parameter varied across the complete trials"
+    if total <= 0.0:
+        return {}, "no parameter separates the best trials from the rest (all importances are 0)"
+    ordered = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
+    note = None
+    if n_complete < _FEW_TRIALS:
+        note = f"only {n_complete} complete trials: importances are rough"
+    return {k: v / total for k, v in ordered}, note
+
+
+# ----------------------------------------------------------------------------- one study
+
+
+def _direction(study_name: str, directions: Sequence[StudyDirection]) -> StudyDirection:
+    if len(directions) != 1:
+        raise StorageError(
+            f"study {study_name!r} has {len(directions)} objectives; "
+            "dropsweep reports single-objective studies only"
+        )
+    return directions[0]
+
+
+def build_report(study: optuna.Study, top: int = 10) -> StudyReport:
+    """Compute a study's report; read-only, so it can run while the sweep is still going."""
+    direction = _direction(study.study_name, study.directions)
+    frozen = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
+    rows = [trial_row(t) for t in frozen]
+    ranked = _ranked(rows, direction)
+    baselines = [r for r in rows if r.state == TrialState.COMPLETE.name and r.role == records.ROLE_BASELINE]
+    baseline = baselines[0] if baselines else None
+    importances, note = _importances(study, len(ranked))
+    starts = [t.datetime_start for t in frozen if t.datetime_start is not None]
+    return StudyReport(
+        name=study.study_name,
+        direction=direction.name,
+        counts=_counts(r.state for r in rows),
+        total_wall_time=sum(r.wall_time for r in rows if r.wall_time is not None),
+        first_start=min(starts, default=None),
+        last_update=_last_activity(frozen),
+        best=ranked[0] if ranked else None,
+        baseline=baseline,
+        top=ranked[: max(top, 0)],
+        placements=_placements(ranked, baseline),
+        importances=importances,
+        importance_note=note,
+        trials=rows,
+        param_names=_param_names(rows),
+    )
+
+
+# ----------------------------------------------------------------------------- storage
+
+
+def _describe(storage: str | BaseStorage) -> str:
+    return storage if isinstance(storage, str) else str(getattr(storage, "url", storage))
+
+
+def _open_storage(storage: str | BaseStorage) -> BaseStorage:
+    """Open a storage URL without creating anything.
+
+    ``optuna.storages.get_storage`` would create a missing SQLite file and Optuna's tables;
+    listing must never do that, so a missing file is an error and table creation is skipped.
+    """
+    if isinstance(storage, BaseStorage):
+        return storage
+    if storage.startswith("sqlite:///"):
+        path = storage[len("sqlite:///"):].split("?", 1)[0]
+        if path and path != ":memory:" and not Path(path).is_file():
+            raise StorageError(f"no such SQLite file: {path}")
+    try:
+        return optuna.storages.RDBStorage(storage, skip_table_creation=True)
+    except Exception as exc:  # sqlalchemy, driver and schema-version errors alike
+        raise StorageError(f"cannot open storage {storage}: {exc}") from exc
+
+
+def _read_all(storage: str | BaseStorage) -> list[tuple[Any, list[FrozenTrial]]]:
+    opened = _open_storage(storage)
+    try:
+        return [
+            (study, opened.get_all_trials(study._study_id, deepcopy=False))
+            for study in opened.get_all_studies()
+        ]
+    except Exception as exc:
+        raise StorageError(f"cannot read studies from {_describe(storage)}: {exc}") from exc
+
+
+def list_studies(storage: str | BaseStorage) -> list[StudyRow]:
+    """Summarise every study in a storage, read-only (listing must not create a database)."""
+    result = []
+    for study, trials in _read_all(storage):
+        directions = list(study.directions)
+        best_value = None
+        direction_name = None
+        if len(directions) == 1:
+            direction = directions[0]
+            direction_name = direction.name
+            values = [
+                t.value
+                for t in trials
+                if t.state == TrialState.COMPLETE and t.value is not None and not math.isnan(t.value)
+            ]
+            if values:
+                best_value = max(values) if direction == StudyDirection.MAXIMIZE else min(values)
+        result.append(
+            StudyRow(
+                name=study.study_name,
+                counts=_counts(t.state.name for t in trials),
+                n_trials=len(trials),
+                best_value=None if best_value is None else float(best_value),
+                last_update=_last_activity(trials),
+                direction=direction_name,
+            )
+        )
+    return result
+
+
+def latest_study_name(storage: str | BaseStorage) -> str:
+    """The study worked on most recently: the default when the user names none."""
+    studies = _read_all(storage)
+    if not studies:
+        raise StorageError(
+            f"no studies in {_describe(storage)}; run a sweep first or check the storage URL"
+        )
+    # Studies without trials rank below any activity; among them, the newest created wins.
+    best = max(
+        enumerate(studies),
+        key=lambda item: (
+            _last_activity(item[1][1]) is not None,
+            _last_activity(item[1][1]) or datetime.min,
+            item[0],
+        ),
+    )
+    return best[1][0].study_name

@@ -1,0 +1,325 @@
+"""The study: storage, sampler, pruner, and the ask/tell loop that trains trials.
+
+The loop is written around Optuna's ask/tell interface (not ``study.optimize``) so that it
+can ask for several trials, train them as one batch and tell each its own result. A study
+remembers the sweep it was made with: resuming with another experiment is refused, and
+``--trials N`` always means the study's total number of finished trials.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import optuna
+import torch
+from optuna.trial import FrozenTrial, TrialState
+
+import dropsweep
+from dropsweep import records
+from dropsweep.config import Sweep, TrialConfig
+from dropsweep.data import Dataset
+from dropsweep.errors import StorageError, StudyMismatchError
+from dropsweep.space import (
+    config_values,
+    fixed_distributions,
+    is_exhaustive,
+    planned_configs,
+    space_of,
+    suggest,
+)
+from dropsweep.storage import mask_url, open_storage, study_names
+from dropsweep.trainer import TrainSettings, TrialResult, make_folds, resolve_device, train_trials
+
+# Sections whose change would make old and new trials incomparable.
+EXPERIMENT_SECTIONS = ("data", "model", "train", "cv", "baseline", "space")
+
+
+# ----------------------------------------------------------------------------- samplers
+
+
+def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
+    """Each sampler seeded; TPE is multivariate and grouped, which suits a conditional space."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if name == "tpe":
+            return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True,
+                                              constant_liar=True)
+        if name == "cmaes":
+            return optuna.samplers.CmaEsSampler(
+                seed=seed, warn_independent_sampling=False,
+                independent_sampler=optuna.samplers.TPESampler(seed=seed))
+        if name == "qmc":
+            return optuna.samplers.QMCSampler(seed=seed, warn_independent_sampling=False)
+    # "random", and "grid", whose points are planned in advance (see space.grid_points).
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+def make_pruner(name: str, train_epochs: int, eval_every: int) -> optuna.pruners.BasePruner:
+    """Median pruning, but not before a quarter of the epochs: early accuracy is mostly noise."""
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    return optuna.pruners.MedianPruner(n_startup_trials=10,
+                                       n_warmup_steps=max(eval_every, train_epochs // 4))
+
+
+# ----------------------------------------------------------------------------- counting
+
+
+def counts_toward_target(trial: FrozenTrial) -> bool:
+    """Finished for good: complete, pruned, or failed for a reason of its own (diverged).
+
+    A trial stopped by Ctrl-C or a kill is not a result and will be run again.
+    """
+    if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
+        return True
+    return (trial.state == TrialState.FAIL and records.FAIL_REASON in trial.user_attrs
+            and not trial.user_attrs.get(records.INTERRUPTED, False))
+
+
+def trial_seed(search_seed: int, number: int) -> int:
+    """A trial's seed depends only on the sweep's seed and the trial's number."""
+    return int(np.random.SeedSequence([search_seed, number]).generate_state(1)[0] & 0x7FFFFFFF)
+
+
+def sweep_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Dotted keys of the experiment sections that differ, with old -> new values."""
+    out: list[str] = []
+
+    def walk(a: Any, b: Any, key: str) -> None:
+        if isinstance(a, dict) and isinstance(b, dict):
+            for k in list(dict.fromkeys([*a, *b])):
+                walk(a.get(k), b.get(k), f"{key}.{k}")
+        elif a != b:
+            out.append(f"{key} {a!r} -> {b!r}")
+
+    for section in EXPERIMENT_SECTIONS:
+        walk(old.get(section), new.get(section), section)
+    return out
+
+
+# ----------------------------------------------------------------------------- stopping
+
+
+class StopFlag:
+    """Set by SIGINT/SIGTERM; the loop and the trainer check it at safe points."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+
+    def __call__(self) -> bool:
+        return self.signal is not None
+
+
+@contextmanager
+def stop_on_signals(flag: StopFlag) -> Iterator[StopFlag]:
+    """First Ctrl-C/SIGTERM asks for a clean stop; a second Ctrl-C stops at once."""
+
+    def handler(signum: int, frame: Any) -> None:
+        if flag.signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        flag.signal = signum
+
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for s in previous:
+            signal.signal(s, handler)
+    except ValueError:  # not the main thread (e.g. some test runners): no handlers
+        previous = {}
+    try:
+        yield flag
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+# ----------------------------------------------------------------------------- the search
+
+
+@dataclass
+class SearchSummary:
+    """What one ``dropsweep search`` invocation did, for the CLI to print."""
+
+    study_name: str
+    storage: str  # masked
+    target: int
+    finished_before: int
+    finished: int = 0  # finished trials in the study now
+    ran: int = 0  # trials this invocation finished
+    best_value: float | None = None
+    best_number: int | None = None
+    stopped_by: int | None = None  # signal number when interrupted
+    states: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class SearchEvents:
+    """Hooks the CLI uses to draw progress; all optional."""
+
+    on_start: Callable[[SearchSummary], None] | None = None
+    on_trial: Callable[[SearchSummary, FrozenTrial], None] | None = None
+
+
+def _prepare_study(sweep: Sweep, storage_url: str, study_name: str) -> optuna.Study:
+    storage = open_storage(storage_url)
+    new_sweep = sweep.to_dict()
+    try:
+        exists = study_name in study_names(storage)
+        if exists:
+            study = optuna.load_study(study_name=study_name, storage=storage,
+                                      sampler=make_sampler(sweep.search.sampler, sweep.search.seed),
+                                      pruner=make_pruner(sweep.search.pruner, sweep.train.epochs,
+                                                         sweep.train.eval_every))
+            old = study.user_attrs.get(records.STUDY_SWEEP)
+            if old is None:
+                raise StorageError(f"study '{study_name}' in {mask_url(storage_url)} was not made "
+                                   "by dropsweep; choose another --study name")
+            changed = sweep_differences(old, new_sweep)
+            if changed:
+                raise StudyMismatchError(
+                    f"study '{study_name}' was made with a different experiment "
+                    f"({'; '.join(changed)}); resume with the original sweep or choose "
+                    "another --study name")
+            return study
+        study = optuna.create_study(
+            storage=storage, study_name=study_name, direction="maximize",
+            sampler=make_sampler(sweep.search.sampler, sweep.search.seed),
+            pruner=make_pruner(sweep.search.pruner, sweep.train.epochs, sweep.train.eval_every),
+        )
+        study.set_user_attr(records.STUDY_SWEEP, new_sweep)
+        study.set_user_attr(records.STUDY_VERSION, dropsweep.__version__)
+        study.set_user_attr(records.STUDY_TORCH_VERSION, torch.__version__)
+        study.set_user_attr(records.STUDY_SWEEP_FILE, sweep.file)
+        return study
+    except StorageError:
+        raise
+    except Exception as exc:  # a storage that fails mid-way (locked, read-only, dropped)
+        reason = mask_url(" ".join(str(exc).split()))[:300]
+        raise StorageError(f"storage {mask_url(storage_url)}: {reason}") from None
+
+
+def _summarize(study: optuna.Study, summary: SearchSummary) -> None:
+    trials = study.get_trials(deepcopy=False)
+    summary.finished = sum(counts_toward_target(t) for t in trials)
+    summary.states = {}
+    for t in trials:
+        summary.states[t.state.name] = summary.states.get(t.state.name, 0) + 1
+    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+    if complete:
+        best = max(complete, key=lambda t: (t.value, -t.number))
+        summary.best_value, summary.best_number = best.value, best.number
+
+
+def _next_planned(study: optuna.Study, planned: list[TrialConfig], sweep: Sweep
+                  ) -> TrialConfig | None:
+    """The first planned configuration no finished or running trial already covers."""
+    space = space_of(sweep)
+    taken = [t.params for t in study.get_trials(deepcopy=False)
+             if counts_toward_target(t) or t.state == TrialState.RUNNING]
+    for config in planned:
+        if config_values(config, space) not in taken:
+            return config
+    return None
+
+
+def run_search(
+    sweep: Sweep,
+    dataset: Dataset,
+    *,
+    storage_url: str,
+    study_name: str | None = None,
+    trials: int | None = None,
+    device: str = "cpu",
+    events: SearchEvents | None = None,
+    stop: StopFlag | None = None,
+) -> SearchSummary:
+    """Run the study up to its target number of finished trials; resume if it exists."""
+    events = events or SearchEvents()
+    stop = stop or StopFlag()
+    name = study_name or sweep.name
+    dev = resolve_device(device)
+    folds = make_folds(dataset.X, dataset.y, sweep.cv.folds, sweep.cv.seed, dev,
+                       n_classes=dataset.n_classes)
+    settings = TrainSettings(hidden=sweep.model.hidden, epochs=sweep.train.epochs,
+                             batch_size=sweep.train.batch_size, eval_every=sweep.train.eval_every)
+    space = space_of(sweep)
+    planned = planned_configs(sweep)
+    target = trials if trials is not None else sweep.search.trials
+    if is_exhaustive(sweep):
+        target = min(target, len(planned))
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = _prepare_study(sweep, storage_url, name)
+    summary = SearchSummary(study_name=name, storage=mask_url(storage_url), target=target,
+                            finished_before=0)
+    _summarize(study, summary)
+    summary.finished_before = summary.finished
+    if events.on_start:
+        events.on_start(summary)
+
+    while not stop() and summary.finished < target:
+        config = _next_planned(study, planned, sweep)
+        if config is not None:
+            # Enqueued params are what the fixed distributions then return (ask alone would
+            # sample them).
+            study.enqueue_trial(config_values(config, space))
+            trial = study.ask(fixed_distributions(config, space))
+            role = records.ROLE_BASELINE if config == sweep.baseline else records.ROLE_FIXED
+        elif is_exhaustive(sweep):
+            break
+        else:
+            trial = study.ask()
+            config = suggest(trial, space)
+            role = records.ROLE_SEARCH
+        seed = trial_seed(sweep.search.seed, trial.number)
+        trial.set_user_attr(records.ROLE, role)
+        trial.set_user_attr(records.SEED, seed)
+        trial.set_user_attr(records.CONFIG, config.to_dict())
+
+        def on_checkpoint(epoch: int, accuracies: list[float | None]) -> list[int]:
+            value = accuracies[0]
+            if value is None:
+                return []
+            trial.report(value, step=epoch)
+            return [0] if trial.should_prune() else []
+
+        result = train_trials([config], folds, settings, seed, on_checkpoint=on_checkpoint,
+                              should_stop=stop)[0]
+        frozen = _tell(study, trial, result)
+        _summarize(study, summary)
+        if not result.interrupted:
+            summary.ran += 1
+        if events.on_trial:
+            events.on_trial(summary, frozen)
+
+    summary.stopped_by = stop.signal
+    _summarize(study, summary)
+    return summary
+
+
+def _tell(study: optuna.Study, trial: optuna.Trial, result: TrialResult) -> FrozenTrial:
+    """Record a trial's result in the storage; every trial ends in a final state."""
+    trial.set_user_attr(records.EPOCHS, result.epochs)
+    trial.set_user_attr(records.WALL_TIME, round(result.wall_time, 4))
+    if result.interrupted:
+        trial.set_user_attr(records.INTERRUPTED, True)
+        return study.tell(trial, state=TrialState.FAIL)
+    if result.failure is not None:
+        trial.set_user_attr(records.FAIL_REASON, result.failure)
+        return study.tell(trial, state=TrialState.FAIL)
+    if result.pruned:
+        return study.tell(trial, state=TrialState.PRUNED)
+    trial.set_user_attr(records.FOLD_ACCURACIES, result.fold_accuracies)
+    trial.set_user_attr(records.ACCURACY_MEAN, result.accuracy_mean)
+    trial.set_user_attr(records.ACCURACY_STD, result.accuracy_std)
+    trial.set_user_attr(records.TEST_LOG_LOSS, result.test_log_loss)
+    trial.set_user_attr(records.TRAIN_ACCURACY, result.train_accuracy)
+    if result.curve and math.isfinite(result.curve[-1][1]):
+        trial.report(result.accuracy_mean, step=result.epochs)
+    return study.tell(trial, result.accuracy_mean)
+

@@ -1,0 +1,74 @@
+"""Opening an Optuna storage: the embedded SQLite default, or any RDB URL.
+
+Every failure to open or use a storage becomes one :class:`StorageError` line, with any
+password in the URL masked. Read-only callers (``report``, ``studies``) never create a
+database file or a table.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import optuna
+from optuna.storages import RDBStorage
+
+from dropsweep.errors import StorageError
+
+DEFAULT_STORAGE = "sqlite:///results/dropsweep.db"
+
+
+def mask_url(url: str) -> str:
+    """``postgresql://user:secret@host/db`` -> ``postgresql://user:***@host/db``."""
+    return re.sub(r"(://[^/:@]*:)[^/@]*@", r"\1***@", url)
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The database file behind a ``sqlite:///`` URL (None for other back ends)."""
+    if not url.startswith("sqlite:///"):
+        return None
+    path = url[len("sqlite:///"):].split("?", 1)[0]
+    return Path(path) if path and path != ":memory:" else None
+
+
+def open_storage(url: str, *, read_only: bool = False) -> RDBStorage:
+    """Open (and, for writers, create) an Optuna RDB storage.
+
+    SQLite gets a generous busy timeout so that a reader or a second worker waits for a
+    lock instead of failing with "database is locked".
+    """
+    path = sqlite_path(url)
+    engine_kwargs: dict = {}
+    if path is not None:
+        if read_only and not path.exists():
+            raise StorageError(f"no storage at {path}: run 'dropsweep search SWEEP' first, "
+                               "or pass --storage URL")
+        if not read_only:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StorageError(f"cannot create {path.parent}: {exc.strerror}") from None
+        engine_kwargs = {"connect_args": {"timeout": 60}}
+    try:
+        return RDBStorage(url, engine_kwargs=engine_kwargs, skip_table_creation=read_only)
+    except ImportError as exc:
+        hint = " (pip install 'dropsweep[postgres]')" if "psycopg" in str(exc) else ""
+        raise StorageError(f"storage {mask_url(url)}: missing driver: {exc.name or exc}{hint}"
+                           ) from None
+    except Exception as exc:  # SQLAlchemy/Optuna raise many kinds; all mean "cannot open"
+        reason = " ".join(str(exc).split())
+        reason = mask_url(reason)[:300]
+        raise StorageError(f"cannot open storage {mask_url(url)}: {reason}") from None
+
+
+def study_names(storage: RDBStorage) -> list[str]:
+    return [s.study_name for s in storage.get_all_studies()]
+
+
+def load_study(storage: RDBStorage, name: str, url: str) -> optuna.Study:
+    """Load an existing study; an unknown name lists the ones that exist."""
+    names = study_names(storage)
+    if name not in names:
+        known = ", ".join(sorted(names)) or "none"
+        raise StorageError(f"no study '{name}' in {mask_url(url)} (studies: {known})")
+    return optuna.load_study(study_name=name, storage=storage)

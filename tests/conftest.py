@@ -1,0 +1,36 @@
+"""Shared fixtures: where the real Sonar file is, and tiny synthetic data sets."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+# CI and developers keep the real UCI file beside the checkout (never inside it).
+SONAR_DIR = Path(os.environ.get("DROPSWEEP_DATA_DIR", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Every test sees the real Sonar directory and an empty, private download cache."""
+    monkeypatch.setenv("DROPSWEEP_DATA_DIR", str(SONAR_DIR))
+    monkeypatch.setenv("DROPSWEEP_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+
+
+@pytest.fixture
+def sonar_dir() -> Path:
+    if not (SONAR_DIR / "sonar.csv").exists():
+        pytest.skip(f"the real Sonar file is not at {SONAR_DIR} (set DROPSWEEP_DATA_DIR)")
+    return SONAR_DIR
+
+
+@pytest.fixture
+def blobs() -> tuple[np.ndarray, np.ndarray]:
+    """A small, easy two-class problem: 80 rows, 6 features."""
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 40)
+    X = rng.normal(size=(80, 6)).astype(np.float32) + y[:, None] * 1.5
+    return X, y

@@ -1,0 +1,370 @@
+"""render.py: every format shows the report's numbers, and the machine formats parse."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution
+from rich.console import Console
+
+from dropsweep import records
+from dropsweep.render import FORMATS, render_report, render_studies, report_to_json
+from dropsweep.report import (
+    PlacementRow,
+    StudyReport,
+    StudyRow,
+    TrialRow,
+    build_report,
+    list_studies,
+)
+
+T0 = datetime(2025, 3, 1, 9, 0, 0)
+TRIAL_KEYS = {
+    "number",
+    "state",
+    "value",
+    "params",
+    "fold_accuracies",
+    "accuracy_mean",
+    "accuracy_std",
+    "role",
+    "train_accuracy",
+    "test_log_loss",
+    "epochs",
+    "wall_time",
+    "fail_reason",
+}
+
+
+def console(width: int = 200) -> Console:
+    return Console(record=True, width=width, color_system=None, file=io.StringIO())
+
+
+def text_of(fmt: str, report: StudyReport, width: int = 200) -> str:
+    out = console(width)
+    render_report(report, fmt, out)
+    return out.file.getvalue()  # type: ignore[attr-defined]
+
+
+def _trial(number: int, **kw: object) -> TrialRow:
+    defaults: dict = dict(state="COMPLETE", value=None, params={}, datetime_start=T0)
+    defaults.update(kw)
+    return TrialRow(number=number, **defaults)  # type: ignore[arg-type]
+
+
+BASELINE = _trial(
+    0,
+    value=0.8481,
+    params={records.PARAM_PLACEMENT: "none", records.PARAM_LEARNING_RATE: 0.01,
+            records.PARAM_MOMENTUM: 0.8},
+    role=records.ROLE_BASELINE,
+    fold_accuracies=(0.80, 0.85, 0.82, 0.88, 0.8905),
+    accuracy_mean=0.8481,
+    accuracy_std=0.0345,
+    train_accuracy=0.99,
+    test_log_loss=0.41,
+    epochs=100,
+    wall_time=12.0,
+    datetime_complete=T0 + timedelta(seconds=12),
+)  # fmt: skip
+BEST = _trial(
+    1,
+    value=0.8604,
+    params={records.PARAM_PLACEMENT: "input", records.PARAM_INPUT_RATE: 0.2,
+            records.PARAM_LEARNING_RATE: 0.0123456, records.PARAM_MOMENTUM: 0.9},
+    role=records.ROLE_SEARCH,
+    fold_accuracies=(0.80, 0.85, 0.86, 0.90, 0.892),
+    accuracy_mean=0.8604,
+    accuracy_std=0.0512,
+    train_accuracy=0.9712,
+    test_log_loss=0.35,
+    epochs=100,
+    wall_time=75.0,
+    datetime_complete=T0 + timedelta(seconds=90),
+)  # fmt: skip
+HIDDEN = _trial(
+    2,
+    value=0.8431,
+    params={records.PARAM_PLACEMENT: "hidden", records.PARAM_HIDDEN_RATE: 0.5,
+            records.PARAM_LEARNING_RATE: 0.01, records.PARAM_MOMENTUM: 0.8,
+            records.PARAM_MAX_NORM: 3.0},
+    role=records.ROLE_FIXED,
+    fold_accuracies=(0.84, 0.85, 0.83, 0.84, 0.8555),
+    accuracy_mean=0.8431,
+    accuracy_std=0.0089,
+    train_accuracy=0.95,
+    wall_time=3700.0,
+)  # fmt: skip
+PRUNED = _trial(
+    3,
+    state="PRUNED",
+    params={records.PARAM_PLACEMENT: "both", records.PARAM_INPUT_RATE: 0.1,
+            records.PARAM_HIDDEN_RATE: 0.2, records.PARAM_LEARNING_RATE: 0.05,
+            records.PARAM_MOMENTUM: 0.5},
+    role=records.ROLE_SEARCH,
+    epochs=7,
+    wall_time=2.0,
+)  # fmt: skip
+FAILED = _trial(
+    4,
+    state="FAIL",
+    params={records.PARAM_PLACEMENT: "input", records.PARAM_INPUT_RATE: 0.4,
+            records.PARAM_LEARNING_RATE: 0.3, records.PARAM_MOMENTUM: 0.99},
+    role=records.ROLE_SEARCH,
+    fail_reason="loss became NaN at epoch 3, fold 2 [lr too high] | x",
+    wall_time=1.5,
+)  # fmt: skip
+INTERRUPTED = _trial(5, state="FAIL", fail_reason="interrupted")
+RUNNING = _trial(6, state="RUNNING", params={records.PARAM_PLACEMENT: "none"})
+
+PARAMS = [
+    records.PARAM_PLACEMENT,
+    records.PARAM_INPUT_RATE,
+    records.PARAM_HIDDEN_RATE,
+    records.PARAM_LEARNING_RATE,
+    records.PARAM_MOMENTUM,
+    records.PARAM_MAX_NORM,
+]
+
+
+@pytest.fixture
+def report() -> StudyReport:
+    return StudyReport(
+        name="sonar-dropout",
+        direction="MAXIMIZE",
+        counts={"COMPLETE": 3, "PRUNED": 1, "FAIL": 2, "RUNNING": 1},
+        total_wall_time=3791.5,
+        first_start=T0,
+        last_update=T0 + timedelta(hours=2),
+        best=BEST,
+        baseline=BASELINE,
+        top=[BEST, BASELINE, HIDDEN],
+        placements=[
+            PlacementRow("none", 1, BASELINE, 0.0),
+            PlacementRow("input", 1, BEST, 0.0123),
+            PlacementRow("hidden", 1, HIDDEN, -0.005),
+        ],
+        importances={records.PARAM_LEARNING_RATE: 0.61234, records.PARAM_PLACEMENT: 0.38766},
+        importance_note=None,
+        trials=[BASELINE, BEST, HIDDEN, PRUNED, FAILED, INTERRUPTED, RUNNING],
+        param_names=PARAMS,
+    )
+
+
+# ----------------------------------------------------------------------------- table
+
+
+def test_table_shows_the_formatted_numbers(report: StudyReport) -> None:
+    text = text_of("table", report)
+    assert "sonar-dropout" in text
+    assert "7 (3 complete, 1 pruned, 2 fail, 1 running)" in text
+    assert "1h 03m 12s" in text  # total time 3791.5 s
+    assert "86.04% ± 5.12" in text and "84.81% ± 3.45" in text and "84.31% ± 0.89" in text
+    assert "97.12%" in text  # train accuracy of the best trial
+    assert "+1.23 pp" in text and "-0.50 pp" in text and "+0.00 pp" in text
+    assert "0.01235" in text  # learning rate, 4 significant digits
+    assert "1m 15s" in text and "12.0 s" in text
+    assert "0.612" in text and "0.388" in text
+    assert "loss became NaN at epoch 3, fold 2 [lr too high] | x" in text  # not read as markup
+    assert "interrupted" in text
+    for column in ("#", "role", "accuracy", "train acc", "time", "Δ vs baseline"):
+        assert column in text
+    for param in PARAMS:
+        assert param.replace("_", " ") in text
+
+
+def test_table_leaves_non_applying_params_empty(report: StudyReport) -> None:
+    text = text_of("table", report)
+    best_line = next(line for line in text.splitlines() if "│ search" in line and "86.04%" in line)
+    cells = [c.strip() for c in best_line.strip().strip("│").split("│")]
+    # "#", role, accuracy, train, placement, input, hidden, lr, momentum, max_norm, time
+    assert cells == ["1", "search", "86.04% ± 5.12", "97.12%", "input", "0.2", "", "0.01235",
+                     "0.9", "", "1m 15s"]  # fmt: skip
+
+
+def test_table_shows_the_importance_note_and_omits_failures_when_none() -> None:
+    report = StudyReport(
+        name="tiny", direction="MAXIMIZE", counts={"COMPLETE": 1}, total_wall_time=3.0,
+        first_start=T0, last_update=T0, best=BEST, baseline=None, top=[BEST],
+        placements=[PlacementRow("input", 1, BEST, None)], importances={},
+        importance_note="needs at least 2 complete trials (the study has 1)",
+        trials=[BEST], param_names=PARAMS,
+    )  # fmt: skip
+    text = text_of("table", report)
+    assert "needs at least 2 complete trials" in text
+    assert "Failed trials" not in text
+    assert "no complete baseline" in text
+
+
+def test_table_of_an_empty_study() -> None:
+    report = build_report(optuna.create_study(direction="maximize", study_name="empty"))
+    text = text_of("table", report)
+    assert "empty" in text and "no complete trial" in text
+
+
+def test_narrow_console_keeps_accuracies_on_one_line(report: StudyReport) -> None:
+    assert "86.04% ± 5.12" in text_of("table", report, width=100)
+
+
+# ----------------------------------------------------------------------------- json
+
+
+def test_json_parses_and_names_every_trial_field(report: StudyReport) -> None:
+    text = text_of("json", report, width=40)  # long lines must not wrap
+    data = json.loads(text)
+    assert set(data) == {
+        "study", "counts", "best", "baseline", "top", "placements", "importances", "trials",
+    }  # fmt: skip
+    assert [t["number"] for t in data["trials"]] == [0, 1, 2, 3, 4, 5, 6]
+    for trial in data["trials"]:
+        assert TRIAL_KEYS <= set(trial)
+    by_number = {t["number"]: t for t in data["trials"]}
+    assert by_number[3]["state"] == "PRUNED" and by_number[3]["value"] is None
+    assert by_number[4]["state"] == "FAIL" and by_number[4]["fail_reason"].startswith("loss")
+    assert by_number[5]["fail_reason"] == "interrupted"
+    assert by_number[1]["fold_accuracies"] == [0.80, 0.85, 0.86, 0.90, 0.892]
+    assert by_number[1]["accuracy_mean"] == 0.8604 and by_number[1]["accuracy_std"] == 0.0512
+    assert by_number[1]["datetime_start"] == T0.isoformat()
+    assert data["best"]["number"] == 1 and data["baseline"]["number"] == 0
+    assert [t["number"] for t in data["top"]] == [1, 0, 2]
+    assert data["placements"][1]["diff_from_baseline"] == 0.0123
+    assert data["counts"] == {"COMPLETE": 3, "PRUNED": 1, "FAIL": 2, "RUNNING": 1}
+    assert list(data["importances"]) == [records.PARAM_LEARNING_RATE, records.PARAM_PLACEMENT]
+    assert data["study"]["name"] == "sonar-dropout"
+    assert data == report_to_json(report)
+
+
+def test_json_has_no_colour_even_on_a_terminal(report: StudyReport) -> None:
+    out = Console(file=io.StringIO(), force_terminal=True, color_system="truecolor", width=60)
+    render_report(report, "json", out)
+    text = out.file.getvalue()  # type: ignore[attr-defined]
+    assert "\x1b[" not in text
+    json.loads(text)
+
+
+def test_json_turns_non_finite_numbers_into_null(report: StudyReport) -> None:
+    nan_trial = _trial(9, state="COMPLETE", value=0.5, test_log_loss=float("nan"))
+    data = json.loads(json.dumps(report_to_json(StudyReport(**{**report.__dict__, "trials": [nan_trial]}))))
+    assert data["trials"][0]["test_log_loss"] is None
+
+
+# ----------------------------------------------------------------------------- csv
+
+
+def test_csv_has_one_row_per_trial(report: StudyReport) -> None:
+    rows = list(csv.DictReader(io.StringIO(text_of("csv", report, width=40))))
+    assert [r["number"] for r in rows] == ["0", "1", "2", "3", "4", "5", "6"]
+    header = list(rows[0])
+    assert header[:11] == [
+        "number", "state", "value", "role", "accuracy_mean", "accuracy_std", "train_accuracy",
+        "test_log_loss", "epochs", "wall_time", "fail_reason",
+    ]  # fmt: skip
+    assert header[11:17] == PARAMS
+    assert header[17:] == ["fold_1", "fold_2", "fold_3", "fold_4", "fold_5"]
+    best = rows[1]
+    assert float(best["accuracy_mean"]) == 0.8604 and best["fold_5"] == "0.892"
+    assert best[records.PARAM_HIDDEN_RATE] == "" and best[records.PARAM_INPUT_RATE] == "0.2"
+    assert float(best[records.PARAM_LEARNING_RATE]) == 0.0123456  # full precision
+    assert rows[3]["state"] == "PRUNED" and rows[3]["value"] == "" and rows[3]["fold_1"] == ""
+    assert rows[4]["fail_reason"] == FAILED.fail_reason
+    assert rows[6]["state"] == "RUNNING"
+
+
+# ----------------------------------------------------------------------------- markdown
+
+
+def test_markdown_tables(report: StudyReport) -> None:
+    text = text_of("markdown", report, width=40)
+    lines = text.splitlines()
+    headers = [i for i, line in enumerate(lines) if line.startswith("| #")]
+    assert headers, "the top-trials table has a header row"
+    assert lines[headers[0] + 1].startswith("|---:|")
+    assert all(line.startswith("|") and line.endswith("|") for line in lines if "|" in line[:1])
+    separators = [line for line in lines if set(line) <= set("|-: ") and "---" in line]
+    assert len(separators) == 5  # study, top, placements, importances, failed
+    assert "### Top 3 trials" in text and "### Failed trials" in text
+    assert "| 1 | search | 86.04% ± 5.12 | 97.12% | input | 0.2 |  | 0.01235 | 0.9 |  | 1m 15s |" in text
+    assert "+1.23 pp" in text
+    assert "\\| x" in text  # a "|" in a reason is escaped, not a new column
+
+
+# ----------------------------------------------------------------------------- misc
+
+
+def test_unknown_format(report: StudyReport) -> None:
+    with pytest.raises(ValueError, match="unknown format"):
+        render_report(report, "yaml", console())
+
+
+def test_every_format_renders_a_real_study() -> None:
+    study = optuna.create_study(direction="maximize", study_name="real")
+    study.add_trial(
+        optuna.trial.create_trial(
+            value=0.75,
+            params={records.PARAM_PLACEMENT: "none"},
+            distributions={records.PARAM_PLACEMENT: CategoricalDistribution(records.PLACEMENTS)},
+            user_attrs={
+                records.ROLE: records.ROLE_BASELINE,
+                records.FOLD_ACCURACIES: [0.7, 0.8],
+                records.ACCURACY_MEAN: 0.75,
+                records.ACCURACY_STD: 0.05,
+            },
+        )
+    )
+    study.add_trial(
+        optuna.trial.create_trial(
+            state=optuna.trial.TrialState.FAIL,
+            params={records.PARAM_PLACEMENT: "input", records.PARAM_INPUT_RATE: 0.2},
+            distributions={
+                records.PARAM_PLACEMENT: CategoricalDistribution(records.PLACEMENTS),
+                records.PARAM_INPUT_RATE: FloatDistribution(0, 0.5),
+            },
+            user_attrs={records.INTERRUPTED: True},
+        )
+    )
+    report = build_report(study)
+    for fmt in FORMATS:
+        assert text_of(fmt, report)
+    assert "75.00% ± 5.00" in text_of("table", report)
+    data = json.loads(text_of("json", report))
+    assert [t["state"] for t in data["trials"]] == ["COMPLETE", "FAIL"]
+    assert data["trials"][1]["fail_reason"] == "interrupted"
+
+
+def test_render_studies(tmp_path: Path) -> None:
+    rows = [
+        StudyRow("sonar-a", {"COMPLETE": 9, "PRUNED": 2, "FAIL": 1}, 12, 0.8604, T0),
+        StudyRow("sonar-b", {}, 0, None, None),
+    ]
+    text = _render_studies_text(rows, "table")
+    assert "sonar-a" in text and "12 (9 complete, 2 pruned, 1 fail)" in text
+    assert "86.04%" in text and "2025-03-01 09:00:00" in text and "sonar-b" in text
+    data = json.loads(_render_studies_text(rows, "json"))
+    assert data[0]["name"] == "sonar-a" and data[0]["counts"]["PRUNED"] == 2
+    assert data[0]["best_value"] == 0.8604 and data[1]["best_value"] is None
+    assert data[0]["last_update"] == T0.isoformat()
+
+    url = f"sqlite:///{tmp_path}/s.db"
+    optuna.create_study(storage=url, study_name="stored")
+    assert "stored" in _render_studies_text(list_studies(url), "table")
+
+
+def _render_studies_text(rows: list[StudyRow], fmt: str) -> str:
+    out = console()
+    render_studies(rows, fmt, out)
+    return out.file.getvalue()  # type: ignore[attr-defined]
+
+
+def test_render_is_formatting_only() -> None:
+    import dropsweep.render  # noqa: F401
+
+    source = Path(sys.modules["dropsweep.render"].__file__).read_text()
+    for module in ("torch", "optuna", "click", "numpy"):
+        assert f"import {module}" not in source and f"from {module}" not in source
