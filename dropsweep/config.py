@@ -14,7 +14,7 @@ from typing import Any, Callable, Union
 
 from dropsweep.errors import SweepError
 from dropsweep.records import PLACEMENTS
-from dropsweep.sweepfile import RawSweep
+from dropsweep.sweepfile import RawSweep, locate
 
 # ----------------------------------------------------------------------------- parameters
 
@@ -185,8 +185,12 @@ class Sweep:
     search: SearchConfig = field(default_factory=SearchConfig)
     space: SpaceConfig | None = field(default_factory=SpaceConfig)
     configs: tuple[TrialConfig, ...] | None = None
-    file: str = ""
+    # Where the sweep was written: for error messages and relative data.csv paths only. Two
+    # sweeps are equal when they run the same experiment (what to_dict() stores), wherever
+    # they were read from.
+    file: str = field(default="", compare=False)
     lines: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
+    overrides: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data: stored in the study and compared on resume."""
@@ -211,11 +215,9 @@ class Sweep:
         return out
 
     def where(self, key: str) -> dict[str, Any]:
-        """Error location for a key validated later (e.g. against the data)."""
-        for prefix in (key, key.rsplit(".", 1)[0]):
-            if prefix in self.lines:
-                return {"file": self.file, "line": self.lines[prefix], "key": key}
-        return {"file": self.file, "line": None, "key": key}
+        """Error location for a key validated later (e.g. against the data): the file line
+        of the key or its nearest written ancestor, or the ``--set`` that changed it."""
+        return locate(key, self.file, self.lines, self.overrides)
 
 
 # ----------------------------------------------------------------------------- validation
@@ -247,11 +249,15 @@ class _Checker:
     def unknown_keys(self, mapping: dict[str, Any], allowed: tuple[str, ...], prefix: str) -> None:
         for key in mapping:
             if key not in allowed:
-                dotted = f"{prefix}.{key}" if prefix else str(key)
-                close = difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.5)
+                name = str(key)
+                close = difflib.get_close_matches(name, allowed, n=1, cutoff=0.5)
                 hint = f"; did you mean '{close[0]}'?" if close else (
                     f"; valid keys: {', '.join(allowed)}" if allowed else "")
-                raise self.fail(dotted, f"unknown key{hint}")
+                where = self.raw.where(f"{prefix}.{name}" if prefix else name)
+                # An empty key or one with spaces would vanish from the one-line message.
+                if not name or name != "".join(name.split()):
+                    where["key"] = f"{prefix}.{name!r}" if prefix else repr(name)
+                raise SweepError(f"unknown key{hint}", **where)
 
     def section(self, name: str) -> dict[str, Any]:
         value = self.raw.data.get(name)
@@ -271,9 +277,13 @@ class _Checker:
     def number(self, key: str, value: Any) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise self.fail(key, f"must be a number, got {_describe(value)}")
-        if not math.isfinite(value):
-            raise self.fail(key, f"must be a finite number, got {value}")
-        return float(value)
+        try:
+            number = float(value)  # an int too large for a float overflows
+        except OverflowError:
+            number = math.inf
+        if not math.isfinite(number):
+            raise self.fail(key, f"must be a finite number, got {_describe(value)}")
+        return number
 
     def string(self, key: str, value: Any, choices: tuple[str, ...] | None = None) -> str:
         if not isinstance(value, str):
@@ -295,8 +305,16 @@ def _describe(value: Any) -> str:
     if isinstance(value, list):
         return "a list"
     if isinstance(value, str):
-        return f"the string '{value}'"
-    return f"{type(value).__name__} {value!r}"
+        return f"the string '{_shorten(value)}'"
+    try:
+        shown = repr(value)
+    except ValueError:  # an int with more digits than Python will print
+        shown = "(too large to show)"
+    return f"{type(value).__name__} {_shorten(shown)}"
+
+
+def _shorten(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 # What each hyperparameter may be: (check(value) -> error text or None, log-by-default).
@@ -333,10 +351,17 @@ def _scalar(check: _Checker, key: str, name: str, value: Any) -> float | None:
     return number
 
 
-def _param(check: _Checker, key: str, name: str, value: Any) -> Param | None:
-    """A range ``{low, high, log}``, a list of choices, or one fixed value."""
+def _param(check: _Checker, key: str, name: str, value: Any,
+           default: Param | None = None) -> Param | None:
+    """A range ``{low, high, log}``, a list of choices, or one fixed value.
+
+    A range made only by ``--set`` (``--set space.learning_rate.low=0.05`` with no
+    ``learning_rate`` in the file) changes the default range: the rest comes from it.
+    """
     if isinstance(value, dict):
         check.unknown_keys(value, _RANGE_KEYS, key)
+        if isinstance(default, Range) and key in check.raw.created:
+            value = {**default.to_dict(), **value}
         for needed in ("low", "high"):
             if needed not in value:
                 raise check.fail(f"{key}.{needed}", "a range needs both low and high")
@@ -385,7 +410,7 @@ def _space(check: _Checker, raw_space: dict[str, Any]) -> SpaceConfig:
         kwargs["placement"] = _placement(check, "space.placement", raw_space["placement"])
     for name in ("input_rate", "hidden_rate", "learning_rate", "momentum", "max_norm"):
         if name in raw_space:
-            param = _param(check, f"space.{name}", name, raw_space[name])
+            param = _param(check, f"space.{name}", name, raw_space[name], getattr(default, name))
             if param is None and name != "max_norm":
                 raise check.fail(f"space.{name}", "must be given")
             kwargs[name] = param
@@ -394,7 +419,10 @@ def _space(check: _Checker, raw_space: dict[str, Any]) -> SpaceConfig:
 
 
 def _trial_config(check: _Checker, key: str, value: Any, defaults: TrialConfig) -> TrialConfig:
-    """One fixed configuration of a list sweep; rates must match the placement."""
+    """One fixed configuration of a list sweep; rates must match the placement.
+
+    Learning rate, momentum and max-norm left out are the baseline's.
+    """
     if not isinstance(value, dict):
         raise check.fail(key, f"must be a mapping of fixed values, got {_describe(value)}")
     check.unknown_keys(value, _CONFIG_KEYS, key)
@@ -418,7 +446,7 @@ def _trial_config(check: _Checker, key: str, value: Any, defaults: TrialConfig) 
         hidden_rate=numbers.get("hidden_rate", 0.0) or 0.0,
         learning_rate=numbers.get("learning_rate", defaults.learning_rate),
         momentum=numbers.get("momentum", defaults.momentum),
-        max_norm=numbers.get("max_norm"),
+        max_norm=numbers.get("max_norm", defaults.max_norm),
     )
 
 
@@ -436,6 +464,8 @@ def build_sweep(raw: RawSweep) -> Sweep:
     csv = d.get("csv")
     if csv is not None:
         csv = check.string("data.csv", csv)
+        if not csv.strip():
+            raise check.fail("data.csv", "must be a path to a CSV file, got an empty string")
         if "dataset" in d and d["dataset"] is not None:
             raise check.fail("data.dataset", "give either data.dataset or data.csv, not both")
         dataset = None
@@ -506,14 +536,22 @@ def build_sweep(raw: RawSweep) -> Sweep:
     elif raw_space is None or isinstance(raw_space, dict):
         space = _space(check, raw_space or {})
         if search.sampler == "grid":
-            for name, param in space.__dict__.items():
-                if isinstance(param, Range):
-                    raise check.fail(f"space.{name}",
-                                     "the grid sampler takes lists of values, not ranges")
+            # A grid expands a rate only where a placement uses it (space.grid_points), so
+            # a range for a rate none of its placements uses is never read.
+            placements = (space.placement.values if isinstance(space.placement, Choices)
+                          else (space.placement.value,))
+            unused = {"input_rate": not {"input", "both"} & set(placements),
+                      "hidden_rate": not {"hidden", "both"} & set(placements)}
+            for key, param in space.__dict__.items():  # not ``name``: that is the sweep's
+                if isinstance(param, Range) and not unused.get(key, False):
+                    hint = "" if key in (raw_space or {}) else (
+                        f" (the default is the range {param.low:g}..{param.high:g}; give a list)")
+                    raise check.fail(f"space.{key}",
+                                     f"the grid sampler takes lists of values, not ranges{hint}")
     else:
         raise check.fail("space", f"must be a mapping (a search space) or a list of "
                                   f"configurations, got {_describe(raw_space)}")
 
     return Sweep(name=name.strip(), data=data, model=model, train=train, cv=cv,
                  baseline=baseline, search=search, space=space, configs=configs,
-                 file=raw.file, lines=dict(raw.lines))
+                 file=raw.file, lines=dict(raw.lines), overrides=dict(raw.overrides))

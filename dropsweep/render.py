@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Sequence
 
+from rich import box
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
@@ -227,23 +229,48 @@ def _print_sections(sections: Sequence[_Section], console: Console) -> None:
             console.print()
         if not section.rows:
             console.print(Text(section.title, style="bold"))
-            if section.note:
+            if section.note:  # Text, never markup: a note may quote an error with "[...]"
                 console.print(Text(section.note, style="italic"))
             continue
         table = Table(
+            # Light rules and two-space gutters: the top-trials table has a column per param
+            # and must still fit a 120-column terminal without cutting values.
+            box=box.SIMPLE_HEAD,
+            show_edge=False,
+            padding=(0, 1, 0, 0),
+            pad_edge=False,
             title=section.title,
             title_justify="left",
             title_style="bold",
             show_header=section.show_header,
-            caption=section.note,
-            caption_justify="left",
         )
         for i, name in enumerate(section.columns):
             numeric = i in section.right
             table.add_column(name, justify="right" if numeric else "left", no_wrap=numeric)
         for row in section.rows:
             table.add_row(*(Text(cell) for cell in row))  # Text: "[...]" in a reason is not markup
+        _print_whole(table, console)
+        if section.note:  # below, not as a caption: a caption would wrap to a narrow table
+            console.print(Text(section.note, style="italic"))
+
+
+def _print_whole(table: Table, console: Console) -> None:
+    """Print a table; into a pipe or file, at its natural width.
+
+    A terminal user can widen the window, so there rich fits the table as usual (marking any
+    cut with "…"). Piped output has a fixed guessed width (80), and cutting digits of a
+    learning rate there would lose data silently, so long rows overflow instead.
+    """
+    needed = Measurement.get(console, console.options.update_width(10_000), table).maximum
+    if console.is_terminal or needed <= console.width:
         console.print(table)
+        return
+    width = console.width
+    console.width = needed  # Console.print clamps its own width argument to the console's
+    try:
+        console.print(table, crop=False)
+    finally:
+        console.width = width
 
 
 def _md_cell(text: str) -> str:
@@ -383,7 +410,8 @@ def report_to_csv(report: StudyReport) -> str:
     for row in report.trials:
         fixed = [getattr(row, column) for column in CSV_COLUMNS]
         params = [row.params.get(name) for name in report.param_names]
-        fold_cells = list(row.fold_accuracies) + [None] * (report.n_folds - len(row.fold_accuracies))
+        missing = report.n_folds - len(row.fold_accuracies)
+        fold_cells = [*row.fold_accuracies, *([None] * missing)]
         writer.writerow([_csv_cell(v) for v in (*fixed, *params, *fold_cells)])
     return buffer.getvalue()
 

@@ -12,7 +12,6 @@ import math
 import warnings
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import optuna
@@ -22,6 +21,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from dropsweep import records
 from dropsweep.errors import StorageError
+from dropsweep.storage import mask_url, open_storage
 
 __all__ = [
     "STATE_ORDER",
@@ -32,6 +32,7 @@ __all__ = [
     "build_report",
     "latest_study_name",
     "list_studies",
+    "trial_row",
 ]
 
 # Counts are listed in this order (then any state a future Optuna adds), so the finished
@@ -287,6 +288,15 @@ def _importances(study: optuna.Study, n_complete: int) -> tuple[dict[str, float]
         return {}, f"needs at least 2 complete trials (the study has {n_complete})"
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     common = set.intersection(*(set(t.params) for t in complete))
+    # A parameter that never varied carries no information; PED-ANOVA still gives it a
+    # small score (its density estimates differ only in bandwidth), which would mislead.
+    varying = {
+        name
+        for name in {n for t in complete for n in t.params}
+        if len({repr(t.params[name]) for t in complete if name in t.params}) > 1
+    }
+    if not varying:
+        return {}, "no parameter varied across the complete trials"
 
     def evaluate(params: list[str] | None) -> dict[str, float]:
         with warnings.catch_warnings():
@@ -304,19 +314,10 @@ def _importances(study: optuna.Study, n_complete: int) -> tuple[dict[str, float]
             raw = evaluate(sorted(common))
         except Exception as second:
             return {}, f"cannot be computed: {second}"
-    # A parameter that never varied carries no information; PED-ANOVA still gives it a
-    # small score (its density estimates differ only in bandwidth), which would mislead.
-    varying = {
-        name
-        for name in {n for t in complete for n in t.params}
-        if len({repr(t.params[name]) for t in complete if name in t.params}) > 1
-    }
     scores = {
         k: float(v) for k, v in raw.items() if k in varying and math.isfinite(v) and v >= 0.0
     }
     total = sum(scores.values())
-    if not varying:
-        return {}, "no parameter varied across the complete trials"
     if total <= 0.0:
         return {}, "no parameter separates the best trials from the rest (all importances are 0)"
     ordered = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
@@ -344,8 +345,9 @@ def build_report(study: optuna.Study, top: int = 10) -> StudyReport:
     frozen = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
     rows = [trial_row(t) for t in frozen]
     ranked = _ranked(rows, direction)
-    baselines = [r for r in rows if r.state == TrialState.COMPLETE.name and r.role == records.ROLE_BASELINE]
-    baseline = baselines[0] if baselines else None
+    complete = TrialState.COMPLETE.name
+    baselines = [r for r in rows if r.state == complete and r.role == records.ROLE_BASELINE]
+    baseline = baselines[0] if baselines else None  # the first: later ones are repeats
     importances, note = _importances(study, len(ranked))
     starts = [t.datetime_start for t in frozen if t.datetime_start is not None]
     return StudyReport(
@@ -370,36 +372,25 @@ def build_report(study: optuna.Study, top: int = 10) -> StudyReport:
 
 
 def _describe(storage: str | BaseStorage) -> str:
-    return storage if isinstance(storage, str) else str(getattr(storage, "url", storage))
+    url = storage if isinstance(storage, str) else getattr(storage, "url", None)
+    return mask_url(url) if isinstance(url, str) else type(storage).__name__
 
 
 def _open_storage(storage: str | BaseStorage) -> BaseStorage:
-    """Open a storage URL without creating anything.
-
-    ``optuna.storages.get_storage`` would create a missing SQLite file and Optuna's tables;
-    listing must never do that, so a missing file is an error and table creation is skipped.
-    """
-    if isinstance(storage, BaseStorage):
-        return storage
-    if storage.startswith("sqlite:///"):
-        path = storage[len("sqlite:///"):].split("?", 1)[0]
-        if path and path != ":memory:" and not Path(path).is_file():
-            raise StorageError(f"no such SQLite file: {path}")
-    try:
-        return optuna.storages.RDBStorage(storage, skip_table_creation=True)
-    except Exception as exc:  # sqlalchemy, driver and schema-version errors alike
-        raise StorageError(f"cannot open storage {storage}: {exc}") from exc
+    """A storage object as is; a URL opened read-only (a missing SQLite file is an error)."""
+    return storage if isinstance(storage, BaseStorage) else open_storage(storage, read_only=True)
 
 
 def _read_all(storage: str | BaseStorage) -> list[tuple[Any, list[FrozenTrial]]]:
     opened = _open_storage(storage)
     try:
         return [
-            (study, opened.get_all_trials(study._study_id, deepcopy=False))
+            (study, opened.get_all_trials(opened.get_study_id_from_name(study.study_name)))
             for study in opened.get_all_studies()
         ]
     except Exception as exc:
-        raise StorageError(f"cannot read studies from {_describe(storage)}: {exc}") from exc
+        reason = mask_url(" ".join(str(exc).split()))[:300]
+        raise StorageError(f"cannot read studies from {_describe(storage)}: {reason}") from exc
 
 
 def list_studies(storage: str | BaseStorage) -> list[StudyRow]:
@@ -415,7 +406,9 @@ def list_studies(storage: str | BaseStorage) -> list[StudyRow]:
             values = [
                 t.value
                 for t in trials
-                if t.state == TrialState.COMPLETE and t.value is not None and not math.isnan(t.value)
+                if t.state == TrialState.COMPLETE
+                and t.value is not None
+                and not math.isnan(t.value)
             ]
             if values:
                 best_value = max(values) if direction == StudyDirection.MAXIMIZE else min(values)

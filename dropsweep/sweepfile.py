@@ -23,17 +23,36 @@ class RawSweep:
     data: dict[str, Any]
     file: str
     lines: dict[str, int] = field(default_factory=dict)
-    overrides: dict[str, str] = field(default_factory=dict)  # dotted key -> "--set k=v"
+    overrides: dict[str, str] = field(default_factory=dict)  # dotted key -> "k=v" of its --set
+    # Mappings no one wrote: made by a --set path through them (``space.learning_rate`` for
+    # ``--set space.learning_rate.low=0.05``); validation completes them from the defaults.
+    created: set[str] = field(default_factory=set)
 
     def where(self, key: str) -> dict[str, Any]:
         """Keyword arguments for an error about ``key``: the file and line, or the --set."""
-        for prefix in _prefixes(key):
-            if prefix in self.overrides:
-                return {"file": f"--set {self.overrides[prefix]}", "line": None, "key": key}
-        for prefix in _prefixes(key):
-            if prefix in self.lines:
-                return {"file": self.file, "line": self.lines[prefix], "key": key}
-        return {"file": self.file, "line": None, "key": key}
+        return locate(key, self.file, self.lines, self.overrides)
+
+
+def locate(key: str, file: str, lines: dict[str, int], overrides: dict[str, str]) -> dict[str, Any]:
+    """Where ``key`` was last written, walking up from the key to its section.
+
+    A ``--set`` of the key or an ancestor names that ``--set``; so does a ``--set`` inside
+    the key (``--set space.learning_rate.low=...`` for low > high on ``space.learning_rate``)
+    or inside an ancestor the file never wrote (``--set space.max_norm.low=2`` for the
+    missing ``space.max_norm.high``). Otherwise the file line of the nearest written
+    ancestor.
+    """
+    for prefix in _prefixes(key):  # first: the file's lines under a replaced section are stale
+        if prefix in overrides:
+            return {"file": f"--set {overrides[prefix]}", "line": None, "key": key}
+    for prefix in _prefixes(key):
+        inside = [k for k in overrides if k.startswith(prefix + ".")]
+        if inside and (prefix == key or prefix not in lines):
+            # ``overrides`` is kept in the order the --set options were applied
+            return {"file": f"--set {overrides[inside[-1]]}", "line": None, "key": key}
+        if prefix in lines:
+            return {"file": file, "line": lines[prefix], "key": key}
+    return {"file": file, "line": None, "key": key}
 
 
 def _prefixes(key: str) -> list[str]:
@@ -42,39 +61,127 @@ def _prefixes(key: str) -> list[str]:
     return [".".join(parts[:i]) for i in range(len(parts), 0, -1)]
 
 
-def _record_lines(node: yaml.Node, prefix: str, lines: dict[str, int]) -> None:
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader whose bad tagged scalars (``!!int abc``, ``!!bool maybe``) fail as YAML
+    errors with their line, instead of escaping as ValueError/KeyError."""
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep=deep)
+        except yaml.YAMLError:
+            raise
+        except (ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError) as exc:
+            tag = str(node.tag).replace("tag:yaml.org,2002:", "!!")
+            text = node.value if isinstance(node.value, str) else ""
+            shown = f" '{text}'" if text and len(text) <= 40 else ""
+            raise yaml.constructor.ConstructorError(
+                None, None, f"not a valid {tag} value{shown}", node.start_mark) from exc
+
+
+def _yaml_error(exc: Exception, what: str = "invalid YAML", **where: Any) -> SweepError:
+    """One SweepError for anything PyYAML raises (or Python, nesting too deep)."""
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else None
+        problem = exc.problem or exc.context or "cannot parse"
+        if exc.context and exc.problem and exc.problem.startswith("but "):
+            problem = f"{exc.context}, {exc.problem}"  # "expected a single document ..., but"
+        return SweepError(f"{what}: {problem}", line=line, **where)
+    if isinstance(exc, RecursionError):
+        return SweepError(f"{what}: nested too deeply", **where)
+    return SweepError(f"{what}: {exc}", **where)
+
+
+def _load_yaml(text: str, file: str | None = None,
+               lines: dict[str, int] | None = None) -> tuple[yaml.Node | None, Any]:
+    """Compose once and construct from that node: the lines and the data cannot disagree.
+
+    Lines are recorded before constructing, which flattens ``<<`` merges into the node.
+    """
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None, None
+        if lines is not None:
+            _record_lines(node, "", lines, file or "")
+        return node, loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+_NO_KEY = object()
+
+
+def _key_of(node: yaml.Node) -> Any:
+    """The key a mapping key node makes in the data (``null`` -> None, ``0x10`` -> 16);
+    validation names it by its ``str``."""
+    if isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:str":
+        return node.value  # nearly every key: no constructor needed
+    loader = _Loader("")
+    try:
+        key = loader.construct_object(node, deep=True)
+        hash(key)
+        return key
+    except Exception:  # noqa: BLE001 - the data's construction reports it with its line
+        return _NO_KEY
+    finally:
+        loader.dispose()
+
+
+def _record_lines(node: yaml.Node, prefix: str, lines: dict[str, int], file: str,
+                  path: tuple[int, ...] = ()) -> None:
+    if id(node) in path:  # a recursive alias (``&a [*a]``): its lines are already recorded
+        return
+    path = (*path, id(node))
     if isinstance(node, yaml.MappingNode):
+        seen: dict[Any, int] = {}  # by the key itself: 1, 1.0 and true are one key
+        merged: list[yaml.Node] = []
         for key_node, value_node in node.value:
-            key = f"{prefix}.{key_node.value}" if prefix else str(key_node.value)
-            lines[key] = key_node.start_mark.line + 1
-            _record_lines(value_node, key, lines)
+            if key_node.tag == _MERGE_TAG:  # ``<<: *defaults``: keys written elsewhere
+                merged.extend(value_node.value if isinstance(value_node, yaml.SequenceNode)
+                              else [value_node])
+                continue
+            made = _key_of(key_node)
+            if made is _NO_KEY:
+                continue
+            name = str(made)
+            key = f"{prefix}.{name}" if prefix else name
+            line = key_node.start_mark.line + 1
+            if made in seen:
+                raise SweepError(f"duplicate key (first written on line {seen[made]})",
+                                 file=file, line=line, key=key)
+            seen[made] = line
+            lines[key] = line
+            _record_lines(value_node, key, lines, file, path)
+        for source in merged:  # explicit keys win over merged ones, as in the data
+            sub: dict[str, int] = {}
+            _record_lines(source, prefix, sub, file, path)
+            for key, line in sub.items():
+                lines.setdefault(key, line)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
             key = f"{prefix}.{i}"
             lines.setdefault(key, item.start_mark.line + 1)
-            _record_lines(item, key, lines)
+            _record_lines(item, key, lines, file, path)
 
 
 def parse_sweep_text(text: str, file: str) -> RawSweep:
     """Parse YAML text into a :class:`RawSweep`; a syntax error names its line."""
+    lines: dict[str, int] = {}
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.load(text, Loader=yaml.SafeLoader)  # noqa: S506 - SafeLoader
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark is not None else None
-        problem = exc.problem or exc.context or "invalid YAML"
-        raise SweepError(f"invalid YAML: {problem}", file=file, line=line) from None
-    except yaml.YAMLError as exc:
-        raise SweepError(f"invalid YAML: {exc}", file=file) from None
+        node, data = _load_yaml(text, file, lines)
+    except (yaml.YAMLError, RecursionError) as exc:
+        raise _yaml_error(exc, file=file) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
+        line = node.start_mark.line + 1 if node is not None else 1
         raise SweepError("a sweep file must be a mapping of sections (name, data, model, ...)",
-                         file=file, line=1)
-    lines: dict[str, int] = {}
-    if node is not None:
-        _record_lines(node, "", lines)
+                         file=file, line=line)
     return RawSweep(data=data, file=file, lines=lines)
 
 
@@ -87,37 +194,57 @@ def load_sweep(path: str | Path) -> RawSweep:
         raise SweepError("no such sweep file", file=path) from None
     except IsADirectoryError:
         raise SweepError("is a directory, not a sweep file", file=path) from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise SweepError(f"cannot read: {reason}", file=path) from None
     return parse_sweep_text(text, str(path))
 
 
 def apply_overrides(raw: RawSweep, assignments: list[str] | tuple[str, ...]) -> RawSweep:
-    """Apply ``--set section.key=value`` (value parsed as YAML) on top of the file."""
+    """Apply ``--set section.key=value`` (value parsed as YAML) on top of the file.
+
+    The path may go as deep as the data does: ``space.learning_rate.low=0.05`` changes one
+    end of a range, ``space.1.input_rate=0.3`` one value of a listed configuration. Missing
+    mappings on the way are created (validation fills them from the defaults).
+    """
     for assignment in assignments:
+        where = f"--set {assignment}"
         key, sep, text = assignment.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise SweepError("expected section.key=value", file=f"--set {assignment}")
-        parts = key.split(".")
-        if any(not p for p in parts):
-            raise SweepError("expected section.key=value", file=f"--set {assignment}")
+        parts = [p.strip() for p in key.split(".")]
+        if not sep or any(not p for p in parts):
+            raise SweepError("expected section.key=value", file=where)
+        key = ".".join(parts)
         try:
-            value = yaml.load(text, Loader=yaml.SafeLoader) if text.strip() else None
-        except yaml.YAMLError as exc:
-            problem = getattr(exc, "problem", None) or "invalid YAML"
-            raise SweepError(f"invalid YAML value: {problem}", file=f"--set {assignment}",
-                             key=key) from None
-        target = raw.data
-        for i, part in enumerate(parts[:-1]):
-            child = target.get(part)
+            value = _load_yaml(text)[1] if text.strip() else None
+        except (yaml.YAMLError, RecursionError) as exc:
+            err = _yaml_error(exc, "invalid YAML value", file=where, key=key)
+            err.line = None  # the --set names the place; a line inside the value would not
+            raise err from None
+        # Copy each container on the way down: YAML anchors share them, and a --set of one
+        # place (``space.input_rate.low`` in ``input_rate: &r {...}``) must not change another.
+        raw.data = target = dict(raw.data)
+        for i, part in enumerate(parts):
+            if isinstance(target, list):
+                index = int(part) if part.isascii() and part.isdigit() else len(target)
+                if index >= len(target):
+                    raise SweepError(f"{'.'.join(parts[:i])} is a list of {len(target)}, "
+                                     f"it has no item '{part}'", file=where, key=key)
+                slot: Any = index
+            else:  # a mapping: the top level always is, and the check below keeps it so
+                slot = part
+            if i == len(parts) - 1:
+                target[slot] = value
+                raw.created -= {k for k in raw.created if k == key or k.startswith(key + ".")}
+                break
+            child = target[slot] if isinstance(target, list) else target.get(slot)
             if child is None:
-                child = target[part] = {}
-            if not isinstance(child, dict):
-                raise SweepError(f"{'.'.join(parts[: i + 1])} is not a section",
-                                 file=f"--set {assignment}", key=key)
+                child = {}
+                raw.created.add(".".join(parts[: i + 1]))
+            if not isinstance(child, (dict, list)):
+                raise SweepError(f"{'.'.join(parts[: i + 1])} is a single value, "
+                                 "not a section or list", file=where, key=key)
+            target[slot] = child = child.copy()
             target = child
-        target[parts[-1]] = value
+        raw.overrides.pop(key, None)  # re-insert: the order says which --set came last
         raw.overrides[key] = assignment
     return raw

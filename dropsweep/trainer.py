@@ -188,7 +188,10 @@ def predictions(logits: torch.Tensor) -> torch.Tensor:
 
 
 def apply_max_norm(model: BatchedMLP, max_norm: torch.Tensor) -> None:
-    """Keras ``MaxNorm(c)`` (axis 0 of a Keras kernel) on every hidden layer; inf = no constraint."""
+    """Keras ``MaxNorm(c)`` (axis 0 of a Keras kernel) on every hidden layer; inf = no constraint.
+
+    The output layer is never constrained (Brownlee puts ``kernel_constraint`` on hidden layers).
+    """
     limited = torch.isfinite(max_norm)
     if not bool(limited.any()):
         return
@@ -214,6 +217,31 @@ def sgd_step(params: list[torch.Tensor], velocities: list[torch.Tensor], lr: tor
 # ----------------------------------------------------------------------------- training
 
 
+def epoch_order(generator: torch.Generator, n_train: torch.Tensor, max_train: int) -> torch.Tensor:
+    """One epoch's minibatch order, ``[models, max_train]``: row ``i`` starts with a shuffle of
+    ``0 .. n_train[i]-1`` (model ``i``'s own real rows); its padding positions sort last.
+
+    The trainer draws exactly this once per epoch from its generator, so a reference
+    implementation can replay the same order with a generator seeded the same way.
+    """
+    device = n_train.device
+    keys = torch.rand(n_train.numel(), max_train, generator=generator, device=device)
+    positions = torch.arange(max_train, device=device)
+    keys = torch.where(positions[None, :] < n_train[:, None], keys, torch.full_like(keys, 2.0))
+    return keys.argsort(dim=1)
+
+
+def _non_finite(tensors: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per model (dim 0): does any value fail ``isfinite``, and is any of them NaN."""
+    bad = torch.zeros(tensors[0].shape[0], dtype=torch.bool, device=tensors[0].device)
+    nan = torch.zeros_like(bad)
+    for t in tensors:
+        flat = t.reshape(t.shape[0], -1)
+        bad |= ~torch.isfinite(flat).all(1)
+        nan |= torch.isnan(flat).any(1)
+    return bad, nan
+
+
 @dataclass
 class TrialResult:
     """What one trial's k folds produced."""
@@ -227,6 +255,8 @@ class TrialResult:
     pruned: bool = False
     interrupted: bool = False  # stopped by should_stop() (Ctrl-C, SIGTERM): not a result
     curve: list[tuple[int, float]] = field(default_factory=list)  # (epoch, mean held-out acc)
+    # The trained fold models (model f = fold f), for trials that trained to the end.
+    model: BatchedMLP | None = field(default=None, repr=False, compare=False)
 
     @property
     def accuracy_mean(self) -> float:
@@ -280,13 +310,26 @@ def train_trials(
     Model ``t*k + f`` is fold ``f`` of trial ``t``. Trials stopped by ``on_checkpoint`` or by a
     diverging loss leave the batch, so they stop costing compute. ``should_stop`` is asked
     every epoch; when it says yes, the unfinished trials come back marked ``interrupted``.
+    ``init`` (initial weights for all ``len(configs) * k`` models) is copied, never modified;
+    without it the weights are drawn from the seeded generator first. Then every epoch draws
+    its :func:`epoch_order`, then (in training) the dropout masks.
     """
     device = folds.x_train.device
     k, n_trials = folds.k, len(configs)
     g = torch.Generator(device=device)
     g.manual_seed(seed)
     sizes = layer_sizes(folds.n_features, settings.hidden, folds.n_classes)
-    model = init if init is not None else glorot_init(n_trials * k, sizes, g, device)
+    if init is not None:
+        expected = [(n_trials * k, a, b) for a, b in zip(sizes[:-1], sizes[1:])]
+        got = [tuple(w.shape) for w in init.weights]
+        if got != expected or [tuple(b.shape) for b in init.biases] != [
+                (n, 1, o) for n, _, o in expected]:
+            raise ValueError(f"init has weight shapes {got}, expected {expected} "
+                             f"({n_trials} trials x {k} folds, layers {sizes})")
+        model = BatchedMLP([w.detach().to(device, torch.float32, copy=True) for w in init.weights],
+                           [b.detach().to(device, torch.float32, copy=True) for b in init.biases])
+    else:
+        model = glorot_init(n_trials * k, sizes, g, device)
     velocities = [torch.zeros_like(p) for p in model.parameters()]
 
     # Per-model hyperparameters; "alive" models are compacted as trials stop.
@@ -303,7 +346,6 @@ def train_trials(
     bs = settings.batch_size
     n_batches = math.ceil(int(folds.n_train.max()) / bs)
     max_train = folds.x_train.shape[1]
-    positions = torch.arange(max_train, device=device)
 
     def stop(trials: set[int]) -> None:
         nonlocal model, velocities, trial_of, fold_of, lr, mom, p_in, p_hid, c_max
@@ -321,13 +363,13 @@ def train_trials(
         if trial_of.numel() == 0:
             break
         if should_stop is not None and should_stop():
+            now = time.perf_counter() - started
             for t in set(trial_of.tolist()):
                 results[t].interrupted = True
+                results[t].wall_time = now
             return results
         n_tr = folds.n_train[fold_of]
-        keys = torch.rand(trial_of.numel(), max_train, generator=g, device=device)
-        keys = torch.where(positions[None, :] < n_tr[:, None], keys, torch.full_like(keys, 2.0))
-        order = keys.argsort(dim=1)  # each model's own shuffle; padding sorts last
+        order = epoch_order(g, n_tr, max_train)  # each model's own shuffle; padding sorts last
         use_in = p_in if bool((p_in > 0).any()) else None
         use_hid = p_hid if bool((p_hid > 0).any()) else None
         epoch_loss_ok = torch.ones(trial_of.numel(), dtype=torch.bool, device=device)
@@ -335,23 +377,31 @@ def train_trials(
         params = model.parameters()
         for b in range(n_batches):
             rows = order[:, b * bs:(b + 1) * bs]
-            real = (rows < n_tr[:, None]).to(torch.float32)
-            count = real.sum(1)
+            real = rows < n_tr[:, None]
+            count = real.sum(1).to(torch.float32)
+            stepping = count > 0  # a shorter fold has run out of rows: no step, as in Keras
             x = folds.x_train[fold_of[:, None], rows]
             y = folds.y_train[fold_of[:, None], rows]
             for p in params:
                 p.requires_grad_(True)
             with torch.enable_grad():
                 logits = forward(model, x, use_in, use_hid, g)
-                per_model = (row_losses(logits, y) * real).sum(1) / count.clamp(min=1.0)
+                # where, not a product: a padding row's loss must not reach a real one as NaN
+                losses = torch.where(real, row_losses(logits, y), torch.zeros((), device=device))
+                per_model = losses.sum(1) / count.clamp(min=1.0)
                 per_model.sum().backward()
             for p in params:
                 p.requires_grad_(False)
             epoch_loss_ok &= torch.isfinite(per_model.detach())
             epoch_nan |= torch.isnan(per_model.detach())
-            sgd_step(params, velocities, lr, mom, (count > 0).to(torch.float32))
-            apply_max_norm(model, c_max)
+            sgd_step(params, velocities, lr, mom, stepping.to(torch.float32))
+            apply_max_norm(model, torch.where(stepping, c_max, torch.full_like(c_max, math.inf)))
 
+        # Weights blown up by the epoch's last step would otherwise be scored (NaN logits
+        # predict class 0) before the next loss shows it.
+        bad_params, nan_params = _non_finite(model.parameters())
+        epoch_loss_ok &= ~bad_params
+        epoch_nan |= nan_params
         diverged: set[int] = set()
         if not bool(epoch_loss_ok.all()):
             for m in (~epoch_loss_ok).nonzero().squeeze(1).tolist():
@@ -378,7 +428,8 @@ def train_trials(
                 means[t] = value
                 results[t].curve.append((epoch, value))
             if on_checkpoint is not None and epoch < settings.epochs:
-                pruned = {int(t) for t in on_checkpoint(epoch, means)}
+                alive = set(trial_of.tolist())
+                pruned = {int(t) for t in on_checkpoint(epoch, means)} & alive
                 if pruned:
                     for t in pruned:
                         results[t].pruned = True
@@ -399,6 +450,7 @@ def train_trials(
             r.test_log_loss = float(loss[sel].mean())
             r.train_accuracy = float(tr_acc[sel].mean())
             r.wall_time = now
+            r.model = model.select(sel.nonzero().squeeze(1)[order_f])
             if not all(math.isfinite(a) for a in r.fold_accuracies) or not math.isfinite(
                     r.test_log_loss):
                 r.failure = f"loss became NaN or infinite by epoch {r.epochs}"

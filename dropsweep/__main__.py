@@ -1,0 +1,5 @@
+"""``python -m dropsweep`` is the ``dropsweep`` command."""
+
+from dropsweep.cli import main
+
+main()

@@ -1,0 +1,217 @@
+"""End to end: the real commands on the real Sonar file, and every user mistake's one line."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from dropsweep import __version__
+from dropsweep.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+SONAR_SWEEP = str(REPO / "sweeps" / "sonar.yaml")
+FAST = ["--set", "train.epochs=6", "--set", "train.eval_every=3", "--set", "cv.folds=3"]
+
+
+def run(*args: str, ok: bool = True):
+    result = CliRunner().invoke(main, list(args), catch_exceptions=not ok)
+    if ok:
+        assert result.exit_code == 0, result.stderr + result.stdout
+    return result
+
+
+def one_line_error(result, *parts: str) -> str:
+    """A user error: exit 2, exactly one line on stderr, no traceback."""
+    assert result.exit_code == 2, (result.exit_code, result.stdout, result.stderr)
+    assert not isinstance(result.exception, Exception) or isinstance(result.exception, SystemExit)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for part in parts:
+        assert part in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch, sonar_dir) -> Path:
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.mark.slow
+def test_search_resume_extend_and_report(in_tmp):
+    first = run("search", SONAR_SWEEP, *FAST, "--trials", "3", "--device", "cpu")
+    assert "3 of 3 trials finished (3 run now)" in first.stdout
+    assert (in_tmp / "results" / "dropsweep.db").exists()
+
+    again = run("search", SONAR_SWEEP, *FAST, "--trials", "3")
+    assert "already has 3 finished trials" in again.stdout and "nothing to run" in again.stdout
+
+    more = run("search", SONAR_SWEEP, *FAST, "--trials", "5")
+    assert "5 of 5 trials finished (2 run now)" in more.stdout
+
+    report = json.loads(run("report", "--format", "json").stdout)
+    assert len(report["trials"]) == 5
+    for trial in report["trials"]:
+        assert trial["state"] == "COMPLETE"
+        assert {"number", "state", "value", "params", "fold_accuracies", "accuracy_mean",
+                "accuracy_std"} <= set(trial)
+        assert len(trial["fold_accuracies"]) == 3
+    assert report["trials"][0]["params"]["placement"] == "none"
+
+    table = run("report").stdout
+    assert "Top" in table and "placement" in table and "\x1b[" not in table
+    assert re.search(r"\d+\.\d\d% ± \d+\.\d\d", table)
+
+    studies = run("studies").stdout
+    assert "sonar" in studies
+
+    for fmt in ("csv", "markdown"):
+        assert "learning_rate" in run("report", "--format", fmt, "--study", "sonar").stdout
+
+
+def test_validate_prints_the_resolved_configuration(in_tmp):
+    out = run("validate", SONAR_SWEEP, "--set", "cv.folds=5").stdout
+    assert "folds: 5" in out and "208 rows x 60 features" in out
+
+
+def test_version_and_help_with_an_example_for_every_command():
+    assert __version__ in run("--version").stdout
+    for command in ("search", "report", "studies", "validate"):
+        text = run(command, "--help").stdout
+        assert "Example:" in text and f"dropsweep {command}" in text
+
+
+def write(tmp: Path, name: str, text: str) -> str:
+    path = tmp / name
+    path.write_text(text)
+    return str(path)
+
+
+SWEEP_MISTAKES = [
+    ("syntax.yaml", "train:\n  epochs: [1, 2\n", ["syntax.yaml", "line", "invalid YAML"]),
+    ("unknown.yaml", "train:\n  epoch: 5\n", ["unknown.yaml", "line 2", "train.epoch",
+                                              "did you mean 'epochs'"]),
+    ("type.yaml", "train:\n  epochs: many\n", ["line 2", "train.epochs", "integer"]),
+    ("rate.yaml", "space:\n  input_rate: {low: 0.1, high: 1.0}\n",
+     ["line 2", "space.input_rate.high", "[0, 1)"]),
+    ("lr.yaml", "space:\n  learning_rate: 0\n", ["line 2", "space.learning_rate", "> 0"]),
+    ("momentum.yaml", "space:\n  momentum: [0.5, 1.2]\n", ["space.momentum.1", "[0, 1)"]),
+    ("maxnorm.yaml", "space:\n  max_norm: -3\n", ["line 2", "space.max_norm", "> 0"]),
+    ("lowhigh.yaml", "space:\n  hidden_rate: {low: 0.5, high: 0.2}\n",
+     ["line 2", "space.hidden_rate", "greater than high"]),
+    ("empty.yaml", "space:\n  placement: []\n", ["line 2", "space.placement", "empty"]),
+    ("folds.yaml", "cv:\n  folds: 1\n", ["line 2", "cv.folds", "at least 2"]),
+    ("manyfolds.yaml", "cv:\n  folds: 98\n", ["line 2", "cv.folds", "'R' has 97"]),
+]
+
+
+@pytest.mark.parametrize("name,text,parts", SWEEP_MISTAKES, ids=[m[0] for m in SWEEP_MISTAKES])
+@pytest.mark.parametrize("command", ["validate", "search"])
+def test_every_sweep_mistake_is_one_line_exit_2(in_tmp, name, text, parts, command):
+    result = run(command, write(in_tmp, name, text), ok=False)
+    one_line_error(result, *parts)
+    assert not (in_tmp / "results" / "dropsweep.db").exists()  # nothing written to storage
+
+
+def test_missing_sweep_file_and_bad_set(in_tmp):
+    one_line_error(run("search", str(in_tmp / "nope.yaml"), ok=False), "nope.yaml", "no such")
+    one_line_error(run("validate", SONAR_SWEEP, "--set", "train.epochs=zero", ok=False),
+                   "--set train.epochs=zero", "train.epochs", "integer")
+    one_line_error(run("validate", SONAR_SWEEP, "--set", "trian.epochs=3", ok=False),
+                   "trian", "did you mean 'train'")
+    one_line_error(run("validate", SONAR_SWEEP, "--set", "noequals", ok=False), "--set noequals")
+
+
+CSV_MISTAKES = [
+    ("text.csv", "a,b,label\n1,2,x\n3,abc,y\n", ["text.csv", "row 3", "column 2", "'abc'"]),
+    ("missing.csv", "a,b,label\n1,2,x\n3,,y\n", ["missing.csv", "row 3", "column 2", "missing"]),
+    ("oneclass.csv", "a,b,label\n1,2,x\n3,4,x\n", ["oneclass.csv", "class"]),
+    ("fewrows.csv", "a,b,label\n1,2,x\n3,4,y\n5,6,x\n", ["cv.folds", "class"]),
+]
+
+
+@pytest.mark.parametrize("name,text,parts", CSV_MISTAKES, ids=[m[0] for m in CSV_MISTAKES])
+def test_every_csv_mistake_is_one_line_exit_2(in_tmp, name, text, parts):
+    write(in_tmp, name, text)
+    sweep = write(in_tmp, "s.yaml", f"data:\n  csv: {name}\n  target: label\ncv:\n  folds: 2\n")
+    result = run("search", sweep, ok=False)
+    one_line_error(result, *parts)
+    assert not (in_tmp / "results").exists()
+
+
+def test_missing_csv_names_the_key(in_tmp):
+    sweep = write(in_tmp, "s.yaml", "data:\n  csv: absent.csv\n")
+    one_line_error(run("validate", sweep, ok=False), "data.csv", "absent.csv")
+
+
+def test_offline_without_sonar_says_where_to_put_it(in_tmp, monkeypatch, tmp_path):
+    from dropsweep import data
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.setenv("DROPSWEEP_DATA_DIR", str(empty))
+
+    def offline(url, timeout):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(data, "_download", offline)
+    line = one_line_error(run("validate", SONAR_SWEEP, ok=False), "sonar")
+    assert "sonar.csv" in line
+
+
+def test_report_without_storage_or_study_is_one_line(in_tmp):
+    one_line_error(run("report", ok=False), "no storage")
+    run("search", SONAR_SWEEP, *FAST, "--trials", "1")
+    one_line_error(run("report", "--study", "nope", ok=False), "no study 'nope'", "sonar")
+
+
+def test_cuda_on_a_machine_without_one_is_one_line(in_tmp):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    one_line_error(run("search", SONAR_SWEEP, *FAST, "--device", "cuda", ok=False), "cuda")
+
+
+@pytest.mark.slow
+def test_ctrl_c_keeps_finished_trials_and_says_how_to_resume(in_tmp):
+    """A real process, a real SIGINT, in the middle of its second trial."""
+    args = ["search", SONAR_SWEEP, "--set", "train.epochs=400", "--set", "cv.folds=3",
+            "--trials", "3"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "dropsweep", *args], cwd=in_tmp, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    db = in_tmp / "results" / "dropsweep.db"
+    deadline = time.monotonic() + 120
+    states: list[str] = []
+    while time.monotonic() < deadline and proc.poll() is None:
+        if db.exists():
+            try:
+                with sqlite3.connect(db) as con:
+                    states = [s for (s,) in con.execute("select state from trials order by number")]
+            except sqlite3.Error:
+                states = []
+            if states == ["COMPLETE", "RUNNING"]:
+                break
+        time.sleep(0.05)
+    assert states == ["COMPLETE", "RUNNING"], states
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert "Interrupted by SIGINT" in out and "1 of 3 trials finished" in out
+    assert "Resume with: dropsweep search " + SONAR_SWEEP in out
+    with sqlite3.connect(db) as con:
+        states = [s for (s,) in con.execute("select state from trials order by number")]
+    assert states == ["COMPLETE", "FAIL"]  # nothing left RUNNING; the finished trial is kept

@@ -1,0 +1,76 @@
+"""The README is the user's manual: its examples must be true of the code."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from dropsweep import records
+from dropsweep.cli import main
+from dropsweep.config import build_sweep
+from dropsweep.sweepfile import load_sweep, parse_sweep_text
+
+REPO = Path(__file__).resolve().parents[1]
+README = (REPO / "README.md").read_text()
+
+
+def yaml_blocks() -> list[str]:
+    return re.findall(r"```yaml\n(.*?)```", README, flags=re.S)
+
+
+def test_the_annotated_example_is_the_shipped_sonar_sweep():
+    annotated = build_sweep(parse_sweep_text(yaml_blocks()[0], "README.md"))
+    shipped = build_sweep(load_sweep(REPO / "sweeps" / "sonar.yaml"))
+    assert annotated.to_dict() == shipped.to_dict()
+
+
+def test_the_listed_configurations_are_the_brownlee_sweep():
+    listed = yaml_blocks()[1]
+    shipped = (REPO / "sweeps" / "brownlee.yaml").read_text()
+    assert listed.strip() in shipped
+
+
+def test_every_command_is_in_the_readme_with_help():
+    for name, command in main.commands.items():
+        assert f"dropsweep {name}" in README, name
+        assert command.help and "Example:" in command.help, name
+
+
+def test_every_stored_attribute_is_documented():
+    for name in (records.FOLD_ACCURACIES, records.ACCURACY_MEAN, records.ACCURACY_STD,
+                 records.TEST_LOG_LOSS, records.TRAIN_ACCURACY, records.EPOCHS,
+                 records.WALL_TIME, records.CONFIG, records.ROLE, records.SEED,
+                 records.FAIL_REASON, records.INTERRUPTED, records.STUDY_SWEEP):
+        assert f"`{name}`" in README, name
+
+
+def test_the_error_example_is_what_dropsweep_prints(tmp_path, monkeypatch):
+    example = re.search(r"\$ dropsweep search (\S+)\n(Error: .*)\n", README)
+    assert example, "the README shows one error example"
+    name, expected = example.groups()
+    line = int(re.search(r"line (\d+)", expected).group(1))
+    text = (REPO / "sweeps" / "sonar.yaml").read_text().splitlines()
+    key_line = next(i for i, t in enumerate(text) if t.strip().startswith("epochs:"))
+    text[key_line] = text[key_line].replace("epochs:", "epoch:")
+    assert key_line + 1 == line
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / name).write_text("\n".join(text) + "\n")
+    result = CliRunner().invoke(main, ["search", name])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == expected
+
+
+def test_ci_runs_exactly_the_readme_test_command():
+    block = re.search(r"<!-- test-command -->\n```bash\n(.*?)\n```\n<!-- /test-command -->",
+                      README, flags=re.S)
+    assert block
+    script = (REPO / ".ci" / "run").read_text()
+    assert "torch==2.13.0" in script
+    extracted = subprocess.run(
+        ["bash", "-c", "sed -n '/<!-- test-command -->/,/<!-- \\/test-command -->/p' README.md"
+         " | grep -v '^<!--' | grep -v '^```'"], cwd=REPO, capture_output=True, text=True,
+        check=True).stdout.strip()
+    assert extracted == block.group(1)

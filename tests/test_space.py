@@ -1,0 +1,80 @@
+"""The conditional space: what is suggested, what fixed configurations record, grid points."""
+
+from __future__ import annotations
+
+import optuna
+from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+from dropsweep.config import Choices, Fixed, Range, SpaceConfig, TrialConfig, build_sweep
+from dropsweep.space import fixed_distributions, grid_points, planned_configs, space_of, suggest
+from dropsweep.sweepfile import parse_sweep_text
+
+SPACE = SpaceConfig(
+    placement=Choices(("none", "input", "hidden", "both")),
+    input_rate=Range(0.1, 0.5),
+    hidden_rate=Choices((0.2, 0.5)),
+    learning_rate=Range(1e-3, 0.3, log=True),
+    momentum=Fixed(0.9),
+    max_norm=Choices((None, 3.0)),
+)
+
+
+def test_suggest_samples_a_rate_only_where_the_placement_uses_it():
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    seen = set()
+    for _ in range(40):
+        trial = study.ask()
+        config = suggest(trial, SPACE)
+        seen.add(config.placement)
+        assert ("input_rate" in trial.params) == config.uses_input
+        assert ("hidden_rate" in trial.params) == config.uses_hidden
+        assert config.momentum == 0.9 and "max_norm" in trial.params
+        if config.uses_input:
+            assert 0.1 <= config.input_rate <= 0.5
+        else:
+            assert config.input_rate == 0.0
+        assert isinstance(trial.distributions["learning_rate"], FloatDistribution)
+        assert trial.distributions["learning_rate"].log
+        study.tell(trial, 0.5)
+    assert seen == {"none", "input", "hidden", "both"}
+
+
+def test_fixed_configurations_use_the_space_distributions_when_inside():
+    inside = TrialConfig("input", 0.2, 0.0, 0.01, 0.9, None)
+    dists = fixed_distributions(inside, SPACE)
+    assert set(dists) == {"placement", "input_rate", "learning_rate", "momentum", "max_norm"}
+    assert dists["input_rate"] == FloatDistribution(0.1, 0.5)
+    assert dists["max_norm"] == CategoricalDistribution((None, 3.0))
+
+
+def test_a_value_outside_the_space_gets_a_one_point_distribution():
+    narrow = SpaceConfig(placement=Choices(("input", "hidden")), learning_rate=Range(0.05, 0.3))
+    baseline = TrialConfig("none", 0.0, 0.0, 0.01, 0.8, None)
+    dists = fixed_distributions(baseline, narrow)
+    assert dists["placement"] == CategoricalDistribution(("none",))
+    assert dists["learning_rate"] == FloatDistribution(0.01, 0.01)
+    assert "max_norm" not in dists  # max-norm is off in this space: never a param
+
+
+def test_grid_points_expand_rates_only_under_their_placements():
+    grid = SpaceConfig(placement=Choices(("none", "input", "both")),
+                       input_rate=Choices((0.2, 0.4)), hidden_rate=Fixed(0.5),
+                       learning_rate=Choices((0.01, 0.1)), momentum=Fixed(0.9), max_norm=None)
+    points = grid_points(grid)
+    # none: 2 lr; input: 2 rates x 2 lr; both: 2 input rates x 1 hidden x 2 lr
+    assert len(points) == 2 + 4 + 4 == len(set(points))
+    assert all(p.hidden_rate == 0.0 for p in points if p.placement != "both")
+
+
+def test_a_listed_sweep_plans_the_baseline_once_and_derives_its_space():
+    sweep = build_sweep(parse_sweep_text("""
+space:
+  - {placement: none, learning_rate: 0.01, momentum: 0.8}
+  - {placement: hidden, hidden_rate: 0.2, learning_rate: 0.1, momentum: 0.9, max_norm: 3}
+""", "list.yaml"))
+    planned = planned_configs(sweep)
+    assert planned[0] == sweep.baseline and len(planned) == 2
+    space = space_of(sweep)
+    assert space.placement == Choices(("none", "hidden"))
+    assert space.max_norm == Choices((None, 3.0))
+    assert space.hidden_rate == Fixed(0.2)

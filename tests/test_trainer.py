@@ -1,0 +1,798 @@
+"""The batched trainer: every Keras semantic it promises, each shown against an independent check.
+
+The central test (``test_matches_a_per_fold_torch_reference``) trains a batch of trials with
+``train_trials`` and, separately, every fold of every trial as its own stack of ``nn.Linear``
+layers with ``torch.optim.SGD`` and a hand-written Keras ``MaxNorm``, from the same initial
+weights and in the same minibatch order, and asks for the same weights after many steps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dropsweep import trainer
+from dropsweep.config import TrialConfig
+from dropsweep.data import load_sonar, stratified_folds
+from dropsweep.errors import DropsweepError
+from dropsweep.trainer import (
+    KERAS_EPSILON,
+    BatchedMLP,
+    TrainSettings,
+    apply_max_norm,
+    dropout_mask,
+    epoch_order,
+    forward,
+    glorot_init,
+    layer_sizes,
+    make_folds,
+    predictions,
+    resolve_device,
+    row_losses,
+    train_trials,
+)
+
+# ----------------------------------------------------------------------------- helpers
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Every tensor here is tiny: a second intra-op thread only adds hand-offs (and, on a
+    busy 2-core machine, waits), so these tests run single-threaded, then restore."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+
+def blob_data(rows: int, features: int, classes: int, seed: int = 0,
+              spread: float = 3.0) -> tuple[np.ndarray, np.ndarray]:
+    """Gaussian blobs around random centres: easy when ``spread`` is large."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(rows) % classes
+    centres = rng.normal(size=(classes, features)) * spread
+    X = (centres[y] + rng.normal(size=(rows, features))).astype(np.float32)
+    return X, y.astype(np.int64)
+
+
+def seeded(seed: int) -> torch.Generator:
+    g = torch.Generator()
+    g.manual_seed(seed)
+    return g
+
+
+def random_model(models: int, sizes: list[int], seed: int, bias_scale: float = 0.0) -> BatchedMLP:
+    model = glorot_init(models, sizes, seeded(seed))
+    if bias_scale:
+        g = seeded(seed + 1)
+        model = BatchedMLP(model.weights,
+                           [torch.randn(b.shape, generator=g) * bias_scale for b in model.biases])
+    return model
+
+
+def clone(model: BatchedMLP) -> BatchedMLP:
+    return BatchedMLP([w.clone() for w in model.weights], [b.clone() for b in model.biases])
+
+
+def unit_norms(w: torch.Tensor) -> torch.Tensor:
+    """L2 norm of each unit's incoming weights: ``[models, out]`` (axis 0 of a Keras kernel)."""
+    return w.double().pow(2).sum(dim=1).sqrt()
+
+
+def manual_forward(model: BatchedMLP, m: int, x: torch.Tensor) -> torch.Tensor:
+    """Model ``m`` alone, layer by layer, with plain matrix products."""
+    h = x.double()
+    for i, (w, b) in enumerate(zip(model.weights, model.biases)):
+        h = h @ w[m].double() + b[m, 0].double()
+        if i < len(model.weights) - 1:
+            h = torch.relu(h)
+    return h
+
+
+FAIL = re.compile(r"^loss became (NaN|infinite) at epoch (\d+), fold (\d+)$")
+
+# ----------------------------------------------------------------------------- 1. Glorot
+
+
+@pytest.mark.parametrize(("n_classes", "outputs"), [(2, 1), (3, 3), (5, 5)])
+def test_layer_sizes_use_one_sigmoid_output_for_two_classes(n_classes, outputs):
+    assert layer_sizes(60, (60, 30), n_classes) == [60, 60, 30, outputs]
+    assert layer_sizes(4, (), n_classes) == [4, outputs]
+
+
+def test_glorot_uniform_kernels_and_zero_biases():
+    sizes = [20, 40, 10, 3]
+    model = glorot_init(200, sizes, seeded(0))
+    assert len(model.weights) == len(model.biases) == 3
+    for w, b, fan_in, fan_out in zip(model.weights, model.biases, sizes[:-1], sizes[1:]):
+        limit = math.sqrt(6.0 / (fan_in + fan_out))
+        assert w.shape == (200, fan_in, fan_out) and w.dtype == torch.float32
+        assert b.shape == (200, 1, fan_out)
+        assert torch.count_nonzero(b) == 0
+        assert float(w.abs().max()) <= limit
+        assert float(w.abs().max()) > 0.99 * limit  # really uniform up to the bound
+        w64 = w.double()
+        assert float(w64.var()) == pytest.approx(limit ** 2 / 3, rel=0.05)
+        assert abs(float(w64.mean())) < 0.02 * limit
+        # uniform, not bell-shaped: half of the mass lies within half the bound
+        assert float((w64.abs() < limit / 2).double().mean()) == pytest.approx(0.5, abs=0.03)
+    # every model draws its own weights
+    assert not torch.equal(model.weights[0][0], model.weights[0][1])
+
+
+@pytest.mark.parametrize(("classes", "outputs"), [(2, 1), (3, 3)])
+def test_train_trials_initialises_with_glorot_from_its_seed(classes, outputs):
+    """With no epochs to train, the result holds the initial weights: Glorot, layer sizes from
+    ``layer_sizes``, drawn first from the generator seeded with ``seed``."""
+    X, y = blob_data(30, 4, classes)
+    folds = make_folds(X, y, 3, seed=1)
+    settings = TrainSettings(hidden=(7, 5), epochs=0, batch_size=8)
+    results = train_trials([TrialConfig(), TrialConfig()], folds, settings, seed=11)
+    expected = glorot_init(6, [4, 7, 5, outputs], seeded(11))
+    for t, result in enumerate(results):
+        assert result.model is not None
+        assert [tuple(w.shape) for w in result.model.weights] == [(3, 4, 7), (3, 7, 5),
+                                                                   (3, 5, outputs)]
+        for got, want in zip(result.model.parameters(), expected.parameters()):
+            assert torch.equal(got, want[t * 3:(t + 1) * 3])
+
+
+# ----------------------------------------------------------------------------- 2. dropout
+
+
+def test_dropout_mask_is_inverted_with_each_models_own_rate():
+    rates = torch.tensor([0.0, 0.2, 0.5, 0.8])
+    mask = dropout_mask((4, 400, 64), rates, seeded(3))
+    assert mask.shape == (4, 400, 64)
+    for i, rate in enumerate(rates.tolist()):
+        m = mask[i].double()
+        kept = m != 0
+        # kept units are scaled by exactly 1/(1-rate) (to float32 precision), dropped are 0
+        torch.testing.assert_close(m[kept], torch.full_like(m[kept], 1.0 / (1.0 - rate)),
+                                   rtol=1e-6, atol=0)
+        assert float(kept.double().mean()) == pytest.approx(1.0 - rate, abs=0.01)
+        assert float(m.mean()) == pytest.approx(1.0, abs=0.03)  # expectation preserved
+    assert torch.equal(mask[0], torch.ones(400, 64))  # rate 0: nothing dropped, no scaling
+
+
+def test_forward_applies_inverted_dropout_in_training_and_identity_at_evaluation():
+    # a single identity layer shows the input dropout mask itself
+    features, rates = 50, torch.tensor([0.0, 0.2, 0.5, 0.8])
+    eye = BatchedMLP([torch.eye(features).repeat(4, 1, 1)], [torch.zeros(4, 1, features)])
+    x = torch.rand(4, 300, features, generator=seeded(0)) + 0.5  # never 0
+    out = forward(eye, x, input_rate=rates, generator=seeded(1))
+    for i, rate in enumerate(rates.tolist()):
+        kept = out[i] != 0
+        torch.testing.assert_close(out[i][kept].double(), x[i][kept].double() / (1.0 - rate),
+                                   rtol=2e-6, atol=0)
+        assert float(kept.double().mean()) == pytest.approx(1.0 - rate, abs=0.015)
+    # evaluation: no rates, no dropout, no scaling, deterministic
+    assert torch.equal(forward(eye, x), x)
+
+    model = random_model(3, [6, 9, 5, 3], seed=2, bias_scale=0.1)
+    xs = torch.randn(3, 20, 6, generator=seeded(4))
+    first, second = forward(model, xs), forward(model, xs)
+    assert torch.equal(first, second)
+    for m in range(3):
+        torch.testing.assert_close(first[m].double(), manual_forward(model, m, xs[m]),
+                                   rtol=1e-5, atol=1e-6)
+    # training with every rate 0 is the evaluation pass exactly
+    zero = torch.zeros(3)
+    assert torch.equal(forward(model, xs, zero, zero, seeded(5)), first)
+    # while real rates change the output and differ between draws
+    half = torch.full((3,), 0.5)
+    a = forward(model, xs, half, half, seeded(5))
+    b = forward(model, xs, half, half, seeded(6))
+    assert not torch.equal(a, first) and not torch.equal(a, b)
+
+
+# ----------------------------------------------------------------------------- 3. placement
+
+
+def test_input_dropout_acts_on_features_and_hidden_dropout_after_each_hidden_layer():
+    """A rate near 1 drops everything: at the input the output is the bias-only path
+    (the network applied to zeros); after the hidden layers it is the output bias alone."""
+    model = random_model(3, [6, 9, 5, 2], seed=7, bias_scale=0.5)
+    x = torch.randn(3, 10, 6, generator=seeded(8)) * 3
+    almost = torch.full((3,), 1.0 - 1e-6)
+    zero = torch.zeros(3)
+    no_input = forward(model, x, input_rate=almost, hidden_rate=zero, generator=seeded(9))
+    assert torch.equal(no_input, forward(model, torch.zeros_like(x)))
+    assert not torch.equal(no_input, forward(model, x))
+    no_hidden = forward(model, x, input_rate=zero, hidden_rate=almost, generator=seeded(9))
+    assert torch.equal(no_hidden, model.biases[-1].expand(3, 10, 2))
+    # only one model's input rate near 1: only that model loses its input
+    mixed = forward(model, x, input_rate=torch.tensor([0.0, 1.0 - 1e-6, 0.0]), generator=seeded(9))
+    clean = forward(model, x)
+    assert torch.equal(mixed[0], clean[0]) and torch.equal(mixed[2], clean[2])
+    assert torch.equal(mixed[1], forward(model, torch.zeros_like(x))[1])
+
+
+def test_placement_decides_where_train_trials_draws_masks(monkeypatch):
+    calls: list[tuple[tuple[int, ...], list[float]]] = []
+    real_mask = trainer.dropout_mask
+
+    def recording(shape, rate, generator):
+        calls.append((tuple(shape), [round(r, 6) for r in rate.tolist()]))
+        return real_mask(shape, rate, generator)
+
+    monkeypatch.setattr(trainer, "dropout_mask", recording)
+    X, y = blob_data(30, 4, 2)
+    folds = make_folds(X, y, 2, seed=0)  # 15 training rows per fold
+    settings = TrainSettings(hidden=(7, 5), epochs=2, batch_size=8, eval_every=1)
+    epochs, batches = 2, (8, 7)  # minibatches of 8 and 7 rows; evaluation never draws masks
+
+    def run(*configs: TrialConfig) -> list[tuple[tuple[int, ...], list[float]]]:
+        calls.clear()
+        results = train_trials(list(configs), folds, settings, seed=0)
+        assert all(r.failure is None and r.epochs == 2 for r in results)
+        return list(calls)
+
+    inputs = run(TrialConfig("input", input_rate=0.3, hidden_rate=0.6))
+    # on the features, before the first layer
+    assert inputs == [((2, b, 4), [0.3, 0.3]) for b in batches] * epochs
+
+    hidden = run(TrialConfig("hidden", input_rate=0.9, hidden_rate=0.4))
+    assert hidden == [call for b in batches
+                      for call in (((2, b, 7), [0.4, 0.4]), ((2, b, 5), [0.4, 0.4]))] * epochs
+
+    assert run(TrialConfig("none", input_rate=0.5, hidden_rate=0.5)) == []
+
+    mixed = run(TrialConfig("input", input_rate=0.3), TrialConfig("hidden", hidden_rate=0.4),
+                TrialConfig("both", input_rate=0.2, hidden_rate=0.5), TrialConfig("none"))
+    per_model_in = [0.3, 0.3, 0.0, 0.0, 0.2, 0.2, 0.0, 0.0]  # model t*k + f
+    per_model_hid = [0.0, 0.0, 0.4, 0.4, 0.5, 0.5, 0.0, 0.0]
+    assert mixed == [call for b in batches
+                     for call in (((8, b, 4), per_model_in), ((8, b, 7), per_model_hid),
+                                  ((8, b, 5), per_model_hid))] * epochs
+
+
+# ----------------------------------------------------------------------------- 4. max-norm
+
+
+def test_max_norm_follows_keras_on_hidden_layers_only():
+    sizes = [5, 8, 6, 2]
+    model = random_model(3, sizes, seed=3, bias_scale=1.0)
+    for w in model.weights:
+        w.mul_(4.0)  # most units far above the limits
+    model.weights[0][:, :, :2].mul_(0.01)  # a few units well below them
+    before = clone(model)
+    c = torch.tensor([0.5, math.inf, 2.0])
+    apply_max_norm(model, c)
+
+    for m, limit in enumerate(c.tolist()):
+        if math.isinf(limit):  # no max-norm: bit-identical
+            assert all(torch.equal(a[m], b[m]) for a, b in
+                       zip(model.parameters(), before.parameters()))
+            continue
+        for w, w0 in zip(model.weights[:-1], before.weights[:-1]):
+            kernel = w0[m].double()  # a Keras kernel [in, out]; MaxNorm's axis 0
+            norms = kernel.pow(2).sum(axis=0, keepdims=True).sqrt()
+            keras = kernel * (norms.clamp(0, limit) / (KERAS_EPSILON + norms))
+            torch.testing.assert_close(w[m].double(), keras, rtol=1e-6, atol=1e-7)
+            assert float(unit_norms(w)[m].max()) <= limit * (1 + 1e-6)
+            assert float(unit_norms(w0)[m].max()) > limit  # the constraint really acted
+        # the output layer is never constrained, biases never touched
+        assert torch.equal(model.weights[-1][m], before.weights[-1][m])
+        assert float(unit_norms(model.weights[-1])[m].max()) > limit
+        assert all(torch.equal(b[m], b0[m]) for b, b0 in zip(model.biases, before.biases))
+    # units below the limit keep their weights (up to Keras's epsilon)
+    torch.testing.assert_close(model.weights[0][0, :, :2], before.weights[0][0, :, :2],
+                               rtol=1e-5, atol=0)
+    # all limits infinite: nothing at all happens
+    again = clone(model)
+    apply_max_norm(again, torch.full((3,), math.inf))
+    assert all(torch.equal(a, b) for a, b in zip(again.parameters(), model.parameters()))
+
+
+def test_max_norm_holds_after_training_and_spares_unlimited_models():
+    X, y = blob_data(40, 5, 2, spread=1.0)
+    folds = make_folds(X, y, 2, seed=0)
+    sizes = [5, 12, 6, 1]
+    init = random_model(6, sizes, seed=5)
+    for w in init.weights:
+        w.mul_(3.0)  # start above every limit, output layer included
+    configs = [TrialConfig(learning_rate=0.1, momentum=0.9, max_norm=0.3),
+               TrialConfig(learning_rate=0.1, momentum=0.9),
+               TrialConfig(learning_rate=0.1, momentum=0.9, max_norm=1.0)]
+    results = train_trials(configs, folds, TrainSettings(hidden=(12, 6), epochs=5, batch_size=8),
+                           seed=0, init=init)
+    for result, config in zip(results, configs):
+        assert result.failure is None and result.model is not None
+        hidden = torch.cat([unit_norms(w).flatten() for w in result.model.weights[:-1]])
+        output = unit_norms(result.model.weights[-1])
+        if config.max_norm is None:
+            assert float(hidden.max()) > 1.0  # unconstrained weights stay large
+        else:
+            assert float(hidden.max()) <= config.max_norm * (1 + 1e-6)
+            assert float(output.max()) > config.max_norm  # output layer never constrained
+
+
+def test_max_norm_is_applied_once_per_real_optimizer_step():
+    """With learning rate 0 only the constraint moves the weights. Keras's formula shrinks a
+    unit at the limit by c / (eps + c) per application: with c = 1e-6 that is ~9% a step, so
+    counting applications is easy. A fold that runs out of rows before the others (fewer
+    minibatches) takes fewer steps and must get fewer applications."""
+    X, y = blob_data(41, 3, 2)
+    folds = make_folds(X, y, 5, seed=0)
+    settings = TrainSettings(hidden=(4,), epochs=2, batch_size=8)
+    steps = [2 * math.ceil(int(n) / 8) for n in folds.n_train]
+    assert len(set(steps)) == 2  # some folds have 4 minibatches an epoch, some 5
+    c = 1e-6
+    init = random_model(5, [3, 4, 1], seed=1)
+    result = train_trials([TrialConfig(learning_rate=0.0, momentum=0.0, max_norm=c)], folds,
+                          settings, seed=0, init=init)[0]
+    assert result.model is not None
+    for f, s in enumerate(steps):
+        norms = unit_norms(init.weights[0])[f]
+        for _ in range(s):
+            norms = norms * torch.clamp(norms, max=c) / (KERAS_EPSILON + norms)
+        torch.testing.assert_close(unit_norms(result.model.weights[0])[f], norms, rtol=1e-3,
+                                   atol=0)
+    assert torch.equal(result.model.weights[1], init.weights[1])  # lr 0: output untouched
+
+
+# ----------------------------------------------------------------------------- 5. SGD vs reference
+
+
+def test_epoch_order_shuffles_each_models_own_real_rows():
+    n_train = torch.tensor([5, 7, 3, 7])
+    order = epoch_order(seeded(0), n_train, 7)
+    assert order.shape == (4, 7)
+    for row, n in zip(order.tolist(), n_train.tolist()):
+        assert sorted(row[:n]) == list(range(n))  # every real row once
+        assert sorted(row[n:]) == list(range(n, 7))  # padding last
+    assert order[1].tolist() != order[3].tolist()  # same size, yet each model its own shuffle
+    g = seeded(0)
+    assert torch.equal(epoch_order(g, n_train, 7), order)  # the seed decides the order
+    later = [epoch_order(g, n_train, 7) for _ in range(3)]
+    assert any(not torch.equal(o, order) for o in later)  # and each epoch reshuffles
+
+
+def reference_train(configs: list[TrialConfig], folds, settings: TrainSettings, seed: int,
+                    init: BatchedMLP) -> list[list[nn.Linear]]:
+    """Every fold of every trial trained alone: nn.Linear layers, torch.optim.SGD, Keras MaxNorm
+    after every step, the per-epoch order replayed from a generator seeded like the trainer's."""
+    k = folds.k
+    nets, optimizers = [], []
+    for m in range(len(configs) * k):
+        layers = []
+        for w, b in zip(init.weights, init.biases):
+            linear = nn.Linear(w.shape[1], w.shape[2])
+            with torch.no_grad():
+                linear.weight.copy_(w[m].T)
+                linear.bias.copy_(b[m, 0])
+            layers.append(linear)
+        nets.append(layers)
+        config = configs[m // k]
+        optimizers.append(torch.optim.SGD([p for lin in layers for p in lin.parameters()],
+                                          lr=config.learning_rate, momentum=config.momentum))
+    g = seeded(seed)
+    n_train_per_model = folds.n_train.repeat(len(configs))
+    for _ in range(settings.epochs):
+        order = epoch_order(g, n_train_per_model, folds.x_train.shape[1])
+        for m, layers in enumerate(nets):
+            config, f = configs[m // k], m % k
+            n = int(folds.n_train[f])
+            rows = order[m, :n]
+            for start in range(0, n, settings.batch_size):
+                batch = rows[start:start + settings.batch_size]
+                logits = reference_logits(layers, folds.x_train[f, batch])
+                y = folds.y_train[f, batch]
+                if logits.shape[1] == 1:
+                    loss = F.binary_cross_entropy_with_logits(logits[:, 0], y.float())
+                else:
+                    loss = F.cross_entropy(logits, y)
+                optimizers[m].zero_grad()
+                loss.backward()
+                optimizers[m].step()
+                if config.max_norm is not None:
+                    with torch.no_grad():
+                        for linear in layers[:-1]:  # torch's weight is [out, in]: a row per unit
+                            norms = linear.weight.norm(dim=1, keepdim=True)
+                            linear.weight.mul_(norms.clamp(0, config.max_norm)
+                                               / (KERAS_EPSILON + norms))
+    return nets
+
+
+def reference_logits(layers: list[nn.Linear], x: torch.Tensor) -> torch.Tensor:
+    h = x
+    for i, linear in enumerate(layers):
+        h = linear(h)
+        if i < len(layers) - 1:
+            h = torch.relu(h)
+    return h
+
+
+@pytest.mark.parametrize(("rows", "classes"), [(37, 2), (41, 3)])
+def test_matches_a_per_fold_torch_reference(rows, classes):
+    """Keras SGD (v = m*v - lr*g; w += v) = torch.optim.SGD(momentum=m) for a constant lr.
+    Unequal folds (37 or 41 rows in 5 folds, batch 8) leave short last minibatches whose loss
+    is the mean over their real rows, and (41 rows) a fold with one minibatch fewer."""
+    X, y = blob_data(rows, 5, classes, seed=rows, spread=1.0)
+    folds = make_folds(X, y, 5, seed=3)
+    assert len(set(folds.n_train.tolist())) == 2 and len(set(folds.n_test.tolist())) == 2
+    configs = [TrialConfig(learning_rate=0.01, momentum=0.8),
+               TrialConfig(learning_rate=0.1, momentum=0.9, max_norm=0.5),
+               TrialConfig(learning_rate=0.05, momentum=0.0, max_norm=2.0),
+               TrialConfig(learning_rate=0.2, momentum=0.5, max_norm=1.0)]
+    settings = TrainSettings(hidden=(8, 6), epochs=15, batch_size=8, eval_every=5)
+    sizes = layer_sizes(5, settings.hidden, classes)
+    init = glorot_init(len(configs) * 5, sizes, seeded(123))
+    pristine = clone(init)
+
+    results = train_trials(configs, folds, settings, seed=42, init=init)
+    # init is copied, not trained in place
+    assert all(torch.equal(a, b) for a, b in zip(init.parameters(), pristine.parameters()))
+    nets = reference_train(configs, folds, settings, 42, pristine)
+
+    moved = 0.0
+    for t, result in enumerate(results):
+        assert result.failure is None and result.epochs == 15 and result.model is not None
+        accuracies, losses, train_acc = [], [], []
+        for f in range(5):
+            layers = nets[t * 5 + f]
+            for i, linear in enumerate(layers):
+                got_w, got_b = result.model.weights[i][f], result.model.biases[i][f, 0]
+                torch.testing.assert_close(got_w, linear.weight.detach().T, rtol=0, atol=1e-5)
+                torch.testing.assert_close(got_b, linear.bias.detach(), rtol=0, atol=1e-5)
+                moved = max(moved, float((got_w - pristine.weights[i][t * 5 + f]).abs().max()))
+            with torch.no_grad():
+                n_te, n_tr = int(folds.n_test[f]), int(folds.n_train[f])
+                logits = reference_logits(layers, folds.x_test[f, :n_te])
+                y_te = folds.y_test[f, :n_te]
+                accuracies.append(float((predictions(logits[None])[0] == y_te).double().mean()))
+                losses.append(float(row_losses(logits[None], y_te[None]).mean()))
+                train_logits = reference_logits(layers, folds.x_train[f, :n_tr])
+                train_acc.append(float((predictions(train_logits[None])[0]
+                                        == folds.y_train[f, :n_tr]).double().mean()))
+        assert result.fold_accuracies == pytest.approx(accuracies, abs=1e-6)
+        assert result.test_log_loss == pytest.approx(float(np.mean(losses)), rel=1e-4)
+        assert result.train_accuracy == pytest.approx(float(np.mean(train_acc)), abs=1e-6)
+        assert result.accuracy_mean == pytest.approx(float(np.mean(accuracies)), abs=1e-6)
+        assert result.accuracy_std == pytest.approx(float(np.std(accuracies)), abs=1e-6)
+    assert moved > 0.1  # the weights really travelled: this compares training, not init
+
+
+def test_sgd_step_is_the_keras_momentum_rule_and_skips_inactive_models():
+    g = seeded(0)
+    p = torch.randn(3, 4, 2, generator=g)
+    v = torch.randn(3, 4, 2, generator=g)
+    grad = torch.randn(3, 4, 2, generator=g)
+    p0, v0 = p.clone(), v.clone()
+    p.grad = grad.clone()
+    lr, mom = torch.tensor([0.1, 0.5, 0.01]), torch.tensor([0.9, 0.0, 0.5])
+    trainer.sgd_step([p], [v], lr, mom, torch.tensor([1.0, 1.0, 0.0]))
+    for m in range(2):
+        want_v = mom[m] * v0[m] - lr[m] * grad[m]
+        torch.testing.assert_close(v[m], want_v)
+        torch.testing.assert_close(p[m], p0[m] + want_v)
+    assert torch.equal(v[2], v0[2]) and torch.equal(p[2], p0[2])  # inactive: untouched
+    assert p.grad is None
+
+
+def test_padding_rows_never_influence_training():
+    X, y = blob_data(37, 4, 2, spread=1.0)
+    folds = make_folds(X, y, 5, seed=0)
+    x_train, y_train = folds.x_train.clone(), folds.y_train.clone()
+    for f, n in enumerate(folds.n_train.tolist()):
+        x_train[f, n:] = 1e3
+        y_train[f, n:] = 1
+    x_test = folds.x_test.clone()
+    for f, n in enumerate(folds.n_test.tolist()):
+        x_test[f, n:] = -1e3
+    noisy = dataclasses.replace(folds, x_train=x_train, y_train=y_train, x_test=x_test)
+    assert int(folds.n_train.min()) < folds.x_train.shape[1]  # there is padding to corrupt
+    configs = [TrialConfig("both", 0.2, 0.3, 0.05, 0.9, 2.0), TrialConfig()]
+    settings = TrainSettings(hidden=(6,), epochs=6, batch_size=8, eval_every=3)
+    a = train_trials(configs, folds, settings, seed=3)
+    b = train_trials(configs, noisy, settings, seed=3)
+    for ra, rb in zip(a, b):
+        assert ra.fold_accuracies == rb.fold_accuracies and ra.curve == rb.curve
+        assert ra.test_log_loss == rb.test_log_loss and ra.train_accuracy == rb.train_accuracy
+        assert all(torch.equal(p, q) for p, q in zip(ra.model.parameters(), rb.model.parameters()))
+
+
+def test_init_of_the_wrong_shape_is_refused():
+    X, y = blob_data(30, 4, 2)
+    folds = make_folds(X, y, 3, seed=0)
+    settings = TrainSettings(hidden=(5,), epochs=1)
+    with pytest.raises(ValueError, match="init has weight shapes"):
+        train_trials([TrialConfig()], folds, settings, seed=0,
+                     init=glorot_init(2, [4, 5, 1], seeded(0)))  # 2 models for 1 trial x 3 folds
+    with pytest.raises(ValueError, match="init has weight shapes"):
+        train_trials([TrialConfig()], folds, settings, seed=0,
+                     init=glorot_init(3, [4, 6, 1], seeded(0)))
+
+
+# ----------------------------------------------------------------------------- 6. folds
+
+
+def test_standardisation_is_fitted_on_the_training_fold_only():
+    X, y = blob_data(40, 3, 2, spread=1.0)
+    X = X * np.array([1.0, 10.0, 0.1], dtype=np.float32) + np.array([5.0, -3.0, 0.0],
+                                                                    dtype=np.float32)
+    train0, test0 = stratified_folds(y, 4, 9)[0]
+    wild = X.copy()
+    wild[test0] = np.random.default_rng(1).normal(size=(len(test0), 3)) * 1e4 + 1e5
+    a = make_folds(X, y, 4, seed=9)
+    b = make_folds(wild, y, 4, seed=9)
+    n_tr, n_te = int(a.n_train[0]), int(a.n_test[0])
+    # fold 0's training rows know nothing of its test rows
+    assert torch.equal(a.x_train[0], b.x_train[0])
+    # its test rows are scaled with the training rows' mean and (population) std
+    mean = X[train0].astype(np.float64).mean(0)
+    std = X[train0].astype(np.float64).std(0)
+    np.testing.assert_allclose(b.x_test[0, :n_te].numpy(), (wild[test0] - mean) / std,
+                               rtol=1e-5)
+    np.testing.assert_allclose(a.x_train[0, :n_tr].numpy(), (X[train0] - mean) / std,
+                               rtol=1e-5, atol=1e-5)
+    # the training rows really are standardised
+    np.testing.assert_allclose(a.x_train[0, :n_tr].numpy().mean(0), 0.0, atol=1e-5)
+    np.testing.assert_allclose(a.x_train[0, :n_tr].numpy().std(0), 1.0, rtol=1e-4)
+    # in the other folds those rows are training rows, so there the change does show
+    assert not torch.equal(a.x_train[1], b.x_train[1])
+
+
+def test_make_folds_pads_stratified_folds_with_their_sizes():
+    X, y = blob_data(37, 4, 2)
+    folds = make_folds(X, y, 5, seed=2)
+    splits = stratified_folds(y, 5, 2)
+    assert folds.k == 5 and folds.n_features == 4 and folds.n_classes == 2
+    assert folds.n_train.tolist() == [len(tr) for tr, _ in splits]
+    assert folds.n_test.tolist() == [len(te) for _, te in splits]
+    assert folds.x_train.shape == (5, max(folds.n_train.tolist()), 4)
+    for f, (train, test) in enumerate(splits):
+        n_tr, n_te = len(train), len(test)
+        assert folds.y_train[f, :n_tr].tolist() == y[train].tolist()
+        assert folds.y_test[f, :n_te].tolist() == y[test].tolist()
+        assert torch.count_nonzero(folds.x_train[f, n_tr:]) == 0
+        assert torch.count_nonzero(folds.x_test[f, n_te:]) == 0
+    assert make_folds(X, y, 5, seed=2, n_classes=4).n_classes == 4
+
+
+# ----------------------------------------------------------------------------- 7. determinism
+
+
+def test_same_seed_same_results_other_seed_other_weights():
+    X, y = blob_data(48, 5, 2, spread=1.0)
+    folds = make_folds(X, y, 4, seed=0)
+    configs = [TrialConfig("both", 0.2, 0.5, 0.05, 0.9, 3.0), TrialConfig("hidden", 0.0, 0.3)]
+    settings = TrainSettings(hidden=(10, 6), epochs=8, batch_size=8, eval_every=4)
+    first = train_trials(configs, folds, settings, seed=5)
+    second = train_trials(configs, folds, settings, seed=5)
+    other = train_trials(configs, folds, settings, seed=6)
+    for a, b, c in zip(first, second, other):
+        assert a.fold_accuracies == b.fold_accuracies  # exactly
+        assert a.test_log_loss == b.test_log_loss and a.curve == b.curve
+        assert all(torch.equal(p, q) for p, q in zip(a.model.parameters(), b.model.parameters()))
+        assert not torch.equal(a.model.weights[0], c.model.weights[0])
+        assert a.test_log_loss != c.test_log_loss
+    # the initial weights too: another seed, another draw
+    assert not torch.equal(glorot_init(2, [5, 3], seeded(5)).weights[0],
+                           glorot_init(2, [5, 3], seeded(6)).weights[0])
+
+
+# ----------------------------------------------------------------------------- 8. divergence
+
+
+@pytest.mark.parametrize(("learning_rate", "momentum"), [
+    (1e6, 0.9),  # blows up in the first epoch
+    (0.1, 1.9),  # momentum above 1: the velocity grows geometrically, NaN after ~10 epochs
+])
+def test_a_diverging_trial_fails_while_its_batch_mates_train_on(learning_rate, momentum):
+    X, y = blob_data(60, 5, 2, spread=1.0)
+    folds = make_folds(X, y, 3, seed=0)
+    settings = TrainSettings(hidden=(16, 8), epochs=25, batch_size=8, eval_every=5)
+    seen: list[list[float | None]] = []
+
+    def on_checkpoint(epoch, accuracies):
+        seen.append(list(accuracies))
+        # a careless pruner that also names trials no longer training: that must not mark
+        # the failed trial pruned as well
+        return [t for t, a in enumerate(accuracies) if a is None]
+
+    configs = [TrialConfig(learning_rate=0.02, momentum=0.8),
+               TrialConfig(learning_rate=learning_rate, momentum=momentum),
+               TrialConfig("hidden", hidden_rate=0.2, learning_rate=0.05, momentum=0.9)]
+    results = train_trials(configs, folds, settings, seed=0, on_checkpoint=on_checkpoint)
+    bad = results[1]
+    match = FAIL.match(bad.failure or "")
+    assert match, bad.failure
+    epoch, fold = int(match.group(2)), int(match.group(3))
+    assert 1 <= epoch < 25 and 1 <= fold <= 3
+    assert bad.epochs == epoch and not bad.pruned and not bad.interrupted
+    assert bad.fold_accuracies == [] and bad.model is None
+    assert all(e < epoch for e, _ in bad.curve)  # never scored after it blew up
+    assert all(a[1] is None for a in seen[len(bad.curve):])
+    for good in (results[0], results[2]):
+        assert good.failure is None and good.epochs == 25 and len(good.fold_accuracies) == 3
+        assert good.accuracy_mean > 0.75
+        assert [e for e, _ in good.curve] == [5, 10, 15, 20, 25]
+
+
+def test_weights_that_overflow_in_the_last_step_of_an_epoch_fail_that_epoch():
+    """One minibatch an epoch: the loss is computed before the step that overflows the weights
+    (a learning rate beyond float32), so only a check of the weights catches it in epoch 1,
+    before a meaningless accuracy of the broken model is reported."""
+    X, y = blob_data(30, 4, 2)
+    folds = make_folds(X, y, 3, seed=0)
+    settings = TrainSettings(hidden=(6,), epochs=3, batch_size=64, eval_every=1)
+    seen: list[list[float | None]] = []
+    results = train_trials([TrialConfig(learning_rate=1e39), TrialConfig()], folds, settings,
+                           seed=0, on_checkpoint=lambda e, a: seen.append(list(a)) or [])
+    assert FAIL.match(results[0].failure or "")
+    assert "at epoch 1, fold 1" in results[0].failure
+    assert results[0].curve == [] and [a[0] for a in seen] == [None, None]
+    assert results[1].failure is None and results[1].epochs == 3
+
+
+@pytest.mark.parametrize(("value", "kind"), [(math.inf, "infinite"), (math.nan, "NaN")])
+def test_the_failure_names_the_kind_the_epoch_and_the_first_failing_fold(monkeypatch, value, kind):
+    """Poison the training loss (not the weights) of folds 2 and 3 of trial 1 in the second
+    minibatch of epoch 3."""
+    X, y = blob_data(36, 4, 2)
+    folds = make_folds(X, y, 3, seed=0)  # 24 training rows a fold: 3 minibatches of 8
+    settings = TrainSettings(hidden=(5,), epochs=6, batch_size=8, eval_every=2)
+    real_losses = trainer.row_losses
+    training_calls = []
+
+    def poisoned(logits, y):
+        losses = real_losses(logits, y)
+        if torch.is_grad_enabled():  # a training minibatch, not an evaluation
+            training_calls.append(1)
+            if len(training_calls) == 2 * 3 + 2:
+                bad = torch.zeros_like(losses)
+                bad[4, 0] = bad[5, 1] = value  # model t*k + f: trial 1, folds 2 and 3
+                losses = losses + bad
+        return losses
+
+    monkeypatch.setattr(trainer, "row_losses", poisoned)
+    results = train_trials([TrialConfig(), TrialConfig(), TrialConfig()], folds, settings, seed=0)
+    assert results[1].failure == f"loss became {kind} at epoch 3, fold 2"
+    assert results[1].epochs == 3 and [e for e, _ in results[1].curve] == [2]
+    assert results[0].failure is None and results[2].failure is None
+    assert results[0].epochs == results[2].epochs == 6
+
+
+# ----------------------------------------------------------------------------- 9. pruning, stop
+
+
+def test_on_checkpoint_prunes_trials_and_the_rest_continue():
+    X, y = blob_data(40, 4, 2)
+    folds = make_folds(X, y, 2, seed=0)
+    settings = TrainSettings(hidden=(6,), epochs=10, batch_size=8, eval_every=2)
+    seen: list[tuple[int, list[float | None]]] = []
+
+    def on_checkpoint(epoch, accuracies):
+        seen.append((epoch, list(accuracies)))
+        if epoch == 4:
+            return [1]
+        if epoch == 6:
+            return [1]  # already stopped: must change nothing
+        return []
+
+    configs = [TrialConfig(), TrialConfig(learning_rate=0.05), TrialConfig(momentum=0.5)]
+    results = train_trials(configs, folds, settings, seed=0, on_checkpoint=on_checkpoint)
+    assert [e for e, _ in seen] == [2, 4, 6, 8]  # not at the last epoch: that is the result
+    for epoch, accuracies in seen:
+        assert (accuracies[1] is None) == (epoch > 4)
+        assert accuracies[0] is not None and accuracies[2] is not None
+        assert all(a is None or 0.0 <= a <= 1.0 for a in accuracies)
+    pruned = results[1]
+    assert pruned.pruned and pruned.epochs == 4 and pruned.failure is None
+    assert [e for e, _ in pruned.curve] == [2, 4] and pruned.fold_accuracies == []
+    assert [a for _, a in pruned.curve] == [seen[0][1][1], seen[1][1][1]]
+    for r in (results[0], results[2]):
+        assert not r.pruned and r.epochs == 10 and len(r.fold_accuracies) == 2
+        assert [e for e, _ in r.curve] == [2, 4, 6, 8, 10]
+        assert r.curve[-1][1] == pytest.approx(r.accuracy_mean)
+    # pruning everything ends training at once
+    everyone = train_trials(configs, folds, settings, seed=0,
+                            on_checkpoint=lambda e, a: [0, 1, 2])
+    assert all(r.pruned and r.epochs == 2 for r in everyone)
+
+
+def test_should_stop_interrupts_the_unfinished_trials():
+    X, y = blob_data(40, 4, 2)
+    folds = make_folds(X, y, 2, seed=0)
+    settings = TrainSettings(hidden=(6,), epochs=10, batch_size=8, eval_every=1)
+    asked = []
+
+    def should_stop():
+        asked.append(True)
+        return len(asked) > 3  # asked before each epoch: stop before epoch 4
+
+    configs = [TrialConfig(), TrialConfig(learning_rate=0.05), TrialConfig()]
+    results = train_trials(configs, folds, settings, seed=0, should_stop=should_stop,
+                           on_checkpoint=lambda e, a: [2] if e == 2 else [])
+    assert len(asked) == 4
+    for r in results[:2]:
+        assert r.interrupted and not r.pruned and r.failure is None and r.epochs == 3
+        assert r.fold_accuracies == [] and r.model is None
+    assert results[2].pruned and not results[2].interrupted and results[2].epochs == 2
+    never = train_trials(configs[:1], folds, settings, seed=0, should_stop=lambda: False)
+    assert not never[0].interrupted and never[0].epochs == 10
+
+
+# ----------------------------------------------------------------------------- 10. softmax
+
+
+def test_row_losses_are_sigmoid_and_softmax_cross_entropy():
+    g = seeded(0)
+    logits1 = torch.randn(2, 6, 1, generator=g)
+    y1 = torch.tensor([[0, 1, 1, 0, 1, 0], [1, 1, 0, 0, 0, 1]])
+    p = torch.sigmoid(logits1[..., 0].double())
+    want = -(y1 * p.log() + (1 - y1) * (1 - p).log())
+    torch.testing.assert_close(row_losses(logits1, y1).double(), want, rtol=1e-5, atol=1e-6)
+    assert torch.equal(predictions(logits1), (logits1[..., 0] > 0).long())
+
+    logits3 = torch.randn(2, 6, 3, generator=g)
+    y3 = torch.tensor([[0, 1, 2, 0, 1, 2], [2, 2, 1, 0, 0, 1]])
+    softmax = torch.softmax(logits3.double(), -1)
+    want3 = -softmax.gather(-1, y3[..., None])[..., 0].log()
+    torch.testing.assert_close(row_losses(logits3, y3).double(), want3, rtol=1e-5, atol=1e-6)
+    assert torch.equal(predictions(logits3), logits3.argmax(-1))
+
+
+def test_three_classes_train_with_softmax():
+    X, y = blob_data(90, 4, 3, seed=1, spread=2.0)
+    folds = make_folds(X, y, 3, seed=0)
+    assert folds.n_classes == 3
+    settings = TrainSettings(hidden=(16,), epochs=30, batch_size=8, eval_every=10)
+    result = train_trials([TrialConfig(learning_rate=0.05, momentum=0.9)], folds, settings,
+                          seed=0)[0]
+    assert result.failure is None and result.model is not None
+    assert result.model.weights[-1].shape == (3, 16, 3)
+    assert result.accuracy_mean > 0.85  # chance is 1/3
+    assert result.test_log_loss < math.log(3)
+
+
+# ----------------------------------------------------------------------------- 11. Sonar
+
+
+@pytest.mark.slow
+def test_brownlee_baseline_learns_sonar(sonar_dir):
+    dataset = load_sonar()
+    assert dataset.X.shape == (208, 60)
+    folds = make_folds(dataset.X, dataset.y, 10, seed=7, n_classes=dataset.n_classes)
+    settings = TrainSettings(hidden=(60, 30), epochs=30, batch_size=16, eval_every=10)
+    result = train_trials([TrialConfig()], folds, settings, seed=0)[0]  # lr .01, momentum .8
+    assert result.failure is None and len(result.fold_accuracies) == 10
+    assert result.accuracy_mean > 0.70, result.fold_accuracies
+    assert result.train_accuracy > result.accuracy_mean - 0.05
+
+
+# ----------------------------------------------------------------------------- 12. devices
+
+
+def test_cuda_without_a_device_is_a_user_error(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(DropsweepError, match="no CUDA device"):
+        resolve_device("cuda")
+    assert resolve_device("auto") == torch.device("cpu")
+    assert resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(DropsweepError, match="must be auto, cpu or cuda"):
+        resolve_device("tpu")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_training_on_cuda_matches_the_cpu_in_kind():
+    X, y = blob_data(40, 4, 2)
+    device = resolve_device("cuda")
+    assert resolve_device("auto") == device
+    folds = make_folds(X, y, 2, seed=0, device=device)
+    assert folds.x_train.device.type == "cuda"
+    settings = TrainSettings(hidden=(8,), epochs=20, batch_size=8, eval_every=10)
+    result = train_trials([TrialConfig("both", 0.1, 0.2, 0.05, 0.9, 3.0)], folds, settings,
+                          seed=0)[0]
+    assert result.failure is None and result.model.weights[0].device.type == "cuda"
+    assert result.accuracy_mean > 0.8
