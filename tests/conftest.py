@@ -10,7 +10,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 # CI and developers keep the real UCI file beside the checkout (never inside it).
-SONAR_DIR = Path(os.environ.get("DROPSWEEP_DATA_DIR", REPO.parent / "shared" / "data"))
+SONAR_DIR = Path(os.environ.get("DROPSWEEP_DATA_DIR", REPO.parent / "shared" / "data")).resolve()
 
 
 @pytest.fixture(autouse=True)

@@ -842,7 +842,7 @@ def test_hypothesis_strategies_produce_what_they_claim() -> None:
     """Guard the property tests against a strategy that only ever makes errors."""
     made = errors = 0
 
-    @settings(max_examples=30, deadline=None, database=None)
+    @settings(max_examples=100, deadline=None, database=None, derandomize=True)
     @given(mutated_sweeps())
     def count(data: dict[str, Any]) -> None:
         nonlocal made, errors
