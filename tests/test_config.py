@@ -29,6 +29,7 @@ from dropsweep.config import (
 from dropsweep.errors import DropsweepError, SweepError
 from dropsweep.records import PLACEMENTS
 from dropsweep.sweepfile import RawSweep, apply_overrides, load_sweep, parse_sweep_text
+from helpers import assert_one_line
 
 REPO = Path(__file__).resolve().parents[1]
 SONAR = REPO / "sweeps" / "sonar.yaml"
@@ -43,23 +44,6 @@ def error(text: str, *sets: str, file: str = "s.yaml") -> SweepError:
     with pytest.raises(SweepError) as info:
         build(text, *sets, file=file)
     return info.value
-
-
-def assert_one_line(err: SweepError, file: str, line: int | None, key: str | None,
-                    *fragments: str) -> None:
-    """The error's parts, and its one-line text naming each of them."""
-    assert (err.file, err.line, err.key) == (file, line, key), str(err)
-    text = str(err)
-    assert len(text.splitlines()) == 1 and "\n" not in text
-    assert text.startswith(file)
-    if line is None:
-        assert ": line " not in text
-    else:
-        assert f": line {line}: " in text
-    if key is not None:
-        assert f"{key}: " in text
-    for fragment in fragments:
-        assert fragment in text, (fragment, text)
 
 
 # The C emitter when PyYAML has it: the property tests dump a lot, and the output is the same.

@@ -13,6 +13,7 @@ import pytest
 
 from dropsweep.errors import SweepError
 from dropsweep.sweepfile import RawSweep, apply_overrides, load_sweep, locate, parse_sweep_text
+from helpers import assert_one_line
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -34,23 +35,6 @@ space:
   max_norm: [off, 2,
              3]
 """
-
-
-def assert_one_line(err: SweepError, file: str, line: int | None, key: str | None,
-                    *fragments: str) -> None:
-    """The parts of the error, and its one-line text naming each of them."""
-    assert (err.file, err.line, err.key) == (file, line, key)
-    text = str(err)
-    assert len(text.splitlines()) == 1 and "\n" not in text
-    assert text.startswith(" ".join(file.split()))  # str() folds runs of whitespace
-    if line is None:
-        assert ": line " not in text
-    else:
-        assert f"line {line}:" in text
-    if key is not None:
-        assert f"{key}:" in text
-    for fragment in fragments:
-        assert fragment in text, (fragment, text)
 
 
 def parse_error(text: str, file: str = "s.yaml") -> SweepError:

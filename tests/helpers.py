@@ -1,0 +1,22 @@
+"""Assertions shared by the test modules."""
+
+from __future__ import annotations
+
+from dropsweep.errors import DropsweepError
+
+
+def assert_one_line(err: DropsweepError, file: str, line: int | None, key: str | None,
+                    *fragments: str) -> None:
+    """The error's parts (file, line, key), and its one-line text naming each of them."""
+    assert (err.file, err.line, err.key) == (file, line, key), str(err)
+    text = str(err)
+    assert len(text.splitlines()) == 1 and "\n" not in text
+    assert text.startswith(" ".join(file.split()))  # str() folds runs of whitespace
+    if line is None:
+        assert ": line " not in text
+    else:
+        assert f": line {line}: " in text
+    if key is not None:
+        assert f"{key}:" in text
+    for fragment in fragments:
+        assert fragment in text, (fragment, text)
