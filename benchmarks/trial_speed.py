@@ -1,17 +1,20 @@
 """Seconds per Brownlee Sonar trial: the plain per-fold PyTorch loop against dropsweep.
 
-The plain loop is the code a user would write (one ``nn.Sequential`` per fold, ``torch.optim.SGD``,
-one fold after the other); dropsweep trains all folds as one batched model. Both run here side
-by side, in one process, so their ratio is meaningful on a shared machine.
+The plain loop is the code a user would write (one ``nn.Sequential`` per fold,
+``torch.optim.SGD``, one fold after the other); dropsweep trains all folds of a trial, and
+then several trials, as one batched model. Everything runs here side by side in one process,
+so the ratios are meaningful on a shared machine; the FLOP bound is what the arithmetic alone
+would take at this machine's large-matmul speed.
 
-    DROPSWEEP_DATA_DIR=../shared/data python benchmarks/trial_speed.py --epochs 300 --repeats 2
+    DROPSWEEP_DATA_DIR=../shared/data python benchmarks/trial_speed.py
+    DROPSWEEP_DATA_DIR=../shared/data python benchmarks/trial_speed.py --quick   # 30 epochs
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
+from typing import Callable
 
 import numpy as np
 import torch
@@ -19,9 +22,10 @@ from torch import nn
 
 from dropsweep.config import TrialConfig
 from dropsweep.data import load_sonar, standardize, stratified_folds
+from dropsweep.runner import AUTO_BATCH
 from dropsweep.trainer import TrainSettings, make_folds, train_trials
 
-BASELINE = TrialConfig("none", 0.0, 0.0, 0.01, 0.8, None)
+PLACEMENTS = ("none", "input", "hidden", "both")
 
 
 def plain_loop(X: np.ndarray, y: np.ndarray, epochs: int, seed: int) -> float:
@@ -48,32 +52,95 @@ def plain_loop(X: np.ndarray, y: np.ndarray, epochs: int, seed: int) -> float:
     return float(np.mean(accs))
 
 
+def sweep_like(n: int, seed: int = 0) -> list[TrialConfig]:
+    """Configurations as a sweep draws them: every placement, max-norm on and off."""
+    rng = np.random.default_rng(seed)
+    return [TrialConfig(PLACEMENTS[i % 4], float(rng.uniform(0.05, 0.5)),
+                        float(rng.uniform(0.1, 0.7)), float(10 ** rng.uniform(-3, -0.5)),
+                        float(rng.uniform(0.5, 0.99)), [None, 3.0][(i // 4) % 2])
+            for i in range(n)]
+
+
+def per_trial(run: Callable[[], object], trials: int) -> float:
+    start = time.perf_counter()
+    run()
+    return (time.perf_counter() - start) / trials
+
+
+def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
+
+
+def trial_flops(rows_per_fold: float, folds: int, epochs: int, sizes: list[int]) -> float:
+    """Forward, weight gradients and input gradients (none for the first layer)."""
+    macs = [a * b for a, b in zip(sizes[:-1], sizes[1:])]
+    per_row = 2 * (2 * sum(macs) + sum(macs[1:]))
+    return per_row * rows_per_fold * folds * epochs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--epochs", type=int, default=300)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help="30 epochs, smaller batches")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = parser.parse_args()
+    epochs = 30 if args.quick else args.epochs
+    torch.set_num_threads(args.threads)
 
     data = load_sonar()
     X, y = data.X, data.y
     folds = make_folds(X, y, 10, 7)
-    settings = TrainSettings(epochs=args.epochs)
-    times: dict[str, list[float]] = {"plain per-fold loop": [], "dropsweep (folds batched)": []}
-    for r in range(args.repeats):
-        start = time.perf_counter()
-        plain_loop(X, y, args.epochs, r)
-        times["plain per-fold loop"].append(time.perf_counter() - start)
-        start = time.perf_counter()
-        train_trials([BASELINE], folds, settings, seed=r)
-        times["dropsweep (folds batched)"].append(time.perf_counter() - start)
+    settings = TrainSettings(epochs=epochs)
+    baseline = TrialConfig("none", 0.0, 0.0, 0.01, 0.8, None)
+    print(f"Brownlee Sonar trials: 10 folds x {epochs} epochs, batch 16, torch "
+          f"{torch.__version__}, {args.threads} thread(s)")
 
-    plain = statistics.median(times["plain per-fold loop"])
-    print(f"Brownlee baseline, 10 folds x {args.epochs} epochs, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, median of {args.repeats}")
-    print(f"{'path':28} {'s/trial':>8} {'vs plain':>9}")
-    for name, values in times.items():
-        t = statistics.median(values)
-        print(f"{name:28} {t:8.2f} {plain / t:8.1f}x")
+    rows: list[tuple[str, float]] = []
+    rows.append(("plain per-fold PyTorch loop (baseline)",
+                 per_trial(lambda: plain_loop(X, y, epochs, 0), 1)))
+    rows.append(("dropsweep batch 1, baseline (folds batched)",
+                 per_trial(lambda: train_trials([baseline], folds, settings, 0), 1)))
+    rows.append(("dropsweep batch 1, sweep-like trial",
+                 per_trial(lambda: train_trials(sweep_like(1), folds, settings, 0), 1)))
+    for b in (8, 32, 64) if not args.quick else (8, 32):
+        rows.append((f"dropsweep trial batch {b}, sweep-like",
+                     per_trial(lambda b=b: train_trials(sweep_like(b), folds, settings, 0), b)))
+    rows.append((f"dropsweep automatic batch ({AUTO_BATCH}), sweep-like",
+                 per_trial(lambda: train_trials(sweep_like(AUTO_BATCH), folds, settings, 0),
+                           AUTO_BATCH)))
+
+    gflops = matmul_gflops()
+    flops = trial_flops(float(folds.n_train.float().mean()), 10, epochs, [60, 60, 30, 1])
+    bound = flops / (gflops * 1e9)
+    plain = rows[0][1]
+    print(f"\n{'path':46} {'s/trial':>8} {'vs plain':>9} {'vs FLOP bound':>14}")
+    for name, seconds in rows:
+        print(f"{name:46} {seconds:8.3f} {plain / seconds:8.1f}x {seconds / bound:13.1f}x")
+    print(f"\nFLOP bound: {flops / 1e9:.2f} GFLOP per trial at {gflops:.0f} GFLOP/s "
+          f"(2048x2048 fp32 matmul here) = {bound:.3f} s/trial")
+
+    print("\nScaling (trial batch 8, sweep-like, s/trial):")
+    short = TrainSettings(epochs=max(epochs // 10, 5))
+    for e in (short.epochs, short.epochs * 2, short.epochs * 4):
+        t = per_trial(lambda e=e: train_trials(sweep_like(8), folds, TrainSettings(epochs=e),
+                                               0), 8)
+        print(f"  epochs {e:6d}: {t:.3f}")
+    rng = np.random.default_rng(1)
+    for n in (200, 2000, 20000):
+        Xs = rng.random((n, 60), dtype=np.float32)
+        ys = (Xs[:, :5].sum(1) > 2.5).astype(np.int64)
+        f = make_folds(Xs, ys, 10, 7)
+        t = per_trial(lambda f=f: train_trials(sweep_like(8), f, TrainSettings(epochs=3), 0), 8)
+        print(f"  rows {n:8d} (3 epochs): {t:.3f}")
+    for width in (30, 60, 120, 240):
+        s = TrainSettings(hidden=(width, width // 2), epochs=short.epochs)
+        t = per_trial(lambda s=s: train_trials(sweep_like(8), folds, s, 0), 8)
+        print(f"  hidden [{width}, {width // 2}] ({short.epochs} epochs): {t:.3f}")
 
 
 if __name__ == "__main__":

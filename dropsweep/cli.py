@@ -96,28 +96,38 @@ def main() -> None:
               help="The study's TOTAL number of finished trials (default: search.trials).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
               show_default=True, help="Where to train.")
+@click.option("--batch", type=click.IntRange(min=1), metavar="B",
+              help="Trials trained together as one batched model (default: automatic).")
+@click.option("--threads", type=click.IntRange(min=1), metavar="N",
+              help="Torch threads (default: torch's own choice).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar, only the summary.")
 def search(sweep: str, overrides: tuple[str, ...], storage: str, study_name: str | None,
-           trials: int | None, device: str, quiet: bool) -> None:
+           trials: int | None, device: str, batch: int | None, threads: int | None,
+           quiet: bool) -> None:
     """Run the sweep's study, or resume it: finished trials are never redone.
 
     \b
     Example:
       dropsweep search sweeps/sonar.yaml --trials 200
       dropsweep search sweeps/sonar.yaml --set train.epochs=100 --study sonar-100
+      dropsweep search sweeps/sonar.yaml --batch 1 --threads 1
     """
     from dropsweep.data import check_folds, load_dataset
     from dropsweep.progress import SearchProgress, render_search_summary
-    from dropsweep.runner import SearchEvents, StopFlag, run_search, stop_on_signals
+    import torch
+
+    from dropsweep.runner import AUTO_BATCH, SearchEvents, StopFlag, run_search, stop_on_signals
 
     config = _load_sweep(sweep, overrides)
     dataset = load_dataset(config)
     check_folds(dataset, config)
+    if threads is not None:
+        torch.set_num_threads(threads)
     out, err = _consoles(quiet)
     progress = SearchProgress(err)
     with stop_on_signals(StopFlag()) as stop, progress:
         summary = run_search(config, dataset, storage_url=storage, study_name=study_name,
-                             trials=trials, device=device, stop=stop,
+                             trials=trials, device=device, batch=batch or AUTO_BATCH, stop=stop,
                              events=SearchEvents(on_start=progress.start,
                                                  on_trial=progress.trial_done))
     resume = shlex.join(["dropsweep", *sys.argv[1:]])

@@ -22,7 +22,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 import dropsweep
 from dropsweep import records
-from dropsweep.config import Sweep, TrialConfig
+from dropsweep.config import SpaceConfig, Sweep, TrialConfig
 from dropsweep.data import Dataset
 from dropsweep.errors import StorageError, StudyMismatchError
 from dropsweep.space import (
@@ -35,6 +35,9 @@ from dropsweep.space import (
 )
 from dropsweep.storage import mask_url, open_storage, study_names
 from dropsweep.trainer import TrainSettings, TrialResult, make_folds, resolve_device, train_trials
+
+# Trials trained together by default: measured with benchmarks/trial_speed.py (README).
+AUTO_BATCH = 16
 
 # Sections whose change would make old and new trials incomparable.
 EXPERIMENT_SECTIONS = ("data", "model", "train", "cv", "baseline", "space")
@@ -235,10 +238,15 @@ def run_search(
     study_name: str | None = None,
     trials: int | None = None,
     device: str = "cpu",
+    batch: int = 1,
     events: SearchEvents | None = None,
     stop: StopFlag | None = None,
 ) -> SearchSummary:
-    """Run the study up to its target number of finished trials; resume if it exists."""
+    """Run the study up to its target number of finished trials; resume if it exists.
+
+    Up to ``batch`` trials are asked at once (TPE's constant liar keeps them apart) and
+    trained together as one batched model, each pruned on its own.
+    """
     events = events or SearchEvents()
     stop = stop or StopFlag()
     name = study_name or sweep.name
@@ -263,43 +271,64 @@ def run_search(
         events.on_start(summary)
 
     while not stop() and summary.finished < target:
-        config = _next_planned(study, planned, sweep)
-        if config is not None:
-            # Enqueued params are what the fixed distributions then return (ask alone would
-            # sample them).
-            study.enqueue_trial(config_values(config, space))
-            trial = study.ask(fixed_distributions(config, space))
-            role = records.ROLE_BASELINE if config == sweep.baseline else records.ROLE_FIXED
-        elif is_exhaustive(sweep):
-            break
-        else:
-            trial = study.ask()
-            config = suggest(trial, space)
-            role = records.ROLE_SEARCH
-        seed = trial_seed(sweep.search.seed, trial.number)
-        trial.set_user_attr(records.ROLE, role)
-        trial.set_user_attr(records.SEED, seed)
-        trial.set_user_attr(records.CONFIG, config.to_dict())
+        running = sum(t.state == TrialState.RUNNING for t in study.get_trials(deepcopy=False))
+        wanted = min(batch, target - summary.finished - running)
+        asked: list[tuple[optuna.Trial, TrialConfig]] = []
+        for _ in range(max(wanted, 0)):
+            pair = _ask(study, sweep, space, planned)
+            if pair is None:
+                break
+            asked.append(pair)
+        if not asked:
+            break  # nothing left to plan, or other workers are running the rest
+        trials = [trial for trial, _ in asked]
+        seed = trial_seed(sweep.search.seed, trials[0].number)
+        for trial in trials:
+            trial.set_user_attr(records.SEED, seed)
 
         def on_checkpoint(epoch: int, accuracies: list[float | None]) -> list[int]:
-            value = accuracies[0]
-            if value is None:
-                return []
-            trial.report(value, step=epoch)
-            return [0] if trial.should_prune() else []
+            pruned = []
+            for i, (trial, value) in enumerate(zip(trials, accuracies)):
+                if value is not None:
+                    trial.report(value, step=epoch)
+                    if trial.should_prune():
+                        pruned.append(i)
+            return pruned
 
-        result = train_trials([config], folds, settings, seed, on_checkpoint=on_checkpoint,
-                              should_stop=stop)[0]
-        frozen = _tell(study, trial, result)
-        _summarize(study, summary)
-        if not result.interrupted:
-            summary.ran += 1
-        if events.on_trial:
-            events.on_trial(summary, frozen)
+        results = train_trials([config for _, config in asked], folds, settings, seed,
+                               on_checkpoint=on_checkpoint, should_stop=stop)
+        for trial, result in zip(trials, results):
+            frozen = _tell(study, trial, result)
+            _summarize(study, summary)
+            if not result.interrupted:
+                summary.ran += 1
+            if events.on_trial:
+                events.on_trial(summary, frozen)
 
     summary.stopped_by = stop.signal
     _summarize(study, summary)
     return summary
+
+
+def _ask(study: optuna.Study, sweep: Sweep, space: SpaceConfig, planned: list[TrialConfig]
+         ) -> tuple[optuna.Trial, TrialConfig] | None:
+    """The next trial: a planned configuration first (baseline, list, grid), else the sampler's."""
+    config = _next_planned(study, planned, sweep)
+    if config is not None:
+        # Enqueued params are what the fixed distributions then return (ask alone would
+        # sample them).
+        study.enqueue_trial(config_values(config, space))
+        trial = study.ask(fixed_distributions(config, space))
+        role = records.ROLE_BASELINE if config == sweep.baseline else records.ROLE_FIXED
+    elif is_exhaustive(sweep):
+        return None
+    else:
+        trial = study.ask()
+        config = suggest(trial, space)
+        role = records.ROLE_SEARCH
+    trial.set_user_attr(records.ROLE, role)
+    trial.set_user_attr(records.CONFIG, config.to_dict())
+    return trial, config
 
 
 def _tell(study: optuna.Study, trial: optuna.Trial, result: TrialResult) -> FrozenTrial:

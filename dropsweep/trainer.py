@@ -30,9 +30,18 @@ import torch.nn.functional as F
 from dropsweep.config import TrialConfig
 from dropsweep.data import standardize, stratified_folds
 from dropsweep.errors import DropsweepError
-
-KERAS_EPSILON = 1e-7  # keras.backend.epsilon(), used by MaxNorm
-
+from dropsweep.model import (
+    BatchedMLP,
+    FlatMLP,
+    MaskBits,
+    dropout_masks,
+    forward,
+    glorot_init,
+    layer_sizes,
+    predictions,
+    row_losses,
+    train_step,
+)
 
 def resolve_device(name: str) -> torch.device:
     """``auto`` picks CUDA when present; asking for CUDA without one is a user error."""
@@ -108,110 +117,6 @@ def make_folds(
         n_test=t(np.array([len(a) for a in xs_te], dtype=np.int64)),
         n_classes=int(n_classes if n_classes is not None else int(y.max()) + 1),
     )
-
-
-# ----------------------------------------------------------------------------- the model
-
-
-@dataclass
-class BatchedMLP:
-    """``models`` independent MLPs ``features -> hidden... -> outputs`` stored as stacks."""
-
-    weights: list[torch.Tensor]  # [models, in, out] per layer; last one is the output layer
-    biases: list[torch.Tensor]  # [models, 1, out]
-
-    @property
-    def models(self) -> int:
-        return int(self.weights[0].shape[0])
-
-    def parameters(self) -> list[torch.Tensor]:
-        return [p for pair in zip(self.weights, self.biases) for p in pair]
-
-    def select(self, keep: torch.Tensor) -> BatchedMLP:
-        return BatchedMLP([w[keep] for w in self.weights], [b[keep] for b in self.biases])
-
-
-def layer_sizes(n_features: int, hidden: Sequence[int], n_classes: int) -> list[int]:
-    """Two classes need one sigmoid output (Keras's binary set-up); more need softmax."""
-    return [n_features, *hidden, 1 if n_classes == 2 else n_classes]
-
-
-def glorot_init(models: int, sizes: Sequence[int], generator: torch.Generator,
-                device: torch.device | str = "cpu") -> BatchedMLP:
-    """Keras ``glorot_uniform`` kernels, U(-l, l) with l = sqrt(6 / (fan_in + fan_out)); zero biases."""
-    weights, biases = [], []
-    for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
-        limit = math.sqrt(6.0 / (fan_in + fan_out))
-        u = torch.rand(models, fan_in, fan_out, generator=generator, device=device)
-        weights.append((u * 2.0 - 1.0) * limit)
-        biases.append(torch.zeros(models, 1, fan_out, device=device))
-    return BatchedMLP(weights, biases)
-
-
-def dropout_mask(shape: Sequence[int], rate: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Inverted dropout: keep with probability 1-rate (per model), scale kept units by 1/(1-rate)."""
-    keep = 1.0 - rate.view(-1, *([1] * (len(shape) - 1)))
-    u = torch.rand(*shape, generator=generator, device=rate.device)
-    return (u < keep).to(u.dtype) / keep
-
-
-def forward(model: BatchedMLP, x: torch.Tensor, input_rate: torch.Tensor | None = None,
-            hidden_rate: torch.Tensor | None = None,
-            generator: torch.Generator | None = None) -> torch.Tensor:
-    """Logits ``[models, rows, outputs]``. Rates given = training mode (dropout on)."""
-    h = x
-    if input_rate is not None:
-        h = h * dropout_mask(h.shape, input_rate, generator)
-    last = len(model.weights) - 1
-    for i, (w, b) in enumerate(zip(model.weights, model.biases)):
-        h = torch.baddbmm(b, h, w)
-        if i < last:
-            h = torch.relu(h)
-            if hidden_rate is not None:
-                h = h * dropout_mask(h.shape, hidden_rate, generator)
-    return h
-
-
-def row_losses(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Per-row loss ``[models, rows]``: binary cross-entropy on a sigmoid, or softmax cross-entropy."""
-    if logits.shape[-1] == 1:
-        return F.binary_cross_entropy_with_logits(logits.squeeze(-1), y.to(logits.dtype),
-                                                  reduction="none")
-    m, r, c = logits.shape
-    return F.cross_entropy(logits.reshape(m * r, c), y.reshape(m * r), reduction="none").view(m, r)
-
-
-def predictions(logits: torch.Tensor) -> torch.Tensor:
-    if logits.shape[-1] == 1:
-        return (logits.squeeze(-1) > 0).long()
-    return logits.argmax(-1)
-
-
-def apply_max_norm(model: BatchedMLP, max_norm: torch.Tensor) -> None:
-    """Keras ``MaxNorm(c)`` (axis 0 of a Keras kernel) on every hidden layer; inf = no constraint.
-
-    The output layer is never constrained (Brownlee puts ``kernel_constraint`` on hidden layers).
-    """
-    limited = torch.isfinite(max_norm)
-    if not bool(limited.any()):
-        return
-    c = torch.where(limited, max_norm, torch.zeros_like(max_norm)).view(-1, 1, 1)
-    on = limited.view(-1, 1, 1)
-    for w in model.weights[:-1]:
-        norms = w.norm(dim=1, keepdim=True)  # [models, 1, out]: one norm per hidden unit
-        scale = torch.clamp(norms, max=c) / (KERAS_EPSILON + norms)
-        w.mul_(torch.where(on, scale, torch.ones_like(scale)))
-
-
-def sgd_step(params: list[torch.Tensor], velocities: list[torch.Tensor], lr: torch.Tensor,
-             momentum: torch.Tensor, active: torch.Tensor) -> None:
-    """Keras SGD: ``v = m*v - lr*g; w += v``, per model; inactive models stay exactly as they are."""
-    for p, v in zip(params, velocities):
-        shape = (-1,) + (1,) * (p.dim() - 1)
-        a, m, r = active.view(shape), momentum.view(shape), lr.view(shape)
-        v.add_(a * ((m - 1.0) * v - r * p.grad))
-        p.add_(a * v)
-        p.grad = None
 
 
 # ----------------------------------------------------------------------------- training
@@ -296,6 +201,110 @@ def _evaluate(model: BatchedMLP, x: torch.Tensor, y: torch.Tensor, n: torch.Tens
     return acc, loss
 
 
+class _Batch:
+    """The models still training and their per-model hyperparameters, kept aligned.
+
+    Everything that depends only on which models are in the batch (row weights, who steps in
+    which minibatch, dropout rate columns) is computed here once, not at every step.
+    """
+
+    def __init__(self, net: FlatMLP, configs: Sequence[TrialConfig], folds: Folds,
+                 batch_size: int, hidden: Sequence[int]) -> None:
+        device, k = folds.x_train.device, folds.k
+        self.net, self.folds, self.bs, self.hidden = net, folds, batch_size, list(hidden)
+        n = len(configs)
+        self.trial_of = torch.arange(n, device=device).repeat_interleave(k)
+        self.fold_of = torch.arange(k, device=device).repeat(n)
+        self.lr = _per_model([c.learning_rate for c in configs], k, device)
+        self.mom = _per_model([c.momentum for c in configs], k, device)
+        self.p_in = _per_model([c.input_rate if c.uses_input else 0.0 for c in configs], k,
+                               device)
+        self.p_hid = _per_model([c.hidden_rate if c.uses_hidden else 0.0 for c in configs], k,
+                                device)
+        self.c_max = _per_model([math.inf if c.max_norm is None else c.max_norm
+                                 for c in configs], k, device)
+        self._derive()
+
+    def keep(self, idx: torch.Tensor) -> None:
+        self.net.select(idx)
+        for name in ("trial_of", "fold_of", "lr", "mom", "p_in", "p_hid", "c_max"):
+            setattr(self, name, getattr(self, name)[idx])
+        self._derive()
+
+    @property
+    def size(self) -> int:
+        return int(self.trial_of.numel())
+
+    def _derive(self) -> None:
+        folds, bs = self.folds, self.bs
+        device = folds.x_train.device
+        self.n_train = folds.n_train[self.fold_of]
+        max_train = folds.x_train.shape[1]
+        self.n_batches = math.ceil(max_train / bs)
+        # Real rows come first in every epoch's order, so which position is real, and the
+        # size of each minibatch, never change: row weight = 1/count for real rows, else 0.
+        pos = torch.arange(max_train, device=device)
+        real = pos[None, :] < self.n_train[:, None]
+        counts = (self.n_train[:, None] - torch.arange(self.n_batches, device=device)[None] * bs
+                  ).clamp(0, bs)  # [models, batches]
+        count_of_pos = counts[:, pos // bs].to(torch.float32)
+        self.row_weight = torch.where(real, 1.0 / count_of_pos.clamp(min=1.0),
+                                      torch.zeros((), device=device)).unsqueeze(2)
+        stepping = counts > 0
+        limited = torch.isfinite(self.c_max)
+        self.any_limited = bool(limited.any())
+        neg_lr = -self.lr
+        self.per_batch = []
+        for b in range(self.n_batches):
+            s = stepping[:, b]
+            if bool(s.all()):
+                entry = (self.mom.view(-1, 1, 1), neg_lr.view(-1, 1, 1), None,
+                         ~limited.view(-1, 1, 1))
+            else:  # a shorter fold has no rows left: no step, as in Keras
+                entry = (torch.where(s, self.mom, 1.0).view(-1, 1, 1),
+                         torch.where(s, neg_lr, 0.0).view(-1, 1, 1),
+                         s.to(torch.float32).view(-1, 1, 1), ~(limited & s).view(-1, 1, 1))
+            self.per_batch.append(entry)
+        self.max_norm = torch.where(limited, self.c_max, 0.0).view(-1, 1, 1)
+        use_in, use_hid = bool((self.p_in > 0).any()), bool((self.p_hid > 0).any())
+        widths: list[int] = []
+        cols: list[torch.Tensor] = []
+        if use_in:
+            widths.append(folds.n_features)
+            cols.append(self.p_in[:, None].expand(-1, folds.n_features))
+        if use_hid:
+            widths += self.hidden
+            cols += [self.p_hid[:, None].expand(-1, w) for w in self.hidden]
+        self.use_in, self.use_hid, self.mask_widths = use_in, use_hid, widths
+        self.mask_rates = torch.cat(cols, 1) if cols else None
+
+    def epoch(self, generator: torch.Generator, bits: MaskBits, n_outputs: int) -> None:
+        """One pass over every model's training rows in its own shuffled order."""
+        folds, bs = self.folds, self.bs
+        order = epoch_order(generator, self.n_train, folds.x_train.shape[1])
+        x_all = folds.x_train[self.fold_of[:, None], order]
+        y_all = folds.y_train[self.fold_of[:, None], order]
+        if n_outputs == 1:
+            target_all = y_all.to(torch.float32).unsqueeze(2)
+        else:
+            target_all = F.one_hot(y_all, n_outputs).to(torch.float32)
+        for b in range(self.n_batches):
+            rows = slice(b * bs, (b + 1) * bs)
+            x = x_all[:, rows]
+            input_mask = hidden_masks = None
+            if self.mask_rates is not None:
+                masks = dropout_masks(self.size, x.shape[1], self.mask_widths, self.mask_rates,
+                                      bits)
+                if self.use_in:
+                    input_mask, masks = masks[0], masks[1:]
+                if self.use_hid:
+                    hidden_masks = masks
+            mom, neg_lr, step_mask, off = self.per_batch[b]
+            train_step(self.net, x, target_all[:, rows], self.row_weight[:, rows], input_mask,
+                       hidden_masks, mom, neg_lr, step_mask,
+                       self.max_norm if self.any_limited else None, off)
+
+
 def train_trials(
     configs: Sequence[TrialConfig],
     folds: Folds,
@@ -312,7 +321,7 @@ def train_trials(
     every epoch; when it says yes, the unfinished trials come back marked ``interrupted``.
     ``init`` (initial weights for all ``len(configs) * k`` models) is copied, never modified;
     without it the weights are drawn from the seeded generator first. Then every epoch draws
-    its :func:`epoch_order`, then (in training) the dropout masks.
+    its :func:`epoch_order` from it; dropout masks come from :class:`MaskBits` with the same seed.
     """
     device = folds.x_train.device
     k, n_trials = folds.k, len(configs)
@@ -326,132 +335,89 @@ def train_trials(
                 (n, 1, o) for n, _, o in expected]:
             raise ValueError(f"init has weight shapes {got}, expected {expected} "
                              f"({n_trials} trials x {k} folds, layers {sizes})")
-        model = BatchedMLP([w.detach().to(device, torch.float32, copy=True) for w in init.weights],
-                           [b.detach().to(device, torch.float32, copy=True) for b in init.biases])
+        start = BatchedMLP([w.detach().to(device, torch.float32) for w in init.weights],
+                           [b.detach().to(device, torch.float32) for b in init.biases])
     else:
-        model = glorot_init(n_trials * k, sizes, g, device)
-    velocities = [torch.zeros_like(p) for p in model.parameters()]
-
-    # Per-model hyperparameters; "alive" models are compacted as trials stop.
-    trial_of = torch.arange(n_trials, device=device).repeat_interleave(k)
-    fold_of = torch.arange(k, device=device).repeat(n_trials)
-    lr = _per_model([c.learning_rate for c in configs], k, device)
-    mom = _per_model([c.momentum for c in configs], k, device)
-    p_in = _per_model([c.input_rate if c.uses_input else 0.0 for c in configs], k, device)
-    p_hid = _per_model([c.hidden_rate if c.uses_hidden else 0.0 for c in configs], k, device)
-    c_max = _per_model([math.inf if c.max_norm is None else c.max_norm for c in configs], k,
-                       device)
+        start = glorot_init(n_trials * k, sizes, g, device)
+    batch = _Batch(FlatMLP(start), configs, folds, settings.batch_size, settings.hidden)
+    bits = MaskBits(seed, device)
     results = [TrialResult() for _ in configs]
     started = time.perf_counter()
-    bs = settings.batch_size
-    n_batches = math.ceil(int(folds.n_train.max()) / bs)
-    max_train = folds.x_train.shape[1]
 
     def stop(trials: set[int]) -> None:
-        nonlocal model, velocities, trial_of, fold_of, lr, mom, p_in, p_hid, c_max
-        keep = torch.tensor([int(t) not in trials for t in trial_of.tolist()], device=device)
-        idx = keep.nonzero().squeeze(1)
-        model = model.select(idx)
-        velocities = [v[idx] for v in velocities]
-        trial_of, fold_of, lr, mom = trial_of[idx], fold_of[idx], lr[idx], mom[idx]
-        p_in, p_hid, c_max = p_in[idx], p_hid[idx], c_max[idx]
+        keep = torch.tensor([int(t) not in trials for t in batch.trial_of.tolist()],
+                            device=device)
+        batch.keep(keep.nonzero().squeeze(1))
         now = time.perf_counter() - started
         for t in trials:
             results[t].wall_time = now
 
-    for epoch in range(1, settings.epochs + 1):
-        if trial_of.numel() == 0:
-            break
-        if should_stop is not None and should_stop():
-            now = time.perf_counter() - started
-            for t in set(trial_of.tolist()):
-                results[t].interrupted = True
-                results[t].wall_time = now
-            return results
-        n_tr = folds.n_train[fold_of]
-        order = epoch_order(g, n_tr, max_train)  # each model's own shuffle; padding sorts last
-        use_in = p_in if bool((p_in > 0).any()) else None
-        use_hid = p_hid if bool((p_hid > 0).any()) else None
-        epoch_loss_ok = torch.ones(trial_of.numel(), dtype=torch.bool, device=device)
-        epoch_nan = torch.zeros_like(epoch_loss_ok)
-        params = model.parameters()
-        for b in range(n_batches):
-            rows = order[:, b * bs:(b + 1) * bs]
-            real = rows < n_tr[:, None]
-            count = real.sum(1).to(torch.float32)
-            stepping = count > 0  # a shorter fold has run out of rows: no step, as in Keras
-            x = folds.x_train[fold_of[:, None], rows]
-            y = folds.y_train[fold_of[:, None], rows]
-            for p in params:
-                p.requires_grad_(True)
-            with torch.enable_grad():
-                logits = forward(model, x, use_in, use_hid, g)
-                # where, not a product: a padding row's loss must not reach a real one as NaN
-                losses = torch.where(real, row_losses(logits, y), torch.zeros((), device=device))
-                per_model = losses.sum(1) / count.clamp(min=1.0)
-                per_model.sum().backward()
-            for p in params:
-                p.requires_grad_(False)
-            epoch_loss_ok &= torch.isfinite(per_model.detach())
-            epoch_nan |= torch.isnan(per_model.detach())
-            sgd_step(params, velocities, lr, mom, stepping.to(torch.float32))
-            apply_max_norm(model, torch.where(stepping, c_max, torch.full_like(c_max, math.inf)))
-
-        # Weights blown up by the epoch's last step would otherwise be scored (NaN logits
-        # predict class 0) before the next loss shows it.
-        bad_params, nan_params = _non_finite(model.parameters())
-        epoch_loss_ok &= ~bad_params
-        epoch_nan |= nan_params
-        diverged: set[int] = set()
-        if not bool(epoch_loss_ok.all()):
-            for m in (~epoch_loss_ok).nonzero().squeeze(1).tolist():
-                t = int(trial_of[m])
-                if t not in diverged:
-                    diverged.add(t)
-                    kind = "NaN" if bool(epoch_nan[m]) else "infinite"
-                    results[t].failure = (f"loss became {kind} at epoch {epoch}, "
-                                          f"fold {int(fold_of[m]) + 1}")
-                    results[t].epochs = epoch
-        for t in set(trial_of.tolist()) - diverged:
-            results[t].epochs = epoch
-        if diverged:
-            stop(diverged)
-
-        if epoch % settings.eval_every == 0 or epoch == settings.epochs:
-            if trial_of.numel() == 0:
+    with torch.no_grad():
+        for epoch in range(1, settings.epochs + 1):
+            if batch.size == 0:
                 break
-            acc, _ = _evaluate(model, folds.x_test[fold_of], folds.y_test[fold_of],
-                               folds.n_test[fold_of])
-            means: list[float | None] = [None] * n_trials
-            for t in sorted(set(trial_of.tolist())):
-                value = float(acc[trial_of == t].mean())
-                means[t] = value
-                results[t].curve.append((epoch, value))
-            if on_checkpoint is not None and epoch < settings.epochs:
-                alive = set(trial_of.tolist())
-                pruned = {int(t) for t in on_checkpoint(epoch, means)} & alive
-                if pruned:
-                    for t in pruned:
-                        results[t].pruned = True
-                    stop(pruned)
+            if should_stop is not None and should_stop():
+                now = time.perf_counter() - started
+                for t in set(batch.trial_of.tolist()):
+                    results[t].interrupted = True
+                    results[t].wall_time = now
+                return results
+            batch.epoch(g, bits, sizes[-1])
 
-    # Final scores of the trials that trained to the end.
-    if trial_of.numel():
-        acc, loss = _evaluate(model, folds.x_test[fold_of], folds.y_test[fold_of],
-                              folds.n_test[fold_of])
-        tr_acc, _ = _evaluate(model, folds.x_train[fold_of], folds.y_train[fold_of],
-                              folds.n_train[fold_of])
-        now = time.perf_counter() - started
-        for t in sorted(set(trial_of.tolist())):
-            sel = trial_of == t
-            order_f = fold_of[sel].argsort()
-            r = results[t]
-            r.fold_accuracies = [float(a) for a in acc[sel][order_f]]
-            r.test_log_loss = float(loss[sel].mean())
-            r.train_accuracy = float(tr_acc[sel].mean())
-            r.wall_time = now
-            r.model = model.select(sel.nonzero().squeeze(1)[order_f])
-            if not all(math.isfinite(a) for a in r.fold_accuracies) or not math.isfinite(
-                    r.test_log_loss):
-                r.failure = f"loss became NaN or infinite by epoch {r.epochs}"
+            # A diverging model's weights become NaN or infinite within the epoch its loss does.
+            bad, nan = _non_finite(batch.net.model.parameters())
+            diverged: set[int] = set()
+            if bool(bad.any()):
+                for m in bad.nonzero().squeeze(1).tolist():
+                    t = int(batch.trial_of[m])
+                    if t not in diverged:
+                        diverged.add(t)
+                        kind = "NaN" if bool(nan[m]) else "infinite"
+                        results[t].failure = (f"loss became {kind} at epoch {epoch}, "
+                                              f"fold {int(batch.fold_of[m]) + 1}")
+                        results[t].epochs = epoch
+            for t in set(batch.trial_of.tolist()) - diverged:
+                results[t].epochs = epoch
+            if diverged:
+                stop(diverged)
+
+            if epoch % settings.eval_every == 0 or epoch == settings.epochs:
+                if batch.size == 0:
+                    break
+                fold_of, trial_of = batch.fold_of, batch.trial_of
+                acc, _ = _evaluate(batch.net.model, folds.x_test[fold_of], folds.y_test[fold_of],
+                                   folds.n_test[fold_of])
+                means: list[float | None] = [None] * n_trials
+                for t in sorted(set(trial_of.tolist())):
+                    value = float(acc[trial_of == t].mean())
+                    means[t] = value
+                    results[t].curve.append((epoch, value))
+                if on_checkpoint is not None and epoch < settings.epochs:
+                    alive = set(trial_of.tolist())
+                    pruned = {int(t) for t in on_checkpoint(epoch, means)} & alive
+                    if pruned:
+                        for t in pruned:
+                            results[t].pruned = True
+                        stop(pruned)
+
+        # Final scores of the trials that trained to the end.
+        if batch.size:
+            fold_of, trial_of, model = batch.fold_of, batch.trial_of, batch.net.model
+            acc, loss = _evaluate(model, folds.x_test[fold_of], folds.y_test[fold_of],
+                                  folds.n_test[fold_of])
+            tr_acc, _ = _evaluate(model, folds.x_train[fold_of], folds.y_train[fold_of],
+                                  folds.n_train[fold_of])
+            now = time.perf_counter() - started
+            for t in sorted(set(trial_of.tolist())):
+                sel = trial_of == t
+                order_f = fold_of[sel].argsort()
+                r = results[t]
+                r.fold_accuracies = [float(a) for a in acc[sel][order_f]]
+                r.test_log_loss = float(loss[sel].mean())
+                r.train_accuracy = float(tr_acc[sel].mean())
+                r.wall_time = now
+                r.model = model.select(sel.nonzero().squeeze(1)[order_f])
+                if not all(math.isfinite(a) for a in r.fold_accuracies) or not math.isfinite(
+                        r.test_log_loss):
+                    r.failure = f"loss became NaN or infinite by epoch {r.epochs}"
     return results

@@ -251,3 +251,54 @@ def test_nothing_is_written_when_the_storage_path_is_not_a_database(dataset, tmp
     assert bad.read_text() == "this is not sqlite\n" * 100
     with pytest.raises(sqlite3.DatabaseError):
         sqlite3.connect(bad).execute("select * from sqlite_master").fetchall()
+
+
+def test_a_batch_of_trials_gives_the_same_kind_of_results_as_one_at_a_time(dataset, tmp_path):
+    studies = {}
+    for batch in (1, 4):
+        url = f"sqlite:///{tmp_path}/b{batch}.db"
+        summary = run_search(sweep_of(), dataset, storage_url=url, trials=10, batch=batch,
+                             device="cpu")
+        assert summary.finished == summary.ran == 10
+        studies[batch] = load(url).trials
+    for batch, trials in studies.items():
+        assert [t.state for t in trials] == [TrialState.COMPLETE] * 10
+        assert trials[0].user_attrs[records.ROLE] == records.ROLE_BASELINE
+        assert all(len(t.user_attrs[records.FOLD_ACCURACIES]) == 3 for t in trials)
+        assert len({tuple(sorted(t.params.items())) for t in trials}) == 10  # no collapse
+    # the baseline is the same configuration; its score differs only by its random stream
+    assert studies[1][0].params == studies[4][0].params
+    mean = {b: np.mean([t.value for t in trials]) for b, trials in studies.items()}
+    assert abs(mean[1] - mean[4]) < 0.15
+
+
+def test_batched_trials_are_deterministic_and_pruned_one_by_one(dataset, tmp_path):
+    text = SMALL.replace("pruner: none", "pruner: median").replace("epochs: 4", "epochs: 40")
+    runs = []
+    for i in range(2):
+        url = f"sqlite:///{tmp_path}/p{i}.db"
+        run_search(sweep_of(text, "train.eval_every=5"), dataset, storage_url=url, trials=24,
+                   batch=8, device="cpu")
+        runs.append(load(url).trials)
+    assert [(t.params, t.state, t.value) for t in runs[0]] == \
+        [(t.params, t.state, t.value) for t in runs[1]]
+    states = [t.state for t in runs[0]]
+    assert TrialState.PRUNED in states and TrialState.COMPLETE in states
+    # a pruned trial stopped early while its batch mates went on
+    pruned = [t for t in runs[0] if t.state == TrialState.PRUNED]
+    assert all(t.user_attrs[records.EPOCHS] < 40 for t in pruned)
+    seeds = {t.user_attrs[records.SEED] for t in runs[0]}
+    assert len(seeds) == 3  # one random stream per batch of 8
+
+
+def test_a_listed_sweep_can_run_in_one_batch(dataset, storage):
+    listed = SMALL.split("space:")[0] + """space:
+  - {placement: none, learning_rate: 0.01, momentum: 0.8}
+  - {placement: input, input_rate: 0.2, learning_rate: 0.1, momentum: 0.9, max_norm: 3}
+  - {placement: hidden, hidden_rate: 0.2, learning_rate: 0.1, momentum: 0.9, max_norm: 3}
+"""
+    summary = run_search(sweep_of(listed), dataset, storage_url=storage, batch=16, device="cpu")
+    assert summary.finished == 3
+    trials = load(storage).trials
+    assert [t.params["placement"] for t in trials] == ["none", "input", "hidden"]
+    assert [t.user_attrs[records.ROLE] for t in trials] == ["baseline", "fixed", "fixed"]
