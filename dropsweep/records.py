@@ -14,7 +14,7 @@ ACCURACY_STD = "accuracy_std"  # float, population std (ddof=0) of FOLD_ACCURACI
 TEST_LOG_LOSS = "test_log_loss"  # float, mean held-out log-loss over folds
 TRAIN_ACCURACY = "train_accuracy"  # float, mean training-fold accuracy (overfitting gap)
 EPOCHS = "epochs"  # int, epochs actually trained (fewer when pruned)
-WALL_TIME = "wall_time"  # float, seconds spent training this trial
+WALL_TIME = "wall_time"  # float, seconds: its share of its batch's training time
 CONFIG = "config"  # dict, the resolved configuration of this trial (TrialConfig.to_dict())
 ROLE = "role"  # str, one of ROLES
 SEED = "seed"  # int, the seed the trial's initial weights, masks and batches came from

@@ -298,6 +298,7 @@ def run_search(
         results = train_trials([config for _, config in asked], folds, settings, seed,
                                on_checkpoint=on_checkpoint, should_stop=stop)
         for trial, result in zip(trials, results):
+            result.wall_time /= len(trials)  # its share of the batch's time
             frozen = _tell(study, trial, result)
             _summarize(study, summary)
             if not result.interrupted:

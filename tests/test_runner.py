@@ -14,7 +14,13 @@ from dropsweep import records
 from dropsweep.config import build_sweep
 from dropsweep.data import Dataset
 from dropsweep.errors import StorageError, StudyMismatchError
-from dropsweep.runner import StopFlag, SearchEvents, counts_toward_target, run_search
+from dropsweep.runner import (
+    AUTO_BATCH,
+    SearchEvents,
+    StopFlag,
+    counts_toward_target,
+    run_search,
+)
 from dropsweep.sweepfile import apply_overrides, parse_sweep_text
 
 SMALL = """
@@ -255,7 +261,7 @@ def test_nothing_is_written_when_the_storage_path_is_not_a_database(dataset, tmp
 
 def test_a_batch_of_trials_gives_the_same_kind_of_results_as_one_at_a_time(dataset, tmp_path):
     studies = {}
-    for batch in (1, 4):
+    for batch in (1, AUTO_BATCH):
         url = f"sqlite:///{tmp_path}/b{batch}.db"
         summary = run_search(sweep_of(), dataset, storage_url=url, trials=10, batch=batch,
                              device="cpu")
@@ -267,9 +273,9 @@ def test_a_batch_of_trials_gives_the_same_kind_of_results_as_one_at_a_time(datas
         assert all(len(t.user_attrs[records.FOLD_ACCURACIES]) == 3 for t in trials)
         assert len({tuple(sorted(t.params.items())) for t in trials}) == 10  # no collapse
     # the baseline is the same configuration; its score differs only by its random stream
-    assert studies[1][0].params == studies[4][0].params
+    assert studies[1][0].params == studies[AUTO_BATCH][0].params
     mean = {b: np.mean([t.value for t in trials]) for b, trials in studies.items()}
-    assert abs(mean[1] - mean[4]) < 0.15
+    assert abs(mean[1] - mean[AUTO_BATCH]) < 0.15
 
 
 def test_batched_trials_are_deterministic_and_pruned_one_by_one(dataset, tmp_path):

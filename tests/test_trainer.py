@@ -821,3 +821,42 @@ def test_training_on_cuda_matches_the_cpu_in_kind():
                           seed=0)[0]
     assert result.failure is None and result.model.weights[0].device.type == "cuda"
     assert result.accuracy_mean > 0.8
+
+
+@pytest.mark.slow
+def test_brownlee_baseline_accuracy_matches_a_plain_per_fold_loop_over_five_seeds(sonar_dir):
+    """Same folds, five seeds each: the batched path and the obvious nn.Linear loop agree
+    within 2 points of mean accuracy (the exactness test above shows why they must)."""
+    data = load_sonar()
+    epochs, seeds = 50, range(5)
+    folds = make_folds(data.X, data.y, 10, 7)
+    batched = train_trials([TrialConfig()] * len(seeds), folds, TrainSettings(epochs=epochs),
+                           seed=0)
+    batched_mean = float(np.mean([r.accuracy_mean for r in batched]))
+
+    plain = []
+    for seed in seeds:
+        torch.manual_seed(seed)
+        accs = []
+        for f in range(10):
+            n_tr, n_te = int(folds.n_train[f]), int(folds.n_test[f])
+            x_tr, y_tr = folds.x_train[f, :n_tr], folds.y_train[f, :n_tr].float()
+            x_te, y_te = folds.x_test[f, :n_te], folds.y_test[f, :n_te]
+            net = nn.Sequential(nn.Linear(60, 60), nn.ReLU(), nn.Linear(60, 30), nn.ReLU(),
+                                nn.Linear(30, 1))
+            for layer in net[::2]:
+                nn.init.xavier_uniform_(layer.weight)  # Glorot uniform, as Keras
+                nn.init.zeros_(layer.bias)
+            opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.8)
+            for _ in range(epochs):
+                perm = torch.randperm(n_tr)
+                for i in range(0, n_tr, 16):
+                    rows = perm[i:i + 16]
+                    opt.zero_grad()
+                    F.binary_cross_entropy_with_logits(net(x_tr[rows]).squeeze(-1),
+                                                       y_tr[rows]).backward()
+                    opt.step()
+            with torch.no_grad():
+                accs.append(float(((net(x_te).squeeze(-1) > 0).long() == y_te).float().mean()))
+        plain.append(np.mean(accs))
+    assert abs(batched_mean - float(np.mean(plain))) < 0.02, (batched_mean, plain)
