@@ -29,13 +29,35 @@ class UserError(click.ClickException):
 
 
 class DropsweepGroup(click.Group):
-    """Turns every :class:`DropsweepError` into a :class:`UserError` in one place."""
+    """Turns every user mistake into one line on stderr and exit 2, in one place: our own
+    :class:`DropsweepError`, and click's usage errors (which would print three lines)."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except DropsweepError as exc:
             raise UserError(str(exc)) from None
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("standalone_mode", True) is False:
+            return super().main(*args, **kwargs)
+        try:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        except click.exceptions.NoArgsIsHelpError as exc:
+            click.echo(exc.ctx.get_help() if exc.ctx is not None else exc.format_message())
+            sys.exit(0)
+        except click.UsageError as exc:
+            command = f"{exc.ctx.command_path}: " if exc.ctx is not None else ""
+            click.echo(f"Error: {command}{exc.format_message()}", err=True)
+            sys.exit(EXIT_USER_ERROR)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.exceptions.Abort:
+            click.echo("Aborted.", err=True)
+            sys.exit(EXIT_INTERRUPTED[signal.SIGINT])
+        except click.exceptions.Exit as exc:
+            sys.exit(exc.exit_code)
 
 
 # ----------------------------------------------------------------------------- shared options

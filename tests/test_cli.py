@@ -215,3 +215,20 @@ def test_ctrl_c_keeps_finished_trials_and_says_how_to_resume(in_tmp):
     with sqlite3.connect(db) as con:
         states = [s for (s,) in con.execute("select state from trials order by number")]
     assert states == ["COMPLETE", "FAIL"]  # nothing left RUNNING; the finished trial is kept
+
+
+@pytest.mark.parametrize("args,parts", [
+    (["search", "--trials", "0", "x.yaml"], ["dropsweep search", "--trials"]),
+    (["serch"], ["No such command 'serch'", "Did you mean 'search'"]),
+    (["report", "--format", "pdf"], ["--format", "pdf"]),
+    (["search"], ["Missing argument 'SWEEP'"]),
+    (["search", "x.yaml", "--batch", "-1"], ["--batch"]),
+])
+def test_command_line_mistakes_are_one_line_exit_2(args, parts):
+    """A real process: click's own usage errors would print three lines."""
+    proc = subprocess.run([sys.executable, "-m", "dropsweep", *args], capture_output=True,
+                          text=True)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), proc.stderr
+    assert all(p in lines[0] for p in parts), lines[0]
