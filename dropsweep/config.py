@@ -450,6 +450,37 @@ def _trial_config(check: _Checker, key: str, value: Any, defaults: TrialConfig) 
     )
 
 
+def _contains(param: Param | None, value: Any) -> bool:
+    if param is None:
+        return value is None
+    if isinstance(param, Range):
+        return value is not None and param.low <= value <= param.high
+    if isinstance(param, Choices):
+        return value in param.values
+    return value == param.value
+
+
+def _check_baseline_in_space(check: _Checker, baseline: TrialConfig, space: SpaceConfig) -> None:
+    """The baseline is every study's first trial, recorded in the space's own distributions
+    (Optuna refuses one parameter with two different distributions in a study), so it must
+    lie inside the space."""
+    if not _contains(space.placement, "none"):
+        raise check.fail("space.placement", "must include none: the no-dropout baseline is "
+                                            "every study's first trial")
+    for name in ("learning_rate", "momentum", "max_norm"):
+        value, param = getattr(baseline, name), getattr(space, name)
+        if not _contains(param, value):
+            shown = "off" if value is None else f"{value:g}"
+            allowed = ("off" if param is None else
+                       f"{param.low:g}..{param.high:g}" if isinstance(param, Range) else
+                       ", ".join("off" if v is None else f"{v:g}" for v in
+                                 (param.values if isinstance(param, Choices) else [param.value])))
+            raise check.fail(f"baseline.{name}", f"{shown} is outside space.{name} ({allowed}); "
+                             "the baseline is every study's first trial: change one of them"
+                             + ("; a list such as [off, 3, 4] allows max-norm off"
+                                if name == "max_norm" and value is None else ""))
+
+
 def build_sweep(raw: RawSweep) -> Sweep:
     """Validate a raw sweep completely; nothing is touched before this returns."""
     check = _Checker(raw)
@@ -548,6 +579,7 @@ def build_sweep(raw: RawSweep) -> Sweep:
                         f" (the default is the range {param.low:g}..{param.high:g}; give a list)")
                     raise check.fail(f"space.{key}",
                                      f"the grid sampler takes lists of values, not ranges{hint}")
+        _check_baseline_in_space(check, baseline, space)
     else:
         raise check.fail("space", f"must be a mapping (a search space) or a list of "
                                   f"configurations, got {_describe(raw_space)}")

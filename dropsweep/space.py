@@ -68,23 +68,15 @@ def suggest(trial: optuna.Trial, space: SpaceConfig) -> TrialConfig:
 
 
 def fixed_distributions(config: TrialConfig, space: SpaceConfig) -> dict[str, BaseDistribution]:
-    """Params and distributions for a configuration chosen in advance (``study.ask(fixed_...)``).
-
-    Each value uses the space's own distribution when it lies inside it, so the sampler sees
-    one consistent space; a value outside it (e.g. a baseline outside a narrowed range) gets a
-    one-point distribution of its own rather than a silently clipped value.
-    """
-    wanted = config_values(config, space)
+    """Distributions for a configuration chosen in advance (``study.ask(fixed_...)``): the
+    space's own, so that the sampler sees one consistent space (config validation keeps the
+    baseline inside it; listed and grid configurations are inside by construction)."""
     out: dict[str, BaseDistribution] = {}
+    wanted = config_values(config, space)
 
     def pick(name: str, param: Param) -> Any:
-        value = wanted[name]
-        dist = distribution(param)
-        if not _contains(dist, value):
-            dist = (CategoricalDistribution((value,)) if isinstance(value, str) or value is None
-                    else FloatDistribution(value, value))
-        out[name] = dist
-        return value
+        out[name] = distribution(param)
+        return wanted[name]
 
     _walk(space, pick)
     return out
@@ -93,15 +85,11 @@ def fixed_distributions(config: TrialConfig, space: SpaceConfig) -> dict[str, Ba
 def config_values(config: TrialConfig, space: SpaceConfig) -> dict[str, Any]:
     """The param values of ``config`` as the space would record them."""
     values = config.to_params()
-    if space.max_norm is not None and "max_norm" not in values:
+    if space.max_norm is None:
+        values.pop("max_norm", None)  # max-norm is not a parameter of this space
+    elif "max_norm" not in values:
         values["max_norm"] = None  # "off" is one of the space's choices
     return values
-
-
-def _contains(dist: BaseDistribution, value: Any) -> bool:
-    if isinstance(dist, CategoricalDistribution):
-        return value in dist.choices
-    return value is not None and not isinstance(value, str) and dist.low <= value <= dist.high
 
 
 def space_of(sweep: Sweep) -> SpaceConfig:

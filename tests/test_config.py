@@ -109,22 +109,24 @@ def test_max_norm_off_spellings(off: str) -> None:
 
 
 def test_max_norm_values() -> None:
-    assert build("baseline: {max_norm: 3}").baseline.max_norm == 3.0
+    assert build("baseline: {max_norm: 3}\nspace: {max_norm: [off, 3]}").baseline.max_norm == 3.0
     space = build("space: {max_norm: [off, 2, 3, 3.0]}").space
     assert space.max_norm == Choices((None, 2.0, 3.0))
-    assert build("space: {max_norm: 4}").space.max_norm == Fixed(4.0)
-    assert build("space: {max_norm: [4]}").space.max_norm == Fixed(4.0)
-    assert build("space: {max_norm: {low: 1, high: 5}}").space.max_norm == Range(1.0, 5.0)
+    on = "baseline: {max_norm: 4}\n"  # the baseline lies in the space (its first trial)
+    assert build(on + "space: {max_norm: 4}").space.max_norm == Fixed(4.0)
+    assert build(on + "space: {max_norm: [4]}").space.max_norm == Fixed(4.0)
+    assert build(on + "space: {max_norm: {low: 1, high: 5}}").space.max_norm == Range(1.0, 5.0)
 
 
 def test_a_parameter_is_a_range_a_list_or_a_fixed_value() -> None:
-    space = build("space:\n"
-                  "  placement: input\n"
+    space = build("baseline: {learning_rate: 0.05, momentum: 0.9}\n"
+                  "space:\n"
+                  "  placement: [none, input, none]\n"
                   "  input_rate: [0.1, 0.2, 0.1]\n"
                   "  hidden_rate: 0.3\n"
                   "  learning_rate: {low: 0.05, high: 0.05}\n"
                   "  momentum: [0.9]\n").space
-    assert space.placement == Fixed("input")
+    assert space.placement == Choices(("none", "input"))
     assert space.input_rate == Choices((0.1, 0.2))  # duplicates dropped, order kept
     assert space.hidden_rate == Fixed(0.3)
     assert space.learning_rate == Fixed(0.05)  # an empty range is one value
@@ -135,7 +137,8 @@ def test_a_parameter_is_a_range_a_list_or_a_fixed_value() -> None:
 
 
 def test_rates_may_be_zero_and_stay_below_one() -> None:
-    space = build("space: {input_rate: 0, hidden_rate: {low: 0, high: 0.99}, momentum: 0}").space
+    space = build("baseline: {momentum: 0}\n"
+                  "space: {input_rate: 0, hidden_rate: {low: 0, high: 0.99}, momentum: 0}").space
     assert space.input_rate == Fixed(0.0) and space.momentum == Fixed(0.0)
     assert space.hidden_rate == Range(0.0, 0.99)
 
@@ -147,10 +150,10 @@ data: {csv: rows.csv, target: label}
 model: {hidden: [8, 4, 2]}
 train: {epochs: 12, batch_size: 32, eval_every: 3}
 cv: {folds: 3, seed: 11}
-baseline: {learning_rate: 0.02, momentum: 0.5, max_norm: 2}
+baseline: {learning_rate: 0.02, momentum: 0.7, max_norm: 3}
 search: {trials: 9, sampler: random, seed: 5, pruner: none}
 space:
-  placement: [input, both]
+  placement: [none, input, both]
   input_rate: [0.1, 0.2]
   hidden_rate: {low: 0.2, high: 0.4}
   learning_rate: {low: 0.01, high: 0.2}
@@ -163,9 +166,9 @@ space:
     assert sweep.model == ModelConfig(hidden=(8, 4, 2))
     assert sweep.train == TrainConfig(epochs=12, batch_size=32, eval_every=3)
     assert sweep.cv == CVConfig(folds=3, seed=11)
-    assert sweep.baseline == TrialConfig("none", 0.0, 0.0, 0.02, 0.5, 2.0)
+    assert sweep.baseline == TrialConfig("none", 0.0, 0.0, 0.02, 0.7, 3.0)
     assert sweep.search == SearchConfig(trials=9, sampler="random", seed=5, pruner="none")
-    assert sweep.space == SpaceConfig(placement=Choices(("input", "both")),
+    assert sweep.space == SpaceConfig(placement=Choices(("none", "input", "both")),
                                       input_rate=Choices((0.1, 0.2)),
                                       hidden_rate=Range(0.2, 0.4),
                                       learning_rate=Range(0.01, 0.2, log=True),
@@ -426,11 +429,11 @@ def test_grid_names_a_default_range_it_cannot_use() -> None:
 def test_grid_accepts_lists_and_fixed_values() -> None:
     sweep = build("search: {sampler: grid}\nspace:\n  placement: [none, both]\n"
                   "  input_rate: [0.1, 0.2]\n  hidden_rate: 0.5\n  learning_rate: [0.01, 0.1]\n"
-                  "  momentum: 0.9\n  max_norm: [off, 3]\n")
+                  "  momentum: 0.8\n  max_norm: [off, 3]\n")
     assert sweep.search.sampler == "grid"
     assert sweep.name == "dropsweep"  # not the last space key the grid check looked at
     assert build("name: mine\nsearch: {sampler: grid}\nspace: {input_rate: [0.1], "
-                 "hidden_rate: [0.2], learning_rate: [0.1], momentum: [0.5]}\n").name == "mine"
+                 "hidden_rate: [0.2], learning_rate: [0.01], momentum: [0.8]}\n").name == "mine"
     assert not any(isinstance(p, Range) for p in sweep.space.__dict__.values())
     assert build("search: {sampler: grid}\nspace: [{placement: none}]\n").configs is not None
 
@@ -441,7 +444,7 @@ def test_grid_ignores_a_range_for_a_rate_none_of_its_placements_uses() -> None:
     sweep = build("search: {sampler: grid}\nspace:\n  placement: [none, input]\n"
                   "  input_rate: [0.2, 0.4]\n" + lists)
     assert sweep.space.hidden_rate == SpaceConfig().hidden_rate  # the default range, unused
-    sweep = build("search: {sampler: grid}\nspace:\n  placement: hidden\n"
+    sweep = build("search: {sampler: grid}\nspace:\n  placement: [none, hidden]\n"
                   "  input_rate: {low: 0.1, high: 0.2}\n  hidden_rate: [0.5]\n" + lists)
     assert isinstance(sweep.space.input_rate, Range)
     err = error("search: {sampler: grid}\nspace:\n  placement: [none, both]\n"
@@ -501,7 +504,8 @@ def test_a_file_mistake_is_still_named_by_its_line_after_an_unrelated_set() -> N
 
 
 def test_set_into_a_default_range_changes_only_that_end() -> None:
-    sweep = build("name: x\n", "space.learning_rate.low=0.05", "space.momentum.high=0.95")
+    sweep = build("baseline: {learning_rate: 0.1}\n", "space.learning_rate.low=0.05",
+                  "space.momentum.high=0.95")
     assert sweep.space.learning_rate == Range(0.05, 0.3, log=True)
     assert sweep.space.momentum == Range(0.5, 0.95, log=False)
     assert sweep.space.input_rate == SpaceConfig().input_rate
@@ -573,12 +577,13 @@ ROUND_TRIPS = [
     BROWNLEE.read_text(),
     "",
     "data: {csv: rows.csv, target: label}\nmodel: {hidden: 5}\n",
-    "data: {csv: rows.csv, target: 0}\nbaseline: {max_norm: 2.5}\n",
-    "search: {sampler: grid, pruner: none}\nspace:\n  placement: [both]\n  input_rate: [0.1, 0.2]\n"
-    "  hidden_rate: [0.3]\n  learning_rate: [0.01, 0.02]\n  momentum: [0.9, 0.95]\n"
-    "  max_norm: [off, 2]\n",
-    "space:\n  placement: hidden\n  max_norm: {low: 1, high: 4}\n  learning_rate: {low: 0.01, "
-    "high: 0.1, log: false}\n  hidden_rate: {low: 0.1, high: 0.2, log: true}\n",
+    "data: {csv: rows.csv, target: 0}\nbaseline: {max_norm: 2.5}\nspace: {max_norm: [off, 2.5]}\n",
+    "search: {sampler: grid, pruner: none}\nspace:\n  placement: [both, none]\n"
+    "  input_rate: [0.1, 0.2]\n  hidden_rate: [0.3]\n  learning_rate: [0.01, 0.02]\n"
+    "  momentum: [0.9, 0.8]\n  max_norm: [off, 2]\n",
+    "baseline: {max_norm: 2}\nspace:\n  placement: [none, hidden]\n  max_norm: {low: 1, high: 4}\n"
+    "  learning_rate: {low: 0.01, high: 0.1, log: false}\n"
+    "  hidden_rate: {low: 0.1, high: 0.2, log: true}\n",
     "baseline: {learning_rate: 0.1, momentum: 0, max_norm: 3}\n"
     "space:\n  - {placement: none}\n  - {placement: both, input_rate: 0.1, hidden_rate: 0.5, "
     "max_norm: off}\n  - {placement: input, input_rate: 0, learning_rate: 1.0e-05}\n",
@@ -798,8 +803,29 @@ def valid_sweeps(draw: st.DrawFn) -> str:
                 if draw(st.booleans()):
                     config[name] = draw(strategy)
             space.append(config)
+    if isinstance(space, dict):
+        _fit_baseline(out["baseline"], space)
     out["space"] = space
     return dump(out)
+
+
+def _fit_baseline(baseline: dict[str, Any], space: dict[str, Any]) -> None:
+    """The baseline must lie in the space (it is every study's first trial): take each of its
+    values from the drawn parameter, and make sure the placements include none."""
+    placement = space.get("placement")
+    if placement is not None:
+        placements = placement if isinstance(placement, list) else [placement]
+        space["placement"] = list(placements) + ["none"]
+    defaults = {"learning_rate": SpaceConfig().learning_rate.low,
+                "momentum": SpaceConfig().momentum.low, "max_norm": None}
+    for name in ("learning_rate", "momentum", "max_norm"):
+        value = space.get(name, defaults[name]) if name in space else defaults[name]
+        if isinstance(value, dict):
+            value = value["low"]
+        elif isinstance(value, list):
+            value = value[0]
+        off = name == "max_norm" and (value is None or value is False or value == "off")
+        baseline[name] = "off" if off else value
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

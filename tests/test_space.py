@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import optuna
+import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 
 from dropsweep.config import Choices, Fixed, Range, SpaceConfig, TrialConfig, build_sweep
+from dropsweep.errors import SweepError
 from dropsweep.space import fixed_distributions, grid_points, planned_configs, space_of, suggest
 from dropsweep.sweepfile import parse_sweep_text
 
@@ -47,13 +49,32 @@ def test_fixed_configurations_use_the_space_distributions_when_inside():
     assert dists["max_norm"] == CategoricalDistribution((None, 3.0))
 
 
-def test_a_value_outside_the_space_gets_a_one_point_distribution():
-    narrow = SpaceConfig(placement=Choices(("input", "hidden")), learning_rate=Range(0.05, 0.3))
-    baseline = TrialConfig("none", 0.0, 0.0, 0.01, 0.8, None)
-    dists = fixed_distributions(baseline, narrow)
-    assert dists["placement"] == CategoricalDistribution(("none",))
-    assert dists["learning_rate"] == FloatDistribution(0.01, 0.01)
-    assert "max_norm" not in dists  # max-norm is off in this space: never a param
+@pytest.mark.parametrize("space,key,fragment", [
+    ("placement: [input, hidden]", "space.placement", "must include none"),
+    ("max_norm: {low: 1, high: 5}", "baseline.max_norm", "off is outside space.max_norm (1..5)"),
+    ("learning_rate: {low: 0.05, high: 0.3}", "baseline.learning_rate", "0.01 is outside"),
+    ("momentum: [0.9, 0.95]", "baseline.momentum", "0.8 is outside space.momentum (0.9, 0.95)"),
+])
+def test_the_baseline_must_lie_in_the_space(space, key, fragment):
+    """Optuna refuses two distributions for one parameter in a study: a baseline outside the
+    space could be neither recorded nor searched around, so it is a one-line sweep error."""
+    with pytest.raises(SweepError) as err:
+        build_sweep(parse_sweep_text(f"space:\n  {space}\n", "s.yaml"))
+    assert err.value.key == key and fragment in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_a_baseline_max_norm_with_max_norm_off_in_the_space_is_refused():
+    with pytest.raises(SweepError, match="baseline.max_norm: 3 is outside space.max_norm"):
+        build_sweep(parse_sweep_text("baseline:\n  max_norm: 3\n", "s.yaml"))
+
+
+def test_fixed_configurations_record_the_space_distributions():
+    sweep = build_sweep(parse_sweep_text("space:\n  max_norm: [off, 3]\n", "s.yaml"))
+    dists = fixed_distributions(sweep.baseline, sweep.space)
+    assert dists["placement"] == CategoricalDistribution(("none", "input", "hidden", "both"))
+    assert dists["learning_rate"] == FloatDistribution(1e-3, 0.3, log=True)
+    assert dists["max_norm"] == CategoricalDistribution((None, 3.0))
 
 
 def test_grid_points_expand_rates_only_under_their_placements():
