@@ -17,7 +17,7 @@ EPOCHS = "epochs"  # int, epochs actually trained (fewer when pruned)
 WALL_TIME = "wall_time"  # float, seconds: its share of its batch's training time
 CONFIG = "config"  # dict, the resolved configuration of this trial (TrialConfig.to_dict())
 ROLE = "role"  # str, one of ROLES
-SEED = "seed"  # int, the seed the trial's initial weights, masks and batches came from
+SEED = "seed"  # int, the seed of its batch's stream: initial weights, masks, row order
 FAIL_REASON = "fail_reason"  # str, why a FAIL trial failed ("loss became NaN at epoch 3, fold 2")
 INTERRUPTED = "interrupted"  # bool, set on a trial stopped by Ctrl-C / SIGTERM / a kill
 

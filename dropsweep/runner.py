@@ -174,8 +174,12 @@ def _prepare_study(sweep: Sweep, storage_url: str, study_name: str) -> optuna.St
     try:
         exists = study_name in study_names(storage)
         if exists:
+            # Re-seeded by how far the study has come: the same seed again would propose the
+            # points it proposed at the start (random, QMC and TPE's start-up trials).
+            resumed_seed = trial_seed(sweep.search.seed, len(storage.get_all_trials(
+                storage.get_study_id_from_name(study_name), deepcopy=False)))
             study = optuna.load_study(study_name=study_name, storage=storage,
-                                      sampler=make_sampler(sweep.search.sampler, sweep.search.seed),
+                                      sampler=make_sampler(sweep.search.sampler, resumed_seed),
                                       pruner=make_pruner(sweep.search.pruner, sweep.train.epochs,
                                                          sweep.train.eval_every))
             old = study.user_attrs.get(records.STUDY_SWEEP)
@@ -295,16 +299,26 @@ def run_search(
                         pruned.append(i)
             return pruned
 
-        results = train_trials([config for _, config in asked], folds, settings, seed,
-                               on_checkpoint=on_checkpoint, should_stop=stop)
-        for trial, result in zip(trials, results):
-            result.wall_time /= len(trials)  # its share of the batch's time
-            frozen = _tell(study, trial, result)
-            _summarize(study, summary)
-            if not result.interrupted:
-                summary.ran += 1
-            if events.on_trial:
-                events.on_trial(summary, frozen)
+        told: set[int] = set()
+        try:
+            results = train_trials([config for _, config in asked], folds, settings, seed,
+                                   on_checkpoint=on_checkpoint, should_stop=stop)
+            for trial, result in zip(trials, results):
+                result.wall_time /= len(trials)  # its share of the batch's time
+                frozen = _tell(study, trial, result)
+                told.add(trial.number)
+                _summarize(study, summary)
+                if not result.interrupted:
+                    summary.ran += 1
+                if events.on_trial:
+                    events.on_trial(summary, frozen)
+        except BaseException:
+            # A second Ctrl-C, or any error: no trial of this batch may stay RUNNING, or a
+            # resume would wait for it forever. It is marked interrupted and run again.
+            for trial in trials:
+                if trial.number not in told:
+                    _abandon(study, trial)
+            raise
 
     summary.stopped_by = stop.signal
     _summarize(study, summary)
@@ -330,6 +344,14 @@ def _ask(study: optuna.Study, sweep: Sweep, space: SpaceConfig, planned: list[Tr
     trial.set_user_attr(records.ROLE, role)
     trial.set_user_attr(records.CONFIG, config.to_dict())
     return trial, config
+
+
+def _abandon(study: optuna.Study, trial: optuna.Trial) -> None:
+    try:
+        trial.set_user_attr(records.INTERRUPTED, True)
+        study.tell(trial, state=TrialState.FAIL)
+    except Exception:  # already finished, or the storage itself is what failed
+        pass
 
 
 def _tell(study: optuna.Study, trial: optuna.Trial, result: TrialResult) -> FrozenTrial:

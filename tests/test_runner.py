@@ -308,3 +308,29 @@ def test_a_listed_sweep_can_run_in_one_batch(dataset, storage):
     trials = load(storage).trials
     assert [t.params["placement"] for t in trials] == ["none", "input", "hidden"]
     assert [t.user_attrs[records.ROLE] for t in trials] == ["baseline", "fixed", "fixed"]
+
+
+def test_an_error_mid_batch_leaves_no_trial_running(dataset, storage, monkeypatch):
+    from dropsweep import runner
+
+    def broken(*args, **kwargs):
+        raise KeyboardInterrupt  # as a second Ctrl-C would, in the middle of training
+
+    monkeypatch.setattr(runner, "train_trials", broken)
+    with pytest.raises(KeyboardInterrupt):
+        run_search(sweep_of(), dataset, storage_url=storage, trials=3, batch=3, device="cpu")
+    trials = load(storage).trials
+    assert len(trials) == 3 and all(t.state == TrialState.FAIL for t in trials)
+    assert all(t.user_attrs[records.INTERRUPTED] for t in trials)
+    monkeypatch.undo()
+    done = run_search(sweep_of(), dataset, storage_url=storage, trials=3, device="cpu")
+    assert done.finished == 3
+    assert load(storage).trials[3].user_attrs[records.ROLE] == records.ROLE_BASELINE
+
+
+def test_a_resumed_random_search_proposes_new_points(dataset, storage):
+    sweep = sweep_of(SMALL, "search.sampler=random")
+    run_search(sweep, dataset, storage_url=storage, trials=4, device="cpu")
+    run_search(sweep, dataset, storage_url=storage, trials=8, device="cpu")
+    rates = [t.params["learning_rate"] for t in load(storage).trials[1:]]
+    assert len(set(rates)) == len(rates)  # no point of the first run proposed again
