@@ -7,7 +7,7 @@ a terminal; otherwise one plain line per trial, so logs stay readable and free o
 from __future__ import annotations
 
 import signal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import (
@@ -19,7 +19,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from dropsweep.runner import SearchSummary
+if TYPE_CHECKING:  # the runner imports torch and optuna; drawing needs neither
+    from dropsweep.runner import SearchSummary
 
 
 def _percent(value: float | None) -> str:
