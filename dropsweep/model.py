@@ -165,22 +165,35 @@ class MaskBits:
                              device=self.device)
 
 
-def dropout_masks(models: int, rows: int, widths: Sequence[int], rates: torch.Tensor,
-                  bits: MaskBits) -> list[torch.Tensor]:
-    """Inverted-dropout masks for several layers from one draw: ``rates`` is
-    ``[models, sum(widths)]``; a kept unit is ``1/(1-rate)``, a dropped one 0.
+@dataclass(frozen=True)
+class MaskRates:
+    """Per-model dropout rates of several layers, ``[models, sum(widths)]``, with what drawing
+    their masks needs, computed once per batch (not at every step)."""
+
+    widths: tuple[int, ...]
+    threshold: torch.Tensor  # int16 [models, 1, units]: keep where a random int16 <= this
+    scale: torch.Tensor  # [models, 1, units]: 1/(1-rate)
+
+    @classmethod
+    def of(cls, rates: torch.Tensor, widths: Sequence[int]) -> MaskRates:
+        keep_below = torch.round((1.0 - rates) * 65536.0) - 32769.0
+        return cls(tuple(widths), keep_below.clamp(-32768, 32767).to(torch.int16).unsqueeze(1),
+                   (1.0 / (1.0 - rates)).unsqueeze(1))
+
+
+def dropout_masks(rows: int, rates: MaskRates, bits: MaskBits) -> list[torch.Tensor]:
+    """Inverted-dropout masks for several layers from one draw: a kept unit is ``1/(1-rate)``,
+    a dropped one 0.
 
     Random 16-bit integers (four from each random 64-bit word) are several times cheaper than
     random floats; the keep probability is therefore a multiple of 1/65536 (a rate of exactly
     0 keeps every unit).
     """
-    n = models * rows * rates.shape[1]
-    u = bits.words((n + 3) // 4).view(torch.int16)[:n].view(models, rows, rates.shape[1])
-    keep_below = torch.round((1.0 - rates) * 65536.0) - 32769.0  # keep where u <= this
-    threshold = keep_below.clamp(-32768, 32767).to(torch.int16).unsqueeze(1)
-    scale = (1.0 / (1.0 - rates)).unsqueeze(1)
-    masks = (u <= threshold) * scale  # a product: torch.where is ~5x slower here
-    return list(masks.split(list(widths), dim=2))
+    models, units = rates.threshold.shape[0], rates.threshold.shape[2]
+    n = models * rows * units
+    u = bits.words((n + 3) // 4).view(torch.int16)[:n].view(models, rows, units)
+    masks = (u <= rates.threshold) * rates.scale  # a product: torch.where is ~5x slower here
+    return list(masks.split(list(rates.widths), dim=2))
 
 
 def train_step(
@@ -210,7 +223,7 @@ def train_step(
     h = x * input_mask if input_mask is not None else x
     inputs = [h]
     for i, (w, b) in enumerate(zip(model.weights, model.biases)):
-        z = torch.baddbmm(b, h, w)
+        z = torch.bmm(h, w).add_(b)  # faster here than baddbmm, which first copies b out
         if i == last:
             break
         h = z.relu_()

@@ -34,6 +34,7 @@ from dropsweep.model import (
     BatchedMLP,
     FlatMLP,
     MaskBits,
+    MaskRates,
     dropout_masks,
     forward,
     glorot_init,
@@ -275,8 +276,8 @@ class _Batch:
         if use_hid:
             widths += self.hidden
             cols += [self.p_hid[:, None].expand(-1, w) for w in self.hidden]
-        self.use_in, self.use_hid, self.mask_widths = use_in, use_hid, widths
-        self.mask_rates = torch.cat(cols, 1) if cols else None
+        self.use_in, self.use_hid = use_in, use_hid
+        self.mask_rates = MaskRates.of(torch.cat(cols, 1), widths) if cols else None
 
     def epoch(self, generator: torch.Generator, bits: MaskBits, n_outputs: int) -> None:
         """One pass over every model's training rows in its own shuffled order."""
@@ -293,8 +294,7 @@ class _Batch:
             x = x_all[:, rows]
             input_mask = hidden_masks = None
             if self.mask_rates is not None:
-                masks = dropout_masks(self.size, x.shape[1], self.mask_widths, self.mask_rates,
-                                      bits)
+                masks = dropout_masks(x.shape[1], self.mask_rates, bits)
                 if self.use_in:
                     input_mask, masks = masks[0], masks[1:]
                 if self.use_hid:

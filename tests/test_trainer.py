@@ -223,12 +223,13 @@ def test_placement_decides_where_train_trials_draws_masks(monkeypatch):
     calls: list[tuple[int, int, tuple[int, ...], list[list[float]]]] = []
     real_masks = trainer.dropout_masks
 
-    def recording(models, rows, widths, rates, generator):
-        segments = rates.split(list(widths), dim=1)
+    def recording(rows, rates, bits):
+        keep = 1.0 / rates.scale.squeeze(1)  # [models, units]: 1 - rate
+        segments = (1.0 - keep).split(list(rates.widths), dim=1)
         per_layer = [[round(r, 6) for r in seg[:, 0].tolist()] for seg in segments]
         assert all(bool((seg == seg[:, :1]).all()) for seg in segments)  # one rate per model
-        calls.append((models, rows, tuple(widths), per_layer))
-        return real_masks(models, rows, widths, rates, generator)
+        calls.append((keep.shape[0], rows, rates.widths, per_layer))
+        return real_masks(rows, rates, bits)
 
     monkeypatch.setattr(trainer, "dropout_masks", recording)
     X, y = blob_data(30, 4, 2)
@@ -261,7 +262,8 @@ def test_placement_decides_where_train_trials_draws_masks(monkeypatch):
 
 def test_dropout_masks_keep_each_models_own_rate_in_every_layer():
     rates = torch.tensor([0.0, 0.2, 0.5, 0.8])[:, None].expand(4, 10)
-    masks = nets.dropout_masks(4, 20000, [4, 6], rates.contiguous(), nets.MaskBits(3))
+    masks = nets.dropout_masks(20000, nets.MaskRates.of(rates.contiguous(), [4, 6]),
+                               nets.MaskBits(3))
     assert [tuple(m.shape) for m in masks] == [(4, 20000, 4), (4, 20000, 6)]
     for m, rate in enumerate([0.0, 0.2, 0.5, 0.8]):
         for mask in masks:
