@@ -63,12 +63,19 @@ def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
     return optuna.samplers.RandomSampler(seed=seed)
 
 
+PRUNE_STARTUP_TRIALS = 10  # complete trials before the median means anything
+
+
+def pruning_warmup(train_epochs: int, eval_every: int) -> int:
+    """No pruning before a quarter of the epochs: early accuracy is mostly noise."""
+    return max(eval_every, train_epochs // 4)
+
+
 def make_pruner(name: str, train_epochs: int, eval_every: int) -> optuna.pruners.BasePruner:
-    """Median pruning, but not before a quarter of the epochs: early accuracy is mostly noise."""
     if name == "none":
         return optuna.pruners.NopPruner()
-    return optuna.pruners.MedianPruner(n_startup_trials=10,
-                                       n_warmup_steps=max(eval_every, train_epochs // 4))
+    return optuna.pruners.MedianPruner(n_startup_trials=PRUNE_STARTUP_TRIALS,
+                                       n_warmup_steps=pruning_warmup(train_epochs, eval_every))
 
 
 # ----------------------------------------------------------------------------- counting
@@ -261,6 +268,7 @@ def run_search(
                              batch_size=sweep.train.batch_size, eval_every=sweep.train.eval_every)
     space = space_of(sweep)
     planned = planned_configs(sweep)
+    warmup = pruning_warmup(sweep.train.epochs, sweep.train.eval_every)
     target = trials if trials is not None else sweep.search.trials
     if is_exhaustive(sweep):
         target = min(target, len(planned))
@@ -290,12 +298,18 @@ def run_search(
         for trial in trials:
             trial.set_user_attr(records.SEED, seed)
 
+        # Asking the pruner costs two storage reads a trial; skip it where its answer is
+        # known to be no (no pruner, too few complete trials, still warming up).
+        may_prune = (sweep.search.pruner != "none"
+                     and summary.states.get("COMPLETE", 0) >= PRUNE_STARTUP_TRIALS)
+
         def on_checkpoint(epoch: int, accuracies: list[float | None]) -> list[int]:
             pruned = []
+            ask_pruner = may_prune and epoch >= warmup
             for i, (trial, value) in enumerate(zip(trials, accuracies)):
                 if value is not None:
                     trial.report(value, step=epoch)
-                    if trial.should_prune():
+                    if ask_pruner and trial.should_prune():
                         pruned.append(i)
             return pruned
 
