@@ -93,17 +93,6 @@ class TrialConfig:
             params["max_norm"] = self.max_norm
         return params
 
-    @classmethod
-    def from_params(cls, params: dict[str, Any]) -> TrialConfig:
-        return cls(
-            placement=params.get("placement", "none"),
-            input_rate=float(params.get("input_rate", 0.0)),
-            hidden_rate=float(params.get("hidden_rate", 0.0)),
-            learning_rate=float(params["learning_rate"]),
-            momentum=float(params["momentum"]),
-            max_norm=None if params.get("max_norm") is None else float(params["max_norm"]),
-        )
-
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

@@ -1,12 +1,12 @@
 """The model family: ``models`` independent Keras-style MLPs stored as one batch.
 
-Every weight is a ``[models, in, out]`` stack and each layer one ``baddbmm``. Two ways to
-train it live here: the readable pieces (``forward``, ``row_losses``, ``dropout_mask``)
-that state the Keras semantics for evaluation and for the tests, and :class:`FlatMLP` with
-:func:`train_step`, the fast path the trainer uses: all parameters in one ``[models, P]``
-buffer, a hand-written backward for this fixed architecture (no autograd graph), one fused
-momentum update over the whole buffer and one random draw for all dropout masks. Tests hold
-the fast path to the readable one and to a per-fold ``nn.Linear`` reference.
+Every weight is a ``[models, in, out]`` stack and each layer one batched product. Two ways
+to run it live here: the readable pieces (``forward``, ``row_losses``, ``dropout_mask``)
+that state the Keras semantics for evaluation and for the tests, and :class:`TrainState` with
+:func:`train_step`, the fast path the trainer uses: a hand-written backward for this fixed
+architecture (no autograd graph), gradient and velocity buffers kept between steps, and one
+random draw for all dropout masks of a minibatch. Tests hold the fast path to the readable
+one and to a per-fold ``nn.Linear`` reference.
 """
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ def _max_norm_(model: BatchedMLP, max_norm: torch.Tensor, off: torch.Tensor) -> 
 # ----------------------------------------------------------------------------- the fast path
 
 
-class FlatMLP:
+class TrainState:
     """A :class:`BatchedMLP` with a gradient and a velocity buffer for every parameter.
 
     Each parameter stays one contiguous ``[models, in, out]`` tensor: batched products that
@@ -197,7 +197,7 @@ def dropout_masks(rows: int, rates: MaskRates, bits: MaskBits) -> list[torch.Ten
 
 
 def train_step(
-    net: FlatMLP,
+    net: TrainState,
     x: torch.Tensor,
     target: torch.Tensor,
     row_weight: torch.Tensor,

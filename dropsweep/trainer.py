@@ -32,7 +32,7 @@ from dropsweep.data import standardize, stratified_folds
 from dropsweep.errors import DropsweepError
 from dropsweep.model import (
     BatchedMLP,
-    FlatMLP,
+    TrainState,
     MaskBits,
     MaskRates,
     dropout_masks,
@@ -209,7 +209,7 @@ class _Batch:
     which minibatch, dropout rate columns) is computed here once, not at every step.
     """
 
-    def __init__(self, net: FlatMLP, configs: Sequence[TrialConfig], folds: Folds,
+    def __init__(self, net: TrainState, configs: Sequence[TrialConfig], folds: Folds,
                  batch_size: int, hidden: Sequence[int]) -> None:
         device, k = folds.x_train.device, folds.k
         self.net, self.folds, self.bs, self.hidden = net, folds, batch_size, list(hidden)
@@ -339,7 +339,7 @@ def train_trials(
                            [b.detach().to(device, torch.float32) for b in init.biases])
     else:
         start = glorot_init(n_trials * k, sizes, g, device)
-    batch = _Batch(FlatMLP(start), configs, folds, settings.batch_size, settings.hidden)
+    batch = _Batch(TrainState(start), configs, folds, settings.batch_size, settings.hidden)
     bits = MaskBits(seed, device)
     results = [TrialResult() for _ in configs]
     started = time.perf_counter()

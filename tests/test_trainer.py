@@ -484,7 +484,7 @@ def test_train_step_is_the_keras_momentum_rule_and_skips_inactive_models():
     """Two steps of ``train_step`` against v = m*v - lr*g; w += v with autograd's gradients."""
     g = seeded(0)
     start = random_model(3, [4, 5, 1], seed=1, bias_scale=0.1)
-    net = nets.FlatMLP(start)
+    net = nets.TrainState(start)
     x = torch.randn(3, 6, 4, generator=g)
     y = (torch.rand(3, 6, generator=g) > 0.5).float()
     lr, mom = torch.tensor([0.1, 0.5, 0.01]), torch.tensor([0.9, 0.0, 0.5])
