@@ -2,9 +2,10 @@
 
 The plain loop is the code a user would write (one ``nn.Sequential`` per fold,
 ``torch.optim.SGD``, one fold after the other); dropsweep trains all folds of a trial, and
-then several trials, as one batched model. Everything runs here side by side in one process,
-so the ratios are meaningful on a shared machine; the FLOP bound is what the arithmetic alone
-would take at this machine's large-matmul speed.
+then several trials, as one batched model, with either engine: batched torch ops (any
+device) or the compiled CPU kernel (the default on a CPU). Everything runs here side by side
+in one process, so the ratios are meaningful on a shared machine; the FLOP bound is what the
+arithmetic alone would take at this machine's large-matmul speed.
 
     DROPSWEEP_DATA_DIR=../shared/data python benchmarks/trial_speed.py
     DROPSWEEP_DATA_DIR=../shared/data python benchmarks/trial_speed.py --quick   # 30 epochs
@@ -13,6 +14,7 @@ would take at this machine's large-matmul speed.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from typing import Callable
 
@@ -100,31 +102,40 @@ def main() -> None:
     print(f"Brownlee Sonar trials: 10 folds x {epochs} epochs, batch 16, torch "
           f"{torch.__version__}, {args.threads} thread(s)")
 
+    def batched(b: int, engine: str, threads: int = args.threads,
+                configs: list[TrialConfig] | None = None) -> float:
+        torch.set_num_threads(threads)
+        try:
+            s = dataclasses.replace(settings, engine=engine)
+            return per_trial(lambda: train_trials(configs or sweep_like(b), folds, s, 0), b)
+        finally:
+            torch.set_num_threads(args.threads)
+
+    train_trials(sweep_like(1), folds, TrainSettings(epochs=1), 0)  # build the kernel first
     rows: list[tuple[str, float]] = []
     rows.append(("plain per-fold PyTorch loop (baseline)",
                  per_trial(lambda: plain_loop(X, y, epochs, 0), 1)))
-    rows.append(("dropsweep batch 1, baseline (folds batched)",
-                 per_trial(lambda: train_trials([baseline], folds, settings, 0), 1)))
-    rows.append(("dropsweep batch 1, sweep-like trial",
-                 per_trial(lambda: train_trials(sweep_like(1), folds, settings, 0), 1)))
-    for b in (8, 32, 64) if not args.quick else (8, 32):
-        rows.append((f"dropsweep trial batch {b}, sweep-like",
-                     per_trial(lambda b=b: train_trials(sweep_like(b), folds, settings, 0), b)))
-    rows.append((f"dropsweep automatic batch ({AUTO_BATCH}), sweep-like",
-                 per_trial(lambda: train_trials(sweep_like(AUTO_BATCH), folds, settings, 0),
-                           AUTO_BATCH)))
+    for engine in ("torch", "c"):
+        rows.append((f"{engine}: batch 1, baseline (folds batched)",
+                     batched(1, engine, configs=[baseline])))
+        rows.append((f"{engine}: batch 1, sweep-like trial", batched(1, engine)))
+        for b in (8, 16, 32, 64) if not args.quick else (8, 32):
+            auto = " (automatic)" if b == AUTO_BATCH else ""
+            rows.append((f"{engine}: {b} trials batched{auto}", batched(b, engine)))
+    if args.threads != 1:
+        rows.append((f"c: {AUTO_BATCH} trials batched, 1 thread", batched(AUTO_BATCH, "c", 1)))
 
     gflops = matmul_gflops()
     flops = trial_flops(float(folds.n_train.float().mean()), 10, epochs, [60, 60, 30, 1])
     bound = flops / (gflops * 1e9)
     plain = rows[0][1]
-    print(f"\n{'path':46} {'s/trial':>8} {'vs plain':>9} {'vs FLOP bound':>14}")
+    print(f"\n{'path':40} {'s/trial':>8} {'vs plain':>9} {'vs FLOP bound':>14}")
     for name, seconds in rows:
-        print(f"{name:46} {seconds:8.3f} {plain / seconds:8.1f}x {seconds / bound:13.1f}x")
+        print(f"{name:40} {seconds:8.3f} {plain / seconds:8.1f}x {seconds / bound:13.1f}x")
     print(f"\nFLOP bound: {flops / 1e9:.2f} GFLOP per trial at {gflops:.0f} GFLOP/s "
           f"(2048x2048 fp32 matmul here) = {bound:.3f} s/trial")
 
-    print("\nScaling (trial batch 8, sweep-like, s/trial):")
+    print("\nScaling (default engine, trial batch 8, sweep-like, s/trial):")
     short = TrainSettings(epochs=max(epochs // 10, 5))
     for e in (short.epochs, short.epochs * 2, short.epochs * 4):
         t = per_trial(lambda e=e: train_trials(sweep_like(8), folds, TrainSettings(epochs=e),

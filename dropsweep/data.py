@@ -110,8 +110,8 @@ def standardize(X_train: np.ndarray, X_test: np.ndarray) -> tuple[np.ndarray, np
     return scaler.transform(X_train).astype(np.float32), X_test.astype(np.float32)
 
 
-def sonar_cache_dir() -> Path:
-    """Where a downloaded Sonar copy is kept: $DROPSWEEP_CACHE_DIR, else the XDG cache."""
+def cache_dir() -> Path:
+    """dropsweep's cache (a downloaded Sonar copy, built kernels): $DROPSWEEP_CACHE_DIR, else XDG."""
     if os.environ.get("DROPSWEEP_CACHE_DIR"):
         return Path(os.environ["DROPSWEEP_CACHE_DIR"]).expanduser()
     xdg = os.environ.get("XDG_CACHE_HOME")
@@ -133,7 +133,7 @@ def load_sonar() -> Dataset:
     Any copy is checked against the published shape and class counts, so a truncated or
     edited file is refused instead of silently changing the experiment.
     """
-    cache = sonar_cache_dir() / "sonar.csv"
+    cache = cache_dir() / "sonar.csv"
     data_dir = os.environ.get("DROPSWEEP_DATA_DIR")
     candidates = [Path(data_dir).expanduser() / n for n in SONAR_NAMES] if data_dir else []
     for path in [*candidates, cache]:

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from dropsweep import kernel
 from dropsweep.config import TrialConfig
 from dropsweep.data import standardize, stratified_folds
 from dropsweep.errors import DropsweepError
@@ -178,12 +179,33 @@ class TrialResult:
 CheckpointHook = Callable[[int, list[float | None]], Sequence[int]]
 
 
+ENGINES = ("auto", "c", "torch")
+
+
 @dataclass(frozen=True)
 class TrainSettings:
     hidden: tuple[int, ...] = (60, 30)
     epochs: int = 300
     batch_size: int = 16
     eval_every: int = 10
+    # "c": the compiled CPU kernel (kernel.py); "torch": batched torch ops, any device;
+    # "auto": the kernel where it applies (CPU, a compiler at hand), else torch.
+    engine: str = "auto"
+
+
+def use_kernel(engine: str, device: torch.device) -> bool:
+    """Whether ``engine`` means the C kernel on ``device``; asking for it where it cannot run
+    is an error rather than a silent slow-down."""
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    if engine == "torch":
+        return False
+    if kernel.applies(device):
+        return True
+    if engine == "c":
+        raise RuntimeError(f"the C training kernel cannot run here (device {device}, "
+                           f"compiler found: {kernel.load() is not None})")
+    return False
 
 
 def _per_model(values: Sequence[float], k: int, device: torch.device) -> torch.Tensor:
@@ -210,10 +232,15 @@ class _Batch:
     """
 
     def __init__(self, net: TrainState, configs: Sequence[TrialConfig], folds: Folds,
-                 batch_size: int, hidden: Sequence[int]) -> None:
+                 batch_size: int, hidden: Sequence[int], seed: int, compiled: bool) -> None:
         device, k = folds.x_train.device, folds.k
         self.net, self.folds, self.bs, self.hidden = net, folds, batch_size, list(hidden)
         n = len(configs)
+        self.compiled = compiled
+        # the kernel's dropout masks: a counter-based stream per model, keyed by the seed
+        keys = np.random.SeedSequence(seed).generate_state(n * k, dtype=np.uint64)
+        self.mask_key = torch.from_numpy(keys.view(np.int64).copy())
+        self.mask_counter = torch.zeros(n * k, dtype=torch.int64)
         self.trial_of = torch.arange(n, device=device).repeat_interleave(k)
         self.fold_of = torch.arange(k, device=device).repeat(n)
         self.lr = _per_model([c.learning_rate for c in configs], k, device)
@@ -230,6 +257,8 @@ class _Batch:
         self.net.select(idx)
         for name in ("trial_of", "fold_of", "lr", "mom", "p_in", "p_hid", "c_max"):
             setattr(self, name, getattr(self, name)[idx])
+        cpu_idx = idx.cpu()
+        self.mask_key, self.mask_counter = self.mask_key[cpu_idx], self.mask_counter[cpu_idx]
         self._derive()
 
     @property
@@ -279,10 +308,19 @@ class _Batch:
         self.use_in, self.use_hid = use_in, use_hid
         self.mask_rates = MaskRates.of(torch.cat(cols, 1), widths) if cols else None
 
-    def epoch(self, generator: torch.Generator, bits: MaskBits, n_outputs: int) -> None:
-        """One pass over every model's training rows in its own shuffled order."""
+    def epoch(self, generator: torch.Generator, bits: MaskBits, n_outputs: int,
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One pass over every model's training rows in its own shuffled order; return which
+        models hold a non-finite parameter afterwards, and which of those a NaN."""
         folds, bs = self.folds, self.bs
         order = epoch_order(generator, self.n_train, folds.x_train.shape[1])
+        if self.compiled:
+            net = self.net
+            return kernel.train_epoch(net.model.weights, net.model.biases, net.velocity[0::2],
+                               net.velocity[1::2], folds.x_train, folds.y_train, self.fold_of,
+                               order, self.n_train, self.lr, self.mom, self.c_max, self.p_in,
+                               self.p_hid, self.mask_key, self.mask_counter, bs,
+                               torch.get_num_threads())
         x_all = folds.x_train[self.fold_of[:, None], order]
         y_all = folds.y_train[self.fold_of[:, None], order]
         if n_outputs == 1:
@@ -303,6 +341,8 @@ class _Batch:
             train_step(self.net, x, target_all[:, rows], self.row_weight[:, rows], input_mask,
                        hidden_masks, mom, neg_lr, step_mask,
                        self.max_norm if self.any_limited else None, off)
+        # a diverging model's weights become NaN or infinite within the epoch its loss does
+        return _non_finite(self.net.model.parameters())
 
 
 def train_trials(
@@ -339,7 +379,8 @@ def train_trials(
                            [b.detach().to(device, torch.float32) for b in init.biases])
     else:
         start = glorot_init(n_trials * k, sizes, g, device)
-    batch = _Batch(TrainState(start), configs, folds, settings.batch_size, settings.hidden)
+    batch = _Batch(TrainState(start), configs, folds, settings.batch_size, settings.hidden,
+                   seed, use_kernel(settings.engine, device))
     bits = MaskBits(seed, device)
     results = [TrialResult() for _ in configs]
     started = time.perf_counter()
@@ -362,10 +403,7 @@ def train_trials(
                     results[t].interrupted = True
                     results[t].wall_time = now
                 return results
-            batch.epoch(g, bits, sizes[-1])
-
-            # A diverging model's weights become NaN or infinite within the epoch its loss does.
-            bad, nan = _non_finite(batch.net.model.parameters())
+            bad, nan = batch.epoch(g, bits, sizes[-1])
             diverged: set[int] = set()
             if bool(bad.any()):
                 for m in bad.nonzero().squeeze(1).tolist():

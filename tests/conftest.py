@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 # CI and developers keep the real UCI file beside the checkout (never inside it).
 SONAR_DIR = Path(os.environ.get("DROPSWEEP_DATA_DIR", REPO.parent / "shared" / "data")).resolve()
+# One build of the C training kernel serves the whole run, subprocesses included.
+os.environ.setdefault("DROPSWEEP_KERNEL_DIR", tempfile.mkdtemp(prefix="dropsweep-kernels-"))
 
 
 @pytest.fixture(autouse=True)

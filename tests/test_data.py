@@ -17,7 +17,7 @@ from dropsweep.data import (
     Dataset,
     check_folds,
     load_dataset,
-    sonar_cache_dir,
+    cache_dir,
     standardize,
     stratified_folds,
 )
@@ -102,7 +102,7 @@ def test_sonar_falls_back_to_cache(sonar_bytes: bytes, tmp_path: Path, unset: bo
         monkeypatch.delenv("DROPSWEEP_DATA_DIR")
     else:
         empty_data_dir(tmp_path, monkeypatch)
-    cached = sonar_cache_dir() / "sonar.csv"
+    cached = cache_dir() / "sonar.csv"
     cached.write_bytes(sonar_bytes)
     ds = data.load_sonar()
     assert ds.source == str(cached) and ds.X.shape == (208, 60)
@@ -120,7 +120,7 @@ def test_sonar_download_is_cached_once(sonar_bytes: bytes, tmp_path: Path,
 
     monkeypatch.setattr(data, "_download", fake)
     first = data.load_sonar()
-    cached = sonar_cache_dir() / "sonar.csv"
+    cached = cache_dir() / "sonar.csv"
     assert calls == [(data.SONAR_URL, data.DOWNLOAD_TIMEOUT)]
     assert cached.read_bytes() == sonar_bytes
     assert os.listdir(cached.parent) == ["sonar.csv"]  # no temp file left behind
@@ -166,8 +166,8 @@ def test_corrupt_download_is_refused_and_not_cached(
     text = one_line(exc)
     assert text.startswith(data.SONAR_URL + ": ")
     assert expected in text
-    assert str(sonar_cache_dir() / "sonar.csv") in text  # says where to put a good copy
-    assert not sonar_cache_dir().exists() or os.listdir(sonar_cache_dir()) == []
+    assert str(cache_dir() / "sonar.csv") in text  # says where to put a good copy
+    assert not cache_dir().exists() or os.listdir(cache_dir()) == []
 
 
 def test_corrupt_local_copy_is_refused(sonar_bytes: bytes, tmp_path: Path,
@@ -184,7 +184,7 @@ def test_corrupt_local_copy_is_refused(sonar_bytes: bytes, tmp_path: Path,
 def test_corrupt_cache_says_delete_it(sonar_bytes: bytes, tmp_path: Path,
                                       monkeypatch: pytest.MonkeyPatch) -> None:
     empty_data_dir(tmp_path, monkeypatch)
-    (sonar_cache_dir() / "sonar.csv").write_text(_drop_last_row(sonar_bytes.decode()))
+    (cache_dir() / "sonar.csv").write_text(_drop_last_row(sonar_bytes.decode()))
     with pytest.raises(DataError, match="207 rows.*delete it to download again"):
         data.load_sonar()
 
@@ -207,19 +207,19 @@ def test_offline_says_where_to_put_the_file(tmp_path: Path, monkeypatch: pytest.
     text = one_line(exc)
     assert text.startswith("sonar: not found in $DROPSWEEP_DATA_DIR")
     assert str(d) in text and reason in text
-    assert text.endswith(f"as {sonar_cache_dir() / 'sonar.csv'}")
-    assert not (sonar_cache_dir() / "sonar.csv").exists()
+    assert text.endswith(f"as {cache_dir() / 'sonar.csv'}")
+    assert not (cache_dir() / "sonar.csv").exists()
 
 
-def test_sonar_cache_dir_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cache_dir_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DROPSWEEP_CACHE_DIR", str(tmp_path / "explicit"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert sonar_cache_dir() == tmp_path / "explicit"
+    assert cache_dir() == tmp_path / "explicit"
     monkeypatch.delenv("DROPSWEEP_CACHE_DIR")
-    assert sonar_cache_dir() == tmp_path / "xdg" / "dropsweep"
+    assert cache_dir() == tmp_path / "xdg" / "dropsweep"
     monkeypatch.delenv("XDG_CACHE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert sonar_cache_dir() == tmp_path / "home" / ".cache" / "dropsweep"
+    assert cache_dir() == tmp_path / "home" / ".cache" / "dropsweep"
 
 
 # ----------------------------------------------------------------------------- CSV

@@ -4,6 +4,8 @@ The central test (``test_matches_a_per_fold_torch_reference``) trains a batch of
 ``train_trials`` and, separately, every fold of every trial as its own stack of ``nn.Linear``
 layers with ``torch.optim.SGD`` and a hand-written Keras ``MaxNorm``, from the same initial
 weights and in the same minibatch order, and asks for the same weights after many steps.
+Tests of behaviour run on both engines (the compiled C kernel and batched torch ops, the
+``engine`` fixture); tests of the torch path's own pieces name ``engine="torch"``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dropsweep import kernel
 from dropsweep import model as nets
 from dropsweep import trainer
 from dropsweep.config import TrialConfig
@@ -43,6 +46,13 @@ from dropsweep.trainer import (
 )
 
 # ----------------------------------------------------------------------------- helpers
+
+
+@pytest.fixture(params=["c", "torch"])
+def engine(request: pytest.FixtureRequest) -> str:
+    if request.param == "c" and kernel.load() is None:
+        pytest.skip("the C kernel cannot be built here (no C compiler)")
+    return request.param
 
 
 @pytest.fixture(autouse=True)
@@ -234,7 +244,7 @@ def test_placement_decides_where_train_trials_draws_masks(monkeypatch):
     monkeypatch.setattr(trainer, "dropout_masks", recording)
     X, y = blob_data(30, 4, 2)
     folds = make_folds(X, y, 2, seed=0)  # 15 training rows per fold
-    settings = TrainSettings(hidden=(7, 5), epochs=2, batch_size=8, eval_every=1)
+    settings = TrainSettings(hidden=(7, 5), epochs=2, batch_size=8, eval_every=1, engine="torch")
     epochs, batches = 2, (8, 7)  # minibatches of 8 and 7 rows; evaluation never draws masks
 
     def run(*configs: TrialConfig) -> list:
@@ -311,7 +321,7 @@ def test_max_norm_follows_keras_on_hidden_layers_only():
     assert all(torch.equal(a, b) for a, b in zip(again.parameters(), model.parameters()))
 
 
-def test_max_norm_holds_after_training_and_spares_unlimited_models():
+def test_max_norm_holds_after_training_and_spares_unlimited_models(engine):
     X, y = blob_data(40, 5, 2, spread=1.0)
     folds = make_folds(X, y, 2, seed=0)
     sizes = [5, 12, 6, 1]
@@ -321,7 +331,8 @@ def test_max_norm_holds_after_training_and_spares_unlimited_models():
     configs = [TrialConfig(learning_rate=0.1, momentum=0.9, max_norm=0.3),
                TrialConfig(learning_rate=0.1, momentum=0.9),
                TrialConfig(learning_rate=0.1, momentum=0.9, max_norm=1.0)]
-    results = train_trials(configs, folds, TrainSettings(hidden=(12, 6), epochs=5, batch_size=8),
+    results = train_trials(configs, folds,
+                           TrainSettings(hidden=(12, 6), epochs=5, batch_size=8, engine=engine),
                            seed=0, init=init)
     for result, config in zip(results, configs):
         assert result.failure is None and result.model is not None
@@ -334,14 +345,14 @@ def test_max_norm_holds_after_training_and_spares_unlimited_models():
             assert float(output.max()) > config.max_norm  # output layer never constrained
 
 
-def test_max_norm_is_applied_once_per_real_optimizer_step():
+def test_max_norm_is_applied_once_per_real_optimizer_step(engine):
     """With learning rate 0 only the constraint moves the weights. Keras's formula shrinks a
     unit at the limit by c / (eps + c) per application: with c = 1e-6 that is ~9% a step, so
     counting applications is easy. A fold that runs out of rows before the others (fewer
     minibatches) takes fewer steps and must get fewer applications."""
     X, y = blob_data(41, 3, 2)
     folds = make_folds(X, y, 5, seed=0)
-    settings = TrainSettings(hidden=(4,), epochs=2, batch_size=8)
+    settings = TrainSettings(hidden=(4,), epochs=2, batch_size=8, engine=engine)
     steps = [2 * math.ceil(int(n) / 8) for n in folds.n_train]
     assert len(set(steps)) == 2  # some folds have 4 minibatches an epoch, some 5
     c = 1e-6
@@ -431,7 +442,7 @@ def reference_logits(layers: list[nn.Linear], x: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize(("rows", "classes"), [(37, 2), (41, 3)])
-def test_matches_a_per_fold_torch_reference(rows, classes):
+def test_matches_a_per_fold_torch_reference(rows, classes, engine):
     """Keras SGD (v = m*v - lr*g; w += v) = torch.optim.SGD(momentum=m) for a constant lr.
     Unequal folds (37 or 41 rows in 5 folds, batch 8) leave short last minibatches whose loss
     is the mean over their real rows, and (41 rows) a fold with one minibatch fewer."""
@@ -442,7 +453,7 @@ def test_matches_a_per_fold_torch_reference(rows, classes):
                TrialConfig(learning_rate=0.1, momentum=0.9, max_norm=0.5),
                TrialConfig(learning_rate=0.05, momentum=0.0, max_norm=2.0),
                TrialConfig(learning_rate=0.2, momentum=0.5, max_norm=1.0)]
-    settings = TrainSettings(hidden=(8, 6), epochs=15, batch_size=8, eval_every=5)
+    settings = TrainSettings(hidden=(8, 6), epochs=15, batch_size=8, eval_every=5, engine=engine)
     sizes = layer_sizes(5, settings.hidden, classes)
     init = glorot_init(len(configs) * 5, sizes, seeded(123))
     pristine = clone(init)
@@ -510,7 +521,7 @@ def test_train_step_is_the_keras_momentum_rule_and_skips_inactive_models():
         assert torch.equal(got[2], first[2])  # inactive: untouched
 
 
-def test_padding_rows_never_influence_training():
+def test_padding_rows_never_influence_training(engine):
     X, y = blob_data(37, 4, 2, spread=1.0)
     folds = make_folds(X, y, 5, seed=0)
     x_train, y_train = folds.x_train.clone(), folds.y_train.clone()
@@ -523,7 +534,7 @@ def test_padding_rows_never_influence_training():
     noisy = dataclasses.replace(folds, x_train=x_train, y_train=y_train, x_test=x_test)
     assert int(folds.n_train.min()) < folds.x_train.shape[1]  # there is padding to corrupt
     configs = [TrialConfig("both", 0.2, 0.3, 0.05, 0.9, 2.0), TrialConfig()]
-    settings = TrainSettings(hidden=(6,), epochs=6, batch_size=8, eval_every=3)
+    settings = TrainSettings(hidden=(6,), epochs=6, batch_size=8, eval_every=3, engine=engine)
     a = train_trials(configs, folds, settings, seed=3)
     b = train_trials(configs, noisy, settings, seed=3)
     for ra, rb in zip(a, b):
@@ -593,11 +604,11 @@ def test_make_folds_pads_stratified_folds_with_their_sizes():
 # ----------------------------------------------------------------------------- 7. determinism
 
 
-def test_same_seed_same_results_other_seed_other_weights():
+def test_same_seed_same_results_other_seed_other_weights(engine):
     X, y = blob_data(48, 5, 2, spread=1.0)
     folds = make_folds(X, y, 4, seed=0)
     configs = [TrialConfig("both", 0.2, 0.5, 0.05, 0.9, 3.0), TrialConfig("hidden", 0.0, 0.3)]
-    settings = TrainSettings(hidden=(10, 6), epochs=8, batch_size=8, eval_every=4)
+    settings = TrainSettings(hidden=(10, 6), epochs=8, batch_size=8, eval_every=4, engine=engine)
     first = train_trials(configs, folds, settings, seed=5)
     second = train_trials(configs, folds, settings, seed=5)
     other = train_trials(configs, folds, settings, seed=6)
@@ -619,10 +630,10 @@ def test_same_seed_same_results_other_seed_other_weights():
     (1e6, 0.9),  # blows up in the first epoch
     (0.1, 1.9),  # momentum above 1: the velocity grows geometrically, NaN after ~10 epochs
 ])
-def test_a_diverging_trial_fails_while_its_batch_mates_train_on(learning_rate, momentum):
+def test_a_diverging_trial_fails_while_its_batch_mates_train_on(learning_rate, momentum, engine):
     X, y = blob_data(60, 5, 2, spread=1.0)
     folds = make_folds(X, y, 3, seed=0)
-    settings = TrainSettings(hidden=(16, 8), epochs=25, batch_size=8, eval_every=5)
+    settings = TrainSettings(hidden=(16, 8), epochs=25, batch_size=8, eval_every=5, engine=engine)
     seen: list[list[float | None]] = []
 
     def on_checkpoint(epoch, accuracies):
@@ -650,13 +661,13 @@ def test_a_diverging_trial_fails_while_its_batch_mates_train_on(learning_rate, m
         assert [e for e, _ in good.curve] == [5, 10, 15, 20, 25]
 
 
-def test_weights_that_overflow_in_the_last_step_of_an_epoch_fail_that_epoch():
+def test_weights_that_overflow_in_the_last_step_of_an_epoch_fail_that_epoch(engine):
     """One minibatch an epoch: the loss is computed before the step that overflows the weights
     (a learning rate beyond float32), so only a check of the weights catches it in epoch 1,
     before a meaningless accuracy of the broken model is reported."""
     X, y = blob_data(30, 4, 2)
     folds = make_folds(X, y, 3, seed=0)
-    settings = TrainSettings(hidden=(6,), epochs=3, batch_size=64, eval_every=1)
+    settings = TrainSettings(hidden=(6,), epochs=3, batch_size=64, eval_every=1, engine=engine)
     seen: list[list[float | None]] = []
     results = train_trials([TrialConfig(learning_rate=1e39), TrialConfig()], folds, settings,
                            seed=0, on_checkpoint=lambda e, a: seen.append(list(a)) or [])
@@ -671,7 +682,7 @@ def test_the_failure_names_the_kind_the_epoch_and_the_first_failing_fold(monkeyp
     """Poison the weights of folds 2 and 3 of trial 1 in the second minibatch of epoch 3."""
     X, y = blob_data(36, 4, 2)
     folds = make_folds(X, y, 3, seed=0)  # 24 training rows a fold: 3 minibatches of 8
-    settings = TrainSettings(hidden=(5,), epochs=6, batch_size=8, eval_every=2)
+    settings = TrainSettings(hidden=(5,), epochs=6, batch_size=8, eval_every=2, engine="torch")
     real_step = trainer.train_step
     steps = []
 
@@ -693,10 +704,10 @@ def test_the_failure_names_the_kind_the_epoch_and_the_first_failing_fold(monkeyp
 # ----------------------------------------------------------------------------- 9. pruning, stop
 
 
-def test_on_checkpoint_prunes_trials_and_the_rest_continue():
+def test_on_checkpoint_prunes_trials_and_the_rest_continue(engine):
     X, y = blob_data(40, 4, 2)
     folds = make_folds(X, y, 2, seed=0)
-    settings = TrainSettings(hidden=(6,), epochs=10, batch_size=8, eval_every=2)
+    settings = TrainSettings(hidden=(6,), epochs=10, batch_size=8, eval_every=2, engine=engine)
     seen: list[tuple[int, list[float | None]]] = []
 
     def on_checkpoint(epoch, accuracies):
@@ -728,10 +739,10 @@ def test_on_checkpoint_prunes_trials_and_the_rest_continue():
     assert all(r.pruned and r.epochs == 2 for r in everyone)
 
 
-def test_should_stop_interrupts_the_unfinished_trials():
+def test_should_stop_interrupts_the_unfinished_trials(engine):
     X, y = blob_data(40, 4, 2)
     folds = make_folds(X, y, 2, seed=0)
-    settings = TrainSettings(hidden=(6,), epochs=10, batch_size=8, eval_every=1)
+    settings = TrainSettings(hidden=(6,), epochs=10, batch_size=8, eval_every=1, engine=engine)
     asked = []
 
     def should_stop():
@@ -770,11 +781,11 @@ def test_row_losses_are_sigmoid_and_softmax_cross_entropy():
     assert torch.equal(predictions(logits3), logits3.argmax(-1))
 
 
-def test_three_classes_train_with_softmax():
+def test_three_classes_train_with_softmax(engine):
     X, y = blob_data(90, 4, 3, seed=1, spread=2.0)
     folds = make_folds(X, y, 3, seed=0)
     assert folds.n_classes == 3
-    settings = TrainSettings(hidden=(16,), epochs=30, batch_size=8, eval_every=10)
+    settings = TrainSettings(hidden=(16,), epochs=30, batch_size=8, eval_every=10, engine=engine)
     result = train_trials([TrialConfig(learning_rate=0.05, momentum=0.9)], folds, settings,
                           seed=0)[0]
     assert result.failure is None and result.model is not None
@@ -787,11 +798,12 @@ def test_three_classes_train_with_softmax():
 
 
 @pytest.mark.slow
-def test_brownlee_baseline_learns_sonar(sonar_dir):
+def test_brownlee_baseline_learns_sonar(sonar_dir, engine):
     dataset = load_sonar()
     assert dataset.X.shape == (208, 60)
     folds = make_folds(dataset.X, dataset.y, 10, seed=7, n_classes=dataset.n_classes)
-    settings = TrainSettings(hidden=(60, 30), epochs=30, batch_size=16, eval_every=10)
+    settings = TrainSettings(hidden=(60, 30), epochs=30, batch_size=16, eval_every=10,
+                             engine=engine)
     result = train_trials([TrialConfig()], folds, settings, seed=0)[0]  # lr .01, momentum .8
     assert result.failure is None and len(result.fold_accuracies) == 10
     assert result.accuracy_mean > 0.70, result.fold_accuracies
@@ -826,13 +838,15 @@ def test_training_on_cuda_matches_the_cpu_in_kind():
 
 
 @pytest.mark.slow
-def test_brownlee_baseline_accuracy_matches_a_plain_per_fold_loop_over_five_seeds(sonar_dir):
+def test_brownlee_baseline_accuracy_matches_a_plain_per_fold_loop_over_five_seeds(sonar_dir,
+                                                                                    engine):
     """Same folds, five seeds each: the batched path and the obvious nn.Linear loop agree
     within 2 points of mean accuracy (the exactness test above shows why they must)."""
     data = load_sonar()
     epochs, seeds = 50, range(5)
     folds = make_folds(data.X, data.y, 10, 7)
-    batched = train_trials([TrialConfig()] * len(seeds), folds, TrainSettings(epochs=epochs),
+    batched = train_trials([TrialConfig()] * len(seeds), folds,
+                           TrainSettings(epochs=epochs, engine=engine),
                            seed=0)
     batched_mean = float(np.mean([r.accuracy_mean for r in batched]))
 

@@ -1,0 +1,336 @@
+/* One epoch of SGD for a batch of small Keras-style MLPs, one model at a time.
+ *
+ * Why C: at this size (16-row minibatches, 60-60-30-1) a batched torch step is bound by
+ * memory traffic and per-call overhead, not arithmetic: every element-wise pass streams the
+ * weights, gradients and velocities of *all* models through memory. Here each model trains
+ * its whole epoch while its few kilobytes of parameters stay in the core's cache, and the
+ * gradient of a weight row is applied as soon as it is computed. Semantics are exactly those
+ * of the torch path in model.py (see trainer.py): inverted dropout, Keras momentum
+ * (v = m*v - lr*g; w += v), MaxNorm(c) on hidden layers after every step, each minibatch's
+ * loss the mean over its real rows. Only dropout masks differ: they come from a counter-based
+ * generator (SplitMix64 of key + counter), so a model's masks do not depend on its batch.
+ *
+ * Built at first use by kernel.py with the system C compiler; plain C99, no torch headers.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define KERAS_EPSILON 1e-7f
+#define MAX_LAYERS 32
+#define VL 16 /* floats in a vector: every row of a layer is padded to a multiple of this */
+
+/* GCC/Clang vector extensions: AVX-512 where the CPU has it, narrower vectors elsewhere. */
+typedef float vf __attribute__((vector_size(VL * sizeof(float))));
+
+static inline vf vload(const float *p) { vf v; memcpy(&v, p, sizeof v); return v; }
+static inline void vstore(float *p, vf v) { memcpy(p, &v, sizeof v); }
+static inline int64_t padded(int64_t n) { return (n + VL - 1) / VL * VL; }
+
+/* C[i, j0:j0+16*NV] (+)= sum_k A(i, k) * B[k, j0:...] for i < m, with A(i, k) = a[i*ai + k*ak]:
+ * four rows at a time, the 4*NV accumulators in registers (NV is a constant: unrolled). */
+#define GEMM_NV(NV)                                                                          \
+    static void gemm_nv##NV(int64_t m, int64_t K, const float *restrict a, int64_t ai,      \
+                            int64_t ak, const float *restrict b, int64_t ldb,               \
+                            float *restrict c, int64_t ldc, int acc) {                       \
+        int64_t i = 0;                                                                       \
+        for (; i + 4 <= m; i += 4) {                                                         \
+            vf s[4][NV];                                                                     \
+            for (int r = 0; r < 4; r++)                                                      \
+                for (int v = 0; v < NV; v++)                                                 \
+                    s[r][v] = acc ? vload(c + (i + r) * ldc + VL * v) : (vf){0};             \
+            for (int64_t k = 0; k < K; k++) {                                                \
+                vf bv[NV];                                                                   \
+                for (int v = 0; v < NV; v++) bv[v] = vload(b + k * ldb + VL * v);            \
+                for (int r = 0; r < 4; r++) {                                                \
+                    const float x = a[(i + r) * ai + k * ak];                                \
+                    for (int v = 0; v < NV; v++) s[r][v] += x * bv[v];                       \
+                }                                                                            \
+            }                                                                                \
+            for (int r = 0; r < 4; r++)                                                      \
+                for (int v = 0; v < NV; v++) vstore(c + (i + r) * ldc + VL * v, s[r][v]);    \
+        }                                                                                    \
+        for (; i < m; i++) {                                                                 \
+            vf s[NV];                                                                        \
+            for (int v = 0; v < NV; v++) s[v] = acc ? vload(c + i * ldc + VL * v) : (vf){0}; \
+            for (int64_t k = 0; k < K; k++) {                                                \
+                const float x = a[i * ai + k * ak];                                          \
+                for (int v = 0; v < NV; v++) s[v] += x * vload(b + k * ldb + VL * v);        \
+            }                                                                                \
+            for (int v = 0; v < NV; v++) vstore(c + i * ldc + VL * v, s[v]);                 \
+        }                                                                                    \
+    }
+GEMM_NV(1)
+GEMM_NV(2)
+GEMM_NV(3)
+GEMM_NV(4)
+
+/* C (+)= A B for an m x n block of C, n a multiple of VL, in column strips of up to 4 vectors. */
+static void gemm(int64_t m, int64_t n, int64_t K, const float *a, int64_t ai, int64_t ak,
+                 const float *b, int64_t ldb, float *c, int64_t ldc, int acc) {
+    for (int64_t j = 0; j < n; j += 4 * VL) {
+        switch ((n - j) / VL) {
+        case 1: gemm_nv1(m, K, a, ai, ak, b + j, ldb, c + j, ldc, acc); break;
+        case 2: gemm_nv2(m, K, a, ai, ak, b + j, ldb, c + j, ldc, acc); break;
+        case 3: gemm_nv3(m, K, a, ai, ak, b + j, ldb, c + j, ldc, acc); break;
+        default: gemm_nv4(m, K, a, ai, ak, b + j, ldb, c + j, ldc, acc); break;
+        }
+    }
+}
+
+static inline uint64_t mix64(uint64_t z) {
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+/* mask[i] = scale where unit i is kept (probability keep / 2^16), else 0. Unit u of the
+ * stream is 16-bit lane u % 4 of the 64-bit word SplitMix64(key + (u / 4) * golden): four
+ * units per mix. */
+static inline float lane_mask(uint64_t z, unsigned lane, uint32_t keep, float scale) {
+    return (uint32_t)((z >> (16 * lane)) & 0xffff) < keep ? scale : 0.0f;
+}
+
+static void fill_mask(float *restrict mask, int64_t n, uint64_t key, uint64_t *ctr,
+                      uint32_t keep, float scale) {
+    const uint64_t golden = 0x9e3779b97f4a7c15ULL;
+    uint64_t u = *ctr;
+    const uint64_t end = u + (uint64_t)n;
+    for (; u < end && (u & 3); u++) /* the rest of a word begun by the last call */
+        *mask++ = lane_mask(mix64(key + (u >> 2) * golden), (unsigned)(u & 3), keep, scale);
+    const uint64_t first = u >> 2, words = (end - u) >> 2;
+    for (uint64_t i = 0; i < words; i++) { /* whole words: this loop vectorises */
+        const uint64_t z = mix64(key + (first + i) * golden);
+        for (unsigned lane = 0; lane < 4; lane++)
+            mask[4 * i + lane] = lane_mask(z, lane, keep, scale);
+    }
+    mask += 4 * words;
+    for (u += 4 * words; u < end; u++)
+        *mask++ = lane_mask(mix64(key + (u >> 2) * golden), (unsigned)(u & 3), keep, scale);
+    *ctr = end;
+}
+
+/* max(state, 1 if any of x[:n] is infinite, 2 if any is NaN), from the bits (vectorises). */
+static int8_t worst(int8_t state, const float *restrict x, int64_t n) {
+    uint32_t nonfinite = 0, nan = 0;
+    for (int64_t i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, x + i, sizeof u);
+        const uint32_t top = (u & 0x7f800000u) == 0x7f800000u;
+        nonfinite |= top;
+        nan |= top & ((u & 0x7fffffu) != 0);
+    }
+    const int8_t here = nan ? 2 : nonfinite ? 1 : 0;
+    return here > state ? here : state;
+}
+
+/* The keep probability as a multiple of 2^-16 (2^16 = keep every unit). */
+static inline uint32_t keep16(float rate) {
+    return (uint32_t)lrint((1.0 - (double)rate) * 65536.0);
+}
+
+/* For tests: n mask values for a dropout rate from (key, counter), as training draws them. */
+void dropsweep_masks(float *out, int64_t n, uint64_t key, uint64_t ctr, float rate) {
+    fill_mask(out, n, key, &ctr, keep16(rate), 1.0f / (1.0f - rate));
+}
+
+/* Train models [m0, m1) for one epoch. Returns 0, or -1 when scratch memory is short.
+ *
+ * sizes[0..L]: layer widths (features, hidden..., outputs); W[l], B[l], VW[l], VB[l]: the
+ * [models, in, out] / [models, 1, out] weights, biases and velocities of layer l.
+ * Model m trains on fold fold_of[m]: rows x_train[fold, order[m, i]] for i < n_train[m],
+ * in minibatches of bs; labels y_train (one sigmoid output for 2 classes, else softmax).
+ * p_in/p_hid are dropout rates (0 = none), kept units scaled by 1/(1-rate), as Keras does;
+ * cmax <= 0 or inf means no max-norm. ctr[m] (mask counter) advances by the units it draws.
+ * status[m] becomes 0 when every parameter of model m is finite after the epoch, 1 when one
+ * is infinite, 2 when one is NaN (checked while the parameters are in cache anyway).
+ *
+ * Each model's parameters are copied into zero-padded rows (a multiple of VL wide) for the
+ * epoch and back at its end; padded units stay exactly zero (zero weights in and out, zero
+ * bias, so zero activation and zero gradient).
+ */
+int dropsweep_epoch(int64_t m0, int64_t m1, int64_t L, const int64_t *sizes, int64_t bs,
+                    int64_t max_train, const float *x_train, const int64_t *y_train,
+                    const int64_t *fold_of, const int64_t *order, const int64_t *n_train,
+                    float *const *W, float *const *B, float *const *VW, float *const *VB,
+                    const float *lr, const float *mom, const float *cmax, const float *p_in,
+                    const float *p_hid, const uint64_t *key, uint64_t *ctr, int8_t *status) {
+    if (L < 1 || L > MAX_LAYERS || bs < 1) return -1;
+    int64_t n[MAX_LAYERS + 1], np[MAX_LAYERS + 1];
+    int64_t widest = 0;
+    for (int64_t l = 0; l <= L; l++) {
+        n[l] = sizes[l];
+        np[l] = padded(sizes[l]);
+        widest = np[l] > widest ? np[l] : widest;
+    }
+    const int64_t F = n[0], O = n[L];
+    /* per layer l: w, v [n[l] x np[l+1]], wt [n[l+1] x np[l]], b, vb [np[l+1]];
+     * per width l: act [bs x np[l], rows padded], mask [bs x n[l], dense]; then d, dp
+     * [bs x widest], g [widest x widest] */
+    int64_t total = 0;
+    for (int64_t l = 0; l < L; l++)
+        total += 2 * n[l] * np[l + 1] + n[l + 1] * np[l] + 2 * np[l + 1];
+    for (int64_t l = 0; l <= L; l++) total += 2 * bs * np[l];
+    total += 2 * bs * widest + widest * widest + widest;
+    float *scratch = (float *)calloc((size_t)total, sizeof(float));
+    if (!scratch) return -1;
+    float *w[MAX_LAYERS], *v[MAX_LAYERS], *wt[MAX_LAYERS], *b[MAX_LAYERS], *vb[MAX_LAYERS];
+    float *act[MAX_LAYERS + 1], *mask[MAX_LAYERS + 1];
+    float *p = scratch;
+    for (int64_t l = 0; l < L; l++) {
+        w[l] = p; p += n[l] * np[l + 1];
+        v[l] = p; p += n[l] * np[l + 1];
+        wt[l] = p; p += n[l + 1] * np[l];
+        b[l] = p; p += np[l + 1];
+        vb[l] = p; p += np[l + 1];
+    }
+    for (int64_t l = 0; l <= L; l++) {
+        act[l] = p; p += bs * np[l];
+        mask[l] = p; p += bs * np[l];
+    }
+    float *d = p; p += bs * widest;
+    float *dp = p; p += bs * widest;
+    float *g = p; p += widest * widest;
+    float *gb = p;
+
+    for (int64_t m = m0; m < m1; m++) {
+        const float rate = lr[m], mo = mom[m], c = cmax[m];
+        const uint32_t keep_in = keep16(p_in[m]), keep_hid = keep16(p_hid[m]);
+        const int use_in = keep_in < (1u << 16), use_hid = keep_hid < (1u << 16);
+        const float s_in = 1.0f / (1.0f - p_in[m]), s_hid = 1.0f / (1.0f - p_hid[m]);
+        const int limited = c > 0.0f && isfinite(c);
+        const float *xf = x_train + fold_of[m] * max_train * F;
+        const int64_t *yf = y_train + fold_of[m] * max_train;
+        const int64_t *ord = order + m * max_train;
+        for (int64_t l = 0; l < L; l++) { /* into the padded copies (padding stays zero) */
+            const int64_t in = n[l], out = n[l + 1];
+            for (int64_t k = 0; k < in; k++) {
+                memcpy(w[l] + k * np[l + 1], W[l] + (m * in + k) * out, (size_t)out * 4);
+                memcpy(v[l] + k * np[l + 1], VW[l] + (m * in + k) * out, (size_t)out * 4);
+            }
+            memcpy(b[l], B[l] + m * out, (size_t)out * 4);
+            memcpy(vb[l], VB[l] + m * out, (size_t)out * 4);
+        }
+        for (int64_t start = 0; start < n_train[m]; start += bs) {
+            const int64_t rows = n_train[m] - start < bs ? n_train[m] - start : bs;
+            /* forward */
+            /* masks: one draw per layer for all rows, dense [rows x width] */
+            if (use_in) fill_mask(mask[0], rows * F, key[m], &ctr[m], keep_in, s_in);
+            for (int64_t r = 0; r < rows; r++) {
+                const float *restrict src = xf + ord[start + r] * F;
+                float *restrict a = act[0] + r * np[0];
+                if (use_in) {
+                    const float *restrict mk = mask[0] + r * F;
+                    for (int64_t k = 0; k < F; k++) a[k] = src[k] * mk[k];
+                } else {
+                    memcpy(a, src, (size_t)F * sizeof(float));
+                }
+            }
+            for (int64_t l = 0; l < L; l++) {
+                const int64_t out = n[l + 1], op = np[l + 1];
+                float *z = act[l + 1];
+                for (int64_t r = 0; r < rows; r++) memcpy(z + r * op, b[l], (size_t)op * 4);
+                gemm(rows, op, n[l], act[l], np[l], 1, w[l], op, z, op, 1);
+                if (l + 1 < L) {
+                    if (use_hid)
+                        fill_mask(mask[l + 1], rows * out, key[m], &ctr[m], keep_hid, s_hid);
+                    for (int64_t r = 0; r < rows; r++) {
+                        float *restrict zr = z + r * op;
+                        for (int64_t j = 0; j < out; j++) zr[j] = zr[j] > 0.0f ? zr[j] : 0.0f;
+                        if (use_hid) {
+                            const float *restrict mk = mask[l + 1] + r * out;
+                            for (int64_t j = 0; j < out; j++) zr[j] *= mk[j];
+                        }
+                    }
+                }
+            }
+            /* d(mean loss)/d(logits): sigmoid(z) - y, or softmax(z) - onehot(y) */
+            const float inv = 1.0f / (float)rows;
+            const int64_t opL = np[L];
+            for (int64_t r = 0; r < rows; r++) {
+                const float *z = act[L] + r * opL;
+                float *dr = d + r * opL;
+                const int64_t y = yf[ord[start + r]];
+                if (O == 1) {
+                    dr[0] = (1.0f / (1.0f + expf(-z[0])) - (float)y) * inv;
+                } else {
+                    float top = z[0], sum = 0.0f;
+                    for (int64_t j = 1; j < O; j++) top = z[j] > top ? z[j] : top;
+                    for (int64_t j = 0; j < O; j++) { dr[j] = expf(z[j] - top); sum += dr[j]; }
+                    for (int64_t j = 0; j < O; j++)
+                        dr[j] = (dr[j] / sum - (j == y ? 1.0f : 0.0f)) * inv;
+                }
+                for (int64_t j = O; j < opL; j++) dr[j] = 0.0f;
+            }
+            /* backward, updating each layer as soon as its gradient is known */
+            for (int64_t l = L - 1; l >= 0; l--) {
+                const int64_t in = n[l], out = n[l + 1], ip = np[l], op = np[l + 1];
+                if (l > 0) { /* gradient w.r.t. this layer's input, with the old weights */
+                    const float *restrict wl = w[l];
+                    float *restrict wtl = wt[l];
+                    for (int64_t j = 0; j < out; j++)
+                        for (int64_t k = 0; k < in; k++) wtl[j * ip + k] = wl[k * op + j];
+                    gemm(rows, ip, out, d, op, 1, wtl, ip, dp, ip, 0);
+                    for (int64_t r = 0; r < rows; r++) { /* through dropout and ReLU */
+                        /* (padded columns of dp are already 0: zero columns of wt) */
+                        const float *restrict a = act[l] + r * ip, *restrict mk = mask[l] + r * in;
+                        float *restrict o = dp + r * ip;
+                        if (use_hid)
+                            for (int64_t k = 0; k < in; k++)
+                                o[k] = a[k] > 0.0f ? o[k] * mk[k] : 0.0f;
+                        else
+                            for (int64_t k = 0; k < in; k++) o[k] = a[k] > 0.0f ? o[k] : 0.0f;
+                    }
+                }
+                gemm(in, op, rows, act[l], 1, ip, d, op, g, op, 0); /* g = act^T d */
+                for (int64_t i = 0; i < in * op; i += VL) {
+                    vf vv = mo * vload(v[l] + i) - rate * vload(g + i);
+                    vstore(v[l] + i, vv);
+                    vstore(w[l] + i, vload(w[l] + i) + vv);
+                }
+                for (int64_t j = 0; j < op; j += VL) {
+                    vf s = {0};
+                    for (int64_t r = 0; r < rows; r++) s += vload(d + r * op + j);
+                    vf vv = mo * vload(vb[l] + j) - rate * s;
+                    vstore(vb[l] + j, vv);
+                    vstore(b[l] + j, vload(b[l] + j) + vv);
+                }
+                if (limited && l + 1 < L) { /* Keras MaxNorm: w * clip(n, 0, c) / (eps + n) */
+                    float *restrict wl = w[l];
+                    for (int64_t j = 0; j < op; j += VL) {
+                        vf sq = {0};
+                        for (int64_t k = 0; k < in; k++) {
+                            const vf x = vload(wl + k * op + j);
+                            sq += x * x;
+                        }
+                        vstore(gb + j, sq);
+                    }
+                    for (int64_t j = 0; j < op; j++) {
+                        const float nrm = sqrtf(gb[j]);
+                        gb[j] = (nrm < c ? nrm : c) / (nrm + KERAS_EPSILON);
+                    }
+                    for (int64_t k = 0; k < in; k++)
+                        for (int64_t j = 0; j < op; j += VL)
+                            vstore(wl + k * op + j, vload(wl + k * op + j) * vload(gb + j));
+                }
+                float *t = d; d = dp; dp = t;
+            }
+        }
+        int8_t state = 0;
+        for (int64_t l = 0; l < L; l++) { /* back out of the padded copies */
+            const int64_t in = n[l], out = n[l + 1];
+            for (int64_t k = 0; k < in; k++) state = worst(state, w[l] + k * np[l + 1], out);
+            state = worst(state, b[l], out);
+            for (int64_t k = 0; k < in; k++) {
+                memcpy(W[l] + (m * in + k) * out, w[l] + k * np[l + 1], (size_t)out * 4);
+                memcpy(VW[l] + (m * in + k) * out, v[l] + k * np[l + 1], (size_t)out * 4);
+            }
+            memcpy(B[l] + m * out, b[l], (size_t)out * 4);
+            memcpy(VB[l] + m * out, vb[l], (size_t)out * 4);
+        }
+        status[m] = state;
+    }
+    free(scratch);
+    return 0;
+}

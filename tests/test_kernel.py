@@ -1,0 +1,164 @@
+"""The compiled C kernel: its dropout masks, one dropout step against autograd, and how it
+is built and chosen. (Without dropout it is held to the per-fold ``nn.Linear`` reference by
+the ``engine``-parametrised tests in test_trainer.py.)"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from dropsweep import kernel, trainer
+from dropsweep.config import TrialConfig
+from dropsweep.model import glorot_init, layer_sizes
+from dropsweep.trainer import TrainSettings, epoch_order, make_folds, train_trials, use_kernel
+
+pytestmark = pytest.mark.skipif(kernel.load() is None,
+                                reason="the C kernel cannot be built here (no C compiler)")
+
+
+def seeded(seed: int) -> torch.Generator:
+    g = torch.Generator()
+    g.manual_seed(seed)
+    return g
+
+
+def blob_data(rows: int, features: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    y = np.arange(rows) % 2
+    X = (rng.normal(size=(rows, features)) + y[:, None]).astype(np.float32)
+    return X, y.astype(np.int64)
+
+
+@pytest.mark.parametrize("rate", [0.0, 0.2, 0.5, 0.8])
+def test_masks_keep_units_at_one_minus_the_rate_and_scale_them_by_its_inverse(rate):
+    mask = kernel.masks(200_000, key=12345, counter=0, rate=rate)
+    values = torch.unique(mask).tolist()
+    assert all(v == 0.0 or v == pytest.approx(1 / (1 - rate)) for v in values)
+    assert (0.0 in values) == (rate > 0)
+    assert abs(float((mask > 0).double().mean()) - (1 - rate)) < 0.005
+    assert float(mask.double().mean()) == pytest.approx(1.0, abs=0.01)  # inverted: E[mask] = 1
+
+
+def test_masks_are_a_stream_per_key_that_the_counter_walks_along():
+    whole = kernel.masks(1000, key=7, counter=0, rate=0.5)
+    assert torch.equal(whole[400:], kernel.masks(600, key=7, counter=400, rate=0.5))
+    other = kernel.masks(1000, key=8, counter=0, rate=0.5)
+    assert float((whole != other).double().mean()) > 0.3
+    # the draws do not depend on the rate: a higher rate only drops more of the same units
+    assert bool(((kernel.masks(1000, 7, 0, 0.7) > 0) <= (whole > 0)).all())
+
+
+def test_one_dropout_step_equals_autograd_with_the_kernels_own_masks():
+    """Input and hidden dropout on, one minibatch (the whole fold), momentum and max-norm:
+    the kernel's weights after one step equal a float64 autograd step that uses the masks
+    drawn from the model's own key in the kernel's order (each row's input units, then each
+    hidden layer's units row by row)."""
+    X, y = blob_data(24, 5)
+    folds = make_folds(X, y, 2, seed=0)  # 12 training rows a fold
+    config = TrialConfig("both", input_rate=0.3, hidden_rate=0.5, learning_rate=0.3,
+                         momentum=0.9, max_norm=0.6)
+    settings = TrainSettings(hidden=(7, 4), epochs=1, batch_size=16, engine="c")
+    sizes = layer_sizes(5, settings.hidden, 2)
+    init = glorot_init(2, sizes, seeded(1))
+    seed = 11
+    result = train_trials([config], folds, settings, seed=seed, init=init)[0]
+    assert result.failure is None and result.model is not None
+    keys = np.random.SeedSequence(seed).generate_state(2, dtype=np.uint64)
+    order = epoch_order(seeded(seed), folds.n_train, folds.x_train.shape[1])
+    for f in range(2):
+        n = int(folds.n_train[f])
+        rows = order[f, :n]
+        key, counter = int(keys[f]), 0
+        in_mask = kernel.masks(n * 5, key, counter, 0.3).view(n, 5).double()
+        counter += n * 5
+        hid_masks = []
+        for width in settings.hidden:
+            hid_masks.append(kernel.masks(n * width, key, counter, 0.5).view(n, width).double())
+            counter += n * width
+        ws = [init.weights[i][f].double().clone().requires_grad_() for i in range(3)]
+        bs = [init.biases[i][f, 0].double().clone().requires_grad_() for i in range(3)]
+        h = folds.x_train[f, rows].double() * in_mask
+        for i in range(3):
+            h = h @ ws[i] + bs[i]
+            if i < 2:
+                h = torch.relu(h) * hid_masks[i]
+        F.binary_cross_entropy_with_logits(h[:, 0], folds.y_train[f, rows].double()).backward()
+        for i in range(3):
+            w = ws[i].detach() - 0.3 * ws[i].grad  # v = 0.9*0 - lr*g; w += v
+            if i < 2:
+                norms = w.pow(2).sum(0, keepdim=True).sqrt()
+                w = w * norms.clamp(0, 0.6) / (1e-7 + norms)
+            torch.testing.assert_close(result.model.weights[i][f].double(), w, rtol=0, atol=1e-5)
+            torch.testing.assert_close(result.model.biases[i][f, 0].double(),
+                                       bs[i].detach() - 0.3 * bs[i].grad, rtol=0, atol=1e-5)
+        assert float((in_mask == 0).double().mean()) > 0.1  # dropout really dropped units
+
+
+def test_each_model_draws_masks_where_its_placement_says(monkeypatch):
+    """Per model, the mask counter advances by exactly the units its placement masks: the
+    features of every training row (input), every hidden unit of every row (hidden), both,
+    or none."""
+    X, y = blob_data(30, 4)
+    folds = make_folds(X, y, 2, seed=0)  # 15 training rows a fold
+    settings = TrainSettings(hidden=(7, 5), epochs=2, batch_size=8, engine="c")
+    real = kernel.train_epoch
+    advances = []
+
+    def recording(*args, **kwargs):
+        counter = args[15]
+        before = counter.clone()
+        flags = real(*args, **kwargs)
+        advances.append((counter - before).tolist())
+        return flags
+
+    monkeypatch.setattr(kernel, "train_epoch", recording)
+    configs = [TrialConfig("input", 0.3, 0.6), TrialConfig("hidden", 0.9, 0.4),
+               TrialConfig("both", 0.2, 0.5), TrialConfig("none", 0.5, 0.5)]
+    train_trials(configs, folds, settings, seed=0)
+    per_row = [4, 12, 16, 0]  # features, 7 + 5 hidden units, both, none
+    assert advances == [[15 * u for u in per_row for _ in range(2)]] * 2
+
+
+def test_loading_the_kernel_leaves_subnormal_floats_alone():
+    """-ffast-math's start-up code would flush subnormals to zero in the whole process."""
+    code = ("import numpy as np; from dropsweep import kernel; assert kernel.load(); "
+            "x = np.float32(1e-39); print(bool(x * np.float32(0.5) > 0))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "True"
+
+
+def test_engine_choice(monkeypatch):
+    cpu = torch.device("cpu")
+    assert use_kernel("auto", cpu) and use_kernel("c", cpu) and not use_kernel("torch", cpu)
+    with pytest.raises(ValueError, match="engine must be one of"):
+        use_kernel("fortran", cpu)
+    monkeypatch.setattr(kernel, "_lib", None)  # as if no compiler were found
+    assert not use_kernel("auto", cpu)
+    with pytest.raises(RuntimeError, match="cannot run here"):
+        use_kernel("c", cpu)
+
+
+def test_dropsweep_kernel_torch_switches_the_kernel_off(monkeypatch):
+    monkeypatch.setattr(kernel, "_lib", kernel._UNSET)
+    monkeypatch.setenv("DROPSWEEP_KERNEL", "torch")
+    assert kernel.load() is None
+    assert trainer.use_kernel("auto", torch.device("cpu")) is False
+
+
+def test_the_build_is_cached_and_rebuilt_for_another_source(tmp_path, monkeypatch):
+    monkeypatch.setenv("DROPSWEEP_KERNEL_DIR", str(tmp_path))
+    first = kernel._build("cc")
+    assert first.parent == tmp_path and first.exists()
+    mtime = first.stat().st_mtime_ns
+    assert kernel._build("cc") == first and first.stat().st_mtime_ns == mtime
+    source = tmp_path / "kernel.c"
+    source.write_text(kernel.SOURCE.read_text() + "\n/* changed */\n")
+    monkeypatch.setattr(kernel, "SOURCE", source)
+    assert kernel._build("cc") != first
+    assert sorted(p.suffix for p in tmp_path.iterdir()) == [".c", ".so", ".so"]  # no temp left
