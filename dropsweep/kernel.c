@@ -28,37 +28,57 @@ static inline vf vload(const float *p) { vf v; memcpy(&v, p, sizeof v); return v
 static inline void vstore(float *p, vf v) { memcpy(p, &v, sizeof v); }
 static inline int64_t padded(int64_t n) { return (n + VL - 1) / VL * VL; }
 
-/* C[i, j0:j0+16*NV] (+)= sum_k A(i, k) * B[k, j0:...] for i < m, with A(i, k) = a[i*ai + k*ak]:
+/* What a product does with its result block s at c: store it, add it (the accumulator starts
+ * from c), or take it as the gradient of weights c with velocities v: Keras SGD,
+ * v = mo*v - rate*s; c += v, while the block is still in registers. */
+enum { STORE, ADD, SGD };
+
+static inline vf first(int mode, const float *c) { return mode == ADD ? vload(c) : (vf){0}; }
+
+static inline void finish(int mode, float *c, float *v, vf s, float mo, float rate) {
+    if (mode == SGD) {
+        const vf vv = mo * vload(v) - rate * s;
+        vstore(v, vv);
+        vstore(c, vload(c) + vv);
+    } else {
+        vstore(c, s);
+    }
+}
+
+/* C[i, 0:16*NV] <- sum_k A(i, k) * B[k, 0:16*NV] for i < m, with A(i, k) = a[i*ai + k*ak]:
  * four rows at a time, the 4*NV accumulators in registers (NV is a constant: unrolled). */
 #define GEMM_NV(NV)                                                                          \
     static void gemm_nv##NV(int64_t m, int64_t K, const float *restrict a, int64_t ai,      \
-                            int64_t ak, const float *restrict b, int64_t ldb,               \
-                            float *restrict c, int64_t ldc, int acc) {                       \
+                            int64_t ak, const float *restrict b, int64_t ldb, float *c,      \
+                            float *v, int64_t ldc, int mode, float mo, float rate) {         \
         int64_t i = 0;                                                                       \
         for (; i + 4 <= m; i += 4) {                                                         \
             vf s[4][NV];                                                                     \
             for (int r = 0; r < 4; r++)                                                      \
-                for (int v = 0; v < NV; v++)                                                 \
-                    s[r][v] = acc ? vload(c + (i + r) * ldc + VL * v) : (vf){0};             \
+                for (int u = 0; u < NV; u++) s[r][u] = first(mode, c + (i + r) * ldc + VL * u); \
             for (int64_t k = 0; k < K; k++) {                                                \
                 vf bv[NV];                                                                   \
-                for (int v = 0; v < NV; v++) bv[v] = vload(b + k * ldb + VL * v);            \
+                for (int u = 0; u < NV; u++) bv[u] = vload(b + k * ldb + VL * u);            \
                 for (int r = 0; r < 4; r++) {                                                \
                     const float x = a[(i + r) * ai + k * ak];                                \
-                    for (int v = 0; v < NV; v++) s[r][v] += x * bv[v];                       \
+                    for (int u = 0; u < NV; u++) s[r][u] += x * bv[u];                       \
                 }                                                                            \
             }                                                                                \
             for (int r = 0; r < 4; r++)                                                      \
-                for (int v = 0; v < NV; v++) vstore(c + (i + r) * ldc + VL * v, s[r][v]);    \
+                for (int u = 0; u < NV; u++) {                                               \
+                    const int64_t at = (i + r) * ldc + VL * u;                               \
+                    finish(mode, c + at, v + at, s[r][u], mo, rate);                         \
+                }                                                                            \
         }                                                                                    \
         for (; i < m; i++) {                                                                 \
             vf s[NV];                                                                        \
-            for (int v = 0; v < NV; v++) s[v] = acc ? vload(c + i * ldc + VL * v) : (vf){0}; \
+            for (int u = 0; u < NV; u++) s[u] = first(mode, c + i * ldc + VL * u);           \
             for (int64_t k = 0; k < K; k++) {                                                \
                 const float x = a[i * ai + k * ak];                                          \
-                for (int v = 0; v < NV; v++) s[v] += x * vload(b + k * ldb + VL * v);        \
+                for (int u = 0; u < NV; u++) s[u] += x * vload(b + k * ldb + VL * u);        \
             }                                                                                \
-            for (int v = 0; v < NV; v++) vstore(c + i * ldc + VL * v, s[v]);                 \
+            for (int u = 0; u < NV; u++)                                                     \
+                finish(mode, c + i * ldc + VL * u, v + i * ldc + VL * u, s[u], mo, rate);    \
         }                                                                                    \
     }
 GEMM_NV(1)
@@ -66,17 +86,64 @@ GEMM_NV(2)
 GEMM_NV(3)
 GEMM_NV(4)
 
-/* C (+)= A B for an m x n block of C, n a multiple of VL, in column strips of up to 4 vectors. */
+/* An m x n block of C (n a multiple of VL) from A B, in column strips of up to 4 vectors;
+ * v: the velocities beside C when mode is SGD (else unused). */
 static void gemm(int64_t m, int64_t n, int64_t K, const float *a, int64_t ai, int64_t ak,
-                 const float *b, int64_t ldb, float *c, int64_t ldc, int acc) {
+                 const float *b, int64_t ldb, float *c, float *v, int64_t ldc, int mode,
+                 float mo, float rate) {
     for (int64_t j = 0; j < n; j += 4 * VL) {
+        float *vj = v ? v + j : c + j;
         switch ((n - j) / VL) {
-        case 1: gemm_nv1(m, K, a, ai, ak, b + j, ldb, c + j, ldc, acc); break;
-        case 2: gemm_nv2(m, K, a, ai, ak, b + j, ldb, c + j, ldc, acc); break;
-        case 3: gemm_nv3(m, K, a, ai, ak, b + j, ldb, c + j, ldc, acc); break;
-        default: gemm_nv4(m, K, a, ai, ak, b + j, ldb, c + j, ldc, acc); break;
+        case 1: gemm_nv1(m, K, a, ai, ak, b + j, ldb, c + j, vj, ldc, mode, mo, rate); break;
+        case 2: gemm_nv2(m, K, a, ai, ak, b + j, ldb, c + j, vj, ldc, mode, mo, rate); break;
+        case 3: gemm_nv3(m, K, a, ai, ak, b + j, ldb, c + j, vj, ldc, mode, mo, rate); break;
+        default: gemm_nv4(m, K, a, ai, ak, b + j, ldb, c + j, vj, ldc, mode, mo, rate); break;
         }
     }
+}
+
+/* Transpose 16 vectors of 16 in registers: four stages, each swapping the off-diagonal
+ * halves of 2s x 2s blocks (row i with bit s clear trades its elements with bit s set for
+ * row i+s's elements with bit s clear). */
+typedef int32_t vi __attribute__((vector_size(VL * sizeof(int32_t))));
+#if defined(__clang__)
+#define SHUFFLE(a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
+#else
+#define SHUFFLE(a, b, ...) __builtin_shuffle(a, b, (vi){__VA_ARGS__})
+#endif
+#define UNPAREN(...) __VA_ARGS__
+#define TRANSPOSE_STAGE(S, LO, HI)                                                          \
+    for (int i = 0; i < VL; i++)                                                             \
+        if (!(i & S)) {                                                                      \
+            const vf a = r[i], b = r[i + S];                                                 \
+            r[i] = SHUFFLE(a, b, UNPAREN LO);                                                \
+            r[i + S] = SHUFFLE(a, b, UNPAREN HI);                                            \
+        }
+
+static inline void transpose16(vf r[VL]) {
+    TRANSPOSE_STAGE(1, (0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30),
+                    (1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31));
+    TRANSPOSE_STAGE(2, (0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29),
+                    (2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31));
+    TRANSPOSE_STAGE(4, (0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27),
+                    (4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31));
+    TRANSPOSE_STAGE(8, (0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23),
+                    (8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31));
+}
+
+/* wt[j, k] = w[k, j] for k < in, j < out: w is [in x ldw], wt [out x ldt]; ldw and ldt are
+ * multiples of VL and wt's padded columns (k >= in) get zeros. */
+static void transpose(const float *w, int64_t in, int64_t ldw, float *wt, int64_t out,
+                      int64_t ldt) {
+    for (int64_t k0 = 0; k0 < in; k0 += VL)
+        for (int64_t j0 = 0; j0 < out; j0 += VL) {
+            vf r[VL];
+            for (int64_t i = 0; i < VL; i++)
+                r[i] = k0 + i < in ? vload(w + (k0 + i) * ldw + j0) : (vf){0};
+            transpose16(r);
+            for (int64_t i = 0; i < VL && j0 + i < out; i++)
+                vstore(wt + (j0 + i) * ldt + k0, r[i]);
+        }
 }
 
 static inline uint64_t mix64(uint64_t z) {
@@ -167,12 +234,12 @@ int dropsweep_epoch(int64_t m0, int64_t m1, int64_t L, const int64_t *sizes, int
     const int64_t F = n[0], O = n[L];
     /* per layer l: w, v [n[l] x np[l+1]], wt [n[l+1] x np[l]], b, vb [np[l+1]];
      * per width l: act [bs x np[l], rows padded], mask [bs x n[l], dense]; then d, dp
-     * [bs x widest], g [widest x widest] */
+     * [bs x widest] and gb [widest] */
     int64_t total = 0;
     for (int64_t l = 0; l < L; l++)
         total += 2 * n[l] * np[l + 1] + n[l + 1] * np[l] + 2 * np[l + 1];
     for (int64_t l = 0; l <= L; l++) total += 2 * bs * np[l];
-    total += 2 * bs * widest + widest * widest + widest;
+    total += 2 * bs * widest + widest;
     float *scratch = (float *)calloc((size_t)total, sizeof(float));
     if (!scratch) return -1;
     float *w[MAX_LAYERS], *v[MAX_LAYERS], *wt[MAX_LAYERS], *b[MAX_LAYERS], *vb[MAX_LAYERS];
@@ -191,7 +258,6 @@ int dropsweep_epoch(int64_t m0, int64_t m1, int64_t L, const int64_t *sizes, int
     }
     float *d = p; p += bs * widest;
     float *dp = p; p += bs * widest;
-    float *g = p; p += widest * widest;
     float *gb = p;
 
     for (int64_t m = m0; m < m1; m++) {
@@ -231,7 +297,7 @@ int dropsweep_epoch(int64_t m0, int64_t m1, int64_t L, const int64_t *sizes, int
                 const int64_t out = n[l + 1], op = np[l + 1];
                 float *z = act[l + 1];
                 for (int64_t r = 0; r < rows; r++) memcpy(z + r * op, b[l], (size_t)op * 4);
-                gemm(rows, op, n[l], act[l], np[l], 1, w[l], op, z, op, 1);
+                gemm(rows, op, n[l], act[l], np[l], 1, w[l], op, z, NULL, op, ADD, 0, 0);
                 if (l + 1 < L) {
                     if (use_hid)
                         fill_mask(mask[l + 1], rows * out, key[m], &ctr[m], keep_hid, s_hid);
@@ -267,11 +333,8 @@ int dropsweep_epoch(int64_t m0, int64_t m1, int64_t L, const int64_t *sizes, int
             for (int64_t l = L - 1; l >= 0; l--) {
                 const int64_t in = n[l], out = n[l + 1], ip = np[l], op = np[l + 1];
                 if (l > 0) { /* gradient w.r.t. this layer's input, with the old weights */
-                    const float *restrict wl = w[l];
-                    float *restrict wtl = wt[l];
-                    for (int64_t j = 0; j < out; j++)
-                        for (int64_t k = 0; k < in; k++) wtl[j * ip + k] = wl[k * op + j];
-                    gemm(rows, ip, out, d, op, 1, wtl, ip, dp, ip, 0);
+                    transpose(w[l], in, op, wt[l], out, ip);
+                    gemm(rows, ip, out, d, op, 1, wt[l], ip, dp, NULL, ip, STORE, 0, 0);
                     for (int64_t r = 0; r < rows; r++) { /* through dropout and ReLU */
                         /* (padded columns of dp are already 0: zero columns of wt) */
                         const float *restrict a = act[l] + r * ip, *restrict mk = mask[l] + r * in;
@@ -283,12 +346,8 @@ int dropsweep_epoch(int64_t m0, int64_t m1, int64_t L, const int64_t *sizes, int
                             for (int64_t k = 0; k < in; k++) o[k] = a[k] > 0.0f ? o[k] : 0.0f;
                     }
                 }
-                gemm(in, op, rows, act[l], 1, ip, d, op, g, op, 0); /* g = act^T d */
-                for (int64_t i = 0; i < in * op; i += VL) {
-                    vf vv = mo * vload(v[l] + i) - rate * vload(g + i);
-                    vstore(v[l] + i, vv);
-                    vstore(w[l] + i, vload(w[l] + i) + vv);
-                }
+                /* the gradient act^T d, applied to w and v as it is computed */
+                gemm(in, op, rows, act[l], 1, ip, d, op, w[l], v[l], op, SGD, mo, rate);
                 for (int64_t j = 0; j < op; j += VL) {
                     vf s = {0};
                     for (int64_t r = 0; r < rows; r++) s += vload(d + r * op + j);

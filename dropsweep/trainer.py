@@ -135,6 +135,8 @@ def epoch_order(generator: torch.Generator, n_train: torch.Tensor, max_train: in
     keys = torch.rand(n_train.numel(), max_train, generator=generator, device=device)
     positions = torch.arange(max_train, device=device)
     keys = torch.where(positions[None, :] < n_train[:, None], keys, torch.full_like(keys, 2.0))
+    if keys.device.type == "cpu":  # numpy sorts these short rows ~4x faster than torch here
+        return torch.from_numpy(np.argsort(keys.numpy(), axis=1))
     return keys.argsort(dim=1)
 
 
