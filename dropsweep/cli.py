@@ -121,41 +121,59 @@ def main() -> None:
 @click.option("--batch", type=click.IntRange(min=1), metavar="B",
               help="Trials trained together as one batched model (default: automatic).")
 @click.option("--threads", type=click.IntRange(min=1), metavar="N",
-              help="Torch threads (default: torch's own choice).")
+              help="Torch threads per worker (default: the cores shared among the workers).")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              metavar="N", help="Worker processes on this study (more can join from anywhere).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar, only the summary.")
 def search(sweep: str, overrides: tuple[str, ...], storage: str, study_name: str | None,
            trials: int | None, device: str, batch: int | None, threads: int | None,
-           quiet: bool) -> None:
+           workers: int, quiet: bool) -> None:
     """Run the sweep's study, or resume it: finished trials are never redone.
 
     \b
     Example:
       dropsweep search sweeps/sonar.yaml --trials 200
       dropsweep search sweeps/sonar.yaml --set train.epochs=100 --study sonar-100
-      dropsweep search sweeps/sonar.yaml --batch 1 --threads 1
+      dropsweep search sweeps/sonar.yaml --workers 2
+      dropsweep search sweeps/sonar.yaml --storage postgresql://user@host/db   # on each machine
     """
     from dropsweep.data import check_folds, load_dataset
     from dropsweep.progress import SearchProgress, render_search_summary
     import torch
 
-    from dropsweep.runner import AUTO_BATCH, SearchEvents, StopFlag, run_search, stop_on_signals
+    from dropsweep.runner import (AUTO_BATCH, SearchEvents, StopFlag, open_search, run_search,
+                                  stop_on_signals, watcher)
 
     config = _load_sweep(sweep, overrides)
     dataset = load_dataset(config)
     check_folds(dataset, config)
-    if threads is not None:
-        torch.set_num_threads(threads)
+    torch.set_num_threads(threads or max(1, torch.get_num_threads() // workers))
     out, err = _consoles(quiet)
     progress = SearchProgress(err)
+    events = SearchEvents(on_start=progress.start, on_trial=progress.trial_done)
+    status = 0
     with stop_on_signals(StopFlag()) as stop, progress:
-        summary = run_search(config, dataset, storage_url=storage, study_name=study_name,
-                             trials=trials, device=device, batch=batch or AUTO_BATCH, stop=stop,
-                             events=SearchEvents(on_start=progress.start,
-                                                 on_trial=progress.trial_done))
+        if workers == 1:
+            summary = run_search(config, dataset, storage_url=storage, study_name=study_name,
+                                 trials=trials, device=device, batch=batch or AUTO_BATCH,
+                                 stop=stop, events=events)
+        else:
+            from dropsweep.workers import WorkerArgs, exit_status, run_workers
+
+            study, summary = open_search(config, storage_url=storage, study_name=study_name,
+                                         trials=trials)
+            progress.start(summary)
+            args = WorkerArgs(sweep, overrides, storage, summary.study_name, trials, device,
+                              batch, torch.get_num_threads())
+            codes = run_workers(args, workers, stop, watcher(study, summary, events))
+            summary.stopped_by = stop.signal
+            status = exit_status(codes, summary)
     resume = shlex.join(["dropsweep", *sys.argv[1:]])
     render_search_summary(summary, out, resume_command=resume)
     if summary.stopped_by is not None:
         sys.exit(EXIT_INTERRUPTED.get(summary.stopped_by, 130))
+    if status:
+        sys.exit(status)
 
 
 @main.command()

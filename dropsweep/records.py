@@ -19,7 +19,8 @@ CONFIG = "config"  # dict, the resolved configuration of this trial (TrialConfig
 ROLE = "role"  # str, one of ROLES
 SEED = "seed"  # int, the seed of its batch's stream: initial weights, masks, row order
 FAIL_REASON = "fail_reason"  # str, why a FAIL trial failed ("loss became NaN at epoch 3, fold 2")
-INTERRUPTED = "interrupted"  # bool, set on a trial stopped by Ctrl-C / SIGTERM / a kill
+INTERRUPTED = "interrupted"  # bool, set on a trial stopped by Ctrl-C / SIGTERM, or surplus
+ENQUEUED = "enqueued_at"  # str, ISO time a planned trial was queued (finds ones a kill left)
 
 ROLE_BASELINE = "baseline"  # the no-dropout reference configuration, run first
 ROLE_FIXED = "fixed"  # one configuration of a fixed list or grid

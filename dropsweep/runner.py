@@ -8,8 +8,10 @@ remembers the sweep it was made with: resuming with another experiment is refuse
 
 from __future__ import annotations
 
+import datetime
 import math
 import signal
+import time
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -21,7 +23,7 @@ import torch
 from optuna.trial import FrozenTrial, TrialState
 
 import dropsweep
-from dropsweep import records
+from dropsweep import liveness, records
 from dropsweep.config import SpaceConfig, Sweep, TrialConfig
 from dropsweep.data import Dataset
 from dropsweep.errors import StorageError, StudyMismatchError
@@ -33,7 +35,8 @@ from dropsweep.space import (
     space_of,
     suggest,
 )
-from dropsweep.storage import mask_url, open_storage, study_names
+from dropsweep.liveness import counts_toward_target
+from dropsweep.storage import heartbeat_seconds, mask_url, open_storage, study_names
 from dropsweep.trainer import TrainSettings, TrialResult, make_folds, resolve_device, train_trials
 
 # Trials trained together by default: measured with benchmarks/trial_speed.py (README).
@@ -79,17 +82,6 @@ def make_pruner(name: str, train_epochs: int, eval_every: int) -> optuna.pruners
 
 
 # ----------------------------------------------------------------------------- counting
-
-
-def counts_toward_target(trial: FrozenTrial) -> bool:
-    """Finished for good: complete, pruned, or failed for a reason of its own (diverged).
-
-    A trial stopped by Ctrl-C or a kill is not a result and will be run again.
-    """
-    if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
-        return True
-    return (trial.state == TrialState.FAIL and records.FAIL_REASON in trial.user_attrs
-            and not trial.user_attrs.get(records.INTERRUPTED, False))
 
 
 def trial_seed(search_seed: int, number: int) -> int:
@@ -176,45 +168,57 @@ class SearchEvents:
 
 
 def _prepare_study(sweep: Sweep, storage_url: str, study_name: str) -> optuna.Study:
-    storage = open_storage(storage_url)
+    storage = open_storage(storage_url, heartbeat=heartbeat_seconds())
     new_sweep = sweep.to_dict()
     try:
-        exists = study_name in study_names(storage)
-        if exists:
-            # Re-seeded by how far the study has come: the same seed again would propose the
-            # points it proposed at the start (random, QMC and TPE's start-up trials).
-            resumed_seed = trial_seed(sweep.search.seed, len(storage.get_all_trials(
-                storage.get_study_id_from_name(study_name), deepcopy=False)))
-            study = optuna.load_study(study_name=study_name, storage=storage,
-                                      sampler=make_sampler(sweep.search.sampler, resumed_seed),
-                                      pruner=make_pruner(sweep.search.pruner, sweep.train.epochs,
-                                                         sweep.train.eval_every))
+        if study_name not in study_names(storage):
+            try:
+                return _create_study(sweep, storage, study_name)
+            except optuna.exceptions.DuplicatedStudyError:
+                pass  # another worker created it a moment ago: join it
+        # Re-seeded by how far the study has come: the same seed again would propose the
+        # points it proposed at the start (random, QMC and TPE's start-up trials).
+        resumed_seed = trial_seed(sweep.search.seed, len(storage.get_all_trials(
+            storage.get_study_id_from_name(study_name), deepcopy=False)))
+        study = optuna.load_study(study_name=study_name, storage=storage,
+                                  sampler=make_sampler(sweep.search.sampler, resumed_seed),
+                                  pruner=make_pruner(sweep.search.pruner, sweep.train.epochs,
+                                                     sweep.train.eval_every))
+        old = study.user_attrs.get(records.STUDY_SWEEP)
+        for _ in range(50):  # a study another worker is creating gets its attributes next
+            if old is not None or study.get_trials(deepcopy=False):
+                break
+            time.sleep(0.1)
             old = study.user_attrs.get(records.STUDY_SWEEP)
-            if old is None:
-                raise StorageError(f"study '{study_name}' in {mask_url(storage_url)} was not made "
-                                   "by dropsweep; choose another --study name")
-            changed = sweep_differences(old, new_sweep)
-            if changed:
-                raise StudyMismatchError(
-                    f"study '{study_name}' was made with a different experiment "
-                    f"({'; '.join(changed)}); resume with the original sweep or choose "
-                    "another --study name")
-            return study
-        study = optuna.create_study(
-            storage=storage, study_name=study_name, direction="maximize",
-            sampler=make_sampler(sweep.search.sampler, sweep.search.seed),
-            pruner=make_pruner(sweep.search.pruner, sweep.train.epochs, sweep.train.eval_every),
-        )
-        study.set_user_attr(records.STUDY_SWEEP, new_sweep)
-        study.set_user_attr(records.STUDY_VERSION, dropsweep.__version__)
-        study.set_user_attr(records.STUDY_TORCH_VERSION, torch.__version__)
-        study.set_user_attr(records.STUDY_SWEEP_FILE, sweep.file)
+        if old is None:
+            raise StorageError(f"study '{study_name}' in {mask_url(storage_url)} was not made "
+                               "by dropsweep; choose another --study name")
+        changed = sweep_differences(old, new_sweep)
+        if changed:
+            raise StudyMismatchError(
+                f"study '{study_name}' was made with a different experiment "
+                f"({'; '.join(changed)}); resume with the original sweep or choose "
+                "another --study name")
         return study
-    except StorageError:
+    except (StorageError, StudyMismatchError):
         raise
     except Exception as exc:  # a storage that fails mid-way (locked, read-only, dropped)
         reason = mask_url(" ".join(str(exc).split()))[:300]
         raise StorageError(f"storage {mask_url(storage_url)}: {reason}") from None
+
+
+def _create_study(sweep: Sweep, storage: optuna.storages.BaseStorage, study_name: str
+                  ) -> optuna.Study:
+    study = optuna.create_study(
+        storage=storage, study_name=study_name, direction="maximize",
+        sampler=make_sampler(sweep.search.sampler, sweep.search.seed),
+        pruner=make_pruner(sweep.search.pruner, sweep.train.epochs, sweep.train.eval_every),
+    )
+    study.set_user_attr(records.STUDY_SWEEP, sweep.to_dict())
+    study.set_user_attr(records.STUDY_VERSION, dropsweep.__version__)
+    study.set_user_attr(records.STUDY_TORCH_VERSION, torch.__version__)
+    study.set_user_attr(records.STUDY_SWEEP_FILE, sweep.file)
+    return study
 
 
 def _summarize(study: optuna.Study, summary: SearchSummary) -> None:
@@ -241,6 +245,40 @@ def _next_planned(study: optuna.Study, planned: list[TrialConfig], sweep: Sweep
     return None
 
 
+def open_search(sweep: Sweep, *, storage_url: str, study_name: str | None = None,
+                trials: int | None = None) -> tuple[optuna.Study, SearchSummary]:
+    """Create the study or check that it holds this experiment; count what it has."""
+    name = study_name or sweep.name
+    target = trials if trials is not None else sweep.search.trials
+    if is_exhaustive(sweep):
+        target = min(target, len(planned_configs(sweep)))
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = _prepare_study(sweep, storage_url, name)
+    summary = SearchSummary(study_name=name, storage=mask_url(storage_url), target=target,
+                            finished_before=0)
+    _summarize(study, summary)
+    summary.finished_before = summary.finished
+    return study, summary
+
+
+def watcher(study: optuna.Study, summary: SearchSummary, events: SearchEvents
+            ) -> Callable[[], None]:
+    """A callable that refreshes ``summary`` from the storage and reports trials that other
+    processes finished since the last call (the parent of ``--workers`` draws with it)."""
+    seen = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
+
+    def watch() -> None:
+        _summarize(study, summary)
+        summary.ran = summary.finished - summary.finished_before
+        for t in study.get_trials(deepcopy=False):
+            if t.state.is_finished() and t.number not in seen:
+                seen.add(t.number)
+                if events.on_trial:
+                    events.on_trial(summary, t)
+
+    return watch
+
+
 def run_search(
     sweep: Sweep,
     dataset: Dataset,
@@ -256,11 +294,11 @@ def run_search(
     """Run the study up to its target number of finished trials; resume if it exists.
 
     Up to ``batch`` trials are asked at once (TPE's constant liar keeps them apart) and
-    trained together as one batched model, each pruned on its own.
+    trained together as one batched model, each pruned on its own. Other workers (processes
+    or machines) may run the same study at the same time.
     """
     events = events or SearchEvents()
     stop = stop or StopFlag()
-    name = study_name or sweep.name
     dev = resolve_device(device)
     folds = make_folds(dataset.X, dataset.y, sweep.cv.folds, sweep.cv.seed, dev,
                        n_classes=dataset.n_classes)
@@ -269,30 +307,33 @@ def run_search(
     space = space_of(sweep)
     planned = planned_configs(sweep)
     warmup = pruning_warmup(sweep.train.epochs, sweep.train.eval_every)
-    target = trials if trials is not None else sweep.search.trials
-    if is_exhaustive(sweep):
-        target = min(target, len(planned))
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = _prepare_study(sweep, storage_url, name)
-    summary = SearchSummary(study_name=name, storage=mask_url(storage_url), target=target,
-                            finished_before=0)
-    _summarize(study, summary)
-    summary.finished_before = summary.finished
+    study, summary = open_search(sweep, storage_url=storage_url, study_name=study_name,
+                                 trials=trials)
+    target = summary.target
     if events.on_start:
         events.on_start(summary)
 
+    seconds = heartbeat_seconds()
     while not stop() and summary.finished < target:
+        liveness.fail_stale(study, grace=2 * seconds)
         running = sum(t.state == TrialState.RUNNING for t in study.get_trials(deepcopy=False))
         wanted = min(batch, target - summary.finished - running)
         asked: list[tuple[optuna.Trial, TrialConfig]] = []
         for _ in range(max(wanted, 0)):
+            if asked and liveness.taken(study) >= target:
+                break  # other workers have asked for the rest meanwhile
             pair = _ask(study, sweep, space, planned)
             if pair is None:
                 break
             asked.append(pair)
+        asked = liveness.drop_surplus(study, asked, target)
         if not asked:
-            break  # nothing left to plan, or other workers are running the rest
+            if running == 0:
+                break  # nothing left to plan
+            # Other workers run the rest (or died: their trials go stale and come back).
+            liveness.wait(stop, min(seconds, 2.0))
+            _summarize(study, summary)
+            continue
         trials = [trial for trial, _ in asked]
         seed = trial_seed(sweep.search.seed, trials[0].number)
         for trial in trials:
@@ -315,8 +356,9 @@ def run_search(
 
         told: set[int] = set()
         try:
-            results = train_trials([config for _, config in asked], folds, settings, seed,
-                                   on_checkpoint=on_checkpoint, should_stop=stop)
+            with liveness.Heartbeat(study, trials, seconds):
+                results = train_trials([config for _, config in asked], folds, settings, seed,
+                                       on_checkpoint=on_checkpoint, should_stop=stop)
             for trial, result in zip(trials, results):
                 result.wall_time /= len(trials)  # its share of the batch's time
                 frozen = _tell(study, trial, result)
@@ -331,7 +373,7 @@ def run_search(
             # resume would wait for it forever. It is marked interrupted and run again.
             for trial in trials:
                 if trial.number not in told:
-                    _abandon(study, trial)
+                    liveness.abandon(study, trial)
             raise
 
     summary.stopped_by = stop.signal
@@ -343,29 +385,29 @@ def _ask(study: optuna.Study, sweep: Sweep, space: SpaceConfig, planned: list[Tr
          ) -> tuple[optuna.Trial, TrialConfig] | None:
     """The next trial: a planned configuration first (baseline, list, grid), else the sampler's."""
     config = _next_planned(study, planned, sweep)
-    if config is not None:
-        # Enqueued params are what the fixed distributions then return (ask alone would
-        # sample them).
-        study.enqueue_trial(config_values(config, space))
-        trial = study.ask(fixed_distributions(config, space))
-        role = records.ROLE_BASELINE if config == sweep.baseline else records.ROLE_FIXED
-    elif is_exhaustive(sweep):
+    if config is None and is_exhaustive(sweep):
         return None
-    else:
-        trial = study.ask()
-        config = suggest(trial, space)
-        role = records.ROLE_SEARCH
+    with warnings.catch_warnings():
+        # Optuna warns that its heartbeat is meant for optimize(): we beat ourselves
+        # (liveness.Heartbeat).
+        warnings.filterwarnings("ignore", message="Heartbeat of storage", category=UserWarning)
+        if config is not None:
+            # Enqueued params are what the fixed distributions then return (ask alone would
+            # sample them).
+            study.enqueue_trial(config_values(config, space),
+                                user_attrs={records.ENQUEUED: datetime.datetime.now().isoformat()})
+            trial = study.ask(fixed_distributions(config, space))
+        else:
+            trial = study.ask()
+            config = suggest(trial, space)
+    liveness.beat(study, [trial])  # at once: a trial that never beat could never be found stale
+    # By value, not by path: a planned trial left WAITING by a killed worker comes back
+    # through the sampler's ask.
+    role = (records.ROLE_BASELINE if config == sweep.baseline
+            else records.ROLE_FIXED if config in planned else records.ROLE_SEARCH)
     trial.set_user_attr(records.ROLE, role)
     trial.set_user_attr(records.CONFIG, config.to_dict())
     return trial, config
-
-
-def _abandon(study: optuna.Study, trial: optuna.Trial) -> None:
-    try:
-        trial.set_user_attr(records.INTERRUPTED, True)
-        study.tell(trial, state=TrialState.FAIL)
-    except Exception:  # already finished, or the storage itself is what failed
-        pass
 
 
 def _tell(study: optuna.Study, trial: optuna.Trial, result: TrialResult) -> FrozenTrial:

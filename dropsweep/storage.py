@@ -7,7 +7,9 @@ database file or a table.
 
 from __future__ import annotations
 
+import os
 import re
+import warnings
 from pathlib import Path
 
 import optuna
@@ -17,6 +19,16 @@ from optuna.storages import RDBStorage
 from dropsweep.errors import StorageError
 
 DEFAULT_STORAGE = "sqlite:///results/dropsweep.db"
+
+
+def heartbeat_seconds() -> int:
+    """How often a worker records that its running trials are alive (Optuna's heartbeat).
+
+    A trial whose worker died (kill -9, power loss) is failed by the next worker after twice
+    this long without a beat, and run again. $DROPSWEEP_HEARTBEAT_SECONDS overrides the 10 s
+    default (the tests use 1 s).
+    """
+    return max(1, int(os.environ.get("DROPSWEEP_HEARTBEAT_SECONDS", "10")))
 
 
 def mask_url(url: str) -> str:
@@ -32,8 +44,10 @@ def sqlite_path(url: str) -> Path | None:
     return Path(path) if path and path != ":memory:" else None
 
 
-def open_storage(url: str, *, read_only: bool = False) -> RDBStorage:
-    """Open (and, for writers, create) an Optuna RDB storage.
+def open_storage(url: str, *, read_only: bool = False, heartbeat: int | None = None
+                 ) -> RDBStorage:
+    """Open (and, for writers, create) an Optuna RDB storage; ``heartbeat`` seconds turns on
+    Optuna's heartbeat (running trials beat; stale ones can be failed by anyone).
 
     SQLite gets a generous busy timeout so that a reader or a second worker waits for a
     lock instead of failing with "database is locked".
@@ -51,7 +65,11 @@ def open_storage(url: str, *, read_only: bool = False) -> RDBStorage:
                 raise StorageError(f"cannot create {path.parent}: {exc.strerror}") from None
         engine_kwargs = {"connect_args": {"timeout": 60}}
     try:
-        storage = RDBStorage(url, engine_kwargs=engine_kwargs, skip_table_creation=read_only)
+        with warnings.catch_warnings():  # the heartbeat arguments are "experimental"
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            storage = RDBStorage(url, engine_kwargs=engine_kwargs,
+                                 skip_table_creation=read_only,
+                                 heartbeat_interval=None if read_only else heartbeat)
         if path is not None:
             _tune_sqlite(storage, read_only)
         return storage

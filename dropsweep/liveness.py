@@ -1,0 +1,129 @@
+"""What lets many workers share one study safely: heartbeats, stale trials, surplus trials.
+
+A worker may die at any moment (kill -9, a reboot, a lost machine). Its running trials keep
+beating (Optuna's heartbeat, recorded by one thread per batch) until it dies; any worker
+then fails the stale ones, which do not count and are run again. Workers that ask at the
+same moment could together overshoot the target; trial numbers, which the storage hands out
+atomically, decide which asks stand.
+"""
+
+from __future__ import annotations
+
+import datetime
+import threading
+import time
+import warnings
+from typing import Callable, Sequence
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from dropsweep import records
+
+
+def counts_toward_target(trial: FrozenTrial) -> bool:
+    """Finished for good: complete, pruned, or failed for a reason of its own (diverged).
+
+    A trial stopped by Ctrl-C or a kill is not a result and will be run again.
+    """
+    if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
+        return True
+    return (trial.state == TrialState.FAIL and records.FAIL_REASON in trial.user_attrs
+            and not trial.user_attrs.get(records.INTERRUPTED, False))
+
+
+def abandon(study: optuna.Study, trial: optuna.Trial) -> None:
+    """End a trial that will not be a result (interrupted, or surplus): FAIL, marked so."""
+    try:
+        trial.set_user_attr(records.INTERRUPTED, True)
+        study.tell(trial, state=TrialState.FAIL)
+    except Exception:  # already finished, or the storage itself is what failed
+        pass
+
+
+def beat(study: optuna.Study, trials: Sequence[optuna.Trial]) -> None:
+    storage = study._storage  # noqa: SLF001 - Optuna's heartbeat API lives on the storage
+    if optuna.storages._heartbeat.is_heartbeat_enabled(storage):  # noqa: SLF001
+        for trial in trials:
+            storage.record_heartbeat(trial._trial_id)  # noqa: SLF001
+
+
+class Heartbeat:
+    """One thread that beats for every trial of a batch while it trains (Optuna's own
+    ``HeartbeatThread`` is one thread per trial, made for ``study.optimize``)."""
+
+    def __init__(self, study: optuna.Study, trials: Sequence[optuna.Trial], seconds: int) -> None:
+        self.study, self.trials, self.seconds = study, list(trials), seconds
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="dropsweep-heartbeat", daemon=True)
+
+    def _run(self) -> None:
+        while not self.done.wait(self.seconds):
+            try:
+                beat(self.study, self.trials)
+            except Exception:  # a busy or flaky storage: beat again next time
+                pass
+
+    def __enter__(self) -> Heartbeat:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.done.set()
+        self.thread.join()
+
+
+def fail_stale(study: optuna.Study, grace: float) -> None:
+    """Fail the trials of workers that died: RUNNING without a heartbeat for ``grace``
+    seconds (Optuna's check), and the rare trial killed between its creation and its first
+    beat, or a planned one left WAITING: no beat, no configuration, older than ``grace``.
+    Failed without a reason, they do not count and their configurations run again."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+    cutoff = datetime.datetime.now() - datetime.timedelta(seconds=grace)
+    storage = study._storage  # noqa: SLF001
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
+        if t.state == TrialState.RUNNING:
+            orphan = (records.CONFIG not in t.user_attrs and t.datetime_start is not None
+                      and t.datetime_start < cutoff)
+        else:
+            enqueued = t.user_attrs.get(records.ENQUEUED)
+            orphan = enqueued is not None and datetime.datetime.fromisoformat(enqueued) < cutoff
+        if orphan:
+            try:
+                storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)  # noqa: SLF001
+            except optuna.exceptions.UpdateFinishedTrialError:
+                pass  # another worker got there first
+
+
+def taken(study: optuna.Study) -> int:
+    """Trials that fill a place toward the target: finished for good, or running."""
+    return sum(counts_toward_target(t) or t.state == TrialState.RUNNING
+               for t in study.get_trials(deepcopy=False))
+
+
+def drop_surplus(study: optuna.Study, asked: list[tuple[optuna.Trial, object]],
+                 target: int) -> list[tuple[optuna.Trial, object]]:
+    """Workers that ask at the same moment can together ask for more than the target. The
+    trial numbers settle it: of all finished and running trials, the first ``target`` by
+    number stay; a later one of ours is abandoned (not a result) before it costs anything."""
+    if not asked:
+        return asked
+    slots = sorted(t.number for t in study.get_trials(deepcopy=False)
+                   if counts_toward_target(t) or t.state == TrialState.RUNNING)[:target]
+    keep = set(slots)
+    kept = []
+    for trial, config in asked:
+        if trial.number in keep:
+            kept.append((trial, config))
+        else:
+            abandon(study, trial)
+    return kept
+
+
+def wait(stop: Callable[[], bool], seconds: float) -> None:
+    """Sleep up to ``seconds``, waking early when ``stop()`` turns true."""
+    end = time.monotonic() + seconds
+    while not stop() and time.monotonic() < end:
+        time.sleep(0.1)
