@@ -43,7 +43,8 @@ def test_every_stored_attribute_is_documented():
     for name in (records.FOLD_ACCURACIES, records.ACCURACY_MEAN, records.ACCURACY_STD,
                  records.TEST_LOG_LOSS, records.TRAIN_ACCURACY, records.EPOCHS,
                  records.WALL_TIME, records.CONFIG, records.ROLE, records.SEED,
-                 records.FAIL_REASON, records.INTERRUPTED, records.STUDY_SWEEP):
+                 records.FAIL_REASON, records.INTERRUPTED, records.ENQUEUED,
+                 records.STUDY_SWEEP):
         assert f"`{name}`" in README, name
 
 
@@ -74,3 +75,10 @@ def test_ci_runs_exactly_the_readme_test_command():
          " | grep -v '^<!--' | grep -v '^```'"], cwd=REPO, capture_output=True, text=True,
         check=True).stdout.strip()
     assert extracted == block.group(1)
+
+
+def test_every_module_is_in_the_layout_table():
+    layout = README[README.index("## Layout"):]
+    for path in sorted((REPO / "dropsweep").glob("*.[pc]*")):
+        if path.name not in ("__init__.py", "__main__.py") and path.suffix in (".py", ".c"):
+            assert f"{path.name}`" in layout, path.name
