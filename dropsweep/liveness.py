@@ -32,6 +32,19 @@ def counts_toward_target(trial: FrozenTrial) -> bool:
             and not trial.user_attrs.get(records.INTERRUPTED, False))
 
 
+def holds_a_place(trial: FrozenTrial) -> bool:
+    """Counts toward the target, or will (running, or queued to run)."""
+    return counts_toward_target(trial) or trial.state in (TrialState.RUNNING, TrialState.WAITING)
+
+
+def planned_twice(study: optuna.Study, trial: optuna.Trial, config: dict) -> bool:
+    """Whether a lower-numbered trial already holds this planned configuration: two workers
+    that plan the same grid point at once both ask; the lower trial number keeps it."""
+    return any(t.number < trial.number and holds_a_place(t)
+               and t.user_attrs.get(records.CONFIG) == config
+               for t in study.get_trials(deepcopy=False))
+
+
 def abandon(study: optuna.Study, trial: optuna.Trial) -> None:
     """End a trial that will not be a result (interrupted, or surplus): FAIL, marked so."""
     try:
@@ -75,9 +88,9 @@ class Heartbeat:
 
 def fail_stale(study: optuna.Study, grace: float) -> None:
     """Fail the trials of workers that died: RUNNING without a heartbeat for ``grace``
-    seconds (Optuna's check), and the rare trial killed between its creation and its first
-    beat, or a planned one left WAITING: no beat, no configuration, older than ``grace``.
-    Failed without a reason, they do not count and their configurations run again."""
+    seconds (Optuna's check); RUNNING, started more than ``grace`` ago and never given its
+    role (killed before its first beat); planned and still WAITING ``grace`` after it was
+    queued. Failed without a reason, they do not count and their configurations run again."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
@@ -85,7 +98,7 @@ def fail_stale(study: optuna.Study, grace: float) -> None:
     storage = study._storage  # noqa: SLF001
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
         if t.state == TrialState.RUNNING:
-            orphan = (records.CONFIG not in t.user_attrs and t.datetime_start is not None
+            orphan = (records.ROLE not in t.user_attrs and t.datetime_start is not None
                       and t.datetime_start < cutoff)
         else:
             enqueued = t.user_attrs.get(records.ENQUEUED)

@@ -235,12 +235,11 @@ def _summarize(study: optuna.Study, summary: SearchSummary) -> None:
 
 def _next_planned(study: optuna.Study, planned: list[TrialConfig], sweep: Sweep
                   ) -> TrialConfig | None:
-    """The first planned configuration no finished or running trial already covers."""
-    space = space_of(sweep)
-    taken = [t.params for t in study.get_trials(deepcopy=False)
-             if counts_toward_target(t) or t.state == TrialState.RUNNING]
+    """The first planned configuration no finished, running or queued trial already covers."""
+    taken = [t.user_attrs.get(records.CONFIG) for t in study.get_trials(deepcopy=False)
+             if liveness.holds_a_place(t)]
     for config in planned:
-        if config_values(config, space) not in taken:
+        if config.to_dict() not in taken:
             return config
     return None
 
@@ -384,30 +383,35 @@ def run_search(
 def _ask(study: optuna.Study, sweep: Sweep, space: SpaceConfig, planned: list[TrialConfig]
          ) -> tuple[optuna.Trial, TrialConfig] | None:
     """The next trial: a planned configuration first (baseline, list, grid), else the sampler's."""
-    config = _next_planned(study, planned, sweep)
-    if config is None and is_exhaustive(sweep):
-        return None
-    with warnings.catch_warnings():
-        # Optuna warns that its heartbeat is meant for optimize(): we beat ourselves
-        # (liveness.Heartbeat).
-        warnings.filterwarnings("ignore", message="Heartbeat of storage", category=UserWarning)
-        if config is not None:
-            # Enqueued params are what the fixed distributions then return (ask alone would
-            # sample them).
-            study.enqueue_trial(config_values(config, space),
-                                user_attrs={records.ENQUEUED: datetime.datetime.now().isoformat()})
-            trial = study.ask(fixed_distributions(config, space))
-        else:
-            trial = study.ask()
+    while True:
+        config = _next_planned(study, planned, sweep)
+        if config is None and is_exhaustive(sweep):
+            return None
+        with warnings.catch_warnings():
+            # Optuna warns that its heartbeat is meant for optimize(): we beat ourselves
+            # (liveness.Heartbeat).
+            warnings.filterwarnings("ignore", message="Heartbeat of storage", category=UserWarning)
+            if config is not None:
+                # Enqueued params are what the fixed distributions then return (ask alone
+                # would sample them).
+                study.enqueue_trial(config_values(config, space), user_attrs={
+                    records.ENQUEUED: datetime.datetime.now().isoformat(),
+                    records.CONFIG: config.to_dict()})
+                trial = study.ask(fixed_distributions(config, space))
+            else:
+                trial = study.ask()
+            liveness.beat(study, [trial])  # at once: a trial that never beat is never stale
+            # What this trial really holds: ask hands out the oldest queued trial, which may
+            # be another worker's, or one a killed worker left.
             config = suggest(trial, space)
-    liveness.beat(study, [trial])  # at once: a trial that never beat could never be found stale
-    # By value, not by path: a planned trial left WAITING by a killed worker comes back
-    # through the sampler's ask.
-    role = (records.ROLE_BASELINE if config == sweep.baseline
-            else records.ROLE_FIXED if config in planned else records.ROLE_SEARCH)
-    trial.set_user_attr(records.ROLE, role)
-    trial.set_user_attr(records.CONFIG, config.to_dict())
-    return trial, config
+        trial.set_user_attr(records.CONFIG, config.to_dict())
+        if config in planned and liveness.planned_twice(study, trial, config.to_dict()):
+            liveness.abandon(study, trial)  # another worker planned it a moment earlier
+            continue
+        role = (records.ROLE_BASELINE if config == sweep.baseline
+                else records.ROLE_FIXED if config in planned else records.ROLE_SEARCH)
+        trial.set_user_attr(records.ROLE, role)
+        return trial, config
 
 
 def _tell(study: optuna.Study, trial: optuna.Trial, result: TrialResult) -> FrozenTrial:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 import warnings
 from pathlib import Path
 
@@ -65,11 +66,7 @@ def open_storage(url: str, *, read_only: bool = False, heartbeat: int | None = N
                 raise StorageError(f"cannot create {path.parent}: {exc.strerror}") from None
         engine_kwargs = {"connect_args": {"timeout": 60}}
     try:
-        with warnings.catch_warnings():  # the heartbeat arguments are "experimental"
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            storage = RDBStorage(url, engine_kwargs=engine_kwargs,
-                                 skip_table_creation=read_only,
-                                 heartbeat_interval=None if read_only else heartbeat)
+        storage = _rdb_storage(url, engine_kwargs, read_only, heartbeat)
         if path is not None:
             _tune_sqlite(storage, read_only)
         return storage
@@ -81,6 +78,28 @@ def open_storage(url: str, *, read_only: bool = False, heartbeat: int | None = N
         reason = " ".join(str(exc).split())
         reason = mask_url(reason)[:300]
         raise StorageError(f"cannot open storage {mask_url(url)}: {reason}") from None
+
+
+def _rdb_storage(url: str, engine_kwargs: dict, read_only: bool, heartbeat: int | None
+                 ) -> RDBStorage:
+    """Optuna's RDBStorage. Workers that open a new database at the same moment all try to
+    create its tables; the losers of that race ("already exists") simply open it again."""
+    for attempt in range(5):
+        try:
+            with warnings.catch_warnings():  # the heartbeat arguments are "experimental"
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return RDBStorage(url, engine_kwargs=engine_kwargs, skip_table_creation=read_only,
+                                  heartbeat_interval=None if read_only else heartbeat)
+        except sqlalchemy.exc.SQLAlchemyError as exc:
+            if attempt == 4 or not _lost_creation_race(exc):
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def _lost_creation_race(exc: Exception) -> bool:
+    text = str(exc).lower()
+    return any(sign in text for sign in ("already exists", "duplicate key", "unique constraint"))
 
 
 def _tune_sqlite(storage: RDBStorage, read_only: bool) -> None:
