@@ -37,3 +37,12 @@ def blobs() -> tuple[np.ndarray, np.ndarray]:
     y = np.repeat([0, 1], 40)
     X = rng.normal(size=(80, 6)).astype(np.float32) + y[:, None] * 1.5
     return X, y
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """One line of what the robustness tests really did (the README quotes it)."""
+    from helpers import SUITE
+
+    if SUITE:
+        parts = ", ".join(f"{n} {name}" for name, n in sorted(SUITE.items()))
+        terminalreporter.write_line(f"dropsweep robustness exercised: {parts}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 from dropsweep.errors import DropsweepError
 
 
@@ -20,3 +22,8 @@ def assert_one_line(err: DropsweepError, file: str, line: int | None, key: str |
         assert f"{key}:" in text
     for fragment in fragments:
         assert fragment in text, (fragment, text)
+
+
+# What the robustness tests exercised in this run (printed at the end of the session by
+# conftest.py; the README quotes a run): kill -9 points, worker processes, fuzzed inputs.
+SUITE: Counter[str] = Counter()

@@ -14,6 +14,8 @@ from pathlib import Path
 import optuna
 import pytest
 
+from helpers import SUITE
+
 from dropsweep.liveness import counts_toward_target
 from dropsweep.storage import open_storage
 from dropsweep.workers import WorkerArgs, exit_status
@@ -70,6 +72,7 @@ def test_exit_status_is_zero_only_when_the_target_was_reached():
 def test_four_workers_on_sqlite_finish_exactly_the_target(in_tmp):
     proc = dropsweep("search", SONAR_SWEEP, *FAST, "--trials", "16", "--batch", "2",
                      "--workers", "4", cwd=in_tmp)
+    SUITE["worker processes"] += 4
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
     assert "locked" not in err and "Traceback" not in err
@@ -81,6 +84,7 @@ def test_four_workers_on_sqlite_finish_exactly_the_target(in_tmp):
 def test_two_searches_started_at_once_share_the_study(in_tmp):
     procs = [dropsweep("search", SONAR_SWEEP, *FAST, "--trials", "12", "--batch", "3",
                        "--threads", "1", cwd=in_tmp) for _ in range(2)]
+    SUITE["worker processes"] += 2
     for proc in procs:
         out, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err

@@ -1,0 +1,162 @@
+"""kill -9 and SIGTERM against real ``dropsweep search`` processes.
+
+A search is killed with SIGKILL at several moments (during start-up, in the middle of a
+trial, right after a trial finished), then the same command is run again; at the end every
+trial finished before a kill is still there with the same values, nothing is RUNNING or
+WAITING, and the study holds exactly its target. The heartbeat is 1 s here (10 s by
+default), so a killed worker's trials go stale after 2 s.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from helpers import SUITE
+
+REPO = Path(__file__).resolve().parents[1]
+SONAR_SWEEP = str(REPO / "sweeps" / "sonar.yaml")
+ENV = {"DROPSWEEP_HEARTBEAT_SECONDS": "1", "PYTHONUNBUFFERED": "1"}
+# slow enough trials (~0.3 s each) that a poll every 20 ms sees them running
+SLOW = ["--set", "train.epochs=1500", "--set", "train.eval_every=500", "--set", "cv.folds=3",
+        "--batch", "1", "--threads", "1"]
+GRID = ["--set", "search.sampler=grid", "--set", "space.placement=[none,input,hidden]",
+        "--set", "space.input_rate=[0.2,0.4]", "--set", "space.hidden_rate=[0.3,0.5]",
+        "--set", "space.learning_rate=[0.01]", "--set", "space.momentum=[0.8]",
+        "--set", "space.max_norm=[off]"]  # 1 + 2 + 2 = 5 points
+
+
+def start(args: list[str], cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "dropsweep", *args], cwd=cwd,
+                            env={**os.environ, **ENV}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def rows(db: Path) -> list[tuple]:
+    """(number, state, value, config json) of every trial, read without writing."""
+    if not db.exists():
+        return []
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
+            return con.execute(
+                "select t.number, t.state, v.value, a.value_json from trials t "
+                "left join trial_values v on v.trial_id = t.trial_id "
+                "left join trial_user_attributes a on a.trial_id = t.trial_id "
+                "and a.key = 'config' order by t.number").fetchall()
+    except sqlite3.Error:  # the tables are being created
+        return []
+
+
+def wait_for(db: Path, proc: subprocess.Popen, condition, timeout: float = 120) -> list[tuple]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        now = rows(db)
+        if condition(now):
+            return now
+        time.sleep(0.02)
+    raise AssertionError(f"never happened (exit {proc.poll()}): {rows(db)}")
+
+
+def kill9(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    SUITE["kill -9 points"] += 1
+
+
+def completed(table: list[tuple]) -> dict[int, tuple]:
+    return {n: (value, config) for n, state, value, config in table if state == "COMPLETE"}
+
+
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch, sonar_dir) -> Path:
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("grid", [False, True], ids=["tpe", "grid"])
+def test_kill_9_at_any_moment_loses_nothing_and_counts_nothing_twice(in_tmp, grid):
+    target = 5
+    args = ["search", SONAR_SWEEP, *SLOW, *(GRID if grid else []), "--trials", str(target)]
+    db = in_tmp / "results" / "dropsweep.db"
+    kept: dict[int, tuple] = {}
+
+    # 1. during start-up: while importing, then the moment the storage file appears
+    proc = start(args, in_tmp)
+    time.sleep(0.3)
+    kill9(proc)
+    proc = start(args, in_tmp)
+    deadline = time.monotonic() + 60
+    while not db.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.005)
+    kill9(proc)
+    # 2. in the middle of a trial (one finished, the next running)
+    proc = start(args, in_tmp)
+    table = wait_for(db, proc, lambda t: len(completed(t)) >= 1
+                     and any(s == "RUNNING" for _, s, _, _ in t))
+    kill9(proc)
+    kept.update(completed(rows(db)))
+    # 3. the moment another trial has finished (between two trials)
+    proc = start(args, in_tmp)
+    before = len(completed(rows(db)))
+    wait_for(db, proc, lambda t: len(completed(t)) > before)
+    kill9(proc)
+    now = completed(rows(db))
+    assert all(now[n] == kept[n] for n in kept), "a finished trial changed"
+    kept.update(now)
+    # then run to the end
+    proc = start(args, in_tmp)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert f"{target} of {target} trials finished" in out
+
+    table = rows(db)
+    states = [s for _, s, _, _ in table]
+    assert "RUNNING" not in states and "WAITING" not in states, states
+    final = completed(table)
+    assert all(final[n] == kept[n] for n in kept), "a finished trial changed"
+    assert len(final) + states.count("PRUNED") == target, states
+    if grid:  # every grid point exactly once
+        configs = [config for _, config in final.values()]
+        assert len(configs) == len(set(configs)) == target
+
+
+@pytest.mark.slow
+def test_sigterm_stops_cleanly_like_ctrl_c(in_tmp):
+    args = ["search", SONAR_SWEEP, *SLOW, "--trials", "4"]
+    db = in_tmp / "results" / "dropsweep.db"
+    proc = start(args, in_tmp)
+    wait_for(db, proc, lambda t: len(completed(t)) >= 1
+             and any(s == "RUNNING" for _, s, _, _ in t))
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err
+    assert "Interrupted by SIGTERM" in out and "Resume with: dropsweep search" in out
+    assert "RUNNING" not in [s for _, s, _, _ in rows(db)]
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_parent_of_workers_stops_them_all(in_tmp):
+    args = ["search", SONAR_SWEEP, *SLOW, "--trials", "20", "--workers", "2"]
+    db = in_tmp / "results" / "dropsweep.db"
+    proc = start(args, in_tmp)
+    SUITE["worker processes"] += 2
+    wait_for(db, proc, lambda t: len(completed(t)) >= 1
+             and sum(s == "RUNNING" for _, s, _, _ in t) >= 2)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err and "Interrupted by SIGTERM" in out
+    time.sleep(0.5)
+    assert "RUNNING" not in [s for _, s, _, _ in rows(db)]
+    workers = subprocess.run(["pgrep", "-f", f"dropsweep search {SONAR_SWEEP}.*--workers 1"],
+                             capture_output=True, text=True)
+    assert workers.stdout.strip() == ""  # no orphaned worker left behind
