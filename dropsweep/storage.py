@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import os
 import re
+import sqlite3
 import time
 import warnings
+from urllib.parse import quote
 from pathlib import Path
 
 import optuna
@@ -64,7 +66,19 @@ def open_storage(url: str, *, read_only: bool = False, heartbeat: int | None = N
                 path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise StorageError(f"cannot create {path.parent}: {exc.strerror}") from None
-        engine_kwargs = {"connect_args": {"timeout": 60}}
+            # SQLite writes its journal beside the file: a read-only directory (or file)
+            # would fail later with "unable to open database file"
+            for where in (path.parent, path):
+                if where.exists() and not os.access(where, os.W_OK):
+                    raise StorageError(f"cannot write the storage {path}: {where} is "
+                                       "read-only (pass --storage URL to write elsewhere)")
+            engine_kwargs = {"connect_args": {"timeout": 60}}
+        else:
+            # SQLite's own read-only mode: a reader can never write, not even the
+            # checkpoint a closing read-write connection does, so it cannot disturb workers.
+            ro = f"file:{quote(str(path.resolve()))}?mode=ro"
+            engine_kwargs = {"creator": lambda: sqlite3.connect(ro, uri=True, timeout=60,
+                                                                check_same_thread=False)}
     try:
         storage = _rdb_storage(url, engine_kwargs, read_only, heartbeat)
         if path is not None:
