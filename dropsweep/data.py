@@ -111,7 +111,8 @@ def standardize(X_train: np.ndarray, X_test: np.ndarray) -> tuple[np.ndarray, np
 
 
 def cache_dir() -> Path:
-    """dropsweep's cache (a downloaded Sonar copy, built kernels): $DROPSWEEP_CACHE_DIR, else XDG."""
+    """dropsweep's cache (a downloaded Sonar copy, built kernels): $DROPSWEEP_CACHE_DIR,
+    else the XDG cache."""
     if os.environ.get("DROPSWEEP_CACHE_DIR"):
         return Path(os.environ["DROPSWEEP_CACHE_DIR"]).expanduser()
     xdg = os.environ.get("XDG_CACHE_HOME")

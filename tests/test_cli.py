@@ -232,3 +232,24 @@ def test_command_line_mistakes_are_one_line_exit_2(args, parts):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: "), proc.stderr
     assert all(p in lines[0] for p in parts), lines[0]
+
+
+@pytest.mark.slow
+def test_a_diverging_trial_is_failed_with_its_reason_and_reported(in_tmp):
+    sweep = write(in_tmp, "diverge.yaml", """\
+name: diverge
+train: {epochs: 6, eval_every: 3}
+cv: {folds: 3}
+space:
+  - {placement: none, learning_rate: 0.01, momentum: 0.8}
+  - {placement: none, learning_rate: 1.0e+6, momentum: 0.9}
+  - {placement: input, input_rate: 0.2, learning_rate: 0.05, momentum: 0.9}
+""")
+    done = run("search", sweep)
+    assert "3 of 3 trials finished" in done.stdout  # the sweep went on after the failure
+    table = run("report", "--study", "diverge").stdout
+    assert "Failed trials" in table
+    assert re.search(r"\n\s*1\s+loss became (NaN|infinite) at epoch \d+, fold \d+", table), table
+    data = json.loads(run("report", "--study", "diverge", "--format", "json").stdout)
+    states = {t["number"]: t["state"] for t in data["trials"]}
+    assert states == {0: "COMPLETE", 1: "FAIL", 2: "COMPLETE"}

@@ -29,7 +29,7 @@ from dropsweep.config import (
 from dropsweep.errors import DropsweepError, SweepError
 from dropsweep.records import PLACEMENTS
 from dropsweep.sweepfile import RawSweep, apply_overrides, load_sweep, parse_sweep_text
-from helpers import assert_one_line
+from helpers import SUITE, assert_one_line
 
 REPO = Path(__file__).resolve().parents[1]
 SONAR = REPO / "sweeps" / "sonar.yaml"
@@ -693,6 +693,7 @@ def _outcome(make: Any) -> Sweep | SweepError:
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(mutated_sweeps())
 def test_a_mutated_sweep_is_a_sweep_or_one_sweep_error(data: dict[str, Any]) -> None:
+    SUITE["fuzzed inputs"] += 1
     # straight from the data, as build_sweep sees it after --set
     direct = _outcome(lambda: build_sweep(RawSweep(data=copy.deepcopy(data), file=_FILE)))
     # and through a file, line numbers and all
@@ -730,6 +731,7 @@ set_values = st.text(max_size=20) | values.map(_one_line_yaml)
 @given(st.sampled_from([0, 1]), st.lists(st.tuples(set_keys, set_values), max_size=3))
 def test_random_sets_give_a_sweep_or_one_sweep_error(which: int,
                                                      sets: list[tuple[str, str]]) -> None:
+    SUITE["fuzzed inputs"] += 1
     assignments = [f"{k}={v}" for k, v in sets]
     raw = RawSweep(data=copy.deepcopy(SHIPPED[which]), file=_FILE)
     result = _outcome(lambda: build_sweep(apply_overrides(raw, assignments)))

@@ -457,3 +457,83 @@ def test_dataset_class_counts_include_empty_classes() -> None:
     ds = Dataset(X=np.zeros((2, 1), np.float32), y=np.array([0, 0]), classes=("a", "b"),
                  name="n", source="s", feature_names=("f",))
     assert ds.class_counts == {"a": 2, "b": 0}
+
+
+# ----------------------------------------------------------------------------- CSV fuzzing
+
+from hypothesis import HealthCheck  # noqa: E402
+from click.testing import CliRunner  # noqa: E402
+
+from helpers import SUITE  # noqa: E402
+
+_CELLS = st.sampled_from(["1", "2.5", "-3e2", "", "NA", "nan", "inf", "x", "y", "label", " ",
+                          "0x1F", "1,5", '"q"', "é", "\x00", "1e999", "--", "TRUE"])
+
+
+@st.composite
+def mutated_csvs(draw: st.DrawFn) -> bytes:
+    """A small valid table, then random damage: cells replaced, rows cut or repeated,
+    separators changed, a BOM, CRLF, undecodable bytes, or plain garbage."""
+    rows = [["a", "b", "c", "label"]] + [[str(i), str(i * 2), str(i % 3), "xy"[i % 2]]
+                                         for i in range(draw(st.integers(0, 12)))]
+    for _ in range(draw(st.integers(0, 6))):
+        if len(rows) > 0 and draw(st.booleans()):
+            r = draw(st.integers(0, len(rows) - 1))
+            if rows[r]:
+                rows[r][draw(st.integers(0, len(rows[r]) - 1))] = draw(_CELLS)
+        elif rows and draw(st.booleans()):
+            rows.pop(draw(st.integers(0, len(rows) - 1)))
+        elif rows:
+            r = draw(st.integers(0, len(rows) - 1))
+            rows.insert(r, rows[r][: draw(st.integers(0, len(rows[r]) + 1))])
+    sep = draw(st.sampled_from([",", ",", ",", ";", "\t"]))
+    text = draw(st.sampled_from(["\n", "\r\n"])).join(sep.join(r) for r in rows)
+    raw = text.encode("utf-8")
+    if draw(st.booleans()):
+        raw = b"\xef\xbb\xbf" + raw
+    if draw(st.integers(0, 9)) == 0:
+        raw = draw(st.binary(max_size=200))
+    elif draw(st.integers(0, 9)) == 0:
+        raw += b"\xff\xfe\x80"
+    return raw
+
+
+FUZZ = {"deadline": None,
+        "suppress_health_check": [HealthCheck.too_slow, HealthCheck.function_scoped_fixture]}
+
+
+@settings(max_examples=150, **FUZZ)
+@given(raw=mutated_csvs(), folds=st.integers(2, 4),
+       target=st.none() | st.integers(-5, 5) | st.sampled_from(["label", "a", "zz"]))
+def test_a_mutated_csv_is_a_dataset_or_one_data_error(tmp_path: Path, raw: bytes, target: object,
+                                                      folds: int) -> None:
+    SUITE["fuzzed inputs"] += 1
+    path = tmp_path / "data.csv"
+    try:
+        sweep = csv_sweep(tmp_path, "", target=target, folds=folds)
+        path.write_bytes(raw)  # csv_sweep wrote its own content
+        ds = load_dataset(sweep)
+        check_folds(ds, sweep)
+    except (DataError, SweepError) as exc:
+        text = str(exc)
+        assert text and "\n" not in text, text
+        assert str(path) in text or str(tmp_path / "sweep.yaml") in text, text
+    else:
+        assert ds.X.shape[0] == ds.y.shape[0] >= 2 and np.isfinite(ds.X).all()
+        assert len(set(ds.y.tolist())) >= 2
+
+
+@settings(max_examples=40, **FUZZ)
+@given(raw=mutated_csvs())
+def test_validate_on_a_mutated_csv_exits_0_or_2_with_one_line(tmp_path: Path, raw: bytes) -> None:
+    """End to end through the command: never a traceback, never another exit status."""
+    from dropsweep.cli import main
+
+    SUITE["fuzzed inputs"] += 1
+    (tmp_path / "data.csv").write_bytes(raw)
+    (tmp_path / "s.yaml").write_text("data: {csv: data.csv}\ncv: {folds: 2}\n")
+    result = CliRunner().invoke(main, ["validate", str(tmp_path / "s.yaml")])
+    assert result.exit_code in (0, 2), (result.exit_code, result.output, result.exception)
+    if result.exit_code == 2:
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr

@@ -82,3 +82,14 @@ def test_every_module_is_in_the_layout_table():
     for path in sorted((REPO / "dropsweep").glob("*.[pc]*")):
         if path.name not in ("__init__.py", "__main__.py") and path.suffix in (".py", ".c"):
             assert f"{path.name}`" in layout, path.name
+
+
+def test_nothing_is_loaded_from_disk_unsafely():
+    """Sweep files go through yaml's SafeLoader only; anything torch loads, weights only."""
+    for path in (REPO / "dropsweep").glob("*.py"):
+        text = path.read_text()
+        unsafe = r"yaml\.(unsafe_load|full_load|load_all)\(|yaml\.load\((?![^)]*Loader=_Loader)"
+        assert not re.search(unsafe, text), path.name
+        assert "pickle" not in text and "UnsafeLoader" not in text, path.name
+        for call in re.findall(r"torch\.load\([^)]*\)", text):
+            assert "weights_only=True" in call, (path.name, call)

@@ -58,7 +58,6 @@ def test_an_unreachable_database_is_one_line_with_the_password_masked():
 
 import hashlib  # noqa: E402
 import subprocess  # noqa: E402
-import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from click.testing import CliRunner  # noqa: E402
