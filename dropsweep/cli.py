@@ -224,6 +224,61 @@ def studies(storage: str, fmt: str) -> None:
 
 
 @main.command()
+@storage_option
+@study_option
+@click.option("--top", type=click.IntRange(min=1), default=5, show_default=True,
+              help="How many of the best configurations to confirm (the baseline as well).")
+@click.option("--repeats", type=click.IntRange(min=2), default=5, show_default=True,
+              help="Repetitions of k-fold CV, each on a new split.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+              show_default=True, help="Where to train.")
+@click.option("--threads", type=click.IntRange(min=1), metavar="N", help="Torch threads.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress lines, only the result.")
+def confirm(storage: str, study_name: str | None, top: int, repeats: int, device: str,
+            threads: int | None, quiet: bool) -> None:
+    """Re-evaluate the best configurations and the baseline with repeated k-fold CV
+    (new splits), and test each against the baseline (Nadeau-Bengio corrected t-test).
+
+    Results go to the study NAME:confirm in the same storage; rerun to resume.
+
+    \b
+    Example:
+      dropsweep confirm --study sonar --top 5 --repeats 5
+    """
+    import torch
+
+    from dropsweep.confirm import run_confirm, stored_sweep
+    from dropsweep.data import load_dataset
+    from dropsweep.render import render_confirmation
+    from dropsweep.report import latest_study_name
+    from dropsweep.verdict import build_confirmation
+    from dropsweep.runner import StopFlag, stop_on_signals
+    from dropsweep.storage import heartbeat_seconds, load_study, open_storage
+
+    store = open_storage(storage, heartbeat=heartbeat_seconds())
+    name = study_name or latest_study_name(store)
+    study = load_study(store, name, storage)
+    sweep = stored_sweep(study)
+    dataset = load_dataset(sweep)
+    if threads is not None:
+        torch.set_num_threads(threads)
+    out, err = _consoles(quiet)
+    err.print(f"confirming study '{name}': the baseline and the {top} best configurations, "
+              f"{repeats} x {sweep.cv.folds}-fold CV on new splits")
+    with stop_on_signals(StopFlag()) as stop:
+        summary = run_confirm(study, dataset, top=top, repeats=repeats, device=device,
+                              stop=stop, on_repeat=lambda s: err.print(
+                                  f"  {s.done} of {s.total} (configuration, repeat) done"))
+    confirmation = build_confirmation(load_study(store, summary.study_name, storage),
+                                      sweep.cv.folds)
+    render_confirmation(confirmation, out)
+    if summary.stopped_by is not None:
+        out.print(f"Interrupted: {summary.done} of {summary.total} done. Resume with: "
+                  + shlex.join(["dropsweep", *sys.argv[1:]]), markup=False)
+        sys.exit(EXIT_INTERRUPTED.get(summary.stopped_by, 130))
+
+
+@main.command()
 @click.argument("sweep", type=click.Path(dir_okay=False))
 @set_option
 @click.option("--data/--no-data", "check_data", default=True, show_default=True,

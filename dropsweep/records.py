@@ -25,13 +25,20 @@ ENQUEUED = "enqueued_at"  # str, ISO time a planned trial was queued (finds ones
 ROLE_BASELINE = "baseline"  # the no-dropout reference configuration, run first
 ROLE_FIXED = "fixed"  # one configuration of a fixed list or grid
 ROLE_SEARCH = "search"  # proposed by the sampler
-ROLES = (ROLE_BASELINE, ROLE_FIXED, ROLE_SEARCH)
+ROLE_CANDIDATE = "candidate"  # a confirmation trial of one of the search's best configurations
+ROLES = (ROLE_BASELINE, ROLE_FIXED, ROLE_SEARCH, ROLE_CANDIDATE)
+
+# Trials of a confirmation study (NAME:confirm)
+SOURCE_TRIAL = "source_trial"  # int, the search trial whose configuration this re-evaluates
+REPEAT = "repeat"  # int, which repetition of k-fold CV (each its own fold split)
+CV_SEED = "cv_seed"  # int, the seed of that repetition's fold split
 
 # --- per study -------------------------------------------------------------------------
 STUDY_SWEEP = "dropsweep_sweep"  # dict, the whole resolved sweep configuration
 STUDY_VERSION = "dropsweep_version"  # str
 STUDY_TORCH_VERSION = "torch_version"  # str
 STUDY_SWEEP_FILE = "sweep_file"  # str, the path the sweep was read from
+CONFIRM_OF = "confirm_of"  # str, on a confirmation study: the search study it confirms
 
 # Trial parameters (Optuna params). A rate is present only where the placement uses it,
 # max_norm only where the space turns it on: params never carry meaningless values.

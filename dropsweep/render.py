@@ -471,3 +471,100 @@ def render_studies(rows: list[StudyRow], fmt: str, console: Console) -> None:
                 ]
             )
         _write(console, buffer.getvalue())
+
+
+# ----------------------------------------------------------------------------- confirmation
+
+
+def _setup(placement: str, config: dict) -> str:
+    """A configuration in words: "input dropout 0.2", "no dropout"."""
+    rates = {"input": [config.get("input_rate")], "hidden": [config.get("hidden_rate")],
+             "both": [config.get("input_rate"), config.get("hidden_rate")]}.get(placement)
+    if not rates:
+        return "no dropout"
+    return f"{placement} dropout {' / '.join(_param(r) for r in rates)}"
+
+
+def _interval_points(interval: Any) -> str:
+    if interval is None or math.isnan(interval.low):
+        return _MISSING
+    return f"[{interval.low * 100:+.2f}, {interval.high * 100:+.2f}]"
+
+
+def _p(p: float | None) -> str:
+    if p is None or math.isnan(p):
+        return _MISSING
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def verdict_text(confirmation: Any) -> str:
+    """The verdict in plain words, with its numbers."""
+    v = confirmation.verdict
+    if v is None:
+        return ("No verdict yet: it needs the baseline and at least one other configuration "
+                "confirmed (dropsweep confirm).")
+    best, base, cmp = v.best, v.baseline, v.best.vs_baseline
+    what = f"{_setup(best.placement, best.config)} (trial #{best.source_trial})"
+    how = (f"{best.accuracy.mean * 100:.2f}% vs {base.accuracy.mean * 100:.2f}% without "
+           f"dropout, {cmp.diff.mean * 100:+.2f} points (95% CI "
+           f"{cmp.diff.low * 100:+.2f} to {cmp.diff.high * 100:+.2f}), p = {_p(cmp.p)}")
+    test = (f"{confirmation.repeats} x {confirmation.folds}-fold CV, Nadeau-Bengio "
+            "corrected t-test")
+    if v.better and v.significant:
+        return f"Verdict: {what} beats no dropout: {how}; significant at 5% ({test})."
+    if v.better:
+        return (f"Verdict: {what} is ahead of no dropout, but not significantly: {how}; "
+                f"not significant at 5% ({test}).")
+    return (f"Verdict: no set-up beats no dropout; the best, {what}: {how}"
+            f"{'; significantly worse at 5%' if v.significant else ''} ({test}).")
+
+
+def _confirmed_section(confirmation: Any) -> _Section:
+    rows = []
+    for r in confirmation.rows:
+        cmp = r.vs_baseline
+        rows.append((
+            "base" if r.source_trial < 0 else f"#{r.source_trial}",
+            r.role, _setup(r.placement, r.config),
+            _param(r.config.get("learning_rate")), _param(r.config.get("momentum")),
+            _param(r.config.get("max_norm")) or "off", str(r.repeats),
+            _percent(r.accuracy.mean),
+            _MISSING if math.isnan(r.accuracy.low)
+            else f"[{r.accuracy.low * 100:.2f}, {r.accuracy.high * 100:.2f}]",
+            _points(cmp.diff.mean) if cmp else "", _interval_points(cmp.diff) if cmp else "",
+            _p(cmp.p) if cmp else ""))
+    return _Section(
+        f"Confirmed ({confirmation.study_name}: repeated {confirmation.folds}-fold CV on new "
+        "splits)",
+        ("trial", "role", "dropout", "learning rate", "momentum", "max norm", "repeats",
+         "accuracy", "95% CI", "Δ vs baseline", "95% CI (pp)", "p"),
+        rows, frozenset({0, 3, 4, 5, 6, 7, 8, 9, 10, 11}),
+        note=verdict_text(confirmation))
+
+
+def confirmation_to_json(confirmation: Any) -> dict[str, Any]:
+    def iv(i: Any) -> dict[str, Any]:
+        return {"mean": _json_number(i.mean), "low": _json_number(i.low),
+                "high": _json_number(i.high), "n": i.n}
+
+    v = confirmation.verdict
+    return {
+        "study": confirmation.study_name, "confirms": confirmation.confirms,
+        "folds": confirmation.folds, "repeats": confirmation.repeats,
+        "rows": [{"source_trial": r.source_trial, "role": r.role, "placement": r.placement,
+                  "config": r.config, "repeats": r.repeats, "accuracy": iv(r.accuracy),
+                  "vs_baseline": None if r.vs_baseline is None else {
+                      "diff": iv(r.vs_baseline.diff), "t": _json_number(r.vs_baseline.t),
+                      "p": _json_number(r.vs_baseline.p)}}
+                 for r in confirmation.rows],
+        "verdict": None if v is None else {
+            "source_trial": v.best.source_trial, "placement": v.best.placement,
+            "better": v.better, "significant": v.significant, "text": verdict_text(confirmation)},
+    }
+
+
+def render_confirmation(confirmation: Any, console: Console, fmt: str = "table") -> None:
+    if fmt == "json":
+        _write(console, json.dumps(confirmation_to_json(confirmation), indent=2))
+    else:
+        _print_sections([_confirmed_section(confirmation)], console)

@@ -360,7 +360,7 @@ def run_search(
                                        on_checkpoint=on_checkpoint, should_stop=stop)
             for trial, result in zip(trials, results):
                 result.wall_time /= len(trials)  # its share of the batch's time
-                frozen = _tell(study, trial, result)
+                frozen = record_result(study, trial, result)
                 told.add(trial.number)
                 _summarize(study, summary)
                 if not result.interrupted:
@@ -414,7 +414,8 @@ def _ask(study: optuna.Study, sweep: Sweep, space: SpaceConfig, planned: list[Tr
         return trial, config
 
 
-def _tell(study: optuna.Study, trial: optuna.Trial, result: TrialResult) -> FrozenTrial:
+def record_result(study: optuna.Study, trial: optuna.Trial, result: TrialResult
+                  ) -> FrozenTrial:
     """Record a trial's result in the storage; every trial ends in a final state."""
     trial.set_user_attr(records.EPOCHS, result.epochs)
     trial.set_user_attr(records.WALL_TIME, round(result.wall_time, 4))

@@ -1,0 +1,194 @@
+"""``dropsweep confirm``: re-evaluate the winners and the baseline with repeated k-fold CV.
+
+A search's best trial is the maximum of many noisy scores, so it looks better than it is.
+Confirmation trains the top-K configurations and the baseline again, on R new fold splits
+(seeds the search never used), every configuration on the same splits so that they can be
+compared fold by fold (:mod:`dropsweep.verdict`). Each (configuration, repeat) is one trial
+of a companion study ``NAME:confirm`` in the same storage: any Optuna tool reads it, and an
+interrupted confirmation resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import warnings
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import optuna
+from optuna.trial import TrialState
+
+from dropsweep import liveness, records
+from dropsweep.config import Sweep, TrialConfig, build_sweep
+from dropsweep.data import Dataset
+from dropsweep.errors import StorageError
+from dropsweep.runner import StopFlag, record_result
+from dropsweep.space import config_values, fixed_distributions, space_of
+from dropsweep.storage import heartbeat_seconds
+from dropsweep.sweepfile import RawSweep
+from dropsweep.trainer import TrainSettings, make_folds, resolve_device, train_trials
+
+SUFFIX = ":confirm"
+DEFAULT_TOP = 5
+DEFAULT_REPEATS = 5
+
+
+def confirm_name(study_name: str) -> str:
+    return study_name + SUFFIX
+
+
+def stored_sweep(study: optuna.Study) -> Sweep:
+    """The sweep a dropsweep study was made with, as it recorded it."""
+    data = study.user_attrs.get(records.STUDY_SWEEP)
+    if data is None:
+        raise StorageError(f"study '{study.study_name}' was not made by dropsweep")
+    return build_sweep(RawSweep(data=data, file=study.user_attrs.get(records.STUDY_SWEEP_FILE)
+                                or f"study {study.study_name}"))
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A configuration to confirm and the search trial it came from."""
+
+    number: int
+    config: TrialConfig
+    role: str  # records.ROLE_BASELINE or records.ROLE_CANDIDATE
+
+
+def candidates(study: optuna.Study, sweep: Sweep, top: int) -> list[Candidate]:
+    """The baseline, then the ``top`` best distinct other configurations of the search."""
+    complete = [t for t in study.get_trials(deepcopy=False)
+                if t.state == TrialState.COMPLETE and t.value is not None
+                and records.CONFIG in t.user_attrs]
+    baseline_trial = next((t for t in complete
+                           if t.user_attrs.get(records.ROLE) == records.ROLE_BASELINE), None)
+    out = [Candidate(baseline_trial.number if baseline_trial else -1, sweep.baseline,
+                     records.ROLE_BASELINE)]
+    seen = [sweep.baseline.to_dict()]
+    for t in sorted(complete, key=lambda t: (-t.value, t.number)):
+        if len(out) > top:
+            break
+        config = t.user_attrs[records.CONFIG]
+        if config not in seen:
+            seen.append(config)
+            out.append(Candidate(t.number, TrialConfig(**config), records.ROLE_CANDIDATE))
+    return out
+
+
+def repeat_seed(sweep: Sweep, repeat: int) -> int:
+    """The fold split of repeat r: from the sweep's cv seed, never equal to it."""
+    seed = int(np.random.SeedSequence([sweep.cv.seed, 0xC0F1, repeat]).generate_state(1)[0])
+    seed &= 0x7FFFFFFF
+    return seed + 1 if seed == sweep.cv.seed else seed
+
+
+@dataclass
+class ConfirmSummary:
+    study_name: str  # the confirmation study
+    candidates: int
+    repeats: int
+    done: int = 0  # (configuration, repeat) trials finished, before and now
+    ran: int = 0
+    stopped_by: int | None = None
+    total: int = field(init=False, default=0)
+
+    def __post_init__(self) -> None:
+        self.total = self.candidates * self.repeats
+
+
+def _open(study: optuna.Study, sweep: Sweep) -> optuna.Study:
+    name = confirm_name(study.study_name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        confirm = optuna.create_study(storage=study._storage, study_name=name,  # noqa: SLF001
+                                      direction="maximize", load_if_exists=True,
+                                      sampler=optuna.samplers.RandomSampler(seed=0))
+    if records.CONFIRM_OF not in confirm.user_attrs:
+        confirm.set_user_attr(records.CONFIRM_OF, study.study_name)
+        confirm.set_user_attr(records.STUDY_SWEEP, sweep.to_dict())
+        confirm.set_user_attr(records.STUDY_SWEEP_FILE, sweep.file)
+    elif confirm.user_attrs[records.CONFIRM_OF] != study.study_name:
+        raise StorageError(f"study '{name}' exists and does not confirm '{study.study_name}'")
+    return confirm
+
+
+def config_key(config: dict) -> str:
+    return json.dumps(config, sort_keys=True)
+
+
+def _done(confirm: optuna.Study) -> set[tuple[str, int]]:
+    """(configuration, repeat) pairs that have a result: complete or failed for a reason."""
+    return {(config_key(t.user_attrs.get(records.CONFIG)), int(t.user_attrs[records.REPEAT]))
+            for t in confirm.get_trials(deepcopy=False)
+            if liveness.counts_toward_target(t) and records.REPEAT in t.user_attrs}
+
+
+def run_confirm(study: optuna.Study, dataset: Dataset, *, top: int = DEFAULT_TOP,
+                repeats: int = DEFAULT_REPEATS, device: str = "cpu",
+                stop: StopFlag | None = None,
+                on_repeat: Callable[[ConfirmSummary], None] | None = None) -> ConfirmSummary:
+    """Train every candidate on every repeat's folds not done yet; one batch per repeat."""
+    stop = stop or StopFlag()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    sweep = stored_sweep(study)
+    cands = candidates(study, sweep, top)
+    confirm = _open(study, sweep)
+    space = space_of(sweep)
+    dev = resolve_device(device)
+    settings = TrainSettings(hidden=sweep.model.hidden, epochs=sweep.train.epochs,
+                             batch_size=sweep.train.batch_size, eval_every=sweep.train.eval_every)
+    summary = ConfirmSummary(confirm.study_name, len(cands), repeats)
+    done = _done(confirm)
+    summary.done = sum((config_key(c.config.to_dict()), r) in done
+                       for c in cands for r in range(repeats))
+    seconds = heartbeat_seconds()
+    for r in range(repeats):
+        if stop():
+            break
+        todo = [c for c in cands if (config_key(c.config.to_dict()), r) not in done]
+        if not todo:
+            continue
+        liveness.fail_stale(confirm, grace=2 * seconds)
+        cv_seed = repeat_seed(sweep, r)
+        folds = make_folds(dataset.X, dataset.y, sweep.cv.folds, cv_seed, dev,
+                           n_classes=dataset.n_classes)
+        trials = [_ask(confirm, c, space, r, cv_seed) for c in todo]
+        told: set[int] = set()
+        try:
+            with liveness.Heartbeat(confirm, trials, seconds):
+                results = train_trials([c.config for c in todo], folds, settings,
+                                       seed=cv_seed, should_stop=stop)
+            for trial, result in zip(trials, results):
+                result.wall_time /= len(trials)
+                record_result(confirm, trial, result)
+                told.add(trial.number)
+                if not result.interrupted:
+                    summary.done += 1
+                    summary.ran += 1
+        except BaseException:
+            for trial in trials:
+                if trial.number not in told:
+                    liveness.abandon(confirm, trial)
+            raise
+        if on_repeat is not None:
+            on_repeat(summary)
+    summary.stopped_by = stop.signal
+    return summary
+
+
+def _ask(confirm: optuna.Study, cand: Candidate, space: object, repeat: int,
+         cv_seed: int) -> optuna.Trial:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Heartbeat of storage", category=UserWarning)
+        confirm.enqueue_trial(config_values(cand.config, space), user_attrs={
+            records.ENQUEUED: datetime.datetime.now().isoformat()})
+        trial = confirm.ask(fixed_distributions(cand.config, space))
+    liveness.beat(confirm, [trial])
+    trial.set_user_attr(records.CONFIG, cand.config.to_dict())
+    trial.set_user_attr(records.SOURCE_TRIAL, cand.number)
+    trial.set_user_attr(records.REPEAT, repeat)
+    trial.set_user_attr(records.CV_SEED, cv_seed)
+    trial.set_user_attr(records.ROLE, cand.role)
+    return trial

@@ -1,0 +1,117 @@
+"""What a confirmation study says: each configuration's accuracy with its corrected 95%
+interval, its difference from the baseline fold by fold with the Nadeau-Bengio p-value, and
+the verdict — plain numbers computed from the stored trials (the words are render's)."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from dropsweep import records
+from dropsweep.stats import LEVEL, Comparison, Interval, compare, interval
+
+ALPHA = 1.0 - LEVEL  # significance level of the verdict
+
+
+@dataclass(frozen=True)
+class ConfirmedRow:
+    """One configuration, over every repeat confirmed so far."""
+
+    source_trial: int  # the search trial it came from (-1: the sweep's baseline, never run)
+    role: str
+    placement: str
+    config: dict
+    repeats: int
+    accuracy: Interval  # over repeats x folds
+    vs_baseline: Comparison | None  # None for the baseline itself
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The best confirmed dropout set-up against no dropout."""
+
+    best: ConfirmedRow
+    baseline: ConfirmedRow
+    significant: bool  # p < ALPHA
+    better: bool  # its mean beats the baseline's
+
+
+def _scores(trials: Sequence[FrozenTrial]) -> dict[int, list[float]]:
+    """repeat -> fold accuracies, for the complete trials of one configuration."""
+    out: dict[int, list[float]] = {}
+    for t in trials:
+        folds = t.user_attrs.get(records.FOLD_ACCURACIES)
+        if t.state == TrialState.COMPLETE and folds and records.REPEAT in t.user_attrs:
+            out[int(t.user_attrs[records.REPEAT])] = [float(a) for a in folds]
+    return out
+
+
+def confirmed_rows(trials: Sequence[FrozenTrial], folds: int) -> list[ConfirmedRow]:
+    """Rows for every configuration of a confirmation study, baseline first, then by mean."""
+    groups: dict[str, list[FrozenTrial]] = {}
+    for t in trials:
+        if records.CONFIG in t.user_attrs:
+            groups.setdefault(json.dumps(t.user_attrs[records.CONFIG], sort_keys=True),
+                              []).append(t)
+    scored = {key: _scores(group) for key, group in groups.items()}
+    base_key = next((key for key, group in groups.items()
+                     if group[0].user_attrs.get(records.ROLE) == records.ROLE_BASELINE), None)
+    base = scored.get(base_key, {}) if base_key else {}
+    rows = []
+    for key, group in groups.items():
+        by_repeat = scored[key]
+        if not by_repeat:
+            continue
+        flat = [a for r in sorted(by_repeat) for a in by_repeat[r]]
+        shared = [r for r in sorted(by_repeat) if r in base and len(base[r]) == len(by_repeat[r])]
+        vs = None
+        if key != base_key and shared:
+            vs = compare([a for r in shared for a in by_repeat[r]],
+                         [a for r in shared for a in base[r]], folds)
+        first = group[0]
+        config = first.user_attrs[records.CONFIG]
+        rows.append(ConfirmedRow(
+            source_trial=int(first.user_attrs.get(records.SOURCE_TRIAL, -1)),
+            role=str(first.user_attrs.get(records.ROLE, "")),
+            placement=str(config.get("placement", "")), config=config,
+            repeats=len(by_repeat), accuracy=interval(flat, folds), vs_baseline=vs))
+    rows.sort(key=lambda r: (r.role != records.ROLE_BASELINE, -r.accuracy.mean))
+    return rows
+
+
+def verdict(rows: Sequence[ConfirmedRow]) -> Verdict | None:
+    """None until the baseline and at least one other configuration are confirmed."""
+    baseline = next((r for r in rows if r.role == records.ROLE_BASELINE), None)
+    others = [r for r in rows if r.vs_baseline is not None]
+    if baseline is None or not others:
+        return None
+    best = max(others, key=lambda r: (r.accuracy.mean, -r.source_trial))
+    p = best.vs_baseline.p if best.vs_baseline else math.nan
+    return Verdict(best=best, baseline=baseline, significant=bool(p < ALPHA),
+                   better=best.accuracy.mean > baseline.accuracy.mean)
+
+
+@dataclass(frozen=True)
+class Confirmation:
+    """A confirmation study, read: rows baseline first, and the verdict when there is one."""
+
+    study_name: str
+    confirms: str  # the search study
+    folds: int
+    repeats: int  # the most repeats any configuration has
+    rows: list[ConfirmedRow]
+    verdict: Verdict | None
+
+
+def build_confirmation(study: optuna.Study, folds: int) -> Confirmation:
+    """Read a confirmation study."""
+    rows = confirmed_rows(study.get_trials(deepcopy=False), folds)
+    return Confirmation(study_name=study.study_name,
+                        confirms=str(study.user_attrs.get(records.CONFIRM_OF, "")),
+                        folds=folds, repeats=max((r.repeats for r in rows), default=0),
+                        rows=rows, verdict=verdict(rows))

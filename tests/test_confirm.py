@@ -1,0 +1,146 @@
+"""``dropsweep confirm``: repeated k-fold on new splits, stored beside the search, resumable,
+and read back into intervals, paired tests and a verdict."""
+
+from __future__ import annotations
+
+import json
+
+import optuna
+import pytest
+from click.testing import CliRunner
+
+from dropsweep import records
+from dropsweep.cli import main
+from dropsweep.confirm import candidates, confirm_name, repeat_seed, run_confirm, stored_sweep
+from dropsweep.render import verdict_text
+from dropsweep.runner import StopFlag, run_search
+from dropsweep.stats import Comparison, Interval, compare, interval
+from dropsweep.verdict import Confirmation, ConfirmedRow, Verdict, build_confirmation
+
+from test_runner import dataset, storage, sweep_of  # noqa: F401 - fixtures
+
+SMALL_SEARCH = """
+name: small
+model: {hidden: [8]}
+train: {epochs: 4, batch_size: 16, eval_every: 2}
+cv: {folds: 3, seed: 1}
+search: {trials: 6, sampler: random, seed: 0, pruner: none}
+space:
+  placement: [none, input, hidden, both]
+  input_rate: {low: 0.1, high: 0.5}
+  hidden_rate: {low: 0.1, high: 0.5}
+  learning_rate: {low: 0.001, high: 0.3}
+  momentum: {low: 0.5, high: 0.95}
+  max_norm: [off, 2, 4]
+"""
+
+
+@pytest.fixture
+def searched(dataset, storage) -> optuna.Study:  # noqa: F811
+    run_search(sweep_of(SMALL_SEARCH), dataset, storage_url=storage, device="cpu", batch=3)
+    return optuna.load_study(study_name="small", storage=storage)
+
+
+def test_candidates_are_the_baseline_then_the_best_distinct_configurations(searched):
+    sweep = stored_sweep(searched)
+    cands = candidates(searched, sweep, top=2)
+    assert cands[0].role == records.ROLE_BASELINE and cands[0].number == 0
+    ranked = sorted((t for t in searched.trials if t.number != 0 and t.value is not None),
+                    key=lambda t: (-t.value, t.number))
+    assert [c.number for c in cands[1:]] == [t.number for t in ranked[:2]]
+    assert all(c.role == records.ROLE_CANDIDATE for c in cands[1:])
+
+
+def test_confirm_stores_one_trial_per_configuration_and_repeat_on_new_splits(searched, dataset):
+    summary = run_confirm(searched, dataset, top=2, repeats=2, device="cpu")
+    assert (summary.total, summary.done, summary.ran) == (6, 6, 6)
+    confirm = optuna.load_study(study_name=confirm_name("small"), storage=searched._storage)
+    assert confirm.user_attrs[records.CONFIRM_OF] == "small"
+    trials = confirm.get_trials(deepcopy=False)
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 6
+    sweep = stored_sweep(searched)
+    seeds = {int(t.user_attrs[records.REPEAT]): t.user_attrs[records.CV_SEED] for t in trials}
+    assert seeds == {0: repeat_seed(sweep, 0), 1: repeat_seed(sweep, 1)}
+    assert len(set(seeds.values())) == 2 and sweep.cv.seed not in seeds.values()
+    by_number = {t.number: t for t in searched.trials}
+    for t in trials:
+        assert t.user_attrs[records.CV_SEED] == seeds[t.user_attrs[records.REPEAT]]
+        assert len(t.user_attrs[records.FOLD_ACCURACIES]) == 3
+        assert t.value == pytest.approx(sum(t.user_attrs[records.FOLD_ACCURACIES]) / 3)
+        source = by_number[t.user_attrs[records.SOURCE_TRIAL]]
+        assert t.params == source.params  # the same configuration, as Optuna sees it
+        assert t.user_attrs[records.CONFIG] == source.user_attrs[records.CONFIG]
+
+
+def test_an_interrupted_confirmation_resumes_without_redoing_anything(searched, dataset):
+    stop = StopFlag()
+
+    def after_first(summary):
+        stop.signal = 2
+
+    first = run_confirm(searched, dataset, top=2, repeats=3, device="cpu", stop=stop,
+                        on_repeat=after_first)
+    assert first.done == 3 and first.stopped_by == 2
+    confirm = optuna.load_study(study_name=confirm_name("small"), storage=searched._storage)
+    kept = {t.number: t.value for t in confirm.trials}
+    second = run_confirm(searched, dataset, top=2, repeats=3, device="cpu")
+    assert (second.done, second.ran) == (9, 6)
+    trials = confirm.get_trials(deepcopy=False)
+    assert {t.number: t.value for t in trials if t.number in kept} == kept
+    pairs = [(json.dumps(t.user_attrs[records.CONFIG], sort_keys=True),
+              t.user_attrs[records.REPEAT]) for t in trials if t.state.name == "COMPLETE"]
+    assert len(pairs) == len(set(pairs)) == 9
+
+
+def test_the_confirmation_reads_into_corrected_intervals_and_paired_tests(searched, dataset):
+    run_confirm(searched, dataset, top=2, repeats=2, device="cpu")
+    confirm = optuna.load_study(study_name=confirm_name("small"), storage=searched._storage)
+    result = build_confirmation(confirm, folds=3)
+    assert result.confirms == "small" and result.repeats == 2 and len(result.rows) == 3
+    base = result.rows[0]
+    assert base.role == records.ROLE_BASELINE and base.vs_baseline is None
+
+    def folds_of(source: int) -> list[float]:
+        rows = sorted((t for t in confirm.trials if t.user_attrs[records.SOURCE_TRIAL] == source),
+                      key=lambda t: t.user_attrs[records.REPEAT])
+        return [a for t in rows for a in t.user_attrs[records.FOLD_ACCURACIES]]
+
+    assert base.accuracy == interval(folds_of(0), 3)
+    for row in result.rows[1:]:
+        assert row.accuracy == interval(folds_of(row.source_trial), 3)
+        assert row.vs_baseline == compare(folds_of(row.source_trial), folds_of(0), 3)
+    assert result.verdict is not None
+    assert result.verdict.best.accuracy.mean == max(r.accuracy.mean for r in result.rows[1:])
+
+
+def _row(source: int, role: str, placement: str, mean: float, p: float | None) -> ConfirmedRow:
+    cmp = None if p is None else Comparison(Interval(mean - 0.85, mean - 0.9, mean - 0.8, 50),
+                                            2.0, p)
+    return ConfirmedRow(source, role, placement,
+                        {"placement": placement, "input_rate": 0.2, "hidden_rate": 0.5},
+                        5, Interval(mean, mean - 0.05, mean + 0.05, 50), cmp)
+
+
+@pytest.mark.parametrize("mean,p,words", [
+    (0.90, 0.01, "input dropout 0.2 (trial #7) beats no dropout: 90.00% vs 85.00%"),
+    (0.87, 0.40, "is ahead of no dropout, but not significantly"),
+    (0.84, 0.60, "no set-up beats no dropout; the best, input dropout 0.2 (trial #7)"),
+])
+def test_the_verdict_in_words(mean, p, words):
+    base = _row(0, records.ROLE_BASELINE, "none", 0.85, None)
+    best = _row(7, records.ROLE_CANDIDATE, "input", mean, p)
+    confirmation = Confirmation("s:confirm", "s", 10, 5, [base, best],
+                                Verdict(best, base, p < 0.05, mean > 0.85))
+    text = verdict_text(confirmation)
+    assert text.startswith("Verdict: ") and words in text, text
+    assert f"p = {p:.3f}" in text and "5 x 10-fold CV" in text
+
+
+def test_confirm_on_the_command_line(searched, storage, tmp_path, monkeypatch):  # noqa: F811
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["confirm", "--storage", storage, "--study", "small",
+                                       "--top", "1", "--repeats", "2", "--device", "cpu"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.stderr
+    assert "Confirmed" in result.stdout and "Verdict: " in result.stdout
+    assert "4 of 4 (configuration, repeat) done" in result.stderr

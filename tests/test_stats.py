@@ -1,0 +1,57 @@
+"""The corrected resampled t-test and intervals, against hand computation and scipy."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats as scipy_stats
+
+from dropsweep.stats import compare, corrected_se, interval
+
+
+def test_a_small_case_by_hand():
+    # differences 1, 2, 3, 4 from 2 repeats of 2-fold CV: n = 4, mean 2.5, s^2 = 5/3,
+    # correction 1/4 + 1/(2-1) = 5/4: se = sqrt(25/12), t = 2.5 / sqrt(25/12) = sqrt(3)
+    result = compare([1, 2, 3, 4], [0, 0, 0, 0], folds=2)
+    assert result.diff.mean == 2.5
+    assert corrected_se([1, 2, 3, 4], 2) == pytest.approx(math.sqrt(25 / 12))
+    assert result.t == pytest.approx(math.sqrt(3))
+    # two-sided p of t = sqrt(3) with 3 degrees of freedom: 0.1817...
+    assert result.p == pytest.approx(0.18169, abs=1e-4)
+    assert result.p == pytest.approx(2 * scipy_stats.t.sf(math.sqrt(3), 3))
+    # the interval: 2.5 +- t(0.975, 3) * sqrt(25/12) = 2.5 +- 3.1824 * 1.4434
+    assert result.diff.low == pytest.approx(2.5 - 3.18245 * math.sqrt(25 / 12), abs=1e-4)
+    assert result.diff.high == pytest.approx(2.5 + 3.18245 * math.sqrt(25 / 12), abs=1e-4)
+
+
+def test_the_correction_is_more_conservative_than_the_naive_paired_t_test():
+    rng = np.random.default_rng(0)
+    base = rng.normal(0.85, 0.05, size=50)  # 5 x 10-fold
+    better = base + rng.normal(0.01, 0.02, size=50)
+    corrected = compare(better, base, folds=10)
+    naive = scipy_stats.ttest_rel(better, base)
+    assert corrected.p > naive.pvalue
+    # the naive statistic shrunk by sqrt((1/n) / (1/n + 1/(k-1))), as the formula says
+    assert corrected.t == pytest.approx(naive.statistic * math.sqrt((1 / 50) / (1 / 50 + 1 / 9)))
+
+
+def test_interval_matches_scipy_with_the_corrected_scale():
+    scores = [0.80, 0.86, 0.90, 0.78, 0.88, 0.84, 0.82, 0.91, 0.87, 0.79]
+    est = interval(scores, folds=5)
+    scale = math.sqrt((1 / 10 + 1 / 4) * np.var(scores, ddof=1))
+    low, high = scipy_stats.t.interval(0.95, 9, loc=np.mean(scores), scale=scale)
+    assert (est.low, est.high) == (pytest.approx(low), pytest.approx(high))
+    assert est.mean == pytest.approx(np.mean(scores)) and est.n == 10
+
+
+def test_degenerate_inputs():
+    same = compare([0.8] * 6, [0.8] * 6, folds=3)
+    assert same.diff.mean == 0 and same.t == 0 and same.p == 1
+    always_better = compare([0.9] * 6, [0.8] * 6, folds=3)
+    assert always_better.t == math.inf and always_better.p == 0
+    one = interval([0.9], folds=10)
+    assert one.mean == 0.9 and math.isnan(one.low) and math.isnan(one.high)
+    with pytest.raises(ValueError, match="same folds"):
+        compare([0.9, 0.8], [0.9], folds=2)
