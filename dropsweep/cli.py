@@ -279,6 +279,59 @@ def confirm(storage: str, study_name: str | None, top: int, repeats: int, device
 
 
 @main.command()
+@storage_option
+@study_option
+@click.option("--trial", "number", type=click.IntRange(min=0), metavar="N",
+              help="The trial to export (default: the best complete one).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), required=True,
+              metavar="FILE.yaml", help="Where to write the sweep file.")
+@click.option("--model", type=click.Path(dir_okay=False), metavar="FILE.pt",
+              help="Also train it on all the data and save the weights here.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+              show_default=True, help="Where to train (--model).")
+def export(storage: str, study_name: str | None, number: int | None, output: str,
+           model: str | None, device: str) -> None:
+    """Export one trial as a sweep file with every value fixed; --model also trains it on
+    all the data and saves the weights (torch.load(..., weights_only=True) reads them).
+
+    \b
+    Example:
+      dropsweep export --study sonar -o best.yaml --model best.pt
+      dropsweep export --study sonar --trial 0 -o baseline.yaml
+    """
+    from pathlib import Path
+
+    from dropsweep.confirm import stored_sweep
+    from dropsweep.export import pick_trial, sweep_text, train_on_all, write_atomically
+    from dropsweep.report import latest_study_name
+    from dropsweep.storage import load_study, open_storage
+
+    store = open_storage(storage, read_only=True)
+    name = study_name or latest_study_name(store)
+    study = load_study(store, name, storage)
+    trial = pick_trial(study, number)
+    sweep = stored_sweep(study)
+    text = sweep_text(sweep, trial, name)
+    out, err = _consoles()
+    if model is not None:
+        import torch
+
+        from dropsweep.config import TrialConfig
+        from dropsweep.data import load_dataset
+        from dropsweep.runner import trial_seed
+
+        config = TrialConfig(**trial.user_attrs["config"])
+        saved = train_on_all(sweep, load_dataset(sweep), config,
+                             trial_seed(sweep.search.seed, trial.number), device)
+        write_atomically(Path(model), lambda p: torch.save(saved, p))
+        err.print(f"trained trial {trial.number} on all the data (training accuracy "
+                  f"{saved['train_accuracy']:.2%}): {model}", markup=False)
+    write_atomically(Path(output), lambda p: p.write_text(text))
+    out.print(f"wrote {output}: study '{name}', trial {trial.number}; run it with: "
+              f"dropsweep search {output}", markup=False)
+
+
+@main.command()
 @click.argument("sweep", type=click.Path(dir_okay=False))
 @set_option
 @click.option("--data/--no-data", "check_data", default=True, show_default=True,
