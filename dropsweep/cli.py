@@ -183,25 +183,49 @@ def search(sweep: str, overrides: tuple[str, ...], storage: str, study_name: str
               help="How many of the best trials to list.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv", "markdown"]),
               default="table", show_default=True)
-def report(storage: str, study_name: str | None, top: int, fmt: str) -> None:
-    """Report a study: best trials, each placement against the baseline, importances.
+@click.option("--select", "select_rule", type=click.Choice(["best", "1se"]), default="best",
+              show_default=True,
+              help="Recommend the best mean, or the simplest set-up within one standard error.")
+@click.option("--compare", "others", multiple=True, metavar="STUDY",
+              help="Put other studies beside this one, placement by placement; repeatable.")
+@click.option("--plots", type=click.Path(file_okay=False), metavar="DIR",
+              help="Also write PNG figures here (needs the plots extra: matplotlib).")
+def report(storage: str, study_name: str | None, top: int, fmt: str, select_rule: str,
+           others: tuple[str, ...], plots: str | None) -> None:
+    """Report a study: best trials, each placement against the baseline, the recommended
+    set-up, overfitting, importances, and the verdict once `dropsweep confirm` has run.
 
     Without --study, reports the most recently updated study in the storage.
 
     \b
     Example:
-      dropsweep report --top 5
+      dropsweep report --top 5 --select 1se
       dropsweep report --study sonar --format json | jq '.trials[0]'
+      dropsweep report --study sonar --compare sonar-wide --plots figures/
     """
-    from dropsweep.render import render_report
+    from dropsweep.render import render_comparison, render_report
     from dropsweep.report import build_report, latest_study_name
     from dropsweep.storage import load_study, open_storage
 
     store = open_storage(storage, read_only=True)
     name = study_name or latest_study_name(store)
     study = load_study(store, name, storage)
-    out, _ = _consoles()
-    render_report(build_report(study, top=top), fmt, out)
+    built = build_report(study, top=top, select_rule=select_rule)
+    out, err = _consoles()
+    if others:
+        from dropsweep.select import compare_studies
+
+        reports = [built] + [build_report(load_study(store, other, storage), top=top)
+                             for other in others]
+        render_comparison([r.name for r in reports], compare_studies(reports), fmt, out)
+    else:
+        render_report(built, fmt, out)
+    if plots is not None:
+        from dropsweep.plots import write_plots
+
+        written = write_plots(study, built, built.confirmation, plots)
+        err.print(f"wrote {len(written)} figures to {plots}: "
+                  + ", ".join(p.name for p in written), markup=False)
 
 
 @main.command()

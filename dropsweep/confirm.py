@@ -24,19 +24,15 @@ from dropsweep import liveness, records
 from dropsweep.config import Sweep, TrialConfig, build_sweep
 from dropsweep.data import Dataset
 from dropsweep.errors import StorageError
+from dropsweep.report import confirm_name
 from dropsweep.runner import StopFlag, record_result
 from dropsweep.space import config_values, fixed_distributions, space_of
 from dropsweep.storage import heartbeat_seconds
 from dropsweep.sweepfile import RawSweep
 from dropsweep.trainer import TrainSettings, make_folds, resolve_device, train_trials
 
-SUFFIX = ":confirm"
 DEFAULT_TOP = 5
 DEFAULT_REPEATS = 5
-
-
-def confirm_name(study_name: str) -> str:
-    return study_name + SUFFIX
 
 
 def stored_sweep(study: optuna.Study) -> Sweep:

@@ -1,7 +1,7 @@
 """Names of what dropsweep stores in an Optuna study.
 
 Everything a trial or a study records lives in Optuna user attributes under these names,
-so any Optuna tool (``optuna trials``, optuna-dashboard, ``study.trials_dataframe()``)
+so any Optuna tool (``optuna trials``, optuna-dashboard, ``optuna.load_study``)
 can read it, and the runner (writer) and the report (reader) cannot drift apart.
 """
 

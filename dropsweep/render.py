@@ -199,10 +199,49 @@ def _failed(report: StudyReport) -> _Section:
     return _Section("Failed trials", ("#", "reason", "time"), rows, frozenset({0}))
 
 
+def _curve(row: TrialRow, points: int = 6) -> str:
+    """A learning curve in one cell: held-out accuracy at up to ``points`` checkpoints."""
+    curve = row.curve
+    if not curve:
+        return _MISSING
+    picks = sorted({round(i * (len(curve) - 1) / (points - 1)) for i in range(points)})
+    return "  ".join(f"{curve[i][0]}:{curve[i][1] * 100:.1f}" for i in picks)
+
+
+def _overfitting(report: StudyReport) -> _Section:
+    rows = [(str(row.params.get("placement", "")), f"#{row.number}",
+             _percent(row.train_accuracy), _percent(row.accuracy_mean), _points(row.gap),
+             _curve(row)) for row in report.overfitting]
+    return _Section("Overfitting (best trial of each placement)",
+                    ("placement", "trial", "train acc", "held-out", "gap",
+                     "held-out accuracy % by epoch"), rows, frozenset({1, 2, 3, 4}),
+                    None if rows else "no complete trials yet")
+
+
+def _selection(report: StudyReport) -> _Section:
+    sel = report.selection
+    row = sel.chosen
+    if sel.rule == "1se":
+        note = (f"simplest set-up within one standard error of the best (#{sel.best.number}, "
+                f"{_accuracy(sel.best)}): mean >= {sel.threshold * 100:.2f}%")
+    else:
+        note = "the highest mean held-out accuracy (--select 1se: the simplest within its noise)"
+    body = [(sel.rule, f"#{row.number}", _accuracy(row),
+             *(_param(row.params.get(name)) for name in report.param_names))]
+    shown = tuple(name.replace("_", " ") for name in report.param_names)
+    return _Section("Recommended", ("rule", "trial", "accuracy", *shown), body,
+                    frozenset({1, 2}), note)
+
+
 def _report_sections(report: StudyReport) -> list[_Section]:
-    sections = [_summary(report), _top(report), _placements(report), _importances(report)]
+    sections = [_summary(report), _top(report), _placements(report)]
+    if report.selection is not None:
+        sections.append(_selection(report))
+    sections += [_overfitting(report), _importances(report)]
     if report.failed:
         sections.append(_failed(report))
+    if report.confirmation is not None:
+        sections.append(_confirmed_section(report.confirmation))
     return sections
 
 
@@ -339,6 +378,7 @@ def _trial_json(row: TrialRow | None) -> dict[str, Any] | None:
             "fail_reason": row.fail_reason,
             "datetime_start": row.datetime_start,
             "datetime_complete": row.datetime_complete,
+            "curve": [list(point) for point in row.curve],
         }
     )
 
@@ -373,6 +413,14 @@ def report_to_json(report: StudyReport) -> dict[str, Any]:
             for p in report.placements
         ],
         "importances": _json_value(dict(report.importances)),
+        "selection": None if report.selection is None else {
+            "rule": report.selection.rule, "number": report.selection.chosen.number,
+            "best_number": report.selection.best.number,
+            "threshold": _json_number(report.selection.threshold)},
+        "overfitting": [{"placement": row.params.get("placement"), "number": row.number,
+                         "gap": _json_number(row.gap)} for row in report.overfitting],
+        "confirmation": (None if report.confirmation is None
+                         else confirmation_to_json(report.confirmation)),
         "trials": [_trial_json(row) for row in report.trials],
     }
 
@@ -568,3 +616,35 @@ def render_confirmation(confirmation: Any, console: Console, fmt: str = "table")
         _write(console, json.dumps(confirmation_to_json(confirmation), indent=2))
     else:
         _print_sections([_confirmed_section(confirmation)], console)
+
+
+# ----------------------------------------------------------------------------- comparison
+
+
+def _comparison_section(names: Sequence[str], rows: Sequence[Any]) -> _Section:
+    body = []
+    for row in rows:
+        cells = []
+        for cell in row.cells:
+            cells.append(_MISSING if cell is None else
+                         f"#{cell.best.number} {_accuracy(cell.best)} "
+                         f"({_points(cell.diff_from_baseline)})")
+        body.append((row.placement, *cells))
+    return _Section("Best trial of each placement, study by study (Δ vs each study's baseline)",
+                    ("placement", *names), body, frozenset(),
+                    None if body else "no complete trials yet")
+
+
+def render_comparison(names: Sequence[str], rows: Sequence[Any], fmt: str,
+                      console: Console) -> None:
+    if fmt == "json":
+        _write(console, json.dumps([{
+            "placement": row.placement,
+            "studies": {name: None if cell is None else {
+                "best_number": cell.best.number, "best": _trial_json(cell.best),
+                "diff_from_baseline": _json_number(cell.diff_from_baseline)}
+                for name, cell in zip(names, row.cells)}} for row in rows], indent=2))
+    elif fmt == "markdown":
+        _write(console, _markdown([_comparison_section(names, rows)]))
+    else:
+        _print_sections([_comparison_section(names, rows)], console)

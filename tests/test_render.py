@@ -238,7 +238,11 @@ def test_json_parses_and_names_every_trial_field(report: StudyReport) -> None:
     data = json.loads(text)
     assert set(data) == {
         "study", "counts", "best", "baseline", "top", "placements", "importances", "trials",
+        "selection", "overfitting", "confirmation",
     }  # fmt: skip
+    assert data["confirmation"] is None  # no dropsweep confirm yet
+    assert [o["number"] for o in data["overfitting"]] == [p["best_number"]
+                                                         for p in data["placements"]]
     assert [t["number"] for t in data["trials"]] == [0, 1, 2, 3, 4, 5, 6]
     for trial in data["trials"]:
         assert TRIAL_KEYS <= set(trial)
@@ -305,7 +309,7 @@ def test_markdown_tables(report: StudyReport) -> None:
     assert lines[headers[0] + 1].startswith("|---:|")
     assert all(line.startswith("|") and line.endswith("|") for line in lines if "|" in line[:1])
     separators = [line for line in lines if set(line) <= set("|-: ") and "---" in line]
-    assert len(separators) == 5  # study, top, placements, importances, failed
+    assert len(separators) == 6  # study, top, placements, overfitting, importances, failed
     assert "### Top 3 trials" in text and "### Failed trials" in text
     best = "| 1 | search | 86.04% ± 5.12 | 97.12% | input | 0.2 |  | 0.01235 | 0.9 |  | 1m 15s |"
     assert best in text

@@ -1,0 +1,108 @@
+"""``dropsweep report --plots DIR``: the report's numbers as PNG figures (matplotlib).
+
+Optuna draws what it has a matplotlib visualisation for (optimisation history, parameter
+importances); the rest is drawn here from the report's rows. Nothing is computed that the
+report does not already hold. matplotlib is an optional extra (``dropsweep[plots]``).
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from dropsweep import records
+from dropsweep.errors import DropsweepError
+from dropsweep.report import StudyReport
+from dropsweep.verdict import Confirmation
+
+PLACEMENTS = records.PLACEMENTS
+COLOURS = {"none": "tab:gray", "input": "tab:blue", "hidden": "tab:orange", "both": "tab:green"}
+
+
+def _pyplot() -> Any:
+    try:
+        import matplotlib
+    except ImportError:
+        raise DropsweepError("--plots needs matplotlib: pip install 'dropsweep[plots]'") from None
+    matplotlib.use("Agg")  # files only: no display needed
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def write_plots(study: optuna.Study, report: StudyReport, confirmation: Confirmation | None,
+                directory: str | Path) -> list[Path]:
+    """Write every figure that has data; return their paths."""
+    plt = _pyplot()
+    out = Path(directory)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DropsweepError(f"--plots {out}: cannot create it: {exc.strerror}") from None
+    complete = [t for t in report.trials if t.accuracy_mean is not None and t.state == "COMPLETE"]
+    written: list[Path] = []
+
+    def save(fig: Any, name: str) -> None:
+        path = out / name
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        written.append(path)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Optuna's matplotlib plots are "experimental"
+        if complete:
+            ax = optuna.visualization.matplotlib.plot_optimization_history(study)
+            ax.set_ylabel("mean held-out accuracy")
+            save(ax.figure, "history.png")
+
+            fig, ax = plt.subplots(figsize=(6, 4))
+            used = [p for p in PLACEMENTS if any(t.params.get("placement") == p for t in complete)]
+            ax.boxplot([[t.accuracy_mean for t in complete if t.params.get("placement") == p]
+                        for p in used])
+            ax.set_xticks(range(1, len(used) + 1), used)
+            if report.baseline is not None and report.baseline.accuracy_mean is not None:
+                ax.axhline(report.baseline.accuracy_mean, color="tab:red", linestyle="--",
+                           label="baseline")
+                ax.legend()
+            ax.set(title="Accuracy by dropout placement (complete trials)",
+                   ylabel="mean held-out accuracy")
+            save(fig, "placements.png")
+
+            fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+            for ax, name in zip(axes, (records.PARAM_INPUT_RATE, records.PARAM_HIDDEN_RATE)):
+                for placement in PLACEMENTS:
+                    points = [(t.params[name], t.accuracy_mean) for t in complete
+                              if name in t.params and t.params.get("placement") == placement]
+                    if points:
+                        xs, ys = zip(*points)
+                        ax.scatter(xs, ys, s=14, label=placement, color=COLOURS[placement])
+                ax.set(xlabel=name.replace("_", " "), title=f"Accuracy against {name}")
+                if ax.get_legend_handles_labels()[0]:
+                    ax.legend()
+            axes[0].set_ylabel("mean held-out accuracy")
+            save(fig, "rates.png")
+
+        if report.importances:
+            ax = optuna.visualization.matplotlib.plot_param_importances(study)
+            save(ax.figure, "importances.png")
+
+        if confirmation is not None and confirmation.rows:
+            rows = confirmation.rows
+            fig, ax = plt.subplots(figsize=(7, 0.6 * len(rows) + 1.5))
+            labels = [("baseline" if r.role == records.ROLE_BASELINE else f"#{r.source_trial}")
+                      + f" {r.placement}" for r in rows]
+            for i, r in enumerate(rows):
+                a = r.accuracy
+                ax.errorbar([a.mean], [i], xerr=[[a.mean - a.low], [a.high - a.mean]], fmt="o",
+                            color=COLOURS.get(r.placement, "k"), capsize=4)
+            ax.axvline(rows[0].accuracy.mean, color="tab:red", linestyle="--", linewidth=1)
+            ax.set_yticks(range(len(rows)), labels)
+            ax.invert_yaxis()
+            ax.set(title=f"Confirmed: mean accuracy, 95% CI ({confirmation.repeats} x "
+                         f"{confirmation.folds}-fold CV)", xlabel="accuracy")
+            save(fig, "confirmed.png")
+    return written
