@@ -17,27 +17,12 @@ from dropsweep.runner import StopFlag, run_search
 from dropsweep.stats import Comparison, Interval, compare, interval
 from dropsweep.verdict import Confirmation, ConfirmedRow, Verdict, build_confirmation
 
-from test_runner import dataset, storage, sweep_of  # noqa: F401 - fixtures
-
-SMALL_SEARCH = """
-name: small
-model: {hidden: [8]}
-train: {epochs: 4, batch_size: 16, eval_every: 2}
-cv: {folds: 3, seed: 1}
-search: {trials: 6, sampler: random, seed: 0, pruner: none}
-space:
-  placement: [none, input, hidden, both]
-  input_rate: {low: 0.1, high: 0.5}
-  hidden_rate: {low: 0.1, high: 0.5}
-  learning_rate: {low: 0.001, high: 0.3}
-  momentum: {low: 0.5, high: 0.95}
-  max_norm: [off, 2, 4]
-"""
-
+from test_runner import SMALL, dataset, storage, sweep_of  # noqa: F401 - fixtures
 
 @pytest.fixture
 def searched(dataset, storage) -> optuna.Study:  # noqa: F811
-    run_search(sweep_of(SMALL_SEARCH), dataset, storage_url=storage, device="cpu", batch=3)
+    sweep = sweep_of(SMALL, "search.trials=6", "search.sampler=random")
+    run_search(sweep, dataset, storage_url=storage, device="cpu", batch=3)
     return optuna.load_study(study_name="small", storage=storage)
 
 
