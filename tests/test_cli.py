@@ -187,7 +187,7 @@ def test_cuda_on_a_machine_without_one_is_one_line(in_tmp):
 @pytest.mark.slow
 def test_ctrl_c_keeps_finished_trials_and_says_how_to_resume(in_tmp):
     """A real process, a real SIGINT, in the middle of its second trial."""
-    args = ["search", SONAR_SWEEP, "--set", "train.epochs=400", "--set", "cv.folds=3",
+    args = ["search", SONAR_SWEEP, "--set", "train.epochs=2000", "--set", "cv.folds=3",
             "--trials", "3", "--batch", "1"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "dropsweep", *args], cwd=in_tmp, env=env,
