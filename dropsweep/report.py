@@ -9,12 +9,14 @@ study still running in another process, or one that was interrupted. Formatting 
 from __future__ import annotations
 
 import copy
+import gc
 import json
 import math
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Container, Iterable, Sequence
+from typing import Any, Container, Iterable, Iterator, Sequence
 
 import optuna
 import sqlalchemy
@@ -372,7 +374,8 @@ def build_report(study: optuna.Study, top: int = 10, select_rule: str = "best") 
     """Compute a study's report; read-only, so it can run while the sweep is still going."""
     direction = _direction(study.study_name, study.directions)
     frozen = _stored_trials(study._storage, study._study_id)  # noqa: SLF001 - read once
-    rows = [trial_row(t) for t in frozen]
+    with _no_gc():
+        rows = [trial_row(t) for t in frozen]
     ranked = _ranked(rows, direction)
     complete = TrialState.COMPLETE.name
     baselines = [r for r in rows if r.state == complete and r.role == records.ROLE_BASELINE]
@@ -453,14 +456,15 @@ def _stored_trials(
     """A study's trials by number, as ``storage.get_all_trials`` returns them.
 
     Optuna's RDB storage builds an ORM object per stored value: ~10 s for 10,000 trials of
-    30 intermediate values each. The same rows come about ten times faster through a few
+    30 intermediate values each. The same rows come over ten times faster through a few
     plain SELECTs of its tables; should those tables ever differ from what this expects,
     Optuna's own reader is used.
     """
     rdb = getattr(storage, "_backend", storage)  # Optuna wraps an RDBStorage in a cache
     if isinstance(rdb, RDBStorage):
         try:
-            return _select_trials(rdb, study_id, stamps_only)
+            with _no_gc():
+                return _select_trials(rdb, study_id, stamps_only)
         except Exception:  # noqa: BLE001 - fall back to the reader Optuna maintains
             pass
     return sorted(storage.get_all_trials(study_id, deepcopy=False), key=lambda t: t.number)
@@ -473,27 +477,56 @@ def _local(utc: datetime | None) -> datetime | None:
     return utc.replace(tzinfo=timezone.utc).astimezone().replace(tzinfo=None)
 
 
+@contextmanager
+def _no_gc() -> Iterator[None]:
+    """Pause the cyclic garbage collector while building many small acyclic objects: it would
+    otherwise walk the growing heap again and again (~40% of the time to read 10,000 trials)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def _select_trials(storage: RDBStorage, study_id: int, stamps_only: bool) -> list[FrozenTrial]:
     """What ``RDBStorage.get_all_trials`` returns (the test suite compares the two), read
-    with one SELECT per table instead of an ORM object per row."""
+    with one SELECT per table instead of an ORM object per row. Enum columns are read as
+    their stored names: SQLAlchemy's per-row enum conversion alone would double the time."""
     from optuna.distributions import json_to_distribution
     from optuna.storages._rdb import models
 
-    trial_table = models.TrialModel.__table__
-    c = trial_table.c
+    trials_table = models.TrialModel.__table__
+    c = trials_table.c
+
+    def name_of(column: Any) -> Any:
+        return sqlalchemy.type_coerce(column, sqlalchemy.String)
 
     def rows_of(conn: Any, model: Any, *columns: str, order: str | None = None) -> list[Any]:
         table = model.__table__
+        picked = [name_of(table.c[n]) if n.endswith("_type") else table.c[n] for n in columns]
         query = (
-            sqlalchemy.select(table.c.trial_id, *(table.c[name] for name in columns))
-            .join(trial_table, table.c.trial_id == c.trial_id)
+            sqlalchemy.select(table.c.trial_id, *picked)
+            .join(trials_table, table.c.trial_id == c.trial_id)
             .where(c.study_id == study_id)
         )
-        return conn.execute(query.order_by(table.c[order or "trial_id"])).all()
+        if order is not None:
+            query = query.order_by(table.c[order])
+        if conn.dialect.name != "sqlite":
+            return conn.execute(query).all()
+        # SQLite's driver returns these columns as the ints, floats and strs SQLAlchemy
+        # would; its row objects would cost a third of the read.
+        sql = str(query.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
+        cursor = conn.connection.cursor()
+        try:
+            return cursor.execute(sql).fetchall()
+        finally:
+            cursor.close()
 
     with storage.engine.connect() as conn:
         base = conn.execute(
-            sqlalchemy.select(c.trial_id, c.number, c.state, c.datetime_start,
+            sqlalchemy.select(c.trial_id, c.number, name_of(c.state), c.datetime_start,
                               c.datetime_complete).where(c.study_id == study_id)
         ).all()
         # per trial: values, params, distributions, user attrs, system attrs, intermediate
@@ -502,11 +535,12 @@ def _select_trials(storage: RDBStorage, study_id: int, stamps_only: bool) -> lis
         }
         if not stamps_only:
             to_value = models.TrialValueModel.stored_repr_to_value
+            value_kinds = {k.name: k for k in models.TrialValueModel.TrialValueType}
             for trial_id, objective, value, kind in rows_of(
                 conn, models.TrialValueModel, "objective", "value", "value_type"
             ):
                 if trial_id in parts:
-                    parts[trial_id][0][objective] = to_value(value, kind)
+                    parts[trial_id][0][objective] = to_value(value, value_kinds[kind])
             known: dict[str, Any] = {}
             for trial_id, name, value, dist_json in rows_of(
                 conn, models.TrialParamModel, "param_name", "param_value", "distribution_json",
@@ -523,18 +557,20 @@ def _select_trials(storage: RDBStorage, study_id: int, stamps_only: bool) -> lis
                 for trial_id, key, value_json in rows_of(conn, model, "key", "value_json"):
                     if trial_id in parts:
                         parts[trial_id][index][key] = json.loads(value_json)
-            to_step_value = models.TrialIntermediateValueModel.stored_repr_to_intermediate_value
+            step_model = models.TrialIntermediateValueModel
+            to_step_value = step_model.stored_repr_to_intermediate_value
+            step_kinds = {k.name: k for k in step_model.TrialIntermediateValueType}
             for trial_id, step, value, kind in rows_of(
-                conn, models.TrialIntermediateValueModel, "step", "intermediate_value",
-                "intermediate_value_type",
+                conn, step_model, "step", "intermediate_value", "intermediate_value_type"
             ):
                 if trial_id in parts:
-                    parts[trial_id][5][step] = to_step_value(value, kind)
+                    parts[trial_id][5][step] = (
+                        value if kind == "FINITE" else to_step_value(value, step_kinds[kind]))
     trials = []
     for trial_id, number, state, start, complete in base:
         values, params, dists, user_attrs, system_attrs, steps = parts[trial_id]
         trials.append(FrozenTrial(
-            number=number, state=state, value=None,
+            number=number, state=TrialState[state], value=None,
             values=[values[i] for i in range(len(values))] if values else None,
             datetime_start=_local(start), datetime_complete=_local(complete),
             params=params, distributions=dists, user_attrs=user_attrs,
