@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
-from scipy import stats as _scipy
 
 LEVEL = 0.95
 
@@ -58,7 +57,9 @@ def interval(scores: Sequence[float], folds: int, level: float = LEVEL) -> Inter
     se = corrected_se(x, folds)
     if math.isnan(se):
         return Interval(mean, math.nan, math.nan, int(x.size))
-    half = float(_scipy.t.ppf(0.5 + level / 2, x.size - 1)) * se
+    from scipy import stats  # half a second to import: only when a confirmation is read
+
+    half = float(stats.t.ppf(0.5 + level / 2, x.size - 1)) * se
     return Interval(mean, mean - half, mean + half, int(x.size))
 
 
@@ -78,5 +79,7 @@ def compare(a: Sequence[float], b: Sequence[float], folds: int,
         t = 0.0 if diff.mean == 0.0 else math.copysign(math.inf, diff.mean)
     else:
         t = diff.mean / se
-    p = 1.0 if t == 0.0 else float(2.0 * _scipy.t.sf(abs(t), d.size - 1))
+    from scipy import stats
+
+    p = 1.0 if t == 0.0 else float(2.0 * stats.t.sf(abs(t), d.size - 1))
     return Comparison(diff, t, p)
