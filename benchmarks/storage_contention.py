@@ -75,7 +75,8 @@ def main() -> None:
     total = args.workers * args.trials
     print(f"{args.workers} processes x {args.trials} trials (storage work only)")
     print(f"{'storage':<28} {'wall s':>7} {'trials/s':>9} {'failed':>7}")
-    for kind, name in (("sqlite", "SQLite, WAL + busy timeout"), ("journal", "JournalStorage, file")):
+    kinds = (("sqlite", "SQLite, WAL + busy timeout"), ("journal", "JournalStorage, file"))
+    for kind, name in kinds:
         seconds, failed = run(kind, args.workers, args.trials)
         print(f"{name:<28} {seconds:7.1f} {total / seconds:9.1f} {failed:7d}")
 
