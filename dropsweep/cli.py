@@ -351,7 +351,9 @@ def export(storage: str, study_name: str | None, number: int | None, output: str
         from dropsweep.data import load_dataset
         from dropsweep.runner import trial_seed
 
-        config = TrialConfig(**trial.user_attrs["config"])
+        from dropsweep.records import CONFIG
+
+        config = TrialConfig(**trial.user_attrs[CONFIG])
         saved = train_on_all(sweep, load_dataset(sweep), config,
                              trial_seed(sweep.search.seed, trial.number), device)
         write_atomically(Path(model), lambda p: torch.save(saved, p))

@@ -10,8 +10,6 @@ interrupted confirmation resumes where it stopped.
 
 from __future__ import annotations
 
-import datetime
-import json
 import warnings
 from dataclasses import dataclass, field
 from typing import Callable
@@ -21,15 +19,16 @@ import optuna
 from optuna.trial import TrialState
 
 from dropsweep import liveness, records
-from dropsweep.config import Sweep, TrialConfig, build_sweep
+from dropsweep.config import SpaceConfig, Sweep, TrialConfig, build_sweep
 from dropsweep.data import Dataset
 from dropsweep.errors import StorageError
 from dropsweep.report import confirm_name
 from dropsweep.runner import StopFlag, record_result
-from dropsweep.space import config_values, fixed_distributions, space_of
-from dropsweep.storage import heartbeat_seconds
+from dropsweep.space import config_values, fixed_distributions, space_of, suggest
+from dropsweep.storage import GRACE_BEATS, heartbeat_seconds, mask_url
 from dropsweep.sweepfile import RawSweep
 from dropsweep.trainer import TrainSettings, make_folds, resolve_device, train_trials
+from dropsweep.verdict import config_key
 
 DEFAULT_TOP = 5
 DEFAULT_REPEATS = 5
@@ -96,22 +95,23 @@ class ConfirmSummary:
 
 def _open(study: optuna.Study, sweep: Sweep) -> optuna.Study:
     name = confirm_name(study.study_name)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        confirm = optuna.create_study(storage=study._storage, study_name=name,  # noqa: SLF001
-                                      direction="maximize", load_if_exists=True,
-                                      sampler=optuna.samplers.RandomSampler(seed=0))
-    if records.CONFIRM_OF not in confirm.user_attrs:
-        confirm.set_user_attr(records.CONFIRM_OF, study.study_name)
-        confirm.set_user_attr(records.STUDY_SWEEP, sweep.to_dict())
-        confirm.set_user_attr(records.STUDY_SWEEP_FILE, sweep.file)
-    elif confirm.user_attrs[records.CONFIRM_OF] != study.study_name:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            confirm = optuna.create_study(storage=study._storage,  # noqa: SLF001
+                                          study_name=name, direction="maximize",
+                                          load_if_exists=True,
+                                          sampler=optuna.samplers.RandomSampler(seed=0))
+        if records.CONFIRM_OF not in confirm.user_attrs:
+            confirm.set_user_attr(records.CONFIRM_OF, study.study_name)
+            confirm.set_user_attr(records.STUDY_SWEEP, sweep.to_dict())
+            confirm.set_user_attr(records.STUDY_SWEEP_FILE, sweep.file)
+    except Exception as exc:  # a read-only or failing storage: one line, not a traceback
+        reason = mask_url(" ".join(str(exc).split()))[:300]
+        raise StorageError(f"cannot write the confirmation study '{name}': {reason}") from None
+    if confirm.user_attrs[records.CONFIRM_OF] != study.study_name:
         raise StorageError(f"study '{name}' exists and does not confirm '{study.study_name}'")
     return confirm
-
-
-def config_key(config: dict) -> str:
-    return json.dumps(config, sort_keys=True)
 
 
 def _done(confirm: optuna.Study) -> set[tuple[str, int]]:
@@ -146,23 +146,23 @@ def run_confirm(study: optuna.Study, dataset: Dataset, *, top: int = DEFAULT_TOP
         todo = [c for c in cands if (config_key(c.config.to_dict()), r) not in done]
         if not todo:
             continue
-        liveness.fail_stale(confirm, grace=2 * seconds)
+        liveness.fail_stale(confirm, grace=GRACE_BEATS * seconds)
         cv_seed = repeat_seed(sweep, r)
         folds = make_folds(dataset.X, dataset.y, sweep.cv.folds, cv_seed, dev,
                            n_classes=dataset.n_classes)
         trials = [_ask(confirm, c, space, r, cv_seed) for c in todo]
         told: set[int] = set()
         try:
-            with liveness.Heartbeat(confirm, trials, seconds):
+            with liveness.Heartbeat(confirm, trials, seconds):  # until all are recorded
                 results = train_trials([c.config for c in todo], folds, settings,
                                        seed=cv_seed, should_stop=stop)
-            for trial, result in zip(trials, results):
-                result.wall_time /= len(trials)
-                record_result(confirm, trial, result)
-                told.add(trial.number)
-                if not result.interrupted:
-                    summary.done += 1
-                    summary.ran += 1
+                for trial, result in zip(trials, results):
+                    result.wall_time /= len(trials)
+                    record_result(confirm, trial, result)
+                    told.add(trial.number)
+                    if not result.interrupted:
+                        summary.done += 1
+                        summary.ran += 1
         except BaseException:
             for trial in trials:
                 if trial.number not in told:
@@ -174,14 +174,21 @@ def run_confirm(study: optuna.Study, dataset: Dataset, *, top: int = DEFAULT_TOP
     return summary
 
 
-def _ask(confirm: optuna.Study, cand: Candidate, space: object, repeat: int,
+def _ask(confirm: optuna.Study, cand: Candidate, space: SpaceConfig, repeat: int,
          cv_seed: int) -> optuna.Trial:
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Heartbeat of storage", category=UserWarning)
-        confirm.enqueue_trial(config_values(cand.config, space), user_attrs={
-            records.ENQUEUED: datetime.datetime.now().isoformat()})
-        trial = confirm.ask(fixed_distributions(cand.config, space))
-    liveness.beat(confirm, [trial])
+    while True:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Heartbeat of storage",
+                                    category=UserWarning)
+            confirm.enqueue_trial(config_values(cand.config, space), user_attrs={
+                records.ENQUEUED: liveness.now_utc().isoformat()})
+            trial = confirm.ask(fixed_distributions(cand.config, space))
+        liveness.beat(confirm, [trial])
+        # ask hands out the oldest queued trial: one a killed run left holds another
+        # configuration; it is dropped, and ours comes next
+        if suggest(trial, space) == cand.config:
+            break
+        liveness.abandon(confirm, trial)
     trial.set_user_attr(records.CONFIG, cand.config.to_dict())
     trial.set_user_attr(records.SOURCE_TRIAL, cand.number)
     trial.set_user_attr(records.REPEAT, repeat)

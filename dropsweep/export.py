@@ -99,10 +99,12 @@ def train_on_all(sweep: Sweep, dataset: Dataset, config: TrialConfig, seed: int,
 
 def write_atomically(path: Path, write: Any) -> None:
     """Write via a temporary file and a rename: never a half-written export."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         write(tmp)
         tmp.replace(path)
+    except OSError as exc:
+        raise DropsweepError(f"cannot write {path}: {exc.strerror or exc}") from None
     finally:
         tmp.unlink(missing_ok=True)

@@ -145,6 +145,8 @@ def train_epoch(
     else:
         global _pool
         if _pool is None or _pool._max_workers != threads:  # noqa: SLF001
+            if _pool is not None:
+                _pool.shutdown(wait=False)
             _pool = ThreadPoolExecutor(max_workers=threads)
         codes = list(_pool.map(run, range(parts)))
     if any(codes):

@@ -32,6 +32,11 @@ def counts_toward_target(trial: FrozenTrial) -> bool:
             and not trial.user_attrs.get(records.INTERRUPTED, False))
 
 
+def now_utc() -> datetime.datetime:
+    """Enqueue stamps are compared across machines: UTC, with its zone."""
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
 def holds_a_place(trial: FrozenTrial) -> bool:
     """Counts toward the target, or will (running, or queued to run)."""
     return counts_toward_target(trial) or trial.state in (TrialState.RUNNING, TrialState.WAITING)
@@ -94,7 +99,7 @@ def fail_stale(study: optuna.Study, grace: float) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
-    cutoff = datetime.datetime.now() - datetime.timedelta(seconds=grace)
+    cutoff = datetime.datetime.now() - datetime.timedelta(seconds=grace)  # Optuna: naive local
     storage = study._storage  # noqa: SLF001
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
         if t.state == TrialState.RUNNING:
@@ -102,7 +107,8 @@ def fail_stale(study: optuna.Study, grace: float) -> None:
                       and t.datetime_start < cutoff)
         else:
             enqueued = t.user_attrs.get(records.ENQUEUED)
-            orphan = enqueued is not None and datetime.datetime.fromisoformat(enqueued) < cutoff
+            orphan = (enqueued is not None and datetime.datetime.fromisoformat(enqueued)
+                      < now_utc() - datetime.timedelta(seconds=grace))
         if orphan:
             try:
                 storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)  # noqa: SLF001

@@ -1,8 +1,8 @@
 """``dropsweep report --plots DIR``: the report's numbers as PNG figures (matplotlib).
 
-Optuna draws what it has a matplotlib visualisation for (optimisation history, parameter
-importances); the rest is drawn here from the report's rows. Nothing is computed that the
-report does not already hold. matplotlib is an optional extra (``dropsweep[plots]``).
+Optuna draws the optimisation history (its matplotlib visualisation); the rest is drawn
+here from the report's rows, importances included, so the figures show the numbers of the
+report's tables and compute nothing anew. matplotlib is an optional extra (``dropsweep[plots]``).
 """
 
 from __future__ import annotations
@@ -48,8 +48,12 @@ def write_plots(study: optuna.Study, report: StudyReport, confirmation: Confirma
     def save(fig: Any, name: str) -> None:
         path = out / name
         fig.tight_layout()
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
+        try:
+            fig.savefig(path, dpi=120)
+        except OSError as exc:
+            raise DropsweepError(f"--plots: cannot write {path}: {exc.strerror or exc}") from None
+        finally:
+            plt.close(fig)
         written.append(path)
 
     with warnings.catch_warnings():
@@ -86,9 +90,12 @@ def write_plots(study: optuna.Study, report: StudyReport, confirmation: Confirma
             axes[0].set_ylabel("mean held-out accuracy")
             save(fig, "rates.png")
 
-        if report.importances:
-            ax = optuna.visualization.matplotlib.plot_param_importances(study)
-            save(ax.figure, "importances.png")
+        if report.importances:  # the report's own numbers: the figure matches the table
+            names = list(report.importances)[::-1]
+            fig, ax = plt.subplots(figsize=(6, 0.45 * len(names) + 1.5))
+            ax.barh(names, [report.importances[n] for n in names], color="tab:blue")
+            ax.set(title="Parameter importances (PED-ANOVA)", xlabel="importance")
+            save(fig, "importances.png")
 
         if confirmation is not None and confirmation.rows:
             rows = confirmation.rows

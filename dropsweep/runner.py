@@ -8,7 +8,6 @@ remembers the sweep it was made with: resuming with another experiment is refuse
 
 from __future__ import annotations
 
-import datetime
 import math
 import signal
 import time
@@ -36,7 +35,8 @@ from dropsweep.space import (
     suggest,
 )
 from dropsweep.liveness import counts_toward_target
-from dropsweep.storage import heartbeat_seconds, mask_url, open_storage, study_names
+from dropsweep.storage import (GRACE_BEATS, heartbeat_seconds, mask_url, open_storage,
+                               study_names)
 from dropsweep.trainer import TrainSettings, TrialResult, make_folds, resolve_device, train_trials
 
 # Trials trained together by default: measured with benchmarks/trial_speed.py (README).
@@ -200,7 +200,7 @@ def _prepare_study(sweep: Sweep, storage_url: str, study_name: str) -> optuna.St
                 f"({'; '.join(changed)}); resume with the original sweep or choose "
                 "another --study name")
         return study
-    except (StorageError, StudyMismatchError):
+    except StorageError:  # StudyMismatchError included
         raise
     except Exception as exc:  # a storage that fails mid-way (locked, read-only, dropped)
         reason = mask_url(" ".join(str(exc).split()))[:300]
@@ -233,8 +233,7 @@ def _summarize(study: optuna.Study, summary: SearchSummary) -> None:
         summary.best_value, summary.best_number = best.value, best.number
 
 
-def _next_planned(study: optuna.Study, planned: list[TrialConfig], sweep: Sweep
-                  ) -> TrialConfig | None:
+def _next_planned(study: optuna.Study, planned: list[TrialConfig]) -> TrialConfig | None:
     """The first planned configuration no finished, running or queued trial already covers."""
     taken = [t.user_attrs.get(records.CONFIG) for t in study.get_trials(deepcopy=False)
              if liveness.holds_a_place(t)]
@@ -314,8 +313,10 @@ def run_search(
 
     seconds = heartbeat_seconds()
     while not stop() and summary.finished < target:
-        liveness.fail_stale(study, grace=2 * seconds)
-        running = sum(t.state == TrialState.RUNNING for t in study.get_trials(deepcopy=False))
+        liveness.fail_stale(study, grace=GRACE_BEATS * seconds)
+        # in flight: running, or queued by a planner (ours, another worker's, or a dead one's)
+        running = sum(t.state in (TrialState.RUNNING, TrialState.WAITING)
+                      for t in study.get_trials(deepcopy=False))
         wanted = min(batch, target - summary.finished - running)
         asked: list[tuple[optuna.Trial, TrialConfig]] = []
         for _ in range(max(wanted, 0)):
@@ -355,18 +356,20 @@ def run_search(
 
         told: set[int] = set()
         try:
+            # beating until every result is recorded: a worker slowed by a locked storage
+            # must not see its finished trials failed as stale by another
             with liveness.Heartbeat(study, trials, seconds):
                 results = train_trials([config for _, config in asked], folds, settings, seed,
                                        on_checkpoint=on_checkpoint, should_stop=stop)
-            for trial, result in zip(trials, results):
-                result.wall_time /= len(trials)  # its share of the batch's time
-                frozen = record_result(study, trial, result)
-                told.add(trial.number)
-                _summarize(study, summary)
-                if not result.interrupted:
-                    summary.ran += 1
-                if events.on_trial:
-                    events.on_trial(summary, frozen)
+                for trial, result in zip(trials, results):
+                    result.wall_time /= len(trials)  # its share of the batch's time
+                    frozen = record_result(study, trial, result)
+                    told.add(trial.number)
+                    _summarize(study, summary)
+                    if not result.interrupted:
+                        summary.ran += 1
+                    if events.on_trial:
+                        events.on_trial(summary, frozen)
         except BaseException:
             # A second Ctrl-C, or any error: no trial of this batch may stay RUNNING, or a
             # resume would wait for it forever. It is marked interrupted and run again.
@@ -384,7 +387,7 @@ def _ask(study: optuna.Study, sweep: Sweep, space: SpaceConfig, planned: list[Tr
          ) -> tuple[optuna.Trial, TrialConfig] | None:
     """The next trial: a planned configuration first (baseline, list, grid), else the sampler's."""
     while True:
-        config = _next_planned(study, planned, sweep)
+        config = _next_planned(study, planned)
         if config is None and is_exhaustive(sweep):
             return None
         with warnings.catch_warnings():
@@ -395,7 +398,7 @@ def _ask(study: optuna.Study, sweep: Sweep, space: SpaceConfig, planned: list[Tr
                 # Enqueued params are what the fixed distributions then return (ask alone
                 # would sample them).
                 study.enqueue_trial(config_values(config, space), user_attrs={
-                    records.ENQUEUED: datetime.datetime.now().isoformat(),
+                    records.ENQUEUED: liveness.now_utc().isoformat(),
                     records.CONFIG: config.to_dict()})
                 trial = study.ask(fixed_distributions(config, space))
             else:

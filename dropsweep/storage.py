@@ -24,12 +24,15 @@ from dropsweep.errors import StorageError
 DEFAULT_STORAGE = "sqlite:///results/dropsweep.db"
 
 
+GRACE_BEATS = 3  # a trial is stale after this many heartbeats missed
+
+
 def heartbeat_seconds() -> int:
     """How often a worker records that its running trials are alive (Optuna's heartbeat).
 
-    A trial whose worker died (kill -9, power loss) is failed by the next worker after twice
-    this long without a beat, and run again. $DROPSWEEP_HEARTBEAT_SECONDS overrides the 10 s
-    default (the tests use 1 s).
+    A trial whose worker died (kill -9, power loss) is failed by the next worker after
+    ``GRACE_BEATS`` times this long without a beat, and run again.
+    $DROPSWEEP_HEARTBEAT_SECONDS overrides the 10 s default (the tests use 1 s).
     """
     return max(1, int(os.environ.get("DROPSWEEP_HEARTBEAT_SECONDS", "10")))
 
@@ -103,7 +106,9 @@ def _rdb_storage(url: str, engine_kwargs: dict, read_only: bool, heartbeat: int 
             with warnings.catch_warnings():  # the heartbeat arguments are "experimental"
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 return RDBStorage(url, engine_kwargs=engine_kwargs, skip_table_creation=read_only,
-                                  heartbeat_interval=None if read_only else heartbeat)
+                                  heartbeat_interval=None if read_only else heartbeat,
+                                  grace_period=None if read_only or heartbeat is None
+                                  else GRACE_BEATS * heartbeat)
         except sqlalchemy.exc.SQLAlchemyError as exc:
             if attempt == 4 or not _lost_creation_race(exc):
                 raise

@@ -19,6 +19,7 @@ accuracy every few epochs and to stop (prune) trials.
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -205,8 +206,10 @@ def use_kernel(engine: str, device: torch.device) -> bool:
     if kernel.applies(device):
         return True
     if engine == "c":
-        raise RuntimeError(f"the C training kernel cannot run here (device {device}, "
-                           f"compiler found: {kernel.load() is not None})")
+        why = (f"device {device}" if device.type != "cpu"
+               else "DROPSWEEP_KERNEL=torch" if os.environ.get("DROPSWEEP_KERNEL") == "torch"
+               else "no C compiler could build it")
+        raise RuntimeError(f"the C training kernel cannot run here ({why})")
     return False
 
 

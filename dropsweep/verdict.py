@@ -41,6 +41,11 @@ class Verdict:
     better: bool  # its mean beats the baseline's
 
 
+def config_key(config: dict) -> str:
+    """A configuration as a key: the same configuration always gives the same string."""
+    return json.dumps(config, sort_keys=True)
+
+
 def _scores(trials: Sequence[FrozenTrial]) -> dict[int, list[float]]:
     """repeat -> fold accuracies, for the complete trials of one configuration."""
     out: dict[int, list[float]] = {}
@@ -56,8 +61,7 @@ def confirmed_rows(trials: Sequence[FrozenTrial], folds: int) -> list[ConfirmedR
     groups: dict[str, list[FrozenTrial]] = {}
     for t in trials:
         if records.CONFIG in t.user_attrs:
-            groups.setdefault(json.dumps(t.user_attrs[records.CONFIG], sort_keys=True),
-                              []).append(t)
+            groups.setdefault(config_key(t.user_attrs[records.CONFIG]), []).append(t)
     scored = {key: _scores(group) for key, group in groups.items()}
     base_key = next((key for key, group in groups.items()
                      if group[0].user_attrs.get(records.ROLE) == records.ROLE_BASELINE), None)

@@ -62,7 +62,10 @@ def run_workers(args: WorkerArgs, n: int, stop: StopFlag,
             if stop() and not forwarded:
                 _signal_all(procs, signal.SIGTERM)
                 forwarded = True
-            watch()
+            try:
+                watch()
+            except Exception:  # a busy storage only delays the progress: the workers go on
+                pass
             time.sleep(interval)
         watch()
     finally:

@@ -4,7 +4,7 @@ A search is killed with SIGKILL at several moments (during start-up, in the midd
 trial, right after a trial finished), then the same command is run again; at the end every
 trial finished before a kill is still there with the same values, nothing is RUNNING or
 WAITING, and the study holds exactly its target. The heartbeat is 1 s here (10 s by
-default), so a killed worker's trials go stale after 2 s.
+default), so a killed worker's trials go stale after 3 s.
 """
 
 from __future__ import annotations
