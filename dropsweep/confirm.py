@@ -133,8 +133,7 @@ def run_confirm(study: optuna.Study, dataset: Dataset, *, top: int = DEFAULT_TOP
     confirm = _open(study, sweep)
     space = space_of(sweep)
     dev = resolve_device(device)
-    settings = TrainSettings(hidden=sweep.model.hidden, epochs=sweep.train.epochs,
-                             batch_size=sweep.train.batch_size, eval_every=sweep.train.eval_every)
+    settings = TrainSettings.of(sweep)
     summary = ConfirmSummary(confirm.study_name, len(cands), repeats)
     done = _done(confirm)
     summary.done = sum((config_key(c.config.to_dict()), r) in done

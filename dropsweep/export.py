@@ -10,6 +10,7 @@ the obvious ``nn.Sequential`` (Linear, ReLU, ..., Linear).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -78,8 +79,7 @@ def train_on_all(sweep: Sweep, dataset: Dataset, config: TrialConfig, seed: int,
     labels = torch.from_numpy(dataset.y.astype(np.int64)).to(dev)[None]
     n = torch.tensor([x.shape[0]], device=dev)
     folds = Folds(rows, labels, n, rows, labels, n, dataset.n_classes)
-    settings = TrainSettings(hidden=sweep.model.hidden, epochs=sweep.train.epochs,
-                             batch_size=sweep.train.batch_size, eval_every=sweep.train.epochs)
+    settings = replace(TrainSettings.of(sweep), eval_every=sweep.train.epochs)  # no checkpoints
     result = train_trials([config], folds, settings, seed)[0]
     if result.model is None:
         raise DropsweepError(f"training on all the data failed: {result.failure}")

@@ -300,8 +300,7 @@ def run_search(
     dev = resolve_device(device)
     folds = make_folds(dataset.X, dataset.y, sweep.cv.folds, sweep.cv.seed, dev,
                        n_classes=dataset.n_classes)
-    settings = TrainSettings(hidden=sweep.model.hidden, epochs=sweep.train.epochs,
-                             batch_size=sweep.train.batch_size, eval_every=sweep.train.eval_every)
+    settings = TrainSettings.of(sweep)
     space = space_of(sweep)
     planned = planned_configs(sweep)
     warmup = pruning_warmup(sweep.train.epochs, sweep.train.eval_every)

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from dropsweep import kernel
-from dropsweep.config import TrialConfig
+from dropsweep.config import Sweep, TrialConfig
 from dropsweep.data import standardize, stratified_folds
 from dropsweep.errors import DropsweepError
 from dropsweep.model import (
@@ -194,6 +194,12 @@ class TrainSettings:
     # "c": the compiled CPU kernel (kernel.py); "torch": batched torch ops, any device;
     # "auto": the kernel where it applies (CPU, a compiler at hand), else torch.
     engine: str = "auto"
+
+    @classmethod
+    def of(cls, sweep: Sweep) -> TrainSettings:
+        """The training a sweep file asks for."""
+        return cls(hidden=sweep.model.hidden, epochs=sweep.train.epochs,
+                   batch_size=sweep.train.batch_size, eval_every=sweep.train.eval_every)
 
 
 def use_kernel(engine: str, device: torch.device) -> bool:
