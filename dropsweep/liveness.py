@@ -37,9 +37,14 @@ def now_utc() -> datetime.datetime:
     return datetime.datetime.now(datetime.timezone.utc)
 
 
+def fills_a_place(trial: FrozenTrial) -> bool:
+    """Counts toward the target, or is running and may."""
+    return counts_toward_target(trial) or trial.state == TrialState.RUNNING
+
+
 def holds_a_place(trial: FrozenTrial) -> bool:
-    """Counts toward the target, or will (running, or queued to run)."""
-    return counts_toward_target(trial) or trial.state in (TrialState.RUNNING, TrialState.WAITING)
+    """Fills a place, or is queued to run."""
+    return fills_a_place(trial) or trial.state == TrialState.WAITING
 
 
 def planned_twice(study: optuna.Study, trial: optuna.Trial, config: dict) -> bool:
@@ -118,8 +123,7 @@ def fail_stale(study: optuna.Study, grace: float) -> None:
 
 def taken(study: optuna.Study) -> int:
     """Trials that fill a place toward the target: finished for good, or running."""
-    return sum(counts_toward_target(t) or t.state == TrialState.RUNNING
-               for t in study.get_trials(deepcopy=False))
+    return sum(fills_a_place(t) for t in study.get_trials(deepcopy=False))
 
 
 def drop_surplus(study: optuna.Study, asked: list[tuple[optuna.Trial, object]],
@@ -130,7 +134,7 @@ def drop_surplus(study: optuna.Study, asked: list[tuple[optuna.Trial, object]],
     if not asked:
         return asked
     slots = sorted(t.number for t in study.get_trials(deepcopy=False)
-                   if counts_toward_target(t) or t.state == TrialState.RUNNING)[:target]
+                   if fills_a_place(t))[:target]
     keep = set(slots)
     kept = []
     for trial, config in asked:

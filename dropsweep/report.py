@@ -399,7 +399,7 @@ def build_report(study: optuna.Study, top: int = 10, select_rule: str = "best") 
         param_names=_param_names(rows),
         confirmation=_confirmation(study, max((len(r.fold_accuracies) for r in rows),
                                               default=0)),
-        selection=select(rows, select_rule),
+        selection=select(ranked, select_rule),
     )
 
 

@@ -49,12 +49,12 @@ def simplicity(row: TrialRow) -> tuple:
             p.get(records.PARAM_MAX_NORM) is not None, -(row.accuracy_mean or 0.0), row.number)
 
 
-def select(rows: Sequence[TrialRow], rule: str) -> Selection | None:
-    """The configuration ``rule`` recommends among the complete trials of ``rows``."""
+def select(ranked: Sequence[TrialRow], rule: str) -> Selection | None:
+    """The configuration ``rule`` recommends among ``ranked``: the complete trials best
+    first, as the report ranks them."""
     if rule not in RULES:
         raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
-    scored = sorted((r for r in rows if r.state == "COMPLETE" and r.accuracy_mean is not None),
-                    key=lambda r: (-r.accuracy_mean, r.number))
+    scored = [r for r in ranked if r.accuracy_mean is not None]
     if not scored:
         return None
     best = scored[0]
