@@ -16,10 +16,10 @@ import click
 
 from dropsweep import __version__
 from dropsweep.errors import DropsweepError
+from dropsweep.records import DEFAULT_STORAGE
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = {signal.SIGINT: 130, signal.SIGTERM: 143}
-DEFAULT_STORAGE = "sqlite:///results/dropsweep.db"  # dropsweep.storage.DEFAULT_STORAGE
 
 
 class UserError(click.ClickException):
@@ -36,7 +36,9 @@ class DropsweepGroup(click.Group):
         try:
             return super().invoke(ctx)
         except DropsweepError as exc:
-            raise UserError(str(exc)) from None
+            error = UserError(str(exc))
+            error.exit_code = exc.exit_code  # 1 for a storage that failed mid-run
+            raise error from None
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
         if kwargs.get("standalone_mode", True) is False:
@@ -68,9 +70,39 @@ def storage_option(f: Any) -> Any:
                         metavar="URL", help="Any Optuna storage URL (SQLite, PostgreSQL, ...).")(f)
 
 
+def _study_name(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    from dropsweep.records import study_name_problem
+
+    problem = None if value is None else study_name_problem(value)
+    if problem:
+        raise click.BadParameter(problem)
+    return value
+
+
 def study_option(f: Any) -> Any:
-    return click.option("--study", "study_name", metavar="NAME",
+    return click.option("--study", "study_name", metavar="NAME", callback=_study_name,
                         help="Study name (default: the sweep's name:).")(f)
+
+
+def _kernel_notice(device: str) -> str | None:
+    """Why the fast CPU kernel is not used, and what it costs (or what was wrong with its
+    cache), for a run that trains on the CPU; read before anything is written."""
+    from dropsweep import kernel
+    from dropsweep.trainer import resolve_device
+
+    return kernel.notice() if resolve_device(device).type == "cpu" else None
+
+
+def _resume_command() -> str:
+    """This very command, quoted for a shell: what to run again to resume."""
+    return shlex.join(["dropsweep", *sys.argv[1:]])
+
+
+def _resumable(exc: Any) -> Any:
+    """A storage that failed mid-run: the same one line, with how to resume."""
+    from dropsweep.errors import StorageFailure
+
+    return StorageFailure(f"{exc.message}; fix it, then resume with: {_resume_command()}")
 
 
 def set_option(f: Any) -> Any:
@@ -137,12 +169,17 @@ def search(sweep: str, overrides: tuple[str, ...], storage: str, study_name: str
       dropsweep search sweeps/sonar.yaml --workers 2
       dropsweep search sweeps/sonar.yaml --storage postgresql://user@host/db   # on each machine
     """
+    from dropsweep.workers import watch_parent
+
+    watch_parent()  # a worker of --workers N: stop cleanly, as on SIGTERM, when that parent dies
     from dropsweep.data import check_folds, load_dataset
     from dropsweep.progress import SearchProgress, render_search_summary
     import torch
 
-    from dropsweep.runner import (AUTO_BATCH, SearchEvents, StopFlag, open_search, run_search,
-                                  stop_on_signals, watcher)
+    from dropsweep.errors import StorageFailure
+    from dropsweep.runner import (AUTO_BATCH, SearchEvents, StopFlag, batch_that_fits,
+                                  open_search, run_search, stop_on_signals, watcher)
+    from dropsweep.trainer import resolve_device
 
     config = _load_sweep(sweep, overrides)
     dataset = load_dataset(config)
@@ -150,26 +187,37 @@ def search(sweep: str, overrides: tuple[str, ...], storage: str, study_name: str
     torch.set_num_threads(threads or max(1, torch.get_num_threads() // workers))
     out, err = _consoles(quiet)
     progress = SearchProgress(err)
-    events = SearchEvents(on_start=progress.start, on_trial=progress.trial_done)
+    events = SearchEvents(on_start=progress.start, on_trial=progress.trial_done,
+                          on_notice=progress.notice)
     status = 0
-    with stop_on_signals(StopFlag()) as stop, progress:
-        if workers == 1:
-            summary = run_search(config, dataset, storage_url=storage, study_name=study_name,
-                                 trials=trials, device=device, batch=batch or AUTO_BATCH,
-                                 stop=stop, events=events)
-        else:
-            from dropsweep.workers import WorkerArgs, exit_status, run_workers
+    kernel_notice = _kernel_notice(device)
+    try:
+        with stop_on_signals(StopFlag()) as stop, progress:
+            if kernel_notice:
+                progress.notice(kernel_notice)
+            if workers == 1:
+                summary = run_search(config, dataset, storage_url=storage,
+                                     study_name=study_name, trials=trials, device=device,
+                                     batch=batch or AUTO_BATCH, stop=stop, events=events)
+            else:
+                from dropsweep.workers import WorkerArgs, exit_status, run_workers
 
-            study, summary = open_search(config, storage_url=storage, study_name=study_name,
-                                         trials=trials)
-            progress.start(summary)
-            args = WorkerArgs(sweep, overrides, storage, summary.study_name, trials, device,
-                              batch, torch.get_num_threads())
-            codes = run_workers(args, workers, stop, watcher(study, summary, events))
-            summary.stopped_by = stop.signal
-            status = exit_status(codes, summary)
-    resume = shlex.join(["dropsweep", *sys.argv[1:]])
-    render_search_summary(summary, out, resume_command=resume)
+                wanted = batch or AUTO_BATCH
+                fits = batch_that_fits(config, dataset, wanted, resolve_device(device), workers)
+                study, summary = open_search(config, storage_url=storage,
+                                             study_name=study_name, trials=trials)
+                progress.start(summary)
+                if fits < wanted:
+                    progress.notice(f"each worker trains {fits} trials at a time, not {wanted}: "
+                                    "more would not fit in memory")
+                args = WorkerArgs(sweep, overrides, storage, summary.study_name, trials, device,
+                                  fits if fits < wanted else batch, torch.get_num_threads())
+                codes = run_workers(args, workers, stop, watcher(study, summary, events))
+                summary.stopped_by = stop.signal
+                status = exit_status(codes, summary)
+    except StorageFailure as exc:
+        raise _resumable(exc) from None
+    render_search_summary(summary, out, resume_command=_resume_command())
     if summary.stopped_by is not None:
         sys.exit(EXIT_INTERRUPTED.get(summary.stopped_by, 130))
     if status:
@@ -280,32 +328,41 @@ def confirm(storage: str, study_name: str | None, top: int, repeats: int, device
 
     from dropsweep.confirm import run_confirm, stored_sweep
     from dropsweep.data import load_dataset
+    from dropsweep.errors import StorageFailure
     from dropsweep.render import render_confirmation
     from dropsweep.report import latest_study_name
     from dropsweep.verdict import build_confirmation
     from dropsweep.runner import StopFlag, stop_on_signals
     from dropsweep.storage import heartbeat_seconds, load_study, open_storage
 
+    # find the study without writing: a mistyped --storage must not create anything
+    name = study_name or latest_study_name(open_storage(storage, read_only=True))
+    load_study(open_storage(storage, read_only=True), name, storage)
     store = open_storage(storage, heartbeat=heartbeat_seconds())
-    name = study_name or latest_study_name(store)
     study = load_study(store, name, storage)
     sweep = stored_sweep(study)
     dataset = load_dataset(sweep)
     if threads is not None:
         torch.set_num_threads(threads)
     out, err = _consoles(quiet)
+    kernel_notice = _kernel_notice(device)
+    if kernel_notice:
+        err.print(f"note: {kernel_notice}", markup=False)
     err.print(f"confirming study '{name}': the baseline and the {top} best configurations, "
               f"{repeats} x {sweep.cv.folds}-fold CV on new splits")
-    with stop_on_signals(StopFlag()) as stop:
-        summary = run_confirm(study, dataset, top=top, repeats=repeats, device=device,
-                              stop=stop, on_repeat=lambda s: err.print(
-                                  f"  {s.done} of {s.total} (configuration, repeat) done"))
+    try:
+        with stop_on_signals(StopFlag()) as stop:
+            summary = run_confirm(study, dataset, top=top, repeats=repeats, device=device,
+                                  stop=stop, on_repeat=lambda s: err.print(
+                                      f"  {s.done} of {s.total} (configuration, repeat) done"))
+    except StorageFailure as exc:
+        raise _resumable(exc) from None
     confirmation = build_confirmation(load_study(store, summary.study_name, storage),
                                       sweep.cv.folds)
     render_confirmation(confirmation, out)
     if summary.stopped_by is not None:
         out.print(f"Interrupted: {summary.done} of {summary.total} done. Resume with: "
-                  + shlex.join(["dropsweep", *sys.argv[1:]]), markup=False)
+                  + _resume_command(), markup=False)
         sys.exit(EXIT_INTERRUPTED.get(summary.stopped_by, 130))
 
 
@@ -361,7 +418,7 @@ def export(storage: str, study_name: str | None, number: int | None, output: str
                   f"{saved['train_accuracy']:.2%}): {model}", markup=False)
     write_atomically(Path(output), lambda p: p.write_text(text))
     out.print(f"wrote {output}: study '{name}', trial {trial.number}; run it with: "
-              f"dropsweep search {output}", markup=False)
+              f"{shlex.join(['dropsweep', 'search', output])}", markup=False)
 
 
 @main.command()

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Union
 
 from dropsweep.errors import SweepError
-from dropsweep.records import PLACEMENTS
+from dropsweep.records import PLACEMENTS, study_name_problem
 from dropsweep.sweepfile import RawSweep, locate
 
 # ----------------------------------------------------------------------------- parameters
@@ -478,6 +478,8 @@ def build_sweep(raw: RawSweep) -> Sweep:
     name = raw.data.get("name", Sweep.name)
     if not isinstance(name, str) or not name.strip():
         raise check.fail("name", f"must be a non-empty string, got {_describe(name)}")
+    if study_name_problem(name):
+        raise check.fail("name", study_name_problem(name))
 
     d = check.section("data")
     check.unknown_keys(d, _SECTION_KEYS["data"], "data")

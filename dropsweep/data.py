@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from dropsweep import env
 from dropsweep.errors import DataError, SweepError
 
 if TYPE_CHECKING:
@@ -113,10 +114,11 @@ def standardize(X_train: np.ndarray, X_test: np.ndarray) -> tuple[np.ndarray, np
 def cache_dir() -> Path:
     """dropsweep's cache (a downloaded Sonar copy, built kernels): $DROPSWEEP_CACHE_DIR,
     else the XDG cache."""
-    if os.environ.get("DROPSWEEP_CACHE_DIR"):
-        return Path(os.environ["DROPSWEEP_CACHE_DIR"]).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "dropsweep"
+    mine = env.path("DROPSWEEP_CACHE_DIR")
+    if mine is not None:
+        return mine
+    xdg = env.path("XDG_CACHE_HOME")
+    return (xdg or Path.home() / ".cache") / "dropsweep"
 
 
 # ----------------------------------------------------------------------------- Sonar
@@ -135,8 +137,8 @@ def load_sonar() -> Dataset:
     edited file is refused instead of silently changing the experiment.
     """
     cache = cache_dir() / "sonar.csv"
-    data_dir = os.environ.get("DROPSWEEP_DATA_DIR")
-    candidates = [Path(data_dir).expanduser() / n for n in SONAR_NAMES] if data_dir else []
+    data_dir = env.path("DROPSWEEP_DATA_DIR")
+    candidates = [data_dir / n for n in SONAR_NAMES] if data_dir else []
     for path in [*candidates, cache]:
         if path.is_file():
             advice = ("delete it to download again" if path == cache

@@ -55,5 +55,12 @@ class StorageError(DropsweepError):
     """The storage cannot be opened, or a study in it cannot be used as asked."""
 
 
+class StorageFailure(StorageError):
+    """The storage failed while in use (disk full, connection lost for too long): not a
+    mistake in the input, so exit status 1; the search that met it says how to resume."""
+
+    exit_code = 1
+
+
 class StudyMismatchError(StorageError):
     """Resuming a study with a sweep whose experiment differs from the one it was made with."""

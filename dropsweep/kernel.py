@@ -8,22 +8,36 @@ compiler for this CPU (``-march=native``) and cached per source, flags and CPU, 
 is needed at install time. Where it cannot be built (no compiler) or does not apply (CUDA,
 ``DROPSWEEP_KERNEL=torch``), the trainer uses the torch path, which is also the reference
 the tests hold this kernel to.
+
+Loading a library runs its code as this user and the cached name is computable by anyone,
+so only what this user built is loaded: directory and file owned by the effective user and
+writable by no one else (the directory is created 0700; ``_dlopen`` closes the race between
+check and load). A cached file refused or not loadable is rebuilt once. A refused directory
+is not written to: the kernel is built for this process in a private temporary directory (a
+second's compile, against 2.7-3.5x slower training without it). What went wrong is kept as
+one line for the CLI (``notice``); this module prints nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import errno
 import hashlib
 import os
 import platform
 import shutil
+import stat
 import subprocess
 import tempfile
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Sequence
 
 import torch
+
+from dropsweep import env
 
 SOURCE = Path(__file__).with_name("kernel.c")
 # Reassociation lets the compiler vectorise the sums, contraction fuses multiply-adds (ISO C
@@ -31,15 +45,36 @@ SOURCE = Path(__file__).with_name("kernel.c")
 # -funsafe-math-optimizations, whose start-up code would flush subnormals to zero process-wide.
 FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-fassociative-math",
          "-fno-signed-zeros", "-ffp-contract=fast", "-shared", "-fPIC", "-std=c99"]
+BUILD_TIMEOUT = 120  # seconds
+# Build temporaries carry our prefix, so the sweep never touches anyone else's files, and are
+# swept only well past BUILD_TIMEOUT, so a concurrent worker's build is never pulled away.
+TMP_PREFIX = "dropsweep_build_"
+STALE_SECONDS = 600
+# README, benchmarks/trial_speed.py: torch 0.714 vs c 0.264 s a trial at --batch 1, 0.577 vs
+# 0.163 s with 16 trials batched.
+COST = ("training falls back to the torch engine, measured 2.7x slower per trial "
+        "(3.5x with trials batched; benchmarks/trial_speed.py)")
 _UNSET = object()
 _lib: object = _UNSET
+_why: str | None = None  # why the kernel is not used (None: it is, or it is switched off)
+_note: str | None = None  # it is used, but a cached file was replaced or the cache refused
+_held: list[int] = []  # descriptors of loaded libraries, never closed (see _dlopen)
 _pool: ThreadPoolExecutor | None = None
+
+
+class _Unusable(Exception):
+    """Why the kernel cannot be built or loaded (one line, for ``unavailable()``)."""
+
+
+class _Refused(_Unusable):
+    """The kernel directory itself cannot be used."""
 
 
 def kernel_dir() -> Path:
     """$DROPSWEEP_KERNEL_DIR, else ``kernels/`` in dropsweep's cache directory."""
-    if os.environ.get("DROPSWEEP_KERNEL_DIR"):
-        return Path(os.environ["DROPSWEEP_KERNEL_DIR"]).expanduser()
+    where = env.path("DROPSWEEP_KERNEL_DIR")
+    if where is not None:
+        return where
     from dropsweep.data import cache_dir
 
     return cache_dir() / "kernels"
@@ -55,44 +90,236 @@ def _cpu_signature() -> str:
     return platform.machine() + platform.processor() + flags
 
 
-def _build(compiler: str) -> Path:
+def _name(compiler: str) -> str:
     digest = hashlib.sha256(SOURCE.read_bytes() + " ".join([compiler, *FLAGS]).encode()
                             + _cpu_signature().encode()).hexdigest()[:16]
-    target = kernel_dir() / f"dropsweep_kernel_{digest}.so"
-    if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        # build beside the target, then rename: concurrent workers never load a partial file
-        fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
+    return f"dropsweep_kernel_{digest}.so"
+
+
+def _ours(st: os.stat_result, what: str, refusal: type[_Unusable] = _Unusable) -> None:
+    """Refuse what another user owns or could write: loading it would run their code as us
+    (root included: root may write anything, but a file another uid owns is still theirs)."""
+    euid = os.geteuid()
+    if st.st_uid != euid:
+        raise refusal(f"{what} is owned by uid {st.st_uid}, not by this user (uid {euid})")
+    if st.st_mode & 0o022:
+        who = " and ".join(w for w, bit in (("group", 0o020), ("others", 0o002))
+                           if st.st_mode & bit)
+        raise refusal(f"{what} is writable by {who} (mode {stat.S_IMODE(st.st_mode):o})")
+
+
+def _open_dir(where: Path) -> int:
+    """A descriptor of ``where`` (created 0700 if missing), swept, once it is ours and private.
+
+    All later steps go through it (``dir_fd``): swapping the path afterwards changes nothing
+    loaded. Symlinks on the way are followed on purpose (``~/.cache`` often is one): the
+    directory they lead to is what is checked.
+    """
+    created = False
+    try:
+        where.parent.mkdir(parents=True, exist_ok=True)
+        os.mkdir(where, 0o700)
+        created = True
+    except FileExistsError:
+        pass
+    except OSError as e:
+        raise _Refused(f"cannot create the kernel directory {where}: {e.strerror}") from None
+    try:
+        fd = os.open(where, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as e:
+        raise _Refused(f"cannot open the kernel directory {where}: {e.strerror}") from None
+    try:
+        if created and os.fstat(fd).st_uid == os.geteuid():
+            os.fchmod(fd, 0o700)  # exactly: a umask such as 0o277 would leave it unwritable
+        _ours(os.fstat(fd), f"the kernel directory {where}", _Refused)
+    except BaseException:
         os.close(fd)
+        raise
+    _sweep(fd)
+    return fd
+
+
+def _sweep(dfd: int) -> None:
+    """Remove our build temporaries that a killed build left behind (best effort)."""
+    cutoff = time.time() - STALE_SECONDS
+    with contextlib.suppress(OSError), os.scandir(dfd) as entries:
+        for entry in entries:
+            if entry.name.startswith(TMP_PREFIX) and entry.name.endswith(".so"):
+                with contextlib.suppress(OSError):
+                    if entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                        os.unlink(entry.name, dir_fd=dfd)
+
+
+def _compile(compiler: str, dfd: int, where: Path, name: str) -> None:
+    """Build beside the target, then rename: concurrent workers never load a partial file."""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=".so", dir=where)
+    except OSError as e:
+        raise _Unusable(f"cannot write in {where}: {e.strerror}") from None
+    os.close(fd)
+    tmp_name = os.path.basename(tmp)
+    how = f"building it with {compiler}"
+    try:
+        subprocess.run([compiler, *FLAGS, "-o", tmp, str(SOURCE), "-lm"], check=True,
+                       capture_output=True, timeout=BUILD_TIMEOUT)
+        # the linker may create its output afresh with the umask's mode (group-writable under
+        # umask 002), which the load would then refuse
+        mode = stat.S_IMODE(os.stat(tmp_name, dir_fd=dfd).st_mode)
+        os.chmod(tmp_name, mode & ~0o022, dir_fd=dfd)
+        os.replace(tmp_name, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+    except subprocess.CalledProcessError as e:
+        lines = [line.strip() for line in e.stderr.decode(errors="replace").splitlines()]
+        first = next((line for line in lines if "error" in line), next(filter(None, lines), ""))
+        raise _Unusable(f"{how} failed ({first[:200] or f'exit status {e.returncode}'})") from None
+    except subprocess.TimeoutExpired:
+        raise _Unusable(f"{how} took over {BUILD_TIMEOUT} s") from None
+    except OSError as e:
+        raise _Unusable(f"{how} failed ({e.strerror or e})") from None
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp_name, dir_fd=dfd)
+
+
+def _dlopen(dfd: int, name: str, label: Path) -> ctypes.CDLL | None:
+    """``name`` in the checked directory, loaded if it is a regular file this user owns and
+    no one else may write; None if there is none.
+
+    Check and load must see the same file, or one swapped in between would run: it is opened
+    without following a symlink (O_NOFOLLOW; O_NONBLOCK: a planted FIFO cannot hang us),
+    checked on the descriptor (fstat), and the loader is handed /proc/self/fd/N, which names
+    that very inode whatever happens to the path; no one else may write the inode, so its
+    contents cannot change either. The descriptor stays open for good: glibc knows loaded
+    libraries by path, and a reused /proc/self/fd/N would hand back the earlier library.
+    """
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dfd)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        why = "is a symbolic link" if e.errno == errno.ELOOP else f"cannot be opened: {e.strerror}"
+        raise _Unusable(f"{label} {why}") from None
+    keep = False
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise _Unusable(f"{label} is not a regular file")
+        _ours(st, str(label))
+        path = f"/proc/self/fd/{fd}"
         try:
-            subprocess.run([compiler, *FLAGS, "-o", tmp, str(SOURCE), "-lm"], check=True,
-                           capture_output=True, timeout=120)
-            os.replace(tmp, target)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-    return target
+            lib = ctypes.CDLL(path)
+        except OSError as e:
+            why = str(e).replace(f"{path}: ", "")
+            raise _Unusable(f"{label} cannot be loaded ({why})") from None
+        keep = True
+        _held.append(fd)
+        p, i64, f32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float
+        try:
+            lib.dropsweep_epoch.restype = ctypes.c_int
+            lib.dropsweep_epoch.argtypes = [i64, i64, i64, p, i64, i64] + [p] * 17
+            lib.dropsweep_masks.restype = None
+            lib.dropsweep_masks.argtypes = [p, i64, ctypes.c_uint64, ctypes.c_uint64, f32]
+        except AttributeError:
+            raise _Unusable(f"{label} is not this dropsweep kernel") from None
+        return lib
+    finally:
+        if not keep:
+            os.close(fd)
+
+
+def _from(where: Path, compiler: str) -> tuple[ctypes.CDLL, str | None]:
+    """The kernel cached in ``where``, built or rebuilt (once) as needed, and a note when a
+    cached file was refused or broken and so replaced."""
+    dfd = _open_dir(where)
+    try:
+        name, note = _name(compiler), None
+        try:
+            lib = _dlopen(dfd, name, where / name)
+        except _Unusable as e:
+            lib, note = None, f"{e}; rebuilt it"
+        if lib is None:
+            _compile(compiler, dfd, where, name)
+            try:
+                lib = _dlopen(dfd, name, where / name)
+            except _Unusable as e:
+                raise _Unusable(f"freshly built, {e}") from None
+            assert lib is not None, "the build left no library"
+        return lib, note
+    finally:
+        os.close(dfd)
+
+
+def _find() -> tuple[ctypes.CDLL | None, str | None, str | None]:
+    """The library, why there is none, and what went wrong although there is one."""
+    # "auto" is accepted as "c" (use it where possible): it is the engine's word for that,
+    # and every value but "torch" meant so before this variable was checked
+    if env.choice("DROPSWEEP_KERNEL", "c", ("c", "auto", "torch")) == "torch":
+        return None, None, None
+    compiler = env.raw("CC") or shutil.which("cc") or shutil.which("gcc")
+    if not compiler:
+        return None, "no C compiler to build it (no cc or gcc on PATH, no $CC)", None
+    if not os.path.isdir("/proc/self/fd"):  # Linux's; _dlopen needs it to load safely
+        return None, "no /proc/self/fd to load it from safely", None
+    where = kernel_dir()
+    try:
+        lib, note = _from(where, compiler)
+        return lib, None, note
+    except _Refused as e:
+        refused = e
+    except _Unusable as e:
+        return None, str(e), None
+    # built in a fresh private directory, removed once loaded (the mapping and the held
+    # descriptor keep the library)
+    try:
+        private = Path(tempfile.mkdtemp(prefix="dropsweep-kernel-"))
+    except OSError as e:
+        return None, f"{refused}; no private directory to build it in ({e.strerror})", None
+    try:
+        lib = _from(private, compiler)[0]
+    except _Unusable as e:
+        return None, f"{refused}; building it privately failed too: {e}", None
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
+    return lib, None, (f"{refused}, so the kernel was built for this process alone (about a "
+                       "second each run; set DROPSWEEP_KERNEL_DIR to a directory of your own)")
+
+
+def _build(compiler: str) -> Path:
+    """The cached library in ``kernel_dir()``, built if missing (not loaded, not checked)."""
+    where = kernel_dir()
+    dfd, name = _open_dir(where), _name(compiler)
+    try:
+        if not os.path.lexists(where / name):
+            _compile(compiler, dfd, where, name)
+    finally:
+        os.close(dfd)
+    return where / name
 
 
 def load() -> ctypes.CDLL | None:
-    """The kernel library, or None where it is switched off or cannot be built here."""
-    global _lib
+    """The kernel library, or None where it is switched off or cannot be used here (then
+    ``unavailable()`` says why). A bad DROPSWEEP_KERNEL or DROPSWEEP_KERNEL_DIR raises
+    :class:`dropsweep.env.EnvError` (and leaves nothing cached, so it is raised again)."""
+    global _lib, _why, _note
     if _lib is _UNSET:
-        _lib = None
-        compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-        if os.environ.get("DROPSWEEP_KERNEL", "c") != "torch" and compiler:
-            try:
-                lib = ctypes.CDLL(str(_build(compiler)))
-            except (OSError, subprocess.SubprocessError):
-                lib = None
-            if lib is not None:
-                p, i64, f32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float
-                lib.dropsweep_epoch.restype = ctypes.c_int
-                lib.dropsweep_epoch.argtypes = [i64, i64, i64, p, i64, i64] + [p] * 17
-                lib.dropsweep_masks.restype = None
-                lib.dropsweep_masks.argtypes = [p, i64, ctypes.c_uint64, ctypes.c_uint64, f32]
-                _lib = lib
+        _lib, _why, _note = _find()
     return _lib  # type: ignore[return-value]
+
+
+def unavailable() -> str | None:
+    """Why the C kernel cannot be used here, in a few words; None when it loaded, or when
+    DROPSWEEP_KERNEL=torch switched it off (a deliberate choice needs no warning). Loads
+    (and if need be builds) the kernel first."""
+    load()
+    return _why
+
+
+def notice() -> str | None:
+    """The one line to show the user once per run, or None: why the kernel is not used and
+    what that costs, or what went wrong with its cache although it is used."""
+    why = unavailable()
+    if why is not None:
+        return f"the C training kernel is not used: {why}; {COST}"
+    return f"the C training kernel: {_note}" if _note else None
 
 
 def applies(device: torch.device) -> bool:

@@ -21,15 +21,49 @@ from optuna.trial import FrozenTrial, TrialState
 from dropsweep import records
 
 
+# A baseline that diverges (a failure of its own) is tried this many times, each with its
+# own seed, before the study goes on without one; any other lost baseline is always re-run.
+BASELINE_ATTEMPTS = 3
+
+
+def _is_baseline(trial: FrozenTrial) -> bool:
+    return trial.user_attrs.get(records.ROLE) == records.ROLE_BASELINE
+
+
+def _diverged(trial: FrozenTrial) -> bool:
+    return (trial.state == TrialState.FAIL and records.FAIL_REASON in trial.user_attrs
+            and not trial.user_attrs.get(records.INTERRUPTED, False))
+
+
 def counts_toward_target(trial: FrozenTrial) -> bool:
     """Finished for good: complete, pruned, or failed for a reason of its own (diverged).
 
-    A trial stopped by Ctrl-C or a kill is not a result and will be run again.
+    A trial stopped by Ctrl-C or a kill is not a result and will be run again. Nor is a
+    pruned baseline (studies made before the baseline was exempt from pruning): it is run
+    again, since every comparison needs it.
     """
-    if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
+    if trial.state == TrialState.COMPLETE:
         return True
-    return (trial.state == TrialState.FAIL and records.FAIL_REASON in trial.user_attrs
-            and not trial.user_attrs.get(records.INTERRUPTED, False))
+    if trial.state == TrialState.PRUNED:
+        return not _is_baseline(trial)
+    return _diverged(trial)
+
+
+def settles(trial: FrozenTrial) -> bool:
+    """Whether this trial settles its planned configuration (baseline, listed, grid point),
+    so that it is not planned again: running or queued, or finished for good — for the
+    baseline, only complete (see :func:`baseline_gave_up` for one that keeps diverging)."""
+    if trial.state in (TrialState.RUNNING, TrialState.WAITING):
+        return True
+    if _is_baseline(trial):
+        return trial.state == TrialState.COMPLETE
+    return counts_toward_target(trial)
+
+
+def baseline_gave_up(trials: Sequence[FrozenTrial]) -> bool:
+    """The baseline diverged on every one of its attempts: go on without it (the report
+    says why) rather than retry for ever."""
+    return sum(_is_baseline(t) and _diverged(t) for t in trials) >= BASELINE_ATTEMPTS
 
 
 def now_utc() -> datetime.datetime:
@@ -42,26 +76,23 @@ def fills_a_place(trial: FrozenTrial) -> bool:
     return counts_toward_target(trial) or trial.state == TrialState.RUNNING
 
 
-def holds_a_place(trial: FrozenTrial) -> bool:
-    """Fills a place, or is queued to run."""
-    return fills_a_place(trial) or trial.state == TrialState.WAITING
-
-
 def planned_twice(study: optuna.Study, trial: optuna.Trial, config: dict) -> bool:
-    """Whether a lower-numbered trial already holds this planned configuration: two workers
-    that plan the same grid point at once both ask; the lower trial number keeps it."""
-    return any(t.number < trial.number and holds_a_place(t)
+    """Whether a lower-numbered trial already settles this planned configuration: two
+    workers that plan the same grid point at once both ask; the lower trial number keeps it."""
+    return any(t.number < trial.number and settles(t)
                and t.user_attrs.get(records.CONFIG) == config
                for t in study.get_trials(deepcopy=False))
 
 
-def abandon(study: optuna.Study, trial: optuna.Trial) -> None:
-    """End a trial that will not be a result (interrupted, or surplus): FAIL, marked so."""
+def abandon(study: optuna.Study, trial: optuna.Trial) -> bool:
+    """End a trial that will not be a result (interrupted, or surplus): FAIL, marked so.
+    Whether it could be marked (not when already finished, or the storage itself failed)."""
     try:
         trial.set_user_attr(records.INTERRUPTED, True)
         study.tell(trial, state=TrialState.FAIL)
-    except Exception:  # already finished, or the storage itself is what failed
-        pass
+        return True
+    except Exception:
+        return False
 
 
 def beat(study: optuna.Study, trials: Sequence[optuna.Trial]) -> None:

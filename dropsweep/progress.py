@@ -6,6 +6,7 @@ a terminal; otherwise one plain line per trial, so logs stay readable and free o
 
 from __future__ import annotations
 
+import shlex
 import signal
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +19,8 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+
+from dropsweep.records import DEFAULT_STORAGE
 
 if TYPE_CHECKING:  # the runner imports torch and optuna; drawing needs neither
     from dropsweep.runner import SearchSummary
@@ -62,6 +65,10 @@ class SearchProgress:
             self.task = self.bar.add_task("search", total=summary.target,
                                           completed=summary.finished, best=self._best(summary))
 
+    def notice(self, text: str) -> None:
+        """A line the user should read, above the bar (or in the log)."""
+        self.console.print(f"note: {text}", markup=False)
+
     def trial_done(self, summary: SearchSummary, trial: Any) -> None:
         if self.bar is not None:
             self.bar.update(self.task, completed=summary.finished, best=self._best(summary))
@@ -92,4 +99,11 @@ def render_search_summary(summary: SearchSummary, console: Console, resume_comma
         return
     console.print(f"Study '{summary.study_name}': {summary.finished} of {summary.target} trials "
                   f"finished ({summary.ran} run now){best}. "
-                  f"See: dropsweep report --study {summary.study_name}", markup=False)
+                  f"See: {report_command(summary)}", markup=False)
+
+
+def report_command(summary: SearchSummary) -> str:
+    """The command that reports this study, quoted for a shell (a study name is any text).
+    A password in the storage URL stays masked: the user types it."""
+    storage = [] if summary.storage == DEFAULT_STORAGE else ["--storage", summary.storage]
+    return shlex.join(["dropsweep", "report", *storage, "--study", summary.study_name])

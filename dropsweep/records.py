@@ -33,12 +33,26 @@ SOURCE_TRIAL = "source_trial"  # int, the search trial whose configuration this 
 REPEAT = "repeat"  # int, which repetition of k-fold CV (each its own fold split)
 CV_SEED = "cv_seed"  # int, the seed of that repetition's fold split
 
+# --- where ---------------------------------------------------------------------------
+DEFAULT_STORAGE = "sqlite:///results/dropsweep.db"  # embedded, zero set-up (--storage URL)
+
 # --- per study -------------------------------------------------------------------------
 STUDY_SWEEP = "dropsweep_sweep"  # dict, the whole resolved sweep configuration
 STUDY_VERSION = "dropsweep_version"  # str
 STUDY_TORCH_VERSION = "torch_version"  # str
 STUDY_SWEEP_FILE = "sweep_file"  # str, the path the sweep was read from
 CONFIRM_OF = "confirm_of"  # str, on a confirmation study: the search study it confirms
+
+
+def study_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name a study, or None. Names are printed in tables and in
+    commands to copy: an empty one would silently mean another, and a control character
+    (a newline, an escape) would split a table or a terminal line."""
+    if not name.strip():
+        return "must not be empty"
+    if not name.isprintable():
+        return f"must not contain control characters, got {name!r}"
+    return None
 
 # Trial parameters (Optuna params). A rate is present only where the placement uses it,
 # max_norm only where the space turns it on: params never carry meaningless values.

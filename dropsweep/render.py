@@ -543,6 +543,20 @@ def _setup(placement: str, config: dict) -> str:
     return f"{placement} dropout {' / '.join(_param(r) for r in rates)}"
 
 
+_OTHER_SETTINGS = (("learning_rate", "learning rate"), ("momentum", "momentum"),
+                   ("max_norm", "max-norm"))
+
+
+def _setup_against(config: dict, reference: dict) -> str:
+    """A configuration by its dropout and by whatever else differs from ``reference``: a
+    candidate without dropout still differs from the baseline (learning rate, ...), and the
+    verdict must say how."""
+    differs = [f"{label} {_param(config.get(key)) or 'off'}" for key, label in _OTHER_SETTINGS
+               if config.get(key) != reference.get(key)]
+    dropout = _setup(str(config.get("placement", "none")), config)
+    return dropout + (f" with {', '.join(differs)}" if differs else "")
+
+
 def _interval_points(interval: Any) -> str:
     if interval is None or math.isnan(interval.low):
         return _MISSING
@@ -562,18 +576,23 @@ def verdict_text(confirmation: Any) -> str:
         return ("No verdict yet: it needs the baseline and at least one other configuration "
                 "confirmed (dropsweep confirm).")
     best, base, cmp = v.best, v.baseline, v.best.vs_baseline
-    what = f"{_setup(best.placement, best.config)} (trial #{best.source_trial})"
-    how = (f"{best.accuracy.mean * 100:.2f}% vs {base.accuracy.mean * 100:.2f}% without "
-           f"dropout, {cmp.diff.mean * 100:+.2f} points (95% CI "
+    what = f"{_setup_against(best.config, base.config)} (trial #{best.source_trial})"
+    if best.placement != "none":
+        ref, of_ref = "no dropout", "without dropout"
+    else:  # the difference is not dropout at all: name what the baseline is
+        ref = f"the baseline ({_setup_against(base.config, best.config)})"
+        of_ref = "for the baseline"
+    how = (f"{best.accuracy.mean * 100:.2f}% vs {base.accuracy.mean * 100:.2f}% {of_ref}, "
+           f"{cmp.diff.mean * 100:+.2f} points (95% CI "
            f"{cmp.diff.low * 100:+.2f} to {cmp.diff.high * 100:+.2f}), p = {_p(cmp.p)}")
     test = (f"{confirmation.repeats} x {confirmation.folds}-fold CV, Nadeau-Bengio "
             "corrected t-test")
     if v.better and v.significant:
-        return f"Verdict: {what} beats no dropout: {how}; significant at 5% ({test})."
+        return f"Verdict: {what} beats {ref}: {how}; significant at 5% ({test})."
     if v.better:
-        return (f"Verdict: {what} is ahead of no dropout, but not significantly: {how}; "
+        return (f"Verdict: {what} is ahead of {ref}, but not significantly: {how}; "
                 f"not significant at 5% ({test}).")
-    return (f"Verdict: no set-up beats no dropout; the best, {what}: {how}"
+    return (f"Verdict: no set-up beats {ref}; the best, {what}: {how}"
             f"{'; significantly worse at 5%' if v.significant else ''} ({test}).")
 
 

@@ -25,7 +25,8 @@ import dropsweep
 from dropsweep import liveness, records
 from dropsweep.config import SpaceConfig, Sweep, TrialConfig
 from dropsweep.data import Dataset
-from dropsweep.errors import StorageError, StudyMismatchError
+from dropsweep.errors import StorageError, StorageFailure, StudyMismatchError
+from dropsweep import memory
 from dropsweep.space import (
     config_values,
     fixed_distributions,
@@ -37,7 +38,9 @@ from dropsweep.space import (
 from dropsweep.liveness import counts_toward_target
 from dropsweep.storage import (GRACE_BEATS, heartbeat_seconds, mask_url, open_storage,
                                study_names)
-from dropsweep.trainer import TrainSettings, TrialResult, make_folds, resolve_device, train_trials
+from dropsweep.model import layer_sizes
+from dropsweep.trainer import (Folds, TrainSettings, TrialResult, make_folds, resolve_device,
+                               train_trials)
 
 # Trials trained together by default: measured with benchmarks/trial_speed.py (README).
 AUTO_BATCH = 16
@@ -165,6 +168,11 @@ class SearchEvents:
 
     on_start: Callable[[SearchSummary], None] | None = None
     on_trial: Callable[[SearchSummary, FrozenTrial], None] | None = None
+    on_notice: Callable[[str], None] | None = None  # one line the user should read
+
+    def notice(self, text: str) -> None:
+        if self.on_notice:
+            self.on_notice(text)
 
 
 def _prepare_study(sweep: Sweep, storage_url: str, study_name: str) -> optuna.Study:
@@ -234,13 +242,28 @@ def _summarize(study: optuna.Study, summary: SearchSummary) -> None:
 
 
 def _next_planned(study: optuna.Study, planned: list[TrialConfig]) -> TrialConfig | None:
-    """The first planned configuration no finished, running or queued trial already covers."""
-    taken = [t.user_attrs.get(records.CONFIG) for t in study.get_trials(deepcopy=False)
-             if liveness.holds_a_place(t)]
+    """The first planned configuration no trial settles yet (see :func:`liveness.settles`):
+    the baseline first, so a baseline lost to a dead or paused worker is run again before
+    anything else."""
+    trials = study.get_trials(deepcopy=False)
+    taken = [t.user_attrs.get(records.CONFIG) for t in trials if liveness.settles(t)]
     for config in planned:
-        if config.to_dict() not in taken:
+        if config.to_dict() not in taken and not (
+                config is planned[0] and liveness.baseline_gave_up(trials)):
             return config
     return None
+
+
+def batch_that_fits(sweep: Sweep, dataset: Dataset, batch: int, device: torch.device,
+                    workers: int = 1) -> int:
+    """``batch``, or the fewer trials that fit in memory beside ``workers - 1`` other workers
+    of this machine; a trial that cannot fit at all is a one-line error naming the key.
+    Checked before anything is written to the storage."""
+    sizes = layer_sizes(dataset.X.shape[1], sweep.model.hidden, dataset.n_classes)
+    need = memory.trial_need(sizes, sweep.cv.folds, dataset.X.shape[0])  # all rows: a bound
+    free = memory.available(device)
+    return memory.fit_batch(need, batch, None if free is None else free // workers, file=sweep.file,
+                     device=str(device))
 
 
 def open_search(sweep: Sweep, *, storage_url: str, study_name: str | None = None,
@@ -300,86 +323,160 @@ def run_search(
     dev = resolve_device(device)
     folds = make_folds(dataset.X, dataset.y, sweep.cv.folds, sweep.cv.seed, dev,
                        n_classes=dataset.n_classes)
-    settings = TrainSettings.of(sweep)
-    space = space_of(sweep)
-    planned = planned_configs(sweep)
-    warmup = pruning_warmup(sweep.train.epochs, sweep.train.eval_every)
+    fits = batch_that_fits(sweep, dataset, batch, dev)
     study, summary = open_search(sweep, storage_url=storage_url, study_name=study_name,
                                  trials=trials)
-    target = summary.target
     if events.on_start:
         events.on_start(summary)
-
-    seconds = heartbeat_seconds()
-    while not stop() and summary.finished < target:
-        liveness.fail_stale(study, grace=GRACE_BEATS * seconds)
-        # in flight: running, or queued by a planner (ours, another worker's, or a dead one's)
-        running = sum(t.state in (TrialState.RUNNING, TrialState.WAITING)
-                      for t in study.get_trials(deepcopy=False))
-        wanted = min(batch, target - summary.finished - running)
-        asked: list[tuple[optuna.Trial, TrialConfig]] = []
-        for _ in range(max(wanted, 0)):
-            if asked and liveness.taken(study) >= target:
-                break  # other workers have asked for the rest meanwhile
-            pair = _ask(study, sweep, space, planned)
-            if pair is None:
-                break
-            asked.append(pair)
-        asked = liveness.drop_surplus(study, asked, target)
-        if not asked:
-            if running == 0:
-                break  # nothing left to plan
-            # Other workers run the rest (or died: their trials go stale and come back).
-            liveness.wait(stop, min(seconds, 2.0))
-            _summarize(study, summary)
-            continue
-        trials = [trial for trial, _ in asked]
-        seed = trial_seed(sweep.search.seed, trials[0].number)
-        for trial in trials:
-            trial.set_user_attr(records.SEED, seed)
-
-        # Asking the pruner costs two storage reads a trial; skip it where its answer is
-        # known to be no (no pruner, too few complete trials, still warming up).
-        may_prune = (sweep.search.pruner != "none"
-                     and summary.states.get("COMPLETE", 0) >= PRUNE_STARTUP_TRIALS)
-
-        def on_checkpoint(epoch: int, accuracies: list[float | None]) -> list[int]:
-            pruned = []
-            ask_pruner = may_prune and epoch >= warmup
-            for i, (trial, value) in enumerate(zip(trials, accuracies)):
-                if value is not None:
-                    trial.report(value, step=epoch)
-                    if ask_pruner and trial.should_prune():
-                        pruned.append(i)
-            return pruned
-
-        told: set[int] = set()
-        try:
-            # beating until every result is recorded: a worker slowed by a locked storage
-            # must not see its finished trials failed as stale by another
-            with liveness.Heartbeat(study, trials, seconds):
-                results = train_trials([config for _, config in asked], folds, settings, seed,
-                                       on_checkpoint=on_checkpoint, should_stop=stop)
-                for trial, result in zip(trials, results):
-                    result.wall_time /= len(trials)  # its share of the batch's time
-                    frozen = record_result(study, trial, result)
-                    told.add(trial.number)
-                    _summarize(study, summary)
-                    if not result.interrupted:
-                        summary.ran += 1
-                    if events.on_trial:
-                        events.on_trial(summary, frozen)
-        except BaseException:
-            # A second Ctrl-C, or any error: no trial of this batch may stay RUNNING, or a
-            # resume would wait for it forever. It is marked interrupted and run again.
-            for trial in trials:
-                if trial.number not in told:
-                    liveness.abandon(study, trial)
-            raise
-
+    if fits < batch:
+        events.notice(f"training {fits} trials at a time, not {batch}: more would not fit "
+                      "in memory")
+    _Search(study, summary, sweep, folds, fits, events, stop).run()
     summary.stopped_by = stop.signal
     _summarize(study, summary)
     return summary
+
+
+class _Search:
+    """The ask -> train -> record loop of one worker, with the trials it holds at any moment:
+    those are what it must give back (marked interrupted) when it stops or fails."""
+
+    def __init__(self, study: optuna.Study, summary: SearchSummary, sweep: Sweep,
+                 folds: Folds, batch: int, events: SearchEvents, stop: StopFlag) -> None:
+        self.study, self.summary, self.sweep, self.folds = study, summary, sweep, folds
+        self.batch, self.events, self.stop = batch, events, stop
+        self.settings = TrainSettings.of(sweep)
+        self.warmup = pruning_warmup(sweep.train.epochs, sweep.train.eval_every)
+        self.space, self.planned = space_of(sweep), planned_configs(sweep)
+        self.seconds = heartbeat_seconds()
+        self.held: list[optuna.Trial] = []  # asked by this worker, not yet told
+        self.seed = 0  # of the batch being trained
+
+    def run(self) -> None:
+        """Batches until the study holds its target (or a stop). Any error gives back the
+        trials held; a failing storage says how many it could give back."""
+        try:
+            while not self.stop() and self.summary.finished < self.summary.target:
+                if not self._one_batch():
+                    break
+        except BaseException as exc:
+            # No trial may stay RUNNING, or a resume would wait for it until it goes stale.
+            held, self.held = self.held, []
+            marked = sum(liveness.abandon(self.study, trial) for trial in held)
+            if isinstance(exc, StorageFailure) and held:
+                raise StorageFailure(exc.message + (
+                    f"; {marked} of the {len(held)} trials this worker was running are "
+                    "marked interrupted" if marked else
+                    f"; the {len(held)} trials this worker was running could not be marked "
+                    f"interrupted: they run again once they have gone "
+                    f"{GRACE_BEATS * self.seconds} s without a heartbeat")) from exc
+            raise
+
+    def _one_batch(self) -> bool:
+        """Ask, train and record one batch; False when there is nothing left to plan."""
+        study, summary = self.study, self.summary
+        liveness.fail_stale(study, grace=GRACE_BEATS * self.seconds)
+        # in flight: running, or queued by a planner (ours, another worker's, or a dead one's)
+        running = sum(t.state in (TrialState.RUNNING, TrialState.WAITING)
+                      for t in study.get_trials(deepcopy=False))
+        try:
+            asked = self._ask_batch(min(self.batch, summary.target - summary.finished - running))
+        except optuna.exceptions.UpdateFinishedTrialError:
+            # paused while asking: a trial being set up was failed as stale meanwhile
+            for trial in self.held:
+                liveness.abandon(study, trial)
+            self.held = []
+            self.events.notice(_taken_notice("a trial this worker was setting up",
+                                             self.seconds))
+            return True
+        if not asked:
+            if running == 0:
+                return False
+            # Other workers run the rest (or died: their trials go stale and come back).
+            liveness.wait(self.stop, min(self.seconds, 2.0))
+            _summarize(study, summary)
+            return True
+        self._train(asked)
+        return True
+
+    def _ask_batch(self, wanted: int) -> list[tuple[optuna.Trial, TrialConfig]]:
+        asked: list[tuple[optuna.Trial, TrialConfig]] = []
+        for _ in range(max(wanted, 0)):
+            if asked and liveness.taken(self.study) >= self.summary.target:
+                break  # other workers have asked for the rest meanwhile
+            pair = _ask(self.study, self.sweep, self.space, self.planned)
+            if pair is None:
+                break
+            asked.append(pair)
+            self.held.append(pair[0])
+        asked = liveness.drop_surplus(self.study, asked, self.summary.target)
+        self.held = [trial for trial, _ in asked]
+        if asked:  # the batch's random stream: weights, masks, row order
+            self.seed = trial_seed(self.sweep.search.seed, asked[0][0].number)
+            for trial, _ in asked:
+                trial.set_user_attr(records.SEED, self.seed)
+        return asked
+
+    def _train(self, asked: list[tuple[optuna.Trial, TrialConfig]]) -> None:
+        study, summary, sweep = self.study, self.summary, self.sweep
+        trials = [trial for trial, _ in asked]
+        # Asking the pruner costs two storage reads a trial; skip it where its answer is
+        # known to be no (no pruner, too few complete trials, still warming up). The
+        # baseline is never pruned: every comparison the report makes is against it.
+        may_prune = (sweep.search.pruner != "none"
+                     and summary.states.get("COMPLETE", 0) >= PRUNE_STARTUP_TRIALS)
+        prunable = [config != sweep.baseline for _, config in asked]
+        # Trials another worker failed as stale while this one was paused (SIGSTOP, a
+        # suspended laptop, a stalled disk): they are no longer ours to record.
+        lost: set[int] = set()
+
+        def on_checkpoint(epoch: int, accuracies: list[float | None]) -> list[int]:
+            stopped = []
+            ask_pruner = may_prune and epoch >= self.warmup
+            for i, (trial, value) in enumerate(zip(trials, accuracies)):
+                if value is None or i in lost:
+                    continue
+                try:
+                    trial.report(value, step=epoch)
+                    if ask_pruner and prunable[i] and trial.should_prune():
+                        stopped.append(i)
+                except optuna.exceptions.UpdateFinishedTrialError:
+                    lost.add(i)
+                    stopped.append(i)  # stop training it: its result could not be recorded
+            return stopped
+
+        # beating until every result is recorded: a worker slowed by a locked storage
+        # must not see its finished trials failed as stale by another
+        with liveness.Heartbeat(study, trials, self.seconds):
+            results = train_trials([config for _, config in asked], self.folds, self.settings,
+                                   self.seed, on_checkpoint=on_checkpoint,
+                                   should_stop=self.stop)
+            for i, (trial, result) in enumerate(zip(trials, results)):
+                frozen = None
+                if i not in lost:
+                    result.wall_time /= len(trials)  # its share of the batch's time
+                    try:
+                        frozen = record_result(study, trial, result)
+                    except optuna.exceptions.UpdateFinishedTrialError:
+                        lost.add(i)
+                self.held.remove(trial)
+                _summarize(study, summary)
+                if frozen is None:
+                    continue
+                if not result.interrupted:
+                    summary.ran += 1
+                if self.events.on_trial:
+                    self.events.on_trial(summary, frozen)
+        if lost:
+            numbers = ", ".join(f"#{trials[i].number}" for i in sorted(lost))
+            self.events.notice(_taken_notice(
+                f"trial{'s' if len(lost) > 1 else ''} {numbers} of this worker", self.seconds))
+
+
+def _taken_notice(what: str, seconds: int) -> str:
+    return (f"{what} went {GRACE_BEATS * seconds} s without a heartbeat (the process was "
+            "paused or stalled), so another worker failed it to run it again: its result "
+            "here is dropped and this worker goes on")
 
 
 def _ask(study: optuna.Study, sweep: Sweep, space: SpaceConfig, planned: list[TrialConfig]

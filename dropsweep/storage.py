@@ -3,25 +3,33 @@
 Every failure to open or use a storage becomes one :class:`StorageError` line, with any
 password in the URL masked. Read-only callers (``report``, ``studies``) never create a
 database file or a table.
+
+A storage can also fail *while* a search runs. A transient failure (a dropped connection, a
+restarted server, a lock held too long) is retried with backoff for a bounded time, on a new
+connection; a permanent one (disk full, read-only, a broken schema) and a transient one that
+outlasts the bound become one :class:`StorageFailure` naming the real cause, which Optuna's
+own wrapper ("exceeding max length") would otherwise bury.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import sqlite3
 import time
 import warnings
-from urllib.parse import quote
 from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import quote
 
 import optuna
 import sqlalchemy
 from optuna.storages import RDBStorage
 
-from dropsweep.errors import StorageError
+from dropsweep import env
+from dropsweep.errors import StorageError, StorageFailure
 
-DEFAULT_STORAGE = "sqlite:///results/dropsweep.db"
 
 
 GRACE_BEATS = 3  # a trial is stale after this many heartbeats missed
@@ -34,7 +42,19 @@ def heartbeat_seconds() -> int:
     ``GRACE_BEATS`` times this long without a beat, and run again.
     $DROPSWEEP_HEARTBEAT_SECONDS overrides the 10 s default (the tests use 1 s).
     """
-    return max(1, int(os.environ.get("DROPSWEEP_HEARTBEAT_SECONDS", "10")))
+    return env.integer("DROPSWEEP_HEARTBEAT_SECONDS", 10, minimum=1, maximum=3600,
+                       unit="seconds")
+
+
+def retry_seconds() -> int:
+    """How long a transient storage failure is retried before the search gives up on it.
+
+    A minute rides out a dropped connection or a database server's restart; a longer outage
+    ends the search with one line and the command to resume it (nothing finished is lost).
+    $DROPSWEEP_STORAGE_RETRY_SECONDS overrides it (0: never retry).
+    """
+    return env.integer("DROPSWEEP_STORAGE_RETRY_SECONDS", 60, minimum=0, maximum=86400,
+                       unit="seconds")
 
 
 def mask_url(url: str) -> str:
@@ -59,11 +79,14 @@ def open_storage(url: str, *, read_only: bool = False, heartbeat: int | None = N
     lock instead of failing with "database is locked".
     """
     path = sqlite_path(url)
-    engine_kwargs: dict = {}
+    # a pooled connection the server dropped (restart, idle timeout, pg_terminate_backend)
+    # is noticed and replaced when checked out, instead of failing the next statement
+    engine_kwargs: dict = {"pool_pre_ping": True}
     if path is not None:
         if read_only and not path.exists():
             raise StorageError(f"no storage at {path}: run 'dropsweep search SWEEP' first, "
                                "or pass --storage URL")
+        _check_sqlite_file(path)
         if not read_only:
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -82,8 +105,10 @@ def open_storage(url: str, *, read_only: bool = False, heartbeat: int | None = N
             ro = f"file:{quote(str(path.resolve()))}?mode=ro"
             engine_kwargs = {"creator": lambda: sqlite3.connect(ro, uri=True, timeout=60,
                                                                 check_same_thread=False)}
+    retry_for = retry_seconds()  # read now: a bad value is a mistake before anything runs
     try:
         storage = _rdb_storage(url, engine_kwargs, read_only, heartbeat)
+        storage.retry_for = retry_for
         if path is not None:
             _tune_sqlite(storage, read_only)
         return storage
@@ -97,6 +122,24 @@ def open_storage(url: str, *, read_only: bool = False, heartbeat: int | None = N
         raise StorageError(f"cannot open storage {mask_url(url)}: {reason}") from None
 
 
+_SQLITE_MAGIC = b"SQLite format 3\0"
+
+
+def _check_sqlite_file(path: Path) -> None:
+    """A file that is not an SQLite database would fail later with Optuna's misleading
+    "exceeding max length"; an empty file is a new database, as SQLite itself treats it."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(_SQLITE_MAGIC))
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise StorageError(f"cannot read the storage {path}: {exc.strerror}") from None
+    if head and head != _SQLITE_MAGIC:
+        raise StorageError(f"{path} is not an SQLite database (pass --storage URL to use "
+                           "another file)")
+
+
 def _rdb_storage(url: str, engine_kwargs: dict, read_only: bool, heartbeat: int | None
                  ) -> RDBStorage:
     """Optuna's RDBStorage. Workers that open a new database at the same moment all try to
@@ -105,10 +148,11 @@ def _rdb_storage(url: str, engine_kwargs: dict, read_only: bool, heartbeat: int 
         try:
             with warnings.catch_warnings():  # the heartbeat arguments are "experimental"
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return RDBStorage(url, engine_kwargs=engine_kwargs, skip_table_creation=read_only,
-                                  heartbeat_interval=None if read_only else heartbeat,
-                                  grace_period=None if read_only or heartbeat is None
-                                  else GRACE_BEATS * heartbeat)
+                return ResilientRDBStorage(
+                    url, engine_kwargs=engine_kwargs, skip_table_creation=read_only,
+                    heartbeat_interval=None if read_only else heartbeat,
+                    grace_period=None if read_only or heartbeat is None
+                    else GRACE_BEATS * heartbeat)
         except sqlalchemy.exc.SQLAlchemyError as exc:
             if attempt == 4 or not _lost_creation_race(exc):
                 raise
@@ -136,6 +180,113 @@ def _tune_sqlite(storage: RDBStorage, read_only: bool) -> None:
 
     sqlalchemy.event.listen(storage.engine, "connect", on_connect)
     storage.engine.dispose()  # connections opened while creating tables get the pragmas too
+
+
+# ----------------------------------------------------------------------------- failing mid-run
+
+# PostgreSQL SQLSTATEs worth another try: the connection (class 08), the server shutting
+# down or starting (57P01-57P03), too many connections, and the losers of concurrency
+# (serialization failure, deadlock).
+_PG_TRANSIENT = ("08", "57P01", "57P02", "57P03", "53300", "40001", "40P01")
+_SQLITE_TRANSIENT = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    """The driver's own error under SQLAlchemy's and Optuna's wrappers."""
+    seen = set()
+    while id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.orig is not None:
+            return exc.orig
+        nxt = exc.__cause__ or exc.__context__
+        if nxt is None:
+            break
+        exc = nxt
+    return exc
+
+
+def _storage_fault(exc: BaseException) -> bool:
+    """An error of the storage itself (as opposed to Optuna's answers, such as a finished
+    trial that cannot be updated or an unknown study, which pass through untouched)."""
+    return isinstance(exc, (optuna.exceptions.StorageInternalError,
+                            sqlalchemy.exc.SQLAlchemyError, sqlite3.Error))
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether another try, on a new connection, may succeed."""
+    chain: BaseException | None = exc
+    while chain is not None:  # SQLAlchemy saw the connection die
+        if getattr(chain, "connection_invalidated", False):
+            return True
+        chain = chain.__cause__ or chain.__context__
+    cause = _root_cause(exc)
+    if isinstance(cause, sqlite3.Error):
+        return getattr(cause, "sqlite_errorcode", None) in _SQLITE_TRANSIENT
+    sqlstate = getattr(cause, "sqlstate", None)
+    if sqlstate is not None:
+        return any(sqlstate.startswith(code) for code in _PG_TRANSIENT)
+    # a driver error with no SQLSTATE: the connection failed (refused, closed, reset)
+    return type(cause).__name__ in ("OperationalError", "InterfaceError")
+
+
+def describe_failure(exc: BaseException) -> str:
+    """The real cause in one short line: the driver's first line, not Optuna's wrapper."""
+    cause = _root_cause(exc)
+    text = str(cause).strip().splitlines()
+    return mask_url(text[0] if text else type(cause).__name__)[:200]
+
+
+def _resilient(method: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(method)
+    def call(self: ResilientRDBStorage, *args: Any, **kwargs: Any) -> Any:
+        deadline = time.monotonic() + (0 if self.failed else self.retry_for)
+        pause = 0.25
+        while True:
+            try:
+                return method(self, *args, **kwargs)
+            except Exception as exc:
+                if not _storage_fault(exc):
+                    raise
+                if is_transient(exc) and time.monotonic() + pause <= deadline:
+                    time.sleep(pause)
+                    pause = min(2 * pause, 5.0)
+                    continue
+                self.failed = True  # fail fast from now on: the abandon calls that follow
+                what = "kept failing" if is_transient(exc) else "failed"
+                raise StorageFailure(f"storage {mask_url(self.url)} {what}: "
+                                     f"{describe_failure(exc)}") from exc
+
+    return call
+
+
+class ResilientRDBStorage(RDBStorage):
+    """Optuna's RDB storage whose every call rides out transient failures (with backoff,
+    for :func:`retry_seconds`) and turns a permanent one into a :class:`StorageFailure`.
+
+    A retried write may have been committed just before its connection dropped: the only
+    writes that are not idempotent (a new trial, a state change) then leave a RUNNING trial
+    that never beats, which liveness fails as stale, or report the trial as finished, which
+    the runner treats as a trial taken from it. Neither can change a finished result.
+    """
+
+    failed = False
+    retry_for = 0  # seconds: set by open_storage from retry_seconds()
+
+
+# Every call of the storage API, and the private ones Optuna's own cache in front of an RDB
+# storage (``_CachedStorage``) calls instead of the public ones. A call made inside another
+# wrapped call is not retried twice: the inner one's StorageFailure passes the outer.
+for _name in ("create_new_study", "delete_study", "set_study_user_attr",
+              "set_study_system_attr", "get_study_id_from_name", "get_study_name_from_id",
+              "get_study_directions", "get_study_user_attrs", "get_study_system_attrs",
+              "get_trial_user_attrs", "get_trial_system_attrs", "get_all_studies",
+              "create_new_trial", "_create_new_trial", "set_trial_param", "_set_trial_param",
+              "get_trial_param", "set_trial_state_values", "set_trial_intermediate_value",
+              "set_trial_user_attr", "set_trial_system_attr",
+              "get_trial_id_from_study_id_trial_number", "get_trial", "get_all_trials",
+              "_get_trials", "get_best_trial", "_get_best_trial_id", "record_heartbeat",
+              "_get_stale_trial_ids"):
+    setattr(ResilientRDBStorage, _name, _resilient(getattr(RDBStorage, _name)))
 
 
 def study_names(storage: RDBStorage) -> list[str]:

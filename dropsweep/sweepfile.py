@@ -3,13 +3,20 @@
 Validation needs to say *where* a mistake is, so besides the plain data we keep, for every
 dotted key, the line it was written on (or the ``--set`` that last changed it). Only
 ``yaml.SafeLoader`` is ever used: a sweep file cannot construct Python objects.
+
+A sweep file is small, so it is read only within bounds: its size in bytes, and the number
+of YAML nodes it stands for once its aliases are expanded. Aliases are cheap to build (one
+shared object), but everything that walks the data after that (the line recorder here,
+validation, the sweep stored as JSON in the study) walks every copy: nine levels of 9-way
+aliases ("billion laughs") are 387 million nodes, and used to end in a MemoryError after a
+minute and ~4 GB.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import yaml
 
@@ -63,10 +70,36 @@ def _prefixes(key: str) -> list[str]:
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
+# Real sweep files are a few KB and a few hundred nodes; the limits are far above any
+# legitimate one (a list of several thousand fixed configurations still fits), yet refuse a
+# hostile file within seconds: pure-Python PyYAML composes ~30,000 nodes a second, so
+# reading MAX_NODES nodes takes ~3 s and MAX_BYTES of long scalars about as much.
+MAX_BYTES = 1024 * 1024
+MAX_NODES = 100_000
+
+
+class _TooLarge(yaml.YAMLError):
+    """More than MAX_NODES nodes; ``line`` is where the expansion that crossed it is written."""
+
+    def __init__(self, line: int | None) -> None:
+        super().__init__(f"too large: more than {MAX_NODES:,} YAML nodes with its aliases "
+                         "expanded (the limit for a sweep file)")
+        self.line = line
+
 
 class _Loader(yaml.SafeLoader):
     """SafeLoader whose bad tagged scalars (``!!int abc``, ``!!bool maybe``) fail as YAML
-    errors with their line, instead of escaping as ValueError/KeyError."""
+    errors with their line, instead of escaping as ValueError/KeyError; and which stops
+    composing after MAX_NODES nodes (each alias counted once here, expanded by
+    :func:`_check_expanded_size`), so a huge file fails without being composed whole."""
+
+    composed = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        self.composed += 1
+        if self.composed > MAX_NODES:
+            raise _TooLarge(self.peek_event().start_mark.line + 1)
+        return super().compose_node(parent, index)
 
     def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
         try:
@@ -90,6 +123,8 @@ def _yaml_error(exc: Exception, what: str = "invalid YAML", **where: Any) -> Swe
         if exc.context and exc.problem and exc.problem.startswith("but "):
             problem = f"{exc.context}, {exc.problem}"  # "expected a single document ..., but"
         return SweepError(f"{what}: {problem}", line=line, **where)
+    if isinstance(exc, _TooLarge):
+        return SweepError(str(exc), line=exc.line, **where)
     if isinstance(exc, RecursionError):
         return SweepError(f"{what}: nested too deeply", **where)
     return SweepError(f"{what}: {exc}", **where)
@@ -99,18 +134,75 @@ def _load_yaml(text: str, file: str | None = None,
                lines: dict[str, int] | None = None) -> tuple[yaml.Node | None, Any]:
     """Compose once and construct from that node: the lines and the data cannot disagree.
 
-    Lines are recorded before constructing, which flattens ``<<`` merges into the node.
+    Lines are recorded before constructing, which flattens ``<<`` merges into the node. The
+    size is checked first: the recorder (and later whoever reads the data) walks every copy
+    an alias makes, and flattening copies merged keys.
     """
     loader = _Loader(text)
     try:
         node = loader.get_single_node()
         if node is None:
             return None, None
+        _check_expanded_size(node)
         if lines is not None:
             _record_lines(node, "", lines, file or "")
         return node, loader.construct_document(node)
     finally:
         loader.dispose()
+
+
+def _check_expanded_size(root: yaml.Node) -> None:
+    """Raise :class:`_TooLarge` if walking ``root`` with every alias expanded, as
+    :func:`_record_lines` and the data's consumers do, would visit more than MAX_NODES nodes.
+
+    The count is exactly that walk's: an alias back to a node being walked (``&a [*a]``)
+    stops there and counts one. A node whose walk met no such alias is acyclic below, so
+    its size is the same from every path and is memoized: shared aliases cost one step.
+    Every step adds at least one to the count, so the count itself stops within MAX_NODES
+    steps however large the expansion (387 million for nine levels of 9-way aliases).
+    Iterative: as deep as the composer went, without a Python frame a level.
+    """
+    limit = MAX_NODES
+    memo: dict[int, int] = {}  # id(node) -> its expanded size, for acyclic nodes
+    on_path: set[int] = set()
+    total = 0
+    stack: list[list[Any]] = []  # [node, its children, the total before it, met a cycle]
+
+    def children(node: yaml.Node) -> Iterator[yaml.Node]:
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                yield key
+                yield value
+        elif isinstance(node, yaml.SequenceNode):
+            yield from node.value
+
+    def enter(node: yaml.Node) -> None:
+        nonlocal total
+        total += 1
+        on_path.add(id(node))
+        stack.append([node, children(node), total - 1, False])
+
+    enter(root)
+    while stack:
+        frame = stack[-1]
+        child = next(frame[1], None)
+        if child is None:
+            stack.pop()
+            on_path.discard(id(frame[0]))
+            if not frame[3]:
+                memo[id(frame[0])] = total - frame[2]
+            elif stack:
+                stack[-1][3] = True
+            continue
+        if id(child) in on_path:  # a recursive alias: walks stop here
+            total += 1
+            frame[3] = True
+        elif id(child) in memo:
+            total += memo[id(child)]
+        else:
+            enter(child)
+        if total > limit:
+            raise _TooLarge(frame[0].start_mark.line + 1)
 
 
 _NO_KEY = object()
@@ -186,10 +278,20 @@ def parse_sweep_text(text: str, file: str) -> RawSweep:
 
 
 def load_sweep(path: str | Path) -> RawSweep:
-    """Read a sweep file; a missing or unreadable file is a one-line user error."""
+    """Read a sweep file; a missing, unreadable or oversized file is a one-line user error."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        size = path.stat().st_size
+        if size > MAX_BYTES:
+            raise SweepError(f"too large for a sweep file: {size:,} bytes (the limit is "
+                             f"{MAX_BYTES:,})", file=path)
+        with path.open("rb") as f:  # at most the limit, even from a pipe or /dev/zero
+            content = f.read(MAX_BYTES + 1)
+        if len(content) > MAX_BYTES:
+            raise SweepError(f"too large for a sweep file: more than {MAX_BYTES:,} bytes",
+                             file=path)
+        # PyYAML reads \r\n and \r as line breaks itself: no newline translation needed
+        text = content.decode("utf-8")
     except FileNotFoundError:
         raise SweepError("no such sweep file", file=path) from None
     except IsADirectoryError:

@@ -19,7 +19,6 @@ accuracy every few epochs and to stop (prune) trials.
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -213,8 +212,7 @@ def use_kernel(engine: str, device: torch.device) -> bool:
         return True
     if engine == "c":
         why = (f"device {device}" if device.type != "cpu"
-               else "DROPSWEEP_KERNEL=torch" if os.environ.get("DROPSWEEP_KERNEL") == "torch"
-               else "no C compiler could build it")
+               else kernel.unavailable() or "DROPSWEEP_KERNEL=torch switches it off")
         raise RuntimeError(f"the C training kernel cannot run here ({why})")
     return False
 

@@ -6,18 +6,26 @@ the only thing they share, exactly as for workers on other machines. The parent 
 (or checks) the study first, so N workers never race to create it or each print the same
 mistake; then it polls the storage for progress and forwards SIGTERM. Optuna's RDB storage
 does the coordination (trial numbers, states); there is no scheduler of our own.
+
+A parent that dies without a word (``kill -9``) cannot forward anything, so each worker
+watches its parent itself (:func:`watch_parent`) and stops as on SIGTERM when it is gone:
+its running trials end FAIL + ``interrupted``, run again later and never counted.
 """
 
 from __future__ import annotations
 
+import ctypes
+import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
-from dropsweep.runner import SearchSummary, StopFlag
+if TYPE_CHECKING:  # not at run time: a worker calls watch_parent before importing torch
+    from dropsweep.runner import SearchSummary, StopFlag
 
 
 @dataclass(frozen=True)
@@ -46,6 +54,11 @@ class WorkerArgs:
         return cmd
 
 
+# Set by run_workers in each worker's environment: the parent's pid, to tell when it has died.
+PARENT_PID_ENV = "DROPSWEEP_PARENT_PID"
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
 def run_workers(args: WorkerArgs, n: int, stop: StopFlag,
                 watch: Callable[[], None], interval: float = 0.5) -> list[int]:
     """Start ``n`` workers, call ``watch`` every ``interval`` seconds until all have exited,
@@ -53,9 +66,15 @@ def run_workers(args: WorkerArgs, n: int, stop: StopFlag,
 
     A signal the parent receives reaches the workers as SIGTERM (a clean stop for them;
     a Ctrl-C at a terminal reaches them directly as well). If the parent itself is torn down
-    (a second Ctrl-C), the workers get SIGTERM and are waited for.
+    (a second Ctrl-C), the workers get SIGTERM and are waited for; if it is killed outright,
+    each worker notices by itself (:func:`watch_parent`).
+
+    Call it from the thread that lives as long as the workers (the main thread): on Linux the
+    "parent" whose death signals a worker is the thread that started it.
     """
-    procs = [subprocess.Popen(args.command(), stdout=subprocess.DEVNULL) for _ in range(n)]
+    env = {**os.environ, PARENT_PID_ENV: str(os.getpid())}
+    procs = [subprocess.Popen(args.command(), stdout=subprocess.DEVNULL, env=env)
+             for _ in range(n)]
     forwarded = False
     try:
         while any(p.poll() is None for p in procs):
@@ -94,3 +113,53 @@ def exit_status(codes: Sequence[int], summary: SearchSummary) -> int:
         return 0
     failures = [c for c in codes if c not in (0, 130, 143)]
     return failures[0] if failures else (codes[0] if codes else 1)
+
+
+def watch_parent(interval: float = 1.0) -> bool:
+    """In a worker of :func:`run_workers`: when the parent dies, stop as on SIGTERM.
+
+    ``kill -9`` of the parent would otherwise leave its workers running trials under init,
+    the study growing with no one to stop it. SIGTERM is the worker's own clean stop (see
+    ``runner.stop_on_signals``): running trials end FAIL + ``interrupted``. On Linux the
+    kernel sends it the moment the parent exits (``PR_SET_PDEATHSIG``); elsewhere a daemon
+    thread sends it within ``interval`` seconds of ``os.getppid()`` changing (the worker
+    reparented to init or a subreaper). A parent that died before this call is noticed at
+    once. Returns whether there is a parent to watch: the variable is set only by
+    run_workers, and taken out of the environment so nothing this worker starts inherits it.
+
+    Call it early: a SIGTERM before the signal handlers are installed ends the worker at once,
+    which is right, as it holds no trial yet.
+    """
+    text = os.environ.pop(PARENT_PID_ENV, None)
+    try:
+        parent = int(text) if text else 0
+    except ValueError:
+        return False
+    if parent <= 0:
+        return False
+    by_kernel = _signal_when_parent_dies(signal.SIGTERM)
+    if os.getppid() != parent:  # it died before the kernel was told (or before we looked)
+        os.kill(os.getpid(), signal.SIGTERM)
+    elif not by_kernel:
+        threading.Thread(target=_poll_parent, args=(parent, interval), daemon=True,
+                         name="dropsweep-parent-watch").start()
+    return True
+
+
+def _signal_when_parent_dies(signum: int) -> bool:
+    """Linux: have the kernel send ``signum`` when the parent (the thread that started this
+    process) exits. False where that does not exist (then watch_parent polls instead)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(_PR_SET_PDEATHSIG, ctypes.c_ulong(signum), ctypes.c_ulong(0),
+                          ctypes.c_ulong(0), ctypes.c_ulong(0)) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _poll_parent(parent: int, interval: float) -> None:
+    while os.getppid() == parent:
+        time.sleep(interval)
+    os.kill(os.getpid(), signal.SIGTERM)

@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from dropsweep.data import Dataset
+
 REPO = Path(__file__).resolve().parents[1]
 # CI and developers keep the real UCI file beside the checkout (never inside it).
 SONAR_DIR = Path(os.environ.get("DROPSWEEP_DATA_DIR", REPO.parent / "shared" / "data")).resolve()
@@ -37,6 +39,20 @@ def blobs() -> tuple[np.ndarray, np.ndarray]:
     y = np.repeat([0, 1], 40)
     X = rng.normal(size=(80, 6)).astype(np.float32) + y[:, None] * 1.5
     return X, y
+
+
+@pytest.fixture
+def dataset(blobs: tuple[np.ndarray, np.ndarray]) -> Dataset:
+    """The blobs as a dropsweep data set."""
+    X, y = blobs
+    return Dataset(X=X, y=y.astype(np.int64), classes=("a", "b"), name="blobs", source="memory",
+                   feature_names=tuple(f"f{i}" for i in range(X.shape[1])))
+
+
+@pytest.fixture
+def storage(tmp_path: Path) -> str:
+    """A fresh SQLite storage URL."""
+    return f"sqlite:///{tmp_path}/study.db"
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

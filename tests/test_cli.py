@@ -253,3 +253,63 @@ space:
     data = json.loads(run("report", "--study", "diverge", "--format", "json").stdout)
     states = {t["number"]: t["state"] for t in data["trials"]}
     assert states == {0: "COMPLETE", 1: "FAIL", 2: "COMPLETE"}
+
+
+# ----------------------------------------------------------------------------- hardening (issue 10, item 8)
+
+
+@pytest.mark.parametrize("name,problem", [("", "must not be empty"), ("  ", "must not be empty"),
+                                          ("a\nb", "control characters"),
+                                          ("x\x1b[31m", "control characters")])
+def test_an_empty_or_control_character_study_name_is_refused(in_tmp, name, problem):
+    for args in (["search", SONAR_SWEEP, *FAST, "--study", name], ["report", "--study", name],
+                 ["confirm", "--study", name], ["export", "--study", name, "-o", "x.yaml"]):
+        one_line_error(run(*args, ok=False), "--study", problem)
+    assert not (in_tmp / "results").exists()
+
+
+def test_a_control_character_in_the_sweeps_name_is_refused(in_tmp):
+    sweep = in_tmp / "s.yaml"
+    sweep.write_text('name: "sonar\\nfake row"\n')
+    one_line_error(run("validate", str(sweep), "--no-data", ok=False), "s.yaml: line 1: name",
+                   "control characters")
+
+
+@pytest.mark.slow
+def test_every_printed_command_is_quoted_for_the_shell(in_tmp):
+    name = "$(touch pwned) it's"
+    searched = run("search", SONAR_SWEEP, *FAST, "--trials", "1", "--study", name)
+    hint = searched.stdout.split("See: ")[1].strip()
+    assert hint == "dropsweep report --study '$(touch pwned) it'\"'\"'s'", hint
+    # the printed command, pasted into a shell, runs the report and nothing else
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    shell = subprocess.run(["bash", "-c", hint.replace("dropsweep", f"{sys.executable} -m "
+                                                       "dropsweep", 1)],
+                           cwd=in_tmp, capture_output=True, text=True, env=env, timeout=120)
+    assert shell.returncode == 0, shell.stderr
+    assert not (in_tmp / "pwned").exists()
+    exported = run("export", "--study", name, "-o", "my best.yaml")
+    assert "run it with: dropsweep search 'my best.yaml'" in exported.stdout
+    other = run("search", SONAR_SWEEP, *FAST, "--trials", "1", "--storage",
+                "sqlite:///other dir/x.db")
+    assert "See: dropsweep report --storage 'sqlite:///other dir/x.db' --study sonar" \
+        in other.stdout
+
+
+def test_confirm_on_a_mistyped_storage_creates_nothing(in_tmp):
+    missing = in_tmp / "typo" / "x.db"
+    one_line_error(run("confirm", "--storage", f"sqlite:///{missing}", ok=False),
+                   "no storage at", str(missing))
+    assert not missing.parent.exists()
+
+
+@pytest.mark.parametrize("command", [["report"], ["studies"], ["confirm"],
+                                     ["export", "-o", "x.yaml"], ["search", SONAR_SWEEP]])
+def test_a_file_that_is_not_sqlite_is_named_as_such(in_tmp, command):
+    notes = in_tmp / "notes.txt"
+    notes.write_text("my notes, not a database\n" * 50)
+    before = notes.read_bytes()
+    line = one_line_error(run(*command, "--storage", f"sqlite:///{notes}", ok=False),
+                          "not an SQLite database", str(notes))
+    assert "max length" not in line
+    assert notes.read_bytes() == before

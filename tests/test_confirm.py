@@ -17,10 +17,10 @@ from dropsweep.runner import StopFlag, run_search
 from dropsweep.stats import Comparison, Interval, compare, interval
 from dropsweep.verdict import Confirmation, ConfirmedRow, Verdict, build_confirmation
 
-from test_runner import SMALL, dataset, storage, sweep_of  # noqa: F401 - fixtures
+from test_runner import SMALL, sweep_of
 
 @pytest.fixture
-def searched(dataset, storage) -> optuna.Study:  # noqa: F811
+def searched(dataset, storage) -> optuna.Study:
     sweep = sweep_of(SMALL, "search.trials=6", "search.sampler=random")
     run_search(sweep, dataset, storage_url=storage, device="cpu", batch=3)
     return optuna.load_study(study_name="small", storage=storage)
@@ -98,11 +98,13 @@ def test_the_confirmation_reads_into_corrected_intervals_and_paired_tests(search
     assert result.verdict.best.accuracy.mean == max(r.accuracy.mean for r in result.rows[1:])
 
 
-def _row(source: int, role: str, placement: str, mean: float, p: float | None) -> ConfirmedRow:
+def _row(source: int, role: str, placement: str, mean: float, p: float | None,
+         **settings: float | None) -> ConfirmedRow:
     cmp = None if p is None else Comparison(Interval(mean - 0.85, mean - 0.9, mean - 0.8, 50),
                                             2.0, p)
-    return ConfirmedRow(source, role, placement,
-                        {"placement": placement, "input_rate": 0.2, "hidden_rate": 0.5},
+    config = {"placement": placement, "input_rate": 0.2, "hidden_rate": 0.5,
+              "learning_rate": 0.01, "momentum": 0.8, "max_norm": None, **settings}
+    return ConfirmedRow(source, role, placement, config,
                         5, Interval(mean, mean - 0.05, mean + 0.05, 50), cmp)
 
 
@@ -121,7 +123,28 @@ def test_the_verdict_in_words(mean, p, words):
     assert f"p = {p:.3f}" in text and "5 x 10-fold CV" in text
 
 
-def test_confirm_on_the_command_line(searched, storage, tmp_path, monkeypatch):  # noqa: F811
+def test_a_best_candidate_without_dropout_is_described_by_what_differs():
+    base = _row(0, records.ROLE_BASELINE, "none", 0.8386, None)
+    best = _row(6, records.ROLE_CANDIDATE, "none", 0.86, 0.30, learning_rate=0.05,
+                momentum=0.9, max_norm=3.0)
+    text = verdict_text(Confirmation("s:confirm", "s", 10, 5, [base, best],
+                                     Verdict(best, base, False, True)))
+    assert ("no dropout with learning rate 0.05, momentum 0.9, max-norm 3 (trial #6) is ahead "
+            "of the baseline (no dropout with learning rate 0.01, momentum 0.8, max-norm off)"
+            in text), text
+    assert "86.00% vs 83.86% for the baseline" in text and "without dropout" not in text
+    assert "no dropout (trial #6)" not in text
+
+
+def test_a_dropout_candidate_also_says_what_else_differs():
+    base = _row(0, records.ROLE_BASELINE, "none", 0.85, None)
+    best = _row(7, records.ROLE_CANDIDATE, "input", 0.9, 0.01, learning_rate=0.1)
+    text = verdict_text(Confirmation("s:confirm", "s", 10, 5, [base, best],
+                                     Verdict(best, base, True, True)))
+    assert "input dropout 0.2 with learning rate 0.1 (trial #7) beats no dropout" in text, text
+
+
+def test_confirm_on_the_command_line(searched, storage, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(main, ["confirm", "--storage", storage, "--study", "small",
                                        "--top", "1", "--repeats", "2", "--device", "cpu"],

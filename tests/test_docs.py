@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -93,3 +94,53 @@ def test_nothing_is_loaded_from_disk_unsafely():
         assert "pickle" not in text and "UnsafeLoader" not in text, path.name
         for call in re.findall(r"torch\.load\([^)]*\)", text):
             assert "weights_only=True" in call, (path.name, call)
+
+
+def brownlee_section() -> str:
+    start = README.index("## Brownlee's article, measured")
+    return README[start:README.index("\n## ", start)]
+
+
+def test_the_brownlee_reproduction_is_a_distribution_over_seeds():
+    """Beside the article's single numbers: mean ± SD over seeds, the range, the number of
+    seeds and the command that measured them; a single run only as one draw of them."""
+    section = brownlee_section()
+    command = re.search(r"python benchmarks/brownlee_seeds\.py --seeds (\d+)", section)
+    assert command, "the section shows the command that measured the distribution"
+    seeds = int(command.group(1))
+    assert seeds >= 10
+    assert "dropsweep search sweeps/brownlee.yaml && dropsweep report --study brownlee" in section
+    header = re.search(r"^\| configuration \| article[^|]* \| [^|]*mean ± SD over (\d+) seeds "
+                       r"\| range[^|]* \| [^|]*one draw[^|]* \|$", section, flags=re.M)
+    assert header and int(header.group(1)) == seeds
+    rows = re.findall(r"^\| ((?:baseline|input|hidden)[^|]*) \| (\d+\.\d\d)% \| "
+                      r"(\d+\.\d\d)% ± (\d+\.\d\d) \| (\d+\.\d\d)–(\d+\.\d\d)% \| "
+                      r"(\d+\.\d\d)% \(([^)]*) of (\d+)\) \|$", section, flags=re.M)
+    assert [float(r[1]) for r in rows] == [86.04, 83.52, 83.59]  # the article's
+    for _, _, mean, sd, low, high, draw, _, of in rows:
+        assert 0 < float(sd) < 10 and float(low) <= float(mean) <= float(high)
+        assert float(low) <= float(draw) <= float(high) and int(of) == seeds
+    assert "ddof = 1" in section
+
+
+def test_the_brownlee_script_accepts_the_documented_flags():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "brownlee_seeds", REPO / "benchmarks" / "brownlee_seeds.py")
+    script = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = script  # its dataclasses look their module up
+    try:
+        spec.loader.exec_module(script)
+    finally:
+        del sys.modules[spec.name]
+    parser = script.make_parser()
+    commands = re.findall(r"python benchmarks/brownlee_seeds\.py([^\n`]*)", README)
+    assert commands
+    for flags in commands:
+        args = parser.parse_args(flags.split("#")[0].split())
+        assert args.seeds >= 1
+    args = parser.parse_args([])
+    assert (args.seeds, args.engine, args.format) == (30, "auto", "markdown")
+    parser.parse_args(["--seeds", "2", "--epochs", "3", "--folds", "3", "--engine", "torch",
+                       "--format", "json"])

@@ -12,7 +12,6 @@ from optuna.trial import TrialState
 
 from dropsweep import records
 from dropsweep.config import build_sweep
-from dropsweep.data import Dataset
 from dropsweep.errors import StorageError, StudyMismatchError
 from dropsweep.runner import (
     AUTO_BATCH,
@@ -41,18 +40,6 @@ space:
 
 def sweep_of(text: str = SMALL, *overrides: str):
     return build_sweep(apply_overrides(parse_sweep_text(text, "test.yaml"), list(overrides)))
-
-
-@pytest.fixture
-def dataset(blobs) -> Dataset:
-    X, y = blobs
-    return Dataset(X=X, y=y.astype(np.int64), classes=("a", "b"), name="blobs", source="memory",
-                   feature_names=tuple(f"f{i}" for i in range(X.shape[1])))
-
-
-@pytest.fixture
-def storage(tmp_path) -> str:
-    return f"sqlite:///{tmp_path}/study.db"
 
 
 def load(storage: str, name: str = "small") -> optuna.Study:

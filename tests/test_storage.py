@@ -8,7 +8,7 @@ import sqlite3
 import optuna
 import pytest
 
-from dropsweep.errors import StorageError
+from dropsweep.errors import StorageError, StorageFailure
 from dropsweep.storage import load_study, mask_url, open_storage
 
 
@@ -96,9 +96,9 @@ def searched(tmp_path, monkeypatch, sonar_dir) -> Path:
 def test_a_read_only_storage_cannot_be_written_through(searched):
     storage = open_storage(f"sqlite:///{searched}", read_only=True)
     assert [s.study_name for s in storage.get_all_studies()] == ["sonar"]
-    with pytest.raises(optuna.exceptions.StorageInternalError) as err:
+    with pytest.raises(StorageFailure) as err:  # the real cause, not Optuna's wrapper
         storage.create_new_study([optuna.study.StudyDirection.MAXIMIZE], "intruder")
-    assert "readonly database" in str(err.value.__cause__)
+    assert "readonly database" in str(err.value) and "max length" not in str(err.value)
 
 
 def test_report_and_studies_leave_the_database_byte_for_byte(searched):
@@ -155,3 +155,129 @@ def test_a_study_not_made_by_dropsweep_is_one_line(tmp_path, monkeypatch, sonar_
     url = f"sqlite:///{tmp_path}/other.db"
     optuna.create_study(storage=url, study_name="sonar").optimize(lambda t: 1.0, n_trials=1)
     one_line(cli("search", SWEEP, *TINY, "--storage", url), "not made by dropsweep", "--study")
+
+
+# ----------------------------------------------------------------------------- failing mid-run
+
+import sys  # noqa: E402
+import time  # noqa: E402
+
+import sqlalchemy.exc as sqlalchemy_exc  # noqa: E402
+from helpers import SUITE  # noqa: E402
+
+from dropsweep.storage import describe_failure, is_transient  # noqa: E402
+
+SLOW = ["--set", "train.epochs=1500", "--set", "train.eval_every=500", "--set", "cv.folds=3",
+        "--batch", "1", "--threads", "1"]
+
+
+def _sqlite_error(code: int, text: str) -> Exception:
+    """What SQLAlchemy and Optuna raise for an SQLite error, as they chain it."""
+    orig = sqlite3.OperationalError(text)
+    orig.sqlite_errorcode = code
+    wrapped = sqlalchemy_exc.OperationalError("INSERT ...", {}, orig)
+    try:
+        try:
+            raise wrapped
+        except sqlalchemy_exc.SQLAlchemyError as exc:
+            raise optuna.exceptions.StorageInternalError(
+                "An exception is raised during the commit. This typically happens due to "
+                "invalid data in the commit, e.g. exceeding max length. ") from exc
+    except optuna.exceptions.StorageInternalError as exc:
+        return exc
+
+
+
+def test_transient_and_permanent_failures_are_told_apart_by_their_real_cause():
+    full = _sqlite_error(sqlite3.SQLITE_FULL, "database or disk is full")
+    assert not is_transient(full)
+    assert describe_failure(full) == "database or disk is full"
+    assert is_transient(_sqlite_error(sqlite3.SQLITE_BUSY, "database is locked"))
+    assert not is_transient(_sqlite_error(sqlite3.SQLITE_READONLY,
+                                          "attempt to write a readonly database"))
+
+    class PgError(Exception):  # what psycopg raises: a SQLSTATE, or none when the socket died
+        def __init__(self, text: str, sqlstate: str | None) -> None:
+            super().__init__(text)
+            self.sqlstate = sqlstate
+
+    def pg(text: str, sqlstate: str | None, invalidated: bool = False) -> Exception:
+        return sqlalchemy_exc.OperationalError("SELECT 1", {}, PgError(text, sqlstate),
+                                               connection_invalidated=invalidated)
+
+    assert is_transient(pg("terminating connection due to administrator command", "57P01"))
+    assert is_transient(pg("server closed the connection unexpectedly", None, True))
+    assert is_transient(pg("deadlock detected", "40P01"))
+    assert not is_transient(pg("could not extend file: No space left on device", "53100"))
+    assert not is_transient(pg('relation "trials" does not exist', "42P01"))
+    assert describe_failure(pg("password authentication failed for postgresql://u:pw@h/d",
+                               "28P01")) == "password authentication failed for " \
+                                            "postgresql://u:***@h/d"
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """An 8 MB file system of its own, so that it can be filled (mounting needs root)."""
+    where = tmp_path / "disk"
+    where.mkdir()
+    if os.geteuid() != 0 or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(where)],
+            capture_output=True).returncode != 0:
+        pytest.skip("filling a disk needs a small file system: mounting one needs root")
+    yield where
+    subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def _fill(disk: Path) -> Path:
+    filler = disk / "filler"
+    with open(filler, "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError:
+            pass
+    return filler
+
+
+def _states(db: Path) -> list[str]:
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
+            return [s for (s,) in con.execute("select state from trials order by number")]
+    except sqlite3.Error:  # the tables are being created
+        return []
+
+
+@pytest.mark.slow
+def test_a_full_disk_ends_the_search_in_one_line_and_it_resumes_once_there_is_room(
+        small_disk, tmp_path, sonar_dir):
+    db = small_disk / "s.db"
+    args = [sys.executable, "-m", "dropsweep", "search", SWEEP, *SLOW, "--trials", "12",
+            "--storage", f"sqlite:///{db}"]
+    env = {**os.environ, "DROPSWEEP_HEARTBEAT_SECONDS": "1"}
+    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if db.exists() and _states(db).count("COMPLETE") >= 2:
+            break
+        time.sleep(0.05)
+    filler = _fill(small_disk)
+    SUITE["full disks"] += 1
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, (out, err)
+    lines = err.strip().splitlines()
+    assert "Traceback" not in err and "max length" not in err, err
+    line = lines[-1]
+    assert line.startswith(f"Error: storage sqlite:///{db} failed: database or disk is full"), line
+    assert f"resume with: dropsweep search {SWEEP}" in line and "--trials 12" in line
+    kept = [s for s in _states(db) if s == "COMPLETE"]
+
+    filler.unlink()  # room again: the same command resumes, nothing finished is lost
+    again = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True,
+                           timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert "12 of 12 trials finished" in again.stdout
+    states = _states(db)
+    assert "RUNNING" not in states and "WAITING" not in states
+    assert states.count("COMPLETE") >= len(kept)

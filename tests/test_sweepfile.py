@@ -6,14 +6,17 @@ which line it remembers for each key, and how --set changes the data and the loc
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from dropsweep import sweepfile
 from dropsweep.errors import SweepError
 from dropsweep.sweepfile import RawSweep, apply_overrides, load_sweep, locate, parse_sweep_text
-from helpers import assert_one_line
+from helpers import SUITE, assert_one_line
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -254,6 +257,16 @@ def test_a_binary_file_is_one_error(tmp_path: Path) -> None:
     assert_one_line(info.value, str(path), None, None, "cannot read")
 
 
+def test_windows_and_old_mac_line_endings_read_the_same(tmp_path: Path) -> None:
+    # read as bytes (to bound the read): YAML itself must take \r\n and \r as line breaks
+    for ending in ("\r\n", "\r"):
+        path = tmp_path / "crlf.yaml"
+        path.write_bytes(NESTED.replace("\n", ending).encode())
+        raw = load_sweep(path)
+        expected = parse_sweep_text(NESTED, str(path))
+        assert (raw.data, raw.lines) == (expected.data, expected.lines)
+
+
 def test_a_yaml_error_in_a_file_names_the_path_and_line(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text("name: x\ntrain:\n  epochs: [3\n")
@@ -403,3 +416,134 @@ def test_the_last_set_wins_and_is_the_one_named() -> None:
 def test_locate_without_any_record() -> None:
     assert locate("a.b", "f", {}, {}) == {"file": "f", "line": None, "key": "a.b"}
     assert locate("a.b", "f", {"a": 3}, {"ab": "ab=1"}) == {"file": "f", "line": 3, "key": "a.b"}
+
+
+# ----------------------------------------------------------------------------- hostile files
+
+# "Billion laughs": nine levels of 9-way aliases, 9**9 = 387 million "lol"s once expanded.
+# It used to run for over a minute and ~4 GB, then die with a MemoryError traceback.
+LAUGHS = 'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n' + "".join(
+    f"{level}: &{level} [{','.join([f'*{below}'] * 9)}]\n"
+    for below, level in zip("abcdefgh", "bcdefghi"))
+NODES_BOUND = f"more than {sweepfile.MAX_NODES:,} YAML nodes"
+
+
+def test_the_billion_laughs_document_is_what_it_says() -> None:
+    lines = LAUGHS.splitlines()
+    assert len(lines) == 9
+    assert lines[1] == "b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]"
+    assert lines[8] == "i: &i [*h,*h,*h,*h,*h,*h,*h,*h,*h]"
+
+
+def test_billion_laughs_is_refused_naming_the_bound() -> None:
+    SUITE["hostile sweep files"] += 1
+    err = parse_error(LAUGHS)
+    # line 6: f's nine *e are where the expansion first passes 100,000 nodes
+    assert_one_line(err, "s.yaml", 6, None, "too large", NODES_BOUND, "aliases expanded")
+
+
+def test_billion_laughs_in_a_set_value_is_refused() -> None:
+    SUITE["hostile sweep files"] += 1
+    flow = "{" + ", ".join(LAUGHS.splitlines()) + "}"
+    err = set_error(sonar(), f"space.placement={flow}")
+    assert_one_line(err, f"--set space.placement={flow}", None, "space.placement", NODES_BOUND)
+
+
+def test_billion_laughs_made_of_merge_keys_is_refused() -> None:
+    # merging copies keys too: <<: [*a x 9] nine levels deep flattens into 9**9 pairs
+    SUITE["hostile sweep files"] += 1
+    text = "a: &a {" + ", ".join(f"k{i}: {i}" for i in range(9)) + "}\n" + "".join(
+        f"{level}: &{level} {{<<: [{', '.join([f'*{below}'] * 9)}]}}\n"
+        for below, level in zip("abcdefgh", "bcdefghi"))
+    assert_one_line(parse_error(text), "s.yaml", 5, None, NODES_BOUND)
+
+
+def ladder(k: int) -> str:
+    """Anchors nested k deep, each aliasing every one around it, then an alias from outside:
+    walked from there, the simple paths through the cycles number about 2**k."""
+    text = "".join(f"&a{i} [" + "".join(f"*a{j}, " for j in range(1, i)) for i in range(1, k))
+    text += f"&a{k} [" + ", ".join(f"*a{j}" for j in range(1, k))
+    return f"x: {text}{']' * k}\ny: *a{k}\n"
+
+
+def test_recursive_aliases_count_as_the_walk_that_expands_them() -> None:
+    # a small ladder loads (the walk stops at each alias back to a node on its path) ...
+    assert ladder(3) == "x: &a1 [&a2 [*a1, &a3 [*a1, *a2]]]\ny: *a3\n"
+    raw = parse_sweep_text(ladder(4), "l.yaml")
+    assert raw.data["y"] is raw.data["x"][0][1][2]
+    # ... a taller one, a few hundred bytes, is refused instead of walked 2**30 times
+    SUITE["hostile sweep files"] += 1
+    assert_one_line(parse_error(ladder(30)), "s.yaml", 1, None, NODES_BOUND)
+
+
+@pytest.mark.parametrize(("limit", "refused"), [(48, False), (47, True)])
+def test_the_bound_counts_aliases_as_the_nodes_they_repeat(monkeypatch, limit: int,
+                                                          refused: bool) -> None:
+    # 1 (root) + a: 1 + 1 + 3 + b: 1 + 1 + 10 aliases x 4 nodes = 48, from 18 composed
+    monkeypatch.setattr(sweepfile, "MAX_NODES", limit)
+    text = "a: &a [1, 2, 3]\nb: [" + ", ".join(["*a"] * 10) + "]\n"
+    if refused:
+        assert_one_line(parse_error(text), "s.yaml", 2, None, f"more than {limit} YAML nodes")
+    else:
+        assert parse_sweep_text(text, "s.yaml").data["b"] == [[1, 2, 3]] * 10
+
+
+def test_a_file_of_too_many_plain_nodes_stops_composing_at_the_bound(monkeypatch) -> None:
+    monkeypatch.setattr(sweepfile, "MAX_NODES", 100)
+    text = "space:\n  placement:\n" + "".join(f"    - p{i}\n" for i in range(200))
+    # root, space, its mapping, placement, the list: the 101st node is p95, on line 98
+    assert_one_line(parse_error(text), "s.yaml", 98, None, "more than 100 YAML nodes")
+
+
+def test_legitimate_aliases_and_merges_still_load() -> None:
+    text = ("rates: &r {low: 0.1, high: 0.4}\n"
+            "space:\n"
+            "  input_rate: *r\n"
+            "  hidden_rate:\n"
+            "    <<: *r\n"
+            "    high: 0.6\n"
+            "  placement: &p [none, input]\n"
+            "other: *p\n")
+    raw = parse_sweep_text(text, "ok.yaml")
+    assert raw.data["space"] == {"input_rate": {"low": 0.1, "high": 0.4},
+                                 "hidden_rate": {"low": 0.1, "high": 0.6},
+                                 "placement": ["none", "input"]}
+    assert raw.lines["space.input_rate.low"] == 1 and raw.lines["space.hidden_rate.high"] == 6
+    for name in ("sonar.yaml", "brownlee.yaml"):  # the shipped sweeps, far below the bounds
+        load_sweep(REPO / "sweeps" / name)
+
+
+def test_an_oversized_file_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    SUITE["hostile sweep files"] += 1
+    path = tmp_path / "big.yaml"
+    path.write_text("# padding\n" * (sweepfile.MAX_BYTES // 10 + 1))
+    size = path.stat().st_size
+    with pytest.raises(SweepError) as info:
+        load_sweep(path)
+    assert_one_line(info.value, str(path), None, None, "too large for a sweep file",
+                    f"{size:,} bytes", f"{sweepfile.MAX_BYTES:,}")
+    path.write_text("# padding\n" * (sweepfile.MAX_BYTES // 10 - 1) + "name: x\n")
+    assert load_sweep(path).data == {"name": "x"}  # just under: read as ever
+
+
+@pytest.mark.skipif(not Path("/dev/zero").exists(), reason="no /dev/zero")
+def test_an_endless_file_is_read_only_up_to_the_bound() -> None:
+    SUITE["hostile sweep files"] += 1
+    with pytest.raises(SweepError) as info:
+        load_sweep("/dev/zero")  # stat says 0 bytes; reading it whole would never end
+    assert_one_line(info.value, "/dev/zero", None, None,
+                    f"more than {sweepfile.MAX_BYTES:,} bytes")
+
+
+def test_the_command_refuses_billion_laughs_in_one_line(tmp_path: Path) -> None:
+    SUITE["hostile sweep files"] += 1
+    path = tmp_path / "laughs.yaml"
+    path.write_text(LAUGHS)
+    # a generous timeout, not a timing assertion: it used to take over a minute
+    done = subprocess.run([sys.executable, "-m", "dropsweep", "validate", str(path)],
+                          capture_output=True, text=True, timeout=20, cwd=tmp_path,
+                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr and done.stdout == ""
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith(f"Error: {path}: line 6: too large: {NODES_BOUND}")

@@ -6,9 +6,13 @@ configuration of a grid evaluated twice."""
 from __future__ import annotations
 
 import os
+import re
+import signal
 import sqlite3
 import subprocess
 import sys
+import textwrap
+import time
 from pathlib import Path
 
 import optuna
@@ -18,7 +22,7 @@ from helpers import SUITE
 
 from dropsweep.liveness import counts_toward_target
 from dropsweep.storage import open_storage
-from dropsweep.workers import WorkerArgs, exit_status
+from dropsweep.workers import PARENT_PID_ENV, WorkerArgs, exit_status, watch_parent
 from dropsweep.runner import SearchSummary
 
 REPO = Path(__file__).resolve().parents[1]
@@ -82,17 +86,154 @@ def test_four_workers_on_sqlite_finish_exactly_the_target(in_tmp):
 
 @pytest.mark.slow
 def test_two_searches_started_at_once_share_the_study(in_tmp):
-    procs = [dropsweep("search", SONAR_SWEEP, *FAST, "--trials", "12", "--batch", "3",
+    # enough trials that both are still running when the later one has started
+    procs = [dropsweep("search", SONAR_SWEEP, *FAST, "--trials", "30", "--batch", "3",
                        "--threads", "1", cwd=in_tmp) for _ in range(2)]
     SUITE["worker processes"] += 2
+    ran = []
     for proc in procs:
         out, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err
-        assert "12 of 12 trials finished" in out
+        assert "30 of 30 trials finished" in out, out
+        ran.append(int(re.search(r"\((\d+) run now\)", out).group(1)))
+    assert all(ran) and sum(ran) == 30, ran  # both worked on it, nothing twice
     trials = finished("sqlite:///results/dropsweep.db")
-    assert_exactly(trials, 12)
+    assert_exactly(trials, 30)
     baselines = [t for t in trials if t.user_attrs.get("role") == "baseline"
                  and counts_toward_target(t)]
     assert len(baselines) == 1  # planned once, though both asked for it first
     with sqlite3.connect(in_tmp / "results" / "dropsweep.db") as con:
         assert con.execute("select count(*) from studies").fetchone() == (1,)
+
+
+# ----------------------------------------------------------------------------- orphans
+
+
+def test_only_a_worker_of_run_workers_watches_a_parent(monkeypatch):
+    monkeypatch.delenv(PARENT_PID_ENV, raising=False)
+    assert watch_parent() is False  # a plain ``dropsweep search``
+    monkeypatch.setenv(PARENT_PID_ENV, "not a pid")
+    assert watch_parent() is False
+    assert PARENT_PID_ENV not in os.environ  # taken out: nothing it starts inherits it
+
+
+# A worker's start, alone: watch for the parent named in the environment, then a clean stop
+# (as runner.stop_on_signals does) on SIGTERM, reported through a file.
+WATCHER = textwrap.dedent("""
+    import os, signal, sys, time
+    from pathlib import Path
+    import dropsweep.workers as workers
+    if sys.argv[2] == "poll":  # as where there is no PR_SET_PDEATHSIG
+        workers._signal_when_parent_dies = lambda signum: False
+    def stop(signum, frame):
+        Path(sys.argv[1]).write_text(f"stopped by {signum}")
+        sys.exit(143)
+    signal.signal(signal.SIGTERM, stop)
+    assert workers.watch_parent(interval=0.1)
+    Path(sys.argv[1] + ".ready").write_text(str(os.getpid()))
+    time.sleep(60)
+""")
+
+
+def wait_for_file(path: Path, timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_text():
+            return path.read_text()
+        time.sleep(0.05)
+    raise AssertionError(f"{path} never written")
+
+
+def test_a_worker_whose_parent_is_already_gone_stops_at_once(tmp_path):
+    done = tmp_path / "done"
+    # its parent is this test, not the pid it is told: as if the parent died before it looked
+    proc = subprocess.run([sys.executable, "-c", WATCHER, str(done), "kernel"], timeout=60,
+                          env={**os.environ, PARENT_PID_ENV: str(os.getpid() + 10**6)})
+    assert proc.returncode == 143
+    assert done.read_text() == f"stopped by {signal.SIGTERM}"
+
+
+@pytest.mark.parametrize("how", ["kernel", "poll"])
+def test_a_worker_stops_cleanly_when_its_parent_dies(tmp_path, how):
+    done = tmp_path / "done"
+    # the parent: starts the worker, tells it its pid, and dies by SIGKILL once it watches
+    parent = textwrap.dedent(f"""
+        import os, signal, subprocess, sys, time
+        from pathlib import Path
+        subprocess.Popen([sys.executable, "-c", {WATCHER!r}, {str(done)!r}, {how!r}],
+                         env={{**os.environ, {PARENT_PID_ENV!r}: str(os.getpid())}})
+        while not Path({str(done)!r} + ".ready").exists():
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    proc = subprocess.run([sys.executable, "-c", parent], timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    worker = int((tmp_path / "done.ready").read_text())
+    try:
+        assert wait_for_file(done, timeout=10) == f"stopped by {signal.SIGTERM}"
+    finally:
+        if not done.exists():  # an orphan left running: end it
+            try:
+                os.kill(worker, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def alive(pid: int, started: str) -> bool:
+    """Whether the process ``pid`` that started at ``started`` still runs (a zombie does not:
+    the orphan's new parent may be slow to reap it; a reused pid is another process)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    fields = stat.rpartition(")")[2].split()  # after "pid (comm)"
+    return fields[0] not in ("Z", "X") and fields[19] == started
+
+
+def trial_states(db: Path) -> list[tuple[int, str, bool]]:
+    """(number, state, interrupted) of every trial, read without writing."""
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
+        return [(n, state, flag == "true") for n, state, flag in con.execute(
+            "select t.number, t.state, a.value_json from trials t "
+            "left join trial_user_attributes a on a.trial_id = t.trial_id "
+            "and a.key = 'interrupted' order by t.number")]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_kill_9_of_the_parent_stops_its_workers_cleanly(in_tmp):
+    from test_kill import SLOW, kill9, start, wait_for
+
+    # far more trials than the test lasts: workers left running would go on adding them
+    proc = start(["search", SONAR_SWEEP, *SLOW, "--trials", "1000", "--workers", "2"], in_tmp)
+    SUITE["worker processes"] += 2
+    db = in_tmp / "results" / "dropsweep.db"
+    wait_for(db, proc, lambda t: sum(s == "RUNNING" for _, s, _, _ in t) >= 2)
+    children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
+                              text=True).stdout.split()
+    workers = {int(pid): Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[19]
+               for pid in children
+               if b"--workers\x001\x00" in Path(f"/proc/{pid}/cmdline").read_bytes()}
+    assert len(workers) == 2, children
+    kill9(proc)
+    try:
+        deadline = time.monotonic() + 30
+        while any(alive(*w) for w in workers.items()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(alive(*w) for w in workers.items()), "workers outlived their parent"
+        _, err = proc.communicate(timeout=30)  # the workers held its stderr
+    finally:
+        for pid, started in workers.items():
+            if alive(pid, started):
+                os.kill(pid, signal.SIGKILL)
+    assert "Traceback" not in err, err
+    # a clean stop: each trial in flight ended FAIL + interrupted (no other worker could have
+    # failed it in the meantime), nothing else failed, nothing left RUNNING or WAITING
+    table = trial_states(db)
+    states = [state for _, state, _ in table]
+    assert "RUNNING" not in states and "WAITING" not in states, table
+    assert all(flag for _, state, flag in table if state == "FAIL"), table
+    assert any(flag for _, _, flag in table), table  # they were stopped mid-trial
+    # and the study stops growing
+    time.sleep(3)
+    assert trial_states(db) == table

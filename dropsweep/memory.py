@@ -1,0 +1,98 @@
+"""How much memory a batch of models needs, and how much the device has.
+
+A sweep file can ask for a network no machine can hold (``model.hidden: [100000000]``).
+Allocating it would fail deep inside torch with a traceback, after the study and its first
+trials were written. Checked before anything is written instead: a trial whose folds alone
+cannot fit is refused in one line naming the key; a batch of trials that cannot fit shrinks
+to the number that does.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from dropsweep.errors import DropsweepError
+
+# What is held per model while a batch trains (model.TrainState, trainer.train_trials): the
+# weights, their gradients and velocities, the initial copy, and the trained copy a result
+# keeps: five floats per parameter. Per row it evaluates or gathers (the torch engine's
+# epoch gather, the evaluation over the training rows): its inputs, and two activations of
+# the widest layer at a time (one layer's input and output). All float32.
+FLOATS_PER_PARAMETER = 5
+BYTES_PER_FLOAT = 4
+USABLE_SHARE = 0.8  # of the memory available now: the rest is the process, torch, the OS
+
+
+@dataclass(frozen=True)
+class Need:
+    """The bytes one trial (all its folds) needs, by what causes them."""
+
+    parameters: int  # its models' parameters and their buffers: the network's size
+    activations: int  # the widest layer's outputs for every row it trains or evaluates
+    inputs: int  # the rows themselves: the data's size
+
+    @property
+    def total(self) -> int:
+        return self.parameters + self.activations + self.inputs
+
+
+def trial_need(sizes: Sequence[int], folds: int, max_rows: int) -> Need:
+    """Bytes one trial's ``folds`` models need, for layer ``sizes`` (inputs first) and at
+    most ``max_rows`` rows per fold."""
+    params = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+    per_model = BYTES_PER_FLOAT * folds
+    return Need(parameters=per_model * params * FLOATS_PER_PARAMETER,
+                activations=per_model * max_rows * 2 * max(sizes[1:]),
+                inputs=per_model * max_rows * sizes[0])
+
+
+def available(device: torch.device) -> int | None:
+    """Bytes that can be allocated on ``device`` now (None where it cannot be told)."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def gigabytes(n: float) -> str:
+    """Bytes in the unit a reader takes in at a glance."""
+    for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6)):
+        if n >= size:
+            return f"{n / size:.3g} {unit}"
+    return f"{n / 1e6:.2g} MB"
+
+
+def fit_batch(need: Need, batch: int, free: int | None, *, file: str, device: str) -> int:
+    """How many trials of ``need`` train at once: ``batch``, fewer if only fewer fit.
+
+    A trial that cannot fit on its own is a one-line error naming the key that makes it big
+    (``model.hidden``, or ``data`` when the rows themselves dominate), what it needs and
+    what is free.
+    """
+    if free is None:
+        return batch
+    usable = int(free * USABLE_SHARE)
+    if need.total <= usable:
+        return max(1, min(batch, usable // max(need.total, 1)))
+    key, fix = (("data", "use fewer rows or features")
+                if need.inputs > need.parameters + need.activations
+                else ("model.hidden", "make the network smaller"))
+    raise DropsweepError(
+        f"one trial needs about {gigabytes(need.total)} of memory to train "
+        f"({gigabytes(need.parameters)} for the network's parameters, "
+        f"{gigabytes(need.activations + need.inputs)} for its rows and activations) and "
+        f"{device} has {gigabytes(free)} available: {fix}", file=file, key=key)
