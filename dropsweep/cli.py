@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from dropsweep import __version__
-from dropsweep.errors import DropsweepError
+from dropsweep.errors import DropsweepError, StorageFailure
 from dropsweep.records import DEFAULT_STORAGE
 
 EXIT_USER_ERROR = 2
@@ -98,10 +98,8 @@ def _resume_command() -> str:
     return shlex.join(["dropsweep", *sys.argv[1:]])
 
 
-def _resumable(exc: Any) -> Any:
+def _resumable(exc: StorageFailure) -> StorageFailure:
     """A storage that failed mid-run: the same one line, with how to resume."""
-    from dropsweep.errors import StorageFailure
-
     return StorageFailure(f"{exc.message}; fix it, then resume with: {_resume_command()}")
 
 
@@ -176,7 +174,6 @@ def search(sweep: str, overrides: tuple[str, ...], storage: str, study_name: str
     from dropsweep.progress import SearchProgress, render_search_summary
     import torch
 
-    from dropsweep.errors import StorageFailure
     from dropsweep.runner import (AUTO_BATCH, SearchEvents, StopFlag, batch_that_fits,
                                   open_search, run_search, stop_on_signals, watcher)
     from dropsweep.trainer import resolve_device
@@ -328,7 +325,6 @@ def confirm(storage: str, study_name: str | None, top: int, repeats: int, device
 
     from dropsweep.confirm import run_confirm, stored_sweep
     from dropsweep.data import load_dataset
-    from dropsweep.errors import StorageFailure
     from dropsweep.render import render_confirmation
     from dropsweep.report import latest_study_name
     from dropsweep.verdict import build_confirmation
@@ -336,8 +332,9 @@ def confirm(storage: str, study_name: str | None, top: int, repeats: int, device
     from dropsweep.storage import heartbeat_seconds, load_study, open_storage
 
     # find the study without writing: a mistyped --storage must not create anything
-    name = study_name or latest_study_name(open_storage(storage, read_only=True))
-    load_study(open_storage(storage, read_only=True), name, storage)
+    reader = open_storage(storage, read_only=True)
+    name = study_name or latest_study_name(reader)
+    load_study(reader, name, storage)
     store = open_storage(storage, heartbeat=heartbeat_seconds())
     study = load_study(store, name, storage)
     sweep = stored_sweep(study)

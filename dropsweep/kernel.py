@@ -26,6 +26,7 @@ import errno
 import hashlib
 import os
 import platform
+import re
 import shutil
 import stat
 import subprocess
@@ -139,12 +140,19 @@ def _open_dir(where: Path) -> int:
     return fd
 
 
+def _ours_to_sweep(name: str) -> bool:
+    """A build temporary of ours: our prefix, or the ``tmpXXXXXXXX.so`` of mkstemp's default
+    that dropsweep 0.1 used before it had one (found only in our own checked directory)."""
+    legacy = re.fullmatch(r"tmp[A-Za-z0-9_]{8}\.so", name) is not None
+    return legacy or (name.startswith(TMP_PREFIX) and name.endswith(".so"))
+
+
 def _sweep(dfd: int) -> None:
     """Remove our build temporaries that a killed build left behind (best effort)."""
     cutoff = time.time() - STALE_SECONDS
     with contextlib.suppress(OSError), os.scandir(dfd) as entries:
         for entry in entries:
-            if entry.name.startswith(TMP_PREFIX) and entry.name.endswith(".so"):
+            if _ours_to_sweep(entry.name):
                 with contextlib.suppress(OSError):
                     if entry.stat(follow_symlinks=False).st_mtime < cutoff:
                         os.unlink(entry.name, dir_fd=dfd)

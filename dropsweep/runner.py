@@ -22,11 +22,10 @@ import torch
 from optuna.trial import FrozenTrial, TrialState
 
 import dropsweep
-from dropsweep import liveness, records
+from dropsweep import liveness, memory, records
 from dropsweep.config import SpaceConfig, Sweep, TrialConfig
 from dropsweep.data import Dataset
 from dropsweep.errors import StorageError, StorageFailure, StudyMismatchError
-from dropsweep import memory
 from dropsweep.space import (
     config_values,
     fixed_distributions,
@@ -247,7 +246,7 @@ def _next_planned(study: optuna.Study, planned: list[TrialConfig]) -> TrialConfi
     anything else."""
     trials = study.get_trials(deepcopy=False)
     taken = [t.user_attrs.get(records.CONFIG) for t in trials if liveness.settles(t)]
-    for config in planned:
+    for config in planned:  # planned[0] is the baseline (space.planned_configs)
         if config.to_dict() not in taken and not (
                 config is planned[0] and liveness.baseline_gave_up(trials)):
             return config
@@ -262,8 +261,8 @@ def batch_that_fits(sweep: Sweep, dataset: Dataset, batch: int, device: torch.de
     sizes = layer_sizes(dataset.X.shape[1], sweep.model.hidden, dataset.n_classes)
     need = memory.trial_need(sizes, sweep.cv.folds, dataset.X.shape[0])  # all rows: a bound
     free = memory.available(device)
-    return memory.fit_batch(need, batch, None if free is None else free // workers, file=sweep.file,
-                     device=str(device))
+    share = None if free is None else free // workers
+    return memory.fit_batch(need, batch, share, file=sweep.file, device=str(device))
 
 
 def open_search(sweep: Sweep, *, storage_url: str, study_name: str | None = None,
@@ -386,7 +385,7 @@ class _Search:
             for trial in self.held:
                 liveness.abandon(study, trial)
             self.held = []
-            self.events.notice(_taken_notice("a trial this worker was setting up",
+            self.events.notice(_taken_notice("a trial this worker was setting up", 1,
                                              self.seconds))
             return True
         if not asked:
@@ -470,13 +469,15 @@ class _Search:
         if lost:
             numbers = ", ".join(f"#{trials[i].number}" for i in sorted(lost))
             self.events.notice(_taken_notice(
-                f"trial{'s' if len(lost) > 1 else ''} {numbers} of this worker", self.seconds))
+                f"trial{'s' if len(lost) > 1 else ''} {numbers} of this worker", len(lost),
+                self.seconds))
 
 
-def _taken_notice(what: str, seconds: int) -> str:
+def _taken_notice(what: str, count: int, seconds: int) -> str:
+    it, its = ("them", "their results") if count > 1 else ("it", "its result")
     return (f"{what} went {GRACE_BEATS * seconds} s without a heartbeat (the process was "
-            "paused or stalled), so another worker failed it to run it again: its result "
-            "here is dropped and this worker goes on")
+            f"paused or stalled), so another worker failed {it} to run {it} again: {its} "
+            "here dropped, this worker goes on")
 
 
 def _ask(study: optuna.Study, sweep: Sweep, space: SpaceConfig, planned: list[TrialConfig]

@@ -30,8 +30,6 @@ from optuna.storages import RDBStorage
 from dropsweep import env
 from dropsweep.errors import StorageError, StorageFailure
 
-
-
 GRACE_BEATS = 3  # a trial is stale after this many heartbeats missed
 
 

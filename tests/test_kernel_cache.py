@@ -279,13 +279,14 @@ def test_stale_build_temporaries_are_swept_and_live_ones_kept(kdir):
     kdir.mkdir(mode=0o700)
     old = time.time() - 3600
     names = {"stale": f"{kernel.TMP_PREFIX}abc.so", "live": f"{kernel.TMP_PREFIX}def.so",
-             "not ours": "tmpxyz.so"}
+             "stale, named as before the prefix": "tmpk2_x9Qa7.so", "not ours": "tmpxyz.so"}
     for what, name in names.items():
         (kdir / name).write_bytes(b"partial")
         if what != "live":
             os.utime(kdir / name, (old, old))
     assert kernel.load() is not None
     assert not (kdir / names["stale"]).exists()
+    assert not (kdir / names["stale, named as before the prefix"]).exists()
     assert (kdir / names["live"]).exists() and (kdir / names["not ours"]).exists()
     assert sorted(p.name for p in kdir.iterdir()) == sorted(
         [names["live"], names["not ours"], target(kdir).name])
