@@ -1,0 +1,148 @@
+"""Golden tests: what a user sees and what is stored, pinned before the seams of issue 11 move
+anything (a declarative space, model families, shared steps).
+
+A small fixed Sonar study — 16 trials of `sweeps/sonar.yaml` at 4 epochs, 3 folds, batches
+of 4, seed 0, on the C kernel: all four placements, one trial pruned — is run with today's code and compared with `tests/golden/`:
+every trial's state, params, distributions, user attributes and intermediate values, and the
+whole `report --format json`. Only what cannot repeat is left out (times, durations, dates);
+floats are compared to 1e-6 relative (the kernel is compiled for the CPU it runs on).
+`tests/golden/sonar-small.db` is that study as the code before issue 11 stored it: it must
+keep reporting exactly the same, and resume.
+
+Regenerate only for a change you can name and explain in the commit:
+    DROPSWEEP_REGENERATE_GOLDEN=1 DROPSWEEP_DATA_DIR=../shared/data \
+        python -m pytest tests/test_golden.py
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+from click.testing import CliRunner
+
+from conftest import SONAR_DIR
+from dropsweep import kernel
+from dropsweep.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+GOLDEN = Path(__file__).resolve().parent / "golden"
+SWEEP = str(REPO / "sweeps" / "sonar.yaml")
+ARGS = ["--set", "train.epochs=4", "--set", "train.eval_every=2", "--set", "cv.folds=3",
+        "--trials", "16", "--batch", "4", "--device", "cpu", "--threads", "1"]
+REGENERATE = os.environ.get("DROPSWEEP_REGENERATE_GOLDEN") == "1"
+# What cannot repeat from one run to the next: clock times and durations.
+VOLATILE = {"wall_time", "total_wall_time", "first_start", "last_update", "datetime_start",
+            "datetime_complete", "enqueued_at"}
+
+pytestmark = pytest.mark.skipif(
+    kernel.load() is None, reason="the golden values are the C kernel's dropout masks; the "
+    f"kernel cannot be used here ({kernel.unavailable()})")
+
+
+def _strip(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _strip(v) for k, v in value.items() if k not in VOLATILE}
+    if isinstance(value, list):
+        return [_strip(v) for v in value]
+    return value
+
+
+def stored(db: Path) -> list[dict[str, Any]]:
+    """Every trial as the storage holds it, through Optuna's own reader."""
+    study = optuna.load_study(study_name="sonar", storage=f"sqlite:///{db}")
+    return _strip([{
+        "number": t.number, "state": t.state.name, "params": t.params,
+        "distributions": {k: optuna.distributions.distribution_to_json(d)
+                          for k, d in sorted(t.distributions.items())},
+        "user_attrs": t.user_attrs,
+        "intermediate_values": {str(k): v for k, v in sorted(t.intermediate_values.items())},
+        "value": t.value,
+    } for t in study.get_trials(deepcopy=False)]) + [_strip({
+        "study_user_attrs": {k: v for k, v in study.user_attrs.items()
+                             if k not in ("dropsweep_version", "torch_version", "sweep_file")},
+    })]
+
+
+def reported(db: Path) -> dict[str, Any]:
+    result = CliRunner().invoke(main, ["report", "--storage", f"sqlite:///{db}", "--format",
+                                       "json"], catch_exceptions=False)
+    assert result.exit_code == 0, result.stderr
+    return _strip(json.loads(result.stdout))
+
+
+def assert_same(got: Any, want: Any, where: str = "") -> None:
+    """Equal, floats to 1e-6 relative; the first difference is named by its path."""
+    if isinstance(want, dict):
+        assert isinstance(got, dict) and sorted(got) == sorted(want), \
+            f"{where}: keys {sorted(got) if isinstance(got, dict) else got} != {sorted(want)}"
+        for k in want:
+            assert_same(got[k], want[k], f"{where}.{k}")
+    elif isinstance(want, list):
+        assert isinstance(got, list) and len(got) == len(want), f"{where}: {got} != {want}"
+        for i, (g, w) in enumerate(zip(got, want)):
+            assert_same(g, w, f"{where}[{i}]")
+    elif isinstance(want, float) and not isinstance(want, bool):
+        assert isinstance(got, (int, float)) and (
+            math.isclose(got, want, rel_tol=1e-6, abs_tol=1e-9)
+            or (math.isnan(got) and math.isnan(want))), f"{where}: {got} != {want}"
+    else:
+        assert got == want, f"{where}: {got!r} != {want!r}"
+
+
+def _golden(name: str, value: Any) -> Any:
+    path = GOLDEN / name
+    if REGENERATE:
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(json.dumps(value, indent=1, sort_keys=True) + "\n")
+    return json.loads(path.read_text())
+
+
+@pytest.fixture(scope="module")
+def fresh(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The small study, run now with today's code."""
+    if not (SONAR_DIR / "sonar.csv").exists():
+        pytest.skip(f"the real Sonar file is not at {SONAR_DIR} (set DROPSWEEP_DATA_DIR)")
+    where = tmp_path_factory.mktemp("golden")
+    db = where / "sonar-small.db"
+    with pytest.MonkeyPatch.context() as mp:  # module-wide: before the per-test environment
+        mp.setenv("DROPSWEEP_DATA_DIR", str(SONAR_DIR))
+        mp.setenv("DROPSWEEP_CACHE_DIR", str(where / "cache"))
+        mp.chdir(where)
+        result = CliRunner().invoke(main, ["search", SWEEP, *ARGS, "--storage",
+                                           f"sqlite:///{db}", "-q"], catch_exceptions=False)
+    assert result.exit_code == 0, result.stderr
+    if REGENERATE:  # the storage fixture: one file, its write-ahead log folded in
+        GOLDEN.mkdir(exist_ok=True)
+        (GOLDEN / "sonar-small.db").unlink(missing_ok=True)
+        with sqlite3.connect(db) as src, sqlite3.connect(GOLDEN / "sonar-small.db") as dst:
+            src.backup(dst)
+            dst.execute("pragma journal_mode=delete")
+    return db
+
+
+def test_what_is_stored_is_unchanged(fresh, sonar_dir):
+    assert_same(stored(fresh), _golden("stored.json", stored(fresh)))
+
+
+def test_what_the_report_says_is_unchanged(fresh, sonar_dir):
+    assert_same(reported(fresh), _golden("report.json", reported(fresh)))
+
+
+def test_a_study_stored_before_issue_11_reports_the_same_and_resumes(tmp_path, sonar_dir):
+    db = tmp_path / "old.db"
+    shutil.copy(GOLDEN / "sonar-small.db", db)
+    assert_same(stored(db), json.loads((GOLDEN / "stored.json").read_text()))
+    assert_same(reported(db), json.loads((GOLDEN / "report.json").read_text()))
+    more = CliRunner().invoke(main, ["search", SWEEP, *ARGS, "--trials", "18", "--storage",
+                                     f"sqlite:///{db}", "-q"], catch_exceptions=False)
+    assert more.exit_code == 0, more.stderr
+    assert "18 of 18 trials finished (2 run now)" in more.stdout
+    assert_same(stored(db)[:16], json.loads((GOLDEN / "stored.json").read_text())[:16])
