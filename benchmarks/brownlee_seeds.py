@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
     from dropsweep.runner import AUTO_BATCH, run_search
     from dropsweep.space import planned_configs
     from dropsweep.sweepfile import apply_overrides, load_sweep
-    from dropsweep.trainer import resolve_device
+    from dropsweep.trainer import resolve_device, use_kernel
 
     overrides = []
     if args.epochs is not None:
@@ -135,7 +135,10 @@ def main(argv: list[str] | None = None) -> None:
     device = resolve_device("auto")  # as dropsweep search's default --device
     uses_kernel = kernel.applies(device)
     if args.engine == "c" and not uses_kernel:
-        sys.exit("the C kernel cannot run here (no compiler, DROPSWEEP_KERNEL=torch or a GPU)")
+        try:
+            use_kernel("c", device)  # says why it cannot
+        except RuntimeError as exc:
+            sys.exit(str(exc))
     engine = "c" if uses_kernel else f"torch ({device.type})"
 
     configs: list[TrialConfig] = planned_configs(base)

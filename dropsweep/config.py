@@ -478,8 +478,9 @@ def build_sweep(raw: RawSweep) -> Sweep:
     name = raw.data.get("name", Sweep.name)
     if not isinstance(name, str) or not name.strip():
         raise check.fail("name", f"must be a non-empty string, got {_describe(name)}")
-    if study_name_problem(name):
-        raise check.fail("name", study_name_problem(name))
+    problem = study_name_problem(name)
+    if problem:
+        raise check.fail("name", problem)
 
     d = check.section("data")
     check.unknown_keys(d, _SECTION_KEYS["data"], "data")

@@ -54,6 +54,7 @@ def study_name_problem(name: str) -> str | None:
         return f"must not contain control characters, got {name!r}"
     return None
 
+
 # Trial parameters (Optuna params). A rate is present only where the placement uses it,
 # max_norm only where the space turns it on: params never carry meaningless values.
 PARAM_PLACEMENT = "placement"

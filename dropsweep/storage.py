@@ -245,12 +245,13 @@ def _resilient(method: Callable[..., Any]) -> Callable[..., Any]:
             except Exception as exc:
                 if not _storage_fault(exc):
                     raise
-                if is_transient(exc) and time.monotonic() + pause <= deadline:
+                transient = is_transient(exc)
+                if transient and time.monotonic() + pause <= deadline:
                     time.sleep(pause)
                     pause = min(2 * pause, 5.0)
                     continue
                 self.failed = True  # fail fast from now on: the abandon calls that follow
-                what = "kept failing" if is_transient(exc) else "failed"
+                what = "kept failing" if transient else "failed"
                 raise StorageFailure(f"storage {mask_url(self.url)} {what}: "
                                      f"{describe_failure(exc)}") from exc
 
