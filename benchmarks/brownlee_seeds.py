@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from dropsweep.config import TrialConfig
+    from dropsweep.space import Config
 
 SWEEP = Path(__file__).resolve().parents[1] / "sweeps" / "brownlee.yaml"
 
@@ -57,16 +57,16 @@ class Row:
         return [v for v in self.means if v is not None]
 
 
-def label(c: TrialConfig, baseline: bool) -> str:
+def label(c: Config, baseline: bool) -> str:
     """The README's names: 'hidden dropout 0.2, max-norm 3, lr 0.1, momentum 0.9'."""
     parts = {"none": ["no dropout"],
-             "input": [f"input (visible) dropout {c.input_rate:g}"],
-             "hidden": [f"hidden dropout {c.hidden_rate:g}"],
-             "both": [f"input dropout {c.input_rate:g}", f"hidden dropout {c.hidden_rate:g}"],
-             }[c.placement]
-    if c.max_norm is not None:
-        parts.append(f"max-norm {c.max_norm:g}")
-    parts += [f"lr {c.learning_rate:g}", f"momentum {c.momentum:g}"]
+             "input": [f"input (visible) dropout {c['input_rate']:g}"],
+             "hidden": [f"hidden dropout {c['hidden_rate']:g}"],
+             "both": [f"input dropout {c['input_rate']:g}", f"hidden dropout {c['hidden_rate']:g}"],
+             }[c["placement"]]
+    if c["max_norm"] is not None:
+        parts.append(f"max-norm {c['max_norm']:g}")
+    parts += [f"lr {c['learning_rate']:g}", f"momentum {c['momentum']:g}"]
     return ("baseline: " if baseline else "") + ", ".join(parts)
 
 
@@ -116,13 +116,15 @@ def main(argv: list[str] | None = None) -> None:
     import optuna
     import torch
 
-    from dropsweep import kernel, records
+    from dropsweep import records
     from dropsweep.config import build_sweep
     from dropsweep.data import check_folds, load_dataset
+    from dropsweep.devices import resolve_device
+    from dropsweep.families.mlp import kernel
+    from dropsweep.families.mlp.engine import use_kernel
     from dropsweep.runner import AUTO_BATCH, run_search
     from dropsweep.space import planned_configs
     from dropsweep.sweepfile import apply_overrides, load_sweep
-    from dropsweep.trainer import resolve_device, use_kernel
 
     overrides = []
     if args.epochs is not None:
@@ -141,13 +143,13 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(str(exc))
     engine = "c" if uses_kernel else f"torch ({device.type})"
 
-    configs: list[TrialConfig] = planned_configs(base)
+    configs: list[Config] = planned_configs(base)
     # the article's numbers only beside the article's set-up
     articles = (base.cv.folds, base.train.epochs, base.train.batch_size,
                 tuple(base.model.hidden)) == (10, 300, 16, (60, 30))
-    rows = [Row(label(c, c == base.baseline), c.placement,
-                ARTICLE.get((c.placement, c.input_rate, c.hidden_rate, c.learning_rate,
-                             c.momentum, c.max_norm)) if articles else None)
+    rows = [Row(label(c, c == base.baseline), c["placement"],
+                ARTICLE.get((c["placement"], c["input_rate"], c["hidden_rate"], c["learning_rate"],
+                             c["momentum"], c["max_norm"])) if articles else None)
             for c in configs]
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     try:

@@ -39,6 +39,7 @@ from optuna.storages._rdb import models
 from optuna.trial import FrozenTrial, TrialState, create_trial
 
 from dropsweep import __version__, records
+from dropsweep.families.mlp import PLACEMENTS
 from dropsweep.storage import open_storage
 
 STUDY = "sonar-10k"
@@ -49,12 +50,12 @@ BATCH = 8  # trials trained together share a seed and a start time
 
 # The space of sweeps/sonar.yaml, as the runner records it in each trial's distributions.
 DISTRIBUTIONS = {
-    records.PARAM_PLACEMENT: CategoricalDistribution(records.PLACEMENTS),
-    records.PARAM_INPUT_RATE: FloatDistribution(0.05, 0.5),
-    records.PARAM_HIDDEN_RATE: FloatDistribution(0.1, 0.7),
-    records.PARAM_LEARNING_RATE: FloatDistribution(0.001, 0.3, log=True),
-    records.PARAM_MOMENTUM: FloatDistribution(0.5, 0.99),
-    records.PARAM_MAX_NORM: CategoricalDistribution(MAX_NORMS),
+    "placement": CategoricalDistribution(PLACEMENTS),
+    "input_rate": FloatDistribution(0.05, 0.5),
+    "hidden_rate": FloatDistribution(0.1, 0.7),
+    "learning_rate": FloatDistribution(0.001, 0.3, log=True),
+    "momentum": FloatDistribution(0.5, 0.99),
+    "max_norm": CategoricalDistribution(MAX_NORMS),
 }
 SWEEP = {
     "name": "sonar",
@@ -65,7 +66,7 @@ SWEEP = {
     "baseline": {"learning_rate": 0.01, "momentum": 0.8, "max_norm": None},
     "search": {"trials": 10_000, "sampler": "tpe", "seed": 0, "pruner": "median"},
     "space": {
-        "placement": list(records.PLACEMENTS),
+        "placement": list(PLACEMENTS),
         "input_rate": {"low": 0.05, "high": 0.5, "log": False},
         "hidden_rate": {"low": 0.1, "high": 0.7, "log": False},
         "learning_rate": {"low": 0.001, "high": 0.3, "log": True},
@@ -79,7 +80,7 @@ def draw_params(rng: random.Random, number: int) -> dict:
     """Baseline first, then what a TPE search over all placements tends to propose."""
     if number == 0:
         return {"placement": "none", "learning_rate": 0.01, "momentum": 0.8, "max_norm": None}
-    placement = rng.choices(records.PLACEMENTS, weights=(10, 45, 10, 35))[0]
+    placement = rng.choices(PLACEMENTS, weights=(10, 45, 10, 35))[0]
     params: dict = {"placement": placement}
     if placement in ("input", "both"):
         params["input_rate"] = rng.uniform(0.05, 0.5)

@@ -22,10 +22,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from dropsweep.config import TrialConfig
+from dropsweep.families.mlp import config as mlp_config
+from dropsweep.space import Config
 from dropsweep.data import load_sonar, standardize, stratified_folds
 from dropsweep.runner import AUTO_BATCH
-from dropsweep.trainer import TrainSettings, make_folds, train_trials
+from dropsweep.families.mlp.engine import TrainSettings, train_trials
+from dropsweep.protocols import make_folds
 
 PLACEMENTS = ("none", "input", "hidden", "both")
 
@@ -54,10 +56,10 @@ def plain_loop(X: np.ndarray, y: np.ndarray, epochs: int, seed: int) -> float:
     return float(np.mean(accs))
 
 
-def sweep_like(n: int, seed: int = 0) -> list[TrialConfig]:
+def sweep_like(n: int, seed: int = 0) -> list[Config]:
     """Configurations as a sweep draws them: every placement, max-norm on and off."""
     rng = np.random.default_rng(seed)
-    return [TrialConfig(PLACEMENTS[i % 4], float(rng.uniform(0.05, 0.5)),
+    return [mlp_config(PLACEMENTS[i % 4], float(rng.uniform(0.05, 0.5)),
                         float(rng.uniform(0.1, 0.7)), float(10 ** rng.uniform(-3, -0.5)),
                         float(rng.uniform(0.5, 0.99)), [None, 3.0][(i // 4) % 2])
             for i in range(n)]
@@ -98,12 +100,12 @@ def main() -> None:
     X, y = data.X, data.y
     folds = make_folds(X, y, 10, 7)
     settings = TrainSettings(epochs=epochs)
-    baseline = TrialConfig("none", 0.0, 0.0, 0.01, 0.8, None)
+    baseline = mlp_config("none", 0.0, 0.0, 0.01, 0.8, None)
     print(f"Brownlee Sonar trials: 10 folds x {epochs} epochs, batch 16, torch "
           f"{torch.__version__}, {args.threads} thread(s)")
 
     def batched(b: int, engine: str, threads: int = args.threads,
-                configs: list[TrialConfig] | None = None) -> float:
+                configs: list[Config] | None = None) -> float:
         torch.set_num_threads(threads)
         try:
             s = dataclasses.replace(settings, engine=engine)

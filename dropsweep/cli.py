@@ -87,8 +87,8 @@ def study_option(f: Any) -> Any:
 def _kernel_notice(device: str) -> str | None:
     """Why the fast CPU kernel is not used, and what it costs (or what was wrong with its
     cache), for a run that trains on the CPU; read before anything is written."""
-    from dropsweep import kernel
-    from dropsweep.trainer import resolve_device
+    from dropsweep.families.mlp import kernel
+    from dropsweep.devices import resolve_device
 
     return kernel.notice() if resolve_device(device).type == "cpu" else None
 
@@ -176,7 +176,7 @@ def search(sweep: str, overrides: tuple[str, ...], storage: str, study_name: str
 
     from dropsweep.runner import (AUTO_BATCH, SearchEvents, StopFlag, batch_that_fits,
                                   open_search, run_search, stop_on_signals, watcher)
-    from dropsweep.trainer import resolve_device
+    from dropsweep.devices import resolve_device
 
     config = _load_sweep(sweep, overrides)
     dataset = load_dataset(config)
@@ -323,7 +323,8 @@ def confirm(storage: str, study_name: str | None, top: int, repeats: int, device
     """
     import torch
 
-    from dropsweep.confirm import run_confirm, stored_sweep
+    from dropsweep.confirm import run_confirm
+    from dropsweep.study import stored_sweep
     from dropsweep.data import load_dataset
     from dropsweep.render import render_confirmation
     from dropsweep.report import latest_study_name
@@ -386,7 +387,7 @@ def export(storage: str, study_name: str | None, number: int | None, output: str
     """
     from pathlib import Path
 
-    from dropsweep.confirm import stored_sweep
+    from dropsweep.study import stored_sweep
     from dropsweep.export import pick_trial, sweep_text, train_on_all, write_atomically
     from dropsweep.report import latest_study_name
     from dropsweep.storage import load_study, open_storage
@@ -401,13 +402,13 @@ def export(storage: str, study_name: str | None, number: int | None, output: str
     if model is not None:
         import torch
 
-        from dropsweep.config import TrialConfig
         from dropsweep.data import load_dataset
         from dropsweep.runner import trial_seed
 
         from dropsweep.records import CONFIG
+        from dropsweep.space import Config
 
-        config = TrialConfig(**trial.user_attrs[CONFIG])
+        config = Config(trial.user_attrs[CONFIG])
         saved = train_on_all(sweep, load_dataset(sweep), config,
                              trial_seed(sweep.search.seed, trial.number), device)
         write_atomically(Path(model), lambda p: torch.save(saved, p))

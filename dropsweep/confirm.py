@@ -19,28 +19,20 @@ import optuna
 from optuna.trial import TrialState
 
 from dropsweep import liveness, records
-from dropsweep.config import SpaceConfig, Sweep, TrialConfig, build_sweep
+from dropsweep.config import Sweep
 from dropsweep.data import Dataset
 from dropsweep.errors import StorageError
 from dropsweep.report import confirm_name
 from dropsweep.runner import StopFlag, record_result
-from dropsweep.space import config_values, fixed_distributions, space_of, suggest
-from dropsweep.storage import GRACE_BEATS, heartbeat_seconds, mask_url
-from dropsweep.sweepfile import RawSweep
-from dropsweep.trainer import TrainSettings, make_folds, resolve_device, train_trials
+from dropsweep.space import Config, Space, config_values, fixed_distributions, space_of, suggest
+from dropsweep.storage import GRACE_BEATS, describe_failure, heartbeat_seconds
+from dropsweep.study import stored_sweep
+from dropsweep.devices import resolve_device
+from dropsweep.protocols import make_folds
 from dropsweep.verdict import config_key
 
 DEFAULT_TOP = 5
 DEFAULT_REPEATS = 5
-
-
-def stored_sweep(study: optuna.Study) -> Sweep:
-    """The sweep a dropsweep study was made with, as it recorded it."""
-    data = study.user_attrs.get(records.STUDY_SWEEP)
-    if data is None:
-        raise StorageError(f"study '{study.study_name}' was not made by dropsweep")
-    return build_sweep(RawSweep(data=data, file=study.user_attrs.get(records.STUDY_SWEEP_FILE)
-                                or f"study {study.study_name}"))
 
 
 @dataclass(frozen=True)
@@ -48,7 +40,7 @@ class Candidate:
     """A configuration to confirm and the search trial it came from."""
 
     number: int
-    config: TrialConfig
+    config: Config
     role: str  # records.ROLE_BASELINE or records.ROLE_CANDIDATE
 
 
@@ -68,7 +60,7 @@ def candidates(study: optuna.Study, sweep: Sweep, top: int) -> list[Candidate]:
         config = t.user_attrs[records.CONFIG]
         if config not in seen:
             seen.append(config)
-            out.append(Candidate(t.number, TrialConfig(**config), records.ROLE_CANDIDATE))
+            out.append(Candidate(t.number, Config(config), records.ROLE_CANDIDATE))
     return out
 
 
@@ -105,9 +97,10 @@ def _open(study: optuna.Study, sweep: Sweep) -> optuna.Study:
         if records.CONFIRM_OF not in confirm.user_attrs:
             confirm.set_user_attr(records.CONFIRM_OF, study.study_name)
             confirm.set_user_attr(records.STUDY_SWEEP, sweep.to_dict())
+            confirm.set_user_attr(records.STUDY_SCHEMA, records.SCHEMA_VERSION)
             confirm.set_user_attr(records.STUDY_SWEEP_FILE, sweep.file)
     except Exception as exc:  # a read-only or failing storage: one line, not a traceback
-        reason = mask_url(" ".join(str(exc).split()))[:300]
+        reason = describe_failure(exc)
         raise StorageError(f"cannot write the confirmation study '{name}': {reason}") from None
     if confirm.user_attrs[records.CONFIRM_OF] != study.study_name:
         raise StorageError(f"study '{name}' exists and does not confirm '{study.study_name}'")
@@ -133,7 +126,6 @@ def run_confirm(study: optuna.Study, dataset: Dataset, *, top: int = DEFAULT_TOP
     confirm = _open(study, sweep)
     space = space_of(sweep)
     dev = resolve_device(device)
-    settings = TrainSettings.of(sweep)
     summary = ConfirmSummary(confirm.study_name, len(cands), repeats)
     done = _done(confirm)
     summary.done = sum((config_key(c.config.to_dict()), r) in done
@@ -149,12 +141,12 @@ def run_confirm(study: optuna.Study, dataset: Dataset, *, top: int = DEFAULT_TOP
         cv_seed = repeat_seed(sweep, r)
         folds = make_folds(dataset.X, dataset.y, sweep.cv.folds, cv_seed, dev,
                            n_classes=dataset.n_classes)
-        trials = [_ask(confirm, c, space, r, cv_seed) for c in todo]
+        trials = [_ask(confirm, sweep, c, space, r, cv_seed) for c in todo]
         told: set[int] = set()
         try:
             with liveness.Heartbeat(confirm, trials, seconds):  # until all are recorded
-                results = train_trials([c.config for c in todo], folds, settings,
-                                       seed=cv_seed, should_stop=stop)
+                results = sweep.family.train([c.config for c in todo], folds, sweep, cv_seed,
+                                             should_stop=stop)
                 for trial, result in zip(trials, results):
                     result.wall_time /= len(trials)
                     record_result(confirm, trial, result)
@@ -173,19 +165,19 @@ def run_confirm(study: optuna.Study, dataset: Dataset, *, top: int = DEFAULT_TOP
     return summary
 
 
-def _ask(confirm: optuna.Study, cand: Candidate, space: SpaceConfig, repeat: int,
+def _ask(confirm: optuna.Study, sweep: Sweep, cand: Candidate, space: Space, repeat: int,
          cv_seed: int) -> optuna.Trial:
     while True:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Heartbeat of storage",
                                     category=UserWarning)
-            confirm.enqueue_trial(config_values(cand.config, space), user_attrs={
+            confirm.enqueue_trial(config_values(cand.config, sweep.dimensions, space), user_attrs={
                 records.ENQUEUED: liveness.now_utc().isoformat()})
-            trial = confirm.ask(fixed_distributions(cand.config, space))
+            trial = confirm.ask(fixed_distributions(cand.config, sweep.dimensions, space))
         liveness.beat(confirm, [trial])
         # ask hands out the oldest queued trial: one a killed run left holds another
         # configuration; it is dropped, and ours comes next
-        if suggest(trial, space) == cand.config:
+        if suggest(trial, sweep.dimensions, space) == cand.config:
             break
         liveness.abandon(confirm, trial)
     trial.set_user_attr(records.CONFIG, cand.config.to_dict())

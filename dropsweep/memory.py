@@ -34,20 +34,22 @@ class Need:
     parameters: int  # its models' parameters and their buffers: the network's size
     activations: int  # the widest layer's outputs for every row it trains or evaluates
     inputs: int  # the rows themselves: the data's size
+    network_key: str = "model"  # the sweep key that makes the network big (MLP: model.hidden)
 
     @property
     def total(self) -> int:
         return self.parameters + self.activations + self.inputs
 
 
-def trial_need(sizes: Sequence[int], folds: int, max_rows: int) -> Need:
+def trial_need(sizes: Sequence[int], folds: int, max_rows: int,
+               network_key: str = "model.hidden") -> Need:
     """Bytes one trial's ``folds`` models need, for layer ``sizes`` (inputs first) and at
     most ``max_rows`` rows per fold."""
     params = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
     per_model = BYTES_PER_FLOAT * folds
     return Need(parameters=per_model * params * FLOATS_PER_PARAMETER,
                 activations=per_model * max_rows * 2 * max(sizes[1:]),
-                inputs=per_model * max_rows * sizes[0])
+                inputs=per_model * max_rows * sizes[0], network_key=network_key)
 
 
 def available(device: torch.device) -> int | None:
@@ -90,7 +92,7 @@ def fit_batch(need: Need, batch: int, free: int | None, *, file: str, device: st
         return max(1, min(batch, usable // max(need.total, 1)))
     key, fix = (("data", "use fewer rows or features")
                 if need.inputs > need.parameters + need.activations
-                else ("model.hidden", "make the network smaller"))
+                else (need.network_key, "make the network smaller"))
     raise DropsweepError(
         f"one trial needs about {gigabytes(need.total)} of memory to train "
         f"({gigabytes(need.parameters)} for the network's parameters, "

@@ -15,11 +15,13 @@ import optuna
 
 from dropsweep import records
 from dropsweep.errors import DropsweepError
+from dropsweep.families import family
 from dropsweep.report import StudyReport
 from dropsweep.verdict import Confirmation
 
-PLACEMENTS = records.PLACEMENTS
-COLOURS = {"none": "tab:gray", "input": "tab:blue", "hidden": "tab:orange", "both": "tab:green"}
+# One colour per value of the family's group dimension, in its order (the MLP's none,
+# input, hidden, both: grey, blue, orange, green).
+PALETTE = ("tab:gray", "tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown")
 
 
 def _pyplot() -> Any:
@@ -44,6 +46,10 @@ def write_plots(study: optuna.Study, report: StudyReport, confirmation: Confirma
         raise DropsweepError(f"--plots {out}: cannot create it: {exc.strerror}") from None
     complete = [t for t in report.trials if t.accuracy_mean is not None and t.state == "COMPLETE"]
     written: list[Path] = []
+    fam = family(report.family)
+    group, groups = fam.group, fam.group_values
+    colours = dict(zip(groups, PALETTE))
+    rates = [d.name for d in fam.dimensions if d.when is not None]  # sampled by placement
 
     def save(fig: Any, name: str) -> None:
         path = out / name
@@ -64,8 +70,8 @@ def write_plots(study: optuna.Study, report: StudyReport, confirmation: Confirma
             save(ax.figure, "history.png")
 
             fig, ax = plt.subplots(figsize=(6, 4))
-            used = [p for p in PLACEMENTS if any(t.params.get("placement") == p for t in complete)]
-            ax.boxplot([[t.accuracy_mean for t in complete if t.params.get("placement") == p]
+            used = [p for p in groups if any(t.params.get(group) == p for t in complete)]
+            ax.boxplot([[t.accuracy_mean for t in complete if t.params.get(group) == p]
                         for p in used])
             ax.set_xticks(range(1, len(used) + 1), used)
             if report.baseline is not None and report.baseline.accuracy_mean is not None:
@@ -76,19 +82,22 @@ def write_plots(study: optuna.Study, report: StudyReport, confirmation: Confirma
                    ylabel="mean held-out accuracy")
             save(fig, "placements.png")
 
-            fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
-            for ax, name in zip(axes, (records.PARAM_INPUT_RATE, records.PARAM_HIDDEN_RATE)):
-                for placement in PLACEMENTS:
-                    points = [(t.params[name], t.accuracy_mean) for t in complete
-                              if name in t.params and t.params.get("placement") == placement]
-                    if points:
-                        xs, ys = zip(*points)
-                        ax.scatter(xs, ys, s=14, label=placement, color=COLOURS[placement])
-                ax.set(xlabel=name.replace("_", " "), title=f"Accuracy against {name}")
-                if ax.get_legend_handles_labels()[0]:
-                    ax.legend()
-            axes[0].set_ylabel("mean held-out accuracy")
-            save(fig, "rates.png")
+            if rates:
+                fig, axes = plt.subplots(1, len(rates), figsize=(5 * len(rates), 4), sharey=True,
+                                         squeeze=False)
+                axes = axes[0]
+                for ax, name in zip(axes, rates):
+                    for placement in groups:
+                        points = [(t.params[name], t.accuracy_mean) for t in complete
+                                  if name in t.params and t.params.get(group) == placement]
+                        if points:
+                            xs, ys = zip(*points)
+                            ax.scatter(xs, ys, s=14, label=placement, color=colours[placement])
+                    ax.set(xlabel=name.replace("_", " "), title=f"Accuracy against {name}")
+                    if ax.get_legend_handles_labels()[0]:
+                        ax.legend()
+                axes[0].set_ylabel("mean held-out accuracy")
+                save(fig, "rates.png")
 
         if report.importances:  # the report's own numbers: the figure matches the table
             names = list(report.importances)[::-1]
@@ -105,7 +114,7 @@ def write_plots(study: optuna.Study, report: StudyReport, confirmation: Confirma
             for i, r in enumerate(rows):
                 a = r.accuracy
                 ax.errorbar([a.mean], [i], xerr=[[a.mean - a.low], [a.high - a.mean]], fmt="o",
-                            color=COLOURS.get(r.placement, "k"), capsize=4)
+                            color=colours.get(r.placement, "k"), capsize=4)
             ax.axvline(rows[0].accuracy.mean, color="tab:red", linestyle="--", linewidth=1)
             ax.set_yticks(range(len(rows)), labels)
             ax.invert_yaxis()

@@ -15,7 +15,7 @@ TEST_LOG_LOSS = "test_log_loss"  # float, mean held-out log-loss over folds
 TRAIN_ACCURACY = "train_accuracy"  # float, mean training-fold accuracy (overfitting gap)
 EPOCHS = "epochs"  # int, epochs actually trained (fewer when pruned)
 WALL_TIME = "wall_time"  # float, seconds: its share of its batch's training time
-CONFIG = "config"  # dict, the resolved configuration of this trial (TrialConfig.to_dict())
+CONFIG = "config"  # dict, the trial's configuration: every dimension of its family (space.Config)
 ROLE = "role"  # str, one of ROLES
 SEED = "seed"  # int, the seed of its batch's stream: initial weights, masks, row order
 FAIL_REASON = "fail_reason"  # str, why a FAIL trial failed ("loss became NaN at epoch 3, fold 2")
@@ -42,6 +42,11 @@ STUDY_VERSION = "dropsweep_version"  # str
 STUDY_TORCH_VERSION = "torch_version"  # str
 STUDY_SWEEP_FILE = "sweep_file"  # str, the path the sweep was read from
 CONFIRM_OF = "confirm_of"  # str, on a confirmation study: the search study it confirms
+STUDY_SCHEMA = "dropsweep_schema"  # int, how the study's sweep and trials are written
+
+# 1: before model families (no STUDY_SCHEMA attribute; model has no ``family``)
+# 2: model.family; a trial's config holds every dimension of its family
+SCHEMA_VERSION = 2
 
 
 def study_name_problem(name: str) -> str | None:
@@ -53,15 +58,3 @@ def study_name_problem(name: str) -> str | None:
     if not name.isprintable():
         return f"must not contain control characters, got {name!r}"
     return None
-
-
-# Trial parameters (Optuna params). A rate is present only where the placement uses it,
-# max_norm only where the space turns it on: params never carry meaningless values.
-PARAM_PLACEMENT = "placement"
-PARAM_INPUT_RATE = "input_rate"
-PARAM_HIDDEN_RATE = "hidden_rate"
-PARAM_LEARNING_RATE = "learning_rate"
-PARAM_MOMENTUM = "momentum"
-PARAM_MAX_NORM = "max_norm"
-
-PLACEMENTS = ("none", "input", "hidden", "both")

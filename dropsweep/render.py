@@ -24,6 +24,8 @@ from rich.segment import Segment, Segments
 from rich.table import Table
 from rich.text import Text
 
+from dropsweep.families import family
+
 if TYPE_CHECKING:  # types only: rendering must not import Optuna (report.py does)
     from dropsweep.report import PlacementRow, StudyReport, StudyRow, TrialRow
 
@@ -211,9 +213,9 @@ def _curve(row: TrialRow, points: int = 6) -> str:
 
 
 def _overfitting(report: StudyReport) -> _Section:
-    rows = [(str(row.params.get("placement", "")), f"#{row.number}",
+    rows = [(p.placement, f"#{row.number}",
              _percent(row.train_accuracy), _percent(row.accuracy_mean), _points(row.gap),
-             _curve(row)) for row in report.overfitting]
+             _curve(row)) for p in report.placements for row in [p.best]]
     return _Section("Overfitting (best trial of each placement)",
                     ("placement", "trial", "train acc", "held-out", "gap",
                      "held-out accuracy % by epoch"), rows, frozenset({1, 2, 3, 4}),
@@ -419,8 +421,8 @@ def report_to_json(report: StudyReport) -> dict[str, Any]:
             "rule": report.selection.rule, "number": report.selection.chosen.number,
             "best_number": report.selection.best.number,
             "threshold": _json_number(report.selection.threshold)},
-        "overfitting": [{"placement": row.params.get("placement"), "number": row.number,
-                         "gap": _json_number(row.gap)} for row in report.overfitting],
+        "overfitting": [{"placement": p.placement, "number": p.best.number,
+                         "gap": _json_number(p.best.gap)} for p in report.placements],
         "confirmation": (None if report.confirmation is None
                          else confirmation_to_json(report.confirmation)),
         "trials": [_trial_json(row) for row in report.trials],
@@ -534,29 +536,6 @@ def render_studies(rows: list[StudyRow], fmt: str, console: Console) -> None:
 # ----------------------------------------------------------------------------- confirmation
 
 
-def _setup(placement: str, config: dict) -> str:
-    """A configuration in words: "input dropout 0.2", "no dropout"."""
-    rates = {"input": [config.get("input_rate")], "hidden": [config.get("hidden_rate")],
-             "both": [config.get("input_rate"), config.get("hidden_rate")]}.get(placement)
-    if not rates:
-        return "no dropout"
-    return f"{placement} dropout {' / '.join(_param(r) for r in rates)}"
-
-
-_OTHER_SETTINGS = (("learning_rate", "learning rate"), ("momentum", "momentum"),
-                   ("max_norm", "max-norm"))
-
-
-def _setup_against(config: dict, reference: dict) -> str:
-    """A configuration by its dropout and by whatever else differs from ``reference``: a
-    candidate without dropout still differs from the baseline (learning rate, ...), and the
-    verdict must say how."""
-    differs = [f"{label} {_param(config.get(key)) or 'off'}" for key, label in _OTHER_SETTINGS
-               if config.get(key) != reference.get(key)]
-    dropout = _setup(str(config.get("placement", "none")), config)
-    return dropout + (f" with {', '.join(differs)}" if differs else "")
-
-
 def _interval_points(interval: Any) -> str:
     if interval is None or math.isnan(interval.low):
         return _MISSING
@@ -571,16 +550,16 @@ def _p(p: float | None) -> str:
 
 def verdict_text(confirmation: Any) -> str:
     """The verdict in plain words, with its numbers."""
-    v = confirmation.verdict
+    v, fam = confirmation.verdict, family(confirmation.family)
     if v is None:
         return ("No verdict yet: it needs the baseline and at least one other configuration "
                 "confirmed (dropsweep confirm).")
     best, base, cmp = v.best, v.baseline, v.best.vs_baseline
-    what = f"{_setup_against(best.config, base.config)} (trial #{best.source_trial})"
-    if best.placement != "none":
+    what = f"{fam.describe_against(best.config, base.config)} (trial #{best.source_trial})"
+    if not fam.is_reference(best.config):
         ref, of_ref = "no dropout", "without dropout"
     else:  # the difference is not dropout at all: name what the baseline is
-        ref = f"the baseline ({_setup_against(base.config, best.config)})"
+        ref = f"the baseline ({fam.describe_against(base.config, best.config)})"
         of_ref = "for the baseline"
     how = (f"{best.accuracy.mean * 100:.2f}% vs {base.accuracy.mean * 100:.2f}% {of_ref}, "
            f"{cmp.diff.mean * 100:+.2f} points (95% CI "
@@ -597,14 +576,16 @@ def verdict_text(confirmation: Any) -> str:
 
 
 def _confirmed_section(confirmation: Any) -> _Section:
+    fam = family(confirmation.family)
+    settings = [d for d in fam.dimensions if d.in_baseline]  # what else a baseline sets
     rows = []
     for r in confirmation.rows:
         cmp = r.vs_baseline
         rows.append((
             "base" if r.source_trial < 0 else f"#{r.source_trial}",
-            r.role, _setup(r.placement, r.config),
-            _param(r.config.get("learning_rate")), _param(r.config.get("momentum")),
-            _param(r.config.get("max_norm")) or "off", str(r.repeats),
+            r.role, fam.describe(r.config),
+            *(_param(r.config.get(d.name)) or ("off" if d.can_be_off else "")
+              for d in settings), str(r.repeats),
             _percent(r.accuracy.mean),
             _MISSING if math.isnan(r.accuracy.low)
             else f"[{r.accuracy.low * 100:.2f}, {r.accuracy.high * 100:.2f}]",
@@ -613,9 +594,9 @@ def _confirmed_section(confirmation: Any) -> _Section:
     return _Section(
         f"Confirmed ({confirmation.study_name}: repeated {confirmation.folds}-fold CV on new "
         "splits)",
-        ("trial", "role", "dropout", "learning rate", "momentum", "max norm", "repeats",
+        ("trial", "role", "dropout", *(d.label for d in settings), "repeats",
          "accuracy", "95% CI", "Δ vs baseline", "95% CI (pp)", "p"),
-        rows, frozenset({0, 3, 4, 5, 6, 7, 8, 9, 10, 11}),
+        rows, frozenset({0, *range(3, 3 + len(settings) + 6)}),
         note=verdict_text(confirmation))
 
 

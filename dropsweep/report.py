@@ -26,8 +26,9 @@ from optuna.trial import FrozenTrial, TrialState
 
 from dropsweep import records
 from dropsweep.errors import StorageError
+from dropsweep.families import DEFAULT_FAMILY, Family, family_of_study
 from dropsweep.select import Selection, select
-from dropsweep.storage import mask_url, open_storage
+from dropsweep.storage import describe_failure, mask_url, open_storage
 from dropsweep.verdict import Confirmation, build_confirmation
 
 CONFIRM_SUFFIX = ":confirm"  # the companion study `dropsweep confirm` writes (confirm.py)
@@ -52,15 +53,6 @@ __all__ = [
 # trials come first in every summary.
 STATE_ORDER = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
 
-# Columns of the parameters dropsweep itself suggests, in the order a reader thinks of them.
-_PARAM_ORDER = (
-    records.PARAM_PLACEMENT,
-    records.PARAM_INPUT_RATE,
-    records.PARAM_HIDDEN_RATE,
-    records.PARAM_LEARNING_RATE,
-    records.PARAM_MOMENTUM,
-    records.PARAM_MAX_NORM,
-)
 
 _INTERRUPTED_REASON = "interrupted"
 
@@ -131,6 +123,7 @@ class StudyReport:
     param_names: list[str]
     confirmation: Confirmation | None = None  # from the study NAME:confirm, when there is one
     selection: Selection | None = None  # the configuration --select recommends
+    family: str = DEFAULT_FAMILY  # the model family whose dimensions the study searched
 
     @property
     def n_trials(self) -> int:
@@ -256,9 +249,10 @@ def _ranked(rows: Sequence[TrialRow], direction: StudyDirection) -> list[TrialRo
     return sorted(done, key=lambda r: (sign * r.value, r.number))  # type: ignore[operator]
 
 
-def _param_names(rows: Iterable[TrialRow]) -> list[str]:
+def _param_names(rows: Iterable[TrialRow], fam: Family) -> list[str]:
+    """Columns: the family's dimensions in its table's order, then any other parameter."""
     present = {name for r in rows for name in r.params}
-    known = [name for name in _PARAM_ORDER if name in present]
+    known = [d.name for d in fam.dimensions if d.name in present]
     return known + sorted(present - set(known))
 
 
@@ -273,16 +267,17 @@ def _last_activity(trials: Iterable[FrozenTrial]) -> datetime | None:
 
 
 def _placements(
-    ranked: list[TrialRow], baseline: TrialRow | None
+    ranked: list[TrialRow], baseline: TrialRow | None, fam: Family
 ) -> list[PlacementRow]:
+    """The best trial of each value of the family's group dimension (its placements)."""
     by_placement: dict[str, list[TrialRow]] = {}
     for row in ranked:  # best first, so the first row of each placement is its best
-        placement = row.params.get(records.PARAM_PLACEMENT)
+        placement = row.params.get(fam.group)
         if placement is None:
             continue
         by_placement.setdefault(str(placement), []).append(row)
-    order = [p for p in records.PLACEMENTS if p in by_placement]
-    order += sorted(p for p in by_placement if p not in records.PLACEMENTS)
+    order = [p for p in fam.group_values if p in by_placement]
+    order += sorted(p for p in by_placement if p not in fam.group_values)
     result = []
     for placement in order:
         rows = by_placement[placement]
@@ -361,13 +356,13 @@ def _direction(study_name: str, directions: Sequence[StudyDirection]) -> StudyDi
     return directions[0]
 
 
-def _confirmation(study: optuna.Study, folds: int) -> Confirmation | None:
+def _confirmation(study: optuna.Study, folds: int, fam: Family) -> Confirmation | None:
     """The companion confirmation study's reading, if ``dropsweep confirm`` made one."""
     name = confirm_name(study.study_name)
     storage = study._storage  # noqa: SLF001 - the same storage, already open read-only
     if folds < 2 or name not in {s.study_name for s in storage.get_all_studies()}:
         return None
-    return build_confirmation(optuna.load_study(study_name=name, storage=storage), folds)
+    return build_confirmation(optuna.load_study(study_name=name, storage=storage), folds, fam)
 
 
 def build_report(study: optuna.Study, top: int = 10, select_rule: str = "best") -> StudyReport:
@@ -382,6 +377,7 @@ def build_report(study: optuna.Study, top: int = 10, select_rule: str = "best") 
     baseline = baselines[0] if baselines else None  # the first: later ones are repeats
     importances, note = _importances(_AsRead(study, frozen), len(ranked))
     starts = [t.datetime_start for t in frozen if t.datetime_start is not None]
+    fam = family_of_study(study.user_attrs)
     return StudyReport(
         name=study.study_name,
         direction=direction.name,
@@ -392,14 +388,15 @@ def build_report(study: optuna.Study, top: int = 10, select_rule: str = "best") 
         best=ranked[0] if ranked else None,
         baseline=baseline,
         top=ranked[: max(top, 0)],
-        placements=_placements(ranked, baseline),
+        placements=_placements(ranked, baseline, fam),
         importances=importances,
         importance_note=note,
         trials=rows,
-        param_names=_param_names(rows),
+        param_names=_param_names(rows, fam),
         confirmation=_confirmation(study, max((len(r.fold_accuracies) for r in rows),
-                                              default=0)),
-        selection=select(ranked, select_rule),
+                                              default=0), fam),
+        selection=select(ranked, select_rule, fam.dimensions),
+        family=fam.name,
     )
 
 
@@ -429,7 +426,7 @@ def _read_all(
             for study in opened.get_all_studies()
         ]
     except Exception as exc:
-        reason = mask_url(" ".join(str(exc).split()))[:300]
+        reason = describe_failure(exc)
         raise StorageError(f"cannot read studies from {_describe(storage)}: {reason}") from exc
 
 

@@ -23,10 +23,12 @@ from optuna.trial import FrozenTrial, TrialState
 
 import dropsweep
 from dropsweep import liveness, memory, records
-from dropsweep.config import SpaceConfig, Sweep, TrialConfig
+from dropsweep.config import Sweep
 from dropsweep.data import Dataset
 from dropsweep.errors import StorageError, StorageFailure, StudyMismatchError
 from dropsweep.space import (
+    Config,
+    Space,
     config_values,
     fixed_distributions,
     is_exhaustive,
@@ -35,17 +37,15 @@ from dropsweep.space import (
     suggest,
 )
 from dropsweep.liveness import counts_toward_target
-from dropsweep.storage import (GRACE_BEATS, heartbeat_seconds, mask_url, open_storage,
-                               study_names)
-from dropsweep.model import layer_sizes
-from dropsweep.trainer import (Folds, TrainSettings, TrialResult, make_folds, resolve_device,
-                               train_trials)
+from dropsweep.study import check_schema, sweep_differences
+from dropsweep.storage import (GRACE_BEATS, describe_failure, heartbeat_seconds, mask_url,
+                               open_storage, study_names)
+from dropsweep.train import TrialResult
+from dropsweep.devices import resolve_device
+from dropsweep.protocols import Folds, make_folds
 
 # Trials trained together by default: measured with benchmarks/trial_speed.py (README).
 AUTO_BATCH = 16
-
-# Sections whose change would make old and new trials incomparable.
-EXPERIMENT_SECTIONS = ("data", "model", "train", "cv", "baseline", "space")
 
 
 # ----------------------------------------------------------------------------- samplers
@@ -89,22 +89,6 @@ def make_pruner(name: str, train_epochs: int, eval_every: int) -> optuna.pruners
 def trial_seed(search_seed: int, number: int) -> int:
     """A trial's seed depends only on the sweep's seed and the trial's number."""
     return int(np.random.SeedSequence([search_seed, number]).generate_state(1)[0] & 0x7FFFFFFF)
-
-
-def sweep_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """Dotted keys of the experiment sections that differ, with old -> new values."""
-    out: list[str] = []
-
-    def walk(a: Any, b: Any, key: str) -> None:
-        if isinstance(a, dict) and isinstance(b, dict):
-            for k in list(dict.fromkeys([*a, *b])):
-                walk(a.get(k), b.get(k), f"{key}.{k}")
-        elif a != b:
-            out.append(f"{key} {a!r} -> {b!r}")
-
-    for section in EXPERIMENT_SECTIONS:
-        walk(old.get(section), new.get(section), section)
-    return out
 
 
 # ----------------------------------------------------------------------------- stopping
@@ -200,6 +184,7 @@ def _prepare_study(sweep: Sweep, storage_url: str, study_name: str) -> optuna.St
         if old is None:
             raise StorageError(f"study '{study_name}' in {mask_url(storage_url)} was not made "
                                "by dropsweep; choose another --study name")
+        check_schema(study_name, study.user_attrs)
         changed = sweep_differences(old, new_sweep)
         if changed:
             raise StudyMismatchError(
@@ -210,7 +195,7 @@ def _prepare_study(sweep: Sweep, storage_url: str, study_name: str) -> optuna.St
     except StorageError:  # StudyMismatchError included
         raise
     except Exception as exc:  # a storage that fails mid-way (locked, read-only, dropped)
-        reason = mask_url(" ".join(str(exc).split()))[:300]
+        reason = describe_failure(exc)
         raise StorageError(f"storage {mask_url(storage_url)}: {reason}") from None
 
 
@@ -222,6 +207,7 @@ def _create_study(sweep: Sweep, storage: optuna.storages.BaseStorage, study_name
         pruner=make_pruner(sweep.search.pruner, sweep.train.epochs, sweep.train.eval_every),
     )
     study.set_user_attr(records.STUDY_SWEEP, sweep.to_dict())
+    study.set_user_attr(records.STUDY_SCHEMA, records.SCHEMA_VERSION)
     study.set_user_attr(records.STUDY_VERSION, dropsweep.__version__)
     study.set_user_attr(records.STUDY_TORCH_VERSION, torch.__version__)
     study.set_user_attr(records.STUDY_SWEEP_FILE, sweep.file)
@@ -240,7 +226,7 @@ def _summarize(study: optuna.Study, summary: SearchSummary) -> None:
         summary.best_value, summary.best_number = best.value, best.number
 
 
-def _next_planned(study: optuna.Study, planned: list[TrialConfig]) -> TrialConfig | None:
+def _next_planned(study: optuna.Study, planned: list[Config]) -> Config | None:
     """The first planned configuration no trial settles yet (see :func:`liveness.settles`):
     the baseline first, so a baseline lost to a dead or paused worker is run again before
     anything else."""
@@ -258,8 +244,8 @@ def batch_that_fits(sweep: Sweep, dataset: Dataset, batch: int, device: torch.de
     """``batch``, or the fewer trials that fit in memory beside ``workers - 1`` other workers
     of this machine; a trial that cannot fit at all is a one-line error naming the key.
     Checked before anything is written to the storage."""
-    sizes = layer_sizes(dataset.X.shape[1], sweep.model.hidden, dataset.n_classes)
-    need = memory.trial_need(sizes, sweep.cv.folds, dataset.X.shape[0])  # all rows: a bound
+    need = sweep.family.need(sweep, dataset.X.shape[1], dataset.n_classes, sweep.cv.folds,
+                             dataset.X.shape[0])  # all rows: a bound
     free = memory.available(device)
     share = None if free is None else free // workers
     return memory.fit_batch(need, batch, share, file=sweep.file, device=str(device))
@@ -344,7 +330,6 @@ class _Search:
                  folds: Folds, batch: int, events: SearchEvents, stop: StopFlag) -> None:
         self.study, self.summary, self.sweep, self.folds = study, summary, sweep, folds
         self.batch, self.events, self.stop = batch, events, stop
-        self.settings = TrainSettings.of(sweep)
         self.warmup = pruning_warmup(sweep.train.epochs, sweep.train.eval_every)
         self.space, self.planned = space_of(sweep), planned_configs(sweep)
         self.seconds = heartbeat_seconds()
@@ -398,8 +383,8 @@ class _Search:
         self._train(asked)
         return True
 
-    def _ask_batch(self, wanted: int) -> list[tuple[optuna.Trial, TrialConfig]]:
-        asked: list[tuple[optuna.Trial, TrialConfig]] = []
+    def _ask_batch(self, wanted: int) -> list[tuple[optuna.Trial, Config]]:
+        asked: list[tuple[optuna.Trial, Config]] = []
         for _ in range(max(wanted, 0)):
             if asked and liveness.taken(self.study) >= self.summary.target:
                 break  # other workers have asked for the rest meanwhile
@@ -416,7 +401,7 @@ class _Search:
                 trial.set_user_attr(records.SEED, self.seed)
         return asked
 
-    def _train(self, asked: list[tuple[optuna.Trial, TrialConfig]]) -> None:
+    def _train(self, asked: list[tuple[optuna.Trial, Config]]) -> None:
         study, summary, sweep = self.study, self.summary, self.sweep
         trials = [trial for trial, _ in asked]
         # Asking the pruner costs two storage reads a trial; skip it where its answer is
@@ -447,9 +432,9 @@ class _Search:
         # beating until every result is recorded: a worker slowed by a locked storage
         # must not see its finished trials failed as stale by another
         with liveness.Heartbeat(study, trials, self.seconds):
-            results = train_trials([config for _, config in asked], self.folds, self.settings,
-                                   self.seed, on_checkpoint=on_checkpoint,
-                                   should_stop=self.stop)
+            results = sweep.family.train([config for _, config in asked], self.folds, sweep,
+                                         self.seed, on_checkpoint=on_checkpoint,
+                                         should_stop=self.stop)
             for i, (trial, result) in enumerate(zip(trials, results)):
                 frozen = None
                 if i not in lost:
@@ -480,8 +465,8 @@ def _taken_notice(what: str, count: int, seconds: int) -> str:
             "here dropped, this worker goes on")
 
 
-def _ask(study: optuna.Study, sweep: Sweep, space: SpaceConfig, planned: list[TrialConfig]
-         ) -> tuple[optuna.Trial, TrialConfig] | None:
+def _ask(study: optuna.Study, sweep: Sweep, space: Space, planned: list[Config]
+         ) -> tuple[optuna.Trial, Config] | None:
     """The next trial: a planned configuration first (baseline, list, grid), else the sampler's."""
     while True:
         config = _next_planned(study, planned)
@@ -494,16 +479,16 @@ def _ask(study: optuna.Study, sweep: Sweep, space: SpaceConfig, planned: list[Tr
             if config is not None:
                 # Enqueued params are what the fixed distributions then return (ask alone
                 # would sample them).
-                study.enqueue_trial(config_values(config, space), user_attrs={
+                study.enqueue_trial(config_values(config, sweep.dimensions, space), user_attrs={
                     records.ENQUEUED: liveness.now_utc().isoformat(),
                     records.CONFIG: config.to_dict()})
-                trial = study.ask(fixed_distributions(config, space))
+                trial = study.ask(fixed_distributions(config, sweep.dimensions, space))
             else:
                 trial = study.ask()
             liveness.beat(study, [trial])  # at once: a trial that never beat is never stale
             # What this trial really holds: ask hands out the oldest queued trial, which may
             # be another worker's, or one a killed worker left.
-            config = suggest(trial, space)
+            config = suggest(trial, sweep.dimensions, space)
         trial.set_user_attr(records.CONFIG, config.to_dict())
         if config in planned and liveness.planned_twice(study, trial, config.to_dict()):
             liveness.abandon(study, trial)  # another worker planned it a moment earlier

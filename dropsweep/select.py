@@ -2,9 +2,10 @@
 
 ``best`` takes the highest mean. ``1se`` is the one-standard-error rule (Breiman et al.;
 Hastie, Tibshirani and Friedman): among the configurations whose mean lies within one
-standard error of the best one's mean, take the simplest — no dropout before input dropout
-before hidden before both, then lower rates, then no max-norm — since the best mean is
-partly luck and a simpler model within its noise is as good a bet.
+standard error of the best one's mean, take the simplest — in the order its family's
+dimension table declares (for the MLP: no dropout before input dropout before hidden before
+both, then lower rates, then no max-norm) — since the best mean is partly luck and a
+simpler model within its noise is as good a bet.
 """
 
 from __future__ import annotations
@@ -15,13 +16,14 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from dropsweep import records
+from dropsweep import space
+from dropsweep.families import family
+from dropsweep.space import Dimension
 
 if TYPE_CHECKING:  # report.py calls select(): import its types only
     from dropsweep.report import PlacementRow, StudyReport, TrialRow
 
 RULES = ("best", "1se")
-_SIMPLER = {p: i for i, p in enumerate(records.PLACEMENTS)}  # none < input < hidden < both
 
 
 @dataclass(frozen=True)
@@ -40,18 +42,17 @@ def standard_error(row: TrialRow) -> float | None:
     return float(np.std(folds, ddof=1) / math.sqrt(len(folds)))
 
 
-def simplicity(row: TrialRow) -> tuple:
-    """Sort key, simplest first: placement, then total dropout rate, then max-norm."""
-    p = row.params
-    rate = (float(p.get(records.PARAM_INPUT_RATE, 0.0))
-            + float(p.get(records.PARAM_HIDDEN_RATE, 0.0)))
-    return (_SIMPLER.get(str(p.get(records.PARAM_PLACEMENT)), len(_SIMPLER)), rate,
-            p.get(records.PARAM_MAX_NORM) is not None, -(row.accuracy_mean or 0.0), row.number)
+def simplicity(row: TrialRow, dimensions: Sequence[Dimension]) -> tuple:
+    """Sort key, simplest first (:func:`dropsweep.space.simplicity`), then the higher mean,
+    then the earlier trial."""
+    return (*space.simplicity(dimensions, row.params), -(row.accuracy_mean or 0.0), row.number)
 
 
-def select(ranked: Sequence[TrialRow], rule: str) -> Selection | None:
+def select(ranked: Sequence[TrialRow], rule: str, dimensions: Sequence[Dimension]
+           ) -> Selection | None:
     """The configuration ``rule`` recommends among ``ranked``: the complete trials best
-    first, as the report ranks them."""
+    first, as the report ranks them; ``dimensions`` (the study's family's) say which is
+    simplest."""
     if rule not in RULES:
         raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
     scored = [r for r in ranked if r.accuracy_mean is not None]
@@ -63,7 +64,7 @@ def select(ranked: Sequence[TrialRow], rule: str) -> Selection | None:
     se = standard_error(best)
     threshold = best.accuracy_mean - (se or 0.0)
     close = [r for r in scored if r.accuracy_mean >= threshold]
-    return Selection(rule, min(close, key=simplicity), best, threshold)
+    return Selection(rule, min(close, key=lambda r: simplicity(r, dimensions)), best, threshold)
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,9 @@ class ComparedPlacement:
 
 
 def compare_studies(reports: Sequence[StudyReport]) -> list[ComparedPlacement]:
-    names = [p for p in records.PLACEMENTS
-             if any(row.placement == p for r in reports for row in r.placements)]
+    """Placements in the first study's family's order, then any other study's."""
+    present = list(dict.fromkeys(row.placement for r in reports for row in r.placements))
+    order = family(reports[0].family).group_values if reports else ()
+    names = [p for p in order if p in present] + [p for p in present if p not in order]
     return [ComparedPlacement(p, [next((row for row in r.placements if row.placement == p),
                                        None) for r in reports]) for p in names]

@@ -13,6 +13,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from dropsweep import records
+from dropsweep.families import DEFAULT_FAMILY, Family, family_of_study
 from dropsweep.stats import LEVEL, Comparison, Interval, compare, interval
 
 ALPHA = 1.0 - LEVEL  # significance level of the verdict
@@ -24,7 +25,7 @@ class ConfirmedRow:
 
     source_trial: int  # the search trial it came from (-1: the sweep's baseline, never run)
     role: str
-    placement: str
+    placement: str  # the value of its family's group dimension
     config: dict
     repeats: int
     accuracy: Interval  # over repeats x folds
@@ -56,8 +57,10 @@ def _scores(trials: Sequence[FrozenTrial]) -> dict[int, list[float]]:
     return out
 
 
-def confirmed_rows(trials: Sequence[FrozenTrial], folds: int) -> list[ConfirmedRow]:
-    """Rows for every configuration of a confirmation study, baseline first, then by mean."""
+def confirmed_rows(trials: Sequence[FrozenTrial], folds: int, placement: str
+                   ) -> list[ConfirmedRow]:
+    """Rows for every configuration of a confirmation study, baseline first, then by mean;
+    ``placement`` names the family's group dimension."""
     groups: dict[str, list[FrozenTrial]] = {}
     for t in trials:
         if records.CONFIG in t.user_attrs:
@@ -82,7 +85,7 @@ def confirmed_rows(trials: Sequence[FrozenTrial], folds: int) -> list[ConfirmedR
         rows.append(ConfirmedRow(
             source_trial=int(first.user_attrs.get(records.SOURCE_TRIAL, -1)),
             role=str(first.user_attrs.get(records.ROLE, "")),
-            placement=str(config.get("placement", "")), config=config,
+            placement=str(config.get(placement, "")), config=config,
             repeats=len(by_repeat), accuracy=interval(flat, folds), vs_baseline=vs))
     rows.sort(key=lambda r: (r.role != records.ROLE_BASELINE, -r.accuracy.mean))
     return rows
@@ -110,12 +113,15 @@ class Confirmation:
     repeats: int  # the most repeats any configuration has
     rows: list[ConfirmedRow]
     verdict: Verdict | None
+    family: str = DEFAULT_FAMILY  # whose words describe its configurations
 
 
-def build_confirmation(study: optuna.Study, folds: int) -> Confirmation:
-    """Read a confirmation study."""
-    rows = confirmed_rows(study.get_trials(deepcopy=False), folds)
+def build_confirmation(study: optuna.Study, folds: int, fam: Family | None = None
+                       ) -> Confirmation:
+    """Read a confirmation study (of a search of family ``fam``: the one it recorded)."""
+    fam = fam or family_of_study(study.user_attrs)
+    rows = confirmed_rows(study.get_trials(deepcopy=False), folds, fam.group)
     return Confirmation(study_name=study.study_name,
                         confirms=str(study.user_attrs.get(records.CONFIRM_OF, "")),
                         folds=folds, repeats=max((r.repeats for r in rows), default=0),
-                        rows=rows, verdict=verdict(rows))
+                        rows=rows, verdict=verdict(rows), family=fam.name)

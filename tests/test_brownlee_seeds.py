@@ -83,7 +83,7 @@ def test_each_seed_is_what_dropsweep_search_trains_at_that_seed(sonar_dir, tmp_p
 
 @pytest.mark.slow
 def test_the_readme_seed_0_draw_is_what_the_script_measures(sonar_dir, capsys):
-    from dropsweep import kernel
+    from dropsweep.families.mlp import kernel
 
     import torch
 

@@ -12,28 +12,31 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from dropsweep import space as spaces
 from dropsweep.config import (
-    Choices,
     CVConfig,
     DataConfig,
-    Fixed,
-    ModelConfig,
-    Range,
     SearchConfig,
-    SpaceConfig,
     Sweep,
     TrainConfig,
-    TrialConfig,
     build_sweep,
 )
+from dropsweep.families.mlp import MLP, MLPModel as ModelConfig
+from dropsweep.families.mlp import config as mlp_config
+from dropsweep.space import Choices, Fixed, Range
 from dropsweep.errors import DropsweepError, SweepError
-from dropsweep.records import PLACEMENTS
+from dropsweep.families.mlp import PLACEMENTS
 from dropsweep.sweepfile import RawSweep, apply_overrides, load_sweep, parse_sweep_text
 from helpers import SUITE, assert_one_line
 
 REPO = Path(__file__).resolve().parents[1]
 SONAR = REPO / "sweeps" / "sonar.yaml"
 BROWNLEE = REPO / "sweeps" / "brownlee.yaml"
+
+
+def SpaceConfig(**dims: Any) -> dict[str, Any]:
+    """The MLP's default space with ``dims`` changed."""
+    return {**spaces.defaults(MLP.dimensions), **dims}
 
 
 def build(text: str, *sets: str, file: str = "s.yaml") -> Sweep:
@@ -70,15 +73,15 @@ def test_an_empty_sweep_is_brownlee_s_experiment() -> None:
     assert sweep.model.hidden == (60, 30)
     assert (sweep.train.epochs, sweep.train.batch_size, sweep.train.eval_every) == (300, 16, 10)
     assert (sweep.cv.folds, sweep.cv.seed) == (10, 7)
-    assert sweep.baseline == TrialConfig(placement="none", input_rate=0.0, hidden_rate=0.0,
+    assert sweep.baseline == mlp_config(placement="none", input_rate=0.0, hidden_rate=0.0,
                                          learning_rate=0.01, momentum=0.8, max_norm=None)
     assert sweep.search == SearchConfig(trials=100, sampler="tpe", seed=0, pruner="median")
     assert sweep.configs is None
     space = sweep.space
     assert space is not None
-    assert space.placement == Choices(("none", "input", "hidden", "both")) == Choices(PLACEMENTS)
-    assert isinstance(space.learning_rate, Range) and space.learning_rate.log is True
-    assert space.max_norm is None
+    assert space["placement"] == Choices(("none", "input", "hidden", "both")) == Choices(PLACEMENTS)
+    assert isinstance(space["learning_rate"], Range) and space["learning_rate"].log is True
+    assert space["max_norm"] is None
     assert sweep.file == "s.yaml"
 
 
@@ -90,32 +93,32 @@ def test_empty_sections_take_the_defaults() -> None:
 def test_learning_rate_ranges_are_log_scale_unless_told_otherwise() -> None:
     sweep = build("space:\n  learning_rate: {low: 0.001, high: 0.1}\n"
                   "  momentum: {low: 0.5, high: 0.9}\n  input_rate: {low: 0.1, high: 0.2}\n")
-    assert sweep.space.learning_rate == Range(0.001, 0.1, log=True)
-    assert sweep.space.momentum == Range(0.5, 0.9, log=False)
-    assert sweep.space.input_rate == Range(0.1, 0.2, log=False)
+    assert sweep.space["learning_rate"] == Range(0.001, 0.1, log=True)
+    assert sweep.space["momentum"] == Range(0.5, 0.9, log=False)
+    assert sweep.space["input_rate"] == Range(0.1, 0.2, log=False)
     flat = build("space:\n  learning_rate: {low: 0.001, high: 0.1, log: false}\n")
-    assert flat.space.learning_rate == Range(0.001, 0.1, log=False)
+    assert flat.space["learning_rate"] == Range(0.001, 0.1, log=False)
     logged = build("space:\n  hidden_rate: {low: 0.1, high: 0.5, log: true}\n")
-    assert logged.space.hidden_rate == Range(0.1, 0.5, log=True)
+    assert logged.space["hidden_rate"] == Range(0.1, 0.5, log=True)
 
 
 @pytest.mark.parametrize("off", ["off", "Off", "OFF", "null", "~", "", "false", "no",
                                  "'off'", "'none'", "'None'", "'null'"])
 def test_max_norm_off_spellings(off: str) -> None:
     sweep = build(f"baseline:\n  max_norm: {off}\nspace:\n  max_norm: {off}\n")
-    assert sweep.baseline.max_norm is None
-    assert sweep.space.max_norm is None
-    assert build(f"space:\n  max_norm: [{off or 'null'}, {off or 'null'}]\n").space.max_norm is None
+    assert sweep.baseline["max_norm"] is None
+    assert sweep.space["max_norm"] is None
+    assert build(f"space:\n  max_norm: [{off or 'null'}, {off or 'null'}]\n").space["max_norm"] is None
 
 
 def test_max_norm_values() -> None:
-    assert build("baseline: {max_norm: 3}\nspace: {max_norm: [off, 3]}").baseline.max_norm == 3.0
+    assert build("baseline: {max_norm: 3}\nspace: {max_norm: [off, 3]}").baseline["max_norm"] == 3.0
     space = build("space: {max_norm: [off, 2, 3, 3.0]}").space
-    assert space.max_norm == Choices((None, 2.0, 3.0))
+    assert space["max_norm"] == Choices((None, 2.0, 3.0))
     on = "baseline: {max_norm: 4}\n"  # the baseline lies in the space (its first trial)
-    assert build(on + "space: {max_norm: 4}").space.max_norm == Fixed(4.0)
-    assert build(on + "space: {max_norm: [4]}").space.max_norm == Fixed(4.0)
-    assert build(on + "space: {max_norm: {low: 1, high: 5}}").space.max_norm == Range(1.0, 5.0)
+    assert build(on + "space: {max_norm: 4}").space["max_norm"] == Fixed(4.0)
+    assert build(on + "space: {max_norm: [4]}").space["max_norm"] == Fixed(4.0)
+    assert build(on + "space: {max_norm: {low: 1, high: 5}}").space["max_norm"] == Range(1.0, 5.0)
 
 
 def test_a_parameter_is_a_range_a_list_or_a_fixed_value() -> None:
@@ -126,21 +129,21 @@ def test_a_parameter_is_a_range_a_list_or_a_fixed_value() -> None:
                   "  hidden_rate: 0.3\n"
                   "  learning_rate: {low: 0.05, high: 0.05}\n"
                   "  momentum: [0.9]\n").space
-    assert space.placement == Choices(("none", "input"))
-    assert space.input_rate == Choices((0.1, 0.2))  # duplicates dropped, order kept
-    assert space.hidden_rate == Fixed(0.3)
-    assert space.learning_rate == Fixed(0.05)  # an empty range is one value
-    assert space.momentum == Fixed(0.9)
-    assert isinstance(space.input_rate.values[0], float)
-    placement = build("space: {placement: [both, none, both]}").space.placement
+    assert space["placement"] == Choices(("none", "input"))
+    assert space["input_rate"] == Choices((0.1, 0.2))  # duplicates dropped, order kept
+    assert space["hidden_rate"] == Fixed(0.3)
+    assert space["learning_rate"] == Fixed(0.05)  # an empty range is one value
+    assert space["momentum"] == Fixed(0.9)
+    assert isinstance(space["input_rate"].values[0], float)
+    placement = build("space: {placement: [both, none, both]}").space["placement"]
     assert placement == Choices(("both", "none"))
 
 
 def test_rates_may_be_zero_and_stay_below_one() -> None:
     space = build("baseline: {momentum: 0}\n"
                   "space: {input_rate: 0, hidden_rate: {low: 0, high: 0.99}, momentum: 0}").space
-    assert space.input_rate == Fixed(0.0) and space.momentum == Fixed(0.0)
-    assert space.hidden_rate == Range(0.0, 0.99)
+    assert space["input_rate"] == Fixed(0.0) and space["momentum"] == Fixed(0.0)
+    assert space["hidden_rate"] == Range(0.0, 0.99)
 
 
 def test_every_key_scripts_rely_on_is_read() -> None:
@@ -166,7 +169,7 @@ space:
     assert sweep.model == ModelConfig(hidden=(8, 4, 2))
     assert sweep.train == TrainConfig(epochs=12, batch_size=32, eval_every=3)
     assert sweep.cv == CVConfig(folds=3, seed=11)
-    assert sweep.baseline == TrialConfig("none", 0.0, 0.0, 0.02, 0.7, 3.0)
+    assert sweep.baseline == mlp_config("none", 0.0, 0.0, 0.02, 0.7, 3.0)
     assert sweep.search == SearchConfig(trials=9, sampler="random", seed=5, pruner="none")
     assert sweep.space == SpaceConfig(placement=Choices(("none", "input", "both")),
                                       input_rate=Choices((0.1, 0.2)),
@@ -190,7 +193,7 @@ def test_shipped_sweeps_validate(path: Path) -> None:
     sweep = build_sweep(load_sweep(path))
     assert sweep.file == str(path)
     assert sweep.train.epochs == 300 and sweep.cv.folds == 10
-    assert sweep.baseline == TrialConfig(placement="none", learning_rate=0.01, momentum=0.8,
+    assert sweep.baseline == mlp_config(placement="none", learning_rate=0.01, momentum=0.8,
                                          max_norm=None)
 
 
@@ -213,13 +216,13 @@ def test_brownlee_yaml_is_exactly_the_article_s_three_configurations() -> None:
     assert sweep.space is None
     assert sweep.configs is not None and len(set(sweep.configs)) == len(sweep.configs) == 3
     assert sweep.baseline in sweep.configs
-    assert sweep.baseline == TrialConfig(placement="none", learning_rate=0.01, momentum=0.8,
+    assert sweep.baseline == mlp_config(placement="none", learning_rate=0.01, momentum=0.8,
                                          max_norm=None)
     others = [c for c in sweep.configs if c != sweep.baseline]
     assert others == [
-        TrialConfig(placement="input", input_rate=0.2, hidden_rate=0.0, learning_rate=0.1,
+        mlp_config(placement="input", input_rate=0.2, hidden_rate=0.0, learning_rate=0.1,
                     momentum=0.9, max_norm=3.0),
-        TrialConfig(placement="hidden", input_rate=0.0, hidden_rate=0.2, learning_rate=0.1,
+        mlp_config(placement="hidden", input_rate=0.0, hidden_rate=0.2, learning_rate=0.1,
                     momentum=0.9, max_norm=3.0),
     ]
 
@@ -232,9 +235,9 @@ def test_a_listed_configuration_takes_the_baseline_for_what_it_leaves_out() -> N
                   "space:\n  - {placement: hidden, hidden_rate: 0.3}\n"
                   "  - {placement: none, max_norm: off}\n  - {}\n")
     assert sweep.configs == (
-        TrialConfig("hidden", 0.0, 0.3, 0.05, 0.6, 4.0),
-        TrialConfig("none", 0.0, 0.0, 0.05, 0.6, None),
-        TrialConfig("none", 0.0, 0.0, 0.05, 0.6, 4.0),
+        mlp_config("hidden", 0.0, 0.3, 0.05, 0.6, 4.0),
+        mlp_config("none", 0.0, 0.0, 0.05, 0.6, None),
+        mlp_config("none", 0.0, 0.0, 0.05, 0.6, 4.0),
     )
     assert sweep.configs[2] == sweep.baseline
 
@@ -243,14 +246,14 @@ def test_repeated_listed_configurations_run_once() -> None:
     sweep = build("space:\n  - {placement: both, input_rate: 0.2, hidden_rate: 0.5}\n"
                   "  - {placement: none}\n"
                   "  - {placement: both, input_rate: 0.2, hidden_rate: 0.5, momentum: 0.8}\n")
-    assert sweep.configs == (TrialConfig("both", 0.2, 0.5, 0.01, 0.8, None),
-                             TrialConfig("none", 0.0, 0.0, 0.01, 0.8, None))
+    assert sweep.configs == (mlp_config("both", 0.2, 0.5, 0.01, 0.8, None),
+                             mlp_config("none", 0.0, 0.0, 0.01, 0.8, None))
 
 
 def test_a_zero_rate_a_placement_does_not_use_is_accepted() -> None:
     # what to_dict() writes for every listed configuration
     sweep = build("space:\n  - {placement: input, input_rate: 0.2, hidden_rate: 0}\n")
-    assert sweep.configs == (TrialConfig("input", 0.2, 0.0, 0.01, 0.8, None),)
+    assert sweep.configs == (mlp_config("input", 0.2, 0.0, 0.01, 0.8, None),)
 
 
 @pytest.mark.parametrize(
@@ -434,7 +437,7 @@ def test_grid_accepts_lists_and_fixed_values() -> None:
     assert sweep.name == "dropsweep"  # not the last space key the grid check looked at
     assert build("name: mine\nsearch: {sampler: grid}\nspace: {input_rate: [0.1], "
                  "hidden_rate: [0.2], learning_rate: [0.01], momentum: [0.8]}\n").name == "mine"
-    assert not any(isinstance(p, Range) for p in sweep.space.__dict__.values())
+    assert not any(isinstance(p, Range) for p in sweep.space.values())
     assert build("search: {sampler: grid}\nspace: [{placement: none}]\n").configs is not None
 
 
@@ -443,10 +446,10 @@ def test_grid_ignores_a_range_for_a_rate_none_of_its_placements_uses() -> None:
     lists = "  learning_rate: [0.01, 0.05]\n  momentum: 0.8\n"
     sweep = build("search: {sampler: grid}\nspace:\n  placement: [none, input]\n"
                   "  input_rate: [0.2, 0.4]\n" + lists)
-    assert sweep.space.hidden_rate == SpaceConfig().hidden_rate  # the default range, unused
+    assert sweep.space["hidden_rate"] == SpaceConfig()["hidden_rate"]  # the default range, unused
     sweep = build("search: {sampler: grid}\nspace:\n  placement: [none, hidden]\n"
                   "  input_rate: {low: 0.1, high: 0.2}\n  hidden_rate: [0.5]\n" + lists)
-    assert isinstance(sweep.space.input_rate, Range)
+    assert isinstance(sweep.space["input_rate"], Range)
     err = error("search: {sampler: grid}\nspace:\n  placement: [none, both]\n"
                 "  input_rate: [0.2]\n  hidden_rate: {low: 0.1, high: 0.2}\n" + lists)
     assert_one_line(err, "s.yaml", 5, "space.hidden_rate", "not ranges")
@@ -465,10 +468,10 @@ def test_grid_by_set_names_the_file_s_range() -> None:
 def test_set_overrides_any_key() -> None:
     sweep = build(SONAR.read_text(), "cv.folds=5", "train.epochs=20", "space.max_norm=off",
                   "search.sampler=random", "space.placement=[none, both]", "name=quick")
-    assert sweep.cv.folds == 5 and sweep.train.epochs == 20 and sweep.space.max_norm is None
+    assert sweep.cv.folds == 5 and sweep.train.epochs == 20 and sweep.space["max_norm"] is None
     assert sweep.search.sampler == "random" and sweep.name == "quick"
-    assert sweep.space.placement == Choices(("none", "both"))
-    assert sweep.space.learning_rate == Range(0.001, 0.3, log=True)  # untouched
+    assert sweep.space["placement"] == Choices(("none", "both"))
+    assert sweep.space["learning_rate"] == Range(0.001, 0.3, log=True)  # untouched
 
 
 @pytest.mark.parametrize(
@@ -506,17 +509,17 @@ def test_a_file_mistake_is_still_named_by_its_line_after_an_unrelated_set() -> N
 def test_set_into_a_default_range_changes_only_that_end() -> None:
     sweep = build("baseline: {learning_rate: 0.1}\n", "space.learning_rate.low=0.05",
                   "space.momentum.high=0.95")
-    assert sweep.space.learning_rate == Range(0.05, 0.3, log=True)
-    assert sweep.space.momentum == Range(0.5, 0.95, log=False)
-    assert sweep.space.input_rate == SpaceConfig().input_rate
+    assert sweep.space["learning_rate"] == Range(0.05, 0.3, log=True)
+    assert sweep.space["momentum"] == Range(0.5, 0.95, log=False)
+    assert sweep.space["input_rate"] == SpaceConfig()["input_rate"]
     sweep = build("name: x\n", "space.learning_rate.log=false")
-    assert sweep.space.learning_rate == Range(0.001, 0.3, log=False)
+    assert sweep.space["learning_rate"] == Range(0.001, 0.3, log=False)
 
 
 def test_set_into_a_file_range_changes_only_that_end() -> None:
     sweep = build(SONAR.read_text(), "space.learning_rate.low=0.01", "space.input_rate.high=0.3")
-    assert sweep.space.learning_rate == Range(0.01, 0.3, log=True)
-    assert sweep.space.input_rate == Range(0.05, 0.3)
+    assert sweep.space["learning_rate"] == Range(0.01, 0.3, log=True)
+    assert sweep.space["input_rate"] == Range(0.05, 0.3)
 
 
 def test_set_into_a_default_that_is_no_range_still_needs_both_ends() -> None:
@@ -536,8 +539,8 @@ def test_set_into_a_half_written_file_range_does_not_fill_it_from_the_defaults()
 
 def test_set_a_listed_configuration() -> None:
     sweep = build(BROWNLEE.read_text(), "space.1.input_rate=0.3", "space.2.max_norm=off")
-    assert sweep.configs[1] == TrialConfig("input", 0.3, 0.0, 0.1, 0.9, 3.0)
-    assert sweep.configs[2] == TrialConfig("hidden", 0.0, 0.2, 0.1, 0.9, None)
+    assert sweep.configs[1] == mlp_config("input", 0.3, 0.0, 0.1, 0.9, 3.0)
+    assert sweep.configs[2] == mlp_config("hidden", 0.0, 0.2, 0.1, 0.9, None)
     err = error(BROWNLEE.read_text(), "space.0.hidden_rate=0.3")
     assert_one_line(err, "--set space.0.hidden_rate=0.3", None, "space.0.hidden_rate",
                     "placement 'none' does not use hidden_rate")
@@ -546,7 +549,7 @@ def test_set_a_listed_configuration() -> None:
 def test_set_a_whole_space_as_a_list() -> None:
     sweep = build(SONAR.read_text(), "space=[{placement: input, input_rate: 0.3}]")
     assert sweep.space is None
-    assert sweep.configs == (TrialConfig("input", 0.3, 0.0, 0.01, 0.8, None),)
+    assert sweep.configs == (mlp_config("input", 0.3, 0.0, 0.01, 0.8, None),)
     err = error(SONAR.read_text(), "space=[{placement: input}]")
     assert_one_line(err, "--set space=[{placement: input}]", None, "space.0.input_rate", "needs")
 
@@ -818,8 +821,8 @@ def _fit_baseline(baseline: dict[str, Any], space: dict[str, Any]) -> None:
     if placement is not None:
         placements = placement if isinstance(placement, list) else [placement]
         space["placement"] = list(placements) + ["none"]
-    defaults = {"learning_rate": SpaceConfig().learning_rate.low,
-                "momentum": SpaceConfig().momentum.low, "max_norm": None}
+    defaults = {"learning_rate": SpaceConfig()["learning_rate"].low,
+                "momentum": SpaceConfig()["momentum"].low, "max_norm": None}
     for name in ("learning_rate", "momentum", "max_norm"):
         value = space.get(name, defaults[name]) if name in space else defaults[name]
         if isinstance(value, dict):
@@ -846,7 +849,7 @@ def test_any_valid_sweep_round_trips(text: str) -> None:
     again = roundtrip(sweep)
     assert again == sweep and again.to_dict() == sweep.to_dict()
     assert yaml.safe_load(dump(sweep.to_dict())) == sweep.to_dict()  # to_dict is plain YAML data
-    for value in (sweep.baseline.learning_rate, sweep.baseline.momentum):
+    for value in (sweep.baseline["learning_rate"], sweep.baseline["momentum"]):
         assert math.isfinite(value)
 
 

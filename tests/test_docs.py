@@ -80,14 +80,20 @@ def test_ci_runs_exactly_the_readme_test_command():
 
 def test_every_module_is_in_the_layout_table():
     layout = README[README.index("## Layout"):]
-    for path in sorted((REPO / "dropsweep").glob("*.[pc]*")):
-        if path.name not in ("__init__.py", "__main__.py") and path.suffix in (".py", ".c"):
-            assert f"{path.name}`" in layout, path.name
+    package = REPO / "dropsweep"
+    for path in sorted(package.rglob("*.[pc]*")):
+        if path.name != "__main__.py" and path.suffix in (".py", ".c"):
+            if path.name == "__init__.py" and path.parent == package:
+                continue
+            shown = path.relative_to(package).as_posix()  # families/mlp/engine.py
+            if path.name == "__init__.py":
+                shown = path.parent.relative_to(package).as_posix() + "/"  # families/mlp/
+            assert f"{shown}`" in layout, shown
 
 
 def test_nothing_is_loaded_from_disk_unsafely():
     """Sweep files go through yaml's SafeLoader only; anything torch loads, weights only."""
-    for path in (REPO / "dropsweep").glob("*.py"):
+    for path in (REPO / "dropsweep").rglob("*.py"):  # the families' packages too
         text = path.read_text()
         unsafe = r"yaml\.(unsafe_load|full_load|load_all)\(|yaml\.load\((?![^)]*Loader=_Loader)"
         assert not re.search(unsafe, text), path.name

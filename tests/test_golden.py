@@ -6,8 +6,9 @@ of 4, seed 0, on the C kernel: all four placements, one trial pruned — is run 
 every trial's state, params, distributions, user attributes and intermediate values, and the
 whole `report --format json`. Only what cannot repeat is left out (times, durations, dates);
 floats are compared to 1e-6 relative (the kernel is compiled for the CPU it runs on).
-`tests/golden/sonar-small.db` is that study as the code before issue 11 stored it: it must
-keep reporting exactly the same, and resume.
+`tests/golden/sonar-small.db` is that study as the code before issue 11 stored it (schema 1:
+no model family, no schema version): it must keep reporting exactly the same, and resume. It
+is never regenerated: it stands for the studies users already have.
 
 Regenerate only for a change you can name and explain in the commit:
     DROPSWEEP_REGENERATE_GOLDEN=1 DROPSWEEP_DATA_DIR=../shared/data \
@@ -20,7 +21,6 @@ import json
 import math
 import os
 import shutil
-import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +29,10 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import SONAR_DIR
-from dropsweep import kernel
+from dropsweep import records
+from dropsweep.families.mlp import kernel
 from dropsweep.cli import main
+from dropsweep.study import normalised
 
 REPO = Path(__file__).resolve().parents[1]
 GOLDEN = Path(__file__).resolve().parent / "golden"
@@ -119,12 +121,6 @@ def fresh(tmp_path_factory: pytest.TempPathFactory) -> Path:
         result = CliRunner().invoke(main, ["search", SWEEP, *ARGS, "--storage",
                                            f"sqlite:///{db}", "-q"], catch_exceptions=False)
     assert result.exit_code == 0, result.stderr
-    if REGENERATE:  # the storage fixture: one file, its write-ahead log folded in
-        GOLDEN.mkdir(exist_ok=True)
-        (GOLDEN / "sonar-small.db").unlink(missing_ok=True)
-        with sqlite3.connect(db) as src, sqlite3.connect(GOLDEN / "sonar-small.db") as dst:
-            src.backup(dst)
-            dst.execute("pragma journal_mode=delete")
     return db
 
 
@@ -139,10 +135,19 @@ def test_what_the_report_says_is_unchanged(fresh, sonar_dir):
 def test_a_study_stored_before_issue_11_reports_the_same_and_resumes(tmp_path, sonar_dir):
     db = tmp_path / "old.db"
     shutil.copy(GOLDEN / "sonar-small.db", db)
-    assert_same(stored(db), json.loads((GOLDEN / "stored.json").read_text()))
+    golden = json.loads((GOLDEN / "stored.json").read_text())
+    old = stored(db)
+    assert_same(old[:16], golden[:16])  # the same trials, stored the same way
+    # schema 1: no version, no model family; today's code reads it as the same experiment
+    attrs = old[16]["study_user_attrs"]
+    assert records.STUDY_SCHEMA not in attrs and "family" not in attrs["dropsweep_sweep"]["model"]
+    assert_same(normalised(attrs["dropsweep_sweep"]),
+                golden[16]["study_user_attrs"]["dropsweep_sweep"])
     assert_same(reported(db), json.loads((GOLDEN / "report.json").read_text()))
     more = CliRunner().invoke(main, ["search", SWEEP, *ARGS, "--trials", "18", "--storage",
                                      f"sqlite:///{db}", "-q"], catch_exceptions=False)
     assert more.exit_code == 0, more.stderr
     assert "18 of 18 trials finished (2 run now)" in more.stdout
-    assert_same(stored(db)[:16], json.loads((GOLDEN / "stored.json").read_text())[:16])
+    resumed = stored(db)
+    assert_same(resumed[:16], golden[:16])
+    assert resumed[-1]["study_user_attrs"] == attrs  # what the old study recorded is untouched

@@ -12,10 +12,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dropsweep import kernel, trainer
-from dropsweep.config import TrialConfig
-from dropsweep.model import glorot_init, layer_sizes
-from dropsweep.trainer import TrainSettings, epoch_order, make_folds, train_trials, use_kernel
+from dropsweep.families.mlp import engine as trainer
+from dropsweep.families.mlp import kernel
+from dropsweep.families.mlp import config as mlp_config
+from dropsweep.families.mlp.network import glorot_init, layer_sizes
+from dropsweep.families.mlp.engine import TrainSettings, train_trials, use_kernel
+from dropsweep.protocols import make_folds
+from dropsweep.train import epoch_order
 
 pytestmark = pytest.mark.skipif(kernel.load() is None,
                                 reason="the C kernel cannot be built here (no C compiler)")
@@ -60,7 +63,7 @@ def test_one_dropout_step_equals_autograd_with_the_kernels_own_masks():
     hidden layer's units row by row)."""
     X, y = blob_data(24, 5)
     folds = make_folds(X, y, 2, seed=0)  # 12 training rows a fold
-    config = TrialConfig("both", input_rate=0.3, hidden_rate=0.5, learning_rate=0.3,
+    config = mlp_config("both", input_rate=0.3, hidden_rate=0.5, learning_rate=0.3,
                          momentum=0.9, max_norm=0.6)
     settings = TrainSettings(hidden=(7, 4), epochs=1, batch_size=16, engine="c")
     sizes = layer_sizes(5, settings.hidden, 2)
@@ -117,8 +120,8 @@ def test_each_model_draws_masks_where_its_placement_says(monkeypatch):
         return flags
 
     monkeypatch.setattr(kernel, "train_epoch", recording)
-    configs = [TrialConfig("input", 0.3, 0.6), TrialConfig("hidden", 0.9, 0.4),
-               TrialConfig("both", 0.2, 0.5), TrialConfig("none", 0.5, 0.5)]
+    configs = [mlp_config("input", 0.3, 0.6), mlp_config("hidden", 0.9, 0.4),
+               mlp_config("both", 0.2, 0.5), mlp_config("none", 0.5, 0.5)]
     train_trials(configs, folds, settings, seed=0)
     per_row = [4, 12, 16, 0]  # features, 7 + 5 hidden units, both, none
     assert advances == [[15 * u for u in per_row for _ in range(2)]] * 2
@@ -126,7 +129,7 @@ def test_each_model_draws_masks_where_its_placement_says(monkeypatch):
 
 def test_loading_the_kernel_leaves_subnormal_floats_alone():
     """-ffast-math's start-up code would flush subnormals to zero in the whole process."""
-    code = ("import numpy as np; from dropsweep import kernel; assert kernel.load(); "
+    code = ("import numpy as np; from dropsweep.families.mlp import kernel; assert kernel.load(); "
             "x = np.float32(1e-39); print(bool(x * np.float32(0.5) > 0))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)

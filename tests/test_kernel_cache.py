@@ -17,7 +17,8 @@ import pytest
 import torch
 from helpers import SUITE
 
-from dropsweep import kernel, trainer
+from dropsweep.families.mlp import engine as trainer
+from dropsweep.families.mlp import kernel
 from dropsweep.env import EnvError
 
 CC = shutil.which("cc")

@@ -17,7 +17,9 @@ import pytest
 from optuna.trial import TrialState, create_trial
 
 from dropsweep import records
-from dropsweep.config import TrialConfig, build_sweep
+from dropsweep.config import build_sweep
+from dropsweep.families.mlp import MLP
+from dropsweep.families.mlp import config as mlp_config
 from dropsweep.liveness import BASELINE_ATTEMPTS, counts_toward_target
 from dropsweep.runner import _next_planned, open_search, run_search
 from dropsweep.space import config_values, fixed_distributions, planned_configs, space_of
@@ -52,10 +54,11 @@ def prepared(sweep, storage: str, baseline_state: TrialState | None, others: int
     study, _ = open_search(sweep, storage_url=storage)
     space = space_of(sweep)
 
-    def add(config: TrialConfig, state: TrialState, role: str, **attrs) -> None:
+    def add(config: mlp_config, state: TrialState, role: str, **attrs) -> None:
         study.add_trial(create_trial(
             state=state, value=0.99 if state == TrialState.COMPLETE else None,
-            params=config_values(config, space), distributions=fixed_distributions(config, space),
+            params=config_values(config, MLP.dimensions, space),
+            distributions=fixed_distributions(config, MLP.dimensions, space),
             intermediate_values={} if state == TrialState.FAIL
             else {e: 0.99 for e in range(2, sweep.train.epochs, 2)},
             user_attrs={records.CONFIG: config.to_dict(), records.ROLE: role, **attrs}))
@@ -63,7 +66,7 @@ def prepared(sweep, storage: str, baseline_state: TrialState | None, others: int
     if baseline_state is not None:
         add(sweep.baseline, baseline_state, records.ROLE_BASELINE, **baseline_attrs)
     for i in range(others):
-        add(TrialConfig(learning_rate=0.02 + 0.001 * i), TrialState.COMPLETE, records.ROLE_SEARCH)
+        add(mlp_config(learning_rate=0.02 + 0.001 * i), TrialState.COMPLETE, records.ROLE_SEARCH)
     return study
 
 
@@ -119,7 +122,7 @@ def test_a_running_or_complete_baseline_is_not_planned_again(dataset, storage):
     study = prepared(sweep, storage, TrialState.COMPLETE, others=1)
     assert _next_planned(study, planned) is None
     study = prepared(sweep_of("name=other"), storage, None, others=0)
-    study.enqueue_trial(config_values(sweep.baseline, space_of(sweep)),
+    study.enqueue_trial(config_values(sweep.baseline, MLP.dimensions, space_of(sweep)),
                         user_attrs={records.CONFIG: sweep.baseline.to_dict()})
     assert _next_planned(study, planned) is None  # queued: in flight
 

@@ -33,7 +33,8 @@ def test_a_batch_shrinks_to_what_fits_and_a_trial_that_cannot_fit_is_one_line():
     assert fit_batch(need, 16, 5_000, file="s.yaml", device="cpu") == 4  # 80% of 5,000
     assert fit_batch(need, 16, None, file="s.yaml", device="cpu") == 16  # cannot tell
     with pytest.raises(DropsweepError) as err:
-        fit_batch(Need(parameters=480 * 10**9, activations=10**6, inputs=0), 16, 23 * 10**9,
+        fit_batch(Need(parameters=480 * 10**9, activations=10**6, inputs=0,
+                       network_key="model.hidden"), 16, 23 * 10**9,
                   file="s.yaml", device="cpu")
     assert str(err.value) == (
         "s.yaml: model.hidden: one trial needs about 480 GB of memory to train (480 GB for "

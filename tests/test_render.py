@@ -17,6 +17,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 from rich.console import Console
 
 from dropsweep import records
+from dropsweep.families.mlp import PLACEMENTS
 from dropsweep.render import FORMATS, render_report, render_studies, report_to_json
 from dropsweep.report import (
     PlacementRow,
@@ -64,8 +65,8 @@ def _trial(number: int, **kw: object) -> TrialRow:
 BASELINE = _trial(
     0,
     value=0.8481,
-    params={records.PARAM_PLACEMENT: "none", records.PARAM_LEARNING_RATE: 0.01,
-            records.PARAM_MOMENTUM: 0.8},
+    params={"placement": "none", "learning_rate": 0.01,
+            "momentum": 0.8},
     role=records.ROLE_BASELINE,
     fold_accuracies=(0.80, 0.85, 0.82, 0.88, 0.8905),
     accuracy_mean=0.8481,
@@ -79,8 +80,8 @@ BASELINE = _trial(
 BEST = _trial(
     1,
     value=0.8604,
-    params={records.PARAM_PLACEMENT: "input", records.PARAM_INPUT_RATE: 0.2,
-            records.PARAM_LEARNING_RATE: 0.0123456, records.PARAM_MOMENTUM: 0.9},
+    params={"placement": "input", "input_rate": 0.2,
+            "learning_rate": 0.0123456, "momentum": 0.9},
     role=records.ROLE_SEARCH,
     fold_accuracies=(0.80, 0.85, 0.86, 0.90, 0.892),
     accuracy_mean=0.8604,
@@ -94,9 +95,9 @@ BEST = _trial(
 HIDDEN = _trial(
     2,
     value=0.8431,
-    params={records.PARAM_PLACEMENT: "hidden", records.PARAM_HIDDEN_RATE: 0.5,
-            records.PARAM_LEARNING_RATE: 0.01, records.PARAM_MOMENTUM: 0.8,
-            records.PARAM_MAX_NORM: 3.0},
+    params={"placement": "hidden", "hidden_rate": 0.5,
+            "learning_rate": 0.01, "momentum": 0.8,
+            "max_norm": 3.0},
     role=records.ROLE_FIXED,
     fold_accuracies=(0.84, 0.85, 0.83, 0.84, 0.8555),
     accuracy_mean=0.8431,
@@ -107,9 +108,9 @@ HIDDEN = _trial(
 PRUNED = _trial(
     3,
     state="PRUNED",
-    params={records.PARAM_PLACEMENT: "both", records.PARAM_INPUT_RATE: 0.1,
-            records.PARAM_HIDDEN_RATE: 0.2, records.PARAM_LEARNING_RATE: 0.05,
-            records.PARAM_MOMENTUM: 0.5},
+    params={"placement": "both", "input_rate": 0.1,
+            "hidden_rate": 0.2, "learning_rate": 0.05,
+            "momentum": 0.5},
     role=records.ROLE_SEARCH,
     epochs=7,
     wall_time=2.0,
@@ -117,22 +118,22 @@ PRUNED = _trial(
 FAILED = _trial(
     4,
     state="FAIL",
-    params={records.PARAM_PLACEMENT: "input", records.PARAM_INPUT_RATE: 0.4,
-            records.PARAM_LEARNING_RATE: 0.3, records.PARAM_MOMENTUM: 0.99},
+    params={"placement": "input", "input_rate": 0.4,
+            "learning_rate": 0.3, "momentum": 0.99},
     role=records.ROLE_SEARCH,
     fail_reason="loss became NaN at epoch 3, fold 2 [lr too high] | x",
     wall_time=1.5,
 )  # fmt: skip
 INTERRUPTED = _trial(5, state="FAIL", fail_reason="interrupted")
-RUNNING = _trial(6, state="RUNNING", params={records.PARAM_PLACEMENT: "none"})
+RUNNING = _trial(6, state="RUNNING", params={"placement": "none"})
 
 PARAMS = [
-    records.PARAM_PLACEMENT,
-    records.PARAM_INPUT_RATE,
-    records.PARAM_HIDDEN_RATE,
-    records.PARAM_LEARNING_RATE,
-    records.PARAM_MOMENTUM,
-    records.PARAM_MAX_NORM,
+    "placement",
+    "input_rate",
+    "hidden_rate",
+    "learning_rate",
+    "momentum",
+    "max_norm",
 ]
 
 
@@ -153,7 +154,7 @@ def report() -> StudyReport:
             PlacementRow("input", 1, BEST, 0.0123),
             PlacementRow("hidden", 1, HIDDEN, -0.005),
         ],
-        importances={records.PARAM_LEARNING_RATE: 0.61234, records.PARAM_PLACEMENT: 0.38766},
+        importances={"learning_rate": 0.61234, "placement": 0.38766},
         importance_note=None,
         trials=[BASELINE, BEST, HIDDEN, PRUNED, FAILED, INTERRUPTED, RUNNING],
         param_names=PARAMS,
@@ -257,7 +258,7 @@ def test_json_parses_and_names_every_trial_field(report: StudyReport) -> None:
     assert [t["number"] for t in data["top"]] == [1, 0, 2]
     assert data["placements"][1]["diff_from_baseline"] == 0.0123
     assert data["counts"] == {"COMPLETE": 3, "PRUNED": 1, "FAIL": 2, "RUNNING": 1}
-    assert list(data["importances"]) == [records.PARAM_LEARNING_RATE, records.PARAM_PLACEMENT]
+    assert list(data["importances"]) == ["learning_rate", "placement"]
     assert data["study"]["name"] == "sonar-dropout"
     assert data == report_to_json(report)
 
@@ -291,8 +292,8 @@ def test_csv_has_one_row_per_trial(report: StudyReport) -> None:
     assert header[17:] == ["fold_1", "fold_2", "fold_3", "fold_4", "fold_5"]
     best = rows[1]
     assert float(best["accuracy_mean"]) == 0.8604 and best["fold_5"] == "0.892"
-    assert best[records.PARAM_HIDDEN_RATE] == "" and best[records.PARAM_INPUT_RATE] == "0.2"
-    assert float(best[records.PARAM_LEARNING_RATE]) == 0.0123456  # full precision
+    assert best["hidden_rate"] == "" and best["input_rate"] == "0.2"
+    assert float(best["learning_rate"]) == 0.0123456  # full precision
     assert rows[3]["state"] == "PRUNED" and rows[3]["value"] == "" and rows[3]["fold_1"] == ""
     assert rows[4]["fail_reason"] == FAILED.fail_reason
     assert rows[6]["state"] == "RUNNING"
@@ -330,8 +331,8 @@ def test_every_format_renders_a_real_study() -> None:
     study.add_trial(
         optuna.trial.create_trial(
             value=0.75,
-            params={records.PARAM_PLACEMENT: "none"},
-            distributions={records.PARAM_PLACEMENT: CategoricalDistribution(records.PLACEMENTS)},
+            params={"placement": "none"},
+            distributions={"placement": CategoricalDistribution(PLACEMENTS)},
             user_attrs={
                 records.ROLE: records.ROLE_BASELINE,
                 records.FOLD_ACCURACIES: [0.7, 0.8],
@@ -343,10 +344,10 @@ def test_every_format_renders_a_real_study() -> None:
     study.add_trial(
         optuna.trial.create_trial(
             state=optuna.trial.TrialState.FAIL,
-            params={records.PARAM_PLACEMENT: "input", records.PARAM_INPUT_RATE: 0.2},
+            params={"placement": "input", "input_rate": 0.2},
             distributions={
-                records.PARAM_PLACEMENT: CategoricalDistribution(records.PLACEMENTS),
-                records.PARAM_INPUT_RATE: FloatDistribution(0, 0.5),
+                "placement": CategoricalDistribution(PLACEMENTS),
+                "input_rate": FloatDistribution(0, 0.5),
             },
             user_attrs={records.INTERRUPTED: True},
         )

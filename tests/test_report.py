@@ -14,6 +14,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
 
 from dropsweep import records
+from dropsweep.families.mlp import PLACEMENTS
 from dropsweep.errors import StorageError
 from dropsweep.report import build_report, latest_study_name, list_studies
 
@@ -22,20 +23,20 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 T0 = datetime(2025, 3, 1, 9, 0, 0)
 
 DISTRIBUTIONS = {
-    records.PARAM_PLACEMENT: CategoricalDistribution(records.PLACEMENTS),
-    records.PARAM_INPUT_RATE: FloatDistribution(0.0, 0.5),
-    records.PARAM_HIDDEN_RATE: FloatDistribution(0.0, 0.7),
-    records.PARAM_LEARNING_RATE: FloatDistribution(1e-3, 0.3, log=True),
-    records.PARAM_MOMENTUM: FloatDistribution(0.0, 0.99),
-    records.PARAM_MAX_NORM: FloatDistribution(1.0, 5.0),
+    "placement": CategoricalDistribution(PLACEMENTS),
+    "input_rate": FloatDistribution(0.0, 0.5),
+    "hidden_rate": FloatDistribution(0.0, 0.7),
+    "learning_rate": FloatDistribution(1e-3, 0.3, log=True),
+    "momentum": FloatDistribution(0.0, 0.99),
+    "max_norm": FloatDistribution(1.0, 5.0),
 }
 
 
 def _params(placement: str, lr: float = 0.01, momentum: float = 0.8, **extra: float) -> dict:
     return {
-        records.PARAM_PLACEMENT: placement,
-        records.PARAM_LEARNING_RATE: lr,
-        records.PARAM_MOMENTUM: momentum,
+        "placement": placement,
+        "learning_rate": lr,
+        "momentum": momentum,
         **extra,
     }
 
@@ -154,7 +155,7 @@ def test_every_trial_is_listed_by_number_with_its_attributes(study: optuna.Study
     assert baseline.train_accuracy == 0.98
     assert baseline.gap == pytest.approx(0.98 - np.mean(BASELINE_FOLDS))
     assert baseline.epochs == 100 and baseline.test_log_loss == 0.4
-    assert records.PARAM_INPUT_RATE not in baseline.params
+    assert "input_rate" not in baseline.params
 
     pruned = report.trials[5]
     assert pruned.value is None and pruned.epochs == 12 and pruned.fold_accuracies == ()
@@ -248,31 +249,31 @@ def test_param_names_in_reading_order(study: optuna.Study) -> None:
     s.add_trial(
         optuna.trial.create_trial(
             value=0.5,
-            params={"zeta": 1.0, "alpha": 2.0, records.PARAM_MAX_NORM: 3.0},
+            params={"zeta": 1.0, "alpha": 2.0, "max_norm": 3.0},
             distributions={
                 "zeta": FloatDistribution(0, 2),
                 "alpha": FloatDistribution(0, 3),
-                records.PARAM_MAX_NORM: DISTRIBUTIONS[records.PARAM_MAX_NORM],
+                "max_norm": DISTRIBUTIONS["max_norm"],
             },
         )
     )
     assert build_report(s).param_names == [
-        records.PARAM_PLACEMENT,
-        records.PARAM_INPUT_RATE,
-        records.PARAM_LEARNING_RATE,
-        records.PARAM_MOMENTUM,
-        records.PARAM_MAX_NORM,
+        "placement",
+        "input_rate",
+        "learning_rate",
+        "momentum",
+        "max_norm",
         "alpha",
         "zeta",
     ]
     assert build_report(study).param_names == list(
         (
-            records.PARAM_PLACEMENT,
-            records.PARAM_INPUT_RATE,
-            records.PARAM_HIDDEN_RATE,
-            records.PARAM_LEARNING_RATE,
-            records.PARAM_MOMENTUM,
-            records.PARAM_MAX_NORM,
+            "placement",
+            "input_rate",
+            "hidden_rate",
+            "learning_rate",
+            "momentum",
+            "max_norm",
         )
     )
 
@@ -298,14 +299,14 @@ def _conditional_study(n: int, seed: int = 0) -> optuna.Study:
     s = optuna.create_study(direction="maximize")
     add_complete(s, BASELINE_FOLDS, _params("none"), role=records.ROLE_BASELINE)
     for i in range(n - 1):
-        placement = records.PLACEMENTS[i % 4]
+        placement = PLACEMENTS[i % 4]
         extra: dict[str, float] = {}
         if placement in ("input", "both"):
-            extra[records.PARAM_INPUT_RATE] = float(rng.uniform(0, 0.5))
+            extra["input_rate"] = float(rng.uniform(0, 0.5))
         if placement in ("hidden", "both"):
-            extra[records.PARAM_HIDDEN_RATE] = float(rng.uniform(0, 0.7))
+            extra["hidden_rate"] = float(rng.uniform(0, 0.7))
         if i % 3 == 0:
-            extra[records.PARAM_MAX_NORM] = float(rng.uniform(1, 5))
+            extra["max_norm"] = float(rng.uniform(1, 5))
         lr = float(np.exp(rng.uniform(np.log(1e-3), np.log(0.3))))
         folds = list(np.clip(0.6 + 0.8 * lr + rng.normal(0, 0.02, 5), 0, 1))
         add_complete(s, [float(f) for f in folds], _params(placement, lr=lr, **extra))
@@ -346,7 +347,7 @@ def test_importances_retry_with_the_parameters_every_trial_has(
 
     monkeypatch.setattr(optuna.importance, "get_param_importances", picky)
     report = build_report(_conditional_study(12))
-    common = [records.PARAM_LEARNING_RATE, records.PARAM_MOMENTUM, records.PARAM_PLACEMENT]
+    common = ["learning_rate", "momentum", "placement"]
     assert calls == [None, common]
     assert set(report.importances) <= set(common) and report.importance_note is None
 

@@ -20,6 +20,7 @@ from optuna.trial import FrozenTrial, TrialState, create_trial
 from rich.console import Console
 
 from dropsweep import records, report
+from dropsweep.families.mlp import PLACEMENTS
 from dropsweep.render import _write, render_report, report_to_json
 from dropsweep.storage import open_storage
 
@@ -27,12 +28,12 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 T0 = datetime(2025, 3, 1, 9, 0, 0)
 DISTS = {
-    records.PARAM_PLACEMENT: CategoricalDistribution(records.PLACEMENTS),
-    records.PARAM_INPUT_RATE: FloatDistribution(0.05, 0.5),
-    records.PARAM_HIDDEN_RATE: FloatDistribution(0.1, 0.7),
-    records.PARAM_LEARNING_RATE: FloatDistribution(1e-3, 0.3, log=True),
-    records.PARAM_MOMENTUM: FloatDistribution(0.5, 0.99),
-    records.PARAM_MAX_NORM: CategoricalDistribution((None, 2.0, 3.0)),
+    "placement": CategoricalDistribution(PLACEMENTS),
+    "input_rate": FloatDistribution(0.05, 0.5),
+    "hidden_rate": FloatDistribution(0.1, 0.7),
+    "learning_rate": FloatDistribution(1e-3, 0.3, log=True),
+    "momentum": FloatDistribution(0.5, 0.99),
+    "max_norm": CategoricalDistribution((None, 2.0, 3.0)),
     "width": IntDistribution(8, 64, step=8),
 }
 FIELDS = ("number", "state", "values", "datetime_start", "datetime_complete", "params",
@@ -41,15 +42,15 @@ FIELDS = ("number", "state", "values", "datetime_start", "datetime_complete", "p
 
 def _trial(i: int) -> FrozenTrial:
     """Trial ``i`` of a sweep-like study: every state, conditional params, odd values."""
-    placement = records.PLACEMENTS[i % 4]
-    params: dict = {records.PARAM_PLACEMENT: placement}
+    placement = PLACEMENTS[i % 4]
+    params: dict = {"placement": placement}
     if placement in ("input", "both"):
-        params[records.PARAM_INPUT_RATE] = 0.05 + 0.01 * (i % 40)
+        params["input_rate"] = 0.05 + 0.01 * (i % 40)
     if placement in ("hidden", "both"):
-        params[records.PARAM_HIDDEN_RATE] = 0.1 + 0.013 * (i % 40)
-    params[records.PARAM_LEARNING_RATE] = 10 ** (-3 + 0.023 * (i % 100))
-    params[records.PARAM_MOMENTUM] = 0.5 + 0.0049 * (i % 100)
-    params[records.PARAM_MAX_NORM] = (None, 2.0, 3.0)[i % 3]
+        params["hidden_rate"] = 0.1 + 0.013 * (i % 40)
+    params["learning_rate"] = 10 ** (-3 + 0.023 * (i % 100))
+    params["momentum"] = 0.5 + 0.0049 * (i % 100)
+    params["max_norm"] = (None, 2.0, 3.0)[i % 3]
     params["width"] = 8 * (1 + i % 8)
     state = (TrialState.COMPLETE, TrialState.COMPLETE, TrialState.PRUNED,
              TrialState.FAIL)[i % 4 if i % 7 else 0]
@@ -99,10 +100,10 @@ def stored(tmp_path_factory: pytest.TempPathFactory) -> str:
     for start in range(0, 80, 40):
         big.add_trials([_trial(i) for i in range(start, start + 40)])
         other.add_trials([_trial(i) for i in range(start // 40 * 3, start // 40 * 3 + 3)])
-    running = big.ask({k: DISTS[k] for k in (records.PARAM_PLACEMENT, "width")})
+    running = big.ask({k: DISTS[k] for k in ("placement", "width")})
     running.report(0.7, 10)
     running.set_user_attr(records.ROLE, records.ROLE_SEARCH)
-    big.enqueue_trial({records.PARAM_PLACEMENT: "none"})
+    big.enqueue_trial({"placement": "none"})
     storage.engine.dispose()
     return url
 

@@ -298,12 +298,12 @@ def test_a_listed_sweep_can_run_in_one_batch(dataset, storage):
 
 
 def test_an_error_mid_batch_leaves_no_trial_running(dataset, storage, monkeypatch):
-    from dropsweep import runner
+    from dropsweep.families.mlp import MLP
 
     def broken(*args, **kwargs):
         raise KeyboardInterrupt  # as a second Ctrl-C would, in the middle of training
 
-    monkeypatch.setattr(runner, "train_trials", broken)
+    monkeypatch.setattr(MLP, "train", broken)
     with pytest.raises(KeyboardInterrupt):
         run_search(sweep_of(), dataset, storage_url=storage, trials=3, batch=3, device="cpu")
     trials = load(storage).trials

@@ -13,6 +13,7 @@ from dropsweep.cli import main
 from optuna.study import StudyDirection
 
 from dropsweep.report import PlacementRow, TrialRow, _ranked
+from dropsweep.families.mlp import DIMENSIONS as DIMS
 from dropsweep.select import compare_studies, select, simplicity, standard_error
 
 from test_cli import FAST, SONAR_SWEEP, in_tmp  # noqa: F401 - fixture
@@ -26,7 +27,7 @@ def row(number: int, placement: str, mean: float, spread: float = 0.05, **params
 
 def test_best_takes_the_highest_mean_and_ties_the_earlier_trial():
     rows = [row(0, "none", 0.85), row(1, "both", 0.90), row(2, "input", 0.90)]
-    chosen = select(_ranked(rows, StudyDirection.MAXIMIZE), "best")
+    chosen = select(_ranked(rows, StudyDirection.MAXIMIZE), "best", DIMS)
     assert chosen.chosen.number == 1 and chosen.best.number == 1 and chosen.threshold is None
 
 
@@ -40,20 +41,21 @@ def test_1se_takes_the_simplest_within_one_standard_error_of_the_best():
             row(3, "input", 0.90 - 0.9 * se, input_rate=0.4, max_norm=3.0),
             row(4, "input", 0.90 - 0.8 * se, input_rate=0.2, max_norm=3.0),
             row(5, "input", 0.90 - 0.95 * se, input_rate=0.2)]
-    chosen = select(_ranked(rows, StudyDirection.MAXIMIZE), "1se")
+    chosen = select(_ranked(rows, StudyDirection.MAXIMIZE), "1se", DIMS)
     assert chosen.threshold == pytest.approx(0.90 - se)
     # input beats hidden and both; among inputs the lowest rate; then no max-norm
     assert chosen.chosen.number == 5 and chosen.best.number == 1
-    assert simplicity(rows[0]) < simplicity(rows[5]) < simplicity(rows[4]) < simplicity(rows[3])
-    assert select([], "1se") is None
+    assert simplicity(rows[0], DIMS) < simplicity(rows[5], DIMS) < simplicity(rows[4], DIMS) < simplicity(rows[3], DIMS)
+    assert select([], "1se", DIMS) is None
     with pytest.raises(ValueError):
-        select(rows, "worst")
+        select(rows, "worst", DIMS)
 
 
 def test_compare_puts_each_placement_of_each_study_side_by_side():
-    class R:  # the only part of a StudyReport compare_studies reads
+    class R:  # the only parts of a StudyReport compare_studies reads
         def __init__(self, placements):
             self.placements = placements
+            self.family = "mlp"
 
     a = R([PlacementRow("none", 3, row(0, "none", 0.85), 0.0),
            PlacementRow("input", 5, row(4, "input", 0.88), 0.03)])

@@ -6,11 +6,21 @@ import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 
-from dropsweep.config import Choices, Fixed, Range, SpaceConfig, TrialConfig, build_sweep
+from dropsweep import space as spaces
+from dropsweep.config import build_sweep
+from dropsweep.families.mlp import MLP
+from dropsweep.families.mlp import config as mlp_config
+from dropsweep.space import Choices, Fixed, Range
 from dropsweep.errors import SweepError
 from dropsweep.space import fixed_distributions, grid_points, planned_configs, space_of, suggest
 from dropsweep.sweepfile import parse_sweep_text
 
+def SpaceConfig(**dims):
+    """The MLP's default space with ``dims`` changed."""
+    return {**spaces.defaults(MLP.dimensions), **dims}
+
+
+DIMS = MLP.dimensions
 SPACE = SpaceConfig(
     placement=Choices(("none", "input", "hidden", "both")),
     input_rate=Range(0.1, 0.5),
@@ -26,15 +36,15 @@ def test_suggest_samples_a_rate_only_where_the_placement_uses_it():
     seen = set()
     for _ in range(40):
         trial = study.ask()
-        config = suggest(trial, SPACE)
-        seen.add(config.placement)
-        assert ("input_rate" in trial.params) == config.uses_input
-        assert ("hidden_rate" in trial.params) == config.uses_hidden
-        assert config.momentum == 0.9 and "max_norm" in trial.params
-        if config.uses_input:
-            assert 0.1 <= config.input_rate <= 0.5
+        config = suggest(trial, DIMS, SPACE)
+        seen.add(config["placement"])
+        assert ("input_rate" in trial.params) == (config["placement"] in ("input", "both"))
+        assert ("hidden_rate" in trial.params) == (config["placement"] in ("hidden", "both"))
+        assert config["momentum"] == 0.9 and "max_norm" in trial.params
+        if config["placement"] in ("input", "both"):
+            assert 0.1 <= config["input_rate"] <= 0.5
         else:
-            assert config.input_rate == 0.0
+            assert config["input_rate"] == 0.0
         assert isinstance(trial.distributions["learning_rate"], FloatDistribution)
         assert trial.distributions["learning_rate"].log
         study.tell(trial, 0.5)
@@ -42,8 +52,8 @@ def test_suggest_samples_a_rate_only_where_the_placement_uses_it():
 
 
 def test_fixed_configurations_use_the_space_distributions_when_inside():
-    inside = TrialConfig("input", 0.2, 0.0, 0.01, 0.9, None)
-    dists = fixed_distributions(inside, SPACE)
+    inside = mlp_config("input", 0.2, 0.0, 0.01, 0.9, None)
+    dists = fixed_distributions(inside, DIMS, SPACE)
     assert set(dists) == {"placement", "input_rate", "learning_rate", "momentum", "max_norm"}
     assert dists["input_rate"] == FloatDistribution(0.1, 0.5)
     assert dists["max_norm"] == CategoricalDistribution((None, 3.0))
@@ -71,7 +81,7 @@ def test_a_baseline_max_norm_with_max_norm_off_in_the_space_is_refused():
 
 def test_fixed_configurations_record_the_space_distributions():
     sweep = build_sweep(parse_sweep_text("space:\n  max_norm: [off, 3]\n", "s.yaml"))
-    dists = fixed_distributions(sweep.baseline, sweep.space)
+    dists = fixed_distributions(sweep.baseline, DIMS, sweep.space)
     assert dists["placement"] == CategoricalDistribution(("none", "input", "hidden", "both"))
     assert dists["learning_rate"] == FloatDistribution(1e-3, 0.3, log=True)
     assert dists["max_norm"] == CategoricalDistribution((None, 3.0))
@@ -81,10 +91,10 @@ def test_grid_points_expand_rates_only_under_their_placements():
     grid = SpaceConfig(placement=Choices(("none", "input", "both")),
                        input_rate=Choices((0.2, 0.4)), hidden_rate=Fixed(0.5),
                        learning_rate=Choices((0.01, 0.1)), momentum=Fixed(0.9), max_norm=None)
-    points = grid_points(grid)
+    points = grid_points(DIMS, grid)
     # none: 2 lr; input: 2 rates x 2 lr; both: 2 input rates x 1 hidden x 2 lr
     assert len(points) == 2 + 4 + 4 == len(set(points))
-    assert all(p.hidden_rate == 0.0 for p in points if p.placement != "both")
+    assert all(p["hidden_rate"] == 0.0 for p in points if p["placement"] != "both")
 
 
 def test_a_listed_sweep_plans_the_baseline_once_and_derives_its_space():
@@ -96,6 +106,6 @@ space:
     planned = planned_configs(sweep)
     assert planned[0] == sweep.baseline and len(planned) == 2
     space = space_of(sweep)
-    assert space.placement == Choices(("none", "hidden"))
-    assert space.max_norm == Choices((None, 3.0))
-    assert space.hidden_rate == Fixed(0.2)
+    assert space["placement"] == Choices(("none", "hidden"))
+    assert space["max_norm"] == Choices((None, 3.0))
+    assert space["hidden_rate"] == Fixed(0.2)

@@ -20,13 +20,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dropsweep import kernel
-from dropsweep import model as nets
-from dropsweep import trainer
-from dropsweep.config import TrialConfig
+from dropsweep.families.mlp import kernel
+from dropsweep.families.mlp import network as nets
+from dropsweep.families.mlp import engine as trainer
+from dropsweep.families.mlp import config as mlp_config
 from dropsweep.data import load_sonar, stratified_folds
 from dropsweep.errors import DropsweepError
-from dropsweep.model import (
+from dropsweep.families.mlp.network import (
     KERAS_EPSILON,
     BatchedMLP,
     apply_max_norm,
@@ -37,13 +37,10 @@ from dropsweep.model import (
     predictions,
     row_losses,
 )
-from dropsweep.trainer import (
-    TrainSettings,
-    epoch_order,
-    make_folds,
-    resolve_device,
-    train_trials,
-)
+from dropsweep.devices import resolve_device
+from dropsweep.families.mlp.engine import TrainSettings, train_trials
+from dropsweep.protocols import make_folds
+from dropsweep.train import epoch_order
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -148,7 +145,7 @@ def test_train_trials_initialises_with_glorot_from_its_seed(classes, outputs):
     X, y = blob_data(30, 4, classes)
     folds = make_folds(X, y, 3, seed=1)
     settings = TrainSettings(hidden=(7, 5), epochs=0, batch_size=8)
-    results = train_trials([TrialConfig(), TrialConfig()], folds, settings, seed=11)
+    results = train_trials([mlp_config(), mlp_config()], folds, settings, seed=11)
     expected = glorot_init(6, [4, 7, 5, outputs], seeded(11))
     for t, result in enumerate(results):
         assert result.model is not None
@@ -247,23 +244,23 @@ def test_placement_decides_where_train_trials_draws_masks(monkeypatch):
     settings = TrainSettings(hidden=(7, 5), epochs=2, batch_size=8, eval_every=1, engine="torch")
     epochs, batches = 2, (8, 7)  # minibatches of 8 and 7 rows; evaluation never draws masks
 
-    def run(*configs: TrialConfig) -> list:
+    def run(*configs: mlp_config) -> list:
         calls.clear()
         results = train_trials(list(configs), folds, settings, seed=0)
         assert all(r.failure is None and r.epochs == 2 for r in results)
         return list(calls)
 
-    inputs = run(TrialConfig("input", input_rate=0.3, hidden_rate=0.6))
+    inputs = run(mlp_config("input", input_rate=0.3, hidden_rate=0.6))
     # on the features, before the first layer
     assert inputs == [(2, b, (4,), [[0.3, 0.3]]) for b in batches] * epochs
 
-    hidden = run(TrialConfig("hidden", input_rate=0.9, hidden_rate=0.4))
+    hidden = run(mlp_config("hidden", input_rate=0.9, hidden_rate=0.4))
     assert hidden == [(2, b, (7, 5), [[0.4, 0.4], [0.4, 0.4]]) for b in batches] * epochs
 
-    assert run(TrialConfig("none", input_rate=0.5, hidden_rate=0.5)) == []
+    assert run(mlp_config("none", input_rate=0.5, hidden_rate=0.5)) == []
 
-    mixed = run(TrialConfig("input", input_rate=0.3), TrialConfig("hidden", hidden_rate=0.4),
-                TrialConfig("both", input_rate=0.2, hidden_rate=0.5), TrialConfig("none"))
+    mixed = run(mlp_config("input", input_rate=0.3), mlp_config("hidden", hidden_rate=0.4),
+                mlp_config("both", input_rate=0.2, hidden_rate=0.5), mlp_config("none"))
     per_model_in = [0.3, 0.3, 0.0, 0.0, 0.2, 0.2, 0.0, 0.0]  # model t*k + f
     per_model_hid = [0.0, 0.0, 0.4, 0.4, 0.5, 0.5, 0.0, 0.0]
     assert mixed == [(8, b, (4, 7, 5), [per_model_in, per_model_hid, per_model_hid])
@@ -328,9 +325,9 @@ def test_max_norm_holds_after_training_and_spares_unlimited_models(engine):
     init = random_model(6, sizes, seed=5)
     for w in init.weights:
         w.mul_(3.0)  # start above every limit, output layer included
-    configs = [TrialConfig(learning_rate=0.1, momentum=0.9, max_norm=0.3),
-               TrialConfig(learning_rate=0.1, momentum=0.9),
-               TrialConfig(learning_rate=0.1, momentum=0.9, max_norm=1.0)]
+    configs = [mlp_config(learning_rate=0.1, momentum=0.9, max_norm=0.3),
+               mlp_config(learning_rate=0.1, momentum=0.9),
+               mlp_config(learning_rate=0.1, momentum=0.9, max_norm=1.0)]
     results = train_trials(configs, folds,
                            TrainSettings(hidden=(12, 6), epochs=5, batch_size=8, engine=engine),
                            seed=0, init=init)
@@ -338,11 +335,11 @@ def test_max_norm_holds_after_training_and_spares_unlimited_models(engine):
         assert result.failure is None and result.model is not None
         hidden = torch.cat([unit_norms(w).flatten() for w in result.model.weights[:-1]])
         output = unit_norms(result.model.weights[-1])
-        if config.max_norm is None:
+        if config["max_norm"] is None:
             assert float(hidden.max()) > 1.0  # unconstrained weights stay large
         else:
-            assert float(hidden.max()) <= config.max_norm * (1 + 1e-6)
-            assert float(output.max()) > config.max_norm  # output layer never constrained
+            assert float(hidden.max()) <= config["max_norm"] * (1 + 1e-6)
+            assert float(output.max()) > config["max_norm"]  # output layer never constrained
 
 
 def test_max_norm_is_applied_once_per_real_optimizer_step(engine):
@@ -357,7 +354,7 @@ def test_max_norm_is_applied_once_per_real_optimizer_step(engine):
     assert len(set(steps)) == 2  # some folds have 4 minibatches an epoch, some 5
     c = 1e-6
     init = random_model(5, [3, 4, 1], seed=1)
-    result = train_trials([TrialConfig(learning_rate=0.0, momentum=0.0, max_norm=c)], folds,
+    result = train_trials([mlp_config(learning_rate=0.0, momentum=0.0, max_norm=c)], folds,
                           settings, seed=0, init=init)[0]
     assert result.model is not None
     for f, s in enumerate(steps):
@@ -386,7 +383,7 @@ def test_epoch_order_shuffles_each_models_own_real_rows():
     assert any(not torch.equal(o, order) for o in later)  # and each epoch reshuffles
 
 
-def reference_train(configs: list[TrialConfig], folds, settings: TrainSettings, seed: int,
+def reference_train(configs: list[mlp_config], folds, settings: TrainSettings, seed: int,
                     init: BatchedMLP) -> list[list[nn.Linear]]:
     """Every fold of every trial trained alone: nn.Linear layers, torch.optim.SGD, Keras MaxNorm
     after every step, the per-epoch order replayed from a generator seeded like the trainer's."""
@@ -403,7 +400,7 @@ def reference_train(configs: list[TrialConfig], folds, settings: TrainSettings, 
         nets.append(layers)
         config = configs[m // k]
         optimizers.append(torch.optim.SGD([p for lin in layers for p in lin.parameters()],
-                                          lr=config.learning_rate, momentum=config.momentum))
+                                          lr=config["learning_rate"], momentum=config["momentum"]))
     g = seeded(seed)
     n_train_per_model = folds.n_train.repeat(len(configs))
     for _ in range(settings.epochs):
@@ -423,11 +420,11 @@ def reference_train(configs: list[TrialConfig], folds, settings: TrainSettings, 
                 optimizers[m].zero_grad()
                 loss.backward()
                 optimizers[m].step()
-                if config.max_norm is not None:
+                if config["max_norm"] is not None:
                     with torch.no_grad():
                         for linear in layers[:-1]:  # torch's weight is [out, in]: a row per unit
                             norms = linear.weight.norm(dim=1, keepdim=True)
-                            linear.weight.mul_(norms.clamp(0, config.max_norm)
+                            linear.weight.mul_(norms.clamp(0, config["max_norm"])
                                                / (KERAS_EPSILON + norms))
     return nets
 
@@ -449,10 +446,10 @@ def test_matches_a_per_fold_torch_reference(rows, classes, engine):
     X, y = blob_data(rows, 5, classes, seed=rows, spread=1.0)
     folds = make_folds(X, y, 5, seed=3)
     assert len(set(folds.n_train.tolist())) == 2 and len(set(folds.n_test.tolist())) == 2
-    configs = [TrialConfig(learning_rate=0.01, momentum=0.8),
-               TrialConfig(learning_rate=0.1, momentum=0.9, max_norm=0.5),
-               TrialConfig(learning_rate=0.05, momentum=0.0, max_norm=2.0),
-               TrialConfig(learning_rate=0.2, momentum=0.5, max_norm=1.0)]
+    configs = [mlp_config(learning_rate=0.01, momentum=0.8),
+               mlp_config(learning_rate=0.1, momentum=0.9, max_norm=0.5),
+               mlp_config(learning_rate=0.05, momentum=0.0, max_norm=2.0),
+               mlp_config(learning_rate=0.2, momentum=0.5, max_norm=1.0)]
     settings = TrainSettings(hidden=(8, 6), epochs=15, batch_size=8, eval_every=5, engine=engine)
     sizes = layer_sizes(5, settings.hidden, classes)
     init = glorot_init(len(configs) * 5, sizes, seeded(123))
@@ -533,7 +530,7 @@ def test_padding_rows_never_influence_training(engine):
         x_test[f, n:] = -1e3
     noisy = dataclasses.replace(folds, x_train=x_train, y_train=y_train, x_test=x_test)
     assert int(folds.n_train.min()) < folds.x_train.shape[1]  # there is padding to corrupt
-    configs = [TrialConfig("both", 0.2, 0.3, 0.05, 0.9, 2.0), TrialConfig()]
+    configs = [mlp_config("both", 0.2, 0.3, 0.05, 0.9, 2.0), mlp_config()]
     settings = TrainSettings(hidden=(6,), epochs=6, batch_size=8, eval_every=3, engine=engine)
     a = train_trials(configs, folds, settings, seed=3)
     b = train_trials(configs, noisy, settings, seed=3)
@@ -548,10 +545,10 @@ def test_init_of_the_wrong_shape_is_refused():
     folds = make_folds(X, y, 3, seed=0)
     settings = TrainSettings(hidden=(5,), epochs=1)
     with pytest.raises(ValueError, match="init has weight shapes"):
-        train_trials([TrialConfig()], folds, settings, seed=0,
+        train_trials([mlp_config()], folds, settings, seed=0,
                      init=glorot_init(2, [4, 5, 1], seeded(0)))  # 2 models for 1 trial x 3 folds
     with pytest.raises(ValueError, match="init has weight shapes"):
-        train_trials([TrialConfig()], folds, settings, seed=0,
+        train_trials([mlp_config()], folds, settings, seed=0,
                      init=glorot_init(3, [4, 6, 1], seeded(0)))
 
 
@@ -607,7 +604,7 @@ def test_make_folds_pads_stratified_folds_with_their_sizes():
 def test_same_seed_same_results_other_seed_other_weights(engine):
     X, y = blob_data(48, 5, 2, spread=1.0)
     folds = make_folds(X, y, 4, seed=0)
-    configs = [TrialConfig("both", 0.2, 0.5, 0.05, 0.9, 3.0), TrialConfig("hidden", 0.0, 0.3)]
+    configs = [mlp_config("both", 0.2, 0.5, 0.05, 0.9, 3.0), mlp_config("hidden", 0.0, 0.3)]
     settings = TrainSettings(hidden=(10, 6), epochs=8, batch_size=8, eval_every=4, engine=engine)
     first = train_trials(configs, folds, settings, seed=5)
     second = train_trials(configs, folds, settings, seed=5)
@@ -642,9 +639,9 @@ def test_a_diverging_trial_fails_while_its_batch_mates_train_on(learning_rate, m
         # the failed trial pruned as well
         return [t for t, a in enumerate(accuracies) if a is None]
 
-    configs = [TrialConfig(learning_rate=0.02, momentum=0.8),
-               TrialConfig(learning_rate=learning_rate, momentum=momentum),
-               TrialConfig("hidden", hidden_rate=0.2, learning_rate=0.05, momentum=0.9)]
+    configs = [mlp_config(learning_rate=0.02, momentum=0.8),
+               mlp_config(learning_rate=learning_rate, momentum=momentum),
+               mlp_config("hidden", hidden_rate=0.2, learning_rate=0.05, momentum=0.9)]
     results = train_trials(configs, folds, settings, seed=0, on_checkpoint=on_checkpoint)
     bad = results[1]
     match = FAIL.match(bad.failure or "")
@@ -669,7 +666,7 @@ def test_weights_that_overflow_in_the_last_step_of_an_epoch_fail_that_epoch(engi
     folds = make_folds(X, y, 3, seed=0)
     settings = TrainSettings(hidden=(6,), epochs=3, batch_size=64, eval_every=1, engine=engine)
     seen: list[list[float | None]] = []
-    results = train_trials([TrialConfig(learning_rate=1e39), TrialConfig()], folds, settings,
+    results = train_trials([mlp_config(learning_rate=1e39), mlp_config()], folds, settings,
                            seed=0, on_checkpoint=lambda e, a: seen.append(list(a)) or [])
     assert FAIL.match(results[0].failure or "")
     assert "at epoch 1, fold 1" in results[0].failure
@@ -694,7 +691,7 @@ def test_the_failure_names_the_kind_the_epoch_and_the_first_failing_fold(monkeyp
             w[4, 0, 0] = w[5, 0, 1] = value  # model t*k + f: trial 1, folds 2 and 3
 
     monkeypatch.setattr(trainer, "train_step", poisoned)
-    results = train_trials([TrialConfig(), TrialConfig(), TrialConfig()], folds, settings, seed=0)
+    results = train_trials([mlp_config(), mlp_config(), mlp_config()], folds, settings, seed=0)
     assert results[1].failure == f"loss became {kind} at epoch 3, fold 2"
     assert results[1].epochs == 3 and [e for e, _ in results[1].curve] == [2]
     assert results[0].failure is None and results[2].failure is None
@@ -718,7 +715,7 @@ def test_on_checkpoint_prunes_trials_and_the_rest_continue(engine):
             return [1]  # already stopped: must change nothing
         return []
 
-    configs = [TrialConfig(), TrialConfig(learning_rate=0.05), TrialConfig(momentum=0.5)]
+    configs = [mlp_config(), mlp_config(learning_rate=0.05), mlp_config(momentum=0.5)]
     results = train_trials(configs, folds, settings, seed=0, on_checkpoint=on_checkpoint)
     assert [e for e, _ in seen] == [2, 4, 6, 8]  # not at the last epoch: that is the result
     for epoch, accuracies in seen:
@@ -749,7 +746,7 @@ def test_should_stop_interrupts_the_unfinished_trials(engine):
         asked.append(True)
         return len(asked) > 3  # asked before each epoch: stop before epoch 4
 
-    configs = [TrialConfig(), TrialConfig(learning_rate=0.05), TrialConfig()]
+    configs = [mlp_config(), mlp_config(learning_rate=0.05), mlp_config()]
     results = train_trials(configs, folds, settings, seed=0, should_stop=should_stop,
                            on_checkpoint=lambda e, a: [2] if e == 2 else [])
     assert len(asked) == 4
@@ -786,7 +783,7 @@ def test_three_classes_train_with_softmax(engine):
     folds = make_folds(X, y, 3, seed=0)
     assert folds.n_classes == 3
     settings = TrainSettings(hidden=(16,), epochs=30, batch_size=8, eval_every=10, engine=engine)
-    result = train_trials([TrialConfig(learning_rate=0.05, momentum=0.9)], folds, settings,
+    result = train_trials([mlp_config(learning_rate=0.05, momentum=0.9)], folds, settings,
                           seed=0)[0]
     assert result.failure is None and result.model is not None
     assert result.model.weights[-1].shape == (3, 16, 3)
@@ -804,7 +801,7 @@ def test_brownlee_baseline_learns_sonar(sonar_dir, engine):
     folds = make_folds(dataset.X, dataset.y, 10, seed=7, n_classes=dataset.n_classes)
     settings = TrainSettings(hidden=(60, 30), epochs=30, batch_size=16, eval_every=10,
                              engine=engine)
-    result = train_trials([TrialConfig()], folds, settings, seed=0)[0]  # lr .01, momentum .8
+    result = train_trials([mlp_config()], folds, settings, seed=0)[0]  # lr .01, momentum .8
     assert result.failure is None and len(result.fold_accuracies) == 10
     assert result.accuracy_mean > 0.70, result.fold_accuracies
     assert result.train_accuracy > result.accuracy_mean - 0.05
@@ -831,7 +828,7 @@ def test_training_on_cuda_matches_the_cpu_in_kind():
     folds = make_folds(X, y, 2, seed=0, device=device)
     assert folds.x_train.device.type == "cuda"
     settings = TrainSettings(hidden=(8,), epochs=20, batch_size=8, eval_every=10)
-    result = train_trials([TrialConfig("both", 0.1, 0.2, 0.05, 0.9, 3.0)], folds, settings,
+    result = train_trials([mlp_config("both", 0.1, 0.2, 0.05, 0.9, 3.0)], folds, settings,
                           seed=0)[0]
     assert result.failure is None and result.model.weights[0].device.type == "cuda"
     assert result.accuracy_mean > 0.8
@@ -845,7 +842,7 @@ def test_brownlee_baseline_accuracy_matches_a_plain_per_fold_loop_over_five_seed
     data = load_sonar()
     epochs, seeds = 50, range(5)
     folds = make_folds(data.X, data.y, 10, 7)
-    batched = train_trials([TrialConfig()] * len(seeds), folds,
+    batched = train_trials([mlp_config()] * len(seeds), folds,
                            TrainSettings(epochs=epochs, engine=engine),
                            seed=0)
     batched_mean = float(np.mean([r.accuracy_mean for r in batched]))

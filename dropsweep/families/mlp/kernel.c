@@ -5,7 +5,7 @@
  * weights, gradients and velocities of *all* models through memory. Here each model trains
  * its whole epoch while its few kilobytes of parameters stay in the core's cache, and the
  * gradient of a weight row is applied as soon as it is computed. Semantics are exactly those
- * of the torch path in model.py (see trainer.py): inverted dropout, Keras momentum
+ * of the torch path in network.py (see engine.py): inverted dropout, Keras momentum
  * (v = m*v - lr*g; w += v), MaxNorm(c) on hidden layers after every step, each minibatch's
  * loss the mean over its real rows. Only dropout masks differ: they come from a counter-based
  * generator (SplitMix64 of key + counter), so a model's masks do not depend on its batch.

@@ -1,0 +1,131 @@
+"""Model families: what a network is, what of it is searched, and how a batch of it trains.
+
+A family declares its search space as a table of dimensions (:mod:`dropsweep.space`), reads
+its own ``model`` section, says a configuration in words for reports, and trains a batch of
+models — every split of several trials — through an engine that the shared epoch loop
+(:mod:`dropsweep.train`) drives. Everything outside a family treats a configuration as plain
+data; only the family knows what its values mean. A new family is one module here,
+registered in :data:`FAMILIES`, plus its tests.
+
+This package imports no torch: a family's engine is imported when it trains.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+
+from dropsweep.space import Config, Dimension
+
+if TYPE_CHECKING:
+    import torch
+
+    from dropsweep.checks import Checker
+    from dropsweep.data import Dataset
+    from dropsweep.config import Sweep
+    from dropsweep.memory import Need
+    from dropsweep.train import CheckpointHook, TrialResult
+    from dropsweep.protocols import Folds
+
+
+class Family:
+    """The interface every family implements (the MLP is the first: :mod:`.mlp`)."""
+
+    name: str
+    dimensions: tuple[Dimension, ...]
+    # The categorical dimension whose values the report compares ("which placement is
+    # best"); its first choice is the baseline's ("none": no dropout).
+    group: str
+    baseline_words: str  # what the baseline is, for messages: "the no-dropout baseline"
+    model_keys: tuple[str, ...]  # the keys of the ``model`` section besides ``family``
+
+    def parse_model(self, check: Checker, raw: Mapping[str, Any]) -> Any:
+        """The ``model`` section, validated: a frozen value with ``to_dict()``."""
+        raise NotImplementedError
+
+    def default_model(self) -> Any:
+        raise NotImplementedError
+
+    def describe(self, config: Mapping[str, Any]) -> str:
+        """The configuration's dropout in words: "input dropout 0.2", "no dropout"."""
+        raise NotImplementedError
+
+    def describe_against(self, config: Mapping[str, Any], reference: Mapping[str, Any]) -> str:
+        """Its dropout in words and whatever else differs from ``reference``: a candidate
+        without dropout still differs from the baseline (learning rate, ...), and a verdict
+        must say how."""
+        differs = [f"{d.label} {_words(config.get(d.name))}" for d in self.dimensions
+                   if d.in_baseline and config.get(d.name) != reference.get(d.name)]
+        return self.describe(config) + (f" with {', '.join(differs)}" if differs else "")
+
+    def is_reference(self, config: Mapping[str, Any]) -> bool:
+        """Whether the configuration's group is the baseline's (no dropout at all)."""
+        return config.get(self.group) == self.group_values[0]
+
+    @property
+    def group_values(self) -> tuple[str, ...]:
+        return next(d.choices for d in self.dimensions if d.name == self.group)
+
+    def train(self, configs: Sequence[Config], folds: Folds, sweep: Sweep, seed: int, *,
+              on_checkpoint: CheckpointHook | None = None,
+              should_stop: Callable[[], bool] | None = None,
+              engine: str = "auto") -> list[TrialResult]:
+        """Train every split of every configuration together, one result per configuration
+        (the shared epoch loop of :mod:`dropsweep.train` driving this family's engine)."""
+        raise NotImplementedError
+
+    def train_on_all(self, sweep: Sweep, dataset: Dataset, config: Config, seed: int,
+                     device: torch.device) -> dict[str, Any]:
+        """The configuration trained once on every row, as plain tensors and numbers that
+        ``torch.load(..., weights_only=True)`` reads (``dropsweep export --model``)."""
+        raise NotImplementedError
+
+    def need(self, sweep: Sweep, n_features: int, n_classes: int, models: int,
+             rows: int) -> Need:
+        """Memory ``models`` models of this sweep's network need for ``rows`` rows."""
+        raise NotImplementedError
+
+
+def _words(value: Any) -> str:
+    if value is None:
+        return "off"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+DEFAULT_FAMILY = "mlp"  # Brownlee's network; every study before families existed is one
+_REGISTERED: dict[str, Family] = {}
+
+
+def register(fam: Family) -> Family:
+    """Make ``fam`` available as ``model.family: <its name>``."""
+    _REGISTERED[fam.name] = fam
+    return fam
+
+
+def _builtin() -> None:
+    if DEFAULT_FAMILY not in _REGISTERED:
+        from dropsweep.families.mlp import MLP
+
+        register(MLP)
+
+
+def family_names() -> tuple[str, ...]:
+    _builtin()
+    return tuple(_REGISTERED)
+
+
+def family(name: str) -> Family:
+    """The family registered as ``name`` (config validation has checked it exists)."""
+    _builtin()
+    return _REGISTERED[name]
+
+
+def family_of_study(user_attrs: Mapping[str, Any]) -> Family:
+    """The family of a stored study: its sweep's ``model.family``, the MLP for a study made
+    before families existed (or any study dropsweep did not make: its table still orders
+    the columns sensibly)."""
+    from dropsweep import records
+
+    sweep = user_attrs.get(records.STUDY_SWEEP)
+    model = sweep.get("model") if isinstance(sweep, dict) else None
+    name = model.get("family", DEFAULT_FAMILY) if isinstance(model, dict) else DEFAULT_FAMILY
+    return family(name if name in family_names() else DEFAULT_FAMILY)

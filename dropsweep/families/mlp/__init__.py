@@ -1,0 +1,144 @@
+"""The MLP family: Brownlee's Sonar network, dropout on the input and/or hidden layers.
+
+``features -> hidden... -> outputs`` with ReLU, Keras ``Dense`` defaults, SGD with momentum
+and an optional max-norm constraint on the hidden layers. Its dimensions are the six of the
+original experiment; ``placement`` says where dropout goes and so which rates are sampled.
+Training runs on the batched engine of :mod:`.engine` (the C kernel where it
+applies, batched torch elsewhere), imported only when a batch trains.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+
+from dropsweep.families import Family, _words
+from dropsweep.space import Choices, Config, Dimension, Range
+
+if TYPE_CHECKING:
+    from dropsweep.checks import Checker
+    import torch
+
+    from dropsweep.config import Sweep
+    from dropsweep.data import Dataset
+    from dropsweep.memory import Need
+    from dropsweep.train import CheckpointHook, TrialResult
+    from dropsweep.protocols import Folds
+
+PLACEMENTS = ("none", "input", "hidden", "both")  # also the 1-SE order: simplest first
+_INPUT = ("input", "both")
+_HIDDEN = ("hidden", "both")
+
+
+def _rate(v: float) -> str | None:
+    return None if 0.0 <= v < 1.0 else f"must be in [0, 1), got {v:g}"
+
+
+def _positive(v: float) -> str | None:
+    return None if v > 0.0 else f"must be > 0, got {v:g}"
+
+
+# The search space, one row per dimension, in the order they are sampled and shown.
+DIMENSIONS = (
+    Dimension("placement", Choices(PLACEMENTS), baseline="none", choices=PLACEMENTS,
+              simplicity="order", label="placement"),
+    # Srivastava et al.: input dropout ~0.2, hidden ~0.5
+    Dimension("input_rate", Range(0.0, 0.5), baseline=0.0, rule=_rate,
+              when=("placement", _INPUT), unused=0.0, simplicity="sum", label="input rate"),
+    Dimension("hidden_rate", Range(0.0, 0.7), baseline=0.0, rule=_rate,
+              when=("placement", _HIDDEN), unused=0.0, simplicity="sum", label="hidden rate"),
+    # Brownlee's baseline: lr 0.01, momentum 0.8; dropout wants larger rates and momentum
+    Dimension("learning_rate", Range(1e-3, 0.3, log=True), baseline=0.01, rule=_positive,
+              log=True, in_baseline=True, label="learning rate"),
+    Dimension("momentum", Range(0.5, 0.99), baseline=0.8, rule=_rate, in_baseline=True,
+              label="momentum"),
+    # None: max-norm off unless the sweep turns it on (Srivastava et al.: c ~ 3-4)
+    Dimension("max_norm", None, baseline=None, rule=_positive, can_be_off=True,
+              in_baseline=True, simplicity="off", label="max-norm"),
+)
+
+
+def dropout_rates(config: Mapping[str, Any]) -> tuple[float, float]:
+    """(input rate, hidden rate) as training applies them: 0 where the placement does not
+    drop (whatever rate a hand-made configuration carries there)."""
+    placement = config["placement"]
+    return (float(config["input_rate"]) if placement in _INPUT else 0.0,
+            float(config["hidden_rate"]) if placement in _HIDDEN else 0.0)
+
+
+@dataclass(frozen=True)
+class MLPModel:
+    hidden: tuple[int, ...] = (60, 30)  # Brownlee's 60 -> 60 -> 30 -> 1
+    family: str = "mlp"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"family": self.family, "hidden": list(self.hidden)}
+
+
+class _MLP(Family):
+    name = "mlp"
+    dimensions = DIMENSIONS
+    group = "placement"
+    baseline_words = "the no-dropout baseline"
+    model_keys = ("hidden",)
+
+    def parse_model(self, check: Checker, raw: Mapping[str, Any]) -> MLPModel:
+        from dropsweep.checks import describe
+
+        hidden = raw.get("hidden", list(MLPModel.hidden))
+        if isinstance(hidden, int) and not isinstance(hidden, bool):
+            hidden = [hidden]
+        if not isinstance(hidden, list) or not hidden:
+            raise check.fail("model.hidden",
+                             f"must be a list of layer widths, got {describe(hidden)}")
+        return MLPModel(tuple(check.integer(f"model.hidden.{i}", w, 1)
+                              for i, w in enumerate(hidden)))
+
+    def default_model(self) -> MLPModel:
+        return MLPModel()
+
+    def describe(self, config: Mapping[str, Any]) -> str:
+        placement = str(config.get("placement", "none"))
+        rates = [config.get(d.name) for d in DIMENSIONS
+                 if d.when is not None and placement in d.when[1]]
+        if not rates:
+            return "no dropout"
+        return f"{placement} dropout {' / '.join(_words(r) for r in rates)}"
+
+    def train(self, configs: Sequence[Config], folds: Folds, sweep: Sweep, seed: int, *,
+              on_checkpoint: CheckpointHook | None = None,
+              should_stop: Callable[[], bool] | None = None,
+              engine: str = "auto") -> list[TrialResult]:
+        from dataclasses import replace
+
+        from dropsweep.families.mlp.engine import TrainSettings, train_trials
+
+        settings = replace(TrainSettings.of(sweep), engine=engine)
+        return train_trials(configs, folds, settings, seed, on_checkpoint=on_checkpoint,
+                            should_stop=should_stop)
+
+    def train_on_all(self, sweep: Sweep, dataset: Dataset, config: Config, seed: int,
+                     device: torch.device) -> dict[str, Any]:
+        from dropsweep.families.mlp.engine import train_on_all
+
+        return train_on_all(sweep, dataset, config, seed, device)
+
+    def need(self, sweep: Sweep, n_features: int, n_classes: int, models: int,
+             rows: int) -> Need:
+        from dropsweep import memory
+        from dropsweep.families.mlp.network import layer_sizes
+
+        sizes = layer_sizes(n_features, sweep.model.hidden, n_classes)
+        return memory.trial_need(sizes, models, rows)
+
+
+MLP = _MLP()
+
+
+def config(placement: str = "none", input_rate: float = 0.0, hidden_rate: float = 0.0,
+           learning_rate: float = 0.01, momentum: float = 0.8,
+           max_norm: float | None = None) -> Config:
+    """One MLP configuration, written out (tests and examples)."""
+    return Config({"placement": placement, "input_rate": input_rate,
+                   "hidden_rate": hidden_rate, "learning_rate": learning_rate,
+                   "momentum": momentum, "max_norm": max_norm})

@@ -1,0 +1,312 @@
+"""The MLP family's engine: a batch of models trained together (the C kernel or batched torch).
+
+One trial's k folds (and several trials) train as one batched MLP: every weight is a
+``[models, in, out]`` tensor and each layer is one ``baddbmm``. Each model keeps its own
+training rows, standardisation, minibatch order, dropout rates, learning rate, momentum and
+max-norm, so the batch computes exactly what k separate Keras models would:
+
+* Glorot-uniform kernels, zero biases (Keras ``Dense`` defaults);
+* inverted dropout: kept units scaled by ``1/(1-rate)`` in training, identity at evaluation;
+* SGD with Keras's momentum rule ``v = m*v - lr*g; w = w + v``;
+* ``MaxNorm(c)`` after every step: each hidden unit's incoming weight vector is rescaled
+  to L2 norm <= c (``w * clip(n, 0, c) / (eps + n)``, Keras's formula);
+* each minibatch's loss is the mean over its real rows, as Keras computes it.
+
+The epochs themselves are :func:`dropsweep.train.run_epochs`, shared by every family; this
+module knows nothing of Optuna.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from dropsweep.config import Sweep
+from dropsweep.data import Dataset, standardize
+from dropsweep.errors import DropsweepError
+from dropsweep.families.mlp import dropout_rates, kernel
+from dropsweep.protocols import Folds
+from dropsweep.train import CheckpointHook, TrialResult, epoch_order, run_epochs
+from dropsweep.families.mlp.network import (
+    BatchedMLP,
+    TrainState,
+    MaskBits,
+    MaskRates,
+    dropout_masks,
+    forward,
+    glorot_init,
+    layer_sizes,
+    predictions,
+    row_losses,
+    train_step,
+)
+
+# ----------------------------------------------------------------------------- training
+
+
+def _non_finite(tensors: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per model (dim 0): does any value fail ``isfinite``, and is any of them NaN."""
+    bad = torch.zeros(tensors[0].shape[0], dtype=torch.bool, device=tensors[0].device)
+    nan = torch.zeros_like(bad)
+    for t in tensors:
+        flat = t.reshape(t.shape[0], -1)
+        bad |= ~torch.isfinite(flat).all(1)
+        nan |= torch.isnan(flat).any(1)
+    return bad, nan
+
+
+ENGINES = ("auto", "c", "torch")
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    hidden: tuple[int, ...] = (60, 30)
+    epochs: int = 300
+    batch_size: int = 16
+    eval_every: int = 10
+    # "c": the compiled CPU kernel (kernel.py); "torch": batched torch ops, any device;
+    # "auto": the kernel where it applies (CPU, a compiler at hand), else torch.
+    engine: str = "auto"
+
+    @classmethod
+    def of(cls, sweep: Sweep) -> TrainSettings:
+        """The training a sweep file asks for."""
+        return cls(hidden=sweep.model.hidden, epochs=sweep.train.epochs,
+                   batch_size=sweep.train.batch_size, eval_every=sweep.train.eval_every)
+
+
+def use_kernel(engine: str, device: torch.device) -> bool:
+    """Whether ``engine`` means the C kernel on ``device``; asking for it where it cannot run
+    is an error rather than a silent slow-down."""
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    if engine == "torch":
+        return False
+    if kernel.applies(device):
+        return True
+    if engine == "c":
+        why = (f"device {device}" if device.type != "cpu"
+               else kernel.unavailable() or "DROPSWEEP_KERNEL=torch switches it off")
+        raise RuntimeError(f"the C training kernel cannot run here ({why})")
+    return False
+
+
+def _per_model(values: Sequence[float], k: int, device: torch.device) -> torch.Tensor:
+    return torch.tensor(values, dtype=torch.float32, device=device).repeat_interleave(k)
+
+
+@torch.no_grad()
+def _evaluate(model: BatchedMLP, x: torch.Tensor, y: torch.Tensor, n: torch.Tensor,
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Accuracy and mean loss per model over each model's real rows (no dropout)."""
+    logits = forward(model, x)
+    valid = (torch.arange(x.shape[1], device=x.device)[None, :] < n[:, None]).to(logits.dtype)
+    correct = (predictions(logits) == y).to(logits.dtype)
+    acc = (correct * valid).sum(1) / n.to(logits.dtype)
+    loss = (row_losses(logits, y) * valid).sum(1) / n.to(logits.dtype)
+    return acc, loss
+
+
+class MLPEngine:
+    """The models still training and their per-model hyperparameters, kept aligned: the
+    MLP family's engine (:class:`dropsweep.train.Engine`), on the C kernel or batched torch.
+
+    Everything that depends only on which models are in the batch (row weights, who steps in
+    which minibatch, dropout rate columns) is computed here once, not at every step.
+    """
+
+    def __init__(self, configs: Sequence[Mapping[str, Any]], folds: Folds,
+                 settings: TrainSettings, seed: int, init: BatchedMLP | None = None) -> None:
+        device, k = folds.x_train.device, folds.k
+        n = len(configs)
+        # Draw order is part of the results: initial weights first, then every epoch's
+        # row order from the same generator; dropout masks from their own seeded streams.
+        self.generator = torch.Generator(device=device)
+        self.generator.manual_seed(seed)
+        self.sizes = layer_sizes(folds.n_features, settings.hidden, folds.n_classes)
+        self.net = TrainState(_initial(init, n * k, self.sizes, self.generator, device))
+        self.folds, self.bs, self.hidden = folds, settings.batch_size, list(settings.hidden)
+        self.compiled = use_kernel(settings.engine, device)
+        self.bits = MaskBits(seed, device)
+        # the kernel's dropout masks: a counter-based stream per model, keyed by the seed
+        keys = np.random.SeedSequence(seed).generate_state(n * k, dtype=np.uint64)
+        self.mask_key = torch.from_numpy(keys.view(np.int64).copy())
+        self.mask_counter = torch.zeros(n * k, dtype=torch.int64)
+        self.trial_of = torch.arange(n, device=device).repeat_interleave(k)
+        self.fold_of = torch.arange(k, device=device).repeat(n)
+        self.lr = _per_model([c["learning_rate"] for c in configs], k, device)
+        self.mom = _per_model([c["momentum"] for c in configs], k, device)
+        rates = [dropout_rates(c) for c in configs]
+        self.p_in = _per_model([r[0] for r in rates], k, device)
+        self.p_hid = _per_model([r[1] for r in rates], k, device)
+        self.c_max = _per_model([math.inf if c["max_norm"] is None else c["max_norm"]
+                                 for c in configs], k, device)
+        self._derive()
+
+    def keep(self, idx: torch.Tensor) -> None:
+        self.net.select(idx)
+        for name in ("trial_of", "fold_of", "lr", "mom", "p_in", "p_hid", "c_max"):
+            setattr(self, name, getattr(self, name)[idx])
+        cpu_idx = idx.cpu()
+        self.mask_key, self.mask_counter = self.mask_key[cpu_idx], self.mask_counter[cpu_idx]
+        self._derive()
+
+    @property
+    def size(self) -> int:
+        return int(self.trial_of.numel())
+
+    def _derive(self) -> None:
+        folds, bs = self.folds, self.bs
+        device = folds.x_train.device
+        self.n_train = folds.n_train[self.fold_of]
+        max_train = folds.x_train.shape[1]
+        self.n_batches = math.ceil(max_train / bs)
+        # Real rows come first in every epoch's order, so which position is real, and the
+        # size of each minibatch, never change: row weight = 1/count for real rows, else 0.
+        pos = torch.arange(max_train, device=device)
+        real = pos[None, :] < self.n_train[:, None]
+        counts = (self.n_train[:, None] - torch.arange(self.n_batches, device=device)[None] * bs
+                  ).clamp(0, bs)  # [models, batches]
+        count_of_pos = counts[:, pos // bs].to(torch.float32)
+        self.row_weight = torch.where(real, 1.0 / count_of_pos.clamp(min=1.0),
+                                      torch.zeros((), device=device)).unsqueeze(2)
+        stepping = counts > 0
+        limited = torch.isfinite(self.c_max)
+        self.any_limited = bool(limited.any())
+        neg_lr = -self.lr
+        self.per_batch = []
+        for b in range(self.n_batches):
+            s = stepping[:, b]
+            if bool(s.all()):
+                entry = (self.mom.view(-1, 1, 1), neg_lr.view(-1, 1, 1), None,
+                         ~limited.view(-1, 1, 1))
+            else:  # a shorter fold has no rows left: no step, as in Keras
+                entry = (torch.where(s, self.mom, 1.0).view(-1, 1, 1),
+                         torch.where(s, neg_lr, 0.0).view(-1, 1, 1),
+                         s.to(torch.float32).view(-1, 1, 1), ~(limited & s).view(-1, 1, 1))
+            self.per_batch.append(entry)
+        self.max_norm = torch.where(limited, self.c_max, 0.0).view(-1, 1, 1)
+        use_in, use_hid = bool((self.p_in > 0).any()), bool((self.p_hid > 0).any())
+        widths: list[int] = []
+        cols: list[torch.Tensor] = []
+        if use_in:
+            widths.append(folds.n_features)
+            cols.append(self.p_in[:, None].expand(-1, folds.n_features))
+        if use_hid:
+            widths += self.hidden
+            cols += [self.p_hid[:, None].expand(-1, w) for w in self.hidden]
+        self.use_in, self.use_hid = use_in, use_hid
+        self.mask_rates = MaskRates.of(torch.cat(cols, 1), widths) if cols else None
+
+    def epoch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """One pass over every model's training rows in its own shuffled order; return which
+        models hold a non-finite parameter afterwards, and which of those a NaN."""
+        folds, bs, bits, n_outputs = self.folds, self.bs, self.bits, self.sizes[-1]
+        order = epoch_order(self.generator, self.n_train, folds.x_train.shape[1])
+        if self.compiled:
+            net = self.net
+            return kernel.train_epoch(net.model.weights, net.model.biases, net.velocity[0::2],
+                               net.velocity[1::2], folds.x_train, folds.y_train, self.fold_of,
+                               order, self.n_train, self.lr, self.mom, self.c_max, self.p_in,
+                               self.p_hid, self.mask_key, self.mask_counter, bs,
+                               torch.get_num_threads())
+        x_all = folds.x_train[self.fold_of[:, None], order]
+        y_all = folds.y_train[self.fold_of[:, None], order]
+        if n_outputs == 1:
+            target_all = y_all.to(torch.float32).unsqueeze(2)
+        else:
+            target_all = F.one_hot(y_all, n_outputs).to(torch.float32)
+        for b in range(self.n_batches):
+            rows = slice(b * bs, (b + 1) * bs)
+            x = x_all[:, rows]
+            input_mask = hidden_masks = None
+            if self.mask_rates is not None:
+                masks = dropout_masks(x.shape[1], self.mask_rates, bits)
+                if self.use_in:
+                    input_mask, masks = masks[0], masks[1:]
+                if self.use_hid:
+                    hidden_masks = masks
+            mom, neg_lr, step_mask, off = self.per_batch[b]
+            train_step(self.net, x, target_all[:, rows], self.row_weight[:, rows], input_mask,
+                       hidden_masks, mom, neg_lr, step_mask,
+                       self.max_norm if self.any_limited else None, off)
+        # a diverging model's weights become NaN or infinite within the epoch its loss does
+        return _non_finite(self.net.model.parameters())
+
+    def evaluate(self, held_out: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """Accuracy and mean loss per model on its held-out (or training) rows."""
+        f, rows = self.fold_of, self.folds
+        if held_out:
+            return _evaluate(self.net.model, rows.x_test[f], rows.y_test[f], rows.n_test[f])
+        return _evaluate(self.net.model, rows.x_train[f], rows.y_train[f], rows.n_train[f])
+
+    def trained(self, models: torch.Tensor) -> BatchedMLP:
+        return self.net.model.select(models)
+
+
+def _initial(init: BatchedMLP | None, models: int, sizes: Sequence[int],
+             generator: torch.Generator, device: torch.device) -> BatchedMLP:
+    """``init`` copied to the device (checked against the shapes), or Glorot-uniform draws."""
+    if init is None:
+        return glorot_init(models, sizes, generator, device)
+    expected = [(models, a, b) for a, b in zip(sizes[:-1], sizes[1:])]
+    got = [tuple(w.shape) for w in init.weights]
+    if got != expected or [tuple(b.shape) for b in init.biases] != [
+            (n, 1, o) for n, _, o in expected]:
+        raise ValueError(f"init has weight shapes {got}, expected {expected} "
+                         f"({models} models: trials x folds, layers {sizes})")
+    return BatchedMLP([w.detach().to(device, torch.float32) for w in init.weights],
+                      [b.detach().to(device, torch.float32) for b in init.biases])
+
+
+def train_trials(
+    configs: Sequence[Mapping[str, Any]],
+    folds: Folds,
+    settings: TrainSettings,
+    seed: int,
+    on_checkpoint: CheckpointHook | None = None,
+    init: BatchedMLP | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> list[TrialResult]:
+    """Train every fold of every configuration together; return one result per configuration.
+
+    Model ``t*k + f`` is fold ``f`` of trial ``t``; :func:`dropsweep.train.run_epochs` drives
+    the epochs. ``init`` (initial weights for all ``len(configs) * k`` models) is copied,
+    never modified; without it the weights are drawn from the seeded generator first. Then
+    every epoch draws its :func:`epoch_order` from it; dropout masks come from
+    :class:`MaskBits` with the same seed.
+    """
+    engine = MLPEngine(configs, folds, settings, seed, init)
+    return run_epochs(engine, len(configs), settings.epochs, settings.eval_every,
+                      on_checkpoint, should_stop)
+
+
+def train_on_all(sweep: Sweep, dataset: Dataset, config: Mapping[str, Any], seed: int,
+                 device: torch.device) -> dict[str, Any]:
+    """The configuration trained on every row (standardised on all of them): an
+    ``nn.Sequential`` state dict (Linear, ReLU, ..., Linear), the scaling and the classes."""
+    x, _ = standardize(dataset.X, dataset.X)
+    rows = torch.from_numpy(x).to(device)[None]
+    labels = torch.from_numpy(dataset.y.astype(np.int64)).to(device)[None]
+    n = torch.tensor([x.shape[0]], device=device)
+    folds = Folds(rows, labels, n, rows, labels, n, dataset.n_classes)
+    settings = replace(TrainSettings.of(sweep), eval_every=sweep.train.epochs)  # no checkpoints
+    result = train_trials([config], folds, settings, seed)[0]
+    if result.model is None:
+        raise DropsweepError(f"training on all the data failed: {result.failure}")
+    state: dict[str, torch.Tensor] = {}
+    for i, (w, b) in enumerate(zip(result.model.weights, result.model.biases)):
+        state[f"{2 * i}.weight"] = w[0].T.contiguous().cpu()  # nn.Linear keeps [out, in]
+        state[f"{2 * i}.bias"] = b[0, 0].contiguous().cpu()
+    mean = dataset.X.astype(np.float64).mean(0)
+    scale = dataset.X.astype(np.float64).std(0)
+    scale[scale == 0] = 1.0
+    return {"state_dict": state, "mean": torch.tensor(mean, dtype=torch.float32),
+            "scale": torch.tensor(scale, dtype=torch.float32), "classes": list(dataset.classes),
+            "features": list(dataset.feature_names), "hidden": list(sweep.model.hidden),
+            "train_accuracy": result.train_accuracy}

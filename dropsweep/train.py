@@ -1,0 +1,194 @@
+"""The one epoch loop every model family shares: checkpoints, pruning, divergence, stop.
+
+A family's *engine* holds a batch of models — every split of several trials, model ``m``
+belonging to trial ``trial_of[m]`` and split ``fold_of[m]`` — and knows how to train them one
+epoch, score them and drop some. This loop decides everything else, the same way for every
+family: when to score on the held-out rows, which trials the pruner stops, which diverged
+(a non-finite parameter ends its trial with the reason), and when Ctrl-C ends the batch.
+It knows nothing of Optuna: the caller passes ``on_checkpoint`` to hear held-out accuracy
+every few epochs and to stop (prune) trials.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol, Sequence
+
+import numpy as np
+import torch
+
+
+@dataclass
+class TrialResult:
+    """What one trial's splits produced."""
+
+    fold_accuracies: list[float] = field(default_factory=list)
+    test_log_loss: float | None = None
+    train_accuracy: float | None = None
+    epochs: int = 0
+    wall_time: float = 0.0
+    failure: str | None = None  # "loss became NaN at epoch 3, fold 2"
+    pruned: bool = False
+    interrupted: bool = False  # stopped by should_stop() (Ctrl-C, SIGTERM): not a result
+    curve: list[tuple[int, float]] = field(default_factory=list)  # (epoch, mean held-out acc)
+    # The trained models (model f = split f), for trials that trained to the end: whatever
+    # the family's engine hands out (the MLP's is a BatchedMLP).
+    model: Any = field(default=None, repr=False, compare=False)
+
+    @property
+    def accuracy_mean(self) -> float:
+        return float(np.mean(self.fold_accuracies))
+
+    @property
+    def accuracy_std(self) -> float:
+        return float(np.std(self.fold_accuracies))  # ddof=0, as Brownlee reports
+
+
+# on_checkpoint(epoch, accuracies) -> indices of trials to stop; accuracies[i] is the mean
+# held-out accuracy of trial i (None when trial i is no longer training).
+CheckpointHook = Callable[[int, list[float | None]], Sequence[int]]
+
+
+class Engine(Protocol):
+    """A batch of models of one family, trained together."""
+
+    trial_of: torch.Tensor  # [models]: the trial each model still training belongs to
+    fold_of: torch.Tensor  # [models]: its split
+
+    def epoch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Train one epoch; per model, whether a parameter became non-finite, and NaN."""
+
+    def evaluate(self, held_out: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """Accuracy and mean loss per model on its held-out (or training) rows."""
+
+    def keep(self, models: torch.Tensor) -> None:
+        """Keep only these models (indices into the current batch)."""
+
+    def trained(self, models: torch.Tensor) -> Any:
+        """The trained weights of these models, for a result (and ``export``)."""
+
+
+def epoch_order(generator: torch.Generator, n_train: torch.Tensor, max_train: int) -> torch.Tensor:
+    """One epoch's minibatch order, ``[models, max_train]``: row ``i`` starts with a shuffle of
+    ``0 .. n_train[i]-1`` (model ``i``'s own real rows); its padding positions sort last.
+
+    The trainer draws exactly this once per epoch from its generator, so a reference
+    implementation can replay the same order with a generator seeded the same way.
+    """
+    device = n_train.device
+    keys = torch.rand(n_train.numel(), max_train, generator=generator, device=device)
+    positions = torch.arange(max_train, device=device)
+    keys = torch.where(positions[None, :] < n_train[:, None], keys, torch.full_like(keys, 2.0))
+    if keys.device.type == "cpu":  # numpy sorts these short rows ~4x faster than torch here
+        return torch.from_numpy(np.argsort(keys.numpy(), axis=1))
+    return keys.argsort(dim=1)
+
+
+def run_epochs(engine: Engine, n_trials: int, epochs: int, eval_every: int,
+               on_checkpoint: CheckpointHook | None = None,
+               should_stop: Callable[[], bool] | None = None) -> list[TrialResult]:
+    """Train the engine's models epoch by epoch; one result per trial.
+
+    Trials stopped by ``on_checkpoint`` or by a diverging loss leave the batch, so they stop
+    costing compute. ``should_stop`` is asked every epoch; when it says yes, the unfinished
+    trials come back marked ``interrupted``.
+    """
+    results = [TrialResult() for _ in range(n_trials)]
+    started = time.perf_counter()
+    device = engine.trial_of.device
+
+    def size() -> int:
+        return int(engine.trial_of.numel())
+
+    def stop(trials: set[int]) -> None:
+        keep = torch.tensor([int(t) not in trials for t in engine.trial_of.tolist()],
+                            device=device)
+        engine.keep(keep.nonzero().squeeze(1))
+        now = time.perf_counter() - started
+        for t in trials:
+            results[t].wall_time = now
+
+    with torch.no_grad():
+        for epoch in range(1, epochs + 1):
+            if size() == 0:
+                break
+            if should_stop is not None and should_stop():
+                now = time.perf_counter() - started
+                for t in set(engine.trial_of.tolist()):
+                    results[t].interrupted = True
+                    results[t].wall_time = now
+                return results
+            bad, nan = engine.epoch()
+            diverged = _diverged(engine, bad, nan, epoch, results)
+            for t in set(engine.trial_of.tolist()) - diverged:
+                results[t].epochs = epoch
+            if diverged:
+                stop(diverged)
+
+            if epoch % eval_every == 0 or epoch == epochs:
+                if size() == 0:
+                    break
+                means = _checkpoint(engine, n_trials, epoch, results)
+                if on_checkpoint is not None and epoch < epochs:
+                    alive = set(engine.trial_of.tolist())
+                    pruned = {int(t) for t in on_checkpoint(epoch, means)} & alive
+                    if pruned:
+                        for t in pruned:
+                            results[t].pruned = True
+                        stop(pruned)
+
+        if size():
+            _final_scores(engine, results, started)
+    return results
+
+
+def _diverged(engine: Engine, bad: torch.Tensor, nan: torch.Tensor, epoch: int,
+              results: list[TrialResult]) -> set[int]:
+    """The trials with a non-finite parameter after this epoch, each failed with its reason
+    (a diverging model's weights become NaN or infinite within the epoch its loss does)."""
+    diverged: set[int] = set()
+    if bool(bad.any()):
+        for m in bad.nonzero().squeeze(1).tolist():
+            t = int(engine.trial_of[m])
+            if t not in diverged:
+                diverged.add(t)
+                kind = "NaN" if bool(nan[m]) else "infinite"
+                results[t].failure = (f"loss became {kind} at epoch {epoch}, "
+                                      f"fold {int(engine.fold_of[m]) + 1}")
+                results[t].epochs = epoch
+    return diverged
+
+
+def _checkpoint(engine: Engine, n_trials: int, epoch: int, results: list[TrialResult]
+                ) -> list[float | None]:
+    """Each training trial's mean held-out accuracy, added to its learning curve."""
+    acc, _ = engine.evaluate()
+    trial_of = engine.trial_of
+    means: list[float | None] = [None] * n_trials
+    for t in sorted(set(trial_of.tolist())):
+        value = float(acc[trial_of == t].mean())
+        means[t] = value
+        results[t].curve.append((epoch, value))
+    return means
+
+
+def _final_scores(engine: Engine, results: list[TrialResult], started: float) -> None:
+    """The scores of the trials that trained to the end, splits in order."""
+    fold_of, trial_of = engine.fold_of, engine.trial_of
+    acc, loss = engine.evaluate()
+    tr_acc, _ = engine.evaluate(held_out=False)
+    now = time.perf_counter() - started
+    for t in sorted(set(trial_of.tolist())):
+        sel = trial_of == t
+        order_f = fold_of[sel].argsort()
+        r = results[t]
+        r.fold_accuracies = [float(a) for a in acc[sel][order_f]]
+        r.test_log_loss = float(loss[sel].mean())
+        r.train_accuracy = float(tr_acc[sel].mean())
+        r.wall_time = now
+        r.model = engine.trained(sel.nonzero().squeeze(1)[order_f])
+        if not all(math.isfinite(a) for a in r.fold_accuracies) or not math.isfinite(
+                r.test_log_loss):
+            r.failure = f"loss became NaN or infinite by epoch {r.epochs}"

@@ -1,0 +1,262 @@
+"""The seams: a second model family is one module (here, inside this test) plus its tests.
+
+``Toy`` declares a dimension table unlike the MLP's — its group is ``noise`` (clean, gauss,
+drop), ``sigma`` is sampled only under gauss noise, ``keep`` only under drop noise (unused:
+1.0, not 0), ``clip`` may be off — and an engine that trains a batch of linear classifiers.
+Registered, it is validated, searched, planned, stored, resumed, ranked, reported and
+exported by the same code as the MLP, which never learns what ``gauss`` means.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
+
+import optuna
+import pytest
+import torch
+
+from dropsweep import families, records
+from dropsweep import space as spaces
+from dropsweep.checks import Checker
+from dropsweep.config import build_sweep
+from dropsweep.errors import SweepError
+from dropsweep.families import Family
+from dropsweep.memory import Need
+from dropsweep.protocols import Folds
+from dropsweep.space import Choices, Config, Dimension, Fixed, Range
+from dropsweep.sweepfile import parse_sweep_text
+from dropsweep.train import TrialResult, run_epochs
+
+NOISES = ("clean", "gauss", "drop")
+
+
+def _positive(v: float) -> str | None:
+    return None if v > 0 else f"must be > 0, got {v:g}"
+
+
+class ToyEngine:
+    """Linear classifiers, one per (trial, fold): a full-batch gradient step per epoch, with
+    input noise as the configuration says. Only this engine reads the configuration."""
+
+    def __init__(self, configs: Sequence[Mapping[str, Any]], folds: Folds, seed: int) -> None:
+        k = folds.k
+        self.folds = folds
+        self.generator = torch.Generator().manual_seed(seed)
+        self.trial_of = torch.arange(len(configs)).repeat_interleave(k)
+        self.fold_of = torch.arange(k).repeat(len(configs))
+        per = lambda f: torch.tensor([f(c) for c in configs]).repeat_interleave(k)  # noqa: E731
+        self.lr = per(lambda c: c["lr"])
+        self.sigma = per(lambda c: c["sigma"] if c["noise"] == "gauss" else 0.0)
+        self.keep_p = per(lambda c: c["keep"] if c["noise"] == "drop" else 1.0)
+        self.w = torch.zeros(len(self.trial_of), folds.n_features, folds.n_classes)
+
+    def epoch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        f = self.fold_of
+        x, y = self.folds.x_train[f], self.folds.y_train[f]
+        x = x + self.sigma[:, None, None] * torch.randn(x.shape, generator=self.generator)
+        keep = (torch.rand(x.shape, generator=self.generator) < self.keep_p[:, None, None])
+        x = x * keep / self.keep_p[:, None, None]
+        rows = (torch.arange(x.shape[1])[None] < self.folds.n_train[f][:, None]).float()
+        p = torch.softmax(x @ self.w, -1)
+        target = torch.nn.functional.one_hot(y, self.w.shape[2]).float()
+        grad = x.transpose(1, 2) @ ((p - target) * rows[..., None]) / rows.sum(1)[:, None, None]
+        self.w -= self.lr[:, None, None] * grad
+        bad = ~torch.isfinite(self.w).flatten(1).all(1)
+        return bad, torch.isnan(self.w).flatten(1).any(1)
+
+    def evaluate(self, held_out: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        f, d = self.fold_of, self.folds
+        x, y, n = ((d.x_test[f], d.y_test[f], d.n_test[f]) if held_out
+                   else (d.x_train[f], d.y_train[f], d.n_train[f]))
+        rows = (torch.arange(x.shape[1])[None] < n[:, None]).float()
+        logits = x @ self.w
+        acc = (((logits.argmax(-1) == y).float() * rows).sum(1) / n)
+        loss = (torch.nn.functional.cross_entropy(logits.transpose(1, 2), y, reduction="none")
+                * rows).sum(1) / n
+        return acc, loss
+
+    def keep(self, models: torch.Tensor) -> None:
+        for name in ("trial_of", "fold_of", "lr", "sigma", "keep_p", "w"):
+            setattr(self, name, getattr(self, name)[models])
+
+    def trained(self, models: torch.Tensor) -> torch.Tensor:
+        return self.w[models].clone()
+
+
+@dataclass(frozen=True)
+class ToyModel:
+    family: str = "toy"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"family": "toy"}
+
+
+class Toy(Family):
+    name = "toy"
+    group = "noise"
+    baseline_words = "the noiseless baseline"
+    model_keys = ()
+    dimensions = (
+        Dimension("noise", Choices(NOISES), baseline="clean", choices=NOISES,
+                  simplicity="order", label="noise"),
+        Dimension("sigma", Range(0.1, 1.0), baseline=0.0, rule=_positive,
+                  when=("noise", ("gauss",)), unused=0.0, simplicity="sum", label="sigma"),
+        Dimension("keep", Range(0.5, 0.9), baseline=1.0, rule=_positive,
+                  when=("noise", ("drop",)), unused=1.0, label="keep"),
+        Dimension("lr", Range(0.01, 1.0, log=True), baseline=0.1, rule=_positive, log=True,
+                  in_baseline=True, label="learning rate"),
+        Dimension("clip", None, baseline=None, rule=_positive, can_be_off=True,
+                  in_baseline=True, simplicity="off", label="clip"),
+    )
+
+    def parse_model(self, check: Checker, raw: Mapping[str, Any]) -> ToyModel:
+        return ToyModel()
+
+    def default_model(self) -> ToyModel:
+        return ToyModel()
+
+    def describe(self, config: Mapping[str, Any]) -> str:
+        return {"clean": "no noise", "gauss": f"gaussian noise {config.get('sigma')}",
+                "drop": f"dropout keeping {config.get('keep')}"}[config["noise"]]
+
+    def train(self, configs: Sequence[Config], folds: Folds, sweep: Any, seed: int, *,
+              on_checkpoint: Callable | None = None, should_stop: Callable | None = None,
+              engine: str = "auto") -> list[TrialResult]:
+        return run_epochs(ToyEngine(configs, folds, seed), len(configs), sweep.train.epochs,
+                          sweep.train.eval_every, on_checkpoint, should_stop)
+
+    def need(self, sweep: Any, n_features: int, n_classes: int, models: int, rows: int
+             ) -> Need:
+        return Need(parameters=4 * models * n_features * n_classes, activations=0,
+                    inputs=4 * models * rows * n_features, network_key="model")
+
+    def train_on_all(self, *args: Any) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+@pytest.fixture
+def toy(monkeypatch):
+    monkeypatch.setattr(families, "_REGISTERED", dict(families._REGISTERED))
+    return families.register(Toy())
+
+
+def build(text: str):
+    return build_sweep(parse_sweep_text("model: {family: toy}\n" + text, "toy.yaml"))
+
+
+def test_the_table_is_the_space_its_defaults_and_its_validation(toy):
+    sweep = build("space:\n  noise: [clean, drop]\n  keep: {low: 0.6, high: 0.8}\n")
+    assert sweep.family is toy and sweep.baseline == Config(
+        {"noise": "clean", "sigma": 0.0, "keep": 1.0, "lr": 0.1, "clip": None})
+    assert sweep.space == {"noise": Choices(("clean", "drop")), "sigma": Range(0.1, 1.0),
+                           "keep": Range(0.6, 0.8), "lr": Range(0.01, 1.0, log=True),
+                           "clip": None}
+    assert sweep.to_dict()["baseline"] == {"lr": 0.1, "clip": None}  # what it may set
+    with pytest.raises(SweepError, match="space.noise.1: must be one of clean, gauss, drop"):
+        build("space:\n  noise: [clean, placebo]\n")
+    with pytest.raises(SweepError, match="space.noise: must include clean: the noiseless "
+                                         "baseline is every study's first trial"):
+        build("space:\n  noise: [gauss]\n")
+    with pytest.raises(SweepError, match="baseline.lr: 5 is outside space.lr"):
+        build("baseline: {lr: 5}\n")
+    with pytest.raises(SweepError, match="unknown key; valid keys: lr, clip"):
+        build("baseline: {noise: gauss}\n")
+    with pytest.raises(SweepError, match="space.sigma.1: must be > 0, got -1"):
+        build("space:\n  sigma: [0.5, -1]\n")
+
+
+def test_listed_configurations_follow_the_conditions(toy):
+    sweep = build("space:\n  - {noise: gauss, sigma: 0.3}\n  - {noise: drop, keep: 0.7, "
+                  "clip: 2}\n")
+    assert sweep.configs == (
+        Config({"noise": "gauss", "sigma": 0.3, "keep": 1.0, "lr": 0.1, "clip": None}),
+        Config({"noise": "drop", "sigma": 0.0, "keep": 0.7, "lr": 0.1, "clip": 2.0}))
+    with pytest.raises(SweepError, match=r"space.0.sigma: noise 'gauss' needs sigma"):
+        build("space:\n  - {noise: gauss}\n")
+    with pytest.raises(SweepError, match=r"space.0.keep: noise 'gauss' does not use keep"):
+        build("space:\n  - {noise: gauss, sigma: 0.2, keep: 0.5}\n")
+    space = spaces.space_of(sweep)  # the choices the list spans
+    assert space["sigma"] == Fixed(0.3) and space["keep"] == Fixed(0.7)
+    assert space["clip"] == Choices((None, 2.0))
+
+
+def test_the_walk_samples_a_dimension_only_where_its_condition_holds(toy):
+    sweep = build("space:\n  clip: [off, 1]\n")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3))
+    seen = set()
+    for _ in range(30):
+        trial = study.ask()
+        config = spaces.suggest(trial, toy.dimensions, sweep.space)
+        seen.add(config["noise"])
+        assert ("sigma" in trial.params) == (config["noise"] == "gauss")
+        assert ("keep" in trial.params) == (config["noise"] == "drop")
+        assert config["keep"] == 1.0 or config["noise"] == "drop"  # its own unused value
+        values = spaces.config_values(config, toy.dimensions, sweep.space)
+        assert values == trial.params
+        assert spaces.fixed_distributions(config, toy.dimensions, sweep.space) == \
+            trial.distributions
+        study.tell(trial, 0.5)
+    assert seen == set(NOISES)
+
+
+def test_grid_points_export_and_simplicity_come_from_the_table(toy):
+    sweep = build("search: {sampler: grid}\nspace:\n  noise: [clean, gauss, drop]\n"
+                  "  sigma: [0.2, 0.4]\n  keep: [0.5]\n  lr: [0.1]\n")
+    points = spaces.planned_configs(sweep)
+    assert len(points) == 1 + 2 + 1  # clean; gauss x 2 sigmas; drop x 1 keep
+    assert spaces.written(points[1], toy.dimensions) == {
+        "noise": "gauss", "sigma": 0.2, "lr": 0.1, "clip": "off"}
+    with pytest.raises(SweepError, match="space.lr: the grid sampler takes lists"):
+        build("search: {sampler: grid}\nspace:\n  noise: [clean]\n")
+    order = sorted(points, key=lambda c: spaces.simplicity(toy.dimensions, c))
+    assert [c["noise"] for c in order] == ["clean", "gauss", "gauss", "drop"]
+    assert order[1]["sigma"] < order[2]["sigma"]
+
+
+def test_a_second_family_runs_end_to_end_through_the_shared_code(toy, dataset, storage):
+    """Search, store, resume, rank, report: no line outside this file knows the toy."""
+    from dropsweep.report import build_report
+    from dropsweep.runner import run_search
+    from dropsweep.study import stored_sweep
+
+    sweep = build("train: {epochs: 4, eval_every: 2}\ncv: {folds: 3}\n"
+                  "search: {trials: 6, sampler: random}\n")
+    summary = run_search(sweep, dataset, storage_url=storage, batch=3, device="cpu")
+    assert summary.finished == 6
+    study = optuna.load_study(study_name=sweep.name, storage=storage)
+    assert stored_sweep(study) == sweep and study.user_attrs[records.STUDY_SCHEMA] == 2
+    trials = study.get_trials()
+    assert trials[0].user_attrs[records.ROLE] == records.ROLE_BASELINE
+    assert trials[0].params == {"noise": "clean", "lr": 0.1}
+    for t in trials:
+        assert t.state.name == "COMPLETE" and len(t.user_attrs[records.FOLD_ACCURACIES]) == 3
+        assert set(t.user_attrs[records.CONFIG]) == {"noise", "sigma", "keep", "lr", "clip"}
+    more = run_search(sweep, dataset, storage_url=storage, trials=8, batch=3, device="cpu")
+    assert more.finished == 8 and more.ran == 2  # resumed: nothing finished is redone
+    report = build_report(study)
+    assert report.family == "toy" and report.param_names[:2] == ["noise", "sigma"]
+    assert [p.placement for p in report.placements] == [
+        v for v in NOISES if v in {t.params["noise"] for t in study.get_trials()}]
+    assert report.best.value == max(t.value for t in study.get_trials())
+
+
+def test_nothing_outside_the_mlp_family_knows_its_dimensions():
+    """The MLP's dimension names and what ``both`` means live in its package alone (comments
+    and docstrings may give examples): code elsewhere reads configurations as plain data."""
+    import io
+    import tokenize
+    from pathlib import Path
+
+    from dropsweep.families.mlp import DIMENSIONS
+
+    package = Path(families.__file__).resolve().parents[1]
+    words = {d.name for d in DIMENSIONS} - {"placement"} | {"both"}
+    for path in package.rglob("*.py"):
+        if "families" in path.relative_to(package).parts:
+            continue
+        for tok in tokenize.generate_tokens(io.StringIO(path.read_text()).readline):
+            if tok.type == tokenize.NAME or (tok.type == tokenize.STRING
+                                             and not tok.string.startswith(('"""', "'''"))):
+                text = tok.string.strip("\"'")
+                assert text not in words, f"{path.name}:{tok.start[0]}: {tok.string}"
