@@ -108,6 +108,25 @@ def set_option(f: Any) -> Any:
                         help="Override a sweep key (value parsed as YAML); repeatable.")(f)
 
 
+def sweep_argument(f: Any) -> Any:
+    return click.argument("sweep", type=click.Path())(f)
+
+
+def _sweep_file(given: str) -> str:
+    """The file a SWEEP argument names: a file as given, else the packaged example of that
+    name (``sonar``, ``sonar.yaml``), said on stderr so no one wonders which file ran.
+    Called in the command's body, not as a click type: click converts arguments in the
+    order they were typed, and a bad option after the sweep must still be the error."""
+    from dropsweep.examples import resolve_sweep
+
+    source = resolve_sweep(given)
+    if source.example is not None:
+        init = shlex.join(["dropsweep", "init", source.example])
+        click.echo(f"using the example sweep {source.path} ({init} copies it here to edit)",
+                   err=True)
+    return source.path
+
+
 def _load_sweep(path: str, overrides: tuple[str, ...]) -> Any:
     from dropsweep.config import build_sweep
     from dropsweep.sweepfile import apply_overrides, load_sweep
@@ -134,13 +153,14 @@ def main() -> None:
     beat no dropout?
 
     \b
-      dropsweep search sweeps/sonar.yaml    # run (or resume) the study
+      dropsweep search sonar.yaml           # run (or resume) the example study, anywhere
+      dropsweep init sonar                  # copy that example here to edit
       dropsweep report                      # read the most recent study
     """
 
 
 @main.command()
-@click.argument("sweep", type=click.Path(dir_okay=False))
+@sweep_argument
 @set_option
 @storage_option
 @study_option
@@ -160,8 +180,12 @@ def search(sweep: str, overrides: tuple[str, ...], storage: str, study_name: str
            workers: int, quiet: bool) -> None:
     """Run the sweep's study, or resume it: finished trials are never redone.
 
+    SWEEP is a sweep file, or the name of an example that ships with dropsweep (sonar,
+    brownlee) when no such file is here.
+
     \b
     Example:
+      dropsweep search sonar.yaml                     # the packaged example, from anywhere
       dropsweep search sweeps/sonar.yaml --trials 200
       dropsweep search sweeps/sonar.yaml --set train.epochs=100 --study sonar-100
       dropsweep search sweeps/sonar.yaml --workers 2
@@ -170,6 +194,7 @@ def search(sweep: str, overrides: tuple[str, ...], storage: str, study_name: str
     from dropsweep.workers import watch_parent
 
     watch_parent()  # a worker of --workers N: stop cleanly, as on SIGTERM, when that parent dies
+    sweep = _sweep_file(sweep)  # a file its workers are given as such
     from dropsweep.data import check_folds, load_dataset
     from dropsweep.progress import SearchProgress, render_search_summary
     import torch
@@ -420,7 +445,7 @@ def export(storage: str, study_name: str | None, number: int | None, output: str
 
 
 @main.command()
-@click.argument("sweep", type=click.Path(dir_okay=False))
+@sweep_argument
 @set_option
 @click.option("--data/--no-data", "check_data", default=True, show_default=True,
               help="Also load the data and check the folds against it.")
@@ -433,7 +458,7 @@ def validate(sweep: str, overrides: tuple[str, ...], check_data: bool) -> None:
     """
     import yaml
 
-    config = _load_sweep(sweep, overrides)
+    config = _load_sweep(_sweep_file(sweep), overrides)
     if check_data:
         from dropsweep.data import check_folds, load_dataset
 
@@ -445,6 +470,26 @@ def validate(sweep: str, overrides: tuple[str, ...], check_data: bool) -> None:
         counts = ", ".join(f"{k}: {v}" for k, v in dataset.class_counts.items())
         out.out(f"# data: {dataset.X.shape[0]} rows x {dataset.X.shape[1]} features "
                 f"from {dataset.source} ({counts})")
+
+
+@main.command()
+@click.argument("name", default="sonar")
+@click.option("-o", "--output", type=click.Path(), metavar="FILE.yaml",
+              help="Where to write it (default: NAME.yaml here; into it if a directory).")
+def init(name: str, output: str | None) -> None:
+    """Copy an example sweep (sonar, brownlee) here to edit; never overwrites a file.
+
+    \b
+    Example:
+      dropsweep init                    # writes sonar.yaml
+      dropsweep init brownlee -o experiments/
+    """
+    from dropsweep.examples import copy_example
+
+    written = copy_example(name, output)
+    out, _ = _consoles()
+    out.print(f"wrote {written.path}, a copy of the example sweep {written.example}; edit it, "
+              f"then run: {shlex.join(['dropsweep', 'search', written.path])}", markup=False)
 
 
 if __name__ == "__main__":  # pragma: no cover

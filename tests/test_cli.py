@@ -87,7 +87,7 @@ def test_validate_prints_the_resolved_configuration(in_tmp):
 
 def test_version_and_help_with_an_example_for_every_command():
     assert __version__ in run("--version").stdout
-    for command in ("search", "report", "studies", "validate"):
+    for command in ("search", "report", "studies", "validate", "init"):
         text = run(command, "--help").stdout
         assert "Example:" in text and f"dropsweep {command}" in text
 
@@ -313,3 +313,72 @@ def test_a_file_that_is_not_sqlite_is_named_as_such(in_tmp, command):
                           "not an SQLite database", str(notes))
     assert "max length" not in line
     assert notes.read_bytes() == before
+
+
+# ----------------------------------------------------------------------------- example sweeps (issue 11, item 6)
+
+
+def using(name: str) -> str:
+    from dropsweep.examples import example_path
+
+    return f"using the example sweep {example_path(name)} (dropsweep init {name} copies it here to edit)"
+
+
+@pytest.mark.parametrize("given", ["sonar.yaml", "sonar"])
+def test_a_bare_name_is_the_packaged_example_from_any_directory(in_tmp, given):
+    result = run("validate", given, "--no-data")
+    assert result.stdout.startswith("name: sonar\n")
+    assert result.stderr.splitlines() == [using("sonar")]
+
+
+def test_search_by_name_makes_the_study_the_repositorys_file_resumes(in_tmp):
+    first = run("search", "sonar.yaml", *FAST, "--trials", "1")
+    assert using("sonar") in first.stderr.splitlines()
+    assert "1 of 1 trials finished (1 run now)" in first.stdout
+    again = run("search", SONAR_SWEEP, *FAST, "--trials", "1")  # the same stored sweep
+    assert "already has 1 finished trials" in again.stdout and "nothing to run" in again.stdout
+    assert "using the example sweep" not in again.stderr
+
+
+def test_a_file_here_is_used_not_the_example(in_tmp):
+    (in_tmp / "sonar.yaml").write_text("name: mine\n")
+    result = run("validate", "sonar.yaml", "--no-data")
+    assert result.stdout.startswith("name: mine\n") and result.stderr == ""
+
+
+@pytest.mark.parametrize("command", ["search", "validate"])
+def test_an_unknown_name_is_one_line_naming_the_examples(in_tmp, command):
+    one_line_error(run(command, "nope.yaml", ok=False),
+                   "Error: nope.yaml: no such sweep file, nor an example sweep of that name "
+                   "(the examples: brownlee, sonar)")
+    assert list(in_tmp.iterdir()) == []
+
+
+def test_the_readmes_path_outside_a_checkout_says_what_works(in_tmp):
+    one_line_error(run("search", "sweeps/sonar.yaml", ok=False),
+                   "sweeps/sonar.yaml: no such sweep file", "dropsweep search sonar.yaml")
+
+
+def test_init_copies_an_example_here_and_never_overwrites(in_tmp):
+    from dropsweep.examples import example_path
+
+    result = run("init")
+    assert result.stdout == ("wrote sonar.yaml, a copy of the example sweep sonar; edit it, "
+                             "then run: dropsweep search sonar.yaml\n")
+    assert (in_tmp / "sonar.yaml").read_bytes() == example_path("sonar").read_bytes()
+    assert run("validate", "sonar.yaml", "--no-data").stderr == ""  # the copy, now
+
+    (in_tmp / "sonar.yaml").write_text("name: edited\n")
+    one_line_error(run("init", "sonar", ok=False), "Error: sonar.yaml: already exists; not "
+                   "overwritten (remove it, or give another file with -o)")
+    assert (in_tmp / "sonar.yaml").read_text() == "name: edited\n"
+
+    other = run("init", "brownlee.yaml", "-o", "my sweep.yaml")
+    assert other.stdout.strip().endswith("dropsweep search 'my sweep.yaml'")
+    assert (in_tmp / "my sweep.yaml").read_bytes() == example_path("brownlee").read_bytes()
+
+
+def test_init_of_an_unknown_example_is_one_line(in_tmp):
+    one_line_error(run("init", "nope", ok=False),
+                   "Error: nope: no example sweep of that name (the examples: brownlee, sonar)")
+    assert list(in_tmp.iterdir()) == []
