@@ -16,13 +16,13 @@ from typing import Callable
 
 import numpy as np
 import optuna
-from optuna.trial import TrialState
 
 from dropsweep import liveness, records
+from dropsweep.records import confirm_name
+from dropsweep.rows import best_first
 from dropsweep.config import Sweep
 from dropsweep.data import Dataset
 from dropsweep.errors import StorageError
-from dropsweep.report import confirm_name
 from dropsweep.runner import StopFlag, record_result
 from dropsweep.space import Config, Space, config_values, fixed_distributions, space_of, suggest
 from dropsweep.storage import GRACE_BEATS, describe_failure, heartbeat_seconds
@@ -46,15 +46,14 @@ class Candidate:
 
 def candidates(study: optuna.Study, sweep: Sweep, top: int) -> list[Candidate]:
     """The baseline, then the ``top`` best distinct other configurations of the search."""
-    complete = [t for t in study.get_trials(deepcopy=False)
-                if t.state == TrialState.COMPLETE and t.value is not None
-                and records.CONFIG in t.user_attrs]
+    complete = [t for t in best_first(study.get_trials(deepcopy=False), study.direction)
+                if records.CONFIG in t.user_attrs]
     baseline_trial = next((t for t in complete
                            if t.user_attrs.get(records.ROLE) == records.ROLE_BASELINE), None)
     out = [Candidate(baseline_trial.number if baseline_trial else -1, sweep.baseline,
                      records.ROLE_BASELINE)]
     seen = [sweep.baseline.to_dict()]
-    for t in sorted(complete, key=lambda t: (-t.value, t.number)):
+    for t in complete:
         if len(out) > top:
             break
         config = t.user_attrs[records.CONFIG]

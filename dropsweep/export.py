@@ -15,12 +15,13 @@ from typing import Any
 
 import optuna
 import yaml
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
 import dropsweep
 from dropsweep import records
 from dropsweep.config import Sweep
 from dropsweep.data import Dataset
+from dropsweep.rows import best_first
 from dropsweep.space import Config, written
 from dropsweep.errors import DropsweepError
 from dropsweep.devices import resolve_device
@@ -30,10 +31,10 @@ def pick_trial(study: optuna.Study, number: int | None) -> FrozenTrial:
     """Trial ``number``, or the best complete one; it must hold a configuration."""
     trials = study.get_trials(deepcopy=False)
     if number is None:
-        complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
-        if not complete:
+        ranked = best_first(trials, study.direction)
+        if not ranked:
             raise DropsweepError(f"study '{study.study_name}' has no complete trial to export")
-        return max(complete, key=lambda t: (t.value, -t.number))
+        return ranked[0]
     found = next((t for t in trials if t.number == number), None)
     if found is None or records.CONFIG not in found.user_attrs:
         raise DropsweepError(f"--trial {number}: study '{study.study_name}' has no such trial "

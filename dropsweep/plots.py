@@ -16,7 +16,7 @@ import optuna
 from dropsweep import records
 from dropsweep.errors import DropsweepError
 from dropsweep.families import family
-from dropsweep.report import StudyReport
+from dropsweep.rows import StudyReport
 from dropsweep.verdict import Confirmation
 
 # One colour per value of the family's group dimension, in its order (the MLP's none,

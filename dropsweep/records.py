@@ -42,11 +42,17 @@ STUDY_VERSION = "dropsweep_version"  # str
 STUDY_TORCH_VERSION = "torch_version"  # str
 STUDY_SWEEP_FILE = "sweep_file"  # str, the path the sweep was read from
 CONFIRM_OF = "confirm_of"  # str, on a confirmation study: the search study it confirms
+CONFIRM_SUFFIX = ":confirm"  # the companion study `dropsweep confirm` writes beside a search
 STUDY_SCHEMA = "dropsweep_schema"  # int, how the study's sweep and trials are written
 
 # 1: before model families (no STUDY_SCHEMA attribute; model has no ``family``)
 # 2: model.family; a trial's config holds every dimension of its family
 SCHEMA_VERSION = 2
+
+
+def confirm_name(study_name: str) -> str:
+    """The companion confirmation study of the search study ``study_name``."""
+    return study_name + CONFIRM_SUFFIX
 
 
 def study_name_problem(name: str) -> str | None:

@@ -1,4 +1,4 @@
-"""Formatting of a :class:`~dropsweep.report.StudyReport` as tables, JSON, CSV or Markdown.
+"""Formatting of a :class:`~dropsweep.rows.StudyReport` as tables, JSON, CSV or Markdown.
 
 Every number is computed in :mod:`dropsweep.report`; this module only turns numbers into
 strings. The table and Markdown formats share one description of the sections, so the two
@@ -27,7 +27,7 @@ from rich.text import Text
 from dropsweep.families import family
 
 if TYPE_CHECKING:  # types only: rendering must not import Optuna (report.py does)
-    from dropsweep.report import PlacementRow, StudyReport, StudyRow, TrialRow
+    from dropsweep.rows import PlacementRow, StudyReport, StudyRow, TrialRow
 
 __all__ = [
     "FORMATS",

@@ -37,6 +37,7 @@ from dropsweep.space import (
     suggest,
 )
 from dropsweep.liveness import counts_toward_target
+from dropsweep.rows import best_first
 from dropsweep.study import check_schema, sweep_differences
 from dropsweep.storage import (GRACE_BEATS, describe_failure, heartbeat_seconds, mask_url,
                                open_storage, study_names)
@@ -220,10 +221,9 @@ def _summarize(study: optuna.Study, summary: SearchSummary) -> None:
     summary.states = {}
     for t in trials:
         summary.states[t.state.name] = summary.states.get(t.state.name, 0) + 1
-    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
-    if complete:
-        best = max(complete, key=lambda t: (t.value, -t.number))
-        summary.best_value, summary.best_number = best.value, best.number
+    ranked = best_first(trials, study.direction)
+    if ranked:
+        summary.best_value, summary.best_number = ranked[0].value, ranked[0].number
 
 
 def _next_planned(study: optuna.Study, planned: list[Config]) -> Config | None:

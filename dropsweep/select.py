@@ -20,8 +20,8 @@ from dropsweep import space
 from dropsweep.families import family
 from dropsweep.space import Dimension
 
-if TYPE_CHECKING:  # report.py calls select(): import its types only
-    from dropsweep.report import PlacementRow, StudyReport, TrialRow
+if TYPE_CHECKING:  # rows, read by report.py, hold a Selection: their types only
+    from dropsweep.rows import PlacementRow, StudyReport, TrialRow
 
 RULES = ("best", "1se")
 

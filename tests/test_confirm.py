@@ -11,7 +11,8 @@ from click.testing import CliRunner
 
 from dropsweep import records
 from dropsweep.cli import main
-from dropsweep.confirm import candidates, confirm_name, repeat_seed, run_confirm
+from dropsweep.confirm import candidates, repeat_seed, run_confirm
+from dropsweep.records import confirm_name
 from dropsweep.study import stored_sweep
 from dropsweep.render import verdict_text
 from dropsweep.runner import StopFlag, run_search

@@ -19,14 +19,8 @@ from rich.console import Console
 from dropsweep import records
 from dropsweep.families.mlp import PLACEMENTS
 from dropsweep.render import FORMATS, render_report, render_studies, report_to_json
-from dropsweep.report import (
-    PlacementRow,
-    StudyReport,
-    StudyRow,
-    TrialRow,
-    build_report,
-    list_studies,
-)
+from dropsweep.report import build_report, list_studies
+from dropsweep.rows import PlacementRow, StudyReport, StudyRow, TrialRow
 
 T0 = datetime(2025, 3, 1, 9, 0, 0)
 TRIAL_KEYS = {

@@ -22,7 +22,7 @@ from rich.console import Console
 from dropsweep import records, report
 from dropsweep.families.mlp import PLACEMENTS
 from dropsweep.render import _write, render_report, report_to_json
-from dropsweep.storage import open_storage
+from dropsweep.storage import open_storage, read
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -114,8 +114,8 @@ def test_sql_read_is_optunas_read(stored: str) -> None:
         study_id = storage.get_study_id_from_name(name)
         slow = sorted(storage.get_all_trials(study_id, deepcopy=False), key=lambda t: t.number)
         # called directly: a failure here must not hide behind the fallback
-        _same(report._select_trials(storage, study_id, stamps_only=False), slow)
-        stamps = report._select_trials(storage, study_id, stamps_only=True)
+        _same(read.select_trials(storage, study_id, stamps_only=False), slow)
+        stamps = read.select_trials(storage, study_id, stamps_only=True)
         assert [(t.number, t.state, t.datetime_start, t.datetime_complete) for t in stamps] \
             == [(t.number, t.state, t.datetime_start, t.datetime_complete) for t in slow]
         if name == "big":
@@ -129,8 +129,8 @@ def test_unknown_tables_fall_back_to_optuna(stored: str, monkeypatch: pytest.Mon
 
     storage = open_storage(stored, read_only=True)
     study_id = storage.get_study_id_from_name("big")
-    monkeypatch.setattr(report, "_select_trials", broken)
-    _same(report._stored_trials(storage, study_id),
+    monkeypatch.setattr(read, "select_trials", broken)
+    _same(read.stored_trials(storage, study_id),
           sorted(storage.get_all_trials(study_id, deepcopy=False), key=lambda t: t.number))
 
 

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from dropsweep.cli import main
 from optuna.study import StudyDirection
 
-from dropsweep.report import PlacementRow, TrialRow, _ranked
+from dropsweep.rows import PlacementRow, TrialRow, best_first
 from dropsweep.families.mlp import DIMENSIONS as DIMS
 from dropsweep.select import compare_studies, select, simplicity, standard_error
 
@@ -27,7 +27,7 @@ def row(number: int, placement: str, mean: float, spread: float = 0.05, **params
 
 def test_best_takes_the_highest_mean_and_ties_the_earlier_trial():
     rows = [row(0, "none", 0.85), row(1, "both", 0.90), row(2, "input", 0.90)]
-    chosen = select(_ranked(rows, StudyDirection.MAXIMIZE), "best", DIMS)
+    chosen = select(best_first(rows, StudyDirection.MAXIMIZE), "best", DIMS)
     assert chosen.chosen.number == 1 and chosen.best.number == 1 and chosen.threshold is None
 
 
@@ -41,7 +41,7 @@ def test_1se_takes_the_simplest_within_one_standard_error_of_the_best():
             row(3, "input", 0.90 - 0.9 * se, input_rate=0.4, max_norm=3.0),
             row(4, "input", 0.90 - 0.8 * se, input_rate=0.2, max_norm=3.0),
             row(5, "input", 0.90 - 0.95 * se, input_rate=0.2)]
-    chosen = select(_ranked(rows, StudyDirection.MAXIMIZE), "1se", DIMS)
+    chosen = select(best_first(rows, StudyDirection.MAXIMIZE), "1se", DIMS)
     assert chosen.threshold == pytest.approx(0.90 - se)
     # input beats hidden and both; among inputs the lowest rate; then no max-norm
     assert chosen.chosen.number == 5 and chosen.best.number == 1
