@@ -131,14 +131,29 @@ def build_sweep(raw: RawSweep) -> Sweep:
     """Validate a raw sweep completely; nothing is touched before this returns."""
     check = Checker(raw)
     check.unknown_keys(raw.data, tuple(_SECTION_KEYS), "")
+    name, data = _name(check), _data(check)  # in the file's order: the first mistake is named
+    fam, model = _model(check)
+    train, cv = _train(check), _cv(check)
+    baseline = spaces.parse_baseline(check, fam.dimensions, check.section("baseline"))
+    search = _search(check)
+    space, configs = _space(check, fam, baseline, search)
+    return Sweep(name=name, data=data, model=model, train=train, cv=cv, baseline=baseline,
+                 search=search, space=space, configs=configs, file=raw.file,
+                 lines=dict(raw.lines), overrides=dict(raw.overrides))
 
-    name = raw.data.get("name", Sweep.name)
+
+def _name(check: Checker) -> str:
+    name = check.raw.data.get("name", Sweep.name)
     if not isinstance(name, str) or not name.strip():
         raise check.fail("name", f"must be a non-empty string, got {describe(name)}")
     problem = study_name_problem(name)
     if problem:
         raise check.fail("name", problem)
+    return name.strip()
 
+
+def _data(check: Checker) -> DataConfig:
+    """The built-in set by name, or a CSV file with an optional target column."""
     d = check.section("data")
     check.unknown_keys(d, _SECTION_KEYS["data"], "data")
     csv = d.get("csv")
@@ -157,60 +172,63 @@ def build_sweep(raw: RawSweep) -> Sweep:
             raise check.fail("data.target", f"must be a column name or index, got {describe(target)}")
         if dataset is not None:
             raise check.fail("data.target", "only a data.csv file takes a target column")
-    data = DataConfig(dataset=dataset, csv=csv, target=target)
+    return DataConfig(dataset=dataset, csv=csv, target=target)
 
+
+def _model(check: Checker) -> tuple[Family, Any]:
+    """``model.family`` picks the family; the rest of the section is the family's to read."""
     m = check.section("model")
-    name_of_family = check.string("model.family", m.get("family", DEFAULT_FAMILY),
-                                  family_names())
-    fam = family(name_of_family)
+    fam = family(check.string("model.family", m.get("family", DEFAULT_FAMILY), family_names()))
     check.unknown_keys(m, ("family", *fam.model_keys), "model")
-    model = fam.parse_model(check, m)
-    dims = fam.dimensions
+    return fam, fam.parse_model(check, m)
 
+
+def _train(check: Checker) -> TrainConfig:
     t = check.section("train")
     check.unknown_keys(t, _SECTION_KEYS["train"], "train")
-    train = TrainConfig(
+    return TrainConfig(
         epochs=check.integer("train.epochs", t.get("epochs", TrainConfig.epochs), 1),
         batch_size=check.integer("train.batch_size", t.get("batch_size", TrainConfig.batch_size), 1),
         eval_every=check.integer("train.eval_every", t.get("eval_every", TrainConfig.eval_every), 1),
     )
 
+
+def _cv(check: Checker) -> CVConfig:
     c = check.section("cv")
     check.unknown_keys(c, _SECTION_KEYS["cv"], "cv")
-    cv = CVConfig(
+    return CVConfig(
         folds=check.integer("cv.folds", c.get("folds", CVConfig.folds), 2),
         seed=check.integer("cv.seed", c.get("seed", CVConfig.seed), 0),
     )
 
-    baseline = spaces.parse_baseline(check, dims, check.section("baseline"))
 
+def _search(check: Checker) -> SearchConfig:
     s = check.section("search")
     check.unknown_keys(s, _SECTION_KEYS["search"], "search")
-    search = SearchConfig(
+    return SearchConfig(
         trials=check.integer("search.trials", s.get("trials", SearchConfig.trials), 1),
         sampler=check.string("search.sampler", s.get("sampler", SearchConfig.sampler), SAMPLERS),
         seed=check.integer("search.seed", s.get("seed", SearchConfig.seed), 0),
         pruner=check.string("search.pruner", s.get("pruner", SearchConfig.pruner), PRUNERS),
     )
 
-    raw_space = raw.data.get("space")
-    space: dict[str, Param | None] | None = None
-    configs: tuple[Config, ...] | None = None
+
+def _space(check: Checker, fam: Family, baseline: Config, search: SearchConfig
+           ) -> tuple[dict[str, Param | None] | None, tuple[Config, ...] | None]:
+    """A search space (a mapping) or a list of configurations, checked against the family's
+    dimension table; the baseline must lie inside a space."""
+    raw_space, dims = check.raw.data.get("space"), fam.dimensions
     if isinstance(raw_space, list):
         if not raw_space:
             raise check.fail("space", "empty list of configurations")
         listed = [spaces.parse_config(check, f"space.{i}", dims, v, baseline)
                   for i, v in enumerate(raw_space)]
-        configs = tuple(spaces.unique(listed))
-    elif raw_space is None or isinstance(raw_space, dict):
+        return None, tuple(spaces.unique(listed))
+    if raw_space is None or isinstance(raw_space, dict):
         space = spaces.parse_space(check, dims, raw_space or {})
         if search.sampler == "grid":
             spaces.check_grid(check, dims, space, raw_space or {})
         spaces.check_baseline_in_space(check, dims, baseline, space, fam.baseline_words)
-    else:
-        raise check.fail("space", f"must be a mapping (a search space) or a list of "
-                                  f"configurations, got {describe(raw_space)}")
-
-    return Sweep(name=name.strip(), data=data, model=model, train=train, cv=cv,
-                 baseline=baseline, search=search, space=space, configs=configs,
-                 file=raw.file, lines=dict(raw.lines), overrides=dict(raw.overrides))
+        return space, None
+    raise check.fail("space", f"must be a mapping (a search space) or a list of "
+                              f"configurations, got {describe(raw_space)}")
