@@ -161,6 +161,13 @@ class MLPEngine:
         return int(self.trial_of.numel())
 
     def _derive(self) -> None:
+        """Everything that depends only on which models are in the batch."""
+        self._derive_steps()
+        self._derive_masks()
+
+    def _derive_steps(self) -> None:
+        """Row weights and, per minibatch, who steps and with what momentum, learning rate
+        and max-norm (a shorter fold runs out of rows before the others)."""
         folds, bs = self.folds, self.bs
         device = folds.x_train.device
         self.n_train = folds.n_train[self.fold_of]
@@ -191,6 +198,10 @@ class MLPEngine:
                          s.to(torch.float32).view(-1, 1, 1), ~(limited & s).view(-1, 1, 1))
             self.per_batch.append(entry)
         self.max_norm = torch.where(limited, self.c_max, 0.0).view(-1, 1, 1)
+
+    def _derive_masks(self) -> None:
+        """The dropout rate of every unit that may drop: input columns, then hidden ones."""
+        folds = self.folds
         use_in, use_hid = bool((self.p_in > 0).any()), bool((self.p_hid > 0).any())
         widths: list[int] = []
         cols: list[torch.Tensor] = []
