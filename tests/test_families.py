@@ -260,3 +260,19 @@ def test_nothing_outside_the_mlp_family_knows_its_dimensions():
                                              and not tok.string.startswith(('"""', "'''"))):
                 text = tok.string.strip("\"'")
                 assert text not in words, f"{path.name}:{tok.start[0]}: {tok.string}"
+
+
+def test_validating_a_sweep_imports_neither_torch_nor_optuna():
+    """Families import their engines when a batch trains: `dropsweep validate` stays quick."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    sweep = Path(__file__).resolve().parents[1] / "sweeps" / "sonar.yaml"
+    code = ("import sys; from dropsweep.config import build_sweep; "
+            "from dropsweep.sweepfile import load_sweep; "
+            f"build_sweep(load_sweep({str(sweep)!r})); "
+            "print(sorted(m for m in ('torch', 'optuna') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "[]"

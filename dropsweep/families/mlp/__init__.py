@@ -3,8 +3,9 @@
 ``features -> hidden... -> outputs`` with ReLU, Keras ``Dense`` defaults, SGD with momentum
 and an optional max-norm constraint on the hidden layers. Its dimensions are the six of the
 original experiment; ``placement`` says where dropout goes and so which rates are sampled.
-Training runs on the batched engine of :mod:`.engine` (the C kernel where it
-applies, batched torch elsewhere), imported only when a batch trains.
+Training runs on the batched engine of :mod:`.engine` (the C kernel where it applies,
+batched torch elsewhere), imported only when a batch trains: validating a sweep imports no
+torch.
 """
 
 from __future__ import annotations
@@ -16,14 +17,14 @@ from dropsweep.families import Family, _words
 from dropsweep.space import Choices, Config, Dimension, Range
 
 if TYPE_CHECKING:
-    from dropsweep.checks import Checker
     import torch
 
+    from dropsweep.checks import Checker
     from dropsweep.config import Sweep
     from dropsweep.data import Dataset
     from dropsweep.memory import Need
-    from dropsweep.train import CheckpointHook, TrialResult
     from dropsweep.protocols import Folds
+    from dropsweep.train import CheckpointHook, TrialResult
 
 PLACEMENTS = ("none", "input", "hidden", "both")  # also the 1-SE order: simplest first
 _INPUT = ("input", "both")
