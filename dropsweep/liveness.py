@@ -103,18 +103,31 @@ def beat(study: optuna.Study, trials: Sequence[optuna.Trial]) -> None:
 
 
 class Heartbeat:
-    """One thread that beats for every trial of a batch while it trains (Optuna's own
-    ``HeartbeatThread`` is one thread per trial, made for ``study.optimize``)."""
+    """One thread that beats for every trial a worker holds (Optuna's own
+    ``HeartbeatThread`` is one thread per trial, made for ``study.optimize``). Trials can be
+    added and dropped while it runs: a search beats for each from its ask to its tell."""
 
     def __init__(self, study: optuna.Study, trials: Sequence[optuna.Trial], seconds: int) -> None:
         self.study, self.trials, self.seconds = study, list(trials), seconds
+        self.lock = threading.Lock()
         self.done = threading.Event()
         self.thread = threading.Thread(target=self._run, name="dropsweep-heartbeat", daemon=True)
 
+    def add(self, trials: Sequence[optuna.Trial]) -> None:
+        with self.lock:
+            self.trials.extend(trials)
+
+    def discard(self, trial: optuna.Trial) -> None:
+        with self.lock:
+            if trial in self.trials:
+                self.trials.remove(trial)
+
     def _run(self) -> None:
         while not self.done.wait(self.seconds):
+            with self.lock:
+                trials = list(self.trials)
             try:
-                beat(self.study, self.trials)
+                beat(self.study, trials)
             except Exception:  # a busy or flaky storage: beat again next time
                 pass
 

@@ -32,6 +32,13 @@ _INTERRUPTED_REASON = "interrupted"
 T = TypeVar("T")
 
 
+def better(a: tuple[float, int], b: tuple[float, int], direction: StudyDirection | None = None
+           ) -> bool:
+    """Whether (value, number) ``a`` ranks before ``b``, as :func:`best_first` orders them."""
+    sign = 1.0 if direction == StudyDirection.MINIMIZE else -1.0
+    return (sign * a[0], a[1]) < (sign * b[0], b[1])
+
+
 def best_first(trials: Iterable[T], direction: StudyDirection | None = None) -> list[T]:
     """The complete trials with a value, best first in the study's direction (maximise when
     not given), NaN skipped; ties go to the earlier trial (it was found first). Works on

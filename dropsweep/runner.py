@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import math
 import signal
+import threading
 import time
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import optuna
@@ -25,9 +26,13 @@ import dropsweep
 from dropsweep import liveness, memory, records
 from dropsweep.config import Sweep
 from dropsweep.data import Dataset
+from dropsweep.devices import resolve_device
 from dropsweep.errors import StorageError, StorageFailure, StudyMismatchError
+from dropsweep.protocols import Folds, make_folds
+from dropsweep.rows import best_first, better
 from dropsweep.space import (
     Config,
+    Dimension,
     Space,
     config_values,
     fixed_distributions,
@@ -37,16 +42,16 @@ from dropsweep.space import (
     suggest,
 )
 from dropsweep.liveness import counts_toward_target
-from dropsweep.rows import best_first
-from dropsweep.study import check_schema, sweep_differences
 from dropsweep.storage import (GRACE_BEATS, describe_failure, heartbeat_seconds, mask_url,
                                open_storage, study_names)
+from dropsweep.study import check_schema, sweep_differences
 from dropsweep.train import TrialResult
-from dropsweep.devices import resolve_device
-from dropsweep.protocols import Folds, make_folds
+from dropsweep.storage import trialio
+from dropsweep.storage.trialio import SnapshotStorage
 
 # Trials trained together by default: measured with benchmarks/trial_speed.py (README).
 AUTO_BATCH = 16
+
 
 
 # ----------------------------------------------------------------------------- samplers
@@ -160,7 +165,9 @@ class SearchEvents:
 
 
 def _prepare_study(sweep: Sweep, storage_url: str, study_name: str) -> optuna.Study:
-    storage = open_storage(storage_url, heartbeat=heartbeat_seconds())
+    # Optuna would put its own cache in front of the RDB storage; this one is that cache,
+    # whose reads the search can hold (see trialio.py).
+    storage = SnapshotStorage(open_storage(storage_url, heartbeat=heartbeat_seconds()))
     new_sweep = sweep.to_dict()
     try:
         if study_name not in study_names(storage):
@@ -215,8 +222,11 @@ def _create_study(sweep: Sweep, storage: optuna.storages.BaseStorage, study_name
     return study
 
 
-def _summarize(study: optuna.Study, summary: SearchSummary) -> None:
-    trials = study.get_trials(deepcopy=False)
+def _summarize(study: optuna.Study, summary: SearchSummary,
+               trials: list[FrozenTrial] | None = None) -> None:
+    """``summary`` counted from the storage (or from ``trials``, just read)."""
+    if trials is None:
+        trials = study.get_trials(deepcopy=False)
     summary.finished = sum(counts_toward_target(t) for t in trials)
     summary.states = {}
     for t in trials:
@@ -226,15 +236,46 @@ def _summarize(study: optuna.Study, summary: SearchSummary) -> None:
         summary.best_value, summary.best_number = ranked[0].value, ranked[0].number
 
 
-def _next_planned(study: optuna.Study, planned: list[Config]) -> Config | None:
+def _tally(summary: SearchSummary, was: TrialState, told: FrozenTrial,
+           direction: optuna.study.StudyDirection) -> None:
+    """``summary`` after this worker told one of its trials: what :func:`_summarize` would
+    count now, as far as this worker's trials go, without reading the study again."""
+    summary.states[was.name] = summary.states.get(was.name, 0) - 1
+    if summary.states[was.name] <= 0:
+        del summary.states[was.name]
+    summary.states[told.state.name] = summary.states.get(told.state.name, 0) + 1
+    summary.finished += counts_toward_target(told)
+    if best_first([told]) and (summary.best_number is None or better(
+            (told.value, told.number), (summary.best_value, summary.best_number), direction)):
+        summary.best_value, summary.best_number = told.value, told.number
+
+
+def _config_key(config: Any) -> Any:
+    """A stored configuration as something a set can hold."""
+    return tuple(sorted(config.items())) if isinstance(config, dict) else None
+
+
+def _next_planned(study: optuna.Study, planned: list[Config],
+                  settled: set[int] | None = None) -> Config | None:
     """The first planned configuration no trial settles yet (see :func:`liveness.settles`):
     the baseline first, so a baseline lost to a dead or paused worker is run again before
-    anything else."""
+    anything else. ``settled`` remembers the planned configurations (by index) that finished
+    trials settle for good, so that they are not looked for again (a TPE sweep stops reading
+    for its baseline once it is complete)."""
+    if settled is not None and len(settled) == len(planned):
+        return None
     trials = study.get_trials(deepcopy=False)
-    taken = [t.user_attrs.get(records.CONFIG) for t in trials if liveness.settles(t)]
-    for config in planned:  # planned[0] is the baseline (space.planned_configs)
-        if config.to_dict() not in taken and not (
-                config is planned[0] and liveness.baseline_gave_up(trials)):
+    taken = {_config_key(t.user_attrs.get(records.CONFIG)) for t in trials if liveness.settles(t)}
+    final = {_config_key(t.user_attrs.get(records.CONFIG)) for t in trials
+             if t.state.is_finished() and liveness.settles(t)}
+    gave_up = liveness.baseline_gave_up(trials)
+    for i, config in enumerate(planned):  # planned[0] is the baseline (space.planned_configs)
+        if settled is not None and i in settled:
+            continue
+        key = _config_key(config.to_dict())
+        if settled is not None and (key in final or (i == 0 and gave_up)):
+            settled.add(i)
+        if key not in taken and not (i == 0 and gave_up):
             return config
     return None
 
@@ -324,7 +365,12 @@ def run_search(
 
 class _Search:
     """The ask -> train -> record loop of one worker, with the trials it holds at any moment:
-    those are what it must give back (marked interrupted) when it stops or fails."""
+    those are what it must give back (marked interrupted) when it stops or fails, and what
+    its heartbeat beats for, from their ask to their tell.
+
+    Where the next batch cannot depend on the results of the one training (see
+    :meth:`_asks_ahead`), it can be asked in a background thread meanwhile (``ASK_AHEAD``):
+    the C kernel and torch release the GIL while they compute."""
 
     def __init__(self, study: optuna.Study, summary: SearchSummary, sweep: Sweep,
                  folds: Folds, batch: int, events: SearchEvents, stop: StopFlag) -> None:
@@ -334,42 +380,63 @@ class _Search:
         self.space, self.planned = space_of(sweep), planned_configs(sweep)
         self.seconds = heartbeat_seconds()
         self.held: list[optuna.Trial] = []  # asked by this worker, not yet told
-        self.seed = 0  # of the batch being trained
+        self.lock = threading.Lock()  # over held: the batch asked ahead adds to it
+        self.heartbeat = liveness.Heartbeat(study, [], self.seconds)
+        self.settled: set[int] = set()  # planned configurations settled for good (by index)
+        self.ahead: _Ahead | None = None  # the next batch, being asked
+        self.cancelled = threading.Event()  # stop asking ahead: an error ends the search
 
     def run(self) -> None:
         """Batches until the study holds its target (or a stop). Any error gives back the
         trials held; a failing storage says how many it could give back."""
-        try:
-            while not self.stop() and self.summary.finished < self.summary.target:
-                if not self._one_batch():
-                    break
-        except BaseException as exc:
-            # No trial may stay RUNNING, or a resume would wait for it until it goes stale.
-            held, self.held = self.held, []
-            marked = sum(liveness.abandon(self.study, trial) for trial in held)
-            if isinstance(exc, StorageFailure) and held:
-                raise StorageFailure(exc.message + (
-                    f"; {marked} of the {len(held)} trials this worker was running are "
-                    "marked interrupted" if marked else
-                    f"; the {len(held)} trials this worker was running could not be marked "
-                    f"interrupted: they run again once they have gone "
-                    f"{GRACE_BEATS * self.seconds} s without a heartbeat")) from exc
-            raise
+        with self.heartbeat:
+            try:
+                while not self.stop() and self.summary.finished < self.summary.target:
+                    if not self._one_batch():
+                        break
+            except BaseException as exc:
+                # No trial may stay RUNNING, or a resume would wait for it until it goes stale.
+                self.cancelled.set()
+                self._finish_ahead()
+                held = self._release_all()
+                marked = sum(liveness.abandon(self.study, trial) for trial in held)
+                if isinstance(exc, StorageFailure) and held:
+                    raise StorageFailure(exc.message + (
+                        f"; {marked} of the {len(held)} trials this worker was running are "
+                        "marked interrupted" if marked else
+                        f"; the {len(held)} trials this worker was running could not be "
+                        f"marked interrupted: they run again once they have gone "
+                        f"{GRACE_BEATS * self.seconds} s without a heartbeat")) from exc
+                raise
+            # Stopped (or done) with a batch asked ahead: give it back, as a stop gives back
+            # a batch in training.
+            self._finish_ahead()
+            for trial in self._release_all():
+                liveness.abandon(self.study, trial)
 
     def _one_batch(self) -> bool:
         """Ask, train and record one batch; False when there is nothing left to plan."""
         study, summary = self.study, self.summary
         liveness.fail_stale(study, grace=GRACE_BEATS * self.seconds)
+        trials = study.get_trials(deepcopy=False)
+        _summarize(study, summary, trials)  # others' progress too, once a batch
+        if summary.finished >= summary.target:
+            return False
         # in flight: running, or queued by a planner (ours, another worker's, or a dead one's)
-        running = sum(t.state in (TrialState.RUNNING, TrialState.WAITING)
-                      for t in study.get_trials(deepcopy=False))
+        running = sum(t.state in (TrialState.RUNNING, TrialState.WAITING) for t in trials)
         try:
-            asked = self._ask_batch(min(self.batch, summary.target - summary.finished - running))
+            if self.ahead is not None:  # asked while the last batch trained: in `running`
+                ahead, self.ahead = self.ahead, None
+                asked = ahead.take()
+            else:
+                asked = self._ask_batch(min(self.batch,
+                                            summary.target - summary.finished - running))
+                running += len(asked)
+                summary.states["RUNNING"] = summary.states.get("RUNNING", 0) + len(asked)
         except optuna.exceptions.UpdateFinishedTrialError:
             # paused while asking: a trial being set up was failed as stale meanwhile
-            for trial in self.held:
+            for trial in self._release_all():
                 liveness.abandon(study, trial)
-            self.held = []
             self.events.notice(_taken_notice("a trial this worker was setting up", 1,
                                              self.seconds))
             return True
@@ -380,30 +447,90 @@ class _Search:
             liveness.wait(self.stop, min(self.seconds, 2.0))
             _summarize(study, summary)
             return True
-        self._train(asked)
+        wanted = min(self.batch, summary.target - summary.finished - running)
+        ask_ahead = None
+        if wanted > 0 and self._asks_ahead():
+            def ask_ahead() -> None:
+                self.ahead = _Ahead(lambda: self._ask_batch(wanted, ahead=True))
+        self._train(asked, ask_ahead)
         return True
 
-    def _ask_batch(self, wanted: int) -> list[tuple[optuna.Trial, Config]]:
+    # Asking ahead works (tests/test_runner.py) but, measured on this project's 2-core CPU,
+    # makes a sweep slower: the training loop takes the GIL back several times an epoch
+    # (torch's small operations, the kernel's thread dispatch) and a thread asking Optuna
+    # delays it each time, so training slows by more than the asking it hides (README,
+    # "Speed"; benchmarks/sweep_overhead.py --parts c). Off until a machine where it pays.
+    ASK_AHEAD = False
+
+    def _asks_ahead(self) -> bool:
+        """Whether to ask the next batch now: only where that proposes exactly what asking
+        it after this one would. A random sampler draws its points in order whatever the
+        results, and planned configurations (lists, grids) come in order, a running trial
+        settling its own; but not while the baseline could fail and have to run again first.
+        Samplers that learn from results (TPE, CMA-ES, QMC's first point) would propose
+        other points."""
+        order_only = self.sweep.search.sampler == "random" or is_exhaustive(self.sweep)
+        return self.ASK_AHEAD and order_only and 0 in self.settled
+
+    def _ask_batch(self, wanted: int, ahead: bool = False
+                   ) -> list[tuple[optuna.Trial, Config]]:
+        """Up to ``wanted`` new trials, held from their ask, each with the batch's seed;
+        ``ahead``: asked while another batch trains, so a stop ends the asking."""
         asked: list[tuple[optuna.Trial, Config]] = []
+        study, target = self.study, self.summary.target
         for _ in range(max(wanted, 0)):
-            if asked and liveness.taken(self.study) >= self.summary.target:
-                break  # other workers have asked for the rest meanwhile
-            pair = _ask(self.study, self.sweep, self.space, self.planned)
+            if ahead and (self.stop() or self.cancelled.is_set()):
+                break
+            # other workers may have asked for the rest meanwhile
+            full = (lambda: liveness.taken(study) >= target) if asked else None
+            pair = _ask(study, self.sweep, self.space, self.planned, self.settled, full)
             if pair is None:
                 break
             asked.append(pair)
-            self.held.append(pair[0])
-        asked = liveness.drop_surplus(self.study, asked, self.summary.target)
-        self.held = [trial for trial, _ in asked]
-        if asked:  # the batch's random stream: weights, masks, row order
-            self.seed = trial_seed(self.sweep.search.seed, asked[0][0].number)
-            for trial, _ in asked:
-                trial.set_user_attr(records.SEED, self.seed)
-        return asked
+            self._hold(pair[0])
+        kept = liveness.drop_surplus(self.study, asked, target)
+        for trial, _ in asked:
+            if all(trial is not k for k, _ in kept):
+                self._release(trial)  # abandoned: surplus
+        if kept:  # the batch's random stream: weights, masks, row order
+            seed = trial_seed(self.sweep.search.seed, kept[0][0].number)
+            for trial, _ in kept:
+                trial.set_user_attr(records.SEED, seed)
+        return kept
 
-    def _train(self, asked: list[tuple[optuna.Trial, Config]]) -> None:
+    def _hold(self, trial: optuna.Trial) -> None:
+        with self.lock:
+            self.held.append(trial)
+        self.heartbeat.add([trial])
+
+    def _release(self, trial: optuna.Trial) -> None:
+        with self.lock:
+            if trial in self.held:
+                self.held.remove(trial)
+        self.heartbeat.discard(trial)
+
+    def _release_all(self) -> list[optuna.Trial]:
+        with self.lock:
+            held, self.held = self.held, []
+        for trial in held:
+            self.heartbeat.discard(trial)
+        return held
+
+    def _finish_ahead(self) -> None:
+        """Wait for a batch being asked ahead (it stops asking at a stop); its trials stay
+        held, to be given back."""
+        if self.ahead is not None:
+            ahead, self.ahead = self.ahead, None
+            ahead.wait()
+
+    def _train(self, asked: list[tuple[optuna.Trial, Config]],
+               ask_ahead: Callable[[], None] | None = None) -> None:
+        """Train the batch and record its results; ``ask_ahead`` is called once training
+        runs (not while it sets up: torch's small parallel operations slow down many times
+        over when another thread competes for the cores)."""
         study, summary, sweep = self.study, self.summary, self.sweep
         trials = [trial for trial, _ in asked]
+        seed = trial_seed(sweep.search.seed, trials[0].number)  # as _ask_batch stored it
         # Asking the pruner costs two storage reads a trial; skip it where its answer is
         # known to be no (no pruner, too few complete trials, still warming up). The
         # baseline is never pruned: every comparison the report makes is against it.
@@ -415,47 +542,85 @@ class _Search:
         lost: set[int] = set()
 
         def on_checkpoint(epoch: int, accuracies: list[float | None]) -> list[int]:
-            stopped = []
             ask_pruner = may_prune and epoch >= self.warmup
-            for i, (trial, value) in enumerate(zip(trials, accuracies)):
-                if value is None or i in lost:
+            values = {i: value for i, value in enumerate(accuracies)
+                      if value is not None and i not in lost}
+            taken = trialio.report_all(trials, values, epoch)
+            lost.update(taken)
+            stopped = sorted(taken)  # stop training them: their results cannot be recorded
+            for i in values:
+                if i in taken:
                     continue
                 try:
-                    trial.report(value, step=epoch)
-                    if ask_pruner and prunable[i] and trial.should_prune():
+                    if ask_pruner and prunable[i] and trials[i].should_prune():
                         stopped.append(i)
                 except optuna.exceptions.UpdateFinishedTrialError:
                     lost.add(i)
-                    stopped.append(i)  # stop training it: its result could not be recorded
+                    stopped.append(i)
             return stopped
 
-        # beating until every result is recorded: a worker slowed by a locked storage
-        # must not see its finished trials failed as stale by another
-        with liveness.Heartbeat(study, trials, self.seconds):
+        def should_stop() -> bool:
+            nonlocal ask_ahead
+            if ask_ahead is not None:  # the first epoch begins
+                ask_ahead, start = None, ask_ahead
+                start()
+            return self.stop()
+
+        # The pruner compares with the complete trials of one read (renewed once a
+        # heartbeat period), not of a read for every trial at every checkpoint.
+        with trialio.holding(study, max_age=self.seconds):
             results = sweep.family.train([config for _, config in asked], self.folds, sweep,
-                                         self.seed, on_checkpoint=on_checkpoint,
-                                         should_stop=self.stop)
-            for i, (trial, result) in enumerate(zip(trials, results)):
-                frozen = None
-                if i not in lost:
-                    result.wall_time /= len(trials)  # its share of the batch's time
-                    try:
-                        frozen = record_result(study, trial, result)
-                    except optuna.exceptions.UpdateFinishedTrialError:
-                        lost.add(i)
-                self.held.remove(trial)
-                _summarize(study, summary)
-                if frozen is None:
-                    continue
-                if not result.interrupted:
-                    summary.ran += 1
-                if self.events.on_trial:
-                    self.events.on_trial(summary, frozen)
+                                   seed, on_checkpoint=on_checkpoint, should_stop=should_stop)
+        # each trial beats until its result is recorded: a worker slowed by a locked
+        # storage must not see its finished trials failed as stale by another
+        for i, (trial, result) in enumerate(zip(trials, results)):
+            frozen = None
+            if i not in lost:
+                result.wall_time /= len(trials)  # its share of the batch's time
+                try:
+                    frozen = record_result(study, trial, result)
+                except optuna.exceptions.UpdateFinishedTrialError:
+                    lost.add(i)
+            self._release(trial)
+            if frozen is None:
+                continue
+            _tally(summary, TrialState.RUNNING, frozen, study.direction)
+            if not result.interrupted:
+                summary.ran += 1
+            if self.events.on_trial:
+                self.events.on_trial(summary, frozen)
         if lost:
             numbers = ", ".join(f"#{trials[i].number}" for i in sorted(lost))
             self.events.notice(_taken_notice(
                 f"trial{'s' if len(lost) > 1 else ''} {numbers} of this worker", len(lost),
                 self.seconds))
+
+
+class _Ahead:
+    """A batch being asked in a background thread while the current one trains."""
+
+    def __init__(self, ask: Callable[[], list[tuple[optuna.Trial, Config]]]) -> None:
+        self.asked: list[tuple[optuna.Trial, Config]] = []
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, args=(ask,), daemon=True,
+                                       name="dropsweep-ask-ahead")
+        self.thread.start()
+
+    def _run(self, ask: Callable[[], list[tuple[optuna.Trial, Config]]]) -> None:
+        try:
+            self.asked = ask()
+        except BaseException as exc:  # raised again where the batch is taken
+            self.error = exc
+
+    def wait(self) -> None:
+        self.thread.join()
+
+    def take(self) -> list[tuple[optuna.Trial, Config]]:
+        """The batch asked (once asking ends), or what went wrong asking it."""
+        self.wait()
+        if self.error is not None:
+            raise self.error
+        return self.asked
 
 
 def _taken_notice(what: str, count: int, seconds: int) -> str:
@@ -465,58 +630,76 @@ def _taken_notice(what: str, count: int, seconds: int) -> str:
             "here dropped, this worker goes on")
 
 
-def _ask(study: optuna.Study, sweep: Sweep, space: Space, planned: list[Config]
+def _ask(study: optuna.Study, sweep: Sweep, space: Space, planned: list[Config],
+         settled: set[int] | None = None, full: Callable[[], bool] | None = None
          ) -> tuple[optuna.Trial, Config] | None:
-    """The next trial: a planned configuration first (baseline, list, grid), else the sampler's."""
+    """The next trial: a planned configuration first (baseline, list, grid), else the
+    sampler's; None when nothing is left to plan, or ``full()`` says the study has all the
+    trials it needs."""
     while True:
-        config = _next_planned(study, planned)
-        if config is None and is_exhaustive(sweep):
-            return None
-        with warnings.catch_warnings():
-            # Optuna warns that its heartbeat is meant for optimize(): we beat ourselves
-            # (liveness.Heartbeat).
-            warnings.filterwarnings("ignore", message="Heartbeat of storage", category=UserWarning)
-            if config is not None:
-                # Enqueued params are what the fixed distributions then return (ask alone
-                # would sample them).
-                study.enqueue_trial(config_values(config, sweep.dimensions, space), user_attrs={
-                    records.ENQUEUED: liveness.now_utc().isoformat(),
-                    records.CONFIG: config.to_dict()})
-                trial = study.ask(fixed_distributions(config, sweep.dimensions, space))
-            else:
-                trial = study.ask()
-            liveness.beat(study, [trial])  # at once: a trial that never beat is never stale
-            # What this trial really holds: ask hands out the oldest queued trial, which may
-            # be another worker's, or one a killed worker left.
-            config = suggest(trial, sweep.dimensions, space)
+        # One read of the trials for the checks and the sampler (TPE reads them about five
+        # times an ask); whether a planned configuration was planned twice is read afresh.
+        with trialio.holding(study):
+            if full is not None and full():
+                return None
+            config = _next_planned(study, planned, settled)
+            if config is None and is_exhaustive(sweep):
+                return None
+            trial, config = _new_trial(study, sweep.dimensions, space, config)
+        if config not in planned:  # the sampler's: its configuration and role in one write
+            trialio.set_user_attrs(trial, {records.CONFIG: config.to_dict(),
+                                           records.ROLE: records.ROLE_SEARCH})
+            return trial, config
         trial.set_user_attr(records.CONFIG, config.to_dict())
-        if config in planned and liveness.planned_twice(study, trial, config.to_dict()):
+        if liveness.planned_twice(study, trial, config.to_dict()):
             liveness.abandon(study, trial)  # another worker planned it a moment earlier
             continue
-        role = (records.ROLE_BASELINE if config == sweep.baseline
-                else records.ROLE_FIXED if config in planned else records.ROLE_SEARCH)
-        trial.set_user_attr(records.ROLE, role)
+        trial.set_user_attr(records.ROLE, records.ROLE_BASELINE if config == sweep.baseline
+                            else records.ROLE_FIXED)
         return trial, config
+
+
+def _new_trial(study: optuna.Study, dims: Sequence[Dimension], space: Space,
+               config: Config | None) -> tuple[optuna.Trial, Config]:
+    """A new RUNNING trial: ``config`` queued and asked, or (None) the sampler's."""
+    with warnings.catch_warnings():
+        # Optuna warns that its heartbeat is meant for optimize(): we beat ourselves
+        # (liveness.Heartbeat).
+        warnings.filterwarnings("ignore", message="Heartbeat of storage", category=UserWarning)
+        if config is not None:
+            # Enqueued params are what the fixed distributions then return (ask alone
+            # would sample them).
+            study.enqueue_trial(config_values(config, dims, space), user_attrs={
+                records.ENQUEUED: liveness.now_utc().isoformat(),
+                records.CONFIG: config.to_dict()})
+            trial = study.ask(fixed_distributions(config, dims, space))
+        else:
+            trial = study.ask()
+        liveness.beat(study, [trial])  # at once: a trial that never beat is never stale
+        # What this trial really holds: ask hands out the oldest queued trial, which may
+        # be another worker's, or one a killed worker left.
+        return trial, suggest(trial, dims, space)
 
 
 def record_result(study: optuna.Study, trial: optuna.Trial, result: TrialResult
                   ) -> FrozenTrial:
     """Record a trial's result in the storage; every trial ends in a final state."""
-    trial.set_user_attr(records.EPOCHS, result.epochs)
-    trial.set_user_attr(records.WALL_TIME, round(result.wall_time, 4))
+    attrs: dict[str, Any] = {records.EPOCHS: result.epochs,
+                             records.WALL_TIME: round(result.wall_time, 4)}
     if result.interrupted:
-        trial.set_user_attr(records.INTERRUPTED, True)
+        trialio.set_user_attrs(trial, {**attrs, records.INTERRUPTED: True})
         return study.tell(trial, state=TrialState.FAIL)
     if result.failure is not None:
-        trial.set_user_attr(records.FAIL_REASON, result.failure)
+        trialio.set_user_attrs(trial, {**attrs, records.FAIL_REASON: result.failure})
         return study.tell(trial, state=TrialState.FAIL)
     if result.pruned:
+        trialio.set_user_attrs(trial, attrs)
         return study.tell(trial, state=TrialState.PRUNED)
-    trial.set_user_attr(records.FOLD_ACCURACIES, result.fold_accuracies)
-    trial.set_user_attr(records.ACCURACY_MEAN, result.accuracy_mean)
-    trial.set_user_attr(records.ACCURACY_STD, result.accuracy_std)
-    trial.set_user_attr(records.TEST_LOG_LOSS, result.test_log_loss)
-    trial.set_user_attr(records.TRAIN_ACCURACY, result.train_accuracy)
+    trialio.set_user_attrs(trial, {
+        **attrs, records.FOLD_ACCURACIES: result.fold_accuracies,
+        records.ACCURACY_MEAN: result.accuracy_mean, records.ACCURACY_STD: result.accuracy_std,
+        records.TEST_LOG_LOSS: result.test_log_loss,
+        records.TRAIN_ACCURACY: result.train_accuracy})
     if result.curve and math.isfinite(result.curve[-1][1]):
         trial.report(result.accuracy_mean, step=result.epochs)
     return study.tell(trial, result.accuracy_mean)
