@@ -428,7 +428,7 @@ def export(storage: str, study_name: str | None, number: int | None, output: str
         import torch
 
         from dropsweep.data import load_dataset
-        from dropsweep.runner import trial_seed
+        from dropsweep.study import trial_seed
 
         from dropsweep.records import CONFIG
         from dropsweep.space import Config

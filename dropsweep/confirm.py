@@ -20,11 +20,14 @@ import optuna
 from dropsweep import liveness, records
 from dropsweep.records import confirm_name
 from dropsweep.rows import best_first
+from dropsweep.asking import ask_trial
 from dropsweep.config import Sweep
 from dropsweep.data import Dataset
 from dropsweep.errors import StorageError
-from dropsweep.runner import StopFlag, record_result
-from dropsweep.space import Config, Space, config_values, fixed_distributions, space_of, suggest
+from dropsweep.results import record_batch
+from dropsweep.runner import StopFlag
+from dropsweep.space import Config, Space, space_of
+from dropsweep.storage import trialio
 from dropsweep.storage import GRACE_BEATS, describe_failure, heartbeat_seconds
 from dropsweep.study import stored_sweep
 from dropsweep.devices import resolve_device
@@ -146,16 +149,14 @@ def run_confirm(study: optuna.Study, dataset: Dataset, *, top: int = DEFAULT_TOP
             with liveness.Heartbeat(confirm, trials, seconds):  # until all are recorded
                 results = sweep.family.train([c.config for c in todo], folds, sweep, cv_seed,
                                              should_stop=stop)
-                for trial, result in zip(trials, results):
-                    result.wall_time /= len(trials)
-                    record_result(confirm, trial, result)
-                    told.add(trial.number)
-                    if not result.interrupted:
+                for i, frozen in record_batch(confirm, trials, results):
+                    told.add(i)
+                    if frozen is not None and not results[i].interrupted:
                         summary.done += 1
                         summary.ran += 1
         except BaseException:
-            for trial in trials:
-                if trial.number not in told:
+            for i, trial in enumerate(trials):
+                if i not in told:
                     liveness.abandon(confirm, trial)
             raise
         if on_repeat is not None:
@@ -167,21 +168,13 @@ def run_confirm(study: optuna.Study, dataset: Dataset, *, top: int = DEFAULT_TOP
 def _ask(confirm: optuna.Study, sweep: Sweep, cand: Candidate, space: Space, repeat: int,
          cv_seed: int) -> optuna.Trial:
     while True:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Heartbeat of storage",
-                                    category=UserWarning)
-            confirm.enqueue_trial(config_values(cand.config, sweep.dimensions, space), user_attrs={
-                records.ENQUEUED: liveness.now_utc().isoformat()})
-            trial = confirm.ask(fixed_distributions(cand.config, sweep.dimensions, space))
-        liveness.beat(confirm, [trial])
+        trial, held = ask_trial(confirm, sweep.dimensions, space, cand.config)
+        if held == cand.config:
+            break
         # ask hands out the oldest queued trial: one a killed run left holds another
         # configuration; it is dropped, and ours comes next
-        if suggest(trial, sweep.dimensions, space) == cand.config:
-            break
         liveness.abandon(confirm, trial)
-    trial.set_user_attr(records.CONFIG, cand.config.to_dict())
-    trial.set_user_attr(records.SOURCE_TRIAL, cand.number)
-    trial.set_user_attr(records.REPEAT, repeat)
-    trial.set_user_attr(records.CV_SEED, cv_seed)
-    trial.set_user_attr(records.ROLE, cand.role)
+    trialio.set_user_attrs(trial, {
+        records.CONFIG: cand.config.to_dict(), records.SOURCE_TRIAL: cand.number,
+        records.REPEAT: repeat, records.CV_SEED: cv_seed, records.ROLE: cand.role})
     return trial

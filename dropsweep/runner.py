@@ -8,93 +8,34 @@ remembers the sweep it was made with: resuming with another experiment is refuse
 
 from __future__ import annotations
 
-import math
 import signal
 import threading
-import time
-import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator
 
-import numpy as np
 import optuna
 import torch
 from optuna.trial import FrozenTrial, TrialState
 
-import dropsweep
 from dropsweep import liveness, memory, records
+from dropsweep.asking import ask_next
 from dropsweep.config import Sweep
 from dropsweep.data import Dataset
 from dropsweep.devices import resolve_device
-from dropsweep.errors import StorageError, StorageFailure, StudyMismatchError
+from dropsweep.errors import StorageFailure
 from dropsweep.protocols import Folds, make_folds
+from dropsweep.results import record_batch
 from dropsweep.rows import best_first, better
-from dropsweep.space import (
-    Config,
-    Dimension,
-    Space,
-    config_values,
-    fixed_distributions,
-    is_exhaustive,
-    planned_configs,
-    space_of,
-    suggest,
-)
+from dropsweep.space import Config, is_exhaustive, planned_configs, space_of
 from dropsweep.liveness import counts_toward_target
-from dropsweep.storage import (GRACE_BEATS, describe_failure, heartbeat_seconds, mask_url,
-                               open_storage, study_names)
-from dropsweep.study import check_schema, sweep_differences
-from dropsweep.train import TrialResult
+from dropsweep.storage import GRACE_BEATS, heartbeat_seconds, mask_url
+from dropsweep.study import PRUNE_STARTUP_TRIALS, prepare_study, pruning_warmup, trial_seed
 from dropsweep.storage import trialio
-from dropsweep.storage.trialio import SnapshotStorage
 
 # Trials trained together by default: measured with benchmarks/trial_speed.py (README).
 AUTO_BATCH = 16
 
-
-
-# ----------------------------------------------------------------------------- samplers
-
-
-def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
-    """Each sampler seeded; TPE is multivariate and grouped, which suits a conditional space."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        if name == "tpe":
-            return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True,
-                                              constant_liar=True)
-        if name == "cmaes":
-            return optuna.samplers.CmaEsSampler(
-                seed=seed, warn_independent_sampling=False,
-                independent_sampler=optuna.samplers.TPESampler(seed=seed))
-        if name == "qmc":
-            return optuna.samplers.QMCSampler(seed=seed, warn_independent_sampling=False)
-    # "random", and "grid", whose points are planned in advance (see space.grid_points).
-    return optuna.samplers.RandomSampler(seed=seed)
-
-
-PRUNE_STARTUP_TRIALS = 10  # complete trials before the median means anything
-
-
-def pruning_warmup(train_epochs: int, eval_every: int) -> int:
-    """No pruning before a quarter of the epochs: early accuracy is mostly noise."""
-    return max(eval_every, train_epochs // 4)
-
-
-def make_pruner(name: str, train_epochs: int, eval_every: int) -> optuna.pruners.BasePruner:
-    if name == "none":
-        return optuna.pruners.NopPruner()
-    return optuna.pruners.MedianPruner(n_startup_trials=PRUNE_STARTUP_TRIALS,
-                                       n_warmup_steps=pruning_warmup(train_epochs, eval_every))
-
-
-# ----------------------------------------------------------------------------- counting
-
-
-def trial_seed(search_seed: int, number: int) -> int:
-    """A trial's seed depends only on the sweep's seed and the trial's number."""
-    return int(np.random.SeedSequence([search_seed, number]).generate_state(1)[0] & 0x7FFFFFFF)
 
 
 # ----------------------------------------------------------------------------- stopping
@@ -164,64 +105,6 @@ class SearchEvents:
             self.on_notice(text)
 
 
-def _prepare_study(sweep: Sweep, storage_url: str, study_name: str) -> optuna.Study:
-    # Optuna would put its own cache in front of the RDB storage; this one is that cache,
-    # whose reads the search can hold (see trialio.py).
-    storage = SnapshotStorage(open_storage(storage_url, heartbeat=heartbeat_seconds()))
-    new_sweep = sweep.to_dict()
-    try:
-        if study_name not in study_names(storage):
-            try:
-                return _create_study(sweep, storage, study_name)
-            except optuna.exceptions.DuplicatedStudyError:
-                pass  # another worker created it a moment ago: join it
-        # Re-seeded by how far the study has come: the same seed again would propose the
-        # points it proposed at the start (random, QMC and TPE's start-up trials).
-        resumed_seed = trial_seed(sweep.search.seed, len(storage.get_all_trials(
-            storage.get_study_id_from_name(study_name), deepcopy=False)))
-        study = optuna.load_study(study_name=study_name, storage=storage,
-                                  sampler=make_sampler(sweep.search.sampler, resumed_seed),
-                                  pruner=make_pruner(sweep.search.pruner, sweep.train.epochs,
-                                                     sweep.train.eval_every))
-        old = study.user_attrs.get(records.STUDY_SWEEP)
-        for _ in range(50):  # a study another worker is creating gets its attributes next
-            if old is not None or study.get_trials(deepcopy=False):
-                break
-            time.sleep(0.1)
-            old = study.user_attrs.get(records.STUDY_SWEEP)
-        if old is None:
-            raise StorageError(f"study '{study_name}' in {mask_url(storage_url)} was not made "
-                               "by dropsweep; choose another --study name")
-        check_schema(study_name, study.user_attrs)
-        changed = sweep_differences(old, new_sweep)
-        if changed:
-            raise StudyMismatchError(
-                f"study '{study_name}' was made with a different experiment "
-                f"({'; '.join(changed)}); resume with the original sweep or choose "
-                "another --study name")
-        return study
-    except StorageError:  # StudyMismatchError included
-        raise
-    except Exception as exc:  # a storage that fails mid-way (locked, read-only, dropped)
-        reason = describe_failure(exc)
-        raise StorageError(f"storage {mask_url(storage_url)}: {reason}") from None
-
-
-def _create_study(sweep: Sweep, storage: optuna.storages.BaseStorage, study_name: str
-                  ) -> optuna.Study:
-    study = optuna.create_study(
-        storage=storage, study_name=study_name, direction="maximize",
-        sampler=make_sampler(sweep.search.sampler, sweep.search.seed),
-        pruner=make_pruner(sweep.search.pruner, sweep.train.epochs, sweep.train.eval_every),
-    )
-    study.set_user_attr(records.STUDY_SWEEP, sweep.to_dict())
-    study.set_user_attr(records.STUDY_SCHEMA, records.SCHEMA_VERSION)
-    study.set_user_attr(records.STUDY_VERSION, dropsweep.__version__)
-    study.set_user_attr(records.STUDY_TORCH_VERSION, torch.__version__)
-    study.set_user_attr(records.STUDY_SWEEP_FILE, sweep.file)
-    return study
-
-
 def _summarize(study: optuna.Study, summary: SearchSummary,
                trials: list[FrozenTrial] | None = None) -> None:
     """``summary`` counted from the storage (or from ``trials``, just read)."""
@@ -250,36 +133,6 @@ def _tally(summary: SearchSummary, was: TrialState, told: FrozenTrial,
         summary.best_value, summary.best_number = told.value, told.number
 
 
-def _config_key(config: Any) -> Any:
-    """A stored configuration as something a set can hold."""
-    return tuple(sorted(config.items())) if isinstance(config, dict) else None
-
-
-def _next_planned(study: optuna.Study, planned: list[Config],
-                  settled: set[int] | None = None) -> Config | None:
-    """The first planned configuration no trial settles yet (see :func:`liveness.settles`):
-    the baseline first, so a baseline lost to a dead or paused worker is run again before
-    anything else. ``settled`` remembers the planned configurations (by index) that finished
-    trials settle for good, so that they are not looked for again (a TPE sweep stops reading
-    for its baseline once it is complete)."""
-    if settled is not None and len(settled) == len(planned):
-        return None
-    trials = study.get_trials(deepcopy=False)
-    taken = {_config_key(t.user_attrs.get(records.CONFIG)) for t in trials if liveness.settles(t)}
-    final = {_config_key(t.user_attrs.get(records.CONFIG)) for t in trials
-             if t.state.is_finished() and liveness.settles(t)}
-    gave_up = liveness.baseline_gave_up(trials)
-    for i, config in enumerate(planned):  # planned[0] is the baseline (space.planned_configs)
-        if settled is not None and i in settled:
-            continue
-        key = _config_key(config.to_dict())
-        if settled is not None and (key in final or (i == 0 and gave_up)):
-            settled.add(i)
-        if key not in taken and not (i == 0 and gave_up):
-            return config
-    return None
-
-
 def batch_that_fits(sweep: Sweep, dataset: Dataset, batch: int, device: torch.device,
                     workers: int = 1) -> int:
     """``batch``, or the fewer trials that fit in memory beside ``workers - 1`` other workers
@@ -300,7 +153,7 @@ def open_search(sweep: Sweep, *, storage_url: str, study_name: str | None = None
     if is_exhaustive(sweep):
         target = min(target, len(planned_configs(sweep)))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = _prepare_study(sweep, storage_url, name)
+    study = prepare_study(sweep, storage_url, name)
     summary = SearchSummary(study_name=name, storage=mask_url(storage_url), target=target,
                             finished_before=0)
     _summarize(study, summary)
@@ -448,10 +301,11 @@ class _Search:
             _summarize(study, summary)
             return True
         wanted = min(self.batch, summary.target - summary.finished - running)
-        ask_ahead = None
+        ask_ahead: Callable[[], None] | None = None
         if wanted > 0 and self._asks_ahead():
-            def ask_ahead() -> None:
+            def start_asking() -> None:
                 self.ahead = _Ahead(lambda: self._ask_batch(wanted, ahead=True))
+            ask_ahead = start_asking
         self._train(asked, ask_ahead)
         return True
 
@@ -483,7 +337,7 @@ class _Search:
                 break
             # other workers may have asked for the rest meanwhile
             full = (lambda: liveness.taken(study) >= target) if asked else None
-            pair = _ask(study, self.sweep, self.space, self.planned, self.settled, full)
+            pair = ask_next(study, self.sweep, self.space, self.planned, self.settled, full)
             if pair is None:
                 break
             asked.append(pair)
@@ -570,22 +424,16 @@ class _Search:
         # heartbeat period), not of a read for every trial at every checkpoint.
         with trialio.holding(study, max_age=self.seconds):
             results = sweep.family.train([config for _, config in asked], self.folds, sweep,
-                                   seed, on_checkpoint=on_checkpoint, should_stop=should_stop)
+                                         seed, on_checkpoint=on_checkpoint,
+                                         should_stop=should_stop)
         # each trial beats until its result is recorded: a worker slowed by a locked
         # storage must not see its finished trials failed as stale by another
-        for i, (trial, result) in enumerate(zip(trials, results)):
-            frozen = None
-            if i not in lost:
-                result.wall_time /= len(trials)  # its share of the batch's time
-                try:
-                    frozen = record_result(study, trial, result)
-                except optuna.exceptions.UpdateFinishedTrialError:
-                    lost.add(i)
-            self._release(trial)
+        for i, frozen in record_batch(study, trials, results, lost):
+            self._release(trials[i])
             if frozen is None:
                 continue
             _tally(summary, TrialState.RUNNING, frozen, study.direction)
-            if not result.interrupted:
+            if not results[i].interrupted:
                 summary.ran += 1
             if self.events.on_trial:
                 self.events.on_trial(summary, frozen)
@@ -629,78 +477,4 @@ def _taken_notice(what: str, count: int, seconds: int) -> str:
             f"paused or stalled), so another worker failed {it} to run {it} again: {its} "
             "here dropped, this worker goes on")
 
-
-def _ask(study: optuna.Study, sweep: Sweep, space: Space, planned: list[Config],
-         settled: set[int] | None = None, full: Callable[[], bool] | None = None
-         ) -> tuple[optuna.Trial, Config] | None:
-    """The next trial: a planned configuration first (baseline, list, grid), else the
-    sampler's; None when nothing is left to plan, or ``full()`` says the study has all the
-    trials it needs."""
-    while True:
-        # One read of the trials for the checks and the sampler (TPE reads them about five
-        # times an ask); whether a planned configuration was planned twice is read afresh.
-        with trialio.holding(study):
-            if full is not None and full():
-                return None
-            config = _next_planned(study, planned, settled)
-            if config is None and is_exhaustive(sweep):
-                return None
-            trial, config = _new_trial(study, sweep.dimensions, space, config)
-        if config not in planned:  # the sampler's: its configuration and role in one write
-            trialio.set_user_attrs(trial, {records.CONFIG: config.to_dict(),
-                                           records.ROLE: records.ROLE_SEARCH})
-            return trial, config
-        trial.set_user_attr(records.CONFIG, config.to_dict())
-        if liveness.planned_twice(study, trial, config.to_dict()):
-            liveness.abandon(study, trial)  # another worker planned it a moment earlier
-            continue
-        trial.set_user_attr(records.ROLE, records.ROLE_BASELINE if config == sweep.baseline
-                            else records.ROLE_FIXED)
-        return trial, config
-
-
-def _new_trial(study: optuna.Study, dims: Sequence[Dimension], space: Space,
-               config: Config | None) -> tuple[optuna.Trial, Config]:
-    """A new RUNNING trial: ``config`` queued and asked, or (None) the sampler's."""
-    with warnings.catch_warnings():
-        # Optuna warns that its heartbeat is meant for optimize(): we beat ourselves
-        # (liveness.Heartbeat).
-        warnings.filterwarnings("ignore", message="Heartbeat of storage", category=UserWarning)
-        if config is not None:
-            # Enqueued params are what the fixed distributions then return (ask alone
-            # would sample them).
-            study.enqueue_trial(config_values(config, dims, space), user_attrs={
-                records.ENQUEUED: liveness.now_utc().isoformat(),
-                records.CONFIG: config.to_dict()})
-            trial = study.ask(fixed_distributions(config, dims, space))
-        else:
-            trial = study.ask()
-        liveness.beat(study, [trial])  # at once: a trial that never beat is never stale
-        # What this trial really holds: ask hands out the oldest queued trial, which may
-        # be another worker's, or one a killed worker left.
-        return trial, suggest(trial, dims, space)
-
-
-def record_result(study: optuna.Study, trial: optuna.Trial, result: TrialResult
-                  ) -> FrozenTrial:
-    """Record a trial's result in the storage; every trial ends in a final state."""
-    attrs: dict[str, Any] = {records.EPOCHS: result.epochs,
-                             records.WALL_TIME: round(result.wall_time, 4)}
-    if result.interrupted:
-        trialio.set_user_attrs(trial, {**attrs, records.INTERRUPTED: True})
-        return study.tell(trial, state=TrialState.FAIL)
-    if result.failure is not None:
-        trialio.set_user_attrs(trial, {**attrs, records.FAIL_REASON: result.failure})
-        return study.tell(trial, state=TrialState.FAIL)
-    if result.pruned:
-        trialio.set_user_attrs(trial, attrs)
-        return study.tell(trial, state=TrialState.PRUNED)
-    trialio.set_user_attrs(trial, {
-        **attrs, records.FOLD_ACCURACIES: result.fold_accuracies,
-        records.ACCURACY_MEAN: result.accuracy_mean, records.ACCURACY_STD: result.accuracy_std,
-        records.TEST_LOG_LOSS: result.test_log_loss,
-        records.TRAIN_ACCURACY: result.train_accuracy})
-    if result.curve and math.isfinite(result.curve[-1][1]):
-        trial.report(result.accuracy_mean, step=result.epochs)
-    return study.tell(trial, result.accuracy_mean)
 

@@ -1,4 +1,5 @@
-"""A study's stored experiment: what it was made with, read back through today's code.
+"""Opening a study: created with its sampler and pruner, or resumed after checking that it
+holds the same experiment, read back through today's code.
 
 A study records its sweep (:data:`records.STUDY_SWEEP`) and the schema it was written in
 (:data:`records.STUDY_SCHEMA`). A sweep stored by an older dropsweep lacks keys added
@@ -9,11 +10,20 @@ study resumes and reports exactly as before.
 
 from __future__ import annotations
 
+import time
+import warnings
 from typing import Any, Mapping
 
+import numpy as np
+import optuna
+
+import dropsweep
 from dropsweep import records
 from dropsweep.config import Sweep, build_sweep
-from dropsweep.errors import StorageError, SweepError
+from dropsweep.errors import StorageError, StudyMismatchError, SweepError
+from dropsweep.storage import describe_failure, heartbeat_seconds, mask_url, open_storage, \
+    study_names
+from dropsweep.storage.trialio import SnapshotStorage
 from dropsweep.sweepfile import RawSweep
 
 # The sections that define the experiment: a change in any refuses a resume. ``name`` and
@@ -69,3 +79,115 @@ def sweep_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[st
     for section in EXPERIMENT_SECTIONS:
         walk(old.get(section), new.get(section), section)
     return out
+
+
+# ----------------------------------------------------------------------------- samplers
+
+
+def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
+    """Each sampler seeded; TPE is multivariate and grouped, which suits a conditional space."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if name == "tpe":
+            return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True,
+                                              constant_liar=True)
+        if name == "cmaes":
+            return optuna.samplers.CmaEsSampler(
+                seed=seed, warn_independent_sampling=False,
+                independent_sampler=optuna.samplers.TPESampler(seed=seed))
+        if name == "qmc":
+            return optuna.samplers.QMCSampler(seed=seed, warn_independent_sampling=False)
+    # "random", and "grid", whose points are planned in advance (see space.grid_points).
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+PRUNE_STARTUP_TRIALS = 10  # complete trials before the median means anything
+
+
+def pruning_warmup(train_epochs: int, eval_every: int) -> int:
+    """No pruning before a quarter of the epochs: early accuracy is mostly noise."""
+    return max(eval_every, train_epochs // 4)
+
+
+def make_pruner(name: str, train_epochs: int, eval_every: int) -> optuna.pruners.BasePruner:
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    return optuna.pruners.MedianPruner(n_startup_trials=PRUNE_STARTUP_TRIALS,
+                                       n_warmup_steps=pruning_warmup(train_epochs, eval_every))
+
+
+# ----------------------------------------------------------------------------- counting
+
+
+def trial_seed(search_seed: int, number: int) -> int:
+    """A trial's seed depends only on the sweep's seed and the trial's number."""
+    return int(np.random.SeedSequence([search_seed, number]).generate_state(1)[0] & 0x7FFFFFFF)
+
+
+# ----------------------------------------------------------------------------- open
+
+
+def prepare_study(sweep: Sweep, storage_url: str, study_name: str) -> optuna.Study:
+    """Create the study, or load it and refuse it (one line) if it holds another experiment
+    or was not made by dropsweep; any storage failure on the way is one line too."""
+    # Optuna would put its own cache in front of the RDB storage; this one is that cache,
+    # whose reads the search can hold (see trialio.py).
+    storage = SnapshotStorage(open_storage(storage_url, heartbeat=heartbeat_seconds()))
+    new_sweep = sweep.to_dict()
+    try:
+        if study_name not in study_names(storage):
+            try:
+                return _create_study(sweep, storage, study_name)
+            except optuna.exceptions.DuplicatedStudyError:
+                pass  # another worker created it a moment ago: join it
+        # Re-seeded by how far the study has come: the same seed again would propose the
+        # points it proposed at the start (random, QMC and TPE's start-up trials).
+        resumed_seed = trial_seed(sweep.search.seed, len(storage.get_all_trials(
+            storage.get_study_id_from_name(study_name), deepcopy=False)))
+        study = optuna.load_study(study_name=study_name, storage=storage,
+                                  sampler=make_sampler(sweep.search.sampler, resumed_seed),
+                                  pruner=make_pruner(sweep.search.pruner, sweep.train.epochs,
+                                                     sweep.train.eval_every))
+        old = study.user_attrs.get(records.STUDY_SWEEP)
+        for _ in range(50):  # a study another worker is creating gets its attributes next
+            if old is not None or study.get_trials(deepcopy=False):
+                break
+            time.sleep(0.1)
+            old = study.user_attrs.get(records.STUDY_SWEEP)
+        if old is None:
+            raise StorageError(f"study '{study_name}' in {mask_url(storage_url)} was not made "
+                               "by dropsweep; choose another --study name")
+        check_schema(study_name, study.user_attrs)
+        changed = sweep_differences(old, new_sweep)
+        if changed:
+            raise StudyMismatchError(
+                f"study '{study_name}' was made with a different experiment "
+                f"({'; '.join(changed)}); resume with the original sweep or choose "
+                "another --study name")
+        return study
+    except StorageError:  # StudyMismatchError included
+        raise
+    except Exception as exc:  # a storage that fails mid-way (locked, read-only, dropped)
+        reason = describe_failure(exc)
+        raise StorageError(f"storage {mask_url(storage_url)}: {reason}") from None
+
+
+def _create_study(sweep: Sweep, storage: optuna.storages.BaseStorage, study_name: str
+                  ) -> optuna.Study:
+    study = optuna.create_study(
+        storage=storage, study_name=study_name, direction="maximize",
+        sampler=make_sampler(sweep.search.sampler, sweep.search.seed),
+        pruner=make_pruner(sweep.search.pruner, sweep.train.epochs, sweep.train.eval_every),
+    )
+    study.set_user_attr(records.STUDY_SWEEP, sweep.to_dict())
+    study.set_user_attr(records.STUDY_SCHEMA, records.SCHEMA_VERSION)
+    study.set_user_attr(records.STUDY_VERSION, dropsweep.__version__)
+    study.set_user_attr(records.STUDY_TORCH_VERSION, _torch_version())
+    study.set_user_attr(records.STUDY_SWEEP_FILE, sweep.file)
+    return study
+
+
+def _torch_version() -> str:
+    import torch
+
+    return torch.__version__

@@ -17,7 +17,7 @@ from dropsweep import examples
 from dropsweep.config import build_sweep
 from dropsweep.errors import DropsweepError, SweepError
 from dropsweep.examples import SweepSource, copy_example, example_names, example_path, resolve_sweep
-from dropsweep.runner import sweep_differences
+from dropsweep.study import sweep_differences
 from dropsweep.sweepfile import load_sweep
 
 REPO = Path(__file__).resolve().parents[1]

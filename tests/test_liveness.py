@@ -21,7 +21,8 @@ from dropsweep.config import build_sweep
 from dropsweep.families.mlp import MLP
 from dropsweep.families.mlp import config as mlp_config
 from dropsweep.liveness import BASELINE_ATTEMPTS, counts_toward_target
-from dropsweep.runner import _next_planned, open_search, run_search
+from dropsweep.asking import next_planned as _next_planned
+from dropsweep.runner import open_search, run_search
 from dropsweep.space import config_values, fixed_distributions, planned_configs, space_of
 from dropsweep.sweepfile import apply_overrides, parse_sweep_text
 
@@ -213,13 +214,13 @@ def test_a_failing_storage_gives_back_the_trials_it_still_can(dataset, storage, 
     """The storage fails while a batch is recorded (in the real world: a disk filled up, then
     freed a little). The error names it; the batch's trials are marked interrupted, so they
     run again on resume and are never counted."""
-    from dropsweep import runner
+    from dropsweep import results
     from dropsweep.errors import StorageFailure
 
     def failing(study, trial, result):
         raise StorageFailure("storage sqlite:///x.db failed: disk I/O error")
 
-    monkeypatch.setattr(runner, "record_result", failing)
+    monkeypatch.setattr(results, "record_result", failing)
     with pytest.raises(StorageFailure) as err:
         run_search(sweep_of("search.pruner=none"), dataset, storage_url=storage, device="cpu",
                    batch=3, trials=3)

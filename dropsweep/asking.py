@@ -1,0 +1,102 @@
+"""Asking the study for a trial: a planned configuration first, else the sampler's.
+
+The baseline, then a list's or a grid's configurations, are enqueued and asked with the
+space's own distributions; a trial asked holds the oldest queued configuration, which may be
+another worker's or one a killed worker left, so what a trial really holds is read back
+from its params (:func:`ask_trial`). ``dropsweep search`` and ``dropsweep confirm`` both ask
+this way.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, Callable, Sequence
+
+import optuna
+
+from dropsweep import liveness, records
+from dropsweep.config import Sweep
+from dropsweep.space import (Config, Dimension, Space, config_values, fixed_distributions,
+                             is_exhaustive, suggest)
+from dropsweep.storage import trialio
+
+
+def _config_key(config: Any) -> Any:
+    """A stored configuration as something a set can hold."""
+    return tuple(sorted(config.items())) if isinstance(config, dict) else None
+
+
+def next_planned(study: optuna.Study, planned: list[Config],
+                  settled: set[int] | None = None) -> Config | None:
+    """The first planned configuration no trial settles yet (see :func:`liveness.settles`):
+    the baseline first, so a baseline lost to a dead or paused worker is run again before
+    anything else. ``settled`` remembers the planned configurations (by index) that finished
+    trials settle for good, so that they are not looked for again (a TPE sweep stops reading
+    for its baseline once it is complete)."""
+    if settled is not None and len(settled) == len(planned):
+        return None
+    trials = study.get_trials(deepcopy=False)
+    taken = {_config_key(t.user_attrs.get(records.CONFIG)) for t in trials if liveness.settles(t)}
+    final = {_config_key(t.user_attrs.get(records.CONFIG)) for t in trials
+             if t.state.is_finished() and liveness.settles(t)}
+    gave_up = liveness.baseline_gave_up(trials)
+    for i, config in enumerate(planned):  # planned[0] is the baseline (space.planned_configs)
+        if settled is not None and i in settled:
+            continue
+        key = _config_key(config.to_dict())
+        if settled is not None and (key in final or (i == 0 and gave_up)):
+            settled.add(i)
+        if key not in taken and not (i == 0 and gave_up):
+            return config
+    return None
+
+
+def ask_next(study: optuna.Study, sweep: Sweep, space: Space, planned: list[Config],
+         settled: set[int] | None = None, full: Callable[[], bool] | None = None
+         ) -> tuple[optuna.Trial, Config] | None:
+    """The next trial: a planned configuration first (baseline, list, grid), else the
+    sampler's; None when nothing is left to plan, or ``full()`` says the study has all the
+    trials it needs."""
+    while True:
+        # One read of the trials for the checks and the sampler (TPE reads them about five
+        # times an ask); whether a planned configuration was planned twice is read afresh.
+        with trialio.holding(study):
+            if full is not None and full():
+                return None
+            config = next_planned(study, planned, settled)
+            if config is None and is_exhaustive(sweep):
+                return None
+            trial, config = ask_trial(study, sweep.dimensions, space, config)
+        if config not in planned:  # the sampler's: its configuration and role in one write
+            trialio.set_user_attrs(trial, {records.CONFIG: config.to_dict(),
+                                           records.ROLE: records.ROLE_SEARCH})
+            return trial, config
+        trial.set_user_attr(records.CONFIG, config.to_dict())
+        if liveness.planned_twice(study, trial, config.to_dict()):
+            liveness.abandon(study, trial)  # another worker planned it a moment earlier
+            continue
+        trial.set_user_attr(records.ROLE, records.ROLE_BASELINE if config == sweep.baseline
+                            else records.ROLE_FIXED)
+        return trial, config
+
+
+def ask_trial(study: optuna.Study, dims: Sequence[Dimension], space: Space,
+               config: Config | None) -> tuple[optuna.Trial, Config]:
+    """A new RUNNING trial: ``config`` queued and asked, or (None) the sampler's."""
+    with warnings.catch_warnings():
+        # Optuna warns that its heartbeat is meant for optimize(): we beat ourselves
+        # (liveness.Heartbeat).
+        warnings.filterwarnings("ignore", message="Heartbeat of storage", category=UserWarning)
+        if config is not None:
+            # Enqueued params are what the fixed distributions then return (ask alone
+            # would sample them).
+            study.enqueue_trial(config_values(config, dims, space), user_attrs={
+                records.ENQUEUED: liveness.now_utc().isoformat(),
+                records.CONFIG: config.to_dict()})
+            trial = study.ask(fixed_distributions(config, dims, space))
+        else:
+            trial = study.ask()
+        liveness.beat(study, [trial])  # at once: a trial that never beat is never stale
+        # What this trial really holds: ask hands out the oldest queued trial, which may
+        # be another worker's, or one a killed worker left.
+        return trial, suggest(trial, dims, space)
