@@ -144,21 +144,18 @@ def run_confirm(study: optuna.Study, dataset: Dataset, *, top: int = DEFAULT_TOP
         folds = make_folds(dataset.X, dataset.y, sweep.cv.folds, cv_seed, dev,
                            n_classes=dataset.n_classes)
         trials = [_ask(confirm, sweep, c, space, r, cv_seed) for c in todo]
-        told: set[int] = set()
-        try:
-            with liveness.Heartbeat(confirm, trials, seconds):  # until all are recorded
+        with liveness.Heartbeat(confirm, trials, seconds) as held:  # until all are told
+            try:
                 results = sweep.family.train([c.config for c in todo], folds, sweep, cv_seed,
                                              should_stop=stop)
                 for i, frozen in record_batch(confirm, trials, results):
-                    told.add(i)
+                    held.discard(trials[i])
                     if frozen is not None and not results[i].interrupted:
                         summary.done += 1
                         summary.ran += 1
-        except BaseException:
-            for i, trial in enumerate(trials):
-                if i not in told:
-                    liveness.abandon(confirm, trial)
-            raise
+            except BaseException:
+                held.give_back()
+                raise
         if on_repeat is not None:
             on_repeat(summary)
     summary.stopped_by = stop.signal

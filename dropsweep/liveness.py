@@ -103,9 +103,11 @@ def beat(study: optuna.Study, trials: Sequence[optuna.Trial]) -> None:
 
 
 class Heartbeat:
-    """One thread that beats for every trial a worker holds (Optuna's own
-    ``HeartbeatThread`` is one thread per trial, made for ``study.optimize``). Trials can be
-    added and dropped while it runs: a search beats for each from its ask to its tell."""
+    """The trials a worker holds — asked, not yet told — and one thread that beats for them
+    all (Optuna's own ``HeartbeatThread`` is one thread per trial, made for
+    ``study.optimize``). A trial is added at its ask and discarded once its result is
+    recorded; whatever is still held when the worker stops or fails is given back
+    (:meth:`give_back`), so no trial stays RUNNING. Search and confirm both hold this way."""
 
     def __init__(self, study: optuna.Study, trials: Sequence[optuna.Trial], seconds: int) -> None:
         self.study, self.trials, self.seconds = study, list(trials), seconds
@@ -121,6 +123,13 @@ class Heartbeat:
         with self.lock:
             if trial in self.trials:
                 self.trials.remove(trial)
+
+    def give_back(self) -> tuple[int, int]:
+        """Mark every trial still held interrupted (:func:`abandon`) and hold none: (held,
+        marked) — fewer marked than held when the storage refused."""
+        with self.lock:
+            held, self.trials = self.trials, []
+        return len(held), sum(abandon(self.study, trial) for trial in held)
 
     def _run(self) -> None:
         while not self.done.wait(self.seconds):

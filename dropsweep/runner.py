@@ -232,9 +232,8 @@ class _Search:
         self.warmup = pruning_warmup(sweep.train.epochs, sweep.train.eval_every)
         self.space, self.planned = space_of(sweep), planned_configs(sweep)
         self.seconds = heartbeat_seconds()
-        self.held: list[optuna.Trial] = []  # asked by this worker, not yet told
-        self.lock = threading.Lock()  # over held: the batch asked ahead adds to it
-        self.heartbeat = liveness.Heartbeat(study, [], self.seconds)
+        # the trials asked by this worker and not yet told, beating (a batch asked ahead adds to it)
+        self.held = liveness.Heartbeat(study, [], self.seconds)
         self.settled: set[int] = set()  # planned configurations settled for good (by index)
         self.ahead: _Ahead | None = None  # the next batch, being asked
         self.cancelled = threading.Event()  # stop asking ahead: an error ends the search
@@ -242,7 +241,7 @@ class _Search:
     def run(self) -> None:
         """Batches until the study holds its target (or a stop). Any error gives back the
         trials held; a failing storage says how many it could give back."""
-        with self.heartbeat:
+        with self.held:
             try:
                 while not self.stop() and self.summary.finished < self.summary.target:
                     if not self._one_batch():
@@ -251,21 +250,19 @@ class _Search:
                 # No trial may stay RUNNING, or a resume would wait for it until it goes stale.
                 self.cancelled.set()
                 self._finish_ahead()
-                held = self._release_all()
-                marked = sum(liveness.abandon(self.study, trial) for trial in held)
+                held, marked = self.held.give_back()
                 if isinstance(exc, StorageFailure) and held:
                     raise StorageFailure(exc.message + (
-                        f"; {marked} of the {len(held)} trials this worker was running are "
+                        f"; {marked} of the {held} trials this worker was running are "
                         "marked interrupted" if marked else
-                        f"; the {len(held)} trials this worker was running could not be "
+                        f"; the {held} trials this worker was running could not be "
                         f"marked interrupted: they run again once they have gone "
                         f"{GRACE_BEATS * self.seconds} s without a heartbeat")) from exc
                 raise
             # Stopped (or done) with a batch asked ahead: give it back, as a stop gives back
             # a batch in training.
             self._finish_ahead()
-            for trial in self._release_all():
-                liveness.abandon(self.study, trial)
+            self.held.give_back()
 
     def _one_batch(self) -> bool:
         """Ask, train and record one batch; False when there is nothing left to plan."""
@@ -288,8 +285,7 @@ class _Search:
                 summary.states["RUNNING"] = summary.states.get("RUNNING", 0) + len(asked)
         except optuna.exceptions.UpdateFinishedTrialError:
             # paused while asking: a trial being set up was failed as stale meanwhile
-            for trial in self._release_all():
-                liveness.abandon(study, trial)
+            self.held.give_back()
             self.events.notice(_taken_notice("a trial this worker was setting up", 1,
                                              self.seconds))
             return True
@@ -341,34 +337,16 @@ class _Search:
             if pair is None:
                 break
             asked.append(pair)
-            self._hold(pair[0])
+            self.held.add([pair[0]])
         kept = liveness.drop_surplus(self.study, asked, target)
         for trial, _ in asked:
             if all(trial is not k for k, _ in kept):
-                self._release(trial)  # abandoned: surplus
+                self.held.discard(trial)  # abandoned: surplus
         if kept:  # the batch's random stream: weights, masks, row order
             seed = trial_seed(self.sweep.search.seed, kept[0][0].number)
             for trial, _ in kept:
                 trial.set_user_attr(records.SEED, seed)
         return kept
-
-    def _hold(self, trial: optuna.Trial) -> None:
-        with self.lock:
-            self.held.append(trial)
-        self.heartbeat.add([trial])
-
-    def _release(self, trial: optuna.Trial) -> None:
-        with self.lock:
-            if trial in self.held:
-                self.held.remove(trial)
-        self.heartbeat.discard(trial)
-
-    def _release_all(self) -> list[optuna.Trial]:
-        with self.lock:
-            held, self.held = self.held, []
-        for trial in held:
-            self.heartbeat.discard(trial)
-        return held
 
     def _finish_ahead(self) -> None:
         """Wait for a batch being asked ahead (it stops asking at a stop); its trials stay
@@ -429,7 +407,7 @@ class _Search:
         # each trial beats until its result is recorded: a worker slowed by a locked
         # storage must not see its finished trials failed as stale by another
         for i, frozen in record_batch(study, trials, results, lost):
-            self._release(trials[i])
+            self.held.discard(trials[i])
             if frozen is None:
                 continue
             _tally(summary, TrialState.RUNNING, frozen, study.direction)
