@@ -52,11 +52,12 @@ def next_planned(study: optuna.Study, planned: list[Config],
 
 
 def ask_next(study: optuna.Study, sweep: Sweep, space: Space, planned: list[Config],
-         settled: set[int] | None = None, full: Callable[[], bool] | None = None
-         ) -> tuple[optuna.Trial, Config] | None:
+             settled: set[int] | None = None, full: Callable[[], bool] | None = None,
+             held: liveness.Heartbeat | None = None) -> tuple[optuna.Trial, Config] | None:
     """The next trial: a planned configuration first (baseline, list, grid), else the
     sampler's; None when nothing is left to plan, or ``full()`` says the study has all the
-    trials it needs."""
+    trials it needs. ``held`` holds the trial from its ask (given back if the worker fails
+    before it is told)."""
     while True:
         # One read of the trials for the checks and the sampler (TPE reads them about five
         # times an ask); whether a planned configuration was planned twice is read afresh.
@@ -67,6 +68,8 @@ def ask_next(study: optuna.Study, sweep: Sweep, space: Space, planned: list[Conf
             if config is None and is_exhaustive(sweep):
                 return None
             trial, config = ask_trial(study, sweep.dimensions, space, config)
+        if held is not None:
+            held.add([trial])
         if config not in planned:  # the sampler's: its configuration and role in one write
             trialio.set_user_attrs(trial, {records.CONFIG: config.to_dict(),
                                            records.ROLE: records.ROLE_SEARCH})
@@ -74,6 +77,8 @@ def ask_next(study: optuna.Study, sweep: Sweep, space: Space, planned: list[Conf
         trial.set_user_attr(records.CONFIG, config.to_dict())
         if liveness.planned_twice(study, trial, config.to_dict()):
             liveness.abandon(study, trial)  # another worker planned it a moment earlier
+            if held is not None:
+                held.discard(trial)
             continue
         trial.set_user_attr(records.ROLE, records.ROLE_BASELINE if config == sweep.baseline
                             else records.ROLE_FIXED)

@@ -383,6 +383,10 @@ def confirm(storage: str, study_name: str | None, top: int, repeats: int, device
     confirmation = build_confirmation(load_study(store, summary.study_name, storage),
                                       sweep.cv.folds)
     render_confirmation(confirmation, out)
+    if summary.lost:
+        err.print(f"{summary.lost} result(s) dropped: another run failed their trials as stale "
+                  "while this one was paused; they run again with: " + _resume_command(),
+                  markup=False)
     if summary.stopped_by is not None:
         out.print(f"Interrupted: {summary.done} of {summary.total} done. Resume with: "
                   + _resume_command(), markup=False)

@@ -81,6 +81,7 @@ class ConfirmSummary:
     done: int = 0  # (configuration, repeat) trials finished, before and now
     ran: int = 0
     stopped_by: int | None = None
+    lost: int = 0  # results dropped: another run failed their trials as stale meanwhile
     total: int = field(init=False, default=0)
 
     def __post_init__(self) -> None:
@@ -143,16 +144,18 @@ def run_confirm(study: optuna.Study, dataset: Dataset, *, top: int = DEFAULT_TOP
         cv_seed = repeat_seed(sweep, r)
         folds = make_folds(dataset.X, dataset.y, sweep.cv.folds, cv_seed, dev,
                            n_classes=dataset.n_classes)
-        trials = [_ask(confirm, sweep, c, space, r, cv_seed) for c in todo]
-        with liveness.Heartbeat(confirm, trials, seconds) as held:  # until all are told
+        with liveness.Heartbeat(confirm, [], seconds) as held:  # from each ask to its tell
             try:
+                trials = [_ask(confirm, sweep, c, space, r, cv_seed, held) for c in todo]
                 results = sweep.family.train([c.config for c in todo], folds, sweep, cv_seed,
                                              should_stop=stop)
-                for i, frozen in record_batch(confirm, trials, results):
+                lost: set[int] = set()
+                for i, frozen in record_batch(confirm, trials, results, lost):
                     held.discard(trials[i])
                     if frozen is not None and not results[i].interrupted:
                         summary.done += 1
                         summary.ran += 1
+                summary.lost += len(lost)
             except BaseException:
                 held.give_back()
                 raise
@@ -163,11 +166,13 @@ def run_confirm(study: optuna.Study, dataset: Dataset, *, top: int = DEFAULT_TOP
 
 
 def _ask(confirm: optuna.Study, sweep: Sweep, cand: Candidate, space: Space, repeat: int,
-         cv_seed: int) -> optuna.Trial:
+         cv_seed: int, held: liveness.Heartbeat) -> optuna.Trial:
     while True:
-        trial, held = ask_trial(confirm, sweep.dimensions, space, cand.config)
-        if held == cand.config:
+        trial, holds = ask_trial(confirm, sweep.dimensions, space, cand.config)
+        held.add([trial])
+        if holds == cand.config:
             break
+        held.discard(trial)
         # ask hands out the oldest queued trial: one a killed run left holds another
         # configuration; it is dropped, and ours comes next
         liveness.abandon(confirm, trial)

@@ -92,7 +92,8 @@ def write_plots(study: optuna.Study, report: StudyReport, confirmation: Confirma
                                   if name in t.params and t.params.get(group) == placement]
                         if points:
                             xs, ys = zip(*points)
-                            ax.scatter(xs, ys, s=14, label=placement, color=colours[placement])
+                            ax.scatter(xs, ys, s=14, label=placement,
+                                       color=colours.get(placement, "k"))
                     ax.set(xlabel=name.replace("_", " "), title=f"Accuracy against {name}")
                     if ax.get_legend_handles_labels()[0]:
                         ax.legend()

@@ -333,11 +333,11 @@ class _Search:
                 break
             # other workers may have asked for the rest meanwhile
             full = (lambda: liveness.taken(study) >= target) if asked else None
-            pair = ask_next(study, self.sweep, self.space, self.planned, self.settled, full)
+            pair = ask_next(study, self.sweep, self.space, self.planned, self.settled, full,
+                            self.held)
             if pair is None:
                 break
             asked.append(pair)
-            self.held.add([pair[0]])
         kept = liveness.drop_surplus(self.study, asked, target)
         for trial, _ in asked:
             if all(trial is not k for k, _ in kept):

@@ -140,7 +140,7 @@ class Config(Mapping[str, Any]):
         return len(self._items)
 
     def __hash__(self) -> int:
-        return hash(tuple(self._items.items()))
+        return hash(frozenset(self._items.items()))  # as equality: order plays no part
 
     def __repr__(self) -> str:
         return f"Config({self._items!r})"
@@ -322,19 +322,23 @@ def check_baseline_in_space(check: Checker, dimensions: Sequence[Dimension], bas
     lie inside the space."""
     for dim in dimensions:
         value, param = base[dim.name], space.get(dim.name)
-        if dim.when is not None or contains(param, value):
+        if not dim.used(base) or contains(param, value):
             continue
         if not dim.in_baseline:
             raise check.fail(f"space.{dim.name}", f"must include {value}: {baseline_words} "
                                                   "is every study's first trial")
-        shown = "off" if value is None else f"{value:g}"
+        shown = _shown(value)
         allowed = ("off" if param is None else
                    f"{param.low:g}..{param.high:g}" if isinstance(param, Range) else
-                   ", ".join("off" if v is None else f"{v:g}" for v in values_of(param)))
+                   ", ".join(_shown(v) for v in values_of(param)))
         raise check.fail(f"baseline.{dim.name}", f"{shown} is outside space.{dim.name} "
                          f"({allowed}); the baseline is every study's first trial: change "
                          "one of them" + (f"; a list such as [off, 3, 4] allows {dim.name.replace('_', '-')} off"
                                           if dim.can_be_off and value is None else ""))
+
+
+def _shown(value: Any) -> str:
+    return "off" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
 
 
 # ----------------------------------------------------------------------------- Optuna

@@ -57,6 +57,8 @@ def check_schema(name: str, user_attrs: Mapping[str, Any]) -> int:
 def normalised(data: Mapping[str, Any]) -> dict[str, Any]:
     """A stored sweep as today's code would store it; as stored if it no longer validates
     (the comparison then names what differs)."""
+    if not isinstance(data, Mapping):
+        return {}
     try:
         return build_sweep(RawSweep(data=dict(data), file="stored sweep")).to_dict()
     except SweepError:

@@ -62,8 +62,8 @@ def confirmed_rows(trials: Sequence[FrozenTrial], folds: int, placement: str
     """Rows for every configuration of a confirmation study, baseline first, then by mean;
     ``placement`` names the family's group dimension."""
     groups: dict[str, list[FrozenTrial]] = {}
-    for t in trials:
-        if records.CONFIG in t.user_attrs:
+    for t in trials:  # a trial queued but never given its repeat (abandoned, killed) is not one
+        if records.CONFIG in t.user_attrs and records.REPEAT in t.user_attrs:
             groups.setdefault(config_key(t.user_attrs[records.CONFIG]), []).append(t)
     scored = {key: _scores(group) for key, group in groups.items()}
     base_key = next((key for key, group in groups.items()

@@ -154,3 +154,21 @@ def test_confirm_on_the_command_line(searched, storage, tmp_path, monkeypatch):
     assert result.exit_code == 0, result.stderr
     assert "Confirmed" in result.stdout and "Verdict: " in result.stdout
     assert "4 of 4 (configuration, repeat) done" in result.stderr
+
+
+def test_a_result_another_run_took_meanwhile_is_counted_as_lost(searched, dataset, monkeypatch):
+    """A trial failed as stale by another run while this one was paused: its result is
+    dropped and counted (the CLI says so and how to resume), the others are recorded."""
+    from dropsweep import results
+
+    real, calls = results.record_result, []
+
+    def taken_once(study, trial, result):
+        calls.append(trial.number)
+        if len(calls) == 1:
+            raise optuna.exceptions.UpdateFinishedTrialError("failed as stale meanwhile")
+        return real(study, trial, result)
+
+    monkeypatch.setattr(results, "record_result", taken_once)
+    summary = run_confirm(searched, dataset, top=1, repeats=1, device="cpu")
+    assert summary.lost == 1 and summary.total == 2 and summary.done == summary.ran == 1

@@ -276,3 +276,18 @@ def test_validating_a_sweep_imports_neither_torch_nor_optuna():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_conditional_dimension_the_baseline_uses_must_lie_in_the_space(toy, monkeypatch):
+    """A baseline whose conditional dimension is sampled (here: with noise 'gauss' as the
+    baseline's group) is checked like any other; text values are shown as text."""
+    dims = list(toy.dimensions)
+    dims[0] = Dimension("noise", Choices(NOISES), baseline="gauss", choices=NOISES,
+                        simplicity="order", label="noise")
+    dims[1] = Dimension("sigma", Range(0.1, 1.0), baseline=0.5, rule=_positive,
+                        when=("noise", ("gauss",)), unused=0.0, label="sigma")
+    monkeypatch.setattr(Toy, "dimensions", tuple(dims))
+    with pytest.raises(SweepError, match=r"space.sigma: must include 0.5"):
+        build("space:\n  sigma: [0.2, 0.3]\n")
+    with pytest.raises(SweepError, match=r"space.noise: must include gauss"):
+        build("space:\n  noise: [clean]\n")

@@ -50,3 +50,30 @@ def test_export_and_confirm_pick_by_the_same_ranking():
     picked = [c.number for c in candidates(high, Sweep(), top=2)]
     assert picked == [-1, 3, 0]  # the sweep's baseline (never run here), then the best two
     assert best_first([], StudyDirection.MAXIMIZE) == []
+
+
+def test_a_queued_trial_never_given_its_repeat_does_not_erase_the_verdict():
+    """A confirmation trial queued and then dropped (another configuration came first, or a
+    kill) holds a configuration but no repeat: it is not a confirmed result."""
+    from dropsweep.verdict import confirmed_rows, verdict
+
+    base, cand = {"placement": "none", "lr": 0.01}, {"placement": "input", "lr": 0.1}
+    study = optuna.create_study(direction="maximize")
+    study.add_trial(create_trial(state=TrialState.FAIL, user_attrs={
+        records.CONFIG: base, records.INTERRUPTED: True}))
+    for config, role, source, folds in ((base, records.ROLE_BASELINE, -1, [0.7, 0.8, 0.75]),
+                                        (cand, records.ROLE_CANDIDATE, 7, [0.9, 0.85, 0.95])):
+        for repeat in (0, 1):
+            study.add_trial(create_trial(value=sum(folds) / 3, user_attrs={
+                records.CONFIG: config, records.ROLE: role, records.SOURCE_TRIAL: source,
+                records.REPEAT: repeat, records.FOLD_ACCURACIES: folds}))
+    rows = confirmed_rows(study.get_trials(), 3, "placement")
+    assert [(r.role, r.source_trial) for r in rows] == [("baseline", -1), ("candidate", 7)]
+    assert verdict(rows) is not None and rows[1].vs_baseline is not None
+
+
+def test_equal_configurations_hash_alike_whatever_their_key_order():
+    from dropsweep.space import Config
+
+    a, b = Config({"x": 1.0, "y": "on"}), Config({"y": "on", "x": 1.0})
+    assert a == b and hash(a) == hash(b) and len({a, b}) == 1
