@@ -173,8 +173,14 @@ def _placement_row(row: PlacementRow) -> tuple[str, ...]:
     )
 
 
+def _group_label(report: StudyReport) -> str:
+    """The column of the family's group dimension ("placement" for the MLP)."""
+    fam = family(report.family)
+    return next(d.label for d in fam.dimensions if d.name == fam.group)
+
+
 def _placements(report: StudyReport) -> _Section:
-    columns = ("placement", "trials", "best #", "accuracy", "Δ vs baseline")
+    columns = (_group_label(report), "trials", "best #", "accuracy", "Δ vs baseline")
     rows = [_placement_row(p) for p in report.placements]
     note = None
     if not rows:
@@ -217,7 +223,7 @@ def _overfitting(report: StudyReport) -> _Section:
              _percent(row.train_accuracy), _percent(row.accuracy_mean), _points(row.gap),
              _curve(row)) for p in report.placements for row in [p.best]]
     return _Section("Overfitting (best trial of each placement)",
-                    ("placement", "trial", "train acc", "held-out", "gap",
+                    (_group_label(report), "trial", "train acc", "held-out", "gap",
                      "held-out accuracy % by epoch"), rows, frozenset({1, 2, 3, 4}),
                     None if rows else "no complete trials yet")
 

@@ -239,6 +239,14 @@ def test_a_second_family_runs_end_to_end_through_the_shared_code(toy, dataset, s
     assert [p.placement for p in report.placements] == [
         v for v in NOISES if v in {t.params["noise"] for t in study.get_trials()}]
     assert report.best.value == max(t.value for t in study.get_trials())
+    from rich.console import Console
+
+    from dropsweep.render import render_report
+
+    console = Console(record=True, width=200, color_system=None)
+    render_report(report, "table", console)
+    text = console.export_text()
+    assert "noise" in text.split("Best trial of each placement")[1].splitlines()[1]
 
 
 def test_nothing_outside_the_mlp_family_knows_its_dimensions():
