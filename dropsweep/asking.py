@@ -10,7 +10,7 @@ this way.
 from __future__ import annotations
 
 import warnings
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import optuna
 
@@ -21,9 +21,10 @@ from dropsweep.space import (Config, Dimension, Space, config_values, fixed_dist
 from dropsweep.storage import trialio
 
 
-def _config_key(config: Any) -> Any:
-    """A stored configuration as something a set can hold."""
-    return tuple(sorted(config.items())) if isinstance(config, dict) else None
+def _stored(trial: optuna.trial.FrozenTrial) -> Config | None:
+    """The configuration a trial recorded, as one a set can hold."""
+    config = trial.user_attrs.get(records.CONFIG)
+    return Config(config) if isinstance(config, dict) else None
 
 
 def next_planned(study: optuna.Study, planned: list[Config],
@@ -36,17 +37,15 @@ def next_planned(study: optuna.Study, planned: list[Config],
     if settled is not None and len(settled) == len(planned):
         return None
     trials = study.get_trials(deepcopy=False)
-    taken = {_config_key(t.user_attrs.get(records.CONFIG)) for t in trials if liveness.settles(t)}
-    final = {_config_key(t.user_attrs.get(records.CONFIG)) for t in trials
-             if t.state.is_finished() and liveness.settles(t)}
+    taken = {_stored(t) for t in trials if liveness.settles(t)}
+    final = {_stored(t) for t in trials if t.state.is_finished() and liveness.settles(t)}
     gave_up = liveness.baseline_gave_up(trials)
     for i, config in enumerate(planned):  # planned[0] is the baseline (space.planned_configs)
         if settled is not None and i in settled:
             continue
-        key = _config_key(config.to_dict())
-        if settled is not None and (key in final or (i == 0 and gave_up)):
+        if settled is not None and (config in final or (i == 0 and gave_up)):
             settled.add(i)
-        if key not in taken and not (i == 0 and gave_up):
+        if config not in taken and not (i == 0 and gave_up):
             return config
     return None
 

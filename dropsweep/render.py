@@ -219,9 +219,9 @@ def _curve(row: TrialRow, points: int = 6) -> str:
 
 
 def _overfitting(report: StudyReport) -> _Section:
-    rows = [(p.placement, f"#{row.number}",
-             _percent(row.train_accuracy), _percent(row.accuracy_mean), _points(row.gap),
-             _curve(row)) for p in report.placements for row in [p.best]]
+    rows = [(p.placement, f"#{p.best.number}", _percent(p.best.train_accuracy),
+             _percent(p.best.accuracy_mean), _points(p.best.gap), _curve(p.best))
+            for p in report.placements]
     return _Section("Overfitting (best trial of each placement)",
                     (_group_label(report), "trial", "train acc", "held-out", "gap",
                      "held-out accuracy % by epoch"), rows, frozenset({1, 2, 3, 4}),

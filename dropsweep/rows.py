@@ -32,25 +32,28 @@ _INTERRUPTED_REASON = "interrupted"
 T = TypeVar("T")
 
 
+def _rank(value: float, number: int, direction: StudyDirection | None) -> tuple[float, int]:
+    """Sort key: the better value first in the study's direction, then the earlier trial."""
+    return (value if direction == StudyDirection.MINIMIZE else -value, number)
+
+
 def better(a: tuple[float, int], b: tuple[float, int], direction: StudyDirection | None = None
            ) -> bool:
     """Whether (value, number) ``a`` ranks before ``b``, as :func:`best_first` orders them."""
-    sign = 1.0 if direction == StudyDirection.MINIMIZE else -1.0
-    return (sign * a[0], a[1]) < (sign * b[0], b[1])
+    return _rank(*a, direction) < _rank(*b, direction)
 
 
 def best_first(trials: Iterable[T], direction: StudyDirection | None = None) -> list[T]:
     """The complete trials with a value, best first in the study's direction (maximise when
     not given), NaN skipped; ties go to the earlier trial (it was found first). Works on
     Optuna's trials and on :class:`TrialRow`."""
-    sign = 1.0 if direction == StudyDirection.MINIMIZE else -1.0
 
     def complete(t: Any) -> bool:
         state = t.state.name if isinstance(t.state, TrialState) else t.state
         return state == "COMPLETE" and t.value is not None and not math.isnan(t.value)
 
     return sorted((t for t in trials if complete(t)),
-                  key=lambda t: (sign * t.value, t.number))  # type: ignore[attr-defined]
+                  key=lambda t: _rank(t.value, t.number, direction))  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
@@ -122,11 +125,6 @@ class StudyReport:
     def failed(self) -> list[TrialRow]:
         """FAIL trials, by number: the report lists them with their reason."""
         return [t for t in self.trials if t.state == TrialState.FAIL.name]
-
-    @property
-    def overfitting(self) -> list[TrialRow]:
-        """The best trial of each placement: its train/held-out gap and learning curve."""
-        return [p.best for p in self.placements]
 
     @property
     def n_folds(self) -> int:

@@ -259,6 +259,23 @@ def _resilient(method: Callable[..., Any]) -> Callable[..., Any]:
     return call
 
 
+def _upsert(conn: Any, table: Any, keys: tuple[str, ...], have: set[tuple[Any, ...]],
+            rows: list[dict[str, Any]]) -> None:
+    """Insert the rows whose ``keys`` are new (all in one statement); update the others,
+    whose key tuples are in ``have``."""
+    def key(row: dict[str, Any]) -> tuple[Any, ...]:
+        return tuple(row[k] for k in keys)
+
+    new = [row for row in rows if key(row) not in have]
+    if new:
+        conn.execute(sqlalchemy.insert(table), new)
+    for row in rows:
+        if key(row) in have:
+            conn.execute(sqlalchemy.update(table)
+                         .where(*(table.c[k] == row[k] for k in keys))
+                         .values({c: v for c, v in row.items() if c not in keys}))
+
+
 class ResilientRDBStorage(RDBStorage):
     """Optuna's RDB storage whose every call rides out transient failures (with backoff,
     for :func:`retry_seconds`) and turns a permanent one into a :class:`StorageFailure`.
@@ -284,18 +301,12 @@ class ResilientRDBStorage(RDBStorage):
         table = models.TrialUserAttributeModel.__table__
         with self.engine.begin() as conn:
             self._check_updatable(conn, [trial_id])
-            have = set(conn.execute(sqlalchemy.select(table.c.key).where(
-                table.c.trial_id == trial_id, table.c.key.in_(list(attrs)))).scalars())
-            rows = [{"trial_id": trial_id, "key": key, "value_json": json.dumps(value)}
-                    for key, value in attrs.items()]
-            new = [row for row in rows if row["key"] not in have]
-            if new:
-                conn.execute(sqlalchemy.insert(table), new)
-            for row in rows:
-                if row["key"] in have:
-                    conn.execute(sqlalchemy.update(table).where(
-                        table.c.trial_id == trial_id, table.c.key == row["key"]
-                    ).values(value_json=row["value_json"]))
+            have = {tuple(row) for row in conn.execute(sqlalchemy.select(
+                table.c.trial_id, table.c.key).where(
+                table.c.trial_id == trial_id, table.c.key.in_(list(attrs))))}
+            _upsert(conn, table, ("trial_id", "key"), have, [
+                {"trial_id": trial_id, "key": key, "value_json": json.dumps(value)}
+                for key, value in attrs.items()])
 
     def set_intermediate_values(self, step: int, values: Mapping[int, float]) -> set[int]:
         """One step's intermediate value of several trials (trial id -> value) at once;
@@ -309,22 +320,15 @@ class ResilientRDBStorage(RDBStorage):
             ids = [trial_id for trial_id in values if trial_id not in finished]
             if not ids:
                 return finished
-            have = set(conn.execute(sqlalchemy.select(table.c.trial_id).where(
-                table.c.trial_id.in_(ids), table.c.step == step)).scalars())
+            have = {tuple(row) for row in conn.execute(sqlalchemy.select(
+                table.c.trial_id, table.c.step).where(
+                table.c.trial_id.in_(ids), table.c.step == step))}
             rows = []
             for trial_id in ids:
                 stored, kind = model.intermediate_value_to_stored_repr(values[trial_id])
                 rows.append({"trial_id": trial_id, "step": step, "intermediate_value": stored,
                              "intermediate_value_type": kind})
-            new = [row for row in rows if row["trial_id"] not in have]
-            if new:
-                conn.execute(sqlalchemy.insert(table), new)
-            for row in rows:
-                if row["trial_id"] in have:
-                    conn.execute(sqlalchemy.update(table).where(
-                        table.c.trial_id == row["trial_id"], table.c.step == step
-                    ).values(intermediate_value=row["intermediate_value"],
-                             intermediate_value_type=row["intermediate_value_type"]))
+            _upsert(conn, table, ("trial_id", "step"), have, rows)
         return finished
 
     def _check_updatable(self, conn: Any, trial_ids: list[int], raise_: bool = True
