@@ -79,6 +79,8 @@ def run_sweep(code: Path, tmp: Path, trials: int, overrides: list[str], extra: l
     seconds training, trials), and when it ended (the batches' clock)."""
     env = dict(os.environ, PYTHONPATH=str(code),
                SWEEP_OVERHEAD_ASK_AHEAD="1" if ask_ahead else "0")
+    if "DROPSWEEP_DATA_DIR" in env:  # the command runs in `tmp`: a relative path would move
+        env["DROPSWEEP_DATA_DIR"] = str(Path(env["DROPSWEEP_DATA_DIR"]).resolve())
     sets = [arg for value in overrides for arg in ("--set", value)]
     timing = tmp / "timing.json"
     # The same experiment in words older code reads too: `model.family` came with families

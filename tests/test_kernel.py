@@ -56,11 +56,23 @@ def test_masks_are_a_stream_per_key_that_the_counter_walks_along():
     assert bool(((kernel.masks(1000, 7, 0, 0.7) > 0) <= (whole > 0)).all())
 
 
-def test_one_dropout_step_equals_autograd_with_the_kernels_own_masks():
+@pytest.fixture(params=[None, 4, 8, 16], ids=["native", "vl4", "vl8", "vl16"])
+def vector_width(request, tmp_path, monkeypatch):
+    """The kernel as this CPU builds it, and forced to each vector width the source chooses
+    among (AVX-512, AVX, SSE), so every width's code runs on any machine."""
+    if request.param is not None:
+        monkeypatch.setenv("DROPSWEEP_KERNEL_DIR", str(tmp_path))
+        monkeypatch.setattr(kernel, "FLAGS", [*kernel.FLAGS, f"-DVL={request.param}"])
+        monkeypatch.setattr(kernel, "_lib", kernel._UNSET)
+        assert kernel.load() is not None, kernel.unavailable()
+    return request.param
+
+
+def test_one_dropout_step_equals_autograd_with_the_kernels_own_masks(vector_width):
     """Input and hidden dropout on, one minibatch (the whole fold), momentum and max-norm:
     the kernel's weights after one step equal a float64 autograd step that uses the masks
     drawn from the model's own key in the kernel's order (each row's input units, then each
-    hidden layer's units row by row)."""
+    hidden layer's units row by row). Widths 7 and 4 and 5 features pad every layer."""
     X, y = blob_data(24, 5)
     folds = make_folds(X, y, 2, seed=0)  # 12 training rows a fold
     config = mlp_config("both", input_rate=0.3, hidden_rate=0.5, learning_rate=0.3,

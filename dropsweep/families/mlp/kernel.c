@@ -19,9 +19,21 @@
 
 #define KERAS_EPSILON 1e-7f
 #define MAX_LAYERS 32
-#define VL 16 /* floats in a vector: every row of a layer is padded to a multiple of this */
+/* Floats in a vector; every row of a layer is padded to a multiple of this. It must match the
+ * CPU's own registers: GCC splits a wider generic vector into pieces, spills them, and
+ * lowered this kernel 8x slower on an AVX2 CPU at 16 (benchmarks/trial_speed.py). -DVL=n
+ * forces a width (the tests build each). */
+#ifndef VL
+#if defined(__AVX512F__)
+#define VL 16
+#elif defined(__AVX__)
+#define VL 8
+#else
+#define VL 4
+#endif
+#endif
 
-/* GCC/Clang vector extensions: AVX-512 where the CPU has it, narrower vectors elsewhere. */
+/* GCC/Clang vector extensions. */
 typedef float vf __attribute__((vector_size(VL * sizeof(float))));
 
 static inline vf vload(const float *p) { vf v; memcpy(&v, p, sizeof v); return v; }
@@ -102,6 +114,7 @@ static void gemm(int64_t m, int64_t n, int64_t K, const float *a, int64_t ai, in
     }
 }
 
+#if VL == 16
 /* Transpose 16 vectors of 16 in registers: four stages, each swapping the off-diagonal
  * halves of 2s x 2s blocks (row i with bit s clear trades its elements with bit s set for
  * row i+s's elements with bit s clear). */
@@ -145,6 +158,17 @@ static void transpose(const float *w, int64_t in, int64_t ldw, float *wt, int64_
                 vstore(wt + (j0 + i) * ldt + k0, r[i]);
         }
 }
+#else
+/* The same, element by element (a small part of the step at these widths). */
+static void transpose(const float *w, int64_t in, int64_t ldw, float *wt, int64_t out,
+                      int64_t ldt) {
+    const int64_t ip = padded(in);
+    for (int64_t j = 0; j < out; j++) {
+        for (int64_t k = 0; k < in; k++) wt[j * ldt + k] = w[k * ldw + j];
+        for (int64_t k = in; k < ip; k++) wt[j * ldt + k] = 0.0f;
+    }
+}
+#endif
 
 static inline uint64_t mix64(uint64_t z) {
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
