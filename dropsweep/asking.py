@@ -74,7 +74,9 @@ def ask_next(study: optuna.Study, sweep: Sweep, space: Space, planned: list[Conf
                                            records.ROLE: records.ROLE_SEARCH})
             return trial, config
         trial.set_user_attr(records.CONFIG, config.to_dict())
-        if liveness.planned_twice(study, trial, config.to_dict()):
+        with trialio.released(study):  # another worker's plan of a moment ago counts
+            twice = liveness.planned_twice(study, trial, config.to_dict())
+        if twice:
             liveness.abandon(study, trial)  # another worker planned it a moment earlier
             if held is not None:
                 held.discard(trial)
@@ -100,7 +102,10 @@ def ask_trial(study: optuna.Study, dims: Sequence[Dimension], space: Space,
             trial = study.ask(fixed_distributions(config, dims, space))
         else:
             trial = study.ask()
-        liveness.beat(study, [trial])  # at once: a trial that never beat is never stale
+        # A trial that never beat is never stale to Optuna: its first beat goes with its
+        # first write (in a hold, with its parameters and role; liveness.fail_stale fails a
+        # trial that has neither)
+        liveness.beat(study, [trial])
         # What this trial really holds: ask hands out the oldest queued trial, which may
         # be another worker's, or one a killed worker left.
         return trial, suggest(trial, dims, space)

@@ -328,24 +328,28 @@ class _Search:
         ``ahead``: asked while another batch trains, so a stop ends the asking."""
         asked: list[tuple[optuna.Trial, Config]] = []
         study, target = self.study, self.summary.target
-        for _ in range(max(wanted, 0)):
-            if ahead and (self.stop() or self.cancelled.is_set()):
-                break
-            # other workers may have asked for the rest meanwhile
-            full = (lambda: liveness.taken(study) >= target) if asked else None
-            pair = ask_next(study, self.sweep, self.space, self.planned, self.settled, full,
-                            self.held)
-            if pair is None:
-                break
-            asked.append(pair)
+        # One read of the study serves the batch's asks, which see their own trials as they
+        # write them (trialio); others' asks of the moment are settled by drop_surplus.
+        with trialio.holding(study):
+            for _ in range(max(wanted, 0)):
+                if ahead and (self.stop() or self.cancelled.is_set()):
+                    break
+                # other workers may have asked for the rest meanwhile
+                full = (lambda: liveness.taken(study) >= target) if asked else None
+                pair = ask_next(study, self.sweep, self.space, self.planned, self.settled,
+                                full, self.held)
+                if pair is None:
+                    break
+                asked.append(pair)
+            if asked:  # the batch's random stream: weights, masks, row order (what
+                # drop_surplus keeps is a first part of `asked`: it drops the highest numbers)
+                seed = trial_seed(self.sweep.search.seed, asked[0][0].number)
+                for trial, _ in asked:
+                    trial.set_user_attr(records.SEED, seed)
         kept = liveness.drop_surplus(self.study, asked, target)
         for trial, _ in asked:
             if all(trial is not k for k, _ in kept):
                 self.held.discard(trial)  # abandoned: surplus
-        if kept:  # the batch's random stream: weights, masks, row order
-            seed = trial_seed(self.sweep.search.seed, kept[0][0].number)
-            for trial, _ in kept:
-                trial.set_user_attr(records.SEED, seed)
         return kept
 
     def _finish_ahead(self) -> None:

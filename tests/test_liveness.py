@@ -214,13 +214,13 @@ def test_a_failing_storage_gives_back_the_trials_it_still_can(dataset, storage, 
     """The storage fails while a batch is recorded (in the real world: a disk filled up, then
     freed a little). The error names it; the batch's trials are marked interrupted, so they
     run again on resume and are never counted."""
-    from dropsweep import results
     from dropsweep.errors import StorageFailure
+    from dropsweep.storage.trialio import SnapshotStorage
 
-    def failing(study, trial, result):
+    def failing(storage, ends):
         raise StorageFailure("storage sqlite:///x.db failed: disk I/O error")
 
-    monkeypatch.setattr(results, "record_result", failing)
+    monkeypatch.setattr(SnapshotStorage, "finish_trials", failing)
     with pytest.raises(StorageFailure) as err:
         run_search(sweep_of("search.pruner=none"), dataset, storage_url=storage, device="cpu",
                    batch=3, trials=3)

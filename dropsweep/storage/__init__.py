@@ -13,6 +13,7 @@ own wrapper ("exceeding max length") would otherwise bury.
 
 from __future__ import annotations
 
+import datetime
 import functools
 import json
 import os
@@ -21,17 +22,39 @@ import sqlite3
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
 from urllib.parse import quote
 
 import optuna
 import sqlalchemy
 from optuna.storages import RDBStorage
+from optuna.trial import TrialState
 
 from dropsweep import env
 from dropsweep.errors import StorageError, StorageFailure
 
 GRACE_BEATS = 3  # a trial is stale after this many heartbeats missed
+
+
+class TrialWrites(NamedTuple):
+    """What was set on a running trial, written at once (``ResilientRDBStorage.write_trials``):
+    parameters (name, internal value, distribution), user and system attributes."""
+
+    trial_id: int
+    params: list[tuple[str, float, Any]]
+    user_attrs: dict[str, Any]
+    system_attrs: dict[str, Any]
+    beats: list[bool]  # [True] once its heartbeat is to be recorded
+
+
+class TrialEnd(NamedTuple):
+    """What ends a trial, written at once (``ResilientRDBStorage.finish_trials``)."""
+
+    trial_id: int
+    user_attrs: Mapping[str, Any]
+    report: tuple[int, float] | None  # a last intermediate value: (step, value)
+    state: TrialState
+    values: Sequence[float] | None
 
 
 def heartbeat_seconds() -> int:
@@ -331,6 +354,119 @@ class ResilientRDBStorage(RDBStorage):
             _upsert(conn, table, ("trial_id", "step"), have, rows)
         return finished
 
+    def write_trials(self, writes: Sequence[TrialWrites], known: Mapping[str, Any]) -> None:
+        """What was set on several trials of one study (parameters, user and system
+        attributes, a heartbeat), in one transaction, as Optuna's set_trial_param,
+        set_trial_user_attr, set_trial_system_attr and record_heartbeat write each: refused
+        for a finished trial, each parameter's
+        distribution checked against the study's (``known``: those already seen; others are
+        looked up in the storage)."""
+        from optuna import distributions
+        from optuna.storages._rdb import models
+
+        params = models.TrialParamModel.__table__
+        trials = models.TrialModel.__table__
+        ids = [w.trial_id for w in writes]
+        with self.engine.begin() as conn:
+            self._check_updatable(conn, ids)
+            previous = dict(known)
+            unknown = {name for w in writes for name, _, _ in w.params} - set(previous)
+            if unknown:
+                study = sqlalchemy.select(trials.c.study_id).where(
+                    trials.c.trial_id == ids[0]).scalar_subquery()
+                for name, stored in conn.execute(
+                        sqlalchemy.select(params.c.param_name, params.c.distribution_json)
+                        .join(trials, trials.c.trial_id == params.c.trial_id)
+                        .where(trials.c.study_id == study, params.c.param_name.in_(unknown))):
+                    previous.setdefault(name, distributions.json_to_distribution(stored))
+            rows = []
+            for w in writes:
+                for name, value, distribution in w.params:
+                    if name in previous:
+                        distributions.check_distribution_compatibility(previous[name],
+                                                                       distribution)
+                    else:
+                        previous[name] = distribution
+                    rows.append({"trial_id": w.trial_id, "param_name": name,
+                                 "param_value": value,
+                                 "distribution_json": distributions.distribution_to_json(
+                                     distribution)})
+            if rows:
+                conn.execute(sqlalchemy.insert(params), rows)
+            for model, field in ((models.TrialUserAttributeModel, "user_attrs"),
+                                 (models.TrialSystemAttributeModel, "system_attrs")):
+                table = model.__table__
+                rows = [{"trial_id": w.trial_id, "key": key, "value_json": json.dumps(value)}
+                        for w in writes for key, value in getattr(w, field).items()]
+                if rows:
+                    have = {tuple(row) for row in conn.execute(sqlalchemy.select(
+                        table.c.trial_id, table.c.key).where(table.c.trial_id.in_(ids)))}
+                    _upsert(conn, table, ("trial_id", "key"), have, rows)
+            beating = [w.trial_id for w in writes if w.beats]
+            if beating:
+                table = models.TrialHeartbeatModel.__table__
+                have = set(conn.execute(sqlalchemy.select(table.c.trial_id).where(
+                    table.c.trial_id.in_(beating))).scalars())
+                new = [{"trial_id": trial_id} for trial_id in beating if trial_id not in have]
+                if new:  # stamped by the column's default, the database's clock
+                    conn.execute(sqlalchemy.insert(table), new)
+                if have:
+                    conn.execute(sqlalchemy.update(table).where(table.c.trial_id.in_(have))
+                                 .values(heartbeat=sqlalchemy.func.now()))
+
+    def finish_trials(self, ends: Sequence[TrialEnd]) -> set[int]:
+        """Several trials' ends at once, each as Optuna's set_trial_user_attr,
+        set_trial_intermediate_value and set_trial_state_values would write it: its user
+        attributes, a last intermediate value, its final state and value. The ids of the
+        trials already finished (another worker failed them as stale), which take nothing."""
+        from optuna.storages._rdb import models
+
+        trials = models.TrialModel.__table__
+        values = models.TrialValueModel.__table__
+        attrs = models.TrialUserAttributeModel.__table__
+        steps = models.TrialIntermediateValueModel
+        with self.engine.begin() as conn:
+            finished = self._check_updatable(conn, [end.trial_id for end in ends],
+                                             raise_=False)
+            ends = [end for end in ends if end.trial_id not in finished]
+            ids = [end.trial_id for end in ends]
+            if not ends:
+                return finished
+            have = {tuple(row) for row in conn.execute(sqlalchemy.select(
+                attrs.c.trial_id, attrs.c.key).where(attrs.c.trial_id.in_(ids)))}
+            _upsert(conn, attrs, ("trial_id", "key"), have, [
+                {"trial_id": end.trial_id, "key": key, "value_json": json.dumps(value)}
+                for end in ends for key, value in end.user_attrs.items()])
+            reported = [end for end in ends if end.report is not None]
+            if reported:
+                table = steps.__table__
+                have = {tuple(row) for row in conn.execute(sqlalchemy.select(
+                    table.c.trial_id, table.c.step).where(
+                    table.c.trial_id.in_([end.trial_id for end in reported])))}
+                rows = []
+                for end in reported:
+                    step, value = end.report  # type: ignore[misc]
+                    stored, kind = steps.intermediate_value_to_stored_repr(value)
+                    rows.append({"trial_id": end.trial_id, "step": step,
+                                 "intermediate_value": stored, "intermediate_value_type": kind})
+                _upsert(conn, table, ("trial_id", "step"), have, rows)
+            have = {tuple(row) for row in conn.execute(sqlalchemy.select(
+                values.c.trial_id, values.c.objective).where(values.c.trial_id.in_(ids)))}
+            rows = []
+            for end in ends:
+                for objective, value in enumerate(end.values or ()):
+                    stored, kind = models.TrialValueModel.value_to_stored_repr(value)
+                    rows.append({"trial_id": end.trial_id, "objective": objective,
+                                 "value": stored, "value_type": kind})
+            if rows:
+                _upsert(conn, values, ("trial_id", "objective"), have, rows)
+            now = datetime.datetime.now()  # naive local time, as Optuna stores it
+            for end in ends:
+                conn.execute(sqlalchemy.update(trials)
+                             .where(trials.c.trial_id == end.trial_id)
+                             .values(state=end.state, datetime_complete=now))
+        return finished
+
     def _check_updatable(self, conn: Any, trial_ids: list[int], raise_: bool = True
                          ) -> set[int]:
         """The finished ones among ``trial_ids`` (the first raises UpdateFinishedTrialError,
@@ -365,7 +501,8 @@ for _name in ("create_new_study", "delete_study", "set_study_user_attr",
               "_get_trials", "get_best_trial", "_get_best_trial_id", "record_heartbeat",
               "_get_stale_trial_ids"):
     setattr(ResilientRDBStorage, _name, _resilient(getattr(RDBStorage, _name)))
-for _name in ("set_trial_user_attrs", "set_intermediate_values"):
+for _name in ("set_trial_user_attrs", "set_intermediate_values", "write_trials",
+              "finish_trials"):
     setattr(ResilientRDBStorage, _name, _resilient(getattr(ResilientRDBStorage, _name)))
 
 

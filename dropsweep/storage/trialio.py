@@ -24,23 +24,36 @@ as those do (``should_prune`` reads it).
 from __future__ import annotations
 
 import copy
+import datetime
 import threading
 import time
 from contextlib import contextmanager
 from typing import Any, Container, Iterator, Mapping, Sequence
 
 import optuna
+from optuna import distributions
+from optuna.distributions import BaseDistribution
 from optuna.storages import RDBStorage, _CachedStorage
 from optuna.trial import FrozenTrial, TrialState
+
+from dropsweep.storage import TrialEnd, TrialWrites
 
 
 class _Read:
     """One thread's hold: when its read was made, and the study's trials in number order as
-    of then (None once a trial was created since: listed again, without another read)."""
+    of then (None once a trial was created since: listed again, without another read); the
+    trials created inside it, and what was set on them, not yet written."""
 
     def __init__(self) -> None:
         self.at: dict[int, float] = {}
         self.listing: dict[int, list[FrozenTrial] | None] = {}
+        self.created: set[int] = set()
+        self.pending: dict[int, TrialWrites] = {}
+
+    def writes(self, trial_id: int) -> TrialWrites:
+        if trial_id not in self.pending:
+            self.pending[trial_id] = TrialWrites(trial_id, [], {}, {}, [])
+        return self.pending[trial_id]
 
 
 class SnapshotStorage(_CachedStorage):
@@ -58,11 +71,29 @@ class SnapshotStorage(_CachedStorage):
         if getattr(self._held, "read", None) is not None:
             yield
             return
-        self._held.read, self._held.max_age = _Read(), max_age
+        read = self._held.read = _Read()
+        self._held.max_age = max_age
         try:
             yield
         finally:
             self._held.read = None
+        self._write_pending(read)  # not after a failure: the trials are given back anyway
+
+    @contextmanager
+    def released(self) -> Iterator[None]:
+        """Inside a hold, reads that see the storage as it is now (and this worker's pending
+        writes written first); the hold then lists the trials again, without another read."""
+        read: _Read | None = getattr(self._held, "read", None)
+        if read is None:
+            yield
+            return
+        self._write_pending(read)
+        self._held.read = None
+        try:
+            yield
+        finally:
+            self._held.read = read
+            read.listing.clear()
 
     def get_all_trials(
         self,
@@ -92,12 +123,119 @@ class SnapshotStorage(_CachedStorage):
         read: _Read | None = getattr(self._held, "read", None)
         if read is not None:
             read.listing[study_id] = None  # the new trial is in the cache: list it
+            read.created.add(trial_id)
         return trial_id
+
+    # A trial created inside a hold is this worker's own: its copy in the cache is kept as
+    # its writes leave it, and Optuna's ask (which writes each parameter and attribute in a
+    # transaction of its own, then reads the trial back) neither writes nor reads each one:
+    # what was set on the hold's trials is written in one transaction when the hold ends
+    # (or before one of them is finished, or reads are released).
+
+    def _own(self, trial_id: int) -> tuple[_Read, FrozenTrial] | None:
+        read: _Read | None = getattr(self._held, "read", None)
+        if read is None or trial_id not in read.created or not self.batches_writes():
+            return None
+        with self._lock:
+            study_id, number = self._trial_id_to_study_id_and_number[trial_id]
+            return read, self._studies[study_id].trials[number]
+
+    def get_trial(self, trial_id: int) -> FrozenTrial:
+        own = self._own(trial_id)
+        if own is not None and own[1].state == TrialState.RUNNING:
+            return copy.deepcopy(own[1])
+        return super().get_trial(trial_id)
+
+    def set_trial_param(self, trial_id: int, param_name: str, param_value_internal: float,
+                        distribution: BaseDistribution) -> None:
+        own = self._own(trial_id)
+        if own is None:
+            super().set_trial_param(trial_id, param_name, param_value_internal, distribution)
+            return
+        read, trial = own
+        with self._lock:
+            study = self._studies[self._trial_id_to_study_id_and_number[trial_id][0]]
+            known = study.param_distribution.get(param_name)
+        if known is not None:  # checked at once where it can be, as Optuna's write would
+            distributions.check_distribution_compatibility(known, distribution)
+        read.writes(trial_id).params.append((param_name, param_value_internal, distribution))
+        trial.params[param_name] = distribution.to_external_repr(param_value_internal)
+        trial.distributions[param_name] = distribution
+
+    def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
+        self.set_trial_user_attrs(trial_id, {key: value})
+
+    def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
+        # (TPE's constant liar reads a running trial's sampled point from its system attrs)
+        own = self._own(trial_id)
+        if own is None:
+            super().set_trial_system_attr(trial_id, key, value)
+            return
+        own[0].writes(trial_id).system_attrs[key] = value
+        own[1].system_attrs[key] = value
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        # A trial's first beat lands with its role: a worker killed before both is failed
+        # as one that never beat (liveness.fail_stale).
+        own = self._own(trial_id)
+        if own is None:
+            super().record_heartbeat(trial_id)
+        elif not own[0].writes(trial_id).beats:
+            own[0].writes(trial_id).beats.append(True)
+
+    def set_trial_state_values(self, trial_id: int, state: TrialState,
+                               values: Sequence[float] | None = None) -> bool:
+        own = self._own(trial_id)
+        if own is not None and state.is_finished():
+            self._write_pending(own[0], trial_id)  # what was set on it comes first
+        done = super().set_trial_state_values(trial_id, state, values)
+        if done and own is not None:  # the cache's copy as the write leaves the trial
+            read, trial = own
+            if state == TrialState.RUNNING:  # an enqueued trial this worker asked
+                trial.datetime_start = datetime.datetime.now()
+            else:  # (abandoned): no longer this hold's to keep
+                trial.values = None if values is None else [float(v) for v in values]
+                trial.datetime_complete = datetime.datetime.now()
+                read.created.discard(trial_id)
+            trial.state = state
+        return done
+
+    def _write_pending(self, read: _Read, trial_id: int | None = None) -> None:
+        writes = ([read.pending.pop(trial_id)] if trial_id in read.pending else []
+                  ) if trial_id is not None else list(read.pending.values())
+        if not writes:
+            return
+        with self._lock:
+            studies = {self._trial_id_to_study_id_and_number[w.trial_id][0] for w in writes}
+            known = {name: dist for study_id in studies
+                     for name, dist in self._studies[study_id].param_distribution.items()}
+        if len(studies) > 1:  # (a hold's trials are one study's: the check needs it)
+            raise ValueError("a hold's pending writes span several studies")
+        self._backend.write_trials(writes, known)
+        if trial_id is None:
+            read.pending.clear()
+        with self._lock:
+            study = self._studies[studies.pop()]
+            for w in writes:
+                for name, _, distribution in w.params:
+                    study.param_distribution.setdefault(name, distribution)
 
     # Batched writes, where the storage behind has them (dropsweep's RDB storage does).
 
     def set_trial_user_attrs(self, trial_id: int, attrs: Mapping[str, Any]) -> None:
-        self._backend.set_trial_user_attrs(trial_id, attrs)
+        own = self._own(trial_id)
+        if own is None:
+            if self.batches_writes():
+                self._backend.set_trial_user_attrs(trial_id, attrs)
+            else:
+                for key, value in attrs.items():
+                    super().set_trial_user_attr(trial_id, key, value)
+            return
+        own[0].writes(trial_id).user_attrs.update(attrs)
+        own[1].user_attrs.update(attrs)
+
+    def finish_trials(self, ends: Sequence[TrialEnd]) -> set[int]:
+        return self._backend.finish_trials(ends)
 
     def set_intermediate_values(self, step: int, values: Mapping[int, float]) -> set[int]:
         return self._backend.set_intermediate_values(step, values)
@@ -127,6 +265,14 @@ def holding(study: optuna.Study, max_age: float | None = None):
     return _nothing()
 
 
+def released(study: optuna.Study):
+    """``SnapshotStorage.released`` for the study's storage; where it cannot hold, nothing."""
+    storage = study._storage  # noqa: SLF001
+    if isinstance(storage, SnapshotStorage):
+        return storage.released()
+    return _nothing()
+
+
 @contextmanager
 def _nothing() -> Iterator[None]:
     yield
@@ -134,6 +280,12 @@ def _nothing() -> Iterator[None]:
 
 def _batched(trial: optuna.Trial) -> SnapshotStorage | None:
     storage = trial.storage
+    return storage if isinstance(storage, SnapshotStorage) and storage.batches_writes() else None
+
+
+def finishes(study: optuna.Study) -> SnapshotStorage | None:
+    """The study's storage where it writes a batch's ends at once (``finish_trials``)."""
+    storage = study._storage  # noqa: SLF001
     return storage if isinstance(storage, SnapshotStorage) and storage.batches_writes() else None
 
 
