@@ -64,19 +64,36 @@ def timed(configs, folds, settings, seed, on_checkpoint=None, **kwargs):
         batches.append((start, time.perf_counter() - start - hooked[0], len(configs)))
 
 engine.train_trials = timed
+
+# The sampler's own computation (TPE's ask), timed where it is called.
+import optuna
+sampled = []
+def stopwatch(real):
+    def call(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return real(*args, **kwargs)
+        finally:
+            sampled.append((start, time.perf_counter() - start))
+    return call
+for name in ("infer_relative_search_space", "sample_relative", "sample_independent"):
+    setattr(optuna.samplers.TPESampler, name,
+            stopwatch(getattr(optuna.samplers.TPESampler, name)))
 from dropsweep.cli import main
 try:
     main(sys.argv[2:], prog_name="dropsweep")
 finally:
     with open(sys.argv[1], "w") as out:
-        json.dump({"batches": batches, "end": time.perf_counter()}, out)
+        json.dump({"batches": batches, "sampled": sampled, "end": time.perf_counter()}, out)
 """
 
 
 def run_sweep(code: Path, tmp: Path, trials: int, overrides: list[str], extra: list[str],
-              ask_ahead: bool = False) -> tuple[float, list[tuple[float, float, int]], float]:
+              ask_ahead: bool = False
+              ) -> tuple[float, list[tuple[float, float, int]], float, list[tuple[float, float]]]:
     """``dropsweep search`` with ``code`` on the path: its wall-clock, and per batch (start,
-    seconds training, trials), and when it ended (the batches' clock)."""
+    seconds training, trials), when it ended (the batches' clock), and each call of the TPE
+    sampler's (start, seconds)."""
     env = dict(os.environ, PYTHONPATH=str(code),
                SWEEP_OVERHEAD_ASK_AHEAD="1" if ask_ahead else "0")
     if "DROPSWEEP_DATA_DIR" in env:  # the command runs in `tmp`: a relative path would move
@@ -94,22 +111,27 @@ def run_sweep(code: Path, tmp: Path, trials: int, overrides: list[str], extra: l
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=env, cwd=tmp)
     wall = time.perf_counter() - start
     data = json.loads(timing.read_text())
-    return wall, [tuple(b) for b in data["batches"]], data["end"]
+    return (wall, [tuple(b) for b in data["batches"]], data["end"],
+            [tuple(c) for c in data["sampled"]])
 
 
-def window(batches: list[tuple[float, float, int]], end: float, lo: int, hi: int
-           ) -> tuple[int, int, float, float]:
+def window(batches: list[tuple[float, float, int]], end: float, lo: int, hi: int,
+           sampled: list[tuple[float, float]]) -> tuple[int, int, float, float, float]:
     """Over the batches whose first trial is in [lo, hi): (first trial, trials, seconds per
-    trial in all, of which not training). Trial numbers follow the batches (one worker)."""
+    trial in all, of which not training, of which the sampler's computation). Trial numbers
+    follow the batches (one worker); a batch's cycle runs from the start of its training to
+    the next's, so it holds the next batch's asks."""
     first, picked = 0, []
     for i, (start, train, n) in enumerate(batches):
         if lo <= first < hi:
-            cycle = (batches[i + 1][0] if i + 1 < len(batches) else end) - start
-            picked.append((first, n, cycle, train))
+            stop = batches[i + 1][0] if i + 1 < len(batches) else end
+            sampler = sum(dt for at, dt in sampled if start <= at < stop)
+            picked.append((first, n, stop - start, train, sampler))
         first += n
     trials = sum(p[1] for p in picked)
     cycle = sum(p[2] for p in picked)
-    return picked[0][0], trials, cycle / trials, (cycle - sum(p[3] for p in picked)) / trials
+    return (picked[0][0], trials, cycle / trials, (cycle - sum(p[3] for p in picked)) / trials,
+            sum(p[4] for p in picked) / trials)
 
 
 def main() -> None:
@@ -136,30 +158,32 @@ def main() -> None:
         name = "this tree" if code == REPO else str(code)
         if "a" in parts:
             with tempfile.TemporaryDirectory() as tmp:
-                wall, batches, _ = run_sweep(code, Path(tmp), args.trials, a_over, extra)
+                wall, batches, _, _ = run_sweep(code, Path(tmp), args.trials, a_over, extra)
             train = sum(b[1] for b in batches)
             print(f"[{name}] (a) {args.trials} trials, {args.epochs or 'default'} epochs: "
                   f"wall-clock {wall:.1f} s, training {train:.1f} s: {wall / train:.2f}x "
                   f"(not training: {(wall - train) / args.trials * 1e3:.0f} ms/trial)")
         if "b" in parts:
             with tempfile.TemporaryDirectory() as tmp:
-                wall, batches, end = run_sweep(code, Path(tmp), args.scale_trials, b_over,
-                                               extra)
+                wall, batches, end, sampled = run_sweep(code, Path(tmp), args.scale_trials,
+                                                        b_over, extra)
             n, half = args.scale_trials, args.window // 2
-            f1, n1, s1, o1 = window(batches, end, n // 10 - half, n // 10 + half)
-            f2, n2, s2, o2 = window(batches, end, n - 2 * half, n)
+            f1, n1, s1, o1, t1 = window(batches, end, n // 10 - half, n // 10 + half, sampled)
+            f2, n2, s2, o2, t2 = window(batches, end, n - 2 * half, n, sampled)
             train = sum(b[1] for b in batches)
             print(f"[{name}] (b) {n} trials, {args.scale_epochs} epochs (wall-clock "
                   f"{wall:.1f} s, training {train:.1f} s): not training "
                   f"{o1 * 1e3:.1f} ms/trial at trials {f1}-{f1 + n1 - 1} (of "
                   f"{s1 * 1e3:.1f} ms/trial), {o2 * 1e3:.1f} ms/trial at {f2}-{f2 + n2 - 1} "
-                  f"(of {s2 * 1e3:.1f}): {o2 / o1:.2f}x")
+                  f"(of {s2 * 1e3:.1f}): {o2 / o1:.2f}x; of which TPE's own computation "
+                  f"{t1 * 1e3:.1f} and {t2 * 1e3:.1f} ms/trial; the rest {(o1 - t1) * 1e3:.1f} "
+                  f"and {(o2 - t2) * 1e3:.1f}: {(o2 - t2) / (o1 - t1):.2f}x")
     if "c" in parts:
         over = [f"train.epochs={args.ahead_epochs}", "search.sampler=random"]
         for ask_ahead in (False, True) * args.rounds:
             with tempfile.TemporaryDirectory() as tmp:
-                wall, batches, _ = run_sweep(REPO, Path(tmp), args.trials, over, extra,
-                                             ask_ahead)
+                wall, batches, _, _ = run_sweep(REPO, Path(tmp), args.trials, over, extra,
+                                                ask_ahead)
             train = sum(b[1] for b in batches)
             print(f"[this tree] (c) {args.trials} trials, random, {args.ahead_epochs} epochs, "
                   f"{'asking ahead' if ask_ahead else 'one batch after the other'}: "

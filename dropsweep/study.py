@@ -10,12 +10,15 @@ study resumes and reports exactly as before.
 
 from __future__ import annotations
 
+import copy
 import time
 import warnings
 from typing import Any, Mapping
 
 import numpy as np
 import optuna
+from optuna.search_space.group_decomposed import _GroupDecomposedSearchSpace, _SearchSpaceGroup
+from optuna.trial import TrialState
 
 import dropsweep
 from dropsweep import records
@@ -86,13 +89,49 @@ def sweep_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[st
 # ----------------------------------------------------------------------------- samplers
 
 
+class GroupsSoFar(_GroupDecomposedSearchSpace):
+    """Optuna's decomposition of the space into groups of parameters sampled together (TPE's
+    ``group=True``), given each complete trial once.
+
+    Optuna's keeps its groups from ask to ask and adds every complete trial's distributions
+    again at each: a no-op for a trial already added (groups only ever split, each one inside
+    or outside a trial's distributions, and TPE sorts the names in a group), but a pass over
+    the whole study at every ask, the largest part of TPE's ask that grows with the study
+    (benchmarks/sweep_overhead.py (b)). The same groups, so the same proposals
+    (tests/test_space.py, tests/test_golden.py)."""
+
+    def __init__(self, include_pruned: bool = False) -> None:
+        super().__init__(include_pruned)
+        self._added: set[int] = set()
+
+    def calculate(self, study: optuna.Study, use_cache: bool = False) -> _SearchSpaceGroup:
+        if self._study_id is None:
+            self._study_id = study._study_id  # noqa: SLF001
+        elif self._study_id != study._study_id:  # noqa: SLF001
+            raise ValueError("`_GroupDecomposedSearchSpace` cannot handle multiple studies.")
+        states = ((TrialState.COMPLETE, TrialState.PRUNED) if self._include_pruned
+                  else (TrialState.COMPLETE,))
+        for trial in study._get_trials(deepcopy=False, states=states,  # noqa: SLF001
+                                       use_cache=use_cache):
+            if trial.number not in self._added:  # finished: its distributions are final
+                self._search_space.add_distributions(trial.distributions)
+                self._added.add(trial.number)
+        return copy.deepcopy(self._search_space)
+
+
 def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
     """Each sampler seeded; TPE is multivariate and grouped, which suits a conditional space."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         if name == "tpe":
-            return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True,
-                                              constant_liar=True)
+            sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True,
+                                                 constant_liar=True)
+            groups = getattr(sampler, "_group_decomposed_search_space", None)
+            if isinstance(groups, _GroupDecomposedSearchSpace):  # (tests/test_space.py says
+                # when a newer Optuna no longer has it)
+                sampler._group_decomposed_search_space = GroupsSoFar(  # noqa: SLF001
+                    groups._include_pruned)  # noqa: SLF001
+            return sampler
         if name == "cmaes":
             return optuna.samplers.CmaEsSampler(
                 seed=seed, warn_independent_sampling=False,

@@ -109,3 +109,54 @@ space:
     assert space["placement"] == Choices(("none", "hidden"))
     assert space["max_norm"] == Choices((None, 3.0))
     assert space["hidden_rate"] == Fixed(0.2)
+
+
+def test_tpe_groups_each_complete_trial_once_and_proposes_as_optunas_own():
+    """study.GroupsSoFar replaces TPE's decomposition of the space into groups (which passes
+    over every complete trial at every ask): the same groups after every trial, completed in
+    any order, and so the same proposals, ask after ask, on a conditional space."""
+    import random
+    import warnings
+
+    import optuna
+    from optuna.search_space.group_decomposed import _GroupDecomposedSearchSpace
+
+    from dropsweep.study import GroupsSoFar, make_sampler
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    ours = make_sampler("tpe", seed=3)
+    assert isinstance(ours._group_decomposed_search_space, GroupsSoFar)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        theirs = optuna.samplers.TPESampler(seed=3, multivariate=True, group=True,
+                                            constant_liar=True, n_startup_trials=5)
+    ours._n_startup_trials = 5
+    assert type(theirs._group_decomposed_search_space) is _GroupDecomposedSearchSpace
+
+    def groups(space) -> set:
+        return {frozenset(group.items()) for group in space.search_spaces}
+
+    proposals = []
+    for sampler in (ours, theirs):
+        study = optuna.create_study(sampler=sampler, direction="maximize")
+        rng, running, seen = random.Random(0), [], []
+        for _ in range(40):
+            trial = study.ask()
+            kind = trial.suggest_categorical("kind", ["a", "b", "c"])
+            x = trial.suggest_float("x", 0, 1)
+            if kind != "a":
+                trial.suggest_float(f"rate_{kind}", 0.1, 0.9)
+            if kind == "c":
+                trial.suggest_int("n", 1, 4)
+            running.append((trial, x))
+            while running and rng.random() < 0.6:  # finished out of order, some pruned
+                done, value = running.pop(rng.randrange(len(running)))
+                study.tell(done, value, state=None) if rng.random() < 0.8 else \
+                    study.tell(done, state=optuna.trial.TrialState.PRUNED)
+            fresh = _GroupDecomposedSearchSpace(True)
+            seen.append(groups(fresh.calculate(study)) ==
+                        groups(sampler._group_decomposed_search_space.calculate(study)))
+        assert all(seen)
+        proposals.append([t.params for t in study.trials])
+    assert proposals[0] == proposals[1]
+    assert len({p["kind"] for p in proposals[0][5:]}) > 1  # TPE at work, not one point

@@ -9,16 +9,20 @@ own checks a few more: measured on a 200-trial Sonar sweep, about nine reads a t
 largest part of the time the search was not training.
 
 Inside :meth:`SnapshotStorage.holding`, the calls of one thread share a single read. What
-the storage holds is then seen as it was at that read, except trials created inside the hold
-(an enqueued baseline must be found by the ``ask`` that follows): a hold spans only callers
-that do not need this worker's own writes made inside it, and gives other workers' writes the
-same slack any read has (they could have landed a moment after it).
+the storage holds is then seen as it was at that read, except the trials created inside the
+hold: this worker's own, kept as its writes leave them (parameters, attributes, an enqueued
+trial's start), so that a batch's asks see each other as a fresh read would (TPE's constant
+liar counts the running ones). A hold gives other workers' writes the same slack any read has
+(they could have landed a moment after it); :meth:`SnapshotStorage.released` reads the
+storage as it is now where that matters (a planned configuration asked twice).
 
-**Writes.** Optuna writes every value in a transaction of its own; a checkpoint of a batch of
-16 trials is 16 of them, a trial's results 7 more. :func:`report_all` and
-:func:`set_user_attrs` write what ``Trial.report`` and ``Trial.set_user_attr`` would, many
-in one (see ``ResilientRDBStorage.set_intermediate_values``), and keep the trial's own copy
-as those do (``should_prune`` reads it).
+**Writes.** Optuna writes every value in a transaction of its own: an ask about nine, a
+checkpoint of a batch of 16 trials 16, a trial's result seven. What is set on the hold's own
+trials is written in one transaction when the hold ends (``ResilientRDBStorage.write_trials``);
+:func:`report_all` writes a checkpoint and ``finish_trials`` a batch's results in one, and
+:func:`set_user_attrs` several attributes; each stores what Optuna's own calls would, is
+refused where they would be, and keeps the trial's own copy as they do (``should_prune``
+reads it).
 """
 
 from __future__ import annotations
