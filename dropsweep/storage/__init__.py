@@ -282,13 +282,18 @@ def _resilient(method: Callable[..., Any]) -> Callable[..., Any]:
     return call
 
 
-def _upsert(conn: Any, table: Any, keys: tuple[str, ...], have: set[tuple[Any, ...]],
-            rows: list[dict[str, Any]]) -> None:
-    """Insert the rows whose ``keys`` are new (all in one statement); update the others,
-    whose key tuples are in ``have``."""
+def _upsert(conn: Any, table: Any, keys: tuple[str, str], rows: list[dict[str, Any]]) -> None:
+    """Insert the rows whose ``keys`` (trial id, then key or step or objective) are new, all in
+    one statement; update the ones already stored."""
+    if not rows:
+        return
+
     def key(row: dict[str, Any]) -> tuple[Any, ...]:
         return tuple(row[k] for k in keys)
 
+    have = {tuple(found) for found in conn.execute(
+        sqlalchemy.select(*(table.c[k] for k in keys)).where(
+            *(table.c[k].in_({row[k] for row in rows}) for k in keys)))}
     new = [row for row in rows if key(row) not in have]
     if new:
         conn.execute(sqlalchemy.insert(table), new)
@@ -324,10 +329,7 @@ class ResilientRDBStorage(RDBStorage):
         table = models.TrialUserAttributeModel.__table__
         with self.engine.begin() as conn:
             self._check_updatable(conn, [trial_id])
-            have = {tuple(row) for row in conn.execute(sqlalchemy.select(
-                table.c.trial_id, table.c.key).where(
-                table.c.trial_id == trial_id, table.c.key.in_(list(attrs))))}
-            _upsert(conn, table, ("trial_id", "key"), have, [
+            _upsert(conn, table, ("trial_id", "key"), [
                 {"trial_id": trial_id, "key": key, "value_json": json.dumps(value)}
                 for key, value in attrs.items()])
 
@@ -343,15 +345,12 @@ class ResilientRDBStorage(RDBStorage):
             ids = [trial_id for trial_id in values if trial_id not in finished]
             if not ids:
                 return finished
-            have = {tuple(row) for row in conn.execute(sqlalchemy.select(
-                table.c.trial_id, table.c.step).where(
-                table.c.trial_id.in_(ids), table.c.step == step))}
             rows = []
             for trial_id in ids:
                 stored, kind = model.intermediate_value_to_stored_repr(values[trial_id])
                 rows.append({"trial_id": trial_id, "step": step, "intermediate_value": stored,
                              "intermediate_value_type": kind})
-            _upsert(conn, table, ("trial_id", "step"), have, rows)
+            _upsert(conn, table, ("trial_id", "step"), rows)
         return finished
 
     def write_trials(self, writes: Sequence[TrialWrites], known: Mapping[str, Any]) -> None:
@@ -399,9 +398,7 @@ class ResilientRDBStorage(RDBStorage):
                 rows = [{"trial_id": w.trial_id, "key": key, "value_json": json.dumps(value)}
                         for w in writes for key, value in getattr(w, field).items()]
                 if rows:
-                    have = {tuple(row) for row in conn.execute(sqlalchemy.select(
-                        table.c.trial_id, table.c.key).where(table.c.trial_id.in_(ids)))}
-                    _upsert(conn, table, ("trial_id", "key"), have, rows)
+                    _upsert(conn, table, ("trial_id", "key"), rows)
             beating = [w.trial_id for w in writes if w.beats]
             if beating:
                 table = models.TrialHeartbeatModel.__table__
@@ -432,26 +429,19 @@ class ResilientRDBStorage(RDBStorage):
             ids = [end.trial_id for end in ends]
             if not ends:
                 return finished
-            have = {tuple(row) for row in conn.execute(sqlalchemy.select(
-                attrs.c.trial_id, attrs.c.key).where(attrs.c.trial_id.in_(ids)))}
-            _upsert(conn, attrs, ("trial_id", "key"), have, [
+            _upsert(conn, attrs, ("trial_id", "key"), [
                 {"trial_id": end.trial_id, "key": key, "value_json": json.dumps(value)}
                 for end in ends for key, value in end.user_attrs.items()])
             reported = [end for end in ends if end.report is not None]
             if reported:
                 table = steps.__table__
-                have = {tuple(row) for row in conn.execute(sqlalchemy.select(
-                    table.c.trial_id, table.c.step).where(
-                    table.c.trial_id.in_([end.trial_id for end in reported])))}
                 rows = []
                 for end in reported:
                     step, value = end.report  # type: ignore[misc]
                     stored, kind = steps.intermediate_value_to_stored_repr(value)
                     rows.append({"trial_id": end.trial_id, "step": step,
                                  "intermediate_value": stored, "intermediate_value_type": kind})
-                _upsert(conn, table, ("trial_id", "step"), have, rows)
-            have = {tuple(row) for row in conn.execute(sqlalchemy.select(
-                values.c.trial_id, values.c.objective).where(values.c.trial_id.in_(ids)))}
+                _upsert(conn, table, ("trial_id", "step"), rows)
             rows = []
             for end in ends:
                 for objective, value in enumerate(end.values or ()):
@@ -459,7 +449,7 @@ class ResilientRDBStorage(RDBStorage):
                     rows.append({"trial_id": end.trial_id, "objective": objective,
                                  "value": stored, "value_type": kind})
             if rows:
-                _upsert(conn, values, ("trial_id", "objective"), have, rows)
+                _upsert(conn, values, ("trial_id", "objective"), rows)
             now = datetime.datetime.now()  # naive local time, as Optuna stores it
             for end in ends:
                 conn.execute(sqlalchemy.update(trials)

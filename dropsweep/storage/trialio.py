@@ -282,15 +282,17 @@ def _nothing() -> Iterator[None]:
     yield
 
 
-def _batched(trial: optuna.Trial) -> SnapshotStorage | None:
-    storage = trial.storage
+def _batching(storage: object) -> SnapshotStorage | None:
     return storage if isinstance(storage, SnapshotStorage) and storage.batches_writes() else None
+
+
+def _batched(trial: optuna.Trial) -> SnapshotStorage | None:
+    return _batching(trial.storage)
 
 
 def finishes(study: optuna.Study) -> SnapshotStorage | None:
     """The study's storage where it writes a batch's ends at once (``finish_trials``)."""
-    storage = study._storage  # noqa: SLF001
-    return storage if isinstance(storage, SnapshotStorage) and storage.batches_writes() else None
+    return _batching(study._storage)  # noqa: SLF001
 
 
 def set_user_attrs(trial: optuna.Trial, attrs: Mapping[str, Any]) -> None:
