@@ -48,10 +48,14 @@ class SearchConfig:
     sampler: str = "tpe"  # multivariate TPE handles the conditional space
     seed: int = 0
     pruner: str = "median"
+    # "placement": every placement an equal share of the trials, each searched on its own
+    # (dropsweep.balance); "none": the sampler spends them where it likes
+    balance: str = "none"
 
 
 SAMPLERS = ("tpe", "random", "grid", "cmaes", "qmc")
 PRUNERS = ("median", "none")
+BALANCES = ("none", "placement")
 
 
 @dataclass(frozen=True)
@@ -121,7 +125,7 @@ _SECTION_KEYS: dict[str, tuple[str, ...]] = {
     "train": ("epochs", "batch_size", "eval_every"),
     "cv": ("folds", "seed"),
     "baseline": (),
-    "search": ("trials", "sampler", "seed", "pruner"),
+    "search": ("trials", "sampler", "seed", "pruner", "balance"),
     "space": (),
 }
 DATASETS = ("sonar",)
@@ -137,6 +141,9 @@ def build_sweep(raw: RawSweep) -> Sweep:
     baseline = spaces.parse_baseline(check, fam.dimensions, check.section("baseline"))
     search = _search(check)
     space, configs = _space(check, fam, baseline, search)
+    if search.balance != "none" and (configs is not None or search.sampler == "grid"):
+        raise check.fail("search.balance", "a list or a grid runs each configuration once: "
+                                           "only a sampled search has budgets to balance")
     return Sweep(name=name, data=data, model=model, train=train, cv=cv, baseline=baseline,
                  search=search, space=space, configs=configs, file=raw.file,
                  lines=dict(raw.lines), overrides=dict(raw.overrides))
@@ -210,7 +217,14 @@ def _search(check: Checker) -> SearchConfig:
         sampler=check.string("search.sampler", s.get("sampler", SearchConfig.sampler), SAMPLERS),
         seed=check.integer("search.seed", s.get("seed", SearchConfig.seed), 0),
         pruner=check.string("search.pruner", s.get("pruner", SearchConfig.pruner), PRUNERS),
+        balance=check.string("search.balance", _off_is_none(s.get("balance", SearchConfig.balance)),
+                             BALANCES),
     )
+
+
+def _off_is_none(value: Any) -> Any:
+    """YAML reads ``off``/``no``/``false`` as False and ``null`` as None: all mean none."""
+    return "none" if value is None or value is False else value
 
 
 def _space(check: Checker, fam: Family, baseline: Config, search: SearchConfig

@@ -18,7 +18,7 @@ import optuna
 import torch
 from optuna.trial import FrozenTrial, TrialState
 
-from dropsweep import liveness, memory, records
+from dropsweep import balance, liveness, memory, records
 from dropsweep.asking import ask_next
 from dropsweep.config import Sweep
 from dropsweep.data import Dataset
@@ -347,6 +347,7 @@ class _Search:
                 for trial, _ in asked:
                     trial.set_user_attr(records.SEED, seed)
         kept = liveness.drop_surplus(self.study, asked, target)
+        kept = balance.keep_shares(self.study, kept, target)  # balanced: shares settled alike
         for trial, _ in asked:
             if all(trial is not k for k, _ in kept):
                 self.held.discard(trial)  # abandoned: surplus

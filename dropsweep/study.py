@@ -22,11 +22,13 @@ from optuna.trial import TrialState
 
 import dropsweep
 from dropsweep import records
+from dropsweep.balance import BY, BalancedSampler, PlacementPruner
 from dropsweep.config import Sweep, build_sweep
 from dropsweep.errors import StorageError, StudyMismatchError, SweepError
 from dropsweep.storage import describe_failure, heartbeat_seconds, mask_url, open_storage, \
     study_names
 from dropsweep.storage.trialio import SnapshotStorage
+from dropsweep.space import space_of, values_of
 from dropsweep.sweepfile import RawSweep
 
 # The sections that define the experiment: a change in any refuses a resume. ``name`` and
@@ -142,6 +144,24 @@ def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
     return optuna.samplers.RandomSampler(seed=seed)
 
 
+def sampler_for(sweep: Sweep, seed: int) -> optuna.samplers.BaseSampler:
+    """The sweep's sampler; balanced (``search.balance: placement``), one per placement, each
+    seeded from ``seed`` and the placement's index (:mod:`dropsweep.balance`)."""
+    if sweep.search.balance != BY:
+        return make_sampler(sweep.search.sampler, seed)
+    group = sweep.family.group
+    return BalancedSampler(group, values_of(space_of(sweep).get(group)),
+                           lambda i: make_sampler(sweep.search.sampler, trial_seed(seed, i)))
+
+
+def pruner_for(sweep: Sweep) -> optuna.pruners.BasePruner:
+    """The sweep's pruner; balanced, it compares a trial with its own placement's trials."""
+    pruner = make_pruner(sweep.search.pruner, sweep.train.epochs, sweep.train.eval_every)
+    if sweep.search.balance != BY or isinstance(pruner, optuna.pruners.NopPruner):
+        return pruner
+    return PlacementPruner(pruner, sweep.family.group)
+
+
 PRUNE_STARTUP_TRIALS = 10  # complete trials before the median means anything
 
 
@@ -186,9 +206,8 @@ def prepare_study(sweep: Sweep, storage_url: str, study_name: str) -> optuna.Stu
         resumed_seed = trial_seed(sweep.search.seed, len(storage.get_all_trials(
             storage.get_study_id_from_name(study_name), deepcopy=False)))
         study = optuna.load_study(study_name=study_name, storage=storage,
-                                  sampler=make_sampler(sweep.search.sampler, resumed_seed),
-                                  pruner=make_pruner(sweep.search.pruner, sweep.train.epochs,
-                                                     sweep.train.eval_every))
+                                  sampler=sampler_for(sweep, resumed_seed),
+                                  pruner=pruner_for(sweep))
         old = study.user_attrs.get(records.STUDY_SWEEP)
         for _ in range(50):  # a study another worker is creating gets its attributes next
             if old is not None or study.get_trials(deepcopy=False):
@@ -217,8 +236,7 @@ def _create_study(sweep: Sweep, storage: optuna.storages.BaseStorage, study_name
                   ) -> optuna.Study:
     study = optuna.create_study(
         storage=storage, study_name=study_name, direction="maximize",
-        sampler=make_sampler(sweep.search.sampler, sweep.search.seed),
-        pruner=make_pruner(sweep.search.pruner, sweep.train.epochs, sweep.train.eval_every),
+        sampler=sampler_for(sweep, sweep.search.seed), pruner=pruner_for(sweep),
     )
     study.set_user_attr(records.STUDY_SWEEP, sweep.to_dict())
     study.set_user_attr(records.STUDY_SCHEMA, records.SCHEMA_VERSION)

@@ -9,12 +9,14 @@ default), so a killed worker's trials go stale after 3 s.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -80,11 +82,16 @@ def in_tmp(tmp_path, monkeypatch, sonar_dir) -> Path:
     return tmp_path
 
 
+BALANCED = ["--set", "search.balance=placement"]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("grid", [False, True], ids=["tpe", "grid"])
-def test_kill_9_at_any_moment_loses_nothing_and_counts_nothing_twice(in_tmp, grid):
+@pytest.mark.parametrize("grid,balanced", [(False, False), (True, False), (False, True)],
+                         ids=["tpe", "grid", "balanced"])
+def test_kill_9_at_any_moment_loses_nothing_and_counts_nothing_twice(in_tmp, grid, balanced):
     target = 5
-    args = ["search", SONAR_SWEEP, *SLOW, *(GRID if grid else []), "--trials", str(target)]
+    args = ["search", SONAR_SWEEP, *SLOW, *(GRID if grid else []),
+            *(BALANCED if balanced else []), "--trials", str(target)]
     db = in_tmp / "results" / "dropsweep.db"
     kept: dict[int, tuple] = {}
 
@@ -126,6 +133,10 @@ def test_kill_9_at_any_moment_loses_nothing_and_counts_nothing_twice(in_tmp, gri
     if grid:  # every grid point exactly once
         configs = [config for _, config in final.values()]
         assert len(configs) == len(set(configs)) == target
+    if balanced:  # every placement its share, lost trials refilled
+        placements = Counter(json.loads(config)["placement"] for n, state, _, config in table
+                             if state in ("COMPLETE", "PRUNED"))
+        assert placements == {"none": 2, "input": 1, "hidden": 1, "both": 1}, placements
 
 
 @pytest.mark.slow

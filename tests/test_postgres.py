@@ -11,12 +11,14 @@ import os
 import subprocess
 import sys
 import uuid
+from collections import Counter
 from pathlib import Path
 
 import optuna
 import pytest
 
 from helpers import SUITE
+from dropsweep.liveness import counts_toward_target
 from test_workers import FAST, SONAR_SWEEP, assert_exactly
 
 URL = os.environ.get("DROPSWEEP_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
@@ -49,10 +51,13 @@ def study_name():
 
 
 @pytest.mark.slow
-def test_three_workers_on_postgresql_finish_exactly_the_target(tmp_path, sonar_dir, study_name):
+@pytest.mark.parametrize("balanced", [False, True], ids=["tpe", "balanced"])
+def test_three_workers_on_postgresql_finish_exactly_the_target(tmp_path, sonar_dir, study_name,
+                                                               balanced):
     proc = subprocess.run(
         [sys.executable, "-m", "dropsweep", "search", SONAR_SWEEP, *FAST, "--trials", "12",
-         "--batch", "2", "--workers", "3", "--storage", URL, "--study", study_name],
+         "--batch", "2", "--workers", "3", "--storage", URL, "--study", study_name,
+         *(["--set", "search.balance=placement"] if balanced else [])],
         cwd=tmp_path, capture_output=True, text=True, timeout=300)
     SUITE["worker processes"] += 3
     assert proc.returncode == 0, proc.stderr
@@ -60,6 +65,10 @@ def test_three_workers_on_postgresql_finish_exactly_the_target(tmp_path, sonar_d
     study = optuna.load_study(study_name=study_name, storage=URL)
     assert_exactly(study.get_trials(deepcopy=False), 12)
     assert not (Path(tmp_path) / "results").exists()  # nothing went to the SQLite default
+    if balanced:
+        assert Counter(t.params["placement"] for t in study.get_trials(deepcopy=False)
+                       if counts_toward_target(t)) == {"none": 3, "input": 3, "hidden": 3,
+                                                      "both": 3}
 
 
 @pytest.mark.slow

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections import Counter
 from pathlib import Path
 
 import optuna
@@ -73,15 +74,21 @@ def test_exit_status_is_zero_only_when_the_target_was_reached():
 
 
 @pytest.mark.slow
-def test_four_workers_on_sqlite_finish_exactly_the_target(in_tmp):
+@pytest.mark.parametrize("balanced", [False, True], ids=["tpe", "balanced"])
+def test_four_workers_on_sqlite_finish_exactly_the_target(in_tmp, balanced):
     proc = dropsweep("search", SONAR_SWEEP, *FAST, "--trials", "16", "--batch", "2",
-                     "--workers", "4", cwd=in_tmp)
+                     "--workers", "4", *(["--set", "search.balance=placement"] if balanced
+                                         else []), cwd=in_tmp)
     SUITE["worker processes"] += 4
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
     assert "locked" not in err and "Traceback" not in err
     assert "16 of 16 trials finished" in out
-    assert_exactly(finished("sqlite:///results/dropsweep.db"), 16)
+    trials = finished("sqlite:///results/dropsweep.db")
+    assert_exactly(trials, 16)
+    if balanced:  # four workers asking at once still give every placement exactly its share
+        assert Counter(t.params["placement"] for t in trials if counts_toward_target(t)) \
+            == {"none": 4, "input": 4, "hidden": 4, "both": 4}
 
 
 @pytest.mark.slow
