@@ -13,6 +13,7 @@ import sys
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from dropsweep import __version__
 from dropsweep.errors import DropsweepError, StorageFailure
@@ -329,23 +330,34 @@ def studies(storage: str, fmt: str) -> None:
 @study_option
 @click.option("--top", type=click.IntRange(min=1), default=5, show_default=True,
               help="How many of the best configurations to confirm (the baseline as well).")
+@click.option("--per-placement", is_flag=True,
+              help="Re-evaluate the best configuration of each placement (and the baseline) "
+                   "and compare every pair.")
 @click.option("--repeats", type=click.IntRange(min=2), default=5, show_default=True,
               help="Repetitions of k-fold CV, each on a new split.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
               show_default=True, help="Where to train.")
 @click.option("--threads", type=click.IntRange(min=1), metavar="N", help="Torch threads.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines, only the result.")
-def confirm(storage: str, study_name: str | None, top: int, repeats: int, device: str,
-            threads: int | None, quiet: bool) -> None:
+@click.pass_context
+def confirm(ctx: click.Context, storage: str, study_name: str | None, top: int,
+            per_placement: bool, repeats: int, device: str, threads: int | None,
+            quiet: bool) -> None:
     """Re-evaluate the best configurations and the baseline with repeated k-fold CV
     (new splits), and test each against the baseline (Nadeau-Bengio corrected t-test).
+    With --per-placement: the best of each placement instead, every pair compared
+    (p-values Holm-adjusted over the pairs).
 
     Results go to the study NAME:confirm in the same storage; rerun to resume.
 
     \b
     Example:
       dropsweep confirm --study sonar --top 5 --repeats 5
+      dropsweep confirm --study sonar --per-placement --repeats 10
     """
+    if per_placement and ctx.get_parameter_source("top") is not ParameterSource.DEFAULT:
+        raise click.UsageError("--top does not apply with --per-placement (it confirms the "
+                               "best configuration of each placement)", ctx)
     import torch
 
     from dropsweep.confirm import run_confirm
@@ -371,12 +383,15 @@ def confirm(storage: str, study_name: str | None, top: int, repeats: int, device
     kernel_notice = _kernel_notice(device)
     if kernel_notice:
         err.print(f"note: {kernel_notice}", markup=False)
-    err.print(f"confirming study '{name}': the baseline and the {top} best configurations, "
-              f"{repeats} x {sweep.cv.folds}-fold CV on new splits")
+    what = ("the baseline and the best configuration of each placement" if per_placement
+            else f"the baseline and the {top} best configurations")
+    err.print(f"confirming study '{name}': {what}, "
+              f"{repeats} x {sweep.cv.folds}-fold CV on new splits", markup=False)
     try:
         with stop_on_signals(StopFlag()) as stop:
             summary = run_confirm(study, dataset, top=top, repeats=repeats, device=device,
-                                  stop=stop, on_repeat=lambda s: err.print(
+                                  stop=stop, per_placement=per_placement,
+                                  on_repeat=lambda s: err.print(
                                       f"  {s.done} of {s.total} (configuration, repeat) done"))
     except StorageFailure as exc:
         raise _resumable(exc) from None

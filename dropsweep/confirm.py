@@ -11,7 +11,7 @@ interrupted confirmation resumes where it stopped.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
@@ -45,16 +45,28 @@ class Candidate:
     number: int
     config: Config
     role: str  # records.ROLE_BASELINE or records.ROLE_CANDIDATE
+    # the value of the family's group whose best this is (--per-placement), else None;
+    # the baseline carries its own group value when it is that placement's best
+    placement: str | None = None
+
+
+def _ranked(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """The complete trials that recorded their configuration, best first."""
+    return [t for t in best_first(study.get_trials(deepcopy=False), study.direction)
+            if records.CONFIG in t.user_attrs]
+
+
+def _baseline(complete: list[optuna.trial.FrozenTrial], sweep: Sweep) -> Candidate:
+    """The sweep's baseline, numbered as its search trial (-1 when it never ran)."""
+    trial = next((t for t in complete
+                  if t.user_attrs.get(records.ROLE) == records.ROLE_BASELINE), None)
+    return Candidate(trial.number if trial else -1, sweep.baseline, records.ROLE_BASELINE)
 
 
 def candidates(study: optuna.Study, sweep: Sweep, top: int) -> list[Candidate]:
     """The baseline, then the ``top`` best distinct other configurations of the search."""
-    complete = [t for t in best_first(study.get_trials(deepcopy=False), study.direction)
-                if records.CONFIG in t.user_attrs]
-    baseline_trial = next((t for t in complete
-                           if t.user_attrs.get(records.ROLE) == records.ROLE_BASELINE), None)
-    out = [Candidate(baseline_trial.number if baseline_trial else -1, sweep.baseline,
-                     records.ROLE_BASELINE)]
+    complete = _ranked(study)
+    out = [_baseline(complete, sweep)]
     seen = [sweep.baseline.to_dict()]
     for t in complete:
         if len(out) > top:
@@ -64,6 +76,36 @@ def candidates(study: optuna.Study, sweep: Sweep, top: int) -> list[Candidate]:
             seen.append(config)
             out.append(Candidate(t.number, Config(config), records.ROLE_CANDIDATE))
     return out
+
+
+def placement_candidates(study: optuna.Study, sweep: Sweep) -> list[Candidate]:
+    """The baseline, then the best configuration of each placement in the family's order.
+
+    The top K of a search can all share one placement, which cannot say whether the others
+    are worse or merely less explored; one best per placement lets every placement be
+    compared with every other. A placement whose best is the baseline's configuration is
+    stood for by the baseline (the same configuration is not trained twice)."""
+    fam = sweep.family
+    complete = _ranked(study)
+    out = [_baseline(complete, sweep)]
+    for value in fam.group_values:
+        best = next((t for t in complete
+                     if t.user_attrs[records.CONFIG].get(fam.group) == value), None)
+        if best is None:
+            continue
+        config = best.user_attrs[records.CONFIG]
+        if config == sweep.baseline.to_dict():
+            out[0] = replace(out[0], placement=value)
+        else:
+            out.append(Candidate(best.number, Config(config), records.ROLE_CANDIDATE, value))
+    return out
+
+
+def placement_record(cands: list[Candidate]) -> dict[str, dict]:
+    """What a per-placement confirmation stores (records.PER_PLACEMENT): placement ->
+    the configuration confirmed for it and the search trial it came from."""
+    return {c.placement: {"config": c.config.to_dict(), "source_trial": c.number}
+            for c in cands if c.placement is not None}
 
 
 def repeat_seed(sweep: Sweep, repeat: int) -> int:
@@ -88,7 +130,10 @@ class ConfirmSummary:
         self.total = self.candidates * self.repeats
 
 
-def _open(study: optuna.Study, sweep: Sweep) -> optuna.Study:
+def _open(study: optuna.Study, sweep: Sweep, per_placement: dict | None = None
+          ) -> optuna.Study:
+    """The confirmation study, made if new; ``per_placement`` (when given) replaces what it
+    records as each placement's best: a search that grew since has new bests."""
     name = confirm_name(study.study_name)
     try:
         with warnings.catch_warnings():
@@ -97,15 +142,19 @@ def _open(study: optuna.Study, sweep: Sweep) -> optuna.Study:
                                           study_name=name, direction="maximize",
                                           load_if_exists=True,
                                           sampler=optuna.samplers.RandomSampler(seed=0))
-        if records.CONFIRM_OF not in confirm.user_attrs:
-            confirm.set_user_attr(records.CONFIRM_OF, study.study_name)
+        confirms = confirm.user_attrs.get(records.CONFIRM_OF)
+        if confirms is None:
+            confirms = study.study_name
+            confirm.set_user_attr(records.CONFIRM_OF, confirms)
             confirm.set_user_attr(records.STUDY_SWEEP, sweep.to_dict())
             confirm.set_user_attr(records.STUDY_SCHEMA, records.SCHEMA_VERSION)
             confirm.set_user_attr(records.STUDY_SWEEP_FILE, sweep.file)
+        if per_placement is not None and confirms == study.study_name:
+            confirm.set_user_attr(records.PER_PLACEMENT, per_placement)
     except Exception as exc:  # a read-only or failing storage: one line, not a traceback
         reason = describe_failure(exc)
         raise StorageError(f"cannot write the confirmation study '{name}': {reason}") from None
-    if confirm.user_attrs[records.CONFIRM_OF] != study.study_name:
+    if confirms != study.study_name:
         raise StorageError(f"study '{name}' exists and does not confirm '{study.study_name}'")
     return confirm
 
@@ -120,13 +169,20 @@ def _done(confirm: optuna.Study) -> set[tuple[str, int]]:
 def run_confirm(study: optuna.Study, dataset: Dataset, *, top: int = DEFAULT_TOP,
                 repeats: int = DEFAULT_REPEATS, device: str = "cpu",
                 stop: StopFlag | None = None,
-                on_repeat: Callable[[ConfirmSummary], None] | None = None) -> ConfirmSummary:
-    """Train every candidate on every repeat's folds not done yet; one batch per repeat."""
+                on_repeat: Callable[[ConfirmSummary], None] | None = None,
+                per_placement: bool = False) -> ConfirmSummary:
+    """Train every candidate on every repeat's folds not done yet; one batch per repeat.
+    ``per_placement``: the candidates are the baseline and each placement's best
+    (:func:`placement_candidates`, ``top`` unused), recorded on the confirmation study."""
     stop = stop or StopFlag()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sweep = stored_sweep(study)
-    cands = candidates(study, sweep, top)
-    confirm = _open(study, sweep)
+    if per_placement:
+        cands = placement_candidates(study, sweep)
+        confirm = _open(study, sweep, placement_record(cands))
+    else:
+        cands = candidates(study, sweep, top)
+        confirm = _open(study, sweep)
     space = space_of(sweep)
     dev = resolve_device(device)
     summary = ConfirmSummary(confirm.study_name, len(cands), repeats)

@@ -42,6 +42,8 @@ STUDY_VERSION = "dropsweep_version"  # str
 STUDY_TORCH_VERSION = "torch_version"  # str
 STUDY_SWEEP_FILE = "sweep_file"  # str, the path the sweep was read from
 CONFIRM_OF = "confirm_of"  # str, on a confirmation study: the search study it confirms
+PER_PLACEMENT = "per_placement"  # dict, on a confirmation study run with --per-placement:
+# {placement: {"config": dict, "source_trial": int}}, the best of each placement it confirmed
 CONFIRM_SUFFIX = ":confirm"  # the companion study `dropsweep confirm` writes beside a search
 STUDY_SCHEMA = "dropsweep_schema"  # int, how the study's sweep and trials are written
 

@@ -24,6 +24,7 @@ from rich.segment import Segment, Segments
 from rich.table import Table
 from rich.text import Text
 
+from dropsweep import records
 from dropsweep.families import family
 
 if TYPE_CHECKING:  # types only: rendering must not import Optuna (report.py does)
@@ -251,7 +252,7 @@ def _report_sections(report: StudyReport) -> list[_Section]:
     if report.failed:
         sections.append(_failed(report))
     if report.confirmation is not None:
-        sections.append(_confirmed_section(report.confirmation))
+        sections += _confirmation_sections(report.confirmation)
     return sections
 
 
@@ -606,11 +607,137 @@ def _confirmed_section(confirmation: Any) -> _Section:
         note=verdict_text(confirmation))
 
 
-def confirmation_to_json(confirmation: Any) -> dict[str, Any]:
-    def iv(i: Any) -> dict[str, Any]:
-        return {"mean": _json_number(i.mean), "low": _json_number(i.low),
-                "high": _json_number(i.high), "n": i.n}
+def _p_words(p: float) -> str:
+    """"p = 0.021" or "p < 0.001", for a sentence."""
+    text = _p(p)
+    return f"p {text}" if text.startswith("<") else f"p = {text}"
 
+
+def _row_words(fam: Any, row: Any) -> str:
+    """A confirmed row in a sentence: "input dropout 0.2 (#5)", "the no-dropout baseline"."""
+    if row.role == records.ROLE_BASELINE:
+        return fam.baseline_words
+    return f"{fam.describe(row.config)} (#{row.source_trial})"
+
+
+def _pair_words(fam: Any, pair: Any) -> str:
+    diff = pair.comparison.diff
+    ci = "" if math.isnan(diff.low) else (f" (95% CI {diff.low * 100:+.2f} to "
+                                          f"{diff.high * 100:+.2f})")
+    return (f"{_row_words(fam, pair.ahead)} is ahead of {_row_words(fam, pair.behind)} by "
+            f"{diff.mean * 100:.2f} points{ci}, adjusted {_p_words(pair.p_adjusted)}")
+
+
+def _none_differs(names: Sequence[str], reference: str) -> str:
+    if len(names) == 1:
+        return f"{names[0]} does not differ significantly from {reference}"
+    if len(names) == 2:
+        return f"neither {names[0]} nor {names[1]} differs significantly from {reference}"
+    return (f"none of {', '.join(names[:-1])} or {names[-1]} differs significantly "
+            f"from {reference}")
+
+
+def _like_reference(fam: Any, pv: Any) -> tuple[list[str], str]:
+    """The dropout rows that differ significantly from no no-dropout row (each compared with
+    at least one), and the words for no dropout."""
+    reference = [r for r in pv.rows if fam.is_reference(r.config)]
+    if not reference:
+        return [], ""
+    names = []
+    for row in pv.rows:
+        if fam.is_reference(row.config):
+            continue
+        against = [p for p in pv.pairs if (p.ahead is row and fam.is_reference(p.behind.config))
+                   or (p.behind is row and fam.is_reference(p.ahead.config))]
+        if against and not any(p.significant for p in against):
+            names.append(_row_words(fam, row))
+    return names, fam.describe(reference[0].config)
+
+
+def placement_verdict_text(confirmation: Any) -> str:
+    """The per-placement comparison in plain words, with its numbers: pasteable."""
+    pv, fam = confirmation.per_placement, family(confirmation.family)
+    if pv is None:
+        return ("No per-placement comparison yet: it needs the baseline and each placement's "
+                "best confirmed (dropsweep confirm --per-placement).")
+    n = pv.comparisons
+    repeats = max(r.repeats for r in pv.rows)
+    parts = [f"Per placement ({repeats} x {confirmation.folds}-fold CV on new splits, "
+             "Nadeau-Bengio corrected t-tests, p-values Holm-adjusted over "
+             f"{n} comparison{'' if n == 1 else 's'}): "
+             + "; ".join(f"{_row_words(fam, r)} {_percent(r.accuracy.mean)}" for r in pv.rows)
+             + "."]
+    significant = [p for p in pv.pairs if p.significant]
+    if significant:
+        parts.append("Significant at 5%: " + "; ".join(_pair_words(fam, p) for p in significant)
+                     + ".")
+        others = len(significant) < len(pv.pairs)
+        rest = "No other difference is significant at 5%" if others else ""
+    else:
+        largest = max((p for p in pv.pairs if not math.isnan(p.comparison.diff.mean)),
+                      key=lambda p: p.comparison.diff.mean, default=None)
+        rest = "No difference is significant at 5%" + (
+            f" (the largest: {_pair_words(fam, largest)})" if largest is not None else "")
+    names, reference = _like_reference(fam, pv)
+    like = _none_differs(names, reference) if names else ""
+    if rest and like:
+        parts.append(f"{rest}; {like}.")
+    elif rest or like:
+        sentence = rest or like
+        parts.append(sentence[0].upper() + sentence[1:] + ".")
+    return " ".join(parts)
+
+
+def _per_placement_section(confirmation: Any) -> _Section:
+    fam, pv = family(confirmation.family), confirmation.per_placement
+    rows = [(_row_words(fam, p.ahead), _row_words(fam, p.behind),
+             f"{p.comparison.diff.mean * 100:+.2f}", _interval_points(p.comparison.diff),
+             _p(p.comparison.p), _p(p.p_adjusted)) for p in pv.pairs]
+    return _Section("Per-placement comparison (every pair, fold by fold on shared repeats)",
+                    ("ahead", "behind", "Δ (pp)", "95% CI (pp)", "p", "Holm p"), rows,
+                    frozenset({2, 3, 4, 5}), note=placement_verdict_text(confirmation))
+
+
+def _confirmation_sections(confirmation: Any) -> list[_Section]:
+    """The Confirmed table, then the per-placement pairs when there are any."""
+    sections = [_confirmed_section(confirmation)]
+    if confirmation.per_placement is not None:
+        sections.append(_per_placement_section(confirmation))
+    return sections
+
+
+def _iv_json(i: Any) -> dict[str, Any]:
+    return {"mean": _json_number(i.mean), "low": _json_number(i.low),
+            "high": _json_number(i.high), "n": i.n}
+
+
+def _per_placement_json(confirmation: Any) -> dict[str, Any] | None:
+    pv = confirmation.per_placement
+    if pv is None:
+        return None
+
+    def row(r: Any) -> dict[str, Any]:
+        return _json_value({"source_trial": r.source_trial, "role": r.role,
+                            "placement": r.placement, "config": r.config,
+                            "repeats": r.repeats, "accuracy": _iv_json(r.accuracy)})
+
+    def ref(r: Any) -> dict[str, Any]:
+        return {"source_trial": r.source_trial, "role": r.role, "placement": r.placement}
+
+    return {
+        "rows": {placement: row(r) for placement, r in pv.placements.items()},
+        "baseline": next((row(r) for r in pv.rows if r.role == records.ROLE_BASELINE), None),
+        "comparisons": pv.comparisons,
+        "pairs": [{"ahead": ref(p.ahead), "behind": ref(p.behind),
+                   "diff": _iv_json(p.comparison.diff), "t": _json_number(p.comparison.t),
+                   "p": _json_number(p.comparison.p), "p_adjusted": _json_number(p.p_adjusted),
+                   "significant": p.significant} for p in pv.pairs],
+        "text": placement_verdict_text(confirmation),
+    }
+
+
+def confirmation_to_json(confirmation: Any) -> dict[str, Any]:
+    iv = _iv_json
     v = confirmation.verdict
     return {
         "study": confirmation.study_name, "confirms": confirmation.confirms,
@@ -624,6 +751,7 @@ def confirmation_to_json(confirmation: Any) -> dict[str, Any]:
         "verdict": None if v is None else {
             "source_trial": v.best.source_trial, "placement": v.best.placement,
             "better": v.better, "significant": v.significant, "text": verdict_text(confirmation)},
+        "per_placement": _per_placement_json(confirmation),
     }
 
 
@@ -631,7 +759,7 @@ def render_confirmation(confirmation: Any, console: Console, fmt: str = "table")
     if fmt == "json":
         _write(console, json.dumps(confirmation_to_json(confirmation), indent=2))
     else:
-        _print_sections([_confirmed_section(confirmation)], console)
+        _print_sections(_confirmation_sections(confirmation), console)
 
 
 # ----------------------------------------------------------------------------- comparison

@@ -1,20 +1,22 @@
 """What a confirmation study says: each configuration's accuracy with its corrected 95%
 interval, its difference from the baseline fold by fold with the Nadeau-Bengio p-value, and
-the verdict — plain numbers computed from the stored trials (the words are render's)."""
+the verdict — plain numbers computed from the stored trials (the words are render's).
+A per-placement confirmation is also read pair by pair: every placement's best against
+every other, the p-values Holm-adjusted over all the pairs."""
 
 from __future__ import annotations
 
 import json
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from dropsweep import records
 from dropsweep.families import DEFAULT_FAMILY, Family, family_of_study
-from dropsweep.stats import LEVEL, Comparison, Interval, compare, interval
+from dropsweep.stats import LEVEL, Comparison, Interval, compare, holm, interval
 
 ALPHA = 1.0 - LEVEL  # significance level of the verdict
 
@@ -57,14 +59,20 @@ def _scores(trials: Sequence[FrozenTrial]) -> dict[int, list[float]]:
     return out
 
 
-def confirmed_rows(trials: Sequence[FrozenTrial], folds: int, placement: str
-                   ) -> list[ConfirmedRow]:
-    """Rows for every configuration of a confirmation study, baseline first, then by mean;
-    ``placement`` names the family's group dimension."""
+def _by_config(trials: Sequence[FrozenTrial]) -> dict[str, list[FrozenTrial]]:
+    """The trials of each configuration (by :func:`config_key`), in trial order."""
     groups: dict[str, list[FrozenTrial]] = {}
     for t in trials:  # a trial queued but never given its repeat (abandoned, killed) is not one
         if records.CONFIG in t.user_attrs and records.REPEAT in t.user_attrs:
             groups.setdefault(config_key(t.user_attrs[records.CONFIG]), []).append(t)
+    return groups
+
+
+def confirmed_rows(trials: Sequence[FrozenTrial], folds: int, placement: str
+                   ) -> list[ConfirmedRow]:
+    """Rows for every configuration of a confirmation study, baseline first, then by mean;
+    ``placement`` names the family's group dimension."""
+    groups = _by_config(trials)
     scored = {key: _scores(group) for key, group in groups.items()}
     base_key = next((key for key, group in groups.items()
                      if group[0].user_attrs.get(records.ROLE) == records.ROLE_BASELINE), None)
@@ -104,6 +112,84 @@ def verdict(rows: Sequence[ConfirmedRow]) -> Verdict | None:
 
 
 @dataclass(frozen=True)
+class PairComparison:
+    """Two confirmed rows, fold by fold on the repeats both have."""
+
+    ahead: ConfirmedRow  # the higher mean on those repeats
+    behind: ConfirmedRow
+    comparison: Comparison  # ahead - behind
+    p_adjusted: float  # Holm, over every pair of its PlacementVerdict
+
+    @property
+    def significant(self) -> bool:
+        return bool(self.p_adjusted < ALPHA)
+
+
+@dataclass(frozen=True)
+class PlacementVerdict:
+    """Every placement's best and the baseline, each pair compared."""
+
+    rows: list[ConfirmedRow]  # baseline, then each placement's best in family order; distinct
+    placements: dict[str, ConfirmedRow]  # placement -> its row (the baseline may stand for one)
+    pairs: list[PairComparison]  # every pair of rows with shared repeats, in row order
+
+    @property
+    def comparisons(self) -> int:
+        """How many tests Holm adjusted over (a pair without a p-value is not one)."""
+        return sum(not math.isnan(p.comparison.p) for p in self.pairs)
+
+
+def _pair(a: ConfirmedRow, b: ConfirmedRow, sa: dict[int, list[float]],
+          sb: dict[int, list[float]], folds: int) -> tuple[ConfirmedRow, ConfirmedRow,
+                                                           Comparison] | None:
+    """a against b on the repeats both have (same number of folds), the one ahead first;
+    None when they share no repeat."""
+    shared = [r for r in sorted(sa) if r in sb and len(sa[r]) == len(sb[r])]
+    if not shared:
+        return None
+    xa = [x for r in shared for x in sa[r]]
+    xb = [x for r in shared for x in sb[r]]
+    cmp = compare(xa, xb, folds)
+    if cmp.diff.mean < 0:
+        return b, a, compare(xb, xa, folds)
+    return a, b, cmp
+
+
+def placement_verdict(trials: Sequence[FrozenTrial], rows: Sequence[ConfirmedRow],
+                      chosen: Mapping[str, Any], folds: int, fam: Family
+                      ) -> PlacementVerdict | None:
+    """The rows ``chosen`` names (records.PER_PLACEMENT: placement -> {"config": ...}) and
+    the baseline, compared pair by pair; None until two of them have results.
+
+    Comparing k rows makes k(k-1)/2 tests, so one of them looks significant by chance far
+    more often than 5%: the p-values are Holm-adjusted over all of them."""
+    by_key = {config_key(r.config): r for r in rows}
+    placements: dict[str, ConfirmedRow] = {}
+    for value in fam.group_values:
+        entry = chosen.get(value)
+        row = by_key.get(config_key(entry.get("config"))) if isinstance(entry, dict) else None
+        if row is not None:
+            placements[value] = row
+    ordered = [r for r in rows if r.role == records.ROLE_BASELINE][:1]
+    for row in placements.values():
+        if all(row is not r for r in ordered):
+            ordered.append(row)
+    if len(ordered) < 2:
+        return None
+    scores = {key: _scores(group) for key, group in _by_config(trials).items()}
+    raw = []
+    for i, a in enumerate(ordered):
+        for b in ordered[i + 1:]:
+            found = _pair(a, b, scores[config_key(a.config)], scores[config_key(b.config)],
+                          folds)
+            if found is not None:
+                raw.append(found)
+    adjusted = holm([cmp.p for _, _, cmp in raw])
+    pairs = [PairComparison(a, b, cmp, p) for (a, b, cmp), p in zip(raw, adjusted)]
+    return PlacementVerdict(rows=ordered, placements=placements, pairs=pairs)
+
+
+@dataclass(frozen=True)
 class Confirmation:
     """A confirmation study, read: rows baseline first, and the verdict when there is one."""
 
@@ -114,14 +200,20 @@ class Confirmation:
     rows: list[ConfirmedRow]
     verdict: Verdict | None
     family: str = DEFAULT_FAMILY  # whose words describe its configurations
+    per_placement: PlacementVerdict | None = None  # a --per-placement confirmation's pairs
 
 
 def build_confirmation(study: optuna.Study, folds: int, fam: Family | None = None
                        ) -> Confirmation:
     """Read a confirmation study (of a search of family ``fam``: the one it recorded)."""
-    fam = fam or family_of_study(study.user_attrs)
-    rows = confirmed_rows(study.get_trials(deepcopy=False), folds, fam.group)
+    attrs = study.user_attrs
+    fam = fam or family_of_study(attrs)
+    trials = study.get_trials(deepcopy=False)
+    rows = confirmed_rows(trials, folds, fam.group)
+    chosen = attrs.get(records.PER_PLACEMENT)
+    per = (placement_verdict(trials, rows, chosen, folds, fam) if isinstance(chosen, dict)
+           else None)
     return Confirmation(study_name=study.study_name,
-                        confirms=str(study.user_attrs.get(records.CONFIRM_OF, "")),
+                        confirms=str(attrs.get(records.CONFIRM_OF, "")),
                         folds=folds, repeats=max((r.repeats for r in rows), default=0),
-                        rows=rows, verdict=verdict(rows), family=fam.name)
+                        rows=rows, verdict=verdict(rows), family=fam.name, per_placement=per)

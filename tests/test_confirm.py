@@ -11,7 +11,8 @@ from click.testing import CliRunner
 
 from dropsweep import records
 from dropsweep.cli import main
-from dropsweep.confirm import candidates, repeat_seed, run_confirm
+from dropsweep.confirm import (candidates, placement_candidates, placement_record, repeat_seed,
+                               run_confirm)
 from dropsweep.records import confirm_name
 from dropsweep.study import stored_sweep
 from dropsweep.render import verdict_text
@@ -172,3 +173,289 @@ def test_a_result_another_run_took_meanwhile_is_counted_as_lost(searched, datase
     monkeypatch.setattr(results, "record_result", taken_once)
     summary = run_confirm(searched, dataset, top=1, repeats=1, device="cpu")
     assert summary.lost == 1 and summary.total == 2 and summary.done == summary.ran == 1
+
+
+# ----------------------------------------------------------------------------- per placement
+
+PLACEMENTS = ("none", "input", "hidden")
+
+
+@pytest.fixture
+def placed(dataset, storage) -> optuna.Study:
+    """A small random search over three placements, each of them tried."""
+    sweep = sweep_of(SMALL, "search.trials=12", "search.sampler=random",
+                     "space.placement=[none, input, hidden]")
+    run_search(sweep, dataset, storage_url=storage, device="cpu", batch=6)
+    study = optuna.load_study(study_name="small", storage=storage)
+    assert {t.params["placement"] for t in study.trials} == set(PLACEMENTS)
+    return study
+
+
+def _hand_bests(study: optuna.Study) -> dict[str, optuna.trial.FrozenTrial]:
+    """Each placement's best complete trial, ranked by hand: highest value, then earliest."""
+    best: dict[str, optuna.trial.FrozenTrial] = {}
+    for t in study.trials:
+        if t.state.name != "COMPLETE":
+            continue
+        p = t.user_attrs[records.CONFIG]["placement"]
+        if p not in best or (-t.value, t.number) < (-best[p].value, best[p].number):
+            best[p] = t
+    return best
+
+
+def test_placement_candidates_are_the_baseline_then_each_placements_best(placed):
+    sweep = stored_sweep(placed)
+    cands = placement_candidates(placed, sweep)
+    best = _hand_bests(placed)
+    base = sweep.baseline.to_dict()
+    assert cands[0].role == records.ROLE_BASELINE and cands[0].number == 0
+    assert cands[0].config == sweep.baseline
+    assert cands[0].placement == ("none" if best["none"].user_attrs[records.CONFIG] == base
+                                  else None)
+    want = [(p, best[p].number) for p in PLACEMENTS if best[p].user_attrs[records.CONFIG] != base]
+    assert [(c.placement, c.number) for c in cands[1:]] == want
+    assert all(c.role == records.ROLE_CANDIDATE for c in cands[1:])
+    for c in cands[1:]:
+        assert c.config.to_dict() == best[c.placement].user_attrs[records.CONFIG]
+
+
+def _search_study(storage: str, trials: list[tuple[float, dict, str]]) -> optuna.Study:
+    """A search study written by hand: (value, config overrides, role) per trial."""
+    from optuna.trial import create_trial
+    from dropsweep.families.mlp import MLP, config as mlp_config
+    from dropsweep.runner import open_search
+    from dropsweep.space import config_values, fixed_distributions, space_of
+
+    sweep = sweep_of(SMALL)
+    study, _ = open_search(sweep, storage_url=storage)
+    space = space_of(sweep)
+    for value, settings, role in trials:
+        config = sweep.baseline if role == records.ROLE_BASELINE else mlp_config(**settings)
+        study.add_trial(create_trial(
+            state=optuna.trial.TrialState.COMPLETE, value=value,
+            params=config_values(config, MLP.dimensions, space),
+            distributions=fixed_distributions(config, MLP.dimensions, space),
+            user_attrs={records.CONFIG: config.to_dict(), records.ROLE: role}))
+    return study
+
+
+def test_the_baseline_stands_for_its_placement_when_it_is_that_placements_best(storage):
+    search = records.ROLE_SEARCH
+    study = _search_study(storage, [
+        (0.80, {}, records.ROLE_BASELINE),                                          # 0
+        (0.70, {"learning_rate": 0.05}, search),                                    # 1: none
+        (0.85, {"placement": "input", "input_rate": 0.2}, search),                  # 2
+        (0.90, {"placement": "input", "input_rate": 0.3}, search),                  # 3: best
+        (0.90, {"placement": "input", "input_rate": 0.4}, search),                  # 4: a tie
+        (0.75, {"placement": "both", "input_rate": 0.2, "hidden_rate": 0.3}, search),  # 5
+    ])
+    sweep = stored_sweep(study)
+    cands = placement_candidates(study, sweep)
+    assert [(c.number, c.placement, c.role) for c in cands] == [
+        (0, "none", records.ROLE_BASELINE), (3, "input", records.ROLE_CANDIDATE),
+        (5, "both", records.ROLE_CANDIDATE)]  # no hidden trial: no hidden row
+    assert placement_record(cands) == {
+        "none": {"config": sweep.baseline.to_dict(), "source_trial": 0},
+        "input": {"config": cands[1].config.to_dict(), "source_trial": 3},
+        "both": {"config": cands[2].config.to_dict(), "source_trial": 5}}
+
+
+def test_confirm_per_placement_records_what_it_confirmed(placed, dataset, storage):
+    summary = run_confirm(placed, dataset, repeats=2, device="cpu", per_placement=True)
+    sweep = stored_sweep(placed)
+    cands = placement_candidates(placed, sweep)
+    assert (summary.total, summary.done, summary.ran) == (2 * len(cands),) * 3
+    confirm = optuna.load_study(study_name=confirm_name("small"), storage=storage)
+    best = _hand_bests(placed)
+    stored = confirm.user_attrs[records.PER_PLACEMENT]
+    assert list(stored) == list(PLACEMENTS)
+    for p in PLACEMENTS:
+        config = best[p].user_attrs[records.CONFIG]
+        if config == sweep.baseline.to_dict():
+            assert stored[p] == {"config": config, "source_trial": 0}
+        else:
+            assert stored[p] == {"config": config, "source_trial": best[p].number}
+    trials = confirm.get_trials(deepcopy=False)
+    pairs = sorted((t.user_attrs[records.SOURCE_TRIAL], t.user_attrs[records.REPEAT])
+                   for t in trials if t.state.name == "COMPLETE")
+    assert pairs == sorted((c.number, r) for c in cands for r in range(2))
+
+    result = build_confirmation(confirm, folds=3)
+    pv = result.per_placement
+    assert pv is not None and [r.source_trial for r in pv.rows] == [c.number for c in cands]
+    assert set(pv.placements) == set(PLACEMENTS)
+    assert len(pv.pairs) == len(cands) * (len(cands) - 1) // 2
+    assert all(p.comparison.diff.mean >= 0 and p.comparison.diff.n == 6 for p in pv.pairs)
+
+
+def test_a_rerun_after_the_search_grew_records_the_current_bests(placed, dataset, storage):
+    run_confirm(placed, dataset, repeats=2, device="cpu", per_placement=True)
+    confirm = optuna.load_study(study_name=confirm_name("small"), storage=storage)
+    # the search grows, and one placement gets a new best by hand (a trial the search ran)
+    first = dict(confirm.user_attrs[records.PER_PLACEMENT])
+    study = _grow_with_a_new_best(placed, "hidden")
+    again = run_confirm(study, dataset, repeats=2, device="cpu", per_placement=True)
+    now = confirm.user_attrs[records.PER_PLACEMENT]
+    assert now == placement_record(placement_candidates(study, stored_sweep(study)))
+    assert now["hidden"]["source_trial"] == study.trials[-1].number != first["hidden"][
+        "source_trial"]
+    assert {p: now[p] for p in now if p != "hidden"} == {p: first[p] for p in first
+                                                         if p != "hidden"}
+    assert again.ran == 2  # only the new hidden best trained: the rest was reused
+
+
+def _grow_with_a_new_best(study: optuna.Study, placement: str) -> optuna.Study:
+    """A copy of ``placement``'s best with a new learning rate, recorded as a search trial
+    that scored 100%: that placement's new best."""
+    from optuna.trial import create_trial
+
+    best = _hand_bests(study)[placement]
+    config = {**best.user_attrs[records.CONFIG], "learning_rate": 0.123}
+    study.add_trial(create_trial(
+        state=optuna.trial.TrialState.COMPLETE, value=1.0,
+        params={**best.params, "learning_rate": 0.123}, distributions=best.distributions,
+        user_attrs={records.CONFIG: config, records.ROLE: records.ROLE_SEARCH}))
+    return study
+
+
+def test_confirm_per_placement_on_the_command_line(placed, storage, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["confirm", "--storage", storage, "--study", "small",
+                                       "--per-placement", "--repeats", "2", "--device", "cpu"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.stderr
+    assert ("confirming study 'small': the baseline and the best configuration of each "
+            "placement, 2 x 3-fold CV on new splits") in result.stderr
+    out = " ".join(result.stdout.split())  # rich may wrap the note
+    assert "Confirmed" in out and "Per-placement comparison" in out
+    assert ("Per placement (2 x 3-fold CV on new splits, Nadeau-Bengio corrected t-tests, "
+            "p-values Holm-adjusted over") in out
+    assert "Holm p" in out and "ahead" in out
+
+
+def test_top_is_refused_with_per_placement(placed, storage):
+    result = CliRunner().invoke(main, ["confirm", "--storage", storage, "--study", "small",
+                                       "--per-placement", "--top", "3"])
+    assert result.exit_code == 2, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--top" in lines[0] and "--per-placement" in lines[0], lines
+    confirm = confirm_name("small")
+    assert confirm not in [s.study_name for s in optuna.get_all_study_summaries(storage)]
+
+
+# fold scores of 2 repeats x 5 folds: input is 5 points ahead of the baseline on every fold
+# (give or take 1), hidden and both swing +-10 points around it
+BASE = [0.80, 0.82, 0.78, 0.84, 0.76, 0.81, 0.79, 0.83, 0.77, 0.80]
+JITTER = [0.01, -0.01, 0.005, -0.005, 0, 0.01, -0.01, 0.005, -0.005, 0]  # sums to 0
+SWING_H = [0.10, -0.08, 0.06, -0.10, 0.04, -0.06, 0.08, -0.04, 0.10, -0.05]  # mean +0.005
+SWING_B = [-0.09, 0.07, -0.05, 0.11, -0.03, 0.05, -0.09, 0.06, -0.08, 0.03]  # mean -0.002
+SCORES = {
+    "none": BASE,
+    "input": [b + 0.05 + j for b, j in zip(BASE, JITTER)],
+    "hidden": [b + s for b, s in zip(BASE, SWING_H)],
+    "both": [b + s for b, s in zip(BASE, SWING_B)],
+}
+SOURCES = {"none": 0, "input": 5, "hidden": 7, "both": 9}
+
+
+def _placed_config(placement: str) -> dict:
+    from dropsweep.families.mlp import config as mlp_config
+
+    rates = {"none": {}, "input": {"input_rate": 0.2}, "hidden": {"hidden_rate": 0.5},
+             "both": {"input_rate": 0.2, "hidden_rate": 0.5}}[placement]
+    return mlp_config(placement, **rates).to_dict()
+
+
+def _hand_confirmation(storage: str, placements=tuple(SCORES), repeats=(0, 1)) -> optuna.Study:
+    """A confirmation study written by hand: 2 x 5-fold scores of SCORES, the baseline
+    standing for "none"."""
+    from optuna.trial import create_trial
+
+    confirm = optuna.create_study(storage=storage, study_name="s:confirm", direction="maximize")
+    confirm.set_user_attr(records.CONFIRM_OF, "s")
+    confirm.set_user_attr(records.PER_PLACEMENT, {
+        p: {"config": _placed_config(p), "source_trial": SOURCES[p]} for p in placements})
+    for p in placements:
+        for r in repeats:
+            folds = SCORES[p][5 * r:5 * r + 5]
+            confirm.add_trial(create_trial(
+                state=optuna.trial.TrialState.COMPLETE, value=sum(folds) / 5,
+                user_attrs={records.CONFIG: _placed_config(p), records.REPEAT: r,
+                            records.FOLD_ACCURACIES: folds, records.SOURCE_TRIAL: SOURCES[p],
+                            records.ROLE: records.ROLE_BASELINE if p == "none"
+                            else records.ROLE_CANDIDATE}))
+    return confirm
+
+
+def test_every_pair_of_placements_is_compared_and_holm_adjusted(storage):
+    from dropsweep.render import confirmation_to_json, placement_verdict_text
+    from dropsweep.stats import holm
+
+    result = build_confirmation(_hand_confirmation(storage), folds=5)
+    pv = result.per_placement
+    assert [r.source_trial for r in pv.rows] == [0, 5, 7, 9]
+    assert {p: r.source_trial for p, r in pv.placements.items()} == SOURCES
+    got = [(p.ahead.placement, p.behind.placement, p.comparison.diff.mean) for p in pv.pairs]
+    approx = pytest.approx
+    assert got == [("input", "none", approx(0.05)), ("hidden", "none", approx(0.005)),
+                   ("none", "both", approx(0.002)), ("input", "hidden", approx(0.045)),
+                   ("input", "both", approx(0.052)), ("hidden", "both", approx(0.007))]
+    for p in pv.pairs:
+        assert p.comparison == compare(SCORES[p.ahead.placement], SCORES[p.behind.placement], 5)
+    assert [p.p_adjusted for p in pv.pairs] == holm([p.comparison.p for p in pv.pairs])
+    assert [p.significant for p in pv.pairs] == [True] + [False] * 5
+    assert pv.pairs[0].p_adjusted == pytest.approx(6 * pv.pairs[0].comparison.p)
+
+    text = placement_verdict_text(result)
+    assert ("2 x 5-fold CV on new splits, Nadeau-Bengio corrected t-tests, p-values "
+            "Holm-adjusted over 6 comparisons") in text, text
+    assert ("the no-dropout baseline 80.00%; input dropout 0.2 (#5) 85.00%; hidden dropout 0.5 "
+            "(#7) 80.50%; both dropout 0.2 / 0.5 (#9) 79.80%.") in text, text
+    low, high = (x * 100 for x in (pv.pairs[0].comparison.diff.low,
+                                   pv.pairs[0].comparison.diff.high))
+    assert (f"Significant at 5%: input dropout 0.2 (#5) is ahead of the no-dropout baseline by "
+            f"5.00 points (95% CI {low:+.2f} to {high:+.2f}), adjusted p < 0.001.") in text, text
+    assert ("No other difference is significant at 5%; neither hidden dropout 0.5 (#7) nor both "
+            "dropout 0.2 / 0.5 (#9) differs significantly from no dropout.") in text, text
+
+    data = confirmation_to_json(result)["per_placement"]
+    assert list(data["rows"]) == list(SCORES) and data["comparisons"] == 6
+    assert data["rows"]["none"]["role"] == records.ROLE_BASELINE and data["text"] == text
+    assert data["pairs"][0]["p_adjusted"] == pv.pairs[0].p_adjusted
+    assert data["pairs"][0]["diff"]["mean"] == pytest.approx(0.05)
+
+
+def test_nothing_significant_names_the_largest_difference_and_shared_repeats_only(storage):
+    from dropsweep.render import placement_verdict_text
+
+    confirm = _hand_confirmation(storage, placements=("none", "hidden", "both"))
+    confirm.set_user_attr(records.PER_PLACEMENT, {  # "input" chosen, not confirmed yet
+        **confirm.user_attrs[records.PER_PLACEMENT],
+        "input": {"config": _placed_config("input"), "source_trial": 5}})
+    for t in confirm.get_trials(deepcopy=False):  # one more repeat of the baseline alone
+        if t.user_attrs[records.ROLE] == records.ROLE_BASELINE and t.user_attrs[records.REPEAT]:
+            confirm.add_trial(optuna.trial.create_trial(
+                state=t.state, value=t.value, user_attrs={**t.user_attrs, records.REPEAT: 2}))
+    result = build_confirmation(confirm, folds=5)
+    pv = result.per_placement
+    assert "input" not in pv.placements and len(pv.rows) == 3
+    assert all(p.comparison.diff.n == 10 for p in pv.pairs)  # repeat 2: the baseline's alone
+    assert not any(p.significant for p in pv.pairs)
+    text = placement_verdict_text(result)
+    assert "3 x 5-fold CV" in text and "over 3 comparisons" in text, text
+    largest = pv.pairs[2]
+    assert (largest.ahead.placement, largest.behind.placement) == ("hidden", "both")
+    assert ("No difference is significant at 5% (the largest: hidden dropout 0.5 (#7) is ahead "
+            "of both dropout 0.2 / 0.5 (#9) by 0.70 points (95% CI ") in text, text
+    assert "neither hidden dropout 0.5 (#7) nor both dropout 0.2 / 0.5 (#9) differs" in text
+
+
+def test_no_per_placement_reading_without_its_record_or_two_rows(storage):
+    from dropsweep.render import confirmation_to_json
+
+    confirm = _hand_confirmation(storage)
+    confirm.set_user_attr(records.PER_PLACEMENT, "not a dict")
+    assert build_confirmation(confirm, folds=5).per_placement is None
+    confirm.set_user_attr(records.PER_PLACEMENT, {"none": {"config": _placed_config("none")}})
+    result = build_confirmation(confirm, folds=5)
+    assert result.per_placement is None and confirmation_to_json(result)["per_placement"] is None

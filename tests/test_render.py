@@ -385,3 +385,63 @@ def test_render_is_formatting_only() -> None:
     source = Path(sys.modules["dropsweep.render"].__file__).read_text()
     for module in ("torch", "optuna", "click", "numpy"):
         assert f"import {module}" not in source and f"from {module}" not in source
+
+
+def _confirmation(per_placement: bool):
+    """A confirmation of three rows by hand; with its per-placement reading or without."""
+    from dropsweep.stats import Comparison, Interval
+    from dropsweep.verdict import (Confirmation, ConfirmedRow, PairComparison,
+                                   PlacementVerdict, verdict)
+
+    def row(source: int, role: str, placement: str, mean: float, rate: dict) -> ConfirmedRow:
+        config = {"placement": placement, "input_rate": 0.0, "hidden_rate": 0.0,
+                  "learning_rate": 0.01, "momentum": 0.8, "max_norm": None, **rate}
+        vs = None if role == records.ROLE_BASELINE else Comparison(
+            Interval(mean - 0.80, mean - 0.85, mean - 0.75, 50), 3.0, 0.004)
+        return ConfirmedRow(source, role, placement, config, 5,
+                            Interval(mean, mean - 0.04, mean + 0.04, 50), vs)
+
+    base = row(0, records.ROLE_BASELINE, "none", 0.80, {})
+    inp = row(5, records.ROLE_CANDIDATE, "input", 0.831, {"input_rate": 0.2})
+    hid = row(7, records.ROLE_CANDIDATE, "hidden", 0.81, {"hidden_rate": 0.5})
+    pv = None
+    if per_placement:
+        pairs = [PairComparison(inp, base, Comparison(Interval(0.031, 0.005, 0.057, 50), 3.1,
+                                                      0.007), 0.021),
+                 PairComparison(hid, base, Comparison(Interval(0.01, -0.02, 0.04, 50), 0.7,
+                                                      0.48), 0.96),
+                 PairComparison(inp, hid, Comparison(Interval(0.021, -0.01, 0.052, 50), 1.4,
+                                                     0.17), 0.34)]
+        pv = PlacementVerdict([base, inp, hid], {"none": base, "input": inp, "hidden": hid},
+                              pairs)
+    rows = [base, inp, hid]
+    return Confirmation("s:confirm", "s", 10, 5, rows, verdict(rows), per_placement=pv)
+
+
+def test_the_per_placement_comparison_in_every_format(report: StudyReport) -> None:
+    from dropsweep.render import confirmation_to_json, render_confirmation
+
+    with_pp = dataclasses.replace(report, confirmation=_confirmation(True))
+    markdown = text_of("markdown", with_pp)
+    assert markdown.index("### Confirmed") < markdown.index("### Per-placement comparison")
+    assert "| ahead | behind | Δ (pp) | 95% CI (pp) | p | Holm p |" in markdown
+    assert ("| input dropout 0.2 (#5) | the no-dropout baseline | +3.10 | [+0.50, +5.70] | 0.007 "
+            "| 0.021 |") in markdown, markdown
+    assert ("input dropout 0.2 (#5) is ahead of the no-dropout baseline by 3.10 points (95% CI "
+            "+0.50 to +5.70), adjusted p = 0.021") in markdown
+    assert ("No other difference is significant at 5%; hidden dropout 0.5 (#7) does not differ "
+            "significantly from no dropout.") in markdown
+    assert "Holm-adjusted over 3 comparisons" in markdown
+    table = " ".join(text_of("table", with_pp, width=250).split())
+    assert "Per-placement comparison" in table and "Holm p" in table
+    data = json.loads(text_of("json", with_pp))["confirmation"]["per_placement"]
+    assert [p["p_adjusted"] for p in data["pairs"]] == [0.021, 0.96, 0.34]
+    assert data["rows"]["input"]["source_trial"] == 5 and "adjusted p = 0.021" in data["text"]
+
+    without = _confirmation(False)
+    assert confirmation_to_json(without)["per_placement"] is None
+    assert "Per-placement" not in text_of("markdown", dataclasses.replace(report,
+                                                                          confirmation=without))
+    out = console()
+    render_confirmation(without, out)
+    assert "Confirmed" in out.file.getvalue() and "Per-placement" not in out.file.getvalue()

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from dropsweep.stats import compare, corrected_se, interval
+from dropsweep.stats import compare, corrected_se, holm, interval
 
 
 def test_a_small_case_by_hand():
@@ -55,3 +55,29 @@ def test_degenerate_inputs():
     assert one.mean == 0.9 and math.isnan(one.low) and math.isnan(one.high)
     with pytest.raises(ValueError, match="same folds"):
         compare([0.9, 0.8], [0.9], folds=2)
+
+
+def test_holm_by_hand():
+    # sorted 0.005, 0.01, 0.03, 0.04 times 4, 3, 2, 1: 0.02, 0.03, 0.06, 0.04 -> the last
+    # is raised to 0.06 (step-down: never below an earlier adjusted p)
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+
+
+def test_holm_edge_cases():
+    assert holm([]) == []
+    assert holm([0.03]) == [0.03]  # m = 1: nothing to adjust
+    assert holm([0.4, 0.5, 0.6]) == [1.0, 1.0, 1.0]  # capped at 1
+    nan = holm([0.01, math.nan, 0.04])  # NaN stays NaN and is not one of the m tests
+    assert nan[0] == pytest.approx(0.02) and math.isnan(nan[1]) and nan[2] == pytest.approx(0.04)
+    assert all(math.isnan(p) for p in holm([math.nan, math.nan]))
+
+
+def test_holm_keeps_the_order_of_the_raw_p_values_and_never_lowers_one():
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        p = list(rng.uniform(0, 0.2, size=int(rng.integers(2, 9))))
+        adjusted = holm(p)
+        assert all(a >= raw for a, raw in zip(adjusted, p))
+        ranked = sorted(range(len(p)), key=lambda i: p[i])
+        assert all(adjusted[a] <= adjusted[b] for a, b in zip(ranked, ranked[1:]))
+        assert all(a <= min(1.0, len(p) * raw) for a, raw in zip(adjusted, p))  # <= Bonferroni
