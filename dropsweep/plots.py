@@ -122,4 +122,22 @@ def write_plots(study: optuna.Study, report: StudyReport, confirmation: Confirma
             ax.set(title=f"Confirmed: mean accuracy, 95% CI ({confirmation.repeats} x "
                          f"{confirmation.folds}-fold CV)", xlabel="accuracy")
             save(fig, "confirmed.png")
+            per = confirmation.per_placement
+            if per is not None:  # each placement's best, confirmed: the fair comparison
+                chosen = [("baseline", r) for r in per.rows if r.role == records.ROLE_BASELINE]
+                chosen += [(p, r) for p, r in per.placements.items()
+                           if all(r is not b for _, b in chosen)]
+                fig, ax = plt.subplots(figsize=(7, 0.6 * len(chosen) + 1.5))
+                for i, (name, r) in enumerate(chosen):
+                    a = r.accuracy
+                    ax.errorbar([a.mean], [i], xerr=[[a.mean - a.low], [a.high - a.mean]],
+                                fmt="o", capsize=4, color=colours.get(r.placement, "k"))
+                ax.set_yticks(range(len(chosen)),
+                              [f"{name} (#{r.source_trial})" if r.source_trial >= 0 else name
+                               for name, r in chosen])
+                ax.invert_yaxis()
+                ax.set(title=f"Each placement's best, confirmed\nmean accuracy, 95% CI "
+                             f"({confirmation.repeats} x {confirmation.folds}-fold CV)",
+                       xlabel="accuracy")
+                save(fig, "placements_confirmed.png")
     return written

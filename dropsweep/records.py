@@ -45,6 +45,9 @@ CONFIRM_OF = "confirm_of"  # str, on a confirmation study: the search study it c
 PER_PLACEMENT = "per_placement"  # dict, on a confirmation study run with --per-placement:
 # {placement: {"config": dict, "source_trial": int}}, the best of each placement it confirmed
 CONFIRM_SUFFIX = ":confirm"  # the companion study `dropsweep confirm` writes beside a search
+# dict {"by": "placement" | "none", "since": n}: how the searches since trial n shared out
+# the trials (search.balance; the search section may change between runs)
+BALANCE = "balance"
 STUDY_SCHEMA = "dropsweep_schema"  # int, how the study's sweep and trials are written
 
 # 1: before model families (no STUDY_SCHEMA attribute; model has no ``family``)

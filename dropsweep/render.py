@@ -164,14 +164,44 @@ def _top(report: StudyReport) -> _Section:
     return _Section(f"Top {len(rows)} trials", columns, rows, right, note)
 
 
+def _budget(row: PlacementRow) -> str:
+    """Complete trials, marked when far fewer than the most-tried placement's."""
+    return f"{row.n_trials}{_UNEVEN_MARK if row.uneven else ''}"
+
+
+_UNEVEN_MARK = " !"
+
+
 def _placement_row(row: PlacementRow) -> tuple[str, ...]:
-    return (
-        row.placement,
-        str(row.n_trials),
-        f"#{row.best.number}",
-        _accuracy(row.best),
-        _points(row.diff_from_baseline),
-    )
+    c = row.confirmed
+    if c is not None:  # the confirmed reading replaces the search's maximum
+        vs = c.vs_baseline
+        return (row.placement, _budget(row), str(row.pruned), _trial_number(c.source_trial),
+                _percent(c.accuracy.mean), _ci(c.accuracy),
+                _points(vs.diff.mean) if vs else "baseline")
+    return (row.placement, _budget(row), str(row.pruned), f"#{row.best.number}",
+            _accuracy(row.best), _points(row.diff_from_baseline))
+
+
+def _trial_number(number: int) -> str:
+    return "base" if number < 0 else f"#{number}"
+
+
+def _ci(interval: Any) -> str:
+    if math.isnan(interval.low):
+        return _MISSING
+    return f"[{interval.low * 100:.2f}, {interval.high * 100:.2f}]"
+
+
+def _balance_words(balance: dict | None) -> str:
+    """How the placements got their trials, from the study's record."""
+    if balance is None or balance.get("by") != "placement":
+        since = "" if balance is None or not balance.get("since") else (
+            f" (search.balance: none from trial #{balance['since']})")
+        return f"as the sampler chose{since}"
+    since = balance.get("since") or 0
+    return "balanced: an equal share each (search.balance: placement" + (
+        f", from trial #{since})" if since else ")")
 
 
 def _group_label(report: StudyReport) -> str:
@@ -181,14 +211,36 @@ def _group_label(report: StudyReport) -> str:
 
 
 def _placements(report: StudyReport) -> _Section:
-    columns = (_group_label(report), "trials", "best #", "accuracy", "Δ vs baseline")
     rows = [_placement_row(p) for p in report.placements]
-    note = None
+    confirmed = any(p.confirmed is not None for p in report.placements)
+    label = _group_label(report)
+    notes = []
     if not rows:
-        note = "no complete trials yet"
-    elif report.baseline is None:
-        note = "no complete baseline trial: Δ cannot be shown"
-    return _Section("Best trial of each placement", columns, rows, frozenset({1, 2, 3, 4}), note)
+        notes.append("no complete trials yet")
+    elif report.baseline is None and not confirmed:
+        notes.append("no complete baseline trial: Δ cannot be shown")
+    if rows:
+        notes.append(f"trials: {_balance_words(report.balance)}")
+    uneven = [p for p in report.placements if p.uneven]
+    if uneven:
+        most = max(report.placements, key=lambda p: p.n_trials)
+        notes.append(
+            f"!: fewer than half the complete trials of {most.placement} ({most.n_trials}): the "
+            "best of fewer noisy scores tends to be lower by chance alone, so these rows do not "
+            "compare fairly; confirm each placement's best (dropsweep confirm --per-placement) "
+            "or balance the budgets (search.balance: placement)")
+    if confirmed:
+        c = report.confirmation
+        title = (f"Each placement's best, confirmed ({c.repeats} x {c.folds}-fold CV on new "
+                 "splits)")
+        columns = (label, "complete", "pruned", "best #", "confirmed", "95% CI",
+                   "Δ vs baseline")
+        right = frozenset({1, 2, 3, 4, 5, 6})
+    else:
+        title = "Best trial of each placement"
+        columns = (label, "complete", "pruned", "best #", "accuracy", "Δ vs baseline")
+        right = frozenset({1, 2, 3, 4, 5})
+    return _Section(title, columns, rows, right, "; ".join(notes) or None)
 
 
 def _importances(report: StudyReport) -> _Section:
@@ -413,13 +465,21 @@ def report_to_json(report: StudyReport) -> dict[str, Any]:
         "best": _trial_json(report.best),
         "baseline": _trial_json(report.baseline),
         "top": [_trial_json(row) for row in report.top],
+        "balance": _json_value(report.balance),
         "placements": [
             {
                 "placement": p.placement,
                 "n_trials": p.n_trials,
+                "pruned": p.pruned,
+                "uneven": p.uneven,
                 "best_number": p.best.number,
                 "best": _trial_json(p.best),
                 "diff_from_baseline": _json_number(p.diff_from_baseline),
+                "confirmed": None if p.confirmed is None else {
+                    "source_trial": p.confirmed.source_trial,
+                    "accuracy": _iv_json(p.confirmed.accuracy),
+                    "diff_from_baseline": None if p.confirmed.vs_baseline is None
+                    else _iv_json(p.confirmed.vs_baseline.diff)},
             }
             for p in report.placements
         ],
@@ -589,13 +649,12 @@ def _confirmed_section(confirmation: Any) -> _Section:
     for r in confirmation.rows:
         cmp = r.vs_baseline
         rows.append((
-            "base" if r.source_trial < 0 else f"#{r.source_trial}",
+            _trial_number(r.source_trial),
             r.role, fam.describe(r.config),
             *(_param(r.config.get(d.name)) or ("off" if d.can_be_off else "")
               for d in settings), str(r.repeats),
             _percent(r.accuracy.mean),
-            _MISSING if math.isnan(r.accuracy.low)
-            else f"[{r.accuracy.low * 100:.2f}, {r.accuracy.high * 100:.2f}]",
+            _ci(r.accuracy),
             _points(cmp.diff.mean) if cmp else "", _interval_points(cmp.diff) if cmp else "",
             _p(cmp.p) if cmp else ""))
     return _Section(
@@ -637,23 +696,6 @@ def _none_differs(names: Sequence[str], reference: str) -> str:
             f"from {reference}")
 
 
-def _like_reference(fam: Any, pv: Any) -> tuple[list[str], str]:
-    """The dropout rows that differ significantly from no no-dropout row (each compared with
-    at least one), and the words for no dropout."""
-    reference = [r for r in pv.rows if fam.is_reference(r.config)]
-    if not reference:
-        return [], ""
-    names = []
-    for row in pv.rows:
-        if fam.is_reference(row.config):
-            continue
-        against = [p for p in pv.pairs if (p.ahead is row and fam.is_reference(p.behind.config))
-                   or (p.behind is row and fam.is_reference(p.ahead.config))]
-        if against and not any(p.significant for p in against):
-            names.append(_row_words(fam, row))
-    return names, fam.describe(reference[0].config)
-
-
 def placement_verdict_text(confirmation: Any) -> str:
     """The per-placement comparison in plain words, with its numbers: pasteable."""
     pv, fam = confirmation.per_placement, family(confirmation.family)
@@ -674,11 +716,11 @@ def placement_verdict_text(confirmation: Any) -> str:
         others = len(significant) < len(pv.pairs)
         rest = "No other difference is significant at 5%" if others else ""
     else:
-        largest = max((p for p in pv.pairs if not math.isnan(p.comparison.diff.mean)),
-                      key=lambda p: p.comparison.diff.mean, default=None)
+        largest = pv.largest
         rest = "No difference is significant at 5%" + (
             f" (the largest: {_pair_words(fam, largest)})" if largest is not None else "")
-    names, reference = _like_reference(fam, pv)
+    names = [_row_words(fam, r) for r in pv.like_reference(fam)]
+    reference = next((fam.describe(r.config) for r in pv.rows if fam.is_reference(r.config)), "")
     like = _none_differs(names, reference) if names else ""
     if rest and like:
         parts.append(f"{rest}; {like}.")

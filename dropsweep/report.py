@@ -62,31 +62,50 @@ def _last_activity(trials: Iterable[FrozenTrial]) -> datetime | None:
     return max(stamps, default=None)
 
 
-def _placements(
-    ranked: list[TrialRow], baseline: TrialRow | None, fam: Family
-) -> list[PlacementRow]:
-    """The best trial of each value of the family's group dimension (its placements)."""
+# A placement with fewer than 1/UNEVEN of the most-tried placement's complete trials is
+# marked: the best of 4 noisy scores against the best of 87 is no comparison.
+UNEVEN = 2
+
+
+def _placements(ranked: list[TrialRow], rows: list[TrialRow], baseline: TrialRow | None,
+                fam: Family, confirmation: Confirmation | None) -> list[PlacementRow]:
+    """The best trial of each value of the family's group dimension (its placements), with
+    its budget (complete and pruned trials) and, once ``confirm --per-placement`` ran, its
+    confirmed reading."""
     by_placement: dict[str, list[TrialRow]] = {}
     for row in ranked:  # best first, so the first row of each placement is its best
         placement = row.params.get(fam.group)
         if placement is None:
             continue
         by_placement.setdefault(str(placement), []).append(row)
+    pruned: dict[str, int] = {}
+    for row in rows:
+        if row.state == TrialState.PRUNED.name and fam.group in row.params:
+            key = str(row.params[fam.group])
+            pruned[key] = pruned.get(key, 0) + 1
     order = [p for p in fam.group_values if p in by_placement]
     order += sorted(p for p in by_placement if p not in fam.group_values)
+    most = max((len(v) for v in by_placement.values()), default=0)
+    confirmed = confirmation.per_placement.placements if (
+        confirmation is not None and confirmation.per_placement is not None) else {}
     result = []
     for placement in order:
-        rows = by_placement[placement]
-        best = rows[0]
+        best = by_placement[placement][0]
         diff = None
-        if (
-            baseline is not None
-            and baseline.accuracy_mean is not None
-            and best.accuracy_mean is not None
-        ):
+        if baseline is not None and baseline.accuracy_mean is not None \
+                and best.accuracy_mean is not None:
             diff = best.accuracy_mean - baseline.accuracy_mean
-        result.append(PlacementRow(placement, len(rows), best, diff))
+        n = len(by_placement[placement])
+        result.append(PlacementRow(placement, n, best, diff, pruned=pruned.get(placement, 0),
+                                   uneven=n * UNEVEN < most,
+                                   confirmed=confirmed.get(placement)))
     return result
+
+
+def _balance(study: optuna.Study) -> dict | None:
+    """How the study shared its trials out among placements, as its searches recorded."""
+    value = study.user_attrs.get(records.BALANCE)
+    return value if isinstance(value, dict) else None
 
 
 def _importances(study: optuna.Study, n_complete: int) -> tuple[dict[str, float], str | None]:
@@ -174,6 +193,8 @@ def build_report(study: optuna.Study, top: int = 10, select_rule: str = "best") 
     importances, note = _importances(_AsRead(study, frozen), len(ranked))
     starts = [t.datetime_start for t in frozen if t.datetime_start is not None]
     fam = family_of_study(study.user_attrs)
+    confirmation = _confirmation(study, max((len(r.fold_accuracies) for r in rows), default=0),
+                                 fam)
     return StudyReport(
         name=study.study_name,
         direction=direction.name,
@@ -184,15 +205,15 @@ def build_report(study: optuna.Study, top: int = 10, select_rule: str = "best") 
         best=ranked[0] if ranked else None,
         baseline=baseline,
         top=ranked[: max(top, 0)],
-        placements=_placements(ranked, baseline, fam),
+        placements=_placements(ranked, rows, baseline, fam, confirmation),
         importances=importances,
         importance_note=note,
         trials=rows,
         param_names=_param_names(rows, fam),
-        confirmation=_confirmation(study, max((len(r.fold_accuracies) for r in rows),
-                                              default=0), fam),
+        confirmation=confirmation,
         selection=select(ranked, select_rule, fam.dimensions),
         family=fam.name,
+        balance=_balance(study),
     )
 
 

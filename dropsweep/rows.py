@@ -21,7 +21,7 @@ from dropsweep.families import DEFAULT_FAMILY
 
 if TYPE_CHECKING:  # they read rows: their types only
     from dropsweep.select import Selection
-    from dropsweep.verdict import Confirmation
+    from dropsweep.verdict import Confirmation, ConfirmedRow
 
 # Counts are listed in this order (then any state a future Optuna adds), so the finished
 # trials come first in every summary.
@@ -87,12 +87,18 @@ class TrialRow:
 
 @dataclass(frozen=True)
 class PlacementRow:
-    """The best complete trial of one dropout placement, compared with the baseline."""
+    """The best complete trial of one dropout placement, compared with the baseline, with
+    the budget it is the best of."""
 
     placement: str
-    n_trials: int
+    n_trials: int  # complete trials: the best is the maximum of this many noisy scores
     best: TrialRow
     diff_from_baseline: float | None
+    pruned: int = 0
+    # fewer than 1/UNEVEN of the complete trials of the most-tried placement: its best is
+    # the maximum of far fewer scores, lower by chance alone
+    uneven: bool = False
+    confirmed: ConfirmedRow | None = None  # its best, from `confirm --per-placement`
 
 
 @dataclass(frozen=True)
@@ -116,6 +122,8 @@ class StudyReport:
     confirmation: Confirmation | None = None  # from the study NAME:confirm, when there is one
     selection: Selection | None = None  # the configuration --select recommends
     family: str = DEFAULT_FAMILY  # the model family whose dimensions the study searched
+    # how placements got their trials: records.BALANCE ({"by": ..., "since": trial}), or None
+    balance: dict | None = None
 
     @property
     def n_trials(self) -> int:

@@ -224,12 +224,23 @@ def prepare_study(sweep: Sweep, storage_url: str, study_name: str) -> optuna.Stu
                 f"study '{study_name}' was made with a different experiment "
                 f"({'; '.join(changed)}); resume with the original sweep or choose "
                 "another --study name")
+        _record_balance(study, sweep)
         return study
     except StorageError:  # StudyMismatchError included
         raise
     except Exception as exc:  # a storage that fails mid-way (locked, read-only, dropped)
         reason = describe_failure(exc)
         raise StorageError(f"storage {mask_url(storage_url)}: {reason}") from None
+
+
+def _record_balance(study: optuna.Study, sweep: Sweep) -> None:
+    """Say how this run shares out its trials, from which trial on, where that changes (the
+    search section may change between runs; the report says what the study was)."""
+    recorded = study.user_attrs.get(records.BALANCE)
+    old = recorded.get("by") if isinstance(recorded, dict) else "none"
+    if old != sweep.search.balance:
+        since = len(study.get_trials(deepcopy=False))
+        study.set_user_attr(records.BALANCE, {"by": sweep.search.balance, "since": since})
 
 
 def _create_study(sweep: Sweep, storage: optuna.storages.BaseStorage, study_name: str
@@ -243,6 +254,7 @@ def _create_study(sweep: Sweep, storage: optuna.storages.BaseStorage, study_name
     study.set_user_attr(records.STUDY_VERSION, dropsweep.__version__)
     study.set_user_attr(records.STUDY_TORCH_VERSION, _torch_version())
     study.set_user_attr(records.STUDY_SWEEP_FILE, sweep.file)
+    _record_balance(study, sweep)
     return study
 
 

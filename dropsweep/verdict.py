@@ -138,6 +138,25 @@ class PlacementVerdict:
         """How many tests Holm adjusted over (a pair without a p-value is not one)."""
         return sum(not math.isnan(p.comparison.p) for p in self.pairs)
 
+    @property
+    def largest(self) -> PairComparison | None:
+        """The pair furthest apart: what to name when no difference is significant."""
+        return max((p for p in self.pairs if not math.isnan(p.comparison.diff.mean)),
+                   key=lambda p: p.comparison.diff.mean, default=None)
+
+    def like_reference(self, fam: Family) -> list[ConfirmedRow]:
+        """The dropout rows that differ significantly from no no-dropout row they were
+        compared with (the baseline, the ``none`` placement's best): "does dropout help?"."""
+        out = []
+        for row in self.rows:
+            if fam.is_reference(row.config):
+                continue
+            against = [p for p in self.pairs if (p.ahead is row or p.behind is row)
+                       and fam.is_reference((p.behind if p.ahead is row else p.ahead).config)]
+            if against and not any(p.significant for p in against):
+                out.append(row)
+        return out
+
 
 def _pair(a: ConfirmedRow, b: ConfirmedRow, sa: dict[int, list[float]],
           sb: dict[int, list[float]], folds: int) -> tuple[ConfirmedRow, ConfirmedRow,

@@ -231,3 +231,138 @@ def test_balance_is_validated():
                  "space.input_rate=[0.2]", "space.hidden_rate=[0.2]")
     assert sweep_of(SMALL, "search.balance=off").search.balance == "none"
     assert sweep_of(SMALL).search.balance == "none"
+
+
+# ----------------------------------------------------------------------------- the report
+
+
+def _searched_by_hand(storage: str, budgets: dict[str, tuple[int, int]],
+                      balance: dict | None = None) -> optuna.Study:
+    """A search study written by hand: per placement, (complete, pruned) trials whose scores
+    fall with their number; trial 0 is the baseline."""
+    from dropsweep.families.mlp import config as mlp_config
+
+    study = optuna.create_study(storage=storage, study_name="s", direction="maximize")
+    sweep = sweep_of(SMALL)
+    study.set_user_attr(records.STUDY_SWEEP, sweep.to_dict())
+    if balance is not None:
+        study.set_user_attr(records.BALANCE, balance)
+    dists = {"placement": CategoricalDistribution(PLACEMENTS),
+             "learning_rate": FloatDistribution(0.001, 0.3)}
+    number = 0
+    for placement, (complete, pruned) in budgets.items():
+        for i in range(complete + pruned):
+            lr = 0.01 if number == 0 else 0.01 + 0.001 * number
+            value = 0.8 - 0.001 * number
+            state = TrialState.COMPLETE if i < complete else TrialState.PRUNED
+            study.add_trial(create_trial(
+                state=state, value=value if state == TrialState.COMPLETE else None,
+                intermediate_values={} if state == TrialState.COMPLETE else {2: value},
+                params={"placement": placement, "learning_rate": lr}, distributions=dists,
+                user_attrs={records.ROLE: records.ROLE_BASELINE if number == 0
+                            else records.ROLE_SEARCH, records.ACCURACY_MEAN: value,
+                            records.FOLD_ACCURACIES: [value] * 3,
+                            records.CONFIG: mlp_config(placement, learning_rate=lr).to_dict()}))
+            number += 1
+    return study
+
+
+def _table(report) -> str:
+    from rich.console import Console
+
+    from dropsweep.render import render_report
+
+    console = Console(record=True, width=250, color_system=None)
+    render_report(report, "table", console)
+    return console.export_text()
+
+
+def test_the_table_shows_each_placements_budget_and_marks_uneven_ones(storage):
+    from dropsweep.report import build_report
+
+    study = _searched_by_hand(storage, {"none": (4, 1), "input": (9, 2), "hidden": (2, 0)})
+    report = build_report(study)
+    assert [(p.placement, p.n_trials, p.pruned, p.uneven) for p in report.placements] == [
+        ("none", 4, 1, True), ("input", 9, 2, False), ("hidden", 2, 0, True)]
+    text = _table(report)
+    section = text.split("Best trial of each placement")[1].split("\n\n")[0]
+    lines = [line.split() for line in section.splitlines()[3:6]]
+    assert [line[:4] for line in lines] == [["none", "4", "!", "1"], ["input", "9", "2", "#5"],
+                                            ["hidden", "2", "!", "0"]]
+    assert "!: fewer than half the complete trials of input (9)" in section
+    assert "trials: as the sampler chose" in section
+
+
+def test_the_table_says_a_study_was_balanced(storage):
+    from dropsweep.report import build_report
+
+    study = _searched_by_hand(storage, {"none": (3, 0), "input": (3, 0), "hidden": (2, 1)},
+                              balance={"by": "placement", "since": 0})
+    report = build_report(study)
+    assert not any(p.uneven for p in report.placements)
+    text = _table(report)
+    assert "trials: balanced: an equal share each (search.balance: placement)" in text
+    assert " ! " not in text.split("Best trial of each placement")[1].split("\n\n")[0]
+    data = __import__("json").loads(__import__("dropsweep.render", fromlist=["x"])
+                                    .json.dumps(__import__("dropsweep.render", fromlist=["x"])
+                                                .report_to_json(report)))
+    assert data["balance"] == {"by": "placement", "since": 0}
+    assert [(p["n_trials"], p["pruned"]) for p in data["placements"]] == [(3, 0), (3, 0), (2, 1)]
+
+
+def test_once_confirmed_per_placement_the_table_shows_the_confirmed_means(storage):
+    from dropsweep.report import build_report
+    from dropsweep.verdict import build_confirmation
+
+    study = _searched_by_hand(storage, {"none": (3, 0), "input": (3, 0), "hidden": (3, 0)})
+    best = {p: next(t for t in study.trials if t.params["placement"] == p) for p in
+            ("none", "input", "hidden")}  # the first of each placement scores best
+    confirm = optuna.create_study(storage=storage, study_name="s:confirm", direction="maximize")
+    confirm.set_user_attr(records.CONFIRM_OF, "s")
+    confirm.set_user_attr(records.PER_PLACEMENT, {
+        p: {"config": t.user_attrs[records.CONFIG], "source_trial": t.number}
+        for p, t in best.items()})
+    scores = {"none": [0.80, 0.82, 0.78], "input": [0.90, 0.88, 0.86],
+              "hidden": [0.70, 0.74, 0.72]}
+    for p, t in best.items():
+        for r in range(2):
+            folds = [s + 0.01 * r for s in scores[p]]
+            confirm.add_trial(create_trial(
+                state=TrialState.COMPLETE, value=sum(folds) / 3,
+                user_attrs={records.CONFIG: t.user_attrs[records.CONFIG], records.REPEAT: r,
+                            records.FOLD_ACCURACIES: folds, records.SOURCE_TRIAL: t.number,
+                            records.ROLE: records.ROLE_BASELINE if t.number == 0
+                            else records.ROLE_CANDIDATE}))
+    report = build_report(study)
+    expected = build_confirmation(confirm, folds=3).per_placement.placements
+    assert {p.placement: p.confirmed for p in report.placements} == expected
+    section = _table(report).split("Each placement's best, confirmed (2 x 3-fold CV on new "
+                                   "splits)")[1].split("\n\n")[0]
+    rows = {line.split()[0]: line.split() for line in section.splitlines()[3:6]}
+    assert rows["input"][3:5] == [f"#{best['input'].number}", "88.50%"]  # not the search's max
+    assert rows["hidden"][4] == "72.50%" and rows["none"][-1] == "baseline"
+    assert rows["input"][-2] == "+8.00" and rows["input"][-1] == "pp"
+
+
+def test_the_study_records_from_which_trial_it_was_balanced(dataset, storage):
+    from dropsweep.render import _balance_words
+    from dropsweep.report import build_report
+
+    run_search(sweep_of(SMALL, "search.trials=4"), dataset, storage_url=storage, device="cpu")
+    assert records.BALANCE not in load(storage).user_attrs  # as every study before balance
+    balanced = sweep_of(SMALL, "search.balance=placement")
+    run_search(balanced, dataset, storage_url=storage, device="cpu", trials=8)
+    report = build_report(load(storage))
+    assert report.balance == {"by": "placement", "since": 4}
+    assert _balance_words(report.balance) == (
+        "balanced: an equal share each (search.balance: placement, from trial #4)")
+    run_search(sweep_of(SMALL), dataset, storage_url=storage, device="cpu", trials=9)
+    assert build_report(load(storage)).balance == {"by": "none", "since": 8}
+
+
+@pytest.mark.parametrize("sampler", ["random", "cmaes", "qmc"])
+def test_every_sampler_balances(dataset, storage, sampler):
+    sweep = sweep_of(SMALL, "search.trials=12", "search.balance=placement",
+                     f"search.sampler={sampler}")
+    run_search(sweep, dataset, storage_url=storage, device="cpu", batch=5)
+    assert budgets(load(storage)) == shares(12, PLACEMENTS)

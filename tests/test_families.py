@@ -299,3 +299,34 @@ def test_a_conditional_dimension_the_baseline_uses_must_lie_in_the_space(toy, mo
         build("space:\n  sigma: [0.2, 0.3]\n")
     with pytest.raises(SweepError, match=r"space.noise: must include gauss"):
         build("space:\n  noise: [clean]\n")
+
+
+def test_a_second_family_gets_balanced_budgets_and_per_placement_confirmation(toy, dataset,
+                                                                             storage):
+    """Item 5 of the fair comparison: a family only declares its group dimension; balanced
+    search, the budgets, and confirm --per-placement follow from that declaration."""
+    from collections import Counter
+
+    from dropsweep.confirm import run_confirm
+    from dropsweep.report import build_report
+    from dropsweep.runner import run_search
+    from dropsweep.verdict import build_confirmation
+
+    sweep = build("train: {epochs: 4, eval_every: 2}\ncv: {folds: 3}\n"
+                  "search: {trials: 9, sampler: tpe, balance: placement}\n")
+    run_search(sweep, dataset, storage_url=storage, batch=4, device="cpu")
+    study = optuna.load_study(study_name=sweep.name, storage=storage)
+    assert Counter(t.params["noise"] for t in study.get_trials()) == {n: 3 for n in NOISES}
+    report = build_report(study)
+    assert [(p.placement, p.n_trials, p.uneven) for p in report.placements] == [
+        (n, 3, False) for n in NOISES]
+    assert report.balance == {"by": "placement", "since": 0}
+
+    run_confirm(study, dataset, repeats=2, device="cpu", per_placement=True)
+    confirm = optuna.load_study(study_name=records.confirm_name(sweep.name), storage=storage)
+    per = build_confirmation(confirm, folds=3).per_placement
+    assert per is not None and set(per.placements) <= set(NOISES)
+    assert len(per.pairs) == len(per.rows) * (len(per.rows) - 1) // 2
+    report = build_report(study)
+    assert all(p.confirmed is per.placements.get(p.placement) or p.confirmed ==
+               per.placements.get(p.placement) for p in report.placements)

@@ -81,6 +81,11 @@ def test_report_with_confirmation_overfitting_select_compare_and_plots(in_tmp): 
     assert "Overfitting" in before and "Verdict" not in before and "Recommended" in before
     ok("confirm", "--study", "sonar", "--top", "2", "--repeats", "2")
     table = ok("report").stdout  # the search study, not its newer companion, is the latest
+    assert "Best trial of each placement" in table
+    ok("confirm", "--study", "sonar", "--per-placement", "--repeats", "2")
+    table = ok("report").stdout  # the placements' table now shows the confirmed means
+    assert "Each placement's best, confirmed (2 x 3-fold CV on new splits)" in table
+    assert "Best trial of each placement" not in table
     assert table.splitlines()[1].split() == ["study", "sonar"]
     assert "Confirmed (sonar:confirm" in table and "Verdict: " in table
     assert "held-out accuracy % by epoch" in table and "3:" in table and "6:" in table
@@ -93,12 +98,12 @@ def test_report_with_confirmation_overfitting_select_compare_and_plots(in_tmp): 
 
     names = sorted(p.name for p in (in_tmp / "figs").iterdir())
     assert names == ["confirmed.png", "history.png", "importances.png", "placements.png",
-                     "rates.png"]
+                     "placements_confirmed.png", "rates.png"]
     for name in names:
         pixels = image.imread(in_tmp / "figs" / name)
         assert pixels.shape[0] >= 300 and pixels.shape[1] >= 500, (name, pixels.shape)
         assert pixels.std() > 0.01  # not a blank canvas
-    assert "wrote 5 figures" in result.stderr
+    assert "wrote 6 figures" in result.stderr
 
 
 def test_plots_without_matplotlib_is_one_line_naming_the_extra(in_tmp, monkeypatch):  # noqa: F811
