@@ -89,6 +89,13 @@ class Sweep:
     def dimensions(self) -> tuple[spaces.Dimension, ...]:
         return self.family.dimensions
 
+    @property
+    def balanced(self) -> bool:
+        """Whether its placements share the trials equally: ``search.balance: placement`` in
+        a sampled search (a list or a grid runs each configuration once: nothing to share)."""
+        return self.search.balance == "placement" and self.configs is None \
+            and self.search.sampler != "grid"
+
     def to_dict(self) -> dict[str, Any]:
         """Plain data: stored in the study and compared on resume."""
         out: dict[str, Any] = {
@@ -141,9 +148,6 @@ def build_sweep(raw: RawSweep) -> Sweep:
     baseline = spaces.parse_baseline(check, fam.dimensions, check.section("baseline"))
     search = _search(check)
     space, configs = _space(check, fam, baseline, search)
-    if search.balance != "none" and (configs is not None or search.sampler == "grid"):
-        raise check.fail("search.balance", "a list or a grid runs each configuration once: "
-                                           "only a sampled search has budgets to balance")
     return Sweep(name=name, data=data, model=model, train=train, cv=cv, baseline=baseline,
                  search=search, space=space, configs=configs, file=raw.file,
                  lines=dict(raw.lines), overrides=dict(raw.overrides))

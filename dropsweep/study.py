@@ -147,7 +147,7 @@ def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
 def sampler_for(sweep: Sweep, seed: int) -> optuna.samplers.BaseSampler:
     """The sweep's sampler; balanced (``search.balance: placement``), one per placement, each
     seeded from ``seed`` and the placement's index (:mod:`dropsweep.balance`)."""
-    if sweep.search.balance != BY:
+    if not sweep.balanced:
         return make_sampler(sweep.search.sampler, seed)
     group = sweep.family.group
     return BalancedSampler(group, values_of(space_of(sweep).get(group)),
@@ -157,7 +157,7 @@ def sampler_for(sweep: Sweep, seed: int) -> optuna.samplers.BaseSampler:
 def pruner_for(sweep: Sweep) -> optuna.pruners.BasePruner:
     """The sweep's pruner; balanced, it compares a trial with its own placement's trials."""
     pruner = make_pruner(sweep.search.pruner, sweep.train.epochs, sweep.train.eval_every)
-    if sweep.search.balance != BY or isinstance(pruner, optuna.pruners.NopPruner):
+    if not sweep.balanced or isinstance(pruner, optuna.pruners.NopPruner):
         return pruner
     return PlacementPruner(pruner, sweep.family.group)
 
@@ -238,9 +238,10 @@ def _record_balance(study: optuna.Study, sweep: Sweep) -> None:
     search section may change between runs; the report says what the study was)."""
     recorded = study.user_attrs.get(records.BALANCE)
     old = recorded.get("by") if isinstance(recorded, dict) else "none"
-    if old != sweep.search.balance:
+    now = BY if sweep.balanced else "none"
+    if old != now:
         since = len(study.get_trials(deepcopy=False))
-        study.set_user_attr(records.BALANCE, {"by": sweep.search.balance, "since": since})
+        study.set_user_attr(records.BALANCE, {"by": now, "since": since})
 
 
 def _create_study(sweep: Sweep, storage: optuna.storages.BaseStorage, study_name: str

@@ -221,16 +221,22 @@ def test_a_trial_beyond_its_share_is_abandoned_as_surplus(dataset, storage):
     assert late_state.state == TrialState.FAIL and late_state.user_attrs[records.INTERRUPTED]
 
 
-def test_balance_is_validated():
+def test_balance_is_validated_and_does_nothing_to_a_list_or_a_grid(dataset, storage):
     with pytest.raises(SweepError, match=r"search\.balance: must be one of none, placement, "
                                          r"got 'placment'; did you mean 'placement'"):
         sweep_of(SMALL, "search.balance=placment")
-    with pytest.raises(SweepError, match=r"search\.balance: a list or a grid runs each"):
-        sweep_of(SMALL, "search.balance=placement", "search.sampler=grid",
-                 "space.learning_rate=[0.01]", "space.momentum=[0.8]",
-                 "space.input_rate=[0.2]", "space.hidden_rate=[0.2]")
     assert sweep_of(SMALL, "search.balance=off").search.balance == "none"
     assert sweep_of(SMALL).search.balance == "none"
+    assert sweep_of(SMALL, "search.balance=placement").balanced
+    # a grid runs each of its points once: the example sweep's balance does not get in the way
+    grid = sweep_of(SMALL, "search.balance=placement", "search.sampler=grid",
+                    "space.learning_rate=[0.01]", "space.momentum=[0.8]", "space.max_norm=[off]",
+                    "space.input_rate=[0.2, 0.3]", "space.hidden_rate=[0.2]", "search.trials=9")
+    assert not grid.balanced
+    run_search(grid, dataset, storage_url=storage, device="cpu", batch=4)
+    study = load(storage)
+    assert budgets(study) == {"none": 1, "input": 2, "hidden": 1, "both": 2}
+    assert records.BALANCE not in study.user_attrs
 
 
 # ----------------------------------------------------------------------------- the report

@@ -208,7 +208,8 @@ def test_sonar_yaml_is_the_full_search() -> None:
         momentum=Range(0.5, 0.99),
         max_norm=Choices((None, 2.0, 3.0, 4.0, 5.0)),
     )
-    assert sweep.search == SearchConfig(trials=200, sampler="tpe", seed=0, pruner="median")
+    assert sweep.search == SearchConfig(trials=200, sampler="tpe", seed=0, pruner="median",
+                                        balance="placement")
 
 
 def test_brownlee_yaml_is_exactly_the_article_s_three_configurations() -> None:
