@@ -386,7 +386,8 @@ def confirm(ctx: click.Context, storage: str, study_name: str | None, top: int,
     what = ("the baseline and the best configuration of each placement" if per_placement
             else f"the baseline and the {top} best configurations")
     err.print(f"confirming study '{name}': {what}, "
-              f"{repeats} x {sweep.cv.folds}-fold CV on new splits", markup=False)
+              + (f"{repeats} new hold-out splits" if sweep.eval.protocol == "holdout"
+                 else f"{repeats} x {sweep.cv.folds}-fold CV on new splits"), markup=False)
     try:
         with stop_on_signals(StopFlag()) as stop:
             summary = run_confirm(study, dataset, top=top, repeats=repeats, device=device,
@@ -396,7 +397,7 @@ def confirm(ctx: click.Context, storage: str, study_name: str | None, top: int,
     except StorageFailure as exc:
         raise _resumable(exc) from None
     confirmation = build_confirmation(load_study(store, summary.study_name, storage),
-                                      sweep.cv.folds)
+                                      sweep.splits)
     render_confirmation(confirmation, out)
     if summary.lost:
         err.print(f"{summary.lost} result(s) dropped: another run failed their trials as stale "

@@ -22,11 +22,17 @@ from dropsweep.sweepfile import RawSweep, locate
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Where the rows come from: the built-in Sonar set, or any numeric CSV."""
+    """Where the rows come from: a built-in set (Sonar, or an image set), any numeric CSV, or
+    the user's own arrays (``.npz``)."""
 
     dataset: str | None = "sonar"  # Brownlee's experiment
     csv: str | None = None  # a path; relative paths are resolved against the sweep file
     target: str | int | None = None  # column name or index; None = last column
+    npz: str | None = None  # arrays x, y (and x_test, y_test); relative like csv
+    # unit: pixels / their maximum (255 for 8-bit images), the articles' way; standard: each
+    # feature to mean 0, sd 1 with the training rows' statistics only; none. None: the data's
+    # own default, unit for images and standard for tables
+    scale: str | None = None
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,23 @@ class TrainConfig:
 class CVConfig:
     folds: int = 10  # Brownlee: 10-fold stratified
     seed: int = 7  # Brownlee's seed; the fold split depends only on it
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """How a trial is scored. kfold: the ``cv`` section (Brownlee's 10-fold). holdout: one
+    stratified validation split of the training rows (seeded by ``cv.seed``): k-fold of
+    60,000 images is ten times the work for an answer that size does not need."""
+
+    protocol: str = "kfold"
+    validation: float = 0.1  # holdout: the fraction of the training rows that scores a trial
+    # the rows no search, confirmation or pruner sees: "official" (the data set's own test
+    # split), a fraction held back (stratified, seeded), or "none"; None: official where the
+    # data has one, else none
+    test: str | float | None = None
+
+
+PROTOCOLS = ("kfold", "holdout")
 
 
 @dataclass(frozen=True)
@@ -68,6 +91,7 @@ class Sweep:
     model: Any = field(default_factory=lambda: family(DEFAULT_FAMILY).default_model())
     train: TrainConfig = field(default_factory=TrainConfig)
     cv: CVConfig = field(default_factory=CVConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     baseline: Config = field(  # the family's no-dropout configuration; Brownlee: lr .01, mom .8
         default_factory=lambda: spaces.baseline(family(DEFAULT_FAMILY).dimensions))
     search: SearchConfig = field(default_factory=SearchConfig)
@@ -90,6 +114,11 @@ class Sweep:
         return self.family.dimensions
 
     @property
+    def splits(self) -> int:
+        """Models a trial trains: one per fold, or one (hold-out)."""
+        return self.cv.folds if self.eval.protocol == "kfold" else 1
+
+    @property
     def balanced(self) -> bool:
         """Whether its placements share the trials equally: ``search.balance: placement`` in
         a sampled search (a list or a grid runs each configuration once: nothing to share)."""
@@ -104,6 +133,7 @@ class Sweep:
             "model": self.model.to_dict(),
             "train": asdict(self.train),
             "cv": asdict(self.cv),
+            "eval": asdict(self.eval),
             "baseline": {d.name: self.baseline[d.name] for d in self.dimensions
                          if d.in_baseline},
             "search": asdict(self.search),
@@ -127,15 +157,19 @@ class Sweep:
 # The generic sections' keys; ``model``, ``baseline`` and ``space`` are the family's.
 _SECTION_KEYS: dict[str, tuple[str, ...]] = {
     "name": (),
-    "data": ("dataset", "csv", "target"),
+    "data": ("dataset", "csv", "target", "npz", "scale"),
     "model": (),
     "train": ("epochs", "batch_size", "eval_every"),
     "cv": ("folds", "seed"),
+    "eval": ("protocol", "validation", "test"),
     "baseline": (),
     "search": ("trials", "sampler", "seed", "pruner", "balance"),
     "space": (),
 }
-DATASETS = ("sonar",)
+# Sonar (a table); scikit-learn's bundled 8x8 digits (works offline); the image sets read
+# from their official files (dropsweep.images)
+DATASETS = ("sonar", "digits", "fashion_mnist", "mnist", "cifar10")
+SCALES = ("unit", "standard", "none")
 
 
 def build_sweep(raw: RawSweep) -> Sweep:
@@ -144,11 +178,12 @@ def build_sweep(raw: RawSweep) -> Sweep:
     check.unknown_keys(raw.data, tuple(_SECTION_KEYS), "")
     name, data = _name(check), _data(check)  # in the file's order: the first mistake is named
     fam, model = _model(check)
-    train, cv = _train(check), _cv(check)
+    train, cv, evaluation = _train(check), _cv(check), _eval(check)
     baseline = spaces.parse_baseline(check, fam.dimensions, check.section("baseline"))
     search = _search(check)
     space, configs = _space(check, fam, baseline, search)
-    return Sweep(name=name, data=data, model=model, train=train, cv=cv, baseline=baseline,
+    return Sweep(name=name, data=data, model=model, train=train, cv=cv, eval=evaluation,
+                 baseline=baseline,
                  search=search, space=space, configs=configs, file=raw.file,
                  lines=dict(raw.lines), overrides=dict(raw.overrides))
 
@@ -164,26 +199,34 @@ def _name(check: Checker) -> str:
 
 
 def _data(check: Checker) -> DataConfig:
-    """The built-in set by name, or a CSV file with an optional target column."""
+    """A built-in set by name, a CSV file with an optional target column, or an npz file."""
     d = check.section("data")
     check.unknown_keys(d, _SECTION_KEYS["data"], "data")
-    csv = d.get("csv")
-    if csv is not None:
-        csv = check.string("data.csv", csv)
-        if not csv.strip():
-            raise check.fail("data.csv", "must be a path to a CSV file, got an empty string")
+    files = {key: d.get(key) for key in ("csv", "npz") if d.get(key) is not None}
+    if len(files) > 1:
+        raise check.fail("data.npz", "give one of data.dataset, data.csv or data.npz")
+    paths = {}
+    for key, value in files.items():
+        text = check.string(f"data.{key}", value)
+        if not text.strip():
+            raise check.fail(f"data.{key}", f"must be a path to a{'n' if key == 'npz' else ''} "
+                                            f"{key.upper()} file, got an empty string")
         if "dataset" in d and d["dataset"] is not None:
-            raise check.fail("data.dataset", "give either data.dataset or data.csv, not both")
-        dataset = None
-    else:
-        dataset = check.string("data.dataset", d.get("dataset", "sonar"), DATASETS)
+            raise check.fail("data.dataset", f"give either data.dataset or data.{key}, not both")
+        paths[key] = text
+    dataset = None if paths else check.string("data.dataset", d.get("dataset", "sonar"),
+                                              DATASETS)
     target = d.get("target")
     if target is not None:
         if isinstance(target, bool) or not isinstance(target, (str, int)):
             raise check.fail("data.target", f"must be a column name or index, got {describe(target)}")
-        if dataset is not None:
+        if "csv" not in paths:
             raise check.fail("data.target", "only a data.csv file takes a target column")
-    return DataConfig(dataset=dataset, csv=csv, target=target)
+    scale = d.get("scale")
+    if scale is not None:
+        scale = check.string("data.scale", "none" if scale is False else scale, SCALES)
+    return DataConfig(dataset=dataset, csv=paths.get("csv"), target=target,
+                      npz=paths.get("npz"), scale=scale)
 
 
 def _model(check: Checker) -> tuple[Family, Any]:
@@ -211,6 +254,22 @@ def _cv(check: Checker) -> CVConfig:
         folds=check.integer("cv.folds", c.get("folds", CVConfig.folds), 2),
         seed=check.integer("cv.seed", c.get("seed", CVConfig.seed), 0),
     )
+
+
+def _eval(check: Checker) -> EvalConfig:
+    e = check.section("eval")
+    check.unknown_keys(e, _SECTION_KEYS["eval"], "eval")
+    protocol = check.string("eval.protocol", e.get("protocol", EvalConfig.protocol), PROTOCOLS)
+    validation = check.number("eval.validation", e.get("validation", EvalConfig.validation))
+    if not 0.0 < validation < 1.0:
+        raise check.fail("eval.validation", f"must be a fraction in (0, 1), got {validation:g}")
+    test = "none" if e.get("test") is False else e.get("test")  # YAML reads `off` as False
+    fraction = isinstance(test, (int, float)) and not isinstance(test, bool) and 0 < test < 1
+    if test is not None and test not in ("official", "none") and not fraction:
+        raise check.fail("eval.test", "must be official, none, or a fraction in (0, 1) to hold "
+                                      f"back, got {describe(e.get('test'))}")
+    test = float(test) if fraction else test
+    return EvalConfig(protocol=protocol, validation=validation, test=test)
 
 
 def _search(check: Checker) -> SearchConfig:

@@ -31,7 +31,7 @@ from dropsweep.storage import trialio
 from dropsweep.storage import GRACE_BEATS, describe_failure, heartbeat_seconds
 from dropsweep.study import stored_sweep
 from dropsweep.devices import resolve_device
-from dropsweep.protocols import make_folds
+from dropsweep.protocols import folds_of, split_ratio
 from dropsweep.verdict import config_key
 
 DEFAULT_TOP = 5
@@ -198,8 +198,9 @@ def run_confirm(study: optuna.Study, dataset: Dataset, *, top: int = DEFAULT_TOP
             continue
         liveness.fail_stale(confirm, grace=GRACE_BEATS * seconds)
         cv_seed = repeat_seed(sweep, r)
-        folds = make_folds(dataset.X, dataset.y, sweep.cv.folds, cv_seed, dev,
-                           n_classes=dataset.n_classes)
+        folds = folds_of(dataset, sweep, cv_seed, dev)
+        if records.TEST_TRAIN_RATIO not in confirm.user_attrs:  # what the corrected tests use
+            confirm.set_user_attr(records.TEST_TRAIN_RATIO, split_ratio(folds))
         with liveness.Heartbeat(confirm, [], seconds) as held:  # from each ask to its tell
             try:
                 trials = [_ask(confirm, sweep, c, space, r, cv_seed, held) for c in todo]

@@ -19,7 +19,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -52,6 +52,12 @@ class Dataset:
     source: str  # the path (or URL) the rows were read from
     feature_names: tuple[str, ...]
     target: str = "the target column"  # how messages name the label column: "column 'label'"
+    # the data set's own test split (image sets, an npz's x_test): never read by a search
+    X_test: np.ndarray | None = None
+    y_test: np.ndarray | None = None
+    image_shape: tuple[int, ...] | None = None  # (height, width, channels) of image rows
+    pixel_max: float | None = None  # what `unit` scaling divides by (255 for 8-bit images)
+    scale: str = "standard"  # how rows are scaled for training: data.scale, resolved
 
     @property
     def n_classes(self) -> int:
@@ -71,19 +77,113 @@ class Dataset:
 
 
 def load_dataset(sweep: Sweep) -> Dataset:
-    """The rows ``sweep.data`` names: a CSV file if given, else a built-in data set."""
+    """The rows ``sweep.data`` names (a CSV or npz file, else a built-in data set), with the
+    scaling ``data.scale`` asks for resolved against what the data is."""
     if sweep.data.csv is not None:
-        return load_csv(sweep)
-    if sweep.data.dataset == "sonar":
-        return load_sonar()
-    raise SweepError(f"unknown data set '{sweep.data.dataset}'; known: sonar",
-                     **sweep.where("data.dataset"))
+        dataset = load_csv(sweep)
+    elif sweep.data.dataset == "sonar":
+        dataset = load_sonar()
+    else:
+        from dropsweep import images  # the image sets' readers: only when one is named
+
+        if sweep.data.npz is not None:
+            path = _sweep_path(sweep, sweep.data.npz)
+            if not path.is_file():
+                raise DataError(f"no such file: {path}", **sweep.where("data.npz"))
+            dataset = from_images(images.load_npz(path, "data.npz"))
+        else:
+            dataset = from_images(images.load_image_set(str(sweep.data.dataset)))
+    return hold_back_test(with_scale(dataset, sweep), sweep)
+
+
+def hold_back_test(dataset: Dataset, sweep: Sweep) -> Dataset:
+    """The rows a search may see (``X``, ``y``) apart from the test rows (``X_test``,
+    ``y_test``) that ``eval.test`` names: the data set's own test split, a stratified
+    fraction held back (seeded by ``cv.seed``), or none. Nothing downstream of this reads
+    the test rows but ``dropsweep test``."""
+    test = sweep.eval.test
+    if test is None:
+        test = "official" if dataset.X_test is not None else "none"
+    if test == "none":
+        return replace(dataset, X_test=None, y_test=None)
+    if test == "official":
+        if dataset.X_test is None:
+            raise SweepError(f"{dataset.name} has no test split of its own; hold a fraction "
+                             "back (eval.test: 0.2) or use none", **sweep.where("eval.test"))
+        return dataset
+    from sklearn.model_selection import train_test_split
+
+    try:
+        keep, held = train_test_split(np.arange(len(dataset.y)), test_size=float(test),
+                                      stratify=dataset.y, random_state=sweep.cv.seed)
+    except ValueError as exc:  # a class with too few rows for a stratified split
+        raise SweepError(f"cannot hold {float(test):g} of {dataset.name}'s rows back for "
+                         f"testing: {exc}", **sweep.where("eval.test")) from None
+    keep, held = np.sort(keep), np.sort(held)
+    return replace(dataset, X=dataset.X[keep], y=dataset.y[keep], X_test=dataset.X[held],
+                   y_test=dataset.y[held])
+
+
+def from_images(imgs: Any) -> Dataset:
+    """An :class:`~dropsweep.images.ImageSet` (or an npz's table) as rows: each image
+    flattened, pixels kept as stored (8-bit images stay uint8 until they are scaled)."""
+    n = len(imgs.x_train)
+    shape = tuple(int(d) for d in imgs.x_train.shape[1:])
+    X = imgs.x_train.reshape(n, -1)
+    names = tuple(f"pixel {i}" for i in range(X.shape[1])) if len(shape) > 1 else tuple(
+        f"feature {i}" for i in range(X.shape[1]))
+    x_test = None if imgs.x_test is None else imgs.x_test.reshape(len(imgs.x_test), -1)
+    return Dataset(X=X, y=imgs.y_train.astype(np.int64), classes=tuple(imgs.classes),
+                   name=imgs.name, source=imgs.source, feature_names=names, target="y",
+                   X_test=x_test, y_test=None if imgs.y_test is None
+                   else imgs.y_test.astype(np.int64),
+                   image_shape=shape if len(shape) > 1 else None, pixel_max=imgs.pixel_max)
+
+
+def with_scale(dataset: Dataset, sweep: Sweep) -> Dataset:
+    """``data.scale`` for this data: by default unit for images (pixels / 255, as the
+    articles do), standard for tables; unit needs a known pixel maximum."""
+    scale = sweep.data.scale or ("unit" if dataset.pixel_max is not None else "standard")
+    if scale == "unit" and dataset.pixel_max is None:
+        raise SweepError(f"unit divides pixels by their maximum, and {dataset.name} has none "
+                         "(only 8-bit images and the built-in image sets do); use standard or "
+                         "none", **sweep.where("data.scale"))
+    return replace(dataset, scale=scale)
+
+
+def scale_rows(X_train: np.ndarray, X_test: np.ndarray, scale: str = "standard",
+               pixel_max: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Both as float32, scaled as ``scale`` says, from the training rows alone: standard
+    fits each feature's mean and sd on them (a constant feature is centred, not divided);
+    unit divides by ``pixel_max``; none only converts."""
+    if scale == "standard":
+        return standardize(X_train, X_test)
+    divisor = np.float32(pixel_max if scale == "unit" else 1.0)
+    return (np.asarray(X_train, dtype=np.float32) / divisor,
+            np.asarray(X_test, dtype=np.float32) / divisor)
+
+
+def _sweep_path(sweep: Sweep, given: str) -> Path:
+    """A data path as written in the sweep: relative to the sweep file's directory."""
+    path = Path(given).expanduser()
+    if not path.is_absolute():
+        path = (Path(sweep.file).parent if sweep.file else Path.cwd()) / path
+    return path
 
 
 def check_folds(dataset: Dataset, sweep: Sweep) -> None:
-    """Refuse a fold count that would leave some test fold without a class, before training."""
-    folds = sweep.cv.folds
+    """Refuse a split that would leave some test fold (or the validation split) without a
+    class, before training."""
     label, smallest = min(dataset.class_counts.items(), key=lambda kv: kv[1])
+    if sweep.eval.protocol == "holdout":
+        val = sweep.eval.validation
+        if smallest * val < 1 or smallest * (1 - val) < 1:
+            raise SweepError(
+                f"a validation fraction of {val:g} leaves class '{label}' ({smallest} rows) "
+                "no row in the validation split or none to train on (data: "
+                f"{dataset.name}, {dataset.target})", **sweep.where("eval.validation"))
+        return
+    folds = sweep.cv.folds
     if folds > smallest:
         raise SweepError(
             f"{folds} folds need at least {folds} rows of every class, but class '{label}' "
@@ -216,9 +316,7 @@ def _store(raw: bytes, path: Path) -> bool:
 
 def load_csv(sweep: Sweep) -> Dataset:
     """``data.csv`` (relative to the sweep file) with ``data.target`` as the class column."""
-    path = Path(sweep.data.csv or "").expanduser()
-    if not path.is_absolute():
-        path = (Path(sweep.file).parent if sweep.file else Path.cwd()) / path
+    path = _sweep_path(sweep, sweep.data.csv or "")
     if not path.exists():
         raise DataError(f"no such file: {path}", **sweep.where("data.csv"))
     if path.is_dir():

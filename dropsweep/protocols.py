@@ -1,19 +1,22 @@
-"""How rows are split into what trains and what scores: k-fold cross-validation.
+"""How rows are split into what trains and what scores: k-fold cross-validation, or one
+stratified hold-out (validation) split for data too large for k-fold.
 
 Every split's rows sit on one device, padded to a common length, so a family's engine can
-train all splits of several trials as one batch. (The hold-out protocol of the image data
-sets joins k-fold here.)
+train all splits of several trials as one batch; a hold-out split is a batch of one split.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import torch
 
-from dropsweep.data import standardize, stratified_folds
+from dropsweep.data import Dataset, scale_rows, stratified_folds
+
+if TYPE_CHECKING:
+    from dropsweep.config import Sweep
 
 
 @dataclass(frozen=True)
@@ -49,13 +52,20 @@ def _pad(arrays: Sequence[np.ndarray], length: int) -> np.ndarray:
 
 def make_folds(
     X: np.ndarray, y: np.ndarray, folds: int, seed: int, device: torch.device | str = "cpu",
-    n_classes: int | None = None,
+    n_classes: int | None = None, scale: str = "standard", pixel_max: float | None = None,
 ) -> Folds:
-    """Split stratified with shuffling (seeded), standardise per training fold, pad and stack."""
-    splits = stratified_folds(y, folds, seed)
+    """Split stratified with shuffling (seeded), scale per training fold (``data.scale``),
+    pad and stack."""
+    return _stack(stratified_folds(y, folds, seed), X, y, device, n_classes, scale, pixel_max)
+
+
+def _stack(splits: Sequence[tuple[np.ndarray, np.ndarray]], X: np.ndarray, y: np.ndarray,
+           device: torch.device | str, n_classes: int | None, scale: str,
+           pixel_max: float | None) -> Folds:
+    """Each split's rows scaled from its own training rows, padded and stacked on ``device``."""
     xs_tr, ys_tr, xs_te, ys_te = [], [], [], []
     for train_idx, test_idx in splits:
-        x_tr, x_te = standardize(X[train_idx], X[test_idx])
+        x_tr, x_te = scale_rows(X[train_idx], X[test_idx], scale, pixel_max)
         xs_tr.append(x_tr)
         xs_te.append(x_te)
         ys_tr.append(y[train_idx].astype(np.int64))
@@ -78,3 +88,42 @@ def make_folds(
     )
 
 
+
+
+def make_holdout(
+    X: np.ndarray, y: np.ndarray, validation: float, seed: int,
+    device: torch.device | str = "cpu", n_classes: int | None = None, scale: str = "standard",
+    pixel_max: float | None = None,
+) -> Folds:
+    """One stratified train/validation split (seeded), scaled from its training rows, as a
+    :class:`Folds` of one: the engines train it like any fold."""
+    return _stack([holdout_split(y, validation, seed)], X, y, device, n_classes, scale,
+                  pixel_max)
+
+
+def holdout_split(y: np.ndarray, validation: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train_idx, validation_idx): ``validation`` of the rows, every class in proportion."""
+    from sklearn.model_selection import train_test_split
+
+    train, val = train_test_split(np.arange(len(y)), test_size=validation, stratify=y,
+                                  random_state=seed)
+    return np.sort(train).astype(np.int64), np.sort(val).astype(np.int64)
+
+
+def folds_of(dataset: Dataset, sweep: Sweep, seed: int, device: torch.device | str = "cpu"
+             ) -> Folds:
+    """The splits a trial of ``sweep`` is scored on, seeded by ``seed`` (the search's cv.seed,
+    or a confirmation repeat's): k folds, or one hold-out split; the test rows
+    (``dataset.X_test``) are never among them."""
+    common = dict(n_classes=dataset.n_classes, scale=dataset.scale, pixel_max=dataset.pixel_max)
+    if sweep.eval.protocol == "holdout":
+        return make_holdout(dataset.X, dataset.y, sweep.eval.validation, seed, device, **common)
+    return make_folds(dataset.X, dataset.y, sweep.cv.folds, seed, device, **common)
+
+
+def split_ratio(folds: Folds) -> float:
+    """n_test / n_train of the splits, for the Nadeau-Bengio correction: k-fold's 1/(k-1)
+    (its definition; the folds' sizes differ by a row), a hold-out split's as measured."""
+    if folds.k >= 2:
+        return 1.0 / (folds.k - 1)
+    return float(folds.n_test[0]) / float(folds.n_train[0])

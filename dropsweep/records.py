@@ -44,6 +44,9 @@ STUDY_SWEEP_FILE = "sweep_file"  # str, the path the sweep was read from
 CONFIRM_OF = "confirm_of"  # str, on a confirmation study: the search study it confirms
 PER_PLACEMENT = "per_placement"  # dict, on a confirmation study run with --per-placement:
 # {placement: {"config": dict, "source_trial": int}}, the best of each placement it confirmed
+# float, on a confirmation study: n_test / n_train of its splits (the Nadeau-Bengio
+# correction's ratio): 1/(k-1) for k-fold, measured for a hold-out split
+TEST_TRAIN_RATIO = "test_train_ratio"
 CONFIRM_SUFFIX = ":confirm"  # the companion study `dropsweep confirm` writes beside a search
 # dict {"by": "placement" | "none", "since": n}: how the searches since trial n shared out
 # the trials (search.balance; the search section may change between runs)

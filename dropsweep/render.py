@@ -231,8 +231,7 @@ def _placements(report: StudyReport) -> _Section:
             "or balance the budgets (search.balance: placement)")
     if confirmed:
         c = report.confirmation
-        title = (f"Each placement's best, confirmed ({c.repeats} x {c.folds}-fold CV on new "
-                 "splits)")
+        title = f"Each placement's best, confirmed ({_protocol(c)})"
         columns = (label, "complete", "pruned", "best #", "confirmed", "95% CI",
                    "Δ vs baseline")
         right = frozenset({1, 2, 3, 4, 5, 6})
@@ -615,6 +614,18 @@ def _p(p: float | None) -> str:
     return "< 0.001" if p < 0.001 else f"{p:.3f}"
 
 
+def _protocol(c: Any, repeats: int | None = None, new: bool = True,
+              repeated: bool = False) -> str:
+    """How a confirmation scored: "5 x 10-fold CV on new splits", "5 new hold-out splits";
+    ``repeated``: "repeated 10-fold CV on new splits"."""
+    r = c.repeats if repeats is None else repeats
+    if getattr(c, "holdout", False):
+        return ("repeated hold-out on new validation splits" if repeated
+                else f"{r} {'new ' if new else ''}hold-out splits")
+    return (f"repeated {c.folds}-fold CV" if repeated else f"{r} x {c.folds}-fold CV") + (
+        " on new splits" if new else "")
+
+
 def verdict_text(confirmation: Any) -> str:
     """The verdict in plain words, with its numbers."""
     v, fam = confirmation.verdict, family(confirmation.family)
@@ -631,7 +642,7 @@ def verdict_text(confirmation: Any) -> str:
     how = (f"{best.accuracy.mean * 100:.2f}% vs {base.accuracy.mean * 100:.2f}% {of_ref}, "
            f"{cmp.diff.mean * 100:+.2f} points (95% CI "
            f"{cmp.diff.low * 100:+.2f} to {cmp.diff.high * 100:+.2f}), p = {_p(cmp.p)}")
-    test = (f"{confirmation.repeats} x {confirmation.folds}-fold CV, Nadeau-Bengio "
+    test = (f"{_protocol(confirmation, new=False)}, Nadeau-Bengio "
             "corrected t-test")
     if v.better and v.significant:
         return f"Verdict: {what} beats {ref}: {how}; significant at 5% ({test})."
@@ -658,8 +669,7 @@ def _confirmed_section(confirmation: Any) -> _Section:
             _points(cmp.diff.mean) if cmp else "", _interval_points(cmp.diff) if cmp else "",
             _p(cmp.p) if cmp else ""))
     return _Section(
-        f"Confirmed ({confirmation.study_name}: repeated {confirmation.folds}-fold CV on new "
-        "splits)",
+        f"Confirmed ({confirmation.study_name}: {_protocol(confirmation, repeated=True)})",
         ("trial", "role", "dropout", *(d.label for d in settings), "repeats",
          "accuracy", "95% CI", "Δ vs baseline", "95% CI (pp)", "p"),
         rows, frozenset({0, *range(3, 3 + len(settings) + 6)}),
@@ -704,7 +714,7 @@ def placement_verdict_text(confirmation: Any) -> str:
                 "best confirmed (dropsweep confirm --per-placement).")
     n = pv.comparisons
     repeats = max(r.repeats for r in pv.rows)
-    parts = [f"Per placement ({repeats} x {confirmation.folds}-fold CV on new splits, "
+    parts = [f"Per placement ({_protocol(confirmation, repeats=repeats)}, "
              "Nadeau-Bengio corrected t-tests, p-values Holm-adjusted over "
              f"{n} comparison{'' if n == 1 else 's'}): "
              + "; ".join(f"{_row_words(fam, r)} {_percent(r.accuracy.mean)}" for r in pv.rows)
@@ -784,6 +794,8 @@ def confirmation_to_json(confirmation: Any) -> dict[str, Any]:
     return {
         "study": confirmation.study_name, "confirms": confirmation.confirms,
         "folds": confirmation.folds, "repeats": confirmation.repeats,
+        "test_train_ratio": None if confirmation.ratio is None
+        else _json_number(confirmation.ratio),
         "rows": [{"source_trial": r.source_trial, "role": r.role, "placement": r.placement,
                   "config": r.config, "repeats": r.repeats, "accuracy": iv(r.accuracy),
                   "vs_baseline": None if r.vs_baseline is None else {

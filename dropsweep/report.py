@@ -175,7 +175,7 @@ def _confirmation(study: optuna.Study, folds: int, fam: Family) -> Confirmation 
     """The companion confirmation study's reading, if ``dropsweep confirm`` made one."""
     name = confirm_name(study.study_name)
     storage = study._storage  # noqa: SLF001 - the same storage, already open read-only
-    if folds < 2 or name not in {s.study_name for s in storage.get_all_studies()}:
+    if folds < 1 or name not in {s.study_name for s in storage.get_all_studies()}:
         return None
     return build_confirmation(optuna.load_study(study_name=name, storage=storage), folds, fam)
 

@@ -24,7 +24,7 @@ from dropsweep.config import Sweep
 from dropsweep.data import Dataset
 from dropsweep.devices import resolve_device
 from dropsweep.errors import StorageFailure
-from dropsweep.protocols import Folds, make_folds
+from dropsweep.protocols import Folds, folds_of
 from dropsweep.results import record_batch
 from dropsweep.rows import best_first, better
 from dropsweep.space import Config, is_exhaustive, planned_configs, space_of
@@ -138,7 +138,7 @@ def batch_that_fits(sweep: Sweep, dataset: Dataset, batch: int, device: torch.de
     """``batch``, or the fewer trials that fit in memory beside ``workers - 1`` other workers
     of this machine; a trial that cannot fit at all is a one-line error naming the key.
     Checked before anything is written to the storage."""
-    need = sweep.family.need(sweep, dataset.X.shape[1], dataset.n_classes, sweep.cv.folds,
+    need = sweep.family.need(sweep, dataset.X.shape[1], dataset.n_classes, sweep.splits,
                              dataset.X.shape[0])  # all rows: a bound
     free = memory.available(device)
     share = None if free is None else free // workers
@@ -200,8 +200,7 @@ def run_search(
     events = events or SearchEvents()
     stop = stop or StopFlag()
     dev = resolve_device(device)
-    folds = make_folds(dataset.X, dataset.y, sweep.cv.folds, sweep.cv.seed, dev,
-                       n_classes=dataset.n_classes)
+    folds = folds_of(dataset, sweep, sweep.cv.seed, dev)
     fits = batch_that_fits(sweep, dataset, batch, dev)
     study, summary = open_search(sweep, storage_url=storage_url, study_name=study_name,
                                  trials=trials)

@@ -7,7 +7,9 @@ confidence interval) makes a lucky winner look significant. Nadeau and Bengio (2
 mean by the test/train size ratio: var = (1/n + n_test/n_train) * s^2, with n = R*k scores
 and n_test/n_train = 1/(k-1) for k folds; Bouckaert and Frank (2004) use it for repeated
 k-fold with n - 1 degrees of freedom. Both the interval of one configuration's accuracy and
-the paired comparison with the baseline (per-fold differences, same folds) use it.
+the paired comparison with the baseline (per-fold differences, same folds) use it. Their
+correction holds for any train/test split, so a repeated hold-out (validation) split uses
+its measured n_validation / n_train instead of 1/(k-1).
 """
 
 from __future__ import annotations
@@ -41,20 +43,32 @@ class Comparison:
     p: float
 
 
-def corrected_se(scores: Sequence[float], folds: int) -> float:
-    """Standard error of the mean of repeated k-fold scores, Nadeau-Bengio corrected."""
+def test_train_ratio(folds: int | None, ratio: float | None = None) -> float:
+    """n_test / n_train of one split: ``ratio`` as measured (a hold-out split), else k-fold's
+    1/(k-1); NaN where there is none (one fold)."""
+    if ratio is not None:
+        return float(ratio)
+    return 1.0 / (folds - 1) if folds is not None and folds >= 2 else math.nan
+
+
+def corrected_se(scores: Sequence[float], folds: int | None = None, *,
+                 ratio: float | None = None) -> float:
+    """Standard error of the mean of repeated k-fold (or repeated hold-out) scores,
+    Nadeau-Bengio corrected with the splits' test/train ratio."""
     x = np.asarray(scores, dtype=float)
     n = x.size
-    if n < 2 or folds < 2:
+    r = test_train_ratio(folds, ratio)
+    if n < 2 or math.isnan(r):
         return math.nan
-    return math.sqrt((1.0 / n + 1.0 / (folds - 1)) * float(np.var(x, ddof=1)))
+    return math.sqrt((1.0 / n + r) * float(np.var(x, ddof=1)))
 
 
-def interval(scores: Sequence[float], folds: int, level: float = LEVEL) -> Interval:
+def interval(scores: Sequence[float], folds: int | None = None, level: float = LEVEL, *,
+             ratio: float | None = None) -> Interval:
     """Mean +- t(level, n-1) * corrected standard error."""
     x = np.asarray(scores, dtype=float)
     mean = float(x.mean()) if x.size else math.nan
-    se = corrected_se(x, folds)
+    se = corrected_se(x, folds, ratio=ratio)
     if math.isnan(se):
         return Interval(mean, math.nan, math.nan, int(x.size))
     from scipy import stats  # half a second to import: only when a confirmation is read
@@ -63,16 +77,16 @@ def interval(scores: Sequence[float], folds: int, level: float = LEVEL) -> Inter
     return Interval(mean, mean - half, mean + half, int(x.size))
 
 
-def compare(a: Sequence[float], b: Sequence[float], folds: int,
-            level: float = LEVEL) -> Comparison:
+def compare(a: Sequence[float], b: Sequence[float], folds: int | None = None,
+            level: float = LEVEL, *, ratio: float | None = None) -> Comparison:
     """The corrected resampled t-test of ``a`` against ``b``, scored on the same folds
     (element i of each is the same repeat and fold)."""
     x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if x.shape != y.shape:
         raise ValueError(f"paired scores need the same folds: {x.size} vs {y.size} scores")
     d = x - y
-    diff = interval(d, folds, level)
-    se = corrected_se(d, folds)
+    diff = interval(d, folds, level, ratio=ratio)
+    se = corrected_se(d, folds, ratio=ratio)
     if math.isnan(se):
         return Comparison(diff, math.nan, math.nan)
     if se == 0.0:  # identical differences on every fold

@@ -33,7 +33,7 @@ from dropsweep.sweepfile import RawSweep
 
 # The sections that define the experiment: a change in any refuses a resume. ``name`` and
 # ``search`` may change (``--trials``, a new seed for the next sampler).
-EXPERIMENT_SECTIONS = ("data", "model", "train", "cv", "baseline", "space")
+EXPERIMENT_SECTIONS = ("data", "model", "train", "cv", "eval", "baseline", "space")
 
 
 def stored_sweep(study: Any) -> Sweep:

@@ -68,8 +68,8 @@ def _by_config(trials: Sequence[FrozenTrial]) -> dict[str, list[FrozenTrial]]:
     return groups
 
 
-def confirmed_rows(trials: Sequence[FrozenTrial], folds: int, placement: str
-                   ) -> list[ConfirmedRow]:
+def confirmed_rows(trials: Sequence[FrozenTrial], folds: int, placement: str,
+                   ratio: float | None = None) -> list[ConfirmedRow]:
     """Rows for every configuration of a confirmation study, baseline first, then by mean;
     ``placement`` names the family's group dimension."""
     groups = _by_config(trials)
@@ -87,14 +87,15 @@ def confirmed_rows(trials: Sequence[FrozenTrial], folds: int, placement: str
         vs = None
         if key != base_key and shared:
             vs = compare([a for r in shared for a in by_repeat[r]],
-                         [a for r in shared for a in base[r]], folds)
+                         [a for r in shared for a in base[r]], folds, ratio=ratio)
         first = group[0]
         config = first.user_attrs[records.CONFIG]
         rows.append(ConfirmedRow(
             source_trial=int(first.user_attrs.get(records.SOURCE_TRIAL, -1)),
             role=str(first.user_attrs.get(records.ROLE, "")),
             placement=str(config.get(placement, "")), config=config,
-            repeats=len(by_repeat), accuracy=interval(flat, folds), vs_baseline=vs))
+            repeats=len(by_repeat), accuracy=interval(flat, folds, ratio=ratio),
+            vs_baseline=vs))
     rows.sort(key=lambda r: (r.role != records.ROLE_BASELINE, -r.accuracy.mean))
     return rows
 
@@ -159,7 +160,8 @@ class PlacementVerdict:
 
 
 def _pair(a: ConfirmedRow, b: ConfirmedRow, sa: dict[int, list[float]],
-          sb: dict[int, list[float]], folds: int) -> tuple[ConfirmedRow, ConfirmedRow,
+          sb: dict[int, list[float]], folds: int, ratio: float | None = None
+          ) -> tuple[ConfirmedRow, ConfirmedRow,
                                                            Comparison] | None:
     """a against b on the repeats both have (same number of folds), the one ahead first;
     None when they share no repeat."""
@@ -168,14 +170,15 @@ def _pair(a: ConfirmedRow, b: ConfirmedRow, sa: dict[int, list[float]],
         return None
     xa = [x for r in shared for x in sa[r]]
     xb = [x for r in shared for x in sb[r]]
-    cmp = compare(xa, xb, folds)
+    cmp = compare(xa, xb, folds, ratio=ratio)
     if cmp.diff.mean < 0:
-        return b, a, compare(xb, xa, folds)
+        return b, a, compare(xb, xa, folds, ratio=ratio)
     return a, b, cmp
 
 
 def placement_verdict(trials: Sequence[FrozenTrial], rows: Sequence[ConfirmedRow],
-                      chosen: Mapping[str, Any], folds: int, fam: Family
+                      chosen: Mapping[str, Any], folds: int, fam: Family,
+                      ratio: float | None = None
                       ) -> PlacementVerdict | None:
     """The rows ``chosen`` names (records.PER_PLACEMENT: placement -> {"config": ...}) and
     the baseline, compared pair by pair; None until two of them have results.
@@ -200,7 +203,7 @@ def placement_verdict(trials: Sequence[FrozenTrial], rows: Sequence[ConfirmedRow
     for i, a in enumerate(ordered):
         for b in ordered[i + 1:]:
             found = _pair(a, b, scores[config_key(a.config)], scores[config_key(b.config)],
-                          folds)
+                          folds, ratio)
             if found is not None:
                 raw.append(found)
     adjusted = holm([cmp.p for _, _, cmp in raw])
@@ -220,6 +223,14 @@ class Confirmation:
     verdict: Verdict | None
     family: str = DEFAULT_FAMILY  # whose words describe its configurations
     per_placement: PlacementVerdict | None = None  # a --per-placement confirmation's pairs
+    # n_test / n_train of its splits, which the corrected tests use: recorded by confirm
+    # (a hold-out split's measured ratio), else k-fold's 1/(k-1)
+    ratio: float | None = None
+
+    @property
+    def holdout(self) -> bool:
+        """Scored on one validation split a repeat, not on k folds."""
+        return self.folds < 2
 
 
 def build_confirmation(study: optuna.Study, folds: int, fam: Family | None = None
@@ -228,11 +239,14 @@ def build_confirmation(study: optuna.Study, folds: int, fam: Family | None = Non
     attrs = study.user_attrs
     fam = fam or family_of_study(attrs)
     trials = study.get_trials(deepcopy=False)
-    rows = confirmed_rows(trials, folds, fam.group)
+    recorded = attrs.get(records.TEST_TRAIN_RATIO)
+    ratio = float(recorded) if isinstance(recorded, (int, float)) else None
+    rows = confirmed_rows(trials, folds, fam.group, ratio)
     chosen = attrs.get(records.PER_PLACEMENT)
-    per = (placement_verdict(trials, rows, chosen, folds, fam) if isinstance(chosen, dict)
-           else None)
+    per = (placement_verdict(trials, rows, chosen, folds, fam, ratio)
+           if isinstance(chosen, dict) else None)
     return Confirmation(study_name=study.study_name,
                         confirms=str(attrs.get(records.CONFIRM_OF, "")),
                         folds=folds, repeats=max((r.repeats for r in rows), default=0),
-                        rows=rows, verdict=verdict(rows), family=fam.name, per_placement=per)
+                        rows=rows, verdict=verdict(rows), family=fam.name, per_placement=per,
+                        ratio=ratio)

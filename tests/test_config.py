@@ -609,7 +609,8 @@ def test_to_dict_of_a_list_sweep_stores_the_configurations_and_a_none_baseline()
     assert out["space"][1] == {"placement": "input", "input_rate": 0.2, "hidden_rate": 0.0,
                                "learning_rate": 0.1, "momentum": 0.9, "max_norm": 3.0}
     assert out["baseline"] == {"learning_rate": 0.01, "momentum": 0.8, "max_norm": None}
-    assert set(out) == {"name", "data", "model", "train", "cv", "baseline", "search", "space"}
+    assert set(out) == {"name", "data", "model", "train", "cv", "eval", "baseline", "search",
+                        "space"}
 
 
 def test_sweeps_differing_in_the_experiment_are_not_equal() -> None:
