@@ -7,16 +7,11 @@ the sweep key. Splitting and scaling live here so "training-fold statistics only
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import http.client
 import io
 import math
-import os
 import re
-import tempfile
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,6 +20,9 @@ import numpy as np
 
 from dropsweep import env
 from dropsweep.errors import DataError, SweepError
+# Finding and downloading files lives in fetch.py; these names stay importable from here
+# (cache_dir for the kernel cache, _download for the tests that replace the network).
+from dropsweep.fetch import DOWNLOAD_TIMEOUT, _download, _reason, _store, cache_dir  # noqa: F401
 
 if TYPE_CHECKING:
     from dropsweep.config import Sweep
@@ -32,7 +30,6 @@ if TYPE_CHECKING:
 SONAR_URL = ("https://archive.ics.uci.edu/ml/machine-learning-databases/undocumented/"
              "connectionist-bench/sonar/sonar.all-data")
 SONAR_NAMES = ("sonar.csv", "sonar.all-data")  # looked up in $DROPSWEEP_DATA_DIR, in order
-DOWNLOAD_TIMEOUT = 30.0  # seconds; the file is 87 kB, so a stall means no usable network
 # Gorman & Sejnowski's set: 208 returns, 60 band energies in [0, 1], 111 mines and 97 rocks.
 SONAR_ROWS, SONAR_FEATURES = 208, 60
 SONAR_COUNTS = {"M": 111, "R": 97}
@@ -211,23 +208,7 @@ def standardize(X_train: np.ndarray, X_test: np.ndarray) -> tuple[np.ndarray, np
     return scaler.transform(X_train).astype(np.float32), X_test.astype(np.float32)
 
 
-def cache_dir() -> Path:
-    """dropsweep's cache (a downloaded Sonar copy, built kernels): $DROPSWEEP_CACHE_DIR,
-    else the XDG cache."""
-    mine = env.path("DROPSWEEP_CACHE_DIR")
-    if mine is not None:
-        return mine
-    xdg = env.path("XDG_CACHE_HOME")
-    return (xdg or Path.home() / ".cache") / "dropsweep"
-
-
 # ----------------------------------------------------------------------------- Sonar
-
-
-def _download(url: str, timeout: float) -> bytes:
-    """Fetch ``url``; a module-level function so tests can replace the network."""
-    with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - fixed https URL
-        return response.read()
 
 
 def load_sonar() -> Dataset:
@@ -280,35 +261,6 @@ def _sonar(text: str, source: str, advice: str) -> Dataset:
     if problem:
         raise DataError(f"not the UCI Sonar data: {problem}; {advice}", file=source)
     return dataset
-
-
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, urllib.error.HTTPError):
-        return f"HTTP {exc.code} {exc.reason}"
-    if isinstance(exc, urllib.error.URLError):
-        return str(exc.reason)
-    if isinstance(exc, TimeoutError):
-        return f"no answer within {DOWNLOAD_TIMEOUT:g} s"
-    return str(exc) or type(exc).__name__
-
-
-def _store(raw: bytes, path: Path) -> bool:
-    """Write via a temp file renamed in the same directory, so a crash leaves no half file.
-    Failing to cache is not fatal: the rows are in hand; the next run downloads again."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".sonar-", suffix=".part")
-        try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(raw)
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-    except OSError:
-        return False
-    return True
 
 
 # ----------------------------------------------------------------------------- any CSV
