@@ -488,8 +488,10 @@ def validate(sweep: str, overrides: tuple[str, ...], check_data: bool) -> None:
     out.out(yaml.safe_dump(config.to_dict(), sort_keys=False).rstrip())
     if check_data:
         counts = ", ".join(f"{k}: {v}" for k, v in dataset.class_counts.items())
+        held = ("" if dataset.X_test is None else
+                f"; {len(dataset.X_test)} test rows held back, never searched")
         out.out(f"# data: {dataset.X.shape[0]} rows x {dataset.X.shape[1]} features "
-                f"from {dataset.source} ({counts})")
+                f"from {dataset.source} ({counts}){held}")
 
 
 @main.command()

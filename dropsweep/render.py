@@ -72,7 +72,7 @@ def _accuracy(row: TrialRow) -> str:
     mean = row.accuracy_mean if row.accuracy_mean is not None else row.value
     if mean is None:
         return _MISSING
-    if row.accuracy_std is None:
+    if row.accuracy_std is None or len(row.fold_accuracies) == 1:  # one hold-out split
         return _percent(mean)
     return f"{mean * 100:.2f}% ± {row.accuracy_std * 100:.2f}"
 
