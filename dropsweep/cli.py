@@ -409,6 +409,68 @@ def confirm(ctx: click.Context, storage: str, study_name: str | None, top: int,
         sys.exit(EXIT_INTERRUPTED.get(summary.stopped_by, 130))
 
 
+@main.command("test")
+@storage_option
+@study_option
+@click.option("--select", "select_rule", type=click.Choice(["best", "1se"]), default="best",
+              show_default=True, help="Which configuration: the best validation score, or the "
+              "simplest within one standard error of it.")
+@click.option("--trial", "number", type=click.IntRange(min=0), metavar="N",
+              help="Test this trial's configuration instead.")
+@click.option("--repeats", type=click.IntRange(min=2), default=3, show_default=True,
+              help="Training seeds, each scored on the same test rows.")
+@click.option("--rescore", is_flag=True,
+              help="Score again though a result is stored (recorded: a test set looked at "
+                   "twice is less of a test).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+              show_default=True, help="Where to train.")
+@click.option("--threads", type=click.IntRange(min=1), metavar="N", help="Torch threads.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
+              show_default=True)
+def test_command(storage: str, study_name: str | None, select_rule: str, number: int | None,
+                 repeats: int, rescore: bool, device: str, threads: int | None,
+                 fmt: str) -> None:
+    """Score the chosen configuration and the baseline once on the test rows the sweep held
+    back (eval.test), each trained on every searched row with --repeats seeds; compare them
+    seed by seed. A second run shows the stored answer.
+
+    Results go to the study NAME:test in the same storage.
+
+    \b
+    Example:
+      dropsweep test --study digits
+      dropsweep test --study digits --select 1se --repeats 5
+    """
+    import torch
+
+    from dropsweep.data import load_dataset
+    from dropsweep.final import run_test
+    from dropsweep.render import render_test
+    from dropsweep.report import latest_study_name
+    from dropsweep.runner import StopFlag, stop_on_signals
+    from dropsweep.storage import heartbeat_seconds, load_study, open_storage
+    from dropsweep.study import stored_sweep
+
+    reader = open_storage(storage, read_only=True)
+    name = study_name or latest_study_name(reader)
+    load_study(reader, name, storage)
+    store = open_storage(storage, heartbeat=heartbeat_seconds())
+    study = load_study(store, name, storage)
+    sweep = stored_sweep(study)
+    dataset = load_dataset(sweep)
+    if threads is not None:
+        torch.set_num_threads(threads)
+    out, err = _consoles()
+    with stop_on_signals(StopFlag()) as stop:
+        result = run_test(study, dataset, rule=select_rule, number=number, repeats=repeats,
+                          device=device, rescore=rescore, stop=stop,
+                          on_repeat=lambda r: err.print(f"  repeat {r + 1} of {repeats} scored",
+                                                        markup=False))
+    render_test(result, sweep.family.name, out, fmt)
+    if stop.signal is not None:
+        sys.exit(EXIT_INTERRUPTED.get(stop.signal, 130))
+
+
 @main.command()
 @storage_option
 @study_option

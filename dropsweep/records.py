@@ -47,7 +47,18 @@ PER_PLACEMENT = "per_placement"  # dict, on a confirmation study run with --per-
 # float, on a confirmation study: n_test / n_train of its splits (the Nadeau-Bengio
 # correction's ratio): 1/(k-1) for k-fold, measured for a hold-out split
 TEST_TRAIN_RATIO = "test_train_ratio"
-CONFIRM_SUFFIX = ":confirm"  # the companion study `dropsweep confirm` writes beside a search
+CONFIRM_SUFFIX = ":confirm"
+# The companion study `dropsweep test` writes (NAME:test): one trial per (role, repeat,
+# round), its value the test accuracy
+TEST_SUFFIX = ":test"
+TEST_OF = "test_of"  # str, on a test study: the search study whose winner it tests
+TEST_FINGERPRINT = "test_fingerprint"  # str, SHA-256 of the test rows and labels scored
+TEST_ROWS = "test_rows"  # int, how many test rows
+TEST_CHOSEN = "test_chosen"  # dict {config, source_trial, rule}: what was tested
+TEST_ROUNDS = "test_rounds"  # int, times the test set was scored (1 + every --rescore)
+TEST_RESCORED = "test_rescored"  # list[str], when each --rescore happened (ISO, UTC)
+TEST_INCLUDES_VALIDATION = "test_includes_validation"  # bool: trained on every searched row
+TEST_ROUND = "test_round"  # int, on a test trial: the round it belongs to  # the companion study `dropsweep confirm` writes beside a search
 # dict {"by": "placement" | "none", "since": n}: how the searches since trial n shared out
 # the trials (search.balance; the search section may change between runs)
 BALANCE = "balance"

@@ -304,6 +304,8 @@ def _report_sections(report: StudyReport) -> list[_Section]:
         sections.append(_failed(report))
     if report.confirmation is not None:
         sections += _confirmation_sections(report.confirmation)
+    if report.test is not None:
+        sections.append(_test_section(report.test, report.family))
     return sections
 
 
@@ -491,6 +493,7 @@ def report_to_json(report: StudyReport) -> dict[str, Any]:
                          "gap": _json_number(p.best.gap)} for p in report.placements],
         "confirmation": (None if report.confirmation is None
                          else confirmation_to_json(report.confirmation)),
+        "test": None if report.test is None else test_to_json(report.test, report.family),
         "trials": [_trial_json(row) for row in report.trials],
     }
 
@@ -814,6 +817,65 @@ def render_confirmation(confirmation: Any, console: Console, fmt: str = "table")
         _write(console, json.dumps(confirmation_to_json(confirmation), indent=2))
     else:
         _print_sections(_confirmation_sections(confirmation), console)
+
+
+# ----------------------------------------------------------------------------- test set
+
+
+def test_text(result: Any, family_name: str) -> str:
+    """The test result in plain words, with its numbers: pasteable."""
+    fam = family(family_name)
+    what = f"{fam.describe_against(result.chosen.config, result.baseline)}"
+    how = {"trial": f"trial #{result.chosen.number}",
+           "best": f"trial #{result.chosen.number}, the best validation score",
+           "1se": f"trial #{result.chosen.number}, --select 1se"}[result.chosen.rule]
+    a, b, d = result.accuracy, result.baseline_accuracy, result.vs_baseline
+    n = len(result.seeds)
+    ci = "" if math.isnan(a.low) else f", 95% CI {a.low * 100:.2f} to {a.high * 100:.2f}"
+    dci = "" if math.isnan(d.diff.low) else (f" (95% CI {d.diff.low * 100:+.2f} to "
+                                             f"{d.diff.high * 100:+.2f})")
+    looked = ("scored once" if result.rounds == 1 else
+              f"scored {result.rounds} times (--rescore): this test set has been looked at "
+              "more than once, so it is less of a test")
+    return (f"Test: {what} ({how}) scores {a.mean * 100:.2f}% on the {result.n_test} test rows "
+            f"(mean of {n} seed{'s' if n != 1 else ''}{ci}) against {b.mean * 100:.2f}% for "
+            f"{fam.baseline_words}: {d.diff.mean * 100:+.2f} points{dci}, seed-paired t-test "
+            f"{_p_words(d.p)}; trained on every searched row, validation rows included; "
+            f"{looked}.")
+
+
+def _test_section(result: Any, family_name: str) -> _Section:
+    rows = [(str(r), str(seed), _percent(a), _percent(b), _points(a - b))
+            for r, (seed, a, b) in enumerate(zip(result.seeds, result.chosen_scores,
+                                                 result.baseline_scores))]
+    rows.append(("mean", "", _percent(result.accuracy.mean),
+                 _percent(result.baseline_accuracy.mean), _points(result.vs_baseline.diff.mean)))
+    return _Section(f"Test ({result.study_name}: {result.n_test} test rows, never searched)",
+                    ("repeat", "seed", f"#{result.chosen.number}", "baseline", "Δ"), rows,
+                    frozenset({0, 1, 2, 3, 4}), note=test_text(result, family_name))
+
+
+def test_to_json(result: Any, family_name: str) -> dict[str, Any]:
+    def iv(i: Any) -> dict[str, Any]:
+        return _iv_json(i)
+
+    return _json_value({
+        "study": result.study_name, "source_trial": result.chosen.number,
+        "rule": result.chosen.rule, "config": result.chosen.config.to_dict(),
+        "n_test": result.n_test, "seeds": result.seeds, "accuracies": result.chosen_scores,
+        "baseline_accuracies": result.baseline_scores, "accuracy": iv(result.accuracy),
+        "baseline_accuracy": iv(result.baseline_accuracy),
+        "vs_baseline": {"diff": iv(result.vs_baseline.diff), "t": result.vs_baseline.t,
+                        "p": result.vs_baseline.p},
+        "rounds": result.rounds, "fingerprint": result.fingerprint,
+        "text": test_text(result, family_name)})
+
+
+def render_test(result: Any, family_name: str, console: Console, fmt: str = "table") -> None:
+    if fmt == "json":
+        _write(console, json.dumps(test_to_json(result, family_name), indent=2))
+    else:
+        _print_sections([_test_section(result, family_name)], console)
 
 
 # ----------------------------------------------------------------------------- comparison

@@ -21,6 +21,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from dropsweep import records
 from dropsweep.errors import StorageError
+from dropsweep.final import stored_result
 from dropsweep.families import Family, family_of_study
 from dropsweep.records import confirm_name
 from dropsweep.rows import (STATE_ORDER, PlacementRow, StudyReport, StudyRow, TrialRow,
@@ -214,6 +215,7 @@ def build_report(study: optuna.Study, top: int = 10, select_rule: str = "best") 
         selection=select(ranked, select_rule, fam.dimensions),
         family=fam.name,
         balance=_balance(study),
+        test=stored_result(study),
     )
 
 
@@ -263,9 +265,10 @@ def list_studies(storage: str | BaseStorage) -> list[StudyRow]:
 
 def latest_study_name(storage: str | BaseStorage) -> str:
     """The study worked on most recently: the default when the user names none."""
-    # a confirmation (NAME:confirm) is part of its search study, not a study to report alone
+    # a confirmation (NAME:confirm) or a test (NAME:test) is part of its search study, not a
+    # study to report alone
     studies = [(s, t) for s, t in read_all(storage, stamps_only=True)
-               if records.CONFIRM_OF not in s.user_attrs]
+               if records.CONFIRM_OF not in s.user_attrs and records.TEST_OF not in s.user_attrs]
     if not studies:
         raise StorageError(
             f"no studies in {describe(storage)}; run a sweep first or check the storage URL"

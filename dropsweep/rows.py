@@ -21,6 +21,7 @@ from dropsweep.families import DEFAULT_FAMILY
 
 if TYPE_CHECKING:  # they read rows: their types only
     from dropsweep.select import Selection
+    from dropsweep.final import TestResult
     from dropsweep.verdict import Confirmation, ConfirmedRow
 
 # Counts are listed in this order (then any state a future Optuna adds), so the finished
@@ -124,6 +125,7 @@ class StudyReport:
     family: str = DEFAULT_FAMILY  # the model family whose dimensions the study searched
     # how placements got their trials: records.BALANCE ({"by": ..., "since": trial}), or None
     balance: dict | None = None
+    test: TestResult | None = None  # from the study NAME:test, once `dropsweep test` ran
 
     @property
     def n_trials(self) -> int:

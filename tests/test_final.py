@@ -1,0 +1,136 @@
+"""``dropsweep test``: the chosen configuration and the baseline scored once on the test rows,
+trained on every searched row, compared seed by seed; stored with a fingerprint of the test
+set, shown again rather than re-scored, re-scored only when asked and then recorded."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import optuna
+import pytest
+from click.testing import CliRunner
+
+from dropsweep import records
+from dropsweep.cli import main
+from dropsweep.config import build_sweep
+from dropsweep.data import Dataset, hold_back_test, with_scale
+from dropsweep.errors import DropsweepError
+from dropsweep.final import fingerprint, run_test, stored_result
+from dropsweep.runner import run_search
+from dropsweep.stats import compare, interval
+from dropsweep.sweepfile import parse_sweep_text
+
+SWEEP = """
+name: small
+model: {hidden: [8]}
+train: {epochs: 6, batch_size: 16, eval_every: 3}
+cv: {seed: 1}
+eval: {protocol: holdout, validation: 0.25, test: 0.25}
+search: {trials: 5, sampler: random, seed: 0, pruner: none}
+"""
+
+
+def sweep_of(text: str = SWEEP):
+    return build_sweep(parse_sweep_text(text, "test.yaml"))
+
+
+def prepared(dataset: Dataset, sweep) -> Dataset:
+    return hold_back_test(with_scale(dataset, sweep), sweep)
+
+
+@pytest.fixture
+def searched(dataset, storage):
+    sweep = sweep_of()
+    data = prepared(dataset, sweep)
+    run_search(sweep, data, storage_url=storage, device="cpu", batch=5)
+    return optuna.load_study(study_name="small", storage=storage), data
+
+
+def test_the_seed_paired_comparison_is_a_paired_t_test_by_hand():
+    a, b = [0.90, 0.92, 0.91], [0.88, 0.90, 0.90]
+    # d = .02, .02, .01: mean .016667, sd .0057735, se .0033333, t = 5.0 on 2 df
+    cmp = compare(a, b, ratio=0.0)
+    assert cmp.diff.mean == pytest.approx(1 / 60) and cmp.t == pytest.approx(5.0)
+    from scipy import stats
+
+    assert cmp.p == pytest.approx(2 * stats.t.sf(5.0, 2)) and 0.03 < cmp.p < 0.04
+    half = stats.t.ppf(0.975, 2) * 0.0057735 / math.sqrt(3)
+    assert (cmp.diff.low, cmp.diff.high) == pytest.approx((1 / 60 - half, 1 / 60 + half), 1e-4)
+    assert interval(a, ratio=0.0).high - interval(a, ratio=0.0).mean == pytest.approx(
+        stats.t.ppf(0.975, 2) * np.std(a, ddof=1) / math.sqrt(3))
+
+
+def test_the_winner_and_the_baseline_are_scored_on_the_test_rows_once(searched, monkeypatch):
+    study, data = searched
+    seen = []
+    from dropsweep.families.mlp import MLP
+
+    original = MLP.train
+
+    def spy(self, configs, folds, sweep, seed, **kw):
+        seen.append((int(folds.n_train[0]), int(folds.n_test[0]), seed, sweep.train.eval_every))
+        return original(configs, folds, sweep, seed, **kw)
+
+    monkeypatch.setattr(type(MLP), "train", spy)
+    result = run_test(study, data, repeats=3, device="cpu")
+    # every searched row trains (validation rows included), the 20 test rows score; the
+    # test rows are looked at once, at the end of training
+    assert [s[:2] for s in seen] == [(60, 20)] * 3 and all(s[3] == 6 for s in seen)
+    assert len({s[2] for s in seen}) == 3 and result.seeds == [s[2] for s in seen]
+    best = max((t for t in study.trials if t.value is not None), key=lambda t: (t.value, -t.number))
+    assert result.chosen.number == best.number and result.chosen.rule == "best"
+    assert result.n_test == 20 and result.rounds == 1
+    assert all(round(a * 20) == pytest.approx(a * 20) for a in result.chosen_scores)
+    assert result.vs_baseline == compare(result.chosen_scores, result.baseline_scores, ratio=0.0)
+    test = optuna.load_study(study_name="small:test", storage=study._storage)
+    assert test.user_attrs[records.TEST_FINGERPRINT] == fingerprint(data)
+    assert test.user_attrs[records.TEST_OF] == "small"
+    assert len(test.trials) == 6
+
+    # again: the stored answer, nothing trained
+    seen.clear()
+    again = run_test(study, data, repeats=3, device="cpu")
+    assert seen == [] and again == stored_result(study) and again.chosen_scores == \
+        result.chosen_scores
+    # --rescore: trained again, and recorded
+    rescored = run_test(study, data, repeats=3, device="cpu", rescore=True)
+    assert len(seen) == 3 and rescored.rounds == 2
+    test = optuna.load_study(study_name="small:test", storage=study._storage)
+    assert len(test.user_attrs[records.TEST_RESCORED]) == 1 and len(test.trials) == 12
+
+
+def test_a_changed_test_set_is_refused_unless_rescored(searched):
+    study, data = searched
+    run_test(study, data, repeats=2, device="cpu")
+    other = Dataset(**{**data.__dict__, "y_test": data.y_test[::-1].copy()})
+    with pytest.raises(DropsweepError, match="not the ones it was tested on"):
+        run_test(study, other, repeats=2, device="cpu")
+    assert run_test(study, other, repeats=2, device="cpu", rescore=True).rounds == 2
+
+
+def test_no_test_rows_and_no_such_trial_are_one_line(dataset, storage, searched):
+    study, data = searched
+    with pytest.raises(DropsweepError, match="has no test rows"):
+        run_test(study, Dataset(**{**data.__dict__, "X_test": None, "y_test": None}))
+    with pytest.raises(DropsweepError, match="--trial 99: study 'small' has no complete trial"):
+        run_test(study, data, number=99)
+
+
+def test_the_command_and_the_report(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "s.yaml").write_text(SWEEP.replace("name: small", "name: small\ndata: "
+                                                    "{dataset: digits}"))
+    runner = CliRunner()
+    ok = runner.invoke(main, ["search", "s.yaml", "--set", "train.epochs=3", "-q"],
+                       catch_exceptions=False)
+    assert ok.exit_code == 0, ok.stderr
+    result = runner.invoke(main, ["test", "--repeats", "2"], catch_exceptions=False)
+    assert result.exit_code == 0, result.stderr
+    assert "Test (small:test: 450 test rows, never searched)" in result.stdout
+    assert "seed-paired t-test" in result.stdout and "scored once" in result.stdout
+    report = runner.invoke(main, ["report"], catch_exceptions=False).stdout
+    assert report.splitlines()[1].split() == ["study", "small"]  # not its companion
+    assert "Test (small:test" in report
+    bad = runner.invoke(main, ["test", "--trial", "99"])
+    assert bad.exit_code == 2 and len(bad.stderr.strip().splitlines()) == 1
