@@ -144,6 +144,30 @@ def _consoles(quiet: bool = False) -> tuple[Any, Any]:
     return out, err
 
 
+def _study_to_train(storage: str, study_name: str | None, threads: int | None
+                    ) -> tuple[Any, Any, Any, Any]:
+    """(storage, study, its sweep, its data) for a command that trains on a stored study
+    (confirm, test): found without writing first, so that a mistyped --storage creates
+    nothing."""
+    import torch
+
+    from dropsweep.data import load_dataset
+    from dropsweep.report import latest_study_name
+    from dropsweep.storage import heartbeat_seconds, load_study, open_storage
+    from dropsweep.study import stored_sweep
+
+    reader = open_storage(storage, read_only=True)
+    name = study_name or latest_study_name(reader)
+    load_study(reader, name, storage)
+    store = open_storage(storage, heartbeat=heartbeat_seconds())
+    study = load_study(store, name, storage)
+    sweep = stored_sweep(study)
+    dataset = load_dataset(sweep)
+    if threads is not None:
+        torch.set_num_threads(threads)
+    return store, study, sweep, dataset
+
+
 # ----------------------------------------------------------------------------- commands
 
 
@@ -358,27 +382,14 @@ def confirm(ctx: click.Context, storage: str, study_name: str | None, top: int,
     if per_placement and ctx.get_parameter_source("top") is not ParameterSource.DEFAULT:
         raise click.UsageError("--top does not apply with --per-placement (it confirms the "
                                "best configuration of each placement)", ctx)
-    import torch
-
     from dropsweep.confirm import run_confirm
-    from dropsweep.study import stored_sweep
-    from dropsweep.data import load_dataset
     from dropsweep.render import render_confirmation
-    from dropsweep.report import latest_study_name
     from dropsweep.verdict import build_confirmation
     from dropsweep.runner import StopFlag, stop_on_signals
-    from dropsweep.storage import heartbeat_seconds, load_study, open_storage
+    from dropsweep.storage import load_study
 
-    # find the study without writing: a mistyped --storage must not create anything
-    reader = open_storage(storage, read_only=True)
-    name = study_name or latest_study_name(reader)
-    load_study(reader, name, storage)
-    store = open_storage(storage, heartbeat=heartbeat_seconds())
-    study = load_study(store, name, storage)
-    sweep = stored_sweep(study)
-    dataset = load_dataset(sweep)
-    if threads is not None:
-        torch.set_num_threads(threads)
+    store, study, sweep, dataset = _study_to_train(storage, study_name, threads)
+    name = study.study_name
     out, err = _consoles(quiet)
     kernel_notice = _kernel_notice(device)
     if kernel_notice:
@@ -441,25 +452,11 @@ def test_command(storage: str, study_name: str | None, select_rule: str, number:
       dropsweep test --study digits
       dropsweep test --study digits --select 1se --repeats 5
     """
-    import torch
-
-    from dropsweep.data import load_dataset
     from dropsweep.final import run_test
     from dropsweep.render import render_test
-    from dropsweep.report import latest_study_name
     from dropsweep.runner import StopFlag, stop_on_signals
-    from dropsweep.storage import heartbeat_seconds, load_study, open_storage
-    from dropsweep.study import stored_sweep
 
-    reader = open_storage(storage, read_only=True)
-    name = study_name or latest_study_name(reader)
-    load_study(reader, name, storage)
-    store = open_storage(storage, heartbeat=heartbeat_seconds())
-    study = load_study(store, name, storage)
-    sweep = stored_sweep(study)
-    dataset = load_dataset(sweep)
-    if threads is not None:
-        torch.set_num_threads(threads)
+    _, study, sweep, dataset = _study_to_train(storage, study_name, threads)
     out, err = _consoles()
     with stop_on_signals(StopFlag()) as stop:
         result = run_test(study, dataset, rule=select_rule, number=number, repeats=repeats,
