@@ -86,7 +86,8 @@ def choose(study: optuna.Study, sweep: Sweep, rule: str = "best", number: int | 
                                  "trial of that number")
         return Chosen(Config(trial.user_attrs[records.CONFIG]), number, "trial")
     ranked = best_first([trial_row(t) for t in trials], study.direction)
-    selection = select(ranked, rule, sweep.dimensions)
+    selection = select(ranked, rule, sweep.dimensions,
+                       study.user_attrs.get(records.VALIDATION_ROWS))
     if selection is None:
         raise DropsweepError(f"study '{study.study_name}' has no complete trial to test yet")
     by_number = {t.number: t for t in trials}

@@ -62,6 +62,9 @@ TEST_ROUND = "test_round"  # int, on a test trial: the round it belongs to  # th
 # dict {"by": "placement" | "none", "since": n}: how the searches since trial n shared out
 # the trials (search.balance; the search section may change between runs)
 BALANCE = "balance"
+# int, on a hold-out study: rows in its validation split (a one-split score's binomial
+# standard error, for --select 1se)
+VALIDATION_ROWS = "validation_rows"
 STUDY_SCHEMA = "dropsweep_schema"  # int, how the study's sweep and trials are written
 
 # 1: before model families (no STUDY_SCHEMA attribute; model has no ``family``)

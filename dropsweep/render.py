@@ -130,10 +130,17 @@ class _Section:
     show_header: bool = True
 
 
+def _scored(report: StudyReport) -> str:
+    """What a trial's accuracy is measured on: "validation" (hold-out) or "held-out" (folds)."""
+    return "validation" if report.protocol == "holdout" else "held-out"
+
+
 def _summary(report: StudyReport) -> _Section:
     rows = [
         ("study", report.name),
         ("direction", report.direction.lower()),
+        ("scored on", "one hold-out validation split" if report.protocol == "holdout"
+         else "k-fold cross-validation (held-out folds)"),
         ("trials", _states(report.counts, report.n_trials)),
         ("total time", _duration(report.total_wall_time)),
         ("started", _when(report.first_start)),
@@ -275,8 +282,8 @@ def _overfitting(report: StudyReport) -> _Section:
              _percent(p.best.accuracy_mean), _points(p.best.gap), _curve(p.best))
             for p in report.placements]
     return _Section("Overfitting (best trial of each placement)",
-                    (_group_label(report), "trial", "train acc", "held-out", "gap",
-                     "held-out accuracy % by epoch"), rows, frozenset({1, 2, 3, 4}),
+                    (_group_label(report), "trial", "train acc", _scored(report), "gap",
+                     f"{_scored(report)} accuracy % by epoch"), rows, frozenset({1, 2, 3, 4}),
                     None if rows else "no complete trials yet")
 
 
@@ -287,7 +294,8 @@ def _selection(report: StudyReport) -> _Section:
         note = (f"simplest set-up within one standard error of the best (#{sel.best.number}, "
                 f"{_accuracy(sel.best)}): mean >= {sel.threshold * 100:.2f}%")
     else:
-        note = "the highest mean held-out accuracy (--select 1se: the simplest within its noise)"
+        note = (f"the highest mean {_scored(report)} accuracy (--select 1se: the simplest "
+                "within its noise)")
     body = [(sel.rule, f"#{row.number}", _accuracy(row),
              *(_param(row.params.get(name)) for name in report.param_names))]
     shown = tuple(name.replace("_", " ") for name in report.param_names)

@@ -103,6 +103,14 @@ def _placements(ranked: list[TrialRow], rows: list[TrialRow], baseline: TrialRow
     return result
 
 
+def _protocol(study: optuna.Study) -> str:
+    """``eval.protocol`` of the study's sweep (k-fold for a study made before there was one)."""
+    sweep = study.user_attrs.get(records.STUDY_SWEEP)
+    evaluation = sweep.get("eval") if isinstance(sweep, dict) else None
+    protocol = evaluation.get("protocol") if isinstance(evaluation, dict) else None
+    return protocol if protocol in ("kfold", "holdout") else "kfold"
+
+
 def _balance(study: optuna.Study) -> dict | None:
     """How the study shared its trials out among placements, as its searches recorded."""
     value = study.user_attrs.get(records.BALANCE)
@@ -212,10 +220,12 @@ def build_report(study: optuna.Study, top: int = 10, select_rule: str = "best") 
         trials=rows,
         param_names=_param_names(rows, fam),
         confirmation=confirmation,
-        selection=select(ranked, select_rule, fam.dimensions),
+        selection=select(ranked, select_rule, fam.dimensions,
+                         study.user_attrs.get(records.VALIDATION_ROWS)),
         family=fam.name,
         balance=_balance(study),
         test=stored_result(study),
+        protocol=_protocol(study),
     )
 
 

@@ -126,6 +126,7 @@ class StudyReport:
     # how placements got their trials: records.BALANCE ({"by": ..., "since": trial}), or None
     balance: dict | None = None
     test: TestResult | None = None  # from the study NAME:test, once `dropsweep test` ran
+    protocol: str = "kfold"  # eval.protocol of its sweep: how its trials were scored
 
     @property
     def n_trials(self) -> int:

@@ -204,6 +204,8 @@ def run_search(
     fits = batch_that_fits(sweep, dataset, batch, dev)
     study, summary = open_search(sweep, storage_url=storage_url, study_name=study_name,
                                  trials=trials)
+    if folds.k == 1 and records.VALIDATION_ROWS not in study.user_attrs:
+        study.set_user_attr(records.VALIDATION_ROWS, int(folds.n_test[0]))
     if events.on_start:
         events.on_start(summary)
     if fits < batch:

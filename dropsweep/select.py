@@ -34,9 +34,14 @@ class Selection:
     threshold: float | None  # 1se: the best mean minus one standard error
 
 
-def standard_error(row: TrialRow) -> float | None:
-    """Of the mean over folds: sample standard deviation / sqrt(k)."""
+def standard_error(row: TrialRow, validation_rows: int | None = None) -> float | None:
+    """Of the mean over folds: sample standard deviation / sqrt(k). One hold-out split has
+    no spread over folds: its accuracy's binomial standard error over ``validation_rows``
+    rows, sqrt(p(1 - p) / n), stands in."""
     folds = row.fold_accuracies
+    if len(folds) == 1 and validation_rows:
+        p = folds[0]
+        return math.sqrt(p * (1.0 - p) / validation_rows)
     if len(folds) < 2:
         return None
     return float(np.std(folds, ddof=1) / math.sqrt(len(folds)))
@@ -48,11 +53,11 @@ def simplicity(row: TrialRow, dimensions: Sequence[Dimension]) -> tuple:
     return (*space.simplicity(dimensions, row.params), -(row.accuracy_mean or 0.0), row.number)
 
 
-def select(ranked: Sequence[TrialRow], rule: str, dimensions: Sequence[Dimension]
-           ) -> Selection | None:
+def select(ranked: Sequence[TrialRow], rule: str, dimensions: Sequence[Dimension],
+           validation_rows: int | None = None) -> Selection | None:
     """The configuration ``rule`` recommends among ``ranked``: the complete trials best
     first, as the report ranks them; ``dimensions`` (the study's family's) say which is
-    simplest."""
+    simplest; ``validation_rows``: a hold-out study's validation split size."""
     if rule not in RULES:
         raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
     scored = [r for r in ranked if r.accuracy_mean is not None]
@@ -61,7 +66,7 @@ def select(ranked: Sequence[TrialRow], rule: str, dimensions: Sequence[Dimension
     best = scored[0]
     if rule == "best":
         return Selection(rule, best, best, None)
-    se = standard_error(best)
+    se = standard_error(best, validation_rows)
     threshold = best.accuracy_mean - (se or 0.0)
     close = [r for r in scored if r.accuracy_mean >= threshold]
     return Selection(rule, min(close, key=lambda r: simplicity(r, dimensions)), best, threshold)

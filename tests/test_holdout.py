@@ -134,3 +134,38 @@ def test_the_digits_example_runs_on_a_holdout_split_with_its_test_rows_held_back
     report = build_report(optuna.load_study(study_name="digits", storage=storage))
     assert report.n_trials == 6 and report.best.value > 0.5  # ten classes: chance is 0.1
     assert len(report.best.fold_accuracies) == 1
+    # the report speaks of the validation split, and shows no spread over one split
+    from rich.console import Console
+
+    from dropsweep.render import render_report
+
+    console = Console(record=True, width=250, color_system=None)
+    render_report(report, "table", console)
+    text = console.export_text()
+    assert "scored on    one hold-out validation split" in text
+    assert "validation accuracy % by epoch" in text and "held-out" not in text
+    assert " ± " not in text
+
+
+def test_one_se_on_a_holdout_study_uses_the_binomial_standard_error(dataset, storage):
+    from dropsweep.report import build_report
+    from dropsweep.rows import TrialRow
+    from dropsweep.select import select, standard_error
+
+    row = TrialRow(number=3, state="COMPLETE", value=0.9, params={"placement": "none"},
+                   fold_accuracies=(0.9,), accuracy_mean=0.9)
+    assert standard_error(row) is None  # one split, no size known: no spread
+    assert standard_error(row, 400) == pytest.approx(math.sqrt(0.9 * 0.1 / 400))  # 0.015
+    close = TrialRow(number=5, state="COMPLETE", value=0.89, params={"placement": "none"},
+                     fold_accuracies=(0.89,), accuracy_mean=0.89)
+    from dropsweep.families.mlp import DIMENSIONS
+
+    chosen = select([row, close], "1se", DIMENSIONS, validation_rows=400)
+    assert chosen.threshold == pytest.approx(0.9 - 0.015)
+    run_search(sweep_of(), dataset, storage_url=storage, device="cpu", batch=3)
+    study = optuna.load_study(study_name="small", storage=storage)
+    assert study.user_attrs[records.VALIDATION_ROWS] == 20
+    report = build_report(study, select_rule="1se")
+    best = report.selection.best
+    p = best.fold_accuracies[0]
+    assert report.selection.threshold == pytest.approx(p - math.sqrt(p * (1 - p) / 20))
