@@ -169,3 +169,31 @@ def test_one_se_on_a_holdout_study_uses_the_binomial_standard_error(dataset, sto
     best = report.selection.best
     p = best.fold_accuracies[0]
     assert report.selection.threshold == pytest.approx(p - math.sqrt(p * (1 - p) / 20))
+
+
+def test_the_fashion_mnist_example_is_the_articles_set_up():
+    """The TensorFlow article's network and training as the baseline, its dropout set-up
+    inside the space, hold-out validation and the official test set; and the article's exact
+    configuration runs as a listed sweep (README)."""
+    from pathlib import Path
+
+    from dropsweep.families.mlp import config
+    from dropsweep.sweepfile import apply_overrides, load_sweep
+
+    path = str(Path(__file__).resolve().parents[1] / "sweeps" / "fashion-mnist.yaml")
+    sweep = build_sweep(load_sweep(path))
+    assert (sweep.data.dataset, sweep.data.scale, sweep.model.hidden) == (
+        "fashion_mnist", "unit", (200, 100, 60))
+    assert (sweep.train.epochs, sweep.train.batch_size) == (60, 32)
+    assert (sweep.eval.protocol, sweep.eval.validation, sweep.eval.test) == (
+        "holdout", 0.1, "official")
+    assert sweep.baseline == config("none", learning_rate=0.01, momentum=0.0)
+    assert sweep.balanced
+    article = config("both", input_rate=0.2, hidden_rate=0.2, learning_rate=0.01, momentum=0.0)
+    from dropsweep.space import contains
+
+    assert all(contains(sweep.space[d], article[d]) for d in article)
+    listed = build_sweep(apply_overrides(load_sweep(path), [
+        "space=[{placement: both, input_rate: 0.2, hidden_rate: 0.2, learning_rate: 0.01, "
+        "momentum: 0}]"]))
+    assert listed.configs == (article,) and not listed.balanced
