@@ -196,10 +196,6 @@ class BalancedSampler(BaseSampler):
         for sampler in self._samplers.values():
             sampler.reseed_rng()
 
-    def placement_of(self, number: int) -> Any:
-        """The placement chosen for a trial this worker asked (None if not asked here)."""
-        return self._of.get(number)
-
 
 class PlacementPruner(BasePruner):
     """``inner``, comparing a trial only with the trials of its own placement."""

@@ -108,15 +108,11 @@ def hold_back_test(dataset: Dataset, sweep: Sweep) -> Dataset:
             raise SweepError(f"{dataset.name} has no test split of its own; hold a fraction "
                              "back (eval.test: 0.2) or use none", **sweep.where("eval.test"))
         return dataset
-    from sklearn.model_selection import train_test_split
-
     try:
-        keep, held = train_test_split(np.arange(len(dataset.y)), test_size=float(test),
-                                      stratify=dataset.y, random_state=sweep.cv.seed)
+        keep, held = stratified_split(dataset.y, float(test), sweep.cv.seed)
     except ValueError as exc:  # a class with too few rows for a stratified split
         raise SweepError(f"cannot hold {float(test):g} of {dataset.name}'s rows back for "
                          f"testing: {exc}", **sweep.where("eval.test")) from None
-    keep, held = np.sort(keep), np.sort(held)
     return replace(dataset, X=dataset.X[keep], y=dataset.y[keep], X_test=dataset.X[held],
                    y_test=dataset.y[held])
 
@@ -196,6 +192,18 @@ def stratified_folds(y: np.ndarray, folds: int, seed: int) -> list[tuple[np.ndar
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     return [(train.astype(np.int64), test.astype(np.int64))
             for train, test in splitter.split(np.zeros((len(y), 1)), y)]
+
+
+def stratified_split(y: np.ndarray, fraction: float, seed: int
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """(kept, held) row indices, sorted: ``fraction`` of the rows held, every class in
+    proportion; depends only on ``y``, ``fraction`` and ``seed`` (a hold-out validation
+    split, the test rows held back). A class too small to split raises ValueError."""
+    from sklearn.model_selection import train_test_split  # heavy import: only when splitting
+
+    kept, held = train_test_split(np.arange(len(y)), test_size=fraction, stratify=y,
+                                  random_state=seed)
+    return np.sort(kept).astype(np.int64), np.sort(held).astype(np.int64)
 
 
 def standardize(X_train: np.ndarray, X_test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

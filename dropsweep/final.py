@@ -18,19 +18,17 @@ time), and so is a changed test set.
 
 from __future__ import annotations
 
-import datetime
 import hashlib
 import warnings
-from dataclasses import dataclass
-from typing import Callable
-
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Callable, Container
 
 import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState, create_trial
 
 from dropsweep import records
+from dropsweep.liveness import now_utc
 from dropsweep.config import Sweep
 from dropsweep.data import Dataset, scale_rows
 from dropsweep.errors import DropsweepError, StorageError
@@ -42,8 +40,6 @@ from dropsweep.storage import describe_failure
 from dropsweep.study import stored_sweep
 
 if TYPE_CHECKING:  # the report reads a test study without importing torch
-    import torch
-
     from dropsweep.protocols import Folds
 
 DEFAULT_REPEATS = 3
@@ -117,17 +113,22 @@ def _test_study_name(study: optuna.Study) -> str:
     return study.study_name + records.TEST_SUFFIX
 
 
-def _open(study: optuna.Study) -> optuna.Study | None:
+def _open(study: optuna.Study, names: Container[str] | None = None) -> optuna.Study | None:
+    """The companion test study, if there is one (``names``: the storage's study names, when
+    the caller has read them already)."""
     name = _test_study_name(study)
     storage = study._storage  # noqa: SLF001 - the companion lives in the same storage
-    if name not in {s.study_name for s in storage.get_all_studies()}:
+    if names is None:
+        names = {s.study_name for s in storage.get_all_studies()}
+    if name not in names:
         return None
     return optuna.load_study(study_name=name, storage=storage)
 
 
-def stored_result(study: optuna.Study) -> TestResult | None:
+def stored_result(study: optuna.Study, names: Container[str] | None = None
+                  ) -> TestResult | None:
     """What ``dropsweep test`` recorded for ``study`` (its latest round), or None."""
-    test = _open(study)
+    test = _open(study, names)
     return None if test is None else _read(test)
 
 
@@ -145,23 +146,23 @@ def run_test(study: optuna.Study, dataset: Dataset, *, rule: str = "best",
                              "own); nothing can be tested")
     mark = fingerprint(dataset)
     test = _open(study)
-    if test is not None:
-        done = _read(test)
-        if done is not None and not rescore:
-            if test.user_attrs.get(records.TEST_FINGERPRINT) != mark:
-                raise DropsweepError(
-                    f"the test rows of study '{study.study_name}' are not the ones it was "
-                    "tested on (their fingerprint differs); scoring a changed test set is a "
-                    "new look at it: --rescore does so, and is recorded")
-            if len(done.seeds) >= repeats:
-                return done  # the stored answer: looking again is not scoring again
+    done = None if test is None else _read(test)
+    if done is not None and not rescore:
+        if test.user_attrs.get(records.TEST_FINGERPRINT) != mark:
+            raise DropsweepError(
+                f"the test rows of study '{study.study_name}' are not the ones it was "
+                "tested on (their fingerprint differs); scoring a changed test set is a "
+                "new look at it: --rescore does so, and is recorded")
+        if len(done.seeds) >= repeats:
+            return done  # the stored answer: looking again is not scoring again
     chosen = choose(study, sweep, rule, number)
     test = test or _create(study, chosen, sweep)
     round_ = int(test.user_attrs.get(records.TEST_ROUNDS, 1))
-    if rescore and _read(test) is not None:
+    if rescore and done is not None:
         round_ += 1
         times = list(test.user_attrs.get(records.TEST_RESCORED, []))
-        test.set_user_attr(records.TEST_RESCORED, times + [_now()])
+        test.set_user_attr(records.TEST_RESCORED,
+                           times + [now_utc().isoformat(timespec="seconds")])
         test.set_user_attr(records.TEST_ROUNDS, round_)
     test.set_user_attr(records.TEST_FINGERPRINT, mark)
     test.set_user_attr(records.TEST_ROWS, int(len(dataset.y_test)))
@@ -169,7 +170,7 @@ def run_test(study: optuna.Study, dataset: Dataset, *, rule: str = "best",
                                              "source_trial": chosen.number, "rule": chosen.rule})
     from dropsweep.devices import resolve_device
 
-    folds = _train_and_test(dataset, resolve_device(device))
+    folds = _train_and_test(dataset, str(resolve_device(device)))
     space = space_of(sweep)
     for r in range(repeats):
         if stop is not None and stop():
@@ -195,27 +196,17 @@ def run_test(study: optuna.Study, dataset: Dataset, *, rule: str = "best",
 def _final(sweep: Sweep) -> Sweep:
     """The sweep's training, evaluated once at the end only: nothing looks at the test rows
     during training."""
-    from dataclasses import replace
-
     return replace(sweep, train=replace(sweep.train, eval_every=sweep.train.epochs))
 
 
-def _train_and_test(dataset: Dataset, device: torch.device) -> Folds:
+def _train_and_test(dataset: Dataset, device: str) -> Folds:
     """Every row the search saw to train on (scaled by their statistics), the test rows to
     score: one split."""
-    import torch
-
-    from dropsweep.protocols import Folds
+    from dropsweep.protocols import one_split  # torch: only when something trains
 
     x_tr, x_te = scale_rows(dataset.X, dataset.X_test, dataset.scale, dataset.pixel_max)
-
-    def t(a: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(a)).to(device)[None]
-
-    y_tr = dataset.y.astype(np.int64)
-    y_te = np.asarray(dataset.y_test).astype(np.int64)
-    return Folds(t(x_tr), t(y_tr), torch.tensor([len(y_tr)], device=device), t(x_te), t(y_te),
-                 torch.tensor([len(y_te)], device=device), dataset.n_classes)
+    return one_split(x_tr, dataset.y, x_te, np.asarray(dataset.y_test), dataset.n_classes,
+                     device)
 
 
 def _create(study: optuna.Study, chosen: Chosen, sweep: Sweep) -> optuna.Study:
@@ -234,10 +225,6 @@ def _create(study: optuna.Study, chosen: Chosen, sweep: Sweep) -> optuna.Study:
         raise StorageError(f"cannot write the test study '{name}': "
                            f"{describe_failure(exc)}") from None
     return test
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
 def _has(test: optuna.Study, round_: int, repeat: int) -> bool:

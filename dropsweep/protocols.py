@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 import torch
 
-from dropsweep.data import Dataset, scale_rows, stratified_folds
+from dropsweep.data import Dataset, scale_rows, stratified_folds, stratified_split
 
 if TYPE_CHECKING:
     from dropsweep.config import Sweep
@@ -88,8 +88,6 @@ def _stack(splits: Sequence[tuple[np.ndarray, np.ndarray]], X: np.ndarray, y: np
     )
 
 
-
-
 def make_holdout(
     X: np.ndarray, y: np.ndarray, validation: float, seed: int,
     device: torch.device | str = "cpu", n_classes: int | None = None, scale: str = "standard",
@@ -97,17 +95,8 @@ def make_holdout(
 ) -> Folds:
     """One stratified train/validation split (seeded), scaled from its training rows, as a
     :class:`Folds` of one: the engines train it like any fold."""
-    return _stack([holdout_split(y, validation, seed)], X, y, device, n_classes, scale,
+    return _stack([stratified_split(y, validation, seed)], X, y, device, n_classes, scale,
                   pixel_max)
-
-
-def holdout_split(y: np.ndarray, validation: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(train_idx, validation_idx): ``validation`` of the rows, every class in proportion."""
-    from sklearn.model_selection import train_test_split
-
-    train, val = train_test_split(np.arange(len(y)), test_size=validation, stratify=y,
-                                  random_state=seed)
-    return np.sort(train).astype(np.int64), np.sort(val).astype(np.int64)
 
 
 def folds_of(dataset: Dataset, sweep: Sweep, seed: int, device: torch.device | str = "cpu"
@@ -119,6 +108,22 @@ def folds_of(dataset: Dataset, sweep: Sweep, seed: int, device: torch.device | s
     if sweep.eval.protocol == "holdout":
         return make_holdout(dataset.X, dataset.y, sweep.eval.validation, seed, device, **common)
     return make_folds(dataset.X, dataset.y, sweep.cv.folds, seed, device, **common)
+
+
+def one_split(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
+              y_test: np.ndarray, n_classes: int, device: torch.device | str = "cpu") -> Folds:
+    """Rows already scaled as a :class:`Folds` of one split (nothing to pad); test rows that
+    are the training rows themselves are put on the device once."""
+    dev = torch.device(device)
+
+    def t(a: np.ndarray, dtype: type) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(a, dtype=dtype)).to(dev)[None]
+
+    x_tr, y_tr = t(x_train, np.float32), t(y_train, np.int64)
+    same = x_test is x_train and y_test is y_train
+    x_te, y_te = (x_tr, y_tr) if same else (t(x_test, np.float32), t(y_test, np.int64))
+    return Folds(x_tr, y_tr, torch.tensor([len(y_train)], device=dev), x_te, y_te,
+                 torch.tensor([len(y_test)], device=dev), n_classes)
 
 
 def split_ratio(folds: Folds) -> float:

@@ -864,9 +864,7 @@ def _test_section(result: Any, family_name: str) -> _Section:
 
 
 def test_to_json(result: Any, family_name: str) -> dict[str, Any]:
-    def iv(i: Any) -> dict[str, Any]:
-        return _iv_json(i)
-
+    iv = _iv_json
     return _json_value({
         "study": result.study_name, "source_trial": result.chosen.number,
         "rule": result.chosen.rule, "config": result.chosen.config.to_dict(),

@@ -180,11 +180,13 @@ def _direction(study_name: str, directions: Sequence[StudyDirection]) -> StudyDi
     return directions[0]
 
 
-def _confirmation(study: optuna.Study, folds: int, fam: Family) -> Confirmation | None:
-    """The companion confirmation study's reading, if ``dropsweep confirm`` made one."""
+def _confirmation(study: optuna.Study, folds: int, fam: Family, names: Container[str]
+                  ) -> Confirmation | None:
+    """The companion confirmation study's reading, if ``dropsweep confirm`` made one
+    (``names``: the storage's study names)."""
     name = confirm_name(study.study_name)
     storage = study._storage  # noqa: SLF001 - the same storage, already open read-only
-    if folds < 1 or name not in {s.study_name for s in storage.get_all_studies()}:
+    if folds < 1 or name not in names:
         return None
     return build_confirmation(optuna.load_study(study_name=name, storage=storage), folds, fam)
 
@@ -202,8 +204,10 @@ def build_report(study: optuna.Study, top: int = 10, select_rule: str = "best") 
     importances, note = _importances(_AsRead(study, frozen), len(ranked))
     starts = [t.datetime_start for t in frozen if t.datetime_start is not None]
     fam = family_of_study(study.user_attrs)
+    # the companions (NAME:confirm, NAME:test) are looked for in one listing of the storage
+    names = {s.study_name for s in study._storage.get_all_studies()}  # noqa: SLF001
     confirmation = _confirmation(study, max((len(r.fold_accuracies) for r in rows), default=0),
-                                 fam)
+                                 fam, names)
     return StudyReport(
         name=study.study_name,
         direction=direction.name,
@@ -224,7 +228,7 @@ def build_report(study: optuna.Study, top: int = 10, select_rule: str = "best") 
                          study.user_attrs.get(records.VALIDATION_ROWS)),
         family=fam.name,
         balance=_balance(study),
-        test=stored_result(study),
+        test=stored_result(study, names),
         protocol=_protocol(study),
     )
 

@@ -15,7 +15,8 @@ from dropsweep.confirm import run_confirm
 from dropsweep.config import build_sweep
 from dropsweep.data import Dataset, check_folds, hold_back_test, load_dataset
 from dropsweep.errors import SweepError
-from dropsweep.protocols import folds_of, holdout_split, make_folds, split_ratio
+from dropsweep.data import stratified_split
+from dropsweep.protocols import folds_of, make_folds, split_ratio
 from dropsweep.runner import run_search
 from dropsweep.stats import corrected_se
 from dropsweep.sweepfile import parse_sweep_text
@@ -44,12 +45,12 @@ class Sealed(Dataset):
 
 
 def test_a_holdout_split_is_one_stratified_seeded_split(dataset):
-    train, val = holdout_split(dataset.y, 0.25, seed=3)
+    train, val = stratified_split(dataset.y, 0.25, seed=3)
     assert len(set(train) | set(val)) == len(dataset.y) and not set(train) & set(val)
     assert len(val) == 20 and np.bincount(dataset.y[val]).tolist() == [10, 10]
-    again = holdout_split(dataset.y, 0.25, seed=3)
+    again = stratified_split(dataset.y, 0.25, seed=3)
     assert np.array_equal(train, again[0]) and np.array_equal(val, again[1])
-    assert not np.array_equal(val, holdout_split(dataset.y, 0.25, seed=4)[1])
+    assert not np.array_equal(val, stratified_split(dataset.y, 0.25, seed=4)[1])
     folds = folds_of(dataset, sweep_of(), seed=3)
     assert folds.k == 1 and (int(folds.n_train[0]), int(folds.n_test[0])) == (60, 20)
     # standardised with the training rows' statistics only, as each fold is

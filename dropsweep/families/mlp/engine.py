@@ -30,7 +30,7 @@ from dropsweep.config import Sweep
 from dropsweep.data import Dataset, scale_rows
 from dropsweep.errors import DropsweepError
 from dropsweep.families.mlp import dropout_rates, kernel
-from dropsweep.protocols import Folds
+from dropsweep.protocols import Folds, one_split
 from dropsweep.train import CheckpointHook, TrialResult, epoch_order, run_epochs
 from dropsweep.families.mlp.network import (
     BatchedMLP,
@@ -302,10 +302,7 @@ def train_on_all(sweep: Sweep, dataset: Dataset, config: Mapping[str, Any], seed
     """The configuration trained on every row (standardised on all of them): an
     ``nn.Sequential`` state dict (Linear, ReLU, ..., Linear), the scaling and the classes."""
     x, _ = scale_rows(dataset.X, dataset.X, dataset.scale, dataset.pixel_max)
-    rows = torch.from_numpy(x).to(device)[None]
-    labels = torch.from_numpy(dataset.y.astype(np.int64)).to(device)[None]
-    n = torch.tensor([x.shape[0]], device=device)
-    folds = Folds(rows, labels, n, rows, labels, n, dataset.n_classes)
+    folds = one_split(x, dataset.y, x, dataset.y, dataset.n_classes, device)
     settings = replace(TrainSettings.of(sweep), eval_every=sweep.train.epochs)  # no checkpoints
     result = train_trials([config], folds, settings, seed)[0]
     if result.model is None:
