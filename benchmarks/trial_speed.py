@@ -80,6 +80,16 @@ def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
     return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
 
 
+def print_ratios(rows: list[tuple[str, float]], bound: float, unit: str = "s/trial",
+                 width: int = 40, digits: int = 1) -> None:
+    """Each path's seconds, against the first row (the plain loop) and the FLOP bound."""
+    plain = rows[0][1]
+    print(f"\n{'path':{width}} {unit:>8} {'vs plain':>9} {'vs FLOP bound':>14}")
+    for name, seconds in rows:
+        print(f"{name:{width}} {seconds:8.3f} {plain / seconds:8.{digits}f}x "
+              f"{seconds / bound:13.1f}x")
+
+
 def trial_flops(rows_per_fold: float, folds: int, epochs: int, sizes: list[int]) -> float:
     """Forward, weight gradients and input gradients (none for the first layer)."""
     macs = [a * b for a, b in zip(sizes[:-1], sizes[1:])]
@@ -130,10 +140,7 @@ def main() -> None:
     gflops = matmul_gflops()
     flops = trial_flops(float(folds.n_train.float().mean()), 10, epochs, [60, 60, 30, 1])
     bound = flops / (gflops * 1e9)
-    plain = rows[0][1]
-    print(f"\n{'path':40} {'s/trial':>8} {'vs plain':>9} {'vs FLOP bound':>14}")
-    for name, seconds in rows:
-        print(f"{name:40} {seconds:8.3f} {plain / seconds:8.1f}x {seconds / bound:13.1f}x")
+    print_ratios(rows, bound)
     print(f"\nFLOP bound: {flops / 1e9:.2f} GFLOP per trial at {gflops:.0f} GFLOP/s "
           f"(2048x2048 fp32 matmul here) = {bound:.3f} s/trial")
 

@@ -199,10 +199,17 @@ def main() -> None:
               help="Torch threads per worker (default: the cores shared among the workers).")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               metavar="N", help="Worker processes on this study (more can join from anywhere).")
+@click.option("--checkpoint-every", type=click.FloatRange(min=0), metavar="SECONDS",
+              help="Checkpoint a batch in training this often; a killed or stopped batch "
+                   "goes on from its last checkpoint (default: 300; 0: never).")
+@click.option("--checkpoints", "checkpoint_dir", type=click.Path(file_okay=False),
+              metavar="DIR", help="Where checkpoints go (default: the one the study recorded, "
+                                  "else results/checkpoints; share it among machines).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar, only the summary.")
 def search(sweep: str, overrides: tuple[str, ...], storage: str, study_name: str | None,
            trials: int | None, device: str, batch: int | None, threads: int | None,
-           workers: int, quiet: bool) -> None:
+           workers: int, checkpoint_every: float | None, checkpoint_dir: str | None,
+           quiet: bool) -> None:
     """Run the sweep's study, or resume it: finished trials are never redone.
 
     SWEEP is a sweep file, or the name of an example that ships with dropsweep (sonar,
@@ -224,6 +231,7 @@ def search(sweep: str, overrides: tuple[str, ...], storage: str, study_name: str
     from dropsweep.progress import SearchProgress, render_search_summary
     import torch
 
+    from dropsweep.checkpoints import DEFAULT_EVERY
     from dropsweep.runner import (AUTO_BATCH, SearchEvents, StopFlag, batch_that_fits,
                                   open_search, run_search, stop_on_signals, watcher)
     from dropsweep.devices import resolve_device
@@ -235,7 +243,7 @@ def search(sweep: str, overrides: tuple[str, ...], storage: str, study_name: str
     out, err = _consoles(quiet)
     progress = SearchProgress(err)
     events = SearchEvents(on_start=progress.start, on_trial=progress.trial_done,
-                          on_notice=progress.notice)
+                          on_notice=progress.notice, on_epochs=progress.epochs)
     status = 0
     kernel_notice = _kernel_notice(device)
     try:
@@ -245,7 +253,10 @@ def search(sweep: str, overrides: tuple[str, ...], storage: str, study_name: str
             if workers == 1:
                 summary = run_search(config, dataset, storage_url=storage,
                                      study_name=study_name, trials=trials, device=device,
-                                     batch=batch or AUTO_BATCH, stop=stop, events=events)
+                                     batch=batch or AUTO_BATCH, stop=stop, events=events,
+                                     checkpoint_dir=checkpoint_dir, checkpoint_every=(
+                                         DEFAULT_EVERY if checkpoint_every is None
+                                         else checkpoint_every))
             else:
                 from dropsweep.workers import WorkerArgs, exit_status, run_workers
 
@@ -258,7 +269,8 @@ def search(sweep: str, overrides: tuple[str, ...], storage: str, study_name: str
                     progress.notice(f"each worker trains {fits} trials at a time, not {wanted}: "
                                     "more would not fit in memory")
                 args = WorkerArgs(sweep, overrides, storage, summary.study_name, trials, device,
-                                  fits if fits < wanted else batch, torch.get_num_threads())
+                                  fits if fits < wanted else batch, torch.get_num_threads(),
+                                  checkpoint_dir, checkpoint_every)
                 codes = run_workers(args, workers, stop, watcher(study, summary, events))
                 summary.stopped_by = stop.signal
                 status = exit_status(codes, summary)

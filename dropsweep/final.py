@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import warnings
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Callable, Container
+from typing import Callable, Container
 
 import numpy as np
 import optuna
@@ -30,7 +30,7 @@ from optuna.trial import FrozenTrial, TrialState, create_trial
 from dropsweep import records
 from dropsweep.liveness import now_utc
 from dropsweep.config import Sweep
-from dropsweep.data import Dataset, scale_rows
+from dropsweep.data import Dataset
 from dropsweep.errors import DropsweepError, StorageError
 from dropsweep.rows import best_first, trial_row
 from dropsweep.select import select
@@ -38,9 +38,6 @@ from dropsweep.space import Config, config_values, fixed_distributions, space_of
 from dropsweep.stats import Comparison, Interval, compare, interval
 from dropsweep.storage import describe_failure
 from dropsweep.study import stored_sweep
-
-if TYPE_CHECKING:  # the report reads a test study without importing torch
-    from dropsweep.protocols import Folds
 
 DEFAULT_REPEATS = 3
 
@@ -170,7 +167,10 @@ def run_test(study: optuna.Study, dataset: Dataset, *, rule: str = "best",
                                              "source_trial": chosen.number, "rule": chosen.rule})
     from dropsweep.devices import resolve_device
 
-    folds = _train_and_test(dataset, str(resolve_device(device)))
+    from dropsweep.protocols import one_split  # torch: only when something trains
+
+    # every row the search saw trains; the test rows score
+    folds = one_split(dataset, resolve_device(device), score_on_test=True)
     space = space_of(sweep)
     for r in range(repeats):
         if stop is not None and stop():
@@ -197,16 +197,6 @@ def _final(sweep: Sweep) -> Sweep:
     """The sweep's training, evaluated once at the end only: nothing looks at the test rows
     during training."""
     return replace(sweep, train=replace(sweep.train, eval_every=sweep.train.epochs))
-
-
-def _train_and_test(dataset: Dataset, device: str) -> Folds:
-    """Every row the search saw to train on (scaled by their statistics), the test rows to
-    score: one split."""
-    from dropsweep.protocols import one_split  # torch: only when something trains
-
-    x_tr, x_te = scale_rows(dataset.X, dataset.X_test, dataset.scale, dataset.pixel_max)
-    return one_split(x_tr, dataset.y, x_te, np.asarray(dataset.y_test), dataset.n_classes,
-                     device)
 
 
 def _create(study: optuna.Study, chosen: Chosen, sweep: Sweep) -> optuna.Study:

@@ -19,11 +19,12 @@ from dropsweep.errors import DropsweepError
 
 # What is held per model while a batch trains (model.TrainState, trainer.train_trials): the
 # weights, their gradients and velocities, the initial copy, and the trained copy a result
-# keeps: five floats per parameter. Per row it evaluates or gathers (the torch engine's
-# epoch gather, the evaluation over the training rows): its inputs, and two activations of
-# the widest layer at a time (one layer's input and output). All float32.
+# keeps: five floats per parameter. The rows are on the device once, whatever the batch
+# (protocols.Folds); per model, what one evaluation step gathers (at most GATHER_ROWS rows):
+# their inputs, and two activations of the widest layer at a time. All float32.
 FLOATS_PER_PARAMETER = 5
 BYTES_PER_FLOAT = 4
+GATHER_ROWS = 1024  # rows per model one evaluation step gathers (Sonar's folds: all at once)
 USABLE_SHARE = 0.8  # of the memory available now: the rest is the process, torch, the OS
 
 
@@ -47,9 +48,10 @@ def trial_need(sizes: Sequence[int], folds: int, max_rows: int,
     most ``max_rows`` rows per fold."""
     params = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
     per_model = BYTES_PER_FLOAT * folds
+    rows = min(max_rows, GATHER_ROWS)
     return Need(parameters=per_model * params * FLOATS_PER_PARAMETER,
-                activations=per_model * max_rows * 2 * max(sizes[1:]),
-                inputs=per_model * max_rows * sizes[0], network_key=network_key)
+                activations=per_model * rows * 2 * max(sizes[1:]),
+                inputs=per_model * rows * sizes[0], network_key=network_key)
 
 
 def available(device: torch.device) -> int | None:

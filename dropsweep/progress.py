@@ -1,13 +1,16 @@
 """What ``dropsweep search`` shows while it runs and when it stops (formatting only).
 
 A rich progress bar (trials done / target, elapsed, ETA, current best) on stderr when it is
-a terminal; otherwise one plain line per trial, so logs stay readable and free of colour codes.
+a terminal, with a second bar for the batch in training (epochs, moving within an epoch:
+a Fashion-MNIST epoch is minutes); otherwise one plain line per trial, and a line on the
+batch at most once a minute, so logs stay readable and free of colour codes.
 """
 
 from __future__ import annotations
 
 import shlex
 import signal
+import time
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
@@ -33,10 +36,14 @@ def _percent(value: float | None) -> str:
 class SearchProgress:
     """Receives the runner's events and draws them."""
 
+    LOG_EVERY = 60.0  # seconds between plain lines on the batch in training
+
     def __init__(self, console: Console) -> None:
         self.console = console
         self.bar: Progress | None = None
         self.task: Any = None
+        self.batch_task: Any = None
+        self.logged = time.monotonic()
 
     def __enter__(self) -> SearchProgress:
         return self
@@ -57,13 +64,27 @@ class SearchProgress:
             f"{summary.target} trials finished, {remaining} to run")
         if remaining and self.console.is_terminal:
             self.bar = Progress(
-                TextColumn("[bold]trials"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                 TextColumn("elapsed"), TimeElapsedColumn(), TextColumn("eta"),
                 TimeRemainingColumn(), TextColumn("{task.fields[best]}"),
                 console=self.console, transient=False)
             self.bar.start()
-            self.task = self.bar.add_task("search", total=summary.target,
+            self.task = self.bar.add_task("trials", total=summary.target,
                                           completed=summary.finished, best=self._best(summary))
+
+    def epochs(self, done: float, total: int, trials: int) -> None:
+        """The batch in training has trained ``done`` of its ``total`` epochs."""
+        what = f"{trials} trial{'s' if trials != 1 else ''}: epoch {min(int(done) + 1, total)}"
+        if self.bar is not None:
+            if self.batch_task is None:
+                self.batch_task = self.bar.add_task("epochs", total=total, best=what)
+            self.bar.update(self.batch_task, completed=done, total=total, best=what)
+            return
+        now = time.monotonic()
+        if now - self.logged >= self.LOG_EVERY:
+            self.logged = now
+            self.console.print(f"batch of {what.replace(': epoch', ' at epoch')} "
+                               f"({done:.2f} of {total} done)", markup=False)
 
     def notice(self, text: str) -> None:
         """A line the user should read, above the bar (or in the log)."""

@@ -66,6 +66,13 @@ BALANCE = "balance"
 # standard error, for --select 1se)
 VALIDATION_ROWS = "validation_rows"
 STUDY_SCHEMA = "dropsweep_schema"  # int, how the study's sweep and trials are written
+# str, on a study: the directory its batches' checkpoints go to (every worker uses the same)
+CHECKPOINTS = "checkpoints"
+# int, on a trial: its batch, by the number of the batch's first trial (its checkpoint file)
+BATCH = "batch"
+# dict {"trial", "epoch", "claim"}, on a trial that went on from a checkpoint: the trial it
+# continues, the epoch it went on from, and the claim on the checkpoint file it took
+RESUMED = "resumed"
 
 # 1: before model families (no STUDY_SCHEMA attribute; model has no ``family``)
 # 2: model.family; a trial's config holds every dimension of its family

@@ -42,7 +42,8 @@ __all__ = [
 
 FORMATS = ("table", "json", "csv", "markdown")
 
-# The fixed CSV columns, in order; then one column per param, then fold_1..fold_k.
+# The fixed CSV columns, in order; then one column per param, then fold_1..fold_k (a hold-out
+# study: validation_accuracy).
 CSV_COLUMNS = (
     "number",
     "state",
@@ -535,7 +536,8 @@ def report_to_csv(report: StudyReport) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     n_folds = report.n_folds  # a property over every trial: once, not once per row
-    folds = [f"fold_{i}" for i in range(1, n_folds + 1)]
+    folds = (["validation_accuracy"] if report.protocol == "holdout" and n_folds == 1
+             else [f"fold_{i}" for i in range(1, n_folds + 1)])
     writer.writerow([*CSV_COLUMNS, *report.param_names, *folds])
     for row in report.trials:
         fixed = [getattr(row, column) for column in CSV_COLUMNS]
@@ -650,7 +652,9 @@ def verdict_text(confirmation: Any) -> str:
     else:  # the difference is not dropout at all: name what the baseline is
         ref = f"the baseline ({fam.describe_against(base.config, best.config)})"
         of_ref = "for the baseline"
-    how = (f"{best.accuracy.mean * 100:.2f}% vs {base.accuracy.mean * 100:.2f}% {of_ref}, "
+    scored = " validation accuracy" if getattr(confirmation, "holdout", False) else ""
+    how = (f"{best.accuracy.mean * 100:.2f}% vs {base.accuracy.mean * 100:.2f}%{scored} "
+           f"{of_ref}, "
            f"{cmp.diff.mean * 100:+.2f} points (95% CI "
            f"{cmp.diff.low * 100:+.2f} to {cmp.diff.high * 100:+.2f}), p = {_p(cmp.p)}")
     test = (f"{_protocol(confirmation, new=False)}, Nadeau-Bengio "
@@ -667,6 +671,7 @@ def verdict_text(confirmation: Any) -> str:
 def _confirmed_section(confirmation: Any) -> _Section:
     fam = family(confirmation.family)
     settings = [d for d in fam.dimensions if d.in_baseline]  # what else a baseline sets
+    holdout = getattr(confirmation, "holdout", False)
     rows = []
     for r in confirmation.rows:
         cmp = r.vs_baseline
@@ -681,8 +686,10 @@ def _confirmed_section(confirmation: Any) -> _Section:
             _p(cmp.p) if cmp else ""))
     return _Section(
         f"Confirmed ({confirmation.study_name}: {_protocol(confirmation, repeated=True)})",
-        ("trial", "role", "dropout", *(d.label for d in settings), "repeats",
-         "accuracy", "95% CI", "Δ vs baseline", "95% CI (pp)", "p"),
+        ("trial", "role", "dropout", *(d.label for d in settings),
+         "splits" if holdout else "repeats",
+         "validation acc." if holdout else "accuracy", "95% CI", "Δ vs baseline",
+         "95% CI (pp)", "p"),
         rows, frozenset({0, *range(3, 3 + len(settings) + 6)}),
         note=verdict_text(confirmation))
 
@@ -756,7 +763,9 @@ def _per_placement_section(confirmation: Any) -> _Section:
     rows = [(_row_words(fam, p.ahead), _row_words(fam, p.behind),
              f"{p.comparison.diff.mean * 100:+.2f}", _interval_points(p.comparison.diff),
              _p(p.comparison.p), _p(p.p_adjusted)) for p in pv.pairs]
-    return _Section("Per-placement comparison (every pair, fold by fold on shared repeats)",
+    paired = ("split by split on shared validation splits"
+              if getattr(confirmation, "holdout", False) else "fold by fold on shared repeats")
+    return _Section(f"Per-placement comparison (every pair, {paired})",
                     ("ahead", "behind", "Δ (pp)", "95% CI (pp)", "p", "Holm p"), rows,
                     frozenset({2, 3, 4, 5}), note=placement_verdict_text(confirmation))
 

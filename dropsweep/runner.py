@@ -8,17 +8,19 @@ remembers the sweep it was made with: resuming with another experiment is refuse
 
 from __future__ import annotations
 
+import datetime
 import signal
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import optuna
 import torch
 from optuna.trial import FrozenTrial, TrialState
 
-from dropsweep import balance, liveness, memory, records
+from dropsweep import balance, checkpoints, liveness, memory, records
 from dropsweep.asking import ask_next
 from dropsweep.config import Sweep
 from dropsweep.data import Dataset
@@ -99,6 +101,8 @@ class SearchEvents:
     on_start: Callable[[SearchSummary], None] | None = None
     on_trial: Callable[[SearchSummary, FrozenTrial], None] | None = None
     on_notice: Callable[[str], None] | None = None  # one line the user should read
+    # the training batch's progress: (epochs done, a float, of epochs; trials in the batch)
+    on_epochs: Callable[[float, int, int], None] | None = None
 
     def notice(self, text: str) -> None:
         if self.on_notice:
@@ -190,12 +194,19 @@ def run_search(
     batch: int = 1,
     events: SearchEvents | None = None,
     stop: StopFlag | None = None,
+    checkpoint_dir: str | Path | None = None,
+    checkpoint_every: float = checkpoints.DEFAULT_EVERY,
 ) -> SearchSummary:
     """Run the study up to its target number of finished trials; resume if it exists.
 
     Up to ``batch`` trials are asked at once (TPE's constant liar keeps them apart) and
     trained together as one batched model, each pruned on its own. Other workers (processes
     or machines) may run the same study at the same time.
+
+    A batch is checkpointed every ``checkpoint_every`` seconds of training (0: never) into
+    the study's checkpoint directory (``checkpoint_dir``, else the one the study recorded
+    when it was first written to, else :func:`default_checkpoints`); batches whose trials
+    were killed or stopped go on from their last checkpoint.
     """
     events = events or SearchEvents()
     stop = stop or StopFlag()
@@ -206,15 +217,50 @@ def run_search(
                                  trials=trials)
     if folds.k == 1 and records.VALIDATION_ROWS not in study.user_attrs:
         study.set_user_attr(records.VALIDATION_ROWS, int(folds.n_test[0]))
+    saves = checkpoint_root(study, storage_url, checkpoint_dir)
     if events.on_start:
         events.on_start(summary)
     if fits < batch:
         events.notice(f"training {fits} trials at a time, not {batch}: more would not fit "
                       "in memory")
-    _Search(study, summary, sweep, folds, fits, events, stop).run()
+    _Search(study, summary, sweep, folds, fits, events, stop, saves, checkpoint_every).run()
     summary.stopped_by = stop.signal
     _summarize(study, summary)
     return summary
+
+
+def default_checkpoints(storage_url: str) -> Path:
+    """Beside an SQLite file (``results/checkpoints``); for a server, ``results/checkpoints``
+    here: workers on other machines need a shared directory (``--checkpoints``)."""
+    from dropsweep.storage import sqlite_path
+
+    path = sqlite_path(storage_url)
+    return (path.parent if path is not None else Path("results")).resolve() / "checkpoints"
+
+
+def checkpoint_root(study: optuna.Study, storage_url: str, given: str | Path | None) -> Path:
+    """The study's checkpoint directory: ``given``, else the one it recorded, else the
+    default. It is recorded when a checkpoint is first written there
+    (:func:`record_checkpoints`): a study whose batches are short records nothing."""
+    recorded = study.user_attrs.get(records.CHECKPOINTS)
+    if given is not None:
+        return Path(given).resolve()
+    return Path(recorded) if recorded else default_checkpoints(storage_url)
+
+
+def record_checkpoints(study: optuna.Study, root: Path) -> None:
+    """Record ``root`` with the study, where every worker that resumes will look."""
+    if study.user_attrs.get(records.CHECKPOINTS) != str(root):
+        study.set_user_attr(records.CHECKPOINTS, str(root))
+
+
+@dataclass
+class _Resumed:
+    """A batch claimed from a checkpoint: its file (renamed to the claim) and state."""
+
+    claim: checkpoints.Found
+    state: dict[str, Any]
+    seed: int
 
 
 class _Search:
@@ -227,9 +273,14 @@ class _Search:
     the C kernel and torch release the GIL while they compute."""
 
     def __init__(self, study: optuna.Study, summary: SearchSummary, sweep: Sweep,
-                 folds: Folds, batch: int, events: SearchEvents, stop: StopFlag) -> None:
+                 folds: Folds, batch: int, events: SearchEvents, stop: StopFlag,
+                 saves: Path | None = None,
+                 every: float = checkpoints.DEFAULT_EVERY) -> None:
         self.study, self.summary, self.sweep, self.folds = study, summary, sweep, folds
         self.batch, self.events, self.stop = batch, events, stop
+        # the study's checkpoint files (None: no checkpoints), under the recorded root
+        self.root, self.every = saves, every
+        self.saves = None if saves is None else checkpoints.study_dir(saves, study.study_name)
         self.warmup = pruning_warmup(sweep.train.epochs, sweep.train.eval_every)
         self.space, self.planned = space_of(sweep), planned_configs(sweep)
         self.seconds = heartbeat_seconds()
@@ -275,6 +326,13 @@ class _Search:
             return False
         # in flight: running, or queued by a planner (ours, another worker's, or a dead one's)
         running = sum(t.state in (TrialState.RUNNING, TrialState.WAITING) for t in trials)
+        if self.saves is not None and self.ahead is None:
+            taken = self._resume(trials)
+            if taken is not None:
+                asked, resumed = taken
+                summary.states["RUNNING"] = summary.states.get("RUNNING", 0) + len(asked)
+                self._train(asked, resumed=resumed)
+                return True
         try:
             if self.ahead is not None:  # asked while the last batch trained: in `running`
                 ahead, self.ahead = self.ahead, None
@@ -344,15 +402,99 @@ class _Search:
                 asked.append(pair)
             if asked:  # the batch's random stream: weights, masks, row order (what
                 # drop_surplus keeps is a first part of `asked`: it drops the highest numbers)
-                seed = trial_seed(self.sweep.search.seed, asked[0][0].number)
+                first = asked[0][0].number
+                seed = trial_seed(self.sweep.search.seed, first)
                 for trial, _ in asked:
-                    trial.set_user_attr(records.SEED, seed)
+                    trialio.set_user_attrs(trial, {records.SEED: seed, records.BATCH: first})
         kept = liveness.drop_surplus(self.study, asked, target)
         kept = balance.keep_shares(self.study, kept, target)  # balanced: shares settled alike
         for trial, _ in asked:
             if all(trial is not k for k, _ in kept):
                 self.held.discard(trial)  # abandoned: surplus
         return kept
+
+    def _resume(self, trials: list[FrozenTrial]
+                ) -> tuple[list[tuple[optuna.Trial, Config]], _Resumed] | None:
+        """A batch whose trials were killed or stopped, claimed from its last checkpoint,
+        with new trials that go on from it; None when there is none. A file whose batch was
+        recorded after all is deleted."""
+        assert self.saves is not None
+        by_batch: dict[int, list[FrozenTrial]] = {}
+        by_claim: dict[str, list[FrozenTrial]] = {}
+        for t in trials:
+            if records.BATCH in t.user_attrs:
+                by_batch.setdefault(int(t.user_attrs[records.BATCH]), []).append(t)
+            went_on = t.user_attrs.get(records.RESUMED)
+            if isinstance(went_on, dict) and went_on.get("claim"):
+                by_claim.setdefault(str(went_on["claim"]), []).append(t)
+        grace = GRACE_BEATS * self.seconds
+        for item in checkpoints.found(self.saves):
+            members = by_claim.get(item.token, []) if item.token else by_batch.get(item.batch, [])
+            if any(counts_toward_target(t) for t in members):
+                checkpoints.remove(item.path)  # recorded after all: nothing to go on from
+                continue
+            if any(not t.state.is_finished() for t in members):
+                continue  # still training somewhere
+            if not members and (item.token is None or checkpoints.age(item) < grace):
+                continue  # a claimant that may still be making its trials
+            mine = checkpoints.claim(item)
+            if mine is None:
+                continue  # another worker took it a moment ago
+            try:
+                payload = checkpoints.read(mine.path)
+                asked = self._go_on(payload, {t.number: t for t in trials}, mine)
+            except Exception as exc:  # noqa: BLE001 - an unusable file must not stop a search
+                if isinstance(exc, StorageFailure):
+                    raise
+                self.events.notice(f"checkpoint {mine.path} cannot be used ({exc}); its "
+                                   "configurations are asked again")
+                checkpoints.remove(mine.path)
+                continue
+            return asked, _Resumed(mine, payload, int(payload["seed"]))
+        return None
+
+    def _go_on(self, payload: dict[str, Any], old: dict[int, FrozenTrial],
+               claim: checkpoints.Found) -> list[tuple[optuna.Trial, Config]]:
+        """New RUNNING trials for a checkpointed batch, in its order: each with its
+        predecessor's parameters, role and configuration, the learning curve up to the
+        checkpoint (the pruner sees the whole curve), and where it went on from."""
+        asked: list[tuple[optuna.Trial, Config]] = []
+        try:
+            self._make_trials(payload, old, claim, asked)
+        except BaseException:
+            for trial, _ in asked:  # none may stay RUNNING with no one training it
+                self.held.discard(trial)
+                liveness.abandon(self.study, trial)
+            raise
+        return asked
+
+    def _make_trials(self, payload: dict[str, Any], old: dict[int, FrozenTrial],
+                     claim: checkpoints.Found, asked: list[tuple[optuna.Trial, Config]]
+                     ) -> None:
+        study = self.study
+        storage = study._storage  # noqa: SLF001 - a RUNNING trial from a template
+        epoch = int(payload["state"]["epoch"])
+        for number, values, result in zip(payload["trials"], payload["configs"],
+                                           payload["state"]["results"]):
+            before = old[number]
+            attrs = {k: v for k, v in before.user_attrs.items()
+                     if k in (records.ROLE, records.CONFIG, records.SEED)}
+            attrs[records.RESUMED] = {"trial": number, "epoch": epoch, "claim": claim.token}
+            template = FrozenTrial(
+                number=-1, state=TrialState.RUNNING, value=None,
+                datetime_start=datetime.datetime.now(), datetime_complete=None,
+                params=before.params, distributions=before.distributions, user_attrs=attrs,
+                system_attrs={}, intermediate_values={int(e): float(v)
+                                                      for e, v in result["curve"]},
+                trial_id=-1)
+            trial_id = storage.create_new_trial(study._study_id, template_trial=template)  # noqa: SLF001
+            trial = optuna.Trial(study, trial_id)
+            self.held.add([trial])
+            asked.append((trial, Config(values)))
+        first = asked[0][0].number
+        for trial, _ in asked:
+            trialio.set_user_attrs(trial, {records.BATCH: first})
+        liveness.beat(study, [t for t, _ in asked])
 
     def _finish_ahead(self) -> None:
         """Wait for a batch being asked ahead (it stops asking at a stop); its trials stay
@@ -362,13 +504,24 @@ class _Search:
             ahead.wait()
 
     def _train(self, asked: list[tuple[optuna.Trial, Config]],
-               ask_ahead: Callable[[], None] | None = None) -> None:
+               ask_ahead: Callable[[], None] | None = None,
+               resumed: _Resumed | None = None) -> None:
         """Train the batch and record its results; ``ask_ahead`` is called once training
         runs (not while it sets up: torch's small parallel operations slow down many times
-        over when another thread competes for the cores)."""
+        over when another thread competes for the cores). ``resumed``: the batch goes on
+        from that checkpoint."""
         study, summary, sweep = self.study, self.summary, self.sweep
         trials = [trial for trial, _ in asked]
-        seed = trial_seed(sweep.search.seed, trials[0].number)  # as _ask_batch stored it
+        # as _ask_batch stored it (a resumed batch: the stream it continues)
+        seed = resumed.seed if resumed else trial_seed(sweep.search.seed, trials[0].number)
+        saver = None
+        if self.saves is not None:
+            saver = checkpoints.Saver(
+                self.saves / f"{trials[0].number}{checkpoints.SUFFIX}",
+                {"study": study.study_name, "trials": [t.number for t in trials],
+                 "configs": [dict(config) for _, config in asked], "seed": seed},
+                self.every, resumed=resumed.claim.path if resumed else None,
+                first=lambda: record_checkpoints(study, self.root))
         # Asking the pruner costs two storage reads a trial; skip it where its answer is
         # known to be no (no pruner, too few complete trials, still warming up). The
         # baseline is never pruned: every comparison the report makes is against it.
@@ -404,12 +557,29 @@ class _Search:
                 start()
             return self.stop()
 
+        def on_progress(epochs: float) -> None:
+            if self.events.on_epochs:
+                self.events.on_epochs(epochs, sweep.train.epochs, len(asked))
+
         # The pruner compares with the complete trials of one read (renewed once a
         # heartbeat period), not of a read for every trial at every checkpoint.
+        configs = [config for _, config in asked]
         with trialio.holding(study, max_age=self.seconds):
-            results = sweep.family.train([config for _, config in asked], self.folds, sweep,
-                                         seed, on_checkpoint=on_checkpoint,
-                                         should_stop=should_stop)
+            try:
+                results = sweep.family.train(
+                    configs, self.folds, sweep, seed, on_checkpoint=on_checkpoint,
+                    should_stop=should_stop, on_progress=on_progress, save=saver,
+                    resume=resumed.state["state"] if resumed else None)
+            except ValueError as exc:
+                if resumed is None:
+                    raise
+                # made by another engine (no C compiler here, another device): from epoch 0
+                self.events.notice(f"batch {resumed.claim.batch}'s checkpoint cannot be "
+                                   f"used here ({exc}): its configurations train from the "
+                                   "start")
+                results = sweep.family.train(
+                    configs, self.folds, sweep, seed, on_checkpoint=on_checkpoint,
+                    should_stop=should_stop, on_progress=on_progress, save=saver)
         # each trial beats until its result is recorded: a worker slowed by a locked
         # storage must not see its finished trials failed as stale by another
         for i, frozen in record_batch(study, trials, results, lost):
@@ -421,6 +591,8 @@ class _Search:
                 summary.ran += 1
             if self.events.on_trial:
                 self.events.on_trial(summary, frozen)
+        if saver is not None and not any(r.interrupted for r in results):
+            saver.done()  # recorded: a stopped batch keeps its checkpoint to go on from
         if lost:
             numbers = ", ".join(f"#{trials[i].number}" for i in sorted(lost))
             self.events.notice(_taken_notice(

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -37,6 +37,18 @@ class TrialResult:
     # the family's engine hands out (the MLP's is a BatchedMLP).
     model: Any = field(default=None, repr=False, compare=False)
 
+    def state(self) -> dict[str, Any]:
+        """The result so far, in numbers (a checkpoint keeps it; not the model)."""
+        return {"fold_accuracies": list(self.fold_accuracies), "epochs": self.epochs,
+                "wall_time": self.wall_time, "failure": self.failure, "pruned": self.pruned,
+                "curve": [list(point) for point in self.curve]}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> TrialResult:
+        return cls(fold_accuracies=list(state["fold_accuracies"]), epochs=state["epochs"],
+                   wall_time=state["wall_time"], failure=state["failure"],
+                   pruned=state["pruned"], curve=[(int(e), float(a)) for e, a in state["curve"]])
+
     @property
     def accuracy_mean(self) -> float:
         return float(np.mean(self.fold_accuracies))
@@ -51,14 +63,37 @@ class TrialResult:
 CheckpointHook = Callable[[int, list[float | None]], Sequence[int]]
 
 
+# on_progress(epochs) -> None: the batch's progress in epochs (3.25: a quarter into the 4th)
+ProgressHook = Callable[[float], None]
+
+# The work (multiply-adds over the batch's models) an engine does between two looks at the
+# stop flag and the progress display: a fraction of a second on a CPU, so Ctrl-C stops a
+# long epoch within about a second (benchmarks/large_rows.py measures it).
+SLICE_MACS = 1e9
+
+
+def batches_per_slice(macs_per_batch: float) -> int:
+    """How many minibatches make one slice of ``SLICE_MACS``; a small network's whole
+    epoch is one slice (no extra calls)."""
+    return max(1, int(SLICE_MACS // max(macs_per_batch, 1.0)))
+
+
 class Engine(Protocol):
     """A batch of models of one family, trained together."""
 
     trial_of: torch.Tensor  # [models]: the trial each model still training belongs to
     fold_of: torch.Tensor  # [models]: its split
+    n_batches: int  # minibatches in an epoch (of the longest split)
+    slice_batches: int  # minibatches trained between two looks at the stop flag
 
-    def epoch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Train one epoch; per model, whether a parameter became non-finite, and NaN."""
+    def start_epoch(self) -> None:
+        """Draw the epoch's minibatch order."""
+
+    def train_batches(self, first: int, end: int) -> None:
+        """Train minibatches [first, end) of the epoch."""
+
+    def end_epoch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per model, whether a parameter became non-finite this epoch, and NaN."""
 
     def evaluate(self, held_out: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """Accuracy and mean loss per model on its held-out (or training) rows."""
@@ -68,6 +103,22 @@ class Engine(Protocol):
 
     def trained(self, models: torch.Tensor) -> Any:
         """The trained weights of these models, for a result (and ``export``)."""
+
+    def state(self) -> dict[str, Any]:
+        """Everything the rest of training depends on, as CPU tensors and numbers."""
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        """Continue from :meth:`state`: training goes on exactly as if never stopped."""
+
+
+class Checkpointer(Protocol):
+    """Where a batch's state goes every few minutes (:mod:`dropsweep.checkpoints`)."""
+
+    def due(self) -> bool:
+        """Whether it is time for another checkpoint."""
+
+    def __call__(self, state: dict[str, Any]) -> None:
+        """Keep ``state`` (atomically: the last complete checkpoint survives a kill)."""
 
 
 def epoch_order(generator: torch.Generator, n_train: torch.Tensor, max_train: int) -> torch.Tensor:
@@ -88,15 +139,28 @@ def epoch_order(generator: torch.Generator, n_train: torch.Tensor, max_train: in
 
 def run_epochs(engine: Engine, n_trials: int, epochs: int, eval_every: int,
                on_checkpoint: CheckpointHook | None = None,
-               should_stop: Callable[[], bool] | None = None) -> list[TrialResult]:
+               should_stop: Callable[[], bool] | None = None,
+               on_progress: ProgressHook | None = None,
+               save: Checkpointer | None = None,
+               resume: Mapping[str, Any] | None = None) -> list[TrialResult]:
     """Train the engine's models epoch by epoch; one result per trial.
 
     Trials stopped by ``on_checkpoint`` or by a diverging loss leave the batch, so they stop
-    costing compute. ``should_stop`` is asked every epoch; when it says yes, the unfinished
-    trials come back marked ``interrupted``.
+    costing compute. ``should_stop`` is asked before every slice of an epoch (a fraction of
+    a second of work); when it says yes, the unfinished trials come back marked
+    ``interrupted``. ``on_progress`` hears the epochs done after every slice.
+
+    ``save`` is offered the whole state at the end of an epoch whenever it is due (the
+    engine's, the epoch, the results so far); ``resume``, such a state, continues from it.
     """
     results = [TrialResult() for _ in range(n_trials)]
     started = time.perf_counter()
+    first_epoch = 1
+    if resume is not None:
+        engine.load_state(resume["engine"])
+        results = [TrialResult.from_state(r) for r in resume["results"]]
+        first_epoch = int(resume["epoch"]) + 1
+        started -= float(resume["elapsed"])  # wall time counts the time before the stop
     device = engine.trial_of.device
 
     def size() -> int:
@@ -111,16 +175,22 @@ def run_epochs(engine: Engine, n_trials: int, epochs: int, eval_every: int,
             results[t].wall_time = now
 
     with torch.no_grad():
-        for epoch in range(1, epochs + 1):
+        for epoch in range(first_epoch, epochs + 1):
             if size() == 0:
                 break
-            if should_stop is not None and should_stop():
-                now = time.perf_counter() - started
-                for t in set(engine.trial_of.tolist()):
-                    results[t].interrupted = True
-                    results[t].wall_time = now
-                return results
-            bad, nan = engine.epoch()
+            engine.start_epoch()
+            for first in range(0, engine.n_batches, engine.slice_batches):
+                if should_stop is not None and should_stop():
+                    now = time.perf_counter() - started
+                    for t in set(engine.trial_of.tolist()):
+                        results[t].interrupted = True
+                        results[t].wall_time = now
+                    return results
+                end = min(first + engine.slice_batches, engine.n_batches)
+                engine.train_batches(first, end)
+                if on_progress is not None:
+                    on_progress(epoch - 1 + end / engine.n_batches)
+            bad, nan = engine.end_epoch()
             diverged = _diverged(engine, bad, nan, epoch, results)
             for t in set(engine.trial_of.tolist()) - diverged:
                 results[t].epochs = epoch
@@ -138,6 +208,9 @@ def run_epochs(engine: Engine, n_trials: int, epochs: int, eval_every: int,
                         for t in pruned:
                             results[t].pruned = True
                         stop(pruned)
+            if save is not None and epoch < epochs and size() and save.due():
+                save({"epoch": epoch, "elapsed": time.perf_counter() - started,
+                      "results": [r.state() for r in results], "engine": engine.state()})
 
         if size():
             _final_scores(engine, results, started)

@@ -40,6 +40,8 @@ class WorkerArgs:
     device: str
     batch: int | None
     threads: int
+    checkpoints: str | None = None
+    checkpoint_every: float | None = None
 
     def command(self) -> list[str]:
         cmd = [sys.executable, "-m", "dropsweep", "search", self.sweep, "--storage",
@@ -51,6 +53,10 @@ class WorkerArgs:
             cmd += ["--trials", str(self.trials)]
         if self.batch is not None:
             cmd += ["--batch", str(self.batch)]
+        if self.checkpoints is not None:
+            cmd += ["--checkpoints", self.checkpoints]
+        if self.checkpoint_every is not None:
+            cmd += ["--checkpoint-every", repr(self.checkpoint_every)]
         return cmd
 
 

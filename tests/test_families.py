@@ -51,7 +51,12 @@ class ToyEngine:
         self.keep_p = per(lambda c: c["keep"] if c["noise"] == "drop" else 1.0)
         self.w = torch.zeros(len(self.trial_of), folds.n_features, folds.n_classes)
 
-    def epoch(self) -> tuple[torch.Tensor, torch.Tensor]:
+    n_batches = slice_batches = 1  # one full-batch step an epoch
+
+    def start_epoch(self) -> None:
+        pass
+
+    def train_batches(self, first: int, end: int) -> None:
         f = self.fold_of
         x, y = self.folds.x_train[f], self.folds.y_train[f]
         x = x + self.sigma[:, None, None] * torch.randn(x.shape, generator=self.generator)
@@ -62,6 +67,8 @@ class ToyEngine:
         target = torch.nn.functional.one_hot(y, self.w.shape[2]).float()
         grad = x.transpose(1, 2) @ ((p - target) * rows[..., None]) / rows.sum(1)[:, None, None]
         self.w -= self.lr[:, None, None] * grad
+
+    def end_epoch(self) -> tuple[torch.Tensor, torch.Tensor]:
         bad = ~torch.isfinite(self.w).flatten(1).all(1)
         return bad, torch.isnan(self.w).flatten(1).any(1)
 
@@ -122,9 +129,11 @@ class Toy(Family):
 
     def train(self, configs: Sequence[Config], folds: Folds, sweep: Any, seed: int, *,
               on_checkpoint: Callable | None = None, should_stop: Callable | None = None,
+              on_progress: Callable | None = None, save: Any = None, resume: Any = None,
               engine: str = "auto") -> list[TrialResult]:
         return run_epochs(ToyEngine(configs, folds, seed), len(configs), sweep.train.epochs,
-                          sweep.train.eval_every, on_checkpoint, should_stop)
+                          sweep.train.eval_every, on_checkpoint, should_stop, on_progress,
+                          save, resume)
 
     def need(self, sweep: Any, n_features: int, n_classes: int, models: int, rows: int
              ) -> Need:

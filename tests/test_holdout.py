@@ -87,6 +87,15 @@ def test_a_holdout_search_and_its_confirmation_never_read_the_test_rows(dataset,
     run_confirm(study, guarded, repeats=2, device="cpu", per_placement=True)
     confirm = optuna.load_study(study_name="small:confirm", storage=storage)
     assert confirm.user_attrs[records.TEST_TRAIN_RATIO] == pytest.approx(20 / 60)
+    from rich.console import Console
+
+    from dropsweep.render import render_confirmation
+
+    console = Console(record=True, width=250, color_system=None)
+    render_confirmation(build_confirmation(confirm, folds=sweep.splits), console)
+    text = console.export_text()
+    assert "Per-placement comparison (every pair, split by split on shared validation " \
+           "splits)" in text and "fold" not in text.lower()  # hold-out: no folds anywhere
     with pytest.raises(AssertionError, match="the test rows were read"):
         guarded.X_test  # noqa: B018 - the guard itself works
 
@@ -110,6 +119,21 @@ def test_a_holdout_confirmation_uses_its_split_ratio(dataset, storage):
         from scipy import stats
 
         assert half == pytest.approx(stats.t.ppf(0.975, 2) * se)
+    # what the user reads speaks of validation splits and validation accuracy, not folds
+    from rich.console import Console
+
+    from dropsweep.render import render_confirmation, report_to_csv
+    from dropsweep.report import build_report
+
+    console = Console(record=True, width=250, color_system=None)
+    render_confirmation(c, console)
+    text = console.export_text()
+    assert "repeated hold-out on new validation splits" in text
+    assert "splits" in text and "validation acc." in text and "fold" not in text.lower()
+    if c.verdict is not None:
+        assert "validation accuracy" in text
+    header = report_to_csv(build_report(study)).splitlines()[0].split(",")
+    assert header[-1] == "validation_accuracy" and not any("fold" in h for h in header)
 
 
 def test_a_validation_split_too_small_for_a_class_is_one_line(dataset):

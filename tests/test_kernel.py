@@ -125,7 +125,7 @@ def test_each_model_draws_masks_where_its_placement_says(monkeypatch):
     advances = []
 
     def recording(*args, **kwargs):
-        counter = args[15]
+        counter = args[14]  # train_epoch(..., key, counter, ...)
         before = counter.clone()
         flags = real(*args, **kwargs)
         advances.append((counter - before).tolist())
@@ -146,6 +146,29 @@ def test_loading_the_kernel_leaves_subnormal_floats_alone():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "True"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or
+                    __import__("platform").machine() not in ("x86_64", "AMD64"),
+                    reason="the flush-to-zero mode is set on x86 only")
+def test_an_epoch_flushes_subnormals_as_tensorflow_does_and_gives_the_mode_back():
+    """Updates so small that they are subnormal become exactly zero inside the kernel (as in
+    TensorFlow's CPU kernels: a velocity decaying there costs a hundred cycles a step), while
+    the calling thread keeps its own mode: subnormals still work after the call."""
+    from dropsweep.train import run_epochs
+
+    X, y = blob_data(24, 3)
+    folds = make_folds(X, y, 2, seed=0)
+    tiny = mlp_config("none", learning_rate=1e-39, momentum=0.0)  # every step subnormal
+    engines = {}
+    for name in ("c", "torch"):
+        settings = TrainSettings(hidden=(4,), epochs=1, batch_size=4, engine=name)
+        engines[name] = trainer.MLPEngine([tiny], folds, settings, seed=0)
+        run_epochs(engines[name], 1, 1, 1)
+    assert all(torch.count_nonzero(v) == 0 for v in engines["c"].net.velocity)
+    assert any(torch.count_nonzero(v) > 0 for v in engines["torch"].net.velocity)
+    x = np.float32(1e-39)  # this thread ran the kernel (one model: no worker threads)
+    assert x * np.float32(0.5) > 0
 
 
 def test_engine_choice(monkeypatch):

@@ -171,3 +171,61 @@ def test_sigterm_to_the_parent_of_workers_stops_them_all(in_tmp):
     workers = subprocess.run(["pgrep", "-f", f"dropsweep search {SONAR_SWEEP}.*--workers 1"],
                              capture_output=True, text=True)
     assert workers.stdout.strip() == ""  # no orphaned worker left behind
+
+
+def fold_accuracies(db: Path) -> dict[str, list[float]]:
+    """config json -> fold accuracies of every COMPLETE trial."""
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
+        found = con.execute(
+            "select c.value_json, f.value_json from trials t "
+            "join trial_user_attributes c on c.trial_id = t.trial_id and c.key = 'config' "
+            "join trial_user_attributes f on f.trial_id = t.trial_id "
+            "and f.key = 'fold_accuracies' where t.state = 'COMPLETE'").fetchall()
+    return {config: json.loads(folds) for config, folds in found}
+
+
+def test_a_batch_killed_between_checkpoints_goes_on_from_the_last_one_to_the_same_results(
+        in_tmp):
+    """Checkpoints every 0.3 s; kill -9 after one was written, mid-batch; the same command
+    again fails the killed trials as stale and trains their configurations on from the
+    checkpoint, as new trials: each ends with exactly the folds' accuracies of an
+    uninterrupted run (another storage, no checkpoints), and the files are gone."""
+    common = ["search", SONAR_SWEEP, "--set", "train.epochs=3000", "--set",
+              "train.eval_every=100", "--set", "cv.folds=3", "--set", "search.sampler=random",
+              "--set", "search.pruner=none", "--set", "search.balance=none", "--batch", "3",
+              "--threads", "1", "--trials", "3"]
+    args = [*common, "--checkpoint-every", "0.3"]
+    db = in_tmp / "results" / "dropsweep.db"
+    saves = in_tmp / "results" / "checkpoints"
+    proc = start(args, in_tmp)
+    deadline = time.monotonic() + 120
+    while not list(saves.rglob("*.ckpt")):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.02)
+    time.sleep(0.1)  # between checkpoints
+    kill9(proc)
+    assert not completed(rows(db))  # nothing finished: the whole batch was in flight
+    [written] = list(saves.rglob("*.ckpt"))
+    from dropsweep.checkpoints import read
+
+    stopped_at = read(written)["state"]["epoch"]
+    assert 0 < stopped_at < 3000
+
+    again = start(args, in_tmp)
+    out, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err
+    table = rows(db)
+    assert Counter(state for _, state, _, _ in table) == {"COMPLETE": 3, "FAIL": 3}, table
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
+        went_on = [json.loads(v) for (v,) in con.execute(
+            "select value_json from trial_user_attributes where key = 'resumed'")]
+    assert sorted(r["trial"] for r in went_on) == [0, 1, 2]
+    assert {r["epoch"] for r in went_on} == {stopped_at}  # from the last checkpoint
+    assert not list(saves.rglob("*.ckpt*"))  # recorded: the checkpoints are gone
+
+    plain = start([*common, "--checkpoint-every", "0", "--storage",
+                   f"sqlite:///{in_tmp}/plain.db"], in_tmp)
+    out, err = plain.communicate(timeout=300)
+    assert plain.returncode == 0, err
+    assert fold_accuracies(db) == fold_accuracies(in_tmp / "plain.db")
+    assert len(fold_accuracies(db)) == 3

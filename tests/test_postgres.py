@@ -287,3 +287,31 @@ def test_a_server_away_briefly_is_waited_for_and_one_away_too_long_is_one_line(
     finally:
         proxy.stop()
     assert_exactly(_finished(study_name), 20)
+
+
+def test_a_batch_write_that_loses_the_first_heartbeat_race_retries(study_name):
+    """A batch's write and the heartbeat thread each look for a new trial's heartbeat row,
+    find none and insert it: the loser hits the unique key (seen in CI when a server pause
+    lined them up). Here the heartbeat thread is made to win, between the write's look and
+    its insert. The write must retry (and update the row), not fail the worker."""
+    import psycopg
+    import sqlalchemy
+
+    from dropsweep.storage import TrialWrites, open_storage
+
+    storage = open_storage(URL, heartbeat=60)
+    study = optuna.create_study(study_name=study_name, storage=storage)
+    trial_id = study.ask()._trial_id  # noqa: SLF001
+    won = []
+
+    @sqlalchemy.event.listens_for(storage.engine, "before_cursor_execute")
+    def heartbeat_thread_first(conn, cursor, statement, *args):
+        if statement.startswith("INSERT INTO trial_heartbeats") and not won:
+            won.append(True)
+            with psycopg.connect(URL, autocommit=True) as other:
+                other.execute("INSERT INTO trial_heartbeats (trial_id, heartbeat) "
+                              "VALUES (%s, now())", (trial_id,))
+
+    storage.write_trials([TrialWrites(trial_id, [], {"x": 1}, {}, [True])], {})
+    assert won and not storage.failed
+    assert study.trials[0].user_attrs == {"x": 1}

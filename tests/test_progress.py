@@ -53,3 +53,28 @@ def test_an_interrupted_summary_names_the_signal_and_the_resume_command():
     text = out.getvalue()
     assert "Interrupted by SIGINT: 2 of 4 trials finished are kept" in text
     assert "Resume with: dropsweep search sweeps/sonar.yaml --trials 4" in text
+
+
+def test_a_terminal_shows_the_batch_moving_inside_an_epoch():
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=120)
+    with SearchProgress(console) as progress:
+        progress.start(summary(finished=1))
+        progress.epochs(2.5, 60, 16)
+    text = out.getvalue()
+    assert "epochs" in text and "16 trials: epoch 3" in text and "2/60" in text
+
+
+def test_a_pipe_hears_of_the_batch_at_most_once_a_minute(monkeypatch):
+    out = io.StringIO()
+    clock = [1000.0]
+    monkeypatch.setattr("dropsweep.progress.time.monotonic", lambda: clock[0])
+    with SearchProgress(Console(file=out, width=120)) as progress:
+        progress.start(summary(finished=1))
+        progress.epochs(0.5, 60, 1)  # within the first minute: nothing
+        clock[0] += 61
+        progress.epochs(1.25, 60, 1)
+        clock[0] += 30
+        progress.epochs(1.5, 60, 1)  # 30 s later: nothing
+    lines = out.getvalue().splitlines()
+    assert lines[1:] == ["batch of 1 trial at epoch 2 (1.25 of 60 done)"]

@@ -210,6 +210,18 @@ def test_transient_and_permanent_failures_are_told_apart_by_their_real_cause():
     assert is_transient(pg("deadlock detected", "40P01"))
     assert not is_transient(pg("could not extend file: No space left on device", "53100"))
     assert not is_transient(pg('relation "trials" does not exist', "42P01"))
+
+    class UniqueViolation(PgError):
+        pass
+
+    def unique(text: str) -> Exception:
+        return sqlalchemy_exc.IntegrityError("INSERT", {}, UniqueViolation(text, "23505"))
+
+    # two writers inserted one trial's first heartbeat: the retry finds the row and updates
+    assert is_transient(unique('duplicate key value violates unique constraint '
+                               '"trial_heartbeats_trial_id_key"'))
+    assert not is_transient(unique('duplicate key value violates unique constraint '
+                                   '"studies_study_name_key"'))
     assert describe_failure(pg("password authentication failed for postgresql://u:pw@h/d",
                                "28P01")) == "password authentication failed for " \
                                             "postgresql://u:***@h/d"

@@ -521,15 +521,17 @@ def test_train_step_is_the_keras_momentum_rule_and_skips_inactive_models():
 def test_padding_rows_never_influence_training(engine):
     X, y = blob_data(37, 4, 2, spread=1.0)
     folds = make_folds(X, y, 5, seed=0)
-    x_train, y_train = folds.x_train.clone(), folds.y_train.clone()
-    for f, n in enumerate(folds.n_train.tolist()):
-        x_train[f, n:] = 1e3
-        y_train[f, n:] = 1
-    x_test = folds.x_test.clone()
-    for f, n in enumerate(folds.n_test.tolist()):
-        x_test[f, n:] = -1e3
-    noisy = dataclasses.replace(folds, x_train=x_train, y_train=y_train, x_test=x_test)
-    assert int(folds.n_train.min()) < folds.x_train.shape[1]  # there is padding to corrupt
+    # padding positions point at an extra row of wild values with a label of its own
+    wild = torch.full((folds.rows.shape[0], 1, folds.n_features), 1e3)
+    rows = torch.cat([folds.rows, wild], 1)
+    labels = torch.cat([folds.labels, torch.tensor([1])])
+    train_idx, test_idx = folds.train_idx.clone(), folds.test_idx.clone()
+    for f, (n_tr, n_te) in enumerate(zip(folds.n_train.tolist(), folds.n_test.tolist())):
+        train_idx[f, n_tr:] = len(labels) - 1
+        test_idx[f, n_te:] = len(labels) - 1
+    noisy = dataclasses.replace(folds, rows=rows, labels=labels, train_idx=train_idx,
+                                test_idx=test_idx)
+    assert int(folds.n_train.min()) < folds.max_train  # there is padding to corrupt
     configs = [mlp_config("both", 0.2, 0.3, 0.05, 0.9, 2.0), mlp_config()]
     settings = TrainSettings(hidden=(6,), epochs=6, batch_size=8, eval_every=3, engine=engine)
     a = train_trials(configs, folds, settings, seed=3)
@@ -873,3 +875,50 @@ def test_brownlee_baseline_accuracy_matches_a_plain_per_fold_loop_over_five_seed
                 accs.append(float(((net(x_te).squeeze(-1) > 0).long() == y_te).float().mean()))
         plain.append(np.mean(accs))
     assert abs(batched_mean - float(np.mean(plain))) < 0.02, (batched_mean, plain)
+
+
+def test_a_long_epoch_trains_in_slices_that_report_progress_and_stop_between(engine,
+                                                                              monkeypatch):
+    """Ctrl-C is looked at between slices of an epoch, not only between epochs: a
+    Fashion-MNIST epoch is minutes. Here every minibatch is its own slice."""
+    import dropsweep.train as shared
+
+    monkeypatch.setattr(shared, "SLICE_MACS", 1.0)
+    X, y = blob_data(50, 4, 2)
+    folds = make_folds(X, y, 2, seed=0)  # 25 training rows a fold: 4 minibatches of 8
+    seen: list[float] = []
+    settings = TrainSettings(hidden=(5,), epochs=3, batch_size=8, engine=engine)
+    results = train_trials([mlp_config(), mlp_config("both", 0.2, 0.5)], folds, settings, 0,
+                           should_stop=lambda: len(seen) >= 6, on_progress=seen.append)
+    assert seen == [0.25, 0.5, 0.75, 1.0, 1.25, 1.5]  # stopped two minibatches into epoch 2
+    assert all(r.interrupted and r.epochs == 1 for r in results)
+
+
+def test_slicing_an_epoch_changes_nothing_in_the_results(engine, monkeypatch):
+    import dropsweep.train as shared
+
+    X, y = blob_data(60, 5, 3)
+    folds = make_folds(X, y, 3, seed=0)
+    configs = [mlp_config("both", 0.2, 0.4, 0.05, 0.9, 2.0), mlp_config("input", 0.3)]
+    settings = TrainSettings(hidden=(6, 4), epochs=4, batch_size=8, eval_every=2,
+                             engine=engine)
+    whole = train_trials(configs, folds, settings, seed=5)
+    monkeypatch.setattr(shared, "SLICE_MACS", 1.0)
+    sliced = train_trials(configs, folds, settings, seed=5)
+    for a, b in zip(whole, sliced):
+        assert a.fold_accuracies == b.fold_accuracies and a.curve == b.curve
+        assert all(torch.equal(p, q) for p, q in zip(a.model.parameters(), b.model.parameters()))
+
+
+def test_evaluation_in_chunks_scores_as_one_pass(monkeypatch):
+    """Held-out rows are gathered EVAL_ROWS at a time, so memory stays bounded; the counts
+    are exact either way."""
+    X, y = blob_data(90, 4, 3)
+    folds = make_folds(X, y, 3, seed=0)
+    settings = TrainSettings(hidden=(5,), epochs=2, batch_size=8, engine="torch")
+    one = train_trials([mlp_config()], folds, settings, seed=1)[0]
+    monkeypatch.setattr(trainer, "EVAL_ROWS", 7)
+    chunked = train_trials([mlp_config()], folds, settings, seed=1)[0]
+    assert one.fold_accuracies == chunked.fold_accuracies
+    assert one.train_accuracy == chunked.train_accuracy
+    assert one.test_log_loss == pytest.approx(chunked.test_log_loss, rel=1e-6)

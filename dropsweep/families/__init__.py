@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from dropsweep.data import Dataset
     from dropsweep.config import Sweep
     from dropsweep.memory import Need
-    from dropsweep.train import CheckpointHook, TrialResult
+    from dropsweep.train import CheckpointHook, Checkpointer, TrialResult
     from dropsweep.protocols import Folds
 
 
@@ -68,6 +68,8 @@ class Family:
     def train(self, configs: Sequence[Config], folds: Folds, sweep: Sweep, seed: int, *,
               on_checkpoint: CheckpointHook | None = None,
               should_stop: Callable[[], bool] | None = None,
+              on_progress: Callable[[float], None] | None = None,
+              save: Checkpointer | None = None, resume: Mapping[str, Any] | None = None,
               engine: str = "auto") -> list[TrialResult]:
         """Train every split of every configuration together, one result per configuration
         (the shared epoch loop of :mod:`dropsweep.train` driving this family's engine)."""

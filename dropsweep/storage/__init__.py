@@ -234,6 +234,16 @@ def _storage_fault(exc: BaseException) -> bool:
                             sqlalchemy.exc.SQLAlchemyError, sqlite3.Error))
 
 
+def _lost_heartbeat_race(cause: BaseException) -> bool:
+    """A trial's first heartbeat inserted by two writers at once (the heartbeat thread and a
+    batch's write both look, find no row, insert: seen on PostgreSQL when a server pause
+    lines them up). The loser's retry finds the row and updates it."""
+    text = str(cause)
+    return (type(cause).__name__ in ("IntegrityError", "UniqueViolation")
+            and "trial_heartbeats" in text and ("unique" in text.lower()
+                                                or "duplicate" in text.lower()))
+
+
 def is_transient(exc: BaseException) -> bool:
     """Whether another try, on a new connection, may succeed."""
     chain: BaseException | None = exc
@@ -242,6 +252,8 @@ def is_transient(exc: BaseException) -> bool:
             return True
         chain = chain.__cause__ or chain.__context__
     cause = _root_cause(exc)
+    if _lost_heartbeat_race(cause):
+        return True
     if isinstance(cause, sqlite3.Error):
         return getattr(cause, "sqlite_errorcode", None) in _SQLITE_TRANSIENT
     sqlstate = getattr(cause, "sqlstate", None)

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from dropsweep.data import Dataset
     from dropsweep.memory import Need
     from dropsweep.protocols import Folds
-    from dropsweep.train import CheckpointHook, TrialResult
+    from dropsweep.train import CheckpointHook, Checkpointer, TrialResult
 
 PLACEMENTS = ("none", "input", "hidden", "both")  # also the 1-SE order: simplest first
 _INPUT = ("input", "both")
@@ -109,6 +109,8 @@ class _MLP(Family):
     def train(self, configs: Sequence[Config], folds: Folds, sweep: Sweep, seed: int, *,
               on_checkpoint: CheckpointHook | None = None,
               should_stop: Callable[[], bool] | None = None,
+              on_progress: Callable[[float], None] | None = None,
+              save: Checkpointer | None = None, resume: Mapping[str, Any] | None = None,
               engine: str = "auto") -> list[TrialResult]:
         from dataclasses import replace
 
@@ -116,7 +118,8 @@ class _MLP(Family):
 
         settings = replace(TrainSettings.of(sweep), engine=engine)
         return train_trials(configs, folds, settings, seed, on_checkpoint=on_checkpoint,
-                            should_stop=should_stop)
+                            should_stop=should_stop, on_progress=on_progress, save=save,
+                            resume=resume)
 
     def train_on_all(self, sweep: Sweep, dataset: Dataset, config: Config, seed: int,
                      device: torch.device) -> dict[str, Any]:

@@ -27,11 +27,20 @@ import torch
 import torch.nn.functional as F
 
 from dropsweep.config import Sweep
-from dropsweep.data import Dataset, scale_rows
+from dropsweep.data import Dataset
 from dropsweep.errors import DropsweepError
+from dropsweep.memory import GATHER_ROWS
 from dropsweep.families.mlp import dropout_rates, kernel
 from dropsweep.protocols import Folds, one_split
-from dropsweep.train import CheckpointHook, TrialResult, epoch_order, run_epochs
+from dropsweep.train import (
+    CheckpointHook,
+    Checkpointer,
+    ProgressHook,
+    TrialResult,
+    batches_per_slice,
+    epoch_order,
+    run_epochs,
+)
 from dropsweep.families.mlp.network import (
     BatchedMLP,
     TrainState,
@@ -61,6 +70,8 @@ def _non_finite(tensors: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Te
 
 
 ENGINES = ("auto", "c", "torch")
+# Rows per model one evaluation step gathers: bounds its memory however large the data.
+EVAL_ROWS = GATHER_ROWS
 
 
 @dataclass(frozen=True)
@@ -101,15 +112,14 @@ def _per_model(values: Sequence[float], k: int, device: torch.device) -> torch.T
 
 
 @torch.no_grad()
-def _evaluate(model: BatchedMLP, x: torch.Tensor, y: torch.Tensor, n: torch.Tensor,
-              ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Accuracy and mean loss per model over each model's real rows (no dropout)."""
+def _scores(model: BatchedMLP, x: torch.Tensor, y: torch.Tensor, valid: torch.Tensor
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per model, the number of real rows (``valid``) predicted right and their summed loss
+    (no dropout)."""
     logits = forward(model, x)
-    valid = (torch.arange(x.shape[1], device=x.device)[None, :] < n[:, None]).to(logits.dtype)
+    valid = valid.to(logits.dtype)
     correct = (predictions(logits) == y).to(logits.dtype)
-    acc = (correct * valid).sum(1) / n.to(logits.dtype)
-    loss = (row_losses(logits, y) * valid).sum(1) / n.to(logits.dtype)
-    return acc, loss
+    return (correct * valid).sum(1), (row_losses(logits, y) * valid).sum(1)
 
 
 class MLPEngine:
@@ -122,7 +132,7 @@ class MLPEngine:
 
     def __init__(self, configs: Sequence[Mapping[str, Any]], folds: Folds,
                  settings: TrainSettings, seed: int, init: BatchedMLP | None = None) -> None:
-        device, k = folds.x_train.device, folds.k
+        device, k = folds.rows.device, folds.k
         n = len(configs)
         # Draw order is part of the results: initial weights first, then every epoch's
         # row order from the same generator; dropout masks from their own seeded streams.
@@ -148,9 +158,48 @@ class MLPEngine:
                                  for c in configs], k, device)
         self._derive()
 
+    # per model, what a checkpoint keeps besides the network (see state())
+    _PER_MODEL = ("trial_of", "fold_of", "lr", "mom", "p_in", "p_hid", "c_max")
+
+    def state(self) -> dict[str, Any]:
+        """Everything the rest of training depends on — weights, velocities, the row-order
+        generator, the dropout streams, who is still in the batch — as CPU tensors and
+        numbers (a checkpoint loads weights-only). Restored on the same engine, training
+        goes on exactly as if never stopped."""
+        net = self.net
+
+        def cpu(ts: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+            return [t.detach().cpu().clone() for t in ts]
+
+        return {"engine": "c" if self.compiled else "torch",
+                "weights": cpu(net.model.weights), "biases": cpu(net.model.biases),
+                "velocity": cpu(net.velocity), "generator": self.generator.get_state(),
+                "bits": self.bits.state(), "mask_key": self.mask_key.clone(),
+                "mask_counter": self.mask_counter.clone(),
+                **{name: getattr(self, name).cpu().clone() for name in self._PER_MODEL}}
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        """Continue from :meth:`state`; refused (ValueError) from the other engine, whose
+        dropout masks come from other streams."""
+        engine = "c" if self.compiled else "torch"
+        if state["engine"] != engine:
+            raise ValueError(f"a checkpoint of the {state['engine']} engine cannot continue "
+                             f"on the {engine} engine")
+        device = self.trial_of.device
+        self.net = TrainState(BatchedMLP([w.to(device) for w in state["weights"]],
+                                         [b.to(device) for b in state["biases"]]))
+        self.net.velocity = [v.to(device).clone() for v in state["velocity"]]
+        self.generator.set_state(state["generator"])
+        self.bits.load_state(state["bits"])
+        self.mask_key = state["mask_key"].clone()
+        self.mask_counter = state["mask_counter"].clone()
+        for name in self._PER_MODEL:
+            setattr(self, name, state[name].to(device))
+        self._derive()
+
     def keep(self, idx: torch.Tensor) -> None:
         self.net.select(idx)
-        for name in ("trial_of", "fold_of", "lr", "mom", "p_in", "p_hid", "c_max"):
+        for name in self._PER_MODEL:
             setattr(self, name, getattr(self, name)[idx])
         cpu_idx = idx.cpu()
         self.mask_key, self.mask_counter = self.mask_key[cpu_idx], self.mask_counter[cpu_idx]
@@ -169,9 +218,9 @@ class MLPEngine:
         """Row weights and, per minibatch, who steps and with what momentum, learning rate
         and max-norm (a shorter fold runs out of rows before the others)."""
         folds, bs = self.folds, self.bs
-        device = folds.x_train.device
+        device = folds.rows.device
         self.n_train = folds.n_train[self.fold_of]
-        max_train = folds.x_train.shape[1]
+        max_train = folds.max_train
         self.n_batches = math.ceil(max_train / bs)
         # Real rows come first in every epoch's order, so which position is real, and the
         # size of each minibatch, never change: row weight = 1/count for real rows, else 0.
@@ -182,6 +231,8 @@ class MLPEngine:
         count_of_pos = counts[:, pos // bs].to(torch.float32)
         self.row_weight = torch.where(real, 1.0 / count_of_pos.clamp(min=1.0),
                                       torch.zeros((), device=device)).unsqueeze(2)
+        macs = sum(a * b for a, b in zip(self.sizes[:-1], self.sizes[1:]))
+        self.slice_batches = batches_per_slice(self.size * bs * macs)
         stepping = counts > 0
         limited = torch.isfinite(self.c_max)
         self.any_limited = bool(limited.any())
@@ -214,27 +265,27 @@ class MLPEngine:
         self.use_in, self.use_hid = use_in, use_hid
         self.mask_rates = MaskRates.of(torch.cat(cols, 1), widths) if cols else None
 
-    def epoch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """One pass over every model's training rows in its own shuffled order; return which
-        models hold a non-finite parameter afterwards, and which of those a NaN."""
+    def start_epoch(self) -> None:
+        """Draw the epoch's minibatch order (every model its own shuffle)."""
+        self.order = epoch_order(self.generator, self.n_train, self.folds.max_train)
+
+    def train_batches(self, first: int, end: int) -> None:
+        """Minibatches [first, end) of the epoch, each gathered from the rows as it is used."""
         folds, bs, bits, n_outputs = self.folds, self.bs, self.bits, self.sizes[-1]
-        order = epoch_order(self.generator, self.n_train, folds.x_train.shape[1])
         if self.compiled:
             net = self.net
-            return kernel.train_epoch(net.model.weights, net.model.biases, net.velocity[0::2],
-                               net.velocity[1::2], folds.x_train, folds.y_train, self.fold_of,
-                               order, self.n_train, self.lr, self.mom, self.c_max, self.p_in,
-                               self.p_hid, self.mask_key, self.mask_counter, bs,
-                               torch.get_num_threads())
-        x_all = folds.x_train[self.fold_of[:, None], order]
-        y_all = folds.y_train[self.fold_of[:, None], order]
-        if n_outputs == 1:
-            target_all = y_all.to(torch.float32).unsqueeze(2)
-        else:
-            target_all = F.one_hot(y_all, n_outputs).to(torch.float32)
-        for b in range(self.n_batches):
-            rows = slice(b * bs, (b + 1) * bs)
-            x = x_all[:, rows]
+            self._status = kernel.train_epoch(
+                net.model.weights, net.model.biases, net.velocity[0::2], net.velocity[1::2],
+                folds, self.fold_of, self.order, self.n_train, self.lr, self.mom, self.c_max,
+                self.p_in, self.p_hid, self.mask_key, self.mask_counter, bs,
+                torch.get_num_threads(), (first, end))
+            return
+        for b in range(first, end):
+            x, y = folds.gather(self.fold_of, self.order[:, b * bs:(b + 1) * bs])
+            if n_outputs == 1:
+                target = y.to(torch.float32).unsqueeze(2)
+            else:
+                target = F.one_hot(y, n_outputs).to(torch.float32)
             input_mask = hidden_masks = None
             if self.mask_rates is not None:
                 masks = dropout_masks(x.shape[1], self.mask_rates, bits)
@@ -243,18 +294,32 @@ class MLPEngine:
                 if self.use_hid:
                     hidden_masks = masks
             mom, neg_lr, step_mask, off = self.per_batch[b]
-            train_step(self.net, x, target_all[:, rows], self.row_weight[:, rows], input_mask,
-                       hidden_masks, mom, neg_lr, step_mask,
+            train_step(self.net, x, target, self.row_weight[:, b * bs:(b + 1) * bs],
+                       input_mask, hidden_masks, mom, neg_lr, step_mask,
                        self.max_norm if self.any_limited else None, off)
-        # a diverging model's weights become NaN or infinite within the epoch its loss does
+
+    def end_epoch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Which models hold a non-finite parameter after the epoch, and which of those a NaN
+        (a diverging model's weights become NaN or infinite within the epoch its loss does)."""
+        if self.compiled:  # the kernel checked while the parameters were in cache
+            return self._status
         return _non_finite(self.net.model.parameters())
 
     def evaluate(self, held_out: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-        """Accuracy and mean loss per model on its held-out (or training) rows."""
-        f, rows = self.fold_of, self.folds
-        if held_out:
-            return _evaluate(self.net.model, rows.x_test[f], rows.y_test[f], rows.n_test[f])
-        return _evaluate(self.net.model, rows.x_train[f], rows.y_train[f], rows.n_train[f])
+        """Accuracy and mean loss per model on its held-out (or training) rows, gathered
+        ``EVAL_ROWS`` positions at a time: memory stays bounded however many rows there are."""
+        folds, f = self.folds, self.fold_of
+        n = (folds.n_test if held_out else folds.n_train)[f]
+        width = folds.max_test if held_out else folds.max_train
+        correct = torch.zeros(f.numel(), device=f.device)
+        loss = torch.zeros_like(correct)
+        for start in range(0, width, EVAL_ROWS):
+            positions = torch.arange(start, min(start + EVAL_ROWS, width), device=f.device)
+            x, y = folds.gather(f, positions.expand(f.numel(), -1), held_out)
+            c, l = _scores(self.net.model, x, y, positions[None, :] < n[:, None])
+            correct += c
+            loss += l
+        return correct / n.to(correct.dtype), loss / n.to(loss.dtype)
 
     def trained(self, models: torch.Tensor) -> BatchedMLP:
         return self.net.model.select(models)
@@ -283,6 +348,9 @@ def train_trials(
     on_checkpoint: CheckpointHook | None = None,
     init: BatchedMLP | None = None,
     should_stop: Callable[[], bool] | None = None,
+    on_progress: ProgressHook | None = None,
+    save: Checkpointer | None = None,
+    resume: Mapping[str, Any] | None = None,
 ) -> list[TrialResult]:
     """Train every fold of every configuration together; return one result per configuration.
 
@@ -294,15 +362,14 @@ def train_trials(
     """
     engine = MLPEngine(configs, folds, settings, seed, init)
     return run_epochs(engine, len(configs), settings.epochs, settings.eval_every,
-                      on_checkpoint, should_stop)
+                      on_checkpoint, should_stop, on_progress, save, resume)
 
 
 def train_on_all(sweep: Sweep, dataset: Dataset, config: Mapping[str, Any], seed: int,
                  device: torch.device) -> dict[str, Any]:
     """The configuration trained on every row (standardised on all of them): an
     ``nn.Sequential`` state dict (Linear, ReLU, ..., Linear), the scaling and the classes."""
-    x, _ = scale_rows(dataset.X, dataset.X, dataset.scale, dataset.pixel_max)
-    folds = one_split(x, dataset.y, x, dataset.y, dataset.n_classes, device)
+    folds = one_split(dataset, device, score_on_test=False)
     settings = replace(TrainSettings.of(sweep), eval_every=sweep.train.epochs)  # no checkpoints
     result = train_trials([config], folds, settings, seed)[0]
     if result.model is None:

@@ -16,6 +16,28 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__SSE__)
+#include <xmmintrin.h>
+#endif
+
+/* Subnormal floats flushed to zero (FTZ, DAZ) while an epoch runs, in this thread only, and
+ * the caller's mode restored after: TensorFlow's CPU kernels run so (Keras's numbers), and a
+ * velocity decaying towards zero (a weight whose gradient is always 0, such as one from an
+ * image's blank border pixel under momentum) otherwise turns subnormal, where every
+ * operation on it costs about a hundred cycles: measured 1.6x slower a Fashion-MNIST epoch
+ * (benchmarks/large_rows.py). Not -ffast-math's start-up code, which would flush the whole
+ * process for good. */
+#if defined(__SSE__)
+static unsigned flush_subnormals(void) {
+    const unsigned mode = _mm_getcsr();
+    _mm_setcsr(mode | 0x8040u); /* FTZ (bit 15) | DAZ (bit 6) */
+    return mode;
+}
+static void restore_mode(unsigned mode) { _mm_setcsr(mode); }
+#else
+static unsigned flush_subnormals(void) { return 0; }
+static void restore_mode(unsigned mode) { (void)mode; }
+#endif
 
 #define KERAS_EPSILON 1e-7f
 #define MAX_LAYERS 32
@@ -230,8 +252,11 @@ void dropsweep_masks(float *out, int64_t n, uint64_t key, uint64_t ctr, float ra
  *
  * sizes[0..L]: layer widths (features, hidden..., outputs); W[l], B[l], VW[l], VB[l]: the
  * [models, in, out] / [models, 1, out] weights, biases and velocities of layer l.
- * Model m trains on fold fold_of[m]: rows x_train[fold, order[m, i]] for i < n_train[m],
- * in minibatches of bs; labels y_train (one sigmoid output for 2 classes, else softmax).
+ * Model m trains on fold f = fold_of[m]: at position i < n_train[m] of its epoch, row
+ * idx[f, order[m, i]] of table table_of[m] (tables of n_rows rows of sizes[0] features: float32
+ * already scaled, or, when u8, 8-bit values divided by divisor as they are read), with label
+ * labels[row]; in minibatches of bs, minibatches [b0, b1) of the epoch only (the caller looks
+ * at the clock and the stop flag in between). One sigmoid output for 2 classes, else softmax.
  * p_in/p_hid are dropout rates (0 = none), kept units scaled by 1/(1-rate), as Keras does;
  * cmax <= 0 or inf means no max-norm. ctr[m] (mask counter) advances by the units it draws.
  * status[m] becomes 0 when every parameter of model m is finite after the epoch, 1 when one
@@ -242,12 +267,15 @@ void dropsweep_masks(float *out, int64_t n, uint64_t key, uint64_t ctr, float ra
  * bias, so zero activation and zero gradient).
  */
 int dropsweep_epoch(int64_t m0, int64_t m1, int64_t L, const int64_t *sizes, int64_t bs,
-                    int64_t max_train, const float *x_train, const int64_t *y_train,
+                    int64_t b0, int64_t b1, int64_t max_train, const void *data, int64_t u8,
+                    float divisor, int64_t n_rows, const int64_t *table_of,
+                    const int64_t *labels, const int64_t *idx,
                     const int64_t *fold_of, const int64_t *order, const int64_t *n_train,
                     float *const *W, float *const *B, float *const *VW, float *const *VB,
                     const float *lr, const float *mom, const float *cmax, const float *p_in,
                     const float *p_hid, const uint64_t *key, uint64_t *ctr, int8_t *status) {
     if (L < 1 || L > MAX_LAYERS || bs < 1) return -1;
+    const unsigned fp_mode = flush_subnormals();
     int64_t n[MAX_LAYERS + 1], np[MAX_LAYERS + 1];
     int64_t widest = 0;
     for (int64_t l = 0; l <= L; l++) {
@@ -265,7 +293,10 @@ int dropsweep_epoch(int64_t m0, int64_t m1, int64_t L, const int64_t *sizes, int
     for (int64_t l = 0; l <= L; l++) total += 2 * bs * np[l];
     total += 2 * bs * widest + widest;
     float *scratch = (float *)calloc((size_t)total, sizeof(float));
-    if (!scratch) return -1;
+    if (!scratch) {
+        restore_mode(fp_mode);
+        return -1;
+    }
     float *w[MAX_LAYERS], *v[MAX_LAYERS], *wt[MAX_LAYERS], *b[MAX_LAYERS], *vb[MAX_LAYERS];
     float *act[MAX_LAYERS + 1], *mask[MAX_LAYERS + 1];
     float *p = scratch;
@@ -290,9 +321,12 @@ int dropsweep_epoch(int64_t m0, int64_t m1, int64_t L, const int64_t *sizes, int
         const int use_in = keep_in < (1u << 16), use_hid = keep_hid < (1u << 16);
         const float s_in = 1.0f / (1.0f - p_in[m]), s_hid = 1.0f / (1.0f - p_hid[m]);
         const int limited = c > 0.0f && isfinite(c);
-        const float *xf = x_train + fold_of[m] * max_train * F;
-        const int64_t *yf = y_train + fold_of[m] * max_train;
+        const int64_t *idxf = idx + fold_of[m] * max_train;
+        const size_t table = (size_t)table_of[m] * (size_t)n_rows * (size_t)F;
+        const float *xf = u8 ? NULL : (const float *)data + table;
+        const uint8_t *xb = u8 ? (const uint8_t *)data + table : NULL;
         const int64_t *ord = order + m * max_train;
+        const int64_t end = b1 * bs < n_train[m] ? b1 * bs : n_train[m];
         for (int64_t l = 0; l < L; l++) { /* into the padded copies (padding stays zero) */
             const int64_t in = n[l], out = n[l + 1];
             for (int64_t k = 0; k < in; k++) {
@@ -302,19 +336,23 @@ int dropsweep_epoch(int64_t m0, int64_t m1, int64_t L, const int64_t *sizes, int
             memcpy(b[l], B[l] + m * out, (size_t)out * 4);
             memcpy(vb[l], VB[l] + m * out, (size_t)out * 4);
         }
-        for (int64_t start = 0; start < n_train[m]; start += bs) {
-            const int64_t rows = n_train[m] - start < bs ? n_train[m] - start : bs;
+        for (int64_t start = b0 * bs; start < end; start += bs) {
+            const int64_t rows = end - start < bs ? end - start : bs;
             /* forward */
             /* masks: one draw per layer for all rows, dense [rows x width] */
             if (use_in) fill_mask(mask[0], rows * F, key[m], &ctr[m], keep_in, s_in);
             for (int64_t r = 0; r < rows; r++) {
-                const float *restrict src = xf + ord[start + r] * F;
+                const int64_t row = idxf[ord[start + r]];
                 float *restrict a = act[0] + r * np[0];
+                if (u8) {
+                    const uint8_t *restrict src = xb + row * F;
+                    for (int64_t k = 0; k < F; k++) a[k] = (float)src[k] / divisor;
+                } else {
+                    memcpy(a, xf + row * F, (size_t)F * sizeof(float));
+                }
                 if (use_in) {
                     const float *restrict mk = mask[0] + r * F;
-                    for (int64_t k = 0; k < F; k++) a[k] = src[k] * mk[k];
-                } else {
-                    memcpy(a, src, (size_t)F * sizeof(float));
+                    for (int64_t k = 0; k < F; k++) a[k] *= mk[k];
                 }
             }
             for (int64_t l = 0; l < L; l++) {
@@ -341,7 +379,7 @@ int dropsweep_epoch(int64_t m0, int64_t m1, int64_t L, const int64_t *sizes, int
             for (int64_t r = 0; r < rows; r++) {
                 const float *z = act[L] + r * opL;
                 float *dr = d + r * opL;
-                const int64_t y = yf[ord[start + r]];
+                const int64_t y = labels[idxf[ord[start + r]]];
                 if (O == 1) {
                     dr[0] = (1.0f / (1.0f + expf(-z[0])) - (float)y) * inv;
                 } else {
@@ -415,5 +453,6 @@ int dropsweep_epoch(int64_t m0, int64_t m1, int64_t L, const int64_t *sizes, int
         status[m] = state;
     }
     free(scratch);
+    restore_mode(fp_mode);
     return 0;
 }

@@ -34,11 +34,14 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 
 from dropsweep import env
+
+if TYPE_CHECKING:
+    from dropsweep.protocols import Folds
 
 SOURCE = Path(__file__).with_name("kernel.c")
 # Reassociation lets the compiler vectorise the sums, contraction fuses multiply-adds (ISO C
@@ -223,7 +226,8 @@ def _dlopen(dfd: int, name: str, label: Path) -> ctypes.CDLL | None:
         p, i64, f32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float
         try:
             lib.dropsweep_epoch.restype = ctypes.c_int
-            lib.dropsweep_epoch.argtypes = [i64, i64, i64, p, i64, i64] + [p] * 17
+            lib.dropsweep_epoch.argtypes = ([i64, i64, i64, p, i64, i64, i64, i64, p, i64, f32, i64]
+                                            + [p] * 18)
             lib.dropsweep_masks.restype = None
             lib.dropsweep_masks.argtypes = [p, i64, ctypes.c_uint64, ctypes.c_uint64, f32]
         except AttributeError:
@@ -346,14 +350,16 @@ def _ptrs(ts: Sequence[torch.Tensor]) -> ctypes.Array:
 def train_epoch(
     weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor],
     vweights: Sequence[torch.Tensor], vbiases: Sequence[torch.Tensor],
-    x_train: torch.Tensor, y_train: torch.Tensor, fold_of: torch.Tensor, order: torch.Tensor,
-    n_train: torch.Tensor, lr: torch.Tensor, momentum: torch.Tensor, max_norm: torch.Tensor,
+    folds: Folds, fold_of: torch.Tensor, order: torch.Tensor, n_train: torch.Tensor,
+    lr: torch.Tensor, momentum: torch.Tensor, max_norm: torch.Tensor,
     input_rate: torch.Tensor, hidden_rate: torch.Tensor, key: torch.Tensor, counter: torch.Tensor,
-    batch_size: int, threads: int,
+    batch_size: int, threads: int, batches: tuple[int, int],
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One epoch of every model, in place, the models split over ``threads`` threads; return
-    which models now hold a non-finite parameter, and which of those a NaN (bool ``[models]``).
+    """Minibatches ``batches`` = [first, end) of one epoch of every model, in place, the
+    models split over ``threads`` threads; return which models now hold a non-finite
+    parameter, and which of those a NaN (bool ``[models]``).
 
+    Rows are read from ``folds`` by index (8-bit rows scaled as read), never copied.
     ctypes releases the GIL during the call, so the threads really run in parallel.
     ``counter`` (int64 viewed as uint64, one per model) advances with the masks drawn.
     """
@@ -363,8 +369,12 @@ def train_epoch(
     status = torch.zeros(models, dtype=torch.int8)
     sizes = torch.tensor([weights[0].shape[1]] + [int(w.shape[2]) for w in weights],
                          dtype=torch.int64)
-    args = [len(weights), _ptr(sizes), batch_size, int(x_train.shape[1]), _ptr(x_train),
-            _ptr(y_train), _ptr(fold_of), _ptr(order), _ptr(n_train), _ptrs(weights),
+    u8 = folds.divisor is not None
+    table_of = folds.table_of[fold_of].contiguous()
+    args = [len(weights), _ptr(sizes), batch_size, batches[0], batches[1], folds.max_train,
+            _ptr(folds.rows), int(u8), float(folds.divisor or 1.0), int(folds.rows.shape[1]),
+            _ptr(table_of), _ptr(folds.labels), _ptr(folds.train_idx), _ptr(fold_of),
+            _ptr(order), _ptr(n_train), _ptrs(weights),
             _ptrs(biases), _ptrs(vweights), _ptrs(vbiases), _ptr(lr), _ptr(momentum),
             _ptr(max_norm), _ptr(input_rate), _ptr(hidden_rate), _ptr(key), _ptr(counter),
             _ptr(status)]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -157,6 +157,24 @@ class MaskBits:
             self._bits = None
             self._generator = torch.Generator(device=self.device)
             self._generator.manual_seed(seed)
+
+    def state(self) -> dict[str, Any]:
+        """Where the stream is (tensors and numbers only: a checkpoint loads weights-only)."""
+        if self._bits is not None:
+            st = self._bits.state
+            return {"sfc64": torch.from_numpy(st["state"]["state"].view(np.int64).copy()),
+                    "has_uint32": int(st["has_uint32"]), "uinteger": int(st["uinteger"])}
+        return {"torch": self._generator.get_state()}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Continue the stream from :meth:`state` (same kind of device)."""
+        if self._bits is not None:
+            self._bits.state = {
+                "bit_generator": "SFC64",
+                "state": {"state": state["sfc64"].numpy().view(np.uint64).copy()},
+                "has_uint32": state["has_uint32"], "uinteger": state["uinteger"]}
+        else:
+            self._generator.set_state(state["torch"])
 
     def words(self, n: int) -> torch.Tensor:
         if self._bits is not None:

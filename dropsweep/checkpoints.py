@@ -1,0 +1,164 @@
+"""Checkpoints of long batches: a killed worker's trials go on from their last checkpoint.
+
+A Sonar batch is seconds of work, so a killed worker simply loses it; a Fashion-MNIST or
+CIFAR-10 batch is minutes to hours. Every few minutes (``--checkpoint-every``) the batch's
+whole state — the engine's (weights, optimiser state, random streams, who is still
+training), the epoch, the results so far, and the trials and configurations it trains — is
+written to one file in the study's checkpoint directory, atomically (a temporary file, then
+a rename), so the last complete checkpoint survives any kill.
+
+When the batch's trials are later failed as stale (kill -9) or stopped (Ctrl-C), the next
+worker *claims* the file by renaming it (atomic: one claimant wins) and trains the same
+configurations on from that epoch, as new trials; the results are those of an uninterrupted
+run on the same engine. A claim whose claimant died in turn is claimed again once its
+trials are no longer running. Files are deleted once their batch is recorded.
+
+This module knows files and torch's serialisation, not Optuna: the runner decides, from
+the study, which files are resumable.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+
+SUFFIX = ".ckpt"
+_CLAIMED = re.compile(r"^(?P<batch>\d+)\.ckpt\.claimed-(?P<token>[0-9a-f]{32})$")
+_WRITTEN = re.compile(r"^(?P<batch>\d+)\.ckpt$")
+DEFAULT_EVERY = 300.0  # seconds: a few minutes of work at most is lost to a kill
+
+
+def study_dir(root: Path, study_name: str) -> Path:
+    """The study's own directory under ``root`` (a study name is any text: kept readable
+    where it is safe, with a digest so that two names never share a directory)."""
+    import hashlib
+
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", study_name)[:60]
+    digest = hashlib.sha256(study_name.encode()).hexdigest()[:12]
+    return root / f"{safe}-{digest}"
+
+
+def write_atomic(path: Path, payload: dict[str, Any]) -> None:
+    """``payload`` to ``path``: written to a temporary file beside it, flushed to disk,
+    then renamed over it, so a reader (or a kill) sees the old file or the new, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=SUFFIX, dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with _quiet():
+            os.unlink(tmp)
+        raise
+
+
+def read(path: Path) -> dict[str, Any]:
+    """A checkpoint, loaded weights-only: tensors and plain data, never code."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+class _quiet:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: Any, exc: Any, tb: Any) -> bool:
+        return kind is not None and issubclass(kind, OSError)
+
+
+@dataclass(frozen=True)
+class Found:
+    """A checkpoint file of the study: written by batch ``batch`` (its first trial's
+    number), or claimed (``token``) by a worker that resumed it."""
+
+    path: Path
+    batch: int
+    token: str | None = None
+
+
+def found(directory: Path) -> Iterator[Found]:
+    """The study's checkpoint files, written and claimed, oldest batch first."""
+    try:
+        names = sorted(os.listdir(directory))
+    except FileNotFoundError:
+        return
+    items = []
+    for name in names:
+        written, claimed = _WRITTEN.match(name), _CLAIMED.match(name)
+        if written:
+            items.append(Found(directory / name, int(written["batch"])))
+        elif claimed:
+            items.append(Found(directory / name, int(claimed["batch"]), claimed["token"]))
+    yield from sorted(items, key=lambda f: f.batch)
+
+
+def claim(item: Found) -> Found | None:
+    """Take ``item`` for this worker by renaming it under a new token; None when another
+    worker took it first (the rename is atomic: exactly one claimant succeeds)."""
+    token = uuid.uuid4().hex
+    target = item.path.parent / f"{item.batch}{SUFFIX}.claimed-{token}"
+    try:
+        os.rename(item.path, target)
+    except FileNotFoundError:
+        return None
+    with _quiet():
+        os.utime(target)  # the claim's time: a claimant that dies at once is seen by age()
+    return Found(target, item.batch, token)
+
+
+def age(item: Found) -> float:
+    """Seconds since ``item`` was written or claimed (inf when it is gone)."""
+    try:
+        return time.time() - item.path.stat().st_mtime
+    except FileNotFoundError:
+        return float("inf")
+
+
+def remove(*paths: Path | None) -> None:
+    for path in paths:
+        if path is not None:
+            with _quiet():
+                os.unlink(path)
+
+
+class Saver:
+    """The batch's checkpointer (:class:`dropsweep.train.Checkpointer`): due every
+    ``every`` seconds of training; each checkpoint is ``header`` (the trials, their
+    configurations, the seed) plus the training state, in ``path``. The first one written
+    retires the file this batch resumed from (``resumed``), which it supersedes."""
+
+    def __init__(self, path: Path, header: dict[str, Any], every: float,
+                 resumed: Path | None = None, first: Callable[[], None] | None = None
+                 ) -> None:
+        self.path, self.header, self.every, self.resumed = path, header, every, resumed
+        self.first = first  # called before the first write (the runner records the directory)
+        self.last = time.monotonic()
+        self.written = 0
+
+    def due(self) -> bool:
+        return self.every > 0 and time.monotonic() - self.last >= self.every
+
+    def __call__(self, state: dict[str, Any]) -> None:
+        if self.first is not None:
+            self.first()
+            self.first = None
+        write_atomic(self.path, {**self.header, "state": state})
+        self.last = time.monotonic()
+        self.written += 1
+        if self.resumed is not None:
+            remove(self.resumed)
+            self.resumed = None
+
+    def done(self) -> None:
+        """The batch is recorded: its checkpoints are no longer needed."""
+        remove(self.path, self.resumed)

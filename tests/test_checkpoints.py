@@ -1,0 +1,156 @@
+"""Checkpoints of long batches: a batch resumed from its last checkpoint finishes exactly as
+an uninterrupted run on the same engine; files are written atomically, loaded weights-only,
+claimed by one worker only."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from dropsweep import checkpoints
+from dropsweep.families.mlp import config as mlp_config
+from dropsweep.families.mlp.engine import TrainSettings, train_trials
+from dropsweep.protocols import make_folds, make_holdout
+
+
+@pytest.fixture(params=["c", "torch"])
+def engine(request: pytest.FixtureRequest) -> str:
+    from dropsweep.families.mlp import kernel
+
+    if request.param == "c" and kernel.load() is None:
+        pytest.skip(f"the C kernel is not available here: {kernel.unavailable()}")
+    return request.param
+
+
+class Every:
+    """A checkpointer that is always due and keeps every state it is given."""
+
+    def __init__(self) -> None:
+        self.states: list[dict] = []
+
+    def due(self) -> bool:
+        return True
+
+    def __call__(self, state: dict) -> None:
+        self.states.append(state)
+
+
+def data(rows: int = 90, features: int = 6, classes: int = 3, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    y = np.arange(rows) % classes
+    X = (rng.normal(size=(rows, features)) + y[:, None]).astype(np.float32)
+    return X, y
+
+
+CONFIGS = [mlp_config("both", 0.2, 0.4, 0.05, 0.9, 2.0), mlp_config("input", 0.3),
+           mlp_config("hidden", 0.0, 0.5, 0.02, 0.5), mlp_config()]
+
+
+def same(a, b) -> None:
+    for ra, rb in zip(a, b):
+        assert ra.fold_accuracies == rb.fold_accuracies and ra.curve == rb.curve
+        assert ra.epochs == rb.epochs and ra.pruned == rb.pruned and ra.failure == rb.failure
+        assert ra.train_accuracy == rb.train_accuracy and ra.test_log_loss == rb.test_log_loss
+        if ra.model is not None:
+            assert all(torch.equal(p, q) for p, q in
+                       zip(ra.model.parameters(), rb.model.parameters()))
+
+
+@pytest.mark.parametrize("at", [1, 3, 4])
+def test_a_batch_resumed_from_any_checkpoint_ends_as_if_never_stopped(engine, tmp_path, at):
+    X, y = data()
+    folds = make_folds(X, y, 3, seed=0)
+    settings = TrainSettings(hidden=(8, 5), epochs=6, batch_size=8, eval_every=2,
+                             engine=engine)
+    saver = Every()
+
+    def prune_the_second_at_4(epoch, accuracies):
+        return [1] if epoch == 4 else []
+
+    whole = train_trials(CONFIGS, folds, settings, seed=11, save=saver,
+                         on_checkpoint=prune_the_second_at_4)
+    assert [s["epoch"] for s in saver.states] == [1, 2, 3, 4, 5]
+    # through a real file, loaded weights-only, as a worker on another machine would
+    path = tmp_path / "7.ckpt"
+    checkpoints.write_atomic(path, {"state": saver.states[at - 1]})
+    state = checkpoints.read(path)["state"]
+    resumed = train_trials(CONFIGS, folds, settings, seed=11, resume=state,
+                           on_checkpoint=prune_the_second_at_4)
+    same(whole, resumed)
+    assert resumed[1].pruned and whole[1].pruned
+
+
+def test_a_holdout_batch_of_8_bit_images_resumes_exactly(engine):
+    rng = np.random.default_rng(3)
+    y = np.arange(120) % 4
+    X = rng.integers(0, 256, (120, 16), dtype=np.uint8)
+    folds = make_holdout(X, y, 0.25, seed=0, scale="unit", pixel_max=255.0, n_classes=4)
+    settings = TrainSettings(hidden=(6,), epochs=4, batch_size=16, eval_every=1,
+                             engine=engine)
+    saver = Every()
+    whole = train_trials(CONFIGS, folds, settings, seed=2, save=saver)
+    same(whole, train_trials(CONFIGS, folds, settings, seed=2, resume=saver.states[1]))
+
+
+def test_a_checkpoint_of_one_engine_is_refused_by_the_other():
+    from dropsweep.families.mlp import kernel
+
+    if kernel.load() is None:
+        pytest.skip(f"the C kernel is not available here: {kernel.unavailable()}")
+    X, y = data()
+    folds = make_folds(X, y, 3, seed=0)
+    saver = Every()
+    settings = TrainSettings(hidden=(4,), epochs=3, batch_size=8, engine="c")
+    train_trials(CONFIGS[:1], folds, settings, seed=0, save=saver)
+    with pytest.raises(ValueError, match="checkpoint of the c engine cannot continue on "
+                                         "the torch engine"):
+        train_trials(CONFIGS[:1], folds, TrainSettings(hidden=(4,), epochs=3, batch_size=8,
+                                                       engine="torch"), seed=0,
+                     resume=saver.states[0])
+
+
+def test_a_file_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
+    path = tmp_path / "3.ckpt"
+    checkpoints.write_atomic(path, {"state": {"epoch": 1}})
+
+    def torn(obj, f):  # a kill while writing: some bytes, then nothing
+        f.write(b"PK\x03\x04 half a file")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoints.torch, "save", torn)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoints.write_atomic(path, {"state": {"epoch": 2}})
+    assert checkpoints.read(path)["state"] == {"epoch": 1}  # the last whole one
+    assert [p.name for p in tmp_path.iterdir()] == ["3.ckpt"]  # no temporary left behind
+
+
+def test_a_checkpoint_cannot_carry_code(tmp_path):
+    """Loaded weights-only: a file that would run code when unpickled is refused."""
+    import pickle
+
+    class Boom:
+        def __reduce__(self):
+            return (print, ("this ran",))
+
+    path = tmp_path / "1.ckpt"
+    torch.save({"state": Boom()}, path, pickle_module=pickle)
+    with pytest.raises(pickle.UnpicklingError):
+        checkpoints.read(path)
+
+
+def test_one_claimant_wins_and_the_saver_retires_what_it_resumed(tmp_path):
+    checkpoints.write_atomic(tmp_path / "5.ckpt", {"state": {}})
+    [item] = list(checkpoints.found(tmp_path))
+    assert (item.batch, item.token) == (5, None)
+    mine = checkpoints.claim(item)
+    assert mine is not None and mine.token and checkpoints.claim(item) is None  # taken
+    assert [f.token for f in checkpoints.found(tmp_path)] == [mine.token]
+    saver = checkpoints.Saver(tmp_path / "9.ckpt", {"trials": [9]}, every=0.0,
+                              resumed=mine.path)
+    assert not saver.due()  # every 0: never
+    saver({"epoch": 3})
+    assert [(f.batch, f.token) for f in checkpoints.found(tmp_path)] == [(9, None)]
+    assert checkpoints.read(tmp_path / "9.ckpt") == {"trials": [9], "state": {"epoch": 3}}
+    saver.done()
+    assert list(checkpoints.found(tmp_path)) == []
