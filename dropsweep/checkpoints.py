@@ -30,7 +30,14 @@ from typing import Any, Callable, Iterator
 
 import torch
 
+class Unusable(Exception):
+    """This checkpoint cannot continue here (another engine's, another device's, or
+    unreadable): its configurations train from the start."""
+
+
 SUFFIX = ".ckpt"
+TMP_PREFIX = ".tmp-"
+STALE_TMP = 3600.0  # seconds: a temporary file this old was left by a kill mid-write
 _CLAIMED = re.compile(r"^(?P<batch>\d+)\.ckpt\.claimed-(?P<token>[0-9a-f]{32})$")
 _WRITTEN = re.compile(r"^(?P<batch>\d+)\.ckpt$")
 DEFAULT_EVERY = 300.0  # seconds: a few minutes of work at most is lost to a kill
@@ -50,7 +57,7 @@ def write_atomic(path: Path, payload: dict[str, Any]) -> None:
     """``payload`` to ``path``: written to a temporary file beside it, flushed to disk,
     then renamed over it, so a reader (or a kill) sees the old file or the new, never half."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=SUFFIX, dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(payload, f)
@@ -64,8 +71,18 @@ def write_atomic(path: Path, payload: dict[str, Any]) -> None:
 
 
 def read(path: Path) -> dict[str, Any]:
-    """A checkpoint, loaded weights-only: tensors and plain data, never code."""
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """A checkpoint, loaded weights-only: tensors and plain data, never code; a file that is
+    not one raises :class:`Unusable`."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError:
+        raise  # the disk, not the file
+    except Exception as exc:  # noqa: BLE001 - a refused global, a torn or foreign file
+        raise Unusable(f"not a checkpoint: {str(exc).splitlines()[0][:200]}") from exc
+    if not isinstance(payload, dict) or not {"trials", "configs", "seed", "state"} <= set(
+            payload):
+        raise Unusable("not a checkpoint: its header is missing")
+    return payload
 
 
 class _quiet:
@@ -94,6 +111,9 @@ def found(directory: Path) -> Iterator[Found]:
         return
     items = []
     for name in names:
+        if name.startswith(TMP_PREFIX) and age(Found(directory / name, -1)) > STALE_TMP:
+            remove(directory / name)  # half a file, left by a kill while it was written
+            continue
         written, claimed = _WRITTEN.match(name), _CLAIMED.match(name)
         if written:
             items.append(Found(directory / name, int(written["batch"])))
@@ -108,11 +128,12 @@ def claim(item: Found) -> Found | None:
     token = uuid.uuid4().hex
     target = item.path.parent / f"{item.batch}{SUFFIX}.claimed-{token}"
     try:
+        # the claim's time, before the claim shows: a claimant that dies at once is then
+        # seen by age(), and no one takes a fresh claim for an old one
+        os.utime(item.path)
         os.rename(item.path, target)
     except FileNotFoundError:
         return None
-    with _quiet():
-        os.utime(target)  # the claim's time: a claimant that dies at once is seen by age()
     return Found(target, item.batch, token)
 
 

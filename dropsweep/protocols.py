@@ -65,8 +65,9 @@ class Folds:
         held-out), scaled, as float32 ``[models, rows, features]``, with their labels."""
         idx = (self.test_idx if held_out else self.train_idx)[split_of[:, None], positions]
         x = self.rows[self.table_of[split_of][:, None], idx]
-        if self.divisor is not None:
-            x = x.to(torch.float32) / self.divisor
+        if self.divisor is not None:  # a true float32 division, on any device
+            x = x.to(torch.float32) / torch.tensor(self.divisor, dtype=torch.float32,
+                                                  device=x.device)
         return x, self.labels[idx]
 
     def padded(self, held_out: bool = False) -> tuple[torch.Tensor, torch.Tensor]:

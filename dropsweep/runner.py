@@ -330,7 +330,8 @@ class _Search:
             taken = self._resume(trials)
             if taken is not None:
                 asked, resumed = taken
-                summary.states["RUNNING"] = summary.states.get("RUNNING", 0) + len(asked)
+                summary.states["RUNNING"] = summary.states.get("RUNNING", 0) + sum(
+                    trial is not None for trial, _ in asked)
                 self._train(asked, resumed=resumed)
                 return True
         try:
@@ -400,24 +401,26 @@ class _Search:
                 if pair is None:
                     break
                 asked.append(pair)
-            if asked:  # the batch's random stream: weights, masks, row order (what
-                # drop_surplus keeps is a first part of `asked`: it drops the highest numbers)
-                first = asked[0][0].number
-                seed = trial_seed(self.sweep.search.seed, first)
-                for trial, _ in asked:
-                    trialio.set_user_attrs(trial, {records.SEED: seed, records.BATCH: first})
         kept = liveness.drop_surplus(self.study, asked, target)
         kept = balance.keep_shares(self.study, kept, target)  # balanced: shares settled alike
         for trial, _ in asked:
             if all(trial is not k for k, _ in kept):
                 self.held.discard(trial)  # abandoned: surplus
+        if kept:  # the batch's random stream (weights, masks, row order) and its name (its
+            # checkpoint file's), both from the first trial that stands
+            first = kept[0][0].number
+            seed = trial_seed(self.sweep.search.seed, first)
+            with trialio.holding(study):
+                for trial, _ in kept:
+                    trialio.set_user_attrs(trial, {records.SEED: seed, records.BATCH: first})
         return kept
 
-    def _resume(self, trials: list[FrozenTrial]
-                ) -> tuple[list[tuple[optuna.Trial, Config]], _Resumed] | None:
+    def _resume(self, trials: list[FrozenTrial]) -> tuple[
+            list[tuple[optuna.Trial | None, Config]], _Resumed] | None:
         """A batch whose trials were killed or stopped, claimed from its last checkpoint,
-        with new trials that go on from it; None when there is none. A file whose batch was
-        recorded after all is deleted."""
+        with new trials that go on from it (None in the places of trials already recorded
+        for good: pruned or diverged before the stop); None when there is none. A file
+        whose batch was recorded after all is deleted."""
         assert self.saves is not None
         by_batch: dict[int, list[FrozenTrial]] = {}
         by_claim: dict[str, list[FrozenTrial]] = {}
@@ -430,8 +433,8 @@ class _Search:
         grace = GRACE_BEATS * self.seconds
         for item in checkpoints.found(self.saves):
             members = by_claim.get(item.token, []) if item.token else by_batch.get(item.batch, [])
-            if any(counts_toward_target(t) for t in members):
-                checkpoints.remove(item.path)  # recorded after all: nothing to go on from
+            if members and all(counts_toward_target(t) for t in members):
+                checkpoints.remove(item.path)  # all recorded after all: nothing to go on from
                 continue
             if any(not t.state.is_finished() for t in members):
                 continue  # still training somewhere
@@ -442,43 +445,60 @@ class _Search:
                 continue  # another worker took it a moment ago
             try:
                 payload = checkpoints.read(mine.path)
-                asked = self._go_on(payload, {t.number: t for t in trials}, mine)
-            except Exception as exc:  # noqa: BLE001 - an unusable file must not stop a search
-                if isinstance(exc, StorageFailure):
-                    raise
+                by_number = {t.number: t for t in trials}
+                missing = [n for n in payload["trials"] if n not in by_number]
+                if missing:
+                    raise checkpoints.Unusable(f"it names trials {missing} this study lacks")
+            except Exception as exc:  # noqa: BLE001 - a file that cannot be read is dropped
+                if isinstance(exc, (OSError, StorageFailure)) and not isinstance(
+                        exc, checkpoints.Unusable):
+                    raise  # the disk or the storage, not the file: it stays claimable
                 self.events.notice(f"checkpoint {mine.path} cannot be used ({exc}); its "
                                    "configurations are asked again")
                 checkpoints.remove(mine.path)
+                continue
+            asked = self._go_on(payload, by_number, mine)
+            if all(trial is None for trial, _ in asked):
+                checkpoints.remove(mine.path)  # every place recorded: nothing to go on with
                 continue
             return asked, _Resumed(mine, payload, int(payload["seed"]))
         return None
 
     def _go_on(self, payload: dict[str, Any], old: dict[int, FrozenTrial],
-               claim: checkpoints.Found) -> list[tuple[optuna.Trial, Config]]:
+               claim: checkpoints.Found) -> list[tuple[optuna.Trial | None, Config]]:
         """New RUNNING trials for a checkpointed batch, in its order: each with its
         predecessor's parameters, role and configuration, the learning curve up to the
-        checkpoint (the pruner sees the whole curve), and where it went on from."""
-        asked: list[tuple[optuna.Trial, Config]] = []
+        checkpoint (the pruner sees the whole curve), and where it went on from; None where
+        the predecessor was recorded for good. Any failure gives back what it made."""
+        asked: list[tuple[optuna.Trial | None, Config]] = []
         try:
             self._make_trials(payload, old, claim, asked)
         except BaseException:
             for trial, _ in asked:  # none may stay RUNNING with no one training it
-                self.held.discard(trial)
-                liveness.abandon(self.study, trial)
+                if trial is not None:
+                    self.held.discard(trial)
+                    liveness.abandon(self.study, trial)
             raise
         return asked
 
     def _make_trials(self, payload: dict[str, Any], old: dict[int, FrozenTrial],
-                     claim: checkpoints.Found, asked: list[tuple[optuna.Trial, Config]]
-                     ) -> None:
+                     claim: checkpoints.Found,
+                     asked: list[tuple[optuna.Trial | None, Config]]) -> None:
         study = self.study
         storage = study._storage  # noqa: SLF001 - a RUNNING trial from a template
         epoch = int(payload["state"]["epoch"])
+        made: list[tuple[optuna.Trial, FrozenTrial]] = []
         for number, values, result in zip(payload["trials"], payload["configs"],
                                            payload["state"]["results"]):
             before = old[number]
+            if counts_toward_target(before):  # recorded for good before the stop
+                asked.append((None, Config(values)))
+                continue
+            # No role yet: a trial killed before its first beat has none, and liveness
+            # fails such a trial once it is older than the grace (Optuna's own stale check
+            # skips a trial that never beat). Role and beat come together below.
             attrs = {k: v for k, v in before.user_attrs.items()
-                     if k in (records.ROLE, records.CONFIG, records.SEED)}
+                     if k in (records.CONFIG, records.SEED)}
             attrs[records.RESUMED] = {"trial": number, "epoch": epoch, "claim": claim.token}
             template = FrozenTrial(
                 number=-1, state=TrialState.RUNNING, value=None,
@@ -491,10 +511,15 @@ class _Search:
             trial = optuna.Trial(study, trial_id)
             self.held.add([trial])
             asked.append((trial, Config(values)))
-        first = asked[0][0].number
-        for trial, _ in asked:
-            trialio.set_user_attrs(trial, {records.BATCH: first})
-        liveness.beat(study, [t for t, _ in asked])
+            made.append((trial, before))
+        if not made:
+            return
+        liveness.beat(study, [t for t, _ in made])
+        first = made[0][0].number
+        with trialio.holding(study):
+            for trial, before in made:
+                trialio.set_user_attrs(trial, {records.BATCH: first,
+                                               records.ROLE: before.user_attrs[records.ROLE]})
 
     def _finish_ahead(self) -> None:
         """Wait for a batch being asked ahead (it stops asking at a stop); its trials stay
@@ -503,22 +528,28 @@ class _Search:
             ahead, self.ahead = self.ahead, None
             ahead.wait()
 
-    def _train(self, asked: list[tuple[optuna.Trial, Config]],
+    def _train(self, asked: list[tuple[optuna.Trial | None, Config]],
                ask_ahead: Callable[[], None] | None = None,
                resumed: _Resumed | None = None) -> None:
         """Train the batch and record its results; ``ask_ahead`` is called once training
         runs (not while it sets up: torch's small parallel operations slow down many times
         over when another thread competes for the cores). ``resumed``: the batch goes on
-        from that checkpoint."""
+        from that checkpoint; its places without a trial (None) were recorded before the
+        stop: they train on, so that the batch computes what it computed, but nothing of
+        them is reported or recorded again."""
         study, summary, sweep = self.study, self.summary, self.sweep
         trials = [trial for trial, _ in asked]
+        done_before = {i for i, t in enumerate(trials) if t is None}
+        first = next(t for t in trials if t is not None).number
         # as _ask_batch stored it (a resumed batch: the stream it continues)
-        seed = resumed.seed if resumed else trial_seed(sweep.search.seed, trials[0].number)
+        seed = resumed.seed if resumed else trial_seed(sweep.search.seed, first)
         saver = None
         if self.saves is not None:
+            numbers = [resumed.state["trials"][i] if t is None else t.number  # type: ignore[union-attr]
+                       for i, t in enumerate(trials)]
             saver = checkpoints.Saver(
-                self.saves / f"{trials[0].number}{checkpoints.SUFFIX}",
-                {"study": study.study_name, "trials": [t.number for t in trials],
+                self.saves / f"{first}{checkpoints.SUFFIX}",
+                {"study": study.study_name, "trials": numbers,
                  "configs": [dict(config) for _, config in asked], "seed": seed},
                 self.every, resumed=resumed.claim.path if resumed else None,
                 first=lambda: record_checkpoints(study, self.root))
@@ -529,14 +560,17 @@ class _Search:
                      and summary.states.get("COMPLETE", 0) >= PRUNE_STARTUP_TRIALS)
         prunable = [config != sweep.baseline for _, config in asked]
         # Trials another worker failed as stale while this one was paused (SIGSTOP, a
-        # suspended laptop, a stalled disk): they are no longer ours to record.
-        lost: set[int] = set()
+        # suspended laptop, a stalled disk): they are no longer ours to record (nor are the
+        # places of a resumed batch recorded before its stop).
+        lost: set[int] = set(done_before)
 
         def on_checkpoint(epoch: int, accuracies: list[float | None]) -> list[int]:
             ask_pruner = may_prune and epoch >= self.warmup
             values = {i: value for i, value in enumerate(accuracies)
                       if value is not None and i not in lost}
             taken = trialio.report_all(trials, values, epoch)
+            if taken and saver is not None:
+                saver.every = 0.0  # the batch is another worker's to go on with now
             lost.update(taken)
             stopped = sorted(taken)  # stop training them: their results cannot be recorded
             for i in values:
@@ -570,7 +604,7 @@ class _Search:
                     configs, self.folds, sweep, seed, on_checkpoint=on_checkpoint,
                     should_stop=should_stop, on_progress=on_progress, save=saver,
                     resume=resumed.state["state"] if resumed else None)
-            except ValueError as exc:
+            except checkpoints.Unusable as exc:
                 if resumed is None:
                     raise
                 # made by another engine (no C compiler here, another device): from epoch 0
@@ -593,6 +627,7 @@ class _Search:
                 self.events.on_trial(summary, frozen)
         if saver is not None and not any(r.interrupted for r in results):
             saver.done()  # recorded: a stopped batch keeps its checkpoint to go on from
+        lost -= done_before
         if lost:
             numbers = ", ".join(f"#{trials[i].number}" for i in sorted(lost))
             self.events.notice(_taken_notice(

@@ -73,7 +73,9 @@ def test_a_batch_resumed_from_any_checkpoint_ends_as_if_never_stopped(engine, tm
     assert [s["epoch"] for s in saver.states] == [1, 2, 3, 4, 5]
     # through a real file, loaded weights-only, as a worker on another machine would
     path = tmp_path / "7.ckpt"
-    checkpoints.write_atomic(path, {"state": saver.states[at - 1]})
+    checkpoints.write_atomic(path, {"trials": [7, 8, 9, 10], "seed": 11,
+                                    "configs": [dict(c) for c in CONFIGS],
+                                    "state": saver.states[at - 1]})
     state = checkpoints.read(path)["state"]
     resumed = train_trials(CONFIGS, folds, settings, seed=11, resume=state,
                            on_checkpoint=prune_the_second_at_4)
@@ -103,16 +105,20 @@ def test_a_checkpoint_of_one_engine_is_refused_by_the_other():
     saver = Every()
     settings = TrainSettings(hidden=(4,), epochs=3, batch_size=8, engine="c")
     train_trials(CONFIGS[:1], folds, settings, seed=0, save=saver)
-    with pytest.raises(ValueError, match="checkpoint of the c engine cannot continue on "
-                                         "the torch engine"):
+    with pytest.raises(checkpoints.Unusable, match="checkpoint of the c engine on cpu cannot "
+                                                   "continue on the torch engine on cpu"):
         train_trials(CONFIGS[:1], folds, TrainSettings(hidden=(4,), epochs=3, batch_size=8,
                                                        engine="torch"), seed=0,
                      resume=saver.states[0])
 
 
+def header(**state) -> dict:
+    return {"trials": [3], "configs": [{}], "seed": 1, "state": state}
+
+
 def test_a_file_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
     path = tmp_path / "3.ckpt"
-    checkpoints.write_atomic(path, {"state": {"epoch": 1}})
+    checkpoints.write_atomic(path, header(epoch=1))
 
     def torn(obj, f):  # a kill while writing: some bytes, then nothing
         f.write(b"PK\x03\x04 half a file")
@@ -120,9 +126,30 @@ def test_a_file_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
 
     monkeypatch.setattr(checkpoints.torch, "save", torn)
     with pytest.raises(KeyboardInterrupt):
-        checkpoints.write_atomic(path, {"state": {"epoch": 2}})
+        checkpoints.write_atomic(path, header(epoch=2))
     assert checkpoints.read(path)["state"] == {"epoch": 1}  # the last whole one
     assert [p.name for p in tmp_path.iterdir()] == ["3.ckpt"]  # no temporary left behind
+
+
+def test_a_temporary_left_by_a_kill_mid_write_is_swept_once_it_is_old(tmp_path):
+    import os
+
+    fresh, old = tmp_path / ".tmp-a.ckpt", tmp_path / ".tmp-b.ckpt"
+    for path in (fresh, old):
+        path.write_bytes(b"half a file")
+    os.utime(old, (0, 0))
+    assert list(checkpoints.found(tmp_path)) == []
+    assert fresh.exists() and not old.exists()  # a fresh one may be a writer's, right now
+
+
+def test_a_file_that_is_not_a_checkpoint_is_unusable(tmp_path):
+    path = tmp_path / "4.ckpt"
+    path.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(checkpoints.Unusable, match="not a checkpoint"):
+        checkpoints.read(path)
+    torch.save({"state": {}}, path)
+    with pytest.raises(checkpoints.Unusable, match="its header is missing"):
+        checkpoints.read(path)
 
 
 def test_a_checkpoint_cannot_carry_code(tmp_path):
@@ -135,22 +162,84 @@ def test_a_checkpoint_cannot_carry_code(tmp_path):
 
     path = tmp_path / "1.ckpt"
     torch.save({"state": Boom()}, path, pickle_module=pickle)
-    with pytest.raises(pickle.UnpicklingError):
+    with pytest.raises(checkpoints.Unusable, match="not a checkpoint") as err:
         checkpoints.read(path)
+    assert isinstance(err.value.__cause__, pickle.UnpicklingError)
 
 
 def test_one_claimant_wins_and_the_saver_retires_what_it_resumed(tmp_path):
-    checkpoints.write_atomic(tmp_path / "5.ckpt", {"state": {}})
+    checkpoints.write_atomic(tmp_path / "5.ckpt", header())
     [item] = list(checkpoints.found(tmp_path))
     assert (item.batch, item.token) == (5, None)
     mine = checkpoints.claim(item)
     assert mine is not None and mine.token and checkpoints.claim(item) is None  # taken
     assert [f.token for f in checkpoints.found(tmp_path)] == [mine.token]
-    saver = checkpoints.Saver(tmp_path / "9.ckpt", {"trials": [9]}, every=0.0,
-                              resumed=mine.path)
+    saver = checkpoints.Saver(tmp_path / "9.ckpt", {"trials": [9], "configs": [{}],
+                                                    "seed": 1}, every=0.0, resumed=mine.path)
     assert not saver.due()  # every 0: never
     saver({"epoch": 3})
     assert [(f.batch, f.token) for f in checkpoints.found(tmp_path)] == [(9, None)]
-    assert checkpoints.read(tmp_path / "9.ckpt") == {"trials": [9], "state": {"epoch": 3}}
+    assert checkpoints.read(tmp_path / "9.ckpt") == {"trials": [9], "configs": [{}],
+                                                     "seed": 1, "state": {"epoch": 3}}
     saver.done()
     assert list(checkpoints.found(tmp_path)) == []
+
+
+class StopAfter:
+    """A stop flag (as Ctrl-C sets it) raised after ``n`` looks."""
+
+    def __init__(self, n: int) -> None:
+        import signal
+
+        self.n, self.signal, self.sigint = n, None, signal.SIGINT
+
+    def __call__(self) -> bool:
+        self.n -= 1
+        if self.n < 0:
+            self.signal = self.sigint
+        return self.signal is not None
+
+
+def test_a_stopped_batch_with_a_trial_already_recorded_goes_on_without_recording_it_twice(
+        dataset, tmp_path):
+    """Ctrl-C in the middle of a batch whose one trial had already diverged (recorded for
+    good, FAIL with its reason): the next run goes on from the checkpoint with new trials for
+    the others only, trains the diverged place along (the batch computes what it computed)
+    but records nothing of it again, and ends with the same accuracies as a run never
+    stopped."""
+    import json
+
+    import optuna
+
+    from dropsweep.config import build_sweep
+    from dropsweep.liveness import counts_toward_target
+    from dropsweep.runner import run_search
+    from dropsweep.sweepfile import parse_sweep_text
+
+    sweep = build_sweep(parse_sweep_text(
+        "name: s\nmodel: {hidden: [8]}\ntrain: {epochs: 60, batch_size: 16, eval_every: 5}\n"
+        "cv: {folds: 3, seed: 1}\nsearch: {trials: 3, pruner: none}\nspace:\n"
+        "  - {placement: input, input_rate: 0.2, learning_rate: 0.05}\n"
+        "  - {placement: none, learning_rate: 1000000.0, momentum: 0.9}\n", "s.yaml"))
+
+    def run(storage: str, **kw) -> optuna.Study:
+        run_search(sweep, dataset, storage_url=storage, device="cpu", batch=3,
+                   checkpoint_dir=tmp_path / "saves", **kw)
+        return optuna.load_study(study_name="s", storage=storage)
+
+    stopped = run(f"sqlite:///{tmp_path}/a.db", stop=StopAfter(30), checkpoint_every=1e-9)
+    states = sorted((t.state.name, counts_toward_target(t)) for t in stopped.trials)
+    assert states == [("FAIL", False), ("FAIL", False), ("FAIL", True)]  # 2 stopped, 1 diverged
+    assert list((tmp_path / "saves").rglob("*.ckpt"))  # kept: the batch goes on from it
+    study = run(f"sqlite:///{tmp_path}/a.db", checkpoint_every=1e-9)
+    assert [t.state.name for t in study.trials] == ["FAIL", "FAIL", "FAIL", "COMPLETE",
+                                                     "COMPLETE"]
+    assert sorted(t.user_attrs["resumed"]["trial"] for t in study.trials[3:]) == [0, 1]
+    assert not list((tmp_path / "saves").rglob("*.ckpt*"))
+    plain = run(f"sqlite:///{tmp_path}/b.db", checkpoint_every=0)
+
+    def folds(s: optuna.Study) -> dict[str, list]:
+        return {json.dumps(t.user_attrs["config"], sort_keys=True): t.user_attrs[
+            "fold_accuracies"] for t in s.trials if t.state.name == "COMPLETE"}
+
+    assert folds(study) == folds(plain) and len(folds(plain)) == 2

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 
 from dropsweep.config import Sweep
 from dropsweep.data import Dataset
+from dropsweep.checkpoints import Unusable
 from dropsweep.errors import DropsweepError
 from dropsweep.memory import GATHER_ROWS
 from dropsweep.families.mlp import dropout_rates, kernel
@@ -117,9 +118,10 @@ def _scores(model: BatchedMLP, x: torch.Tensor, y: torch.Tensor, valid: torch.Te
     """Per model, the number of real rows (``valid``) predicted right and their summed loss
     (no dropout)."""
     logits = forward(model, x)
-    valid = valid.to(logits.dtype)
-    correct = (predictions(logits) == y).to(logits.dtype)
-    return (correct * valid).sum(1), (row_losses(logits, y) * valid).sum(1)
+    correct = ((predictions(logits) == y) & valid).to(logits.dtype)
+    zero = torch.zeros((), dtype=logits.dtype, device=logits.device)
+    # where, not a product: a padding row's infinite loss must not become NaN
+    return correct.sum(1), torch.where(valid, row_losses(logits, y), zero).sum(1)
 
 
 class MLPEngine:
@@ -172,25 +174,28 @@ class MLPEngine:
             return [t.detach().cpu().clone() for t in ts]
 
         return {"engine": "c" if self.compiled else "torch",
-                "weights": cpu(net.model.weights), "biases": cpu(net.model.biases),
+                "device": self.trial_of.device.type, "weights": cpu(net.model.weights), "biases": cpu(net.model.biases),
                 "velocity": cpu(net.velocity), "generator": self.generator.get_state(),
                 "bits": self.bits.state(), "mask_key": self.mask_key.clone(),
                 "mask_counter": self.mask_counter.clone(),
                 **{name: getattr(self, name).cpu().clone() for name in self._PER_MODEL}}
 
     def load_state(self, state: Mapping[str, Any]) -> None:
-        """Continue from :meth:`state`; refused (ValueError) from the other engine, whose
-        dropout masks come from other streams."""
-        engine = "c" if self.compiled else "torch"
-        if state["engine"] != engine:
-            raise ValueError(f"a checkpoint of the {state['engine']} engine cannot continue "
-                             f"on the {engine} engine")
-        device = self.trial_of.device
+        """Continue from :meth:`state`; refused (:class:`Unusable`) from the other engine
+        or another kind of device, whose random streams differ."""
+        engine, device = "c" if self.compiled else "torch", self.trial_of.device
+        made = (state.get("engine"), state.get("device", "cpu"))
+        if made != (engine, device.type):
+            raise Unusable(f"a checkpoint of the {made[0]} engine on {made[1]} cannot "
+                           f"continue on the {engine} engine on {device.type}")
         self.net = TrainState(BatchedMLP([w.to(device) for w in state["weights"]],
                                          [b.to(device) for b in state["biases"]]))
         self.net.velocity = [v.to(device).clone() for v in state["velocity"]]
-        self.generator.set_state(state["generator"])
-        self.bits.load_state(state["bits"])
+        try:
+            self.generator.set_state(state["generator"])
+            self.bits.load_state(state["bits"])
+        except (RuntimeError, KeyError, TypeError, ValueError) as exc:
+            raise Unusable(f"its random streams cannot be restored ({exc})") from exc
         self.mask_key = state["mask_key"].clone()
         self.mask_counter = state["mask_counter"].clone()
         for name in self._PER_MODEL:

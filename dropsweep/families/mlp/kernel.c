@@ -22,8 +22,8 @@
 
 /* Subnormal floats flushed to zero (FTZ, DAZ) while an epoch runs, in this thread only, and
  * the caller's mode restored after: TensorFlow's CPU kernels run so (Keras's numbers), and a
- * velocity decaying towards zero (a weight whose gradient is always 0, such as one from an
- * image's blank border pixel under momentum) otherwise turns subnormal, where every
+ * velocity decaying towards zero (a weight whose gradient is almost always 0: one from a
+ * nearly blank border pixel, a unit that stopped firing) otherwise turns subnormal, where every
  * operation on it costs about a hundred cycles: measured 1.6x slower a Fashion-MNIST epoch
  * (benchmarks/large_rows.py). Not -ffast-math's start-up code, which would flush the whole
  * process for good. */
