@@ -1,0 +1,186 @@
+"""Many conv nets as one: the Keras CIFAR-10 example's network, batched over models.
+
+``input -> [conv kxk, ReLU, max-pool] x blocks -> flatten -> [dense, ReLU] x hidden ->
+dense (softmax)``, every parameter with a leading ``models`` axis (PyTorch layouts:
+conv ``[models, out, in, k, k]``, dense ``[models, out, in]``). Each model has its own
+minibatch, dropout rates, learning rate, momentum and max-norm; one :meth:`ConvNets.step`
+trains them all.
+
+Two ways to compute the batch, both exact (``tests/test_cnn_network.py`` holds each to a
+plain per-model ``nn.Conv2d``/``nn.Linear`` reference): ``loop``, one model's convolutions
+after another's, and ``grouped``, the models' minibatches stacked along the channels and
+each convolution one ``groups=models`` call. ``benchmarks/cnn_engines.py`` measured the loop
+faster at CIFAR-10's size on this CPU and grouped faster on small inputs; the engine will
+choose per shape.
+
+Dropout sites, as in the example: ``input`` (on the images), ``conv`` (after each block's
+pooling), ``dense`` (after each hidden dense layer); inverted, a rate per site and model;
+at ``conv``, ``spatial`` drops whole feature maps (Keras ``noise_shape=(batch, 1, 1,
+channels)``, PyTorch ``Dropout2d``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from dropsweep.families.cnn.blocks import feature_sizes, max_norm, uniform_init
+from dropsweep.optimizers import adam_step, sgd_step
+
+FORMS = ("loop", "grouped")
+
+
+@dataclass(frozen=True)
+class ConvSpec:
+    """The network's shape: input ``(channels, height, width)``, conv blocks' channels,
+    hidden dense widths, classes; Keras's defaults otherwise."""
+
+    in_shape: tuple[int, int, int]
+    conv: tuple[int, ...] = (64, 64)
+    dense: tuple[int, ...] = (256,)
+    classes: int = 10
+    kernel: int = 3
+    pool: int = 2
+    padding: str = "valid"
+    init: str = "he_uniform"  # conv and hidden dense; the output layer: Keras's glorot
+
+    def flat(self) -> int:
+        """Features after the last block (a ValueError names a block that empties)."""
+        h, w = feature_sizes(self.in_shape[1], self.in_shape[2], len(self.conv), self.kernel,
+                             self.pool, self.padding)[-1]
+        return self.conv[-1] * h * w
+
+
+@dataclass
+class Rates:
+    """Per model (``[models]`` tensors): dropout at each site; spatial maps at ``conv``."""
+
+    input: torch.Tensor
+    conv: torch.Tensor
+    dense: torch.Tensor
+    spatial: torch.Tensor  # bool
+
+
+def _mask(shape: Sequence[int], rate: torch.Tensor, generator: torch.Generator,
+          spatial: torch.Tensor | None = None) -> torch.Tensor | None:
+    """An inverted dropout mask ``[models, *shape]``, None where no model drops here."""
+    if not bool((rate > 0).any()):
+        return None
+    models = rate.numel()
+    keep = (1.0 - rate).view(-1, *([1] * len(shape)))
+    u = torch.rand((models, *shape), generator=generator, device=rate.device)
+    kept = u < keep
+    if spatial is not None and bool(spatial.any()):  # one draw per (example, channel)
+        maps = torch.rand((models, *shape[:2], *([1] * (len(shape) - 2))),
+                          generator=generator, device=rate.device) < keep
+        kept = torch.where(spatial.view(-1, *([1] * len(shape))), maps.expand_as(kept), kept)
+    return kept.to(rate.dtype) / keep
+
+
+class ConvNets:
+    """``models`` conv nets of one :class:`ConvSpec`, trained together."""
+
+    def __init__(self, spec: ConvSpec, models: int, generator: torch.Generator,
+                 device: torch.device | str = "cpu") -> None:
+        self.spec, self.models = spec, models
+        c, k = spec.in_shape[0], spec.kernel
+        self.conv_w, self.conv_b = [], []
+        for out in spec.conv:
+            self.conv_w.append(uniform_init(spec.init, models, [out, c, k, k], generator, device))
+            self.conv_b.append(torch.zeros(models, out, device=device))
+            c = out
+        self.dense_w, self.dense_b = [], []
+        width = spec.flat()
+        for i, out in enumerate((*spec.dense, spec.classes)):
+            init = spec.init if i < len(spec.dense) else "glorot_uniform"
+            self.dense_w.append(uniform_init(init, models, [out, width], generator, device))
+            self.dense_b.append(torch.zeros(models, out, device=device))
+            width = out
+        self.state: dict[int, list[torch.Tensor]] = {}  # optimiser slots, per parameter
+        self.steps = 0
+
+    def parameters(self) -> list[torch.Tensor]:
+        return [*self.conv_w, *self.conv_b, *self.dense_w, *self.dense_b]
+
+    def constrained(self) -> list[torch.Tensor]:
+        """What max-norm bounds, as in the example: conv kernels and hidden dense layers."""
+        return [*self.conv_w, *self.dense_w[:-1]]
+
+    # ------------------------------------------------------------------ forward
+
+    def logits(self, x: torch.Tensor, rates: Rates | None = None,
+               generator: torch.Generator | None = None, form: str = "loop",
+               params: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
+        """``[models, rows, classes]`` for ``x`` ``[models, rows, C, H, W]``; dropout when
+        ``rates`` is given (training), none otherwise."""
+        if form not in FORMS:
+            raise ValueError(f"form must be one of {FORMS}, got {form!r}")
+        p = list(params) if params is not None else self.parameters()
+        n_conv, n_dense = len(self.conv_w), len(self.dense_w)
+        conv_w, conv_b = p[:n_conv], p[n_conv:2 * n_conv]
+        dense_w = p[2 * n_conv:2 * n_conv + n_dense]
+        dense_b = p[2 * n_conv + n_dense:]
+        pad = 0 if self.spec.padding == "valid" else self.spec.kernel // 2
+
+        def drop(h: torch.Tensor, rate: torch.Tensor, spatial: torch.Tensor | None = None
+                 ) -> torch.Tensor:
+            assert generator is not None
+            mask = _mask(h.shape[1:], rate, generator, spatial)
+            return h if mask is None else h * mask
+
+        h = x if rates is None else drop(x, rates.input)
+        M, rows = h.shape[:2]
+        for w, b in zip(conv_w, conv_b):
+            if form == "loop":
+                h = torch.stack([F.conv2d(h[m], w[m], b[m], padding=pad) for m in range(M)])
+            else:
+                stacked = h.transpose(0, 1).reshape(rows, M * h.shape[2], *h.shape[3:])
+                out = F.conv2d(stacked, w.reshape(-1, *w.shape[2:]), b.reshape(-1),
+                               padding=pad, groups=M)
+                h = out.reshape(rows, M, w.shape[1], *out.shape[2:]).transpose(0, 1)
+            h = F.max_pool2d(F.relu(h).flatten(0, 1), self.spec.pool)
+            h = h.reshape(M, rows, *h.shape[1:])
+            if rates is not None:
+                h = drop(h, rates.conv, rates.spatial)
+        h = h.flatten(2)
+        for i, (w, b) in enumerate(zip(dense_w, dense_b)):
+            h = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
+            if i < len(dense_w) - 1:
+                h = F.relu(h)
+                if rates is not None:
+                    h = drop(h, rates.dense)
+        return h
+
+    # ------------------------------------------------------------------ training
+
+    def step(self, x: torch.Tensor, y: torch.Tensor, *, optimizer: str,
+             lr: torch.Tensor, momentum: torch.Tensor | None = None,
+             max_norm_c: torch.Tensor | None = None, max_norm_axis: str = "keras",
+             rates: Rates | None = None, generator: torch.Generator | None = None,
+             form: str = "loop") -> None:
+        """One minibatch for every model: each model's mean cross-entropy over its rows,
+        the optimiser's update, then max-norm (Keras: after every update)."""
+        params = [p.detach().requires_grad_() for p in self.parameters()]
+        with torch.enable_grad():
+            logits = self.logits(x, rates, generator, form, params)
+            loss = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum")
+            grads = torch.autograd.grad(loss / y.shape[1], params)
+        self.steps += 1
+        for i, (p, g) in enumerate(zip(self.parameters(), grads)):
+            slots = self.state.setdefault(i, [torch.zeros_like(p), torch.zeros_like(p)])
+            if optimizer == "sgd":
+                assert momentum is not None
+                sgd_step(p, slots[0], g, lr, momentum)
+            elif optimizer == "adam":
+                adam_step(p, slots[0], slots[1], g, lr, self.steps)
+            else:
+                raise ValueError(f"optimizer must be sgd or adam, got {optimizer!r}")
+        if max_norm_c is not None and bool(torch.isfinite(max_norm_c).any()):
+            limited = torch.isfinite(max_norm_c)  # inf: none (not a scaling by n / (n + eps))
+            c = torch.where(limited, max_norm_c, torch.ones_like(max_norm_c))
+            for w in self.constrained():
+                on = limited.view(-1, *([1] * (w.dim() - 1)))
+                w.copy_(torch.where(on, max_norm(w, c, max_norm_axis), w))
