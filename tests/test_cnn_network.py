@@ -11,7 +11,7 @@ from torch import nn
 
 from dropsweep.families.cnn.blocks import max_norm
 from dropsweep.families.cnn.network import ConvNets, ConvSpec, Rates
-from dropsweep.optimizers import adam_step, sgd_step
+from dropsweep.families.optimizers import adam_step, sgd_step
 
 SPEC = ConvSpec(in_shape=(2, 12, 12), conv=(4, 6), dense=(8,), classes=3)
 

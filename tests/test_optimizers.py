@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from dropsweep.optimizers import adam_step, sgd_step
+from dropsweep.families.optimizers import adam_step, sgd_step
 
 
 def keras_adam(w, grads, lr, b1=0.9, b2=0.999, eps=1e-7):

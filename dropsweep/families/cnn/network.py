@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from dropsweep.families.cnn.blocks import feature_sizes, max_norm, uniform_init
-from dropsweep.optimizers import adam_step, sgd_step
+from dropsweep.families.optimizers import adam_step, sgd_step
 
 FORMS = ("loop", "grouped")
 
