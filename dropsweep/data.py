@@ -144,16 +144,29 @@ def with_scale(dataset: Dataset, sweep: Sweep) -> Dataset:
     return replace(dataset, scale=scale)
 
 
-def scale_rows(X_train: np.ndarray, X_test: np.ndarray, scale: str = "standard",
-               pixel_max: float | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Both as float32, scaled as ``scale`` says, from the training rows alone: standard
-    fits each feature's mean and sd on them (a constant feature is centred, not divided);
-    unit divides by ``pixel_max``; none only converts."""
+def scaling(X_fit: np.ndarray, scale: str = "standard", pixel_max: float | None = None
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """(shift, divisor) per feature, fitted on ``X_fit`` alone, such that ``(x - shift) /
+    divisor`` is what a model sees: standard, the rows' mean and sd (scikit-learn's: a
+    constant feature is centred, not divided); unit, 0 and ``pixel_max``; none, 0 and 1.
+    Training and an exported model's scaling both come from here."""
     if scale == "standard":
-        return standardize(X_train, X_test)
-    divisor = np.float32(pixel_max if scale == "unit" else 1.0)
-    return (np.asarray(X_train, dtype=np.float32) / divisor,
-            np.asarray(X_test, dtype=np.float32) / divisor)
+        from sklearn.preprocessing import StandardScaler  # heavy import: only when scaling
+
+        fitted = StandardScaler().fit(np.asarray(X_fit, dtype=np.float64))
+        return fitted.mean_, fitted.scale_
+    n = X_fit.shape[1]
+    return np.zeros(n), np.full(n, float(pixel_max if scale == "unit" else 1.0))
+
+
+def scale_like(X_fit: np.ndarray, X: np.ndarray, scale: str = "standard",
+               pixel_max: float | None = None) -> np.ndarray:
+    """``X`` as float32, scaled as ``scale`` says from the rows ``X_fit`` alone (standard in
+    float64, as scikit-learn's transform computes it; unit and none in float32)."""
+    if scale == "standard":
+        shift, divisor = scaling(X_fit, scale)
+        return ((np.asarray(X, dtype=np.float64) - shift) / divisor).astype(np.float32)
+    return np.asarray(X, dtype=np.float32) / np.float32(pixel_max if scale == "unit" else 1.0)
 
 
 def _sweep_path(sweep: Sweep, given: str) -> Path:
@@ -208,12 +221,7 @@ def stratified_split(y: np.ndarray, fraction: float, seed: int
 
 def standardize(X_train: np.ndarray, X_test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Scale both with the training fold's mean and std only: the held-out rows must not leak."""
-    from sklearn.preprocessing import StandardScaler  # heavy import: only when scaling
-
-    X_train = np.asarray(X_train, dtype=np.float64)
-    scaler = StandardScaler().fit(X_train)
-    X_test = scaler.transform(np.asarray(X_test, dtype=np.float64))
-    return scaler.transform(X_train).astype(np.float32), X_test.astype(np.float32)
+    return scale_like(X_train, X_train), scale_like(X_train, X_test)
 
 
 # ----------------------------------------------------------------------------- Sonar

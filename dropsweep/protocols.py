@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 import torch
 
-from dropsweep.data import Dataset, scale_rows, stratified_folds, stratified_split
+from dropsweep.data import Dataset, scale_like, stratified_folds, stratified_split
 
 if TYPE_CHECKING:
     from dropsweep.config import Sweep
@@ -121,14 +121,14 @@ def _stack(splits: Sequence[tuple[np.ndarray, np.ndarray]], X: np.ndarray, y: np
     dev = torch.device(device)
     divisor = None
     if scale == "standard":  # each split's own statistics: one table per split
-        tables = np.stack([scale_rows(X[train], X, scale)[1] for train, _ in splits])
+        tables = np.stack([scale_like(X[train], X, scale) for train, _ in splits])
         table_of = np.arange(len(splits))
     elif X.dtype == np.uint8:  # pixels stay 8-bit until gathered
         tables = X[None]
         divisor = float(pixel_max) if scale == "unit" else 1.0
         table_of = np.zeros(len(splits), dtype=np.int64)
     else:
-        tables = scale_rows(X[:1], X, scale, pixel_max)[1][None]
+        tables = scale_like(X, X, scale, pixel_max)[None]
         table_of = np.zeros(len(splits), dtype=np.int64)
     train = [s[0] for s in splits]
     test = [s[1] for s in splits]

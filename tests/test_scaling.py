@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from dropsweep.config import build_sweep
-from dropsweep.data import Dataset, scale_rows, standardize, with_scale
+from dropsweep.data import Dataset, scale_like, standardize, with_scale
 from dropsweep.errors import SweepError
 from dropsweep.protocols import make_folds
 from dropsweep.sweepfile import parse_sweep_text
@@ -44,14 +44,19 @@ def test_unit_needs_a_pixel_maximum_and_says_so_at_the_key():
 
 def test_each_scale_as_written():
     X = rows(255.0, np.uint8).X
-    train, test = scale_rows(X[:30], X[30:], "unit", 255.0)
+    train, test = (scale_like(X[:30], part, "unit", 255.0) for part in (X[:30], X[30:]))
     assert train.dtype == np.float32 and np.array_equal(train, X[:30].astype(np.float32) / 255)
     assert test.max() <= 1.0 and np.array_equal(test, X[30:].astype(np.float32) / 255)
-    train, test = scale_rows(X[:30], X[30:], "none")
+    train, test = (scale_like(X[:30], part, "none") for part in (X[:30], X[30:]))
     assert np.array_equal(train, X[:30].astype(np.float32))
-    a, b = scale_rows(X[:30], X[30:], "standard")
+    a, b = (scale_like(X[:30], part, "standard") for part in (X[:30], X[30:]))
     c, d = standardize(X[:30], X[30:])
     assert np.array_equal(a, c) and np.array_equal(b, d)
+    # and as scikit-learn's own transform computes it, to the bit
+    from sklearn.preprocessing import StandardScaler
+
+    fitted = StandardScaler().fit(X[:30].astype(np.float64))
+    assert np.array_equal(b, fitted.transform(X[30:].astype(np.float64)).astype(np.float32))
 
 
 def test_a_constant_pixel_is_centred_not_divided_under_standard():
@@ -59,7 +64,7 @@ def test_a_constant_pixel_is_centred_not_divided_under_standard():
     0 rather than NaN."""
     X = rows().X
     X[:, 2] = 7.0
-    train, test = scale_rows(X[:30], X[30:], "standard")
+    train, test = (scale_like(X[:30], part, "standard") for part in (X[:30], X[30:]))
     assert np.isfinite(train).all() and (train[:, 2] == 0).all() and (test[:, 2] == 0).all()
 
 

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from dropsweep.config import Sweep
-from dropsweep.data import Dataset
+from dropsweep.data import Dataset, scaling
 from dropsweep.checkpoints import Unusable
 from dropsweep.errors import DropsweepError
 from dropsweep.memory import GATHER_ROWS
@@ -383,20 +383,8 @@ def train_on_all(sweep: Sweep, dataset: Dataset, config: Mapping[str, Any], seed
     for i, (w, b) in enumerate(zip(result.model.weights, result.model.biases)):
         state[f"{2 * i}.weight"] = w[0].T.contiguous().cpu()  # nn.Linear keeps [out, in]
         state[f"{2 * i}.bias"] = b[0, 0].contiguous().cpu()
-    mean, scale = _scaling(dataset)
+    mean, scale = scaling(dataset.X, dataset.scale, dataset.pixel_max)
     return {"state_dict": state, "mean": torch.tensor(mean, dtype=torch.float32),
             "scale": torch.tensor(scale, dtype=torch.float32), "classes": list(dataset.classes),
             "features": list(dataset.feature_names), "hidden": list(sweep.model.hidden),
             "train_accuracy": result.train_accuracy}
-
-
-def _scaling(dataset: Dataset) -> tuple[np.ndarray, np.ndarray]:
-    """(mean, scale) such that (x - mean) / scale is what the model was trained on."""
-    n = dataset.X.shape[1]
-    if dataset.scale == "standard":
-        mean = dataset.X.astype(np.float64).mean(0)
-        scale = dataset.X.astype(np.float64).std(0)
-        scale[scale == 0] = 1.0
-        return mean, scale
-    divisor = dataset.pixel_max if dataset.scale == "unit" else 1.0
-    return np.zeros(n), np.full(n, float(divisor or 1.0))
