@@ -19,9 +19,9 @@ the study, which files are resumable.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass
@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import torch
+
+from dropsweep.fetch import replace_atomically
 
 class Unusable(Exception):
     """This checkpoint cannot continue here (another engine's, another device's, or
@@ -56,18 +58,8 @@ def study_dir(root: Path, study_name: str) -> Path:
 def write_atomic(path: Path, payload: dict[str, Any]) -> None:
     """``payload`` to ``path``: written to a temporary file beside it, flushed to disk,
     then renamed over it, so a reader (or a kill) sees the old file or the new, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=SUFFIX, dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with _quiet():
-            os.unlink(tmp)
-        raise
+    replace_atomically(path, lambda out: torch.save(payload, out), prefix=TMP_PREFIX,
+                       suffix=SUFFIX, durable=True)
 
 
 def read(path: Path) -> dict[str, Any]:
@@ -83,14 +75,6 @@ def read(path: Path) -> dict[str, Any]:
             payload):
         raise Unusable("not a checkpoint: its header is missing")
     return payload
-
-
-class _quiet:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: Any, exc: Any, tb: Any) -> bool:
-        return kind is not None and issubclass(kind, OSError)
 
 
 @dataclass(frozen=True)
@@ -148,7 +132,7 @@ def age(item: Found) -> float:
 def remove(*paths: Path | None) -> None:
     for path in paths:
         if path is not None:
-            with _quiet():
+            with contextlib.suppress(OSError):
                 os.unlink(path)
 
 

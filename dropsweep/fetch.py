@@ -187,20 +187,31 @@ def _reason(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
+def replace_atomically(path: Path, write: Callable[[BinaryIO], object], prefix: str,
+                       suffix: str = ".part", durable: bool = False) -> None:
+    """``write`` a temporary file beside ``path``, then rename it over ``path``: a reader, a
+    crash or a kill sees the old file or the new, never half of one (``durable``: flushed
+    to the disk first). The temporary is removed when anything fails; the error stands."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=suffix)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            write(out)
+            if durable:
+                out.flush()
+                os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
 def _store(raw: bytes, path: Path) -> bool:
     """Write via a temp file renamed in the same directory, so a crash leaves no half file.
     Failing to cache is not fatal: the bytes are in hand; the next run downloads again."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".part")
-        try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(raw)
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        replace_atomically(path, lambda out: out.write(raw), prefix=f".{path.name}-")
     except OSError:
         return False
     return True
