@@ -91,7 +91,7 @@ def found(directory: Path) -> Iterator[Found]:
     """The study's checkpoint files, written and claimed, oldest batch first."""
     try:
         names = sorted(os.listdir(directory))
-    except FileNotFoundError:
+    except OSError:  # none yet, or a place that cannot hold any (the saver says so)
         return
     items = []
     for name in names:
@@ -143,10 +143,11 @@ class Saver:
     retires the file this batch resumed from (``resumed``), which it supersedes."""
 
     def __init__(self, path: Path, header: dict[str, Any], every: float,
-                 resumed: Path | None = None, first: Callable[[], None] | None = None
-                 ) -> None:
+                 resumed: Path | None = None, first: Callable[[], None] | None = None,
+                 on_error: Callable[[str], None] | None = None) -> None:
         self.path, self.header, self.every, self.resumed = path, header, every, resumed
         self.first = first  # called before the first write (the runner records the directory)
+        self.on_error = on_error  # told, in one line, when checkpoints cannot be written
         self.last = time.monotonic()
         self.written = 0
 
@@ -157,7 +158,14 @@ class Saver:
         if self.first is not None:
             self.first()
             self.first = None
-        write_atomic(self.path, {**self.header, "state": state})
+        try:
+            write_atomic(self.path, {**self.header, "state": state})
+        except OSError as exc:  # a safety net that fails must not stop the training it guards
+            self.every = 0.0
+            if self.on_error is not None:
+                self.on_error(f"checkpoints cannot be written to {self.path.parent} "
+                              f"({exc.strerror or exc}); this batch goes on without them")
+            return
         self.last = time.monotonic()
         self.written += 1
         if self.resumed is not None:

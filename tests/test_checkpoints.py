@@ -243,3 +243,20 @@ def test_a_stopped_batch_with_a_trial_already_recorded_goes_on_without_recording
             "fold_accuracies"] for t in s.trials if t.state.name == "COMPLETE"}
 
     assert folds(study) == folds(plain) and len(folds(plain)) == 2
+
+
+def test_a_directory_that_cannot_be_written_is_one_line_and_training_goes_on(tmp_path):
+    """A checkpoint is a safety net: failing to write one (``--checkpoints`` somewhere
+    unwritable, a full disk) says so once and stops trying, and never stops the batch."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    said: list[str] = []
+    saver = checkpoints.Saver(blocker / "saves" / "0.ckpt", {"trials": [0], "configs": [{}],
+                                                             "seed": 1}, every=1e-9,
+                              on_error=said.append)
+    assert saver.due()
+    saver({"epoch": 1})  # no exception
+    assert len(said) == 1 and said[0].startswith(f"checkpoints cannot be written to "
+                                                 f"{blocker / 'saves'} (")
+    assert said[0].endswith("this batch goes on without them") and not saver.due()
+    assert list(checkpoints.found(blocker / "saves")) == []  # and looking there finds none
