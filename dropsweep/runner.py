@@ -350,6 +350,11 @@ class _Search:
                                              self.seconds))
             return True
         if not asked:
+            # Counted afresh: the count above predates this ask, and another worker asking at
+            # the same moment may have taken the last places (ours dropped as surplus) and be
+            # training them now; stopping then would leave the study short of its target.
+            running = len(study.get_trials(deepcopy=False,
+                                           states=(TrialState.RUNNING, TrialState.WAITING)))
             if running == 0:
                 return False
             # Other workers run the rest (or died: their trials go stale and come back).
@@ -552,7 +557,8 @@ class _Search:
                 {"study": study.study_name, "trials": numbers,
                  "configs": [dict(config) for _, config in asked], "seed": seed},
                 self.every, resumed=resumed.claim.path if resumed else None,
-                first=lambda: record_checkpoints(study, self.root))
+                first=lambda: record_checkpoints(study, self.root),
+                on_error=self.events.notice)
         # Asking the pruner costs two storage reads a trial; skip it where its answer is
         # known to be no (no pruner, too few complete trials, still warming up). The
         # baseline is never pruned: every comparison the report makes is against it.
