@@ -142,8 +142,7 @@ def batch_that_fits(sweep: Sweep, dataset: Dataset, batch: int, device: torch.de
     """``batch``, or the fewer trials that fit in memory beside ``workers - 1`` other workers
     of this machine; a trial that cannot fit at all is a one-line error naming the key.
     Checked before anything is written to the storage."""
-    need = sweep.family.need(sweep, dataset.X.shape[1], dataset.n_classes, sweep.splits,
-                             dataset.X.shape[0])  # all rows: a bound
+    need = sweep.family.need(sweep, dataset, sweep.splits)
     free = memory.available(device)
     share = None if free is None else free // workers
     return memory.fit_batch(need, batch, share, file=sweep.file, device=str(device))

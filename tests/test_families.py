@@ -135,9 +135,9 @@ class Toy(Family):
                           sweep.train.eval_every, on_checkpoint, should_stop, on_progress,
                           save, resume)
 
-    def need(self, sweep: Any, n_features: int, n_classes: int, models: int, rows: int
-             ) -> Need:
-        return Need(parameters=4 * models * n_features * n_classes, activations=0,
+    def need(self, sweep: Any, dataset: Any, models: int) -> Need:
+        n_features, rows = dataset.n_features, len(dataset.y)
+        return Need(parameters=4 * models * n_features * dataset.n_classes, activations=0,
                     inputs=4 * models * rows * n_features, network_key="model")
 
     def train_on_all(self, *args: Any) -> dict[str, Any]:

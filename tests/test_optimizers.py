@@ -67,3 +67,33 @@ def test_sgd_is_keras_s_momentum_rule():
         wv = mom[:, None] * wv - lr[:, None] * g
         want = want + wv
     np.testing.assert_allclose(w.numpy(), want, rtol=1e-12)
+
+
+def test_a_mixed_batch_steps_each_model_with_its_own_optimizer():
+    """Models 0 and 2 Adam, 1 SGD, model 2 with no rows left at the second step: each ends
+    exactly where its own optimizer alone takes it, model 2 with one Adam step fewer."""
+    from dropsweep.families.optimizers import step_models
+
+    rng = np.random.default_rng(2)
+    w0 = rng.normal(size=(3, 4))
+    grads = [rng.normal(size=(3, 4)) for _ in range(3)]
+    lr = torch.tensor([1e-3, 0.1, 3e-3], dtype=torch.float64)
+    mom = torch.tensor([0.0, 0.9, 0.0], dtype=torch.float64)
+    adam = torch.tensor([True, False, True])
+    w = torch.tensor(w0)
+    slots = (torch.zeros_like(w), torch.zeros_like(w))
+    steps = torch.zeros(3, dtype=torch.int64)
+    for i, g in enumerate(grads):
+        stepping = torch.tensor([True, True, i != 1])
+        steps += stepping
+        step_models(w, slots, torch.tensor(g), adam=adam, lr=lr, momentum=mom, step=steps,
+                    stepping=stepping)
+    np.testing.assert_allclose(w[0].numpy(), keras_adam(w0[0], [g[0] for g in grads], 1e-3),
+                               rtol=1e-12)
+    np.testing.assert_allclose(w[2].numpy(), keras_adam(w0[2], [grads[0][2], grads[2][2]],
+                                                        3e-3), rtol=1e-12)
+    want, v = w0[1].copy(), np.zeros(4)
+    for g in grads:
+        v = 0.9 * v - 0.1 * g[1]
+        want = want + v
+    np.testing.assert_allclose(w[1].numpy(), want, rtol=1e-12)

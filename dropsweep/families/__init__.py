@@ -81,9 +81,9 @@ class Family:
         ``torch.load(..., weights_only=True)`` reads (``dropsweep export --model``)."""
         raise NotImplementedError
 
-    def need(self, sweep: Sweep, n_features: int, n_classes: int, models: int,
-             rows: int) -> Need:
-        """Memory ``models`` models of this sweep's network need for ``rows`` rows."""
+    def need(self, sweep: Sweep, dataset: Dataset, models: int) -> Need:
+        """Memory ``models`` models of this sweep's network need to train on ``dataset``
+        (all its rows: a bound)."""
         raise NotImplementedError
 
 

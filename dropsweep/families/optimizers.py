@@ -42,12 +42,56 @@ def sgd_step(weight: torch.Tensor, velocity: torch.Tensor, grad: torch.Tensor,
     weight.add_(velocity)
 
 
+def _bias_correction(step: torch.Tensor | int, beta_1: float, beta_2: float,
+                     like: torch.Tensor) -> torch.Tensor | float:
+    """``sqrt(1 - beta_2^t) / (1 - beta_1^t)``, for one step count or one per model."""
+    if isinstance(step, int):
+        return math.sqrt(1.0 - beta_2**step) / (1.0 - beta_1**step)
+    t = _per_model(step, like).to(torch.float64)  # float64: 0.999^t needs the digits
+    return ((1.0 - beta_2**t).sqrt() / (1.0 - beta_1**t)).to(like.dtype)
+
+
 @torch.no_grad()
 def adam_step(weight: torch.Tensor, m: torch.Tensor, v: torch.Tensor, grad: torch.Tensor,
-              lr: torch.Tensor | float, step: int, beta_1: float = ADAM_BETA_1,
-              beta_2: float = ADAM_BETA_2, epsilon: float = ADAM_EPSILON) -> None:
-    """Keras Adam, in place; ``step`` counts from 1 (Keras's ``iterations + 1``)."""
+              lr: torch.Tensor | float, step: torch.Tensor | int,
+              beta_1: float = ADAM_BETA_1, beta_2: float = ADAM_BETA_2,
+              epsilon: float = ADAM_EPSILON) -> None:
+    """Keras Adam, in place; ``step`` counts from 1 (Keras's ``iterations + 1``), one count
+    for all or one per model (a model whose split ran out of rows did not step)."""
     m.add_((grad - m) * (1.0 - beta_1))
     v.add_((grad * grad - v) * (1.0 - beta_2))
-    alpha = _per_model(lr, weight) * (math.sqrt(1.0 - beta_2**step) / (1.0 - beta_1**step))
+    alpha = _per_model(lr, weight) * _bias_correction(step, beta_1, beta_2, weight)
     weight.sub_(m * alpha / (v.sqrt() + epsilon))
+
+
+@torch.no_grad()
+def step_models(weight: torch.Tensor, slots: tuple[torch.Tensor, torch.Tensor],
+                grad: torch.Tensor, *, adam: torch.Tensor, lr: torch.Tensor,
+                momentum: torch.Tensor, step: torch.Tensor,
+                stepping: torch.Tensor | None = None) -> None:
+    """One update of a batch whose models may use different optimizers: model ``i`` takes
+    Keras Adam where ``adam[i]``, Keras SGD with ``momentum[i]`` otherwise; where
+    ``stepping[i]`` is False (its split has no rows left this epoch) nothing of it changes,
+    as in Keras. ``slots``: SGD's velocity in the first, Adam's ``(m, v)`` in both."""
+    uses_adam, uses_sgd = bool(adam.any()), not bool(adam.all())
+    before = None if stepping is None or bool(stepping.all()) else (
+        weight.clone(), slots[0].clone(), slots[1].clone())
+    if uses_adam and uses_sgd:
+        was = weight.clone(), slots[0].clone()
+        sgd_step(weight, slots[0], grad, lr, momentum)
+        sgd = weight.clone(), slots[0].clone()
+        weight.copy_(was[0])
+        slots[0].copy_(was[1])
+        adam_step(weight, slots[0], slots[1], grad, lr, step)
+        on = _per_model(adam, weight).to(torch.bool)
+        weight.copy_(torch.where(on, weight, sgd[0]))
+        slots[0].copy_(torch.where(on, slots[0], sgd[1]))
+    elif uses_adam:
+        adam_step(weight, slots[0], slots[1], grad, lr, step)
+    else:
+        sgd_step(weight, slots[0], grad, lr, momentum)
+    if before is not None:
+        assert stepping is not None
+        on = _per_model(stepping, weight).to(torch.bool)
+        for now, was in zip((weight, *slots), before):
+            now.copy_(torch.where(on, now, was))

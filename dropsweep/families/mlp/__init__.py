@@ -127,13 +127,12 @@ class _MLP(Family):
 
         return train_on_all(sweep, dataset, config, seed, device)
 
-    def need(self, sweep: Sweep, n_features: int, n_classes: int, models: int,
-             rows: int) -> Need:
+    def need(self, sweep: Sweep, dataset: Dataset, models: int) -> Need:
         from dropsweep import memory
         from dropsweep.families.mlp.network import layer_sizes
 
-        sizes = layer_sizes(n_features, sweep.model.hidden, n_classes)
-        return memory.trial_need(sizes, models, rows)
+        sizes = layer_sizes(dataset.n_features, sweep.model.hidden, dataset.n_classes)
+        return memory.trial_need(sizes, models, len(dataset.y))
 
 
 MLP = _MLP()
