@@ -42,6 +42,7 @@ class Folds:
     n_classes: int
     table_of: torch.Tensor  # [folds] int64: the table of rows each split reads
     divisor: float | None = None  # uint8 rows are divided by it (float32) as they are gathered
+    image_shape: tuple[int, ...] | None = None  # (height, width[, channels]) of image rows
 
     @property
     def k(self) -> int:
@@ -108,14 +109,16 @@ def _pad(arrays: Sequence[np.ndarray], length: int) -> np.ndarray:
 def make_folds(
     X: np.ndarray, y: np.ndarray, folds: int, seed: int, device: torch.device | str = "cpu",
     n_classes: int | None = None, scale: str = "standard", pixel_max: float | None = None,
+    image_shape: tuple[int, ...] | None = None,
 ) -> Folds:
     """Split stratified with shuffling (seeded), scale per training fold (``data.scale``)."""
-    return _stack(stratified_folds(y, folds, seed), X, y, device, n_classes, scale, pixel_max)
+    return _stack(stratified_folds(y, folds, seed), X, y, device, n_classes, scale, pixel_max,
+                  image_shape)
 
 
 def _stack(splits: Sequence[tuple[np.ndarray, np.ndarray]], X: np.ndarray, y: np.ndarray,
            device: torch.device | str, n_classes: int | None, scale: str,
-           pixel_max: float | None) -> Folds:
+           pixel_max: float | None, image_shape: tuple[int, ...] | None = None) -> Folds:
     """The rows on ``device`` once (one scaled table per split where the scaling is fitted
     per split), each split as padded index tensors."""
     dev = torch.device(device)
@@ -143,18 +146,19 @@ def _stack(splits: Sequence[tuple[np.ndarray, np.ndarray]], X: np.ndarray, y: np
         test_idx=t(_pad(test, max(len(a) for a in test))),
         n_test=t(np.array([len(a) for a in test], dtype=np.int64)),
         n_classes=int(n_classes if n_classes is not None else int(np.max(y)) + 1),
-        table_of=t(np.asarray(table_of, dtype=np.int64)), divisor=divisor)
+        table_of=t(np.asarray(table_of, dtype=np.int64)), divisor=divisor,
+        image_shape=image_shape)
 
 
 def make_holdout(
     X: np.ndarray, y: np.ndarray, validation: float, seed: int,
     device: torch.device | str = "cpu", n_classes: int | None = None, scale: str = "standard",
-    pixel_max: float | None = None,
+    pixel_max: float | None = None, image_shape: tuple[int, ...] | None = None,
 ) -> Folds:
     """One stratified train/validation split (seeded), scaled from its training rows, as a
     :class:`Folds` of one: the engines train it like any fold."""
     return _stack([stratified_split(y, validation, seed)], X, y, device, n_classes, scale,
-                  pixel_max)
+                  pixel_max, image_shape)
 
 
 def folds_of(dataset: Dataset, sweep: Sweep, seed: int, device: torch.device | str = "cpu"
@@ -162,7 +166,8 @@ def folds_of(dataset: Dataset, sweep: Sweep, seed: int, device: torch.device | s
     """The splits a trial of ``sweep`` is scored on, seeded by ``seed`` (the search's cv.seed,
     or a confirmation repeat's): k folds, or one hold-out split; the test rows
     (``dataset.X_test``) are never among them."""
-    common = dict(n_classes=dataset.n_classes, scale=dataset.scale, pixel_max=dataset.pixel_max)
+    common = dict(n_classes=dataset.n_classes, scale=dataset.scale, pixel_max=dataset.pixel_max,
+                  image_shape=dataset.image_shape)
     if sweep.eval.protocol == "holdout":
         return make_holdout(dataset.X, dataset.y, sweep.eval.validation, seed, device, **common)
     return make_folds(dataset.X, dataset.y, sweep.cv.folds, seed, device, **common)
@@ -180,7 +185,8 @@ def one_split(dataset: Dataset, device: torch.device | str = "cpu", *,
         split = (np.arange(n), np.arange(n, len(y)))
     else:
         X, y, split = dataset.X, dataset.y, (np.arange(n), np.arange(n))
-    return _stack([split], X, y, device, dataset.n_classes, dataset.scale, dataset.pixel_max)
+    return _stack([split], X, y, device, dataset.n_classes, dataset.scale, dataset.pixel_max,
+                  dataset.image_shape)
 
 
 def split_ratio(folds: Folds) -> float:

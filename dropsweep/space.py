@@ -106,7 +106,7 @@ class Dimension:
     name: str
     default: Param | None
     baseline: Any
-    choices: tuple[str, ...] = ()
+    choices: tuple[Any, ...] = ()  # strings, or (False, True) for a switch
     rule: Callable[[float], str | None] | None = None
     log: bool = False  # a range of it is log-scaled unless the sweep says otherwise
     when: tuple[str, tuple[Any, ...]] | None = None
@@ -189,6 +189,10 @@ def _is_off(value: Any) -> bool:
 
 def scalar(check: Checker, key: str, dim: Dimension, value: Any) -> Any:
     """One value of ``dim`` as written at ``key``."""
+    if dim.choices and isinstance(dim.choices[0], bool):
+        if not isinstance(value, bool):
+            raise check.fail(key, f"must be true or false, got {describe(value)}")
+        return value
     if dim.choices:
         return check.string(key, value, dim.choices)
     if dim.can_be_off and _is_off(value):
@@ -352,7 +356,7 @@ def distribution(param: Param) -> BaseDistribution:
         return FloatDistribution(param.low, param.high, log=param.log)
     if isinstance(param, Choices):
         return CategoricalDistribution(param.values)
-    if isinstance(param.value, str):
+    if isinstance(param.value, (str, bool)):
         return CategoricalDistribution((param.value,))
     return FloatDistribution(param.value, param.value)
 

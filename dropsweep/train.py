@@ -121,6 +121,18 @@ class Checkpointer(Protocol):
         """Keep ``state`` (atomically: the last complete checkpoint survives a kill)."""
 
 
+def non_finite(tensors: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per model (dim 0): does any value fail ``isfinite``, and is any of them NaN (what an
+    engine's ``end_epoch`` reports)."""
+    bad = torch.zeros(tensors[0].shape[0], dtype=torch.bool, device=tensors[0].device)
+    nan = torch.zeros_like(bad)
+    for t in tensors:
+        flat = t.reshape(t.shape[0], -1)
+        bad |= ~torch.isfinite(flat).all(1)
+        nan |= torch.isnan(flat).any(1)
+    return bad, nan
+
+
 def epoch_order(generator: torch.Generator, n_train: torch.Tensor, max_train: int) -> torch.Tensor:
     """One epoch's minibatch order, ``[models, max_train]``: row ``i`` starts with a shuffle of
     ``0 .. n_train[i]-1`` (model ``i``'s own real rows); its padding positions sort last.

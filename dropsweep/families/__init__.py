@@ -105,9 +105,11 @@ def register(fam: Family) -> Family:
 
 def _builtin() -> None:
     if DEFAULT_FAMILY not in _REGISTERED:
+        from dropsweep.families.cnn import CNN
         from dropsweep.families.mlp import MLP
 
         register(MLP)
+        register(CNN)
 
 
 def family_names() -> tuple[str, ...]:

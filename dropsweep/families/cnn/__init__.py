@@ -1,2 +1,237 @@
-"""The conv-net family (issue 14), being built: so far its Keras-faithful building blocks
-(:mod:`.blocks`); the family itself is not registered yet."""
+"""The conv-net family: the Keras CIFAR-10 example's network, dropout at three sites.
+
+``image -> [conv kxk, ReLU, max-pool] x blocks -> flatten -> [dense, ReLU] x hidden ->
+dense (softmax)`` with Keras's defaults (He-uniform kernels, valid padding, 2x2 pooling).
+Dropout goes on the ``input`` image, after each conv block's pooling (``conv``: units, or
+whole feature maps where ``spatial``), and after each hidden dense layer (``dense``); the
+``placement`` says which sites drop, and so which rates are sampled. Keras's SGD or Adam
+(``momentum`` sampled for SGD only), and max-norm on the conv kernels and hidden dense
+layers by Keras's axis or per filter (``model.max_norm_axis``).
+
+Training runs on :mod:`.engine`, imported only when a batch trains: validating a sweep
+imports no torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+
+from dropsweep.families import Family, _words
+from dropsweep.space import Choices, Config, Dimension, Range
+
+if TYPE_CHECKING:
+    import torch
+
+    from dropsweep.checks import Checker
+    from dropsweep.config import Sweep
+    from dropsweep.data import Dataset
+    from dropsweep.memory import Need
+    from dropsweep.protocols import Folds
+    from dropsweep.train import CheckpointHook, Checkpointer, TrialResult
+
+# Where dropout goes; also the 1-SE order, simplest first (fewer sites, earlier sites).
+PLACEMENTS = ("none", "input", "conv", "dense", "input+conv", "input+dense", "conv+dense",
+              "all")
+SITES = ("input", "conv", "dense")
+
+
+def sites_of(placement: str) -> tuple[str, ...]:
+    """The sites a placement drops at: ``all`` is every one, ``conv+dense`` two."""
+    if placement == "all":
+        return SITES
+    return () if placement == "none" else tuple(placement.split("+"))
+
+
+def _with(site: str) -> tuple[str, ...]:
+    return tuple(p for p in PLACEMENTS if site in sites_of(p))
+
+
+def _rate(v: float) -> str | None:
+    return None if 0.0 <= v < 1.0 else f"must be in [0, 1), got {v:g}"
+
+
+def _positive(v: float) -> str | None:
+    return None if v > 0.0 else f"must be > 0, got {v:g}"
+
+
+OPTIMIZERS = ("adam", "sgd")  # the example's Adam first: the baseline's
+
+# The search space, one row per dimension, in the order they are sampled and shown.
+DIMENSIONS = (
+    Dimension("placement", Choices(PLACEMENTS), baseline="none", choices=PLACEMENTS,
+              simplicity="order", label="placement"),
+    # Srivastava et al.: input ~0.2, conv layers 0.1-0.5 growing with depth, dense 0.5;
+    # the Keras example: 0.5 after each conv block
+    Dimension("input_rate", Range(0.0, 0.5), baseline=0.0, rule=_rate,
+              when=("placement", _with("input")), unused=0.0, simplicity="sum",
+              label="input rate"),
+    Dimension("conv_rate", Range(0.0, 0.7), baseline=0.0, rule=_rate,
+              when=("placement", _with("conv")), unused=0.0, simplicity="sum",
+              label="conv rate"),
+    # whole feature maps (Keras noise_shape=(batch, 1, 1, channels); PyTorch Dropout2d)
+    Dimension("spatial", Choices((False, True)), baseline=False, choices=(False, True),
+              when=("placement", _with("conv")), unused=False, simplicity="order",
+              label="spatial"),
+    Dimension("dense_rate", Range(0.0, 0.7), baseline=0.0, rule=_rate,
+              when=("placement", _with("dense")), unused=0.0, simplicity="sum",
+              label="dense rate"),
+    Dimension("optimizer", Choices(OPTIMIZERS), baseline="adam", choices=OPTIMIZERS,
+              in_baseline=True, label="optimizer"),
+    # Keras Adam's default 1e-3; SGD wants more
+    Dimension("learning_rate", Range(1e-4, 0.1, log=True), baseline=1e-3, rule=_positive,
+              log=True, in_baseline=True, label="learning rate"),
+    # SGD only; Keras's SGD default is no momentum
+    Dimension("momentum", Range(0.0, 0.99), baseline=0.0, rule=_rate,
+              when=("optimizer", ("sgd",)), unused=0.0, in_baseline=True, label="momentum"),
+    # None: off unless the sweep turns it on (the Keras example: max_norm(2.0))
+    Dimension("max_norm", None, baseline=None, rule=_positive, can_be_off=True,
+              in_baseline=True, simplicity="off", label="max-norm"),
+)
+
+INITS = ("he_uniform", "glorot_uniform")
+PADDINGS = ("valid", "same")
+MAX_NORM_AXES = ("keras", "filter")
+
+
+@dataclass(frozen=True)
+class CNNModel:
+    """The ``model`` section: the Keras CIFAR-10 example's network by default."""
+
+    conv: tuple[int, ...] = (64, 64)  # channels of each conv block
+    kernel: int = 3
+    pool: int = 2
+    dense: tuple[int, ...] = (256,)  # hidden dense widths
+    init: str = "he_uniform"  # the example's kernel_initializer
+    padding: str = "valid"  # Keras's Conv2D default
+    # Keras max_norm's default axis=0 (along each kernel column: what the example's code
+    # does), or "filter" (axis=[0, 1, 2]: one norm per filter, Keras's docs' advice)
+    max_norm_axis: str = "keras"
+    family: str = "cnn"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"family": self.family, "conv": list(self.conv), "kernel": self.kernel,
+                "pool": self.pool, "dense": list(self.dense), "init": self.init,
+                "padding": self.padding, "max_norm_axis": self.max_norm_axis}
+
+
+def dropout_rates(config: Mapping[str, Any]) -> tuple[float, float, float, bool]:
+    """(input, conv, dense, spatial) as training applies them: 0 where the placement does
+    not drop, whatever a hand-made configuration carries there."""
+    sites = sites_of(str(config["placement"]))
+    return (float(config["input_rate"]) if "input" in sites else 0.0,
+            float(config["conv_rate"]) if "conv" in sites else 0.0,
+            float(config["dense_rate"]) if "dense" in sites else 0.0,
+            bool(config["spatial"]) and "conv" in sites)
+
+
+def in_shape(shape: tuple[int, ...] | None) -> tuple[int, int, int] | None:
+    """(channels, height, width) of images stored ``(height, width[, channels])``; None
+    for a table."""
+    if shape is None or len(shape) not in (2, 3):
+        return None
+    return (1, *shape) if len(shape) == 2 else (shape[2], shape[0], shape[1])
+
+
+def _widths(check: Checker, key: str, raw: Any, default: tuple[int, ...],
+            allow_empty: bool) -> tuple[int, ...]:
+    from dropsweep.checks import describe
+
+    value = raw if raw is not None else list(default)
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = [value]
+    if not isinstance(value, list) or (not value and not allow_empty):
+        raise check.fail(key, f"must be a list of {'widths' if 'dense' in key else 'channels'}"
+                              f", got {describe(value)}")
+    return tuple(check.integer(f"{key}.{i}", w, 1) for i, w in enumerate(value))
+
+
+class _CNN(Family):
+    name = "cnn"
+    dimensions = DIMENSIONS
+    group = "placement"
+    baseline_words = "the no-dropout baseline"
+    model_keys = ("conv", "kernel", "pool", "dense", "init", "padding", "max_norm_axis")
+
+    def parse_model(self, check: Checker, raw: Mapping[str, Any]) -> CNNModel:
+        d = CNNModel()
+        model = CNNModel(
+            conv=_widths(check, "model.conv", raw.get("conv"), d.conv, allow_empty=False),
+            kernel=check.integer("model.kernel", raw.get("kernel", d.kernel), 1),
+            pool=check.integer("model.pool", raw.get("pool", d.pool), 1),
+            dense=_widths(check, "model.dense", raw.get("dense"), d.dense, allow_empty=True),
+            init=check.string("model.init", raw.get("init", d.init), INITS),
+            padding=check.string("model.padding", raw.get("padding", d.padding), PADDINGS),
+            max_norm_axis=check.string("model.max_norm_axis",
+                                       raw.get("max_norm_axis", d.max_norm_axis),
+                                       MAX_NORM_AXES))
+        if model.padding == "same" and model.kernel % 2 == 0:
+            # Keras pads an even kernel unevenly (one more row after than before)
+            raise check.fail("model.kernel", f"padding: same needs an odd kernel, got "
+                                             f"{model.kernel}")
+        return model
+
+    def default_model(self) -> CNNModel:
+        return CNNModel()
+
+    def describe(self, config: Mapping[str, Any]) -> str:
+        """"conv dropout 0.41 (spatial), dense 0.5, Adam lr 0.0003": the dropout, then the
+        training (every conv-net trial's optimizer matters as much as its dropout)."""
+        placement = str(config.get("placement", "none"))
+        sites = sites_of(placement) if placement in PLACEMENTS else ()
+        parts = []
+        for site in sites:
+            words = _words(config.get(f"{site}_rate"))
+            if site == "conv" and config.get("spatial"):
+                words += " (spatial)"
+            parts.append(f"{site} {words}")
+        dropout = ("no dropout" if not parts else
+                   f"{parts[0].split(' ', 1)[0]} dropout {parts[0].split(' ', 1)[1]}"
+                   + "".join(f", {p}" for p in parts[1:]))
+        optimizer = str(config.get("optimizer", "adam"))
+        training = f"{'Adam' if optimizer == 'adam' else 'SGD'} lr {_words(config.get('learning_rate'))}"
+        if optimizer == "sgd" and config.get("momentum"):
+            training += f" momentum {_words(config.get('momentum'))}"
+        if config.get("max_norm") is not None:
+            training += f", max-norm {_words(config.get('max_norm'))}"
+        return f"{dropout}, {training}"
+
+    def describe_against(self, config: Mapping[str, Any], reference: Mapping[str, Any]) -> str:
+        return self.describe(config)  # it already names everything a trial may change
+
+    def train(self, configs: Sequence[Config], folds: Folds, sweep: Sweep, seed: int, *,
+              on_checkpoint: CheckpointHook | None = None,
+              should_stop: Callable[[], bool] | None = None,
+              on_progress: Callable[[float], None] | None = None,
+              save: Checkpointer | None = None, resume: Mapping[str, Any] | None = None,
+              engine: str = "auto") -> list[TrialResult]:
+        from dropsweep.families.cnn.engine import train_trials
+
+        return train_trials(configs, folds, sweep, seed, on_checkpoint=on_checkpoint,
+                            should_stop=should_stop, on_progress=on_progress, save=save,
+                            resume=resume, engine=engine)
+
+    def train_on_all(self, sweep: Sweep, dataset: Dataset, config: Config, seed: int,
+                     device: torch.device) -> dict[str, Any]:
+        from dropsweep.families.cnn.engine import train_on_all
+
+        return train_on_all(sweep, dataset, config, seed, device)
+
+    def need(self, sweep: Sweep, dataset: Dataset, models: int) -> Need:
+        from dropsweep.families.cnn.engine import need
+
+        return need(sweep, dataset, models)
+
+
+CNN = _CNN()
+
+
+def config(placement: str = "none", input_rate: float = 0.0, conv_rate: float = 0.0,
+           spatial: bool = False, dense_rate: float = 0.0, optimizer: str = "adam",
+           learning_rate: float = 1e-3, momentum: float = 0.0,
+           max_norm: float | None = None) -> Config:
+    """One conv-net configuration, written out (tests and examples)."""
+    return Config({"placement": placement, "input_rate": input_rate, "conv_rate": conv_rate,
+                   "spatial": spatial, "dense_rate": dense_rate, "optimizer": optimizer,
+                   "learning_rate": learning_rate, "momentum": momentum,
+                   "max_norm": max_norm if max_norm is None else float(max_norm)})

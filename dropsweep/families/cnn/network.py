@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from dropsweep.families.cnn.blocks import feature_sizes, max_norm, uniform_init
-from dropsweep.families.optimizers import adam_step, sgd_step
+from dropsweep.families.optimizers import OPTIMIZERS, step_models
 
 FORMS = ("loop", "grouped")
 
@@ -99,11 +99,36 @@ class ConvNets:
             self.dense_w.append(uniform_init(init, models, [out, width], generator, device))
             self.dense_b.append(torch.zeros(models, out, device=device))
             width = out
-        self.state: dict[int, list[torch.Tensor]] = {}  # optimiser slots, per parameter
-        self.steps = 0
+        # optimiser slots per parameter (SGD's velocity; Adam's m and v), steps per model
+        self.slots = [(torch.zeros_like(p), torch.zeros_like(p)) for p in self.parameters()]
+        self.steps = torch.zeros(models, dtype=torch.int64, device=device)
 
     def parameters(self) -> list[torch.Tensor]:
         return [*self.conv_w, *self.conv_b, *self.dense_w, *self.dense_b]
+
+    def tensors(self) -> list[torch.Tensor]:
+        """Everything training changes: parameters, then their slots, then step counts."""
+        return [*self.parameters(), *(t for pair in self.slots for t in pair), self.steps]
+
+    def set_tensors(self, tensors: Sequence[torch.Tensor]) -> None:
+        """Replace what :meth:`tensors` lists (in its order): a selection, a checkpoint."""
+        n_conv, n_dense = len(self.conv_w), len(self.dense_w)
+        it = iter(tensors)
+        self.conv_w = [next(it) for _ in range(n_conv)]
+        self.conv_b = [next(it) for _ in range(n_conv)]
+        self.dense_w = [next(it) for _ in range(n_dense)]
+        self.dense_b = [next(it) for _ in range(n_dense)]
+        self.slots = [(next(it), next(it)) for _ in range(2 * (n_conv + n_dense))]
+        self.steps = next(it)
+        self.models = int(self.steps.numel())
+
+    def select(self, models: torch.Tensor) -> ConvNets:
+        """Only these models (indices), in this order: a new object sharing no storage."""
+        out = object.__new__(ConvNets)
+        out.spec = self.spec
+        out.conv_w, out.dense_w = self.conv_w, self.dense_w  # set_tensors needs the counts
+        out.set_tensors([t[models].clone() for t in self.tensors()])
+        return out
 
     def constrained(self) -> list[torch.Tensor]:
         """What max-norm bounds, as in the example: conv kernels and hidden dense layers."""
@@ -156,30 +181,45 @@ class ConvNets:
 
     # ------------------------------------------------------------------ training
 
-    def step(self, x: torch.Tensor, y: torch.Tensor, *, optimizer: str,
+    def step(self, x: torch.Tensor, y: torch.Tensor, *, optimizer: str | torch.Tensor,
              lr: torch.Tensor, momentum: torch.Tensor | None = None,
              max_norm_c: torch.Tensor | None = None, max_norm_axis: str = "keras",
              rates: Rates | None = None, generator: torch.Generator | None = None,
-             form: str = "loop") -> None:
+             form: str = "loop", row_weight: torch.Tensor | None = None,
+             stepping: torch.Tensor | None = None) -> None:
         """One minibatch for every model: each model's mean cross-entropy over its rows,
-        the optimiser's update, then max-norm (Keras: after every update)."""
+        the optimiser's update, then max-norm (Keras: after every update).
+
+        ``optimizer``: one for all, or per model a bool tensor (True: Adam, False: SGD).
+        ``row_weight`` ``[models, rows]``: 1/count for a model's real rows, 0 for padding
+        (a split with fewer rows); ``stepping`` False: the model has no rows left in this
+        minibatch and does not change at all, as in Keras."""
+        if isinstance(optimizer, str):
+            if optimizer not in OPTIMIZERS:
+                raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
+            adam = torch.full((self.models,), optimizer == "adam", device=lr.device)
+        else:
+            adam = optimizer
+        if momentum is None:
+            momentum = torch.zeros_like(lr)
         params = [p.detach().requires_grad_() for p in self.parameters()]
         with torch.enable_grad():
             logits = self.logits(x, rates, generator, form, params)
-            loss = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum")
-            grads = torch.autograd.grad(loss / y.shape[1], params)
-        self.steps += 1
-        for i, (p, g) in enumerate(zip(self.parameters(), grads)):
-            slots = self.state.setdefault(i, [torch.zeros_like(p), torch.zeros_like(p)])
-            if optimizer == "sgd":
-                assert momentum is not None
-                sgd_step(p, slots[0], g, lr, momentum)
-            elif optimizer == "adam":
-                adam_step(p, slots[0], slots[1], g, lr, self.steps)
+            if row_weight is None:
+                loss = F.cross_entropy(logits.flatten(0, 1), y.flatten(),
+                                       reduction="sum") / y.shape[1]
             else:
-                raise ValueError(f"optimizer must be sgd or adam, got {optimizer!r}")
+                losses = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none")
+                loss = (losses.view_as(row_weight) * row_weight).sum()
+            grads = torch.autograd.grad(loss, params)
+        self.steps += 1 if stepping is None else stepping.to(self.steps.dtype)
+        for p, g, slots in zip(self.parameters(), grads, self.slots):
+            step_models(p, slots, g, adam=adam, lr=lr, momentum=momentum, step=self.steps,
+                        stepping=stepping)
         if max_norm_c is not None and bool(torch.isfinite(max_norm_c).any()):
             limited = torch.isfinite(max_norm_c)  # inf: none (not a scaling by n / (n + eps))
+            if stepping is not None:
+                limited = limited & stepping
             c = torch.where(limited, max_norm_c, torch.ones_like(max_norm_c))
             for w in self.constrained():
                 on = limited.view(-1, *([1] * (w.dim() - 1)))

@@ -40,6 +40,7 @@ from dropsweep.train import (
     TrialResult,
     batches_per_slice,
     epoch_order,
+    non_finite,
     run_epochs,
 )
 from dropsweep.families.mlp.network import (
@@ -57,17 +58,6 @@ from dropsweep.families.mlp.network import (
 )
 
 # ----------------------------------------------------------------------------- training
-
-
-def _non_finite(tensors: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per model (dim 0): does any value fail ``isfinite``, and is any of them NaN."""
-    bad = torch.zeros(tensors[0].shape[0], dtype=torch.bool, device=tensors[0].device)
-    nan = torch.zeros_like(bad)
-    for t in tensors:
-        flat = t.reshape(t.shape[0], -1)
-        bad |= ~torch.isfinite(flat).all(1)
-        nan |= torch.isnan(flat).any(1)
-    return bad, nan
 
 
 ENGINES = ("auto", "c", "torch")
@@ -308,7 +298,7 @@ class MLPEngine:
         (a diverging model's weights become NaN or infinite within the epoch its loss does)."""
         if self.compiled:  # the kernel checked while the parameters were in cache
             return self._status
-        return _non_finite(self.net.model.parameters())
+        return non_finite(self.net.model.parameters())
 
     def evaluate(self, held_out: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """Accuracy and mean loss per model on its held-out (or training) rows, gathered
