@@ -555,6 +555,7 @@ def validate(sweep: str, overrides: tuple[str, ...], check_data: bool) -> None:
 
         dataset = load_dataset(config)
         check_folds(dataset, config)
+        config.family.need(config, dataset, config.splits)  # the network fits the data
     out, _ = _consoles()
     out.out(yaml.safe_dump(config.to_dict(), sort_keys=False).rstrip())
     if check_data:

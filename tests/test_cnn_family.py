@@ -284,3 +284,16 @@ def test_trained_nets_select_models_without_sharing_storage():
     assert one.models == 1 and torch.equal(one.conv_w[0][0], nets.conv_w[0][2])
     one.conv_w[0].zero_()
     assert nets.conv_w[0].abs().sum() > 0
+
+
+def test_the_shipped_conv_net_sweeps_are_valid_and_fit_their_images():
+    repo = Path(__file__).resolve().parent.parent
+    from dropsweep.sweepfile import load_sweep
+
+    digits = build_sweep(load_sweep(repo / "sweeps" / "digits-cnn.yaml"))
+    cifar = build_sweep(load_sweep(repo / "sweeps" / "cifar10.yaml"))
+    assert spec_of(digits, (8, 8, 1), 10).flat() == 32 * 2 * 2
+    example = spec_of(cifar, (32, 32, 3), 10)  # the Keras example's network
+    assert (example.conv, example.dense, example.flat()) == ((64, 64), (256,), 64 * 6 * 6)
+    assert (cifar.train.batch_size, cifar.train.epochs, cifar.eval.validation) == (250, 55, 0.2)
+    assert cifar.baseline["optimizer"] == "adam" and cifar.baseline["max_norm"] == 2.0
