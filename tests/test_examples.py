@@ -25,7 +25,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_the_examples_are_the_repositorys_sweeps():
     assert example_names() == sorted(p.stem for p in (REPO / "sweeps").glob("*.yaml"))
-    assert example_names() == ["brownlee", "digits", "fashion-mnist", "sonar"]
+    assert example_names() == ["brownlee", "cifar10", "digits", "digits-cnn", "fashion-mnist",
+                               "sonar"]
     for name in example_names():
         assert example_path(name).read_bytes() == (REPO / "sweeps" / f"{name}.yaml").read_bytes()
 
@@ -64,7 +65,8 @@ def test_an_unknown_name_is_one_line_naming_the_examples(tmp_path):
         resolve_sweep("nope.yaml", tmp_path)
     assert caught.value.file == "nope.yaml"
     assert str(caught.value) == ("nope.yaml: no such sweep file, nor an example sweep of that "
-                                 "name (the examples: brownlee, digits, fashion-mnist, sonar)")
+                                 "name (the examples: brownlee, cifar10, digits, digits-cnn, "
+                                 "fashion-mnist, sonar)")
 
 
 def test_a_missing_path_is_left_to_the_reader_unless_it_is_the_readmes(tmp_path):
@@ -116,7 +118,7 @@ def test_copy_to_a_file_or_into_a_directory(tmp_path):
 
 def test_copy_of_an_unknown_example_names_the_examples(tmp_path):
     with pytest.raises(SweepError, match=r"^nope: no example sweep of that name \(the "
-                                         r"examples: brownlee, digits, fashion-mnist, sonar\)$"):
+                                         r"examples: brownlee, cifar10, digits, digits-cnn, fashion-mnist, sonar\)$"):
         copy_example("nope", cwd=tmp_path)
     assert list(tmp_path.iterdir()) == []
 
