@@ -29,6 +29,8 @@ keras = pytest.importorskip(
     "keras", minversion="3.5",
     reason="Keras 3 is the oracle of these tests: pip install -e '.[keras]' (runs on torch)")
 
+from conftest import SONAR_DIR  # noqa: E402
+from dropsweep.data import load_sonar  # noqa: E402
 from dropsweep.families.cnn import network as cnn_network  # noqa: E402
 from dropsweep.families.cnn.blocks import (  # noqa: E402
     fans,
@@ -38,8 +40,14 @@ from dropsweep.families.cnn.blocks import (  # noqa: E402
     spatial_mask,
     uniform_init,
 )
-from dropsweep.families.cnn.network import ConvNets, ConvSpec, Rates  # noqa: E402
+from dropsweep.families.cnn.network import ConvNets, ConvSpec  # noqa: E402
+from dropsweep.families.mlp import config as mlp_config  # noqa: E402
+from dropsweep.families.mlp import kernel  # noqa: E402
+from dropsweep.families.mlp.engine import TrainSettings, train_trials  # noqa: E402
+from dropsweep.families.mlp.network import glorot_init, layer_sizes  # noqa: E402
 from dropsweep.families.optimizers import adam_step  # noqa: E402
+from dropsweep.protocols import make_folds  # noqa: E402
+from dropsweep.train import epoch_order  # noqa: E402
 
 # Keras's numpy conversions on numpy 2 (get_weights, set_weights) warn about __array__'s
 # copy keyword: Keras's business, not these tests'.
@@ -370,3 +378,115 @@ def test_conv_net_trains_as_keras_s_cifar10_example(optimizer, c, axis, padding)
     if c is not None:  # the constraint had work to do: initial kernels exceed it
         dims = (3,) if axis == "keras" else (2, 3, 4)
         assert float(start[0].pow(2).sum(dim=dims).sqrt().max()) > c
+
+
+# ----------------------------------------------------------------------------- the MLP
+
+# sweeps/brownlee.yaml's three set-ups with their dropout rates set to 0: what is left is
+# Keras's SGD with momentum, MaxNorm(3) on the hidden layers, and the training loop itself.
+# In 3 epochs no hidden unit's norm reaches 3 (1.85 at most), so a fourth set-up, MaxNorm(1),
+# makes the constraint act (the initial units' norms are about 1 already).
+BROWNLEE = [
+    mlp_config(learning_rate=0.01, momentum=0.8),
+    mlp_config(placement="input", learning_rate=0.1, momentum=0.9, max_norm=3.0),
+    mlp_config(placement="hidden", learning_rate=0.1, momentum=0.9, max_norm=3.0),
+]
+BINDING = mlp_config(learning_rate=0.1, momentum=0.9, max_norm=1.0)
+SET_UPS = [*BROWNLEE, BINDING]
+FOLDS_COMPARED = (0,)  # one fold of Sonar's 10: 187 training rows, a last minibatch of 11
+
+
+@pytest.fixture(scope="module")
+def brownlee_in_keras():
+    """Sonar's folds, the initial weights, the trainer's seed, and each set-up's weights
+    after 3 epochs of Keras (per trial, per compared fold), computed once for both engines."""
+    if not (SONAR_DIR / "sonar.csv").exists():
+        pytest.skip(f"the real Sonar file is not at {SONAR_DIR} (set DROPSWEEP_DATA_DIR)")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models: a second thread only waits (see _one_thread)
+    try:
+        with pytest.MonkeyPatch.context() as env:  # module scope: conftest's is per test
+            env.setenv("DROPSWEEP_DATA_DIR", str(SONAR_DIR))
+            return _brownlee_in_keras()
+    finally:
+        torch.set_num_threads(before)
+
+
+def _brownlee_in_keras():
+    dataset = load_sonar()
+    folds = make_folds(dataset.X, dataset.y, 10, seed=7, n_classes=dataset.n_classes)
+    assert int(folds.n_train[0]) == 187
+    k, seed = folds.k, 11
+    init = glorot_init(len(SET_UPS) * k, layer_sizes(60, (60, 30), 2),
+                       torch.Generator().manual_seed(5))
+    # the trainer's row order, replayed: model t*k + f is fold f of trial t, and every epoch
+    # draws one order for all models from the generator seeded with the trainer's seed
+    generator = torch.Generator().manual_seed(seed)
+    n_train = folds.n_train.repeat(len(SET_UPS))
+    orders = [epoch_order(generator, n_train, folds.max_train) for _ in range(3)]
+    want: dict[tuple[int, int], list[np.ndarray]] = {}
+    for t, config in enumerate(SET_UPS):
+        for f in FOLDS_COMPARED:
+            m = t * k + f
+
+            def limit():
+                c = config["max_norm"]
+                return None if c is None else keras.constraints.MaxNorm(c)
+
+            model = keras.Sequential([
+                keras.Input((60,)),
+                keras.layers.Dense(60, activation="relu", kernel_constraint=limit()),
+                keras.layers.Dense(30, activation="relu", kernel_constraint=limit()),
+                keras.layers.Dense(1, activation="sigmoid")])
+            model.set_weights([a for w, b in zip(init.weights, init.biases)
+                               for a in (w[m].numpy(), b[m, 0].numpy())])
+            model.compile(optimizer=keras.optimizers.SGD(learning_rate=config["learning_rate"],
+                                                         momentum=config["momentum"]),
+                          loss="binary_crossentropy")
+            for order in orders:
+                rows = folds.train_idx[f, order[m, :int(folds.n_train[f])]]
+                x = folds.rows[folds.table_of[f], rows].numpy()
+                y = folds.labels[rows].numpy().astype(np.float32)
+                model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0)
+            want[(t, f)] = [np.asarray(a) for a in model.get_weights()]
+    return folds, init, seed, want
+
+
+@pytest.mark.parametrize("engine", ["c", "torch"])
+def test_brownlee_s_three_set_ups_train_as_in_keras(brownlee_in_keras, engine):
+    """Brownlee's three Sonar set-ups (sweeps/brownlee.yaml: the baseline, and lr 0.1,
+    momentum 0.9, MaxNorm(3) on both hidden layers — the output layer unconstrained — with
+    the dropout rates set to 0), 3 epochs, batch 16: Keras's Dense(60, relu) -> Dense(30,
+    relu) -> Dense(1, sigmoid), binary cross-entropy, SGD with momentum, fed each epoch's
+    rows in the trainer's order (shuffle off; the last minibatch the partial one, as Keras
+    has it), from the same initial weights as ``train_trials`` on each engine; compared on
+    fold 0.
+
+    The README's claim that dropsweep's training rules are Keras's, guarded on both engines
+    by Keras itself rather than by a reference written to the same reading. A fourth set-up
+    with MaxNorm(1) makes the constraint act (MaxNorm(3) does not within 3 epochs).
+
+    Every weight agrees to 1e-6 absolute (seen: 1.5e-7 at most, float32 rounding over 36
+    steps, against weights that moved by 0.03 to 0.66). Keras clips the sigmoid's output to
+    [1e-7, 1 - 1e-7] inside binary cross-entropy, which stops the gradient of a saturated
+    row; no row saturates in 3 epochs here, or the two would part by far more."""
+    if engine == "c" and kernel.load() is None:
+        pytest.skip("the C kernel cannot be built here (no C compiler)")
+    folds, init, seed, want = brownlee_in_keras
+    settings = TrainSettings(hidden=(60, 30), epochs=3, batch_size=16, eval_every=3,
+                             engine=engine)
+    results = train_trials(SET_UPS, folds, settings, seed=seed, init=init)
+    for (t, f), keras_weights in want.items():
+        model = results[t].model
+        assert results[t].failure is None and model is not None
+        got = [a for w, b in zip(model.weights, model.biases) for a in (w[f].numpy(),
+                                                                       b[f, 0].numpy())]
+        start = [a for w, b in zip(init.weights, init.biases)
+                 for a in (w[t * folds.k + f].numpy(), b[t * folds.k + f, 0].numpy())]
+        for a, b, s in zip(got, keras_weights, start):
+            np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+            assert np.abs(a - s).max() > 1e-3  # the weights travelled: training is compared
+        if SET_UPS[t] is BINDING:  # the limit bound, in both: units at norm 1, none above
+            for i in (0, 2):
+                norms = np.sqrt((got[i] ** 2).sum(0))  # a unit's incoming weights: a column
+                assert norms.max() <= 1.0 + 1e-6 and (norms > 1.0 - 1e-6).sum() >= 5
