@@ -350,7 +350,7 @@ def test_a_file_here_is_used_not_the_example(in_tmp):
 def test_an_unknown_name_is_one_line_naming_the_examples(in_tmp, command):
     one_line_error(run(command, "nope.yaml", ok=False),
                    "Error: nope.yaml: no such sweep file, nor an example sweep of that name "
-                   "(the examples: brownlee, digits, fashion-mnist, sonar)")
+                   "(the examples: brownlee, cifar10, digits, digits-cnn, fashion-mnist, sonar)")
     assert list(in_tmp.iterdir()) == []
 
 
@@ -380,5 +380,5 @@ def test_init_copies_an_example_here_and_never_overwrites(in_tmp):
 
 def test_init_of_an_unknown_example_is_one_line(in_tmp):
     one_line_error(run("init", "nope", ok=False),
-                   "Error: nope: no example sweep of that name (the examples: brownlee, digits, fashion-mnist, sonar)")
+                   "Error: nope: no example sweep of that name (the examples: brownlee, cifar10, digits, digits-cnn, fashion-mnist, sonar)")
     assert list(in_tmp.iterdir()) == []
