@@ -20,7 +20,13 @@ from dropsweep.config import build_sweep
 from dropsweep.data import load_dataset
 from dropsweep.errors import SweepError
 from dropsweep.families.cnn import CNN, config, dropout_rates, sites_of
-from dropsweep.families.cnn.engine import CNNEngine, choose_form, settings_of, spec_of
+from dropsweep.families.cnn.engine import (
+    CNNEngine,
+    choose_form,
+    cost_of,
+    settings_of,
+    spec_of,
+)
 from dropsweep.families.cnn.network import ConvNets
 from dropsweep.protocols import make_folds
 from dropsweep.sweepfile import parse_sweep_text
@@ -272,6 +278,8 @@ def test_search_report_and_export_into_a_plain_sequential(tmp_path: Path, monkey
     accuracy = float((predicted == torch.from_numpy(data.y)).float().mean())
     assert accuracy == pytest.approx(saved["train_accuracy"], abs=1e-6)
     assert accuracy > 0.3  # two epochs: well above chance (0.1)
+    spec = spec_of(sweep_of(), (8, 8), 10)
+    assert cost_of(spec).parameters == sum(p.numel() for p in net.parameters())
     study = optuna.load_study(study_name="digits-cnn", storage="sqlite:///results/dropsweep.db")
     assert {t.user_attrs["config"]["placement"] for t in study.trials} <= {"none", "conv",
                                                                           "all"}
@@ -295,5 +303,7 @@ def test_the_shipped_conv_net_sweeps_are_valid_and_fit_their_images():
     assert spec_of(digits, (8, 8, 1), 10).flat() == 32 * 2 * 2
     example = spec_of(cifar, (32, 32, 3), 10)  # the Keras example's network
     assert (example.conv, example.dense, example.flat()) == ((64, 64), (256,), 64 * 6 * 6)
+    # the Keras example's model.summary(): 1,792 + 36,928 + 590,080 + 2,570 parameters
+    assert cost_of(example).parameters == 631_370
     assert (cifar.train.batch_size, cifar.train.epochs, cifar.eval.validation) == (250, 55, 0.2)
     assert cifar.baseline["optimizer"] == "adam" and cifar.baseline["max_norm"] == 2.0

@@ -80,49 +80,46 @@ def choose_form(spec: ConvSpec, engine: str = "auto") -> str:
     return "grouped" if spec.in_shape[1] * spec.in_shape[2] <= GROUPED_PIXELS else "loop"
 
 
-def _row_floats(spec: ConvSpec) -> tuple[int, float]:
-    """(activation floats, multiply-adds) of one row through the network: every conv's
-    output before and after pooling, every dense layer's."""
+@dataclass(frozen=True)
+class Cost:
+    """What one model of a network costs, from one walk over its layers."""
+
+    floats: int  # activation floats of one row: every conv's output before and after
+    # pooling, every dense layer's
+    macs: float  # multiply-adds of one row's forward pass
+    parameters: int  # weights and biases
+
+
+def cost_of(spec: ConvSpec) -> Cost:
+    """One row's activations and work, and the parameter count, of ``spec``."""
     c, h, w = spec.in_shape
-    floats, macs = 0, 0.0
+    floats, macs, params = 0, 0.0, 0
     for out, (ph, pw) in zip(spec.conv, feature_sizes(h, w, len(spec.conv), spec.kernel,
                                                       spec.pool, spec.padding)):
         ch, cw = (h - spec.kernel + 1, w - spec.kernel + 1) if spec.padding == "valid" \
             else (h, w)
         floats += out * (ch * cw + ph * pw)
         macs += out * c * spec.kernel**2 * ch * cw
+        params += out * c * spec.kernel**2 + out
         c, h, w = out, ph, pw
     width = spec.flat()
     for out in (*spec.dense, spec.classes):
         floats += out
         macs += width * out
+        params += width * out + out
         width = out
-    return floats, macs
-
-
-def parameter_count(spec: ConvSpec) -> int:
-    c, k = spec.in_shape[0], spec.kernel
-    total = 0
-    for out in spec.conv:
-        total += out * c * k * k + out
-        c = out
-    width = spec.flat()
-    for out in (*spec.dense, spec.classes):
-        total += width * out + out
-        width = out
-    return total
+    return Cost(floats, macs, params)
 
 
 def need(sweep: Sweep, dataset: Dataset, models: int) -> Need:
     """Bytes one trial's ``models`` conv nets need: parameters with their gradients, slots
     and copies; each minibatch's activations kept for the backward pass (about three
     floats per unit: output, gradient, mask) and its gathered pixels."""
-    spec = spec_of(sweep, dataset.image_shape, dataset.n_classes)
-    floats, _ = _row_floats(spec)
+    cost = cost_of(spec_of(sweep, dataset.image_shape, dataset.n_classes))
     per_model = BYTES_PER_FLOAT * models
     rows = sweep.train.batch_size
-    return Need(parameters=per_model * parameter_count(spec) * FLOATS_PER_PARAMETER,
-                activations=per_model * rows * 3 * floats,
+    return Need(parameters=per_model * cost.parameters * FLOATS_PER_PARAMETER,
+                activations=per_model * rows * 3 * cost.floats,
                 inputs=per_model * rows * dataset.n_features, network_key="model.conv")
 
 
@@ -153,6 +150,7 @@ class CNNEngine:
         device, k, n = folds.rows.device, folds.k, len(configs)
         self.folds, self.settings = folds, settings
         self.spec, self.bs, self.form = settings.spec, settings.batch_size, settings.form
+        self.cost = cost_of(self.spec)
         # Draw order is part of the results: initial weights, then every epoch's row order
         # from one generator; dropout masks from a second, seeded apart from it.
         self.generator = torch.Generator(device=device)
@@ -191,8 +189,7 @@ class CNNEngine:
             (self.counts[:, -1] == self.counts[0, -1]).all())
         self.dropping = bool(((self.p_in > 0) | (self.p_conv > 0) | (self.p_dense > 0)).any())
         self.rates = Rates(self.p_in, self.p_conv, self.p_dense, self.spatial)
-        _, macs = _row_floats(self.spec)
-        self.slice_batches = batches_per_slice(3 * self.size * bs * macs)  # forward+backward
+        self.slice_batches = batches_per_slice(3 * self.size * bs * self.cost.macs)  # forward+backward
 
     @property
     def size(self) -> int:
@@ -240,8 +237,7 @@ class CNNEngine:
 
     def eval_rows(self) -> int:
         """Rows per model one evaluation chunk gathers: its activations within EVAL_BYTES."""
-        floats, _ = _row_floats(self.spec)
-        fit = EVAL_BYTES // max(1, BYTES_PER_FLOAT * self.size * 2 * floats)
+        fit = EVAL_BYTES // max(1, BYTES_PER_FLOAT * self.size * 2 * self.cost.floats)
         return int(max(1, min(GATHER_ROWS, fit)))
 
     @torch.no_grad()
@@ -314,7 +310,8 @@ def train_trials(configs: Sequence[Mapping[str, Any]], folds: Folds, sweep: Swee
     """Train every split of every configuration together; one result per configuration."""
     spec = spec_of(sweep, folds.image_shape, folds.n_classes)
     batch = CNNEngine(configs, folds, settings_of(sweep, spec, engine), seed)
-    return run_epochs(batch, len(configs), sweep.train.epochs, sweep.train.eval_every,
+    settings = batch.settings
+    return run_epochs(batch, len(configs), settings.epochs, settings.eval_every,
                       on_checkpoint, should_stop, on_progress, save, resume)
 
 
