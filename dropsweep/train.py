@@ -14,10 +14,13 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from dropsweep.protocols import Folds
 
 
 @dataclass
@@ -131,6 +134,37 @@ def non_finite(tensors: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Ten
         bad |= ~torch.isfinite(flat).all(1)
         nan |= torch.isnan(flat).any(1)
     return bad, nan
+
+
+def per_model(values: Sequence[Any], k: int, device: torch.device,
+              dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """One value per trial as one per model: model ``t*k + f`` is split ``f`` of trial ``t``."""
+    return torch.tensor(values, dtype=dtype, device=device).repeat_interleave(k)
+
+
+Scorer = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+@torch.no_grad()
+def chunked_scores(folds: Folds, fold_of: torch.Tensor, held_out: bool, chunk: int,
+                   score: Scorer) -> tuple[torch.Tensor, torch.Tensor]:
+    """Accuracy and mean loss per model on its held-out (or training) rows, ``chunk``
+    positions at a time: memory stays bounded however many rows and models there are.
+
+    ``score(x, y, valid)`` gives, per model, the real rows (``valid``) predicted right and
+    their summed loss, without dropout; padding positions beyond a split's rows are invalid.
+    """
+    n = (folds.n_test if held_out else folds.n_train)[fold_of]
+    width = folds.max_test if held_out else folds.max_train
+    correct = torch.zeros(fold_of.numel(), device=fold_of.device)
+    loss = torch.zeros_like(correct)
+    for start in range(0, width, chunk):
+        positions = torch.arange(start, min(start + chunk, width), device=fold_of.device)
+        x, y = folds.gather(fold_of, positions.expand(fold_of.numel(), -1), held_out)
+        c, l = score(x, y, positions[None, :] < n[:, None])
+        correct += c
+        loss += l
+    return correct / n.to(correct.dtype), loss / n.to(loss.dtype)
 
 
 def epoch_order(generator: torch.Generator, n_train: torch.Tensor, max_train: int) -> torch.Tensor:

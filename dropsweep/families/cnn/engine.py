@@ -34,8 +34,10 @@ from dropsweep.train import (
     ProgressHook,
     TrialResult,
     batches_per_slice,
+    chunked_scores,
     epoch_order,
     non_finite,
+    per_model,
     run_epochs,
 )
 
@@ -123,11 +125,6 @@ def need(sweep: Sweep, dataset: Dataset, models: int) -> Need:
                 inputs=per_model * rows * dataset.n_features, network_key="model.conv")
 
 
-def _per_model(values: Sequence[Any], k: int, device: torch.device,
-               dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    return torch.tensor(values, dtype=dtype, device=device).repeat_interleave(k)
-
-
 @dataclass(frozen=True)
 class Settings:
     spec: ConvSpec
@@ -160,17 +157,17 @@ class CNNEngine:
         self.nets = ConvNets(self.spec, n * k, self.generator, device)
         self.trial_of = torch.arange(n, device=device).repeat_interleave(k)
         self.fold_of = torch.arange(k, device=device).repeat(n)
-        self.lr = _per_model([c["learning_rate"] for c in configs], k, device)
-        self.adam = _per_model([c["optimizer"] == "adam" for c in configs], k, device,
+        self.lr = per_model([c["learning_rate"] for c in configs], k, device)
+        self.adam = per_model([c["optimizer"] == "adam" for c in configs], k, device,
                                torch.bool)
-        self.mom = _per_model([c["momentum"] if c["optimizer"] == "sgd" else 0.0
+        self.mom = per_model([c["momentum"] if c["optimizer"] == "sgd" else 0.0
                                for c in configs], k, device)
         rates = [dropout_rates(c) for c in configs]
-        self.p_in = _per_model([r[0] for r in rates], k, device)
-        self.p_conv = _per_model([r[1] for r in rates], k, device)
-        self.p_dense = _per_model([r[2] for r in rates], k, device)
-        self.spatial = _per_model([r[3] for r in rates], k, device, torch.bool)
-        self.c_max = _per_model([math.inf if c["max_norm"] is None else c["max_norm"]
+        self.p_in = per_model([r[0] for r in rates], k, device)
+        self.p_conv = per_model([r[1] for r in rates], k, device)
+        self.p_dense = per_model([r[2] for r in rates], k, device)
+        self.spatial = per_model([r[3] for r in rates], k, device, torch.bool)
+        self.c_max = per_model([math.inf if c["max_norm"] is None else c["max_norm"]
                                  for c in configs], k, device)
         self._derive()
 
@@ -240,28 +237,21 @@ class CNNEngine:
         fit = EVAL_BYTES // max(1, BYTES_PER_FLOAT * self.size * 2 * self.cost.floats)
         return int(max(1, min(GATHER_ROWS, fit)))
 
-    @torch.no_grad()
     def evaluate(self, held_out: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """Accuracy and mean loss per model on its held-out (or training) rows, no dropout,
-        in chunks: memory stays bounded however many rows and models there are."""
-        folds, f = self.folds, self.fold_of
-        n = (folds.n_test if held_out else folds.n_train)[f]
-        width = folds.max_test if held_out else folds.max_train
-        correct = torch.zeros(f.numel(), device=f.device)
-        loss = torch.zeros_like(correct)
-        chunk = self.eval_rows()
-        for start in range(0, width, chunk):
-            positions = torch.arange(start, min(start + chunk, width), device=f.device)
-            x, y = folds.gather(f, positions.expand(f.numel(), -1), held_out)
-            logits = self.nets.logits(self.images(x), form=self.form)
-            valid = positions[None, :] < n[:, None]
-            right = (logits.argmax(2) == y) & valid
-            losses = F.cross_entropy(logits.flatten(0, 1), y.flatten(),
-                                     reduction="none").view_as(y)
-            correct += right.to(correct.dtype).sum(1)
-            # where, not a product: a padding row's infinite loss must not become NaN
-            loss += torch.where(valid, losses, torch.zeros_like(losses)).sum(1)
-        return correct / n.to(correct.dtype), loss / n.to(loss.dtype)
+        in chunks whose activations fit EVAL_BYTES."""
+        return chunked_scores(self.folds, self.fold_of, held_out, self.eval_rows(),
+                              self._scores)
+
+    def _scores(self, x: torch.Tensor, y: torch.Tensor, valid: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.nets.logits(self.images(x), form=self.form)
+        right = (logits.argmax(2) == y) & valid
+        losses = F.cross_entropy(logits.flatten(0, 1), y.flatten(),
+                                 reduction="none").view_as(y)
+        # where, not a product: a padding row's infinite loss must not become NaN
+        return (right.to(logits.dtype).sum(1),
+                torch.where(valid, losses, torch.zeros_like(losses)).sum(1))
 
     def trained(self, models: torch.Tensor) -> ConvNets:
         return self.nets.select(models)

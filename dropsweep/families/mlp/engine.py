@@ -39,8 +39,10 @@ from dropsweep.train import (
     ProgressHook,
     TrialResult,
     batches_per_slice,
+    chunked_scores,
     epoch_order,
     non_finite,
+    per_model,
     run_epochs,
 )
 from dropsweep.families.mlp.network import (
@@ -98,10 +100,6 @@ def use_kernel(engine: str, device: torch.device) -> bool:
     return False
 
 
-def _per_model(values: Sequence[float], k: int, device: torch.device) -> torch.Tensor:
-    return torch.tensor(values, dtype=torch.float32, device=device).repeat_interleave(k)
-
-
 @torch.no_grad()
 def _scores(model: BatchedMLP, x: torch.Tensor, y: torch.Tensor, valid: torch.Tensor
             ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -141,12 +139,12 @@ class MLPEngine:
         self.mask_counter = torch.zeros(n * k, dtype=torch.int64)
         self.trial_of = torch.arange(n, device=device).repeat_interleave(k)
         self.fold_of = torch.arange(k, device=device).repeat(n)
-        self.lr = _per_model([c["learning_rate"] for c in configs], k, device)
-        self.mom = _per_model([c["momentum"] for c in configs], k, device)
+        self.lr = per_model([c["learning_rate"] for c in configs], k, device)
+        self.mom = per_model([c["momentum"] for c in configs], k, device)
         rates = [dropout_rates(c) for c in configs]
-        self.p_in = _per_model([r[0] for r in rates], k, device)
-        self.p_hid = _per_model([r[1] for r in rates], k, device)
-        self.c_max = _per_model([math.inf if c["max_norm"] is None else c["max_norm"]
+        self.p_in = per_model([r[0] for r in rates], k, device)
+        self.p_hid = per_model([r[1] for r in rates], k, device)
+        self.c_max = per_model([math.inf if c["max_norm"] is None else c["max_norm"]
                                  for c in configs], k, device)
         self._derive()
 
@@ -302,19 +300,10 @@ class MLPEngine:
 
     def evaluate(self, held_out: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """Accuracy and mean loss per model on its held-out (or training) rows, gathered
-        ``EVAL_ROWS`` positions at a time: memory stays bounded however many rows there are."""
-        folds, f = self.folds, self.fold_of
-        n = (folds.n_test if held_out else folds.n_train)[f]
-        width = folds.max_test if held_out else folds.max_train
-        correct = torch.zeros(f.numel(), device=f.device)
-        loss = torch.zeros_like(correct)
-        for start in range(0, width, EVAL_ROWS):
-            positions = torch.arange(start, min(start + EVAL_ROWS, width), device=f.device)
-            x, y = folds.gather(f, positions.expand(f.numel(), -1), held_out)
-            c, l = _scores(self.net.model, x, y, positions[None, :] < n[:, None])
-            correct += c
-            loss += l
-        return correct / n.to(correct.dtype), loss / n.to(loss.dtype)
+        ``EVAL_ROWS`` positions at a time."""
+        model = self.net.model
+        return chunked_scores(self.folds, self.fold_of, held_out, EVAL_ROWS,
+                              lambda x, y, valid: _scores(model, x, y, valid))
 
     def trained(self, models: torch.Tensor) -> BatchedMLP:
         return self.net.model.select(models)
