@@ -101,6 +101,8 @@ def _when(moment: datetime | None) -> str:
 def _param(value: Any) -> str:
     if value is None:
         return ""
+    if isinstance(value, bool):  # a switch (the conv nets' spatial): yes or no
+        return "yes" if value else "no"
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)
@@ -251,7 +253,8 @@ def _placements(report: StudyReport) -> _Section:
 
 
 def _importances(report: StudyReport) -> _Section:
-    rows = [(name, f"{value:.3f}") for name, value in report.importances.items()]
+    rows = [(name.replace("_", " "), f"{value:.3f}")  # as the columns above name them
+            for name, value in report.importances.items()]
     return _Section(
         "Parameter importances",
         ("parameter", "importance"),

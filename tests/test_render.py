@@ -445,3 +445,20 @@ def test_the_per_placement_comparison_in_every_format(report: StudyReport) -> No
     out = console()
     render_confirmation(without, out)
     assert "Confirmed" in out.file.getvalue() and "Per-placement" not in out.file.getvalue()
+
+
+def test_a_switch_reads_yes_or_no_and_importances_use_the_column_names(
+        report: StudyReport) -> None:
+    conv = _trial(7, value=0.9, accuracy_mean=0.9, role="search",
+                  params={"placement": "conv", "conv_rate": 0.41, "spatial": True})
+    dense = _trial(8, value=0.8, accuracy_mean=0.8, role="search",
+                   params={"placement": "conv", "conv_rate": 0.2, "spatial": False})
+    report = dataclasses.replace(report, top=[conv, dense],
+                                 param_names=["placement", "conv_rate", "spatial"],
+                                 importances={"conv_rate": 0.7, "spatial": 0.3})
+    lines = text_of("table", report).splitlines()
+    [row7] = [line for line in lines if re.match(r"\s*7\s+search\s", line)]
+    [row8] = [line for line in lines if re.match(r"\s*8\s+search\s", line)]
+    assert re.search(r"conv\s+0\.41\s+yes\b", row7) and re.search(r"conv\s+0\.2\s+no\b", row8)
+    assert any(re.fullmatch(r"\s*conv rate\s+0\.700\s*", line) for line in lines)
+    assert "True" not in "\n".join(lines)
