@@ -423,7 +423,7 @@ def fixed_distributions(config: Config, dimensions: Sequence[Dimension], space: 
 
     def pick(dim: Dimension, param: Param) -> Any:
         out[dim.name] = distribution(param)
-        return config[dim.name]
+        return value_of(dim, config)
 
     walk(dimensions, space, pick)
     return out
@@ -435,8 +435,8 @@ def config_values(config: Config, dimensions: Sequence[Dimension], space: Space
     out: dict[str, Any] = {}
 
     def pick(dim: Dimension, param: Param) -> Any:
-        out[dim.name] = config[dim.name]
-        return config[dim.name]
+        out[dim.name] = value_of(dim, config)
+        return out[dim.name]
 
     walk(dimensions, space, pick)
     return out
