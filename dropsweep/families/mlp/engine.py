@@ -168,10 +168,9 @@ class MLPEngine:
     _PER_MODEL = ("trial_of", "fold_of", "lr", "mom", "p_in", "p_hid", "c_max", "adam")
 
     def state(self) -> dict[str, Any]:
-        """Everything the rest of training depends on — weights, velocities (Adam's moments
-        and step counts), the row-order
-        generator, the dropout streams, who is still in the batch — as CPU tensors and
-        numbers (a checkpoint loads weights-only). Restored on the same engine, training
+        """Everything the rest of training depends on — weights, velocities (with Adam: its
+        second moments and step counts), the row-order generator, the dropout streams, who
+        is still in the batch — as CPU tensors and numbers (a checkpoint loads weights-only). Restored on the same engine, training
         goes on exactly as if never stopped."""
         net = self.net
 
