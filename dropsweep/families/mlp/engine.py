@@ -170,8 +170,8 @@ class MLPEngine:
     def state(self) -> dict[str, Any]:
         """Everything the rest of training depends on — weights, velocities (with Adam: its
         second moments and step counts), the row-order generator, the dropout streams, who
-        is still in the batch — as CPU tensors and numbers (a checkpoint loads weights-only). Restored on the same engine, training
-        goes on exactly as if never stopped."""
+        is still in the batch — as CPU tensors and numbers (a checkpoint loads weights-only).
+        Restored on the same engine, training goes on exactly as if never stopped."""
         net = self.net
 
         def cpu(ts: Sequence[torch.Tensor]) -> list[torch.Tensor]:
