@@ -135,15 +135,14 @@ class Sweep:
             "cv": asdict(self.cv),
             "eval": asdict(self.eval),
             "baseline": {d.name: self.baseline[d.name] for d in self.dimensions
-                         if d.in_baseline},
+                         if d.in_baseline and d.name in self.baseline},  # implicit: left out
             "search": asdict(self.search),
         }
         if self.configs is not None:
             out["space"] = [c.to_dict() for c in self.configs]
         else:
             assert self.space is not None
-            out["space"] = {name: None if p is None else p.to_dict()
-                            for name, p in self.space.items()}
+            out["space"] = spaces.stored_space(self.dimensions, self.space)
         return out
 
     def where(self, key: str) -> dict[str, Any]:

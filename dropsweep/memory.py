@@ -19,7 +19,8 @@ from dropsweep.errors import DropsweepError
 
 # What is held per model while a batch trains (model.TrainState, trainer.train_trials): the
 # weights, their gradients and velocities, the initial copy, and the trained copy a result
-# keeps: five floats per parameter. The rows are on the device once, whatever the batch
+# keeps: five floats per parameter (six with Adam's second moment: the family says which).
+# The rows are on the device once, whatever the batch
 # (protocols.Folds); per model, what one evaluation step gathers (at most GATHER_ROWS rows):
 # their inputs, and two activations of the widest layer at a time. All float32.
 FLOATS_PER_PARAMETER = 5
@@ -43,13 +44,13 @@ class Need:
 
 
 def trial_need(sizes: Sequence[int], folds: int, max_rows: int,
-               network_key: str = "model.hidden") -> Need:
+               network_key: str = "model.hidden", floats: int = FLOATS_PER_PARAMETER) -> Need:
     """Bytes one trial's ``folds`` models need, for layer ``sizes`` (inputs first) and at
-    most ``max_rows`` rows per fold."""
+    most ``max_rows`` rows per fold; ``floats`` per parameter (Adam: one more slot)."""
     params = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
     per_model = BYTES_PER_FLOAT * folds
     rows = min(max_rows, GATHER_ROWS)
-    return Need(parameters=per_model * params * FLOATS_PER_PARAMETER,
+    return Need(parameters=per_model * params * floats,
                 activations=per_model * rows * 2 * max(sizes[1:]),
                 inputs=per_model * rows * sizes[0], network_key=network_key)
 

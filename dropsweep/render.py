@@ -26,6 +26,7 @@ from rich.text import Text
 
 from dropsweep import records
 from dropsweep.families import family
+from dropsweep.space import value_of
 
 if TYPE_CHECKING:  # types only: rendering must not import Optuna (report.py does)
     from dropsweep.rows import PlacementRow, StudyReport, StudyRow, TrialRow
@@ -673,7 +674,9 @@ def verdict_text(confirmation: Any) -> str:
 
 def _confirmed_section(confirmation: Any) -> _Section:
     fam = family(confirmation.family)
-    settings = [d for d in fam.dimensions if d.in_baseline]  # what else a baseline sets
+    # what else a baseline sets; an implicit one (the MLP's optimizer) where a row sets it
+    settings = [d for d in fam.dimensions if d.in_baseline and (
+        not d.implicit or any(d.name in r.config for r in confirmation.rows))]
     holdout = getattr(confirmation, "holdout", False)
     rows = []
     for r in confirmation.rows:
@@ -681,7 +684,7 @@ def _confirmed_section(confirmation: Any) -> _Section:
         rows.append((
             _trial_number(r.source_trial),
             r.role, fam.describe(r.config),
-            *(_param(r.config.get(d.name)) or ("off" if d.can_be_off else "")
+            *(_param(value_of(d, r.config)) or ("off" if d.can_be_off else "")
               for d in settings), str(r.repeats),
             _percent(r.accuracy.mean),
             _ci(r.accuracy),

@@ -366,7 +366,11 @@ class _Search:
             def start_asking() -> None:
                 self.ahead = _Ahead(lambda: self._ask_batch(wanted, ahead=True))
             ask_ahead = start_asking
-        self._train(asked, ask_ahead)
+        groups = self._groups(asked)
+        for i, group in enumerate(groups):
+            if i and self.stop():
+                break  # the rest stay held: given back as a stopped batch is
+            self._train(group, ask_ahead if i == len(groups) - 1 else None)
         return True
 
     # Asking ahead works (tests/test_runner.py) but, measured on this project's 2-core CPU,
@@ -410,14 +414,25 @@ class _Search:
         for trial, _ in asked:
             if all(trial is not k for k, _ in kept):
                 self.held.discard(trial)  # abandoned: surplus
-        if kept:  # the batch's random stream (weights, masks, row order) and its name (its
-            # checkpoint file's), both from the first trial that stands
-            first = kept[0][0].number
-            seed = trial_seed(self.sweep.search.seed, first)
-            with trialio.holding(study):
-                for trial, _ in kept:
+        # each batch's random stream (weights, masks, row order) and its name (its checkpoint
+        # file's), both from its first trial that stands
+        with trialio.holding(study):
+            for group in self._groups(kept):
+                first = group[0][0].number
+                seed = trial_seed(self.sweep.search.seed, first)
+                for trial, _ in group:
                     trialio.set_user_attrs(trial, {records.SEED: seed, records.BATCH: first})
         return kept
+
+    def _groups(self, asked: list[tuple[optuna.Trial, Config]]
+                ) -> list[list[tuple[optuna.Trial, Config]]]:
+        """The trials asked, as the batches they train in: one per ``Family.batch_key``
+        (an optimizer's), in order of first ask (a batch mixing optimizers would run both
+        update rules on every model)."""
+        groups: dict[Any, list[tuple[optuna.Trial, Config]]] = {}
+        for pair in asked:
+            groups.setdefault(self.sweep.family.batch_key(pair[1]), []).append(pair)
+        return list(groups.values())
 
     def _resume(self, trials: list[FrozenTrial]) -> tuple[
             list[tuple[optuna.Trial | None, Config]], _Resumed] | None:

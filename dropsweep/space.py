@@ -8,8 +8,9 @@ listed configurations, the Optuna walk (``suggest``, ``fixed_distributions``), g
 order. Nothing here knows what any dimension means.
 
 A trial's configuration is a :class:`Config`: plain data keyed by dimension (every
-dimension present, an unsampled one at its ``unused`` value), stored as a trial's
-``config`` user attribute and interpreted only by its family.
+dimension present, an unsampled one at its ``unused`` value, an ``implicit`` one only away
+from its baseline), stored as a trial's ``config`` user attribute and interpreted only by
+its family.
 """
 
 from __future__ import annotations
@@ -101,6 +102,11 @@ class Dimension:
     ("off") is one of its values, and the space may switch it off altogether (``default``
     None = off unless the sweep turns it on). ``baseline``: the value of the baseline
     configuration; ``in_baseline``: the ``baseline`` section may change it.
+    ``implicit``: a dimension added after studies were stored (the MLP's optimizer): at its
+    ``baseline`` it is left out of a configuration, never asked of the sampler while the
+    space fixes it there, and left out of the stored sweep, so those studies read, compare
+    and resume as the same experiment (:func:`value_of` reads it back). A dimension whose
+    condition names it must be used at its baseline (an absent one means that baseline).
     """
 
     name: str
@@ -117,9 +123,27 @@ class Dimension:
     # 1-SE order, simplest first: "order" (earlier choice), "sum" (smaller total of every
     # "sum" dimension), "off" (switched off first); None: plays no part
     simplicity: str | None = None
+    implicit: bool = False
 
     def used(self, picked: Mapping[str, Any]) -> bool:
-        return self.when is None or picked.get(self.when[0]) in self.when[1]
+        # absent: an implicit dimension at its baseline, where its dependents are used
+        return (self.when is None or self.when[0] not in picked
+                or picked[self.when[0]] in self.when[1])
+
+    def is_implicit(self, value: Any) -> bool:
+        """Whether ``value`` of this dimension is left out of a configuration."""
+        return self.implicit and value == self.baseline
+
+
+def value_of(dim: Dimension, config: Mapping[str, Any]) -> Any:
+    """``dim``'s value in ``config``: its baseline where an implicit dimension is left out."""
+    return config.get(dim.name, dim.baseline if dim.implicit else None)
+
+
+def _config(dimensions: Sequence[Dimension], picked: Mapping[str, Any]) -> Config:
+    """A configuration from every dimension's value, implicit ones at baseline left out."""
+    return Config({d.name: picked[d.name] for d in dimensions
+                   if d.name in picked and not d.is_implicit(picked[d.name])})
 
 
 class Config(Mapping[str, Any]):
@@ -163,19 +187,33 @@ def walk(dimensions: Sequence[Dimension], space: Space, pick: Pick) -> Config:
             value = dim.unused
         elif param is None:
             value = None
+        elif dim.implicit and param == Fixed(dim.baseline):
+            value = dim.baseline  # not a parameter: studies from before it have none
         else:
             value = pick(dim, param)
         picked[dim.name] = value if dim.choices or value is None else float(value)
-    return Config(picked)
+    return _config(dimensions, picked)
 
 
 def defaults(dimensions: Sequence[Dimension]) -> dict[str, Param | None]:
     return {d.name: d.default for d in dimensions}
 
 
+def stored_space(dimensions: Sequence[Dimension], space: Space) -> dict[str, Any]:
+    """``space`` as plain data, an implicit dimension fixed at its baseline left out."""
+    implicit = {d.name for d in dimensions if d.implicit and space.get(d.name) == Fixed(d.baseline)}
+    return {name: None if p is None else p.to_dict() for name, p in space.items()
+            if name not in implicit}
+
+
 def baseline(dimensions: Sequence[Dimension], **changes: Any) -> Config:
-    """The baseline configuration, with ``changes`` to what the baseline section may set."""
-    return Config({d.name: changes.get(d.name, d.baseline) for d in dimensions})
+    """The baseline configuration, with ``changes`` to what the baseline section may set; a
+    dimension its choices leave unused (momentum under Adam) at its ``unused`` value, as
+    the sampler records it."""
+    picked: dict[str, Any] = {}
+    for d in dimensions:
+        picked[d.name] = changes.get(d.name, d.baseline) if d.used(picked) else d.unused
+    return _config(dimensions, picked)
 
 
 # ----------------------------------------------------------------------------- validation
@@ -286,19 +324,21 @@ def parse_config(check: Checker, key: str, dimensions: Sequence[Dimension], valu
             raise check.fail(sub, "a listed configuration takes single values")
         if dim.when is None:
             picked[dim.name] = scalar(check, sub, dim, value[dim.name]) if given \
-                else base[dim.name]
+                else value_of(dim, base)
             continue
         other = picked[dim.when[0]]
         number = scalar(check, sub, dim, value[dim.name]) if given else None
         if dim.used(picked):
-            if not given:
+            if not given and dim.in_baseline and dim.used(base):
+                number = value_of(dim, base)  # the baseline's (the MLP's SGD momentum)
+            elif not given:
                 raise check.fail(sub, f"{dim.when[0]} '{other}' needs {dim.name}")
             picked[dim.name] = number
         else:
             if number:
                 raise check.fail(sub, f"{dim.when[0]} '{other}' does not use {dim.name}")
             picked[dim.name] = dim.unused
-    return Config(picked)
+    return _config(dimensions, picked)
 
 
 def check_grid(check: Checker, dimensions: Sequence[Dimension], space: Space,
@@ -325,7 +365,7 @@ def check_baseline_in_space(check: Checker, dimensions: Sequence[Dimension], bas
     (Optuna refuses one parameter with two different distributions in a study), so it must
     lie inside the space."""
     for dim in dimensions:
-        value, param = base[dim.name], space.get(dim.name)
+        value, param = value_of(dim, base), space.get(dim.name)
         if not dim.used(base) or contains(param, value):
             continue
         if not dim.in_baseline:
@@ -383,7 +423,7 @@ def fixed_distributions(config: Config, dimensions: Sequence[Dimension], space: 
 
     def pick(dim: Dimension, param: Param) -> Any:
         out[dim.name] = distribution(param)
-        return config[dim.name]
+        return value_of(dim, config)
 
     walk(dimensions, space, pick)
     return out
@@ -395,8 +435,8 @@ def config_values(config: Config, dimensions: Sequence[Dimension], space: Space
     out: dict[str, Any] = {}
 
     def pick(dim: Dimension, param: Param) -> Any:
-        out[dim.name] = config[dim.name]
-        return config[dim.name]
+        out[dim.name] = value_of(dim, config)
+        return out[dim.name]
 
     walk(dimensions, space, pick)
     return out
@@ -406,7 +446,7 @@ def written(config: Config, dimensions: Sequence[Dimension]) -> dict[str, Any]:
     """``config`` as one entry of a listed sweep (``dropsweep export``): every dimension
     its conditions use, ``off`` spelled out."""
     return {d.name: "off" if config[d.name] is None else config[d.name]
-            for d in dimensions if d.used(config)}
+            for d in dimensions if d.used(config) and d.name in config}
 
 
 def listed_space(dimensions: Sequence[Dimension], every: Sequence[Config]
@@ -414,7 +454,7 @@ def listed_space(dimensions: Sequence[Dimension], every: Sequence[Config]
     """The space a list of configurations spans: the choices it lists."""
     space: dict[str, Param | None] = {}
     for dim in dimensions:
-        values = [c[dim.name] for c in every if dim.used(c)] or [dim.unused]
+        values = [value_of(dim, c) for c in every if dim.used(c)] or [dim.unused]
         if dim.choices:
             values = [v for v in dim.choices if v in values]
         if dim.can_be_off and all(v is None for v in values):

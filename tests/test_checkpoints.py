@@ -260,3 +260,25 @@ def test_a_directory_that_cannot_be_written_is_one_line_and_training_goes_on(tmp
                                                  f"{blocker / 'saves'} (")
     assert said[0].endswith("this batch goes on without them") and not saver.due()
     assert list(checkpoints.found(blocker / "saves")) == []  # and looking there finds none
+
+
+@pytest.mark.parametrize("at", [1, 3])
+def test_a_batch_with_adam_resumed_from_a_checkpoint_ends_as_if_never_stopped(tmp_path, at):
+    """Adam's moments and step counts travel in the checkpoint (a fold that sat out a
+    minibatch has taken fewer steps); the C kernel is SGD's, so auto trains it on torch."""
+    X, y = data(rows=88)
+    folds = make_folds(X, y, 3, seed=0)
+    configs = [mlp_config("both", 0.2, 0.4, optimizer="adam", learning_rate=0.01,
+                          max_norm=2.0), CONFIGS[2]]
+    settings = TrainSettings(hidden=(8, 5), epochs=5, batch_size=8, eval_every=1)
+    saver = Every()
+    whole = train_trials(configs, folds, settings, seed=5, save=saver)
+    made = saver.states[0]["engine"]
+    assert made["engine"] == "torch" and "second" in made and "steps" in made
+    path = tmp_path / "3.ckpt"
+    checkpoints.write_atomic(path, {"trials": [3, 4], "seed": 5,
+                                    "configs": [dict(c) for c in configs],
+                                    "state": saver.states[at - 1]})
+    resumed = train_trials(configs, folds, settings, seed=5,
+                           resume=checkpoints.read(path)["state"])
+    same(whole, resumed)

@@ -339,3 +339,35 @@ def test_a_second_family_gets_balanced_budgets_and_per_placement_confirmation(to
     report = build_report(study)
     assert all(p.confirmed is per.placements.get(p.placement) or p.confirmed ==
                per.placements.get(p.placement) for p in report.placements)
+
+
+def test_the_mlp_names_adam_as_the_conv_nets_do_and_sgd_as_it_always_has():
+    from dropsweep.families.cnn import CNN
+    from dropsweep.families.cnn import config as cnn_config
+    from dropsweep.families.mlp import MLP
+    from dropsweep.families.mlp import config as mlp_config
+
+    adam = mlp_config("hidden", hidden_rate=0.5, optimizer="adam", learning_rate=0.001)
+    sgd = mlp_config("hidden", hidden_rate=0.5)
+    base = mlp_config()
+    assert MLP.describe(adam) == "hidden dropout 0.5, Adam lr 0.001"
+    assert CNN.describe(cnn_config("dense", dense_rate=0.5)).endswith(", Adam lr 0.001")
+    assert MLP.describe(sgd) == "hidden dropout 0.5"
+    # Adam and its lr are said once; momentum, which Adam does not use, not at all
+    assert MLP.describe_against(adam, base) == "hidden dropout 0.5, Adam lr 0.001"
+    assert MLP.describe_against(base, adam) == \
+        "no dropout with optimizer sgd, learning rate 0.01, momentum 0.8"
+    assert MLP.describe_against(sgd, base) == "hidden dropout 0.5"
+
+
+def test_the_mlp_s_memory_need_counts_adam_s_second_slot_only_where_it_may_train():
+    import numpy as np
+
+    from dropsweep.data import Dataset
+    from dropsweep.families.mlp import MLP
+
+    data = Dataset(X=np.zeros((20, 6), np.float32), y=np.arange(20) % 2, classes=("a", "b"),
+                   name="d", source="memory", feature_names=tuple("abcdef"))
+    sgd = build_sweep(parse_sweep_text("name: s\n", "s.yaml"))
+    adam = build_sweep(parse_sweep_text("name: a\nspace: {optimizer: [sgd, adam]}\n", "a.yaml"))
+    assert MLP.need(adam, data, 3).parameters == MLP.need(sgd, data, 3).parameters * 6 // 5

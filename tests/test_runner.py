@@ -427,3 +427,32 @@ def test_a_search_reads_its_trials_a_bounded_number_of_times_per_trial(
     run_search(sweep_of(text, "train.eval_every=2"), dataset, storage_url=storage, trials=48,
                batch=8, device="cpu")
     assert len(reads) <= 2 * 48, len(reads)
+
+
+def test_trials_asked_together_train_in_one_batch_per_optimizer(dataset, storage, monkeypatch):
+    """A batch mixing optimizers would run both update rules on every model: the runner
+    trains each optimizer's trials as a batch of their own, each with its own seed and
+    checkpoint name."""
+    from dropsweep.families.mlp import MLP, optimizer_of
+
+    adam = SMALL.replace("search: {trials: 3, sampler: tpe", "search: {trials: 8, sampler: random"
+                         ).replace("  learning_rate:", "  optimizer: [sgd, adam]\n  learning_rate:")
+    seen: list[list[str]] = []
+    train = MLP.train
+
+    def recording(configs, *args, **kwargs):
+        seen.append([optimizer_of(c) for c in configs])
+        return train(configs, *args, **kwargs)
+
+    monkeypatch.setattr(MLP, "train", recording)
+    summary = run_search(sweep_of(adam), dataset, storage_url=storage, batch=8, device="cpu")
+    assert summary.finished == 8
+    assert all(len(set(batch)) == 1 for batch in seen)  # never mixed
+    trials = load(storage).trials
+    kinds = [t.params["optimizer"] for t in trials]
+    assert {"sgd", "adam"} <= set(kinds) and len(seen) >= 2
+    assert all("momentum" not in t.params for t in trials if t.params["optimizer"] == "adam")
+    for kind in ("sgd", "adam"):  # one batch of each here: named by its first trial
+        batch = {t.user_attrs[records.BATCH] for t in trials if t.params["optimizer"] == kind}
+        first = min(t.number for t in trials if t.params["optimizer"] == kind)
+        assert batch == {first}

@@ -160,3 +160,91 @@ def test_tpe_groups_each_complete_trial_once_and_proposes_as_optunas_own():
         proposals.append([t.params for t in study.trials])
     assert proposals[0] == proposals[1]
     assert len({p["kind"] for p in proposals[0][5:]}) > 1  # TPE at work, not one point
+
+
+# ----------------------------------------------------------------------------- the optimizer
+
+ADAM_SWEEP = """
+name: adam
+search: {trials: 10, sampler: random, seed: 0}
+space:
+  placement: [none, hidden]
+  hidden_rate: [0.5]
+  optimizer: [sgd, adam]
+  learning_rate: {low: 0.001, high: 0.1, log: true}
+  momentum: {low: 0.5, high: 0.9}
+"""
+
+
+def test_an_sgd_only_sweep_neither_samples_nor_stores_an_optimizer():
+    sweep = build_sweep(parse_sweep_text("name: s\n", "s.yaml"))
+    assert "optimizer" not in sweep.to_dict()["space"]
+    assert "optimizer" not in sweep.to_dict()["baseline"]
+    assert "optimizer" not in sweep.baseline
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(10):
+        trial = study.ask()
+        config = suggest(trial, DIMS, space_of(sweep))
+        assert "optimizer" not in trial.params and "optimizer" not in config
+        assert "momentum" in trial.params  # SGD's, sampled as ever
+    assert "optimizer" not in fixed_distributions(sweep.baseline, DIMS, space_of(sweep))
+
+
+def test_a_sweep_listing_adam_searches_it_and_never_samples_momentum_for_it():
+    sweep = build_sweep(parse_sweep_text(ADAM_SWEEP, "s.yaml"))
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3))
+    seen = set()
+    for _ in range(30):
+        trial = study.ask()
+        config = suggest(trial, DIMS, space_of(sweep))
+        seen.add(trial.params["optimizer"])
+        if trial.params["optimizer"] == "adam":
+            assert config["optimizer"] == "adam" and "momentum" not in trial.params
+            assert config["momentum"] == 0.0  # unused, as the conv nets'
+        else:
+            assert "optimizer" not in config and 0.5 <= trial.params["momentum"] <= 0.9
+    assert seen == {"sgd", "adam"}
+    # the baseline (SGD) is recorded inside the searched space, optimizer included
+    assert fixed_distributions(sweep.baseline, DIMS, space_of(sweep))["optimizer"] == \
+        CategoricalDistribution(("sgd", "adam"))
+
+
+def test_an_adam_baseline_has_no_momentum_and_must_lie_in_the_space():
+    adam = ADAM_SWEEP + "baseline: {optimizer: adam, learning_rate: 0.001}\n"
+    base = build_sweep(parse_sweep_text(adam, "s.yaml")).baseline
+    assert base["optimizer"] == "adam" and base["momentum"] == 0.0
+    with pytest.raises(SweepError, match="baseline.optimizer"):
+        build_sweep(parse_sweep_text("name: s\nbaseline: {optimizer: adam}\n", "s.yaml"))
+
+
+def test_listed_configurations_name_adam_and_leave_sgd_implicit():
+    listed = """
+name: l
+space:
+  - {placement: hidden, hidden_rate: 0.5, optimizer: adam, learning_rate: 0.001}
+  - {placement: hidden, hidden_rate: 0.5}
+"""
+    sweep = build_sweep(parse_sweep_text(listed, "s.yaml"))
+    adam, sgd = sweep.configs
+    assert adam == mlp_config("hidden", hidden_rate=0.5, optimizer="adam", learning_rate=0.001)
+    assert sgd == mlp_config("hidden", hidden_rate=0.5)  # the baseline's lr and momentum
+    assert space_of(sweep)["optimizer"] == Choices(("sgd", "adam"))
+    with pytest.raises(SweepError, match="does not use momentum"):
+        build_sweep(parse_sweep_text(listed.replace("learning_rate: 0.001",
+                                                    "learning_rate: 0.001, momentum: 0.9"),
+                                     "s.yaml"))
+
+
+def test_every_family_uses_its_conditional_dimensions_at_an_implicit_baseline():
+    """A configuration without an implicit dimension is at its baseline: what depends on it
+    must be used there, or stored studies would lose a dimension they sampled."""
+    from dropsweep.families import family, family_names
+
+    for name in family_names():
+        dims = family(name).dimensions
+        for dim in dims:
+            if dim.when is None:
+                continue
+            other = next(d for d in dims if d.name == dim.when[0])
+            if other.implicit:
+                assert other.baseline in dim.when[1], (name, dim.name)

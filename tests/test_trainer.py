@@ -922,3 +922,84 @@ def test_evaluation_in_chunks_scores_as_one_pass(monkeypatch):
     assert one.fold_accuracies == chunked.fold_accuracies
     assert one.train_accuracy == chunked.train_accuracy
     assert one.test_log_loss == pytest.approx(chunked.test_log_loss, rel=1e-6)
+
+
+# ----------------------------------------------------------------------------- Adam
+
+
+def in_row_order(generator, n_train, max_train):
+    """Every epoch the rows in their stored order: a trial's order then depends neither on
+    its batch mates nor on the epoch, so a batch can be held to its trials trained alone."""
+    return torch.arange(max_train).expand(n_train.numel(), -1).clone()
+
+
+def pick(model: BatchedMLP, models: slice) -> BatchedMLP:
+    return BatchedMLP([w[models].clone() for w in model.weights],
+                      [b[models].clone() for b in model.biases])
+
+
+def test_a_batch_mixing_adam_and_sgd_trains_each_as_if_alone(monkeypatch):
+    monkeypatch.setattr(trainer, "epoch_order", in_row_order)
+    X, y = blob_data(37, 5, 3, seed=5, spread=1.0)
+    folds = make_folds(X, y, 5, seed=1)  # unequal folds: a fold sits out a minibatch
+    configs = [mlp_config(optimizer="adam", learning_rate=0.01, max_norm=1.0),
+               mlp_config(learning_rate=0.05, momentum=0.9)]
+    settings = TrainSettings(hidden=(8, 6), epochs=6, batch_size=8, eval_every=3,
+                             engine="auto")
+    init = glorot_init(10, layer_sizes(5, settings.hidden, 3), seeded(4))
+    both = train_trials(configs, folds, settings, seed=0, init=init)
+    for t, config in enumerate(configs):
+        alone = train_trials([config], folds, settings, seed=0,
+                             init=pick(init, slice(5 * t, 5 * t + 5)))[0]
+        for got, want in zip(both[t].model.parameters(), alone.model.parameters()):
+            torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+        assert both[t].fold_accuracies == pytest.approx(alone.fold_accuracies, abs=1e-6)
+    moved = max(float((p - q).abs().max()) for p, q in
+                zip(both[0].model.parameters(), pick(init, slice(0, 5)).parameters()))
+    assert moved > 0.05  # Adam really trained
+
+
+def test_an_adam_trial_is_keras_s_adam_step_by_step(monkeypatch):
+    """Against a loop written from Keras's Adam (epsilon added to the uncorrected sqrt(v)):
+    plain tensors, autograd's gradients, one fold at a time."""
+    monkeypatch.setattr(trainer, "epoch_order", in_row_order)
+    X, y = blob_data(30, 4, 2, seed=2, spread=1.0)
+    folds = make_folds(X, y, 3, seed=0)
+    lr, b1, b2, eps = 0.003, 0.9, 0.999, 1e-7
+    settings = TrainSettings(hidden=(5,), epochs=3, batch_size=8, eval_every=3,
+                             engine="torch")
+    init = glorot_init(3, layer_sizes(4, settings.hidden, 2), seeded(9))
+    got = train_trials([mlp_config(optimizer="adam", learning_rate=lr)], folds, settings,
+                       seed=0, init=init)[0].model
+    for f in range(3):
+        params = [p[f].clone() for p in init.parameters()]
+        m = [torch.zeros_like(p) for p in params]
+        v = [torch.zeros_like(p) for p in params]
+        n, t = int(folds.n_train[f]), 0
+        for _ in range(settings.epochs):
+            for start in range(0, n, settings.batch_size):
+                x = folds.x_train[f, start:min(n, start + settings.batch_size)]
+                target = folds.y_train[f, start:min(n, start + settings.batch_size)].float()
+                leaves = [p.clone().requires_grad_() for p in params]
+                h = torch.relu(x @ leaves[0] + leaves[1])
+                logits = (h @ leaves[2] + leaves[3]).squeeze(-1)
+                F.binary_cross_entropy_with_logits(logits, target).backward()
+                t += 1
+                alpha = lr * math.sqrt(1 - b2**t) / (1 - b1**t)
+                for i, leaf in enumerate(leaves):
+                    g = leaf.grad
+                    m[i] = m[i] + (g - m[i]) * (1 - b1)
+                    v[i] = v[i] + (g * g - v[i]) * (1 - b2)
+                    params[i] = params[i] - alpha * m[i] / (v[i].sqrt() + eps)
+        for mine, want in zip((p[f] for p in got.parameters()), params):
+            torch.testing.assert_close(mine, want, rtol=0, atol=1e-6)
+
+
+def test_adam_trains_on_torch_and_the_c_kernel_refuses_it():
+    X, y = blob_data(30, 4, 2)
+    folds = make_folds(X, y, 3, seed=0)
+    adam = [mlp_config(optimizer="adam", learning_rate=0.001), mlp_config()]
+    engine = trainer.MLPEngine(adam, folds, TrainSettings(hidden=(4,), engine="auto"), 0)
+    assert not engine.compiled and engine.state()["engine"] == "torch"
+    with pytest.raises(RuntimeError, match="trains SGD only"):
+        trainer.MLPEngine(adam, folds, TrainSettings(hidden=(4,), engine="c"), 0)

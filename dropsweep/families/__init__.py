@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
-from dropsweep.space import Config, Dimension
+from dropsweep.space import Config, Dimension, value_of
 
 if TYPE_CHECKING:
     import torch
@@ -64,6 +64,13 @@ class Family:
     @property
     def group_values(self) -> tuple[str, ...]:
         return next(d.choices for d in self.dimensions if d.name == self.group)
+
+    def batch_key(self, config: Mapping[str, Any]) -> Any:
+        """What trials must share to train in one batch: their optimizer, where the family
+        has one (a batch mixing update rules runs both on every model); the runner trains
+        each key's trials as a batch of their own."""
+        dim = next((d for d in self.dimensions if d.name == "optimizer"), None)
+        return None if dim is None else value_of(dim, config)
 
     def train(self, configs: Sequence[Config], folds: Folds, sweep: Sweep, seed: int, *,
               on_checkpoint: CheckpointHook | None = None,

@@ -12,8 +12,8 @@ PyTorch's, because Keras is what users of these sweeps compare with:
   "epsilon hat", added to the uncorrected ``sqrt(v)``; PyTorch adds its ``eps`` to the
   bias-corrected one, which differs wherever gradients are small.
 
-The MLP's engines apply the SGD rule in their own fused code (network.py, kernel.c); these
-are the reference for families that step with tensors (the conv nets, issue 14).
+The MLP's engines apply the SGD rule in their own fused code (network.py, kernel.c) and
+step a batch with Adam here; the conv nets step every batch here (issue 14).
 """
 
 from __future__ import annotations

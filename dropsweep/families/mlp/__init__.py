@@ -1,11 +1,12 @@
 """The MLP family: Brownlee's Sonar network, dropout on the input and/or hidden layers.
 
 ``features -> hidden... -> outputs`` with ReLU, Keras ``Dense`` defaults, SGD with momentum
-and an optional max-norm constraint on the hidden layers. Its dimensions are the six of the
-original experiment; ``placement`` says where dropout goes and so which rates are sampled.
-Training runs on the batched engine of :mod:`.engine` (the C kernel where it applies,
-batched torch elsewhere), imported only when a batch trains: validating a sweep imports no
-torch.
+(or Keras's Adam, where a sweep asks) and an optional max-norm constraint on the hidden
+layers. Its dimensions are the six of the original experiment plus ``optimizer``, implicit
+at SGD (studies stored before it read the same); ``placement`` says where dropout goes and
+so which rates are sampled. Training runs on the batched engine of :mod:`.engine` (the C
+kernel where it applies: SGD only; batched torch elsewhere), imported only when a batch
+trains: validating a sweep imports no torch.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from dropsweep.families import Family, _words
-from dropsweep.space import Choices, Config, Dimension, Range
+from dropsweep.space import Choices, Config, Dimension, Fixed, Range, value_of
 
 if TYPE_CHECKING:
     import torch
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
 PLACEMENTS = ("none", "input", "hidden", "both")  # also the 1-SE order: simplest first
 _INPUT = ("input", "both")
 _HIDDEN = ("hidden", "both")
+OPTIMIZERS = ("sgd", "adam")  # Brownlee's SGD first: the baseline's, and all that is searched
+# unless a sweep lists adam
 
 
 def _rate(v: float) -> str | None:
@@ -39,6 +42,10 @@ def _positive(v: float) -> str | None:
     return None if v > 0.0 else f"must be > 0, got {v:g}"
 
 
+# implicit: an SGD-only study stores no optimizer, as before this dimension existed
+OPTIMIZER = Dimension("optimizer", Fixed("sgd"), baseline="sgd", choices=OPTIMIZERS,
+                      implicit=True, in_baseline=True, label="optimizer")
+
 # The search space, one row per dimension, in the order they are sampled and shown.
 DIMENSIONS = (
     Dimension("placement", Choices(PLACEMENTS), baseline="none", choices=PLACEMENTS,
@@ -48,15 +55,22 @@ DIMENSIONS = (
               when=("placement", _INPUT), unused=0.0, simplicity="sum", label="input rate"),
     Dimension("hidden_rate", Range(0.0, 0.7), baseline=0.0, rule=_rate,
               when=("placement", _HIDDEN), unused=0.0, simplicity="sum", label="hidden rate"),
+    OPTIMIZER,
     # Brownlee's baseline: lr 0.01, momentum 0.8; dropout wants larger rates and momentum
     Dimension("learning_rate", Range(1e-3, 0.3, log=True), baseline=0.01, rule=_positive,
               log=True, in_baseline=True, label="learning rate"),
+    # SGD only (unused: 0.0, as the conv nets')
     Dimension("momentum", Range(0.5, 0.99), baseline=0.8, rule=_rate, in_baseline=True,
-              label="momentum"),
+              when=("optimizer", ("sgd",)), unused=0.0, label="momentum"),
     # None: max-norm off unless the sweep turns it on (Srivastava et al.: c ~ 3-4)
     Dimension("max_norm", None, baseline=None, rule=_positive, can_be_off=True,
               in_baseline=True, simplicity="off", label="max-norm"),
 )
+
+
+def optimizer_of(config: Mapping[str, Any]) -> str:
+    """"sgd" or "adam" (a configuration stored before the optimizer existed is SGD)."""
+    return str(value_of(OPTIMIZER, config))
 
 
 def dropout_rates(config: Mapping[str, Any]) -> tuple[float, float]:
@@ -99,12 +113,28 @@ class _MLP(Family):
         return MLPModel()
 
     def describe(self, config: Mapping[str, Any]) -> str:
+        """"hidden dropout 0.5"; with Adam, as the conv nets say it: "hidden dropout 0.5,
+        Adam lr 0.001" (SGD, Brownlee's, goes unsaid as it always has)."""
         placement = str(config.get("placement", "none"))
         rates = [config.get(d.name) for d in DIMENSIONS
-                 if d.when is not None and placement in d.when[1]]
-        if not rates:
-            return "no dropout"
-        return f"{placement} dropout {' / '.join(_words(r) for r in rates)}"
+                 if d.when is not None and d.when[0] == "placement" and placement in d.when[1]]
+        dropout = (f"{placement} dropout {' / '.join(_words(r) for r in rates)}" if rates
+                   else "no dropout")
+        if optimizer_of(config) == "adam":
+            dropout += f", Adam lr {_words(config.get('learning_rate'))}"
+        return dropout
+
+    def describe_against(self, config: Mapping[str, Any], reference: Mapping[str, Any]) -> str:
+        """As every family's, without repeating what :meth:`describe` said (Adam, its lr) or
+        naming a setting the configuration does not use (momentum under Adam)."""
+        said = ("optimizer", "learning_rate") if optimizer_of(config) == "adam" else ()
+        differs = [f"{d.label} {_words(value_of(d, config))}" for d in self.dimensions
+                   if d.in_baseline and d.name not in said and d.used(config)
+                   and value_of(d, config) != value_of(d, reference)]
+        return self.describe(config) + (f" with {', '.join(differs)}" if differs else "")
+
+    def batch_key(self, config: Mapping[str, Any]) -> Any:
+        return optimizer_of(config)
 
     def train(self, configs: Sequence[Config], folds: Folds, sweep: Sweep, seed: int, *,
               on_checkpoint: CheckpointHook | None = None,
@@ -131,8 +161,14 @@ class _MLP(Family):
         from dropsweep import memory
         from dropsweep.families.mlp.network import layer_sizes
 
+        from dropsweep.space import space_of, values_of
+
         sizes = layer_sizes(dataset.n_features, sweep.model.hidden, dataset.n_classes)
-        return memory.trial_need(sizes, models, len(dataset.y))
+        searched = values_of(space_of(sweep).get("optimizer"))
+        adam = "adam" in searched or optimizer_of(sweep.baseline) == "adam"
+        # Adam keeps a second slot per parameter beside the first (SGD's velocity)
+        return memory.trial_need(sizes, models, len(dataset.y),
+                                 floats=memory.FLOATS_PER_PARAMETER + int(adam))
 
 
 MLP = _MLP()
@@ -140,8 +176,12 @@ MLP = _MLP()
 
 def config(placement: str = "none", input_rate: float = 0.0, hidden_rate: float = 0.0,
            learning_rate: float = 0.01, momentum: float = 0.8,
-           max_norm: float | None = None) -> Config:
-    """One MLP configuration, written out (tests and examples)."""
-    return Config({"placement": placement, "input_rate": input_rate,
-                   "hidden_rate": hidden_rate, "learning_rate": learning_rate,
-                   "momentum": momentum, "max_norm": max_norm})
+           max_norm: float | None = None, optimizer: str = "sgd") -> Config:
+    """One MLP configuration, written out (tests and examples); SGD's is stored without
+    its optimizer (implicit), Adam's with it and momentum unused (0.0)."""
+    items = {"placement": placement, "input_rate": input_rate, "hidden_rate": hidden_rate,
+             "optimizer": optimizer, "learning_rate": learning_rate,
+             "momentum": momentum if optimizer == "sgd" else 0.0, "max_norm": max_norm}
+    if optimizer == "sgd":
+        del items["optimizer"]
+    return Config(items)

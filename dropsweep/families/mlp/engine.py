@@ -7,7 +7,8 @@ max-norm, so the batch computes exactly what k separate Keras models would:
 
 * Glorot-uniform kernels, zero biases (Keras ``Dense`` defaults);
 * inverted dropout: kept units scaled by ``1/(1-rate)`` in training, identity at evaluation;
-* SGD with Keras's momentum rule ``v = m*v - lr*g; w = w + v``;
+* SGD with Keras's momentum rule ``v = m*v - lr*g; w = w + v``, or Keras's Adam
+  (:mod:`dropsweep.families.optimizers`; batched torch only: the C kernel is SGD's);
 * ``MaxNorm(c)`` after every step: each hidden unit's incoming weight vector is rescaled
   to L2 norm <= c (``w * clip(n, 0, c) / (eps + n)``, Keras's formula);
 * each minibatch's loss is the mean over its real rows, as Keras computes it.
@@ -31,7 +32,7 @@ from dropsweep.data import Dataset, scaling
 from dropsweep.checkpoints import Unusable
 from dropsweep.errors import DropsweepError
 from dropsweep.memory import GATHER_ROWS
-from dropsweep.families.mlp import dropout_rates, kernel
+from dropsweep.families.mlp import dropout_rates, kernel, optimizer_of
 from dropsweep.protocols import Folds, one_split
 from dropsweep.train import (
     CheckpointHook,
@@ -50,6 +51,7 @@ from dropsweep.families.mlp.network import (
     TrainState,
     MaskBits,
     MaskRates,
+    Optimizers,
     dropout_masks,
     forward,
     glorot_init,
@@ -84,12 +86,18 @@ class TrainSettings:
                    batch_size=sweep.train.batch_size, eval_every=sweep.train.eval_every)
 
 
-def use_kernel(engine: str, device: torch.device) -> bool:
+def use_kernel(engine: str, device: torch.device, adam: bool = False) -> bool:
     """Whether ``engine`` means the C kernel on ``device``; asking for it where it cannot run
-    is an error rather than a silent slow-down."""
+    (or for a batch with Adam: the kernel knows only SGD) is an error rather than a silent
+    slow-down."""
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
     if engine == "torch":
+        return False
+    if adam:
+        if engine == "c":
+            raise RuntimeError("the C training kernel trains SGD only: a batch with an Adam "
+                               "trial needs engine auto or torch")
         return False
     if kernel.applies(device):
         return True
@@ -131,7 +139,11 @@ class MLPEngine:
         self.sizes = layer_sizes(folds.n_features, settings.hidden, folds.n_classes)
         self.net = TrainState(_initial(init, n * k, self.sizes, self.generator, device))
         self.folds, self.bs, self.hidden = folds, settings.batch_size, list(settings.hidden)
-        self.compiled = use_kernel(settings.engine, device)
+        self.adam = torch.tensor([optimizer_of(c) == "adam" for c in configs],
+                                 device=device).repeat_interleave(k)
+        self.compiled = use_kernel(settings.engine, device, bool(self.adam.any()))
+        if bool(self.adam.any()):
+            self.net.with_adam()
         self.bits = MaskBits(seed, device)
         # the kernel's dropout masks: a counter-based stream per model, keyed by the seed
         keys = np.random.SeedSequence(seed).generate_state(n * k, dtype=np.uint64)
@@ -140,7 +152,9 @@ class MLPEngine:
         self.trial_of = torch.arange(n, device=device).repeat_interleave(k)
         self.fold_of = torch.arange(k, device=device).repeat(n)
         self.lr = per_model([c["learning_rate"] for c in configs], k, device)
-        self.mom = per_model([c["momentum"] for c in configs], k, device)
+        # Adam's models: no momentum, whatever a hand-made configuration carries
+        self.mom = per_model([c["momentum"] if optimizer_of(c) == "sgd" else 0.0
+                              for c in configs], k, device)
         rates = [dropout_rates(c) for c in configs]
         self.p_in = per_model([r[0] for r in rates], k, device)
         self.p_hid = per_model([r[1] for r in rates], k, device)
@@ -149,13 +163,13 @@ class MLPEngine:
         self._derive()
 
     # per model, what a checkpoint keeps besides the network (see state())
-    _PER_MODEL = ("trial_of", "fold_of", "lr", "mom", "p_in", "p_hid", "c_max")
+    _PER_MODEL = ("trial_of", "fold_of", "lr", "mom", "p_in", "p_hid", "c_max", "adam")
 
     def state(self) -> dict[str, Any]:
-        """Everything the rest of training depends on — weights, velocities, the row-order
-        generator, the dropout streams, who is still in the batch — as CPU tensors and
-        numbers (a checkpoint loads weights-only). Restored on the same engine, training
-        goes on exactly as if never stopped."""
+        """Everything the rest of training depends on — weights, velocities (with Adam: its
+        second moments and step counts), the row-order generator, the dropout streams, who
+        is still in the batch — as CPU tensors and numbers (a checkpoint loads weights-only).
+        Restored on the same engine, training goes on exactly as if never stopped."""
         net = self.net
 
         def cpu(ts: Sequence[torch.Tensor]) -> list[torch.Tensor]:
@@ -166,6 +180,8 @@ class MLPEngine:
                 "velocity": cpu(net.velocity), "generator": self.generator.get_state(),
                 "bits": self.bits.state(), "mask_key": self.mask_key.clone(),
                 "mask_counter": self.mask_counter.clone(),
+                **({} if net.second is None or net.steps is None else {
+                    "second": cpu(net.second), "steps": net.steps.cpu().clone()}),
                 **{name: getattr(self, name).cpu().clone() for name in self._PER_MODEL}}
 
     def load_state(self, state: Mapping[str, Any]) -> None:
@@ -179,6 +195,9 @@ class MLPEngine:
         self.net = TrainState(BatchedMLP([w.to(device) for w in state["weights"]],
                                          [b.to(device) for b in state["biases"]]))
         self.net.velocity = [v.to(device).clone() for v in state["velocity"]]
+        if "second" in state:
+            self.net.second = [v.to(device).clone() for v in state["second"]]
+            self.net.steps = state["steps"].to(device).clone()
         try:
             self.generator.set_state(state["generator"])
             self.bits.load_state(state["bits"])
@@ -187,7 +206,12 @@ class MLPEngine:
         self.mask_key = state["mask_key"].clone()
         self.mask_counter = state["mask_counter"].clone()
         for name in self._PER_MODEL:
+            if name == "adam" and name not in state:  # saved before Adam: all SGD
+                self.adam = torch.zeros_like(self.trial_of, dtype=torch.bool)
+                continue
             setattr(self, name, state[name].to(device))
+        if bool(self.adam.any()) and self.net.second is None:
+            raise Unusable("it has Adam trials but not Adam's moments")
         self._derive()
 
     def keep(self, idx: torch.Tensor) -> None:
@@ -229,6 +253,7 @@ class MLPEngine:
         stepping = counts > 0
         limited = torch.isfinite(self.c_max)
         self.any_limited = bool(limited.any())
+        self.any_adam = bool(self.adam.any())
         neg_lr = -self.lr
         self.per_batch = []
         for b in range(self.n_batches):
@@ -241,6 +266,9 @@ class MLPEngine:
                          torch.where(s, neg_lr, 0.0).view(-1, 1, 1),
                          s.to(torch.float32).view(-1, 1, 1), ~(limited & s).view(-1, 1, 1))
             self.per_batch.append(entry)
+        self.optimizers = [Optimizers(self.adam, self.lr, self.mom,
+                                      None if bool(stepping[:, b].all()) else stepping[:, b])
+                           for b in range(self.n_batches)] if self.any_adam else None
         self.max_norm = torch.where(limited, self.c_max, 0.0).view(-1, 1, 1)
 
     def _derive_masks(self) -> None:
@@ -289,7 +317,8 @@ class MLPEngine:
             mom, neg_lr, step_mask, off = self.per_batch[b]
             train_step(self.net, x, target, self.row_weight[:, b * bs:(b + 1) * bs],
                        input_mask, hidden_masks, mom, neg_lr, step_mask,
-                       self.max_norm if self.any_limited else None, off)
+                       self.max_norm if self.any_limited else None, off,
+                       None if self.optimizers is None else self.optimizers[b])
 
     def end_epoch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Which models hold a non-finite parameter after the epoch, and which of those a NaN

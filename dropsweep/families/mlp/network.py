@@ -19,6 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from dropsweep.families.optimizers import step_models
+
 KERAS_EPSILON = 1e-7  # keras.backend.epsilon(), used by MaxNorm
 
 
@@ -133,12 +135,25 @@ class TrainState:
         self.grads = BatchedMLP([torch.empty_like(w) for w in self.model.weights],
                                 [torch.empty_like(b) for b in self.model.biases])
         self.velocity = [torch.zeros_like(p) for p in self.model.parameters()]
+        # Adam's second moment and each model's step count: only in a batch with Adam
+        # (its first moment is ``velocity``; see optimizers.step_models)
+        self.second: list[torch.Tensor] | None = None
+        self.steps: torch.Tensor | None = None
+
+    def with_adam(self) -> None:
+        """Make Adam's slots (zero: no step taken yet)."""
+        self.second = [torch.zeros_like(p) for p in self.model.parameters()]
+        self.steps = torch.zeros(self.model.models, dtype=torch.int64,
+                                 device=self.model.weights[0].device)
 
     def select(self, keep: torch.Tensor) -> None:
         """Keep only these models (trials that stopped leave the batch)."""
         self.model = self.model.select(keep)
         self.grads = self.grads.select(keep)
         self.velocity = [v[keep] for v in self.velocity]
+        if self.second is not None and self.steps is not None:
+            self.second = [v[keep] for v in self.second]
+            self.steps = self.steps[keep]
 
 
 class MaskBits:
@@ -184,6 +199,17 @@ class MaskBits:
 
 
 @dataclass(frozen=True)
+class Optimizers:
+    """Per model, for one minibatch of a batch with Adam: whether it uses Adam, its
+    learning rate and (SGD) momentum, and whether it steps at all (None: every model)."""
+
+    adam: torch.Tensor  # bool [models]
+    lr: torch.Tensor  # [models]
+    momentum: torch.Tensor  # [models], 0 for Adam
+    stepping: torch.Tensor | None
+
+
+@dataclass(frozen=True)
 class MaskRates:
     """Per-model dropout rates of several layers, ``[models, sum(widths)]``, with what drawing
     their masks needs, computed once per batch (not at every step)."""
@@ -226,6 +252,7 @@ def train_step(
     step_mask: torch.Tensor | None,
     max_norm: torch.Tensor | None,
     max_norm_off: torch.Tensor | None,
+    adam: Optimizers | None = None,
 ) -> None:
     """One SGD step of every model, Keras semantics, gradients written by hand.
 
@@ -234,7 +261,9 @@ def train_step(
     the mean over its real rows. ``momentum``/``neg_lr`` are ``[models, 1]`` (a model that does
     not step has momentum 1 and lr 0, and ``step_mask`` 0), shaped ``[models, 1, 1]``.
     ``max_norm`` is ``[models, 1, 1]``
-    with ``max_norm_off`` marking the models it does not apply to.
+    with ``max_norm_off`` marking the models it does not apply to. ``adam``: the batch
+    has Adam models; every model then steps by :func:`optimizers.step_models` (Keras's Adam
+    or SGD per model) instead of the fused SGD update.
     """
     model, grads = net.model, net.grads
     last = len(model.weights) - 1
@@ -261,6 +290,16 @@ def train_step(
                 d_in.mul_(hidden_masks[i - 1])
             # through ReLU: zero where the (masked) activation is zero
             d = torch.ops.aten.threshold_backward(d_in, a, 0)
+    if adam is not None:
+        assert net.second is not None and net.steps is not None
+        net.steps += 1 if adam.stepping is None else adam.stepping.to(net.steps.dtype)
+        for p, g, v, s in zip(model.parameters(), grads.parameters(), net.velocity,
+                              net.second):
+            step_models(p, (v, s), g, adam=adam.adam, lr=adam.lr, momentum=adam.momentum,
+                        step=net.steps, stepping=adam.stepping)
+        if max_norm is not None:
+            _max_norm_(model, max_norm, max_norm_off)
+        return
     # Keras SGD: v = m*v - lr*g; w += v
     for p, g, v in zip(model.parameters(), grads.parameters(), net.velocity):
         v.mul_(momentum).addcmul_(g, neg_lr)
