@@ -24,6 +24,7 @@ from dropsweep.asking import ask_trial
 from dropsweep.config import Sweep
 from dropsweep.data import Dataset
 from dropsweep.errors import StorageError
+from dropsweep.families import train_apart
 from dropsweep.results import record_batch
 from dropsweep.runner import StopFlag
 from dropsweep.space import Config, Space, space_of
@@ -204,8 +205,8 @@ def run_confirm(study: optuna.Study, dataset: Dataset, *, top: int = DEFAULT_TOP
         with liveness.Heartbeat(confirm, [], seconds) as held:  # from each ask to its tell
             try:
                 trials = [_ask(confirm, sweep, c, space, r, cv_seed, held) for c in todo]
-                results = sweep.family.train([c.config for c in todo], folds, sweep, cv_seed,
-                                             should_stop=stop)
+                results = train_apart(sweep, [c.config for c in todo], folds, cv_seed,
+                                      should_stop=stop)
                 lost: set[int] = set()
                 for i, frozen in record_batch(confirm, trials, results, lost):
                     held.discard(trials[i])

@@ -32,6 +32,7 @@ from dropsweep.liveness import now_utc
 from dropsweep.config import Sweep
 from dropsweep.data import Dataset
 from dropsweep.errors import DropsweepError, StorageError
+from dropsweep.families import train_apart
 from dropsweep.rows import best_first, trial_row
 from dropsweep.select import select
 from dropsweep.space import Config, config_values, fixed_distributions, space_of
@@ -178,8 +179,8 @@ def run_test(study: optuna.Study, dataset: Dataset, *, rule: str = "best",
         if _has(test, round_, r):
             continue
         seed = test_seed(sweep, r)
-        results = sweep.family.train([chosen.config, sweep.baseline], folds,
-                                     _final(sweep), seed, should_stop=stop)
+        results = train_apart(_final(sweep), [chosen.config, sweep.baseline], folds, seed,
+                              should_stop=stop)
         if any(res.interrupted for res in results):
             break
         for role, config, res in ((records.ROLE_CANDIDATE, chosen.config, results[0]),

@@ -429,10 +429,8 @@ class _Search:
         """The trials asked, as the batches they train in: one per ``Family.batch_key``
         (an optimizer's), in order of first ask (a batch mixing optimizers would run both
         update rules on every model)."""
-        groups: dict[Any, list[tuple[optuna.Trial, Config]]] = {}
-        for pair in asked:
-            groups.setdefault(self.sweep.family.batch_key(pair[1]), []).append(pair)
-        return list(groups.values())
+        return [[asked[i] for i in group]
+                for group in self.sweep.family.batches([config for _, config in asked])]
 
     def _resume(self, trials: list[FrozenTrial]) -> tuple[
             list[tuple[optuna.Trial | None, Config]], _Resumed] | None:

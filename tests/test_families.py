@@ -371,3 +371,26 @@ def test_the_mlp_s_memory_need_counts_adam_s_second_slot_only_where_it_may_train
     sgd = build_sweep(parse_sweep_text("name: s\n", "s.yaml"))
     adam = build_sweep(parse_sweep_text("name: a\nspace: {optimizer: [sgd, adam]}\n", "a.yaml"))
     assert MLP.need(adam, data, 3).parameters == MLP.need(sgd, data, 3).parameters * 6 // 5
+
+
+def test_confirm_and_test_train_each_optimizer_apart_and_keep_the_order(monkeypatch):
+    """What the search runner does for its batches, confirmation and the test do too
+    (both go through families.train_apart)."""
+    from types import SimpleNamespace
+
+    from dropsweep.families.mlp import MLP, optimizer_of
+    from dropsweep.families.mlp import config as mlp_config
+
+    calls: list[list[str]] = []
+
+    def train(self, configs, folds, sweep, seed, *, should_stop=None):
+        calls.append([optimizer_of(c) for c in configs])
+        return [TrialResult(fold_accuracies=[c["learning_rate"]]) for c in configs]
+
+    monkeypatch.setattr(type(MLP), "train", train)
+    configs = [mlp_config(learning_rate=0.1), mlp_config(optimizer="adam", learning_rate=0.2),
+               mlp_config(learning_rate=0.3)]
+    results = families.train_apart(SimpleNamespace(family=MLP), configs, None, 7)
+    assert calls == [["sgd", "sgd"], ["adam"]]
+    assert [r.fold_accuracies for r in results] == [[0.1], [0.2], [0.3]]
+    assert MLP.batches(configs[::2]) == [[0, 1]]  # one optimizer: one batch, as before

@@ -300,10 +300,12 @@ def test_a_listed_sweep_can_run_in_one_batch(dataset, storage):
 def test_an_error_mid_batch_leaves_no_trial_running(dataset, storage, monkeypatch):
     from dropsweep.families.mlp import MLP
 
-    def broken(*args, **kwargs):
+    def broken(self, *args, **kwargs):
         raise KeyboardInterrupt  # as a second Ctrl-C would, in the middle of training
 
-    monkeypatch.setattr(MLP, "train", broken)
+    # on the class: an instance attribute would outlive the test (monkeypatch sets the old
+    # bound method back on the instance, shadowing later patches of the class)
+    monkeypatch.setattr(type(MLP), "train", broken)
     with pytest.raises(KeyboardInterrupt):
         run_search(sweep_of(), dataset, storage_url=storage, trials=3, batch=3, device="cpu")
     trials = load(storage).trials
@@ -440,11 +442,11 @@ def test_trials_asked_together_train_in_one_batch_per_optimizer(dataset, storage
     seen: list[list[str]] = []
     train = MLP.train
 
-    def recording(configs, *args, **kwargs):
+    def recording(self, configs, *args, **kwargs):
         seen.append([optimizer_of(c) for c in configs])
         return train(configs, *args, **kwargs)
 
-    monkeypatch.setattr(MLP, "train", recording)
+    monkeypatch.setattr(type(MLP), "train", recording)
     summary = run_search(sweep_of(adam), dataset, storage_url=storage, batch=8, device="cpu")
     assert summary.finished == 8
     assert all(len(set(batch)) == 1 for batch in seen)  # never mixed

@@ -72,6 +72,14 @@ class Family:
         dim = next((d for d in self.dimensions if d.name == "optimizer"), None)
         return None if dim is None else value_of(dim, config)
 
+    def batches(self, configs: Sequence[Mapping[str, Any]]) -> list[list[int]]:
+        """The positions of ``configs`` as the batches they train in: one per
+        :meth:`batch_key`, in order of first appearance."""
+        groups: dict[Any, list[int]] = {}
+        for i, config in enumerate(configs):
+            groups.setdefault(self.batch_key(config), []).append(i)
+        return list(groups.values())
+
     def train(self, configs: Sequence[Config], folds: Folds, sweep: Sweep, seed: int, *,
               on_checkpoint: CheckpointHook | None = None,
               should_stop: Callable[[], bool] | None = None,
@@ -140,3 +148,15 @@ def family_of_study(user_attrs: Mapping[str, Any]) -> Family:
     model = sweep.get("model") if isinstance(sweep, dict) else None
     name = model.get("family", DEFAULT_FAMILY) if isinstance(model, dict) else DEFAULT_FAMILY
     return family(name if name in family_names() else DEFAULT_FAMILY)
+
+
+def train_apart(sweep: Sweep, configs: Sequence[Config], folds: Folds, seed: int, *,
+                should_stop: Callable[[], bool] | None = None) -> list[TrialResult]:
+    """``configs`` trained in the batches their family asks for (one per optimizer: a
+    batch mixing update rules runs both on every model), the results in their order."""
+    results: dict[int, TrialResult] = {}
+    for group in sweep.family.batches(configs):
+        trained = sweep.family.train([configs[i] for i in group], folds, sweep, seed,
+                                     should_stop=should_stop)
+        results.update(zip(group, trained))
+    return [results[i] for i in range(len(configs))]
