@@ -5,6 +5,7 @@ model's rows), checkpoints, export into a plain ``nn.Sequential``, and the CLI (
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -259,12 +260,21 @@ def test_search_report_and_export_into_a_plain_sequential(tmp_path: Path, monkey
     (tmp_path / "s.yaml").write_text(DIGITS + "space:\n  placement: [none, conv, all]\n"
                                               "  spatial: [false, true]\n")
     runner = CliRunner()
-    for args in (["search", "s.yaml"], ["report"], ["export", "-o", "best.yaml",
-                                                    "--model", "best.pt"]):
+    out = {}
+    for args in (["search", "s.yaml"], ["report"], ["confirm", "--per-placement",
+                                                     "--repeats", "2"],
+                 ["test", "--repeats", "2"], ["report"],
+                 ["export", "-o", "best.yaml", "--model", "best.pt"]):
         result = runner.invoke(main, args, catch_exceptions=False)
         assert result.exit_code == 0, result.output
-        if args[0] == "report":
-            assert "conv rate" in result.stdout and "spatial" in result.stdout
+        out[args[0]] = result.stdout
+    assert "conv rate" in out["report"] and "spatial" in out["report"]
+    assert re.search(r"\bspatial\b", out["report"]) and "True" not in out["report"]
+    # confirmation and the test speak of the conv net's sites and its optimizer
+    assert re.search(r"(no dropout|conv dropout [0-9.]+( \(spatial\))?)[^\n]*Adam lr",
+                     out["confirm"]), out["confirm"]
+    assert re.search(r"Test: .* scores [0-9.]+% on the \d+ test rows", out["test"])
+    assert "Test (digits-cnn:test" in out["report"]  # the second report shows the test
     saved = torch.load(tmp_path / "best.pt", weights_only=True)
     assert saved["image_shape"] == [8, 8, 1] and saved["conv"] == [4, 6]
     net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import time
 import uuid
+from types import SimpleNamespace
 import warnings
 
 import optuna
@@ -89,13 +89,16 @@ def test_reads_in_a_hold_share_one_read_and_see_trials_created_in_it(study, read
     assert len(reads) == 3  # outside a hold every call reads, as Optuna's cache does
 
 
-def test_a_hold_sees_what_it_read_and_a_max_age_reads_again(study, reads):
+def test_a_hold_sees_what_it_read_and_a_max_age_reads_again(study, reads, monkeypatch):
+    # the hold's clock, stepped by hand: a loaded machine's real delays cannot age a read
+    now = [1000.0]
+    monkeypatch.setattr(trialio, "time", SimpleNamespace(monotonic=lambda: now[0]))
     first = ask(study)
     with trialio.holding(study, max_age=0.05):
         assert study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) == []
         study.tell(first, 0.5)  # another moment's write: not seen by the hold...
         assert study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) == []
-        time.sleep(0.1)  # ...until its read is older than max_age
+        now[0] += 0.1  # ...until its read is older than max_age
         assert len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))) == 1
     assert len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))) == 1
 
