@@ -569,7 +569,8 @@ class _Search:
         over when another thread competes for the cores). ``resumed``: the batch goes on
         from that checkpoint; its places without a trial (None) were recorded before the
         stop: they train on, so that the batch computes what it computed, but nothing of
-        them is reported or recorded again."""
+        them is reported or recorded again. A batch that runs out of device memory trains
+        in halves (:mod:`dropsweep.retry`), each from the start with its own checkpoints."""
         study, summary, sweep = self.study, self.summary, self.sweep
         trials = [trial for trial, _ in asked]
         done_before = {i for i, t in enumerate(trials) if t is None}
