@@ -94,3 +94,21 @@ def worker_devices(name: str, workers: int, gpu_count: int) -> list[str]:
 def gpu_count() -> int:
     """The CUDA devices this process sees (``CUDA_VISIBLE_DEVICES`` applies); 0 without CUDA."""
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def out_of_memory(error: BaseException) -> bool:
+    """Whether training failed for want of device memory (CUDA's; torch raises the same
+    kind for other accelerators): the batch then trains in halves (``dropsweep.retry``)."""
+    return isinstance(error, torch.OutOfMemoryError)
+
+
+def release_cached_memory() -> None:
+    """Give the failed attempt's cached CUDA blocks back before the halves allocate theirs."""
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def oom_failure(device: torch.device, error: BaseException) -> str:
+    """A trial's failure reason when it ran out of memory even trained alone."""
+    line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    return f"out of memory on {device} even trained alone ({line[:200]})"

@@ -25,7 +25,8 @@ from dropsweep import balance, checkpoints, liveness, memory, records, retry
 from dropsweep.asking import ask_next
 from dropsweep.config import Sweep
 from dropsweep.data import Dataset
-from dropsweep.devices import resolve_device
+from dropsweep.devices import (oom_failure, out_of_memory, release_cached_memory,
+                               resolve_device)
 from dropsweep.errors import StorageFailure
 from dropsweep.protocols import Folds, folds_of
 from dropsweep.results import record_batch
@@ -675,8 +676,7 @@ class _Search:
             if saving:  # it covers the failed attempt, not the halves
                 saving[-1].every = 0.0
                 saving[-1].done()
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
+            release_cached_memory()
             trialio.forget_reports([trials[i] for i in part if i not in lost])
             if len(part) > 1:
                 a, b = retry.halves(len(part))
@@ -685,9 +685,7 @@ class _Search:
                                    f"again in halves of {a} and {b}")
 
         def fail(i: int, error: BaseException) -> TrialResult:
-            line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-            return TrialResult(failure=f"out of memory on {self.folds.rows.device} even "
-                                       f"trained alone ({line[:200]})")
+            return TrialResult(failure=oom_failure(self.folds.rows.device, error))
 
         # The pruner compares with the complete trials of one read (renewed once a
         # heartbeat period), not of a read for every trial at every checkpoint.
@@ -714,12 +712,6 @@ class _Search:
             self.events.notice(_taken_notice(
                 f"trial{'s' if len(lost) > 1 else ''} {numbers} of this worker", len(lost),
                 self.seconds))
-
-
-def out_of_memory(error: BaseException) -> bool:
-    """Whether training failed for want of device memory (CUDA's; torch raises the same
-    kind for other accelerators): the batch then trains in halves (``dropsweep.retry``)."""
-    return isinstance(error, torch.OutOfMemoryError)
 
 
 class _Ahead:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import optuna
 import pytest
 import torch
 from optuna.trial import TrialState
@@ -13,7 +12,8 @@ from optuna.trial import TrialState
 from dropsweep import checkpoints, records, retry
 from dropsweep.config import build_sweep
 from dropsweep.data import load_dataset
-from dropsweep.runner import out_of_memory, run_search
+from dropsweep.devices import out_of_memory
+from dropsweep.runner import run_search
 from dropsweep.storage import load_study, open_storage
 from dropsweep.sweepfile import apply_overrides, load_sweep
 
@@ -169,3 +169,31 @@ def test_a_trial_out_of_memory_alone_fails_with_the_reason(tmp_path, monkeypatch
     assert failed[0].user_attrs[records.FAIL_REASON] == (
         "out of memory on cpu even trained alone (CUDA out of memory. Tried to allocate "
         "9.00 GiB)")
+
+
+def test_confirm_trains_an_out_of_memory_repeat_in_halves(tmp_path, monkeypatch, sonar_dir):
+    """`dropsweep confirm` trains each repeat's configurations as one batch: out of memory
+    for more than one, each trains alone and every (configuration, repeat) is recorded."""
+    from dropsweep.confirm import run_confirm
+
+    sweep = sonar_sweep()
+    dataset = load_dataset(sweep)
+    url = f"sqlite:///{tmp_path / 'oom.db'}"
+    summary = run_search(sweep, dataset, storage_url=url, trials=3, batch=3)
+    family = type(sweep.family)
+    real = family.train
+    sizes: list[int] = []
+
+    def train(self, configs, *args, **kwargs):
+        sizes.append(len(configs))
+        if len(configs) > 1:
+            raise torch.OutOfMemoryError("CUDA out of memory")
+        return real(self, configs, *args, **kwargs)
+
+    monkeypatch.setattr(family, "train", train)
+    study = load_study(open_storage(url), summary.study_name, url)
+    done = run_confirm(study, dataset, top=2, repeats=2)
+    assert done.done == done.total == 6
+    confirm = load_study(open_storage(url), done.study_name, url)
+    assert [t.state for t in confirm.get_trials()] == [TrialState.COMPLETE] * 6
+    assert sizes == [3, 2, 1, 1, 1] * 2
