@@ -661,7 +661,12 @@ class _Search:
                     on_checkpoint=checkpoint, should_stop=should_stop, on_progress=on_progress,
                     save=saving[-1] if saving else None, resume=resume)
 
-            if not whole or resumed is None:
+            if not whole:
+                trained = dict(zip(todo, go(None)))
+                for result in trained.values():  # record_batch gives each 1/len(asked)
+                    result.wall_time *= len(asked) / len(todo)
+                return [trained.get(i, TrialResult()) for i in part]  # lost: not recorded
+            if resumed is None:
                 return go(None)
             try:
                 return go(resumed.state["state"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import optuna
 import pytest
 import torch
 from optuna.trial import TrialState
@@ -197,3 +198,38 @@ def test_confirm_trains_an_out_of_memory_repeat_in_halves(tmp_path, monkeypatch,
     confirm = load_study(open_storage(url), done.study_name, url)
     assert [t.state for t in confirm.get_trials()] == [TrialState.COMPLETE] * 6
     assert sizes == [3, 2, 1, 1, 1] * 2
+
+
+def test_a_trial_taken_by_another_worker_is_left_out_of_the_halves(tmp_path, monkeypatch,
+                                                                   sonar_dir):
+    """A trial another worker failed as stale during the attempt that ran out of memory is
+    no longer this worker's: the halves train the others only, and it stays as it was."""
+    sweep = sonar_sweep()
+    dataset = load_dataset(sweep)
+    family = type(sweep.family)
+    real = family.train
+    url = f"sqlite:///{tmp_path / 'oom.db'}"
+    trained: list[int] = []
+
+    def train(self, configs, folds, sweep_, seed, *, on_checkpoint, **kwargs):
+        trained.append(len(configs))
+        if len(configs) > 2:
+            other = optuna.load_study(study_name="sonar", storage=url)
+            taken = other.get_trials()[1]
+            other._storage.set_trial_state_values(taken._trial_id, TrialState.FAIL)
+            on_checkpoint(1, [0.5] * len(configs))  # learns that #1 was taken
+            raise torch.OutOfMemoryError("CUDA out of memory")
+        return real(self, configs, folds, sweep_, seed, on_checkpoint=on_checkpoint, **kwargs)
+
+    monkeypatch.setattr(family, "train", train)
+    notices: list[str] = []
+    from dropsweep.runner import SearchEvents
+
+    run_search(sweep, dataset, storage_url=url, trials=4, batch=4,
+               events=SearchEvents(on_notice=notices.append))
+    study = load_study(open_storage(url), "sonar", url)
+    states = {t.number: t.state for t in study.get_trials()}
+    assert states[1] == TrialState.FAIL
+    assert [states[n] for n in (0, 2, 3)] == [TrialState.COMPLETE] * 3
+    assert trained[:3] == [4, 1, 2]  # halves [0, 1] (without #1) and [2, 3]
+    assert any("#1 of this worker" in n for n in notices), notices
