@@ -104,6 +104,19 @@ def _resumable(exc: StorageFailure) -> StorageFailure:
     return StorageFailure(f"{exc.message}; fix it, then resume with: {_resume_command()}")
 
 
+def _device_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    from dropsweep.devices import check_name
+
+    return check_name(value)  # its form only: whether this machine has it, where it trains
+
+
+def device_option(help: str) -> Any:
+    """``--device auto|cpu|cuda|cuda:N``, spelt alike by every command that trains."""
+    return click.option("--device", default="auto", show_default=True,
+                        metavar="auto|cpu|cuda|cuda:N", callback=_device_name,
+                        help=help)
+
+
 def set_option(f: Any) -> Any:
     return click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
                         help="Override a sweep key (value parsed as YAML); repeatable.")(f)
@@ -191,8 +204,8 @@ def main() -> None:
 @study_option
 @click.option("--trials", type=click.IntRange(min=1), metavar="N",
               help="The study's TOTAL number of finished trials (default: search.trials).")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
-              show_default=True, help="Where to train.")
+@device_option("Where to train: cuda:N is GPU N; with --workers, cuda spreads the "
+                "workers over every GPU, cuda:N puts them all on GPU N.")
 @click.option("--batch", type=click.IntRange(min=1), metavar="B",
               help="Trials trained together as one batched model (default: automatic).")
 @click.option("--threads", type=click.IntRange(min=1), metavar="N",
@@ -232,9 +245,8 @@ def search(sweep: str, overrides: tuple[str, ...], storage: str, study_name: str
     import torch
 
     from dropsweep.checkpoints import DEFAULT_EVERY
-    from dropsweep.runner import (AUTO_BATCH, SearchEvents, StopFlag, batch_that_fits,
-                                  open_search, run_search, stop_on_signals, watcher)
-    from dropsweep.devices import resolve_device
+    from dropsweep.runner import (AUTO_BATCH, SearchEvents, StopFlag, open_search,
+                                  run_search, stop_on_signals, watcher, worker_batches)
 
     config = _load_sweep(sweep, overrides)
     dataset = load_dataset(config)
@@ -258,20 +270,26 @@ def search(sweep: str, overrides: tuple[str, ...], storage: str, study_name: str
                                          DEFAULT_EVERY if checkpoint_every is None
                                          else checkpoint_every))
             else:
-                from dropsweep.workers import WorkerArgs, exit_status, run_workers
+                from dropsweep.devices import gpu_count, worker_devices
+                from dropsweep.workers import WorkerArgs, exit_status, run_workers, worker_args
 
                 wanted = batch or AUTO_BATCH
-                fits = batch_that_fits(config, dataset, wanted, resolve_device(device), workers)
+                devices = worker_devices(device, workers, gpu_count())
+                fits = worker_batches(config, dataset, wanted, devices)
                 study, summary = open_search(config, storage_url=storage,
                                              study_name=study_name, trials=trials)
                 progress.start(summary)
-                if fits < wanted:
-                    progress.notice(f"each worker trains {fits} trials at a time, not {wanted}: "
-                                    "more would not fit in memory")
-                args = WorkerArgs(sweep, overrides, storage, summary.study_name, trials, device,
-                                  fits if fits < wanted else batch, torch.get_num_threads(),
-                                  checkpoint_dir, checkpoint_every)
-                codes = run_workers(args, workers, stop, watcher(study, summary, events))
+                for name, fit in sorted(set(zip(devices, fits))):
+                    if fit < wanted:
+                        where = "" if len(set(devices)) == 1 else f" on {name}"
+                        progress.notice(f"each worker{where} trains {fit} trials at a time, "
+                                        f"not {wanted}: more would not fit in memory")
+                common = WorkerArgs(sweep, overrides, storage, summary.study_name, trials,
+                                    device, batch, torch.get_num_threads(), checkpoint_dir,
+                                    checkpoint_every)
+                args = worker_args(common, devices,
+                                   [fit if fit < wanted else batch for fit in fits])
+                codes = run_workers(args, stop, watcher(study, summary, events))
                 summary.stopped_by = stop.signal
                 status = exit_status(codes, summary)
     except StorageFailure as exc:
@@ -371,8 +389,7 @@ def studies(storage: str, fmt: str) -> None:
                    "and compare every pair.")
 @click.option("--repeats", type=click.IntRange(min=2), default=5, show_default=True,
               help="Repetitions of k-fold CV, each on a new split.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
-              show_default=True, help="Where to train.")
+@device_option("Where to train.")
 @click.option("--threads", type=click.IntRange(min=1), metavar="N", help="Torch threads.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines, only the result.")
 @click.pass_context
@@ -445,8 +462,7 @@ def confirm(ctx: click.Context, storage: str, study_name: str | None, top: int,
 @click.option("--rescore", is_flag=True,
               help="Score again though a result is stored (recorded: a test set looked at "
                    "twice is less of a test).")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
-              show_default=True, help="Where to train.")
+@device_option("Where to train.")
 @click.option("--threads", type=click.IntRange(min=1), metavar="N", help="Torch threads.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
               show_default=True)
@@ -489,8 +505,7 @@ def test_command(storage: str, study_name: str | None, select_rule: str, number:
               metavar="FILE.yaml", help="Where to write the sweep file.")
 @click.option("--model", type=click.Path(dir_okay=False), metavar="FILE.pt",
               help="Also train it on all the data and save the weights here.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
-              show_default=True, help="Where to train (--model).")
+@device_option("Where to train (--model).")
 def export(storage: str, study_name: str | None, number: int | None, output: str,
            model: str | None, device: str) -> None:
     """Export one trial as a sweep file with every value fixed; --model also trains it on

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field, replace
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import optuna
 
-from dropsweep import liveness, records
+from dropsweep import liveness, records, retry
 from dropsweep.records import confirm_name
 from dropsweep.rows import best_first
 from dropsweep.asking import ask_trial
@@ -31,8 +31,10 @@ from dropsweep.space import Config, Space, space_of
 from dropsweep.storage import trialio
 from dropsweep.storage import GRACE_BEATS, describe_failure, heartbeat_seconds
 from dropsweep.study import stored_sweep
-from dropsweep.devices import resolve_device
-from dropsweep.protocols import folds_of, split_ratio
+from dropsweep.devices import (oom_failure, out_of_memory, release_cached_memory,
+                               resolve_device)
+from dropsweep.protocols import Folds, folds_of, split_ratio
+from dropsweep.train import TrialResult
 from dropsweep.verdict import config_key
 
 DEFAULT_TOP = 5
@@ -205,8 +207,7 @@ def run_confirm(study: optuna.Study, dataset: Dataset, *, top: int = DEFAULT_TOP
         with liveness.Heartbeat(confirm, [], seconds) as held:  # from each ask to its tell
             try:
                 trials = [_ask(confirm, sweep, c, space, r, cv_seed, held) for c in todo]
-                results = train_apart(sweep, [c.config for c in todo], folds, cv_seed,
-                                      should_stop=stop)
+                results = _train(sweep, [c.config for c in todo], folds, cv_seed, stop)
                 lost: set[int] = set()
                 for i, frozen in record_batch(confirm, trials, results, lost):
                     held.discard(trials[i])
@@ -221,6 +222,20 @@ def run_confirm(study: optuna.Study, dataset: Dataset, *, top: int = DEFAULT_TOP
             on_repeat(summary)
     summary.stopped_by = stop.signal
     return summary
+
+
+def _train(sweep: Sweep, configs: list[Config], folds: Folds, seed: int, stop: StopFlag
+           ) -> list[TrialResult]:
+    """The repeat's configurations as one batch per optimizer (:func:`train_apart`); out of
+    device memory, in halves (:mod:`dropsweep.retry`), a configuration that runs out alone
+    failing with the reason."""
+    def train(part: Sequence[int]) -> list[TrialResult]:
+        return train_apart(sweep, [configs[i] for i in part], folds, seed, should_stop=stop)
+
+    return retry.train_in_halves(
+        list(range(len(configs))), train, out_of_memory,
+        fail=lambda i, error: TrialResult(failure=oom_failure(folds.rows.device, error)),
+        before_retry=lambda part, error: release_cached_memory())
 
 
 def _ask(confirm: optuna.Study, sweep: Sweep, cand: Candidate, space: Space, repeat: int,

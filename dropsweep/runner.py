@@ -11,20 +11,22 @@ from __future__ import annotations
 import datetime
 import signal
 import threading
+from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import optuna
 import torch
 from optuna.trial import FrozenTrial, TrialState
 
-from dropsweep import balance, checkpoints, liveness, memory, records
+from dropsweep import balance, checkpoints, liveness, memory, records, retry
 from dropsweep.asking import ask_next
 from dropsweep.config import Sweep
 from dropsweep.data import Dataset
-from dropsweep.devices import resolve_device
+from dropsweep.devices import (oom_failure, out_of_memory, release_cached_memory,
+                               resolve_device)
 from dropsweep.errors import StorageFailure
 from dropsweep.protocols import Folds, folds_of
 from dropsweep.results import record_batch
@@ -33,6 +35,7 @@ from dropsweep.space import Config, is_exhaustive, planned_configs, space_of
 from dropsweep.liveness import counts_toward_target
 from dropsweep.storage import GRACE_BEATS, heartbeat_seconds, mask_url
 from dropsweep.study import PRUNE_STARTUP_TRIALS, prepare_study, pruning_warmup, trial_seed
+from dropsweep.train import TrialResult
 from dropsweep.storage import trialio
 
 # Trials trained together by default: measured with benchmarks/trial_speed.py (README).
@@ -139,13 +142,23 @@ def _tally(summary: SearchSummary, was: TrialState, told: FrozenTrial,
 
 def batch_that_fits(sweep: Sweep, dataset: Dataset, batch: int, device: torch.device,
                     workers: int = 1) -> int:
-    """``batch``, or the fewer trials that fit in memory beside ``workers - 1`` other workers
-    of this machine; a trial that cannot fit at all is a one-line error naming the key.
+    """``batch``, or the fewer trials that fit in ``device``'s memory beside ``workers - 1``
+    other workers on that device; a trial that cannot fit at all is a one-line error naming the key.
     Checked before anything is written to the storage."""
     need = sweep.family.need(sweep, dataset, sweep.splits)
     free = memory.available(device)
     share = None if free is None else free // workers
     return memory.fit_batch(need, batch, share, file=sweep.file, device=str(device))
+
+
+def worker_batches(sweep: Sweep, dataset: Dataset, batch: int, devices: Sequence[str]
+                   ) -> list[int]:
+    """Each worker's batch (one device name a worker): what fits in its device's free
+    memory shared with the other workers on that device only, not with those on other GPUs."""
+    sharing = Counter(devices)
+    fits = {name: batch_that_fits(sweep, dataset, batch, torch.device(name), count)
+            for name, count in sharing.items()}
+    return [fits[name] for name in devices]
 
 
 def open_search(sweep: Sweep, *, storage_url: str, study_name: str | None = None,
@@ -545,6 +558,23 @@ class _Search:
             ahead, self.ahead = self.ahead, None
             ahead.wait()
 
+    def _half_saver(self, trials: list[optuna.Trial],
+                    configs: list[Config], seed: int) -> checkpoints.Saver:
+        """The checkpointer of a half of a batch that ran out of memory: a file named after
+        its first trial, with the half's trials alone, and those trials marked as that batch,
+        so that a worker resuming it goes on with them (not with the whole batch's)."""
+        first = trials[0].number
+        with trialio.holding(self.study):
+            for trial in trials:
+                trialio.set_user_attrs(trial, {records.BATCH: first})
+        assert self.saves is not None
+        return checkpoints.Saver(
+            self.saves / f"{first}{checkpoints.SUFFIX}",
+            {"study": self.study.study_name, "trials": [t.number for t in trials],
+             "configs": [dict(c) for c in configs], "seed": seed},
+            self.every, first=lambda: record_checkpoints(self.study, self.root),
+            on_error=self.events.notice)
+
     def _train(self, asked: list[tuple[optuna.Trial | None, Config]],
                ask_ahead: Callable[[], None] | None = None,
                resumed: _Resumed | None = None) -> None:
@@ -553,7 +583,8 @@ class _Search:
         over when another thread competes for the cores). ``resumed``: the batch goes on
         from that checkpoint; its places without a trial (None) were recorded before the
         stop: they train on, so that the batch computes what it computed, but nothing of
-        them is reported or recorded again."""
+        them is reported or recorded again. A batch that runs out of device memory trains
+        in halves (:mod:`dropsweep.retry`), each from the start with its own checkpoints."""
         study, summary, sweep = self.study, self.summary, self.sweep
         trials = [trial for trial, _ in asked]
         done_before = {i for i, t in enumerate(trials) if t is None}
@@ -571,6 +602,8 @@ class _Search:
                 self.every, resumed=resumed.claim.path if resumed else None,
                 first=lambda: record_checkpoints(study, self.root),
                 on_error=self.events.notice)
+        # the checkpointers of the attempts: the batch's, then (out of memory) each half's own
+        saving: list[checkpoints.Saver] = [] if saver is None else [saver]
         # Asking the pruner costs two storage reads a trial; skip it where its answer is
         # known to be no (no pruner, too few complete trials, still warming up). The
         # baseline is never pruned: every comparison the report makes is against it.
@@ -587,8 +620,8 @@ class _Search:
             values = {i: value for i, value in enumerate(accuracies)
                       if value is not None and i not in lost}
             taken = trialio.report_all(trials, values, epoch)
-            if taken and saver is not None:
-                saver.every = 0.0  # the batch is another worker's to go on with now
+            if taken and saving:
+                saving[-1].every = 0.0  # the batch is another worker's to go on with now
             lost.update(taken)
             stopped = sorted(taken)  # stop training them: their results cannot be recorded
             for i in values:
@@ -613,25 +646,70 @@ class _Search:
             if self.events.on_epochs:
                 self.events.on_epochs(epochs, sweep.train.epochs, len(asked))
 
-        # The pruner compares with the complete trials of one read (renewed once a
-        # heartbeat period), not of a read for every trial at every checkpoint.
         configs = [config for _, config in asked]
-        with trialio.holding(study, max_age=self.seconds):
+
+        def train(part: Sequence[int]) -> list[TrialResult]:
+            """The places ``part`` of the batch: all of them at first (from the checkpoint
+            it resumed, if any); after running out of memory, a half from the start, with
+            its own checkpoints, leaving out the places recorded already."""
+            whole = len(part) == len(asked)
+            todo = list(part) if whole else [i for i in part if i not in lost]
+            if not todo:
+                return [TrialResult() for _ in part]  # nothing of them is recorded
+            where = {i: j for j, i in enumerate(todo)}
+
+            def checkpoint(epoch: int, accuracies: list[float | None]) -> list[int]:
+                spread: list[float | None] = [None] * len(asked)
+                for i, value in zip(todo, accuracies):
+                    spread[i] = value
+                return [where[i] for i in on_checkpoint(epoch, spread) if i in where]
+
+            if not whole and saving:
+                saving.append(self._half_saver([trials[i] for i in todo],
+                                               [configs[i] for i in todo], seed))
+
+            def go(resume: dict[str, Any] | None) -> list[TrialResult]:
+                return sweep.family.train(
+                    [configs[i] for i in todo], self.folds, sweep, seed,
+                    on_checkpoint=checkpoint, should_stop=should_stop, on_progress=on_progress,
+                    save=saving[-1] if saving else None, resume=resume)
+
+            if not whole:
+                trained = dict(zip(todo, go(None)))
+                for result in trained.values():  # record_batch gives each 1/len(asked)
+                    result.wall_time *= len(asked) / len(todo)
+                return [trained.get(i, TrialResult()) for i in part]  # lost: not recorded
+            if resumed is None:
+                return go(None)
             try:
-                results = sweep.family.train(
-                    configs, self.folds, sweep, seed, on_checkpoint=on_checkpoint,
-                    should_stop=should_stop, on_progress=on_progress, save=saver,
-                    resume=resumed.state["state"] if resumed else None)
+                return go(resumed.state["state"])
             except checkpoints.Unusable as exc:
-                if resumed is None:
-                    raise
                 # made by another engine (no C compiler here, another device): from epoch 0
                 self.events.notice(f"batch {resumed.claim.batch}'s checkpoint cannot be "
                                    f"used here ({exc}): its configurations train from the "
                                    "start")
-                results = sweep.family.train(
-                    configs, self.folds, sweep, seed, on_checkpoint=on_checkpoint,
-                    should_stop=should_stop, on_progress=on_progress, save=saver)
+                return go(None)
+
+        def before_retry(part: Sequence[int], error: BaseException) -> None:
+            if saving:  # it covers the failed attempt, not the halves
+                saving[-1].every = 0.0
+                saving[-1].done()
+            release_cached_memory()
+            trialio.forget_reports([trials[i] for i in part if i not in lost])
+            if len(part) > 1:
+                a, b = retry.halves(len(part))
+                self.events.notice(f"{len(part)} trials ran out of memory on "
+                                   f"{self.folds.rows.device} trained together: they train "
+                                   f"again in halves of {a} and {b}")
+
+        def fail(i: int, error: BaseException) -> TrialResult:
+            return TrialResult(failure=oom_failure(self.folds.rows.device, error))
+
+        # The pruner compares with the complete trials of one read (renewed once a
+        # heartbeat period), not of a read for every trial at every checkpoint.
+        with trialio.holding(study, max_age=self.seconds):
+            results = retry.train_in_halves(list(range(len(asked))), train, out_of_memory,
+                                            fail, before_retry)
         # each trial beats until its result is recorded: a worker slowed by a locked
         # storage must not see its finished trials failed as stale by another
         for i, frozen in record_batch(study, trials, results, lost):
@@ -643,8 +721,9 @@ class _Search:
                 summary.ran += 1
             if self.events.on_trial:
                 self.events.on_trial(summary, frozen)
-        if saver is not None and not any(r.interrupted for r in results):
-            saver.done()  # recorded: a stopped batch keeps its checkpoint to go on from
+        if not any(r.interrupted for r in results):
+            for each in saving:
+                each.done()  # recorded: a stopped batch keeps its checkpoint to go on from
         lost -= done_before
         if lost:
             numbers = ", ".join(f"#{trials[i].number}" for i in sorted(lost))

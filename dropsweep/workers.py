@@ -21,7 +21,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Callable, Sequence
 
 if TYPE_CHECKING:  # not at run time: a worker calls watch_parent before importing torch
@@ -60,14 +60,23 @@ class WorkerArgs:
         return cmd
 
 
+def worker_args(common: WorkerArgs, devices: Sequence[str], batches: Sequence[int | None]
+                ) -> list[WorkerArgs]:
+    """One worker's arguments for each (device, batch): the same sweep and study, each on
+    its own device (``devices.worker_devices``) with the batch that fits there."""
+    return [replace(common, device=device, batch=batch)
+            for device, batch in zip(devices, batches, strict=True)]
+
+
 # Set by run_workers in each worker's environment: the parent's pid, to tell when it has died.
 PARENT_PID_ENV = "DROPSWEEP_PARENT_PID"
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
-def run_workers(args: WorkerArgs, n: int, stop: StopFlag,
+def run_workers(args: Sequence[WorkerArgs], stop: StopFlag,
                 watch: Callable[[], None], interval: float = 0.5) -> list[int]:
-    """Start ``n`` workers, call ``watch`` every ``interval`` seconds until all have exited,
+    """Start one worker for each of ``args`` (they differ in their device and batch, see
+    :func:`worker_args`), call ``watch`` every ``interval`` seconds until all have exited,
     and return their exit codes.
 
     A signal the parent receives reaches the workers as SIGTERM (a clean stop for them;
@@ -79,8 +88,8 @@ def run_workers(args: WorkerArgs, n: int, stop: StopFlag,
     "parent" whose death signals a worker is the thread that started it.
     """
     env = {**os.environ, PARENT_PID_ENV: str(os.getpid())}
-    procs = [subprocess.Popen(args.command(), stdout=subprocess.DEVNULL, env=env)
-             for _ in range(n)]
+    procs = [subprocess.Popen(each.command(), stdout=subprocess.DEVNULL, env=env)
+             for each in args]
     forwarded = False
     try:
         while any(p.poll() is None for p in procs):

@@ -184,6 +184,26 @@ def test_cuda_on_a_machine_without_one_is_one_line(in_tmp):
     one_line_error(run("search", SONAR_SWEEP, *FAST, "--device", "cuda", ok=False), "cuda")
 
 
+@pytest.mark.parametrize("command", [["search", SONAR_SWEEP], ["confirm"], ["test"],
+                                     ["export", "-o", "x.yaml"]])
+@pytest.mark.parametrize("device", ["gpu", "cuda:x"])
+def test_a_device_name_of_another_form_is_one_line_on_every_command(in_tmp, command, device):
+    one_line_error(run(*command, "--device", device, ok=False),
+                   f"--device must be auto, cpu, cuda or cuda:N, got '{device}'")
+    assert not (in_tmp / "results").exists()
+
+
+def test_a_gpu_index_on_a_machine_without_cuda_is_one_line(in_tmp):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    one_line_error(run("search", SONAR_SWEEP, *FAST, "--device", "cuda:1", ok=False),
+                   "--device cuda:1: no CUDA device is available here")
+    one_line_error(run("search", SONAR_SWEEP, *FAST, "--device", "cuda", "--workers", "2",
+                       ok=False), "--device cuda: no CUDA device is available here")
+
+
 @pytest.mark.slow
 def test_ctrl_c_keeps_finished_trials_and_says_how_to_resume(in_tmp):
     """A real process, a real SIGINT, in the middle of its second trial."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -78,3 +79,31 @@ def test_a_batch_too_big_for_the_memory_trains_fewer_at_once(tmp_path, monkeypat
     assert "note: training 2 trials at a time, not 16: more would not fit in memory" \
         in result.stderr
     assert "5 of 5 trials finished" in result.stdout
+
+
+def test_each_gpu_shares_its_own_memory_among_its_own_workers(monkeypatch):
+    """Three workers on two GPUs: the two on cuda:0 share its memory; cuda:1's one has all
+    of its own (monkeypatched: this machine has no GPU)."""
+    from dropsweep.config import build_sweep
+    from dropsweep.data import Dataset
+    from dropsweep.runner import batch_that_fits, worker_batches
+    from dropsweep.sweepfile import apply_overrides, load_sweep
+
+    sweep = build_sweep(apply_overrides(load_sweep(SONAR_SWEEP), ("cv.folds=3",)))
+    dataset = Dataset(X=np.zeros((208, 60), np.float32), y=np.zeros(208, np.int64),
+                      classes=("M", "R"), name="zeros", source="zeros",
+                      feature_names=tuple(f"f{i}" for i in range(60)))
+    one = sweep.family.need(sweep, dataset, sweep.splits).total
+    free = {"cuda:0": 10 * one, "cuda:1": 10 * one, "cpu": 10 * one}
+    asked: list[str] = []
+
+    def available(device):
+        asked.append(str(device))
+        return free[str(device)]
+
+    monkeypatch.setattr(memory, "available", available)
+    assert worker_batches(sweep, dataset, 16, ["cuda:0", "cuda:1", "cuda:0"]) == [4, 8, 4]
+    assert sorted(asked) == ["cuda:0", "cuda:1"]  # each device asked once
+    assert worker_batches(sweep, dataset, 16, ["cpu"] * 3) == [2, 2, 2]  # 8 / 3 workers
+    assert worker_batches(sweep, dataset, 3, ["cuda:1"]) == [3]
+    assert batch_that_fits(sweep, dataset, 16, torch.device("cuda:0"), 2) == 4

@@ -23,7 +23,8 @@ from helpers import SUITE
 
 from dropsweep.liveness import counts_toward_target
 from dropsweep.storage import open_storage
-from dropsweep.workers import PARENT_PID_ENV, WorkerArgs, exit_status, watch_parent
+from dropsweep.workers import (PARENT_PID_ENV, WorkerArgs, exit_status, watch_parent,
+                               worker_args)
 from dropsweep.runner import SearchSummary
 
 REPO = Path(__file__).resolve().parents[1]
@@ -63,6 +64,59 @@ def test_worker_command_repeats_the_search_as_one_quiet_worker():
                  "--quiet", "--set train.epochs=5", "--trials 30", "--device cpu"):
         assert part in joined
     assert "--batch" not in cmd
+
+
+def test_each_worker_is_told_its_own_device_and_batch():
+    common = WorkerArgs("s.yaml", (), "sqlite:///x.db", "st", None, "cuda", None, 1)
+    args = worker_args(common, ["cuda:0", "cuda:1", "cuda:0"], [4, None, 4])
+    commands = [a.command() for a in args]
+    assert [c[c.index("--device") + 1] for c in commands] == ["cuda:0", "cuda:1", "cuda:0"]
+    assert [c[c.index("--batch") + 1] if "--batch" in c else None for c in commands] == [
+        "4", None, "4"]
+
+
+def test_search_with_workers_spreads_them_over_the_gpus(in_tmp, monkeypatch):
+    """CUDA faked (this machine has none): two GPUs, three workers; the worker command lines
+    carry cuda:0, cuda:1, cuda:0, and each batch is what its GPU's free memory holds for the
+    workers on that GPU (two share cuda:0: half its memory each)."""
+    import torch
+    from click.testing import CliRunner
+
+    from dropsweep import devices, memory, workers
+    from dropsweep.cli import main
+    from dropsweep.memory import trial_need
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(devices, "deterministic_cuda", lambda: None)
+    one = trial_need([60, 60, 30, 1], folds=3, max_rows=208).total
+    free = {"cuda:0": 10 * one, "cuda:1": 5 * one}  # usable: 80%
+    monkeypatch.setattr(memory, "available", lambda device: free[str(device)])
+    started: list = []
+
+    def run_workers(args, stop, watch, interval=0.5):
+        started.extend(args)
+        return [0] * len(args)
+
+    monkeypatch.setattr(workers, "run_workers", run_workers)
+    result = CliRunner().invoke(main, ["search", SONAR_SWEEP, *FAST, "--trials", "3",
+                                       "--device", "cuda", "--workers", "3"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.stderr
+    commands = [a.command() for a in started]
+    assert [c[c.index("--device") + 1] for c in commands] == ["cuda:0", "cuda:1", "cuda:0"]
+    # cuda:0: 10 x 0.8 / 2 workers = 4 trials each; cuda:1: 5 x 0.8 = 4 for its one worker
+    assert [c[c.index("--batch") + 1] for c in commands] == ["4", "4", "4"]
+    assert "each worker on cuda:0 trains 4 trials at a time, not 16" in result.stderr
+    started.clear()
+    free["cuda:1"] = 100 * one
+    result = CliRunner().invoke(main, ["search", SONAR_SWEEP, *FAST, "--trials", "3",
+                                       "--device", "cuda:1", "--workers", "2"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.stderr
+    commands = [a.command() for a in started]
+    assert [c[c.index("--device") + 1] for c in commands] == ["cuda:1", "cuda:1"]
+    assert all("--batch" not in c for c in commands)  # 16 fit: the automatic batch
 
 
 def test_exit_status_is_zero_only_when_the_target_was_reached():

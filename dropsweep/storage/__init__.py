@@ -365,6 +365,20 @@ class ResilientRDBStorage(RDBStorage):
             _upsert(conn, table, ("trial_id", "step"), rows)
         return finished
 
+    def forget_intermediate_values(self, trial_ids: Sequence[int]) -> set[int]:
+        """Delete every intermediate value of these trials, whose training starts again
+        (a batch that ran out of memory, trained in halves: ``dropsweep.retry``): the curve
+        is the new attempt's alone. The ids of the finished ones, left as they are."""
+        from optuna.storages._rdb import models
+
+        table = models.TrialIntermediateValueModel.__table__
+        with self.engine.begin() as conn:
+            finished = self._check_updatable(conn, list(trial_ids), raise_=False)
+            ids = [trial_id for trial_id in trial_ids if trial_id not in finished]
+            if ids:
+                conn.execute(sqlalchemy.delete(table).where(table.c.trial_id.in_(ids)))
+        return finished
+
     def write_trials(self, writes: Sequence[TrialWrites], known: Mapping[str, Any]) -> None:
         """What was set on several trials of one study (parameters, user and system
         attributes, a heartbeat), in one transaction, as Optuna's set_trial_param,
@@ -504,7 +518,7 @@ for _name in ("create_new_study", "delete_study", "set_study_user_attr",
               "_get_stale_trial_ids"):
     setattr(ResilientRDBStorage, _name, _resilient(getattr(RDBStorage, _name)))
 for _name in ("set_trial_user_attrs", "set_intermediate_values", "write_trials",
-              "finish_trials"):
+              "finish_trials", "forget_intermediate_values"):
     setattr(ResilientRDBStorage, _name, _resilient(getattr(ResilientRDBStorage, _name)))
 
 

@@ -244,6 +244,9 @@ class SnapshotStorage(_CachedStorage):
     def set_intermediate_values(self, step: int, values: Mapping[int, float]) -> set[int]:
         return self._backend.set_intermediate_values(step, values)
 
+    def forget_intermediate_values(self, trial_ids: Sequence[int]) -> set[int]:
+        return self._backend.forget_intermediate_values(trial_ids)
+
     def batches_writes(self) -> bool:
         return hasattr(self._backend, "set_intermediate_values")
 
@@ -330,3 +333,18 @@ def report_all(trials: Sequence[optuna.Trial], values: Mapping[int, float], step
         if i not in finished:  # the trial's own copy, as report keeps it
             trials[i]._cached_frozen_trial.intermediate_values[step] = float(value)  # noqa: SLF001
     return finished
+
+
+def forget_reports(trials: Sequence[optuna.Trial]) -> None:
+    """Forget every step these trials reported: they train again from the start (a batch
+    that ran out of memory, in halves), and Optuna's ``report`` would keep a step's first
+    value, and a pruned trial's value is its last report. Where the storage cannot delete
+    (not an RDB storage), the steps are forgotten by the trials' own copies only, so that
+    the new attempt's reports overwrite them (steps it does not reach stay)."""
+    if not trials:
+        return
+    storage = _batched(trials[0])
+    if storage is not None:
+        storage.forget_intermediate_values([t._trial_id for t in trials])  # noqa: SLF001
+    for trial in trials:
+        trial._cached_frozen_trial.intermediate_values.clear()  # noqa: SLF001
