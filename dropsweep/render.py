@@ -684,7 +684,8 @@ def _confirmed_section(confirmation: Any) -> _Section:
         rows.append((
             _trial_number(r.source_trial),
             r.role, fam.describe(r.config),
-            *(_param(value_of(d, r.config)) or ("off" if d.can_be_off else "")
+            *(("" if not d.used(r.config)  # momentum under Adam: not a setting it has
+               else _param(value_of(d, r.config)) or ("off" if d.can_be_off else ""))
               for d in settings), str(r.repeats),
             _percent(r.accuracy.mean),
             _ci(r.accuracy),

@@ -273,6 +273,9 @@ def test_search_report_and_export_into_a_plain_sequential(tmp_path: Path, monkey
     # confirmation and the test speak of the conv net's sites and its optimizer
     assert re.search(r"(no dropout|conv dropout [0-9.]+( \(spatial\))?)[^\n]*Adam lr",
                      out["confirm"]), out["confirm"]
+    # Adam has no momentum: its rows leave that column empty rather than claim a 0
+    assert re.search(r"\badam\s+\S+\s+off\s", out["confirm"]), out["confirm"]
+    assert not re.search(r"\badam\s+\S+\s+0\s", out["confirm"])
     assert re.search(r"Test: .* scores [0-9.]+% on the \d+ test rows", out["test"])
     assert "Test (digits-cnn:test" in out["report"]  # the second report shows the test
     saved = torch.load(tmp_path / "best.pt", weights_only=True)
