@@ -53,18 +53,25 @@ class Size:
     dense: int
     batch: int
     steps: int  # default --steps
+    channels: int = 3
+    padding: str = "valid"
 
 
 GPU = Size("the GPU version: CIFAR-10's shape", 50_000, 32, (64, 64), 256, 250, 20)
 CPU = Size("the small-size version", 2_000, 16, (64, 64), 256, 250, 2)
 QUICK = Size("the quick version (--quick)", 250, 16, (4, 4), 16, 25, 1)
+# sweeps/digits-cnn.yaml's network and minibatch on the digits' searched rows (--digits)
+DIGITS = Size("the digits-cnn sweep's shape (--digits)", 1_437, 8, (16, 32), 64, 32, 20,
+              channels=1, padding="same")
 
 
 def plain_net(spec: ConvSpec) -> nn.Sequential:
     """The example's network as plain layers (channels first)."""
     c, layers = spec.in_shape[0], []
+    pad = spec.kernel // 2 if spec.padding == "same" else 0
     for out in spec.conv:
-        layers += [nn.Conv2d(c, out, spec.kernel), nn.ReLU(), nn.MaxPool2d(spec.pool)]
+        layers += [nn.Conv2d(c, out, spec.kernel, padding=pad), nn.ReLU(),
+                   nn.MaxPool2d(spec.pool)]
         c = out
     layers += [nn.Flatten(), nn.Linear(spec.flat(), spec.dense[0]), nn.ReLU(),
                nn.Linear(spec.dense[0], spec.classes)]
@@ -94,11 +101,10 @@ def timed(step: Callable[[], None], steps: int, device: torch.device) -> float:
 
 
 def batched_step(spec: ConvSpec, models: int, data: tuple[torch.Tensor, torch.Tensor],
-                 batch: int, device: torch.device) -> Callable[[], None]:
+                 batch: int, device: torch.device, form: str) -> Callable[[], None]:
     generator = torch.Generator(device=device).manual_seed(0)
     nets = ConvNets(spec, models, generator, device)
     lr = torch.full((models,), 1e-3, device=device)
-    form = choose_form(spec)
 
     def step() -> None:
         x, y = minibatches(*data, models, batch, generator)
@@ -130,37 +136,42 @@ def per_hour(seconds_per_step: float, models: int, size: Size) -> float:
 
 
 def run(size: Size, steps: int, device: torch.device) -> None:
-    spec = ConvSpec(in_shape=(3, size.side, size.side), conv=size.conv, dense=(size.dense,))
+    spec = ConvSpec(in_shape=(size.channels, size.side, size.side), conv=size.conv,
+                    dense=(size.dense,), padding=size.padding)
     draw = torch.Generator(device=device).manual_seed(0)
-    data = (torch.randint(0, 256, (size.rows, size.side, size.side, 3), dtype=torch.uint8,
-                          generator=draw, device=device),
+    data = (torch.randint(0, 256, (size.rows, size.side, size.side, size.channels),
+                          dtype=torch.uint8, generator=draw, device=device),
             torch.randint(0, 10, (size.rows,), generator=draw, device=device))
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    print(f"{size.name}: {size.rows:,} rows of {size.side}x{size.side}x3, conv "
-          f"{list(size.conv)}, dense [{size.dense}], Adam, minibatch {size.batch}; on {device} "
-          f"({name}), torch {torch.__version__}, {torch.get_num_threads()} CPU thread(s); "
-          f"batched form: {choose_form(spec)}")
+    chosen = choose_form(spec)
+    print(f"{size.name}: {size.rows:,} rows of {size.side}x{size.side}x{size.channels}, conv "
+          f"{list(size.conv)} ({size.padding}), dense [{size.dense}], Adam, minibatch "
+          f"{size.batch}; on {device} ({name}), torch {torch.__version__}, "
+          f"{torch.get_num_threads()} CPU thread(s); the engine's form here: {chosen}")
     print(f"timed: {steps} minibatch step(s) after one warm-up; trials/hour extrapolated to "
           f"one epoch-equivalent ({size.rows / size.batch:g} steps) of one model per trial, "
           "training only")
-    print(f"{'models':>6} {'loop s/step':>12} {'batched s/step':>15} {'loop trials/h':>14} "
-          f"{'batched trials/h':>17}")
+    print(f"{'models':>6} {'loop s/step':>12} {'grouped s/step':>15} {'engine loop s/step':>19}"
+          f" {'loop trials/h':>14} {'engine trials/h':>16}")
     ratios = []
     for models in MODELS:
         try:
             loop = timed(loop_step(spec, models, data, size.batch, device), steps, device)
-            batched = timed(batched_step(spec, models, data, size.batch, device), steps,
-                            device)
+            forms = {form: timed(batched_step(spec, models, data, size.batch, device, form),
+                                 steps, device) for form in ("grouped", "loop")}
         except torch.OutOfMemoryError:
             print(f"{models:6d} out of memory on {device}")
             if device.type == "cuda":
                 torch.cuda.empty_cache()
             continue
-        print(f"{models:6d} {loop:12.4f} {batched:15.4f} {per_hour(loop, models, size):14,.0f} "
-              f"{per_hour(batched, models, size):17,.0f}")
-        ratios.append((models, loop / batched))
-    for models, ratio in ratios:
-        print(f"ratio batched/loop at {models} models: {ratio:.2f}x trials per hour")
+        print(f"{models:6d} {loop:12.4f} {forms['grouped']:15.4f} {forms['loop']:19.4f} "
+              f"{per_hour(loop, models, size):14,.0f} "
+              f"{per_hour(forms[chosen], models, size):16,.0f}")
+        ratios.append((models, loop / forms["grouped"], loop / forms["loop"]))
+    for models, grouped, own in ratios:
+        print(f"ratio batched/loop at {models} models: {grouped if chosen == 'grouped' else own:.2f}x"
+              f" trials per hour with the engine's form ({chosen}); grouped {grouped:.2f}x, "
+              f"engine loop {own:.2f}x")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -168,6 +179,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--steps", type=int, help="timed minibatch steps per measurement")
     parser.add_argument("--quick", action="store_true", help="the smallest version (seconds)")
+    parser.add_argument("--digits", action="store_true",
+                        help="sweeps/digits-cnn.yaml's network and minibatch, 8x8x1 images")
     args = parser.parse_args(argv)
     name = args.device
     if name == "auto":
@@ -177,8 +190,9 @@ def main(argv: list[str] | None = None) -> None:
         from dropsweep.devices import resolve_device
 
         device = resolve_device(name)
-    size = QUICK if args.quick else GPU if device.type == "cuda" else CPU
-    if device.type != "cuda":
+    size = (QUICK if args.quick else DIGITS if args.digits else GPU if device.type == "cuda"
+            else CPU)
+    if device.type != "cuda" and not args.digits:
         print(f"no CUDA device used: this ran {size.name} on the CPU; its figures are not "
               "GPU figures")
     run(size, args.steps or size.steps, device)

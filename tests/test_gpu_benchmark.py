@@ -24,8 +24,9 @@ def test_the_gpu_benchmark_runs_quick_and_prints_the_ratios():
             "figures are not GPU figures") in out
     assert "extrapolated to one epoch-equivalent" in out
     for models in (1, 8, 32):
-        assert re.search(rf"^ratio batched/loop at {models} models: \d+\.\d\dx trials per hour$",
-                         out, re.M), out
+        assert re.search(rf"^ratio batched/loop at {models} models: \d+\.\d\dx trials per "
+                         r"hour with the engine's form \((grouped|loop)\); grouped \d+\.\d\dx, "
+                         r"engine loop \d+\.\d\dx$", out, re.M), out
 
 
 def test_the_benchmark_builds_the_same_network_as_the_engine():
@@ -37,10 +38,14 @@ def test_the_benchmark_builds_the_same_network_as_the_engine():
         sys.path.remove(str(REPO / "benchmarks"))
     from dropsweep.families.cnn.network import ConvNets, ConvSpec
 
-    spec = ConvSpec(in_shape=(3, 32, 32))
-    plain = gpu_cnn.plain_net(spec)
-    batched = ConvNets(spec, 1, torch.Generator().manual_seed(0))
-    assert [tuple(p.shape) for p in plain.parameters()] == [
-        tuple(p.shape[1:]) for pair in zip(batched.conv_w, batched.conv_b)
-        for p in pair] + [tuple(p.shape[1:]) for pair in zip(batched.dense_w, batched.dense_b)
-                         for p in pair]
+    for spec in (ConvSpec(in_shape=(3, 32, 32)),  # the Keras example; the digits-cnn sweep:
+                 ConvSpec(in_shape=(1, 8, 8), conv=(16, 32), dense=(64,), padding="same")):
+        plain = gpu_cnn.plain_net(spec)
+        batched = ConvNets(spec, 1, torch.Generator().manual_seed(0))
+        assert [tuple(p.shape) for p in plain.parameters()] == [
+            tuple(p.shape[1:]) for pair in zip(batched.conv_w, batched.conv_b)
+            for p in pair] + [tuple(p.shape[1:]) for pair in zip(batched.dense_w,
+                                                                 batched.dense_b)
+                              for p in pair]
+        side = spec.in_shape[1]
+        assert plain(torch.zeros(2, spec.in_shape[0], side, side)).shape == (2, 10)
