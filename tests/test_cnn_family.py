@@ -148,11 +148,15 @@ def test_configurations_read_as_words():
         0.0, 0.0, 0.5, False)
 
 
-def test_the_form_follows_the_image_size():
+def test_the_form_follows_the_work_per_row():
     sweep = sweep_of()
     assert choose_form(spec_of(sweep, (8, 8), 10)) == "grouped"
-    assert choose_form(spec_of(sweep, (32, 32, 3), 10)) == "loop"
-    assert choose_form(spec_of(sweep, (32, 32, 3), 10), "grouped") == "grouped"
+    assert choose_form(spec_of(sweep, (32, 32, 3), 10)) == "grouped"  # 4 and 6 channels
+    wide = sweep_of(DIGITS.replace("conv: [4, 6], dense: [12], padding: same",
+                                   "conv: [64, 64], dense: [256]"))
+    assert choose_form(spec_of(wide, (16, 16, 3), 10)) == "loop"  # ~1.3M multiply-adds a row
+    assert choose_form(spec_of(wide, (32, 32, 3), 10)) == "loop"  # the Keras example
+    assert choose_form(spec_of(wide, (32, 32, 3), 10), "grouped") == "grouped"
 
 
 # ----------------------------------------------------------------------------- the engine

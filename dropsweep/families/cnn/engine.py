@@ -45,9 +45,13 @@ if TYPE_CHECKING:
     from dropsweep.config import Sweep
 
 ENGINES = ("auto", "loop", "grouped")
-# Feature maps of at most this many pixels train faster as one grouped convolution than
-# model by model (benchmarks/cnn_engines.py: 1.5-1.7x at 8x8; the loop wins at 32x32).
-GROUPED_PIXELS = 16 * 16
+# A network of at most this many multiply-adds per row trains faster as one grouped
+# convolution than model by model on the CPU; above it each convolution has work enough on
+# its own (benchmarks/gpu_cnn.py, one run each: the digits-cnn net, ~0.1M, grouped 2.3x at 8
+# models and 4.0x at 32; 16x16x3 with 64 channels, ~1.3M, grouped slower, 0.68x at 32;
+# benchmarks/cnn_engines.py: 16x16x3 with 16 channels, ~0.15M, grouped 1.67x at 8; CIFAR-10's
+# Keras network, ~7.8M, the loop 2x faster).
+GROUPED_MACS = 500_000
 # What one evaluation chunk's activations may take, whatever the batch and the rows.
 EVAL_BYTES = 256 * 2**20
 
@@ -73,13 +77,13 @@ def spec_of(sweep: Sweep, image_shape: tuple[int, ...] | None, n_classes: int) -
 
 
 def choose_form(spec: ConvSpec, engine: str = "auto") -> str:
-    """How the batch computes its convolutions: grouped on small maps, model by model on
-    large ones (``engine`` may force either)."""
+    """How the batch computes its convolutions: grouped for small networks, model by model
+    for large ones (``engine`` may force either)."""
     if engine not in ENGINES:
         raise ValueError(f"the conv-net engine must be one of {ENGINES}, got {engine!r}")
     if engine != "auto":
         return engine
-    return "grouped" if spec.in_shape[1] * spec.in_shape[2] <= GROUPED_PIXELS else "loop"
+    return "grouped" if cost_of(spec).macs <= GROUPED_MACS else "loop"
 
 
 @dataclass(frozen=True)
