@@ -818,7 +818,7 @@ def test_cuda_without_a_device_is_a_user_error(monkeypatch):
         resolve_device("cuda")
     assert resolve_device("auto") == torch.device("cpu")
     assert resolve_device("cpu") == torch.device("cpu")
-    with pytest.raises(DropsweepError, match="must be auto, cpu or cuda"):
+    with pytest.raises(DropsweepError, match="must be auto, cpu, cuda or cuda:N"):
         resolve_device("tpu")
 
 
