@@ -115,3 +115,35 @@ def test_dropout_sites_and_spatial_maps_in_a_forward_pass():
 def test_a_network_too_deep_for_its_input_is_refused():
     with pytest.raises(ValueError, match="conv block 2's 2x2 pooling leaves no feature map"):
         ConvSpec(in_shape=(1, 8, 8), conv=(4, 4)).flat()
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_with_dropout_both_forms_draw_the_same_masks_and_train_the_same(optimizer):
+    """Training in the loop form goes model by model (one model's activations alive at a
+    time) with the whole batch's masks drawn first, in the forward pass's order: so it
+    computes what the grouped form does, dropout and spatial maps included, and a
+    per-model row weight (a split with fewer rows) counts the same."""
+    torch.set_default_dtype(torch.float64)
+    try:
+        runs = {}
+        for form in ("loop", "grouped"):
+            g = torch.Generator().manual_seed(3)
+            nets = ConvNets(SPEC, 3, g)
+            rates = Rates(torch.tensor([0.2, 0.0, 0.1]), torch.tensor([0.3, 0.5, 0.0]),
+                          torch.tensor([0.5, 0.0, 0.4]), torch.tensor([True, False, False]))
+            weight = torch.ones(3, 8) / 8
+            weight[2, 5:] = 0.0
+            weight[2, :5] = 1 / 5
+            for _ in range(3):
+                x = torch.randn(3, 8, *SPEC.in_shape, generator=g)
+                y = torch.randint(0, 3, (3, 8), generator=g)
+                nets.step(x, y, optimizer=optimizer, lr=torch.tensor([0.05, 0.01, 0.02]),
+                          momentum=torch.tensor([0.9, 0.0, 0.5]), rates=rates, generator=g,
+                          form=form, row_weight=weight)
+            runs[form] = nets.tensors()
+        for a, b in zip(runs["loop"], runs["grouped"]):
+            torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+        start = ConvNets(SPEC, 3, torch.Generator().manual_seed(3)).tensors()
+        assert not torch.equal(runs["loop"][0], start[0])  # it trained
+    finally:
+        torch.set_default_dtype(torch.float32)

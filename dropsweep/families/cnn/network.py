@@ -8,10 +8,11 @@ trains them all.
 
 Two ways to compute the batch, both exact (``tests/test_cnn_network.py`` holds each to a
 plain per-model ``nn.Conv2d``/``nn.Linear`` reference): ``loop``, one model's convolutions
-after another's, and ``grouped``, the models' minibatches stacked along the channels and
-each convolution one ``groups=models`` call. ``benchmarks/cnn_engines.py`` measured the loop
-faster at CIFAR-10's size on this CPU and grouped faster on small inputs; the engine will
-choose per shape.
+after another's (in training, each model's whole forward and backward pass before the
+next's), and ``grouped``, the models' minibatches stacked along the channels and each
+convolution one ``groups=models`` call. ``benchmarks/cnn_engines.py`` measured the loop
+faster at CIFAR-10's size on this CPU and grouped faster on small inputs; the engine
+chooses by the work per row.
 
 Dropout sites, as in the example: ``input`` (on the images), ``conv`` (after each block's
 pooling), ``dense`` (after each hidden dense layer); inverted, a rate per site and model;
@@ -138,9 +139,11 @@ class ConvNets:
 
     def logits(self, x: torch.Tensor, rates: Rates | None = None,
                generator: torch.Generator | None = None, form: str = "loop",
-               params: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
+               params: Sequence[torch.Tensor] | None = None,
+               masks: Sequence[torch.Tensor | None] | None = None) -> torch.Tensor:
         """``[models, rows, classes]`` for ``x`` ``[models, rows, C, H, W]``; dropout when
-        ``rates`` is given (training), none otherwise."""
+        ``rates`` is given (training: masks drawn here) or ``masks`` (drawn already, one per
+        site in :meth:`masks` order), none otherwise."""
         if form not in FORMS:
             raise ValueError(f"form must be one of {FORMS}, got {form!r}")
         p = list(params) if params is not None else self.parameters()
@@ -150,13 +153,19 @@ class ConvNets:
         dense_b = p[2 * n_conv + n_dense:]
         pad = 0 if self.spec.padding == "valid" else self.spec.kernel // 2
 
-        def drop(h: torch.Tensor, rate: torch.Tensor, spatial: torch.Tensor | None = None
-                 ) -> torch.Tensor:
-            assert generator is not None
-            mask = _mask(h.shape[1:], rate, generator, spatial)
+        given = iter(masks) if masks is not None else None
+        dropping = rates is not None or given is not None
+
+        def drop(h: torch.Tensor, rate: torch.Tensor | None,
+                 spatial: torch.Tensor | None = None) -> torch.Tensor:
+            if given is not None:
+                mask = next(given)
+            else:
+                assert generator is not None and rate is not None
+                mask = _mask(h.shape[1:], rate, generator, spatial)
             return h if mask is None else h * mask
 
-        h = x if rates is None else drop(x, rates.input)
+        h = drop(x, rates and rates.input) if dropping else x
         M, rows = h.shape[:2]
         for w, b in zip(conv_w, conv_b):
             if form == "loop":
@@ -168,16 +177,52 @@ class ConvNets:
                 h = out.reshape(rows, M, w.shape[1], *out.shape[2:]).transpose(0, 1)
             h = F.max_pool2d(F.relu(h).flatten(0, 1), self.spec.pool)
             h = h.reshape(M, rows, *h.shape[1:])
-            if rates is not None:
-                h = drop(h, rates.conv, rates.spatial)
+            if dropping:
+                h = drop(h, rates and rates.conv, rates and rates.spatial)
         h = h.flatten(2)
         for i, (w, b) in enumerate(zip(dense_w, dense_b)):
             h = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
             if i < len(dense_w) - 1:
                 h = F.relu(h)
-                if rates is not None:
-                    h = drop(h, rates.dense)
+                if dropping:
+                    h = drop(h, rates and rates.dense)
         return h
+
+    def masks(self, rows: int, rates: Rates, generator: torch.Generator
+              ) -> list[torch.Tensor | None]:
+        """Every site's mask for a minibatch of ``rows`` per model, drawn in the order a
+        forward pass draws them (input, each block, each hidden dense layer): the same
+        masks whichever form then computes the batch."""
+        c, h, w = self.spec.in_shape
+        out = [_mask((rows, c, h, w), rates.input, generator)]
+        for ch, (ph, pw) in zip(self.spec.conv, feature_sizes(
+                h, w, len(self.spec.conv), self.spec.kernel, self.spec.pool,
+                self.spec.padding)):
+            out.append(_mask((rows, ch, ph, pw), rates.conv, generator, rates.spatial))
+        out += [_mask((rows, width), rates.dense, generator) for width in self.spec.dense]
+        return out
+
+    def _model_by_model(self, x: torch.Tensor, y: torch.Tensor, rates: Rates | None,
+                        generator: torch.Generator | None, row_weight: torch.Tensor | None
+                        ) -> list[torch.Tensor]:
+        """The gradients of every model's own loss, one model's forward and backward pass
+        after another: one model's activations alive at a time, as a plain per-model loop
+        keeps them (on the CPU, the whole batch's stop fitting in cache)."""
+        masks = None if rates is None else self.masks(x.shape[1], rates, generator)
+        per_model: list[list[torch.Tensor]] = [[] for _ in self.parameters()]
+        for m in range(self.models):
+            params = [p[m:m + 1].detach().requires_grad_() for p in self.parameters()]
+            mine = None if masks is None else [
+                None if k is None else k[m:m + 1] for k in masks]
+            with torch.enable_grad():
+                logits = self.logits(x[m:m + 1], form="loop", params=params,
+                                     masks=mine)
+                losses = F.cross_entropy(logits[0], y[m], reduction="none")
+                loss = (losses.sum() / y.shape[1] if row_weight is None
+                        else (losses * row_weight[m]).sum())
+                for acc, g in zip(per_model, torch.autograd.grad(loss, params)):
+                    acc.append(g)
+        return [torch.cat(g) for g in per_model]
 
     # ------------------------------------------------------------------ training
 
@@ -202,16 +247,20 @@ class ConvNets:
             adam = optimizer
         if momentum is None:
             momentum = torch.zeros_like(lr)
-        params = [p.detach().requires_grad_() for p in self.parameters()]
-        with torch.enable_grad():
-            logits = self.logits(x, rates, generator, form, params)
-            if row_weight is None:
-                loss = F.cross_entropy(logits.flatten(0, 1), y.flatten(),
-                                       reduction="sum") / y.shape[1]
-            else:
-                losses = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none")
-                loss = (losses.view_as(row_weight) * row_weight).sum()
-            grads = torch.autograd.grad(loss, params)
+        if form == "loop":
+            grads = self._model_by_model(x, y, rates, generator, row_weight)
+        else:
+            params = [p.detach().requires_grad_() for p in self.parameters()]
+            with torch.enable_grad():
+                logits = self.logits(x, rates, generator, form, params)
+                if row_weight is None:
+                    loss = F.cross_entropy(logits.flatten(0, 1), y.flatten(),
+                                           reduction="sum") / y.shape[1]
+                else:
+                    losses = F.cross_entropy(logits.flatten(0, 1), y.flatten(),
+                                             reduction="none")
+                    loss = (losses.view_as(row_weight) * row_weight).sum()
+                grads = torch.autograd.grad(loss, params)
         self.steps += 1 if stepping is None else stepping.to(self.steps.dtype)
         for p, g, slots in zip(self.parameters(), grads, self.slots):
             step_models(p, slots, g, adam=adam, lr=lr, momentum=momentum, step=self.steps,
