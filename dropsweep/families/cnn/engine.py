@@ -47,10 +47,11 @@ if TYPE_CHECKING:
 ENGINES = ("auto", "loop", "grouped")
 # A network of at most this many multiply-adds per row trains faster as one grouped
 # convolution than model by model on the CPU; above it each convolution has work enough on
-# its own (benchmarks/gpu_cnn.py, one run each: the digits-cnn net, ~0.1M, grouped 2.3x at 8
-# models and 4.0x at 32; 16x16x3 with 64 channels, ~1.3M, grouped slower, 0.68x at 32;
-# benchmarks/cnn_engines.py: 16x16x3 with 16 channels, ~0.15M, grouped 1.67x at 8; CIFAR-10's
-# Keras network, ~7.8M, the loop 2x faster).
+# its own (benchmarks/gpu_cnn.py, side by side in one run each: the digits-cnn net, ~0.1M,
+# grouped 2.4x the plain loop at 8 models and 2.7x at 32; 16x16x3 through 64 channels,
+# ~1.3M, grouped 0.39x and 0.36x, the engine's loop 0.83x and 0.72x; benchmarks/
+# cnn_engines.py: 16x16x3 with 16 channels, ~0.15M, grouped 1.67x at 8; CIFAR-10's Keras
+# network, ~7.8M, the loop up to 2x faster).
 GROUPED_MACS = 500_000
 # What one evaluation chunk's activations may take, whatever the batch and the rows.
 EVAL_BYTES = 256 * 2**20
