@@ -132,10 +132,12 @@ def register(fam: Family) -> Family:
 def _builtin() -> None:
     if DEFAULT_FAMILY not in _REGISTERED:
         from dropsweep.families.cnn import CNN
+        from dropsweep.families.custom import CUSTOM
         from dropsweep.families.mlp import MLP
 
         register(MLP)
         register(CNN)
+        register(CUSTOM)
 
 
 
