@@ -124,12 +124,17 @@ def dropout_names(net: nn.Module) -> list[str]:
 
 
 def default_sites(net: nn.Module, module: str) -> dict[str, str]:
-    """One group per Dropout module, named by its path (``blocks.0.drop`` -> ``blocks_0_drop``)."""
+    """One group per Dropout module, named by its path (``blocks.0.drop`` -> ``blocks_0_drop``;
+    an ``nn.Sequential``'s ``4`` -> ``site_4``: a group name starts with a letter)."""
     names = dropout_names(net)
     if not names:
         raise ModelError("model.module", f"the module {module} builds has no dropout site "
                                          "(nn.Dropout, Dropout1d, Dropout2d or Dropout3d)")
-    return {n.replace(".", "_"): n for n in names}
+    groups = {}
+    for n in names:
+        group = n.replace(".", "_")
+        groups[group if group[:1].isalpha() else f"site_{group}"] = n
+    return groups
 
 
 def site_members(net: nn.Module, sites: Sequence[tuple[str, str]]) -> dict[str, list[str]]:
