@@ -491,7 +491,7 @@ def test_command(storage: str, study_name: str | None, select_rule: str, number:
                           device=device, rescore=rescore, stop=stop,
                           on_repeat=lambda r: err.print(f"  repeat {r + 1} of {repeats} scored",
                                                         markup=False))
-    render_test(result, sweep.family.name, out, fmt)
+    render_test(result, sweep.family, out, fmt)
     if stop.signal is not None:
         sys.exit(EXIT_INTERRUPTED.get(stop.signal, 130))
 

@@ -107,7 +107,8 @@ class Sweep:
 
     @property
     def family(self) -> Family:
-        return family(self.model.family)
+        """The model's family bound to this model section (its dimensions may depend on it)."""
+        return family(self.model.family).bound(self.model)
 
     @property
     def dimensions(self) -> tuple[spaces.Dimension, ...]:
@@ -233,7 +234,8 @@ def _model(check: Checker) -> tuple[Family, Any]:
     m = check.section("model")
     fam = family(check.string("model.family", m.get("family", DEFAULT_FAMILY), family_names()))
     check.unknown_keys(m, ("family", *fam.model_keys), "model")
-    return fam, fam.parse_model(check, m)
+    model = fam.parse_model(check, m)
+    return fam.bound(model), model
 
 
 def _train(check: Checker) -> TrainConfig:

@@ -15,7 +15,7 @@ import optuna
 
 from dropsweep import records
 from dropsweep.errors import DropsweepError
-from dropsweep.families import family
+from dropsweep.families import family_of_rows
 from dropsweep.rows import StudyReport
 from dropsweep.verdict import Confirmation
 
@@ -46,7 +46,7 @@ def write_plots(study: optuna.Study, report: StudyReport, confirmation: Confirma
         raise DropsweepError(f"--plots {out}: cannot create it: {exc.strerror}") from None
     complete = [t for t in report.trials if t.accuracy_mean is not None and t.state == "COMPLETE"]
     written: list[Path] = []
-    fam = family(report.family)
+    fam = family_of_rows(report)
     group, groups = fam.group, fam.group_values
     colours = dict(zip(groups, PALETTE))
     rates = [d.name for d in fam.dimensions if d.when is not None]  # sampled by placement

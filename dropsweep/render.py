@@ -25,7 +25,7 @@ from rich.table import Table
 from rich.text import Text
 
 from dropsweep import records
-from dropsweep.families import family
+from dropsweep.families import Family, bound_family, family_of_rows
 from dropsweep.space import value_of
 
 if TYPE_CHECKING:  # types only: rendering must not import Optuna (report.py does)
@@ -217,7 +217,7 @@ def _balance_words(balance: dict | None) -> str:
 
 def _group_label(report: StudyReport) -> str:
     """The column of the family's group dimension ("placement" for the MLP)."""
-    fam = family(report.family)
+    fam = family_of_rows(report)
     return next(d.label for d in fam.dimensions if d.name == fam.group)
 
 
@@ -318,7 +318,7 @@ def _report_sections(report: StudyReport) -> list[_Section]:
     if report.confirmation is not None:
         sections += _confirmation_sections(report.confirmation)
     if report.test is not None:
-        sections.append(_test_section(report.test, report.family))
+        sections.append(_test_section(report.test, family_of_rows(report)))
     return sections
 
 
@@ -506,7 +506,7 @@ def report_to_json(report: StudyReport) -> dict[str, Any]:
                          "gap": _json_number(p.best.gap)} for p in report.placements],
         "confirmation": (None if report.confirmation is None
                          else confirmation_to_json(report.confirmation)),
-        "test": None if report.test is None else test_to_json(report.test, report.family),
+        "test": None if report.test is None else test_to_json(report.test, family_of_rows(report)),
         "trials": [_trial_json(row) for row in report.trials],
     }
 
@@ -645,7 +645,7 @@ def _protocol(c: Any, repeats: int | None = None, new: bool = True,
 
 def verdict_text(confirmation: Any) -> str:
     """The verdict in plain words, with its numbers."""
-    v, fam = confirmation.verdict, family(confirmation.family)
+    v, fam = confirmation.verdict, family_of_rows(confirmation)
     if v is None:
         return ("No verdict yet: it needs the baseline and at least one other configuration "
                 "confirmed (dropsweep confirm).")
@@ -673,7 +673,7 @@ def verdict_text(confirmation: Any) -> str:
 
 
 def _confirmed_section(confirmation: Any) -> _Section:
-    fam = family(confirmation.family)
+    fam = family_of_rows(confirmation)
     # what else a baseline sets; an implicit one (the MLP's optimizer) where a row sets it
     settings = [d for d in fam.dimensions if d.in_baseline and (
         not d.implicit or any(d.name in r.config for r in confirmation.rows))]
@@ -733,7 +733,7 @@ def _none_differs(names: Sequence[str], reference: str) -> str:
 
 def placement_verdict_text(confirmation: Any) -> str:
     """The per-placement comparison in plain words, with its numbers: pasteable."""
-    pv, fam = confirmation.per_placement, family(confirmation.family)
+    pv, fam = confirmation.per_placement, family_of_rows(confirmation)
     if pv is None:
         return ("No per-placement comparison yet: it needs the baseline and each placement's "
                 "best confirmed (dropsweep confirm --per-placement).")
@@ -766,7 +766,7 @@ def placement_verdict_text(confirmation: Any) -> str:
 
 
 def _per_placement_section(confirmation: Any) -> _Section:
-    fam, pv = family(confirmation.family), confirmation.per_placement
+    fam, pv = family_of_rows(confirmation), confirmation.per_placement
     rows = [(_row_words(fam, p.ahead), _row_words(fam, p.behind),
              f"{p.comparison.diff.mean * 100:+.2f}", _interval_points(p.comparison.diff),
              _p(p.comparison.p), _p(p.p_adjusted)) for p in pv.pairs]
@@ -846,9 +846,9 @@ def render_confirmation(confirmation: Any, console: Console, fmt: str = "table")
 # ----------------------------------------------------------------------------- test set
 
 
-def test_text(result: Any, family_name: str) -> str:
+def test_text(result: Any, family_name: Family | str) -> str:
     """The test result in plain words, with its numbers: pasteable."""
-    fam = family(family_name)
+    fam = bound_family(family_name)
     what = f"{fam.describe_against(result.chosen.config, result.baseline)}"
     how = {"trial": f"trial #{result.chosen.number}",
            "best": f"trial #{result.chosen.number}, the best validation score",
@@ -868,7 +868,7 @@ def test_text(result: Any, family_name: str) -> str:
             f"{looked}.")
 
 
-def _test_section(result: Any, family_name: str) -> _Section:
+def _test_section(result: Any, family_name: Family | str) -> _Section:
     rows = [(str(r), str(seed), _percent(a), _percent(b), _points(a - b))
             for r, (seed, a, b) in enumerate(zip(result.seeds, result.chosen_scores,
                                                  result.baseline_scores))]
@@ -879,7 +879,7 @@ def _test_section(result: Any, family_name: str) -> _Section:
                     frozenset({0, 1, 2, 3, 4}), note=test_text(result, family_name))
 
 
-def test_to_json(result: Any, family_name: str) -> dict[str, Any]:
+def test_to_json(result: Any, family_name: Family | str) -> dict[str, Any]:
     iv = _iv_json
     return _json_value({
         "study": result.study_name, "source_trial": result.chosen.number,
@@ -893,7 +893,7 @@ def test_to_json(result: Any, family_name: str) -> dict[str, Any]:
         "text": test_text(result, family_name)})
 
 
-def render_test(result: Any, family_name: str, console: Console, fmt: str = "table") -> None:
+def render_test(result: Any, family_name: Family | str, console: Console, fmt: str = "table") -> None:
     if fmt == "json":
         _write(console, json.dumps(test_to_json(result, family_name), indent=2))
     else:

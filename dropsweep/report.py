@@ -22,7 +22,7 @@ from optuna.trial import FrozenTrial, TrialState
 from dropsweep import records
 from dropsweep.errors import StorageError
 from dropsweep.final import stored_result
-from dropsweep.families import Family, family_of_study
+from dropsweep.families import Family, family_of_study, stored_model
 from dropsweep.records import confirm_name
 from dropsweep.rows import (STATE_ORDER, PlacementRow, StudyReport, StudyRow, TrialRow,
                             best_first, trial_row)
@@ -227,6 +227,7 @@ def build_report(study: optuna.Study, top: int = 10, select_rule: str = "best") 
         selection=select(ranked, select_rule, fam.dimensions,
                          study.user_attrs.get(records.VALIDATION_ROWS)),
         family=fam.name,
+        model=stored_model(study.user_attrs),
         balance=_balance(study),
         test=stored_result(study, names),
         protocol=_protocol(study),

@@ -123,6 +123,8 @@ class StudyReport:
     confirmation: Confirmation | None = None  # from the study NAME:confirm, when there is one
     selection: Selection | None = None  # the configuration --select recommends
     family: str = DEFAULT_FAMILY  # the model family whose dimensions the study searched
+    # the study's stored model section: the family bound to it (families.family_of_rows)
+    model: dict[str, Any] | None = None
     # how placements got their trials: records.BALANCE ({"by": ..., "since": trial}), or None
     balance: dict | None = None
     test: TestResult | None = None  # from the study NAME:test, once `dropsweep test` ran

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 
 from dropsweep import space
-from dropsweep.families import family
+from dropsweep.families import family_of_rows
 from dropsweep.space import Dimension
 
 if TYPE_CHECKING:  # rows, read by report.py, hold a Selection: their types only
@@ -83,7 +83,7 @@ class ComparedPlacement:
 def compare_studies(reports: Sequence[StudyReport]) -> list[ComparedPlacement]:
     """Placements in the first study's family's order, then any other study's."""
     present = list(dict.fromkeys(row.placement for r in reports for row in r.placements))
-    order = family(reports[0].family).group_values if reports else ()
+    order = family_of_rows(reports[0]).group_values if reports else ()
     names = [p for p in order if p in present] + [p for p in present if p not in order]
     return [ComparedPlacement(p, [next((row for row in r.placements if row.placement == p),
                                        None) for r in reports]) for p in names]

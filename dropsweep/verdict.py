@@ -15,7 +15,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from dropsweep import records
-from dropsweep.families import DEFAULT_FAMILY, Family, family_of_study
+from dropsweep.families import DEFAULT_FAMILY, Family, family_of_study, stored_model
 from dropsweep.stats import LEVEL, Comparison, Interval, compare, holm, interval
 
 ALPHA = 1.0 - LEVEL  # significance level of the verdict
@@ -222,6 +222,8 @@ class Confirmation:
     rows: list[ConfirmedRow]
     verdict: Verdict | None
     family: str = DEFAULT_FAMILY  # whose words describe its configurations
+    # the search's stored model section: the family bound to it (families.family_of_rows)
+    model: dict[str, Any] | None = None
     per_placement: PlacementVerdict | None = None  # a --per-placement confirmation's pairs
     # n_test / n_train of its splits, which the corrected tests use: recorded by confirm
     # (a hold-out split's measured ratio), else k-fold's 1/(k-1)
@@ -248,5 +250,6 @@ def build_confirmation(study: optuna.Study, folds: int, fam: Family | None = Non
     return Confirmation(study_name=study.study_name,
                         confirms=str(attrs.get(records.CONFIRM_OF, "")),
                         folds=folds, repeats=max((r.repeats for r in rows), default=0),
-                        rows=rows, verdict=verdict(rows), family=fam.name, per_placement=per,
+                        rows=rows, verdict=verdict(rows), family=fam.name,
+                        model=stored_model(attrs), per_placement=per,
                         ratio=ratio)

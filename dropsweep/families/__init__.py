@@ -45,6 +45,17 @@ class Family:
     def default_model(self) -> Any:
         raise NotImplementedError
 
+    def bound(self, model: Any) -> Family:
+        """This family for one ``model`` section: a family whose dimensions depend on the
+        sweep (the custom family's rate per site group) returns a copy that knows them; the
+        built-in families' tables are fixed, so they are themselves."""
+        return self
+
+    def bound_stored(self, model: Mapping[str, Any]) -> Family:
+        """:meth:`bound` for a stored ``model`` section (plain data, as ``to_dict()`` wrote
+        it): reading a stored study must never import or run the user's code."""
+        return self
+
     def describe(self, config: Mapping[str, Any]) -> str:
         """The configuration's dropout in words: "input dropout 0.2", "no dropout"."""
         raise NotImplementedError
@@ -121,10 +132,13 @@ def register(fam: Family) -> Family:
 def _builtin() -> None:
     if DEFAULT_FAMILY not in _REGISTERED:
         from dropsweep.families.cnn import CNN
+        from dropsweep.families.custom import CUSTOM
         from dropsweep.families.mlp import MLP
 
         register(MLP)
         register(CNN)
+        register(CUSTOM)
+
 
 
 def family_names() -> tuple[str, ...]:
@@ -147,7 +161,31 @@ def family_of_study(user_attrs: Mapping[str, Any]) -> Family:
     sweep = user_attrs.get(records.STUDY_SWEEP)
     model = sweep.get("model") if isinstance(sweep, dict) else None
     name = model.get("family", DEFAULT_FAMILY) if isinstance(model, dict) else DEFAULT_FAMILY
-    return family(name if name in family_names() else DEFAULT_FAMILY)
+    return bound_family(name if name in family_names() else DEFAULT_FAMILY, model)
+
+
+def stored_model(user_attrs: Mapping[str, Any]) -> dict[str, Any] | None:
+    """A stored study's ``model`` section as plain data (None if it has none)."""
+    from dropsweep import records
+
+    sweep = user_attrs.get(records.STUDY_SWEEP)
+    model = sweep.get("model") if isinstance(sweep, dict) else None
+    return dict(model) if isinstance(model, dict) else None
+
+
+def bound_family(name: Family | str, model: Mapping[str, Any] | None = None) -> Family:
+    """The family a report's or confirmation's rows were made by: ``name`` bound to the
+    study's stored ``model`` section (a Family is returned as it is)."""
+    if isinstance(name, Family):
+        return name
+    fam = family(name)
+    return fam.bound_stored(model) if isinstance(model, Mapping) else fam
+
+
+def family_of_rows(rows: Any) -> Family:
+    """The bound family of a report or confirmation (its ``family`` name and, where it has
+    one, its stored ``model`` section)."""
+    return bound_family(rows.family, getattr(rows, "model", None))
 
 
 def train_apart(sweep: Sweep, configs: Sequence[Config], folds: Folds, seed: int, *,

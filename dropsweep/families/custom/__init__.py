@@ -1,0 +1,176 @@
+"""The custom family (``family: custom``): the user's own ``nn.Module``, its dropout swept.
+
+``model.module`` names a function (``"pkg.mod:build"``, or ``"path/to/file.py:build"``
+relative to the sweep file) that ``build(input_shape, n_classes, **args)`` returns a module
+mapping ``[n, *input_shape]`` to logits ``[n, n_classes]``. Its ``nn.Dropout``/``1d``/``2d``/
+``3d`` modules are the dropout *sites*, gathered into groups by name pattern
+(``model.sites``; by default one group per Dropout module); the space searches a rate per
+group, placements as the combinations of groups, Keras's SGD or Adam, and max-norm on the
+``Linear``/``Conv*`` layers ``model.max_norm`` selects.
+
+The dimensions depend on the groups, so the registered family is a template and
+:meth:`_Custom.bound` makes the family of one model section. Importing the user's module
+runs its code: that happens only when a sweep file's model is resolved (``validate``,
+``search``, training), never when a stored study is read back or reported — the stored
+section already carries its groups and the SHA-256 of the module's source.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+
+from dropsweep.families import Family, _words
+from dropsweep.families.cnn import DIMENSIONS as _CNN_DIMENSIONS
+from dropsweep.families.cnn import MAX_NORM_AXES, _rate
+from dropsweep.space import Choices, Config, Dimension, Range
+
+if TYPE_CHECKING:
+    import torch
+
+    from dropsweep.checks import Checker
+    from dropsweep.config import Sweep
+    from dropsweep.data import Dataset
+    from dropsweep.memory import Need
+    from dropsweep.protocols import Folds
+    from dropsweep.train import CheckpointHook, Checkpointer, TrialResult
+
+# The training dimensions are the conv nets': Adam (the baseline) or SGD, a log learning
+# rate, momentum for SGD only, max-norm off unless the sweep turns it on.
+TRAINING = tuple(d for d in _CNN_DIMENSIONS
+                 if d.name in ("optimizer", "learning_rate", "momentum", "max_norm"))
+# Placements grow as 2^groups: past this the space is too large to search or to balance.
+MAX_GROUPS = 6
+_GROUP_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class CustomModel:
+    """The ``model`` section, resolved: every key explicit, so the stored section is the
+    experiment (the entry point, its arguments, its groups, its source's hash)."""
+
+    module: str = ""  # "pkg.mod:build" or "path/to/file.py:build"
+    args: dict[str, Any] = field(default_factory=dict, hash=False)  # keyword args of build
+    sites: tuple[tuple[str, str], ...] = ()  # (group, glob pattern over module names)
+    max_norm: tuple[str, ...] = ()  # patterns of the Linear/Conv layers max-norm applies to
+    max_norm_axis: str = "keras"
+    # (source file, SHA-256) of the code that builds the network: a change refuses a resume
+    sources: tuple[tuple[str, str], ...] = ()
+    family: str = "custom"
+    base: str = field(default="", compare=False)  # directory a file path is relative to
+
+    @property
+    def groups(self) -> tuple[str, ...]:
+        return tuple(g for g, _ in self.sites)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"family": self.family, "module": self.module, "args": dict(self.args),
+                "sites": dict(self.sites), "max_norm": list(self.max_norm),
+                "max_norm_axis": self.max_norm_axis, "sources": dict(self.sources)}
+
+
+def placements_of(groups: Sequence[str]) -> tuple[str, ...]:
+    """``none``, each group alone, then each combination (``a+b``): fewer groups first,
+    earlier groups first within a size — also the 1-SE simplicity order."""
+    out = ["none"]
+    for size in range(1, len(groups) + 1):
+        out += ["+".join(c) for c in itertools.combinations(groups, size)]
+    return tuple(out)
+
+
+def groups_of(placement: str) -> tuple[str, ...]:
+    return () if placement == "none" else tuple(placement.split("+"))
+
+
+def dimensions_of(groups: Sequence[str]) -> tuple[Dimension, ...]:
+    """The search space of a module with these site groups."""
+    placements = placements_of(groups)
+    dims = [Dimension("placement", Choices(placements), baseline="none", choices=placements,
+                      simplicity="order", label="placement")]
+    for g in groups:
+        dims.append(Dimension(f"{g}_rate", Range(0.0, 0.7), baseline=0.0, rule=_rate,
+                              when=("placement", tuple(p for p in placements
+                                                      if g in groups_of(p))),
+                              unused=0.0, simplicity="sum", label=f"{g} rate"))
+    return (*dims, *TRAINING)
+
+
+def dropout_rates(config: Mapping[str, Any], groups: Sequence[str]) -> dict[str, float]:
+    """Each group's rate as training applies it: 0 where the placement does not drop."""
+    on = groups_of(str(config.get("placement", "none")))
+    return {g: float(config.get(f"{g}_rate", 0.0)) if g in on else 0.0 for g in groups}
+
+
+class _Custom(Family):
+    name = "custom"
+    group = "placement"
+    baseline_words = "the no-dropout baseline"
+    model_keys = ("module", "args", "sites", "max_norm", "max_norm_axis", "sources")
+
+    def __init__(self, groups: tuple[str, ...] = ()) -> None:
+        self.groups = groups
+        self.dimensions = dimensions_of(groups)
+
+    def bound(self, model: Any) -> Family:
+        groups = tuple(getattr(model, "groups", ()))
+        return self if groups == self.groups else _Custom(groups)
+
+    def bound_stored(self, model: Mapping[str, Any]) -> Family:
+        sites = model.get("sites")
+        groups = tuple(str(g) for g in sites) if isinstance(sites, dict) else ()
+        return self if groups == self.groups else _Custom(groups)
+
+    def parse_model(self, check: Checker, raw: Mapping[str, Any]) -> CustomModel:
+        from dropsweep.families.custom.section import parse_model
+
+        return parse_model(check, raw)
+
+    def default_model(self) -> CustomModel:
+        return CustomModel()
+
+    def describe(self, config: Mapping[str, Any]) -> str:
+        """"drop_in dropout 0.2, hidden 0.5, Adam lr 0.001": the dropout, then the training."""
+        placement = str(config.get("placement", "none"))
+        parts = [f"{g} {_words(config.get(f'{g}_rate'))}" for g in groups_of(placement)]
+        dropout = ("no dropout" if not parts else
+                   f"{parts[0].split(' ', 1)[0]} dropout {parts[0].split(' ', 1)[1]}"
+                   + "".join(f", {p}" for p in parts[1:]))
+        optimizer = str(config.get("optimizer", "adam"))
+        training = (f"{'Adam' if optimizer == 'adam' else 'SGD'} lr "
+                    f"{_words(config.get('learning_rate'))}")
+        if optimizer == "sgd" and config.get("momentum"):
+            training += f" momentum {_words(config.get('momentum'))}"
+        if config.get("max_norm") is not None:
+            training += f", max-norm {_words(config.get('max_norm'))}"
+        return f"{dropout}, {training}"
+
+    def describe_against(self, config: Mapping[str, Any], reference: Mapping[str, Any]) -> str:
+        return self.describe(config)  # it already names everything a trial may change
+
+    def train(self, configs: Sequence[Config], folds: Folds, sweep: Sweep, seed: int, *,
+              on_checkpoint: CheckpointHook | None = None,
+              should_stop: Callable[[], bool] | None = None,
+              on_progress: Callable[[float], None] | None = None,
+              save: Checkpointer | None = None, resume: Mapping[str, Any] | None = None,
+              engine: str = "auto") -> list[TrialResult]:
+        from dropsweep.families.custom.engine import train_trials
+
+        return train_trials(configs, folds, sweep, seed, on_checkpoint=on_checkpoint,
+                            should_stop=should_stop, on_progress=on_progress, save=save,
+                            resume=resume, engine=engine)
+
+    def train_on_all(self, sweep: Sweep, dataset: Dataset, config: Config, seed: int,
+                     device: torch.device) -> dict[str, Any]:
+        from dropsweep.families.custom.engine import train_on_all
+
+        return train_on_all(sweep, dataset, config, seed, device)
+
+    def need(self, sweep: Sweep, dataset: Dataset, models: int) -> Need:
+        from dropsweep.families.custom.engine import need
+
+        return need(sweep, dataset, models)
+
+
+CUSTOM = _Custom()

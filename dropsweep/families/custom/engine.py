@@ -1,0 +1,359 @@
+"""The custom family's engine: every split of several trials, each its own copy of the
+user's module, trained model by model (the reference path).
+
+Model ``t*k + f`` is split ``f`` of trial ``t``: a deep copy of the one network ``build``
+made under the run's seed (every model starts from the same weights, as a common random
+number), its Dropout sites' ``p`` set from the trial's rates (0 where its placement does
+not drop; a ``Dropout2d`` still drops whole channels), Keras's SGD or Adam on its own
+parameter list (:mod:`dropsweep.families.optimizers`), max-norm on the chosen layers after
+every step. Minibatch order is :func:`dropsweep.train.epoch_order`'s, so the batched
+engines of the other families and a hand-written loop replay it. ``model.train()`` for
+steps and ``model.eval()`` for scores, so BatchNorm works here.
+
+``form`` says how a batch computes: only ``"loop"`` exists in this slice; a batched form
+(``torch.func`` over stacked module states, with a fallback to the loop for modules that
+cannot be batched) is the next one, and checkpoints record the form they were made by.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dropsweep.checkpoints import Unusable
+from dropsweep.data import Dataset, scaling
+from dropsweep.errors import DropsweepError, SweepError
+from dropsweep.families.cnn.blocks import KERAS_EPSILON
+from dropsweep.families.custom import dropout_rates
+from dropsweep.families.custom import resolve
+from dropsweep.families.custom.section import input_shape_of
+from dropsweep.families.optimizers import adam_step, sgd_step
+from dropsweep.memory import BYTES_PER_FLOAT, FLOATS_PER_PARAMETER, GATHER_ROWS, Need
+from dropsweep.protocols import Folds, one_split
+from dropsweep.train import (
+    CheckpointHook,
+    Checkpointer,
+    ProgressHook,
+    TrialResult,
+    chunked_scores,
+    epoch_order,
+    run_epochs,
+)
+
+if TYPE_CHECKING:
+    from dropsweep.config import Sweep
+
+FORMS = ("loop",)  # the batched torch.func form is the next slice (issue 15, item 2)
+EVAL_ROWS = 256  # rows per model one evaluation chunk scores
+
+
+@dataclass
+class Network:
+    """The user's network resolved for one sweep and data: what every model copies."""
+
+    net: nn.Module
+    sites: dict[str, list[str]]  # group -> its Dropout modules' names
+    constrained: list[str]  # Linear/Conv layers under max-norm
+    input_shape: tuple[int, ...]
+    floats: int  # activation floats of one row (every leaf module's output)
+
+
+def resolve_network(sweep: Sweep, input_shape: tuple[int, ...], n_classes: int,
+                    seed: int) -> Network:
+    """Import, check that the code is the code the study recorded, build under ``seed``,
+    find its sites: a mistake or a changed source is one line naming the key."""
+    model = sweep.model
+    try:
+        fn, sources = resolve.entry_point(model.module, model.base)
+        recorded = dict(model.sources)
+        if recorded and sources != recorded:
+            changed = sorted(set(sources) ^ set(recorded) | {
+                k for k in sources if k in recorded and sources[k] != recorded[k]})
+            raise resolve.ModelError("model.module", f"the source of {', '.join(changed)} "
+                                     "changed since the study recorded it (SHA-256 differs): "
+                                     "restore it, or start a new study")
+        net = resolve.build(fn, model.module, input_shape, n_classes, model.args, seed)
+        sites = resolve.site_members(net, model.sites)
+        constrained = resolve.constrained_layers(net, model.max_norm)
+        sizes = resolve.check_output(net, model.module, input_shape, n_classes)
+    except resolve.ModelError as exc:
+        raise SweepError(str(exc), **sweep.where(exc.key)) from None
+    return Network(net, sites, constrained, tuple(input_shape), max(1, sum(sizes.values())))
+
+
+def _norm_dims(weight: torch.Tensor, axis: str) -> tuple[int, ...]:
+    """Keras's max-norm axis on a PyTorch-layout weight: a Linear's incoming weights per
+    unit; a conv kernel along its first spatial dimension (Keras axis 0) or per filter."""
+    if weight.dim() == 2 or axis == "filter":
+        return tuple(range(1, weight.dim()))
+    return (2,)
+
+
+@torch.no_grad()
+def constrain(weight: torch.Tensor, c: float, axis: str) -> None:
+    """Keras ``MaxNorm(c)``: ``w * clip(n, 0, c) / (eps + n)``, in place (the formula of
+    :func:`dropsweep.families.cnn.blocks.max_norm`, for any conv rank)."""
+    norms = weight.pow(2).sum(dim=_norm_dims(weight, axis), keepdim=True).sqrt()
+    weight.copy_(weight * norms.clamp(max=c) / (KERAS_EPSILON + norms))
+
+
+@dataclass(frozen=True)
+class Settings:
+    epochs: int
+    batch_size: int
+    eval_every: int
+    max_norm_axis: str = "keras"
+    form: str = "loop"
+
+
+class CustomEngine:
+    """Copies of the user's module still training and their hyperparameters, kept aligned
+    (:class:`dropsweep.train.Engine`)."""
+
+    def __init__(self, configs: Sequence[Mapping[str, Any]], folds: Folds, network: Network,
+                 settings: Settings, seed: int) -> None:
+        if settings.form not in FORMS:
+            raise ValueError(f"the custom engine's form must be one of {FORMS}, got "
+                             f"{settings.form!r}")
+        device, k, n = folds.rows.device, folds.k, len(configs)
+        self.folds, self.settings, self.network = folds, settings, network
+        self.bs, self.form = settings.batch_size, settings.form
+        # Row order from one generator; dropout masks from torch's global generator (what
+        # nn.Dropout draws from), seeded apart and kept here between minibatches.
+        self.generator = torch.Generator(device=device)
+        self.generator.manual_seed(seed)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(np.random.SeedSequence([seed, 1]).generate_state(1)[0]))
+            self.mask_state = torch.get_rng_state()
+        self.trial_of = torch.arange(n, device=device).repeat_interleave(k)
+        self.fold_of = torch.arange(k, device=device).repeat(n)
+        groups = list(network.sites)
+        self.models: list[nn.Module] = []
+        self.hyper: list[dict[str, Any]] = []
+        for c in configs:
+            rates = dropout_rates(c, groups)
+            for _ in range(k):
+                model = copy.deepcopy(network.net).to(device)
+                modules = dict(model.named_modules())
+                for g, names in network.sites.items():
+                    for name in names:
+                        modules[name].p = rates[g]
+                self.models.append(model)
+                self.hyper.append({
+                    "adam": c["optimizer"] == "adam", "lr": float(c["learning_rate"]),
+                    "momentum": float(c["momentum"]) if c["optimizer"] == "sgd" else 0.0,
+                    "max_norm": None if c["max_norm"] is None else float(c["max_norm"])})
+        self.slots = [[(torch.zeros_like(p), torch.zeros_like(p)) for p in m.parameters()]
+                      for m in self.models]
+        self.steps = [0] * len(self.models)
+        self._derive()
+
+    def _derive(self) -> None:
+        folds, bs = self.folds, self.bs
+        self.n_train = folds.n_train[self.fold_of]
+        self.n_batches = math.ceil(folds.max_train / bs)
+        self.slice_batches = max(1, self.n_batches // 8)  # model by model: a few looks an epoch
+
+    def keep(self, idx: torch.Tensor) -> None:
+        chosen = [int(i) for i in idx.tolist()]
+        self.models = [self.models[i] for i in chosen]
+        self.hyper = [self.hyper[i] for i in chosen]
+        self.slots = [self.slots[i] for i in chosen]
+        self.steps = [self.steps[i] for i in chosen]
+        self.trial_of, self.fold_of = self.trial_of[idx], self.fold_of[idx]
+        self._derive()
+
+    def inputs(self, x: torch.Tensor) -> torch.Tensor:
+        """One model's gathered rows ``[rows, features]`` as ``[rows, *input_shape]`` (images
+        are stored height, width, channels: PyTorch wants channels first)."""
+        shape = self.network.input_shape
+        if len(shape) == 1:
+            return x
+        c, h, w = shape
+        return x.view(x.shape[0], h, w, c).permute(0, 3, 1, 2).contiguous()
+
+    # ------------------------------------------------------------------ an epoch
+
+    def start_epoch(self) -> None:
+        self.order = epoch_order(self.generator, self.n_train, self.folds.max_train)
+
+    def train_batches(self, first: int, end: int) -> None:
+        with torch.random.fork_rng(devices=[]):
+            torch.set_rng_state(self.mask_state)
+            for m, model in enumerate(self.models):
+                n = int(self.n_train[m])
+                for b in range(first, end):
+                    count = min(self.bs, n - b * self.bs)
+                    if count <= 0:  # its split has no rows left this epoch: no step (Keras)
+                        break
+                    positions = self.order[m:m + 1, b * self.bs:b * self.bs + count]
+                    x, y = self.folds.gather(self.fold_of[m:m + 1], positions)
+                    self._step(m, model, self.inputs(x[0]), y[0])
+            self.mask_state = torch.get_rng_state()
+
+    def _step(self, m: int, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Forward, backward, Keras's update, max-norm: one minibatch of one model."""
+        hyper, params = self.hyper[m], list(model.parameters())
+        model.train()
+        with torch.enable_grad():
+            loss = F.cross_entropy(model(x), y)
+            grads = torch.autograd.grad(loss, params, allow_unused=True)
+        self.steps[m] += 1
+        for p, g, (s1, s2) in zip(params, grads, self.slots[m]):
+            if g is None:
+                continue
+            if hyper["adam"]:
+                adam_step(p.data, s1, s2, g, hyper["lr"], self.steps[m])
+            else:
+                sgd_step(p.data, s1, g, hyper["lr"], hyper["momentum"])
+        if hyper["max_norm"] is not None:
+            modules = dict(model.named_modules())
+            for name in self.network.constrained:
+                constrain(modules[name].weight.data, hyper["max_norm"],
+                          self.settings.max_norm_axis)
+
+    def end_epoch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        bad = torch.zeros(len(self.models), dtype=torch.bool)
+        nan = torch.zeros_like(bad)
+        for m, model in enumerate(self.models):
+            for t in model.state_dict().values():
+                if t.is_floating_point():
+                    bad[m] |= not bool(torch.isfinite(t).all())
+                    nan[m] |= bool(torch.isnan(t).any())
+        return bad.to(self.trial_of.device), nan.to(self.trial_of.device)
+
+    def evaluate(self, held_out: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """Accuracy and mean loss per model, in eval mode (no dropout; BatchNorm's running
+        statistics)."""
+        for model in self.models:
+            model.eval()
+        return chunked_scores(self.folds, self.fold_of, held_out, min(GATHER_ROWS, EVAL_ROWS),
+                              self._scores)
+
+    def _scores(self, x: torch.Tensor, y: torch.Tensor, valid: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        right, losses = [], []
+        for m, model in enumerate(self.models):
+            logits = model(self.inputs(x[m]))
+            ok = (logits.argmax(1) == y[m]) & valid[m]
+            loss = F.cross_entropy(logits, y[m], reduction="none")
+            right.append(ok.to(logits.dtype).sum())
+            losses.append(torch.where(valid[m], loss, torch.zeros_like(loss)).sum())
+        return torch.stack(right), torch.stack(losses)
+
+    def trained(self, models: torch.Tensor) -> list[nn.Module]:
+        return [self.models[int(i)] for i in models.tolist()]
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def state(self) -> dict[str, Any]:
+        """Weights and buffers, optimizer slots and step counts, both generators, who is
+        still in the batch: tensors, lists and numbers (a checkpoint loads weights-only)."""
+        return {"family": "custom", "device": self.trial_of.device.type, "form": self.form,
+                "weights": [[t.detach().cpu().clone() for t in m.state_dict().values()]
+                            for m in self.models],
+                "slots": [[t.cpu().clone() for pair in s for t in pair] for s in self.slots],
+                "steps": list(self.steps), "hyper": [dict(h) for h in self.hyper],
+                "generator": self.generator.get_state(), "masks": self.mask_state.clone(),
+                "trial_of": self.trial_of.cpu().clone(), "fold_of": self.fold_of.cpu().clone()}
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        """Continue from :meth:`state`; refused (:class:`Unusable`) from another device kind
+        or form."""
+        device = self.trial_of.device
+        made = (state.get("family"), state.get("device"), state.get("form"))
+        if made != ("custom", device.type, self.form):
+            raise Unusable(f"a checkpoint of {made} cannot continue as "
+                           f"('custom', {device.type!r}, {self.form!r})")
+        try:
+            trial_of, fold_of = state["trial_of"].to(device), state["fold_of"].to(device)
+            keep = [int(t) * self.folds.k + int(f) for t, f in zip(trial_of, fold_of)]
+            models = [self.models[i] for i in keep]
+            for model, weights in zip(models, state["weights"], strict=True):
+                sd = model.state_dict()
+                model.load_state_dict(dict(zip(sd, (w.to(device) for w in weights),
+                                               strict=True)))
+            slots = []
+            for model, flat in zip(models, state["slots"], strict=True):
+                n = len(list(model.parameters()))
+                if len(flat) != 2 * n:
+                    raise ValueError("optimizer slots do not match the parameters")
+                slots.append([(flat[2 * i].to(device), flat[2 * i + 1].to(device))
+                              for i in range(n)])
+            self.models, self.slots = models, slots
+            self.hyper, self.steps = [dict(h) for h in state["hyper"]], list(state["steps"])
+            self.trial_of, self.fold_of = trial_of, fold_of
+            self.generator.set_state(state["generator"])
+            self.mask_state = state["masks"].clone()
+        except (RuntimeError, KeyError, TypeError, ValueError, IndexError) as exc:
+            raise Unusable(f"it does not fit this batch ({exc})") from exc
+        self._derive()
+
+
+def settings_of(sweep: Sweep, engine: str = "auto") -> Settings:
+    form = "loop" if engine in ("auto", "loop") else engine
+    return Settings(epochs=sweep.train.epochs, batch_size=sweep.train.batch_size,
+                    eval_every=sweep.train.eval_every,
+                    max_norm_axis=sweep.model.max_norm_axis, form=form)
+
+
+def shape_of(folds: Folds) -> tuple[int, ...]:
+    from dropsweep.families.cnn import in_shape
+
+    return in_shape(folds.image_shape) or (int(folds.rows.shape[-1]),)
+
+
+def train_trials(configs: Sequence[Mapping[str, Any]], folds: Folds, sweep: Sweep, seed: int,
+                 *, on_checkpoint: CheckpointHook | None = None,
+                 should_stop: Callable[[], bool] | None = None,
+                 on_progress: ProgressHook | None = None, save: Checkpointer | None = None,
+                 resume: Mapping[str, Any] | None = None, engine: str = "auto"
+                 ) -> list[TrialResult]:
+    """Train every split of every configuration; one result per configuration."""
+    network = resolve_network(sweep, shape_of(folds), folds.n_classes, seed)
+    settings = settings_of(sweep, engine)
+    batch = CustomEngine(configs, folds, network, settings, seed)
+    return run_epochs(batch, len(configs), settings.epochs, settings.eval_every,
+                      on_checkpoint, should_stop, on_progress, save, resume)
+
+
+def train_on_all(sweep: Sweep, dataset: Dataset, config: Mapping[str, Any], seed: int,
+                 device: torch.device) -> dict[str, Any]:
+    """The configuration trained on every row: the state dict of the user's own module
+    (``build(input_shape, n_classes, **args)`` makes the network it loads into), with the
+    scaling, the input shape and the classes (``dropsweep export --model``)."""
+    folds = one_split(dataset, device, score_on_test=False)
+    shape = input_shape_of(dataset)
+    network = resolve_network(sweep, shape, dataset.n_classes, seed)
+    settings = settings_of(sweep)
+    batch = CustomEngine([config], folds, network, settings, seed)
+    result = run_epochs(batch, 1, settings.epochs, settings.epochs)[0]  # no checkpoints
+    if result.model is None:
+        raise DropsweepError(f"training on all the data failed: {result.failure}")
+    shift, divisor = scaling(dataset.X, dataset.scale, dataset.pixel_max)
+    state = {k: v.detach().cpu().clone() for k, v in result.model[0].state_dict().items()}
+    return {"state_dict": state, "mean": torch.tensor(shift, dtype=torch.float32),
+            "scale": torch.tensor(divisor, dtype=torch.float32),
+            "classes": list(dataset.classes), "input_shape": list(shape),
+            "module": sweep.model.module, "args": dict(sweep.model.args),
+            "train_accuracy": result.train_accuracy}
+
+
+def need(sweep: Sweep, dataset: Dataset, models: int) -> Need:
+    """Bytes one trial's ``models`` copies need: parameters with gradients, slots and
+    copies; each minibatch's activations (about three floats per unit) and its rows. It
+    resolves the user's code, so a mistake in it is named before anything is written."""
+    network = resolve_network(sweep, input_shape_of(dataset), dataset.n_classes, 0)
+    params = sum(p.numel() for p in network.net.parameters())
+    rows = sweep.train.batch_size
+    return Need(parameters=BYTES_PER_FLOAT * models * params * FLOATS_PER_PARAMETER,
+                activations=BYTES_PER_FLOAT * models * rows * 3 * network.floats,
+                inputs=BYTES_PER_FLOAT * models * rows * dataset.n_features,
+                network_key="model.module")
