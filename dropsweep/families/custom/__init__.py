@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from dropsweep.families import Family, _words
 from dropsweep.families.cnn import DIMENSIONS as _CNN_DIMENSIONS
-from dropsweep.families.cnn import MAX_NORM_AXES, _rate
+from dropsweep.families.cnn import _rate
 from dropsweep.space import Choices, Config, Dimension, Range
 
 if TYPE_CHECKING:
