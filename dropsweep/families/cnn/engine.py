@@ -125,7 +125,9 @@ def need(sweep: Sweep, dataset: Dataset, models: int) -> Need:
     cost = cost_of(spec_of(sweep, dataset.image_shape, dataset.n_classes))
     per_model = BYTES_PER_FLOAT * models
     rows = sweep.train.batch_size
-    return Need(parameters=per_model * cost.parameters * FLOATS_PER_PARAMETER,
+    # ConvNets keeps both optimiser slots (SGD's velocity, Adam's second moment) for every
+    # model, whichever optimiser it uses: one float more per parameter than the MLP with SGD
+    return Need(parameters=per_model * cost.parameters * (FLOATS_PER_PARAMETER + 1),
                 activations=per_model * rows * 3 * cost.floats,
                 inputs=per_model * rows * dataset.n_features, network_key="model.conv")
 
