@@ -324,4 +324,3 @@ def test_the_shipped_conv_net_sweeps_are_valid_and_fit_their_images():
     assert cost_of(example).parameters == 631_370
     assert (cifar.train.batch_size, cifar.train.epochs, cifar.eval.validation) == (250, 55, 0.2)
     assert cifar.baseline["optimizer"] == "adam" and cifar.baseline["max_norm"] == 2.0
-
