@@ -6,6 +6,7 @@ line, for modules vmap cannot batch; checkpoints; the benchmark's quick mode."""
 from __future__ import annotations
 
 import io
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -33,14 +34,16 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def engines(model: str, configs, epochs: int = 2, rows: int = 91, seed: int = 4,
-            axis: str = "keras"):
+            axis: str = "keras", grads: str = "autograd"):
     """The loop and the batched form, trained side by side on the same batch."""
     sweep = sweep_of(model)
     folds = small_folds(rows)
     network = resolve_network(sweep, shape_of(folds), 10, seed)
     out = []
-    for form, cls in (("loop", CustomEngine), ("batched", BatchedEngine)):
-        engine = cls(configs, folds, network, Settings(epochs, 32, 1, axis, form), seed)
+    for form in ("loop", "batched"):
+        settings = Settings(epochs, 32, 1, axis, form)
+        engine = (CustomEngine(configs, folds, network, settings, seed) if form == "loop" else
+                  BatchedEngine(configs, folds, network, settings, seed, grads))
         for _ in range(epochs):
             engine.start_epoch()
             engine.train_batches(0, engine.n_batches)
@@ -73,6 +76,14 @@ def test_without_dropout_the_batched_form_is_the_loop(name):
     for held_out in (True, False):
         for a, b in zip(loop.evaluate(held_out), batched.evaluate(held_out)):
             assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_torch_func_grad_inside_the_vmap_computes_the_same():
+    configs = [config(optimizer="sgd", learning_rate=0.05, momentum=0.9, max_norm=0.8),
+               config(optimizer="adam", learning_rate=0.003, momentum=0.0)]
+    loop, batched = engines(MODULES["residual"], configs, epochs=1, grads="func")
+    assert batched.grads == "func"
+    assert_same(loop, batched)
 
 
 def test_max_norm_with_the_filter_axis_holds_in_both_forms():
@@ -199,5 +210,6 @@ def test_the_benchmark_s_quick_mode_prints_its_ratios():
     done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "custom_batched.py"),
                            "--quick"], capture_output=True, text=True, timeout=60, cwd=REPO)
     assert done.returncode == 0, done.stderr
-    lines = [line for line in done.stdout.splitlines() if "x" in line and "models" in line]
-    assert len(lines) >= 2, done.stdout
+    rows = [line for line in done.stdout.splitlines()
+            if re.match(r"(mlp|cnn) +\d+ models +[\d.]+ +[\d.]+ +[\d.]+ +[\d.]+x +[\d.]+x$", line)]
+    assert len(rows) == 4, done.stdout
