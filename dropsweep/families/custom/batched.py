@@ -42,7 +42,8 @@ if TYPE_CHECKING:
 SPATIAL = (nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
 EVAL_BYTES = 256 * 2**20  # what one evaluation chunk's activations may take
 # Autograd on the stacked leaves, or torch.func.grad inside the vmap: the first measured
-# 1.03-1.8x faster (benchmarks/custom_batched.py, 1 to 32 models of a small MLP and CNN).
+# 1.1-1.8x faster at 1 to 32 models of a small MLP and at 1 to 8 of a small CNN, level (0.92-
+# 1.04x) at 32 of the CNN (benchmarks/custom_batched.py, two runs).
 GRADS = ("autograd", "func")
 
 
@@ -102,7 +103,8 @@ def unbatchable(network: Network, device: torch.device) -> str | None:
             vmap(grad(loss), randomness="different")(params, buffers, x, y)
     except Exception as exc:  # whatever vmap refuses: .item(), data-dependent control flow
         first = (str(exc).strip().splitlines() or [""])[0]
-        return f"vmap raises {type(exc).__name__}: {first[:160]}"
+        return (f"vmap raises {type(exc).__name__}: "
+                f"{first if len(first) <= 140 else first[:140].rstrip() + '...'}")
     return None
 
 

@@ -56,9 +56,10 @@ if TYPE_CHECKING:
 FORMS = ("loop", "batched")
 ENGINES = ("auto", *FORMS)
 # What the loop costs against the batched form where both work, as the fallback line says
-# (benchmarks/custom_batched.py, one epoch side by side: 32 models of a small MLP 6.1x, of a
-# small CNN 3.4x; 8 models 2.2x and 1.9x; one model alone the loop is 2.2-2.5x faster).
-LOOP_COST = "3-6x the batched form's time at 32 models of a small MLP or CNN"
+# (benchmarks/custom_batched.py, one epoch side by side, two runs on a loaded 2-core CPU:
+# 32 models of a small MLP 5.3x and 6.1x, of a small CNN 2.6x and 3.4x; 8 models 1.7-3.3x;
+# one model alone the loop is 2.2-2.5x faster, so a batch of one trains in the loop).
+LOOP_COST = "2.5-6x the batched form's time at 32 models of a small MLP or CNN"
 EVAL_ROWS = 256  # rows per model one evaluation chunk scores
 
 
