@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from torch import nn
 
 
@@ -66,3 +68,60 @@ def wrong_output(input_shape, n_classes):
 
 
 NOT_CALLABLE = 3
+
+
+class Residual(nn.Module):
+    """A conv stem, one residual block with Dropout2d inside the branch, a dense head."""
+
+    def __init__(self, channels: int, classes: int, width: int) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(channels, width, 3, padding=1)
+        self.branch = nn.Sequential(nn.Conv2d(width, width, 3, padding=1), nn.ReLU(),
+                                    nn.Dropout2d(0.0), nn.Conv2d(width, width, 3, padding=1))
+        self.drop = nn.Dropout(0.0)
+        self.head = nn.Linear(width, classes)
+
+    def forward(self, x):
+        h = self.stem(x).relu()
+        h = (h + self.branch(h)).relu()
+        return self.head(self.drop(h.mean((2, 3))))
+
+
+def residual(input_shape, n_classes, width=6):
+    return Residual(input_shape[0], n_classes, width)
+
+
+class Gated(nn.Module):
+    """Dropout where a user might put it: on one of two parallel paths, before the sum."""
+
+    def __init__(self, features: int, classes: int) -> None:
+        super().__init__()
+        self.a = nn.Linear(features, 12)
+        self.b = nn.Linear(features, 12)
+        self.drop_a = nn.Dropout(0.0)
+        self.out = nn.Linear(12, classes)
+
+    def forward(self, x):
+        x = x.flatten(1)
+        return self.out((self.drop_a(self.a(x).tanh()) + self.b(x)).relu())
+
+
+def gated(input_shape, n_classes):
+    return Gated(math.prod(input_shape), n_classes)
+
+
+class Itemised(nn.Module):
+    """Reads a number out of a tensor in forward: vmap refuses."""
+
+    def __init__(self, features: int, classes: int) -> None:
+        super().__init__()
+        self.fc = nn.Linear(features, classes)
+        self.drop = nn.Dropout(0.0)
+
+    def forward(self, x):
+        scale = 1.0 + 0.0 * x.abs().max().item()
+        return self.fc(self.drop(x.flatten(1))) * scale
+
+
+def itemised(input_shape, n_classes):
+    return Itemised(math.prod(input_shape), n_classes)

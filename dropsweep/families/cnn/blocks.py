@@ -69,11 +69,12 @@ def _norm_dims(weight: torch.Tensor, axis: str) -> tuple[int, ...]:
     return (2, 3, 4)  # Keras axis=[0, 1, 2]: the whole filter (in, rows, cols)
 
 
-def max_norm(weight: torch.Tensor, c: torch.Tensor | float, axis: str = "keras"
-             ) -> torch.Tensor:
+def max_norm(weight: torch.Tensor, c: torch.Tensor | float, axis: str = "keras",
+             dims: tuple[int, ...] | None = None) -> torch.Tensor:
     """Keras's ``MaxNorm(c, axis)`` applied to each model's weight (``c`` per model or one
-    for all): ``w * clip(n, 0, c) / (eps + n)``."""
-    dims = _norm_dims(weight, axis)
+    for all): ``w * clip(n, 0, c) / (eps + n)``. ``dims``, when given, are the dimensions
+    the norm sums over (a layer of another rank: the custom family's Conv1d or Conv3d)."""
+    dims = _norm_dims(weight, axis) if dims is None else dims
     norms = weight.pow(2).sum(dim=dims, keepdim=True).sqrt()
     limit = torch.as_tensor(c, dtype=weight.dtype, device=weight.device)
     if limit.dim():

@@ -10,9 +10,10 @@ every step. Minibatch order is :func:`dropsweep.train.epoch_order`'s, so the bat
 engines of the other families and a hand-written loop replay it. ``model.train()`` for
 steps and ``model.eval()`` for scores, so BatchNorm works here.
 
-``form`` says how a batch computes: only ``"loop"`` exists in this slice; a batched form
-(``torch.func`` over stacked module states, with a fallback to the loop for modules that
-cannot be batched) is the next one, and checkpoints record the form they were made by.
+``form`` says how a batch computes: ``"loop"`` here, or ``"batched"``
+(:mod:`dropsweep.families.custom.batched`: ``torch.func`` over the stacked module states).
+:func:`choose_form` takes the batched form unless the module cannot be batched, and then
+says why in one line; checkpoints record the form they were made by.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
+import click
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -33,6 +35,7 @@ from dropsweep.errors import DropsweepError, SweepError
 from dropsweep.families.cnn.blocks import KERAS_EPSILON
 from dropsweep.families.custom import dropout_rates
 from dropsweep.families.custom import resolve
+from dropsweep.families.custom.batched import BatchedEngine, unbatchable
 from dropsweep.families.custom.section import input_shape_of
 from dropsweep.families.optimizers import adam_step, sgd_step
 from dropsweep.memory import BYTES_PER_FLOAT, FLOATS_PER_PARAMETER, GATHER_ROWS, Need
@@ -50,7 +53,13 @@ from dropsweep.train import (
 if TYPE_CHECKING:
     from dropsweep.config import Sweep
 
-FORMS = ("loop",)  # the batched torch.func form is the next slice (issue 15, item 2)
+FORMS = ("loop", "batched")
+ENGINES = ("auto", *FORMS)
+# What the loop costs against the batched form where both work, as the fallback line says
+# (benchmarks/custom_batched.py, one epoch side by side, two runs on a loaded 2-core CPU:
+# 32 models of a small MLP 5.3x and 6.1x, of a small CNN 2.6x and 3.4x; 8 models 1.7-3.3x;
+# one model alone the loop is 2.2-2.5x faster, so a batch of one trains in the loop).
+LOOP_COST = "2.5-6x the batched form's time at 32 models of a small MLP or CNN"
 EVAL_ROWS = 256  # rows per model one evaluation chunk scores
 
 
@@ -119,9 +128,8 @@ class CustomEngine:
 
     def __init__(self, configs: Sequence[Mapping[str, Any]], folds: Folds, network: Network,
                  settings: Settings, seed: int) -> None:
-        if settings.form not in FORMS:
-            raise ValueError(f"the custom engine's form must be one of {FORMS}, got "
-                             f"{settings.form!r}")
+        if settings.form != "loop":
+            raise ValueError(f"CustomEngine is the loop form, not {settings.form!r}")
         device, k, n = folds.rows.device, folds.k, len(configs)
         self.folds, self.settings, self.network = folds, settings, network
         self.bs, self.form = settings.batch_size, settings.form
@@ -297,8 +305,46 @@ class CustomEngine:
         self._derive()
 
 
-def settings_of(sweep: Sweep, engine: str = "auto") -> Settings:
-    form = "loop" if engine in ("auto", "loop") else engine
+# (module, args, sources, input shape, classes, engine, device) -> (form, why not batched)
+_DECIDED: dict[tuple[Any, ...], tuple[str, str | None]] = {}
+
+
+def choose_form(network: Network, engine: str = "auto",
+                device: torch.device | str = "cpu") -> tuple[str, str | None]:
+    """``"batched"`` unless the module cannot be batched (or ``engine`` is ``"loop"``);
+    then ``"loop"`` and, when batched was wanted, the one line that says why and its cost."""
+    if engine not in ENGINES:
+        raise ValueError(f"the custom engine must be one of {ENGINES}, got {engine!r}")
+    if engine == "loop":
+        return "loop", None
+    why = unbatchable(network, torch.device(device))
+    if why is None:
+        return "batched", None
+    return "loop", (f"the custom family trains model by model, not as one stacked batch: "
+                    f"{why} (benchmarks/custom_batched.py: the loop took {LOOP_COST})")
+
+
+def decide_form(sweep: Sweep, network: Network, n_classes: int, engine: str,
+                device: torch.device) -> str:
+    """:func:`choose_form` once per sweep (module, arguments, source, data shape): the
+    fallback line goes to stderr the first time only."""
+    key = (sweep.model.module, repr(sweep.model.args), sweep.model.sources,
+           network.input_shape, n_classes, engine, device.type)
+    if key not in _DECIDED:
+        _DECIDED[key] = choose_form(network, engine, device)
+        if _DECIDED[key][1]:
+            click.echo(f"note: {_DECIDED[key][1]}", err=True)
+    return _DECIDED[key][0]
+
+
+def make_engine(configs: Sequence[Mapping[str, Any]], folds: Folds, network: Network,
+                settings: Settings, seed: int) -> CustomEngine | BatchedEngine:
+    if settings.form == "batched":
+        return BatchedEngine(configs, folds, network, settings, seed)
+    return CustomEngine(configs, folds, network, settings, seed)
+
+
+def settings_of(sweep: Sweep, form: str = "loop") -> Settings:
     return Settings(epochs=sweep.train.epochs, batch_size=sweep.train.batch_size,
                     eval_every=sweep.train.eval_every,
                     max_norm_axis=sweep.model.max_norm_axis, form=form)
@@ -318,8 +364,11 @@ def train_trials(configs: Sequence[Mapping[str, Any]], folds: Folds, sweep: Swee
                  ) -> list[TrialResult]:
     """Train every split of every configuration; one result per configuration."""
     network = resolve_network(sweep, shape_of(folds), folds.n_classes, seed)
-    settings = settings_of(sweep, engine)
-    batch = CustomEngine(configs, folds, network, settings, seed)
+    form = decide_form(sweep, network, folds.n_classes, engine, folds.rows.device)
+    if len(configs) * folds.k == 1 and engine == "auto":
+        form = "loop"  # one model alone trains faster without vmap (custom_batched.py)
+    settings = settings_of(sweep, form)
+    batch = make_engine(configs, folds, network, settings, seed)
     return run_epochs(batch, len(configs), settings.epochs, settings.eval_every,
                       on_checkpoint, should_stop, on_progress, save, resume)
 
@@ -332,8 +381,8 @@ def train_on_all(sweep: Sweep, dataset: Dataset, config: Mapping[str, Any], seed
     folds = one_split(dataset, device, score_on_test=False)
     shape = input_shape_of(dataset)
     network = resolve_network(sweep, shape, dataset.n_classes, seed)
-    settings = settings_of(sweep)
-    batch = CustomEngine([config], folds, network, settings, seed)
+    settings = settings_of(sweep, "loop")  # one model: the loop is the faster form
+    batch = make_engine([config], folds, network, settings, seed)
     result = run_epochs(batch, 1, settings.epochs, settings.epochs)[0]  # no checkpoints
     if result.model is None:
         raise DropsweepError(f"training on all the data failed: {result.failure}")
