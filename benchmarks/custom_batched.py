@@ -15,16 +15,20 @@ The ratios count on a shared machine, not the seconds.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from dropsweep.families.custom.batched import BatchedEngine
-from dropsweep.families.custom.engine import CustomEngine, Network, Settings
-from dropsweep.protocols import make_folds
-from dropsweep.space import Config
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's dropsweep
+
+from dropsweep.families.custom.batched import BatchedEngine  # noqa: E402
+from dropsweep.families.custom.engine import CustomEngine, Network, Settings  # noqa: E402
+from dropsweep.protocols import make_folds  # noqa: E402
+from dropsweep.space import Config  # noqa: E402
 
 
 def mlp() -> tuple[nn.Module, dict[str, list[str]], tuple[int, ...]]:
