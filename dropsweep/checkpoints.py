@@ -26,7 +26,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 import torch
 
@@ -35,6 +35,15 @@ from dropsweep.fetch import replace_atomically
 class Unusable(Exception):
     """This checkpoint cannot continue here (another engine's, another device's, or
     unreadable): its configurations train from the start."""
+
+
+def expect_made(state: Mapping[str, Any], family: str, device: str, form: str) -> None:
+    """Refuse (:class:`Unusable`) a batch state made by another family, kind of device or
+    form: their random streams and sums differ, so it would not go on as it began."""
+    made = (state.get("family"), state.get("device"), state.get("form"))
+    if made != (family, device, form):
+        raise Unusable(f"a checkpoint of {made} cannot continue as "
+                       f"({family!r}, {device!r}, {form!r})")
 
 
 SUFFIX = ".ckpt"

@@ -12,6 +12,7 @@ This package imports no torch: a family's engine is imported when it trains.
 
 from __future__ import annotations
 
+from importlib import import_module
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from dropsweep.space import Config, Dimension, value_of
@@ -117,6 +118,55 @@ def _words(value: Any) -> str:
     if value is None:
         return "off"
     return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def dropout_words(parts: Sequence[tuple[str, str]]) -> str:
+    """"conv dropout 0.41 (spatial), dense 0.5" from (site, its rate in words) pairs, in
+    the placement's order; "no dropout" for none."""
+    if not parts:
+        return "no dropout"
+    (site, rate), rest = parts[0], parts[1:]
+    return f"{site} dropout {rate}" + "".join(f", {s} {r}" for s, r in rest)
+
+
+def training_words(config: Mapping[str, Any]) -> str:
+    """"Adam lr 0.0003", "SGD lr 0.01 momentum 0.9, max-norm 2": how a trial of a family
+    with an optimizer dimension trains (momentum only where SGD uses it)."""
+    optimizer = str(config.get("optimizer", "adam"))
+    words = f"{'Adam' if optimizer == 'adam' else 'SGD'} lr {_words(config.get('learning_rate'))}"
+    if optimizer == "sgd" and config.get("momentum"):
+        words += f" momentum {_words(config.get('momentum'))}"
+    if config.get("max_norm") is not None:
+        words += f", max-norm {_words(config.get('max_norm'))}"
+    return words
+
+
+class EngineFamily(Family):
+    """A family whose training lives in one engine module (``engine``: its import path,
+    imported only when something trains) with ``train_trials``, ``train_on_all`` and
+    ``need``; its configurations' words name everything a trial may change."""
+
+    engine: str
+
+    def describe_against(self, config: Mapping[str, Any], reference: Mapping[str, Any]) -> str:
+        return self.describe(config)  # it already names everything a trial may change
+
+    def train(self, configs: Sequence[Config], folds: Folds, sweep: Sweep, seed: int, *,
+              on_checkpoint: CheckpointHook | None = None,
+              should_stop: Callable[[], bool] | None = None,
+              on_progress: Callable[[float], None] | None = None,
+              save: Checkpointer | None = None, resume: Mapping[str, Any] | None = None,
+              engine: str = "auto") -> list[TrialResult]:
+        return import_module(self.engine).train_trials(
+            configs, folds, sweep, seed, on_checkpoint=on_checkpoint, should_stop=should_stop,
+            on_progress=on_progress, save=save, resume=resume, engine=engine)
+
+    def train_on_all(self, sweep: Sweep, dataset: Dataset, config: Config, seed: int,
+                     device: torch.device) -> dict[str, Any]:
+        return import_module(self.engine).train_on_all(sweep, dataset, config, seed, device)
+
+    def need(self, sweep: Sweep, dataset: Dataset, models: int) -> Need:
+        return import_module(self.engine).need(sweep, dataset, models)
 
 
 DEFAULT_FAMILY = "mlp"  # Brownlee's network; every study before families existed is one

@@ -15,20 +15,13 @@ imports no torch.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping
 
-from dropsweep.families import Family, _words
+from dropsweep.families import EngineFamily, _words, dropout_words, training_words
 from dropsweep.space import Choices, Config, Dimension, Range
 
 if TYPE_CHECKING:
-    import torch
-
     from dropsweep.checks import Checker
-    from dropsweep.config import Sweep
-    from dropsweep.data import Dataset
-    from dropsweep.memory import Need
-    from dropsweep.protocols import Folds
-    from dropsweep.train import CheckpointHook, Checkpointer, TrialResult
 
 # Where dropout goes; also the 1-SE order, simplest first (fewer sites, earlier sites).
 PLACEMENTS = ("none", "input", "conv", "dense", "input+conv", "input+dense", "conv+dense",
@@ -146,8 +139,9 @@ def _widths(check: Checker, key: str, raw: Any, default: tuple[int, ...],
     return tuple(check.integer(f"{key}.{i}", w, 1) for i, w in enumerate(value))
 
 
-class _CNN(Family):
+class _CNN(EngineFamily):
     name = "cnn"
+    engine = "dropsweep.families.cnn.engine"
     dimensions = DIMENSIONS
     group = "placement"
     baseline_words = "the no-dropout baseline"
@@ -184,43 +178,8 @@ class _CNN(Family):
             words = _words(config.get(f"{site}_rate"))
             if site == "conv" and config.get("spatial"):
                 words += " (spatial)"
-            parts.append(f"{site} {words}")
-        dropout = ("no dropout" if not parts else
-                   f"{parts[0].split(' ', 1)[0]} dropout {parts[0].split(' ', 1)[1]}"
-                   + "".join(f", {p}" for p in parts[1:]))
-        optimizer = str(config.get("optimizer", "adam"))
-        training = f"{'Adam' if optimizer == 'adam' else 'SGD'} lr {_words(config.get('learning_rate'))}"
-        if optimizer == "sgd" and config.get("momentum"):
-            training += f" momentum {_words(config.get('momentum'))}"
-        if config.get("max_norm") is not None:
-            training += f", max-norm {_words(config.get('max_norm'))}"
-        return f"{dropout}, {training}"
-
-    def describe_against(self, config: Mapping[str, Any], reference: Mapping[str, Any]) -> str:
-        return self.describe(config)  # it already names everything a trial may change
-
-    def train(self, configs: Sequence[Config], folds: Folds, sweep: Sweep, seed: int, *,
-              on_checkpoint: CheckpointHook | None = None,
-              should_stop: Callable[[], bool] | None = None,
-              on_progress: Callable[[float], None] | None = None,
-              save: Checkpointer | None = None, resume: Mapping[str, Any] | None = None,
-              engine: str = "auto") -> list[TrialResult]:
-        from dropsweep.families.cnn.engine import train_trials
-
-        return train_trials(configs, folds, sweep, seed, on_checkpoint=on_checkpoint,
-                            should_stop=should_stop, on_progress=on_progress, save=save,
-                            resume=resume, engine=engine)
-
-    def train_on_all(self, sweep: Sweep, dataset: Dataset, config: Config, seed: int,
-                     device: torch.device) -> dict[str, Any]:
-        from dropsweep.families.cnn.engine import train_on_all
-
-        return train_on_all(sweep, dataset, config, seed, device)
-
-    def need(self, sweep: Sweep, dataset: Dataset, models: int) -> Need:
-        from dropsweep.families.cnn.engine import need
-
-        return need(sweep, dataset, models)
+            parts.append((site, words))
+        return f"{dropout_words(parts)}, {training_words(config)}"
 
 
 CNN = _CNN()

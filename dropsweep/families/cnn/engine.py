@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dropsweep.checkpoints import Unusable
+from dropsweep.checkpoints import Unusable, expect_made
 from dropsweep.data import Dataset, scaling
 from dropsweep.errors import DropsweepError, SweepError
 from dropsweep.families.cnn import dropout_rates, in_shape
@@ -277,10 +277,7 @@ class CNNEngine:
         """Continue from :meth:`state`; refused (:class:`Unusable`) from another kind of
         device or another form, whose random streams and sums differ."""
         device = self.trial_of.device
-        made = (state.get("family"), state.get("device"), state.get("form"))
-        if made != ("cnn", device.type, self.form):
-            raise Unusable(f"a checkpoint of {made} cannot continue as "
-                           f"('cnn', {device.type!r}, {self.form!r})")
+        expect_made(state, "cnn", device.type, self.form)
         try:
             self.nets.set_tensors([t.to(device) for t in state["tensors"]])
             self.generator.set_state(state["generator"])

@@ -20,22 +20,15 @@ from __future__ import annotations
 import itertools
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from dropsweep.families import Family, _words
+from dropsweep.families import EngineFamily, Family, _words, dropout_words, training_words
 from dropsweep.families.cnn import DIMENSIONS as _CNN_DIMENSIONS
 from dropsweep.families.cnn import _rate
-from dropsweep.space import Choices, Config, Dimension, Range
+from dropsweep.space import Choices, Dimension, Range
 
 if TYPE_CHECKING:
-    import torch
-
     from dropsweep.checks import Checker
-    from dropsweep.config import Sweep
-    from dropsweep.data import Dataset
-    from dropsweep.memory import Need
-    from dropsweep.protocols import Folds
-    from dropsweep.train import CheckpointHook, Checkpointer, TrialResult
 
 # The training dimensions are the conv nets': Adam (the baseline) or SGD, a log learning
 # rate, momentum for SGD only, max-norm off unless the sweep turns it on.
@@ -103,8 +96,9 @@ def dropout_rates(config: Mapping[str, Any], groups: Sequence[str]) -> dict[str,
     return {g: float(config.get(f"{g}_rate", 0.0)) if g in on else 0.0 for g in groups}
 
 
-class _Custom(Family):
+class _Custom(EngineFamily):
     name = "custom"
+    engine = "dropsweep.families.custom.engine"
     group = "placement"
     baseline_words = "the no-dropout baseline"
     model_keys = ("module", "args", "sites", "max_norm", "max_norm_axis", "sources")
@@ -133,44 +127,9 @@ class _Custom(Family):
     def describe(self, config: Mapping[str, Any]) -> str:
         """"drop_in dropout 0.2, hidden 0.5, Adam lr 0.001": the dropout, then the training."""
         placement = str(config.get("placement", "none"))
-        parts = [f"{g} {_words(config.get(f'{g}_rate'))}" for g in groups_of(placement)]
-        dropout = ("no dropout" if not parts else
-                   f"{parts[0].split(' ', 1)[0]} dropout {parts[0].split(' ', 1)[1]}"
-                   + "".join(f", {p}" for p in parts[1:]))
-        optimizer = str(config.get("optimizer", "adam"))
-        training = (f"{'Adam' if optimizer == 'adam' else 'SGD'} lr "
-                    f"{_words(config.get('learning_rate'))}")
-        if optimizer == "sgd" and config.get("momentum"):
-            training += f" momentum {_words(config.get('momentum'))}"
-        if config.get("max_norm") is not None:
-            training += f", max-norm {_words(config.get('max_norm'))}"
-        return f"{dropout}, {training}"
+        parts = [(g, _words(config.get(f"{g}_rate"))) for g in groups_of(placement)]
+        return f"{dropout_words(parts)}, {training_words(config)}"
 
-    def describe_against(self, config: Mapping[str, Any], reference: Mapping[str, Any]) -> str:
-        return self.describe(config)  # it already names everything a trial may change
-
-    def train(self, configs: Sequence[Config], folds: Folds, sweep: Sweep, seed: int, *,
-              on_checkpoint: CheckpointHook | None = None,
-              should_stop: Callable[[], bool] | None = None,
-              on_progress: Callable[[float], None] | None = None,
-              save: Checkpointer | None = None, resume: Mapping[str, Any] | None = None,
-              engine: str = "auto") -> list[TrialResult]:
-        from dropsweep.families.custom.engine import train_trials
-
-        return train_trials(configs, folds, sweep, seed, on_checkpoint=on_checkpoint,
-                            should_stop=should_stop, on_progress=on_progress, save=save,
-                            resume=resume, engine=engine)
-
-    def train_on_all(self, sweep: Sweep, dataset: Dataset, config: Config, seed: int,
-                     device: torch.device) -> dict[str, Any]:
-        from dropsweep.families.custom.engine import train_on_all
-
-        return train_on_all(sweep, dataset, config, seed, device)
-
-    def need(self, sweep: Sweep, dataset: Dataset, models: int) -> Need:
-        from dropsweep.families.custom.engine import need
-
-        return need(sweep, dataset, models)
 
 
 CUSTOM = _Custom()

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, stack_module_state, vmap
 
-from dropsweep.checkpoints import Unusable
+from dropsweep.checkpoints import Unusable, expect_made
 from dropsweep.families.cnn.blocks import max_norm
 from dropsweep.families.custom import dropout_rates
 from dropsweep.families.optimizers import step_models
@@ -308,10 +308,7 @@ class BatchedEngine:
         """Continue from :meth:`state`; refused (:class:`Unusable`) from another device kind
         or form."""
         device = self.trial_of.device
-        made = (state.get("family"), state.get("device"), state.get("form"))
-        if made != ("custom", device.type, self.form):
-            raise Unusable(f"a checkpoint of {made} cannot continue as "
-                           f"('custom', {device.type!r}, {self.form!r})")
+        expect_made(state, "custom", device.type, self.form)
         try:
             if set(state["params"]) != set(self.params) or set(state["buffers"]) != set(
                     self.buffers):

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dropsweep.checkpoints import Unusable
+from dropsweep.checkpoints import Unusable, expect_made
 from dropsweep.data import Dataset, scaling
 from dropsweep.errors import DropsweepError, SweepError
 from dropsweep.families.cnn.blocks import KERAS_EPSILON
@@ -276,10 +276,7 @@ class CustomEngine:
         """Continue from :meth:`state`; refused (:class:`Unusable`) from another device kind
         or form."""
         device = self.trial_of.device
-        made = (state.get("family"), state.get("device"), state.get("form"))
-        if made != ("custom", device.type, self.form):
-            raise Unusable(f"a checkpoint of {made} cannot continue as "
-                           f"('custom', {device.type!r}, {self.form!r})")
+        expect_made(state, "custom", device.type, self.form)
         try:
             trial_of, fold_of = state["trial_of"].to(device), state["fold_of"].to(device)
             keep = [int(t) * self.folds.k + int(f) for t, f in zip(trial_of, fold_of)]
