@@ -95,3 +95,16 @@ def test_feature_sizes_follow_keras_and_refuse_maps_below_one_pixel():
         feature_sizes(8, 8, 2)
     with pytest.raises(ValueError, match="conv block 1's 3x3 convolution leaves no feature"):
         feature_sizes(2, 2, 1)
+
+
+@pytest.mark.parametrize("shape", [(2, 4, 3, 5), (2, 4, 3, 3, 3, 3)])  # Conv1d, Conv3d
+def test_max_norm_bounds_kernels_of_any_rank_per_filter_or_along_keras_s_axis(shape):
+    """The custom family constrains a user's Conv1d/Conv3d with the same function."""
+    w = torch.randn(shape, generator=torch.Generator().manual_seed(0)) * 3
+    per_filter = max_norm(w, 1.0, "filter")
+    filter_norms = per_filter.pow(2).sum(dim=tuple(range(2, w.dim()))).sqrt()
+    assert float(filter_norms.max()) == pytest.approx(1.0, abs=1e-5)
+    keras = max_norm(w, 1.0, "keras")  # along the kernel's first spatial axis (Keras axis 0)
+    column_norms = keras.pow(2).sum(dim=3).sqrt()
+    assert float(column_norms.max()) == pytest.approx(1.0, abs=1e-5)
+    assert not torch.allclose(per_filter, keras)

@@ -59,22 +59,22 @@ def uniform_init(kind: str, models: int, shape: Sequence[int], generator: torch.
 
 
 def _norm_dims(weight: torch.Tensor, axis: str) -> tuple[int, ...]:
-    """The dimensions of a ``[models, out, in, ...]`` weight that a norm sums over."""
+    """The dimensions of a ``[models, out, in, *kernel]`` weight that a norm sums over, for
+    a kernel of any rank (the custom family's Conv1d and Conv3d too)."""
     if axis not in MAX_NORM_AXES:
         raise ValueError(f"max_norm_axis must be one of {MAX_NORM_AXES}, got {axis!r}")
     if weight.dim() == 3:  # dense [models, out, in]: each unit's incoming weights (axis 0)
         return (2,)
     if axis == "keras":  # Keras axis=0 on (rows, cols, in, out): along the rows
         return (3,)
-    return (2, 3, 4)  # Keras axis=[0, 1, 2]: the whole filter (in, rows, cols)
+    return tuple(range(2, weight.dim()))  # Keras axis=[0, 1, 2]: the whole filter
 
 
-def max_norm(weight: torch.Tensor, c: torch.Tensor | float, axis: str = "keras",
-             dims: tuple[int, ...] | None = None) -> torch.Tensor:
+def max_norm(weight: torch.Tensor, c: torch.Tensor | float, axis: str = "keras"
+             ) -> torch.Tensor:
     """Keras's ``MaxNorm(c, axis)`` applied to each model's weight (``c`` per model or one
-    for all): ``w * clip(n, 0, c) / (eps + n)``. ``dims``, when given, are the dimensions
-    the norm sums over (a layer of another rank: the custom family's Conv1d or Conv3d)."""
-    dims = _norm_dims(weight, axis) if dims is None else dims
+    for all): ``w * clip(n, 0, c) / (eps + n)``."""
+    dims = _norm_dims(weight, axis)
     norms = weight.pow(2).sum(dim=dims, keepdim=True).sqrt()
     limit = torch.as_tensor(c, dtype=weight.dtype, device=weight.device)
     if limit.dim():

@@ -242,14 +242,11 @@ class BatchedEngine:
             limited = limited & stepping
         if not self.network.constrained or not bool(limited.any()):
             return
-        from dropsweep.families.custom.engine import _norm_dims
-
         c = torch.where(limited, self.c_max, torch.ones_like(self.c_max))
         for name in self.network.constrained:
             w = self.params[f"{name}.weight"]
-            dims = tuple(d + 1 for d in _norm_dims(w[0], self.settings.max_norm_axis))
             on = limited.view(-1, *([1] * (w.dim() - 1)))
-            w.copy_(torch.where(on, max_norm(w, c, dims=dims), w))
+            w.copy_(torch.where(on, max_norm(w, c, self.settings.max_norm_axis), w))
 
     def end_epoch(self) -> tuple[torch.Tensor, torch.Tensor]:
         return non_finite([*self.params.values(), *(

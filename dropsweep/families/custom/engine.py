@@ -32,7 +32,7 @@ from torch import nn
 from dropsweep.checkpoints import Unusable, expect_made
 from dropsweep.data import Dataset, scaling
 from dropsweep.errors import DropsweepError, SweepError
-from dropsweep.families.cnn.blocks import KERAS_EPSILON
+from dropsweep.families.cnn.blocks import max_norm
 from dropsweep.families.custom import dropout_rates
 from dropsweep.families.custom import resolve
 from dropsweep.families.custom.batched import BatchedEngine, unbatchable
@@ -97,20 +97,11 @@ def resolve_network(sweep: Sweep, input_shape: tuple[int, ...], n_classes: int,
     return Network(net, sites, constrained, tuple(input_shape), max(1, sum(sizes.values())))
 
 
-def _norm_dims(weight: torch.Tensor, axis: str) -> tuple[int, ...]:
-    """Keras's max-norm axis on a PyTorch-layout weight: a Linear's incoming weights per
-    unit; a conv kernel along its first spatial dimension (Keras axis 0) or per filter."""
-    if weight.dim() == 2 or axis == "filter":
-        return tuple(range(1, weight.dim()))
-    return (2,)
-
-
 @torch.no_grad()
 def constrain(weight: torch.Tensor, c: float, axis: str) -> None:
-    """Keras ``MaxNorm(c)``: ``w * clip(n, 0, c) / (eps + n)``, in place (the formula of
-    :func:`dropsweep.families.cnn.blocks.max_norm`, for any conv rank)."""
-    norms = weight.pow(2).sum(dim=_norm_dims(weight, axis), keepdim=True).sqrt()
-    weight.copy_(weight * norms.clamp(max=c) / (KERAS_EPSILON + norms))
+    """Keras ``MaxNorm(c)`` on one model's weight, in place: the batched formula of
+    :func:`dropsweep.families.cnn.blocks.max_norm` on a batch of one."""
+    weight.copy_(max_norm(weight[None], c, axis)[0])
 
 
 @dataclass(frozen=True)
