@@ -13,6 +13,11 @@ configurations on from that epoch, as new trials; the results are those of an un
 run on the same engine. A claim whose claimant died in turn is claimed again once its
 trials are no longer running. Files are deleted once their batch is recorded.
 
+A file belongs to one study (:class:`Owner`): its directory is keyed by the study's random
+id, and its header names the study's id, name, storage and experiment, and the batch, trials,
+configurations and seed it trains. A file that is not the study's is given back its name and
+left alone, never deleted; a study deletes only files it has read as its own.
+
 This module knows files and torch's serialisation, not Optuna: the runner decides, from
 the study, which files are resumable.
 """
@@ -54,14 +59,37 @@ _WRITTEN = re.compile(r"^(?P<batch>\d+)\.ckpt$")
 DEFAULT_EVERY = 300.0  # seconds: a few minutes of work at most is lost to a kill
 
 
-def study_dir(root: Path, study_name: str) -> Path:
-    """The study's own directory under ``root`` (a study name is any text: kept readable
-    where it is safe, with a digest so that two names never share a directory)."""
-    import hashlib
-
+def study_dir(root: Path, study_name: str, uid: str) -> Path:
+    """The study's own directory under ``root``, keyed by its id (two storages may each hold
+    a study of one name); the name is kept, where it is safe, for people to read."""
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", study_name)[:60]
-    digest = hashlib.sha256(study_name.encode()).hexdigest()[:12]
-    return root / f"{safe}-{digest}"
+    return root / f"{safe}-{re.sub(r'[^A-Za-z0-9]+', '_', uid)[:64]}"
+
+
+# What a checkpoint's owner fields are called in a refusal
+_OWNER_WORDS = {"study_uid": "study id", "study": "study name", "storage": "storage",
+                "sweep": "sweep"}
+
+
+@dataclass(frozen=True)
+class Owner:
+    """Whose checkpoints these are: the study's id and name, its storage (masked URL) and
+    the SHA-256 of its stored experiment. Every file carries them; a study takes (and
+    deletes) only a file whose owner is itself."""
+
+    study_uid: str
+    study: str
+    storage: str
+    sweep: str
+
+    def header(self) -> dict[str, str]:
+        return {"study_uid": self.study_uid, "study": self.study, "storage": self.storage,
+                "sweep": self.sweep}
+
+    def differences(self, payload: Mapping[str, Any]) -> list[str]:
+        """The owner fields of ``payload`` that are not this owner's, in words."""
+        return [_OWNER_WORDS[key] for key, value in self.header().items()
+                if payload.get(key) != value]
 
 
 def write_atomic(path: Path, payload: dict[str, Any]) -> None:
@@ -128,6 +156,20 @@ def claim(item: Found) -> Found | None:
     except FileNotFoundError:
         return None
     return Found(target, item.batch, token)
+
+
+def give_back(mine: Found, item: Found) -> None:
+    """Undo :func:`claim`: ``mine`` goes back to the name it had (``item``), never over a
+    file that has taken that name meanwhile (it then stays under the claim)."""
+    try:
+        os.link(mine.path, item.path)
+    except FileExistsError:
+        return
+    except OSError:  # a file system without hard links: a rename, which could replace
+        if not item.path.exists():
+            os.rename(mine.path, item.path)
+        return
+    os.unlink(mine.path)
 
 
 def age(item: Found) -> float:

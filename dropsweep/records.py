@@ -68,6 +68,9 @@ VALIDATION_ROWS = "validation_rows"
 STUDY_SCHEMA = "dropsweep_schema"  # int, how the study's sweep and trials are written
 # str, on a study: the directory its batches' checkpoints go to (every worker uses the same)
 CHECKPOINTS = "checkpoints"
+# str, on a study: its own random id (32 hex digits), set when dropsweep creates it (or first
+# needs it, for an older study): its checkpoint files are kept under it and carry it
+STUDY_UID = "dropsweep_uid"
 # int, on a trial: its batch, by the number of the batch's first trial (its checkpoint file)
 BATCH = "batch"
 # dict {"trial", "epoch", "claim"}, on a trial that went on from a checkpoint: the trial it

@@ -33,8 +33,9 @@ from dropsweep.results import record_batch
 from dropsweep.rows import best_first, better
 from dropsweep.space import Config, is_exhaustive, planned_configs, space_of
 from dropsweep.liveness import counts_toward_target
-from dropsweep.storage import GRACE_BEATS, heartbeat_seconds, mask_url
-from dropsweep.study import PRUNE_STARTUP_TRIALS, prepare_study, pruning_warmup, trial_seed
+from dropsweep.storage import GRACE_BEATS, heartbeat_seconds, mask_url, sqlite_path
+from dropsweep.study import (PRUNE_STARTUP_TRIALS, prepare_study, pruning_warmup,
+                             study_uid, sweep_fingerprint, trial_seed)
 from dropsweep.train import TrialResult
 from dropsweep.storage import trialio
 
@@ -230,12 +231,15 @@ def run_search(
     if folds.k == 1 and records.VALIDATION_ROWS not in study.user_attrs:
         study.set_user_attr(records.VALIDATION_ROWS, int(folds.n_test[0]))
     saves = checkpoint_root(study, storage_url, checkpoint_dir)
+    owner = checkpoints.Owner(study_uid(study), study.study_name, storage_name(storage_url),
+                              sweep_fingerprint(study.user_attrs[records.STUDY_SWEEP]))
     if events.on_start:
         events.on_start(summary)
     if fits < batch:
         events.notice(f"training {fits} trials at a time, not {batch}: more would not fit "
                       "in memory")
-    _Search(study, summary, sweep, folds, fits, events, stop, saves, checkpoint_every).run()
+    _Search(study, summary, sweep, folds, fits, events, stop, saves, checkpoint_every,
+            owner).run()
     summary.stopped_by = stop.signal
     _summarize(study, summary)
     return summary
@@ -248,6 +252,14 @@ def default_checkpoints(storage_url: str) -> Path:
 
     path = sqlite_path(storage_url)
     return (path.parent if path is not None else Path("results")).resolve() / "checkpoints"
+
+
+def storage_name(url: str) -> str:
+    """The storage as a checkpoint names its owner's: the masked URL, an SQLite file by its
+    absolute path (one file, whatever directory a worker runs in). Workers of one study give
+    it one URL (the same command): a file written under another spelling is refused."""
+    path = sqlite_path(url)
+    return mask_url(url) if path is None else f"sqlite:///{path.resolve()}"
 
 
 def checkpoint_root(study: optuna.Study, storage_url: str, given: str | Path | None) -> Path:
@@ -287,12 +299,18 @@ class _Search:
     def __init__(self, study: optuna.Study, summary: SearchSummary, sweep: Sweep,
                  folds: Folds, batch: int, events: SearchEvents, stop: StopFlag,
                  saves: Path | None = None,
-                 every: float = checkpoints.DEFAULT_EVERY) -> None:
+                 every: float = checkpoints.DEFAULT_EVERY,
+                 owner: checkpoints.Owner | None = None) -> None:
         self.study, self.summary, self.sweep, self.folds = study, summary, sweep, folds
         self.batch, self.events, self.stop = batch, events, stop
         # the study's checkpoint files (None: no checkpoints), under the recorded root
-        self.root, self.every = saves, every
-        self.saves = None if saves is None else checkpoints.study_dir(saves, study.study_name)
+        self.root, self.every, self.owner = saves, every, owner
+        self.saves = None
+        if saves is not None:
+            assert owner is not None, "checkpoints need their owner"
+            self.saves = checkpoints.study_dir(saves, study.study_name, owner.study_uid)
+        # checkpoint files this worker found to be another study's: never looked at again
+        self.passed: set[str] = set()
         self.warmup = pruning_warmup(sweep.train.epochs, sweep.train.eval_every)
         self.space, self.planned = space_of(sweep), planned_configs(sweep)
         self.seconds = heartbeat_seconds()
@@ -450,7 +468,7 @@ class _Search:
         """A batch whose trials were killed or stopped, claimed from its last checkpoint,
         with new trials that go on from it (None in the places of trials already recorded
         for good: pruned or diverged before the stop); None when there is none. A file
-        whose batch was recorded after all is deleted."""
+        whose batch was recorded after all is deleted, once it is known to be this study's."""
         assert self.saves is not None
         by_batch: dict[int, list[FrozenTrial]] = {}
         by_claim: dict[str, list[FrozenTrial]] = {}
@@ -460,32 +478,23 @@ class _Search:
             went_on = t.user_attrs.get(records.RESUMED)
             if isinstance(went_on, dict) and went_on.get("claim"):
                 by_claim.setdefault(str(went_on["claim"]), []).append(t)
+        by_number = {t.number: t for t in trials}
         grace = GRACE_BEATS * self.seconds
         for item in checkpoints.found(self.saves):
+            if item.path.name in self.passed:
+                continue  # another study's
             members = by_claim.get(item.token, []) if item.token else by_batch.get(item.batch, [])
-            if members and all(counts_toward_target(t) for t in members):
-                checkpoints.remove(item.path)  # all recorded after all: nothing to go on from
-                continue
-            if any(not t.state.is_finished() for t in members):
+            recorded = bool(members) and all(counts_toward_target(t) for t in members)
+            if not recorded and any(not t.state.is_finished() for t in members):
                 continue  # still training somewhere
             if not members and (item.token is None or checkpoints.age(item) < grace):
                 continue  # a claimant that may still be making its trials
-            mine = checkpoints.claim(item)
-            if mine is None:
-                continue  # another worker took it a moment ago
-            try:
-                payload = checkpoints.read(mine.path)
-                by_number = {t.number: t for t in trials}
-                missing = [n for n in payload["trials"] if n not in by_number]
-                if missing:
-                    raise checkpoints.Unusable(f"it names trials {missing} this study lacks")
-            except Exception as exc:  # noqa: BLE001 - a file that cannot be read is dropped
-                if isinstance(exc, (OSError, StorageFailure)) and not isinstance(
-                        exc, checkpoints.Unusable):
-                    raise  # the disk or the storage, not the file: it stays claimable
-                self.events.notice(f"checkpoint {mine.path} cannot be used ({exc}); its "
-                                   "configurations are asked again")
-                checkpoints.remove(mine.path)
+            taken = self._take(item, by_number)
+            if taken is None:
+                continue
+            mine, payload = taken
+            if recorded:
+                checkpoints.remove(mine.path)  # all recorded after all: nothing to go on from
                 continue
             asked = self._go_on(payload, by_number, mine)
             if all(trial is None for trial, _ in asked):
@@ -493,6 +502,37 @@ class _Search:
                 continue
             return asked, _Resumed(mine, payload, int(payload["seed"]))
         return None
+
+    def _take(self, item: checkpoints.Found, by_number: dict[int, FrozenTrial]
+              ) -> tuple[checkpoints.Found, dict[str, Any]] | None:
+        """``item`` claimed and read: (the claim, what it holds) when it is this study's.
+        None when another worker took it first; when it cannot be read (dropped, with one
+        line); or when it is another study's: given back its name, left alone and passed
+        over from now on, with one line naming the file and what is not this study's."""
+        assert self.owner is not None
+        mine = checkpoints.claim(item)
+        if mine is None:
+            return None  # another worker took it a moment ago
+        try:
+            payload = checkpoints.read(mine.path)
+        except checkpoints.Unusable as exc:
+            self.events.notice(f"checkpoint {mine.path} cannot be used ({exc}); its "
+                               "configurations are asked again")
+            checkpoints.remove(mine.path)
+            return None
+        differ = [*self.owner.differences(payload),
+                  *_header_differences(payload, item.batch, by_number)]
+        if differ:
+            checkpoints.give_back(mine, item)
+            self.passed.add(item.path.name)
+            words = ", ".join(differ[:-1]) + (" and " if len(differ) > 1 else "") + differ[-1]
+            self.events.notice(
+                f"checkpoint {item.path} is not this study's: its {words} "
+                f"{'differ' if len(differ) > 1 else 'differs'} from study "
+                f"'{self.owner.study}' in {self.owner.storage}; left where it is, and "
+                "nothing goes on from it")
+            return None
+        return mine, payload
 
     def _go_on(self, payload: dict[str, Any], old: dict[int, FrozenTrial],
                claim: checkpoints.Found) -> list[tuple[optuna.Trial | None, Config]]:
@@ -567,10 +607,10 @@ class _Search:
         with trialio.holding(self.study):
             for trial in trials:
                 trialio.set_user_attrs(trial, {records.BATCH: first})
-        assert self.saves is not None
+        assert self.saves is not None and self.owner is not None
         return checkpoints.Saver(
             self.saves / f"{first}{checkpoints.SUFFIX}",
-            {"study": self.study.study_name, "trials": [t.number for t in trials],
+            {**self.owner.header(), "batch": first, "trials": [t.number for t in trials],
              "configs": [dict(c) for c in configs], "seed": seed},
             self.every, first=lambda: record_checkpoints(self.study, self.root),
             on_error=self.events.notice)
@@ -592,12 +632,12 @@ class _Search:
         # as _ask_batch stored it (a resumed batch: the stream it continues)
         seed = resumed.seed if resumed else trial_seed(sweep.search.seed, first)
         saver = None
-        if self.saves is not None:
+        if self.saves is not None and self.owner is not None:
             numbers = [resumed.state["trials"][i] if t is None else t.number  # type: ignore[union-attr]
                        for i, t in enumerate(trials)]
             saver = checkpoints.Saver(
                 self.saves / f"{first}{checkpoints.SUFFIX}",
-                {"study": study.study_name, "trials": numbers,
+                {**self.owner.header(), "batch": first, "trials": numbers,
                  "configs": [dict(config) for _, config in asked], "seed": seed},
                 self.every, resumed=resumed.claim.path if resumed else None,
                 first=lambda: record_checkpoints(study, self.root),
@@ -757,6 +797,34 @@ class _Ahead:
         if self.error is not None:
             raise self.error
         return self.asked
+
+
+def _header_differences(payload: dict[str, Any], batch: int,
+                        by_number: dict[int, FrozenTrial]) -> list[str]:
+    """What of a checkpoint's batch, trials, configurations and seed the study does not
+    hold, in words: its batch is the file's (``batch``), and each trial it names exists,
+    with that seed, that configuration and that batch — or, a place recorded for good
+    before the batch went on from a checkpoint, an earlier trial."""
+    trials, configs, seed = payload.get("trials"), payload.get("configs"), payload.get("seed")
+    if payload.get("batch") != batch or not isinstance(trials, list) or not trials:
+        return ["batch"]
+    if not all(type(n) is int and n in by_number for n in trials):
+        return ["trials"]
+    if (not isinstance(configs, list) or len(configs) != len(trials)
+            or not all(isinstance(c, dict) for c in configs)):
+        return ["configurations"]
+    out = []
+    for number, config in zip(trials, configs):
+        t = by_number[number]
+        if t.user_attrs.get(records.CONFIG) != config and "configurations" not in out:
+            out.append("configurations")
+        if (type(seed) is not int or t.user_attrs.get(records.SEED) != seed) \
+                and "seed" not in out:
+            out.append("seed")
+        if t.user_attrs.get(records.BATCH) != batch and not (
+                number < batch and counts_toward_target(t)) and "batch" not in out:
+            out.append("batch")
+    return out
 
 
 def _taken_notice(what: str, count: int, seconds: int) -> str:
