@@ -38,17 +38,22 @@ import torch
 from dropsweep.fetch import replace_atomically
 
 class Unusable(Exception):
-    """This checkpoint cannot continue here (another engine's, another device's, or
-    unreadable): its configurations train from the start."""
+    """This checkpoint cannot continue here (unreadable, or not what its batch would hold):
+    its configurations train from the start."""
+
+
+class Elsewhere(Unusable):
+    """A sound checkpoint made by another engine, kind of device or form: its random
+    streams and sums differ from this worker's, so the batch trains from the start here."""
 
 
 def expect_made(state: Mapping[str, Any], family: str, device: str, form: str) -> None:
-    """Refuse (:class:`Unusable`) a batch state made by another family, kind of device or
+    """Refuse (:class:`Elsewhere`) a batch state made by another family, kind of device or
     form: their random streams and sums differ, so it would not go on as it began."""
     made = (state.get("family"), state.get("device"), state.get("form"))
     if made != (family, device, form):
-        raise Unusable(f"a checkpoint of {made} cannot continue as "
-                       f"({family!r}, {device!r}, {form!r})")
+        raise Elsewhere(f"a checkpoint of {made} cannot continue as "
+                        f"({family!r}, {device!r}, {form!r})")
 
 
 SUFFIX = ".ckpt"

@@ -285,6 +285,7 @@ class _Resumed:
     claim: checkpoints.Found
     state: dict[str, Any]
     seed: int
+    fresh: bool = False  # its state cannot be gone on from: the batch trains from the start
 
 
 class _Search:
@@ -496,12 +497,32 @@ class _Search:
             if recorded:
                 checkpoints.remove(mine.path)  # all recorded after all: nothing to go on from
                 continue
-            asked = self._go_on(payload, by_number, mine)
+            fresh = not self._sound(item, payload)
+            asked = self._go_on(payload, by_number, mine, fresh)
             if all(trial is None for trial, _ in asked):
                 checkpoints.remove(mine.path)  # every place recorded: nothing to go on with
                 continue
-            return asked, _Resumed(mine, payload, int(payload["seed"]))
+            return asked, _Resumed(mine, payload, int(payload["seed"]), fresh)
         return None
+
+    def _sound(self, item: checkpoints.Found, payload: dict[str, Any]) -> bool:
+        """Whether the batch can go on from the state in ``payload`` (the study's own,
+        :meth:`_take`): every field checked against the batch it names before any trial is
+        made for it. If not, one line says why and the batch trains from the start, with
+        its seed: to the numbers it would have had."""
+        configs = [Config(values) for values in payload["configs"]]
+        try:
+            self.sweep.family.check_resume(configs, self.folds, self.sweep,
+                                           int(payload["seed"]), payload["state"])
+        except checkpoints.Elsewhere as exc:
+            self.events.notice(f"checkpoint {item.path} cannot continue here ({exc}): its "
+                               "configurations train from the start")
+            return False
+        except checkpoints.Unusable as exc:
+            self.events.notice(f"checkpoint {item.path} cannot be used ({exc}): its "
+                               "configurations train from the start")
+            return False
+        return True
 
     def _take(self, item: checkpoints.Found, by_number: dict[int, FrozenTrial]
               ) -> tuple[checkpoints.Found, dict[str, Any]] | None:
@@ -535,14 +556,16 @@ class _Search:
         return mine, payload
 
     def _go_on(self, payload: dict[str, Any], old: dict[int, FrozenTrial],
-               claim: checkpoints.Found) -> list[tuple[optuna.Trial | None, Config]]:
+               claim: checkpoints.Found, fresh: bool = False
+               ) -> list[tuple[optuna.Trial | None, Config]]:
         """New RUNNING trials for a checkpointed batch, in its order: each with its
         predecessor's parameters, role and configuration, the learning curve up to the
-        checkpoint (the pruner sees the whole curve), and where it went on from; None where
-        the predecessor was recorded for good. Any failure gives back what it made."""
+        checkpoint (the pruner sees the whole curve; ``fresh``: none, the batch trains
+        from the start), and where it went on from; None where the predecessor was recorded
+        for good. Any failure gives back what it made."""
         asked: list[tuple[optuna.Trial | None, Config]] = []
         try:
-            self._make_trials(payload, old, claim, asked)
+            self._make_trials(payload, old, claim, asked, fresh)
         except BaseException:
             for trial, _ in asked:  # none may stay RUNNING with no one training it
                 if trial is not None:
@@ -553,13 +576,14 @@ class _Search:
 
     def _make_trials(self, payload: dict[str, Any], old: dict[int, FrozenTrial],
                      claim: checkpoints.Found,
-                     asked: list[tuple[optuna.Trial | None, Config]]) -> None:
+                     asked: list[tuple[optuna.Trial | None, Config]], fresh: bool) -> None:
         study = self.study
         storage = study._storage  # noqa: SLF001 - a RUNNING trial from a template
-        epoch = int(payload["state"]["epoch"])
+        epoch = 0 if fresh else int(payload["state"]["epoch"])
+        results = ([{"curve": []}] * len(payload["trials"]) if fresh
+                   else payload["state"]["results"])
         made: list[tuple[optuna.Trial, FrozenTrial]] = []
-        for number, values, result in zip(payload["trials"], payload["configs"],
-                                           payload["state"]["results"]):
+        for number, values, result in zip(payload["trials"], payload["configs"], results):
             before = old[number]
             if counts_toward_target(before):  # recorded for good before the stop
                 asked.append((None, Config(values)))
@@ -719,7 +743,7 @@ class _Search:
                 for result in trained.values():  # record_batch gives each 1/len(asked)
                     result.wall_time *= len(asked) / len(todo)
                 return [trained.get(i, TrialResult()) for i in part]  # lost: not recorded
-            if resumed is None:
+            if resumed is None or resumed.fresh:
                 return go(None)
             try:
                 return go(resumed.state["state"])

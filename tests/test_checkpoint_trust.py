@@ -156,3 +156,223 @@ def test_a_study_has_one_random_id_and_an_old_study_gets_one_when_it_needs_it(tm
     old = optuna.create_study(study_name="old", storage=f"sqlite:///{tmp_path}/c.db")
     first = study_uid(old)
     assert first and study_uid(old) == first == old.user_attrs[records.STUDY_UID]
+
+
+# ----------------------------------------------------------------------------- item 2
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory: pytest.TempPathFactory):
+    """A search stopped after its checkpoint of epoch 3 (a copy of its storage and of the
+    file, to start each case from), and the numbers of the same search never stopped."""
+    import sqlite3
+
+    where = tmp_path_factory.mktemp("pristine")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DROPSWEEP_DATA_DIR", str(Path(__file__).resolve().parents[1].parent
+                                            / "shared" / "data"))
+        written = stopped_with_a_checkpoint(where / "x.db")
+        plain = complete(search(where / "plain.db", checkpoint_every=0))
+    saved = where / "saved.db"
+    with sqlite3.connect(where / "x.db") as src, sqlite3.connect(saved) as dst:
+        src.backup(dst)
+    assert len(plain) == 3 and checkpoints.read(written)["state"]["epoch"] == 3
+    return where, written, written.read_bytes(), saved, plain
+
+
+def restored(pristine) -> tuple[Path, Path]:
+    """The stopped search as it was left: its storage and its one checkpoint file."""
+    import sqlite3
+
+    where, written, data, saved, _ = pristine
+    for leftover in where.glob("x.db*"):
+        leftover.unlink()
+    with sqlite3.connect(saved) as src, sqlite3.connect(where / "x.db") as dst:
+        src.backup(dst)
+    shutil.rmtree(where / "checkpoints")
+    written.parent.mkdir(parents=True)
+    written.write_bytes(data)
+    return where / "x.db", written
+
+
+def shrink(t: torch.Tensor) -> torch.Tensor:
+    return t[..., :-1].clone()
+
+
+def _tensors(state, change):
+    state["engine"]["tensors"] = [change(t) if i == 1 else t
+                                  for i, t in enumerate(state["engine"]["tensors"])]
+
+
+LIES = {
+    "an epoch beyond the sweep's": lambda s: s.update(epoch=10**9),
+    "epoch 0": lambda s: s.update(epoch=0),
+    "the last epoch": lambda s: s.update(epoch=6),
+    "an epoch that is not a whole number": lambda s: s.update(epoch=2.5),
+    "a time that is not finite": lambda s: s.update(elapsed=float("nan")),
+    "a negative time": lambda s: s.update(elapsed=-1.0),
+    "a result too few": lambda s: s["results"].pop(),
+    "a result without its curve": lambda s: s["results"][0].pop("curve"),
+    "a curve beyond the epoch": lambda s: s["results"][1]["curve"].append([5, 0.5]),
+    "an accuracy that is not one": lambda s: s["results"][1]["curve"][0].__setitem__(1, 7.0),
+    "no results at all": lambda s: s.pop("results"),
+    "a shrunk tensor": lambda s: _tensors(s, shrink),
+    "a tensor of another type": lambda s: _tensors(s, lambda t: t.double()),
+    "a per-model tensor a model short": lambda s: s["engine"].update(lr=s["engine"]["lr"][1:]),
+    "a trial out of range": lambda s: s["engine"]["trial_of"].__setitem__(0, 9),
+    "a trial still training though its result says pruned":
+        lambda s: s["results"][0].update(pruned=True),
+    "a key missing from the engine": lambda s: s["engine"].pop("masks"),
+    "an engine that is not a mapping": lambda s: s.update(engine=[1, 2]),
+}
+
+
+@pytest.mark.parametrize("lie", list(LIES))
+def test_a_checkpoint_that_lies_about_any_field_is_refused_before_anything_is_recorded(
+        pristine, lie):
+    """Issue 24, items 2 and 5: an otherwise real checkpoint of the study with one field
+    that cannot be the batch's (an epoch of 10**9, a shrunk tensor, a result too few, ...):
+    refused in one line before a trial is made, and the batch's configurations train from
+    the start, to exactly the numbers of a search never stopped."""
+    SUITE["hostile checkpoints"] += 1
+    db, written = restored(pristine)
+    payload = torch.load(written, weights_only=True)
+    LIES[lie](payload["state"])
+    checkpoints.write_atomic(written, payload)
+    notes: list[str] = []
+    study = search(db, notes=notes, checkpoint_every=1e-9)
+    said = [n for n in notes if written.name in n]
+    assert len(said) == 1 and "train from the start" in said[0], notes
+    went_on = [t.user_attrs[records.RESUMED] for t in study.trials
+               if records.RESUMED in t.user_attrs]
+    assert sorted(r["trial"] for r in went_on) == [0, 1, 2]
+    assert {r["epoch"] for r in went_on} == {0}  # from the start, not from the lie
+    assert all(not t.intermediate_values or min(t.intermediate_values) == 1
+               for t in study.trials)
+    assert complete(study) == pristine[4]
+
+
+class Every:
+    """A checkpointer that is always due and keeps every state it is given."""
+
+    def __init__(self) -> None:
+        self.states: list[dict] = []
+
+    def due(self) -> bool:
+        return True
+
+    def __call__(self, state: dict) -> None:
+        self.states.append(state)
+
+
+def _mlp_case(engine: str):
+    from dropsweep.families.mlp import config as mlp_config
+    from dropsweep.protocols import make_folds
+
+    from test_checkpoints import data
+
+    sweep = build_sweep(parse_sweep_text(
+        "name: m\nmodel: {hidden: [6, 4]}\ntrain: {epochs: 4, batch_size: 8, eval_every: 1}\n"
+        "cv: {folds: 3}\n", "m.yaml"))
+    configs = [mlp_config("both", 0.2, 0.4, 0.05, 0.9, 2.0), mlp_config("input", 0.3),
+               mlp_config("hidden", 0.0, 0.5, optimizer="adam" if engine == "torch"
+                          else "sgd", learning_rate=0.01)]
+    return sweep, configs, make_folds(*data(), 3, seed=0), engine
+
+
+def _cnn_case(engine: str):
+    from dropsweep.families.cnn import config as cnn_config
+
+    from test_cnn_family import small_folds
+
+    sweep = build_sweep(parse_sweep_text(
+        "name: c\ndata: {dataset: digits, scale: unit}\n"
+        "model: {family: cnn, conv: [4], dense: [6], padding: same}\n"
+        "train: {epochs: 4, batch_size: 33, eval_every: 1}\n"
+        "eval: {protocol: holdout, validation: 0.2, test: 0.2}\n", "c.yaml"))
+    configs = [cnn_config("all", input_rate=0.2, conv_rate=0.3, spatial=True,
+                          dense_rate=0.5), cnn_config("dense", dense_rate=0.4),
+               cnn_config()]
+    return sweep, configs, small_folds(), engine
+
+
+def _custom_case(engine: str):
+    from test_custom_family import config as custom_config
+    from test_custom_family import small_folds, sweep_of as custom_sweep
+
+    sweep = custom_sweep("{family: custom, module: 'custom_modules.nets:cnn'}", epochs=4)
+    configs = [custom_config("site_3", site_3_rate=0.3), custom_config(),
+               custom_config("site_3", "adam", 0.003, 0.0, site_3_rate=0.5)]
+    return sweep, configs, small_folds(), engine
+
+
+def _kernel() -> bool:
+    from dropsweep.families.mlp import kernel
+
+    return kernel.load() is not None
+
+
+CASES = {"mlp-torch": lambda: _mlp_case("torch"), "mlp-c": lambda: _mlp_case("c"),
+         "cnn": lambda: _cnn_case("auto"), "custom-loop": lambda: _custom_case("loop"),
+         "custom-batched": lambda: _custom_case("batched")}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_every_family_checks_a_saved_state_against_a_fresh_engine_of_its_batch(case):
+    """The family-level check a resume makes before it makes a trial: a state the batch
+    really saved (one trial pruned, so fewer models than configurations) passes; the same
+    state with one weight shrunk, one model short, or the wrong models still training is
+    refused in words, and another engine's or form's is said to be made elsewhere."""
+    SUITE["hostile checkpoints"] += 1
+    if case == "mlp-c" and not _kernel():
+        pytest.skip("the C kernel is not available here")
+    sweep, configs, folds, engine = CASES[case]()
+    saver = Every()
+    sweep.family.train(configs, folds, sweep, 3, save=saver, engine=engine,
+                       on_checkpoint=lambda epoch, acc: [1] if epoch == 1 else [])
+    state = saver.states[1]  # after epoch 2, the second trial pruned at epoch 1
+
+    def check(resume, on=engine):
+        sweep.family.check_resume(configs, folds, sweep, 3, resume, engine=on)
+
+    check(state)
+    tensors = [(path, t) for path, t in _leaves(state["engine"]) if t.dim() > 1]
+    path, weight = tensors[-1]
+    with pytest.raises(checkpoints.Unusable, match="not this batch's") as err:
+        check(_replaced(state, path, weight[..., :-1].clone()))
+    assert not isinstance(err.value, checkpoints.Elsewhere)
+    with pytest.raises(checkpoints.Unusable, match="not this batch's|still training"):
+        check(_replaced(state, ("trial_of",), state["engine"]["trial_of"][1:]))
+    lied = {**state, "results": [dict(r) for r in state["results"]]}
+    lied["results"][1].update(pruned=False, epochs=2)  # says the pruned trial still trains
+    with pytest.raises(checkpoints.Unusable, match="not this batch's|still training"):
+        check(lied)
+    other = {"mlp-torch": None, "mlp-c": "torch", "cnn": None, "custom-loop": "batched",
+             "custom-batched": "loop"}[case]
+    if other and (other != "c" or _kernel()):
+        with pytest.raises(checkpoints.Elsewhere):
+            check(state, other)
+
+
+def _leaves(value, path=()):
+    """(path, tensor) of every tensor in a nested state."""
+    if isinstance(value, torch.Tensor):
+        yield path, value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _leaves(item, (*path, key))
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            yield from _leaves(item, (*path, i))
+
+
+def _replaced(state, path, tensor):
+    """``state`` with the engine's tensor at ``path`` replaced (the rest shared)."""
+    import copy
+
+    engine = copy.deepcopy(state["engine"])
+    where = engine
+    for key in path[:-1]:
+        where = where[key]
+    where[path[-1]] = tensor
+    return {**state, "engine": engine}
