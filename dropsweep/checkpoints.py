@@ -26,9 +26,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pickle
 import re
 import time
 import uuid
+import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
@@ -57,6 +60,7 @@ def expect_made(state: Mapping[str, Any], family: str, device: str, form: str) -
 
 
 SUFFIX = ".ckpt"
+UNUSABLE = ".unusable"  # a file set aside: never read again, never deleted
 TMP_PREFIX = ".tmp-"
 STALE_TMP = 3600.0  # seconds: a temporary file this old was left by a kill mid-write
 _CLAIMED = re.compile(r"^(?P<batch>\d+)\.ckpt\.claimed-(?P<token>[0-9a-f]{32})$")
@@ -104,15 +108,42 @@ def write_atomic(path: Path, payload: dict[str, Any]) -> None:
                        suffix=SUFFIX, durable=True)
 
 
+_ZIP = b"PK\x03\x04"  # how every file torch.save writes (its zip format) begins
+_PICKLE = b"\x80"  # how a pickle (protocol 2 on) begins, torch.save's legacy format too
+
+
 def read(path: Path) -> dict[str, Any]:
-    """A checkpoint, loaded weights-only: tensors and plain data, never code; a file that is
-    not one raises :class:`Unusable`."""
+    """A checkpoint, loaded weights-only: tensors and plain data, never code. A file that
+    is not one raises :class:`Unusable` saying why in a few words (not torch's paragraph):
+    empty, truncated, not written by torch.save, or a pickle refused unread."""
+    size = path.stat().st_size  # OSError: the disk, not the file
+    if size == 0:
+        raise Unusable("the file is empty")
+    with open(path, "rb") as f:
+        head = f.read(len(_ZIP))
+    if head == _ZIP and not zipfile.is_zipfile(path):
+        raise Unusable(f"the file is truncated ({size} bytes of a torch.save archive)")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # its doubts about a file are said below, in words
+            warnings.simplefilter("ignore", UserWarning)
+            payload = torch.load(path, map_location="cpu", weights_only=True)
     except OSError:
-        raise  # the disk, not the file
-    except Exception as exc:  # noqa: BLE001 - a refused global, a torn or foreign file
-        raise Unusable(f"not a checkpoint: {str(exc).splitlines()[0][:200]}") from exc
+        raise
+    except pickle.UnpicklingError as exc:  # torch's weights-only unpickler said no
+        if head == _ZIP:
+            named = re.search(r"GLOBAL (\S+)", str(exc))
+            what = "objects other than tensors and plain data" + (
+                f" ({named[1]})" if named else "")
+        elif head[:1] == _PICKLE:
+            what = "a pickle that torch.save did not write"
+        else:
+            raise Unusable("it is not a file torch.save wrote") from exc
+        raise Unusable(f"it holds {what}: refused unread, since loading it could run "
+                       "code") from exc
+    except EOFError as exc:
+        raise Unusable(f"the file is truncated ({size} bytes)") from exc
+    except Exception as exc:  # noqa: BLE001 - a torn or foreign file, in torch's words
+        raise Unusable("it is not a file torch.save wrote") from exc
     if not isinstance(payload, dict) or not {"trials", "configs", "seed", "state"} <= set(
             payload):
         raise Unusable("not a checkpoint: its header is missing")
@@ -175,6 +206,17 @@ def give_back(mine: Found, item: Found) -> None:
             os.rename(mine.path, item.path)
         return
     os.unlink(mine.path)
+
+
+def set_aside(mine: Found, item: Found) -> Path:
+    """Put a claimed file that cannot be used out of every worker's way for good: renamed
+    ``<the name it was found under>.unusable`` beside it (never looked at again, never
+    deleted: its owner may want to see it); its new path."""
+    aside = item.path.with_name(item.path.name + UNUSABLE)
+    if aside.exists():
+        aside = aside.with_name(f"{aside.name}-{mine.token}")
+    os.rename(mine.path, aside)
+    return aside
 
 
 def age(item: Found) -> float:

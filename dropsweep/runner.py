@@ -286,6 +286,7 @@ class _Resumed:
     state: dict[str, Any]
     seed: int
     fresh: bool = False  # its state cannot be gone on from: the batch trains from the start
+    retire: bool = True  # the file is superseded by the batch's own (not one set aside)
 
 
 class _Search:
@@ -497,19 +498,24 @@ class _Search:
             if recorded:
                 checkpoints.remove(mine.path)  # all recorded after all: nothing to go on from
                 continue
-            fresh = not self._sound(item, payload)
-            asked = self._go_on(payload, by_number, mine, fresh)
+            sound = self._sound(item, mine, payload)
+            asked = self._go_on(payload, by_number, mine, fresh=sound != "sound")
             if all(trial is None for trial, _ in asked):
-                checkpoints.remove(mine.path)  # every place recorded: nothing to go on with
+                if sound != "aside":
+                    checkpoints.remove(mine.path)  # every place recorded: nothing to go on with
                 continue
-            return asked, _Resumed(mine, payload, int(payload["seed"]), fresh)
+            return asked, _Resumed(mine, payload, int(payload["seed"]), sound != "sound",
+                                   retire=sound != "aside")
         return None
 
-    def _sound(self, item: checkpoints.Found, payload: dict[str, Any]) -> bool:
+    def _sound(self, item: checkpoints.Found, mine: checkpoints.Found,
+               payload: dict[str, Any]) -> str:
         """Whether the batch can go on from the state in ``payload`` (the study's own,
-        :meth:`_take`): every field checked against the batch it names before any trial is
-        made for it. If not, one line says why and the batch trains from the start, with
-        its seed: to the numbers it would have had."""
+        :meth:`_take`), every field checked against the batch it names before any trial is
+        made for it: "sound"; "elsewhere", made by another engine, device or form; "aside",
+        not what the batch would hold (the file is set aside). If not sound, one line says
+        why and the batch trains from the start, with its seed: to the numbers it would
+        have had."""
         configs = [Config(values) for values in payload["configs"]]
         try:
             self.sweep.family.check_resume(configs, self.folds, self.sweep,
@@ -517,12 +523,13 @@ class _Search:
         except checkpoints.Elsewhere as exc:
             self.events.notice(f"checkpoint {item.path} cannot continue here ({exc}): its "
                                "configurations train from the start")
-            return False
+            return "elsewhere"
         except checkpoints.Unusable as exc:
-            self.events.notice(f"checkpoint {item.path} cannot be used ({exc}): its "
-                               "configurations train from the start")
-            return False
-        return True
+            aside = checkpoints.set_aside(mine, item)
+            self.events.notice(f"checkpoint {item.path} cannot be used ({exc}): set aside "
+                               f"as {aside.name}; its configurations train from the start")
+            return "aside"
+        return "sound"
 
     def _take(self, item: checkpoints.Found, by_number: dict[int, FrozenTrial]
               ) -> tuple[checkpoints.Found, dict[str, Any]] | None:
@@ -537,9 +544,9 @@ class _Search:
         try:
             payload = checkpoints.read(mine.path)
         except checkpoints.Unusable as exc:
-            self.events.notice(f"checkpoint {mine.path} cannot be used ({exc}); its "
-                               "configurations are asked again")
-            checkpoints.remove(mine.path)
+            aside = checkpoints.set_aside(mine, item)
+            self.events.notice(f"checkpoint {item.path} cannot be used ({exc}): set aside "
+                               f"as {aside.name}; its configurations train from the start")
             return None
         differ = [*self.owner.differences(payload),
                   *_header_differences(payload, item.batch, by_number)]
@@ -663,7 +670,8 @@ class _Search:
                 self.saves / f"{first}{checkpoints.SUFFIX}",
                 {**self.owner.header(), "batch": first, "trials": numbers,
                  "configs": [dict(config) for _, config in asked], "seed": seed},
-                self.every, resumed=resumed.claim.path if resumed else None,
+                self.every,
+                resumed=resumed.claim.path if resumed and resumed.retire else None,
                 first=lambda: record_checkpoints(study, self.root),
                 on_error=self.events.notice)
         # the checkpointers of the attempts: the batch's, then (out of memory) each half's own

@@ -250,6 +250,9 @@ def test_a_checkpoint_that_lies_about_any_field_is_refused_before_anything_is_re
     assert all(not t.intermediate_values or min(t.intermediate_values) == 1
                for t in study.trials)
     assert complete(study) == pristine[4]
+    # set aside for good, beside where it was: never read again, never deleted
+    assert [p.name for p in written.parent.iterdir()] == ["0.ckpt.unusable"]
+    assert "set aside as 0.ckpt.unusable" in said[0]
 
 
 class Every:
@@ -376,3 +379,62 @@ def _replaced(state, path, tensor):
         where = where[key]
     where[path[-1]] = tensor
     return {**state, "engine": engine}
+
+
+def _refused_pickle(path: Path) -> None:
+    import pickle
+
+    class Boom:
+        def __reduce__(self):
+            return (print, ("this ran",))
+
+    torch.save({"trials": [0], "configs": [{}], "seed": 1, "state": Boom()}, path,
+               pickle_module=pickle)
+
+
+def _raw_pickle(path: Path) -> None:
+    import pickle
+
+    path.write_bytes(pickle.dumps({"trials": [0, 1, 2], "configs": [], "seed": 1}))
+
+
+UNREADABLE = {
+    "empty": (lambda p: p.write_bytes(b""), "the file is empty"),
+    "truncated": (lambda p: p.write_bytes(p.read_bytes()[:5000]), "the file is truncated"),
+    "not torch's": (lambda p: p.write_bytes(b"not a checkpoint at all"),
+                    "it is not a file torch.save wrote"),
+    "a refused pickle": (_refused_pickle, "it holds objects other than tensors and plain "
+                         "data (print): refused unread, since loading it could run code"),
+    "a raw pickle": (_raw_pickle, "it holds a pickle that torch.save did not write: "
+                     "refused unread, since loading it could run code"),
+    "no header": (lambda p: torch.save({"state": {}}, p),
+                  "not a checkpoint: its header is missing"),
+}
+
+
+@pytest.mark.parametrize("kind", list(UNREADABLE))
+def test_a_checkpoint_that_cannot_be_read_is_set_aside_in_one_line_and_never_wedges(
+        pristine, kind, capsys):
+    """Issue 24, item 5: an empty, truncated, foreign or refused file in the place of the
+    stopped batch's checkpoint is said in dropsweep's own words (not torch's paragraph),
+    set aside as ``0.ckpt.unusable`` (never read again, never deleted), and the search goes
+    on to its target; run again, it does not trip on it again."""
+    SUITE["hostile checkpoints"] += 1
+    db, written = restored(pristine)
+    spoil, reason = UNREADABLE[kind]
+    spoil(written)
+    spoiled = written.read_bytes()
+    notes: list[str] = []
+    study = search(db, notes=notes, checkpoint_every=1e-9)
+    said = [n for n in notes if written.name in n]
+    assert said == [f"checkpoint {written} cannot be used ({reason}): set aside as "
+                    "0.ckpt.unusable; its configurations train from the start"] or (
+        kind == "truncated" and len(said) == 1 and reason in said[0]), notes
+    assert "Weights only" not in said[0] and "index out of range" not in said[0]
+    assert [p.name for p in written.parent.iterdir()] == ["0.ckpt.unusable"]
+    assert (written.parent / "0.ckpt.unusable").read_bytes() == spoiled
+    assert sorted(t.state.name for t in study.trials).count("COMPLETE") == 3
+    assert "this ran" not in capsys.readouterr().out
+    again: list[str] = []
+    search(db, notes=again, checkpoint_every=1e-9)
+    assert not [n for n in again if "0.ckpt" in n]
