@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import pickle
 import re
 import time
 import uuid
@@ -109,13 +108,14 @@ def write_atomic(path: Path, payload: dict[str, Any]) -> None:
 
 
 _ZIP = b"PK\x03\x04"  # how every file torch.save writes (its zip format) begins
-_PICKLE = b"\x80"  # how a pickle (protocol 2 on) begins, torch.save's legacy format too
+# how Python-serialised data (protocol 2 on) begins, torch.save's legacy format too
+_SERIALISED = b"\x80"
 
 
 def read(path: Path) -> dict[str, Any]:
     """A checkpoint, loaded weights-only: tensors and plain data, never code. A file that
     is not one raises :class:`Unusable` saying why in a few words (not torch's paragraph):
-    empty, truncated, not written by torch.save, or a pickle refused unread."""
+    empty, truncated, not written by torch.save, or refused unread (it would run code)."""
     size = path.stat().st_size  # OSError: the disk, not the file
     if size == 0:
         raise Unusable("the file is empty")
@@ -129,21 +129,21 @@ def read(path: Path) -> dict[str, Any]:
             payload = torch.load(path, map_location="cpu", weights_only=True)
     except OSError:
         raise
-    except pickle.UnpicklingError as exc:  # torch's weights-only unpickler said no
+    except EOFError as exc:
+        raise Unusable(f"the file is truncated ({size} bytes)") from exc
+    except Exception as exc:  # noqa: BLE001 - a torn, foreign or refused file
+        if type(exc).__name__ != "UnpicklingError":  # torch's weights-only loader said no
+            raise Unusable("it is not a file torch.save wrote") from exc
         if head == _ZIP:
             named = re.search(r"GLOBAL (\S+)", str(exc))
             what = "objects other than tensors and plain data" + (
                 f" ({named[1]})" if named else "")
-        elif head[:1] == _PICKLE:
-            what = "a pickle that torch.save did not write"
+        elif head[:1] == _SERIALISED:
+            what = "Python objects that torch.save did not write"
         else:
             raise Unusable("it is not a file torch.save wrote") from exc
         raise Unusable(f"it holds {what}: refused unread, since loading it could run "
                        "code") from exc
-    except EOFError as exc:
-        raise Unusable(f"the file is truncated ({size} bytes)") from exc
-    except Exception as exc:  # noqa: BLE001 - a torn or foreign file, in torch's words
-        raise Unusable("it is not a file torch.save wrote") from exc
     if not isinstance(payload, dict) or not {"trials", "configs", "seed", "state"} <= set(
             payload):
         raise Unusable("not a checkpoint: its header is missing")

@@ -405,7 +405,7 @@ UNREADABLE = {
                     "it is not a file torch.save wrote"),
     "a refused pickle": (_refused_pickle, "it holds objects other than tensors and plain "
                          "data (print): refused unread, since loading it could run code"),
-    "a raw pickle": (_raw_pickle, "it holds a pickle that torch.save did not write: "
+    "a raw pickle": (_raw_pickle, "it holds Python objects that torch.save did not write: "
                      "refused unread, since loading it could run code"),
     "no header": (lambda p: torch.save({"state": {}}, p),
                   "not a checkpoint: its header is missing"),
