@@ -429,6 +429,7 @@ class _Search:
         ``ahead``: asked while another batch trains, so a stop ends the asking."""
         asked: list[tuple[optuna.Trial, Config]] = []
         study, target = self.study, self.summary.target
+        checkpointed = self._checkpointed() if wanted > 0 else frozenset()
         # One read of the study serves the batch's asks, which see their own trials as they
         # write them (trialio); others' asks of the moment are settled by drop_surplus.
         with trialio.holding(study):
@@ -438,7 +439,7 @@ class _Search:
                 # other workers may have asked for the rest meanwhile
                 full = (lambda: liveness.taken(study) >= target) if asked else None
                 pair = ask_next(study, self.sweep, self.space, self.planned, self.settled,
-                                full, self.held)
+                                full, self.held, checkpointed)
                 if pair is None:
                     break
                 asked.append(pair)
@@ -456,6 +457,15 @@ class _Search:
                 for trial, _ in group:
                     trialio.set_user_attrs(trial, {records.SEED: seed, records.BATCH: first})
         return kept
+
+    def _checkpointed(self) -> frozenset[int]:
+        """The batches with a checkpoint file to go on from, written or claimed (not one
+        found to be another study's): their trials go on from it, and are not run again
+        from the start."""
+        if self.saves is None:
+            return frozenset()
+        return frozenset(item.batch for item in checkpoints.found(self.saves)
+                         if item.path.name not in self.passed)
 
     def _groups(self, asked: list[tuple[optuna.Trial, Config]]
                 ) -> list[list[tuple[optuna.Trial, Config]]]:
@@ -589,18 +599,26 @@ class _Search:
         epoch = 0 if fresh else int(payload["state"]["epoch"])
         results = ([{"curve": []}] * len(payload["trials"]) if fresh
                    else payload["state"]["results"])
+        # the last trial that carries each place on: the trial the file names, or (a claim
+        # whose claimant died) the one that went on from it
+        after = {liveness.continued(t): t for t in sorted(old.values(), key=lambda t: t.number)
+                 if liveness.carries(t)}
         made: list[tuple[optuna.Trial, FrozenTrial]] = []
         for number, values, result in zip(payload["trials"], payload["configs"], results):
             before = old[number]
-            if counts_toward_target(before):  # recorded for good before the stop
+            while before.number in after and after[before.number].number > before.number:
+                before = after[before.number]
+            if before.state != TrialState.FAIL or counts_toward_target(before):
+                # recorded for good before the stop, or carried on by another trial
                 asked.append((None, Config(values)))
                 continue
             # No role yet: a trial killed before its first beat has none, and liveness
             # fails such a trial once it is older than the grace (Optuna's own stale check
             # skips a trial that never beat). Role and beat come together below.
-            attrs = {k: v for k, v in before.user_attrs.items()
-                     if k in (records.CONFIG, records.SEED)}
-            attrs[records.RESUMED] = {"trial": number, "epoch": epoch, "claim": claim.token}
+            attrs = {records.CONFIG: before.user_attrs[records.CONFIG],
+                     records.SEED: int(payload["seed"]),
+                     records.RESUMED: {"trial": before.number, "epoch": epoch,
+                                       "claim": claim.token}}
             template = FrozenTrial(
                 number=-1, state=TrialState.RUNNING, value=None,
                 datetime_start=datetime.datetime.now(), datetime_complete=None,

@@ -140,6 +140,13 @@ def test_a_checkpoint_planted_in_a_studys_own_directory_is_refused_and_left_alon
     assert "not this study's" in refused[0] and "study id" in refused[0], refused
     assert "storage" in refused[0] and "sweep" in refused[0], refused
     assert [p.name for p in own.iterdir()] == ["0.ckpt"]
+    # item 10: refused, the file goes on with nothing: y's stopped configurations train
+    # again from the start (the sampler's with their parameters), each once
+    stopped = [t for t in y.trials[:3] if t.user_attrs[records.ROLE] == records.ROLE_SEARCH]
+    again = {t.system_attrs["retry_history"][-1]: t for t in y.trials
+             if "retry_history" in t.system_attrs}
+    assert sorted(again) == [t.number for t in stopped]
+    assert all(again[t.number].params == t.params for t in stopped)
 
 
 def test_a_study_has_one_random_id_and_an_old_study_gets_one_when_it_needs_it(tmp_path):
@@ -250,6 +257,7 @@ def test_a_checkpoint_that_lies_about_any_field_is_refused_before_anything_is_re
     assert all(not t.intermediate_values or min(t.intermediate_values) == 1
                for t in study.trials)
     assert complete(study) == pristine[4]
+    assert not [t for t in study.trials if "retry_history" in t.system_attrs]  # not twice
     # set aside for good, beside where it was: never read again, never deleted
     assert [p.name for p in written.parent.iterdir()] == ["0.ckpt.unusable"]
     assert "set aside as 0.ckpt.unusable" in said[0]
@@ -434,6 +442,13 @@ def test_a_checkpoint_that_cannot_be_read_is_set_aside_in_one_line_and_never_wed
     assert [p.name for p in written.parent.iterdir()] == ["0.ckpt.unusable"]
     assert (written.parent / "0.ckpt.unusable").read_bytes() == spoiled
     assert sorted(t.state.name for t in study.trials).count("COMPLETE") == 3
+    # item 10: the stopped batch's configurations train again from the start, each once
+    lost, rest = study.trials[:3], study.trials[3:]
+    assert {json.dumps(t.params, sort_keys=True) for t in lost} == {
+        json.dumps(t.params, sort_keys=True) for t in rest if t.state.name == "COMPLETE"}
+    assert sorted(t.system_attrs.get("retry_history", [None])[-1] for t in rest
+                  if t.user_attrs[records.ROLE] == records.ROLE_SEARCH) == [
+        t.number for t in lost if t.user_attrs[records.ROLE] == records.ROLE_SEARCH]
     assert "this ran" not in capsys.readouterr().out
     again: list[str] = []
     search(db, notes=again, checkpoint_every=1e-9)
