@@ -271,5 +271,6 @@ class Saver:
             self.resumed = None
 
     def done(self) -> None:
-        """The batch is recorded: its checkpoints are no longer needed."""
-        remove(self.path, self.resumed)
+        """The batch is recorded: its checkpoints are no longer needed (a file at its path
+        that it never wrote is not its own to delete)."""
+        remove(self.path if self.written else None, self.resumed)

@@ -284,3 +284,19 @@ def test_a_batch_with_adam_resumed_from_a_checkpoint_ends_as_if_never_stopped(tm
     resumed = train_trials(configs, folds, settings, seed=5,
                            resume=checkpoints.read(path)["state"])
     same(whole, resumed)
+
+
+def test_a_saver_deletes_only_a_file_it_wrote(tmp_path):
+    """Issue 24, item 1: a batch recorded without ever writing its checkpoint leaves a file
+    at its path alone (another's, planted or copied there); one it wrote, it deletes."""
+    from helpers import SUITE
+
+    SUITE["hostile checkpoints"] += 1
+    theirs = tmp_path / "4.ckpt"
+    checkpoints.write_atomic(theirs, header(epoch=2))
+    saver = checkpoints.Saver(theirs, {"trials": [4], "configs": [{}], "seed": 1}, every=0.0)
+    saver.done()
+    assert checkpoints.read(theirs)["state"] == {"epoch": 2}
+    saver({"epoch": 1})
+    saver.done()
+    assert not theirs.exists()
