@@ -281,6 +281,16 @@ def test_the_command_shows_a_stored_answer_as_stored(tmp_path, monkeypatch):
     assert more.stdout == first.stdout  # two seeds, scored once: the stored answer
     notes = [line for line in more.stderr.splitlines() if line.startswith("note: ")]
     assert len(notes) == 1 and "2 seeds, not 5" in notes[0] and "--rescore" in notes[0]
+    # another trial: the stored answer, saying which trial it is for
+    study = optuna.load_study(study_name="small", storage="sqlite:///results/dropsweep.db")
+    stored = stored_result(study)
+    other = next(t.number for t in study.trials if t.value is not None
+                 and t.user_attrs[records.CONFIG] != stored.chosen.config.to_dict())
+    shown = runner.invoke(main, ["test", "--trial", str(other)], catch_exceptions=False)
+    assert shown.exit_code == 0 and shown.stdout == first.stdout, shown.stderr
+    notes = [line for line in shown.stderr.splitlines() if line.startswith("note: ")]
+    assert len(notes) == 1 and f"trial #{stored.chosen.number} " in notes[0], notes
+    assert f"trial #{other} (--trial {other})" in notes[0] and "second look" in notes[0]
     rescored = runner.invoke(main, ["test", "--repeats", "5", "--rescore"],
                              catch_exceptions=False)
     assert rescored.exit_code == 0, rescored.stderr
