@@ -87,7 +87,7 @@ def load_dataset(sweep: Sweep) -> Dataset:
             path = _sweep_path(sweep, sweep.data.npz)
             if not path.is_file():
                 raise DataError(f"no such file: {path}", **sweep.where("data.npz"))
-            dataset = from_images(images.load_npz(path, "data.npz"))
+            dataset = from_images(images.load_npz(path))
         else:
             dataset = from_images(images.load_image_set(str(sweep.data.dataset)))
     return hold_back_test(with_scale(dataset, sweep), sweep)

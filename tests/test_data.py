@@ -305,6 +305,19 @@ def test_csv_path_without_sweep_file_is_relative_to_cwd(tmp_path: Path,
     assert load_dataset(sweep).class_counts == {"x": 2, "y": 2}
 
 
+def test_a_bad_npz_beside_a_relative_sweep_is_named_once(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sweep given as a relative path names its file relatively ("data.npz"); the message
+    read "data.npz: data.npz: ..." (the file, then the sweep key) and names it once now."""
+    (tmp_path / "data.npz").write_bytes(b"PK\x03\x04 not really a zip")
+    (tmp_path / "s.yaml").write_text("data: {npz: data.npz}\n")
+    monkeypatch.chdir(tmp_path)
+    sweep = build_sweep(parse_sweep_text((tmp_path / "s.yaml").read_text(), "s.yaml"))
+    with pytest.raises(DataError) as exc:
+        load_dataset(sweep)
+    assert one_line(exc).startswith("data.npz: not an .npz file"), str(exc.value)
+
+
 @pytest.mark.parametrize("content, message", [
     ("a,b,band3,label\n1,2,3,x\n4,5,abc,y\n", "row 3, column 3 ('band3'): 'abc' is not a number"),
     ("1,2,3,x\n4,5,abc,y\n", "row 2, column 3: 'abc' is not a number"),
