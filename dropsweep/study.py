@@ -267,13 +267,13 @@ def check_rows(study: optuna.Study, rows: Mapping[str, Any], record: bool = True
 
 def _rows_change(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
     """What differs between the rows a study recorded and these, in words."""
-    size = f"{new['rows']} rows of {new['features']} features"
     if (old.get("rows"), old.get("features")) != (new["rows"], new["features"]):
-        change = f"{old.get('rows')} rows of {old.get('features')} features then, {size} now"
+        change = (f"{old.get('rows')} rows of {old.get('features')} features then, "
+                  f"{new['rows']} of {new['features']} now")
     elif old.get("labels") != new["labels"]:
-        change = f"{size} as then, but other labels"
+        change = f"other labels on its {new['rows']} rows"
     else:
-        change = f"{size} as then, and their labels, but other values"
+        change = f"the same labels, other values in its {new['rows']} rows"
     if old.get("file") not in (None, new["file"]):
         change += f"; searched on {old['file']}"
     return change

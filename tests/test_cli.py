@@ -428,7 +428,8 @@ ROWS_COMMANDS = {
 
 def _rows_file(tmp: Path, kind: str, change: str | None = None) -> Path:
     """60 rows of 4x4 8-bit pixels in 3 balanced classes, as an npz or a CSV; ``change``
-    "pixels" adds 1 to every row's first value, "labels" moves every row to the next class."""
+    "pixels" adds 1 to every row's first value, "labels" moves every row to the next class,
+    "rows" drops the last six."""
     import numpy as np
 
     x = np.random.default_rng(0).integers(0, 200, (60, 4, 4)).astype(np.uint8)
@@ -437,6 +438,8 @@ def _rows_file(tmp: Path, kind: str, change: str | None = None) -> Path:
         x[:, 0, 0] += 1
     elif change == "labels":
         y = (y + 1) % 3
+    elif change == "rows":
+        x, y = x[:-6], y[:-6]
     if kind == "npz":
         path = tmp / "d.npz"
         np.savez(path, x=x, y=y)
@@ -448,7 +451,7 @@ def _rows_file(tmp: Path, kind: str, change: str | None = None) -> Path:
 
 
 @pytest.mark.parametrize("kind", ["npz", "csv"])
-@pytest.mark.parametrize("change", ["pixels", "labels"])
+@pytest.mark.parametrize("change", ["pixels", "labels", "rows"])
 def test_rows_changed_under_a_study_are_refused_by_every_command(tmp_path, monkeypatch, kind,
                                                                   change):
     """Resume, confirm, test and export refuse a data file whose rows changed since the
@@ -467,7 +470,10 @@ def test_rows_changed_under_a_study_are_refused_by_every_command(tmp_path, monke
                               "'rows' was searched on", "restore the file")
         # named as the sweep names it: relative to its (relative) sweep file, here
         assert line.startswith(f"Error: {path.name}: ") and line.count(path.name) == 1, line
-        assert ("other labels" in line) == (change == "labels"), line
+        said = {"pixels": "the same labels, other values in its 48 rows",
+                "labels": "other labels on its 48 rows",
+                "rows": "48 rows of 16 features then, 43 of 16 now"}[change]
+        assert f"({said})" in line, line
     assert db.execute("select count(*) from trials").fetchone()[0] == trials  # nothing ran
     assert not (tmp_path / "e.pt").exists() and not (tmp_path / "e.yaml").exists()
     _rows_file(tmp_path, kind)  # restored: the same rows, so every command works
