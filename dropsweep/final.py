@@ -18,7 +18,6 @@ time), and so is a changed test set.
 
 from __future__ import annotations
 
-import hashlib
 import warnings
 from dataclasses import dataclass, replace
 from typing import Callable, Container
@@ -30,7 +29,7 @@ from optuna.trial import FrozenTrial, TrialState, create_trial
 from dropsweep import records
 from dropsweep.liveness import now_utc
 from dropsweep.config import Sweep
-from dropsweep.data import Dataset
+from dropsweep.data import Dataset, fingerprint
 from dropsweep.errors import DropsweepError, StorageError
 from dropsweep.families import train_apart
 from dropsweep.rows import best_first, trial_row
@@ -41,16 +40,6 @@ from dropsweep.storage import describe_failure
 from dropsweep.study import stored_sweep
 
 DEFAULT_REPEATS = 3
-
-
-def fingerprint(dataset: Dataset) -> str:
-    """SHA-256 of the test rows and their labels, shapes included: the same test set, or not."""
-    digest = hashlib.sha256()
-    for a in (dataset.X_test, dataset.y_test):
-        arr = np.ascontiguousarray(a)
-        digest.update(f"{arr.dtype.str}{arr.shape}".encode())
-        digest.update(arr.tobytes())
-    return digest.hexdigest()
 
 
 def test_seed(sweep: Sweep, repeat: int) -> int:
@@ -142,7 +131,7 @@ def run_test(study: optuna.Study, dataset: Dataset, *, rule: str = "best",
         raise DropsweepError(f"study '{study.study_name}' has no test rows: its sweep holds none "
                              "back (eval.test: none, and the data has no test split of its "
                              "own); nothing can be tested")
-    mark = fingerprint(dataset)
+    mark = fingerprint(dataset.X_test, dataset.y_test)  # the same test set, or not
     test = _open(study)
     done = None if test is None else _read(test)
     if done is not None and not rescore:
