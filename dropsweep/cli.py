@@ -165,17 +165,18 @@ def _consoles(quiet: bool = False) -> tuple[Any, Any]:
     return out, err
 
 
-def _study_to_train(storage: str, study_name: str | None, threads: int | None
+def _study_to_train(storage: str, study_name: str | None, threads: int | None, err: Any
                     ) -> tuple[Any, Any, Any, Any]:
     """(storage, study, its sweep, its data) for a command that trains on a stored study
     (confirm, test): found without writing first, so that a mistyped --storage creates
-    nothing."""
+    nothing; the data refused unless they are the rows the study was searched on (a note
+    on ``err`` when an older study records them now)."""
     import torch
 
-    from dropsweep.data import load_dataset
+    from dropsweep.data import load_dataset, rows_record
     from dropsweep.report import latest_study_name
     from dropsweep.storage import heartbeat_seconds, load_study, open_storage
-    from dropsweep.study import check_searched, stored_sweep
+    from dropsweep.study import check_rows, check_searched, stored_sweep
 
     reader = open_storage(storage, read_only=True)
     name = study_name or latest_study_name(reader)
@@ -184,9 +185,15 @@ def _study_to_train(storage: str, study_name: str | None, threads: int | None
     study = load_study(store, name, storage)
     sweep = stored_sweep(study)
     dataset = load_dataset(sweep)
+    _note(err, check_rows(study, rows_record(dataset)))
     if threads is not None:
         torch.set_num_threads(threads)
     return store, study, sweep, dataset
+
+
+def _note(err: Any, text: str | None) -> None:
+    if text:
+        err.print(f"note: {text}", markup=False)
 
 
 # ----------------------------------------------------------------------------- commands
@@ -248,7 +255,7 @@ def search(sweep: str, overrides: tuple[str, ...], storage: str, study_name: str
 
     watch_parent()  # a worker of --workers N: stop cleanly, as on SIGTERM, when that parent dies
     sweep = _sweep_file(sweep)  # a file its workers are given as such
-    from dropsweep.data import check_folds, load_dataset
+    from dropsweep.data import check_folds, load_dataset, rows_record
     from dropsweep.progress import SearchProgress, render_search_summary
     import torch
 
@@ -285,7 +292,9 @@ def search(sweep: str, overrides: tuple[str, ...], storage: str, study_name: str
                 devices = worker_devices(device, workers, gpu_count())
                 fits = worker_batches(config, dataset, wanted, devices)
                 study, summary = open_search(config, storage_url=storage,
-                                             study_name=study_name, trials=trials)
+                                             study_name=study_name, trials=trials,
+                                             rows=rows_record(dataset),
+                                             notice=progress.notice)
                 progress.start(summary)
                 for name, fit in sorted(set(zip(devices, fits))):
                     if fit < wanted:
@@ -425,12 +434,10 @@ def confirm(ctx: click.Context, storage: str, study_name: str | None, top: int,
     from dropsweep.runner import StopFlag, stop_on_signals
     from dropsweep.storage import load_study
 
-    store, study, sweep, dataset = _study_to_train(storage, study_name, threads)
-    name = study.study_name
     out, err = _consoles(quiet)
-    kernel_notice = _kernel_notice(device)
-    if kernel_notice:
-        err.print(f"note: {kernel_notice}", markup=False)
+    store, study, sweep, dataset = _study_to_train(storage, study_name, threads, err)
+    name = study.study_name
+    _note(err, _kernel_notice(device))
     what = ("the baseline and the best configuration of each placement" if per_placement
             else f"the baseline and the {top} best configurations")
     err.print(f"confirming study '{name}': {what}, "
@@ -493,8 +500,8 @@ def test_command(ctx: click.Context, storage: str, study_name: str | None, selec
     from dropsweep.render import render_test
     from dropsweep.runner import StopFlag, stop_on_signals
 
-    _, study, sweep, dataset = _study_to_train(storage, study_name, threads)
     out, err = _consoles()
+    _, study, sweep, dataset = _study_to_train(storage, study_name, threads, err)
     # a stored answer is compared with the seeds asked for, not with the default
     asked = None if ctx.get_parameter_source("repeats") is ParameterSource.DEFAULT else repeats
     with stop_on_signals(StopFlag(), until_exit=True) as stop:
@@ -551,14 +558,17 @@ def export(storage: str, study_name: str | None, number: int | None, output: str
     if model is not None:
         import torch
 
-        from dropsweep.data import load_dataset
-        from dropsweep.study import trial_seed
+        from dropsweep.data import load_dataset, rows_record
+        from dropsweep.study import check_rows, trial_seed
 
         from dropsweep.records import CONFIG
         from dropsweep.space import Config
 
         config = Config(trial.user_attrs[CONFIG])
-        saved = train_on_all(sweep, load_dataset(sweep), config,
+        dataset = load_dataset(sweep)
+        # the storage is read only here: an older study's rows are not recorded, only said so
+        _note(err, check_rows(study, rows_record(dataset), record=False))
+        saved = train_on_all(sweep, dataset, config,
                              trial_seed(sweep.search.seed, trial.number), device)
         write_atomically(Path(model), lambda p: torch.save(saved, p))
         err.print(f"trained trial {trial.number} on all the data (training accuracy "

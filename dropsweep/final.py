@@ -19,7 +19,6 @@ A look a stop cut short goes on as it began: its configuration, its seeds.
 
 from __future__ import annotations
 
-import hashlib
 import warnings
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Callable, Container
@@ -31,7 +30,7 @@ from optuna.trial import FrozenTrial, TrialState, create_trial
 from dropsweep import records
 from dropsweep.liveness import now_utc
 from dropsweep.config import Sweep
-from dropsweep.data import Dataset
+from dropsweep.data import Dataset, fingerprint
 from dropsweep.errors import DropsweepError, StorageError
 from dropsweep.families import train_apart
 from dropsweep.rows import best_first, trial_row
@@ -45,16 +44,6 @@ if TYPE_CHECKING:  # the runner imports torch: the report reads a test without i
     from dropsweep.runner import StopFlag
 
 DEFAULT_REPEATS = 3
-
-
-def fingerprint(dataset: Dataset) -> str:
-    """SHA-256 of the test rows and their labels, shapes included: the same test set, or not."""
-    digest = hashlib.sha256()
-    for a in (dataset.X_test, dataset.y_test):
-        arr = np.ascontiguousarray(a)
-        digest.update(f"{arr.dtype.str}{arr.shape}".encode())
-        digest.update(arr.tobytes())
-    return digest.hexdigest()
 
 
 def test_seed(sweep: Sweep, repeat: int) -> int:
@@ -155,7 +144,7 @@ def run_test(study: optuna.Study, dataset: Dataset, *, rule: str = "best",
         raise DropsweepError(f"study '{study.study_name}' has no test rows: its sweep holds none "
                              "back (eval.test: none, and the data has no test split of its "
                              "own); nothing can be tested")
-    mark = fingerprint(dataset)
+    mark = fingerprint(dataset.X_test, dataset.y_test)  # the same test set, or not
     wanted = choose(study, sweep, rule, number)
     test = _open(study)
     done = None if test is None else _read(test)

@@ -41,6 +41,9 @@ STUDY_SWEEP = "dropsweep_sweep"  # dict, the whole resolved sweep configuration
 STUDY_VERSION = "dropsweep_version"  # str
 STUDY_TORCH_VERSION = "torch_version"  # str
 STUDY_SWEEP_FILE = "sweep_file"  # str, the path the sweep was read from
+# dict {"sha256", "labels", "rows", "features", "file"}, on a search study: the rows it
+# searches (after eval.test's hold-out), as data.rows_record gives them; other rows refused
+DATA_ROWS = "data_rows"
 CONFIRM_OF = "confirm_of"  # str, on a confirmation study: the search study it confirms
 PER_PLACEMENT = "per_placement"  # dict, on a confirmation study run with --per-placement:
 # {placement: {"config": dict, "source_trial": int}}, the best of each placement it confirmed

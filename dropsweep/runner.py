@@ -24,7 +24,7 @@ from optuna.trial import FrozenTrial, TrialState
 from dropsweep import balance, checkpoints, liveness, memory, records, retry
 from dropsweep.asking import ask_next
 from dropsweep.config import Sweep
-from dropsweep.data import Dataset
+from dropsweep.data import Dataset, rows_record
 from dropsweep.devices import (oom_failure, out_of_memory, release_cached_memory,
                                resolve_device)
 from dropsweep.errors import StorageFailure
@@ -188,14 +188,17 @@ def worker_batches(sweep: Sweep, dataset: Dataset, batch: int, devices: Sequence
 
 
 def open_search(sweep: Sweep, *, storage_url: str, study_name: str | None = None,
-                trials: int | None = None) -> tuple[optuna.Study, SearchSummary]:
-    """Create the study or check that it holds this experiment; count what it has."""
+                trials: int | None = None, rows: dict | None = None,
+                notice: Callable[[str], None] | None = None
+                ) -> tuple[optuna.Study, SearchSummary]:
+    """Create the study or check that it holds this experiment, on these ``rows``
+    (:func:`dropsweep.data.rows_record`); count what it has."""
     name = study_name or sweep.name
     target = trials if trials is not None else sweep.search.trials
     if is_exhaustive(sweep):
         target = min(target, len(planned_configs(sweep)))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = prepare_study(sweep, storage_url, name)
+    study = prepare_study(sweep, storage_url, name, rows, notice)
     summary = SearchSummary(study_name=name, storage=mask_url(storage_url), target=target,
                             finished_before=0)
     _summarize(study, summary)
@@ -252,7 +255,8 @@ def run_search(
     folds = folds_of(dataset, sweep, sweep.cv.seed, dev)
     fits = batch_that_fits(sweep, dataset, batch, dev)
     study, summary = open_search(sweep, storage_url=storage_url, study_name=study_name,
-                                 trials=trials)
+                                 trials=trials, rows=rows_record(dataset),
+                                 notice=events.notice)
     if folds.k == 1 and records.VALIDATION_ROWS not in study.user_attrs:
         study.set_user_attr(records.VALIDATION_ROWS, int(folds.n_test[0]))
     saves = checkpoint_root(study, storage_url, checkpoint_dir)

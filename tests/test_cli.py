@@ -529,3 +529,125 @@ def test_init_of_an_unknown_example_is_one_line(in_tmp):
     one_line_error(run("init", "nope", ok=False),
                    "Error: nope: no example sweep of that name (the examples: brownlee, cifar10, digits, digits-cnn, fashion-mnist, sonar)")
     assert list(in_tmp.iterdir()) == []
+
+
+# ----------------------------------------------------------------------------- data changed under a study (issue 24, item 3)
+
+from helpers import SUITE  # noqa: E402
+
+ROWS_SWEEP = """name: rows
+data: {DATA}
+model: {hidden: [4]}
+train: {epochs: 2, batch_size: 16, eval_every: 1}
+eval: {protocol: holdout, validation: 0.25, test: 0.2}
+cv: {seed: 3}
+search: {trials: 2, sampler: random, seed: 0, pruner: none}
+space: {placement: [none, input], input_rate: {low: 0.1, high: 0.3}}
+"""
+ROWS_COMMANDS = {
+    "search": ["search", "rows.yaml", "--trials", "3"],  # a resume
+    "confirm": ["confirm", "--study", "rows", "--top", "1", "--repeats", "2"],
+    "test": ["test", "--study", "rows", "--repeats", "2"],
+    "export": ["export", "--study", "rows", "-o", "e.yaml", "--model", "e.pt"],
+}
+
+
+def _rows_file(tmp: Path, kind: str, change: str | None = None) -> Path:
+    """60 rows of 4x4 8-bit pixels in 3 balanced classes, as an npz or a CSV; ``change``
+    "pixels" adds 1 to every row's first value, "labels" moves every row to the next class,
+    "rows" drops the last six."""
+    import numpy as np
+
+    x = np.random.default_rng(0).integers(0, 200, (60, 4, 4)).astype(np.uint8)
+    y = np.arange(60) % 3
+    if change == "pixels":
+        x[:, 0, 0] += 1
+    elif change == "labels":
+        y = (y + 1) % 3
+    elif change == "rows":
+        x, y = x[:-6], y[:-6]
+    if kind == "npz":
+        path = tmp / "d.npz"
+        np.savez(path, x=x, y=y)
+    else:
+        path = tmp / "d.csv"
+        path.write_text("".join(",".join(map(str, [*row.ravel(), label])) + "\n"
+                                for row, label in zip(x, y)))
+    return path
+
+
+@pytest.mark.parametrize("kind", ["npz", "csv"])
+@pytest.mark.parametrize("change", ["pixels", "labels", "rows"])
+def test_rows_changed_under_a_study_are_refused_by_every_command(tmp_path, monkeypatch, kind,
+                                                                  change):
+    """Resume, confirm, test and export refuse a data file whose rows changed since the
+    search (one line naming the file, exit 2, before anything trains or is written); the
+    file restored, each works."""
+    monkeypatch.chdir(tmp_path)
+    path = _rows_file(tmp_path, kind)
+    (tmp_path / "rows.yaml").write_text(ROWS_SWEEP.replace("{DATA}", f"{{{kind}: {path.name}}}"))
+    run("search", "rows.yaml")
+    db = sqlite3.connect(tmp_path / "results" / "dropsweep.db")
+    trials = db.execute("select count(*) from trials").fetchone()[0]
+    _rows_file(tmp_path, kind, change)
+    for name, command in ROWS_COMMANDS.items():
+        SUITE["hostile data files"] += 1
+        line = one_line_error(run(*command, ok=False), "its rows differ from those study "
+                              "'rows' was searched on", "restore the file")
+        # named as the sweep names it: relative to its (relative) sweep file, here
+        assert line.startswith(f"Error: {path.name}: ") and line.count(path.name) == 1, line
+        said = {"pixels": "the same labels, other values in its 48 rows",
+                "labels": "other labels on its 48 rows",
+                "rows": "48 rows of 16 features then, 43 of 16 now"}[change]
+        assert f"({said})" in line, line
+    assert db.execute("select count(*) from trials").fetchone()[0] == trials  # nothing ran
+    assert not (tmp_path / "e.pt").exists() and not (tmp_path / "e.yaml").exists()
+    _rows_file(tmp_path, kind)  # restored: the same rows, so every command works
+    for command in ROWS_COMMANDS.values():
+        run(*command)
+    assert (tmp_path / "e.pt").exists()
+
+
+def test_a_study_made_before_rows_were_recorded_records_them_at_its_next_use(tmp_path,
+                                                                             monkeypatch):
+    """An older dropsweep recorded no fingerprint: the next command records the rows it
+    finds (saying so once), and from then on other rows are refused."""
+    from dropsweep.runner import open_search
+    from dropsweep.sweepfile import load_sweep
+    from dropsweep.config import build_sweep
+
+    monkeypatch.chdir(tmp_path)
+    path = _rows_file(tmp_path, "npz")
+    (tmp_path / "rows.yaml").write_text(ROWS_SWEEP.replace("{DATA}", "{npz: d.npz}"))
+    open_search(build_sweep(load_sweep(tmp_path / "rows.yaml")),
+                storage_url="sqlite:///results/dropsweep.db")  # as an older dropsweep did
+    first = run("search", "rows.yaml")
+    assert first.stderr.count("recorded no fingerprint of its rows") == 1, first.stderr
+    assert f"recorded now from {path.name}" in first.stderr
+    again = run("search", "rows.yaml", "--trials", "3")
+    assert "fingerprint" not in again.stderr
+    _rows_file(tmp_path, "npz", "pixels")
+    one_line_error(run("confirm", "--study", "rows", "--repeats", "2", ok=False),
+                   f"{path.name}: its rows differ")
+
+
+def test_a_built_in_set_whose_rows_changed_is_refused_too(tmp_path, monkeypatch):
+    """The built-in sets go through the same check: digits from another scikit-learn whose
+    pixels differ is not the set the study searched."""
+    from dropsweep import images
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "dig.yaml").write_text(
+        ROWS_SWEEP.replace("{DATA}", "{dataset: digits}").replace("name: rows", "name: dig"))
+    run("search", "dig.yaml")
+    real = images.load_digits
+
+    def other_digits():
+        got = real()
+        got.x_train[:, 0, 0, 0] += 1
+        return got
+
+    monkeypatch.setattr(images, "load_digits", other_digits)
+    SUITE["hostile data files"] += 1
+    one_line_error(run("test", "--study", "dig", "--repeats", "2", ok=False),
+                   "digits", "its rows differ from those study 'dig' was searched on")

@@ -14,9 +14,9 @@ from click.testing import CliRunner
 from dropsweep import records
 from dropsweep.cli import main
 from dropsweep.config import build_sweep
-from dropsweep.data import Dataset, hold_back_test, with_scale
+from dropsweep.data import Dataset, fingerprint, hold_back_test, with_scale
 from dropsweep.errors import DropsweepError
-from dropsweep.final import fingerprint, run_test, stored_result
+from dropsweep.final import run_test, stored_result
 from dropsweep.runner import run_search
 from dropsweep.stats import compare, interval
 from dropsweep.sweepfile import parse_sweep_text
@@ -85,7 +85,7 @@ def test_the_winner_and_the_baseline_are_scored_on_the_test_rows_once(searched, 
     assert all(round(a * 20) == pytest.approx(a * 20) for a in result.chosen_scores)
     assert result.vs_baseline == compare(result.chosen_scores, result.baseline_scores, ratio=0.0)
     test = optuna.load_study(study_name="small:test", storage=study._storage)
-    assert test.user_attrs[records.TEST_FINGERPRINT] == fingerprint(data)
+    assert test.user_attrs[records.TEST_FINGERPRINT] == fingerprint(data.X_test, data.y_test)
     assert test.user_attrs[records.TEST_OF] == "small"
     assert len(test.trials) == 6
 
