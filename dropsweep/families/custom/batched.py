@@ -165,7 +165,7 @@ class BatchedEngine:
                        - torch.arange(self.n_batches, device=device)[None] * bs).clamp(0, bs)
         for name in self.sites:  # a site no model drops at draws nothing
             self.base.get_submodule(name).active = bool((self.buffers[f"{name}.rate"] > 0).any())
-        params = sum(p[0].numel() for p in self.params.values())
+        params = sum(math.prod(p.shape[1:]) for p in self.params.values())  # per model
         macs = 3.0 * self.size * bs * (params + self.network.floats)  # a rough forward+backward
         self.slice_batches = batches_per_slice(macs)
 
