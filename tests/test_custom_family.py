@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import io
+import re
 import shutil
 from pathlib import Path
 
@@ -30,7 +31,7 @@ from dropsweep.space import Config
 from dropsweep.sweepfile import parse_sweep_text
 from dropsweep.train import epoch_order, run_epochs
 
-from helpers import assert_one_line
+from helpers import SUITE, assert_one_line
 
 MODULES = Path(__file__).parent / "custom_modules"
 
@@ -76,6 +77,10 @@ def config(placement: str = "none", optimizer: str = "sgd", learning_rate: float
      "has no dropout site"),
     ("{family: custom, module: 'custom_modules.nets:wrong_output'}", "model.module",
      "to logits [n, 10], got (2, 11)"),
+    ("{family: custom, module: 'custom_modules.hostile:no_parameters'}", "model.module",
+     "custom_modules.hostile:no_parameters builds has no parameters to train"),
+    ("{family: custom, module: 'custom_modules.hostile:pairs_only'}", "model.module",
+     "to logits [n, 10], got (2, 10) for n = 3"),
     ("{family: custom, module: 'custom_modules.nets:flat_mlp', args: [3]}", "model.args",
      "must be a mapping"),
     ("{family: custom, module: 'custom_modules.nets:flat_mlp', args: {width: 3}}",
@@ -97,6 +102,33 @@ def test_every_mistake_in_the_model_section_is_one_line_naming_its_key(model, ke
     with pytest.raises(SweepError) as err:
         sweep_of(model)
     assert_one_line(err.value, "s.yaml", 3, key, fragment)
+    if "hostile" in model:
+        SUITE["hostile custom modules"] += 1
+
+
+@pytest.mark.parametrize("entry, fragment", [
+    ("no_parameters", "has no parameters to train"),
+    ("pairs_only", "got (2, 10) for n = 3"),
+])
+def test_a_module_that_cannot_train_is_one_line_at_search_and_at_training(tmp_path, entry,
+                                                                          fragment):
+    """Refused before a trial is asked (exit 2, one line naming model.module), and by the
+    engine too when a stored study's section is trained without validation."""
+    shutil.copy(MODULES / "hostile.py", tmp_path / "hostile.py")
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text(sweep_text(f"{{family: custom, module: 'hostile.py:{entry}'}}"))
+    result = CliRunner().invoke(main, ["search", str(sweep), "--storage",
+                                       f"sqlite:///{tmp_path / 'r.db'}"])
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "model.module" in result.stderr and fragment in result.stderr
+    sha = resolve.sha256(tmp_path / "hostile.py")
+    stored = build_sweep(parse_sweep_text(sweep_text(
+        f"{{family: custom, module: 'hostile.py:{entry}', sites: {{d: drop}}, "
+        f"sources: {{hostile.py: '{sha}'}}}}"), str(sweep)))  # read back: nothing checked
+    with pytest.raises(SweepError, match=re.escape(fragment)):
+        resolve_network(stored, (64,), 10, 0)
+    SUITE["hostile custom modules"] += 1
 
 
 def test_a_file_path_is_resolved_against_the_sweep_file_and_its_source_recorded(tmp_path):

@@ -119,6 +119,13 @@ def build(fn: Callable[..., Any], module: str, input_shape: tuple[int, ...], n_c
     return net
 
 
+def check_parameters(net: nn.Module, module: str) -> None:
+    """A module must have something to train: the optimisers step its parameters."""
+    if not any(p.requires_grad for p in net.parameters()):
+        raise ModelError("model.module", f"the module {module} builds has no parameters to "
+                                         "train (none that requires grad)")
+
+
 def dropout_names(net: nn.Module) -> list[str]:
     return [n for n, m in net.named_modules() if n and isinstance(m, DROPOUTS)]
 
@@ -176,8 +183,9 @@ def constrained_layers(net: nn.Module, patterns: Sequence[str]) -> list[str]:
 
 def check_output(net: nn.Module, module: str, input_shape: tuple[int, ...],
                  n_classes: int) -> dict[str, int]:
-    """Run two zero rows through ``net`` (eval mode, a copy): it must give logits
-    ``[2, n_classes]``. Returns each leaf module's output floats per row (memory)."""
+    """Run two, then three zero rows through ``net`` (eval mode, a copy): it must give
+    logits ``[n, n_classes]`` for each (two sizes: an output that does not follow the batch
+    would fail only in training). Returns each leaf module's output floats per row."""
     import copy
 
     probe = copy.deepcopy(net).eval()
@@ -192,16 +200,17 @@ def check_output(net: nn.Module, module: str, input_shape: tuple[int, ...],
     for name, m in probe.named_modules():
         if name and not list(m.children()):
             m.register_forward_hook(hook(name))
-    try:
-        with torch.no_grad():
-            out = probe(torch.zeros(2, *input_shape))
-    except (Exception, SystemExit) as exc:
-        raise ModelError("model.module", f"the module {module} builds fails on input "
-                                         f"[n, {', '.join(map(str, input_shape))}]: "
-                                         f"{_one_line(exc)}") from None
-    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, n_classes):
-        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ModelError("model.module", f"the module {module} builds must map [n, "
-                                         f"{', '.join(map(str, input_shape))}] to logits "
-                                         f"[n, {n_classes}], got {got} for n = 2")
+    for n in (2, 3):
+        try:
+            with torch.no_grad():
+                out = probe(torch.zeros(n, *input_shape))
+        except (Exception, SystemExit) as exc:
+            raise ModelError("model.module", f"the module {module} builds fails on input "
+                                             f"[n, {', '.join(map(str, input_shape))}]: "
+                                             f"{_one_line(exc)}") from None
+        if not isinstance(out, torch.Tensor) or tuple(out.shape) != (n, n_classes):
+            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ModelError("model.module", f"the module {module} builds must map [n, "
+                                             f"{', '.join(map(str, input_shape))}] to logits "
+                                             f"[n, {n_classes}], got {got} for n = {n}")
     return sizes

@@ -96,6 +96,7 @@ def resolve_section(check: Checker, model: CustomModel) -> CustomModel:
         dataset = _dataset(check)
         shape = input_shape_of(dataset)
         net = resolve.build(fn, model.module, shape, dataset.n_classes, model.args, seed=0)
+        resolve.check_parameters(net, model.module)
         sites = dict(model.sites) or resolve.default_sites(net, model.module)
         if len(sites) > MAX_GROUPS:
             raise resolve.ModelError("model.module", f"the module has {len(sites)} Dropout "
