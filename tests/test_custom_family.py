@@ -147,6 +147,29 @@ def test_a_file_path_is_resolved_against_the_sweep_file_and_its_source_recorded(
     assert list(imported.model.to_dict()["sources"]) == ["custom_modules.nets:nets.py"]
 
 
+def test_a_dropout_no_site_covers_is_named_in_one_note_with_the_rate_it_keeps(tmp_path):
+    """Two Dropout modules, ``sites`` covering one: the other keeps its own rate in every
+    trial (the no-dropout baseline included), said once at validation and at search."""
+    model = "{family: custom, module: 'custom_modules.hostile:two_dropouts', sites: {%s}}"
+    one = sweep_of(model % "input: drop_in")
+    assert one.family.notices(one.model) == (
+        "model.sites: drop_hidden (p 0.5) is in no site group, so it keeps its own rate in "
+        "every trial, the no-dropout baseline included",)
+    both = sweep_of(model % "input: drop_in, hidden: drop_hidden")
+    default = sweep_of("{family: custom, module: 'custom_modules.hostile:two_dropouts'}")
+    assert both.family.notices(both.model) == default.family.notices(default.model) == ()
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text(sweep_text(model % "hidden: 'drop_h*'", epochs=1, trials=1))
+    want = ["note: model.sites: drop_in (p 0.2) is in no site group, so it keeps its own "
+            "rate in every trial, the no-dropout baseline included"]
+    for args in (["validate", str(sweep)],
+                 ["search", str(sweep), "--storage", f"sqlite:///{tmp_path / 'r.db'}"]):
+        result = run(*args)
+        assert result.exit_code == 0, result.output
+        assert [line for line in result.stderr.splitlines() if "note:" in line] == want
+    SUITE["hostile custom modules"] += 1
+
+
 def test_sites_default_to_one_group_per_dropout_module_and_patterns_group_them():
     seq = sweep_of("{family: custom, module: 'custom_modules.nets:cnn'}")
     assert dict(seq.model.sites) == {"site_3": "3", "site_7": "7"}  # nn.Sequential's indices

@@ -167,6 +167,14 @@ def site_members(net: nn.Module, sites: Sequence[tuple[str, str]]) -> dict[str, 
     return members
 
 
+def unmatched(net: nn.Module, members: Mapping[str, Sequence[str]]
+              ) -> tuple[tuple[str, float], ...]:
+    """The Dropout modules in no group, each with the rate it keeps in every trial."""
+    grouped = {n for names in members.values() for n in names}
+    modules = dict(net.named_modules())
+    return tuple((n, float(modules[n].p)) for n in dropout_names(net) if n not in grouped)
+
+
 def constrained_layers(net: nn.Module, patterns: Sequence[str]) -> list[str]:
     """The Linear/Conv layers max-norm applies to; a pattern matching none is an error."""
     layers = [n for n, m in net.named_modules() if n and isinstance(m, CONSTRAINED)]

@@ -102,12 +102,13 @@ def resolve_section(check: Checker, model: CustomModel) -> CustomModel:
             raise resolve.ModelError("model.module", f"the module has {len(sites)} Dropout "
                                      f"modules, more than {MAX_GROUPS} groups: group them "
                                      "with model.sites")
-        resolve.site_members(net, tuple(sites.items()))
+        members = resolve.site_members(net, tuple(sites.items()))
         resolve.constrained_layers(net, model.max_norm)
         resolve.check_output(net, model.module, shape, dataset.n_classes)
     except resolve.ModelError as exc:
         raise check.fail(exc.key, str(exc)) from None
-    return _replace(model, sites=tuple(sites.items()), sources=tuple(sources.items()))
+    return _replace(model, sites=tuple(sites.items()), sources=tuple(sources.items()),
+                    fixed=resolve.unmatched(net, members))
 
 
 def _dataset(check: Checker) -> Dataset:
