@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import time
 import warnings
+from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -302,9 +303,19 @@ def _create_study(sweep: Sweep, storage: optuna.storages.BaseStorage, study_name
     study.set_user_attr(records.STUDY_SCHEMA, records.SCHEMA_VERSION)
     study.set_user_attr(records.STUDY_VERSION, dropsweep.__version__)
     study.set_user_attr(records.STUDY_TORCH_VERSION, _torch_version())
-    study.set_user_attr(records.STUDY_SWEEP_FILE, sweep.file)
+    study.set_user_attr(records.STUDY_SWEEP_FILE, resolved_file(sweep.file))
     _record_balance(study, sweep)
     return study
+
+
+def resolved_file(file: str) -> str:
+    """The sweep file as an absolute path: the paths written in it (``data.csv``, a custom
+    module's file) are relative to it, so commands that read the stored sweep back
+    (``confirm``, ``test``, ``export``) find them from any directory. The stored sweep keeps
+    them as written: a worker on another machine, its copy elsewhere, runs the same
+    experiment (a study recorded before kept the file as typed, relative to its search's
+    directory, and is read back from there as before)."""
+    return str(Path(file).resolve()) if file else file
 
 
 def _torch_version() -> str:

@@ -389,3 +389,59 @@ def test_a_changed_source_file_refuses_the_resume_and_the_training_naming_the_fi
     assert export.exit_code == 2 and len(export.stderr.strip().splitlines()) == 1
     assert "model.module: the source of nets.py changed since the study recorded it" \
         in export.stderr
+
+
+def _search_in(where: Path, monkeypatch, trials: int = 2) -> str:
+    """A study of nets.py:flat_mlp searched from ``where``, its sweep and module named
+    relative to it (as a user types them); the storage URL."""
+    where.mkdir(exist_ok=True)
+    shutil.copy(MODULES / "nets.py", where / "nets.py")
+    (where / "s.yaml").write_text(sweep_text("{family: custom, module: 'nets.py:flat_mlp'}",
+                                             epochs=1, trials=trials))
+    db = f"sqlite:///{where / 'r.db'}"
+    monkeypatch.chdir(where)
+    assert run("search", "s.yaml", "--storage", db).exit_code == 0
+    return db
+
+
+def test_confirm_test_and_export_from_another_directory_find_the_module(tmp_path, monkeypatch):
+    """The study records where its sweep file was, resolved: its module (relative to that
+    file) is found from any directory, and a changed source is still refused."""
+    db = _search_in(tmp_path / "a", monkeypatch)
+    elsewhere = tmp_path / "b"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    for args in (["confirm", "--top", "1", "--repeats", "2"], ["test", "--repeats", "2"],
+                 ["export", "-o", "best.yaml", "--model", "best.pt"]):
+        result = CliRunner().invoke(main, [*args, "--storage", db, "--study", "c"])
+        assert result.exit_code == 0, (args, result.output)
+    assert (elsewhere / "best.pt").is_file()
+    resumed = CliRunner().invoke(main, ["search", "../a/s.yaml", "--storage", db,
+                                        "--trials", "3"])  # the same experiment from here
+    assert resumed.exit_code == 0 and "(1 run now)" in resumed.stdout, resumed.output
+    with open(tmp_path / "a" / "nets.py", "a") as f:
+        f.write("# edited\n")
+    export = CliRunner().invoke(main, ["export", "--storage", db, "--study", "c", "-o",
+                                       "again.yaml", "--model", "again.pt"])
+    assert export.exit_code == 2 and len(export.stderr.strip().splitlines()) == 1
+    assert "the source of nets.py changed since the study recorded it" in export.stderr
+    SUITE["hostile custom modules"] += 1
+
+
+def test_a_study_that_recorded_its_sweep_file_as_given_still_resumes_and_exports(tmp_path,
+                                                                               monkeypatch):
+    """A study stored by the previous version (its sweep file as typed, relative) resumes
+    from its directory with the same relative path, as the same experiment, and exports."""
+    import optuna
+
+    from dropsweep.records import STUDY_SWEEP_FILE
+
+    db = _search_in(tmp_path / "a", monkeypatch)
+    optuna.load_study(study_name="c", storage=db).set_user_attr(STUDY_SWEEP_FILE, "s.yaml")
+    again = CliRunner().invoke(main, ["search", "s.yaml", "--storage", db, "--trials", "3"])
+    assert again.exit_code == 0, again.output
+    assert "3 of 3 trials finished (1 run now)" in again.stdout
+    export = CliRunner().invoke(main, ["export", "--storage", db, "--study", "c", "-o",
+                                       "best.yaml", "--model", "best.pt"])
+    assert export.exit_code == 0, export.output
+    SUITE["hostile custom modules"] += 1
