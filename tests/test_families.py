@@ -477,8 +477,8 @@ def test_an_engine_keeps_an_empty_batch_without_failing(form):
         spec = spec_of(sweep, folds.image_shape, folds.n_classes)
         batch = CNNEngine(configs, folds, settings_of(sweep, spec, engine), 0)
     else:
-        from dropsweep.families.custom.engine import make_engine, resolve_network, settings_of
-        from dropsweep.families.custom.engine import shape_of
+        from dropsweep.families.custom.engine import (make_engine, resolve_network,
+                                                      settings_of, shape_of)
 
         network = resolve_network(sweep, shape_of(folds), folds.n_classes, 0)
         batch = make_engine(configs, folds, network, settings_of(sweep, engine), 0)
