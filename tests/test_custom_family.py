@@ -81,6 +81,8 @@ def config(placement: str = "none", optimizer: str = "sgd", learning_rate: float
      "custom_modules.hostile:no_parameters builds has no parameters to train"),
     ("{family: custom, module: 'custom_modules.hostile:pairs_only'}", "model.module",
      "to logits [n, 10], got (2, 10) for n = 3"),
+    ("{family: custom, module: 'custom_modules.hostile:frozen'}", "model.module",
+     "1.weight does not require grad"),
     ("{family: custom, module: 'custom_modules.nets:flat_mlp', args: [3]}", "model.args",
      "must be a mapping"),
     ("{family: custom, module: 'custom_modules.nets:flat_mlp', args: {width: 3}}",

@@ -59,6 +59,15 @@ def pairs_only(input_shape, n_classes):
     return PairsOnly(math.prod(input_shape), n_classes)
 
 
+def frozen(input_shape, n_classes):
+    """A first layer frozen, as for pretrained features: a per-model step would fail on it,
+    a stacked one would train it anyway."""
+    net = nn.Sequential(nn.Flatten(), nn.Linear(math.prod(input_shape), 16), nn.ReLU(),
+                        nn.Dropout(0.0), nn.Linear(16, n_classes))
+    net[1].weight.requires_grad_(False)
+    return net
+
+
 class TwoDropouts(nn.Module):
     """Dropout on the input and after the hidden layer, each with a rate of its own."""
 

@@ -120,10 +120,17 @@ def build(fn: Callable[..., Any], module: str, input_shape: tuple[int, ...], n_c
 
 
 def check_parameters(net: nn.Module, module: str) -> None:
-    """A module must have something to train: the optimisers step its parameters."""
-    if not any(p.requires_grad for p in net.parameters()):
+    """A module must have something to train, and every parameter trains: the optimisers
+    step them all (a frozen one would fail a per-model step and train in a stacked one)."""
+    named = list(net.named_parameters())
+    if not named:
         raise ModelError("model.module", f"the module {module} builds has no parameters to "
-                                         "train (none that requires grad)")
+                                         "train")
+    frozen = [n for n, p in named if not p.requires_grad]
+    if frozen:
+        raise ModelError("model.module", f"in the module {module} builds, {frozen[0]} does "
+                                         "not require grad: dropsweep trains every parameter "
+                                         "(leave frozen layers out of the module)")
 
 
 def dropout_names(net: nn.Module) -> list[str]:
