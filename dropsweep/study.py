@@ -11,6 +11,7 @@ study resumes and reports exactly as before.
 from __future__ import annotations
 
 import copy
+import os
 import time
 import warnings
 from pathlib import Path
@@ -45,8 +46,8 @@ def stored_sweep(study: Any) -> Sweep:
     if data is None:
         raise StorageError(f"study '{name}' was not made by dropsweep")
     check_schema(name, user_attrs)
-    return build_sweep(RawSweep(data=data, file=user_attrs.get(records.STUDY_SWEEP_FILE)
-                                or f"study {name}"))
+    return build_sweep(RawSweep(data=data, file=shown_file(
+        user_attrs.get(records.STUDY_SWEEP_FILE)) or f"study {name}"))
 
 
 def check_schema(name: str, user_attrs: Mapping[str, Any]) -> int:
@@ -316,6 +317,20 @@ def resolved_file(file: str) -> str:
     experiment (a study recorded before kept the file as typed, relative to its search's
     directory, and is read back from there as before)."""
     return str(Path(file).resolve()) if file else file
+
+
+def shown_file(recorded: str | None) -> str | None:
+    """A recorded sweep file as messages name it from here: relative to this directory when
+    it lies in it (as typed, when the search ran here), else absolute. Either way the
+    paths in the sweep resolve to the same files; a path recorded relative (before issue 24)
+    is kept as it is."""
+    if not recorded or not os.path.isabs(recorded):
+        return recorded
+    try:
+        here = os.path.relpath(recorded, Path.cwd().resolve())
+    except (OSError, ValueError):  # no current directory; another drive
+        return recorded
+    return recorded if here.startswith(os.pardir) else here
 
 
 def _torch_version() -> str:
