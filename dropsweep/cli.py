@@ -275,8 +275,9 @@ def search(sweep: str, overrides: tuple[str, ...], storage: str, study_name: str
     kernel_notice = _kernel_notice(device)
     try:
         with stop_on_signals(StopFlag(), until_exit=True) as stop, progress:
-            if kernel_notice:
-                progress.notice(kernel_notice)
+            for text in (kernel_notice, *config.family.notices(config.model)):
+                if text:
+                    progress.notice(text)
             if workers == 1:
                 summary = run_search(config, dataset, storage_url=storage,
                                      study_name=study_name, trials=trials, device=device,
@@ -599,7 +600,9 @@ def validate(sweep: str, overrides: tuple[str, ...], check_data: bool) -> None:
         dataset = load_dataset(config)
         check_folds(dataset, config)
         config.family.need(config, dataset, config.splits)  # the network fits the data
-    out, _ = _consoles()
+    out, err = _consoles()
+    for text in config.family.notices(config.model):
+        err.print(f"note: {text}", markup=False)
     out.out(yaml.safe_dump(config.to_dict(), sort_keys=False).rstrip())
     if check_data:
         counts = ", ".join(f"{k}: {v}" for k, v in dataset.class_counts.items())

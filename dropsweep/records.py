@@ -40,7 +40,8 @@ DEFAULT_STORAGE = "sqlite:///results/dropsweep.db"  # embedded, zero set-up (--s
 STUDY_SWEEP = "dropsweep_sweep"  # dict, the whole resolved sweep configuration
 STUDY_VERSION = "dropsweep_version"  # str
 STUDY_TORCH_VERSION = "torch_version"  # str
-STUDY_SWEEP_FILE = "sweep_file"  # str, the path the sweep was read from
+STUDY_SWEEP_FILE = "sweep_file"  # str, the path the sweep was read from (absolute; as typed
+# before issue 24): what the stored sweep's relative paths are relative to
 # dict {"sha256", "labels", "rows", "features", "file"}, on a search study: the rows it
 # searches (after eval.test's hold-out), as data.rows_record gives them; other rows refused
 DATA_ROWS = "data_rows"

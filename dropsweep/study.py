@@ -11,9 +11,11 @@ study resumes and reports exactly as before.
 from __future__ import annotations
 
 import copy
+import os
 import shlex
 import time
 import warnings
+from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -45,8 +47,8 @@ def stored_sweep(study: Any) -> Sweep:
     if data is None:
         raise StorageError(f"study '{name}' was not made by dropsweep")
     check_schema(name, user_attrs)
-    return build_sweep(RawSweep(data=data, file=user_attrs.get(records.STUDY_SWEEP_FILE)
-                                or f"study {name}"))
+    return build_sweep(RawSweep(data=data, file=shown_file(
+        user_attrs.get(records.STUDY_SWEEP_FILE)) or f"study {name}"))
 
 
 def check_searched(study: Any) -> None:
@@ -315,9 +317,33 @@ def _create_study(sweep: Sweep, storage: optuna.storages.BaseStorage, study_name
     study.set_user_attr(records.STUDY_SCHEMA, records.SCHEMA_VERSION)
     study.set_user_attr(records.STUDY_VERSION, dropsweep.__version__)
     study.set_user_attr(records.STUDY_TORCH_VERSION, _torch_version())
-    study.set_user_attr(records.STUDY_SWEEP_FILE, sweep.file)
+    study.set_user_attr(records.STUDY_SWEEP_FILE, resolved_file(sweep.file))
     _record_balance(study, sweep)
     return study
+
+
+def resolved_file(file: str) -> str:
+    """The sweep file as an absolute path: the paths written in it (``data.csv``, a custom
+    module's file) are relative to it, so commands that read the stored sweep back
+    (``confirm``, ``test``, ``export``) find them from any directory. The stored sweep keeps
+    them as written: a worker on another machine, its copy elsewhere, runs the same
+    experiment (a study recorded before kept the file as typed, relative to its search's
+    directory, and is read back from there as before)."""
+    return str(Path(file).resolve()) if file else file
+
+
+def shown_file(recorded: str | None) -> str | None:
+    """A recorded sweep file as messages name it from here: relative to this directory when
+    it lies in it (as typed, when the search ran here), else absolute. Either way the
+    paths in the sweep resolve to the same files; a path recorded relative (before issue 24)
+    is kept as it is."""
+    if not recorded or not os.path.isabs(recorded):
+        return recorded
+    try:
+        here = os.path.relpath(recorded, Path.cwd().resolve())
+    except (OSError, ValueError):  # no current directory; another drive
+        return recorded
+    return recorded if here.startswith(os.pardir) else here
 
 
 def _torch_version() -> str:
