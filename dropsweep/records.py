@@ -61,6 +61,9 @@ TEST_ROWS = "test_rows"  # int, how many test rows
 TEST_CHOSEN = "test_chosen"  # dict {config, source_trial, rule}: what was tested
 TEST_ROUNDS = "test_rounds"  # int, times the test set was scored (1 + every --rescore)
 TEST_RESCORED = "test_rescored"  # list[str], when each --rescore happened (ISO, UTC)
+# int, the seeds the latest round was asked for: a round a stop cut short goes on to these;
+# more seeds are a new round (--rescore)
+TEST_REPEATS = "test_repeats"
 TEST_INCLUDES_VALIDATION = "test_includes_validation"  # bool: trained on every searched row
 TEST_ROUND = "test_round"  # int, on a test trial: the round it belongs to  # the companion study `dropsweep confirm` writes beside a search
 # dict {"by": "placement" | "none", "since": n}: how the searches since trial n shared out

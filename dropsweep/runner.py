@@ -51,19 +51,29 @@ class StopFlag:
 
     def __init__(self) -> None:
         self.signal: int | None = None
+        self.at_once = False  # in :func:`at_once`: a second Ctrl-C raises KeyboardInterrupt
+        self.presses = 0  # Ctrl-Cs since the stop was asked
 
     def __call__(self) -> bool:
         return self.signal is not None
 
 
 @contextmanager
-def stop_on_signals(flag: StopFlag) -> Iterator[StopFlag]:
-    """First Ctrl-C/SIGTERM asks for a clean stop; a second Ctrl-C stops at once."""
+def stop_on_signals(flag: StopFlag, *, until_exit: bool = False) -> Iterator[StopFlag]:
+    """First Ctrl-C/SIGTERM asks for a clean stop. A second Ctrl-C stops at once where the
+    work allows it (:func:`at_once`) and is ignored elsewhere: the stop is under way there,
+    and what it prints (the summary, the command to resume) must not be cut short; a third
+    stops at once wherever it lands. ``until_exit``: the caller exits once stopped (the
+    command line), so after a stop the handlers stay until it has printed and exited."""
 
     def handler(signum: int, frame: Any) -> None:
-        if flag.signal is not None and signum == signal.SIGINT:
+        if flag.signal is None or signum != signal.SIGINT:
+            flag.signal = signum
+            return
+        flag.presses += 1
+        if flag.at_once or flag.presses > 1:
+            flag.at_once = False  # once: the unwinding is not cut short by the next one
             raise KeyboardInterrupt
-        flag.signal = signum
 
     previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -74,8 +84,24 @@ def stop_on_signals(flag: StopFlag) -> Iterator[StopFlag]:
     try:
         yield flag
     finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
+        if not (until_exit and flag.signal is not None):
+            for s, h in previous.items():
+                signal.signal(s, h)
+
+
+@contextmanager
+def at_once(flag: StopFlag) -> Iterator[None]:
+    """Work that a second Ctrl-C cuts short: it raises KeyboardInterrupt in here, the work
+    gives back what it holds as it unwinds, and the caller goes on as after a clean stop.
+    A KeyboardInterrupt when no stop was asked (Python's own handler) goes on up."""
+    flag.at_once = True
+    try:
+        yield
+    except KeyboardInterrupt:
+        if flag.signal is None:
+            raise
+    finally:
+        flag.at_once = False
 
 
 # ----------------------------------------------------------------------------- the search
@@ -239,7 +265,9 @@ def run_search(
     if fits < batch:
         events.notice(f"training {fits} trials at a time, not {batch}: more would not fit "
                       "in memory")
-    _Search(study, summary, sweep, folds, fits, events, stop, saves, checkpoint_every).run()
+    with at_once(stop):  # a second Ctrl-C: the trials held are given back, the rest kept
+        _Search(study, summary, sweep, folds, fits, events, stop, saves,
+                checkpoint_every).run()
     summary.stopped_by = stop.signal
     _summarize(study, summary)
     return summary

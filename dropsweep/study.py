@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import os
+import shlex
 import time
 import warnings
 from pathlib import Path
@@ -48,6 +49,18 @@ def stored_sweep(study: Any) -> Sweep:
     check_schema(name, user_attrs)
     return build_sweep(RawSweep(data=data, file=shown_file(
         user_attrs.get(records.STUDY_SWEEP_FILE)) or f"study {name}"))
+
+
+def check_searched(study: Any) -> None:
+    """Refuse a companion study (``NAME:confirm``, ``NAME:test``, known by what it records,
+    not by its name) as the study to confirm, test or export: it holds results about a
+    search, not one, and testing it would be a look at the test rows under another name."""
+    for key, what in ((records.CONFIRM_OF, "the confirmation of"),
+                      (records.TEST_OF, "the test of")):
+        searched = study.user_attrs.get(key)
+        if searched is not None:
+            raise StorageError(f"study '{study.study_name}' is {what} study '{searched}', not "
+                               f"a search: use --study {shlex.quote(str(searched))}")
 
 
 def check_schema(name: str, user_attrs: Mapping[str, Any]) -> int:

@@ -17,6 +17,7 @@ from click.testing import CliRunner
 
 from dropsweep import __version__
 from dropsweep.cli import main
+from helpers import SUITE
 
 REPO = Path(__file__).resolve().parents[1]
 SONAR_SWEEP = str(REPO / "sweeps" / "sonar.yaml")
@@ -236,6 +237,131 @@ def test_ctrl_c_keeps_finished_trials_and_says_how_to_resume(in_tmp):
     with sqlite3.connect(db) as con:
         states = [s for (s,) in con.execute("select state from trials order by number")]
     assert states == ["COMPLETE", "FAIL"]  # nothing left RUNNING; the finished trial is kept
+
+
+def _until(db: Path, query: str, proc: subprocess.Popen, wanted) -> list[tuple]:
+    """Poll ``query`` on the storage until ``wanted(rows)``, while ``proc`` runs."""
+    deadline = time.monotonic() + 120
+    rows: list[tuple] = []
+    while time.monotonic() < deadline and proc.poll() is None:
+        if db.exists():
+            try:
+                with sqlite3.connect(db) as con:
+                    rows = con.execute(query).fetchall()
+            except sqlite3.Error:
+                rows = []
+            if wanted(rows):
+                return rows
+        time.sleep(0.05)
+    raise AssertionError(f"never seen: {query} -> {rows}; exit {proc.poll()}")
+
+
+def _interrupt_twice(proc: subprocess.Popen) -> tuple[str, str]:
+    """Ctrl-C, and 50 ms later Ctrl-C again; then its output, all of it."""
+    SUITE["double interrupts"] += 1
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, (proc.returncode, out, err)
+    assert "Traceback" not in err and "Aborted" not in err, err
+    return out, err
+
+
+def _start(cwd: Path, *args: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "dropsweep", *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.slow
+def test_two_ctrl_c_50_ms_apart_still_print_the_summary_and_how_to_resume(in_tmp):
+    args = ["search", SONAR_SWEEP, "--set", "train.epochs=2000", "--set", "cv.folds=3",
+            "--trials", "3", "--batch", "1"]
+    proc = _start(in_tmp, *args)
+    db = in_tmp / "results" / "dropsweep.db"
+    _until(db, "select state from trials order by number", proc,
+           lambda rows: rows == [("COMPLETE",), ("RUNNING",)])
+    out, err = _interrupt_twice(proc)
+    assert "Interrupted by SIGINT" in out and "1 of 3 trials finished" in out
+    assert "Resume with: dropsweep search " + SONAR_SWEEP in out
+    with sqlite3.connect(db) as con:
+        states = [s for (s,) in con.execute("select state from trials order by number")]
+    assert states == ["COMPLETE", "FAIL"]  # nothing left RUNNING; the finished trial is kept
+
+
+@pytest.fixture
+def tested_study(in_tmp) -> Path:
+    """A small Sonar study with test rows held back, trained long enough to interrupt."""
+    run("search", SONAR_SWEEP, "--set", "cv.folds=3", "--set", "eval.test=0.2",
+        "--set", "train.epochs=500", "--trials", "2", "-q")
+    return in_tmp / "results" / "dropsweep.db"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command,companion,summary", [
+    (["confirm", "--top", "1", "--repeats", "2"], "sonar:confirm",
+     r"Interrupted: \d of 4 done\. Resume with: dropsweep confirm --top 1 --repeats 2"),
+    (["test", "--repeats", "2"], "sonar:test",
+     r"Interrupted: 0 of 2 repeats scored\. Resume with: dropsweep test --repeats 2"),
+])
+def test_confirm_and_test_under_two_ctrl_c_print_how_to_resume(tested_study, command,
+                                                               companion, summary):
+    proc = _start(tested_study.parents[1], *command)
+    # its companion study written: the command is under way, its handlers installed
+    _until(tested_study, f"select * from studies where study_name = '{companion}'", proc,
+           lambda rows: len(rows) == 1)
+    out, _ = _interrupt_twice(proc)
+    assert re.search(summary, out), out
+    with sqlite3.connect(tested_study) as con:
+        assert con.execute("select count(*) from trials where state = 'RUNNING'").fetchone() \
+            == (0,)
+
+
+def test_a_second_ctrl_c_cuts_training_short_a_third_anything(dataset, storage, monkeypatch):
+    """In this process: Ctrl-C twice in the middle of training (a real SIGINT each) stops
+    the search at once and still returns its summary; outside that work a second Ctrl-C is
+    ignored (the stop is under way) and a third stops wherever it lands."""
+    from dropsweep.config import build_sweep
+    from dropsweep.families.mlp import MLP
+    from dropsweep.runner import StopFlag, run_search, stop_on_signals
+    from dropsweep.sweepfile import parse_sweep_text
+
+    SUITE["double interrupts"] += 1
+    sweep = build_sweep(parse_sweep_text(
+        "name: t\nmodel: {hidden: [4]}\ntrain: {epochs: 4, eval_every: 2}\ncv: {folds: 2}\n"
+        "search: {trials: 3, sampler: random, pruner: none}\n", "t.yaml"))
+    original = MLP.train
+
+    def pressed_twice(self, *args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)  # a clean stop asked
+        os.kill(os.getpid(), signal.SIGINT)  # and at once
+        time.sleep(1)  # the handler runs at the next bytecode: well before this ends
+        raise AssertionError("a second Ctrl-C in training did not stop it")
+
+    monkeypatch.setattr(type(MLP), "train", pressed_twice)
+    before = signal.getsignal(signal.SIGINT)
+    try:
+        with stop_on_signals(StopFlag()) as stop:
+            try:
+                summary = run_search(sweep, dataset, storage_url=storage, batch=3,
+                                     device="cpu", stop=stop)
+            except KeyboardInterrupt:  # not to pytest: it would end the session
+                pytest.fail("a second Ctrl-C in training ended the search with no summary")
+        assert summary.stopped_by == signal.SIGINT and summary.finished == 0
+        assert summary.states == {"FAIL": 3}  # given back, marked interrupted
+        assert signal.getsignal(signal.SIGINT) is before
+        monkeypatch.setattr(type(MLP), "train", original)
+        with stop_on_signals(StopFlag()) as stop:
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)  # no work to cut short: ignored
+            time.sleep(0.1)
+            assert stop.signal == signal.SIGINT
+            with pytest.raises(KeyboardInterrupt):
+                os.kill(os.getpid(), signal.SIGINT)  # the third
+                time.sleep(1)
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 @pytest.mark.parametrize("args,parts", [
