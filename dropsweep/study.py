@@ -53,7 +53,7 @@ def stored_sweep(study: Any) -> Sweep:
 
 def check_searched(study: Any) -> None:
     """Refuse a companion study (``NAME:confirm``, ``NAME:test``, known by what it records,
-    not by its name) as the study to confirm, test or export: it holds results about a
+    not by its name) as the study to search, confirm, test or export: it holds results about a
     search, not one, and testing it would be a look at the test rows under another name."""
     for key, what in ((records.CONFIRM_OF, "the confirmation of"),
                       (records.TEST_OF, "the test of")):
@@ -238,6 +238,7 @@ def prepare_study(sweep: Sweep, storage_url: str, study_name: str,
             raise StorageError(f"study '{study_name}' in {mask_url(storage_url)} was not made "
                                "by dropsweep; choose another --study name")
         check_schema(study_name, study.user_attrs)
+        check_searched(study)  # a search would add its trials to a confirmation's or test's
         changed = sweep_differences(old, new_sweep)
         if changed:
             raise StudyMismatchError(

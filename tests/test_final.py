@@ -236,7 +236,7 @@ def _companions_study(tmp_path, monkeypatch) -> CliRunner:
     return runner
 
 
-def test_companion_studies_are_refused_as_the_subject_of_test_confirm_and_export(
+def test_companion_studies_are_refused_as_the_subject_of_search_test_confirm_and_export(
         tmp_path, monkeypatch):
     runner = _companions_study(tmp_path, monkeypatch)
     first = runner.invoke(main, ["test", "--study", "small", "--repeats", "2"],
@@ -246,7 +246,8 @@ def test_companion_studies_are_refused_as_the_subject_of_test_confirm_and_export
                               "-q"], catch_exceptions=False)
     assert ok.exit_code == 0, ok.stderr
     for companion in ("small:confirm", "small:test"):
-        for command in (["test"], ["confirm"], ["export", "-o", "x.yaml"]):
+        for command in (["test"], ["confirm"], ["export", "-o", "x.yaml"],
+                        ["search", "s.yaml", "--set", "train.epochs=3", "-q"]):
             SUITE["test-set second looks"] += 1
             result = runner.invoke(main, [*command, "--study", companion])
             assert result.exit_code == 2, (command, companion, result.stdout, result.stderr)
