@@ -99,6 +99,14 @@ def _resume_command() -> str:
     return shlex.join(["dropsweep", *sys.argv[1:]])
 
 
+def _exit_interrupted(signum: int) -> None:
+    """Exit with the stopping signal's status (130, 143) once the summary is printed, a
+    Ctrl-C from now on ignored: Python gives SIGINT back to the system as it shuts down, and
+    one then would end the process as killed (-2), or raise in its last clean-up."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.exit(EXIT_INTERRUPTED.get(signum, 130))
+
+
 def _resumable(exc: StorageFailure) -> StorageFailure:
     """A storage that failed mid-run: the same one line, with how to resume."""
     return StorageFailure(f"{exc.message}; fix it, then resume with: {_resume_command()}")
@@ -157,28 +165,35 @@ def _consoles(quiet: bool = False) -> tuple[Any, Any]:
     return out, err
 
 
-def _study_to_train(storage: str, study_name: str | None, threads: int | None
+def _study_to_train(storage: str, study_name: str | None, threads: int | None, err: Any
                     ) -> tuple[Any, Any, Any, Any]:
     """(storage, study, its sweep, its data) for a command that trains on a stored study
     (confirm, test): found without writing first, so that a mistyped --storage creates
-    nothing."""
+    nothing; the data refused unless they are the rows the study was searched on (a note
+    on ``err`` when an older study records them now)."""
     import torch
 
-    from dropsweep.data import load_dataset
+    from dropsweep.data import load_dataset, rows_record
     from dropsweep.report import latest_study_name
     from dropsweep.storage import heartbeat_seconds, load_study, open_storage
-    from dropsweep.study import stored_sweep
+    from dropsweep.study import check_rows, check_searched, stored_sweep
 
     reader = open_storage(storage, read_only=True)
     name = study_name or latest_study_name(reader)
-    load_study(reader, name, storage)
+    check_searched(load_study(reader, name, storage))
     store = open_storage(storage, heartbeat=heartbeat_seconds())
     study = load_study(store, name, storage)
     sweep = stored_sweep(study)
     dataset = load_dataset(sweep)
+    _note(err, check_rows(study, rows_record(dataset)))
     if threads is not None:
         torch.set_num_threads(threads)
     return store, study, sweep, dataset
+
+
+def _note(err: Any, text: str | None) -> None:
+    if text:
+        err.print(f"note: {text}", markup=False)
 
 
 # ----------------------------------------------------------------------------- commands
@@ -240,7 +255,7 @@ def search(sweep: str, overrides: tuple[str, ...], storage: str, study_name: str
 
     watch_parent()  # a worker of --workers N: stop cleanly, as on SIGTERM, when that parent dies
     sweep = _sweep_file(sweep)  # a file its workers are given as such
-    from dropsweep.data import check_folds, load_dataset
+    from dropsweep.data import check_folds, load_dataset, rows_record
     from dropsweep.progress import SearchProgress, render_search_summary
     import torch
 
@@ -259,9 +274,10 @@ def search(sweep: str, overrides: tuple[str, ...], storage: str, study_name: str
     status = 0
     kernel_notice = _kernel_notice(device)
     try:
-        with stop_on_signals(StopFlag()) as stop, progress:
-            if kernel_notice:
-                progress.notice(kernel_notice)
+        with stop_on_signals(StopFlag(), until_exit=True) as stop, progress:
+            for text in (kernel_notice, *config.family.notices(config.model)):
+                if text:
+                    progress.notice(text)
             if workers == 1:
                 summary = run_search(config, dataset, storage_url=storage,
                                      study_name=study_name, trials=trials, device=device,
@@ -277,7 +293,9 @@ def search(sweep: str, overrides: tuple[str, ...], storage: str, study_name: str
                 devices = worker_devices(device, workers, gpu_count())
                 fits = worker_batches(config, dataset, wanted, devices)
                 study, summary = open_search(config, storage_url=storage,
-                                             study_name=study_name, trials=trials)
+                                             study_name=study_name, trials=trials,
+                                             rows=rows_record(dataset),
+                                             notice=progress.notice)
                 progress.start(summary)
                 for name, fit in sorted(set(zip(devices, fits))):
                     if fit < wanted:
@@ -296,7 +314,7 @@ def search(sweep: str, overrides: tuple[str, ...], storage: str, study_name: str
         raise _resumable(exc) from None
     render_search_summary(summary, out, resume_command=_resume_command())
     if summary.stopped_by is not None:
-        sys.exit(EXIT_INTERRUPTED.get(summary.stopped_by, 130))
+        _exit_interrupted(summary.stopped_by)
     if status:
         sys.exit(status)
 
@@ -417,19 +435,17 @@ def confirm(ctx: click.Context, storage: str, study_name: str | None, top: int,
     from dropsweep.runner import StopFlag, stop_on_signals
     from dropsweep.storage import load_study
 
-    store, study, sweep, dataset = _study_to_train(storage, study_name, threads)
-    name = study.study_name
     out, err = _consoles(quiet)
-    kernel_notice = _kernel_notice(device)
-    if kernel_notice:
-        err.print(f"note: {kernel_notice}", markup=False)
+    store, study, sweep, dataset = _study_to_train(storage, study_name, threads, err)
+    name = study.study_name
+    _note(err, _kernel_notice(device))
     what = ("the baseline and the best configuration of each placement" if per_placement
             else f"the baseline and the {top} best configurations")
     err.print(f"confirming study '{name}': {what}, "
               + (f"{repeats} new hold-out splits" if sweep.eval.protocol == "holdout"
                  else f"{repeats} x {sweep.cv.folds}-fold CV on new splits"), markup=False)
     try:
-        with stop_on_signals(StopFlag()) as stop:
+        with stop_on_signals(StopFlag(), until_exit=True) as stop:
             summary = run_confirm(study, dataset, top=top, repeats=repeats, device=device,
                                   stop=stop, per_placement=per_placement,
                                   on_repeat=lambda s: err.print(
@@ -446,7 +462,7 @@ def confirm(ctx: click.Context, storage: str, study_name: str | None, top: int,
     if summary.stopped_by is not None:
         out.print(f"Interrupted: {summary.done} of {summary.total} done. Resume with: "
                   + _resume_command(), markup=False)
-        sys.exit(EXIT_INTERRUPTED.get(summary.stopped_by, 130))
+        _exit_interrupted(summary.stopped_by)
 
 
 @main.command("test")
@@ -460,15 +476,16 @@ def confirm(ctx: click.Context, storage: str, study_name: str | None, top: int,
 @click.option("--repeats", type=click.IntRange(min=2), default=3, show_default=True,
               help="Training seeds, each scored on the same test rows.")
 @click.option("--rescore", is_flag=True,
-              help="Score again though a result is stored (recorded: a test set looked at "
-                   "twice is less of a test).")
+              help="Score again, as asked (more seeds, another trial), though a result is "
+                   "stored (recorded: a test set looked at twice is less of a test).")
 @device_option("Where to train.")
 @click.option("--threads", type=click.IntRange(min=1), metavar="N", help="Torch threads.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
               show_default=True)
-def test_command(storage: str, study_name: str | None, select_rule: str, number: int | None,
-                 repeats: int, rescore: bool, device: str, threads: int | None,
-                 fmt: str) -> None:
+@click.pass_context
+def test_command(ctx: click.Context, storage: str, study_name: str | None, select_rule: str,
+                 number: int | None, repeats: int, rescore: bool, device: str,
+                 threads: int | None, fmt: str) -> None:
     """Score the chosen configuration and the baseline once on the test rows the sweep held
     back (eval.test), each trained on every searched row with --repeats seeds; compare them
     seed by seed. A second run shows the stored answer.
@@ -484,16 +501,24 @@ def test_command(storage: str, study_name: str | None, select_rule: str, number:
     from dropsweep.render import render_test
     from dropsweep.runner import StopFlag, stop_on_signals
 
-    _, study, sweep, dataset = _study_to_train(storage, study_name, threads)
     out, err = _consoles()
-    with stop_on_signals(StopFlag()) as stop:
-        result = run_test(study, dataset, rule=select_rule, number=number, repeats=repeats,
+    _, study, sweep, dataset = _study_to_train(storage, study_name, threads, err)
+    # a stored answer is compared with the seeds asked for, not with the default
+    asked = None if ctx.get_parameter_source("repeats") is ParameterSource.DEFAULT else repeats
+    with stop_on_signals(StopFlag(), until_exit=True) as stop:
+        result = run_test(study, dataset, rule=select_rule, number=number, repeats=asked,
                           device=device, rescore=rescore, stop=stop,
                           on_repeat=lambda r: err.print(f"  repeat {r + 1} of {repeats} scored",
-                                                        markup=False))
-    render_test(result, sweep.family, out, fmt)
+                                                        markup=False),
+                          on_notice=lambda text: err.print(f"note: {text}", markup=False))
+    if result is not None:
+        render_test(result, sweep.family, out, fmt)
     if stop.signal is not None:
-        sys.exit(EXIT_INTERRUPTED.get(stop.signal, 130))
+        scored = 0 if result is None else len(result.seeds)
+        (out if fmt == "table" else err).print(  # stdout stays JSON
+            f"Interrupted: {scored} of {repeats if result is None else result.repeats} "
+            f"repeats scored. Resume with: {_resume_command()}", markup=False)
+        _exit_interrupted(stop.signal)
 
 
 @main.command()
@@ -518,7 +543,7 @@ def export(storage: str, study_name: str | None, number: int | None, output: str
     """
     from pathlib import Path
 
-    from dropsweep.study import stored_sweep
+    from dropsweep.study import check_searched, stored_sweep
     from dropsweep.export import pick_trial, sweep_text, train_on_all, write_atomically
     from dropsweep.report import latest_study_name
     from dropsweep.storage import load_study, open_storage
@@ -526,6 +551,7 @@ def export(storage: str, study_name: str | None, number: int | None, output: str
     store = open_storage(storage, read_only=True)
     name = study_name or latest_study_name(store)
     study = load_study(store, name, storage)
+    check_searched(study)
     trial = pick_trial(study, number)
     sweep = stored_sweep(study)
     text = sweep_text(sweep, trial, name)
@@ -533,14 +559,17 @@ def export(storage: str, study_name: str | None, number: int | None, output: str
     if model is not None:
         import torch
 
-        from dropsweep.data import load_dataset
-        from dropsweep.study import trial_seed
+        from dropsweep.data import load_dataset, rows_record
+        from dropsweep.study import check_rows, trial_seed
 
         from dropsweep.records import CONFIG
         from dropsweep.space import Config
 
         config = Config(trial.user_attrs[CONFIG])
-        saved = train_on_all(sweep, load_dataset(sweep), config,
+        dataset = load_dataset(sweep)
+        # the storage is read only here: an older study's rows are not recorded, only said so
+        _note(err, check_rows(study, rows_record(dataset), record=False))
+        saved = train_on_all(sweep, dataset, config,
                              trial_seed(sweep.search.seed, trial.number), device)
         write_atomically(Path(model), lambda p: torch.save(saved, p))
         err.print(f"trained trial {trial.number} on all the data (training accuracy "
@@ -571,7 +600,9 @@ def validate(sweep: str, overrides: tuple[str, ...], check_data: bool) -> None:
         dataset = load_dataset(config)
         check_folds(dataset, config)
         config.family.need(config, dataset, config.splits)  # the network fits the data
-    out, _ = _consoles()
+    out, err = _consoles()
+    for text in config.family.notices(config.model):
+        err.print(f"note: {text}", markup=False)
     out.out(yaml.safe_dump(config.to_dict(), sort_keys=False).rstrip())
     if check_data:
         counts = ", ".join(f"{k}: {v}" for k, v in dataset.class_counts.items())

@@ -26,7 +26,7 @@ from dropsweep.data import Dataset
 from dropsweep.errors import StorageError
 from dropsweep.families import train_apart
 from dropsweep.results import record_batch
-from dropsweep.runner import StopFlag
+from dropsweep.runner import StopFlag, at_once
 from dropsweep.space import Config, Space, space_of
 from dropsweep.storage import trialio
 from dropsweep.storage import GRACE_BEATS, describe_failure, heartbeat_seconds
@@ -193,33 +193,34 @@ def run_confirm(study: optuna.Study, dataset: Dataset, *, top: int = DEFAULT_TOP
     summary.done = sum((config_key(c.config.to_dict()), r) in done
                        for c in cands for r in range(repeats))
     seconds = heartbeat_seconds()
-    for r in range(repeats):
-        if stop():
-            break
-        todo = [c for c in cands if (config_key(c.config.to_dict()), r) not in done]
-        if not todo:
-            continue
-        liveness.fail_stale(confirm, grace=GRACE_BEATS * seconds)
-        cv_seed = repeat_seed(sweep, r)
-        folds = folds_of(dataset, sweep, cv_seed, dev)
-        if records.TEST_TRAIN_RATIO not in confirm.user_attrs:  # what the corrected tests use
-            confirm.set_user_attr(records.TEST_TRAIN_RATIO, split_ratio(folds))
-        with liveness.Heartbeat(confirm, [], seconds) as held:  # from each ask to its tell
-            try:
-                trials = [_ask(confirm, sweep, c, space, r, cv_seed, held) for c in todo]
-                results = _train(sweep, [c.config for c in todo], folds, cv_seed, stop)
-                lost: set[int] = set()
-                for i, frozen in record_batch(confirm, trials, results, lost):
-                    held.discard(trials[i])
-                    if frozen is not None and not results[i].interrupted:
-                        summary.done += 1
-                        summary.ran += 1
-                summary.lost += len(lost)
-            except BaseException:
-                held.give_back()
-                raise
-        if on_repeat is not None:
-            on_repeat(summary)
+    with at_once(stop):  # a second Ctrl-C: the trials held are given back, the rest kept
+        for r in range(repeats):
+            if stop():
+                break
+            todo = [c for c in cands if (config_key(c.config.to_dict()), r) not in done]
+            if not todo:
+                continue
+            liveness.fail_stale(confirm, grace=GRACE_BEATS * seconds)
+            cv_seed = repeat_seed(sweep, r)
+            folds = folds_of(dataset, sweep, cv_seed, dev)
+            if records.TEST_TRAIN_RATIO not in confirm.user_attrs:  # what the corrected tests use
+                confirm.set_user_attr(records.TEST_TRAIN_RATIO, split_ratio(folds))
+            with liveness.Heartbeat(confirm, [], seconds) as held:  # from each ask to its tell
+                try:
+                    trials = [_ask(confirm, sweep, c, space, r, cv_seed, held) for c in todo]
+                    results = _train(sweep, [c.config for c in todo], folds, cv_seed, stop)
+                    lost: set[int] = set()
+                    for i, frozen in record_batch(confirm, trials, results, lost):
+                        held.discard(trials[i])
+                        if frozen is not None and not results[i].interrupted:
+                            summary.done += 1
+                            summary.ran += 1
+                    summary.lost += len(lost)
+                except BaseException:
+                    held.give_back()
+                    raise
+            if on_repeat is not None:
+                on_repeat(summary)
     summary.stopped_by = stop.signal
     return summary
 

@@ -8,6 +8,7 @@ the sweep key. Splitting and scaling live here so "training-fold statistics only
 from __future__ import annotations
 
 import csv
+import hashlib
 import http.client
 import io
 import math
@@ -87,7 +88,7 @@ def load_dataset(sweep: Sweep) -> Dataset:
             path = _sweep_path(sweep, sweep.data.npz)
             if not path.is_file():
                 raise DataError(f"no such file: {path}", **sweep.where("data.npz"))
-            dataset = from_images(images.load_npz(path, "data.npz"))
+            dataset = from_images(images.load_npz(path))
         else:
             dataset = from_images(images.load_image_set(str(sweep.data.dataset)))
     return hold_back_test(with_scale(dataset, sweep), sweep)
@@ -115,6 +116,33 @@ def hold_back_test(dataset: Dataset, sweep: Sweep) -> Dataset:
                          f"testing: {exc}", **sweep.where("eval.test")) from None
     return replace(dataset, X=dataset.X[keep], y=dataset.y[keep], X_test=dataset.X[held],
                    y_test=dataset.y[held])
+
+
+def fingerprint(*arrays: np.ndarray) -> str:
+    """SHA-256 of ``arrays`` (rows, then their labels), each one's dtype and shape included:
+    the same rows or not. A study records its searched rows' (:func:`rows_record`), a test
+    study its test rows' (final.py)."""
+    digest = hashlib.sha256()
+    for a in arrays:
+        arr = np.ascontiguousarray(a)
+        digest.update(f"{arr.dtype.str}{arr.shape}".encode())
+        digest.update(arr)  # its bytes, read in place (tobytes() would copy 150 MB for CIFAR)
+    return digest.hexdigest()
+
+
+def rows_record(dataset: Dataset) -> dict[str, Any]:
+    """What a study records of the rows it searches (``X``, ``y``: after eval.test's
+    hold-out): their fingerprint, their labels' alone (to say which changed), how many, and
+    the file they came from."""
+    return {"sha256": fingerprint(dataset.X, dataset.y), "labels": fingerprint(dataset.y),
+            "rows": int(dataset.X.shape[0]), "features": dataset.n_features,
+            "file": data_file(dataset)}
+
+
+def data_file(dataset: Dataset) -> str:
+    """The file (or built-in set) the rows were read from, as a message names it."""
+    return dataset.source if dataset.name in dataset.source else \
+        f"{dataset.name} ({dataset.source})"
 
 
 def from_images(imgs: Any) -> Dataset:

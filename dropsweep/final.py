@@ -12,16 +12,16 @@ configuration).
 
 The results are a companion study ``NAME:test`` holding a fingerprint of the test rows.
 Looking at a test set again and again is how it stops being one: a second ``dropsweep test``
-shows the stored answer; scoring again needs ``rescore`` and is recorded (each round's
-time), and so is a changed test set.
+shows the stored answer, and says so; anything more — more seeds, another trial, a changed
+test set — is a second look, made only with ``rescore`` and recorded (each round's time).
+A look a stop cut short goes on as it began: its configuration, its seeds.
 """
 
 from __future__ import annotations
 
-import hashlib
 import warnings
 from dataclasses import dataclass, replace
-from typing import Callable, Container
+from typing import TYPE_CHECKING, Callable, Container
 
 import numpy as np
 import optuna
@@ -30,7 +30,7 @@ from optuna.trial import FrozenTrial, TrialState, create_trial
 from dropsweep import records
 from dropsweep.liveness import now_utc
 from dropsweep.config import Sweep
-from dropsweep.data import Dataset
+from dropsweep.data import Dataset, fingerprint
 from dropsweep.errors import DropsweepError, StorageError
 from dropsweep.families import train_apart
 from dropsweep.rows import best_first, trial_row
@@ -40,17 +40,10 @@ from dropsweep.stats import Comparison, Interval, compare, interval
 from dropsweep.storage import describe_failure
 from dropsweep.study import stored_sweep
 
+if TYPE_CHECKING:  # the runner imports torch: the report reads a test without it
+    from dropsweep.runner import StopFlag
+
 DEFAULT_REPEATS = 3
-
-
-def fingerprint(dataset: Dataset) -> str:
-    """SHA-256 of the test rows and their labels, shapes included: the same test set, or not."""
-    digest = hashlib.sha256()
-    for a in (dataset.X_test, dataset.y_test):
-        arr = np.ascontiguousarray(a)
-        digest.update(f"{arr.dtype.str}{arr.shape}".encode())
-        digest.update(arr.tobytes())
-    return digest.hexdigest()
 
 
 def test_seed(sweep: Sweep, repeat: int) -> int:
@@ -105,6 +98,7 @@ class TestResult:
     vs_baseline: Comparison  # chosen - baseline, paired by seed
     rounds: int  # how many times the test set has been scored (1 + rescores)
     fingerprint: str
+    repeats: int  # the seeds its round was asked for (len(seeds) until a stopped one ends)
 
 
 def _test_study_name(study: optuna.Study) -> str:
@@ -131,18 +125,27 @@ def stored_result(study: optuna.Study, names: Container[str] | None = None
 
 
 def run_test(study: optuna.Study, dataset: Dataset, *, rule: str = "best",
-             number: int | None = None, repeats: int = DEFAULT_REPEATS, device: str = "cpu",
-             rescore: bool = False, stop: Callable[[], bool] | None = None,
-             on_repeat: Callable[[int], None] | None = None) -> TestResult:
+             number: int | None = None, repeats: int | None = None, device: str = "cpu",
+             rescore: bool = False, stop: StopFlag | None = None,
+             on_repeat: Callable[[int], None] | None = None,
+             on_notice: Callable[[str], None] | None = None) -> TestResult | None:
     """Score the chosen configuration and the baseline on the test rows, or return the
-    answer already stored (``rescore``: score again, recorded)."""
+    answer already stored (``rescore``: score again, as asked, recorded); ``on_notice``
+    hears, in one line, that an answer shown was stored and how it differs from the one
+    asked for. ``repeats``: the seeds (None: DEFAULT_REPEATS, or as many as the answer
+    stored). None: stopped before one repeat was scored."""
+    from dropsweep.runner import StopFlag, at_once  # torch: only when something may train
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    stop = stop or StopFlag()
+    notice = on_notice or (lambda text: None)
     sweep = stored_sweep(study)
     if dataset.X_test is None or dataset.y_test is None:
         raise DropsweepError(f"study '{study.study_name}' has no test rows: its sweep holds none "
                              "back (eval.test: none, and the data has no test split of its "
                              "own); nothing can be tested")
-    mark = fingerprint(dataset)
+    mark = fingerprint(dataset.X_test, dataset.y_test)  # the same test set, or not
+    wanted = choose(study, sweep, rule, number)
     test = _open(study)
     done = None if test is None else _read(test)
     if done is not None and not rescore:
@@ -151,21 +154,22 @@ def run_test(study: optuna.Study, dataset: Dataset, *, rule: str = "best",
                 f"the test rows of study '{study.study_name}' are not the ones it was "
                 "tested on (their fingerprint differs); scoring a changed test set is a "
                 "new look at it: --rescore does so, and is recorded")
-        if len(done.seeds) >= repeats:
+        more = _second_look(done, wanted, repeats)
+        if all(_has(test, done.rounds, r) for r in range(done.repeats)):
+            notice(f"the answer stored in '{done.study_name}' is shown, not scored again: "
+                   f"{_looked(done.chosen, done.repeats)}"
+                   + (more or "; --rescore scores the test rows again, recorded as a second "
+                      "look at them"))
             return done  # the stored answer: looking again is not scoring again
-    chosen = choose(study, sweep, rule, number)
-    test = test or _create(study, chosen, sweep)
-    round_ = int(test.user_attrs.get(records.TEST_ROUNDS, 1))
-    if rescore and done is not None:
-        round_ += 1
-        times = list(test.user_attrs.get(records.TEST_RESCORED, []))
-        test.set_user_attr(records.TEST_RESCORED,
-                           times + [now_utc().isoformat(timespec="seconds")])
-        test.set_user_attr(records.TEST_ROUNDS, round_)
-    test.set_user_attr(records.TEST_FINGERPRINT, mark)
-    test.set_user_attr(records.TEST_ROWS, int(len(dataset.y_test)))
-    test.set_user_attr(records.TEST_CHOSEN, {"config": chosen.config.to_dict(),
-                                             "source_trial": chosen.number, "rule": chosen.rule})
+        if more:  # stopped part-way: the rest of that look is no second one
+            notice("the look at the test rows a stop cut short goes on as it began: "
+                   f"{_looked(done.chosen, done.repeats)}{more}")
+        chosen, repeats, round_ = done.chosen, done.repeats, done.rounds
+    else:
+        chosen, repeats = wanted, repeats or DEFAULT_REPEATS
+        test = test or _create(study, chosen, sweep)
+        round_ = _begin(test, chosen, repeats, mark, int(len(dataset.y_test)),
+                        second=rescore and done is not None)
     from dropsweep.devices import resolve_device
 
     from dropsweep.protocols import one_split  # torch: only when something trains
@@ -173,25 +177,66 @@ def run_test(study: optuna.Study, dataset: Dataset, *, rule: str = "best",
     # every row the search saw trains; the test rows score
     folds = one_split(dataset, resolve_device(device), score_on_test=True)
     space = space_of(sweep)
-    for r in range(repeats):
-        if stop is not None and stop():
-            break
-        if _has(test, round_, r):
-            continue
-        seed = test_seed(sweep, r)
-        results = train_apart(_final(sweep), [chosen.config, sweep.baseline], folds, seed,
-                              should_stop=stop)
-        if any(res.interrupted for res in results):
-            break
-        for role, config, res in ((records.ROLE_CANDIDATE, chosen.config, results[0]),
-                                  (records.ROLE_BASELINE, sweep.baseline, results[1])):
-            _record(test, sweep, space, config, role, res, r, seed, round_, chosen.number)
-        if on_repeat is not None:
-            on_repeat(r)
+    with at_once(stop):  # a second Ctrl-C: what was scored is kept, and shown
+        for r in range(repeats):
+            if stop():
+                break
+            if _has(test, round_, r):
+                continue
+            seed = test_seed(sweep, r)
+            results = train_apart(_final(sweep), [chosen.config, sweep.baseline], folds, seed,
+                                  should_stop=stop)
+            if any(res.interrupted for res in results):
+                break
+            for role, config, res in ((records.ROLE_CANDIDATE, chosen.config, results[0]),
+                                      (records.ROLE_BASELINE, sweep.baseline, results[1])):
+                _record(test, sweep, space, config, role, res, r, seed, round_, chosen.number)
+            if on_repeat is not None:
+                on_repeat(r)
     result = _read(test)
-    if result is None:
+    if result is None and not stop():
         raise DropsweepError("no repeat finished: nothing was scored on the test rows")
     return result
+
+
+def _begin(test: optuna.Study, chosen: Chosen, repeats: int, mark: str, rows: int, *,
+           second: bool) -> int:
+    """Record what a look scores and return its round: the latest (the first look, or one
+    no repeat of which was scored), or a new one for a ``second`` look, with its time."""
+    round_ = int(test.user_attrs.get(records.TEST_ROUNDS, 1))
+    if second:
+        round_ += 1
+        times = list(test.user_attrs.get(records.TEST_RESCORED, []))
+        test.set_user_attr(records.TEST_RESCORED,
+                           times + [now_utc().isoformat(timespec="seconds")])
+        test.set_user_attr(records.TEST_ROUNDS, round_)
+    test.set_user_attr(records.TEST_FINGERPRINT, mark)
+    test.set_user_attr(records.TEST_ROWS, rows)
+    test.set_user_attr(records.TEST_CHOSEN, {"config": chosen.config.to_dict(),
+                                             "source_trial": chosen.number, "rule": chosen.rule})
+    test.set_user_attr(records.TEST_REPEATS, repeats)
+    return round_
+
+
+_HOW = {"best": "the best validation score", "1se": "--select 1se"}
+
+
+def _looked(chosen: Chosen, repeats: int) -> str:
+    how = _HOW.get(chosen.rule, f"--trial {chosen.number}")
+    return f"trial #{chosen.number} ({how}), {repeats} seed{'s' if repeats != 1 else ''}"
+
+
+def _second_look(done: TestResult, wanted: Chosen, repeats: int | None) -> str | None:
+    """How what was asked for differs from the look stored, and how to have it (a second
+    look, recorded); None when the stored look answers it."""
+    if wanted.number != done.chosen.number:
+        how = _HOW.get(wanted.rule, f"--trial {wanted.number}")
+        return (f"; trial #{wanted.number} ({how}) on the test rows would be a second look "
+                "at them: --rescore scores it, and is recorded")
+    if repeats is not None and repeats > done.repeats:
+        return (f", not {repeats}: more seeds are a second look at the test rows: "
+                "--rescore scores them, and is recorded")
+    return None
 
 
 def _final(sweep: Sweep) -> Sweep:
@@ -265,4 +310,5 @@ def _read(test: optuna.Study) -> TestResult | None:
         chosen_scores=a, baseline_scores=b,
         accuracy=interval(a, ratio=0.0), baseline_accuracy=interval(b, ratio=0.0),
         vs_baseline=compare(a, b, ratio=0.0), rounds=round_,
-        fingerprint=str(attrs.get(records.TEST_FINGERPRINT, "")))
+        fingerprint=str(attrs.get(records.TEST_FINGERPRINT, "")),
+        repeats=max(int(attrs.get(records.TEST_REPEATS, 0)), len(repeats)))

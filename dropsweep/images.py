@@ -328,23 +328,24 @@ def load_digits() -> ImageSet:
 # ----------------------------------------------------------------------------- .npz
 
 
-def load_npz(path: Path, key: str | None = None) -> ImageSet:
+def load_npz(path: Path) -> ImageSet:
     """The user's own arrays: ``x`` and ``y``, optionally ``x_test`` and ``y_test``.
 
     ``x`` is [n, h, w] (one channel added), [n, h, w, c], or a table [n, features] (kept as
     it is); ``y`` holds integer or string labels, mapped to ids of sorted class names
-    (numerically sorted when every label is a number). ``key`` is the sweep key that named
-    the file, shown in messages. Nothing but plain arrays is loaded (no Python objects).
+    (numerically sorted when every label is a number). Nothing but plain arrays is loaded
+    (no Python objects). Messages name the file alone, as a CSV's do: the sweep key that
+    named it is said only when there is no such file (data.load_dataset).
     """
     path = Path(path).expanduser()
-    where = {"file": path, "key": key}
+    where = {"file": path}
     if not path.is_file():
         what = "is a directory, not an .npz file" if path.is_dir() else "no such file"
         raise DataError(what, **where)
-    arrays = _npz_arrays(path, where)
+    arrays, names = _npz_arrays(path, where)
     for name in ("x", "y"):
         if name not in arrays:
-            held = ", ".join(sorted(arrays)) or "nothing"
+            held = ", ".join(sorted(names)) or "nothing"
             raise DataError(f"has no array '{name}' (it holds: {held}); save it with "
                             "np.savez(path, x=..., y=...)", **where)
     if ("x_test" in arrays) != ("y_test" in arrays):
@@ -375,31 +376,69 @@ def load_npz(path: Path, key: str | None = None) -> ImageSet:
     return ImageSet(x, y_train, x_test, y_test, classes, path.name, str(path), pixel_max)
 
 
-def _npz_arrays(path: Path, where: dict[str, Any]) -> dict[str, np.ndarray]:
-    """Every array of the file, read now so a damaged member is reported here."""
+NPZ_ARRAYS = ("x", "y", "x_test", "y_test")  # the members dropsweep reads; others are ignored
+
+
+def _npz_arrays(path: Path, where: dict[str, Any]
+                ) -> tuple[dict[str, np.ndarray], tuple[str, ...]]:
+    """The arrays of :data:`NPZ_ARRAYS` the file holds, read now so that a damaged member is
+    reported here, and the names of every array it holds (a message about a missing one
+    lists them): a member dropsweep does not use is never read."""
     try:
-        loaded = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise DataError(f"not an .npz file ({_first_line(exc)}); save one with "
-                        "np.savez(path, x=..., y=...)", **where) from None
-    if not isinstance(loaded, np.lib.npyio.NpzFile):
+        with open(path, "rb") as handle:
+            start = handle.read(len(np.lib.format.MAGIC_PREFIX))
+    except OSError as exc:
+        raise DataError(f"cannot read: {exc.strerror or exc}", **where) from None
+    if start == np.lib.format.MAGIC_PREFIX:
         raise DataError("is a single .npy array, not an .npz archive; save one with "
                         "np.savez(path, x=..., y=...)", **where)
-    arrays: dict[str, np.ndarray] = {}
-    with loaded:
-        for name in loaded.files:
+    try:
+        archive = zipfile.ZipFile(path)
+    except Exception as exc:  # noqa: BLE001 - not a zip, or a forged one
+        raise DataError(f"not an .npz file ({_first_line(exc)}); save one with "
+                        "np.savez(path, x=..., y=...)", **where) from None
+    with archive:
+        # numpy's naming: a member "x.npy" is the array "x"
+        members = {(m[:-4] if m.endswith(".npy") else m): m for m in archive.namelist()}
+        arrays = {name: _npz_member(archive, members[name], where)
+                  for name in NPZ_ARRAYS if name in members}
+    return arrays, tuple(members)
+
+
+def _npz_member(archive: zipfile.ZipFile, member: str, where: dict[str, Any]) -> np.ndarray:
+    """One member as an array, its header checked before numpy allocates anything: a member
+    that is not a .npy array (numpy would hand back its bytes), holds Python objects, or
+    declares more (or less) data than the archive holds (numpy would first allocate what
+    the header claims, 8 TB for a forged 10⁶×10⁶ header) is one line naming it."""
+    what = f"member '{member}'"
+    try:
+        with archive.open(member) as handle:
             try:
-                arrays[name] = loaded[name]
-            except ValueError as exc:
-                if "allow_pickle" in str(exc):
-                    raise DataError(f"array '{name}' holds Python objects, which dropsweep "
-                                    "does not load; save numbers or strings", **where) from None
-                raise DataError(f"array '{name}' cannot be read ({_first_line(exc)})",
-                                **where) from None
-            except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
-                raise DataError(f"array '{name}' cannot be read ({_first_line(exc)})",
-                                **where) from None
-    return arrays
+                version = np.lib.format.read_magic(handle)
+            except ValueError:
+                raise DataError(f"{what} is not a .npy array (it does not start with numpy's "
+                                "header); save the file with np.savez", **where) from None
+            # format 3.0 differs from 2.0 only in its header's encoding (UTF-8, for the
+            # field names of structured arrays, which dropsweep refuses anyway)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, _, dtype = read_header(handle)
+            header = handle.tell()
+        if dtype.hasobject:
+            raise DataError(f"{what} holds Python objects, which dropsweep does not load; "
+                            "save numbers or strings", **where)
+        declared = math.prod(shape) * dtype.itemsize
+        held = archive.getinfo(member).file_size - header
+        if declared != held:
+            raise DataError(f"{what} declares {_shape(shape)} {dtype} ({declared} bytes) but "
+                            f"holds {held} bytes of data; the file is damaged", **where)
+        with archive.open(member) as handle:
+            return np.lib.format.read_array(handle, allow_pickle=False)
+    except DataError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a forged archive fails in many ways (a bad
+        # header, CRC or compression method, an encrypted member, memory)
+        raise DataError(f"{what} cannot be read ({_first_line(exc)})", **where) from None
 
 
 def _first_line(exc: BaseException) -> str:

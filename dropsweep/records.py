@@ -40,7 +40,11 @@ DEFAULT_STORAGE = "sqlite:///results/dropsweep.db"  # embedded, zero set-up (--s
 STUDY_SWEEP = "dropsweep_sweep"  # dict, the whole resolved sweep configuration
 STUDY_VERSION = "dropsweep_version"  # str
 STUDY_TORCH_VERSION = "torch_version"  # str
-STUDY_SWEEP_FILE = "sweep_file"  # str, the path the sweep was read from
+STUDY_SWEEP_FILE = "sweep_file"  # str, the path the sweep was read from (absolute; as typed
+# before issue 24): what the stored sweep's relative paths are relative to
+# dict {"sha256", "labels", "rows", "features", "file"}, on a search study: the rows it
+# searches (after eval.test's hold-out), as data.rows_record gives them; other rows refused
+DATA_ROWS = "data_rows"
 CONFIRM_OF = "confirm_of"  # str, on a confirmation study: the search study it confirms
 PER_PLACEMENT = "per_placement"  # dict, on a confirmation study run with --per-placement:
 # {placement: {"config": dict, "source_trial": int}}, the best of each placement it confirmed
@@ -57,6 +61,9 @@ TEST_ROWS = "test_rows"  # int, how many test rows
 TEST_CHOSEN = "test_chosen"  # dict {config, source_trial, rule}: what was tested
 TEST_ROUNDS = "test_rounds"  # int, times the test set was scored (1 + every --rescore)
 TEST_RESCORED = "test_rescored"  # list[str], when each --rescore happened (ISO, UTC)
+# int, the seeds the latest round was asked for: a round a stop cut short goes on to these;
+# more seeds are a new round (--rescore)
+TEST_REPEATS = "test_repeats"
 TEST_INCLUDES_VALIDATION = "test_includes_validation"  # bool: trained on every searched row
 TEST_ROUND = "test_round"  # int, on a test trial: the round it belongs to  # the companion study `dropsweep confirm` writes beside a search
 # dict {"by": "placement" | "none", "since": n}: how the searches since trial n shared out

@@ -24,7 +24,7 @@ from optuna.trial import FrozenTrial, TrialState
 from dropsweep import balance, checkpoints, liveness, memory, records, retry
 from dropsweep.asking import ask_next
 from dropsweep.config import Sweep
-from dropsweep.data import Dataset
+from dropsweep.data import Dataset, rows_record
 from dropsweep.devices import (oom_failure, out_of_memory, release_cached_memory,
                                resolve_device)
 from dropsweep.errors import StorageFailure
@@ -52,19 +52,29 @@ class StopFlag:
 
     def __init__(self) -> None:
         self.signal: int | None = None
+        self.at_once = False  # in :func:`at_once`: a second Ctrl-C raises KeyboardInterrupt
+        self.presses = 0  # Ctrl-Cs since the stop was asked
 
     def __call__(self) -> bool:
         return self.signal is not None
 
 
 @contextmanager
-def stop_on_signals(flag: StopFlag) -> Iterator[StopFlag]:
-    """First Ctrl-C/SIGTERM asks for a clean stop; a second Ctrl-C stops at once."""
+def stop_on_signals(flag: StopFlag, *, until_exit: bool = False) -> Iterator[StopFlag]:
+    """First Ctrl-C/SIGTERM asks for a clean stop. A second Ctrl-C stops at once where the
+    work allows it (:func:`at_once`) and is ignored elsewhere: the stop is under way there,
+    and what it prints (the summary, the command to resume) must not be cut short; a third
+    stops at once wherever it lands. ``until_exit``: the caller exits once stopped (the
+    command line), so after a stop the handlers stay until it has printed and exited."""
 
     def handler(signum: int, frame: Any) -> None:
-        if flag.signal is not None and signum == signal.SIGINT:
+        if flag.signal is None or signum != signal.SIGINT:
+            flag.signal = signum
+            return
+        flag.presses += 1
+        if flag.at_once or flag.presses > 1:
+            flag.at_once = False  # once: the unwinding is not cut short by the next one
             raise KeyboardInterrupt
-        flag.signal = signum
 
     previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -75,8 +85,24 @@ def stop_on_signals(flag: StopFlag) -> Iterator[StopFlag]:
     try:
         yield flag
     finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
+        if not (until_exit and flag.signal is not None):
+            for s, h in previous.items():
+                signal.signal(s, h)
+
+
+@contextmanager
+def at_once(flag: StopFlag) -> Iterator[None]:
+    """Work that a second Ctrl-C cuts short: it raises KeyboardInterrupt in here, the work
+    gives back what it holds as it unwinds, and the caller goes on as after a clean stop.
+    A KeyboardInterrupt when no stop was asked (Python's own handler) goes on up."""
+    flag.at_once = True
+    try:
+        yield
+    except KeyboardInterrupt:
+        if flag.signal is None:
+            raise
+    finally:
+        flag.at_once = False
 
 
 # ----------------------------------------------------------------------------- the search
@@ -163,14 +189,17 @@ def worker_batches(sweep: Sweep, dataset: Dataset, batch: int, devices: Sequence
 
 
 def open_search(sweep: Sweep, *, storage_url: str, study_name: str | None = None,
-                trials: int | None = None) -> tuple[optuna.Study, SearchSummary]:
-    """Create the study or check that it holds this experiment; count what it has."""
+                trials: int | None = None, rows: dict | None = None,
+                notice: Callable[[str], None] | None = None
+                ) -> tuple[optuna.Study, SearchSummary]:
+    """Create the study or check that it holds this experiment, on these ``rows``
+    (:func:`dropsweep.data.rows_record`); count what it has."""
     name = study_name or sweep.name
     target = trials if trials is not None else sweep.search.trials
     if is_exhaustive(sweep):
         target = min(target, len(planned_configs(sweep)))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = prepare_study(sweep, storage_url, name)
+    study = prepare_study(sweep, storage_url, name, rows, notice)
     summary = SearchSummary(study_name=name, storage=mask_url(storage_url), target=target,
                             finished_before=0)
     _summarize(study, summary)
@@ -227,7 +256,8 @@ def run_search(
     folds = folds_of(dataset, sweep, sweep.cv.seed, dev)
     fits = batch_that_fits(sweep, dataset, batch, dev)
     study, summary = open_search(sweep, storage_url=storage_url, study_name=study_name,
-                                 trials=trials)
+                                 trials=trials, rows=rows_record(dataset),
+                                 notice=events.notice)
     if folds.k == 1 and records.VALIDATION_ROWS not in study.user_attrs:
         study.set_user_attr(records.VALIDATION_ROWS, int(folds.n_test[0]))
     saves = checkpoint_root(study, storage_url, checkpoint_dir)
@@ -238,8 +268,9 @@ def run_search(
     if fits < batch:
         events.notice(f"training {fits} trials at a time, not {batch}: more would not fit "
                       "in memory")
-    _Search(study, summary, sweep, folds, fits, events, stop, saves, checkpoint_every,
-            owner).run()
+    with at_once(stop):  # a second Ctrl-C: the trials held are given back, the rest kept
+        _Search(study, summary, sweep, folds, fits, events, stop, saves,
+                checkpoint_every, owner).run()
     summary.stopped_by = stop.signal
     _summarize(study, summary)
     return summary

@@ -10,6 +10,12 @@ k-fold with n - 1 degrees of freedom. Both the interval of one configuration's a
 the paired comparison with the baseline (per-fold differences, same folds) use it. Their
 correction holds for any train/test split, so a repeated hold-out (validation) split uses
 its measured n_validation / n_train instead of 1/(k-1).
+
+The scores are accuracies, fractions in [0, 1], and a t interval knows nothing of that: near
+100% it reaches past it ("[78.57, 111.01]"). The interval is the t interval intersected with
+the values the quantity can take ([0, 1] for an accuracy, [-1, 1] for a difference of two),
+which covers the true value exactly as often, since that value always lies there; the mean,
+t and p are the formula's.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from typing import Sequence
 import numpy as np
 
 LEVEL = 0.95
+ACCURACY = (0.0, 1.0)  # the values an accuracy can take: what the intervals are cut to
 
 
 @dataclass(frozen=True)
@@ -64,8 +71,10 @@ def corrected_se(scores: Sequence[float], folds: int | None = None, *,
 
 
 def interval(scores: Sequence[float], folds: int | None = None, level: float = LEVEL, *,
-             ratio: float | None = None) -> Interval:
-    """Mean +- t(level, n-1) * corrected standard error."""
+             ratio: float | None = None,
+             bounds: tuple[float, float] | None = ACCURACY) -> Interval:
+    """Mean +- t(level, n-1) * corrected standard error, cut to ``bounds`` (the values the
+    scores' true mean can take; None: any)."""
     x = np.asarray(scores, dtype=float)
     mean = float(x.mean()) if x.size else math.nan
     se = corrected_se(x, folds, ratio=ratio)
@@ -74,18 +83,24 @@ def interval(scores: Sequence[float], folds: int | None = None, level: float = L
     from scipy import stats  # half a second to import: only when a confirmation is read
 
     half = float(stats.t.ppf(0.5 + level / 2, x.size - 1)) * se
-    return Interval(mean, mean - half, mean + half, int(x.size))
+    low, high = mean - half, mean + half
+    if bounds is not None:
+        low, high = max(low, bounds[0]), min(high, bounds[1])
+    return Interval(mean, low, high, int(x.size))
 
 
 def compare(a: Sequence[float], b: Sequence[float], folds: int | None = None,
-            level: float = LEVEL, *, ratio: float | None = None) -> Comparison:
+            level: float = LEVEL, *, ratio: float | None = None,
+            bounds: tuple[float, float] | None = ACCURACY) -> Comparison:
     """The corrected resampled t-test of ``a`` against ``b``, scored on the same folds
-    (element i of each is the same repeat and fold)."""
+    (element i of each is the same repeat and fold); ``bounds``: those of each score, so
+    the difference's interval is cut to [low - high, high - low]."""
     x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if x.shape != y.shape:
         raise ValueError(f"paired scores need the same folds: {x.size} vs {y.size} scores")
     d = x - y
-    diff = interval(d, folds, level, ratio=ratio)
+    diff = interval(d, folds, level, ratio=ratio, bounds=None if bounds is None else
+                    (bounds[0] - bounds[1], bounds[1] - bounds[0]))
     se = corrected_se(d, folds, ratio=ratio)
     if math.isnan(se):
         return Comparison(diff, math.nan, math.nan)

@@ -13,10 +13,13 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
+import shlex
 import time
 import uuid
 import warnings
-from typing import Any, Mapping
+from pathlib import Path
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import optuna
@@ -47,8 +50,20 @@ def stored_sweep(study: Any) -> Sweep:
     if data is None:
         raise StorageError(f"study '{name}' was not made by dropsweep")
     check_schema(name, user_attrs)
-    return build_sweep(RawSweep(data=data, file=user_attrs.get(records.STUDY_SWEEP_FILE)
-                                or f"study {name}"))
+    return build_sweep(RawSweep(data=data, file=shown_file(
+        user_attrs.get(records.STUDY_SWEEP_FILE)) or f"study {name}"))
+
+
+def check_searched(study: Any) -> None:
+    """Refuse a companion study (``NAME:confirm``, ``NAME:test``, known by what it records,
+    not by its name) as the study to search, confirm, test or export: it holds results about a
+    search, not one, and testing it would be a look at the test rows under another name."""
+    for key, what in ((records.CONFIRM_OF, "the confirmation of"),
+                      (records.TEST_OF, "the test of")):
+        searched = study.user_attrs.get(key)
+        if searched is not None:
+            raise StorageError(f"study '{study.study_name}' is {what} study '{searched}', not "
+                               f"a search: use --study {shlex.quote(str(searched))}")
 
 
 def check_schema(name: str, user_attrs: Mapping[str, Any]) -> int:
@@ -218,9 +233,14 @@ def trial_seed(search_seed: int, number: int) -> int:
 # ----------------------------------------------------------------------------- open
 
 
-def prepare_study(sweep: Sweep, storage_url: str, study_name: str) -> optuna.Study:
-    """Create the study, or load it and refuse it (one line) if it holds another experiment
-    or was not made by dropsweep; any storage failure on the way is one line too."""
+def prepare_study(sweep: Sweep, storage_url: str, study_name: str,
+                  rows: Mapping[str, Any] | None = None,
+                  notice: Callable[[str], None] | None = None) -> optuna.Study:
+    """Create the study, or load it and refuse it (one line) if it holds another experiment,
+    was searched on other rows (``rows``, :func:`dropsweep.data.rows_record`: recorded when
+    the study is made, checked by :func:`check_rows` when it resumes; None checks nothing) or
+    was not made by dropsweep; any storage failure on the way is one line too. ``notice``
+    hears what the user should read (rows recorded late on an older study)."""
     # Optuna would put its own cache in front of the RDB storage; this one is that cache,
     # whose reads the search can hold (see trialio.py).
     storage = SnapshotStorage(open_storage(storage_url, heartbeat=heartbeat_seconds()))
@@ -228,7 +248,7 @@ def prepare_study(sweep: Sweep, storage_url: str, study_name: str) -> optuna.Stu
     try:
         if study_name not in study_names(storage):
             try:
-                return _create_study(sweep, storage, study_name)
+                return _create_study(sweep, storage, study_name, rows)
             except optuna.exceptions.DuplicatedStudyError:
                 pass  # another worker created it a moment ago: join it
         # Re-seeded by how far the study has come: the same seed again would propose the
@@ -248,12 +268,16 @@ def prepare_study(sweep: Sweep, storage_url: str, study_name: str) -> optuna.Stu
             raise StorageError(f"study '{study_name}' in {mask_url(storage_url)} was not made "
                                "by dropsweep; choose another --study name")
         check_schema(study_name, study.user_attrs)
+        check_searched(study)  # a search would add its trials to a confirmation's or test's
         changed = sweep_differences(old, new_sweep)
         if changed:
             raise StudyMismatchError(
                 f"study '{study_name}' was made with a different experiment "
                 f"({'; '.join(changed)}); resume with the original sweep or choose "
                 "another --study name")
+        note = None if rows is None else check_rows(study, rows)
+        if note and notice:
+            notice(note)
         _record_balance(study, sweep)
         return study
     except StorageError:  # StudyMismatchError included
@@ -261,6 +285,44 @@ def prepare_study(sweep: Sweep, storage_url: str, study_name: str) -> optuna.Stu
     except Exception as exc:  # a storage that fails mid-way (locked, read-only, dropped)
         reason = describe_failure(exc)
         raise StorageError(f"storage {mask_url(storage_url)}: {reason}") from None
+
+
+def check_rows(study: optuna.Study, rows: Mapping[str, Any], record: bool = True
+               ) -> str | None:
+    """Refuse rows other than those the study was searched on, in one line naming the file:
+    a study whose data changed under it would mix two data sets. A study an older dropsweep
+    made recorded no rows: they are recorded now (``record``; from then on other rows are
+    refused) and the note returned says so; without ``record`` (a read-only command) the
+    note says they are not checked. None when the rows are the study's."""
+    name, stored = study.study_name, study.user_attrs.get(records.DATA_ROWS)
+    if not isinstance(stored, Mapping) or "sha256" not in stored:
+        if not record:
+            return (f"study '{name}' was made by an older dropsweep, which recorded no "
+                    f"fingerprint of its rows: {rows['file']}'s rows are not checked")
+        study.set_user_attr(records.DATA_ROWS, dict(rows))
+        return (f"study '{name}' was made by an older dropsweep, which recorded no fingerprint "
+                f"of its rows; recorded now from {rows['file']}: other rows are refused "
+                "from here on")
+    if stored["sha256"] == rows["sha256"]:
+        return None
+    raise StudyMismatchError(
+        f"its rows differ from those study '{name}' was searched on ({_rows_change(stored, rows)})"
+        "; restore the file, or search these rows under another --study name",
+        file=rows["file"])
+
+
+def _rows_change(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
+    """What differs between the rows a study recorded and these, in words."""
+    if (old.get("rows"), old.get("features")) != (new["rows"], new["features"]):
+        change = (f"{old.get('rows')} rows of {old.get('features')} features then, "
+                  f"{new['rows']} of {new['features']} now")
+    elif old.get("labels") != new["labels"]:
+        change = f"other labels on its {new['rows']} rows"
+    else:
+        change = f"the same labels, other values in its {new['rows']} rows"
+    if old.get("file") not in (None, new["file"]):
+        change += f"; searched on {old['file']}"
+    return change
 
 
 def _record_balance(study: optuna.Study, sweep: Sweep) -> None:
@@ -274,21 +336,47 @@ def _record_balance(study: optuna.Study, sweep: Sweep) -> None:
         study.set_user_attr(records.BALANCE, {"by": now, "since": since})
 
 
-def _create_study(sweep: Sweep, storage: optuna.storages.BaseStorage, study_name: str
-                  ) -> optuna.Study:
+def _create_study(sweep: Sweep, storage: optuna.storages.BaseStorage, study_name: str,
+                  rows: Mapping[str, Any] | None) -> optuna.Study:
     study = optuna.create_study(
         storage=storage, study_name=study_name, direction="maximize",
         sampler=sampler_for(sweep, sweep.search.seed), pruner=pruner_for(sweep),
     )
-    # before the sweep: a worker that joins waits for the sweep, and then finds the id too
+    # before the sweep, which tells a joining worker the study is made: it finds these too
     study.set_user_attr(records.STUDY_UID, uuid.uuid4().hex)
+    if rows is not None:
+        study.set_user_attr(records.DATA_ROWS, dict(rows))
     study.set_user_attr(records.STUDY_SWEEP, sweep.to_dict())
     study.set_user_attr(records.STUDY_SCHEMA, records.SCHEMA_VERSION)
     study.set_user_attr(records.STUDY_VERSION, dropsweep.__version__)
     study.set_user_attr(records.STUDY_TORCH_VERSION, _torch_version())
-    study.set_user_attr(records.STUDY_SWEEP_FILE, sweep.file)
+    study.set_user_attr(records.STUDY_SWEEP_FILE, resolved_file(sweep.file))
     _record_balance(study, sweep)
     return study
+
+
+def resolved_file(file: str) -> str:
+    """The sweep file as an absolute path: the paths written in it (``data.csv``, a custom
+    module's file) are relative to it, so commands that read the stored sweep back
+    (``confirm``, ``test``, ``export``) find them from any directory. The stored sweep keeps
+    them as written: a worker on another machine, its copy elsewhere, runs the same
+    experiment (a study recorded before kept the file as typed, relative to its search's
+    directory, and is read back from there as before)."""
+    return str(Path(file).resolve()) if file else file
+
+
+def shown_file(recorded: str | None) -> str | None:
+    """A recorded sweep file as messages name it from here: relative to this directory when
+    it lies in it (as typed, when the search ran here), else absolute. Either way the
+    paths in the sweep resolve to the same files; a path recorded relative (before issue 24)
+    is kept as it is."""
+    if not recorded or not os.path.isabs(recorded):
+        return recorded
+    try:
+        here = os.path.relpath(recorded, Path.cwd().resolve())
+    except (OSError, ValueError):  # no current directory; another drive
+        return recorded
+    return recorded if here.startswith(os.pardir) else here
 
 
 def _torch_version() -> str:

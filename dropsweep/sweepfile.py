@@ -14,6 +14,7 @@ minute and ~4 GB.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -112,6 +113,15 @@ class _Loader(yaml.SafeLoader):
             shown = f" '{text}'" if text and len(text) <= 40 else ""
             raise yaml.constructor.ConstructorError(
                 None, None, f"not a valid {tag} value{shown}", node.start_mark) from exc
+
+
+# YAML 1.1 (PyYAML) reads ``1e-3`` as a string, wanting ``1.0e-3``; learning rates are written
+# the first way everywhere else (Python, Keras, Optuna's docs), so a sweep file reads it as
+# YAML 1.2 does: a number, written with or without a dot.
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
 
 
 def _yaml_error(exc: Exception, what: str = "invalid YAML", **where: Any) -> SweepError:

@@ -208,14 +208,19 @@ def run_epochs(engine: Engine, n_trials: int, epochs: int, eval_every: int,
         first_epoch = int(resume["epoch"]) + 1
         started -= float(resume["elapsed"])  # wall time counts the time before the stop
     device = engine.trial_of.device
+    ended = False  # every model has left: the batch is over, the engine keeps what it had
 
     def size() -> int:
-        return int(engine.trial_of.numel())
+        return 0 if ended else int(engine.trial_of.numel())
 
     def stop(trials: set[int]) -> None:
+        nonlocal ended
         keep = torch.tensor([int(t) not in trials for t in engine.trial_of.tolist()],
-                            device=device)
-        engine.keep(keep.nonzero().squeeze(1))
+                            device=device, dtype=torch.bool)
+        if bool(keep.any()):
+            engine.keep(keep.nonzero().squeeze(1))
+        else:  # no engine is asked to keep zero models: an empty batch simply ends
+            ended = True
         now = time.perf_counter() - started
         for t in trials:
             results[t].wall_time = now

@@ -81,8 +81,8 @@ def run_workers(args: Sequence[WorkerArgs], stop: StopFlag,
 
     A signal the parent receives reaches the workers as SIGTERM (a clean stop for them;
     a Ctrl-C at a terminal reaches them directly as well). If the parent itself is torn down
-    (a second Ctrl-C), the workers get SIGTERM and are waited for; if it is killed outright,
-    each worker notices by itself (:func:`watch_parent`).
+    (a third Ctrl-C, an error), the workers get SIGTERM and are waited for; if it is killed
+    outright, each worker notices by itself (:func:`watch_parent`).
 
     Call it from the thread that lives as long as the workers (the main thread): on Linux the
     "parent" whose death signals a worker is the thread that started it.

@@ -17,6 +17,7 @@ from click.testing import CliRunner
 
 from dropsweep import __version__
 from dropsweep.cli import main
+from helpers import SUITE
 
 REPO = Path(__file__).resolve().parents[1]
 SONAR_SWEEP = str(REPO / "sweeps" / "sonar.yaml")
@@ -238,6 +239,131 @@ def test_ctrl_c_keeps_finished_trials_and_says_how_to_resume(in_tmp):
     assert states == ["COMPLETE", "FAIL"]  # nothing left RUNNING; the finished trial is kept
 
 
+def _until(db: Path, query: str, proc: subprocess.Popen, wanted) -> list[tuple]:
+    """Poll ``query`` on the storage until ``wanted(rows)``, while ``proc`` runs."""
+    deadline = time.monotonic() + 120
+    rows: list[tuple] = []
+    while time.monotonic() < deadline and proc.poll() is None:
+        if db.exists():
+            try:
+                with sqlite3.connect(db) as con:
+                    rows = con.execute(query).fetchall()
+            except sqlite3.Error:
+                rows = []
+            if wanted(rows):
+                return rows
+        time.sleep(0.05)
+    raise AssertionError(f"never seen: {query} -> {rows}; exit {proc.poll()}")
+
+
+def _interrupt_twice(proc: subprocess.Popen) -> tuple[str, str]:
+    """Ctrl-C, and 50 ms later Ctrl-C again; then its output, all of it."""
+    SUITE["double interrupts"] += 1
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, (proc.returncode, out, err)
+    assert "Traceback" not in err and "Aborted" not in err, err
+    return out, err
+
+
+def _start(cwd: Path, *args: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "dropsweep", *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.slow
+def test_two_ctrl_c_50_ms_apart_still_print_the_summary_and_how_to_resume(in_tmp):
+    args = ["search", SONAR_SWEEP, "--set", "train.epochs=2000", "--set", "cv.folds=3",
+            "--trials", "3", "--batch", "1"]
+    proc = _start(in_tmp, *args)
+    db = in_tmp / "results" / "dropsweep.db"
+    _until(db, "select state from trials order by number", proc,
+           lambda rows: rows == [("COMPLETE",), ("RUNNING",)])
+    out, err = _interrupt_twice(proc)
+    assert "Interrupted by SIGINT" in out and "1 of 3 trials finished" in out
+    assert "Resume with: dropsweep search " + SONAR_SWEEP in out
+    with sqlite3.connect(db) as con:
+        states = [s for (s,) in con.execute("select state from trials order by number")]
+    assert states == ["COMPLETE", "FAIL"]  # nothing left RUNNING; the finished trial is kept
+
+
+@pytest.fixture
+def tested_study(in_tmp) -> Path:
+    """A small Sonar study with test rows held back, trained long enough to interrupt."""
+    run("search", SONAR_SWEEP, "--set", "cv.folds=3", "--set", "eval.test=0.2",
+        "--set", "train.epochs=500", "--trials", "2", "-q")
+    return in_tmp / "results" / "dropsweep.db"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command,companion,summary", [
+    (["confirm", "--top", "1", "--repeats", "2"], "sonar:confirm",
+     r"Interrupted: \d of 4 done\. Resume with: dropsweep confirm --top 1 --repeats 2"),
+    (["test", "--repeats", "2"], "sonar:test",
+     r"Interrupted: 0 of 2 repeats scored\. Resume with: dropsweep test --repeats 2"),
+])
+def test_confirm_and_test_under_two_ctrl_c_print_how_to_resume(tested_study, command,
+                                                               companion, summary):
+    proc = _start(tested_study.parents[1], *command)
+    # its companion study written: the command is under way, its handlers installed
+    _until(tested_study, f"select * from studies where study_name = '{companion}'", proc,
+           lambda rows: len(rows) == 1)
+    out, _ = _interrupt_twice(proc)
+    assert re.search(summary, out), out
+    with sqlite3.connect(tested_study) as con:
+        assert con.execute("select count(*) from trials where state = 'RUNNING'").fetchone() \
+            == (0,)
+
+
+def test_a_second_ctrl_c_cuts_training_short_a_third_anything(dataset, storage, monkeypatch):
+    """In this process: Ctrl-C twice in the middle of training (a real SIGINT each) stops
+    the search at once and still returns its summary; outside that work a second Ctrl-C is
+    ignored (the stop is under way) and a third stops wherever it lands."""
+    from dropsweep.config import build_sweep
+    from dropsweep.families.mlp import MLP
+    from dropsweep.runner import StopFlag, run_search, stop_on_signals
+    from dropsweep.sweepfile import parse_sweep_text
+
+    SUITE["double interrupts"] += 1
+    sweep = build_sweep(parse_sweep_text(
+        "name: t\nmodel: {hidden: [4]}\ntrain: {epochs: 4, eval_every: 2}\ncv: {folds: 2}\n"
+        "search: {trials: 3, sampler: random, pruner: none}\n", "t.yaml"))
+    original = MLP.train
+
+    def pressed_twice(self, *args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)  # a clean stop asked
+        os.kill(os.getpid(), signal.SIGINT)  # and at once
+        time.sleep(1)  # the handler runs at the next bytecode: well before this ends
+        raise AssertionError("a second Ctrl-C in training did not stop it")
+
+    monkeypatch.setattr(type(MLP), "train", pressed_twice)
+    before = signal.getsignal(signal.SIGINT)
+    try:
+        with stop_on_signals(StopFlag()) as stop:
+            try:
+                summary = run_search(sweep, dataset, storage_url=storage, batch=3,
+                                     device="cpu", stop=stop)
+            except KeyboardInterrupt:  # not to pytest: it would end the session
+                pytest.fail("a second Ctrl-C in training ended the search with no summary")
+        assert summary.stopped_by == signal.SIGINT and summary.finished == 0
+        assert summary.states == {"FAIL": 3}  # given back, marked interrupted
+        assert signal.getsignal(signal.SIGINT) is before
+        monkeypatch.setattr(type(MLP), "train", original)
+        with stop_on_signals(StopFlag()) as stop:
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)  # no work to cut short: ignored
+            time.sleep(0.1)
+            assert stop.signal == signal.SIGINT
+            with pytest.raises(KeyboardInterrupt):
+                os.kill(os.getpid(), signal.SIGINT)  # the third
+                time.sleep(1)
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
 @pytest.mark.parametrize("args,parts", [
     (["search", "--trials", "0", "x.yaml"], ["dropsweep search", "--trials"]),
     (["serch"], ["No such command 'serch'", "Did you mean 'search'"]),
@@ -403,3 +529,125 @@ def test_init_of_an_unknown_example_is_one_line(in_tmp):
     one_line_error(run("init", "nope", ok=False),
                    "Error: nope: no example sweep of that name (the examples: brownlee, cifar10, digits, digits-cnn, fashion-mnist, sonar)")
     assert list(in_tmp.iterdir()) == []
+
+
+# ----------------------------------------------------------------------------- data changed under a study (issue 24, item 3)
+
+from helpers import SUITE  # noqa: E402
+
+ROWS_SWEEP = """name: rows
+data: {DATA}
+model: {hidden: [4]}
+train: {epochs: 2, batch_size: 16, eval_every: 1}
+eval: {protocol: holdout, validation: 0.25, test: 0.2}
+cv: {seed: 3}
+search: {trials: 2, sampler: random, seed: 0, pruner: none}
+space: {placement: [none, input], input_rate: {low: 0.1, high: 0.3}}
+"""
+ROWS_COMMANDS = {
+    "search": ["search", "rows.yaml", "--trials", "3"],  # a resume
+    "confirm": ["confirm", "--study", "rows", "--top", "1", "--repeats", "2"],
+    "test": ["test", "--study", "rows", "--repeats", "2"],
+    "export": ["export", "--study", "rows", "-o", "e.yaml", "--model", "e.pt"],
+}
+
+
+def _rows_file(tmp: Path, kind: str, change: str | None = None) -> Path:
+    """60 rows of 4x4 8-bit pixels in 3 balanced classes, as an npz or a CSV; ``change``
+    "pixels" adds 1 to every row's first value, "labels" moves every row to the next class,
+    "rows" drops the last six."""
+    import numpy as np
+
+    x = np.random.default_rng(0).integers(0, 200, (60, 4, 4)).astype(np.uint8)
+    y = np.arange(60) % 3
+    if change == "pixels":
+        x[:, 0, 0] += 1
+    elif change == "labels":
+        y = (y + 1) % 3
+    elif change == "rows":
+        x, y = x[:-6], y[:-6]
+    if kind == "npz":
+        path = tmp / "d.npz"
+        np.savez(path, x=x, y=y)
+    else:
+        path = tmp / "d.csv"
+        path.write_text("".join(",".join(map(str, [*row.ravel(), label])) + "\n"
+                                for row, label in zip(x, y)))
+    return path
+
+
+@pytest.mark.parametrize("kind", ["npz", "csv"])
+@pytest.mark.parametrize("change", ["pixels", "labels", "rows"])
+def test_rows_changed_under_a_study_are_refused_by_every_command(tmp_path, monkeypatch, kind,
+                                                                  change):
+    """Resume, confirm, test and export refuse a data file whose rows changed since the
+    search (one line naming the file, exit 2, before anything trains or is written); the
+    file restored, each works."""
+    monkeypatch.chdir(tmp_path)
+    path = _rows_file(tmp_path, kind)
+    (tmp_path / "rows.yaml").write_text(ROWS_SWEEP.replace("{DATA}", f"{{{kind}: {path.name}}}"))
+    run("search", "rows.yaml")
+    db = sqlite3.connect(tmp_path / "results" / "dropsweep.db")
+    trials = db.execute("select count(*) from trials").fetchone()[0]
+    _rows_file(tmp_path, kind, change)
+    for name, command in ROWS_COMMANDS.items():
+        SUITE["hostile data files"] += 1
+        line = one_line_error(run(*command, ok=False), "its rows differ from those study "
+                              "'rows' was searched on", "restore the file")
+        # named as the sweep names it: relative to its (relative) sweep file, here
+        assert line.startswith(f"Error: {path.name}: ") and line.count(path.name) == 1, line
+        said = {"pixels": "the same labels, other values in its 48 rows",
+                "labels": "other labels on its 48 rows",
+                "rows": "48 rows of 16 features then, 43 of 16 now"}[change]
+        assert f"({said})" in line, line
+    assert db.execute("select count(*) from trials").fetchone()[0] == trials  # nothing ran
+    assert not (tmp_path / "e.pt").exists() and not (tmp_path / "e.yaml").exists()
+    _rows_file(tmp_path, kind)  # restored: the same rows, so every command works
+    for command in ROWS_COMMANDS.values():
+        run(*command)
+    assert (tmp_path / "e.pt").exists()
+
+
+def test_a_study_made_before_rows_were_recorded_records_them_at_its_next_use(tmp_path,
+                                                                             monkeypatch):
+    """An older dropsweep recorded no fingerprint: the next command records the rows it
+    finds (saying so once), and from then on other rows are refused."""
+    from dropsweep.runner import open_search
+    from dropsweep.sweepfile import load_sweep
+    from dropsweep.config import build_sweep
+
+    monkeypatch.chdir(tmp_path)
+    path = _rows_file(tmp_path, "npz")
+    (tmp_path / "rows.yaml").write_text(ROWS_SWEEP.replace("{DATA}", "{npz: d.npz}"))
+    open_search(build_sweep(load_sweep(tmp_path / "rows.yaml")),
+                storage_url="sqlite:///results/dropsweep.db")  # as an older dropsweep did
+    first = run("search", "rows.yaml")
+    assert first.stderr.count("recorded no fingerprint of its rows") == 1, first.stderr
+    assert f"recorded now from {path.name}" in first.stderr
+    again = run("search", "rows.yaml", "--trials", "3")
+    assert "fingerprint" not in again.stderr
+    _rows_file(tmp_path, "npz", "pixels")
+    one_line_error(run("confirm", "--study", "rows", "--repeats", "2", ok=False),
+                   f"{path.name}: its rows differ")
+
+
+def test_a_built_in_set_whose_rows_changed_is_refused_too(tmp_path, monkeypatch):
+    """The built-in sets go through the same check: digits from another scikit-learn whose
+    pixels differ is not the set the study searched."""
+    from dropsweep import images
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "dig.yaml").write_text(
+        ROWS_SWEEP.replace("{DATA}", "{dataset: digits}").replace("name: rows", "name: dig"))
+    run("search", "dig.yaml")
+    real = images.load_digits
+
+    def other_digits():
+        got = real()
+        got.x_train[:, 0, 0, 0] += 1
+        return got
+
+    monkeypatch.setattr(images, "load_digits", other_digits)
+    SUITE["hostile data files"] += 1
+    one_line_error(run("test", "--study", "dig", "--repeats", "2", ok=False),
+                   "digits", "its rows differ from those study 'dig' was searched on")

@@ -147,8 +147,17 @@ def test_a_dropout_candidate_also_says_what_else_differs():
     assert "input dropout 0.2 with learning rate 0.1 (trial #7) beats no dropout" in text, text
 
 
-def test_confirm_on_the_command_line(searched, storage, tmp_path, monkeypatch):
+def _searched_rows(monkeypatch, dataset) -> None:
+    """The command loads the rows the study was searched on, the blobs: its sweep names
+    Sonar, whose rows it would refuse as not the study's."""
+    from dropsweep import data
+
+    monkeypatch.setattr(data, "load_dataset", lambda sweep: dataset)
+
+
+def test_confirm_on_the_command_line(searched, dataset, storage, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    _searched_rows(monkeypatch, dataset)
     result = CliRunner().invoke(main, ["confirm", "--storage", storage, "--study", "small",
                                        "--top", "1", "--repeats", "2", "--device", "cpu"],
                                 catch_exceptions=False)
@@ -318,8 +327,10 @@ def _grow_with_a_new_best(study: optuna.Study, placement: str) -> optuna.Study:
     return study
 
 
-def test_confirm_per_placement_on_the_command_line(placed, storage, tmp_path, monkeypatch):
+def test_confirm_per_placement_on_the_command_line(placed, dataset, storage, tmp_path,
+                                                   monkeypatch):
     monkeypatch.chdir(tmp_path)
+    _searched_rows(monkeypatch, dataset)
     result = CliRunner().invoke(main, ["confirm", "--storage", storage, "--study", "small",
                                        "--per-placement", "--repeats", "2", "--device", "cpu"],
                                 catch_exceptions=False)

@@ -29,6 +29,7 @@ from dropsweep.families.custom.engine import (
 )
 from dropsweep.train import run_epochs
 
+from helpers import SUITE
 from test_custom_family import config, small_folds, sweep_of
 
 REPO = Path(__file__).resolve().parents[1]
@@ -171,6 +172,25 @@ def test_item_in_forward_falls_back_and_the_batched_form_is_taken_otherwise():
     assert decide_form(sweep, plain, 10, "auto", torch.device("cpu")) == "batched"
     with pytest.raises(ValueError, match="auto"):
         choose_form(plain, "grouped")
+
+
+def test_a_random_operation_in_forward_falls_back_to_the_loop_and_evaluates(capsys):
+    """The probe evaluates as well as trains: noise drawn in ``forward`` passes a training
+    step's vmap (randomness "different") but not the evaluation's, so the module trains
+    model by model, said in one note, instead of failing at its first score."""
+    sweep = sweep_of("{family: custom, module: 'custom_modules.hostile:noisy'}")
+    folds = small_folds()
+    network = resolve_network(sweep, shape_of(folds), 10, 0)
+    form, why = choose_form(network)
+    assert form == "loop" and len(why.splitlines()) == 1
+    assert "vmap raises RuntimeError" in why and "random operation" in why
+    configs = [config(optimizer="adam", learning_rate=0.003, momentum=0.0),
+               config(optimizer="sgd", learning_rate=0.05, momentum=0.9)]
+    results = train_trials(configs, folds, sweep, 0)
+    assert capsys.readouterr().err.strip().splitlines() == [f"note: {why}"]
+    for r in results:
+        assert r.failure is None and len(r.fold_accuracies) == folds.k
+    SUITE["hostile custom modules"] += 1
 
 
 def test_a_batched_checkpoint_resumes_exactly_and_a_loop_checkpoint_is_refused():

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import io
+import re
 import shutil
 from pathlib import Path
 
@@ -30,7 +31,7 @@ from dropsweep.space import Config
 from dropsweep.sweepfile import parse_sweep_text
 from dropsweep.train import epoch_order, run_epochs
 
-from helpers import assert_one_line
+from helpers import SUITE, assert_one_line
 
 MODULES = Path(__file__).parent / "custom_modules"
 
@@ -76,6 +77,12 @@ def config(placement: str = "none", optimizer: str = "sgd", learning_rate: float
      "has no dropout site"),
     ("{family: custom, module: 'custom_modules.nets:wrong_output'}", "model.module",
      "to logits [n, 10], got (2, 11)"),
+    ("{family: custom, module: 'custom_modules.hostile:no_parameters'}", "model.module",
+     "custom_modules.hostile:no_parameters builds has no parameters to train"),
+    ("{family: custom, module: 'custom_modules.hostile:pairs_only'}", "model.module",
+     "to logits [n, 10], got (2, 10) for n = 3"),
+    ("{family: custom, module: 'custom_modules.hostile:frozen'}", "model.module",
+     "1.weight does not require grad"),
     ("{family: custom, module: 'custom_modules.nets:flat_mlp', args: [3]}", "model.args",
      "must be a mapping"),
     ("{family: custom, module: 'custom_modules.nets:flat_mlp', args: {width: 3}}",
@@ -97,6 +104,33 @@ def test_every_mistake_in_the_model_section_is_one_line_naming_its_key(model, ke
     with pytest.raises(SweepError) as err:
         sweep_of(model)
     assert_one_line(err.value, "s.yaml", 3, key, fragment)
+    if "hostile" in model:
+        SUITE["hostile custom modules"] += 1
+
+
+@pytest.mark.parametrize("entry, fragment", [
+    ("no_parameters", "has no parameters to train"),
+    ("pairs_only", "got (2, 10) for n = 3"),
+])
+def test_a_module_that_cannot_train_is_one_line_at_search_and_at_training(tmp_path, entry,
+                                                                          fragment):
+    """Refused before a trial is asked (exit 2, one line naming model.module), and by the
+    engine too when a stored study's section is trained without validation."""
+    shutil.copy(MODULES / "hostile.py", tmp_path / "hostile.py")
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text(sweep_text(f"{{family: custom, module: 'hostile.py:{entry}'}}"))
+    result = CliRunner().invoke(main, ["search", str(sweep), "--storage",
+                                       f"sqlite:///{tmp_path / 'r.db'}"])
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "model.module" in result.stderr and fragment in result.stderr
+    sha = resolve.sha256(tmp_path / "hostile.py")
+    stored = build_sweep(parse_sweep_text(sweep_text(
+        f"{{family: custom, module: 'hostile.py:{entry}', sites: {{d: drop}}, "
+        f"sources: {{hostile.py: '{sha}'}}}}"), str(sweep)))  # read back: nothing checked
+    with pytest.raises(SweepError, match=re.escape(fragment)):
+        resolve_network(stored, (64,), 10, 0)
+    SUITE["hostile custom modules"] += 1
 
 
 def test_a_file_path_is_resolved_against_the_sweep_file_and_its_source_recorded(tmp_path):
@@ -113,6 +147,29 @@ def test_a_file_path_is_resolved_against_the_sweep_file_and_its_source_recorded(
     # an importable module records the file its function lives in
     imported = sweep_of("{family: custom, module: 'custom_modules.nets:flat_mlp'}")
     assert list(imported.model.to_dict()["sources"]) == ["custom_modules.nets:nets.py"]
+
+
+def test_a_dropout_no_site_covers_is_named_in_one_note_with_the_rate_it_keeps(tmp_path):
+    """Two Dropout modules, ``sites`` covering one: the other keeps its own rate in every
+    trial (the no-dropout baseline included), said once at validation and at search."""
+    model = "{family: custom, module: 'custom_modules.hostile:two_dropouts', sites: {%s}}"
+    one = sweep_of(model % "input: drop_in")
+    assert one.family.notices(one.model) == (
+        "model.sites: drop_hidden (p 0.5) is in no site group, so it keeps its own rate in "
+        "every trial, the no-dropout baseline included",)
+    both = sweep_of(model % "input: drop_in, hidden: drop_hidden")
+    default = sweep_of("{family: custom, module: 'custom_modules.hostile:two_dropouts'}")
+    assert both.family.notices(both.model) == default.family.notices(default.model) == ()
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text(sweep_text(model % "hidden: 'drop_h*'", epochs=1, trials=1))
+    want = ["note: model.sites: drop_in (p 0.2) is in no site group, so it keeps its own "
+            "rate in every trial, the no-dropout baseline included"]
+    for args in (["validate", str(sweep)],
+                 ["search", str(sweep), "--storage", f"sqlite:///{tmp_path / 'r.db'}"]):
+        result = run(*args)
+        assert result.exit_code == 0, result.output
+        assert [line for line in result.stderr.splitlines() if "note:" in line] == want
+    SUITE["hostile custom modules"] += 1
 
 
 def test_sites_default_to_one_group_per_dropout_module_and_patterns_group_them():
@@ -334,3 +391,59 @@ def test_a_changed_source_file_refuses_the_resume_and_the_training_naming_the_fi
     assert export.exit_code == 2 and len(export.stderr.strip().splitlines()) == 1
     assert "model.module: the source of nets.py changed since the study recorded it" \
         in export.stderr
+
+
+def _search_in(where: Path, monkeypatch, trials: int = 2) -> str:
+    """A study of nets.py:flat_mlp searched from ``where``, its sweep and module named
+    relative to it (as a user types them); the storage URL."""
+    where.mkdir(exist_ok=True)
+    shutil.copy(MODULES / "nets.py", where / "nets.py")
+    (where / "s.yaml").write_text(sweep_text("{family: custom, module: 'nets.py:flat_mlp'}",
+                                             epochs=1, trials=trials))
+    db = f"sqlite:///{where / 'r.db'}"
+    monkeypatch.chdir(where)
+    assert run("search", "s.yaml", "--storage", db).exit_code == 0
+    return db
+
+
+def test_confirm_test_and_export_from_another_directory_find_the_module(tmp_path, monkeypatch):
+    """The study records where its sweep file was, resolved: its module (relative to that
+    file) is found from any directory, and a changed source is still refused."""
+    db = _search_in(tmp_path / "a", monkeypatch)
+    elsewhere = tmp_path / "b"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    for args in (["confirm", "--top", "1", "--repeats", "2"], ["test", "--repeats", "2"],
+                 ["export", "-o", "best.yaml", "--model", "best.pt"]):
+        result = CliRunner().invoke(main, [*args, "--storage", db, "--study", "c"])
+        assert result.exit_code == 0, (args, result.output)
+    assert (elsewhere / "best.pt").is_file()
+    resumed = CliRunner().invoke(main, ["search", "../a/s.yaml", "--storage", db,
+                                        "--trials", "3"])  # the same experiment from here
+    assert resumed.exit_code == 0 and "(1 run now)" in resumed.stdout, resumed.output
+    with open(tmp_path / "a" / "nets.py", "a") as f:
+        f.write("# edited\n")
+    export = CliRunner().invoke(main, ["export", "--storage", db, "--study", "c", "-o",
+                                       "again.yaml", "--model", "again.pt"])
+    assert export.exit_code == 2 and len(export.stderr.strip().splitlines()) == 1
+    assert "the source of nets.py changed since the study recorded it" in export.stderr
+    SUITE["hostile custom modules"] += 1
+
+
+def test_a_study_that_recorded_its_sweep_file_as_given_still_resumes_and_exports(tmp_path,
+                                                                               monkeypatch):
+    """A study stored by the previous version (its sweep file as typed, relative) resumes
+    from its directory with the same relative path, as the same experiment, and exports."""
+    import optuna
+
+    from dropsweep.records import STUDY_SWEEP_FILE
+
+    db = _search_in(tmp_path / "a", monkeypatch)
+    optuna.load_study(study_name="c", storage=db).set_user_attr(STUDY_SWEEP_FILE, "s.yaml")
+    again = CliRunner().invoke(main, ["search", "s.yaml", "--storage", db, "--trials", "3"])
+    assert again.exit_code == 0, again.output
+    assert "3 of 3 trials finished (1 run now)" in again.stdout
+    export = CliRunner().invoke(main, ["export", "--storage", db, "--study", "c", "-o",
+                                       "best.yaml", "--model", "best.pt"])
+    assert export.exit_code == 0, export.output
+    SUITE["hostile custom modules"] += 1

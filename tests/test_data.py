@@ -305,6 +305,42 @@ def test_csv_path_without_sweep_file_is_relative_to_cwd(tmp_path: Path,
     assert load_dataset(sweep).class_counts == {"x": 2, "y": 2}
 
 
+def test_a_fingerprint_covers_values_labels_dtype_and_shape() -> None:
+    """One function fingerprints a study's searched rows and a test study's test rows; the
+    bytes alone do not decide (the same bytes as another dtype or shape are other rows), and
+    a test study stored before (hashed from a copy of each array's bytes) still matches."""
+    import hashlib
+
+    X = np.arange(12, dtype=np.uint8).reshape(4, 3)
+    y = np.array([0, 1, 0, 1])
+    mark = data.fingerprint(X, y)
+    assert mark == data.fingerprint(X.copy(), y.copy())
+    changed = X.copy()
+    changed[3, 2] += 1
+    others = [data.fingerprint(changed, y), data.fingerprint(X, 1 - y),
+              data.fingerprint(X.view(np.int8), y), data.fingerprint(X.reshape(3, 4), y),
+              data.fingerprint(X[:, ::-1], y), data.fingerprint(X[:0], y[:0])]
+    assert len({mark, *others}) == 7
+    before = hashlib.sha256()
+    for a in (X, y):
+        before.update(f"{a.dtype.str}{a.shape}".encode())
+        before.update(a.tobytes())
+    assert mark == before.hexdigest()
+
+
+def test_a_bad_npz_beside_a_relative_sweep_is_named_once(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sweep given as a relative path names its file relatively ("data.npz"); the message
+    read "data.npz: data.npz: ..." (the file, then the sweep key) and names it once now."""
+    (tmp_path / "data.npz").write_bytes(b"PK\x03\x04 not really a zip")
+    (tmp_path / "s.yaml").write_text("data: {npz: data.npz}\n")
+    monkeypatch.chdir(tmp_path)
+    sweep = build_sweep(parse_sweep_text((tmp_path / "s.yaml").read_text(), "s.yaml"))
+    with pytest.raises(DataError) as exc:
+        load_dataset(sweep)
+    assert one_line(exc).startswith("data.npz: not an .npz file"), str(exc.value)
+
+
 @pytest.mark.parametrize("content, message", [
     ("a,b,band3,label\n1,2,3,x\n4,5,abc,y\n", "row 3, column 3 ('band3'): 'abc' is not a number"),
     ("1,2,3,x\n4,5,abc,y\n", "row 2, column 3: 'abc' is not a number"),

@@ -9,6 +9,7 @@ exported by the same code as the MLP, which never learns what ``gauss`` means.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
@@ -27,6 +28,8 @@ from dropsweep.protocols import Folds
 from dropsweep.space import Choices, Config, Dimension, Fixed, Range
 from dropsweep.sweepfile import parse_sweep_text
 from dropsweep.train import TrialResult, run_epochs
+
+from helpers import SUITE
 
 NOISES = ("clean", "gauss", "drop")
 
@@ -394,3 +397,122 @@ def test_confirm_and_test_train_each_optimizer_apart_and_keep_the_order(monkeypa
     assert calls == [["sgd", "sgd"], ["adam"]]
     assert [r.fold_accuracies for r in results] == [[0.1], [0.2], [0.3]]
     assert MLP.batches(configs[::2]) == [[0, 1]]  # one optimizer: one batch, as before
+
+
+# ----------------------------------------------------------------------------- diverging batches
+
+FAILED = r"loss became (NaN|infinite)( or infinite)? (at|by) epoch \d+(, fold \d+)?"
+# Every family and form a batch may train in: (model section, engine).
+FORMS = {
+    "mlp-kernel": ("{family: mlp, hidden: [8]}", "c"),
+    "mlp-torch": ("{family: mlp, hidden: [8]}", "torch"),
+    "cnn-grouped": ("{family: cnn, conv: [4], dense: [8], padding: same}", "grouped"),
+    "cnn-loop": ("{family: cnn, conv: [4], dense: [8], padding: same}", "loop"),
+    "custom-loop": ("{family: custom, module: 'custom_modules.nets:cnn'}", "loop"),
+    "custom-batched": ("{family: custom, module: 'custom_modules.nets:cnn'}", "batched"),
+}
+
+
+def diverging(family: str, learning_rates: Sequence[float]) -> list[Config]:
+    """SGD configurations at learning rates no network survives, in ``family``'s words."""
+    from dropsweep.families.cnn import config as cnn_config
+    from dropsweep.families.mlp import config as mlp_config
+
+    if family == "mlp":
+        return [mlp_config(learning_rate=lr, momentum=0.9) for lr in learning_rates]
+    if family == "cnn":
+        return [cnn_config(optimizer="sgd", learning_rate=lr, momentum=0.9)
+                for lr in learning_rates]
+    return [Config({"placement": "none", "optimizer": "sgd", "learning_rate": lr,
+                    "momentum": 0.9, "max_norm": None}) for lr in learning_rates]
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_a_batch_in_which_every_trial_diverges_fails_each_with_its_reason(form):
+    """Every model leaving the batch in one epoch simply ends it: each trial failed with
+    its reason, in every family and form, never an engine asked to keep zero models."""
+    from dropsweep.data import load_dataset
+    from dropsweep.protocols import folds_of
+
+    model, engine = FORMS[form]
+    if engine == "c":
+        from dropsweep.families.mlp import kernel
+
+        if kernel.load() is None:
+            pytest.skip("the C kernel cannot be built here (no C compiler)")
+    sweep = build_sweep(parse_sweep_text(
+        f"name: d\ndata: {{dataset: digits, scale: unit}}\nmodel: {model}\n"
+        "train: {epochs: 3, batch_size: 32, eval_every: 1}\n"
+        "eval: {protocol: holdout, validation: 0.2, test: 0.2}\n", "d.yaml"))
+    dataset = load_dataset(sweep)
+    folds = folds_of(dataset, sweep, 0)
+    seen: list[list[float | None]] = []
+    results = sweep.family.train(diverging(sweep.family.name, [1e25, 1e26, 1e27]), folds,
+                                 sweep, 0, engine=engine,
+                                 on_checkpoint=lambda e, a: seen.append(list(a)) or [])
+    assert len(results) == 3
+    for r in results:
+        assert re.fullmatch(FAILED, r.failure or ""), r.failure
+        assert r.model is None and r.fold_accuracies == [] and not r.interrupted
+    assert all(a is None for accuracies in seen for a in accuracies)
+    SUITE["diverging batches"] += 1
+
+
+@pytest.mark.parametrize("form", ["cnn-grouped", "cnn-loop", "custom-loop", "custom-batched"])
+def test_an_engine_keeps_an_empty_batch_without_failing(form):
+    """Kept to no model at all (what the epoch loop no longer asks), an engine is simply
+    empty: its derived state does not index a first model."""
+    from dropsweep.data import load_dataset
+    from dropsweep.protocols import folds_of
+
+    model, engine = FORMS[form]
+    sweep = build_sweep(parse_sweep_text(
+        f"name: d\ndata: {{dataset: digits, scale: unit}}\nmodel: {model}\n"
+        "eval: {protocol: holdout, validation: 0.2, test: 0.2}\n", "d.yaml"))
+    folds = folds_of(load_dataset(sweep), sweep, 0)
+    configs = diverging(sweep.family.name, [0.01, 0.02])
+    if sweep.family.name == "cnn":
+        from dropsweep.families.cnn.engine import CNNEngine, settings_of, spec_of
+
+        spec = spec_of(sweep, folds.image_shape, folds.n_classes)
+        batch = CNNEngine(configs, folds, settings_of(sweep, spec, engine), 0)
+    else:
+        from dropsweep.families.custom.engine import (make_engine, resolve_network,
+                                                      settings_of, shape_of)
+
+        network = resolve_network(sweep, shape_of(folds), folds.n_classes, 0)
+        batch = make_engine(configs, folds, network, settings_of(sweep, engine), 0)
+    batch.keep(torch.zeros(0, dtype=torch.long))
+    assert batch.trial_of.numel() == 0 and batch.fold_of.numel() == 0
+    SUITE["diverging batches"] += 1
+
+
+@pytest.mark.parametrize("form", ["cnn-grouped", "custom-batched"])
+def test_a_listed_space_whose_trials_all_diverge_finishes_and_reruns(form, tmp_path):
+    """Issue 24's reproduction: the baseline alone, then three SGD trials at learning rates
+    1e25..1e27 in one batch (the form ``auto`` takes for it); the study finishes with them
+    failed with their reason, and a rerun has nothing to do (the study is not wedged)."""
+    from click.testing import CliRunner
+
+    from dropsweep.cli import main
+
+    model, _ = FORMS[form]
+    (tmp_path / "d.yaml").write_text(
+        f"name: d\ndata: {{dataset: digits, scale: unit}}\nmodel: {model}\n"
+        "train: {epochs: 3, batch_size: 32, eval_every: 1}\n"
+        "eval: {protocol: holdout, validation: 0.2, test: 0.2}\n"
+        "baseline: {optimizer: adam, learning_rate: 0.001, max_norm: off}\n"
+        "space:\n  - {placement: none, optimizer: adam, learning_rate: 0.001, max_norm: off}\n"
+        + "".join(f"  - {{placement: none, optimizer: sgd, learning_rate: {lr}, momentum: 0.9,"
+                  " max_norm: off}\n" for lr in ("1.0e+25", "1.0e+26", "1.0e+27")))
+    storage = f"sqlite:///{tmp_path / 'd.db'}"
+    search = ["search", str(tmp_path / "d.yaml"), "--storage", storage, "--device", "cpu"]
+    for extra in (["--trials", "1"], [], []):
+        result = CliRunner().invoke(main, search + extra)
+        assert result.exit_code == 0, result.output
+    assert "nothing to run" in result.stdout
+    trials = optuna.load_study(study_name="d", storage=storage).get_trials()
+    assert [t.state.name for t in trials] == ["COMPLETE", "FAIL", "FAIL", "FAIL"]
+    for t in trials[1:]:
+        assert re.fullmatch(FAILED, t.user_attrs[records.FAIL_REASON]), t.user_attrs
+    SUITE["diverging batches"] += 1

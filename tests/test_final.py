@@ -14,12 +14,13 @@ from click.testing import CliRunner
 from dropsweep import records
 from dropsweep.cli import main
 from dropsweep.config import build_sweep
-from dropsweep.data import Dataset, hold_back_test, with_scale
+from dropsweep.data import Dataset, fingerprint, hold_back_test, with_scale
 from dropsweep.errors import DropsweepError
-from dropsweep.final import fingerprint, run_test, stored_result
+from dropsweep.final import run_test, stored_result
 from dropsweep.runner import run_search
 from dropsweep.stats import compare, interval
 from dropsweep.sweepfile import parse_sweep_text
+from helpers import SUITE
 
 SWEEP = """
 name: small
@@ -84,7 +85,7 @@ def test_the_winner_and_the_baseline_are_scored_on_the_test_rows_once(searched, 
     assert all(round(a * 20) == pytest.approx(a * 20) for a in result.chosen_scores)
     assert result.vs_baseline == compare(result.chosen_scores, result.baseline_scores, ratio=0.0)
     test = optuna.load_study(study_name="small:test", storage=study._storage)
-    assert test.user_attrs[records.TEST_FINGERPRINT] == fingerprint(data)
+    assert test.user_attrs[records.TEST_FINGERPRINT] == fingerprint(data.X_test, data.y_test)
     assert test.user_attrs[records.TEST_OF] == "small"
     assert len(test.trials) == 6
 
@@ -134,3 +135,165 @@ def test_the_command_and_the_report(tmp_path, monkeypatch):
     assert "Test (small:test" in report
     bad = runner.invoke(main, ["test", "--trial", "99"])
     assert bad.exit_code == 2 and len(bad.stderr.strip().splitlines()) == 1
+
+
+# ----------------------------------------------------------------------------- second looks
+
+
+@pytest.fixture
+def training(monkeypatch):
+    """The seeds each training of the chosen and the baseline used, in order."""
+    from dropsweep.families.mlp import MLP
+
+    seeds: list[int] = []
+    original = MLP.train
+
+    def spy(self, configs, folds, sweep, seed, **kw):
+        seeds.append(seed)
+        return original(configs, folds, sweep, seed, **kw)
+
+    monkeypatch.setattr(type(MLP), "train", spy)
+    return seeds
+
+
+def test_more_seeds_after_a_stored_answer_are_a_second_look(searched, training):
+    SUITE["test-set second looks"] += 1
+    study, data = searched
+    first = run_test(study, data, repeats=3, device="cpu")
+    training.clear()
+    notes: list[str] = []
+    shown = run_test(study, data, repeats=5, device="cpu", on_notice=notes.append)
+    # the stored answer, as stored: no seed trained on the test rows, nothing recorded
+    assert training == [] and shown == first and len(shown.seeds) == 3 and shown.rounds == 1
+    assert len(notes) == 1 and "3 seeds, not 5" in notes[0] and "--rescore" in notes[0]
+    test = optuna.load_study(study_name="small:test", storage=study._storage)
+    assert len(test.trials) == 6 and records.TEST_RESCORED not in test.user_attrs
+    # --rescore: five seeds, a second look, recorded
+    more = run_test(study, data, repeats=5, device="cpu", rescore=True)
+    assert len(training) == 5 and len(more.seeds) == 5 and more.rounds == 2
+    assert more.seeds[:3] == first.seeds
+    test = optuna.load_study(study_name="small:test", storage=study._storage)
+    assert len(test.user_attrs[records.TEST_RESCORED]) == 1
+
+
+def test_a_look_a_stop_cut_short_goes_on_as_it_began_not_as_a_second_look(searched, training):
+    from dropsweep.runner import StopFlag
+
+    study, data = searched
+    stop = StopFlag()
+    part = run_test(study, data, repeats=3, device="cpu", stop=stop,
+                    on_repeat=lambda r: setattr(stop, "signal", 2))  # as Ctrl-C would
+    assert len(part.seeds) == 1 and len(training) == 1
+    # asked for another trial and more seeds, it finishes the look it began, and says so
+    notes: list[str] = []
+    other = next(t.number for t in study.trials if t.value is not None
+                 and t.number != part.chosen.number
+                 and t.user_attrs[records.CONFIG] != part.chosen.config.to_dict())
+    done = run_test(study, data, number=other, repeats=5, device="cpu", on_notice=notes.append)
+    assert len(training) == 3 and done.seeds[0] == part.seeds[0] and len(done.seeds) == 3
+    assert done.chosen == part.chosen and done.rounds == 1
+    assert len(notes) == 1 and f"trial #{other}" in notes[0] and "--rescore" in notes[0]
+    # stopped before one repeat is scored: nothing to show, not a mistake
+    stop = StopFlag()
+    stop.signal = 2
+    assert run_test(study, data, repeats=3, device="cpu", stop=stop, rescore=True) is None
+
+
+def test_another_trial_after_a_stored_answer_is_a_second_look(searched, training):
+    SUITE["test-set second looks"] += 1
+    study, data = searched
+    first = run_test(study, data, repeats=2, device="cpu")
+    other = next(t.number for t in study.trials if t.value is not None
+                 and t.number != first.chosen.number
+                 and t.user_attrs[records.CONFIG] != first.chosen.config.to_dict())
+    training.clear()
+    notes: list[str] = []
+    shown = run_test(study, data, number=other, repeats=2, device="cpu", on_notice=notes.append)
+    assert training == [] and shown == first
+    # which trial the stored answer is for, and how to score the other one
+    assert len(notes) == 1, notes
+    assert f"trial #{first.chosen.number}" in notes[0] and f"trial #{other}" in notes[0]
+    assert "second look" in notes[0] and "--rescore" in notes[0]
+    # --trial N --rescore scores trial N, recorded as a second look
+    rescored = run_test(study, data, number=other, repeats=2, device="cpu", rescore=True)
+    assert len(training) == 2 and rescored.rounds == 2
+    assert (rescored.chosen.number, rescored.chosen.rule) == (other, "trial")
+    test = optuna.load_study(study_name="small:test", storage=study._storage)
+    assert len(test.user_attrs[records.TEST_RESCORED]) == 1
+    assert test.user_attrs[records.TEST_CHOSEN]["source_trial"] == other
+    assert stored_result(study) == rescored
+
+
+def _companions_study(tmp_path, monkeypatch) -> CliRunner:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "s.yaml").write_text(SWEEP.replace("name: small", "name: small\ndata: "
+                                                    "{dataset: digits}"))
+    runner = CliRunner()
+    for args in (["search", "s.yaml", "--set", "train.epochs=3", "-q"],
+                 ["search", "s.yaml", "--set", "train.epochs=3", "-q", "--study", "odd:test"]):
+        ok = runner.invoke(main, args, catch_exceptions=False)
+        assert ok.exit_code == 0, ok.stderr
+    return runner
+
+
+def test_companion_studies_are_refused_as_the_subject_of_search_test_confirm_and_export(
+        tmp_path, monkeypatch):
+    runner = _companions_study(tmp_path, monkeypatch)
+    first = runner.invoke(main, ["test", "--study", "small", "--repeats", "2"],
+                          catch_exceptions=False)
+    assert first.exit_code == 0, first.stderr
+    ok = runner.invoke(main, ["confirm", "--study", "small", "--top", "1", "--repeats", "2",
+                              "-q"], catch_exceptions=False)
+    assert ok.exit_code == 0, ok.stderr
+    for companion in ("small:confirm", "small:test"):
+        for command in (["test"], ["confirm"], ["export", "-o", "x.yaml"],
+                        ["search", "s.yaml", "--set", "train.epochs=3", "-q"]):
+            SUITE["test-set second looks"] += 1
+            result = runner.invoke(main, [*command, "--study", companion])
+            assert result.exit_code == 2, (command, companion, result.stdout, result.stderr)
+            lines = result.stderr.strip().splitlines()
+            assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+            assert f"'{companion}'" in lines[0] and "--study small" in lines[0], lines[0]
+    assert not (tmp_path / "x.yaml").exists()
+    names = {s.study_name for s in optuna.get_all_study_summaries(
+        "sqlite:///results/dropsweep.db", include_best_trial=False)}
+    assert names == {"small", "small:test", "small:confirm", "odd:test"}
+    # the search's own test is what it was; a search merely named like a companion is one
+    again = runner.invoke(main, ["test", "--study", "small"], catch_exceptions=False)
+    assert again.exit_code == 0 and again.stdout == first.stdout
+    odd = runner.invoke(main, ["export", "--study", "odd:test", "-o", "odd.yaml"],
+                        catch_exceptions=False)
+    assert odd.exit_code == 0, odd.stderr
+
+
+def test_the_command_shows_a_stored_answer_as_stored(tmp_path, monkeypatch):
+    SUITE["test-set second looks"] += 1
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "s.yaml").write_text(SWEEP.replace("name: small", "name: small\ndata: "
+                                                    "{dataset: digits}"))
+    runner = CliRunner()
+    ok = runner.invoke(main, ["search", "s.yaml", "--set", "train.epochs=3", "-q"],
+                       catch_exceptions=False)
+    assert ok.exit_code == 0, ok.stderr
+    first = runner.invoke(main, ["test", "--repeats", "2"], catch_exceptions=False)
+    assert first.exit_code == 0, first.stderr
+    more = runner.invoke(main, ["test", "--repeats", "5"], catch_exceptions=False)
+    assert more.exit_code == 0, more.stderr
+    assert more.stdout == first.stdout  # two seeds, scored once: the stored answer
+    notes = [line for line in more.stderr.splitlines() if line.startswith("note: ")]
+    assert len(notes) == 1 and "2 seeds, not 5" in notes[0] and "--rescore" in notes[0]
+    # another trial: the stored answer, saying which trial it is for
+    study = optuna.load_study(study_name="small", storage="sqlite:///results/dropsweep.db")
+    stored = stored_result(study)
+    other = next(t.number for t in study.trials if t.value is not None
+                 and t.user_attrs[records.CONFIG] != stored.chosen.config.to_dict())
+    shown = runner.invoke(main, ["test", "--trial", str(other)], catch_exceptions=False)
+    assert shown.exit_code == 0 and shown.stdout == first.stdout, shown.stderr
+    notes = [line for line in shown.stderr.splitlines() if line.startswith("note: ")]
+    assert len(notes) == 1 and f"trial #{stored.chosen.number} " in notes[0], notes
+    assert f"trial #{other} (--trial {other})" in notes[0] and "second look" in notes[0]
+    rescored = runner.invoke(main, ["test", "--repeats", "5", "--rescore"],
+                             catch_exceptions=False)
+    assert rescored.exit_code == 0, rescored.stderr
+    assert "mean of 5 seeds" in rescored.stdout and "scored 2 times (--rescore)" in \
+        rescored.stdout

@@ -11,6 +11,7 @@ import os
 import pickle
 import struct
 import tarfile
+import zipfile
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -519,7 +520,7 @@ def test_npz_images_get_a_channel_and_labels_sorted_numerically(tmp_path: Path) 
     x = np.arange(4 * 3 * 2, dtype=np.uint8).reshape(4, 3, 2)
     path = npz(tmp_path, x=x, y=np.array([10, 2, 10, 9]),
                x_test=x[:2], y_test=np.array([9, 2]))
-    got = images.load_npz(path, "data.npz")
+    got = images.load_npz(path)
     assert got.x_train.shape == (4, 3, 2, 1) and got.pixel_max == 255
     np.testing.assert_array_equal(got.x_train[..., 0], x)
     assert got.classes == ("2", "9", "10") and got.y_train.tolist() == [2, 0, 2, 1]
@@ -529,16 +530,14 @@ def test_npz_images_get_a_channel_and_labels_sorted_numerically(tmp_path: Path) 
 
 def test_npz_string_labels_and_a_float_table(tmp_path: Path) -> None:
     x = np.random.default_rng(0).normal(size=(5, 7)).astype(np.float32)
-    got = images.load_npz(npz(tmp_path, x=x, y=np.array(["dog", "cat", "ant", "dog", "cat"])),
-                          "data.npz")
+    got = images.load_npz(npz(tmp_path, x=x, y=np.array(["dog", "cat", "ant", "dog", "cat"])))
     assert got.x_train.shape == (5, 7) and got.x_train.dtype == np.float32
     assert got.pixel_max is None and got.x_test is None
     assert got.classes == ("ant", "cat", "dog") and got.y_train.tolist() == [2, 1, 0, 2, 1]
 
 
 def test_npz_four_dim_floats_keep_their_channels(tmp_path: Path) -> None:
-    got = images.load_npz(npz(tmp_path, x=np.zeros((2, 4, 4, 3)), y=np.array([0.0, 1.0])),
-                          "data.npz")
+    got = images.load_npz(npz(tmp_path, x=np.zeros((2, 4, 4, 3)), y=np.array([0.0, 1.0])))
     assert got.x_train.shape == (2, 4, 4, 3) and got.pixel_max is None
     assert got.classes == ("0", "1")
 
@@ -566,7 +565,7 @@ def _nan() -> np.ndarray:
     ({"x": X, "y": Y[:, None]}, "array 'y' has shape 3×1; labels must be 1-d"),
     ({"x": X, "y": np.array([0.5, 1, 0])}, "array 'y' holds 0.5 at row 0; labels must be"),
     ({"x": X, "y": np.array([{}, 1, 2], dtype=object)},
-     "array 'y' holds Python objects, which dropsweep does not load"),
+     "member 'y.npy' holds Python objects, which dropsweep does not load"),
     ({"x": X, "y": Y, "x_test": X}, "has array 'x_test' but no 'y_test'"),
     ({"x": X, "y": Y, "y_test": Y}, "has array 'y_test' but no 'x_test'"),
     ({"x": X, "y": Y, "x_test": X[:2], "y_test": np.array([1, 2])},
@@ -582,9 +581,10 @@ def test_every_npz_mistake_is_one_line_naming_file_and_array(
         tmp_path: Path, arrays: dict[str, Any], message: str) -> None:
     path = npz(tmp_path, **arrays)
     with pytest.raises(DataError) as exc:
-        images.load_npz(path, "data.npz")
+        images.load_npz(path)
     text = one_line(exc)
-    assert text.startswith(f"{path}: data.npz: ") and message in text, text
+    assert text.startswith(f"{path}: ") and message in text, text
+    assert "data.npz" not in text  # the file once, not the file and the sweep key
 
 
 @pytest.mark.parametrize("make, message", [
@@ -598,9 +598,9 @@ def test_npz_that_is_not_one(tmp_path: Path, make: Any, message: str) -> None:
     path = tmp_path / "mine.npz"
     make(path)
     with pytest.raises(DataError) as exc:
-        images.load_npz(path, "data.npz")
+        images.load_npz(path)
     text = one_line(exc)
-    assert text.startswith(f"{path}: data.npz: {message}"), text
+    assert text.startswith(f"{path}: {message}"), text
 
 
 def test_a_cut_off_npz_is_one_line(tmp_path: Path) -> None:
@@ -608,5 +608,106 @@ def test_a_cut_off_npz_is_one_line(tmp_path: Path) -> None:
     raw = path.read_bytes()
     path.write_bytes(raw[: len(raw) // 2])
     with pytest.raises(DataError) as exc:
-        images.load_npz(path, "data.npz")
-    assert one_line(exc).startswith(f"{path}: data.npz: ")
+        images.load_npz(path)
+    assert one_line(exc).startswith(f"{path}: ")
+
+
+# ----------------------------------------------------------------------------- hostile .npz members
+
+from helpers import SUITE  # noqa: E402
+
+
+def _npy(array: np.ndarray) -> bytes:
+    out = io.BytesIO()
+    np.save(out, array)
+    return out.getvalue()
+
+
+def _header(shape: tuple[int, ...], descr: str = "<f8") -> bytes:
+    """A .npy header alone (format 1.0): what a file claims before any data."""
+    out = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        out, {"descr": descr, "fortran_order": False, "shape": shape})
+    return out.getvalue()
+
+
+def _zip(path: Path, members: dict[str, bytes]) -> Path:
+    """An archive of exactly these members, stored as given."""
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, raw in members.items():
+            archive.writestr(name, raw)
+    return path
+
+
+def _encrypted(path: Path) -> Path:
+    """A real npz whose first member says it is encrypted (zipfile writes no such flag: the
+    flag bit is set in the member's local header and its central directory entry)."""
+    raw = bytearray(_zip(path, {"x.npy": _npy(np.zeros((20, 3))), "y.npy": GOOD_Y}
+                         ).read_bytes())
+    raw[6] |= 0x1  # general purpose flags of the first local header
+    raw[raw.index(b"PK\x01\x02") + 8] |= 0x1  # ... and of its central directory entry
+    path.write_bytes(bytes(raw))
+    return path
+
+
+def _crc_damaged(path: Path) -> Path:
+    """A real npz with one byte of x's data changed: the zip's CRC no longer matches."""
+    raw = bytearray(_zip(path, {"x.npy": _npy(np.arange(60, dtype=np.uint8).reshape(20, 3)),
+                                "y.npy": _npy(np.arange(20) % 2)}).read_bytes())
+    at = raw.index(_npy(np.arange(60, dtype=np.uint8).reshape(20, 3))[-10:])
+    raw[at] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    return path
+
+
+GOOD_Y = _npy(np.arange(20) % 2)
+HOSTILE_MEMBERS = [
+    # a raw pickle stored as a member (numpy hands back its bytes: a traceback before)
+    ("pickle", lambda p: _zip(p, {"x.npy": pickle.dumps({"x": [1, 2]}), "y.npy": GOOD_Y}),
+     "member 'x.npy' is not a .npy array"),
+    ("garbage", lambda p: _zip(p, {"x.npy": b"not numpy at all" * 4, "y.npy": GOOD_Y}),
+     "member 'x.npy' is not a .npy array"),
+    # a header claiming 10^6 x 10^6 doubles (numpy tried to allocate 7 TiB: a traceback)
+    ("huge", lambda p: _zip(p, {"x.npy": _header((10**6, 10**6)) + bytes(100),
+                                "y.npy": GOOD_Y}),
+     "member 'x.npy' declares 1000000×1000000 float64 (8000000000000 bytes) but holds 100"),
+    # a shape that could be allocated (800 MB) but that the file does not hold: refused
+    # before any memory is given to it
+    ("declared", lambda p: _zip(p, {"x.npy": _header((10**4, 10**4)) + bytes(8),
+                                    "y.npy": GOOD_Y}),
+     "member 'x.npy' declares 10000×10000 float64 (800000000 bytes) but holds 8"),
+    ("truncated", lambda p: _zip(p, {"x.npy": _npy(np.zeros((20, 3)))[:-16],
+                                     "y.npy": GOOD_Y}),
+     "member 'x.npy' declares 20×3 float64 (480 bytes) but holds 464"),
+    ("objects", lambda p: _zip(p, {"x.npy": _header((3,), "|O") + pickle.dumps([1, 2, 3]),
+                                   "y.npy": GOOD_Y}),
+     "member 'x.npy' holds Python objects, which dropsweep does not load"),
+    ("not-an-npz", lambda p: _zip(p, {"README.txt": b"hello"}),
+     "has no array 'x' (it holds: README.txt)"),
+    ("bad-header", lambda p: _zip(p, {"x.npy": b"\x93NUMPY\x01\x00\x10\x00{'descr': 1}  \n",
+                                      "y.npy": GOOD_Y}),
+     "member 'x.npy' cannot be read"),
+    ("encrypted", _encrypted, "member 'x.npy' cannot be read"),
+    ("crc", _crc_damaged, "member 'x.npy' cannot be read"),
+]
+
+
+@pytest.mark.parametrize("make, message", [m[1:] for m in HOSTILE_MEMBERS],
+                         ids=[m[0] for m in HOSTILE_MEMBERS])
+def test_a_hostile_npz_member_is_one_line_naming_file_and_member(
+        tmp_path: Path, make: Any, message: str) -> None:
+    SUITE["hostile data files"] += 1
+    path = make(tmp_path / "mine.npz")
+    with pytest.raises(DataError) as exc:
+        images.load_npz(path)
+    text = one_line(exc)
+    assert text.startswith(f"{path}: ") and message in text, text
+    assert text.count("mine.npz") == 1, text
+
+
+def test_a_member_dropsweep_does_not_use_is_not_read(tmp_path: Path) -> None:
+    """Only x, y, x_test and y_test are read: a stray member (a pickle, notes) is ignored."""
+    path = _zip(tmp_path / "mine.npz", {"x.npy": _npy(np.zeros((4, 3))),
+                                        "y.npy": _npy(np.array([0, 1, 0, 1])),
+                                        "notes.npy": pickle.dumps(object)})
+    assert images.load_npz(path).x_train.shape == (4, 3)

@@ -13,8 +13,9 @@ from dropsweep.stats import compare, corrected_se, holm, interval
 
 def test_a_small_case_by_hand():
     # differences 1, 2, 3, 4 from 2 repeats of 2-fold CV: n = 4, mean 2.5, s^2 = 5/3,
-    # correction 1/4 + 1/(2-1) = 5/4: se = sqrt(25/12), t = 2.5 / sqrt(25/12) = sqrt(3)
-    result = compare([1, 2, 3, 4], [0, 0, 0, 0], folds=2)
+    # correction 1/4 + 1/(2-1) = 5/4: se = sqrt(25/12), t = 2.5 / sqrt(25/12) = sqrt(3);
+    # not accuracies, so not bounded
+    result = compare([1, 2, 3, 4], [0, 0, 0, 0], folds=2, bounds=None)
     assert result.diff.mean == 2.5
     assert corrected_se([1, 2, 3, 4], 2) == pytest.approx(math.sqrt(25 / 12))
     assert result.t == pytest.approx(math.sqrt(3))
@@ -81,3 +82,35 @@ def test_holm_keeps_the_order_of_the_raw_p_values_and_never_lowers_one():
         ranked = sorted(range(len(p)), key=lambda i: p[i])
         assert all(adjusted[a] <= adjusted[b] for a, b in zip(ranked, ranked[1:]))
         assert all(a <= min(1.0, len(p) * raw) for a, raw in zip(adjusted, p))  # <= Bonferroni
+
+
+def test_an_accuracy_interval_near_100_percent_stays_within_0_and_100():
+    # 5 x 3-fold scores near 100%: mean +- t(0.975, 14) * sqrt((1/15 + 1/2) * s^2) reaches
+    # past 1.0, where no accuracy lies; the interval is that one cut at 1.0
+    scores = [1.0, 1.0, 0.9, 1.0, 1.0, 0.95, 1.0, 1.0, 1.0, 0.85, 1.0, 1.0, 0.95, 1.0, 1.0]
+    mean = float(np.mean(scores))
+    half = scipy_stats.t.ppf(0.975, 14) * math.sqrt((1 / 15 + 1 / 2) * np.var(scores, ddof=1))
+    assert mean + half > 1.0  # the formula alone: the case the issue saw ("[78.57, 111.01]")
+    est = interval(scores, folds=3)
+    assert est.mean == pytest.approx(mean) and est.low == pytest.approx(mean - half)
+    assert est.high == 1.0
+    # and at the other end: accuracies near 0 are not below 0
+    low = interval([1 - s for s in scores], folds=3)
+    assert low.low == 0.0 and low.high == pytest.approx(1 - mean + half)
+
+
+def test_a_difference_of_accuracies_stays_within_minus_and_plus_100_points():
+    # a - b with a and b accuracies lies in [-1, 1], not in [0, 1]: a wide interval of a
+    # mean difference of +0.5 is cut at +1 above and -1 below, its mean, t and p untouched
+    a, b = [1.0, 1.0, 1.0, 0.0, 1.0, 1.0], [0.0, 0.0, 0.0, 1.0, 0.0, 1.0]
+    d = np.subtract(a, b)
+    mean, se = float(d.mean()), math.sqrt((1 / 6 + 1 / 2) * np.var(d, ddof=1))
+    half = scipy_stats.t.ppf(0.975, 5) * se
+    assert mean + half > 1.0 and mean - half < -1.0
+    cmp = compare(a, b, folds=3)
+    assert (cmp.diff.mean, cmp.diff.low, cmp.diff.high) == (pytest.approx(mean), -1.0, 1.0)
+    assert cmp.t == pytest.approx(mean / se)
+    assert cmp.p == pytest.approx(2 * scipy_stats.t.sf(mean / se, 5))
+    # a narrow one is not cut, and a negative difference keeps its negative interval
+    near = compare([0.9, 0.92, 0.91], [0.95, 0.96, 0.97], ratio=0.0)
+    assert -1.0 < near.diff.low < near.diff.high < 0.0

@@ -71,6 +71,16 @@ def test_data_is_plain_yaml() -> None:
     assert raw.overrides == {} and raw.created == set()
 
 
+def test_exponents_without_a_dot_are_numbers_in_the_file_and_in_set() -> None:
+    """``1e-3`` is a string to YAML 1.1 (PyYAML); a learning rate is written that way."""
+    raw = parse_sweep_text("space:\n  learning_rate: {low: 1e-4, high: 1E-1}\n"
+                           "  momentum: [0.0, 5e1, -2e+0, 1.5e-2]\nname: 1e3x\n", "e.yaml")
+    assert raw.data["space"] == {"learning_rate": {"low": 1e-4, "high": 0.1},
+                                 "momentum": [0.0, 50.0, -2.0, 0.015]}
+    assert raw.data["name"] == "1e3x"  # not a number: stays text
+    assert apply_overrides(raw, ["space.learning_rate.low=3e-5"]).data["space"][
+        "learning_rate"]["low"] == 3e-5
+
 def test_every_dotted_key_remembers_its_line() -> None:
     raw = parse_sweep_text(NESTED, "n.yaml")
     assert raw.lines == {

@@ -61,6 +61,11 @@ class Family:
         """The configuration's dropout in words: "input dropout 0.2", "no dropout"."""
         raise NotImplementedError
 
+    def notices(self, model: Any) -> tuple[str, ...]:
+        """What validating this ``model`` section found that is not a mistake but changes
+        what the sweep means (the search says each in a ``note:`` line)."""
+        return ()
+
     def describe_against(self, config: Mapping[str, Any], reference: Mapping[str, Any]) -> str:
         """Its dropout in words and whatever else differs from ``reference``: a candidate
         without dropout still differs from the baseline (learning rate, ...), and a verdict

@@ -190,7 +190,7 @@ class CNNEngine:
         self.counts = (self.n_train[:, None]
                        - torch.arange(self.n_batches, device=device)[None] * bs).clamp(0, bs)
         self.all_full = bool((self.counts[:, :-1] == bs).all()) and bool(
-            (self.counts[:, -1] == self.counts[0, -1]).all())
+            (self.counts[:, -1] == self.counts[:1, -1]).all())  # [:1]: none when empty
         self.dropping = bool(((self.p_in > 0) | (self.p_conv > 0) | (self.p_dense > 0)).any())
         self.rates = Rates(self.p_in, self.p_conv, self.p_dense, self.spatial)
         self.slice_batches = batches_per_slice(3 * self.size * bs * self.cost.macs)  # forward+backward

@@ -53,6 +53,9 @@ class CustomModel:
     sources: tuple[tuple[str, str], ...] = ()
     family: str = "custom"
     base: str = field(default="", compare=False)  # directory a file path is relative to
+    # Dropout modules no site group covers, with their own rate (found at validation, not
+    # stored: the recorded source is the experiment): they drop in every trial alike
+    fixed: tuple[tuple[str, float], ...] = field(default=(), compare=False)
 
     @property
     def groups(self) -> tuple[str, ...]:
@@ -123,6 +126,18 @@ class _Custom(EngineFamily):
 
     def default_model(self) -> CustomModel:
         return CustomModel()
+
+    def notices(self, model: Any) -> tuple[str, ...]:
+        """The Dropout modules ``sites`` leaves out: the search cannot turn them off, not
+        even for the baseline, which is then no longer a network without dropout."""
+        fixed = tuple(getattr(model, "fixed", ()))
+        if not fixed:
+            return ()
+        names = ", ".join(f"{name} (p {p:g})" for name, p in fixed)
+        one = len(fixed) == 1
+        return (f"model.sites: {names} {'is' if one else 'are'} in no site group, so "
+                f"{'it keeps its' if one else 'they keep their'} own rate in every trial, "
+                f"the no-dropout baseline included",)
 
     def describe(self, config: Mapping[str, Any]) -> str:
         """"drop_in dropout 0.2, hidden 0.5, Adam lr 0.001": the dropout, then the training."""

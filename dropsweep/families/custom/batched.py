@@ -82,9 +82,19 @@ def _site_names(sites: Mapping[str, Sequence[str]]) -> list[str]:
     return [n for names in sites.values() for n in names]
 
 
+def logits_of(base: nn.Module, params: dict, buffers: dict, x: torch.Tensor) -> torch.Tensor:
+    """Every model's logits on its own rows ``[models, rows, ...]``, as evaluation computes
+    them: vmap's default randomness, so a random draw in ``forward`` is an error there."""
+    def forward(p: dict, b: dict, x: torch.Tensor) -> torch.Tensor:
+        return functional_call(base, (p, b), (x,))
+
+    return vmap(forward)(params, buffers, x)
+
+
 def unbatchable(network: Network, device: torch.device) -> str | None:
     """Why this module cannot train as a stacked batch, in a few words; None when one small
-    forward and backward pass of two models on two rows under vmap works."""
+    training step and one evaluation of two models on two rows under vmap work (a random
+    draw in ``forward`` passes the first, whose dropout draws, and not the second)."""
     for name, module in network.net.named_modules():
         if isinstance(module, nn.modules.batchnorm._NormBase) and module.track_running_stats:
             return (f"{type(module).__name__} '{name}' updates running statistics from each "
@@ -101,6 +111,8 @@ def unbatchable(network: Network, device: torch.device) -> str | None:
     try:
         with torch.random.fork_rng(devices=[]):
             vmap(grad(loss), randomness="different")(params, buffers, x, y)
+            with torch.no_grad():
+                logits_of(base.eval(), params, buffers, x)
     except Exception as exc:  # whatever vmap refuses: .item(), data-dependent control flow
         first = (str(exc).strip().splitlines() or [""])[0]
         return (f"vmap raises {type(exc).__name__}: "
@@ -165,7 +177,7 @@ class BatchedEngine:
                        - torch.arange(self.n_batches, device=device)[None] * bs).clamp(0, bs)
         for name in self.sites:  # a site no model drops at draws nothing
             self.base.get_submodule(name).active = bool((self.buffers[f"{name}.rate"] > 0).any())
-        params = sum(p[0].numel() for p in self.params.values())
+        params = sum(math.prod(p.shape[1:]) for p in self.params.values())  # per model
         macs = 3.0 * self.size * bs * (params + self.network.floats)  # a rough forward+backward
         self.slice_batches = batches_per_slice(macs)
 
@@ -263,10 +275,7 @@ class BatchedEngine:
 
     def _scores(self, x: torch.Tensor, y: torch.Tensor, valid: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        def forward(p: dict, b: dict, x: torch.Tensor) -> torch.Tensor:
-            return functional_call(self.base, (p, b), (x,))
-
-        logits = vmap(forward)(self.params, self.buffers, self.inputs(x))
+        logits = logits_of(self.base, self.params, self.buffers, self.inputs(x))
         right = (logits.argmax(2) == y) & valid
         losses = F.cross_entropy(logits.flatten(0, 1), y.flatten(),
                                  reduction="none").view_as(y)

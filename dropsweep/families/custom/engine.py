@@ -89,6 +89,7 @@ def resolve_network(sweep: Sweep, input_shape: tuple[int, ...], n_classes: int,
                                      "changed since the study recorded it (SHA-256 differs): "
                                      "restore it, or start a new study")
         net = resolve.build(fn, model.module, input_shape, n_classes, model.args, seed)
+        resolve.check_parameters(net, model.module)
         sites = resolve.site_members(net, model.sites)
         constrained = resolve.constrained_layers(net, model.max_norm)
         sizes = resolve.check_output(net, model.module, input_shape, n_classes)

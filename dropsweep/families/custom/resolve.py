@@ -119,6 +119,20 @@ def build(fn: Callable[..., Any], module: str, input_shape: tuple[int, ...], n_c
     return net
 
 
+def check_parameters(net: nn.Module, module: str) -> None:
+    """A module must have something to train, and every parameter trains: the optimisers
+    step them all (a frozen one would fail a per-model step and train in a stacked one)."""
+    named = list(net.named_parameters())
+    if not named:
+        raise ModelError("model.module", f"the module {module} builds has no parameters to "
+                                         "train")
+    frozen = [n for n, p in named if not p.requires_grad]
+    if frozen:
+        raise ModelError("model.module", f"in the module {module} builds, {frozen[0]} does "
+                                         "not require grad: dropsweep trains every parameter "
+                                         "(leave frozen layers out of the module)")
+
+
 def dropout_names(net: nn.Module) -> list[str]:
     return [n for n, m in net.named_modules() if n and isinstance(m, DROPOUTS)]
 
@@ -160,6 +174,14 @@ def site_members(net: nn.Module, sites: Sequence[tuple[str, str]]) -> dict[str, 
     return members
 
 
+def unmatched(net: nn.Module, members: Mapping[str, Sequence[str]]
+              ) -> tuple[tuple[str, float], ...]:
+    """The Dropout modules in no group, each with the rate it keeps in every trial."""
+    grouped = {n for names in members.values() for n in names}
+    modules = dict(net.named_modules())
+    return tuple((n, float(modules[n].p)) for n in dropout_names(net) if n not in grouped)
+
+
 def constrained_layers(net: nn.Module, patterns: Sequence[str]) -> list[str]:
     """The Linear/Conv layers max-norm applies to; a pattern matching none is an error."""
     layers = [n for n, m in net.named_modules() if n and isinstance(m, CONSTRAINED)]
@@ -176,8 +198,9 @@ def constrained_layers(net: nn.Module, patterns: Sequence[str]) -> list[str]:
 
 def check_output(net: nn.Module, module: str, input_shape: tuple[int, ...],
                  n_classes: int) -> dict[str, int]:
-    """Run two zero rows through ``net`` (eval mode, a copy): it must give logits
-    ``[2, n_classes]``. Returns each leaf module's output floats per row (memory)."""
+    """Run two, then three zero rows through ``net`` (eval mode, a copy): it must give
+    logits ``[n, n_classes]`` for each (two sizes: an output that does not follow the batch
+    would fail only in training). Returns each leaf module's output floats per row."""
     import copy
 
     probe = copy.deepcopy(net).eval()
@@ -192,16 +215,17 @@ def check_output(net: nn.Module, module: str, input_shape: tuple[int, ...],
     for name, m in probe.named_modules():
         if name and not list(m.children()):
             m.register_forward_hook(hook(name))
-    try:
-        with torch.no_grad():
-            out = probe(torch.zeros(2, *input_shape))
-    except (Exception, SystemExit) as exc:
-        raise ModelError("model.module", f"the module {module} builds fails on input "
-                                         f"[n, {', '.join(map(str, input_shape))}]: "
-                                         f"{_one_line(exc)}") from None
-    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, n_classes):
-        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ModelError("model.module", f"the module {module} builds must map [n, "
-                                         f"{', '.join(map(str, input_shape))}] to logits "
-                                         f"[n, {n_classes}], got {got} for n = 2")
+    for n in (2, 3):
+        try:
+            with torch.no_grad():
+                out = probe(torch.zeros(n, *input_shape))
+        except (Exception, SystemExit) as exc:
+            raise ModelError("model.module", f"the module {module} builds fails on input "
+                                             f"[n, {', '.join(map(str, input_shape))}]: "
+                                             f"{_one_line(exc)}") from None
+        if not isinstance(out, torch.Tensor) or tuple(out.shape) != (n, n_classes):
+            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ModelError("model.module", f"the module {module} builds must map [n, "
+                                             f"{', '.join(map(str, input_shape))}] to logits "
+                                             f"[n, {n_classes}], got {got} for n = {n}")
     return sizes

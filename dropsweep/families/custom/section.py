@@ -96,17 +96,19 @@ def resolve_section(check: Checker, model: CustomModel) -> CustomModel:
         dataset = _dataset(check)
         shape = input_shape_of(dataset)
         net = resolve.build(fn, model.module, shape, dataset.n_classes, model.args, seed=0)
+        resolve.check_parameters(net, model.module)
         sites = dict(model.sites) or resolve.default_sites(net, model.module)
         if len(sites) > MAX_GROUPS:
             raise resolve.ModelError("model.module", f"the module has {len(sites)} Dropout "
                                      f"modules, more than {MAX_GROUPS} groups: group them "
                                      "with model.sites")
-        resolve.site_members(net, tuple(sites.items()))
+        members = resolve.site_members(net, tuple(sites.items()))
         resolve.constrained_layers(net, model.max_norm)
         resolve.check_output(net, model.module, shape, dataset.n_classes)
     except resolve.ModelError as exc:
         raise check.fail(exc.key, str(exc)) from None
-    return _replace(model, sites=tuple(sites.items()), sources=tuple(sources.items()))
+    return _replace(model, sites=tuple(sites.items()), sources=tuple(sources.items()),
+                    fixed=resolve.unmatched(net, members))
 
 
 def _dataset(check: Checker) -> Dataset:
