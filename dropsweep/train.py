@@ -314,7 +314,8 @@ def check_resume(resume: Any, n_trials: int, k: int, epochs: int,
     reference = make()
     reference.keep(torch.tensor([t * k + f for t in alive for f in range(k)],
                                 device=reference.trial_of.device))
-    want = reference.state()
+    want = reference.state()  # on the CPU: one engine on the device at a time
+    del reference
     if not isinstance(engine, Mapping):
         raise Unusable(f"its engine state is a {type(engine).__name__}")
     made = {key: engine.get(key) for key, value in want.items() if isinstance(value, str)}
