@@ -13,6 +13,11 @@ configurations on from that epoch, as new trials; the results are those of an un
 run on the same engine. A claim whose claimant died in turn is claimed again once its
 trials are no longer running. Files are deleted once their batch is recorded.
 
+A file belongs to one study (:class:`Owner`): its directory is keyed by the study's random
+id, and its header names the study's id, name, storage and experiment, and the batch, trials,
+configurations and seed it trains. A file that is not the study's is given back its name and
+left alone, never deleted; a study deletes only files it has read as its own.
+
 This module knows files and torch's serialisation, not Optuna: the runner decides, from
 the study, which files are resumable.
 """
@@ -24,6 +29,8 @@ import os
 import re
 import time
 import uuid
+import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
@@ -33,20 +40,26 @@ import torch
 from dropsweep.fetch import replace_atomically
 
 class Unusable(Exception):
-    """This checkpoint cannot continue here (another engine's, another device's, or
-    unreadable): its configurations train from the start."""
+    """This checkpoint cannot continue here (unreadable, or not what its batch would hold):
+    its configurations train from the start."""
+
+
+class Elsewhere(Unusable):
+    """A sound checkpoint made by another engine, kind of device or form: its random
+    streams and sums differ from this worker's, so the batch trains from the start here."""
 
 
 def expect_made(state: Mapping[str, Any], family: str, device: str, form: str) -> None:
-    """Refuse (:class:`Unusable`) a batch state made by another family, kind of device or
+    """Refuse (:class:`Elsewhere`) a batch state made by another family, kind of device or
     form: their random streams and sums differ, so it would not go on as it began."""
     made = (state.get("family"), state.get("device"), state.get("form"))
     if made != (family, device, form):
-        raise Unusable(f"a checkpoint of {made} cannot continue as "
-                       f"({family!r}, {device!r}, {form!r})")
+        raise Elsewhere(f"a checkpoint of {made} cannot continue as "
+                        f"({family!r}, {device!r}, {form!r})")
 
 
 SUFFIX = ".ckpt"
+UNUSABLE = ".unusable"  # a file set aside: never read again, never deleted
 TMP_PREFIX = ".tmp-"
 STALE_TMP = 3600.0  # seconds: a temporary file this old was left by a kill mid-write
 _CLAIMED = re.compile(r"^(?P<batch>\d+)\.ckpt\.claimed-(?P<token>[0-9a-f]{32})$")
@@ -54,14 +67,37 @@ _WRITTEN = re.compile(r"^(?P<batch>\d+)\.ckpt$")
 DEFAULT_EVERY = 300.0  # seconds: a few minutes of work at most is lost to a kill
 
 
-def study_dir(root: Path, study_name: str) -> Path:
-    """The study's own directory under ``root`` (a study name is any text: kept readable
-    where it is safe, with a digest so that two names never share a directory)."""
-    import hashlib
-
+def study_dir(root: Path, study_name: str, uid: str) -> Path:
+    """The study's own directory under ``root``, keyed by its id (two storages may each hold
+    a study of one name); the name is kept, where it is safe, for people to read."""
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", study_name)[:60]
-    digest = hashlib.sha256(study_name.encode()).hexdigest()[:12]
-    return root / f"{safe}-{digest}"
+    return root / f"{safe}-{re.sub(r'[^A-Za-z0-9]+', '_', uid)[:64]}"
+
+
+# What a checkpoint's owner fields are called in a refusal
+_OWNER_WORDS = {"study_uid": "study id", "study": "study name", "storage": "storage",
+                "sweep": "sweep"}
+
+
+@dataclass(frozen=True)
+class Owner:
+    """Whose checkpoints these are: the study's id and name, its storage (masked URL) and
+    the SHA-256 of its stored experiment. Every file carries them; a study takes (and
+    deletes) only a file whose owner is itself."""
+
+    study_uid: str
+    study: str
+    storage: str
+    sweep: str
+
+    def header(self) -> dict[str, str]:
+        return {"study_uid": self.study_uid, "study": self.study, "storage": self.storage,
+                "sweep": self.sweep}
+
+    def differences(self, payload: Mapping[str, Any]) -> list[str]:
+        """The owner fields of ``payload`` that are not this owner's, in words."""
+        return [_OWNER_WORDS[key] for key, value in self.header().items()
+                if payload.get(key) != value]
 
 
 def write_atomic(path: Path, payload: dict[str, Any]) -> None:
@@ -71,15 +107,43 @@ def write_atomic(path: Path, payload: dict[str, Any]) -> None:
                        suffix=SUFFIX, durable=True)
 
 
+_ZIP = b"PK\x03\x04"  # how every file torch.save writes (its zip format) begins
+# how Python-serialised data (protocol 2 on) begins, torch.save's legacy format too
+_SERIALISED = b"\x80"
+
+
 def read(path: Path) -> dict[str, Any]:
-    """A checkpoint, loaded weights-only: tensors and plain data, never code; a file that is
-    not one raises :class:`Unusable`."""
+    """A checkpoint, loaded weights-only: tensors and plain data, never code. A file that
+    is not one raises :class:`Unusable` saying why in a few words (not torch's paragraph):
+    empty, truncated, not written by torch.save, or refused unread (it would run code)."""
+    size = path.stat().st_size  # OSError: the disk, not the file
+    if size == 0:
+        raise Unusable("the file is empty")
+    with open(path, "rb") as f:
+        head = f.read(len(_ZIP))
+    if head == _ZIP and not zipfile.is_zipfile(path):
+        raise Unusable(f"the file is truncated ({size} bytes of a torch.save archive)")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # its doubts about a file are said below, in words
+            warnings.simplefilter("ignore", UserWarning)
+            payload = torch.load(path, map_location="cpu", weights_only=True)
     except OSError:
-        raise  # the disk, not the file
-    except Exception as exc:  # noqa: BLE001 - a refused global, a torn or foreign file
-        raise Unusable(f"not a checkpoint: {str(exc).splitlines()[0][:200]}") from exc
+        raise
+    except EOFError as exc:
+        raise Unusable(f"the file is truncated ({size} bytes)") from exc
+    except Exception as exc:  # noqa: BLE001 - a torn, foreign or refused file
+        if type(exc).__name__ != "UnpicklingError":  # torch's weights-only loader said no
+            raise Unusable("it is not a file torch.save wrote") from exc
+        if head == _ZIP:
+            named = re.search(r"GLOBAL (\S+)", str(exc))
+            what = "objects other than tensors and plain data" + (
+                f" ({named[1]})" if named else "")
+        elif head[:1] == _SERIALISED:
+            what = "Python objects that torch.save did not write"
+        else:
+            raise Unusable("it is not a file torch.save wrote") from exc
+        raise Unusable(f"it holds {what}: refused unread, since loading it could run "
+                       "code") from exc
     if not isinstance(payload, dict) or not {"trials", "configs", "seed", "state"} <= set(
             payload):
         raise Unusable("not a checkpoint: its header is missing")
@@ -128,6 +192,31 @@ def claim(item: Found) -> Found | None:
     except FileNotFoundError:
         return None
     return Found(target, item.batch, token)
+
+
+def give_back(mine: Found, item: Found) -> None:
+    """Undo :func:`claim`: ``mine`` goes back to the name it had (``item``), never over a
+    file that has taken that name meanwhile (it then stays under the claim)."""
+    try:
+        os.link(mine.path, item.path)
+    except FileExistsError:
+        return
+    except OSError:  # a file system without hard links: a rename, which could replace
+        if not item.path.exists():
+            os.rename(mine.path, item.path)
+        return
+    os.unlink(mine.path)
+
+
+def set_aside(mine: Found, item: Found) -> Path:
+    """Put a claimed file that cannot be used out of every worker's way for good: renamed
+    ``<the name it was found under>.unusable`` beside it (never looked at again, never
+    deleted: its owner may want to see it); its new path."""
+    aside = item.path.with_name(item.path.name + UNUSABLE)
+    if aside.exists():
+        aside = aside.with_name(f"{aside.name}-{mine.token}")
+    os.rename(mine.path, aside)
+    return aside
 
 
 def age(item: Found) -> float:
@@ -182,5 +271,6 @@ class Saver:
             self.resumed = None
 
     def done(self) -> None:
-        """The batch is recorded: its checkpoints are no longer needed."""
-        remove(self.path, self.resumed)
+        """The batch is recorded: its checkpoints are no longer needed (a file at its path
+        that it never wrote is not its own to delete)."""
+        remove(self.path if self.written else None, self.resumed)

@@ -2,9 +2,11 @@
 
 A worker may die at any moment (kill -9, a reboot, a lost machine). Its running trials keep
 beating (Optuna's heartbeat, recorded by one thread per batch) until it dies; any worker
-then fails the stale ones, which do not count and are run again. Workers that ask at the
-same moment could together overshoot the target; trial numbers, which the storage hands out
-atomically, decide which asks stand.
+then fails the stale ones ("interrupted: worker died"), which do not count and are run
+again: a batch that left a checkpoint goes on from it; otherwise a planned configuration is
+planned again and a sampler's is run again with its parameters (:func:`owed`), once.
+Workers that ask at the same moment could together overshoot the target, or run one lost
+trial twice; trial numbers, which the storage hands out atomically, decide which asks stand.
 """
 
 from __future__ import annotations
@@ -12,13 +14,13 @@ from __future__ import annotations
 import datetime
 import threading
 import time
-import warnings
-from typing import Callable, Sequence
+from typing import Any, Callable, Container, Mapping, Sequence
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from dropsweep import records
+from dropsweep.storage import TrialEnd, trialio
 
 
 # A baseline that diverges (a failure of its own) is tried this many times, each with its
@@ -47,6 +49,89 @@ def counts_toward_target(trial: FrozenTrial) -> bool:
     if trial.state == TrialState.PRUNED:
         return not _is_baseline(trial)
     return _diverged(trial)
+
+
+def lost(trial: FrozenTrial) -> bool:
+    """A sampler's trial that trained in a batch and ended without a result (stopped, or
+    its worker died): its configuration is owed a run. Planned ones are owed theirs by
+    :func:`settles`; a trial dropped before it trained (surplus) had no batch."""
+    return (trial.state == TrialState.FAIL and not counts_toward_target(trial)
+            and trial.user_attrs.get(records.ROLE) == records.ROLE_SEARCH
+            and records.BATCH in trial.user_attrs)
+
+
+def retry_of(trial: FrozenTrial) -> int | None:
+    """The lost trial whose configuration ``trial`` runs again from the start (Optuna's
+    retry history), or None."""
+    history = trial.system_attrs.get(records.RETRY_HISTORY)
+    if isinstance(history, list) and history and type(history[-1]) is int:
+        return history[-1]
+    return None
+
+
+def continued(trial: FrozenTrial) -> int | None:
+    """The trial ``trial`` carries on: the lost one it runs again, or the one whose
+    checkpoint it went on from; None for a trial of its own."""
+    again = retry_of(trial)
+    if again is not None:
+        return again
+    resumed = trial.user_attrs.get(records.RESUMED)
+    if isinstance(resumed, dict) and type(resumed.get("trial")) is int:
+        return resumed["trial"]
+    return None
+
+
+def carries(trial: FrozenTrial) -> bool:
+    """Whether ``trial`` carries on the one it continues: running, queued, recorded for
+    good, or lost in its turn (then it is owed a run itself)."""
+    return (trial.state in (TrialState.RUNNING, TrialState.WAITING)
+            or counts_toward_target(trial) or lost(trial))
+
+
+def goes_on(trial: FrozenTrial, by_number: Mapping[int, FrozenTrial],
+            checkpointed: Container[int]) -> bool:
+    """Whether ``trial``, ended without a result, goes on from a checkpoint rather than
+    from the start: its batch, or the batch of a trial it went on from, has a file
+    (``checkpointed``: their numbers, written or claimed — a claim keeps the number)."""
+    seen: FrozenTrial | None = trial
+    while seen is not None:
+        batch = seen.user_attrs.get(records.BATCH)
+        if type(batch) is int and batch in checkpointed:
+            return True
+        resumed = seen.user_attrs.get(records.RESUMED)
+        before = resumed.get("trial") if isinstance(resumed, dict) else None
+        seen = by_number.get(before) if type(before) is int and before < seen.number else None
+    return False
+
+
+def owed(trials: Sequence[FrozenTrial], checkpointed: Container[int] = ()
+         ) -> list[FrozenTrial]:
+    """The lost trials (:func:`lost`) that no trial carries on yet and that no checkpoint
+    will: each is owed a run from the start with its configuration, oldest first, before
+    anything new is asked (what the README has promised since the heartbeat: "runs their
+    configurations again")."""
+    carried = {continued(t) for t in trials if carries(t)}
+    by_number = {t.number: t for t in trials}
+    return [t for t in trials if lost(t) and t.number not in carried
+            and not goes_on(t, by_number, checkpointed)]
+
+
+def run_again_twice(study: optuna.Study, trial: optuna.Trial, number: int) -> bool:
+    """Whether a lower-numbered trial already carries lost trial ``number`` on: two workers
+    that see it lost at one moment both queue it again, and the lower trial number keeps it
+    (as :func:`planned_twice`)."""
+    return any(t.number < trial.number and continued(t) == number and carries(t)
+               for t in study.get_trials(deepcopy=False))
+
+
+def retry_attrs(trial: FrozenTrial) -> dict[str, Any]:
+    """The system attributes of the trial that runs lost ``trial`` again, as Optuna's
+    ``RetryHeartbeatStaleTrialCallback`` writes them."""
+    history = trial.system_attrs.get(records.RETRY_HISTORY)
+    first = trial.system_attrs.get(records.FAILED_TRIAL, trial.number)
+    return {records.FAILED_TRIAL: first,
+            records.RETRY_HISTORY: [*(history if isinstance(history, list) else []),
+                                    trial.number]}
 
 
 def settles(trial: FrozenTrial) -> bool:
@@ -153,12 +238,15 @@ def fail_stale(study: optuna.Study, grace: float) -> None:
     """Fail the trials of workers that died: RUNNING without a heartbeat for ``grace``
     seconds (Optuna's check); RUNNING, started more than ``grace`` ago and never given its
     role (killed before its first beat); planned and still WAITING ``grace`` after it was
-    queued. Failed without a reason, they do not count and their configurations run again."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.fail_stale_trials(study)
-    cutoff = datetime.datetime.now() - datetime.timedelta(seconds=grace)  # Optuna: naive local
+    queued. Each fails with its reason ("interrupted: worker died") and marked interrupted,
+    in the one write that fails it (a paused worker that records its result at that moment
+    records it, or finds it failed: never a result with that reason); they do not count,
+    and their configurations run again."""
     storage = study._storage  # noqa: SLF001
+    stale: list[int] = []
+    if optuna.storages._heartbeat.is_heartbeat_enabled(storage):  # noqa: SLF001
+        stale = list(storage._get_stale_trial_ids(study._study_id))  # noqa: SLF001 - Optuna's check
+    cutoff = datetime.datetime.now() - datetime.timedelta(seconds=grace)  # Optuna: naive local
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
         if t.state == TrialState.RUNNING:
             orphan = (records.ROLE not in t.user_attrs and t.datetime_start is not None
@@ -168,10 +256,29 @@ def fail_stale(study: optuna.Study, grace: float) -> None:
             orphan = (enqueued is not None and datetime.datetime.fromisoformat(enqueued)
                       < now_utc() - datetime.timedelta(seconds=grace))
         if orphan:
-            try:
-                storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)  # noqa: SLF001
-            except optuna.exceptions.UpdateFinishedTrialError:
-                pass  # another worker got there first
+            stale.append(t._trial_id)  # noqa: SLF001
+    _fail_died(study, list(dict.fromkeys(stale)))
+
+
+def _fail_died(study: optuna.Study, trial_ids: list[int]) -> None:
+    """FAIL these trials with the reason their worker died, each unless another worker
+    failed (or its own recorded) it first."""
+    if not trial_ids:
+        return
+    attrs = {records.INTERRUPTED: True, records.FAIL_REASON: records.WORKER_DIED}
+    batched = trialio.finishes(study)
+    if batched is not None:
+        batched.finish_trials([TrialEnd(i, attrs, None, TrialState.FAIL, None)
+                               for i in trial_ids])
+        return
+    storage = study._storage  # noqa: SLF001
+    for trial_id in trial_ids:
+        try:
+            for key, value in attrs.items():
+                storage.set_trial_user_attr(trial_id, key, value)
+            storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass  # another worker got there first
 
 
 def taken(study: optuna.Study) -> int:

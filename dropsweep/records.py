@@ -75,11 +75,22 @@ VALIDATION_ROWS = "validation_rows"
 STUDY_SCHEMA = "dropsweep_schema"  # int, how the study's sweep and trials are written
 # str, on a study: the directory its batches' checkpoints go to (every worker uses the same)
 CHECKPOINTS = "checkpoints"
+# str, on a study: its own random id (32 hex digits), set when dropsweep creates it (or first
+# needs it, for an older study): its checkpoint files are kept under it and carry it
+STUDY_UID = "dropsweep_uid"
 # int, on a trial: its batch, by the number of the batch's first trial (its checkpoint file)
 BATCH = "batch"
 # dict {"trial", "epoch", "claim"}, on a trial that went on from a checkpoint: the trial it
 # continues, the epoch it went on from, and the claim on the checkpoint file it took
 RESUMED = "resumed"
+# Optuna's own system attributes on a trial that runs a lost one's configuration again (as
+# its RetryHeartbeatStaleTrialCallback writes them, so Optuna's retried_trial_number and
+# retry_history read dropsweep's): int, the first trial of the chain; list[int], every
+# trial before this one, the one it runs again last
+FAILED_TRIAL = "failed_trial"
+RETRY_HISTORY = "retry_history"
+# str, the fail_reason of a trial whose worker died (failed as stale: no heartbeat)
+WORKER_DIED = "interrupted: worker died"
 
 # 1: before model families (no STUDY_SCHEMA attribute; model has no ``family``)
 # 2: model.family; a trial's config holds every dimension of its family

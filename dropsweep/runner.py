@@ -33,8 +33,9 @@ from dropsweep.results import record_batch
 from dropsweep.rows import best_first, better
 from dropsweep.space import Config, is_exhaustive, planned_configs, space_of
 from dropsweep.liveness import counts_toward_target
-from dropsweep.storage import GRACE_BEATS, heartbeat_seconds, mask_url
-from dropsweep.study import PRUNE_STARTUP_TRIALS, prepare_study, pruning_warmup, trial_seed
+from dropsweep.storage import GRACE_BEATS, heartbeat_seconds, mask_url, sqlite_path
+from dropsweep.study import (PRUNE_STARTUP_TRIALS, prepare_study, pruning_warmup,
+                             study_uid, sweep_fingerprint, trial_seed)
 from dropsweep.train import TrialResult
 from dropsweep.storage import trialio
 
@@ -260,6 +261,8 @@ def run_search(
     if folds.k == 1 and records.VALIDATION_ROWS not in study.user_attrs:
         study.set_user_attr(records.VALIDATION_ROWS, int(folds.n_test[0]))
     saves = checkpoint_root(study, storage_url, checkpoint_dir)
+    owner = checkpoints.Owner(study_uid(study), study.study_name, storage_name(storage_url),
+                              sweep_fingerprint(study.user_attrs[records.STUDY_SWEEP]))
     if events.on_start:
         events.on_start(summary)
     if fits < batch:
@@ -267,7 +270,7 @@ def run_search(
                       "in memory")
     with at_once(stop):  # a second Ctrl-C: the trials held are given back, the rest kept
         _Search(study, summary, sweep, folds, fits, events, stop, saves,
-                checkpoint_every).run()
+                checkpoint_every, owner).run()
     summary.stopped_by = stop.signal
     _summarize(study, summary)
     return summary
@@ -280,6 +283,14 @@ def default_checkpoints(storage_url: str) -> Path:
 
     path = sqlite_path(storage_url)
     return (path.parent if path is not None else Path("results")).resolve() / "checkpoints"
+
+
+def storage_name(url: str) -> str:
+    """The storage as a checkpoint names its owner's: the masked URL, an SQLite file by its
+    absolute path (one file, whatever directory a worker runs in). Workers of one study give
+    it one URL (the same command): a file written under another spelling is refused."""
+    path = sqlite_path(url)
+    return mask_url(url) if path is None else f"sqlite:///{path.resolve()}"
 
 
 def checkpoint_root(study: optuna.Study, storage_url: str, given: str | Path | None) -> Path:
@@ -305,6 +316,8 @@ class _Resumed:
     claim: checkpoints.Found
     state: dict[str, Any]
     seed: int
+    fresh: bool = False  # its state cannot be gone on from: the batch trains from the start
+    retire: bool = True  # the file is superseded by the batch's own (not one set aside)
 
 
 class _Search:
@@ -319,12 +332,18 @@ class _Search:
     def __init__(self, study: optuna.Study, summary: SearchSummary, sweep: Sweep,
                  folds: Folds, batch: int, events: SearchEvents, stop: StopFlag,
                  saves: Path | None = None,
-                 every: float = checkpoints.DEFAULT_EVERY) -> None:
+                 every: float = checkpoints.DEFAULT_EVERY,
+                 owner: checkpoints.Owner | None = None) -> None:
         self.study, self.summary, self.sweep, self.folds = study, summary, sweep, folds
         self.batch, self.events, self.stop = batch, events, stop
         # the study's checkpoint files (None: no checkpoints), under the recorded root
-        self.root, self.every = saves, every
-        self.saves = None if saves is None else checkpoints.study_dir(saves, study.study_name)
+        self.root, self.every, self.owner = saves, every, owner
+        self.saves = None
+        if saves is not None:
+            assert owner is not None, "checkpoints need their owner"
+            self.saves = checkpoints.study_dir(saves, study.study_name, owner.study_uid)
+        # checkpoint files this worker found to be another study's: never looked at again
+        self.passed: set[str] = set()
         self.warmup = pruning_warmup(sweep.train.epochs, sweep.train.eval_every)
         self.space, self.planned = space_of(sweep), planned_configs(sweep)
         self.seconds = heartbeat_seconds()
@@ -441,6 +460,7 @@ class _Search:
         ``ahead``: asked while another batch trains, so a stop ends the asking."""
         asked: list[tuple[optuna.Trial, Config]] = []
         study, target = self.study, self.summary.target
+        checkpointed = self._checkpointed() if wanted > 0 else frozenset()
         # One read of the study serves the batch's asks, which see their own trials as they
         # write them (trialio); others' asks of the moment are settled by drop_surplus.
         with trialio.holding(study):
@@ -450,7 +470,7 @@ class _Search:
                 # other workers may have asked for the rest meanwhile
                 full = (lambda: liveness.taken(study) >= target) if asked else None
                 pair = ask_next(study, self.sweep, self.space, self.planned, self.settled,
-                                full, self.held)
+                                full, self.held, checkpointed)
                 if pair is None:
                     break
                 asked.append(pair)
@@ -469,6 +489,15 @@ class _Search:
                     trialio.set_user_attrs(trial, {records.SEED: seed, records.BATCH: first})
         return kept
 
+    def _checkpointed(self) -> frozenset[int]:
+        """The batches with a checkpoint file to go on from, written or claimed (not one
+        found to be another study's): their trials go on from it, and are not run again
+        from the start."""
+        if self.saves is None:
+            return frozenset()
+        return frozenset(item.batch for item in checkpoints.found(self.saves)
+                         if item.path.name not in self.passed)
+
     def _groups(self, asked: list[tuple[optuna.Trial, Config]]
                 ) -> list[list[tuple[optuna.Trial, Config]]]:
         """The trials asked, as the batches they train in: one per ``Family.batch_key``
@@ -482,7 +511,7 @@ class _Search:
         """A batch whose trials were killed or stopped, claimed from its last checkpoint,
         with new trials that go on from it (None in the places of trials already recorded
         for good: pruned or diverged before the stop); None when there is none. A file
-        whose batch was recorded after all is deleted."""
+        whose batch was recorded after all is deleted, once it is known to be this study's."""
         assert self.saves is not None
         by_batch: dict[int, list[FrozenTrial]] = {}
         by_claim: dict[str, list[FrozenTrial]] = {}
@@ -492,49 +521,99 @@ class _Search:
             went_on = t.user_attrs.get(records.RESUMED)
             if isinstance(went_on, dict) and went_on.get("claim"):
                 by_claim.setdefault(str(went_on["claim"]), []).append(t)
+        by_number = {t.number: t for t in trials}
         grace = GRACE_BEATS * self.seconds
         for item in checkpoints.found(self.saves):
+            if item.path.name in self.passed:
+                continue  # another study's
             members = by_claim.get(item.token, []) if item.token else by_batch.get(item.batch, [])
-            if members and all(counts_toward_target(t) for t in members):
-                checkpoints.remove(item.path)  # all recorded after all: nothing to go on from
-                continue
-            if any(not t.state.is_finished() for t in members):
+            recorded = bool(members) and all(counts_toward_target(t) for t in members)
+            if not recorded and any(not t.state.is_finished() for t in members):
                 continue  # still training somewhere
             if not members and (item.token is None or checkpoints.age(item) < grace):
                 continue  # a claimant that may still be making its trials
-            mine = checkpoints.claim(item)
-            if mine is None:
-                continue  # another worker took it a moment ago
-            try:
-                payload = checkpoints.read(mine.path)
-                by_number = {t.number: t for t in trials}
-                missing = [n for n in payload["trials"] if n not in by_number]
-                if missing:
-                    raise checkpoints.Unusable(f"it names trials {missing} this study lacks")
-            except Exception as exc:  # noqa: BLE001 - a file that cannot be read is dropped
-                if isinstance(exc, (OSError, StorageFailure)) and not isinstance(
-                        exc, checkpoints.Unusable):
-                    raise  # the disk or the storage, not the file: it stays claimable
-                self.events.notice(f"checkpoint {mine.path} cannot be used ({exc}); its "
-                                   "configurations are asked again")
-                checkpoints.remove(mine.path)
+            taken = self._take(item, by_number)
+            if taken is None:
                 continue
-            asked = self._go_on(payload, by_number, mine)
+            mine, payload = taken
+            if recorded:
+                checkpoints.remove(mine.path)  # all recorded after all: nothing to go on from
+                continue
+            sound = self._sound(item, mine, payload)
+            asked = self._go_on(payload, by_number, mine, fresh=sound != "sound")
             if all(trial is None for trial, _ in asked):
-                checkpoints.remove(mine.path)  # every place recorded: nothing to go on with
+                if sound != "aside":
+                    checkpoints.remove(mine.path)  # every place recorded: nothing to go on with
                 continue
-            return asked, _Resumed(mine, payload, int(payload["seed"]))
+            return asked, _Resumed(mine, payload, int(payload["seed"]), sound != "sound",
+                                   retire=sound != "aside")
         return None
 
+    def _sound(self, item: checkpoints.Found, mine: checkpoints.Found,
+               payload: dict[str, Any]) -> str:
+        """Whether the batch can go on from the state in ``payload`` (the study's own,
+        :meth:`_take`), every field checked against the batch it names before any trial is
+        made for it: "sound"; "elsewhere", made by another engine, device or form; "aside",
+        not what the batch would hold (the file is set aside). If not sound, one line says
+        why and the batch trains from the start, with its seed: to the numbers it would
+        have had."""
+        configs = [Config(values) for values in payload["configs"]]
+        try:
+            self.sweep.family.check_resume(configs, self.folds, self.sweep,
+                                           int(payload["seed"]), payload["state"])
+        except checkpoints.Elsewhere as exc:
+            self.events.notice(f"checkpoint {item.path} cannot continue here ({exc}): its "
+                               "configurations train from the start")
+            return "elsewhere"
+        except checkpoints.Unusable as exc:
+            aside = checkpoints.set_aside(mine, item)
+            self.events.notice(f"checkpoint {item.path} cannot be used ({exc}): set aside "
+                               f"as {aside.name}; its configurations train from the start")
+            return "aside"
+        return "sound"
+
+    def _take(self, item: checkpoints.Found, by_number: dict[int, FrozenTrial]
+              ) -> tuple[checkpoints.Found, dict[str, Any]] | None:
+        """``item`` claimed and read: (the claim, what it holds) when it is this study's.
+        None when another worker took it first; when it cannot be read (dropped, with one
+        line); or when it is another study's: given back its name, left alone and passed
+        over from now on, with one line naming the file and what is not this study's."""
+        assert self.owner is not None
+        mine = checkpoints.claim(item)
+        if mine is None:
+            return None  # another worker took it a moment ago
+        try:
+            payload = checkpoints.read(mine.path)
+        except checkpoints.Unusable as exc:
+            aside = checkpoints.set_aside(mine, item)
+            self.events.notice(f"checkpoint {item.path} cannot be used ({exc}): set aside "
+                               f"as {aside.name}; its configurations train from the start")
+            return None
+        differ = [*self.owner.differences(payload),
+                  *_header_differences(payload, item.batch, by_number)]
+        if differ:
+            checkpoints.give_back(mine, item)
+            self.passed.add(item.path.name)
+            words = ", ".join(differ[:-1]) + (" and " if len(differ) > 1 else "") + differ[-1]
+            self.events.notice(
+                f"checkpoint {item.path} is not this study's: its {words} "
+                f"{'differ' if len(differ) > 1 else 'differs'} from study "
+                f"'{self.owner.study}' in {self.owner.storage}; left where it is, and "
+                "nothing goes on from it")
+            return None
+        return mine, payload
+
     def _go_on(self, payload: dict[str, Any], old: dict[int, FrozenTrial],
-               claim: checkpoints.Found) -> list[tuple[optuna.Trial | None, Config]]:
+               claim: checkpoints.Found, fresh: bool = False
+               ) -> list[tuple[optuna.Trial | None, Config]]:
         """New RUNNING trials for a checkpointed batch, in its order: each with its
         predecessor's parameters, role and configuration, the learning curve up to the
-        checkpoint (the pruner sees the whole curve), and where it went on from; None where
-        the predecessor was recorded for good. Any failure gives back what it made."""
+        checkpoint (the pruner sees the whole curve; ``fresh``: none, the batch trains
+        from the start), and where it went on from; None where the predecessor was recorded
+        for good. Any failure gives back what it made."""
         asked: list[tuple[optuna.Trial | None, Config]] = []
         try:
-            self._make_trials(payload, old, claim, asked)
+            self._make_trials(payload, old, claim, asked, fresh)
         except BaseException:
             for trial, _ in asked:  # none may stay RUNNING with no one training it
                 if trial is not None:
@@ -545,23 +624,32 @@ class _Search:
 
     def _make_trials(self, payload: dict[str, Any], old: dict[int, FrozenTrial],
                      claim: checkpoints.Found,
-                     asked: list[tuple[optuna.Trial | None, Config]]) -> None:
+                     asked: list[tuple[optuna.Trial | None, Config]], fresh: bool) -> None:
         study = self.study
         storage = study._storage  # noqa: SLF001 - a RUNNING trial from a template
-        epoch = int(payload["state"]["epoch"])
+        epoch = 0 if fresh else int(payload["state"]["epoch"])
+        results = ([{"curve": []}] * len(payload["trials"]) if fresh
+                   else payload["state"]["results"])
+        # the last trial that carries each place on: the trial the file names, or (a claim
+        # whose claimant died) the one that went on from it
+        after = {liveness.continued(t): t for t in sorted(old.values(), key=lambda t: t.number)
+                 if liveness.carries(t)}
         made: list[tuple[optuna.Trial, FrozenTrial]] = []
-        for number, values, result in zip(payload["trials"], payload["configs"],
-                                           payload["state"]["results"]):
+        for number, values, result in zip(payload["trials"], payload["configs"], results):
             before = old[number]
-            if counts_toward_target(before):  # recorded for good before the stop
+            while before.number in after and after[before.number].number > before.number:
+                before = after[before.number]
+            if before.state != TrialState.FAIL or counts_toward_target(before):
+                # recorded for good before the stop, or carried on by another trial
                 asked.append((None, Config(values)))
                 continue
             # No role yet: a trial killed before its first beat has none, and liveness
             # fails such a trial once it is older than the grace (Optuna's own stale check
             # skips a trial that never beat). Role and beat come together below.
-            attrs = {k: v for k, v in before.user_attrs.items()
-                     if k in (records.CONFIG, records.SEED)}
-            attrs[records.RESUMED] = {"trial": number, "epoch": epoch, "claim": claim.token}
+            attrs = {records.CONFIG: before.user_attrs[records.CONFIG],
+                     records.SEED: int(payload["seed"]),
+                     records.RESUMED: {"trial": before.number, "epoch": epoch,
+                                       "claim": claim.token}}
             template = FrozenTrial(
                 number=-1, state=TrialState.RUNNING, value=None,
                 datetime_start=datetime.datetime.now(), datetime_complete=None,
@@ -599,10 +687,10 @@ class _Search:
         with trialio.holding(self.study):
             for trial in trials:
                 trialio.set_user_attrs(trial, {records.BATCH: first})
-        assert self.saves is not None
+        assert self.saves is not None and self.owner is not None
         return checkpoints.Saver(
             self.saves / f"{first}{checkpoints.SUFFIX}",
-            {"study": self.study.study_name, "trials": [t.number for t in trials],
+            {**self.owner.header(), "batch": first, "trials": [t.number for t in trials],
              "configs": [dict(c) for c in configs], "seed": seed},
             self.every, first=lambda: record_checkpoints(self.study, self.root),
             on_error=self.events.notice)
@@ -624,14 +712,15 @@ class _Search:
         # as _ask_batch stored it (a resumed batch: the stream it continues)
         seed = resumed.seed if resumed else trial_seed(sweep.search.seed, first)
         saver = None
-        if self.saves is not None:
+        if self.saves is not None and self.owner is not None:
             numbers = [resumed.state["trials"][i] if t is None else t.number  # type: ignore[union-attr]
                        for i, t in enumerate(trials)]
             saver = checkpoints.Saver(
                 self.saves / f"{first}{checkpoints.SUFFIX}",
-                {"study": study.study_name, "trials": numbers,
+                {**self.owner.header(), "batch": first, "trials": numbers,
                  "configs": [dict(config) for _, config in asked], "seed": seed},
-                self.every, resumed=resumed.claim.path if resumed else None,
+                self.every,
+                resumed=resumed.claim.path if resumed and resumed.retire else None,
                 first=lambda: record_checkpoints(study, self.root),
                 on_error=self.events.notice)
         # the checkpointers of the attempts: the batch's, then (out of memory) each half's own
@@ -711,7 +800,7 @@ class _Search:
                 for result in trained.values():  # record_batch gives each 1/len(asked)
                     result.wall_time *= len(asked) / len(todo)
                 return [trained.get(i, TrialResult()) for i in part]  # lost: not recorded
-            if resumed is None:
+            if resumed is None or resumed.fresh:
                 return go(None)
             try:
                 return go(resumed.state["state"])
@@ -789,6 +878,34 @@ class _Ahead:
         if self.error is not None:
             raise self.error
         return self.asked
+
+
+def _header_differences(payload: dict[str, Any], batch: int,
+                        by_number: dict[int, FrozenTrial]) -> list[str]:
+    """What of a checkpoint's batch, trials, configurations and seed the study does not
+    hold, in words: its batch is the file's (``batch``), and each trial it names exists,
+    with that seed, that configuration and that batch — or, a place recorded for good
+    before the batch went on from a checkpoint, an earlier trial."""
+    trials, configs, seed = payload.get("trials"), payload.get("configs"), payload.get("seed")
+    if payload.get("batch") != batch or not isinstance(trials, list) or not trials:
+        return ["batch"]
+    if not all(type(n) is int and n in by_number for n in trials):
+        return ["trials"]
+    if (not isinstance(configs, list) or len(configs) != len(trials)
+            or not all(isinstance(c, dict) for c in configs)):
+        return ["configurations"]
+    out = []
+    for number, config in zip(trials, configs):
+        t = by_number[number]
+        if t.user_attrs.get(records.CONFIG) != config and "configurations" not in out:
+            out.append("configurations")
+        if (type(seed) is not int or t.user_attrs.get(records.SEED) != seed) \
+                and "seed" not in out:
+            out.append("seed")
+        if t.user_attrs.get(records.BATCH) != batch and not (
+                number < batch and counts_toward_target(t)) and "batch" not in out:
+            out.append("batch")
+    return out
 
 
 def _taken_notice(what: str, count: int, seconds: int) -> str:

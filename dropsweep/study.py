@@ -11,9 +11,12 @@ study resumes and reports exactly as before.
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import os
 import shlex
 import time
+import uuid
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -101,6 +104,33 @@ def sweep_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[st
     for section in EXPERIMENT_SECTIONS:
         walk(old.get(section), new.get(section), section)
     return out
+
+
+def sweep_fingerprint(data: Mapping[str, Any]) -> str:
+    """SHA-256 of a stored sweep's experiment sections, normalised: what a checkpoint of the
+    study names, so that a file made under another experiment is never taken for its own."""
+    sweep = normalised(data)
+    sections = {section: sweep.get(section) for section in EXPERIMENT_SECTIONS}
+    return hashlib.sha256(json.dumps(sections, sort_keys=True, default=str).encode()
+                          ).hexdigest()
+
+
+# An older study gets its id from the first worker that needs one; two that set it at once
+# both read back what the storage kept after this long, so they agree unless their writes
+# are further apart than this.
+UID_SETTLE_SECONDS = 0.5
+
+
+def study_uid(study: optuna.Study) -> str:
+    """The study's own random id (:data:`records.STUDY_UID`): what binds its checkpoint
+    files to it, as its name cannot (two storages may each hold a study of one name). A
+    study made before ids existed is given one now, read back after a moment."""
+    uid = study.user_attrs.get(records.STUDY_UID)
+    if isinstance(uid, str) and uid:
+        return uid
+    study.set_user_attr(records.STUDY_UID, uuid.uuid4().hex)
+    time.sleep(UID_SETTLE_SECONDS)
+    return str(study.user_attrs[records.STUDY_UID])
 
 
 # ----------------------------------------------------------------------------- samplers
@@ -312,7 +342,9 @@ def _create_study(sweep: Sweep, storage: optuna.storages.BaseStorage, study_name
         storage=storage, study_name=study_name, direction="maximize",
         sampler=sampler_for(sweep, sweep.search.seed), pruner=pruner_for(sweep),
     )
-    if rows is not None:  # before the sweep, which tells a joining worker the study is made
+    # before the sweep, which tells a joining worker the study is made: it finds these too
+    study.set_user_attr(records.STUDY_UID, uuid.uuid4().hex)
+    if rows is not None:
         study.set_user_attr(records.DATA_ROWS, dict(rows))
     study.set_user_attr(records.STUDY_SWEEP, sweep.to_dict())
     study.set_user_attr(records.STUDY_SCHEMA, records.SCHEMA_VERSION)

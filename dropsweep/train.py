@@ -268,6 +268,153 @@ def run_epochs(engine: Engine, n_trials: int, epochs: int, eval_every: int,
     return results
 
 
+# What run_epochs saves (the ``save`` hook) and resumes from, and a result's fields in it
+STATE_KEYS = frozenset({"epoch", "elapsed", "results", "engine"})
+RESULT_KEYS = frozenset({"fold_accuracies", "epochs", "wall_time", "failure", "pruned",
+                         "curve"})
+
+
+def check_resume(resume: Any, n_trials: int, k: int, epochs: int,
+                 make: Callable[[], Engine] | None = None) -> None:
+    """Refuse (:class:`~dropsweep.checkpoints.Unusable`, naming the first field at fault)
+    a state that a batch of ``n_trials`` trials of ``k`` splits, trained for ``epochs``,
+    could not have saved: an epoch outside 1 to ``epochs - 1``, an elapsed time that is not
+    a number of seconds, results not one per trial or not as :meth:`TrialResult.state`
+    writes them. ``make`` builds the batch's engine afresh: the saved engine state must
+    then be one of its own with exactly the models still training (the trials the results
+    say are, every split of each) — its keys, its tensors' types and shapes, who trains —
+    and must load; one made by another engine, device or form is
+    :class:`~dropsweep.checkpoints.Elsewhere`. Nothing trains: a resume checks first."""
+    from dropsweep.checkpoints import Elsewhere, Unusable
+
+    if not isinstance(resume, Mapping) or set(resume) != STATE_KEYS:
+        keys = sorted(resume) if isinstance(resume, Mapping) else type(resume).__name__
+        raise Unusable(f"its state holds {keys}, not {sorted(STATE_KEYS)}")
+    epoch, elapsed, results = resume["epoch"], resume["elapsed"], resume["results"]
+    if type(epoch) is not int or not 1 <= epoch < epochs:
+        raise Unusable(f"its epoch is {epoch!r}, and a checkpoint of {epochs} epochs is "
+                       f"made after one of 1 to {epochs - 1}")
+    if type(elapsed) not in (int, float) or not 0 <= elapsed < math.inf:
+        raise Unusable(f"its elapsed time is {elapsed!r}, not a number of seconds")
+    if not isinstance(results, list) or len(results) != n_trials:
+        count = len(results) if isinstance(results, list) else type(results).__name__
+        raise Unusable(f"it has {count} results for {n_trials} trials")
+    alive = []
+    for t, result in enumerate(results):
+        problem = _result_problem(result, epoch)
+        if problem:
+            raise Unusable(f"the result of its place {t + 1} {problem}")
+        if result["failure"] is None and not result["pruned"]:
+            alive.append(t)
+    if make is None:
+        return
+    engine = resume["engine"]
+    if not alive:
+        raise Unusable("it has no trial still training")
+    reference = make()
+    reference.keep(torch.tensor([t * k + f for t in alive for f in range(k)],
+                                device=reference.trial_of.device))
+    want = reference.state()  # on the CPU: one engine on the device at a time
+    del reference
+    if not isinstance(engine, Mapping):
+        raise Unusable(f"its engine state is a {type(engine).__name__}")
+    made = {key: engine.get(key) for key, value in want.items() if isinstance(value, str)}
+    here = {key: value for key, value in want.items() if isinstance(value, str)}
+    if made != here:
+        raise Elsewhere(f"it was made as {_named(made)}, and this batch trains as "
+                        f"{_named(here)}")
+    problem = _shape_problem(engine, want, "")
+    if problem:
+        raise Unusable(f"its engine state is not this batch's: {problem}")
+    for key in ("trial_of", "fold_of"):
+        if not torch.equal(engine[key], want[key]):
+            raise Unusable(f"its models still training ({key}) are not those its results "
+                           "say are")
+    try:
+        make().load_state(engine)
+    except Unusable:
+        raise
+    except Exception as exc:  # noqa: BLE001 - whatever a state that fits on paper trips
+        raise Unusable(f"its engine state does not load ({type(exc).__name__})") from exc
+
+
+def _named(fields: Mapping[str, Any]) -> str:
+    return ", ".join(f"{key} {value}" for key, value in fields.items())
+
+
+def _result_problem(result: Any, epoch: int) -> str | None:
+    """Why ``result`` is not one a batch at ``epoch`` saves (:meth:`TrialResult.state`),
+    or None."""
+    if not isinstance(result, Mapping) or set(result) != RESULT_KEYS:
+        keys = sorted(result) if isinstance(result, Mapping) else type(result).__name__
+        return f"holds {keys}, not {sorted(RESULT_KEYS)}"
+    done, failure, pruned = result["epochs"], result["failure"], result["pruned"]
+    if type(done) is not int or not 0 <= done <= epoch:
+        return f"has {done!r} epochs at epoch {epoch}"
+    if not isinstance(failure, (str, type(None))) or type(pruned) is not bool:
+        return "has a failure or a pruned flag of another kind"
+    if failure is None and not pruned and done != epoch:
+        return f"has {done} epochs, though it was still training at epoch {epoch}"
+    wall = result["wall_time"]
+    if type(wall) not in (int, float) or not 0 <= wall < math.inf:
+        return f"has a time of {wall!r}"
+    folds = result["fold_accuracies"]
+    if not isinstance(folds, list) or not all(_fraction(a) for a in folds):
+        return "has fold accuracies that are not accuracies"
+    curve, last = result["curve"], 0
+    if not isinstance(curve, list):
+        return "has no learning curve"
+    for point in curve:
+        if (not isinstance(point, (list, tuple)) or len(point) != 2
+                or type(point[0]) is not int or not last < point[0] <= epoch
+                or not _fraction(point[1])):
+            return (f"has a learning curve point {point!r} that is not (an epoch after the "
+                    f"last and at most {epoch}, an accuracy)")
+        last = point[0]
+    return None
+
+
+def _fraction(value: Any) -> bool:
+    return type(value) in (int, float) and 0.0 <= value <= 1.0
+
+
+def _shape_problem(got: Any, want: Any, where: str) -> str | None:
+    """The first place where ``got`` is not built as ``want`` (the same keys and lengths,
+    tensors of the same type and shape, values of the same kind), or None."""
+    if isinstance(want, torch.Tensor):
+        if not isinstance(got, torch.Tensor):
+            return f"{where or 'it'} is not a tensor"
+        if got.dtype != want.dtype or got.shape != want.shape:
+            return (f"{where} is {got.dtype} {tuple(got.shape)}, not {want.dtype} "
+                    f"{tuple(want.shape)}")
+        return None
+    if isinstance(want, Mapping):
+        if not isinstance(got, Mapping):
+            return f"{where or 'it'} is not a mapping"
+        if set(got) != set(want):
+            extra, missing = sorted(set(got) - set(want)), sorted(set(want) - set(got))
+            return f"{where or 'it'} " + " and ".join(
+                [*([f"lacks {', '.join(map(str, missing))}"] if missing else []),
+                 *([f"has {', '.join(map(str, extra))} besides"] if extra else [])])
+        for key in want:
+            problem = _shape_problem(got[key], want[key], f"{where}.{key}" if where else key)
+            if problem:
+                return problem
+        return None
+    if isinstance(want, (list, tuple)):
+        if not isinstance(got, (list, tuple)) or len(got) != len(want):
+            return f"{where} has {len(got) if isinstance(got, (list, tuple)) else got!r} " \
+                   f"items, not {len(want)}"
+        for i, (g, w) in enumerate(zip(got, want)):
+            problem = _shape_problem(g, w, f"{where}[{i}]")
+            if problem:
+                return problem
+        return None
+    if type(got) is not type(want) and not (want is None or got is None):
+        return f"{where} is a {type(got).__name__}, not a {type(want).__name__}"
+    return None
+
+
 def _diverged(engine: Engine, bad: torch.Tensor, nan: torch.Tensor, epoch: int,
               results: list[TrialResult]) -> set[int]:
     """The trials with a non-finite parameter after this epoch, each failed with its reason

@@ -145,7 +145,7 @@ def test_a_temporary_left_by_a_kill_mid_write_is_swept_once_it_is_old(tmp_path):
 def test_a_file_that_is_not_a_checkpoint_is_unusable(tmp_path):
     path = tmp_path / "4.ckpt"
     path.write_bytes(b"not a checkpoint at all")
-    with pytest.raises(checkpoints.Unusable, match="not a checkpoint"):
+    with pytest.raises(checkpoints.Unusable, match="^it is not a file torch.save wrote$"):
         checkpoints.read(path)
     torch.save({"state": {}}, path)
     with pytest.raises(checkpoints.Unusable, match="its header is missing"):
@@ -162,7 +162,9 @@ def test_a_checkpoint_cannot_carry_code(tmp_path):
 
     path = tmp_path / "1.ckpt"
     torch.save({"state": Boom()}, path, pickle_module=pickle)
-    with pytest.raises(checkpoints.Unusable, match="not a checkpoint") as err:
+    with pytest.raises(checkpoints.Unusable, match=r"^it holds objects other than tensors "
+                       r"and plain data \(print\): refused unread, since loading it could "
+                       "run code$") as err:
         checkpoints.read(path)
     assert isinstance(err.value.__cause__, pickle.UnpicklingError)
 
@@ -282,3 +284,19 @@ def test_a_batch_with_adam_resumed_from_a_checkpoint_ends_as_if_never_stopped(tm
     resumed = train_trials(configs, folds, settings, seed=5,
                            resume=checkpoints.read(path)["state"])
     same(whole, resumed)
+
+
+def test_a_saver_deletes_only_a_file_it_wrote(tmp_path):
+    """Issue 24, item 1: a batch recorded without ever writing its checkpoint leaves a file
+    at its path alone (another's, planted or copied there); one it wrote, it deletes."""
+    from helpers import SUITE
+
+    SUITE["hostile checkpoints"] += 1
+    theirs = tmp_path / "4.ckpt"
+    checkpoints.write_atomic(theirs, header(epoch=2))
+    saver = checkpoints.Saver(theirs, {"trials": [4], "configs": [{}], "seed": 1}, every=0.0)
+    saver.done()
+    assert checkpoints.read(theirs)["state"] == {"epoch": 2}
+    saver({"epoch": 1})
+    saver.done()
+    assert not theirs.exists()

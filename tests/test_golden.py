@@ -71,8 +71,10 @@ def stored(db: Path) -> list[dict[str, Any]]:
         "intermediate_values": {str(k): v for k, v in sorted(t.intermediate_values.items())},
         "value": t.value,
     } for t in study.get_trials(deepcopy=False)]) + [_strip({
+        # the study's id is random (issue 24: its checkpoints are bound to it)
         "study_user_attrs": {k: _here_free(k, v) for k, v in study.user_attrs.items()
-                             if k not in ("dropsweep_version", "torch_version", "sweep_file")},
+                             if k not in ("dropsweep_version", "torch_version", "sweep_file",
+                                          records.STUDY_UID)},
     })]
 
 

@@ -229,3 +229,41 @@ def test_a_batch_killed_between_checkpoints_goes_on_from_the_last_one_to_the_sam
     assert plain.returncode == 0, err
     assert fold_accuracies(db) == fold_accuracies(in_tmp / "plain.db")
     assert len(fold_accuracies(db)) == 3
+
+
+def test_a_batch_killed_before_its_first_checkpoint_runs_its_configurations_again(in_tmp):
+    """Issue 24, item 10: kill -9 in the middle of a batch that wrote no checkpoint. The same
+    command again fails its trials as stale with their reason ("interrupted: worker died",
+    in the report), trains each lost configuration again with the same parameters, once,
+    and ends with exactly its target."""
+    import optuna
+
+    args = ["search", SONAR_SWEEP, "--set", "train.epochs=1500", "--set",
+            "train.eval_every=100", "--set", "cv.folds=3", "--set", "search.sampler=random",
+            "--set", "search.pruner=none", "--set", "search.balance=none", "--batch", "3",
+            "--threads", "1", "--trials", "4", "--checkpoint-every", "0"]
+    db = in_tmp / "results" / "dropsweep.db"
+    proc = start(args, in_tmp)
+    wait_for(db, proc, lambda t: sum(s == "RUNNING" and c is not None for _, s, _, c in t) == 3)
+    time.sleep(0.3)
+    kill9(proc)
+    again = start(args, in_tmp)
+    out, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err
+    study = optuna.load_study(study_name="sonar", storage=f"sqlite:///{db}")
+    trials = study.get_trials()
+    killed = trials[:3]
+    assert [t.state.name for t in killed] == ["FAIL"] * 3
+    assert {t.user_attrs.get("fail_reason") for t in killed} == {"interrupted: worker died"}
+    done = [t for t in trials if t.state.name == "COMPLETE"]
+    assert len(done) == 4 and "4 of 4 trials finished" in out
+    for lost in killed:
+        if lost.user_attrs["role"] == "baseline":
+            continue  # planned: run again as the baseline
+        [rerun] = [t for t in trials if t.system_attrs.get("retry_history") == [lost.number]]
+        assert rerun.state.name == "COMPLETE" and rerun.params == lost.params
+    assert sum(t.user_attrs.get("role") == "baseline" for t in done) == 1
+    report = subprocess.run([sys.executable, "-m", "dropsweep", "report"], cwd=in_tmp,
+                            env={**os.environ, **ENV}, capture_output=True, text=True)
+    assert report.returncode == 0, report.stderr
+    assert report.stdout.count("interrupted: worker died") == 3, report.stdout

@@ -128,6 +128,123 @@ def test_a_running_or_complete_baseline_is_not_planned_again(dataset, storage):
     assert _next_planned(study, planned) is None  # queued: in flight
 
 
+# ----------------------------------------------------------------------------- lost trials
+
+
+class StopAfter:
+    """A stop flag (as Ctrl-C sets it) raised after ``n`` looks."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.signal = n, None
+
+    def __call__(self) -> bool:
+        self.n -= 1
+        if self.n < 0:
+            self.signal = signal.SIGINT
+        return self.signal is not None
+
+
+LOST = ("search.trials=5", "search.pruner=none", "train.epochs=40", "train.eval_every=5")
+
+
+def stopped(dataset, storage: str, tmp_path: Path, every: float
+            ) -> list[optuna.trial.FrozenTrial]:
+    """A search of 5 stopped (Ctrl-C) in the middle of its first batch of 3 (the baseline
+    and two sampler trials, checkpointed every epoch or never: ``every`` 0): its trials."""
+    run_search(sweep_of(*LOST), dataset, storage_url=storage, device="cpu", batch=3,
+               stop=StopAfter(20), checkpoint_dir=tmp_path / "saves", checkpoint_every=every)
+    trials = optuna.load_study(study_name="small", storage=storage).get_trials()
+    assert [t.state for t in trials] == [TrialState.FAIL] * 3
+    return trials
+
+
+def retries(study: optuna.Study) -> dict[int, list[optuna.trial.FrozenTrial]]:
+    """Lost trial number -> the trials that ran its configuration again (Optuna's retry
+    history, as RetryFailedTrialCallback writes it)."""
+    out: dict[int, list] = {}
+    for t in study.trials:
+        history = t.system_attrs.get("retry_history")
+        if history:
+            out.setdefault(history[-1], []).append(t)
+    return out
+
+
+def test_a_lost_trial_without_a_checkpoint_is_run_again_once_with_its_configuration(
+        dataset, storage, tmp_path):
+    """Issue 24, item 10: a batch stopped before it wrote any checkpoint; on resume each of
+    its sampler trials' configurations is trained again (the same parameters, before any new
+    one is asked), once; the baseline is planned again; the study ends with its target, and
+    each lost trial says why it failed."""
+    SUITE["hostile checkpoints"] += 1
+    from dropsweep.rows import trial_row
+
+    lost = stopped(dataset, storage, tmp_path, every=0)
+    assert [trial_row(t).fail_reason for t in lost] == ["interrupted"] * 3
+    run_search(sweep_of(*LOST), dataset, storage_url=storage, device="cpu", batch=3,
+               checkpoint_dir=tmp_path / "saves")
+    study = optuna.load_study(study_name="small", storage=storage)
+    assert [t.state for t in study.trials].count(TrialState.COMPLETE) == 5
+    again = retries(study)
+    searched = [t for t in lost if t.user_attrs[records.ROLE] == records.ROLE_SEARCH]
+    assert sorted(again) == [t.number for t in searched] and len(searched) == 2
+    for old in searched:
+        [new] = again[old.number]
+        assert new.state == TrialState.COMPLETE and new.params == old.params
+        assert new.user_attrs[records.CONFIG] == old.user_attrs[records.CONFIG]
+        assert new.system_attrs["failed_trial"] == old.number
+        assert new.number < 6  # in the first batch of the resume, before any new one
+    assert len(baselines(study)) == 2 and baselines(study)[-1].state == TrialState.COMPLETE
+
+
+def test_a_lost_trial_with_a_checkpoint_goes_on_from_it_and_is_not_run_again(
+        dataset, storage, tmp_path):
+    """The same stop after checkpoints were written: each lost trial goes on from the
+    checkpoint, and none is also run again from the start."""
+    SUITE["hostile checkpoints"] += 1
+    lost = stopped(dataset, storage, tmp_path, every=1e-9)
+    run_search(sweep_of(*LOST), dataset, storage_url=storage, device="cpu", batch=3,
+               checkpoint_dir=tmp_path / "saves", checkpoint_every=1e-9)
+    study = optuna.load_study(study_name="small", storage=storage)
+    assert [t.state for t in study.trials].count(TrialState.COMPLETE) == 5
+    assert retries(study) == {}
+    went_on = sorted(t.user_attrs[records.RESUMED]["trial"] for t in study.trials
+                     if records.RESUMED in t.user_attrs)
+    assert went_on == [0, 1, 2]
+    configs = [str(t.params) for t in study.trials if t.state == TrialState.COMPLETE]
+    assert len(configs) == len(set(configs))
+    assert {str(t.params) for t in lost} <= set(configs)
+
+
+def test_two_workers_that_run_one_lost_trial_again_at_once_keep_only_the_first(
+        dataset, storage, tmp_path):
+    """Two workers that both see a lost trial at the same moment both queue it; the lower
+    trial number keeps it and the other is dropped before it trains (not a result, not
+    run again), as for a planned configuration."""
+    SUITE["hostile checkpoints"] += 1
+    from dropsweep.asking import ask_next
+
+    sweep = sweep_of(*LOST)
+    lost = stopped(dataset, storage, tmp_path, every=0)
+    study, _ = open_search(sweep, storage_url=storage)
+    [first, second] = [t for t in lost
+                       if t.user_attrs[records.ROLE] == records.ROLE_SEARCH]
+    planned, space = planned_configs(sweep), space_of(sweep)
+    assert ask_next(study, sweep, space, planned)[0].number == 3  # the baseline again
+    for _ in range(2):  # both workers queue the first lost trial again
+        study.add_trial(create_trial(
+            state=TrialState.WAITING, params=first.params, distributions=first.distributions,
+            user_attrs={records.CONFIG: first.user_attrs[records.CONFIG]},
+            system_attrs={"failed_trial": first.number, "retry_history": [first.number]}))
+    asked = [ask_next(study, sweep, space, planned)[0].number for _ in range(2)]
+    trials = study.get_trials()
+    assert asked[0] == 4 and trials[5].state == TrialState.FAIL  # the second: dropped
+    assert trials[5].user_attrs[records.INTERRUPTED] is True
+    # and then the second lost trial, queued by this worker itself, before anything new
+    assert trials[asked[1]].system_attrs["retry_history"] == [second.number]
+    assert [t.number for t in trials if t.system_attrs.get("retry_history") == [first.number]
+            and t.state == TrialState.RUNNING] == [4]
+
+
 # ----------------------------------------------------------------------------- real processes
 
 REPO = Path(__file__).resolve().parents[1]

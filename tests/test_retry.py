@@ -147,7 +147,8 @@ def test_the_runner_trains_an_out_of_memory_batch_in_halves(tmp_path, monkeypatc
         "3 and 2",
         "3 trials ran out of memory on cpu trained together: they train again in halves of "
         "2 and 1"]
-    assert list(checkpoints.found(checkpoints.study_dir(saves, study.study_name))) == []
+    assert list(checkpoints.found(checkpoints.study_dir(
+        saves, study.study_name, study.user_attrs[records.STUDY_UID]))) == []
     # the halves' trials are marked as their own batch, which is what a resume looks for
     assert [t.user_attrs[records.BATCH] for t in trials] == [0, 0, 2, 3, 3]
 

@@ -107,6 +107,16 @@ class Family:
         (the shared epoch loop of :mod:`dropsweep.train` driving this family's engine)."""
         raise NotImplementedError
 
+    def check_resume(self, configs: Sequence[Config], folds: Folds, sweep: Sweep, seed: int,
+                     resume: Any, engine: str = "auto") -> None:
+        """Refuse (:class:`~dropsweep.checkpoints.Unusable`, one line) a checkpointed state
+        that :meth:`train` could not go on from for these configurations, before any trial
+        is made for it (:func:`dropsweep.train.check_resume`); a family whose engine can be
+        built without training checks its engine state too."""
+        from dropsweep.train import check_resume
+
+        check_resume(resume, len(configs), folds.k, sweep.train.epochs)
+
     def train_on_all(self, sweep: Sweep, dataset: Dataset, config: Config, seed: int,
                      device: torch.device) -> dict[str, Any]:
         """The configuration trained once on every row, as plain tensors and numbers that
@@ -165,6 +175,14 @@ class EngineFamily(Family):
         return import_module(self.engine).train_trials(
             configs, folds, sweep, seed, on_checkpoint=on_checkpoint, should_stop=should_stop,
             on_progress=on_progress, save=save, resume=resume, engine=engine)
+
+    def check_resume(self, configs: Sequence[Config], folds: Folds, sweep: Sweep, seed: int,
+                     resume: Any, engine: str = "auto") -> None:
+        from dropsweep.train import check_resume
+
+        module = import_module(self.engine)
+        check_resume(resume, len(configs), folds.k, sweep.train.epochs,
+                     lambda: module.batch_engine(configs, folds, sweep, seed, engine))
 
     def train_on_all(self, sweep: Sweep, dataset: Dataset, config: Config, seed: int,
                      device: torch.device) -> dict[str, Any]:

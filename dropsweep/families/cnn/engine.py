@@ -302,11 +302,18 @@ def train_trials(configs: Sequence[Mapping[str, Any]], folds: Folds, sweep: Swee
                  resume: Mapping[str, Any] | None = None, engine: str = "auto"
                  ) -> list[TrialResult]:
     """Train every split of every configuration together; one result per configuration."""
-    spec = spec_of(sweep, folds.image_shape, folds.n_classes)
-    batch = CNNEngine(configs, folds, settings_of(sweep, spec, engine), seed)
+    batch = batch_engine(configs, folds, sweep, seed, engine)
     settings = batch.settings
     return run_epochs(batch, len(configs), settings.epochs, settings.eval_every,
                       on_checkpoint, should_stop, on_progress, save, resume)
+
+
+def batch_engine(configs: Sequence[Mapping[str, Any]], folds: Folds, sweep: Sweep, seed: int,
+                 engine: str = "auto") -> CNNEngine:
+    """The engine :func:`train_trials` trains these configurations with (a resume checks a
+    checkpoint against a fresh one)."""
+    spec = spec_of(sweep, folds.image_shape, folds.n_classes)
+    return CNNEngine(configs, folds, settings_of(sweep, spec, engine), seed)
 
 
 def train_on_all(sweep: Sweep, dataset: Dataset, config: Mapping[str, Any], seed: int,

@@ -352,14 +352,21 @@ def train_trials(configs: Sequence[Mapping[str, Any]], folds: Folds, sweep: Swee
                  resume: Mapping[str, Any] | None = None, engine: str = "auto"
                  ) -> list[TrialResult]:
     """Train every split of every configuration; one result per configuration."""
+    batch = batch_engine(configs, folds, sweep, seed, engine)
+    settings = batch.settings
+    return run_epochs(batch, len(configs), settings.epochs, settings.eval_every,
+                      on_checkpoint, should_stop, on_progress, save, resume)
+
+
+def batch_engine(configs: Sequence[Mapping[str, Any]], folds: Folds, sweep: Sweep, seed: int,
+                 engine: str = "auto") -> CustomEngine | BatchedEngine:
+    """The engine :func:`train_trials` trains these configurations with, in the form it
+    chooses (a resume checks a checkpoint against a fresh one)."""
     network = resolve_network(sweep, shape_of(folds), folds.n_classes, seed)
     form = decide_form(sweep, network, folds.n_classes, engine, folds.rows.device)
     if len(configs) * folds.k == 1 and engine == "auto":
         form = "loop"  # one model alone trains faster without vmap (custom_batched.py)
-    settings = settings_of(sweep, form)
-    batch = make_engine(configs, folds, network, settings, seed)
-    return run_epochs(batch, len(configs), settings.epochs, settings.eval_every,
-                      on_checkpoint, should_stop, on_progress, save, resume)
+    return make_engine(configs, folds, network, settings_of(sweep, form), seed)
 
 
 def train_on_all(sweep: Sweep, dataset: Dataset, config: Mapping[str, Any], seed: int,

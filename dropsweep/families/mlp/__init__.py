@@ -151,6 +151,17 @@ class _MLP(Family):
                             should_stop=should_stop, on_progress=on_progress, save=save,
                             resume=resume)
 
+    def check_resume(self, configs: Sequence[Config], folds: Folds, sweep: Sweep, seed: int,
+                     resume: Any, engine: str = "auto") -> None:
+        from dataclasses import replace
+
+        from dropsweep.families.mlp.engine import MLPEngine, TrainSettings
+        from dropsweep.train import check_resume
+
+        settings = replace(TrainSettings.of(sweep), engine=engine)
+        check_resume(resume, len(configs), folds.k, sweep.train.epochs,
+                     lambda: MLPEngine(configs, folds, settings, seed))
+
     def train_on_all(self, sweep: Sweep, dataset: Dataset, config: Config, seed: int,
                      device: torch.device) -> dict[str, Any]:
         from dropsweep.families.mlp.engine import train_on_all

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from dropsweep.config import Sweep
 from dropsweep.data import Dataset, scaling
-from dropsweep.checkpoints import Unusable
+from dropsweep.checkpoints import Elsewhere, Unusable
 from dropsweep.errors import DropsweepError
 from dropsweep.memory import GATHER_ROWS
 from dropsweep.families.mlp import dropout_rates, kernel, optimizer_of
@@ -190,8 +190,8 @@ class MLPEngine:
         engine, device = "c" if self.compiled else "torch", self.trial_of.device
         made = (state.get("engine"), state.get("device", "cpu"))
         if made != (engine, device.type):
-            raise Unusable(f"a checkpoint of the {made[0]} engine on {made[1]} cannot "
-                           f"continue on the {engine} engine on {device.type}")
+            raise Elsewhere(f"a checkpoint of the {made[0]} engine on {made[1]} cannot "
+                            f"continue on the {engine} engine on {device.type}")
         self.net = TrainState(BatchedMLP([w.to(device) for w in state["weights"]],
                                          [b.to(device) for b in state["biases"]]))
         self.net.velocity = [v.to(device).clone() for v in state["velocity"]]
