@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from collections import Counter
 
 from dropsweep.errors import DropsweepError
@@ -27,3 +28,17 @@ def assert_one_line(err: DropsweepError, file: str, line: int | None, key: str |
 # What the robustness tests exercised in this run (printed at the end of the session by
 # conftest.py; the README quotes a run): kill -9 points, worker processes, fuzzed inputs.
 SUITE: Counter[str] = Counter()
+
+
+class StopAfter:
+    """A stop flag (as Ctrl-C sets it: :class:`dropsweep.runner.StopFlag`) raised after
+    ``n`` looks, so a search or a batch stops at a chosen point."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.signal = n, None
+
+    def __call__(self) -> bool:
+        self.n -= 1
+        if self.n < 0:
+            self.signal = signal.SIGINT
+        return self.signal is not None

@@ -23,7 +23,7 @@ from dropsweep.data import load_dataset
 from dropsweep.runner import SearchEvents, run_search
 from dropsweep.sweepfile import parse_sweep_text
 
-from helpers import SUITE
+from helpers import SUITE, StopAfter
 
 DIGITS_CNN = """\
 name: digits-cnn
@@ -44,19 +44,6 @@ space:
 """
 
 
-class StopAfter:
-    """A stop flag (as Ctrl-C sets it) raised after ``n`` looks."""
-
-    def __init__(self, n: int) -> None:
-        import signal
-
-        self.n, self.signal, self.sigint = n, None, signal.SIGINT
-
-    def __call__(self) -> bool:
-        self.n -= 1
-        if self.n < 0:
-            self.signal = self.sigint
-        return self.signal is not None
 
 
 def sweep_of(validation: float = 0.2):

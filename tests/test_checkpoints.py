@@ -12,6 +12,7 @@ from dropsweep import checkpoints
 from dropsweep.families.mlp import config as mlp_config
 from dropsweep.families.mlp.engine import TrainSettings, train_trials
 from dropsweep.protocols import make_folds, make_holdout
+from helpers import StopAfter
 
 
 @pytest.fixture(params=["c", "torch"])
@@ -187,19 +188,6 @@ def test_one_claimant_wins_and_the_saver_retires_what_it_resumed(tmp_path):
     assert list(checkpoints.found(tmp_path)) == []
 
 
-class StopAfter:
-    """A stop flag (as Ctrl-C sets it) raised after ``n`` looks."""
-
-    def __init__(self, n: int) -> None:
-        import signal
-
-        self.n, self.signal, self.sigint = n, None, signal.SIGINT
-
-    def __call__(self) -> bool:
-        self.n -= 1
-        if self.n < 0:
-            self.signal = self.sigint
-        return self.signal is not None
 
 
 def test_a_stopped_batch_with_a_trial_already_recorded_goes_on_without_recording_it_twice(

@@ -118,14 +118,23 @@ def test_no_test_rows_and_no_such_trial_are_one_line(dataset, storage, searched)
         run_test(study, data, number=99)
 
 
-def test_the_command_and_the_report(tmp_path, monkeypatch):
+def _digits_study(tmp_path, monkeypatch, *names: str) -> CliRunner:
+    """A CliRunner in ``tmp_path`` where s.yaml (SWEEP on the digits, 3 epochs) was searched
+    as study 'small', and as each of ``names`` besides."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "s.yaml").write_text(SWEEP.replace("name: small", "name: small\ndata: "
                                                     "{dataset: digits}"))
     runner = CliRunner()
-    ok = runner.invoke(main, ["search", "s.yaml", "--set", "train.epochs=3", "-q"],
-                       catch_exceptions=False)
-    assert ok.exit_code == 0, ok.stderr
+    for study in (None, *names):
+        args = ["search", "s.yaml", "--set", "train.epochs=3", "-q"]
+        ok = runner.invoke(main, args + (["--study", study] if study else []),
+                           catch_exceptions=False)
+        assert ok.exit_code == 0, ok.stderr
+    return runner
+
+
+def test_the_command_and_the_report(tmp_path, monkeypatch):
+    runner = _digits_study(tmp_path, monkeypatch)
     result = runner.invoke(main, ["test", "--repeats", "2"], catch_exceptions=False)
     assert result.exit_code == 0, result.stderr
     assert "Test (small:test: 450 test rows, never searched)" in result.stdout
@@ -224,21 +233,9 @@ def test_another_trial_after_a_stored_answer_is_a_second_look(searched, training
     assert stored_result(study) == rescored
 
 
-def _companions_study(tmp_path, monkeypatch) -> CliRunner:
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "s.yaml").write_text(SWEEP.replace("name: small", "name: small\ndata: "
-                                                    "{dataset: digits}"))
-    runner = CliRunner()
-    for args in (["search", "s.yaml", "--set", "train.epochs=3", "-q"],
-                 ["search", "s.yaml", "--set", "train.epochs=3", "-q", "--study", "odd:test"]):
-        ok = runner.invoke(main, args, catch_exceptions=False)
-        assert ok.exit_code == 0, ok.stderr
-    return runner
-
-
 def test_companion_studies_are_refused_as_the_subject_of_search_test_confirm_and_export(
         tmp_path, monkeypatch):
-    runner = _companions_study(tmp_path, monkeypatch)
+    runner = _digits_study(tmp_path, monkeypatch, "odd:test")
     first = runner.invoke(main, ["test", "--study", "small", "--repeats", "2"],
                           catch_exceptions=False)
     assert first.exit_code == 0, first.stderr
@@ -268,13 +265,7 @@ def test_companion_studies_are_refused_as_the_subject_of_search_test_confirm_and
 
 def test_the_command_shows_a_stored_answer_as_stored(tmp_path, monkeypatch):
     SUITE["test-set second looks"] += 1
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "s.yaml").write_text(SWEEP.replace("name: small", "name: small\ndata: "
-                                                    "{dataset: digits}"))
-    runner = CliRunner()
-    ok = runner.invoke(main, ["search", "s.yaml", "--set", "train.epochs=3", "-q"],
-                       catch_exceptions=False)
-    assert ok.exit_code == 0, ok.stderr
+    runner = _digits_study(tmp_path, monkeypatch)
     first = runner.invoke(main, ["test", "--repeats", "2"], catch_exceptions=False)
     assert first.exit_code == 0, first.stderr
     more = runner.invoke(main, ["test", "--repeats", "5"], catch_exceptions=False)

@@ -26,7 +26,7 @@ from dropsweep.runner import open_search, run_search
 from dropsweep.space import config_values, fixed_distributions, planned_configs, space_of
 from dropsweep.sweepfile import apply_overrides, parse_sweep_text
 
-from helpers import SUITE
+from helpers import SUITE, StopAfter
 
 SWEEP = """
 name: small
@@ -131,17 +131,6 @@ def test_a_running_or_complete_baseline_is_not_planned_again(dataset, storage):
 # ----------------------------------------------------------------------------- lost trials
 
 
-class StopAfter:
-    """A stop flag (as Ctrl-C sets it) raised after ``n`` looks."""
-
-    def __init__(self, n: int) -> None:
-        self.n, self.signal = n, None
-
-    def __call__(self) -> bool:
-        self.n -= 1
-        if self.n < 0:
-            self.signal = signal.SIGINT
-        return self.signal is not None
 
 
 LOST = ("search.trials=5", "search.pruner=none", "train.epochs=40", "train.eval_every=5")
