@@ -42,3 +42,17 @@ class StopAfter:
         if self.n < 0:
             self.signal = signal.SIGINT
         return self.signal is not None
+
+
+class Every:
+    """A checkpointer (:class:`dropsweep.train.Checkpointer`) that is always due and keeps
+    every state it is given."""
+
+    def __init__(self) -> None:
+        self.states: list[dict] = []
+
+    def due(self) -> bool:
+        return True
+
+    def __call__(self, state: dict) -> None:
+        self.states.append(state)

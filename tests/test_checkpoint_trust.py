@@ -23,7 +23,7 @@ from dropsweep.data import load_dataset
 from dropsweep.runner import SearchEvents, run_search
 from dropsweep.sweepfile import parse_sweep_text
 
-from helpers import SUITE, StopAfter
+from helpers import SUITE, Every, StopAfter
 
 DIGITS_CNN = """\
 name: digits-cnn
@@ -250,17 +250,6 @@ def test_a_checkpoint_that_lies_about_any_field_is_refused_before_anything_is_re
     assert "set aside as 0.ckpt.unusable" in said[0]
 
 
-class Every:
-    """A checkpointer that is always due and keeps every state it is given."""
-
-    def __init__(self) -> None:
-        self.states: list[dict] = []
-
-    def due(self) -> bool:
-        return True
-
-    def __call__(self, state: dict) -> None:
-        self.states.append(state)
 
 
 def _mlp_case(engine: str):

@@ -12,7 +12,7 @@ from dropsweep import checkpoints
 from dropsweep.families.mlp import config as mlp_config
 from dropsweep.families.mlp.engine import TrainSettings, train_trials
 from dropsweep.protocols import make_folds, make_holdout
-from helpers import StopAfter
+from helpers import Every, StopAfter
 
 
 @pytest.fixture(params=["c", "torch"])
@@ -24,17 +24,6 @@ def engine(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
-class Every:
-    """A checkpointer that is always due and keeps every state it is given."""
-
-    def __init__(self) -> None:
-        self.states: list[dict] = []
-
-    def due(self) -> bool:
-        return True
-
-    def __call__(self, state: dict) -> None:
-        self.states.append(state)
 
 
 def data(rows: int = 90, features: int = 6, classes: int = 3, seed: int = 0):

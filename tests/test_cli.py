@@ -215,19 +215,8 @@ def test_ctrl_c_keeps_finished_trials_and_says_how_to_resume(in_tmp):
     proc = subprocess.Popen([sys.executable, "-m", "dropsweep", *args], cwd=in_tmp, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     db = in_tmp / "results" / "dropsweep.db"
-    deadline = time.monotonic() + 120
-    states: list[str] = []
-    while time.monotonic() < deadline and proc.poll() is None:
-        if db.exists():
-            try:
-                with sqlite3.connect(db) as con:
-                    states = [s for (s,) in con.execute("select state from trials order by number")]
-            except sqlite3.Error:
-                states = []
-            if states == ["COMPLETE", "RUNNING"]:
-                break
-        time.sleep(0.05)
-    assert states == ["COMPLETE", "RUNNING"], states
+    _until(db, "select state from trials order by number", proc,
+           lambda rows: rows == [("COMPLETE",), ("RUNNING",)])
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
@@ -531,9 +520,8 @@ def test_init_of_an_unknown_example_is_one_line(in_tmp):
     assert list(in_tmp.iterdir()) == []
 
 
-# ----------------------------------------------------------------------------- data changed under a study (issue 24, item 3)
+# ---------------------------------------------------------------- rows changed under a study
 
-from helpers import SUITE  # noqa: E402
 
 ROWS_SWEEP = """name: rows
 data: {DATA}
