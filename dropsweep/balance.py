@@ -31,6 +31,7 @@ from optuna.pruners import BasePruner
 from optuna.samplers import BaseSampler, PartialFixedSampler
 from optuna.trial import FrozenTrial, TrialState
 
+from dropsweep import records
 from dropsweep.liveness import abandon, fills_a_place
 from dropsweep.rows import best_first
 
@@ -89,14 +90,18 @@ def shares(target: int, values: Sequence[Any]) -> dict[Any, int]:
 def over_share(trials: Sequence[FrozenTrial], numbers: Container[int], target: int, group: str,
                values: Sequence[Any]) -> set[int]:
     """Of the trials ``numbers`` (a worker's new ones), those beyond their placement's share:
-    of each placement's trials that fill a place, the first by number keep the share."""
+    of each placement's trials that fill a place, the first by number keep the share. The
+    baseline is never beyond it: every comparison needs it, so one run again after it
+    diverged fills a place of its placement even when that placement's share is full
+    (dropping it would leave the study asking for it again, and for nothing else)."""
     share, seen, out = shares(target, values), {v: 0 for v in values}, set()
     for t in sorted((t for t in trials if fills_a_place(t)), key=lambda t: t.number):
         v = t.params.get(group)
         if v not in seen:
             continue
         seen[v] += 1
-        if seen[v] > share[v] and t.number in numbers:
+        if (seen[v] > share[v] and t.number in numbers
+                and t.user_attrs.get(records.ROLE) != records.ROLE_BASELINE):
             out.add(t.number)
     return out
 
@@ -138,7 +143,7 @@ def keep_shares(study: optuna.Study, asked: list[tuple[optuna.Trial, Any]], targ
     kept = []
     for trial, config in asked:
         if trial.number in drop:
-            abandon(study, trial)
+            abandon(study, trial, records.SURPLUS)
         else:
             kept.append((trial, config))
     return kept

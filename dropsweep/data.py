@@ -85,9 +85,7 @@ def load_dataset(sweep: Sweep) -> Dataset:
         from dropsweep import images  # the image sets' readers: only when one is named
 
         if sweep.data.npz is not None:
-            path = _sweep_path(sweep, sweep.data.npz)
-            if not path.is_file():
-                raise DataError(f"no such file: {path}", **sweep.where("data.npz"))
+            path = _data_file(sweep, "data.npz", sweep.data.npz, "an .npz file")
             dataset = from_images(images.load_npz(path))
         else:
             dataset = from_images(images.load_image_set(str(sweep.data.dataset)))
@@ -205,6 +203,20 @@ def _sweep_path(sweep: Sweep, given: str) -> Path:
     return path
 
 
+def _data_file(sweep: Sweep, key: str, given: str, kind: str) -> Path:
+    """The data file ``key`` names, refused in one line unless it is a regular file: a
+    device, pipe or socket (a link to /dev/zero, say) would be read without end."""
+    path = _sweep_path(sweep, given)
+    if not path.exists():
+        raise DataError(f"no such file: {path}", **sweep.where(key))
+    if path.is_dir():
+        raise DataError(f"is a directory, not {kind}: {path}", **sweep.where(key))
+    if not path.is_file():
+        raise DataError(f"is not a regular file (a device, pipe or socket), not {kind}: "
+                        f"{path}", **sweep.where(key))
+    return path
+
+
 def check_folds(dataset: Dataset, sweep: Sweep) -> None:
     """Refuse a split that would leave some test fold (or the validation split) without a
     class, before training."""
@@ -312,11 +324,7 @@ def _sonar(text: str, source: str, advice: str) -> Dataset:
 
 def load_csv(sweep: Sweep) -> Dataset:
     """``data.csv`` (relative to the sweep file) with ``data.target`` as the class column."""
-    path = _sweep_path(sweep, sweep.data.csv or "")
-    if not path.exists():
-        raise DataError(f"no such file: {path}", **sweep.where("data.csv"))
-    if path.is_dir():
-        raise DataError(f"is a directory, not a CSV file: {path}", **sweep.where("data.csv"))
+    path = _data_file(sweep, "data.csv", sweep.data.csv or "", "a CSV file")
     source = str(path)
     rows = _rows(_read_text(path), source)
     first = rows[0][1]

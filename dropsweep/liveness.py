@@ -83,9 +83,12 @@ def continued(trial: FrozenTrial) -> int | None:
 
 def carries(trial: FrozenTrial) -> bool:
     """Whether ``trial`` carries on the one it continues: running, queued, recorded for
-    good, or lost in its turn (then it is owed a run itself)."""
+    good, or lost in its turn (then it is owed a run itself); or dropped as surplus: the
+    study's target, or its placement's share, was filled by others meanwhile, so the lost
+    configuration is owed nothing more (asking it again would be dropped again, for ever)."""
     return (trial.state in (TrialState.RUNNING, TrialState.WAITING)
-            or counts_toward_target(trial) or lost(trial))
+            or counts_toward_target(trial) or lost(trial)
+            or trial.user_attrs.get(records.FAIL_REASON) == records.SURPLUS)
 
 
 def goes_on(trial: FrozenTrial, by_number: Mapping[int, FrozenTrial],
@@ -169,11 +172,14 @@ def planned_twice(study: optuna.Study, trial: optuna.Trial, config: dict) -> boo
                for t in study.get_trials(deepcopy=False))
 
 
-def abandon(study: optuna.Study, trial: optuna.Trial) -> bool:
-    """End a trial that will not be a result (interrupted, or surplus): FAIL, marked so.
-    Whether it could be marked (not when already finished, or the storage itself failed)."""
+def abandon(study: optuna.Study, trial: optuna.Trial, reason: str | None = None) -> bool:
+    """End a trial that will not be a result (interrupted, or surplus: ``reason``): FAIL,
+    marked so. Whether it could be marked (not when already finished, or the storage itself
+    failed)."""
     try:
         trial.set_user_attr(records.INTERRUPTED, True)
+        if reason is not None:
+            trial.set_user_attr(records.FAIL_REASON, reason)
         study.tell(trial, state=TrialState.FAIL)
         return True
     except Exception:
@@ -301,7 +307,7 @@ def drop_surplus(study: optuna.Study, asked: list[tuple[optuna.Trial, object]],
         if trial.number in keep:
             kept.append((trial, config))
         else:
-            abandon(study, trial)
+            abandon(study, trial, records.SURPLUS)
     return kept
 
 

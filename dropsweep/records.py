@@ -91,6 +91,9 @@ FAILED_TRIAL = "failed_trial"
 RETRY_HISTORY = "retry_history"
 # str, the fail_reason of a trial whose worker died (failed as stale: no heartbeat)
 WORKER_DIED = "interrupted: worker died"
+# str, the fail_reason of a trial dropped before it trained: workers asking at the same
+# moment took the study's last places, or its placement's share (search.balance), first
+SURPLUS = "surplus: the places it was asked for were filled first"
 
 # 1: before model families (no STUDY_SCHEMA attribute; model has no ``family``)
 # 2: model.family; a trial's config holds every dimension of its family

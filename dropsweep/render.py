@@ -659,8 +659,10 @@ def verdict_text(confirmation: Any) -> str:
     scored = " validation accuracy" if getattr(confirmation, "holdout", False) else ""
     how = (f"{best.accuracy.mean * 100:.2f}% vs {base.accuracy.mean * 100:.2f}%{scored} "
            f"{of_ref}, "
-           f"{cmp.diff.mean * 100:+.2f} points (95% CI "
-           f"{cmp.diff.low * 100:+.2f} to {cmp.diff.high * 100:+.2f}), p = {_p(cmp.p)}")
+           f"{cmp.diff.mean * 100:+.2f} points"
+           + ("" if math.isnan(cmp.diff.low) else
+              f" (95% CI {cmp.diff.low * 100:+.2f} to {cmp.diff.high * 100:+.2f})")
+           + f", p = {_p(cmp.p)}")
     test = (f"{_protocol(confirmation, new=False)}, Nadeau-Bengio "
             "corrected t-test")
     if v.better and v.significant:

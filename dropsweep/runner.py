@@ -352,6 +352,8 @@ class _Search:
         self.settled: set[int] = set()  # planned configurations settled for good (by index)
         self.ahead: _Ahead | None = None  # the next batch, being asked
         self.cancelled = threading.Event()  # stop asking ahead: an error ends the search
+        self.dropped = 0  # trials the last ask dropped as surplus
+        self.asks_dropped = 0  # asks in a row whose every trial was dropped
 
     def run(self) -> None:
         """Batches until the study holds its target (or a stop). Any error gives back the
@@ -419,11 +421,20 @@ class _Search:
             running = len(study.get_trials(deepcopy=False,
                                            states=(TrialState.RUNNING, TrialState.WAITING)))
             if running == 0:
+                if self.dropped and self.asks_dropped < self.DROPPED_ASKS:
+                    self.asks_dropped += 1  # dropped trials settle what they asked: ask anew
+                    return True
+                if summary.finished < summary.target:  # never short of it without a word
+                    self.events.notice(
+                        f"the study stops at {summary.finished} of its {summary.target} "
+                        "trials: nothing more could be asked (every trial asked was dropped "
+                        "as surplus, or every planned configuration is settled)")
                 return False
             # Other workers run the rest (or died: their trials go stale and come back).
             liveness.wait(self.stop, min(self.seconds, 2.0))
             _summarize(study, summary)
             return True
+        self.asks_dropped = 0
         wanted = min(self.batch, summary.target - summary.finished - running)
         ask_ahead: Callable[[], None] | None = None
         if wanted > 0 and self._asks_ahead():
@@ -443,6 +454,11 @@ class _Search:
     # delays it each time, so training slows by more than the asking it hides (README,
     # "Speed"; benchmarks/sweep_overhead.py --parts c). Off until a machine where it pays.
     ASK_AHEAD = False
+
+    # Asks in a row whose every trial is dropped as surplus before the search gives up: each
+    # drop settles what it asked (liveness.carries), so the next ask differs; a bound keeps
+    # a case no one foresaw from asking for ever.
+    DROPPED_ASKS = 3
 
     def _asks_ahead(self) -> bool:
         """Whether to ask the next batch now: only where that proposes exactly what asking
@@ -476,6 +492,7 @@ class _Search:
                 asked.append(pair)
         kept = liveness.drop_surplus(self.study, asked, target)
         kept = balance.keep_shares(self.study, kept, target)  # balanced: shares settled alike
+        self.dropped = len(asked) - len(kept)
         for trial, _ in asked:
             if all(trial is not k for k, _ in kept):
                 self.held.discard(trial)  # abandoned: surplus
@@ -596,10 +613,9 @@ class _Search:
             self.passed.add(item.path.name)
             words = ", ".join(differ[:-1]) + (" and " if len(differ) > 1 else "") + differ[-1]
             self.events.notice(
-                f"checkpoint {item.path} is not this study's: its {words} "
-                f"{'differ' if len(differ) > 1 else 'differs'} from study "
-                f"'{self.owner.study}' in {self.owner.storage}; left where it is, and "
-                "nothing goes on from it")
+                f"checkpoint {item.path} is not this study's: it differs in its {words} "
+                f"from study '{self.owner.study}' in {self.owner.storage}; left where it "
+                "is, and nothing goes on from it")
             return None
         return mine, payload
 

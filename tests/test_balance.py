@@ -18,6 +18,7 @@ from dropsweep.errors import SweepError
 from dropsweep.runner import run_search
 from dropsweep.study import make_sampler
 
+from helpers import SUITE
 from test_runner import SMALL, load, sweep_of
 
 PLACEMENTS = ("none", "input", "hidden", "both")
@@ -220,6 +221,28 @@ def test_a_trial_beyond_its_share_is_abandoned_as_surplus(dataset, storage):
     late_state = study._storage.get_trial(late._trial_id)
     assert late_state.state == TrialState.FAIL and late_state.user_attrs[records.INTERRUPTED]
 
+
+def test_a_diverged_baseline_is_run_again_though_its_placement_is_full(dataset, storage):
+    """Balanced, with the baseline diverged in `none`'s one place: its next attempt must not
+    be dropped as beyond the share (asked first every time, dropped every time, the study
+    stopped short of its target, saying nothing), and a lost trial whose placement was
+    refilled meanwhile is owed nothing more."""
+    SUITE["diverging batches"] += 1
+    sweep = sweep_of(SMALL, "search.balance=placement", "baseline.learning_rate=1e25",
+                     "space.learning_rate.high=1e30")
+    first = run_search(sweep, dataset, storage_url=storage, device="cpu", batch=2, trials=2)
+    study = load(storage)
+    assert first.finished == 2
+    assert study.trials[0].user_attrs[records.FAIL_REASON].startswith("loss became")
+    again = run_search(sweep, dataset, storage_url=storage, device="cpu", batch=2, trials=4)
+    assert again.finished == 4 and again.ran == 2
+    baselines = [t for t in load(storage).trials
+                 if t.user_attrs.get(records.ROLE) == records.ROLE_BASELINE]
+    assert len(baselines) == 2 and not any(t.user_attrs.get(records.INTERRUPTED)
+                                           for t in baselines)
+    # surplus trials say why they ended
+    assert all(t.user_attrs[records.FAIL_REASON] == records.SURPLUS for t in load(storage).trials
+               if t.user_attrs.get(records.INTERRUPTED))
 
 def test_balance_is_validated_and_does_nothing_to_a_list_or_a_grid(dataset, storage):
     with pytest.raises(SweepError, match=r"search\.balance: must be one of none, placement, "

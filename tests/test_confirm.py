@@ -4,6 +4,7 @@ and read back into intervals, paired tests and a verdict."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import optuna
 import pytest
@@ -125,6 +126,16 @@ def test_the_verdict_in_words(mean, p, words):
     assert text.startswith("Verdict: ") and words in text, text
     assert f"p = {p:.3f}" in text and "5 x 10-fold CV" in text
 
+
+def test_a_verdict_without_an_interval_yet_prints_no_nan():
+    """One hold-out repeat (an interrupted confirmation) has a difference but no interval."""
+    base = _row(0, records.ROLE_BASELINE, "none", 0.85, None)
+    best = _row(7, records.ROLE_CANDIDATE, "input", 0.9, 0.01)
+    nan = float("nan")
+    best = replace(best, vs_baseline=Comparison(Interval(0.05, nan, nan, 1), nan, nan))
+    text = verdict_text(Confirmation("s:confirm", "s", 10, 1, [base, best],
+                                     Verdict(best, base, False, True)))
+    assert "nan" not in text and "+5.00 points" in text, text
 
 def test_a_best_candidate_without_dropout_is_described_by_what_differs():
     base = _row(0, records.ROLE_BASELINE, "none", 0.8386, None)

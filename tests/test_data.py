@@ -23,6 +23,7 @@ from dropsweep.data import (
 )
 from dropsweep.errors import DataError, SweepError
 from dropsweep.sweepfile import parse_sweep_text
+from helpers import SUITE
 
 
 def make_sweep(directory: Path, text: str) -> Sweep:
@@ -395,6 +396,18 @@ def test_missing_csv_file(tmp_path: Path) -> None:
                              f"no such file: {tmp_path / 'nope.csv'}")
 
 
+@pytest.mark.parametrize("key", ["csv", "npz"])
+def test_a_data_file_that_is_a_device_is_one_line_not_read_without_end(tmp_path: Path,
+                                                                      key: str) -> None:
+    """A link to /dev/zero: a CSV would be read until memory ran out, an npz said 'no such
+    file'."""
+    SUITE["hostile data files"] += 1
+    (tmp_path / f"zero.{key}").symlink_to("/dev/zero")
+    sweep = make_sweep(tmp_path, f"name: x\ndata:\n  {key}: zero.{key}\n")
+    with pytest.raises(DataError) as exc:
+        load_dataset(sweep)
+    assert f"data.{key}: is not a regular file (a device, pipe or socket)" in one_line(exc)
+
 def test_csv_is_a_directory(tmp_path: Path) -> None:
     (tmp_path / "dir.csv").mkdir()
     with pytest.raises(DataError, match="data.csv: is a directory"):
@@ -500,7 +513,6 @@ def test_dataset_class_counts_include_empty_classes() -> None:
 from hypothesis import HealthCheck  # noqa: E402
 from click.testing import CliRunner  # noqa: E402
 
-from helpers import SUITE  # noqa: E402
 
 _CELLS = st.sampled_from(["1", "2.5", "-3e2", "", "NA", "nan", "inf", "x", "y", "label", " ",
                           "0x1F", "1,5", '"q"', "é", "\x00", "1e999", "--", "TRUE"])

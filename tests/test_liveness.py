@@ -268,6 +268,28 @@ def _wait(db: Path, condition, proc: subprocess.Popen, timeout: float = 120) -> 
     raise AssertionError(f"never happened: {_rows(db)}")
 
 
+def test_a_lost_trial_whose_retry_was_dropped_as_surplus_is_owed_nothing_more():
+    """A retry dropped because the target or its placement's share filled meanwhile would
+    be asked first, and dropped, at every ask: the lost configuration is settled instead."""
+    from dropsweep.liveness import owed
+
+    def trial(number, reason=None, retries=None):
+        trained = reason != records.SURPLUS  # one dropped as surplus had no batch
+        t = create_trial(state=TrialState.FAIL, user_attrs={
+            records.ROLE: records.ROLE_SEARCH, records.INTERRUPTED: True,
+            **({records.BATCH: number} if trained else {}),
+            **({records.FAIL_REASON: reason} if reason else {})},
+            system_attrs={records.RETRY_HISTORY: [retries]} if retries is not None else {})
+        t.number = number
+        return t
+
+    lost = trial(0, records.WORKER_DIED)
+    assert owed([lost]) == [lost]
+    assert owed([lost, trial(1, records.SURPLUS, retries=0)]) == []
+    # a retry that was merely interrupted in its turn is lost itself, and owed a run
+    retry = trial(1, records.WORKER_DIED, retries=0)
+    assert owed([lost, retry]) == [retry]
+
 @pytest.mark.slow
 def test_a_worker_paused_past_the_grace_drops_its_taken_trial_and_goes_on(tmp_path, sonar_dir):
     env = {**os.environ, "DROPSWEEP_HEARTBEAT_SECONDS": str(BEAT), "PYTHONUNBUFFERED": "1"}
