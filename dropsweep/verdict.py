@@ -253,3 +253,14 @@ def build_confirmation(study: optuna.Study, folds: int, fam: Family | None = Non
                         rows=rows, verdict=verdict(rows), family=fam.name,
                         model=stored_model(attrs), per_placement=per,
                         ratio=ratio)
+
+
+def best_dropout(confirmation: Confirmation, fam: Family) -> ConfirmedRow | None:
+    """The best confirmed dropout set-up: of the placements' bests a per-placement
+    confirmation has results for, the one with the highest confirmed mean other than the
+    no-dropout placement's (the earlier search trial on a tie); None without one. What the
+    answer and ``dropsweep test`` hold against the tuned no-dropout."""
+    pv = confirmation.per_placement
+    rows = [] if pv is None else [r for r in pv.placements.values()
+                                  if not fam.is_reference(r.config)]
+    return max(rows, key=lambda r: (r.accuracy.mean, -r.source_trial), default=None)
