@@ -191,6 +191,27 @@ def _study_to_train(storage: str, study_name: str | None, threads: int | None, e
     return store, study, sweep, dataset
 
 
+def _storage_args(storage: str) -> tuple[str, ...]:
+    """How a suggested command names the storage: not at all for the default; its password,
+    if any, masked (the user types it)."""
+    from dropsweep.storage import mask_url
+
+    return () if storage == DEFAULT_STORAGE else ("--storage", mask_url(storage))
+
+
+def _print_study_answer(storage: str, study_name: str, out: Any) -> None:
+    """The study's answer block, as ``dropsweep report`` opens with it."""
+    from dropsweep.render import print_answer
+    from dropsweep.report import study_answer
+    from dropsweep.storage import load_study, open_storage
+
+    store = open_storage(storage, read_only=True)
+    answer, fam, data = study_answer(load_study(store, study_name, storage),
+                                     _storage_args(storage))
+    out.print()
+    print_answer(answer, fam, data, out)
+
+
 def _note(err: Any, text: str | None) -> None:
     if text:
         err.print(f"note: {text}", markup=False)
@@ -253,7 +274,8 @@ def search(sweep: str, overrides: tuple[str, ...], storage: str, study_name: str
     """
     from dropsweep.workers import watch_parent
 
-    watch_parent()  # a worker of --workers N: stop cleanly, as on SIGTERM, when that parent dies
+    # a worker of --workers N: stop cleanly, as on SIGTERM, when that parent dies
+    worker = watch_parent()
     sweep = _sweep_file(sweep)  # a file its workers are given as such
     from dropsweep.data import check_folds, load_dataset, rows_record
     from dropsweep.progress import SearchProgress, render_search_summary
@@ -315,6 +337,8 @@ def search(sweep: str, overrides: tuple[str, ...], storage: str, study_name: str
     render_search_summary(summary, out, resume_command=_resume_command())
     if summary.stopped_by is not None:
         _exit_interrupted(summary.stopped_by)
+    if not worker and not status:
+        _print_study_answer(storage, summary.study_name, out)
     if status:
         sys.exit(status)
 
@@ -359,7 +383,8 @@ def report(storage: str, study_name: str | None, top: int, fmt: str, select_rule
     store = open_storage(storage, read_only=True)
     name = study_name or latest_study_name(store)
     study = load_study(store, name, storage)
-    built = build_report(study, top=top, select_rule=select_rule)
+    built = build_report(study, top=top, select_rule=select_rule,
+                         storage_args=_storage_args(storage))
     out, err = _consoles()
     if others:
         from dropsweep.select import compare_studies

@@ -130,11 +130,13 @@ def fingerprint(*arrays: np.ndarray) -> str:
 
 def rows_record(dataset: Dataset) -> dict[str, Any]:
     """What a study records of the rows it searches (``X``, ``y``: after eval.test's
-    hold-out): their fingerprint, their labels' alone (to say which changed), how many, and
-    the file they came from."""
+    hold-out): their fingerprint, their labels' alone (to say which changed), how many, the
+    file they came from, and how many test rows are held back (what the answer's next step
+    is: ``dropsweep test`` only where there are some)."""
     return {"sha256": fingerprint(dataset.X, dataset.y), "labels": fingerprint(dataset.y),
             "rows": int(dataset.X.shape[0]), "features": dataset.n_features,
-            "file": data_file(dataset)}
+            "file": data_file(dataset),
+            "test_rows": 0 if dataset.y_test is None else int(len(dataset.y_test))}
 
 
 def data_file(dataset: Dataset) -> str:

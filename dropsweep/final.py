@@ -76,7 +76,7 @@ class Chosen:
 def choose(study: optuna.Study, sweep: Sweep, rule: str = "best", number: int | None = None,
            confirmation: Confirmation | None = None) -> Chosen:
     """The dropout set-up to test: trial ``number`` as given, else what ``rule`` recommends
-    among the trials with dropout; ``best`` after a per-placement ``confirmation``: the best
+    among the trials with dropout; ``best`` once a ``confirmation`` has one: the best
     confirmed dropout set-up (:func:`dropsweep.verdict.best_dropout`)."""
     trials = study.get_trials(deepcopy=False)
     if number is not None:

@@ -24,7 +24,7 @@ from rich.segment import Segment, Segments
 from rich.table import Table
 from rich.text import Text
 
-from dropsweep import records
+from dropsweep import answer_text, records
 from dropsweep.families import Family, bound_family, family_of_rows
 from dropsweep.space import value_of
 
@@ -461,8 +461,11 @@ def _trial_json(row: TrialRow | None) -> dict[str, Any] | None:
 
 
 def report_to_json(report: StudyReport) -> dict[str, Any]:
-    """The whole report as one JSON-ready object; numbers stay fractions, not percent."""
+    """The whole report as one JSON-ready object; numbers stay fractions, not percent (the
+    answer's gains are in points, as its key says)."""
     return {
+        "answer": None if report.answer is None else answer_text.to_json(
+            report.answer, family_of_rows(report)),
         "study": _json_value(
             {
                 "name": report.name,
@@ -553,8 +556,13 @@ def report_to_csv(report: StudyReport) -> str:
 
 
 def report_to_markdown(report: StudyReport) -> str:
-    """GitHub-flavoured Markdown with the same sections as the table format."""
-    return _markdown(_report_sections(report))
+    """GitHub-flavoured Markdown: the answer as a paragraph to paste, then the same sections
+    as the table format."""
+    sections = _markdown(_report_sections(report))
+    if report.answer is None:
+        return sections
+    return (answer_text.paragraph(report.answer, family_of_rows(report), report.data)
+            + "\n\n" + sections)
 
 
 # ----------------------------------------------------------------------------- entry points
@@ -577,10 +585,23 @@ def _write(console: Console, text: str) -> None:
     console.print(Segments([Segment(plain + end)]), crop=False)
 
 
+def print_answer(answer: Any, fam: Family, data: str | None, console: Console) -> None:
+    """The answer block (:mod:`dropsweep.answer_text`): its lines wrap between words, never
+    inside a number, whatever the width."""
+    first, *rest = answer_text.lines(answer, fam, data)
+    console.print(Text(first, style="bold"), highlight=False, soft_wrap=False)
+    for line in rest:  # wrapped here, between words: a terminal would cut a number in two
+        console.print(Text(line), highlight=False, soft_wrap=False)
+    console.print()
+
+
 def render_report(report: StudyReport, fmt: str, console: Console) -> None:
-    """Print a study's report to ``console`` as "table", "json", "csv" or "markdown"."""
+    """Print a study's report to ``console`` as "table", "json", "csv" or "markdown"; the
+    answer comes first in every format but CSV (a table of trials)."""
     _check_format(fmt)
     if fmt == "table":
+        if report.answer is not None:
+            print_answer(report.answer, family_of_rows(report), report.data, console)
         _print_sections(_report_sections(report), console)
     elif fmt == "json":
         _write(console, json.dumps(report_to_json(report), indent=2))
