@@ -191,6 +191,27 @@ def _study_to_train(storage: str, study_name: str | None, threads: int | None, e
     return store, study, sweep, dataset
 
 
+def _storage_args(storage: str) -> tuple[str, ...]:
+    """How a suggested command names the storage: not at all for the default; its password,
+    if any, masked (the user types it)."""
+    from dropsweep.storage import mask_url
+
+    return () if storage == DEFAULT_STORAGE else ("--storage", mask_url(storage))
+
+
+def _print_study_answer(storage: str, study_name: str, out: Any) -> None:
+    """The study's answer block, as ``dropsweep report`` opens with it."""
+    from dropsweep.render import print_answer
+    from dropsweep.report import study_answer
+    from dropsweep.storage import load_study, open_storage
+
+    store = open_storage(storage, read_only=True)
+    answer, fam, data = study_answer(load_study(store, study_name, storage),
+                                     _storage_args(storage))
+    out.print()
+    print_answer(answer, fam, data, out)
+
+
 def _note(err: Any, text: str | None) -> None:
     if text:
         err.print(f"note: {text}", markup=False)
@@ -253,7 +274,8 @@ def search(sweep: str, overrides: tuple[str, ...], storage: str, study_name: str
     """
     from dropsweep.workers import watch_parent
 
-    watch_parent()  # a worker of --workers N: stop cleanly, as on SIGTERM, when that parent dies
+    # a worker of --workers N: stop cleanly, as on SIGTERM, when that parent dies
+    worker = watch_parent()
     sweep = _sweep_file(sweep)  # a file its workers are given as such
     from dropsweep.data import check_folds, load_dataset, rows_record
     from dropsweep.progress import SearchProgress, render_search_summary
@@ -315,6 +337,8 @@ def search(sweep: str, overrides: tuple[str, ...], storage: str, study_name: str
     render_search_summary(summary, out, resume_command=_resume_command())
     if summary.stopped_by is not None:
         _exit_interrupted(summary.stopped_by)
+    if not worker and not status:
+        _print_study_answer(storage, summary.study_name, out)
     if status:
         sys.exit(status)
 
@@ -359,7 +383,8 @@ def report(storage: str, study_name: str | None, top: int, fmt: str, select_rule
     store = open_storage(storage, read_only=True)
     name = study_name or latest_study_name(store)
     study = load_study(store, name, storage)
-    built = build_report(study, top=top, select_rule=select_rule)
+    built = build_report(study, top=top, select_rule=select_rule,
+                         storage_args=_storage_args(storage))
     out, err = _consoles()
     if others:
         from dropsweep.select import compare_studies
@@ -400,33 +425,33 @@ def studies(storage: str, fmt: str) -> None:
 @main.command()
 @storage_option
 @study_option
-@click.option("--top", type=click.IntRange(min=1), default=5, show_default=True,
-              help="How many of the best configurations to confirm (the baseline as well).")
-@click.option("--per-placement", is_flag=True,
-              help="Re-evaluate the best configuration of each placement (and the baseline) "
-                   "and compare every pair.")
+@click.option("--top", type=click.IntRange(min=1), metavar="K",
+              help="Confirm the baseline and the K best configurations instead (all "
+                   "placements mixed, each against the baseline).")
+@click.option("--per-placement", is_flag=True, hidden=True,
+              help="The default (each placement's best); kept so that scripts still run.")
 @click.option("--repeats", type=click.IntRange(min=2), default=5, show_default=True,
               help="Repetitions of k-fold CV, each on a new split.")
 @device_option("Where to train.")
 @click.option("--threads", type=click.IntRange(min=1), metavar="N", help="Torch threads.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines, only the result.")
 @click.pass_context
-def confirm(ctx: click.Context, storage: str, study_name: str | None, top: int,
+def confirm(ctx: click.Context, storage: str, study_name: str | None, top: int | None,
             per_placement: bool, repeats: int, device: str, threads: int | None,
             quiet: bool) -> None:
-    """Re-evaluate the best configurations and the baseline with repeated k-fold CV
-    (new splits), and test each against the baseline (Nadeau-Bengio corrected t-test).
-    With --per-placement: the best of each placement instead, every pair compared
-    (p-values Holm-adjusted over the pairs).
+    """Re-evaluate the baseline and the best configuration of each placement (the tuned
+    no-dropout among them) with repeated k-fold CV on new splits, each against the
+    baseline and every pair compared (Nadeau-Bengio corrected t-tests, p-values
+    Holm-adjusted over the pairs). With --top K: the K best configurations instead.
 
     Results go to the study NAME:confirm in the same storage; rerun to resume.
 
     \b
     Example:
-      dropsweep confirm --study sonar --top 5 --repeats 5
-      dropsweep confirm --study sonar --per-placement --repeats 10
+      dropsweep confirm --study sonar --repeats 10
+      dropsweep confirm --study sonar --top 5
     """
-    if per_placement and ctx.get_parameter_source("top") is not ParameterSource.DEFAULT:
+    if per_placement and top is not None:
         raise click.UsageError("--top does not apply with --per-placement (it confirms the "
                                "best configuration of each placement)", ctx)
     from dropsweep.confirm import run_confirm
@@ -439,7 +464,7 @@ def confirm(ctx: click.Context, storage: str, study_name: str | None, top: int,
     store, study, sweep, dataset = _study_to_train(storage, study_name, threads, err)
     name = study.study_name
     _note(err, _kernel_notice(device))
-    what = ("the baseline and the best configuration of each placement" if per_placement
+    what = ("the baseline and the best configuration of each placement" if top is None
             else f"the baseline and the {top} best configurations")
     err.print(f"confirming study '{name}': {what}, "
               + (f"{repeats} new hold-out splits" if sweep.eval.protocol == "holdout"
@@ -447,7 +472,7 @@ def confirm(ctx: click.Context, storage: str, study_name: str | None, top: int,
     try:
         with stop_on_signals(StopFlag(), until_exit=True) as stop:
             summary = run_confirm(study, dataset, top=top, repeats=repeats, device=device,
-                                  stop=stop, per_placement=per_placement,
+                                  stop=stop,
                                   on_repeat=lambda s: err.print(
                                       f"  {s.done} of {s.total} (configuration, repeat) done"))
     except StorageFailure as exc:
@@ -469,10 +494,11 @@ def confirm(ctx: click.Context, storage: str, study_name: str | None, top: int,
 @storage_option
 @study_option
 @click.option("--select", "select_rule", type=click.Choice(["best", "1se"]), default="best",
-              show_default=True, help="Which configuration: the best validation score, or the "
-              "simplest within one standard error of it.")
+              show_default=True, help="Which dropout set-up: the best (the best confirmed "
+              "once `dropsweep confirm` has run, else the best validation score), or the "
+              "simplest within one standard error of the best validation score.")
 @click.option("--trial", "number", type=click.IntRange(min=0), metavar="N",
-              help="Test this trial's configuration instead.")
+              help="Test this trial's configuration as the chosen one instead.")
 @click.option("--repeats", type=click.IntRange(min=2), default=3, show_default=True,
               help="Training seeds, each scored on the same test rows.")
 @click.option("--rescore", is_flag=True,
@@ -486,9 +512,11 @@ def confirm(ctx: click.Context, storage: str, study_name: str | None, top: int,
 def test_command(ctx: click.Context, storage: str, study_name: str | None, select_rule: str,
                  number: int | None, repeats: int, rescore: bool, device: str,
                  threads: int | None, fmt: str) -> None:
-    """Score the chosen configuration and the baseline once on the test rows the sweep held
-    back (eval.test), each trained on every searched row with --repeats seeds; compare them
-    seed by seed. A second run shows the stored answer.
+    """Score the chosen dropout set-up, the tuned no-dropout (the best without dropout) and
+    the baseline once on the test rows the sweep held back (eval.test), each trained on every
+    searched row with --repeats seeds, and compare them seed by seed: the tuning gain (tuned
+    no-dropout - baseline) and the dropout gain (chosen - tuned no-dropout), p-values
+    Holm-adjusted over the two. A second run shows the stored answer.
 
     Results go to the study NAME:test in the same storage.
 

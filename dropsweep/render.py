@@ -21,7 +21,7 @@ from rich.control import strip_control_codes
 from rich.segment import Segment, Segments
 from rich.text import Text
 
-from dropsweep import records
+from dropsweep import answer_text, records
 from dropsweep.families import Family, bound_family, family_of_rows
 from dropsweep.space import value_of
 from dropsweep.tables import JSON_HINT, Column, print_table
@@ -248,7 +248,7 @@ def _placements(report: StudyReport) -> _Section:
         notes.append(
             f"!: fewer than half the complete trials of {most.placement} ({most.n_trials}): the "
             "best of fewer noisy scores tends to be lower by chance alone, so these rows do not "
-            "compare fairly; confirm each placement's best (dropsweep confirm --per-placement) "
+            "compare fairly; confirm each placement's best (dropsweep confirm) "
             "or balance the budgets (search.balance: placement)")
     if confirmed:
         c = report.confirmation
@@ -457,8 +457,11 @@ def _trial_json(row: TrialRow | None) -> dict[str, Any] | None:
 
 
 def report_to_json(report: StudyReport) -> dict[str, Any]:
-    """The whole report as one JSON-ready object; numbers stay fractions, not percent."""
+    """The whole report as one JSON-ready object; numbers stay fractions, not percent (the
+    answer's gains are in points, as its key says)."""
     return {
+        "answer": None if report.answer is None else answer_text.to_json(
+            report.answer, family_of_rows(report)),
         "study": _json_value(
             {
                 "name": report.name,
@@ -551,8 +554,13 @@ def report_to_csv(report: StudyReport) -> str:
 
 
 def report_to_markdown(report: StudyReport) -> str:
-    """GitHub-flavoured Markdown with the same sections as the table format."""
-    return _markdown(_report_sections(report))
+    """GitHub-flavoured Markdown: the answer as a paragraph to paste, then the same sections
+    as the table format."""
+    sections = _markdown(_report_sections(report))
+    if report.answer is None:
+        return sections
+    return (answer_text.paragraph(report.answer, family_of_rows(report), report.data)
+            + "\n\n" + sections)
 
 
 # ----------------------------------------------------------------------------- entry points
@@ -575,10 +583,23 @@ def _write(console: Console, text: str) -> None:
     console.print(Segments([Segment(plain + end)]), crop=False)
 
 
+def print_answer(answer: Any, fam: Family, data: str | None, console: Console) -> None:
+    """The answer block (:mod:`dropsweep.answer_text`): its lines wrap between words, never
+    inside a number, whatever the width."""
+    first, *rest = answer_text.lines(answer, fam, data)
+    console.print(Text(first, style="bold"), highlight=False, soft_wrap=False)
+    for line in rest:  # wrapped here, between words: a terminal would cut a number in two
+        console.print(Text(line), highlight=False, soft_wrap=False)
+    console.print()
+
+
 def render_report(report: StudyReport, fmt: str, console: Console) -> None:
-    """Print a study's report to ``console`` as "table", "json", "csv" or "markdown"."""
+    """Print a study's report to ``console`` as "table", "json", "csv" or "markdown"; the
+    answer comes first in every format but CSV (a table of trials)."""
     _check_format(fmt)
     if fmt == "table":
+        if report.answer is not None:
+            print_answer(report.answer, family_of_rows(report), report.data, console)
         _print_sections(_report_sections(report), console)
     elif fmt == "json":
         _write(console, json.dumps(report_to_json(report), indent=2))
@@ -750,7 +771,7 @@ def placement_verdict_text(confirmation: Any) -> str:
     pv, fam = confirmation.per_placement, family_of_rows(confirmation)
     if pv is None:
         return ("No per-placement comparison yet: it needs the baseline and each placement's "
-                "best confirmed (dropsweep confirm --per-placement).")
+                "best confirmed (dropsweep confirm).")
     n = pv.comparisons
     repeats = max(r.repeats for r in pv.rows)
     parts = [f"Per placement ({_protocol(confirmation, repeats=repeats)}, "
@@ -865,6 +886,51 @@ def render_confirmation(confirmation: Any, console: Console, fmt: str = "table")
 
 def test_text(result: Any, family_name: Family | str) -> str:
     """The test result in plain words, with its numbers: pasteable."""
+    if result.tuned is None:
+        return _two_way_text(result, family_name)
+    fam = bound_family(family_name)
+    a, t, b = result.accuracy, result.tuned_accuracy, result.baseline_accuracy
+    n = len(result.seeds)
+    tests = sum(not math.isnan(c.p) for c in (result.tuning_gain, result.dropout_gain))
+    how = {"trial": f"trial #{result.chosen.number}",
+           "best": f"trial #{result.chosen.number}, the best validation score with dropout",
+           "confirmed": f"trial #{result.chosen.number}, the best confirmed dropout set-up",
+           "1se": f"trial #{result.chosen.number}, --select 1se"}[result.chosen.rule]
+    ci = "" if math.isnan(a.low) else f", 95% CI {a.low * 100:.2f} to {a.high * 100:.2f}"
+    if result.tuned_is_baseline:
+        tuned = f"the tuned no-dropout is the baseline, {b.mean * 100:.2f}%"
+        tuning = "Tuning gain: none (the tuned no-dropout is the baseline)."
+        against = "the baseline"
+    else:
+        words = fam.describe_against(result.tuned.config, result.baseline)
+        tuned = (f"the tuned no-dropout, {words} (trial #{result.tuned.number}), "
+                 f"{t.mean * 100:.2f}%; the sweep's baseline (untuned) {b.mean * 100:.2f}%")
+        tuning = ("Tuning gain (tuned no-dropout - baseline): "
+                  + _gain_words(result.tuning_gain, result.tuning_p_holm) + ".")
+        against = "tuned no-dropout"
+    looked = ("scored once" if result.rounds == 1 else
+              f"scored {result.rounds} times (--rescore): this test set has been looked at "
+              "more than once, so it is less of a test")
+    return (f"Test: {fam.describe_against(result.chosen.config, result.baseline)} ({how}) "
+            f"scores {a.mean * 100:.2f}% on the {result.n_test} test rows (mean of {n} "
+            f"seed{'s' if n != 1 else ''}{ci}); {tuned}. {tuning} Dropout gain (chosen - "
+            f"{against}): {_gain_words(result.dropout_gain, result.dropout_p_holm)}. "
+            f"p-values of seed-paired t-tests, Holm-adjusted over {tests} "
+            f"comparison{'' if tests == 1 else 's'}; trained on every searched row, validation "
+            f"rows included; {looked}.")
+
+
+def _gain_words(gain: Any, p_holm: float | None) -> str:
+    """"+0.28 points (95% CI -1.02 to +1.58), p = 0.412, Holm p = 0.412"."""
+    d = gain.diff
+    ci = "" if math.isnan(d.low) else f" (95% CI {d.low * 100:+.2f} to {d.high * 100:+.2f})"
+    return (f"{d.mean * 100:+.2f} points{ci}, {_p_words(gain.p)}, Holm "
+            f"{_p_words(math.nan if p_holm is None else p_holm)}")
+
+
+def _two_way_text(result: Any, family_name: Family | str) -> str:
+    """A test made before issue 25 (the chosen and the baseline), as it was worded then,
+    and how to score the tuned no-dropout as well."""
     fam = bound_family(family_name)
     what = f"{fam.describe_against(result.chosen.config, result.baseline)}"
     how = {"trial": f"trial #{result.chosen.number}",
@@ -878,26 +944,61 @@ def test_text(result: Any, family_name: Family | str) -> str:
     looked = ("scored once" if result.rounds == 1 else
               f"scored {result.rounds} times (--rescore): this test set has been looked at "
               "more than once, so it is less of a test")
+    study = result.study_name[:-len(records.TEST_SUFFIX)]
     return (f"Test: {what} ({how}) scores {a.mean * 100:.2f}% on the {result.n_test} test rows "
             f"(mean of {n} seed{'s' if n != 1 else ''}{ci}) against {b.mean * 100:.2f}% for "
             f"{fam.baseline_words}: {d.diff.mean * 100:+.2f} points{dci}, seed-paired t-test "
             f"{_p_words(d.p)}; trained on every searched row, validation rows included; "
-            f"{looked}.")
+            f"{looked}. It predates the comparison with the tuned no-dropout, which tells "
+            f"tuning's share of the gain apart: dropsweep test --study {study} --rescore "
+            "scores it (a second look at the test rows, recorded).")
 
 
 def _test_section(result: Any, family_name: Family | str) -> _Section:
-    rows = [(str(r), str(seed), _percent(a), _percent(b), _points(a - b))
-            for r, (seed, a, b) in enumerate(zip(result.seeds, result.chosen_scores,
-                                                 result.baseline_scores))]
-    rows.append(("mean", "", _percent(result.accuracy.mean),
-                 _percent(result.baseline_accuracy.mean), _points(result.vs_baseline.diff.mean)))
-    return _Section(f"Test ({result.study_name}: {result.n_test} test rows, never searched)",
-                    ("repeat", "seed", f"#{result.chosen.number}", "baseline", "Δ"), rows,
-                    frozenset({0, 1, 2, 3, 4}), note=test_text(result, family_name))
+    title = f"Test ({result.study_name}: {result.n_test} test rows, never searched)"
+    chosen = f"#{result.chosen.number}"
+    if result.tuned is None:  # a test made before issue 25
+        rows = [(str(r), str(seed), _percent(a), _percent(b), _points(a - b))
+                for r, (seed, a, b) in enumerate(zip(result.seeds, result.chosen_scores,
+                                                     result.baseline_scores))]
+        rows.append(("mean", "", _percent(result.accuracy.mean),
+                     _percent(result.baseline_accuracy.mean),
+                     _points(result.vs_baseline.diff.mean)))
+        return _Section(title, ("repeat", "seed", chosen, "baseline", "Δ"), rows,
+                        frozenset({0, 1, 2, 3, 4}), note=test_text(result, family_name))
+    means = (result.accuracy.mean, result.tuned_accuracy.mean, result.baseline_accuracy.mean)
+    scored = [*zip(result.seeds, result.chosen_scores, result.tuned_scores,
+                   result.baseline_scores)]
+    if result.tuned_is_baseline:  # one column: the baseline is the tuned no-dropout
+        columns = ("repeat", "seed", f"dropout {chosen}", "baseline = tuned", "dropout Δ")
+        rows = [(str(r), str(seed), _percent(a), _percent(b), _points(a - b))
+                for r, (seed, a, _, b) in enumerate(scored)]
+        rows.append(("mean", "", _percent(means[0]), _percent(means[2]),
+                     _points(result.dropout_gain.diff.mean)))
+    else:
+        columns = ("repeat", "seed", f"dropout {chosen}", f"tuned #{result.tuned.number}",
+                   "baseline", "tuning Δ", "dropout Δ")
+        rows = [(str(r), str(seed), _percent(a), _percent(t), _percent(b), _points(t - b),
+                 _points(a - t)) for r, (seed, a, t, b) in enumerate(scored)]
+        rows.append(("mean", "", *(_percent(m) for m in means),
+                     _points(result.tuning_gain.diff.mean),
+                     _points(result.dropout_gain.diff.mean)))
+    return _Section(title, columns, rows, frozenset(range(len(columns))),
+                    note=test_text(result, family_name))
+
+
+def _gain_json(gain: Any, p_holm: float | None) -> dict[str, Any]:
+    return {"points": _json_number(gain.diff.mean),
+            "ci": [_json_number(gain.diff.low), _json_number(gain.diff.high)],
+            "t": _json_number(gain.t), "p": _json_number(gain.p),
+            "p_holm": None if p_holm is None else _json_number(p_holm)}
 
 
 def test_to_json(result: Any, family_name: Family | str) -> dict[str, Any]:
+    """The test study as plain data (fractions); ``tuned``, ``tuning_gain`` and
+    ``dropout_gain`` are null for a test made before issue 25."""
     iv = _iv_json
+    tuned = result.tuned
     return _json_value({
         "study": result.study_name, "source_trial": result.chosen.number,
         "rule": result.chosen.rule, "config": result.chosen.config.to_dict(),
@@ -906,6 +1007,14 @@ def test_to_json(result: Any, family_name: Family | str) -> dict[str, Any]:
         "baseline_accuracy": iv(result.baseline_accuracy),
         "vs_baseline": {"diff": iv(result.vs_baseline.diff), "t": result.vs_baseline.t,
                         "p": result.vs_baseline.p},
+        "tuned": None if tuned is None else {
+            "source_trial": tuned.number, "rule": tuned.rule, "config": tuned.config.to_dict(),
+            "is_baseline": result.tuned_is_baseline, "accuracies": result.tuned_scores,
+            "accuracy": iv(result.tuned_accuracy)},
+        "tuning_gain": None if tuned is None else _gain_json(result.tuning_gain,
+                                                             result.tuning_p_holm),
+        "dropout_gain": None if tuned is None else _gain_json(result.dropout_gain,
+                                                              result.dropout_p_holm),
         "rounds": result.rounds, "fingerprint": result.fingerprint,
         "text": test_text(result, family_name)})
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import math
+from dataclasses import dataclass
 import warnings
 from datetime import datetime
 from typing import Container, Iterable, Sequence
@@ -19,9 +20,10 @@ from optuna.storages import BaseStorage
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from dropsweep import records
+from dropsweep import answer, records
+from dropsweep.answer import Answer
 from dropsweep.errors import StorageError
-from dropsweep.final import stored_result
+from dropsweep.final import TestResult, stored_result
 from dropsweep.families import Family, family_of_study, stored_model
 from dropsweep.records import confirm_name
 from dropsweep.rows import (KIND_CONFIRMATION, KIND_SEARCH, KIND_TEST, STATE_ORDER,
@@ -191,8 +193,61 @@ def _confirmation(study: optuna.Study, folds: int, fam: Family, names: Container
     return build_confirmation(optuna.load_study(study_name=name, storage=storage), folds, fam)
 
 
-def build_report(study: optuna.Study, top: int = 10, select_rule: str = "best") -> StudyReport:
-    """Compute a study's report; read-only, so it can run while the sweep is still going."""
+def data_words(user_attrs: dict) -> str | None:
+    """What a study was searched on, in a word or two: its data file's name or its built-in
+    set (from its stored sweep)."""
+    sweep = user_attrs.get(records.STUDY_SWEEP)
+    data = sweep.get("data") if isinstance(sweep, dict) else None
+    if not isinstance(data, dict):
+        return None
+    for key in ("csv", "npz"):
+        if data.get(key):
+            return str(data[key]).replace("\\", "/").rsplit("/", 1)[-1]
+    return str(data["dataset"]) if data.get("dataset") else None
+
+
+def _answer(study: optuna.Study, ranked: list[TrialRow], baseline: TrialRow | None,
+            fam: Family, confirmation: Confirmation | None, test: TestResult | None,
+            storage_args: Sequence[str]) -> Answer:
+    """The study's answer at the furthest stage it reached (:mod:`dropsweep.answer`)."""
+    rows_attr = study.user_attrs.get(records.DATA_ROWS)
+    test_rows = rows_attr.get("test_rows") if isinstance(rows_attr, dict) else None
+    confirmed = (None if confirmation is None
+                 else answer.from_confirmation(confirmation, fam))
+    tested = None if test is None else answer.from_test(test)
+    if test is not None:
+        test_rows = test.n_test
+    bests: dict[str, int] = {}
+    for row in ranked:  # best first: each placement's first row is its best
+        bests.setdefault(str(row.params.get(fam.group)), row.number)
+    return answer.build_answer(
+        study.study_name, answer.from_search(ranked, baseline, fam), len(ranked),
+        confirmation=confirmation if confirmed is not None else None, confirmed=confirmed,
+        tested=tested, seeds=0 if test is None else len(test.seeds), test_rows=test_rows,
+        storage_args=storage_args,
+        is_stale=confirmed is not None and answer.stale(confirmation, bests))
+
+
+@dataclass(frozen=True)
+class _Read:
+    """One read of a study and its companions: what the report and the answer are built
+    from."""
+
+    direction: StudyDirection
+    frozen: list[FrozenTrial]
+    rows: list[TrialRow]
+    ranked: list[TrialRow]
+    baseline: TrialRow | None
+    fam: Family
+    confirmation: Confirmation | None
+    test: TestResult | None
+
+    def answer(self, study: optuna.Study, storage_args: Sequence[str]) -> Answer:
+        return _answer(study, self.ranked, self.baseline, self.fam, self.confirmation,
+                       self.test, storage_args)
+
+
+def _read(study: optuna.Study) -> _Read:
     direction = _direction(study.study_name, study.directions)
     frozen = stored_trials(study._storage, study._study_id)  # noqa: SLF001 - read once
     with no_gc():
@@ -200,37 +255,57 @@ def build_report(study: optuna.Study, top: int = 10, select_rule: str = "best") 
     ranked = best_first(rows, direction)
     complete = TrialState.COMPLETE.name
     baselines = [r for r in rows if r.state == complete and r.role == records.ROLE_BASELINE]
-    baseline = baselines[0] if baselines else None  # the first: later ones are repeats
-    importances, note = _importances(_AsRead(study, frozen), len(ranked))
-    starts = [t.datetime_start for t in frozen if t.datetime_start is not None]
     fam = family_of_study(study.user_attrs)
     # the companions (NAME:confirm, NAME:test) are looked for in one listing of the storage
     names = {s.study_name for s in study._storage.get_all_studies()}  # noqa: SLF001
     confirmation = _confirmation(study, max((len(r.fold_accuracies) for r in rows), default=0),
                                  fam, names)
+    return _Read(direction, frozen, rows, ranked,
+                 baselines[0] if baselines else None,  # the first: later ones are repeats
+                 fam, confirmation, stored_result(study, names))
+
+
+def study_answer(study: optuna.Study, storage_args: Sequence[str] = ()
+                 ) -> tuple[Answer, Family, str | None]:
+    """The study's answer alone (the end of ``dropsweep search`` prints it), with its family
+    and data in words: no importances, no tables."""
+    read = _read(study)
+    return read.answer(study, storage_args), read.fam, data_words(study.user_attrs)
+
+
+def build_report(study: optuna.Study, top: int = 10, select_rule: str = "best",
+                 storage_args: Sequence[str] = ()) -> StudyReport:
+    """Compute a study's report; read-only, so it can run while the sweep is still going.
+    ``storage_args``: how the commands it suggests name the storage (none: the default)."""
+    read = _read(study)
+    rows, ranked, frozen, fam = read.rows, read.ranked, read.frozen, read.fam
+    importances, note = _importances(_AsRead(study, frozen), len(ranked))
+    starts = [t.datetime_start for t in frozen if t.datetime_start is not None]
     return StudyReport(
         name=study.study_name,
-        direction=direction.name,
+        direction=read.direction.name,
         counts=_counts(r.state for r in rows),
         total_wall_time=sum(r.wall_time for r in rows if r.wall_time is not None),
         first_start=min(starts, default=None),
         last_update=_last_activity(frozen),
         best=ranked[0] if ranked else None,
-        baseline=baseline,
+        baseline=read.baseline,
         top=ranked[: max(top, 0)],
-        placements=_placements(ranked, rows, baseline, fam, confirmation),
+        placements=_placements(ranked, rows, read.baseline, fam, read.confirmation),
         importances=importances,
         importance_note=note,
         trials=rows,
         param_names=_param_names(rows, fam),
-        confirmation=confirmation,
+        confirmation=read.confirmation,
         selection=select(ranked, select_rule, fam.dimensions,
                          study.user_attrs.get(records.VALIDATION_ROWS)),
         family=fam.name,
         model=stored_model(study.user_attrs),
         balance=_balance(study),
-        test=stored_result(study, names),
+        test=read.test,
         protocol=_protocol(study),
+        answer=read.answer(study, storage_args),
+        data=data_words(study.user_attrs),
     )
 
 

@@ -20,6 +20,7 @@ from dropsweep import records
 from dropsweep.families import DEFAULT_FAMILY
 
 if TYPE_CHECKING:  # they read rows: their types only
+    from dropsweep.answer import Answer
     from dropsweep.select import Selection
     from dropsweep.final import TestResult
     from dropsweep.verdict import Confirmation, ConfirmedRow
@@ -129,6 +130,8 @@ class StudyReport:
     balance: dict | None = None
     test: TestResult | None = None  # from the study NAME:test, once `dropsweep test` ran
     protocol: str = "kfold"  # eval.protocol of its sweep: how its trials were scored
+    answer: Answer | None = None  # the question's answer at the furthest stage reached
+    data: str | None = None  # what it was searched on, in words ("sonar.csv", "digits")
 
     @property
     def n_trials(self) -> int:

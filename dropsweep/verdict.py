@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 import optuna
@@ -228,6 +228,8 @@ class Confirmation:
     # n_test / n_train of its splits, which the corrected tests use: recorded by confirm
     # (a hold-out split's measured ratio), else k-fold's 1/(k-1)
     ratio: float | None = None
+    # config_key -> repeat -> fold accuracies: what paired comparisons are computed from
+    scores: Mapping[str, Mapping[int, list[float]]] = field(default_factory=dict)
 
     @property
     def holdout(self) -> bool:
@@ -252,4 +254,13 @@ def build_confirmation(study: optuna.Study, folds: int, fam: Family | None = Non
                         folds=folds, repeats=max((r.repeats for r in rows), default=0),
                         rows=rows, verdict=verdict(rows), family=fam.name,
                         model=stored_model(attrs), per_placement=per,
-                        ratio=ratio)
+                        ratio=ratio, scores={key: _scores(group) for key, group
+                                             in _by_config(trials).items()})
+
+
+def best_dropout(confirmation: Confirmation, fam: Family) -> ConfirmedRow | None:
+    """The best confirmed dropout set-up: of the confirmed rows with dropout, the highest
+    confirmed mean (the earlier search trial on a tie), as the answer ranks them; None
+    without one. What ``dropsweep test`` holds against the tuned no-dropout."""
+    return max((r for r in confirmation.rows if not fam.is_reference(r.config)),
+               key=lambda r: (r.accuracy.mean, -r.source_trial), default=None)

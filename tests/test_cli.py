@@ -415,8 +415,10 @@ def test_a_control_character_in_the_sweeps_name_is_refused(in_tmp):
 def test_every_printed_command_is_quoted_for_the_shell(in_tmp):
     name = "$(touch pwned) it's"
     searched = run("search", SONAR_SWEEP, *FAST, "--trials", "1", "--study", name)
-    hint = searched.stdout.split("See: ")[1].strip()
+    hint = searched.stdout.split("See: ")[1].splitlines()[0].strip()
     assert hint == "dropsweep report --study '$(touch pwned) it'\"'\"'s'", hint
+    # the answer that follows suggests its next command quoted alike
+    assert "Next: dropsweep confirm --study '$(touch pwned) it'\"'\"'s'" in searched.stdout
     # the printed command, pasted into a shell, runs the report and nothing else
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     shell = subprocess.run(["bash", "-c", hint.replace("dropsweep", f"{sys.executable} -m "

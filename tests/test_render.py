@@ -236,7 +236,7 @@ def test_json_parses_and_names_every_trial_field(report: StudyReport) -> None:
     data = json.loads(text)
     assert set(data) == {
         "study", "counts", "best", "baseline", "top", "placements", "importances", "trials",
-        "selection", "overfitting", "confirmation", "balance", "test",
+        "selection", "overfitting", "confirmation", "balance", "test", "answer",
     }  # fmt: skip
     assert data["confirmation"] is None  # no dropsweep confirm yet
     assert [o["number"] for o in data["overfitting"]] == [p["best_number"]
