@@ -377,12 +377,13 @@ def _print_sections(sections: Sequence[_Section], console: Console,
         if not section.rows:
             console.print(Text(section.title, style="bold"))
             if section.note:  # Text, never markup: a note may quote an error with "[...]"
-                console.print(Text(section.note, style="italic"))
+                console.print(Text(section.note, style="italic"), soft_wrap=False)
             continue
         print_table(console, section.table_columns(), section.rows, title=section.title,
                     show_header=section.show_header, hint=hint)
-        if section.note:  # below, not as a caption: a caption would wrap to a narrow table
-            console.print(Text(section.note, style="italic"))
+        if section.note:  # below, not as a caption: a caption would wrap to a narrow table;
+            # wrapped here, between words: a terminal would cut a number in two
+            console.print(Text(section.note, style="italic"), soft_wrap=False)
 
 
 def _md_cell(text: str) -> str:

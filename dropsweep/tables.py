@@ -182,12 +182,12 @@ def print_table(console: Console, columns: Sequence[Column], rows: Sequence[Sequ
                 hint: str = JSON_HINT) -> Fit:
     """Print a title, the table fitted to the console, and the note on columns left out."""
     if title:
-        console.print(Text(title, style="bold"))
+        console.print(Text(title, style="bold"), soft_wrap=False)
     fit = fit_table(console, columns, rows, show_header=show_header)
     _print_overflowing(console, fit)
     note = left_out_note(fit.left_out, console.width, hint)
-    if note:  # Text, never markup
-        console.print(Text(note, style="italic"))
+    if note:  # Text, never markup; wrapped between words, as a terminal would not
+        console.print(Text(note, style="italic"), soft_wrap=False)
     return fit
 
 

@@ -30,7 +30,8 @@ def _figures(url: str, sweep, per_placement: bool) -> dict:
     data = _data()
     run_search(sweep, data, storage_url=url, device="cpu", batch=6)
     study = optuna.load_study(study_name="small", storage=url)
-    run_confirm(study, data, top=2, repeats=2, device="cpu", per_placement=per_placement)
+    # each placement's best (the default), or the 2 best (--top 2)
+    run_confirm(study, data, top=None if per_placement else 2, repeats=2, device="cpu")
     report = build_report(study)
     return draw(study, report, report.confirmation)
 

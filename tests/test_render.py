@@ -41,8 +41,10 @@ TRIAL_KEYS = {
 
 
 def console(width: int = 200, terminal: bool = False) -> Console:
+    """A recording console; ``terminal``: one as the CLI makes for a terminal (soft wrap:
+    what rich does not wrap, the terminal would, cutting words and numbers anywhere)."""
     return Console(record=True, width=width, color_system=None, file=io.StringIO(),
-                   force_terminal=terminal)
+                   force_terminal=terminal, soft_wrap=terminal)
 
 
 def text_of(fmt: str, report: StudyReport, width: int = 200, terminal: bool = False) -> str:
@@ -517,7 +519,7 @@ def searched_storage(tmp_path_factory: pytest.TempPathFactory) -> str:
                             "search.sampler=random"),
                    data, storage_url=url, device="cpu", batch=6)
     run_confirm(optuna.load_study(study_name="small", storage=url), data, repeats=2,
-                device="cpu", per_placement=True)
+                device="cpu")  # each placement's best
     return url
 
 
