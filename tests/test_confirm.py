@@ -341,6 +341,7 @@ def _grow_with_a_new_best(study: optuna.Study, placement: str) -> optuna.Study:
 def test_confirm_per_placement_on_the_command_line(placed, dataset, storage, tmp_path,
                                                    monkeypatch):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("COLUMNS", "250")  # a wide terminal: no header wraps ("Holm p")
     _searched_rows(monkeypatch, dataset)
     result = CliRunner().invoke(main, ["confirm", "--storage", storage, "--study", "small",
                                        "--per-placement", "--repeats", "2", "--device", "cpu"],
