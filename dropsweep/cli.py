@@ -233,6 +233,36 @@ def main() -> None:
     """
 
 
+def search_options(f: Any) -> Any:
+    """What ``search`` takes, spelt alike by ``run`` (whose first stage is the search)."""
+    for option in reversed([
+        sweep_argument, set_option, storage_option, study_option,
+        click.option("--trials", type=click.IntRange(min=1), metavar="N",
+                     help="The study's TOTAL number of finished trials (default: "
+                          "search.trials)."),
+        device_option("Where to train: cuda:N is GPU N; with --workers, cuda spreads the "
+                      "workers over every GPU, cuda:N puts them all on GPU N."),
+        click.option("--batch", type=click.IntRange(min=1), metavar="B",
+                     help="Trials trained together as one batched model (default: "
+                          "automatic)."),
+        click.option("--threads", type=click.IntRange(min=1), metavar="N",
+                     help="Torch threads per worker (default: the cores shared among the "
+                          "workers)."),
+        click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+                     metavar="N", help="Worker processes on this study (more can join from "
+                                       "anywhere)."),
+        click.option("--checkpoint-every", type=click.FloatRange(min=0), metavar="SECONDS",
+                     help="Checkpoint a batch in training this often; a killed or stopped "
+                          "batch goes on from its last checkpoint (default: 300; 0: never)."),
+        click.option("--checkpoints", "checkpoint_dir", type=click.Path(file_okay=False),
+                     metavar="DIR", help="Where checkpoints go (default: the one the study "
+                                         "recorded, else results/checkpoints; share it among "
+                                         "machines)."),
+    ]):
+        f = option(f)
+    return f
+
+
 def _search_stage(sweep: str, overrides: tuple[str, ...], storage: str,
                   study_name: str | None, trials: int | None, device: str, batch: int | None,
                   threads: int | None, workers: int, checkpoint_every: float | None,
@@ -300,26 +330,7 @@ def _search_stage(sweep: str, overrides: tuple[str, ...], storage: str,
 
 
 @main.command()
-@sweep_argument
-@set_option
-@storage_option
-@study_option
-@click.option("--trials", type=click.IntRange(min=1), metavar="N",
-              help="The study's TOTAL number of finished trials (default: search.trials).")
-@device_option("Where to train: cuda:N is GPU N; with --workers, cuda spreads the "
-                "workers over every GPU, cuda:N puts them all on GPU N.")
-@click.option("--batch", type=click.IntRange(min=1), metavar="B",
-              help="Trials trained together as one batched model (default: automatic).")
-@click.option("--threads", type=click.IntRange(min=1), metavar="N",
-              help="Torch threads per worker (default: the cores shared among the workers).")
-@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
-              metavar="N", help="Worker processes on this study (more can join from anywhere).")
-@click.option("--checkpoint-every", type=click.FloatRange(min=0), metavar="SECONDS",
-              help="Checkpoint a batch in training this often; a killed or stopped batch "
-                   "goes on from its last checkpoint (default: 300; 0: never).")
-@click.option("--checkpoints", "checkpoint_dir", type=click.Path(file_okay=False),
-              metavar="DIR", help="Where checkpoints go (default: the one the study recorded, "
-                                  "else results/checkpoints; share it among machines).")
+@search_options
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar, only the summary.")
 def search(sweep: str, overrides: tuple[str, ...], storage: str, study_name: str | None,
            trials: int | None, device: str, batch: int | None, threads: int | None,
@@ -357,25 +368,9 @@ def search(sweep: str, overrides: tuple[str, ...], storage: str, study_name: str
 
 
 @main.command()
-@sweep_argument
-@set_option
-@storage_option
-@study_option
-@click.option("--trials", type=click.IntRange(min=1), metavar="N",
-              help="The study's TOTAL number of finished trials (default: search.trials).")
+@search_options
 @click.option("--repeats", type=click.IntRange(min=2), default=5, show_default=True,
               help="Confirmation: repetitions of k-fold CV (or hold-out splits), each new.")
-@device_option("Where to train (every stage).")
-@click.option("--batch", type=click.IntRange(min=1), metavar="B",
-              help="Trials trained together as one batched model (default: automatic).")
-@click.option("--threads", type=click.IntRange(min=1), metavar="N",
-              help="Torch threads per worker (default: the cores shared among the workers).")
-@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
-              metavar="N", help="Worker processes for the search.")
-@click.option("--checkpoint-every", type=click.FloatRange(min=0), metavar="SECONDS",
-              help="Checkpoint a batch in training this often (default: 300; 0: never).")
-@click.option("--checkpoints", "checkpoint_dir", type=click.Path(file_okay=False),
-              metavar="DIR", help="Where checkpoints go (see search).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress, only the answer.")
 def run(sweep: str, overrides: tuple[str, ...], storage: str, study_name: str | None,
         trials: int | None, repeats: int, device: str, batch: int | None,
