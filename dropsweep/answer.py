@@ -193,27 +193,24 @@ def _paired(a: Mapping[int, list[float]], b: Mapping[int, list[float]], folds: i
 
 
 def from_test(result: Any) -> Figures:
-    """The three set-ups as ``dropsweep test`` scored them on the test rows, seed-paired
-    (a test study stored before the tuned no-dropout was scored has none: no gains)."""
+    """The three set-ups as ``dropsweep test`` scored them on the test rows, seed-paired,
+    the two gains Holm-adjusted over the two (:class:`dropsweep.final.TestResult`); a test
+    study stored before the tuned no-dropout was scored has none, and no gains."""
     base = Standing(None, "", result.baseline.to_dict(), result.baseline_accuracy)
     best = Standing(result.chosen.number, "", result.chosen.config.to_dict(), result.accuracy)
-    tuned_choice = getattr(result, "tuned", None)
-    if tuned_choice is None:
+    if result.tuned is None:
         return Figures(base, None, best, None, None, 0)
-    tuned = Standing(tuned_choice.number, "", tuned_choice.config.to_dict(),
+    tuned = Standing(result.tuned.number, "", result.tuned.config.to_dict(),
                      result.tuned_accuracy)
-    same = tuned.config == base.config
 
-    def gain(c: Comparison | None, p_holm: float, is_same: bool = False) -> Gain | None:
-        if is_same:
-            return Gain(Interval(0.0, 0.0, 0.0, 0), math.nan, math.nan, True)
-        return None if c is None else Gain(c.diff, c.p, p_holm)
+    def gain(c: Comparison | None, p_holm: float | None) -> Gain | None:
+        return None if c is None else Gain(c.diff, c.p, math.nan if p_holm is None else p_holm)
 
-    tests = sum(c is not None and not math.isnan(c.p)
-                for c in (result.tuning_gain, result.dropout_gain))
-    return Figures(base, tuned, best,
-                   gain(result.tuning_gain, result.tuning_p_holm, same),
-                   gain(result.dropout_gain, result.dropout_p_holm), tests)
+    tuning = (Gain(Interval(0.0, 0.0, 0.0, 0), math.nan, math.nan, True)
+              if result.tuned_is_baseline else gain(result.tuning_gain, result.tuning_p_holm))
+    dropout = gain(result.dropout_gain, result.dropout_p_holm)
+    tests = sum(g is not None and not g.same and not math.isnan(g.p) for g in (tuning, dropout))
+    return Figures(base, tuned, best, tuning, dropout, tests)
 
 
 # ----------------------------------------------------------------------------- the answer

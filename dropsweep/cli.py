@@ -17,7 +17,7 @@ from click.core import ParameterSource
 
 from dropsweep import __version__
 from dropsweep.errors import DropsweepError, StorageFailure
-from dropsweep.records import DEFAULT_STORAGE
+from dropsweep.records import DATA_ROWS, DEFAULT_STORAGE
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = {signal.SIGINT: 130, signal.SIGTERM: 143}
@@ -233,52 +233,45 @@ def main() -> None:
     """
 
 
-@main.command()
-@sweep_argument
-@set_option
-@storage_option
-@study_option
-@click.option("--trials", type=click.IntRange(min=1), metavar="N",
-              help="The study's TOTAL number of finished trials (default: search.trials).")
-@device_option("Where to train: cuda:N is GPU N; with --workers, cuda spreads the "
-                "workers over every GPU, cuda:N puts them all on GPU N.")
-@click.option("--batch", type=click.IntRange(min=1), metavar="B",
-              help="Trials trained together as one batched model (default: automatic).")
-@click.option("--threads", type=click.IntRange(min=1), metavar="N",
-              help="Torch threads per worker (default: the cores shared among the workers).")
-@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
-              metavar="N", help="Worker processes on this study (more can join from anywhere).")
-@click.option("--checkpoint-every", type=click.FloatRange(min=0), metavar="SECONDS",
-              help="Checkpoint a batch in training this often; a killed or stopped batch "
-                   "goes on from its last checkpoint (default: 300; 0: never).")
-@click.option("--checkpoints", "checkpoint_dir", type=click.Path(file_okay=False),
-              metavar="DIR", help="Where checkpoints go (default: the one the study recorded, "
-                                  "else results/checkpoints; share it among machines).")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar, only the summary.")
-def search(sweep: str, overrides: tuple[str, ...], storage: str, study_name: str | None,
-           trials: int | None, device: str, batch: int | None, threads: int | None,
-           workers: int, checkpoint_every: float | None, checkpoint_dir: str | None,
-           quiet: bool) -> None:
-    """Run the sweep's study, or resume it: finished trials are never redone.
+def search_options(f: Any) -> Any:
+    """What ``search`` takes, spelt alike by ``run`` (whose first stage is the search)."""
+    for option in reversed([
+        sweep_argument, set_option, storage_option, study_option,
+        click.option("--trials", type=click.IntRange(min=1), metavar="N",
+                     help="The study's TOTAL number of finished trials (default: "
+                          "search.trials)."),
+        device_option("Where to train: cuda:N is GPU N; with --workers, cuda spreads the "
+                      "workers over every GPU, cuda:N puts them all on GPU N."),
+        click.option("--batch", type=click.IntRange(min=1), metavar="B",
+                     help="Trials trained together as one batched model (default: "
+                          "automatic)."),
+        click.option("--threads", type=click.IntRange(min=1), metavar="N",
+                     help="Torch threads per worker (default: the cores shared among the "
+                          "workers)."),
+        click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+                     metavar="N", help="Worker processes on this study (more can join from "
+                                       "anywhere)."),
+        click.option("--checkpoint-every", type=click.FloatRange(min=0), metavar="SECONDS",
+                     help="Checkpoint a batch in training this often; a killed or stopped "
+                          "batch goes on from its last checkpoint (default: 300; 0: never)."),
+        click.option("--checkpoints", "checkpoint_dir", type=click.Path(file_okay=False),
+                     metavar="DIR", help="Where checkpoints go (default: the one the study "
+                                         "recorded, else results/checkpoints; share it among "
+                                         "machines)."),
+    ]):
+        f = option(f)
+    return f
 
-    SWEEP is a sweep file, or the name of an example that ships with dropsweep (sonar,
-    brownlee) when no such file is here.
 
-    \b
-    Example:
-      dropsweep search sonar.yaml                     # the packaged example, from anywhere
-      dropsweep search sweeps/sonar.yaml --trials 200
-      dropsweep search sweeps/sonar.yaml --set train.epochs=100 --study sonar-100
-      dropsweep search sweeps/sonar.yaml --workers 2
-      dropsweep search sweeps/sonar.yaml --storage postgresql://user@host/db   # on each machine
-    """
-    from dropsweep.workers import watch_parent
-
-    # a worker of --workers N: stop cleanly, as on SIGTERM, when that parent dies
-    worker = watch_parent()
+def _search_stage(sweep: str, overrides: tuple[str, ...], storage: str,
+                  study_name: str | None, trials: int | None, device: str, batch: int | None,
+                  threads: int | None, workers: int, checkpoint_every: float | None,
+                  checkpoint_dir: str | None, err: Any) -> tuple[Any, int]:
+    """``search`` up to its summary (``run``'s first stage): the summary, and the exit status
+    the workers ask for (0 with one worker). Progress and notes go to ``err``."""
     sweep = _sweep_file(sweep)  # a file its workers are given as such
     from dropsweep.data import check_folds, load_dataset, rows_record
-    from dropsweep.progress import SearchProgress, render_search_summary
+    from dropsweep.progress import SearchProgress
     import torch
 
     from dropsweep.checkpoints import DEFAULT_EVERY
@@ -289,7 +282,6 @@ def search(sweep: str, overrides: tuple[str, ...], storage: str, study_name: str
     dataset = load_dataset(config)
     check_folds(dataset, config)
     torch.set_num_threads(threads or max(1, torch.get_num_threads() // workers))
-    out, err = _consoles(quiet)
     progress = SearchProgress(err)
     events = SearchEvents(on_start=progress.start, on_trial=progress.trial_done,
                           on_notice=progress.notice, on_epochs=progress.epochs)
@@ -334,6 +326,38 @@ def search(sweep: str, overrides: tuple[str, ...], storage: str, study_name: str
                 status = exit_status(codes, summary)
     except StorageFailure as exc:
         raise _resumable(exc) from None
+    return summary, status
+
+
+@main.command()
+@search_options
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar, only the summary.")
+def search(sweep: str, overrides: tuple[str, ...], storage: str, study_name: str | None,
+           trials: int | None, device: str, batch: int | None, threads: int | None,
+           workers: int, checkpoint_every: float | None, checkpoint_dir: str | None,
+           quiet: bool) -> None:
+    """Run the sweep's study, or resume it: finished trials are never redone.
+
+    SWEEP is a sweep file, or the name of an example that ships with dropsweep (sonar,
+    brownlee) when no such file is here.
+
+    \b
+    Example:
+      dropsweep search sonar.yaml                     # the packaged example, from anywhere
+      dropsweep search sweeps/sonar.yaml --trials 200
+      dropsweep search sweeps/sonar.yaml --set train.epochs=100 --study sonar-100
+      dropsweep search sweeps/sonar.yaml --workers 2
+      dropsweep search sweeps/sonar.yaml --storage postgresql://user@host/db   # on each machine
+    """
+    from dropsweep.progress import render_search_summary
+    from dropsweep.workers import watch_parent
+
+    # a worker of --workers N: stop cleanly, as on SIGTERM, when that parent dies
+    worker = watch_parent()
+    out, err = _consoles(quiet)
+    summary, status = _search_stage(sweep, overrides, storage, study_name, trials, device,
+                                    batch, threads, workers, checkpoint_every, checkpoint_dir,
+                                    err)
     render_search_summary(summary, out, resume_command=_resume_command())
     if summary.stopped_by is not None:
         _exit_interrupted(summary.stopped_by)
@@ -341,6 +365,72 @@ def search(sweep: str, overrides: tuple[str, ...], storage: str, study_name: str
         _print_study_answer(storage, summary.study_name, out)
     if status:
         sys.exit(status)
+
+
+@main.command()
+@search_options
+@click.option("--repeats", type=click.IntRange(min=2), default=5, show_default=True,
+              help="Confirmation: repetitions of k-fold CV (or hold-out splits), each new.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress, only the answer.")
+def run(sweep: str, overrides: tuple[str, ...], storage: str, study_name: str | None,
+        trials: int | None, repeats: int, device: str, batch: int | None,
+        threads: int | None, workers: int, checkpoint_every: float | None,
+        checkpoint_dir: str | None, quiet: bool) -> None:
+    """The whole experiment, ending with the answer: search, then confirm each placement's
+    best and the baseline on new splits, then (where the sweep holds test rows back) test
+    the chosen dropout set-up, the tuned no-dropout and the baseline once on them.
+
+    Every stage resumes: run the same command again after Ctrl-C or a kill and it goes on
+    where it stopped. `dropsweep report` shows the tables behind the answer.
+
+    \b
+    Example:
+      dropsweep run sonar
+      dropsweep run digits --repeats 10
+    """
+    from dropsweep.progress import render_search_summary, report_command
+
+    out, err = _consoles(quiet)
+    err.print("1. search", style="bold")
+    summary, status = _search_stage(sweep, overrides, storage, study_name, trials, device,
+                                    batch, threads, workers, checkpoint_every, checkpoint_dir,
+                                    err)
+    render_search_summary(summary, err, resume_command=_resume_command())
+    if summary.stopped_by is not None:
+        _exit_interrupted(summary.stopped_by)
+    if status:
+        sys.exit(status)
+    name = summary.study_name
+    err.print("2. confirm", style="bold")
+    confirmed, _ = _confirm_stage(storage, name, None, repeats, device, threads, err)
+    if confirmed.stopped_by is not None:
+        err.print(f"Interrupted: {confirmed.done} of {confirmed.total} done. Resume with: "
+                  + _resume_command(), markup=False)
+        _exit_interrupted(confirmed.stopped_by)
+    if _has_test_rows(storage, name):
+        err.print("3. test", style="bold")
+        result, stopped, _ = _test_stage(storage, name, "best", None, None, 3, False, device,
+                                         threads, err)
+        if stopped is not None:
+            _interrupted_test(result, 3, err)
+            _exit_interrupted(stopped)
+    _print_study_answer(storage, name, out)
+    out.print(f"The tables behind it: {report_command(summary)}", markup=False)
+
+
+def _has_test_rows(storage: str, study_name: str) -> bool:
+    """Whether the study's sweep holds test rows back (what its search recorded of its rows;
+    an older study's data are loaded to see)."""
+    from dropsweep.storage import load_study, open_storage
+
+    study = load_study(open_storage(storage, read_only=True), study_name, storage)
+    recorded = study.user_attrs.get(DATA_ROWS)
+    if isinstance(recorded, dict) and isinstance(recorded.get("test_rows"), int):
+        return recorded["test_rows"] > 0
+    from dropsweep.data import load_dataset
+    from dropsweep.study import stored_sweep
+
+    return load_dataset(stored_sweep(study)).n_test not in (None, 0)
 
 
 @main.command()
@@ -425,46 +515,60 @@ def studies(storage: str, fmt: str) -> None:
 @main.command()
 @storage_option
 @study_option
-@click.option("--top", type=click.IntRange(min=1), default=5, show_default=True,
-              help="How many of the best configurations to confirm (the baseline as well).")
-@click.option("--per-placement", is_flag=True,
-              help="Re-evaluate the best configuration of each placement (and the baseline) "
-                   "and compare every pair.")
+@click.option("--top", type=click.IntRange(min=1), metavar="K",
+              help="Confirm the baseline and the K best configurations instead (all "
+                   "placements mixed, each against the baseline).")
+@click.option("--per-placement", is_flag=True, hidden=True,
+              help="The default (each placement's best); kept so that scripts still run.")
 @click.option("--repeats", type=click.IntRange(min=2), default=5, show_default=True,
               help="Repetitions of k-fold CV, each on a new split.")
 @device_option("Where to train.")
 @click.option("--threads", type=click.IntRange(min=1), metavar="N", help="Torch threads.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines, only the result.")
 @click.pass_context
-def confirm(ctx: click.Context, storage: str, study_name: str | None, top: int,
+def confirm(ctx: click.Context, storage: str, study_name: str | None, top: int | None,
             per_placement: bool, repeats: int, device: str, threads: int | None,
             quiet: bool) -> None:
-    """Re-evaluate the best configurations and the baseline with repeated k-fold CV
-    (new splits), and test each against the baseline (Nadeau-Bengio corrected t-test).
-    With --per-placement: the best of each placement instead, every pair compared
-    (p-values Holm-adjusted over the pairs).
+    """Re-evaluate the baseline and the best configuration of each placement (the tuned
+    no-dropout among them) with repeated k-fold CV on new splits, each against the
+    baseline and every pair compared (Nadeau-Bengio corrected t-tests, p-values
+    Holm-adjusted over the pairs). With --top K: the K best configurations instead.
 
     Results go to the study NAME:confirm in the same storage; rerun to resume.
 
     \b
     Example:
-      dropsweep confirm --study sonar --top 5 --repeats 5
-      dropsweep confirm --study sonar --per-placement --repeats 10
+      dropsweep confirm --study sonar --repeats 10
+      dropsweep confirm --study sonar --top 5
     """
-    if per_placement and ctx.get_parameter_source("top") is not ParameterSource.DEFAULT:
+    if per_placement and top is not None:
         raise click.UsageError("--top does not apply with --per-placement (it confirms the "
                                "best configuration of each placement)", ctx)
-    from dropsweep.confirm import run_confirm
     from dropsweep.render import render_confirmation
+
+    out, err = _consoles(quiet)
+    summary, confirmation = _confirm_stage(storage, study_name, top, repeats, device, threads,
+                                           err)
+    render_confirmation(confirmation, out)
+    if summary.stopped_by is not None:
+        out.print(f"Interrupted: {summary.done} of {summary.total} done. Resume with: "
+                  + _resume_command(), markup=False)
+        _exit_interrupted(summary.stopped_by)
+
+
+def _confirm_stage(storage: str, study_name: str | None, top: int | None, repeats: int,
+                   device: str, threads: int | None, err: Any) -> tuple[Any, Any]:
+    """``confirm`` up to its reading (``run``'s second stage): the summary and the
+    confirmation read back. Progress and notes go to ``err``."""
+    from dropsweep.confirm import run_confirm
     from dropsweep.verdict import build_confirmation
     from dropsweep.runner import StopFlag, stop_on_signals
     from dropsweep.storage import load_study
 
-    out, err = _consoles(quiet)
     store, study, sweep, dataset = _study_to_train(storage, study_name, threads, err)
     name = study.study_name
     _note(err, _kernel_notice(device))
-    what = ("the baseline and the best configuration of each placement" if per_placement
+    what = ("the baseline and the best configuration of each placement" if top is None
             else f"the baseline and the {top} best configurations")
     err.print(f"confirming study '{name}': {what}, "
               + (f"{repeats} new hold-out splits" if sweep.eval.protocol == "holdout"
@@ -472,32 +576,28 @@ def confirm(ctx: click.Context, storage: str, study_name: str | None, top: int,
     try:
         with stop_on_signals(StopFlag(), until_exit=True) as stop:
             summary = run_confirm(study, dataset, top=top, repeats=repeats, device=device,
-                                  stop=stop, per_placement=per_placement,
+                                  stop=stop,
                                   on_repeat=lambda s: err.print(
                                       f"  {s.done} of {s.total} (configuration, repeat) done"))
     except StorageFailure as exc:
         raise _resumable(exc) from None
-    confirmation = build_confirmation(load_study(store, summary.study_name, storage),
-                                      sweep.splits)
-    render_confirmation(confirmation, out)
     if summary.lost:
         err.print(f"{summary.lost} result(s) dropped: another run failed their trials as stale "
                   "while this one was paused; they run again with: " + _resume_command(),
                   markup=False)
-    if summary.stopped_by is not None:
-        out.print(f"Interrupted: {summary.done} of {summary.total} done. Resume with: "
-                  + _resume_command(), markup=False)
-        _exit_interrupted(summary.stopped_by)
+    return summary, build_confirmation(load_study(store, summary.study_name, storage),
+                                       sweep.splits)
 
 
 @main.command("test")
 @storage_option
 @study_option
 @click.option("--select", "select_rule", type=click.Choice(["best", "1se"]), default="best",
-              show_default=True, help="Which configuration: the best validation score, or the "
-              "simplest within one standard error of it.")
+              show_default=True, help="Which dropout set-up: the best (the best confirmed "
+              "once `dropsweep confirm` has run, else the best validation score), or the "
+              "simplest within one standard error of the best validation score.")
 @click.option("--trial", "number", type=click.IntRange(min=0), metavar="N",
-              help="Test this trial's configuration instead.")
+              help="Test this trial's configuration as the chosen one instead.")
 @click.option("--repeats", type=click.IntRange(min=2), default=3, show_default=True,
               help="Training seeds, each scored on the same test rows.")
 @click.option("--rescore", is_flag=True,
@@ -511,9 +611,11 @@ def confirm(ctx: click.Context, storage: str, study_name: str | None, top: int,
 def test_command(ctx: click.Context, storage: str, study_name: str | None, select_rule: str,
                  number: int | None, repeats: int, rescore: bool, device: str,
                  threads: int | None, fmt: str) -> None:
-    """Score the chosen configuration and the baseline once on the test rows the sweep held
-    back (eval.test), each trained on every searched row with --repeats seeds; compare them
-    seed by seed. A second run shows the stored answer.
+    """Score the chosen dropout set-up, the tuned no-dropout (the best without dropout) and
+    the baseline once on the test rows the sweep held back (eval.test), each trained on every
+    searched row with --repeats seeds, and compare them seed by seed: the tuning gain (tuned
+    no-dropout - baseline) and the dropout gain (chosen - tuned no-dropout), p-values
+    Holm-adjusted over the two. A second run shows the stored answer.
 
     Results go to the study NAME:test in the same storage.
 
@@ -522,28 +624,42 @@ def test_command(ctx: click.Context, storage: str, study_name: str | None, selec
       dropsweep test --study digits
       dropsweep test --study digits --select 1se --repeats 5
     """
-    from dropsweep.final import run_test
     from dropsweep.render import render_test
-    from dropsweep.runner import StopFlag, stop_on_signals
 
     out, err = _consoles()
-    _, study, sweep, dataset = _study_to_train(storage, study_name, threads, err)
     # a stored answer is compared with the seeds asked for, not with the default
     asked = None if ctx.get_parameter_source("repeats") is ParameterSource.DEFAULT else repeats
+    result, stopped, sweep = _test_stage(storage, study_name, select_rule, number, asked,
+                                         repeats, rescore, device, threads, err)
+    if result is not None:
+        render_test(result, sweep.family, out, fmt)
+    if stopped is not None:
+        _interrupted_test(result, repeats, out if fmt == "table" else err)  # stdout: JSON
+        _exit_interrupted(stopped)
+
+
+def _test_stage(storage: str, study_name: str | None, select_rule: str, number: int | None,
+                asked: int | None, repeats: int, rescore: bool, device: str,
+                threads: int | None, err: Any) -> tuple[Any, int | None, Any]:
+    """``test`` up to its result (``run``'s last stage): the result (None: nothing scored),
+    the signal that stopped it (None), and the study's sweep."""
+    from dropsweep.final import run_test
+    from dropsweep.runner import StopFlag, stop_on_signals
+
+    _, study, sweep, dataset = _study_to_train(storage, study_name, threads, err)
     with stop_on_signals(StopFlag(), until_exit=True) as stop:
         result = run_test(study, dataset, rule=select_rule, number=number, repeats=asked,
                           device=device, rescore=rescore, stop=stop,
                           on_repeat=lambda r: err.print(f"  repeat {r + 1} of {repeats} scored",
                                                         markup=False),
                           on_notice=lambda text: err.print(f"note: {text}", markup=False))
-    if result is not None:
-        render_test(result, sweep.family, out, fmt)
-    if stop.signal is not None:
-        scored = 0 if result is None else len(result.seeds)
-        (out if fmt == "table" else err).print(  # stdout stays JSON
-            f"Interrupted: {scored} of {repeats if result is None else result.repeats} "
-            f"repeats scored. Resume with: {_resume_command()}", markup=False)
-        _exit_interrupted(stop.signal)
+    return result, stop.signal, sweep
+
+
+def _interrupted_test(result: Any, repeats: int, console: Any) -> None:
+    scored = 0 if result is None else len(result.seeds)
+    console.print(f"Interrupted: {scored} of {repeats if result is None else result.repeats} "
+                  f"repeats scored. Resume with: {_resume_command()}", markup=False)
 
 
 @main.command()

@@ -1,11 +1,14 @@
 """``dropsweep confirm``: re-evaluate the winners and the baseline with repeated k-fold CV.
 
 A search's best trial is the maximum of many noisy scores, so it looks better than it is.
-Confirmation trains the top-K configurations and the baseline again, on R new fold splits
-(seeds the search never used), every configuration on the same splits so that they can be
-compared fold by fold (:mod:`dropsweep.verdict`). Each (configuration, repeat) is one trial
-of a companion study ``NAME:confirm`` in the same storage: any Optuna tool reads it, and an
-interrupted confirmation resumes where it stopped.
+Confirmation trains the baseline and the best configuration of each placement again (or,
+asked for, the top-K configurations), on R new fold splits (seeds the search never used),
+every configuration on the same splits so that they can be compared fold by fold
+(:mod:`dropsweep.verdict`). Each placement's best is the default because it holds the fair
+comparison: the *tuned* no-dropout (the best of placement ``none``) beside the best dropout
+set-ups, where the top K are often one placement, all tuned, against the untuned baseline.
+Each (configuration, repeat) is one trial of a companion study ``NAME:confirm`` in the same
+storage: any Optuna tool reads it, and an interrupted confirmation resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -37,7 +40,6 @@ from dropsweep.protocols import Folds, folds_of, split_ratio
 from dropsweep.train import TrialResult
 from dropsweep.verdict import config_key
 
-DEFAULT_TOP = 5
 DEFAULT_REPEATS = 5
 
 
@@ -48,7 +50,7 @@ class Candidate:
     number: int
     config: Config
     role: str  # records.ROLE_BASELINE or records.ROLE_CANDIDATE
-    # the value of the family's group whose best this is (--per-placement), else None;
+    # the value of the family's group whose best this is (per placement), else None;
     # the baseline carries its own group value when it is that placement's best
     placement: str | None = None
 
@@ -169,18 +171,23 @@ def _done(confirm: optuna.Study) -> set[tuple[str, int]]:
             if liveness.counts_toward_target(t) and records.REPEAT in t.user_attrs}
 
 
-def run_confirm(study: optuna.Study, dataset: Dataset, *, top: int = DEFAULT_TOP,
+def run_confirm(study: optuna.Study, dataset: Dataset, *, top: int | None = None,
                 repeats: int = DEFAULT_REPEATS, device: str = "cpu",
                 stop: StopFlag | None = None,
                 on_repeat: Callable[[ConfirmSummary], None] | None = None,
                 per_placement: bool = False) -> ConfirmSummary:
     """Train every candidate on every repeat's folds not done yet; one batch per repeat.
-    ``per_placement``: the candidates are the baseline and each placement's best
-    (:func:`placement_candidates`, ``top`` unused), recorded on the confirmation study."""
+    ``top`` None (the default): the candidates are the baseline and each placement's best
+    (:func:`placement_candidates`), recorded on the confirmation study; ``top`` K: the
+    baseline and the K best (:func:`candidates`). ``per_placement`` is the default's old
+    name, kept for callers that still pass it."""
+    if per_placement and top is not None:
+        raise ValueError("top does not apply with per_placement: it confirms each "
+                         "placement's best")
     stop = stop or StopFlag()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sweep = stored_sweep(study)
-    if per_placement:
+    if top is None:
         cands = placement_candidates(study, sweep)
         confirm = _open(study, sweep, placement_record(cands))
     else:

@@ -56,6 +56,9 @@ class Dataset:
     image_shape: tuple[int, ...] | None = None  # (height, width, channels) of image rows
     pixel_max: float | None = None  # what `unit` scaling divides by (255 for 8-bit images)
     scale: str = "standard"  # how rows are scaled for training: data.scale, resolved
+    # how many test rows eval.test held back (hold_back_test): counted once there, so what
+    # a search records of its data never has to touch the test rows themselves
+    n_test: int | None = None
 
     @property
     def n_classes(self) -> int:
@@ -101,19 +104,19 @@ def hold_back_test(dataset: Dataset, sweep: Sweep) -> Dataset:
     if test is None:
         test = "official" if dataset.X_test is not None else "none"
     if test == "none":
-        return replace(dataset, X_test=None, y_test=None)
+        return replace(dataset, X_test=None, y_test=None, n_test=0)
     if test == "official":
-        if dataset.X_test is None:
+        if dataset.X_test is None or dataset.y_test is None:
             raise SweepError(f"{dataset.name} has no test split of its own; hold a fraction "
                              "back (eval.test: 0.2) or use none", **sweep.where("eval.test"))
-        return dataset
+        return replace(dataset, n_test=int(len(dataset.y_test)))
     try:
         keep, held = stratified_split(dataset.y, float(test), sweep.cv.seed)
     except ValueError as exc:  # a class with too few rows for a stratified split
         raise SweepError(f"cannot hold {float(test):g} of {dataset.name}'s rows back for "
                          f"testing: {exc}", **sweep.where("eval.test")) from None
     return replace(dataset, X=dataset.X[keep], y=dataset.y[keep], X_test=dataset.X[held],
-                   y_test=dataset.y[held])
+                   y_test=dataset.y[held], n_test=int(len(held)))
 
 
 def fingerprint(*arrays: np.ndarray) -> str:
@@ -136,7 +139,7 @@ def rows_record(dataset: Dataset) -> dict[str, Any]:
     return {"sha256": fingerprint(dataset.X, dataset.y), "labels": fingerprint(dataset.y),
             "rows": int(dataset.X.shape[0]), "features": dataset.n_features,
             "file": data_file(dataset),
-            "test_rows": 0 if dataset.y_test is None else int(len(dataset.y_test))}
+            "test_rows": dataset.n_test}
 
 
 def data_file(dataset: Dataset) -> str:

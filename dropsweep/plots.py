@@ -16,6 +16,7 @@ import optuna
 from dropsweep import records
 from dropsweep.errors import DropsweepError
 from dropsweep.families import family_of_rows
+from dropsweep.render import confirmation_protocol
 from dropsweep.rows import StudyReport
 from dropsweep.verdict import Confirmation
 
@@ -35,39 +36,45 @@ def _pyplot() -> Any:
     return plt
 
 
-def write_plots(study: optuna.Study, report: StudyReport, confirmation: Confirmation | None,
-                directory: str | Path) -> list[Path]:
-    """Write every figure that has data; return their paths."""
+def _percent_axis(axis: Any) -> None:
+    """Accuracy ticks in percent ("80%"), as the tables print it; the data stay fractions."""
+    from matplotlib.ticker import PercentFormatter
+
+    axis.set_major_formatter(PercentFormatter(xmax=1.0))
+
+
+def _scored(report: StudyReport) -> str:
+    """What a search trial's accuracy is, in words: a mean over folds, or one split's."""
+    return "validation accuracy" if report.protocol == "holdout" else "mean held-out accuracy"
+
+
+def _confirmed_label(confirmation: Confirmation) -> str:
+    return "validation accuracy" if confirmation.holdout else "mean accuracy"
+
+
+def draw(study: optuna.Study, report: StudyReport, confirmation: Confirmation | None
+         ) -> dict[str, Any]:
+    """Every figure that has data, by file name (matplotlib figures, not yet saved): the
+    numbers of the report's tables, accuracy in percent, dimensions named in words."""
     plt = _pyplot()
-    out = Path(directory)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise DropsweepError(f"--plots {out}: cannot create it: {exc.strerror}") from None
     complete = [t for t in report.trials if t.accuracy_mean is not None and t.state == "COMPLETE"]
-    written: list[Path] = []
+    figures: dict[str, Any] = {}
     fam = family_of_rows(report)
     group, groups = fam.group, fam.group_values
     colours = dict(zip(groups, PALETTE))
-    rates = [d.name for d in fam.dimensions if d.when is not None]  # sampled by placement
-
-    def save(fig: Any, name: str) -> None:
-        path = out / name
-        fig.tight_layout()
-        try:
-            fig.savefig(path, dpi=120)
-        except OSError as exc:
-            raise DropsweepError(f"--plots: cannot write {path}: {exc.strerror or exc}") from None
-        finally:
-            plt.close(fig)
-        written.append(path)
+    rates = [d for d in fam.dimensions if d.when is not None]  # sampled by placement
+    scored = _scored(report)
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Optuna's matplotlib plots are "experimental"
         if complete:
             ax = optuna.visualization.matplotlib.plot_optimization_history(study)
-            ax.set_ylabel("mean held-out accuracy")
-            save(ax.figure, "history.png")
+            ax.set(title="Search history", ylabel=scored)
+            _percent_axis(ax.yaxis)
+            handles, _ = ax.get_legend_handles_labels()
+            if len(handles) == 2:  # Optuna's "Objective Value", "Best Value"
+                ax.legend(handles, ["trial", "best so far"])
+            figures["history.png"] = ax.figure
 
             fig, ax = plt.subplots(figsize=(6, 4))
             used = [p for p in groups if any(t.params.get(group) == p for t in complete)]
@@ -78,66 +85,106 @@ def write_plots(study: optuna.Study, report: StudyReport, confirmation: Confirma
                 ax.axhline(report.baseline.accuracy_mean, color="tab:red", linestyle="--",
                            label="baseline")
                 ax.legend()
-            ax.set(title="Accuracy by dropout placement (complete trials)",
-                   ylabel="mean held-out accuracy")
-            save(fig, "placements.png")
+            ax.set(title="Accuracy by dropout placement (complete trials)", ylabel=scored)
+            _percent_axis(ax.yaxis)
+            figures["placements.png"] = fig
 
             if rates:
                 fig, axes = plt.subplots(1, len(rates), figsize=(5 * len(rates), 4), sharey=True,
                                          squeeze=False)
                 axes = axes[0]
-                for ax, name in zip(axes, rates):
+                for ax, dim in zip(axes, rates):
                     for placement in groups:
-                        points = [(t.params[name], t.accuracy_mean) for t in complete
-                                  if name in t.params and t.params.get(group) == placement]
+                        points = [(t.params[dim.name], t.accuracy_mean) for t in complete
+                                  if dim.name in t.params and t.params.get(group) == placement]
                         if points:
                             xs, ys = zip(*points)
                             ax.scatter(xs, ys, s=14, label=placement,
                                        color=colours.get(placement, "k"))
-                    ax.set(xlabel=name.replace("_", " "), title=f"Accuracy against {name}")
+                    ax.set(xlabel=dim.label, title=f"Accuracy against {dim.label}")
                     if ax.get_legend_handles_labels()[0]:
                         ax.legend()
-                axes[0].set_ylabel("mean held-out accuracy")
-                save(fig, "rates.png")
+                axes[0].set_ylabel(scored)
+                _percent_axis(axes[0].yaxis)  # shared: every panel's ticks
+                figures["rates.png"] = fig
 
         if report.importances:  # the report's own numbers: the figure matches the table
             names = list(report.importances)[::-1]
             fig, ax = plt.subplots(figsize=(6, 0.45 * len(names) + 1.5))
-            ax.barh(names, [report.importances[n] for n in names], color="tab:blue")
+            ax.barh([n.replace("_", " ") for n in names],  # as the importances table
+                    [report.importances[n] for n in names], color="tab:blue")
             ax.set(title="Parameter importances (PED-ANOVA)", xlabel="importance")
-            save(fig, "importances.png")
+            figures["importances.png"] = fig
 
         if confirmation is not None and confirmation.rows:
-            rows = confirmation.rows
-            fig, ax = plt.subplots(figsize=(7, 0.6 * len(rows) + 1.5))
-            labels = [("baseline" if r.role == records.ROLE_BASELINE else f"#{r.source_trial}")
-                      + f" {r.placement}" for r in rows]
-            for i, r in enumerate(rows):
-                a = r.accuracy
-                ax.errorbar([a.mean], [i], xerr=[[a.mean - a.low], [a.high - a.mean]], fmt="o",
-                            color=colours.get(r.placement, "k"), capsize=4)
-            ax.axvline(rows[0].accuracy.mean, color="tab:red", linestyle="--", linewidth=1)
-            ax.set_yticks(range(len(rows)), labels)
-            ax.invert_yaxis()
-            ax.set(title=f"Confirmed: mean accuracy, 95% CI ({confirmation.repeats} x "
-                         f"{confirmation.folds}-fold CV)", xlabel="accuracy")
-            save(fig, "confirmed.png")
-            per = confirmation.per_placement
-            if per is not None:  # each placement's best, confirmed: the fair comparison
-                chosen = [("baseline", r) for r in per.rows if r.role == records.ROLE_BASELINE]
-                chosen += [(p, r) for p, r in per.placements.items()
-                           if all(r is not b for _, b in chosen)]
-                fig, ax = plt.subplots(figsize=(7, 0.6 * len(chosen) + 1.5))
-                for i, (name, r) in enumerate(chosen):
-                    a = r.accuracy
-                    ax.errorbar([a.mean], [i], xerr=[[a.mean - a.low], [a.high - a.mean]],
-                                fmt="o", capsize=4, color=colours.get(r.placement, "k"))
-                ax.set_yticks(range(len(chosen)),
-                              [f"{name} (#{r.source_trial})" if r.source_trial >= 0 else name
-                               for name, r in chosen])
-                ax.invert_yaxis()
-                ax.set(title=f"Each placement's best, confirmed\nmean accuracy, 95% CI "
-                             f"({confirmation.repeats} x {confirmation.folds}-fold CV)",
-                       xlabel="accuracy")
-                save(fig, "placements_confirmed.png")
+            figures.update(_confirmed(plt, confirmation, colours))
+    return figures
+
+
+def _confirmed(plt: Any, confirmation: Confirmation, colours: dict[str, str]
+               ) -> dict[str, Any]:
+    figures = {}
+    rows = confirmation.rows
+    label = _confirmed_label(confirmation)
+    fig, ax = plt.subplots(figsize=(7, 0.6 * len(rows) + 1.5))
+    labels = [("baseline" if r.role == records.ROLE_BASELINE else f"#{r.source_trial}")
+              + f" {r.placement}" for r in rows]
+    for i, r in enumerate(rows):
+        a = r.accuracy
+        ax.errorbar([a.mean], [i], xerr=[[a.mean - a.low], [a.high - a.mean]], fmt="o",
+                    color=colours.get(r.placement, "k"), capsize=4)
+    ax.axvline(rows[0].accuracy.mean, color="tab:red", linestyle="--", linewidth=1)
+    ax.set_yticks(range(len(rows)), labels)
+    ax.invert_yaxis()
+    # "5 x 10-fold CV on new splits", "5 new hold-out splits": as the confirmed table says
+    ax.set(title=f"Confirmed: {label}, 95% CI ({confirmation_protocol(confirmation)})",
+           xlabel=label)
+    _percent_axis(ax.xaxis)
+    figures["confirmed.png"] = fig
+    per = confirmation.per_placement
+    if per is not None:  # each placement's best, confirmed: the fair comparison
+        chosen = [("baseline", r) for r in per.rows if r.role == records.ROLE_BASELINE]
+        chosen += [(p, r) for p, r in per.placements.items()
+                   if all(r is not b for _, b in chosen)]
+        fig, ax = plt.subplots(figsize=(7, 0.6 * len(chosen) + 1.5))
+        for i, (name, r) in enumerate(chosen):
+            a = r.accuracy
+            ax.errorbar([a.mean], [i], xerr=[[a.mean - a.low], [a.high - a.mean]],
+                        fmt="o", capsize=4, color=colours.get(r.placement, "k"))
+        ax.set_yticks(range(len(chosen)),
+                      [f"{name} (#{r.source_trial})" if r.source_trial >= 0 else name
+                       for name, r in chosen])
+        ax.invert_yaxis()
+        repeats = max(r.repeats for r in per.rows)
+        ax.set(title=f"Each placement's best, confirmed\n{label}, 95% CI "
+                     f"({confirmation_protocol(confirmation, repeats)})", xlabel=label)
+        _percent_axis(ax.xaxis)
+        figures["placements_confirmed.png"] = fig
+    return figures
+
+
+def write_plots(study: optuna.Study, report: StudyReport, confirmation: Confirmation | None,
+                directory: str | Path) -> list[Path]:
+    """Write every figure that has data; return their paths."""
+    plt = _pyplot()
+    out = Path(directory)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DropsweepError(f"--plots {out}: cannot create it: {exc.strerror}") from None
+    figures = draw(study, report, confirmation)
+    written: list[Path] = []
+    try:
+        for name, fig in figures.items():
+            path = out / name
+            fig.tight_layout()
+            try:
+                fig.savefig(path, dpi=120)
+            except OSError as exc:
+                raise DropsweepError(f"--plots: cannot write {path}: {exc.strerror or exc}"
+                                     ) from None
+            written.append(path)
+    finally:
+        for fig in figures.values():
+            plt.close(fig)
     return written

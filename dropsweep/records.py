@@ -26,7 +26,11 @@ ROLE_BASELINE = "baseline"  # the no-dropout reference configuration, run first
 ROLE_FIXED = "fixed"  # one configuration of a fixed list or grid
 ROLE_SEARCH = "search"  # proposed by the sampler
 ROLE_CANDIDATE = "candidate"  # a confirmation trial of one of the search's best configurations
-ROLES = (ROLE_BASELINE, ROLE_FIXED, ROLE_SEARCH, ROLE_CANDIDATE)
+# (in a test study: the chosen dropout set-up)
+# a test study's trial of the tuned no-dropout (the best of the no-dropout placement), scored
+# beside the chosen and the baseline so that tuning's share of a gain is told apart
+ROLE_TUNED = "tuned"
+ROLES = (ROLE_BASELINE, ROLE_FIXED, ROLE_SEARCH, ROLE_CANDIDATE, ROLE_TUNED)
 
 # Trials of a confirmation study (NAME:confirm)
 SOURCE_TRIAL = "source_trial"  # int, the search trial whose configuration this re-evaluates
@@ -46,7 +50,8 @@ STUDY_SWEEP_FILE = "sweep_file"  # str, the path the sweep was read from (absolu
 # searches (after eval.test's hold-out), as data.rows_record gives them; other rows refused
 DATA_ROWS = "data_rows"
 CONFIRM_OF = "confirm_of"  # str, on a confirmation study: the search study it confirms
-PER_PLACEMENT = "per_placement"  # dict, on a confirmation study run with --per-placement:
+PER_PLACEMENT = "per_placement"  # dict, on a confirmation study run per placement (confirm's
+# default since issue 25; before it, --per-placement):
 # {placement: {"config": dict, "source_trial": int}}, the best of each placement it confirmed
 # float, on a confirmation study: n_test / n_train of its splits (the Nadeau-Bengio
 # correction's ratio): 1/(k-1) for k-fold, measured for a hold-out split
@@ -59,6 +64,11 @@ TEST_OF = "test_of"  # str, on a test study: the search study whose winner it te
 TEST_FINGERPRINT = "test_fingerprint"  # str, SHA-256 of the test rows and labels scored
 TEST_ROWS = "test_rows"  # int, how many test rows
 TEST_CHOSEN = "test_chosen"  # dict {config, source_trial, rule}: what was tested
+# dict {config, source_trial, rule}, on a test study: the tuned no-dropout its latest round
+# scores ("confirmed": the confirmation's per_placement entry; "best": the search's best); its
+# trials are ROLE_TUNED, none when it is the baseline's configuration (trained once, as the
+# baseline). A test study made before issue 25 has none: chosen and baseline only
+TEST_TUNED = "test_tuned"
 TEST_ROUNDS = "test_rounds"  # int, times the test set was scored (1 + every --rescore)
 TEST_RESCORED = "test_rescored"  # list[str], when each --rescore happened (ISO, UTC)
 # int, the seeds the latest round was asked for: a round a stop cut short goes on to these;

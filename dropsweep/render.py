@@ -16,17 +16,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Sequence
 
-from rich import box
 from rich.console import Console
 from rich.control import strip_control_codes
-from rich.measure import Measurement
 from rich.segment import Segment, Segments
-from rich.table import Table
 from rich.text import Text
 
 from dropsweep import answer_text, records
 from dropsweep.families import Family, bound_family, family_of_rows
 from dropsweep.space import value_of
+from dropsweep.tables import JSON_HINT, Column, print_table
 
 if TYPE_CHECKING:  # types only: rendering must not import Optuna (report.py does)
     from dropsweep.rows import PlacementRow, StudyReport, StudyRow, TrialRow
@@ -132,6 +130,14 @@ class _Section:
     right: frozenset[int] = frozenset()  # indices of numeric, right-aligned columns
     note: str | None = None
     show_header: bool = True
+    # Per column, which to leave out first when a terminal is too narrow (tables.Column:
+    # 0 essential, higher numbers first); empty: every column essential.
+    priority: tuple[int, ...] = ()
+    whole: frozenset[int] = frozenset()  # left-aligned columns never wrapped (numbers in words)
+
+    def table_columns(self) -> list[Column]:
+        return [Column(name, self.priority[i] if self.priority else 0, right=i in self.right,
+                       whole=i in self.whole) for i, name in enumerate(self.columns)]
 
 
 def _scored(report: StudyReport) -> str:
@@ -152,7 +158,8 @@ def _summary(report: StudyReport) -> _Section:
         ("best", _trial_ref(report.best, "no complete trial yet")),
         ("baseline", _trial_ref(report.baseline, "no complete baseline")),
     ]
-    return _Section("Study", ("field", "value"), rows, show_header=False)
+    return _Section("Study", ("field", "value"), rows, show_header=False,
+                    whole=frozenset({0}))  # the values wrap, never the names
 
 
 def _top(report: StudyReport) -> _Section:
@@ -172,7 +179,10 @@ def _top(report: StudyReport) -> _Section:
     ]
     right = frozenset({0, 2, 3, len(columns) - 1})
     note = None if rows else "no complete trials yet"
-    return _Section(f"Top {len(rows)} trials", columns, rows, right, note)
+    # Narrow terminal: the trial and its accuracy ± spread stay; then the parameters (the last
+    # first); the train accuracy, role and time go first.
+    priority = (0, 3, 0, 2, *(1 for _ in shown), 3)
+    return _Section(f"Top {len(rows)} trials", columns, rows, right, note, priority=priority)
 
 
 def _budget(row: PlacementRow) -> str:
@@ -238,7 +248,7 @@ def _placements(report: StudyReport) -> _Section:
         notes.append(
             f"!: fewer than half the complete trials of {most.placement} ({most.n_trials}): the "
             "best of fewer noisy scores tends to be lower by chance alone, so these rows do not "
-            "compare fairly; confirm each placement's best (dropsweep confirm --per-placement) "
+            "compare fairly; confirm each placement's best (dropsweep confirm) "
             "or balance the budgets (search.balance: placement)")
     if confirmed:
         c = report.confirmation
@@ -250,7 +260,9 @@ def _placements(report: StudyReport) -> _Section:
         title = "Best trial of each placement"
         columns = (label, "complete", "pruned", "best #", "accuracy", "Δ vs baseline")
         right = frozenset({1, 2, 3, 4, 5})
-    return _Section(title, columns, rows, right, "; ".join(notes) or None)
+    # Narrow terminal: the pruned count goes first, then the complete count; the rest stay.
+    priority = (0, 1, 2) + (0,) * (len(columns) - 3)
+    return _Section(title, columns, rows, right, "; ".join(notes) or None, priority=priority)
 
 
 def _importances(report: StudyReport) -> _Section:
@@ -270,7 +282,9 @@ def _failed(report: StudyReport) -> _Section:
         (str(row.number), row.fail_reason or _MISSING, _duration(row.wall_time))
         for row in report.failed
     ]
-    return _Section("Failed trials", ("#", "reason", "time"), rows, frozenset({0}))
+    # the reason wraps; in a narrow terminal the time goes
+    return _Section("Failed trials", ("#", "reason", "time"), rows, frozenset({0, 2}),
+                    priority=(0, 0, 1))
 
 
 def _curve(row: TrialRow, points: int = 6) -> str:
@@ -286,10 +300,11 @@ def _overfitting(report: StudyReport) -> _Section:
     rows = [(p.placement, f"#{p.best.number}", _percent(p.best.train_accuracy),
              _percent(p.best.accuracy_mean), _points(p.best.gap), _curve(p.best))
             for p in report.placements]
+    # the learning curve wraps at its checkpoints, and goes only when nothing else fits
     return _Section("Overfitting (best trial of each placement)",
                     (_group_label(report), "trial", "train acc", _scored(report), "gap",
                      f"{_scored(report)} accuracy % by epoch"), rows, frozenset({1, 2, 3, 4}),
-                    None if rows else "no complete trials yet")
+                    None if rows else "no complete trials yet", priority=(0, 0, 0, 0, 0, 1))
 
 
 def _selection(report: StudyReport) -> _Section:
@@ -304,8 +319,10 @@ def _selection(report: StudyReport) -> _Section:
     body = [(sel.rule, f"#{row.number}", _accuracy(row),
              *(_param(row.params.get(name)) for name in report.param_names))]
     shown = tuple(name.replace("_", " ") for name in report.param_names)
+    # Narrow terminal: the trial and its accuracy stay; the parameters go (the last first),
+    # after the rule (the note says it too)
     return _Section("Recommended", ("rule", "trial", "accuracy", *shown), body,
-                    frozenset({1, 2}), note)
+                    frozenset({1, 2}), note, priority=(2, 0, 0, *(1 for _ in shown)))
 
 
 def _report_sections(report: StudyReport) -> list[_Section]:
@@ -322,71 +339,51 @@ def _report_sections(report: StudyReport) -> list[_Section]:
     return sections
 
 
+def _kind_words(row: StudyRow) -> str:
+    """"search", "confirmation of sonar", "test of digits": what a stored study is."""
+    if row.kind == "search":
+        return "search"
+    return row.kind if row.of is None else f"{row.kind} of {row.of}"
+
+
 def _studies_section(rows: Sequence[StudyRow]) -> _Section:
     body = [
         (
             row.name,
+            _kind_words(row),
             _states(row.counts, row.n_trials),
-            _percent(row.best_value),
+            # a search's best only: a companion's best would be its luckiest seed or repeat
+            _percent(row.best_value) if row.kind == "search" else "",
             _when(row.last_update),
         )
         for row in rows
     ]
     note = None if body else "no studies"
-    return _Section("Studies", ("study", "trials", "best", "last update"), body, frozenset(), note)
+    # the counts and the date wrap; a narrow terminal loses the date, then the counts
+    return _Section("Studies", ("study", "kind", "trials", "best", "last update"), body,
+                    frozenset({3}), note, priority=(0, 0, 1, 0, 2))
 
 
 # ----------------------------------------------------------------------------- rich / markdown
 
 
-def _print_sections(sections: Sequence[_Section], console: Console) -> None:
+def _print_sections(sections: Sequence[_Section], console: Console,
+                    hint: str = JSON_HINT) -> None:
+    """Each section fitted to the console's width (:func:`dropsweep.tables.print_table`): its
+    least important columns left out, or its rows stacked, rather than a number cut."""
     for index, section in enumerate(sections):
         if index:
             console.print()
         if not section.rows:
             console.print(Text(section.title, style="bold"))
             if section.note:  # Text, never markup: a note may quote an error with "[...]"
-                console.print(Text(section.note, style="italic"))
+                console.print(Text(section.note, style="italic"), soft_wrap=False)
             continue
-        table = Table(
-            # Light rules and two-space gutters: the top-trials table has a column per param
-            # and must still fit a 120-column terminal without cutting values.
-            box=box.SIMPLE_HEAD,
-            show_edge=False,
-            padding=(0, 1, 0, 0),
-            pad_edge=False,
-            title=section.title,
-            title_justify="left",
-            title_style="bold",
-            show_header=section.show_header,
-        )
-        for i, name in enumerate(section.columns):
-            numeric = i in section.right
-            table.add_column(name, justify="right" if numeric else "left", no_wrap=numeric)
-        for row in section.rows:
-            table.add_row(*(Text(cell) for cell in row))  # Text: "[...]" in a reason is not markup
-        _print_whole(table, console)
-        if section.note:  # below, not as a caption: a caption would wrap to a narrow table
-            console.print(Text(section.note, style="italic"))
-
-
-def _print_whole(table: Table, console: Console) -> None:
-    """Print a table; into a pipe or file, at its natural width.
-
-    A terminal user can widen the window, so there rich fits the table as usual (marking any
-    cut with "…"). Piped output has a fixed guessed width (80), and cutting digits of a
-    learning rate there would lose data silently, so long rows overflow instead.
-    """
-    needed = Measurement.get(console, console.options.update_width(10_000), table).maximum
-    if console.is_terminal or needed <= console.width:
-        console.print(table)
-        return
-    width = console.width
-    console.width = needed  # Console.print clamps its own width argument to the console's
-    try:
-        console.print(table, crop=False)
-    finally:
-        console.width = width
+        print_table(console, section.table_columns(), section.rows, title=section.title,
+                    show_header=section.show_header, hint=hint)
+        if section.note:  # below, not as a caption: a caption would wrap to a narrow table;
+            # wrapped here, between words: a terminal would cut a number in two
+            console.print(Text(section.note, style="italic"), soft_wrap=False)
 
 
 def _md_cell(text: str) -> str:
@@ -519,10 +516,12 @@ def studies_to_json(rows: Sequence[StudyRow]) -> list[dict[str, Any]]:
         _json_value(
             {
                 "name": row.name,
+                "kind": row.kind,  # search, confirmation or test
+                "of": row.of,  # a companion's search study
                 "direction": row.direction,
                 "counts": dict(row.counts),
                 "n_trials": row.n_trials,
-                "best_value": row.best_value,
+                "best_value": row.best_value if row.kind == "search" else None,
                 "last_update": row.last_update,
             }
         )
@@ -612,7 +611,8 @@ def render_report(report: StudyReport, fmt: str, console: Console) -> None:
 
 
 def render_studies(rows: list[StudyRow], fmt: str, console: Console) -> None:
-    """Print the ``studies`` listing: name, trials by state, best value, last update."""
+    """Print the ``studies`` listing: name, kind (a search, or the confirmation or test of
+    one), trials by state, a search's best value, last update."""
     _check_format(fmt)
     if fmt == "json":
         _write(console, json.dumps(studies_to_json(rows), indent=2))
@@ -623,11 +623,14 @@ def render_studies(rows: list[StudyRow], fmt: str, console: Console) -> None:
     else:
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(["name", "n_trials", "counts", "best_value", "last_update"])
+        writer.writerow(["name", "kind", "of", "n_trials", "counts", "best_value",
+                         "last_update"])
         for row in rows:
             writer.writerow(
                 [
                     row.name,
+                    row.kind,
+                    row.of or "",
                     row.n_trials,
                     json.dumps(row.counts),
                     _csv_cell(row.best_value),
@@ -662,6 +665,12 @@ def _protocol(c: Any, repeats: int | None = None, new: bool = True,
                 else f"{r} {'new ' if new else ''}hold-out splits")
     return (f"repeated {c.folds}-fold CV" if repeated else f"{r} x {c.folds}-fold CV") + (
         " on new splits" if new else "")
+
+
+def confirmation_protocol(confirmation: Any, repeats: int | None = None) -> str:
+    """How a confirmation scored, in the words its table uses ("5 x 10-fold CV on new
+    splits", "5 new hold-out splits"): for a figure's title."""
+    return _protocol(confirmation, repeats)
 
 
 def verdict_text(confirmation: Any) -> str:
@@ -721,7 +730,11 @@ def _confirmed_section(confirmation: Any) -> _Section:
          "validation acc." if holdout else "accuracy", "95% CI", "Δ vs baseline",
          "95% CI (pp)", "p"),
         rows, frozenset({0, *range(3, 3 + len(settings) + 6)}),
-        note=verdict_text(confirmation))
+        note=verdict_text(confirmation),
+        # Narrow terminal: the trial, its dropout (wrapping), accuracy, and the difference
+        # with its interval and p stay; the repeats go first, then the role, then the other
+        # settings (the last first: the trial number names them), then the accuracy's interval.
+        priority=(0, 3, 0, *(2 for _ in settings), 4, 0, 1, 0, 0, 0))
 
 
 def _p_words(p: float) -> str:
@@ -759,7 +772,7 @@ def placement_verdict_text(confirmation: Any) -> str:
     pv, fam = confirmation.per_placement, family_of_rows(confirmation)
     if pv is None:
         return ("No per-placement comparison yet: it needs the baseline and each placement's "
-                "best confirmed (dropsweep confirm --per-placement).")
+                "best confirmed (dropsweep confirm).")
     n = pv.comparisons
     repeats = max(r.repeats for r in pv.rows)
     parts = [f"Per placement ({_protocol(confirmation, repeats=repeats)}, "
@@ -795,9 +808,11 @@ def _per_placement_section(confirmation: Any) -> _Section:
              _p(p.comparison.p), _p(p.p_adjusted)) for p in pv.pairs]
     paired = ("split by split on shared validation splits"
               if getattr(confirmation, "holdout", False) else "fold by fold on shared repeats")
+    # the set-ups wrap; a narrow terminal loses the unadjusted p first, then the interval
     return _Section(f"Per-placement comparison (every pair, {paired})",
                     ("ahead", "behind", "Δ (pp)", "95% CI (pp)", "p", "Holm p"), rows,
-                    frozenset({2, 3, 4, 5}), note=placement_verdict_text(confirmation))
+                    frozenset({2, 3, 4, 5}), note=placement_verdict_text(confirmation),
+                    priority=(0, 0, 0, 1, 2, 0))
 
 
 def _confirmation_sections(confirmation: Any) -> list[_Section]:
@@ -862,8 +877,9 @@ def confirmation_to_json(confirmation: Any) -> dict[str, Any]:
 def render_confirmation(confirmation: Any, console: Console, fmt: str = "table") -> None:
     if fmt == "json":
         _write(console, json.dumps(confirmation_to_json(confirmation), indent=2))
-    else:
-        _print_sections(_confirmation_sections(confirmation), console)
+    else:  # `dropsweep confirm` has no --format: the report has every column
+        _print_sections(_confirmation_sections(confirmation), console,
+                        hint="widen the terminal, or see dropsweep report --format json")
 
 
 # ----------------------------------------------------------------------------- test set
@@ -871,6 +887,51 @@ def render_confirmation(confirmation: Any, console: Console, fmt: str = "table")
 
 def test_text(result: Any, family_name: Family | str) -> str:
     """The test result in plain words, with its numbers: pasteable."""
+    if result.tuned is None:
+        return _two_way_text(result, family_name)
+    fam = bound_family(family_name)
+    a, t, b = result.accuracy, result.tuned_accuracy, result.baseline_accuracy
+    n = len(result.seeds)
+    tests = sum(not math.isnan(c.p) for c in (result.tuning_gain, result.dropout_gain))
+    how = {"trial": f"trial #{result.chosen.number}",
+           "best": f"trial #{result.chosen.number}, the best validation score with dropout",
+           "confirmed": f"trial #{result.chosen.number}, the best confirmed dropout set-up",
+           "1se": f"trial #{result.chosen.number}, --select 1se"}[result.chosen.rule]
+    ci = "" if math.isnan(a.low) else f", 95% CI {a.low * 100:.2f} to {a.high * 100:.2f}"
+    if result.tuned_is_baseline:
+        tuned = f"the tuned no-dropout is the baseline, {b.mean * 100:.2f}%"
+        tuning = "Tuning gain: none (the tuned no-dropout is the baseline)."
+        against = "the baseline"
+    else:
+        words = fam.describe_against(result.tuned.config, result.baseline)
+        tuned = (f"the tuned no-dropout, {words} (trial #{result.tuned.number}), "
+                 f"{t.mean * 100:.2f}%; the sweep's baseline (untuned) {b.mean * 100:.2f}%")
+        tuning = ("Tuning gain (tuned no-dropout - baseline): "
+                  + _gain_words(result.tuning_gain, result.tuning_p_holm) + ".")
+        against = "tuned no-dropout"
+    looked = ("scored once" if result.rounds == 1 else
+              f"scored {result.rounds} times (--rescore): this test set has been looked at "
+              "more than once, so it is less of a test")
+    return (f"Test: {fam.describe_against(result.chosen.config, result.baseline)} ({how}) "
+            f"scores {a.mean * 100:.2f}% on the {result.n_test} test rows (mean of {n} "
+            f"seed{'s' if n != 1 else ''}{ci}); {tuned}. {tuning} Dropout gain (chosen - "
+            f"{against}): {_gain_words(result.dropout_gain, result.dropout_p_holm)}. "
+            f"p-values of seed-paired t-tests, Holm-adjusted over {tests} "
+            f"comparison{'' if tests == 1 else 's'}; trained on every searched row, validation "
+            f"rows included; {looked}.")
+
+
+def _gain_words(gain: Any, p_holm: float | None) -> str:
+    """"+0.28 points (95% CI -1.02 to +1.58), p = 0.412, Holm p = 0.412"."""
+    d = gain.diff
+    ci = "" if math.isnan(d.low) else f" (95% CI {d.low * 100:+.2f} to {d.high * 100:+.2f})"
+    return (f"{d.mean * 100:+.2f} points{ci}, {_p_words(gain.p)}, Holm "
+            f"{_p_words(math.nan if p_holm is None else p_holm)}")
+
+
+def _two_way_text(result: Any, family_name: Family | str) -> str:
+    """A test made before issue 25 (the chosen and the baseline), as it was worded then,
+    and how to score the tuned no-dropout as well."""
     fam = bound_family(family_name)
     what = f"{fam.describe_against(result.chosen.config, result.baseline)}"
     how = {"trial": f"trial #{result.chosen.number}",
@@ -884,26 +945,61 @@ def test_text(result: Any, family_name: Family | str) -> str:
     looked = ("scored once" if result.rounds == 1 else
               f"scored {result.rounds} times (--rescore): this test set has been looked at "
               "more than once, so it is less of a test")
+    study = result.study_name[:-len(records.TEST_SUFFIX)]
     return (f"Test: {what} ({how}) scores {a.mean * 100:.2f}% on the {result.n_test} test rows "
             f"(mean of {n} seed{'s' if n != 1 else ''}{ci}) against {b.mean * 100:.2f}% for "
             f"{fam.baseline_words}: {d.diff.mean * 100:+.2f} points{dci}, seed-paired t-test "
             f"{_p_words(d.p)}; trained on every searched row, validation rows included; "
-            f"{looked}.")
+            f"{looked}. It predates the comparison with the tuned no-dropout, which tells "
+            f"tuning's share of the gain apart: dropsweep test --study {study} --rescore "
+            "scores it (a second look at the test rows, recorded).")
 
 
 def _test_section(result: Any, family_name: Family | str) -> _Section:
-    rows = [(str(r), str(seed), _percent(a), _percent(b), _points(a - b))
-            for r, (seed, a, b) in enumerate(zip(result.seeds, result.chosen_scores,
-                                                 result.baseline_scores))]
-    rows.append(("mean", "", _percent(result.accuracy.mean),
-                 _percent(result.baseline_accuracy.mean), _points(result.vs_baseline.diff.mean)))
-    return _Section(f"Test ({result.study_name}: {result.n_test} test rows, never searched)",
-                    ("repeat", "seed", f"#{result.chosen.number}", "baseline", "Δ"), rows,
-                    frozenset({0, 1, 2, 3, 4}), note=test_text(result, family_name))
+    title = f"Test ({result.study_name}: {result.n_test} test rows, never searched)"
+    chosen = f"#{result.chosen.number}"
+    if result.tuned is None:  # a test made before issue 25
+        rows = [(str(r), str(seed), _percent(a), _percent(b), _points(a - b))
+                for r, (seed, a, b) in enumerate(zip(result.seeds, result.chosen_scores,
+                                                     result.baseline_scores))]
+        rows.append(("mean", "", _percent(result.accuracy.mean),
+                     _percent(result.baseline_accuracy.mean),
+                     _points(result.vs_baseline.diff.mean)))
+        return _Section(title, ("repeat", "seed", chosen, "baseline", "Δ"), rows,
+                        frozenset({0, 1, 2, 3, 4}), note=test_text(result, family_name))
+    means = (result.accuracy.mean, result.tuned_accuracy.mean, result.baseline_accuracy.mean)
+    scored = [*zip(result.seeds, result.chosen_scores, result.tuned_scores,
+                   result.baseline_scores)]
+    if result.tuned_is_baseline:  # one column: the baseline is the tuned no-dropout
+        columns = ("repeat", "seed", f"dropout {chosen}", "baseline = tuned", "dropout Δ")
+        rows = [(str(r), str(seed), _percent(a), _percent(b), _points(a - b))
+                for r, (seed, a, _, b) in enumerate(scored)]
+        rows.append(("mean", "", _percent(means[0]), _percent(means[2]),
+                     _points(result.dropout_gain.diff.mean)))
+    else:
+        columns = ("repeat", "seed", f"dropout {chosen}", f"tuned #{result.tuned.number}",
+                   "baseline", "tuning Δ", "dropout Δ")
+        rows = [(str(r), str(seed), _percent(a), _percent(t), _percent(b), _points(t - b),
+                 _points(a - t)) for r, (seed, a, t, b) in enumerate(scored)]
+        rows.append(("mean", "", *(_percent(m) for m in means),
+                     _points(result.tuning_gain.diff.mean),
+                     _points(result.dropout_gain.diff.mean)))
+    return _Section(title, columns, rows, frozenset(range(len(columns))),
+                    note=test_text(result, family_name))
+
+
+def _gain_json(gain: Any, p_holm: float | None) -> dict[str, Any]:
+    return {"points": _json_number(gain.diff.mean),
+            "ci": [_json_number(gain.diff.low), _json_number(gain.diff.high)],
+            "t": _json_number(gain.t), "p": _json_number(gain.p),
+            "p_holm": None if p_holm is None else _json_number(p_holm)}
 
 
 def test_to_json(result: Any, family_name: Family | str) -> dict[str, Any]:
+    """The test study as plain data (fractions); ``tuned``, ``tuning_gain`` and
+    ``dropout_gain`` are null for a test made before issue 25."""
     iv = _iv_json
+    tuned = result.tuned
     return _json_value({
         "study": result.study_name, "source_trial": result.chosen.number,
         "rule": result.chosen.rule, "config": result.chosen.config.to_dict(),
@@ -912,6 +1008,14 @@ def test_to_json(result: Any, family_name: Family | str) -> dict[str, Any]:
         "baseline_accuracy": iv(result.baseline_accuracy),
         "vs_baseline": {"diff": iv(result.vs_baseline.diff), "t": result.vs_baseline.t,
                         "p": result.vs_baseline.p},
+        "tuned": None if tuned is None else {
+            "source_trial": tuned.number, "rule": tuned.rule, "config": tuned.config.to_dict(),
+            "is_baseline": result.tuned_is_baseline, "accuracies": result.tuned_scores,
+            "accuracy": iv(result.tuned_accuracy)},
+        "tuning_gain": None if tuned is None else _gain_json(result.tuning_gain,
+                                                             result.tuning_p_holm),
+        "dropout_gain": None if tuned is None else _gain_json(result.dropout_gain,
+                                                              result.dropout_p_holm),
         "rounds": result.rounds, "fingerprint": result.fingerprint,
         "text": test_text(result, family_name)})
 
@@ -935,9 +1039,12 @@ def _comparison_section(names: Sequence[str], rows: Sequence[Any]) -> _Section:
                          f"#{cell.best.number} {_accuracy(cell.best)} "
                          f"({_points(cell.diff_from_baseline)})")
         body.append((row.placement, *cells))
+    # Every study asked for stays and no cell wraps ("#4 86.04% ± 5.12 (+1.23 pp)" is one
+    # reading): too many studies for the terminal stack, one block per placement.
     return _Section("Best trial of each placement, study by study (Δ vs each study's baseline)",
                     ("placement", *names), body, frozenset(),
-                    None if body else "no complete trials yet")
+                    None if body else "no complete trials yet",
+                    whole=frozenset(range(1, len(names) + 1)))
 
 
 def render_comparison(names: Sequence[str], rows: Sequence[Any], fmt: str,

@@ -26,8 +26,8 @@ from dropsweep.errors import StorageError
 from dropsweep.final import TestResult, stored_result
 from dropsweep.families import Family, family_of_study, stored_model
 from dropsweep.records import confirm_name
-from dropsweep.rows import (STATE_ORDER, PlacementRow, StudyReport, StudyRow, TrialRow,
-                            best_first, trial_row)
+from dropsweep.rows import (KIND_CONFIRMATION, KIND_SEARCH, KIND_TEST, STATE_ORDER,
+                            PlacementRow, StudyReport, StudyRow, TrialRow, best_first, trial_row)
 from dropsweep.select import select
 from dropsweep.storage.read import describe, no_gc, read_all, stored_trials
 from dropsweep.verdict import Confirmation, build_confirmation
@@ -329,16 +329,27 @@ class _AsRead(optuna.Study):
         return copy.deepcopy(trials) if deepcopy else trials
 
 
+def _kind(attrs: dict) -> tuple[str, str | None]:
+    """(kind, search study) from a study's user attributes: a companion says whose it is."""
+    for key, kind in ((records.CONFIRM_OF, KIND_CONFIRMATION), (records.TEST_OF, KIND_TEST)):
+        if key in attrs:
+            of = attrs[key]
+            return kind, of if isinstance(of, str) else None
+    return KIND_SEARCH, None
+
+
 def list_studies(storage: str | BaseStorage) -> list[StudyRow]:
-    """Summarise every study in a storage, read-only (listing must not create a database)."""
+    """Summarise every study in a storage, read-only (listing must not create a database):
+    the searches in the storage's order, each followed by its confirmation and test."""
     result = []
     for study, trials in read_all(storage):
         directions = list(study.directions)
+        kind, of = _kind(study.user_attrs)
         best_value = None
         direction_name = None
         if len(directions) == 1:
             direction_name = directions[0].name
-            ranked = best_first(trials, directions[0])
+            ranked = best_first(trials, directions[0]) if kind == KIND_SEARCH else []
             best_value = ranked[0].value if ranked else None
         result.append(
             StudyRow(
@@ -348,9 +359,22 @@ def list_studies(storage: str | BaseStorage) -> list[StudyRow]:
                 best_value=None if best_value is None else float(best_value),
                 last_update=_last_activity(trials),
                 direction=direction_name,
+                kind=kind,
+                of=of,
             )
         )
-    return result
+    searches = {r.name for r in result if r.kind == KIND_SEARCH}
+    companions: dict[str, list[StudyRow]] = {}
+    for row in result:
+        if row.kind != KIND_SEARCH and row.of in searches:
+            companions.setdefault(row.of, []).append(row)  # type: ignore[arg-type]
+    ordered = []
+    for row in result:
+        if row.kind == KIND_SEARCH:
+            ordered += [row, *companions.get(row.name, [])]
+        elif row.of not in searches:  # its search is gone: listed where it is
+            ordered.append(row)
+    return ordered
 
 
 def latest_study_name(storage: str | BaseStorage) -> str:

@@ -148,6 +148,11 @@ class StudyReport:
         return max((len(t.fold_accuracies) for t in self.trials), default=0)
 
 
+# What a stored study is (StudyRow.kind): a search, or a companion that `dropsweep confirm`
+# or `dropsweep test` wrote beside its search (records.CONFIRM_OF, records.TEST_OF)
+KIND_SEARCH, KIND_CONFIRMATION, KIND_TEST = "search", "confirmation", "test"
+
+
 @dataclass(frozen=True)
 class StudyRow:
     """One line of the ``studies`` listing."""
@@ -155,9 +160,12 @@ class StudyRow:
     name: str
     counts: dict[str, int]
     n_trials: int
-    best_value: float | None
+    best_value: float | None  # a search's best; None for a companion (its trials are not
+    # candidates: the best test seed or confirmation repeat would only be the luckiest)
     last_update: datetime | None
     direction: str | None = None
+    kind: str = KIND_SEARCH
+    of: str | None = None  # a companion's search study
 
 
 # ----------------------------------------------------------------------------- trial rows

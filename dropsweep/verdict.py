@@ -256,3 +256,11 @@ def build_confirmation(study: optuna.Study, folds: int, fam: Family | None = Non
                         model=stored_model(attrs), per_placement=per,
                         ratio=ratio, scores={key: _scores(group) for key, group
                                              in _by_config(trials).items()})
+
+
+def best_dropout(confirmation: Confirmation, fam: Family) -> ConfirmedRow | None:
+    """The best confirmed dropout set-up: of the confirmed rows with dropout, the highest
+    confirmed mean (the earlier search trial on a tie), as the answer ranks them; None
+    without one. What ``dropsweep test`` holds against the tuned no-dropout."""
+    return max((r for r in confirmation.rows if not fam.is_reference(r.config)),
+               key=lambda r: (r.accuracy.mean, -r.source_trial), default=None)

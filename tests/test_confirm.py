@@ -341,6 +341,7 @@ def _grow_with_a_new_best(study: optuna.Study, placement: str) -> optuna.Study:
 def test_confirm_per_placement_on_the_command_line(placed, dataset, storage, tmp_path,
                                                    monkeypatch):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("COLUMNS", "250")  # a wide terminal: no header wraps ("Holm p")
     _searched_rows(monkeypatch, dataset)
     result = CliRunner().invoke(main, ["confirm", "--storage", storage, "--study", "small",
                                        "--per-placement", "--repeats", "2", "--device", "cpu"],
@@ -481,3 +482,85 @@ def test_no_per_placement_reading_without_its_record_or_two_rows(storage):
     confirm.set_user_attr(records.PER_PLACEMENT, {"none": {"config": _placed_config("none")}})
     result = build_confirmation(confirm, folds=5)
     assert result.per_placement is None and confirmation_to_json(result)["per_placement"] is None
+
+
+# ----------------------------------------------------------------------------- the default
+# (issue 25: per placement, the tuned no-dropout among the rows; --top K as an option)
+
+
+def test_confirm_by_default_confirms_each_placements_best(placed, dataset, storage, tmp_path,
+                                                          monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _searched_rows(monkeypatch, dataset)
+    result = CliRunner().invoke(main, ["confirm", "--storage", storage, "--study", "small",
+                                       "--repeats", "2", "--device", "cpu"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.stderr
+    assert ("confirming study 'small': the baseline and the best configuration of each "
+            "placement, 2 x 3-fold CV on new splits") in result.stderr
+    assert "Per-placement comparison" in " ".join(result.stdout.split())
+    confirm = optuna.load_study(study_name=confirm_name("small"), storage=storage)
+    cands = placement_candidates(placed, stored_sweep(placed))
+    assert confirm.user_attrs[records.PER_PLACEMENT] == placement_record(cands)
+    # the tuned no-dropout is a row: the best of placement none, the baseline among them
+    best_none = _hand_bests(placed)["none"].number
+    confirmed = {t.user_attrs[records.SOURCE_TRIAL] for t in confirm.trials}
+    assert confirmed == {c.number for c in cands} and best_none in confirmed
+
+
+def test_run_confirm_by_default_is_per_placement(placed, dataset, storage):
+    summary = run_confirm(placed, dataset, repeats=2, device="cpu")
+    cands = placement_candidates(placed, stored_sweep(placed))
+    assert summary.total == 2 * len(cands)
+    confirm = optuna.load_study(study_name=confirm_name("small"), storage=storage)
+    assert confirm.user_attrs[records.PER_PLACEMENT] == placement_record(cands)
+    with pytest.raises(ValueError, match="top does not apply with per_placement"):
+        run_confirm(placed, dataset, top=2, per_placement=True)
+
+
+def test_top_k_confirms_as_before_and_per_placement_is_a_hidden_alias(placed, dataset, storage,
+                                                                      tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _searched_rows(monkeypatch, dataset)
+    runner = CliRunner()
+    help_text = runner.invoke(main, ["confirm", "--help"]).stdout
+    assert "--per-placement" not in help_text and "--top K" in help_text
+    top = runner.invoke(main, ["confirm", "--storage", storage, "--study", "small", "--top",
+                               "1", "--repeats", "2", "--device", "cpu"],
+                        catch_exceptions=False)
+    assert top.exit_code == 0, top.stderr
+    assert "the baseline and the 1 best configurations" in top.stderr
+    confirm = optuna.load_study(study_name=confirm_name("small"), storage=storage)
+    assert records.PER_PLACEMENT not in confirm.user_attrs  # today's top-K confirmation
+    assert "Per-placement comparison" not in top.stdout and "Verdict: " in top.stdout
+    assert {t.user_attrs[records.SOURCE_TRIAL] for t in confirm.trials} == {
+        c.number for c in candidates(placed, stored_sweep(placed), 1)}
+    # --per-placement, as scripts spell it, is the default
+    alias = runner.invoke(main, ["confirm", "--storage", storage, "--study", "small",
+                                 "--per-placement", "--repeats", "2", "--device", "cpu"],
+                          catch_exceptions=False)
+    assert alias.exit_code == 0, alias.stderr
+    assert "the best configuration of each placement" in alias.stderr
+    confirm = optuna.load_study(study_name=confirm_name("small"), storage=storage)
+    assert records.PER_PLACEMENT in confirm.user_attrs
+
+
+def test_confirmations_stored_before_issue_25_report_as_they_did(tmp_path, monkeypatch):
+    """tests/golden/before-25.db: digits studies confirmed by the code before issue 25,
+    'small' with --top 1 (no per_placement record) and 'placed' with --per-placement;
+    before-25.json: their reports' confirmations then."""
+    import shutil
+    from pathlib import Path
+
+    golden = Path(__file__).resolve().parent / "golden"
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "results").mkdir()
+    shutil.copy(golden / "before-25.db", tmp_path / "results" / "dropsweep.db")
+    before = json.loads((golden / "before-25.json").read_text())
+    assert before["small"]["confirmation"]["per_placement"] is None
+    assert before["placed"]["confirmation"]["per_placement"] is not None
+    for name in ("small", "placed"):
+        result = CliRunner().invoke(main, ["report", "--study", name, "--format", "json"],
+                                    catch_exceptions=False)
+        assert result.exit_code == 0, result.stderr
+        assert json.loads(result.stdout)["confirmation"] == before[name]["confirmation"], name

@@ -1,6 +1,7 @@
-"""``dropsweep test``: the chosen configuration and the baseline scored once on the test rows,
-trained on every searched row, compared seed by seed; stored with a fingerprint of the test
-set, shown again rather than re-scored, re-scored only when asked and then recorded."""
+"""``dropsweep test``: the chosen dropout set-up, the tuned no-dropout and the baseline scored
+once on the test rows, trained on every searched row, compared seed by seed (the tuning and
+the dropout gains, Holm-adjusted over the two); stored with a fingerprint of the test set,
+shown again rather than re-scored, re-scored only when asked and then recorded."""
 
 from __future__ import annotations
 
@@ -79,7 +80,7 @@ def test_the_winner_and_the_baseline_are_scored_on_the_test_rows_once(searched, 
     # test rows are looked at once, at the end of training
     assert [s[:2] for s in seen] == [(60, 20)] * 3 and all(s[3] == 6 for s in seen)
     assert len({s[2] for s in seen}) == 3 and result.seeds == [s[2] for s in seen]
-    best = max((t for t in study.trials if t.value is not None), key=lambda t: (t.value, -t.number))
+    best = _best(study, dropout=True)  # the best validation score with dropout
     assert result.chosen.number == best.number and result.chosen.rule == "best"
     assert result.n_test == 20 and result.rounds == 1
     assert all(round(a * 20) == pytest.approx(a * 20) for a in result.chosen_scores)
@@ -87,7 +88,8 @@ def test_the_winner_and_the_baseline_are_scored_on_the_test_rows_once(searched, 
     test = optuna.load_study(study_name="small:test", storage=study._storage)
     assert test.user_attrs[records.TEST_FINGERPRINT] == fingerprint(data.X_test, data.y_test)
     assert test.user_attrs[records.TEST_OF] == "small"
-    assert len(test.trials) == 6
+    roles = 2 if result.tuned_is_baseline else 3  # the tuned no-dropout, unless the baseline
+    assert len(test.trials) == 3 * roles
 
     # again: the stored answer, nothing trained
     seen.clear()
@@ -98,7 +100,7 @@ def test_the_winner_and_the_baseline_are_scored_on_the_test_rows_once(searched, 
     rescored = run_test(study, data, repeats=3, device="cpu", rescore=True)
     assert len(seen) == 3 and rescored.rounds == 2
     test = optuna.load_study(study_name="small:test", storage=study._storage)
-    assert len(test.user_attrs[records.TEST_RESCORED]) == 1 and len(test.trials) == 12
+    assert len(test.user_attrs[records.TEST_RESCORED]) == 1 and len(test.trials) == 6 * roles
 
 
 def test_a_changed_test_set_is_refused_unless_rescored(searched):
@@ -138,9 +140,12 @@ def test_the_command_and_the_report(tmp_path, monkeypatch):
     result = runner.invoke(main, ["test", "--repeats", "2"], catch_exceptions=False)
     assert result.exit_code == 0, result.stderr
     assert "Test (small:test: 450 test rows, never searched)" in result.stdout
-    assert "seed-paired t-test" in result.stdout and "scored once" in result.stdout
+    words = " ".join(result.stdout.split())  # the note wraps between words
+    assert "seed-paired t-test" in words and "scored once" in words
     report = runner.invoke(main, ["report"], catch_exceptions=False).stdout
-    assert report.splitlines()[1].split() == ["study", "small"]  # not its companion
+    # the Study table's row names the search, not its companion (the answer comes first)
+    assert next(line.split() for line in report.splitlines()
+                if line.split()[:1] == ["study"]) == ["study", "small"]
     assert "Test (small:test" in report
     bad = runner.invoke(main, ["test", "--trial", "99"])
     assert bad.exit_code == 2 and len(bad.stderr.strip().splitlines()) == 1
@@ -176,7 +181,8 @@ def test_more_seeds_after_a_stored_answer_are_a_second_look(searched, training):
     assert training == [] and shown == first and len(shown.seeds) == 3 and shown.rounds == 1
     assert len(notes) == 1 and "3 seeds, not 5" in notes[0] and "--rescore" in notes[0]
     test = optuna.load_study(study_name="small:test", storage=study._storage)
-    assert len(test.trials) == 6 and records.TEST_RESCORED not in test.user_attrs
+    assert len(test.trials) == 3 * (2 if first.tuned_is_baseline else 3)
+    assert records.TEST_RESCORED not in test.user_attrs
     # --rescore: five seeds, a second look, recorded
     more = run_test(study, data, repeats=5, device="cpu", rescore=True)
     assert len(training) == 5 and len(more.seeds) == 5 and more.rounds == 2
@@ -286,5 +292,328 @@ def test_the_command_shows_a_stored_answer_as_stored(tmp_path, monkeypatch):
     rescored = runner.invoke(main, ["test", "--repeats", "5", "--rescore"],
                              catch_exceptions=False)
     assert rescored.exit_code == 0, rescored.stderr
-    assert "mean of 5 seeds" in rescored.stdout and "scored 2 times (--rescore)" in \
-        rescored.stdout
+    words = " ".join(rescored.stdout.split())  # the note wraps between words
+    assert "mean of 5 seeds" in words and "scored 2 times (--rescore)" in words
+
+
+# ----------------------------------------------------------------------------- three configurations
+# (issue 25: the chosen dropout set-up, the tuned no-dropout and the baseline, and two gains)
+
+# The digits, four listed configurations: the baseline (lr 0.01), a tuned no-dropout (lr 0.1)
+# and two dropout set-ups; TUNED_IS_BASELINE lists no other no-dropout set-up
+LISTED = SWEEP.replace("name: small", "name: small\ndata: {dataset: digits}") + """space:
+  - {placement: none, learning_rate: 0.01, momentum: 0.8}
+  - {placement: none, learning_rate: 0.1, momentum: 0.9}
+  - {placement: input, input_rate: 0.2, learning_rate: 0.1, momentum: 0.9}
+  - {placement: hidden, hidden_rate: 0.2, learning_rate: 0.1, momentum: 0.9}
+"""
+TUNED_IS_BASELINE = LISTED.replace(
+    "  - {placement: none, learning_rate: 0.1, momentum: 0.9}\n", "")
+
+
+def _listed(tmp_path, monkeypatch, text: str = LISTED):
+    """(runner, study, its data) after ``text`` was searched on the digits (3 epochs)."""
+    from dropsweep.data import load_dataset
+    from dropsweep.study import stored_sweep
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "s.yaml").write_text(text)
+    runner = CliRunner()
+    ok = runner.invoke(main, ["search", "s.yaml", "--set", "train.epochs=3", "-q"],
+                       catch_exceptions=False)
+    assert ok.exit_code == 0, ok.stderr
+    study = optuna.load_study(study_name="small", storage="sqlite:///results/dropsweep.db")
+    return runner, study, load_dataset(stored_sweep(study))
+
+
+def _best(study, dropout: bool):
+    """The best complete trial with (or without) dropout, ranked by hand."""
+    trials = [t for t in study.trials if t.value is not None
+              and (t.user_attrs[records.CONFIG]["placement"] != "none") == dropout]
+    return max(trials, key=lambda t: (t.value, -t.number))
+
+
+@pytest.fixture
+def trained(monkeypatch):
+    """(seed, placements) of every training call, in order."""
+    from dropsweep.families.mlp import MLP
+
+    calls: list[tuple[int, list[str]]] = []
+    original = MLP.train
+
+    def spy(self, configs, folds, sweep, seed, **kw):
+        calls.append((seed, [c["placement"] for c in configs]))
+        return original(configs, folds, sweep, seed, **kw)
+
+    monkeypatch.setattr(type(MLP), "train", spy)
+    return calls
+
+
+def _roles_by_repeat(study, round_: int = 1) -> dict[int, dict[str, optuna.trial.FrozenTrial]]:
+    test = optuna.load_study(study_name="small:test", storage=study._storage)
+    out: dict[int, dict[str, optuna.trial.FrozenTrial]] = {}
+    for t in test.trials:
+        if t.user_attrs[records.TEST_ROUND] == round_:
+            out.setdefault(t.user_attrs[records.REPEAT], {})[t.user_attrs[records.ROLE]] = t
+    return out
+
+
+def test_the_dropout_the_tuned_no_dropout_and_the_baseline_are_scored_seed_paired(
+        tmp_path, monkeypatch, trained):
+    from dropsweep.render import test_text, test_to_json
+    from dropsweep.stats import holm
+
+    _, study, data = _listed(tmp_path, monkeypatch)
+    trained.clear()  # the search's
+    dropout, tuned = _best(study, True), _best(study, False)
+    assert tuned.number != 0, "the listed lr 0.1 no-dropout must beat the baseline here"
+    result = run_test(study, data, repeats=3, device="cpu")
+    # the best dropout set-up by validation score (no confirmation yet), the best trial of
+    # placement none, and the baseline: one training of the three a seed, three seeds
+    assert (result.chosen.number, result.chosen.rule) == (dropout.number, "best")
+    assert (result.tuned.number, result.tuned.rule) == (tuned.number, "best")
+    assert result.tuned.config.to_dict() == tuned.user_attrs[records.CONFIG]
+    assert not result.tuned_is_baseline
+    assert [len(placements) for _, placements in trained] == [3, 3, 3]
+    assert [seed for seed, _ in trained] == result.seeds and len(set(result.seeds)) == 3
+    stored = _roles_by_repeat(study)
+    assert sorted(stored) == [0, 1, 2]
+    for r, roles in stored.items():
+        assert set(roles) == {records.ROLE_CANDIDATE, records.ROLE_TUNED, records.ROLE_BASELINE}
+        assert len({t.user_attrs[records.SEED] for t in roles.values()}) == 1  # seed-paired
+        assert roles[records.ROLE_TUNED].user_attrs[records.SOURCE_TRIAL] == tuned.number
+    a = [stored[r][records.ROLE_CANDIDATE].value for r in range(3)]
+    t = [stored[r][records.ROLE_TUNED].value for r in range(3)]
+    b = [stored[r][records.ROLE_BASELINE].value for r in range(3)]
+    assert (result.chosen_scores, result.tuned_scores, result.baseline_scores) == (a, t, b)
+    assert result.tuned_accuracy == interval(t, ratio=0.0)
+    assert result.tuning_gain == compare(t, b, ratio=0.0)
+    assert result.dropout_gain == compare(a, t, ratio=0.0)
+    assert result.vs_baseline == compare(a, b, ratio=0.0)  # kept, for what read it before
+    assert [result.tuning_p_holm, result.dropout_p_holm] == holm(
+        [result.tuning_gain.p, result.dropout_gain.p])
+    test = optuna.load_study(study_name="small:test", storage=study._storage)
+    assert test.user_attrs[records.TEST_TUNED] == {
+        "config": tuned.user_attrs[records.CONFIG], "source_trial": tuned.number, "rule": "best"}
+    assert stored_result(study) == result  # read back as scored
+
+    data_json = test_to_json(result, "mlp")
+    assert data_json["tuned"]["source_trial"] == tuned.number
+    assert data_json["tuned"]["is_baseline"] is False
+    for key, gain, p_holm in (("tuning_gain", result.tuning_gain, result.tuning_p_holm),
+                              ("dropout_gain", result.dropout_gain, result.dropout_p_holm)):
+        assert data_json[key] == {"points": gain.diff.mean, "ci": [gain.diff.low, gain.diff.high],
+                                  "t": gain.t, "p": gain.p, "p_holm": p_holm}
+    text = test_text(result, "mlp")
+    assert "Holm-adjusted over 2 comparisons" in text and "the sweep's baseline (untuned)" in text
+    assert f"Tuning gain (tuned no-dropout - baseline): {result.tuning_gain.diff.mean * 100:+.2f}" \
+        in text, text
+    assert f"Dropout gain (chosen - tuned no-dropout): {result.dropout_gain.diff.mean * 100:+.2f}" \
+        in text, text
+
+
+def _hand_test(storage: str, scores: dict[str, list[float]], tuned: dict | None):
+    """A search study 's' and its test study written by hand: one round, ``scores`` per role
+    seed by seed; ``tuned``: its TEST_TUNED record (None: a test made before issue 25)."""
+    from optuna.trial import create_trial
+
+    from dropsweep.families.mlp import config as mlp_config
+
+    search = optuna.create_study(storage=storage, study_name="s")
+    test = optuna.create_study(storage=storage, study_name="s:test", direction="maximize")
+    configs = {records.ROLE_BASELINE: mlp_config().to_dict(),
+               records.ROLE_TUNED: None if tuned is None else tuned["config"],
+               records.ROLE_CANDIDATE: mlp_config("input", input_rate=0.2).to_dict()}
+    test.set_user_attr(records.TEST_CHOSEN, {"config": configs[records.ROLE_CANDIDATE],
+                                             "source_trial": 7, "rule": "best"})
+    if tuned is not None:
+        test.set_user_attr(records.TEST_TUNED, tuned)
+    test.set_user_attr(records.TEST_ROWS, 100)
+    for role, values in scores.items():
+        for r, value in enumerate(values):
+            test.add_trial(create_trial(
+                state=optuna.trial.TrialState.COMPLETE, value=value,
+                user_attrs={records.CONFIG: configs[role], records.ROLE: role,
+                            records.REPEAT: r, records.SEED: 100 + r, records.TEST_ROUND: 1}))
+    return search
+
+
+def test_the_two_gains_are_holm_adjusted_over_the_two(storage):
+    from dropsweep.families.mlp import config as mlp_config
+    from dropsweep.render import test_to_json
+
+    chosen, tuned, base = [0.91, 0.92, 0.90, 0.93], [0.90, 0.90, 0.89, 0.92], \
+        [0.80, 0.84, 0.81, 0.82]
+    record = {"config": mlp_config(learning_rate=0.1).to_dict(), "source_trial": 3,
+              "rule": "best"}
+    search = _hand_test(storage, {records.ROLE_CANDIDATE: chosen, records.ROLE_TUNED: tuned,
+                                  records.ROLE_BASELINE: base}, record)
+    result = stored_result(search)
+    tuning, dropout = compare(tuned, base, ratio=0.0), compare(chosen, tuned, ratio=0.0)
+    assert (result.tuning_gain, result.dropout_gain) == (tuning, dropout)
+    # Holm over two: the smaller p doubled, the larger never below it nor above 1
+    low, high = sorted([tuning.p, dropout.p])
+    adjusted = {tuning.p: None, dropout.p: None}
+    adjusted[low] = min(1.0, 2 * low)
+    adjusted[high] = max(adjusted[low], min(1.0, high))
+    assert result.tuning_p_holm == pytest.approx(adjusted[tuning.p])
+    assert result.dropout_p_holm == pytest.approx(adjusted[dropout.p])
+    assert result.tuning_p_holm != tuning.p  # adjusted, beside the raw one
+    data = test_to_json(result, "mlp")
+    assert data["tuning_gain"]["p"] == tuning.p
+    assert data["tuning_gain"]["p_holm"] == result.tuning_p_holm
+    assert data["dropout_gain"]["points"] == pytest.approx(0.0125)
+
+
+def test_a_tuned_no_dropout_that_is_the_baseline_trains_once_and_has_no_tuning_gain(
+        tmp_path, monkeypatch, trained):
+    from dropsweep.render import render_test, test_to_json
+    from rich.console import Console
+
+    _, study, data = _listed(tmp_path, monkeypatch, TUNED_IS_BASELINE)
+    trained.clear()  # the search's
+    result = run_test(study, data, repeats=2, device="cpu")
+    # two configurations trained a seed, not three: the baseline is the tuned no-dropout
+    assert [len(placements) for _, placements in trained] == [2, 2]
+    assert all(placements.count("none") == 1 for _, placements in trained)
+    assert result.tuned.number == 0 and result.tuned_is_baseline
+    assert result.tuned_scores == result.baseline_scores
+    assert all(set(roles) == {records.ROLE_CANDIDATE, records.ROLE_BASELINE}
+               for roles in _roles_by_repeat(study).values())
+    gain = result.tuning_gain
+    assert (gain.diff.mean, gain.diff.low, gain.diff.high) == (0.0, 0.0, 0.0)
+    assert math.isnan(gain.p) and math.isnan(result.tuning_p_holm)
+    assert result.dropout_gain == compare(result.chosen_scores, result.baseline_scores,
+                                          ratio=0.0)
+    assert result.dropout_p_holm == result.dropout_gain.p  # Holm over the one test made
+    assert test_to_json(result, "mlp")["tuning_gain"]["p"] is None
+    console = Console(record=True, width=80, color_system=None)
+    render_test(result, "mlp", console)
+    text = " ".join(console.export_text().split())
+    assert "the tuned no-dropout is the baseline" in text
+    assert "Holm-adjusted over 1 comparison;" in text, text
+    assert stored_result(study) == result
+
+
+def test_a_test_stored_before_the_tuned_comparison_reads_and_says_how_to_score_it(
+        tmp_path, monkeypatch):
+    """tests/golden/before-25.db: a digits study 'small' searched, confirmed (--top 1) and
+    tested (two roles) by the code before issue 25; before-25.json: its report then."""
+    import json
+    import shutil
+    from pathlib import Path
+
+    SUITE["test-set second looks"] += 1
+    golden = Path(__file__).resolve().parent / "golden"
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "results").mkdir()
+    shutil.copy(golden / "before-25.db", tmp_path / "results" / "dropsweep.db")
+    before = json.loads((golden / "before-25.json").read_text())["small"]["test"]
+    runner = CliRunner()
+    report = runner.invoke(main, ["report", "--study", "small", "--format", "json"],
+                           catch_exceptions=False)
+    assert report.exit_code == 0, report.stderr
+    now = json.loads(report.stdout)["test"]
+    # every figure as it was; nothing about a tuned no-dropout it never scored
+    assert {k: v for k, v in now.items() if k not in ("text", "tuned", "tuning_gain",
+                                                     "dropout_gain")} == \
+        {k: v for k, v in before.items() if k != "text"}
+    assert now["tuned"] is None and now["tuning_gain"] is None and now["dropout_gain"] is None
+    assert now["text"].startswith(before["text"])
+    assert "predates the comparison with the tuned no-dropout" in now["text"]
+    assert "dropsweep test --study small --rescore" in now["text"]
+
+    # dropsweep test: the stored answer, in one note saying it predates the comparison
+    trials = len(optuna.load_study(study_name="small:test",
+                                   storage="sqlite:///results/dropsweep.db").trials)
+    shown = runner.invoke(main, ["test", "--study", "small"], catch_exceptions=False)
+    assert shown.exit_code == 0, shown.stderr
+    notes = [line for line in shown.stderr.splitlines() if line.startswith("note: ")]
+    assert len(notes) == 1 and "predates the comparison with the tuned no-dropout" in notes[0]
+    assert "--rescore" in notes[0] and "second look" in notes[0], notes
+    test = optuna.load_study(study_name="small:test", storage="sqlite:///results/dropsweep.db")
+    assert len(test.trials) == trials and records.TEST_RESCORED not in test.user_attrs
+    # --rescore scores it: a second look, recorded
+    rescored = runner.invoke(main, ["test", "--study", "small", "--rescore", "--repeats", "2"],
+                             catch_exceptions=False)
+    assert rescored.exit_code == 0, rescored.stderr
+    test = optuna.load_study(study_name="small:test", storage="sqlite:///results/dropsweep.db")
+    assert len(test.user_attrs[records.TEST_RESCORED]) == 1
+    result = stored_result(optuna.load_study(study_name="small",
+                                             storage="sqlite:///results/dropsweep.db"))
+    assert result.rounds == 2 and result.tuned is not None and result.tuning_gain is not None
+
+
+def test_a_round_stopped_part_way_resumes_with_every_role(tmp_path, monkeypatch, trained):
+    from dropsweep import final
+    from dropsweep.runner import StopFlag
+    from dropsweep.study import stored_sweep
+
+    _, study, data = _listed(tmp_path, monkeypatch)
+    trained.clear()  # the search's
+    stop = StopFlag()
+    part = run_test(study, data, repeats=3, device="cpu", stop=stop,
+                    on_repeat=lambda r: setattr(stop, "signal", 2))  # Ctrl-C after repeat 0
+    assert len(part.seeds) == 1 and part.tuned is not None and not part.tuned_is_baseline
+    # killed in repeat 1 after its first trial was recorded: that repeat is not complete
+    real, recorded = final._record, []
+
+    def killed(*args, **kw):
+        if len(recorded) == 1:
+            raise KeyboardInterrupt
+        recorded.append(args)
+        real(*args, **kw)
+
+    monkeypatch.setattr(final, "_record", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run_test(study, data, repeats=3, device="cpu")
+    monkeypatch.setattr(final, "_record", real)
+    assert len(_roles_by_repeat(study)[1]) == 1
+    assert stored_result(study) == part  # a repeat is read once every role has it
+    done = run_test(study, data, repeats=3, device="cpu")
+    # repeat 0 kept, repeat 1 trained again in full, repeat 2 trained: the look it began
+    sweep = stored_sweep(study)
+    assert [seed for seed, _ in trained] == [final.test_seed(sweep, r) for r in (0, 1, 1, 2)]
+    assert done.seeds[0] == part.seeds[0] and len(done.seeds) == 3 and done.rounds == 1
+    assert (done.chosen, done.tuned) == (part.chosen, part.tuned)
+    assert done.chosen_scores[0] == part.chosen_scores[0]
+    assert done.tuned_scores[0] == part.tuned_scores[0]
+    for roles in _roles_by_repeat(study).values():
+        assert {records.ROLE_CANDIDATE, records.ROLE_TUNED, records.ROLE_BASELINE} <= set(roles)
+
+
+def test_after_a_confirmation_the_best_confirmed_dropout_and_tuned_no_dropout_are_tested(
+        tmp_path, monkeypatch):
+    from dropsweep.verdict import build_confirmation
+
+    runner, study, data = _listed(tmp_path, monkeypatch)
+    ok = runner.invoke(main, ["confirm", "--repeats", "2", "-q"], catch_exceptions=False)
+    assert ok.exit_code == 0, ok.stderr
+    confirm = optuna.load_study(study_name="small:confirm", storage=study._storage)
+    confirmation = build_confirmation(confirm, 1)
+    rows = [r for r in confirmation.rows if r.placement != "none"]
+    best = max(rows, key=lambda r: (r.accuracy.mean, -r.source_trial))
+    none = confirm.user_attrs[records.PER_PLACEMENT]["none"]
+    result = run_test(study, data, repeats=2, device="cpu")
+    assert (result.chosen.number, result.chosen.rule) == (best.source_trial, "confirmed")
+    assert result.chosen.config.to_dict() == best.config
+    assert (result.tuned.number, result.tuned.rule) == (none["source_trial"], "confirmed")
+    assert result.tuned.config.to_dict() == none["config"]
+
+
+def test_select_1se_and_trial_n_choose_among_dropout_set_ups(tmp_path, monkeypatch):
+    from dropsweep.final import choose
+    from dropsweep.study import stored_sweep
+
+    _, study, data = _listed(tmp_path, monkeypatch)
+    sweep = stored_sweep(study)
+    # the simplest within one standard error of the best dropout set-up, not of the best
+    # trial: no dropout at all would be simpler still
+    simplest = choose(study, sweep, "1se")
+    assert simplest.config["placement"] != "none" and simplest.rule == "1se"
+    assert choose(study, sweep, "best").number == _best(study, True).number
+    # --trial N of a no-dropout trial: tested as asked, and said so once
+    notes: list[str] = []
+    result = run_test(study, data, number=1, repeats=2, device="cpu", on_notice=notes.append)
+    assert result.chosen.number == 1 and result.chosen.rule == "trial"
+    assert len(notes) == 1 and "trial #1 has no dropout" in notes[0], notes

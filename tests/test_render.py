@@ -40,12 +40,15 @@ TRIAL_KEYS = {
 }
 
 
-def console(width: int = 200) -> Console:
-    return Console(record=True, width=width, color_system=None, file=io.StringIO())
+def console(width: int = 200, terminal: bool = False) -> Console:
+    """A recording console; ``terminal``: one as the CLI makes for a terminal (soft wrap:
+    what rich does not wrap, the terminal would, cutting words and numbers anywhere)."""
+    return Console(record=True, width=width, color_system=None, file=io.StringIO(),
+                   force_terminal=terminal, soft_wrap=terminal)
 
 
-def text_of(fmt: str, report: StudyReport, width: int = 200) -> str:
-    out = console(width)
+def text_of(fmt: str, report: StudyReport, width: int = 200, terminal: bool = False) -> str:
+    out = console(width, terminal)
     render_report(report, fmt, out)
     return out.file.getvalue()  # type: ignore[attr-defined]
 
@@ -216,10 +219,12 @@ def test_table_of_an_empty_study() -> None:
 
 
 def test_piped_table_is_never_cut(report: StudyReport) -> None:
-    """Into a pipe (rich guesses 80 columns) rows overflow rather than lose digits to "…"."""
+    """Into a pipe as into a terminal, a table fits the width without losing digits to "…":
+    its least important columns are left out, and said to be."""
     text = text_of("table", report, width=60)
-    assert "86.04% ± 5.12" in text and "0.01235" in text and "learning rate" in text
-    assert "…" not in text
+    assert "86.04% ± 5.12" in text and "0.01235" in text and "learning" in text
+    _readable(text, 60)
+    assert "(columns left out at 60 columns: role, train acc, momentum," in text
     out = console(60)
     render_report(report, "table", out)
     assert out.width == 60  # the console is left as it was
@@ -373,6 +378,29 @@ def test_render_studies(tmp_path: Path) -> None:
     assert "stored" in _render_studies_text(list_studies(url), "table")
 
 
+def test_studies_mark_companions_and_show_a_best_for_searches_only(tmp_path: Path) -> None:
+    from test_report import _sqlite_with_companions
+
+    rows = list_studies(_sqlite_with_companions(tmp_path))
+    text = _render_studies_text(rows, "table")
+    lines = {line.split()[0]: line for line in text.splitlines() if line.strip()}
+    assert re.search(r"recent\s+search\s", lines["recent"])
+    assert re.search(r"recent:confirm\s+confirmation of recent\s", lines["recent:confirm"])
+    assert re.search(r"held-back\s+test of recent\s", lines["held-back"])
+    assert re.search(r"looks:test\s+search\s", lines["looks:test"])
+    assert "99.00%" not in lines["held-back"] and "99.00%" in lines["looks:test"]
+    assert "%" not in lines["recent:confirm"] + lines["gone:confirm"]
+    data = {d["name"]: d for d in json.loads(_render_studies_text(rows, "json"))}
+    assert (data["held-back"]["kind"], data["held-back"]["of"]) == ("test", "recent")
+    assert (data["recent:confirm"]["kind"], data["recent:confirm"]["of"]) == (
+        "confirmation", "recent")
+    assert (data["recent"]["kind"], data["recent"]["of"]) == ("search", None)
+    assert data["held-back"]["best_value"] is None and data["recent:confirm"]["best_value"] is None
+    assert data["looks:test"]["best_value"] == pytest.approx(0.99)
+    markdown = _render_studies_text(rows, "markdown")
+    assert "| held-back | test of recent |" in markdown
+
+
 def _render_studies_text(rows: list[StudyRow], fmt: str) -> str:
     out = console()
     render_studies(rows, fmt, out)
@@ -462,3 +490,235 @@ def test_a_switch_reads_yes_or_no_and_importances_use_the_column_names(
     assert re.search(r"conv\s+0\.41\s+yes\b", row7) and re.search(r"conv\s+0\.2\s+no\b", row8)
     assert any(re.fullmatch(r"\s*conv rate\s+0\.700\s*", line) for line in lines)
     assert "True" not in "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- narrow terminals
+
+WIDTHS = (80, 120, 200)
+
+
+@pytest.fixture(scope="module")
+def searched_storage(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Real studies in one SQLite file: a search over every placement with max-norm on, its
+    per-placement confirmation, and a second search to compare it with."""
+    import numpy as np
+
+    from dropsweep.confirm import run_confirm
+    from dropsweep.data import Dataset
+    from dropsweep.runner import run_search
+    from test_runner import SMALL, sweep_of
+
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 40)
+    X = rng.normal(size=(80, 6)).astype(np.float32) + y[:, None] * 1.5
+    data = Dataset(X=X, y=y, classes=("a", "b"), name="blobs", source="memory",
+                   feature_names=tuple(f"f{i}" for i in range(6)))
+    url = f"sqlite:///{tmp_path_factory.mktemp('narrow')}/studies.db"
+    for name, trials in (("small", 12), ("other-study", 5), ("third-study-name", 5)):
+        run_search(sweep_of(SMALL, f"name={name}", f"search.trials={trials}",
+                            "search.sampler=random"),
+                   data, storage_url=url, device="cpu", batch=6)
+    run_confirm(optuna.load_study(study_name="small", storage=url), data, repeats=2,
+                device="cpu")  # each placement's best
+    return url
+
+
+def _report_of(url: str, name: str = "small") -> StudyReport:
+    return build_report(optuna.load_study(study_name=name, storage=url))
+
+
+TITLES = ("Study", "Top ", "Each placement's best", "Best trial of each placement",
+          "Recommended", "Overfitting", "Parameter importances", "Failed trials", "Confirmed (",
+          "Per-placement comparison", "Studies")
+
+
+def _sections(text: str) -> dict[str, tuple[str, set[str]]]:
+    """The text of each table by its title, with the columns its note says were left out."""
+    found: dict[str, list[str]] = {}
+    current = None
+    for line in text.splitlines():
+        title = next((t for t in TITLES if line.startswith(t)), None)
+        if title is not None:
+            current = title
+            found[current] = []
+        if current is not None:
+            found[current].append(line)
+    result = {}
+    for title, lines in found.items():
+        body = "\n".join(lines)
+        flat = " ".join(body.split())
+        left = re.search(r"\(columns left out at \d+ columns: (.*?); ", flat)
+        result[title] = (body, set(left.group(1).split(", ")) if left else set())
+    return result
+
+
+def _whole(number: str, text: str) -> bool:
+    """``number`` is in ``text`` with no digit cut from either end."""
+    return re.search(rf"(?<![\d.]){re.escape(number)}(?![\d])", text) is not None
+
+
+def _readable(text: str, width: int) -> None:
+    assert "…" not in text
+    wide = [line for line in text.splitlines() if len(line.rstrip()) > width]
+    assert not wide, wide
+
+
+def _pct(fraction: float) -> str:
+    return f"{fraction * 100:.2f}"
+
+
+@pytest.mark.parametrize("terminal", [True, False], ids=["terminal", "pipe"])
+@pytest.mark.parametrize("width", WIDTHS)
+def test_every_table_of_a_confirmed_report_fits_its_width_with_every_number_whole(
+        searched_storage: str, width: int, terminal: bool) -> None:
+    """Every shown column's numbers, as the JSON has them, appear whole; columns left out
+    are said once under their table, in the order of their stated priority."""
+    report = _report_of(searched_storage)
+    text = text_of("table", report, width=width, terminal=terminal)
+    _readable(text, width)
+    data = report_to_json(report)
+    sections = _sections(text)
+
+    top, left = sections["Top "]
+    for trial in data["top"]:
+        assert _whole(f"{_pct(trial['accuracy_mean'])}% ± {_pct(trial['accuracy_std'])}", top)
+        if "train acc" not in left:
+            assert _whole(f"{_pct(trial['train_accuracy'])}%", top)
+        for name, value in trial["params"].items():
+            shown = name.replace("_", " ")
+            if shown not in left and isinstance(value, float):
+                assert _whole(f"{value:.4g}", top), (name, value)
+    if any(p.replace("_", " ") in left for p in data["study"]["param_names"]):
+        # the notes of a trial go before its parameters
+        assert {"role", "time", "train acc"} <= left
+    if width >= 200:
+        assert not left
+
+    placed, left = sections["Each placement's best"]
+    assert not left  # every column fits in 80
+    for p in data["placements"]:
+        acc = p["confirmed"]["accuracy"]
+        assert _whole(f"[{_pct(acc['low'])}, {_pct(acc['high'])}]", placed)
+        assert _whole(f"{_pct(acc['mean'])}%", placed)
+
+    confirmed, left = sections["Confirmed ("]
+    assert {"trial", "dropout", "accuracy", "Δ vs baseline", "95% CI (pp)", "p"}.isdisjoint(left)
+    for row in data["confirmation"]["rows"]:
+        acc = row["accuracy"]
+        assert _whole(f"{_pct(acc['mean'])}%", confirmed)
+        if "95% CI" not in left:
+            assert _whole(f"[{_pct(acc['low'])}, {_pct(acc['high'])}]", confirmed)
+        if row["vs_baseline"] is not None:
+            diff = row["vs_baseline"]["diff"]
+            assert _whole(f"{diff['mean'] * 100:+.2f} pp", confirmed)
+            assert _whole(f"[{diff['low'] * 100:+.2f}, {diff['high'] * 100:+.2f}]", confirmed)
+            p = row["vs_baseline"]["p"]
+            assert _whole("< 0.001" if p < 0.001 else f"{p:.3f}", confirmed)
+
+    pairs, left = sections["Per-placement comparison"]
+    for pair in data["confirmation"]["per_placement"]["pairs"]:
+        assert _whole(f"{pair['diff']['mean'] * 100:+.2f}", pairs)
+        p = pair["p_adjusted"]
+        assert _whole("< 0.001" if p < 0.001 else f"{p:.3f}", pairs)
+        if "95% CI (pp)" not in left:
+            low, high = pair["diff"]["low"] * 100, pair["diff"]["high"] * 100
+            assert _whole(f"[{low:+.2f}, {high:+.2f}]", pairs)
+
+    over, left = sections["Overfitting"]
+    for o, p in zip(data["overfitting"], data["placements"]):
+        assert _whole(f"{o['gap'] * 100:+.2f} pp", over)
+        assert _whole(f"{_pct(p['best']['train_accuracy'])}%", over)
+    importances, _ = sections["Parameter importances"]
+    for value in data["importances"].values():
+        assert _whole(f"{value:.3f}", importances)
+
+
+def test_a_table_too_wide_leaves_out_its_least_important_columns_and_says_so(
+        searched_storage: str) -> None:
+    """The top trials' stated priority: time and role go first, then the training accuracy,
+    then the parameters from the last; the rest stay, and the note names what went once."""
+    report = _report_of(searched_storage)
+    top, left = _sections(text_of("table", report, width=80))["Top "]
+    params = [p.replace("_", " ") for p in report.param_names]
+    order = ["time", "role", "train acc", *reversed(params)]
+    assert {"time", "role"} <= left and left == set(order[:len(left)])
+    flat = " ".join(top.split())
+    assert flat.count("columns left out") == 1
+    shown = [c for c in ("role", "train acc", *params, "time") if c in left]
+    assert (f"(columns left out at 80 columns: {', '.join(shown)}; widen the terminal or use "
+            "--format json)") in flat  # in table order
+    rows = [line for line in top.splitlines() if re.match(r"\s*\d+\s+\d+\.\d\d% ±", line)]
+    assert [int(line.split()[0]) for line in rows] == [t.number for t in report.top]
+
+
+def test_a_comparison_of_more_studies_than_fit_stacks_one_block_per_placement(
+        searched_storage: str) -> None:
+    from dropsweep.render import render_comparison
+    from dropsweep.select import compare_studies
+
+    names = ("small", "other-study", "third-study-name")
+    reports = [_report_of(searched_storage, n) for n in names]
+    compared = compare_studies(reports)
+    cells = [f"#{c.best.number} {_pct(c.best.accuracy_mean)}% ± {_pct(c.best.accuracy_std)} "
+             f"({c.diff_from_baseline * 100:+.2f} pp)"
+             for row in compared for c in row.cells if c is not None]
+    for width, terminal in [(w, t) for w in WIDTHS for t in (True, False)]:
+        out = console(width, terminal)
+        render_comparison(list(names), compared, "table", out)
+        text = out.file.getvalue()  # type: ignore[attr-defined]
+        _readable(text, width)
+        for cell in cells:
+            assert cell in text, (width, cell)  # one reading, never wrapped
+        stacked = re.search(r"^third-study-name\s+#\d", text, flags=re.M) is not None
+        assert stacked == (width == 80), text  # 3 studies side by side need ~100 columns
+
+
+def test_studies_fit_every_width(searched_storage: str) -> None:
+    rows = list_studies(searched_storage)
+    for width in WIDTHS:
+        out = console(width)
+        render_studies(rows, "table", out)
+        text = out.file.getvalue()  # type: ignore[attr-defined]
+        _readable(text, width)
+        for row in rows:
+            assert row.name in text
+            if row.best_value is not None:
+                assert _whole(f"{_pct(row.best_value)}%", text)
+
+
+def test_fit_table_leaves_out_by_priority_then_stacks_and_never_cuts_a_number() -> None:
+    from dropsweep.tables import Column, fit_table, print_table
+
+    columns = [Column("#", right=True), Column("accuracy", right=True),
+               Column("configuration"), Column("momentum", priority=1, right=True),
+               Column("note", priority=2)]
+    rows = [("12", "83.63% ± 3.49", "input dropout 0.2 with max-norm 3", "0.7312",
+             "the best of its placement"),
+            ("7", "80.01% ± 1.10", "no dropout", "0.95", "")]
+    wide = fit_table(console(200), columns, rows)
+    assert not wide.left_out and not wide.stacked and wide.width <= 200
+    assert not fit_table(console(60), columns, rows).left_out  # the text wraps instead
+    assert fit_table(console(50), columns, rows).left_out == ("note",)
+    narrow = fit_table(console(40), columns, rows)
+    assert narrow.left_out == ("momentum", "note") and not narrow.stacked
+    assert narrow.width <= 40
+    stacked = fit_table(console(30), columns, rows)
+    assert stacked.stacked and not stacked.left_out and stacked.width <= 30
+    for width in (200, 60, 50, 40, 30, 12):  # at 12 the stacked rows overflow rather than cut
+        out = console(width)
+        fit = print_table(out, columns, rows, title="Trials")
+        text = out.file.getvalue()  # type: ignore[attr-defined]
+        assert "…" not in text and "83.63% ± 3.49" in text and "80.01% ± 1.10" in text
+        if fit.width <= width:
+            _readable(text, width)
+        assert out.width == width  # the console is left as it was
+    text = " ".join(_print(columns, rows, 40).split())
+    assert "(columns left out at 40 columns: momentum, note; widen the terminal" in text
+
+
+def _print(columns, rows, width: int) -> str:
+    from dropsweep.tables import print_table
+
+    out = console(width)
+    print_table(out, columns, rows)
+    return out.file.getvalue()  # type: ignore[attr-defined]

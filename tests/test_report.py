@@ -412,6 +412,37 @@ def test_list_studies(tmp_path: Path) -> None:
     assert rows["older"].counts == {"COMPLETE": 2}
 
 
+def _sqlite_with_companions(tmp_path: Path) -> str:
+    """A search, its confirmation and its test (a luckier best than the search's), a study
+    named like a companion that is none, and a companion whose search is gone."""
+    url = _sqlite_with_two_studies(tmp_path)  # "recent", then "older"
+    for name, key, of in (("recent:confirm", records.CONFIRM_OF, "recent"),
+                          ("held-back", records.TEST_OF, "recent"),  # not named NAME:test
+                          ("looks:test", None, None),
+                          ("gone:confirm", records.CONFIRM_OF, "gone")):
+        study = optuna.create_study(storage=url, study_name=name, direction="maximize")
+        if key is not None:
+            study.set_user_attr(key, of)
+        add_complete(study, [0.99, 0.99, 0.99], _params("none"))
+    return url
+
+
+def test_companion_studies_are_the_confirmation_or_test_of_their_search(tmp_path: Path
+                                                                        ) -> None:
+    """Known from the attribute confirm or test records, not the name; each is listed under
+    its search, with no best: the best of a test's seeds is only the luckiest."""
+    rows = list_studies(_sqlite_with_companions(tmp_path))
+    assert [(r.name, r.kind, r.of) for r in rows] == [
+        ("recent", "search", None), ("recent:confirm", "confirmation", "recent"),
+        ("held-back", "test", "recent"), ("older", "search", None),
+        ("looks:test", "search", None), ("gone:confirm", "confirmation", "gone")]
+    best = {r.name: r.best_value for r in rows}
+    assert best["recent"] == pytest.approx(np.mean(BASELINE_FOLDS))
+    assert best["looks:test"] == pytest.approx(0.99)
+    assert best["recent:confirm"] is best["held-back"] is best["gone:confirm"] is None
+    assert {r.name: r.n_trials for r in rows}["held-back"] == 1
+
+
 def test_list_studies_without_complete_trials(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/x.db"
     s = optuna.create_study(storage=url, study_name="fresh")

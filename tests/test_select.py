@@ -86,7 +86,10 @@ def test_report_with_confirmation_overfitting_select_compare_and_plots(in_tmp): 
     table = ok("report").stdout  # the placements' table now shows the confirmed means
     assert "Each placement's best, confirmed (2 x 3-fold CV on new splits)" in table
     assert "Best trial of each placement" not in table
-    assert table.splitlines()[1].split() == ["study", "sonar"]
+    lines = table.splitlines()
+    assert lines[0].startswith("Answer: does dropout help the mlp on sonar? (confirmed")
+    study_section = lines[lines.index("Study"):]  # the tables follow the answer
+    assert study_section[1].split() == ["study", "sonar"]
     assert "Confirmed (sonar:confirm" in table and "Verdict: " in table
     assert "held-out accuracy % by epoch" in table and "3:" in table and "6:" in table
     assert "simplest set-up within one standard error" in ok("report", "--select", "1se").stdout
