@@ -362,3 +362,69 @@ def test_a_stopped_epoch_whose_row_order_puts_padding_among_rows_is_refused():
     order[m, [0, -1]] = order[m, [-1, 0]]  # the padding position swapped to the front
     with pytest.raises(checkpoints.Unusable, match="padding after them"):
         MLP.check_resume(configs, folds, sweep, 3, {**state, "order": order}, engine="torch")
+
+
+def test_a_second_ctrl_c_cuts_the_stop_s_checkpoint_short_and_the_last_one_stays(
+        dataset, tmp_path, monkeypatch):
+    """Issue 25, item 6 with issue 24's second Ctrl-C: the stop's checkpoint being written
+    when a second Ctrl-C lands (it raises KeyboardInterrupt there, as the handler does in
+    ``at_once``) is cut short: no half file, the last periodic checkpoint stays whole, the
+    search ends as a stop, and the rerun goes on from that checkpoint to the numbers of a
+    run never stopped."""
+    import optuna
+
+    from dropsweep.config import build_sweep
+    from dropsweep.runner import StopFlag, run_search
+    from dropsweep.sweepfile import parse_sweep_text
+    from helpers import SUITE
+
+    SUITE["double interrupts"] += 1
+    sweep = build_sweep(parse_sweep_text(
+        "name: s\nmodel: {hidden: [8]}\ntrain: {epochs: 40, batch_size: 16, eval_every: 5}\n"
+        "cv: {folds: 3, seed: 1}\nsearch: {trials: 3, sampler: random, pruner: none}\n",
+        "s.yaml"))
+    written = []
+    write = checkpoints.write_atomic
+
+    def second_ctrl_c(path, payload):
+        if "minibatch" in payload["state"]:  # the stop's: the second Ctrl-C lands in it
+            def torn(out):
+                out.write(b"PK\x03\x04 half")
+                raise KeyboardInterrupt
+            checkpoints.replace_atomically(path, torn, prefix=checkpoints.TMP_PREFIX,
+                                           suffix=checkpoints.SUFFIX)
+        write(path, payload)
+        written.append(payload["state"]["epoch"])
+
+    monkeypatch.setattr(checkpoints, "write_atomic", second_ctrl_c)
+
+    class Twice(StopFlag):
+        def __call__(self) -> bool:
+            if self.signal is None and len(written) >= 3:
+                self.signal = 2  # the first Ctrl-C, after three periodic checkpoints
+            return self.signal is not None
+
+    url = f"sqlite:///{tmp_path}/a.db"
+    summary = run_search(sweep, dataset, storage_url=url, device="cpu", batch=3,
+                         stop=Twice(), checkpoint_dir=tmp_path / "saves",
+                         checkpoint_every=1e-9)
+    assert summary.stopped_by == 2
+    files = [p for p in (tmp_path / "saves").rglob("*") if p.is_file()]
+    assert [p.name for p in files] == ["0.ckpt"]  # no half file beside it
+    state = checkpoints.read(files[0])["state"]
+    assert "minibatch" not in state and state["epoch"] == written[-1] == 3
+    monkeypatch.setattr(checkpoints, "write_atomic", write)
+    run_search(sweep, dataset, storage_url=url, device="cpu", batch=3,
+               checkpoint_dir=tmp_path / "saves", checkpoint_every=1e-9)
+    study = optuna.load_study(study_name="s", storage=url)
+    assert {t.user_attrs["resumed"]["epoch"] for t in study.trials[3:]} == {3}
+    plain = f"sqlite:///{tmp_path}/b.db"
+    run_search(sweep, dataset, storage_url=plain, device="cpu", batch=3, checkpoint_every=0,
+               checkpoint_dir=tmp_path / "plain")
+
+    def folds(url: str) -> list:
+        return [t.user_attrs["fold_accuracies"] for t in
+                optuna.load_study(study_name="s", storage=url).trials
+                if t.state.name == "COMPLETE"]
+
+    assert folds(url) == folds(plain) and len(folds(plain)) == 3
