@@ -152,11 +152,15 @@ def keep_shares(study: optuna.Study, asked: list[tuple[optuna.Trial, Any]], targ
 class BalancedSampler(BaseSampler):
     """One sampler per placement, each fixed to it and learning from its trials alone; the
     placement of each new trial chosen by :func:`next_value` as it is created (Optuna's
-    ``before_trial``), or the one a queued trial fixes (the baseline)."""
+    ``before_trial``), or the one a queued trial fixes (the baseline). ``reseed(study,
+    trial, sampler)``, if given, reseeds the placement's sampler for each trial
+    (:func:`dropsweep.study.sampler_for`)."""
 
     def __init__(self, group: str, values: Sequence[Any],
-                 make: Callable[[int], BaseSampler]) -> None:
-        self.group, self.values = group, tuple(values)
+                 make: Callable[[int], BaseSampler],
+                 reseed: Callable[[optuna.Study, FrozenTrial, BaseSampler], None] | None = None
+                 ) -> None:
+        self.group, self.values, self.reseed = group, tuple(values), reseed
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             self._samplers = {v: PartialFixedSampler({group: v}, make(i))
@@ -174,6 +178,8 @@ class BalancedSampler(BaseSampler):
         self._of[trial.number] = fixed.get(self.group) if self.group in fixed else next_value(
             study.get_trials(deepcopy=False), self.group, self.values)
         sampler, view = self._route(study, trial)
+        if self.reseed is not None:
+            self.reseed(study, trial, sampler)
         sampler.before_trial(view, trial)
 
     def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial

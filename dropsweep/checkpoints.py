@@ -1,11 +1,13 @@
 """Checkpoints of long batches: a killed worker's trials go on from their last checkpoint.
 
-A Sonar batch is seconds of work, so a killed worker simply loses it; a Fashion-MNIST or
-CIFAR-10 batch is minutes to hours. Every few minutes (``--checkpoint-every``) the batch's
-whole state — the engine's (weights, optimiser state, random streams, who is still
-training), the epoch, the results so far, and the trials and configurations it trains — is
-written to one file in the study's checkpoint directory, atomically (a temporary file, then
-a rename), so the last complete checkpoint survives any kill.
+A Sonar batch is seconds of work, so a killed worker loses little (its batch goes on from
+its start, :func:`dropsweep.liveness.replays`); a Fashion-MNIST or CIFAR-10 batch is
+minutes to hours. Every few minutes (``--checkpoint-every``), and where a stop (Ctrl-C)
+lands, the batch's whole state — the engine's (weights, optimiser state, random streams,
+who is still training), the epoch (at a stop, the minibatch it was at and that epoch's row
+order), the results so far, and the trials and configurations it trains — is written to
+one file in the study's checkpoint directory, atomically (a temporary file, then a
+rename), so the last complete checkpoint survives any kill.
 
 When the batch's trials are later failed as stale (kill -9) or stopped (Ctrl-C), the next
 worker *claims* the file by renaming it (atomic: one claimant wins) and trains the same
@@ -251,6 +253,11 @@ class Saver:
 
     def due(self) -> bool:
         return self.every > 0 and time.monotonic() - self.last >= self.every
+
+    def at_stop(self) -> bool:
+        """A stop is checkpointed where it stopped, unless checkpoints are off (every 0:
+        never), could not be written, or the batch is no longer this worker's."""
+        return self.every > 0
 
     def __call__(self, state: dict[str, Any]) -> None:
         if self.first is not None:

@@ -3,10 +3,11 @@
 A worker may die at any moment (kill -9, a reboot, a lost machine). Its running trials keep
 beating (Optuna's heartbeat, recorded by one thread per batch) until it dies; any worker
 then fails the stale ones ("interrupted: worker died"), which do not count and are run
-again: a batch that left a checkpoint goes on from it; otherwise a planned configuration is
-planned again and a sampler's is run again with its parameters (:func:`owed`), once.
-Workers that ask at the same moment could together overshoot the target, or run one lost
-trial twice; trial numbers, which the storage hands out atomically, decide which asks stand.
+again, once, as the batch they were: from its checkpoint if it left one, else from its start
+(:func:`replays`: the same configurations in the same order with the same seed), so they end
+with the numbers of a run never stopped. Workers that ask at the same moment could together
+overshoot the target, or run one lost batch twice; trial numbers, which the storage hands
+out atomically, decide which asks stand.
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ from __future__ import annotations
 import datetime
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any, Callable, Container, Mapping, Sequence
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from dropsweep import records
+from dropsweep.records import WORKER_DIED
 from dropsweep.storage import TrialEnd, trialio
 
 
@@ -91,28 +94,118 @@ def carries(trial: FrozenTrial) -> bool:
             or trial.user_attrs.get(records.FAIL_REASON) == records.SURPLUS)
 
 
+def _asked_afresh(trial: FrozenTrial) -> bool:
+    """A trial of a batch asked afresh (not one that went on from another), recorded with
+    what its batch needs to be trained again: its batch, its configuration and its seed."""
+    attrs = trial.user_attrs
+    return (records.RESUMED not in attrs and type(attrs.get(records.BATCH)) is int
+            and type(attrs.get(records.SEED)) is int and isinstance(attrs.get(records.CONFIG),
+                                                                     dict))
+
+
 def goes_on(trial: FrozenTrial, by_number: Mapping[int, FrozenTrial],
             checkpointed: Container[int]) -> bool:
-    """Whether ``trial``, ended without a result, goes on from a checkpoint rather than
-    from the start: its batch, or the batch of a trial it went on from, has a file
-    (``checkpointed``: their numbers, written or claimed — a claim keeps the number)."""
+    """Whether ``trial``, ended without a result, goes on as part of its batch rather than
+    alone: from a checkpoint, where its batch or the batch of a trial it went on from has a
+    file (``checkpointed``: their numbers, written or claimed — a claim keeps the number);
+    else from the start of the batch it was first asked in (:func:`replays`)."""
     seen: FrozenTrial | None = trial
     while seen is not None:
         batch = seen.user_attrs.get(records.BATCH)
         if type(batch) is int and batch in checkpointed:
             return True
         resumed = seen.user_attrs.get(records.RESUMED)
-        before = resumed.get("trial") if isinstance(resumed, dict) else None
+        if not isinstance(resumed, dict):
+            return _asked_afresh(seen)
+        before = resumed.get("trial")
         seen = by_number.get(before) if type(before) is int and before < seen.number else None
     return False
+
+
+def root(trial: FrozenTrial, by_number: Mapping[int, FrozenTrial]) -> int:
+    """The trial first asked in ``trial``'s place: ``trial``, or the one it went on from
+    (from a checkpoint, or from its batch's start), followed back."""
+    seen = trial
+    while True:
+        resumed = seen.user_attrs.get(records.RESUMED)
+        before = resumed.get("trial") if isinstance(resumed, dict) else None
+        if type(before) is not int or before >= seen.number or before not in by_number:
+            return seen.number
+        seen = by_number[before]
+
+
+@dataclass(frozen=True)
+class Replay:
+    """A lost batch with no checkpoint to go on from: it goes on from its start, as a
+    checkpoint of epoch 0 would have it, with the trials it was asked as (its places, in
+    their order), their configurations and its seed — so it trains what it trained."""
+
+    batch: int
+    trials: tuple[int, ...]
+    configs: tuple[dict, ...]
+    seed: int
+
+    def payload(self) -> dict[str, Any]:
+        """As a checkpoint's header names its batch (:mod:`dropsweep.checkpoints`)."""
+        return {"batch": self.batch, "trials": list(self.trials),
+                "configs": [dict(c) for c in self.configs], "seed": self.seed}
+
+
+def carriers(trials: Sequence[FrozenTrial]) -> dict[int, FrozenTrial]:
+    """Trial number -> the last trial that carries it on (:func:`continued`, :func:`carries`)."""
+    return {continued(t): t for t in sorted(trials, key=lambda t: t.number) if carries(t)}
+
+
+def replays(trials: Sequence[FrozenTrial], checkpointed: Container[int] = ()) -> list[Replay]:
+    """The batches asked afresh that a stop or a dead worker left without a result for some
+    place and with no checkpoint file (``checkpointed``, as :func:`goes_on`), oldest first:
+    a place is lost when the last trial that went on with it (itself, or one that went on
+    from its checkpoint) ended without one. A batch with a place still running or queued
+    waits; a place whose lost trial a retry of an older dropsweep carries on is that
+    retry's batch's (never both)."""
+    after = carriers(trials)
+    batches: dict[int, list[FrozenTrial]] = {}
+    for t in trials:
+        if _asked_afresh(t):
+            batches.setdefault(t.user_attrs[records.BATCH], []).append(t)
+    out = []
+    for batch, places in sorted(batches.items()):
+        places.sort(key=lambda t: t.number)
+        pending = busy = False
+        covered = batch in checkpointed
+        for place in places:
+            last, alone = place, True
+            while last.number in after and after[last.number].number > last.number:
+                last = after[last.number]
+                alone = alone and retry_of(last) is None
+                covered = covered or last.user_attrs.get(records.BATCH) in checkpointed
+            busy = busy or last.state in (TrialState.RUNNING, TrialState.WAITING)
+            pending = pending or (alone and last.state == TrialState.FAIL
+                                  and not counts_toward_target(last))
+        if pending and not busy and not covered:
+            out.append(Replay(batch, tuple(t.number for t in places),
+                              tuple(t.user_attrs[records.CONFIG] for t in places),
+                              places[0].user_attrs[records.SEED]))
+    return out
+
+
+def replayed_twice(trials: Sequence[FrozenTrial], mine: set[int], continuing: Container[int]
+                   ) -> bool:
+    """Whether another worker goes on with the same lost places (``continuing``) from the
+    start too, with trials that carry them and the first of which is numbered before all of
+    ``mine``: two workers that see a batch lost at one moment both make its trials, and the
+    lower trial number keeps it (there is no file whose rename decides it)."""
+    first = min(mine)
+    return any(t.number < first and continued(t) in continuing and carries(t)
+               for t in trials)
 
 
 def owed(trials: Sequence[FrozenTrial], checkpointed: Container[int] = ()
          ) -> list[FrozenTrial]:
     """The lost trials (:func:`lost`) that no trial carries on yet and that no checkpoint
-    will: each is owed a run from the start with its configuration, oldest first, before
-    anything new is asked (what the README has promised since the heartbeat: "runs their
-    configurations again")."""
+    nor replay of their batch will (a trial of an older dropsweep, recorded without its
+    batch's seed): each is owed a run from the start with its configuration, oldest first,
+    before anything new is asked."""
     carried = {continued(t) for t in trials if carries(t)}
     by_number = {t.number: t for t in trials}
     return [t for t in trials if lost(t) and t.number not in carried
@@ -162,6 +255,27 @@ def now_utc() -> datetime.datetime:
 def fills_a_place(trial: FrozenTrial) -> bool:
     """Counts toward the target, or is running and may."""
     return counts_toward_target(trial) or trial.state == TrialState.RUNNING
+
+
+def dropped(trial: FrozenTrial) -> bool:
+    """Given up before it trained because another trial took its place first: a planned
+    configuration, or a lost batch, that two workers went on with at once (dropped before
+    its role was written), a lost trial queued again twice, a surplus trial."""
+    attrs = trial.user_attrs
+    return (trial.state == TrialState.FAIL and attrs.get(records.INTERRUPTED) is True
+            and records.BATCH not in attrs and attrs.get(records.FAIL_REASON) != WORKER_DIED
+            and (attrs.get(records.FAIL_REASON) == records.SURPLUS
+                 or records.ROLE not in attrs or retry_of(trial) is not None))
+
+
+def had_a_turn(trial: FrozenTrial) -> bool:
+    """Whether ``trial`` counts toward the ordinals of the trials after it (a trial's place
+    in a run never stopped: its sampler's and its batch's seeds): it fills a place, is
+    queued to, or was dropped for another that did (it filled one when it was asked, and
+    still does for a worker that looked then: two workers asking at once are told apart).
+    A trial lost to a stop or a dead worker has no turn: the trial that goes on with it
+    has, in its place."""
+    return fills_a_place(trial) or trial.state == TrialState.WAITING or dropped(trial)
 
 
 def planned_twice(study: optuna.Study, trial: optuna.Trial, config: dict) -> bool:

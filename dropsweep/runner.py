@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import signal
 import threading
+import time
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ from dropsweep.rows import best_first, better
 from dropsweep.space import Config, is_exhaustive, planned_configs, space_of
 from dropsweep.liveness import counts_toward_target
 from dropsweep.storage import GRACE_BEATS, heartbeat_seconds, mask_url, sqlite_path
-from dropsweep.study import (PRUNE_STARTUP_TRIALS, prepare_study, pruning_warmup,
+from dropsweep.study import (PRUNE_STARTUP_TRIALS, ordinal, prepare_study, pruning_warmup,
                              study_uid, sweep_fingerprint, trial_seed)
 from dropsweep.train import TrialResult
 from dropsweep.storage import trialio
@@ -309,15 +310,42 @@ def record_checkpoints(study: optuna.Study, root: Path) -> None:
         study.set_user_attr(records.CHECKPOINTS, str(root))
 
 
+@dataclass(frozen=True)
+class _Lost:
+    """A lost batch a worker could go on with: from its checkpoint file (``item``), else
+    from its start (``replay``); ``roots``, in order: the trials first asked in its places
+    (whose order its new trials keep)."""
+
+    roots: tuple[int, ...]
+    item: checkpoints.Found | None = None
+    replay: liveness.Replay | None = None
+
+
+@dataclass
+class _Plan:
+    """How a lost batch goes on: its header and state (a checkpoint's ``payload``, or a
+    replay's header), its claimed file (None: from its start), whether it trains from the
+    start (``fresh``) and whether its file is retired by the batch's own."""
+
+    payload: dict[str, Any]
+    claim: checkpoints.Found | None
+    fresh: bool
+    retire: bool
+
+
 @dataclass
 class _Resumed:
-    """A batch claimed from a checkpoint: its file (renamed to the claim) and state."""
+    """A batch going on: claimed from a checkpoint (its file, renamed to the claim, and
+    state), or lost with none and gone on with from its start (no claim, no state)."""
 
-    claim: checkpoints.Found
+    claim: checkpoints.Found | None
     state: dict[str, Any]
     seed: int
     fresh: bool = False  # its state cannot be gone on from: the batch trains from the start
     retire: bool = True  # the file is superseded by the batch's own (not one set aside)
+    # its places recorded for good before the stop (by index): they train along, and one
+    # that was pruned stops where it was pruned, so the batch computes what it computed
+    recorded: dict[int, FrozenTrial] = field(default_factory=dict)
 
 
 class _Search:
@@ -354,6 +382,10 @@ class _Search:
         self.cancelled = threading.Event()  # stop asking ahead: an error ends the search
         self.dropped = 0  # trials the last ask dropped as surplus
         self.asks_dropped = 0  # asks in a row whose every trial was dropped
+        # the trials running (or queued) when this worker began, whose workers may have died
+        # (None: not looked at yet); see _waits_for_the_dead
+        self.suspects: set[int] | None = None
+        self.started = time.monotonic()
 
     def run(self) -> None:
         """Batches until the study holds its target (or a stop). Any error gives back the
@@ -389,15 +421,20 @@ class _Search:
         _summarize(study, summary, trials)  # others' progress too, once a batch
         if summary.finished >= summary.target:
             return False
+        if self._waits_for_the_dead(trials):
+            liveness.wait(self.stop, min(self.seconds, 1.0))
+            return True
         # in flight: running, or queued by a planner (ours, another worker's, or a dead one's)
         running = sum(t.state in (TrialState.RUNNING, TrialState.WAITING) for t in trials)
-        if self.saves is not None and self.ahead is None:
-            taken = self._resume(trials)
-            if taken is not None:
-                asked, resumed = taken
-                summary.states["RUNNING"] = summary.states.get("RUNNING", 0) + sum(
-                    trial is not None for trial, _ in asked)
+        if self.ahead is None:
+            going = self._resume(trials)
+            summary.states["RUNNING"] = summary.states.get("RUNNING", 0) + sum(
+                trial is not None for asked, _ in going for trial, _ in asked)
+            for i, (asked, resumed) in enumerate(going):
+                if i and self.stop():
+                    break  # the rest stay held: given back as a stopped batch is
                 self._train(asked, resumed=resumed)
+            if going:
                 return True
         try:
             if self.ahead is not None:  # asked while the last batch trained: in `running`
@@ -448,6 +485,23 @@ class _Search:
             self._train(group, ask_ahead if i == len(groups) - 1 else None)
         return True
 
+    def _waits_for_the_dead(self, trials: list[FrozenTrial]) -> bool:
+        """Whether to wait before anything else: trials were running when this worker began
+        and still are, and it cannot yet tell whether their worker died (a rerun after kill
+        -9) or is alive. Asking new trials meanwhile would propose, and train, other
+        configurations than the run it replaces (the sampler sees them running, and they
+        fill places); once they are failed as stale they go on as their batch, first. A
+        live worker's trials beat: past the grace, those still running are its, and this
+        worker goes on alongside (or as soon as they finish)."""
+        unfinished = {t.number for t in trials
+                      if t.state in (TrialState.RUNNING, TrialState.WAITING)}
+        if self.suspects is None:
+            self.suspects = unfinished
+        self.suspects &= unfinished
+        if time.monotonic() - self.started > (GRACE_BEATS + 1) * self.seconds:
+            self.suspects.clear()
+        return bool(self.suspects)
+
     # Asking ahead works (tests/test_runner.py) but, measured on this project's 2-core CPU,
     # makes a sweep slower: the training loop takes the GIL back several times an epoch
     # (torch's small operations, the kernel's thread dispatch) and a thread asking Optuna
@@ -496,12 +550,15 @@ class _Search:
         for trial, _ in asked:
             if all(trial is not k for k, _ in kept):
                 self.held.discard(trial)  # abandoned: surplus
-        # each batch's random stream (weights, masks, row order) and its name (its checkpoint
-        # file's), both from its first trial that stands
+        # each batch's random stream (weights, masks, row order), from the ordinal of its
+        # first trial that stands (what a run never stopped numbers it: a rerun after a stop
+        # trains what it would have trained), read afresh (two workers' batches apart), and
+        # its name (its checkpoint file's), that trial's number
+        standing = study.get_trials(deepcopy=False) if kept else []
         with trialio.holding(study):
             for group in self._groups(kept):
                 first = group[0][0].number
-                seed = trial_seed(self.sweep.search.seed, first)
+                seed = trial_seed(self.sweep.search.seed, ordinal(standing, first))
                 for trial, _ in group:
                     trialio.set_user_attrs(trial, {records.SEED: seed, records.BATCH: first})
         return kept
@@ -523,48 +580,87 @@ class _Search:
         return [[asked[i] for i in group]
                 for group in self.sweep.family.batches([config for _, config in asked])]
 
-    def _resume(self, trials: list[FrozenTrial]) -> tuple[
-            list[tuple[optuna.Trial | None, Config]], _Resumed] | None:
-        """A batch whose trials were killed or stopped, claimed from its last checkpoint,
-        with new trials that go on from it (None in the places of trials already recorded
-        for good: pruned or diverged before the stop); None when there is none. A file
-        whose batch was recorded after all is deleted, once it is known to be this study's."""
-        assert self.saves is not None
-        by_batch: dict[int, list[FrozenTrial]] = {}
-        by_claim: dict[str, list[FrozenTrial]] = {}
-        for t in trials:
-            if records.BATCH in t.user_attrs:
-                by_batch.setdefault(int(t.user_attrs[records.BATCH]), []).append(t)
-            went_on = t.user_attrs.get(records.RESUMED)
-            if isinstance(went_on, dict) and went_on.get("claim"):
-                by_claim.setdefault(str(went_on["claim"]), []).append(t)
+    def _resume(self, trials: list[FrozenTrial]
+                ) -> list[tuple[list[tuple[optuna.Trial | None, Config]], _Resumed]]:
+        """The batches whose trials were killed or stopped that this worker goes on with
+        now, each with new trials (None in the places of trials already recorded for good:
+        pruned or diverged before the stop): from its last checkpoint, claimed; else, with
+        none, from its start (:func:`liveness.replays`). The oldest such batch, with those
+        asked together with it (one ask's batches, one per optimizer): their new trials
+        are numbered in the order of the trials they go on with, as a run never stopped
+        numbered them. Empty when there is none. A file whose batch was recorded after all
+        is deleted, once it is known to be this study's."""
         by_number = {t.number: t for t in trials}
-        grace = GRACE_BEATS * self.seconds
-        for item in checkpoints.found(self.saves):
-            if item.path.name in self.passed:
-                continue  # another study's
-            members = by_claim.get(item.token, []) if item.token else by_batch.get(item.batch, [])
-            recorded = bool(members) and all(counts_toward_target(t) for t in members)
-            if not recorded and any(not t.state.is_finished() for t in members):
-                continue  # still training somewhere
-            if not members and (item.token is None or checkpoints.age(item) < grace):
-                continue  # a claimant that may still be making its trials
-            taken = self._take(item, by_number)
-            if taken is None:
-                continue
-            mine, payload = taken
-            if recorded:
-                checkpoints.remove(mine.path)  # all recorded after all: nothing to go on from
-                continue
-            sound = self._sound(item, mine, payload)
-            asked = self._go_on(payload, by_number, mine, fresh=sound != "sound")
-            if all(trial is None for trial, _ in asked):
-                if sound != "aside":
-                    checkpoints.remove(mine.path)  # every place recorded: nothing to go on with
-                continue
-            return asked, _Resumed(mine, payload, int(payload["seed"]), sound != "sound",
-                                   retire=sound != "aside")
-        return None
+        for _ in range(3):  # a file refused or set aside: its batch goes on from its start
+            refused = len(self.passed)
+            lost = sorted(self._lost(trials, by_number), key=lambda lost: lost.roots[0])
+            if not lost:
+                return []
+            chosen, last = [lost[0]], lost[0].roots[-1]
+            for other in lost[1:]:  # asked with it: their trials interleave
+                if other.roots[0] < last:
+                    chosen.append(other)
+                    last = max(last, other.roots[-1])
+            plans, spoilt = [], False
+            for each in chosen:
+                plan = self._plan(each, by_number)
+                spoilt = spoilt or plan is None
+                if plan is not None:
+                    plans.append(plan)
+            going = self._go_on(plans, by_number) if plans else []
+            if going or not (spoilt or len(self.passed) > refused):
+                return going
+        return []
+
+    def _lost(self, trials: list[FrozenTrial], by_number: dict[int, FrozenTrial]
+              ) -> list[_Lost]:
+        """The lost batches this worker could go on with now: those with a checkpoint file
+        (not one running somewhere, nor a fresh claim whose claimant may still be making its
+        trials), then those with none."""
+        out: list[_Lost] = []
+        if self.saves is not None:
+            by_batch: dict[int, list[FrozenTrial]] = {}
+            by_claim: dict[str, list[FrozenTrial]] = {}
+            for t in trials:
+                if records.BATCH in t.user_attrs:
+                    by_batch.setdefault(int(t.user_attrs[records.BATCH]), []).append(t)
+                went_on = t.user_attrs.get(records.RESUMED)
+                if isinstance(went_on, dict) and went_on.get("claim"):
+                    by_claim.setdefault(str(went_on["claim"]), []).append(t)
+            grace = GRACE_BEATS * self.seconds
+            for item in checkpoints.found(self.saves):
+                if item.path.name in self.passed:
+                    continue  # another study's
+                members = (by_claim.get(item.token, []) if item.token
+                           else by_batch.get(item.batch, []))
+                recorded = bool(members) and all(counts_toward_target(t) for t in members)
+                if not recorded and any(not t.state.is_finished() for t in members):
+                    continue  # still training somewhere
+                if not members and (item.token is None or checkpoints.age(item) < grace):
+                    continue  # a claimant that may still be making its trials
+                if recorded:
+                    taken = self._take(item, by_number)
+                    if taken is not None:  # all recorded after all: nothing to go on from
+                        checkpoints.remove(taken[0].path)
+                    continue
+                roots = sorted({liveness.root(t, by_number) for t in members}) or [item.batch]
+                out.append(_Lost(tuple(roots), item=item))
+        for replay in liveness.replays(trials, self._checkpointed()):
+            out.append(_Lost(replay.trials, replay=replay))
+        return out
+
+    def _plan(self, lost: _Lost, by_number: dict[int, FrozenTrial]) -> _Plan | None:
+        """How ``lost`` goes on: its file claimed, read and checked (None when another worker
+        took it first, or it is another study's or unreadable), or its start."""
+        if lost.replay is not None:
+            return _Plan(lost.replay.payload(), None, fresh=True, retire=False)
+        assert lost.item is not None
+        taken = self._take(lost.item, by_number)
+        if taken is None:
+            return None
+        mine, payload = taken
+        sound = self._sound(lost.item, mine, payload)
+        return _Plan(payload, mine, fresh=sound != "sound", retire=sound != "aside")
 
     def _sound(self, item: checkpoints.Found, mine: checkpoints.Found,
                payload: dict[str, Any]) -> str:
@@ -619,73 +715,102 @@ class _Search:
             return None
         return mine, payload
 
-    def _go_on(self, payload: dict[str, Any], old: dict[int, FrozenTrial],
-               claim: checkpoints.Found, fresh: bool = False
-               ) -> list[tuple[optuna.Trial | None, Config]]:
-        """New RUNNING trials for a checkpointed batch, in its order: each with its
-        predecessor's parameters, role and configuration, the learning curve up to the
-        checkpoint (the pruner sees the whole curve; ``fresh``: none, the batch trains
-        from the start), and where it went on from; None where the predecessor was recorded
-        for good. Any failure gives back what it made."""
-        asked: list[tuple[optuna.Trial | None, Config]] = []
+    def _go_on(self, plans: list[_Plan], old: dict[int, FrozenTrial]
+               ) -> list[tuple[list[tuple[optuna.Trial | None, Config]], _Resumed]]:
+        """New RUNNING trials for the batches of ``plans``, each in its order, all numbered in
+        the order of the trials first asked in their places: each with its predecessor's
+        parameters, role and configuration, the learning curve up to the checkpoint (the
+        pruner sees the whole curve; a fresh plan: none, the batch trains from the start),
+        and where it went on from; None where the predecessor was recorded for good. A batch
+        gone on with from its start that another worker went on with at the same moment,
+        and keeps, is left out. Any failure gives back what it made."""
+        made: list[tuple[optuna.Trial, FrozenTrial]] = []
         try:
-            self._make_trials(payload, old, claim, asked, fresh)
+            return self._make_trials(plans, old, made)
         except BaseException:
-            for trial, _ in asked:  # none may stay RUNNING with no one training it
-                if trial is not None:
-                    self.held.discard(trial)
-                    liveness.abandon(self.study, trial)
+            for trial, _ in made:  # none may stay RUNNING with no one training it
+                self.held.discard(trial)
+                liveness.abandon(self.study, trial)
             raise
-        return asked
 
-    def _make_trials(self, payload: dict[str, Any], old: dict[int, FrozenTrial],
-                     claim: checkpoints.Found,
-                     asked: list[tuple[optuna.Trial | None, Config]], fresh: bool) -> None:
+    def _make_trials(self, plans: list[_Plan], old: dict[int, FrozenTrial],
+                     made: list[tuple[optuna.Trial, FrozenTrial]]
+                     ) -> list[tuple[list[tuple[optuna.Trial | None, Config]], _Resumed]]:
         study = self.study
         storage = study._storage  # noqa: SLF001 - a RUNNING trial from a template
-        epoch = 0 if fresh else int(payload["state"]["epoch"])
-        results = ([{"curve": []}] * len(payload["trials"]) if fresh
-                   else payload["state"]["results"])
         # the last trial that carries each place on: the trial the file names, or (a claim
         # whose claimant died) the one that went on from it
-        after = {liveness.continued(t): t for t in sorted(old.values(), key=lambda t: t.number)
-                 if liveness.carries(t)}
-        made: list[tuple[optuna.Trial, FrozenTrial]] = []
-        for number, values, result in zip(payload["trials"], payload["configs"], results):
-            before = old[number]
-            while before.number in after and after[before.number].number > before.number:
-                before = after[before.number]
-            if before.state != TrialState.FAIL or counts_toward_target(before):
-                # recorded for good before the stop, or carried on by another trial
-                asked.append((None, Config(values)))
-                continue
+        after = liveness.carriers(list(old.values()))
+        asked: list[list[tuple[optuna.Trial | None, Config]]] = []
+        recorded: list[dict[int, FrozenTrial]] = []
+        todo = []  # (the trial first asked in the place, plan, place, predecessor, its curve)
+        for p, plan in enumerate(plans):
+            payload = plan.payload
+            results = ([{"curve": []}] * len(payload["trials"]) if plan.fresh
+                       else payload["state"]["results"])
+            asked.append([(None, Config(values)) for values in payload["configs"]])
+            recorded.append({})
+            for i, (number, result) in enumerate(zip(payload["trials"], results)):
+                before = old[number]
+                while before.number in after and after[before.number].number > before.number:
+                    before = after[before.number]
+                if before.state != TrialState.FAIL or counts_toward_target(before):
+                    recorded[p][i] = before  # recorded for good before the stop
+                    continue
+                todo.append((liveness.root(before, old), p, i, before, result["curve"]))
+        mine: list[list[tuple[optuna.Trial, FrozenTrial]]] = [[] for _ in plans]
+        for _, p, i, before, curve in sorted(todo, key=lambda item: item[:3]):
+            plan = plans[p]
             # No role yet: a trial killed before its first beat has none, and liveness
             # fails such a trial once it is older than the grace (Optuna's own stale check
             # skips a trial that never beat). Role and beat come together below.
             attrs = {records.CONFIG: before.user_attrs[records.CONFIG],
-                     records.SEED: int(payload["seed"]),
-                     records.RESUMED: {"trial": before.number, "epoch": epoch,
-                                       "claim": claim.token}}
+                     records.SEED: int(plan.payload["seed"]),
+                     records.RESUMED: {
+                         "trial": before.number,
+                         "epoch": 0 if plan.fresh else int(plan.payload["state"]["epoch"]),
+                         "claim": None if plan.claim is None else plan.claim.token}}
             template = FrozenTrial(
                 number=-1, state=TrialState.RUNNING, value=None,
                 datetime_start=datetime.datetime.now(), datetime_complete=None,
                 params=before.params, distributions=before.distributions, user_attrs=attrs,
-                system_attrs={}, intermediate_values={int(e): float(v)
-                                                      for e, v in result["curve"]},
+                system_attrs={}, intermediate_values={int(e): float(v) for e, v in curve},
                 trial_id=-1)
             trial_id = storage.create_new_trial(study._study_id, template_trial=template)  # noqa: SLF001
             trial = optuna.Trial(study, trial_id)
             self.held.add([trial])
-            asked.append((trial, Config(values)))
             made.append((trial, before))
-        if not made:
-            return
-        liveness.beat(study, [t for t, _ in made])
-        first = made[0][0].number
-        with trialio.holding(study):
-            for trial, before in made:
-                trialio.set_user_attrs(trial, {records.BATCH: first,
-                                               records.ROLE: before.user_attrs[records.ROLE]})
+            mine[p].append((trial, before))
+            asked[p][i] = (trial, asked[p][i][1])
+        going = []
+        for p, plan in enumerate(plans):
+            if not mine[p]:
+                if plan.claim is not None and plan.retire:
+                    checkpoints.remove(plan.claim.path)  # every place recorded: nothing left
+                continue
+            if plan.claim is None and self._replayed_twice(mine[p]):
+                for trial, _ in mine[p]:  # before their role and batch: they carry nothing
+                    self.held.discard(trial)
+                    liveness.abandon(study, trial)
+                continue
+            liveness.beat(study, [t for t, _ in mine[p]])
+            first = mine[p][0][0].number
+            with trialio.holding(study):
+                for trial, before in mine[p]:
+                    trialio.set_user_attrs(trial, {
+                        records.BATCH: first, records.ROLE: before.user_attrs[records.ROLE]})
+            going.append((asked[p], _Resumed(plan.claim, plan.payload,
+                                             int(plan.payload["seed"]), plan.fresh,
+                                             plan.retire, recorded[p])))
+        return going
+
+    def _replayed_twice(self, made: list[tuple[optuna.Trial, FrozenTrial]]) -> bool:
+        """Whether another worker went on with this lost batch from its start at the same
+        moment, and keeps it (:func:`liveness.replayed_twice`), read afresh."""
+        with trialio.released(self.study):
+            now = self.study.get_trials(deepcopy=False)
+        return liveness.replayed_twice(now, {t.number for t, _ in made},
+                                       {before.number for _, before in made})
 
     def _finish_ahead(self) -> None:
         """Wait for a batch being asked ahead (it stops asking at a stop); its trials stay
@@ -726,7 +851,8 @@ class _Search:
         done_before = {i for i, t in enumerate(trials) if t is None}
         first = next(t for t in trials if t is not None).number
         # as _ask_batch stored it (a resumed batch: the stream it continues)
-        seed = resumed.seed if resumed else trial_seed(sweep.search.seed, first)
+        seed = resumed.seed if resumed else int(
+            trials[0]._cached_frozen_trial.user_attrs[records.SEED])  # noqa: SLF001 - as set
         saver = None
         if self.saves is not None and self.owner is not None:
             numbers = [resumed.state["trials"][i] if t is None else t.number  # type: ignore[union-attr]
@@ -747,6 +873,11 @@ class _Search:
         may_prune = (sweep.search.pruner != "none"
                      and summary.states.get("COMPLETE", 0) >= PRUNE_STARTUP_TRIALS)
         prunable = [config != sweep.baseline for _, config in asked]
+        # a place pruned before the stop, trained along from an earlier state, is stopped at
+        # the epoch it was pruned at (as the pruner stopped it then)
+        pruned_at = {i: max(t.intermediate_values) for i, t in
+                     (resumed.recorded.items() if resumed else ())
+                     if t.state == TrialState.PRUNED and t.intermediate_values}
         # Trials another worker failed as stale while this one was paused (SIGSTOP, a
         # suspended laptop, a stalled disk): they are no longer ours to record (nor are the
         # places of a resumed batch recorded before its stop).
@@ -761,6 +892,7 @@ class _Search:
                 saving[-1].every = 0.0  # the batch is another worker's to go on with now
             lost.update(taken)
             stopped = sorted(taken)  # stop training them: their results cannot be recorded
+            stopped += [i for i, at in pruned_at.items() if at == epoch]
             for i in values:
                 if i in taken:
                     continue
@@ -847,6 +979,13 @@ class _Search:
         with trialio.holding(study, max_age=self.seconds):
             results = retry.train_in_halves(list(range(len(asked))), train, out_of_memory,
                                             fail, before_retry)
+        if any(r.interrupted for r in results) and len(saving) <= 1:
+            # Stopped: the batch goes on as a whole, each place a new trial numbered in its
+            # order (what a run never stopped would hold, trial for trial), so what it ended
+            # before the stop (pruned, diverged) goes on with it, from its checkpoint or
+            # again from its start, and is recorded then, not here.
+            for result in results:
+                result.interrupted = True
         # each trial beats until its result is recorded: a worker slowed by a locked
         # storage must not see its finished trials failed as stale by another
         for i, frozen in record_batch(study, trials, results, lost):

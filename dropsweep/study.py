@@ -19,20 +19,24 @@ import time
 import uuid
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import optuna
+from optuna.distributions import BaseDistribution
+from optuna.samplers import BaseSampler
 from optuna.search_space.group_decomposed import _GroupDecomposedSearchSpace, _SearchSpaceGroup
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 import dropsweep
 from dropsweep import records
 from dropsweep.balance import BY, BalancedSampler, PlacementPruner
+from dropsweep.liveness import had_a_turn
 from dropsweep.config import Sweep, build_sweep
 from dropsweep.errors import StorageError, StudyMismatchError, SweepError
 from dropsweep.storage import describe_failure, heartbeat_seconds, mask_url, open_storage, \
     study_names
+from dropsweep.storage import trialio
 from dropsweep.storage.trialio import SnapshotStorage
 from dropsweep.space import space_of, values_of
 from dropsweep.sweepfile import RawSweep
@@ -189,14 +193,111 @@ def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
     return optuna.samplers.RandomSampler(seed=seed)
 
 
+# Samplers that keep a sequence of their own across trials (CMA-ES's generations, QMC's
+# low-discrepancy points): reseeding them for every trial would break it, so they are not.
+OWN_SEQUENCE = ("cmaes", "qmc")
+
+
 def sampler_for(sweep: Sweep, seed: int) -> optuna.samplers.BaseSampler:
-    """The sweep's sampler; balanced (``search.balance: placement``), one per placement, each
-    seeded from ``seed`` and the placement's index (:mod:`dropsweep.balance`)."""
+    """The sweep's sampler, made with ``seed``; balanced (``search.balance: placement``), one
+    per placement, each made with ``seed`` and the placement's index
+    (:mod:`dropsweep.balance`). Random and TPE are then reseeded for every trial from the
+    sweep's seed and the trial's ordinal (:class:`PerTrialSeed`), so that a study stopped or
+    killed and resumed proposes what it would have proposed, and workers asking at once
+    propose apart; CMA-ES and QMC keep their own sequences (:data:`OWN_SEQUENCE`)."""
+    name = sweep.search.sampler
+    per_trial = None if name in OWN_SEQUENCE else sweep.search.seed
     if not sweep.balanced:
-        return make_sampler(sweep.search.sampler, seed)
+        sampler = make_sampler(name, seed)
+        return sampler if per_trial is None else PerTrialSeed(sampler, per_trial)
     group = sweep.family.group
+
+    def reseed(study: optuna.Study, trial: FrozenTrial, sampler: BaseSampler) -> None:
+        if per_trial is not None:
+            reseed_for_trial(study, trial, sampler, per_trial)
+
     return BalancedSampler(group, values_of(space_of(sweep).get(group)),
-                           lambda i: make_sampler(sweep.search.sampler, trial_seed(seed, i)))
+                           lambda i: make_sampler(name, trial_seed(seed, i)), reseed)
+
+
+def trial_ordinal(study: optuna.Study, trial: FrozenTrial) -> int:
+    """:func:`ordinal` of ``trial``, read afresh once it exists: two workers asking at once
+    get two ordinals (the later-numbered sees the other running)."""
+    with trialio.released(study):
+        return ordinal(study.get_trials(deepcopy=False), trial.number)
+
+
+def ordinal(trials: Sequence[FrozenTrial], number: int) -> int:
+    """How many of ``trials`` numbered before ``number`` fill a place (finished for good, or
+    running), or did (:func:`dropsweep.liveness.had_a_turn`): trial ``number``'s place in a
+    run never stopped, whose seeds it takes (its sampler's, its batch's) — a trial lost to a
+    stop or a dead worker does not count, the trial that goes on with it does, in its
+    place."""
+    return sum(t.number < number and had_a_turn(t) for t in trials)
+
+
+def sampler_seed(search_seed: int, ordinal: int) -> int:
+    """The sampler's seed for the trial of this ordinal (a stream apart from the batches')."""
+    return int(np.random.SeedSequence([search_seed, ordinal, 1]).generate_state(1)[0]
+               & 0x7FFFFFFF)
+
+
+def reseed_for_trial(study: optuna.Study, trial: FrozenTrial, sampler: BaseSampler,
+                     search_seed: int) -> None:
+    """``sampler`` reseeded for ``trial`` from the sweep's seed and the trial's ordinal; a
+    trial queued with all its parameters (planned, or a lost trial's again), or made with
+    them (one that goes on with a lost trial), samples none, and is left alone."""
+    if "fixed_params" in trial.system_attrs or trial.params:
+        return
+    reseed(sampler, sampler_seed(search_seed, trial_ordinal(study, trial)))
+
+
+def reseed(sampler: BaseSampler, seed: int) -> None:
+    """``sampler`` as if made afresh with ``seed``: its random streams seeded again, what
+    it learnt kept. Optuna has no public call for it (``reseed_rng`` draws a random seed),
+    so this is the one place that touches a sampler's private streams (``_rng``, TPE's
+    ``_random_sampler`` for its start-up trials, and a ``PartialFixedSampler``'s
+    ``_base_sampler``): Optuna 5.1's, checked by tests/test_space.py."""
+    if isinstance(sampler, optuna.samplers.PartialFixedSampler):
+        reseed(sampler._base_sampler, seed)  # noqa: SLF001
+    elif isinstance(sampler, optuna.samplers.TPESampler):
+        sampler._rng.rng.seed(seed)  # noqa: SLF001
+        sampler._random_sampler._rng.rng.seed(seed)  # noqa: SLF001
+    elif isinstance(sampler, optuna.samplers.RandomSampler):
+        sampler._rng.rng.seed(seed)  # noqa: SLF001
+    else:
+        raise TypeError(f"{type(sampler).__name__} cannot be reseeded for each trial")
+
+
+class PerTrialSeed(BaseSampler):
+    """``inner``, reseeded for every trial it samples from the sweep's seed and the trial's
+    ordinal (:func:`reseed_for_trial`); the rest is ``inner``'s."""
+
+    def __init__(self, inner: BaseSampler, search_seed: int) -> None:
+        self.inner, self.search_seed = inner, search_seed
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        reseed_for_trial(study, trial, self.inner, self.search_seed)
+        self.inner.before_trial(study, trial)
+
+    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial
+                                    ) -> dict[str, BaseDistribution]:
+        return self.inner.infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study: optuna.Study, trial: FrozenTrial,
+                        search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
+        return self.inner.sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
+                           param_distribution: BaseDistribution) -> Any:
+        return self.inner.sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState,
+                    values: Sequence[float] | None) -> None:
+        self.inner.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self.inner.reseed_rng()
 
 
 def pruner_for(sweep: Sweep) -> optuna.pruners.BasePruner:
@@ -251,8 +352,9 @@ def prepare_study(sweep: Sweep, storage_url: str, study_name: str,
                 return _create_study(sweep, storage, study_name, rows)
             except optuna.exceptions.DuplicatedStudyError:
                 pass  # another worker created it a moment ago: join it
-        # Re-seeded by how far the study has come: the same seed again would propose the
-        # points it proposed at the start (random, QMC and TPE's start-up trials).
+        # Made with a seed of how far the study has come: the same seed again would propose
+        # the points it proposed at the start (CMA-ES and QMC; random and TPE are reseeded
+        # for each trial by its ordinal anyway, see sampler_for).
         resumed_seed = trial_seed(sweep.search.seed, len(storage.get_all_trials(
             storage.get_study_id_from_name(study_name), deepcopy=False)))
         study = optuna.load_study(study_name=study_name, storage=storage,

@@ -84,10 +84,13 @@ def batches_per_slice(macs_per_batch: float) -> int:
 class Engine(Protocol):
     """A batch of models of one family, trained together."""
 
+    folds: Folds  # the rows and splits it trains on
     trial_of: torch.Tensor  # [models]: the trial each model still training belongs to
     fold_of: torch.Tensor  # [models]: its split
     n_batches: int  # minibatches in an epoch (of the longest split)
     slice_batches: int  # minibatches trained between two looks at the stop flag
+    n_train: torch.Tensor  # [models]: training rows of each model's split
+    order: torch.Tensor  # [models, rows]: the epoch's minibatch order (start_epoch draws it)
 
     def start_epoch(self) -> None:
         """Draw the epoch's minibatch order."""
@@ -122,6 +125,10 @@ class Checkpointer(Protocol):
 
     def __call__(self, state: dict[str, Any]) -> None:
         """Keep ``state`` (atomically: the last complete checkpoint survives a kill)."""
+
+    def at_stop(self) -> bool:
+        """Whether a stop (Ctrl-C) is checkpointed too, where it stopped: not when
+        checkpoints are off (``--checkpoint-every 0``) or no longer this batch's to write."""
 
 
 def non_finite(tensors: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -197,16 +204,20 @@ def run_epochs(engine: Engine, n_trials: int, epochs: int, eval_every: int,
     ``interrupted``. ``on_progress`` hears the epochs done after every slice.
 
     ``save`` is offered the whole state at the end of an epoch whenever it is due (the
-    engine's, the epoch, the results so far); ``resume``, such a state, continues from it.
+    engine's, the epoch, the results so far), and at a stop where it stopped (when it
+    keeps stops, :meth:`Checkpointer.at_stop`): then also the minibatch the epoch was at and
+    the epoch's row order. ``resume``, either state, continues from it exactly.
     """
     results = [TrialResult() for _ in range(n_trials)]
     started = time.perf_counter()
-    first_epoch = 1
+    first_epoch, at, order = 1, 0, None
     if resume is not None:
         engine.load_state(resume["engine"])
         results = [TrialResult.from_state(r) for r in resume["results"]]
         first_epoch = int(resume["epoch"]) + 1
         started -= float(resume["elapsed"])  # wall time counts the time before the stop
+        if "minibatch" in resume:  # stopped within an epoch: it goes on where it stood
+            at, order = int(resume["minibatch"]), resume["order"]
     device = engine.trial_of.device
     ended = False  # every model has left: the batch is over, the engine keeps what it had
 
@@ -229,10 +240,18 @@ def run_epochs(engine: Engine, n_trials: int, epochs: int, eval_every: int,
         for epoch in range(first_epoch, epochs + 1):
             if size() == 0:
                 break
-            engine.start_epoch()
-            for first in range(0, engine.n_batches, engine.slice_batches):
+            if order is None:
+                engine.start_epoch()
+            else:  # the stopped epoch's own order, not a new draw
+                engine.order, order = order.to(device), None
+            for first in range(at, engine.n_batches, engine.slice_batches):
                 if should_stop is not None and should_stop():
                     now = time.perf_counter() - started
+                    if save is not None and save.at_stop():
+                        save({"epoch": epoch - 1, "minibatch": first,
+                              "order": engine.order.cpu().clone(), "elapsed": now,
+                              "results": [r.state() for r in results],
+                              "engine": engine.state()})
                     for t in set(engine.trial_of.tolist()):
                         results[t].interrupted = True
                         results[t].wall_time = now
@@ -241,6 +260,7 @@ def run_epochs(engine: Engine, n_trials: int, epochs: int, eval_every: int,
                 engine.train_batches(first, end)
                 if on_progress is not None:
                     on_progress(epoch - 1 + end / engine.n_batches)
+            at = 0
             bad, nan = engine.end_epoch()
             diverged = _diverged(engine, bad, nan, epoch, results)
             for t in set(engine.trial_of.tolist()) - diverged:
@@ -268,8 +288,10 @@ def run_epochs(engine: Engine, n_trials: int, epochs: int, eval_every: int,
     return results
 
 
-# What run_epochs saves (the ``save`` hook) and resumes from, and a result's fields in it
+# What run_epochs saves (the ``save`` hook) and resumes from, and a result's fields in it;
+# a stop within an epoch also keeps the minibatch it was at and the epoch's row order
 STATE_KEYS = frozenset({"epoch", "elapsed", "results", "engine"})
+WITHIN_KEYS = STATE_KEYS | {"minibatch", "order"}
 RESULT_KEYS = frozenset({"fold_accuracies", "epochs", "wall_time", "failure", "pruned",
                          "curve"})
 
@@ -278,22 +300,32 @@ def check_resume(resume: Any, n_trials: int, k: int, epochs: int,
                  make: Callable[[], Engine] | None = None) -> None:
     """Refuse (:class:`~dropsweep.checkpoints.Unusable`, naming the first field at fault)
     a state that a batch of ``n_trials`` trials of ``k`` splits, trained for ``epochs``,
-    could not have saved: an epoch outside 1 to ``epochs - 1``, an elapsed time that is not
-    a number of seconds, results not one per trial or not as :meth:`TrialResult.state`
-    writes them. ``make`` builds the batch's engine afresh: the saved engine state must
-    then be one of its own with exactly the models still training (the trials the results
-    say are, every split of each) — its keys, its tensors' types and shapes, who trains —
-    and must load; one made by another engine, device or form is
-    :class:`~dropsweep.checkpoints.Elsewhere`. Nothing trains: a resume checks first."""
+    could not have saved: an epoch outside 1 to ``epochs - 1`` (0 too for a stop within an
+    epoch), an elapsed time that is not a number of seconds, results not one per trial or
+    not as :meth:`TrialResult.state` writes them. ``make`` builds the batch's engine
+    afresh: the saved engine state must then be one of its own with exactly the models
+    still training (the trials the results say are, every split of each) — its keys, its
+    tensors' types and shapes, who trains — and must load; one made by another engine,
+    device or form is :class:`~dropsweep.checkpoints.Elsewhere`. A stop within an epoch
+    must also stand where a stop can (a minibatch that begins a slice) with the epoch's row
+    order: each model's own rows shuffled, before its padding. Nothing trains: a resume
+    checks first."""
     from dropsweep.checkpoints import Elsewhere, Unusable
 
-    if not isinstance(resume, Mapping) or set(resume) != STATE_KEYS:
+    if not isinstance(resume, Mapping) or set(resume) not in (STATE_KEYS, WITHIN_KEYS):
         keys = sorted(resume) if isinstance(resume, Mapping) else type(resume).__name__
-        raise Unusable(f"its state holds {keys}, not {sorted(STATE_KEYS)}")
+        raise Unusable(f"its state holds {keys}, not {sorted(STATE_KEYS)} (and, stopped "
+                       "within an epoch, minibatch and order)")
     epoch, elapsed, results = resume["epoch"], resume["elapsed"], resume["results"]
-    if type(epoch) is not int or not 1 <= epoch < epochs:
+    within = set(resume) == WITHIN_KEYS
+    if type(epoch) is not int or not int(not within) <= epoch < epochs:
         raise Unusable(f"its epoch is {epoch!r}, and a checkpoint of {epochs} epochs is "
-                       f"made after one of 1 to {epochs - 1}")
+                       f"made after one of {int(not within)} to {epochs - 1}")
+    minibatch, order = resume.get("minibatch", 0), resume.get("order")
+    if type(minibatch) is not int or minibatch < 0:
+        raise Unusable(f"its minibatch is {minibatch!r}, not a minibatch of an epoch")
+    if within and (not isinstance(order, torch.Tensor) or order.dim() != 2):
+        raise Unusable("its row order is not a table of rows for each model")
     if type(elapsed) not in (int, float) or not 0 <= elapsed < math.inf:
         raise Unusable(f"its elapsed time is {elapsed!r}, not a number of seconds")
     if not isinstance(results, list) or len(results) != n_trials:
@@ -315,7 +347,6 @@ def check_resume(resume: Any, n_trials: int, k: int, epochs: int,
     reference.keep(torch.tensor([t * k + f for t in alive for f in range(k)],
                                 device=reference.trial_of.device))
     want = reference.state()  # on the CPU: one engine on the device at a time
-    del reference
     if not isinstance(engine, Mapping):
         raise Unusable(f"its engine state is a {type(engine).__name__}")
     made = {key: engine.get(key) for key, value in want.items() if isinstance(value, str)}
@@ -330,12 +361,36 @@ def check_resume(resume: Any, n_trials: int, k: int, epochs: int,
         if not torch.equal(engine[key], want[key]):
             raise Unusable(f"its models still training ({key}) are not those its results "
                            "say are")
+    if within:
+        problem = _within_problem(minibatch, order, reference)
+        if problem:
+            raise Unusable(problem)
+    del reference
     try:
         make().load_state(engine)
     except Unusable:
         raise
     except Exception as exc:  # noqa: BLE001 - whatever a state that fits on paper trips
         raise Unusable(f"its engine state does not load ({type(exc).__name__})") from exc
+
+
+def _within_problem(minibatch: int, order: torch.Tensor, engine: Engine) -> str | None:
+    """Why a stop within an epoch at ``minibatch`` with row ``order`` is not one ``engine``
+    (fresh, with the models still training) could have made, or None: a stop comes before a
+    slice, and each model's order is a shuffle of its split's rows, its padding after them."""
+    if minibatch >= engine.n_batches or minibatch % engine.slice_batches:
+        return (f"its minibatch {minibatch} does not begin a slice of {engine.slice_batches} "
+                f"of its epoch's {engine.n_batches}, where a stop would be")
+    n_train = engine.n_train.cpu()
+    models, width = int(n_train.numel()), int(engine.folds.max_train)
+    if order.dtype != torch.int64 or tuple(order.shape) != (models, width):
+        return (f"its row order is {order.dtype} {tuple(order.shape)}, not torch.int64 "
+                f"{(models, width)}")
+    positions = torch.arange(width)
+    if not torch.equal(order.sort(dim=1).values, positions.expand(models, -1)) or bool(
+            ((order < n_train[:, None]) != (positions < n_train[:, None])).any()):
+        return "its row order is not each model's rows shuffled, its padding after them"
+    return None
 
 
 def _named(fields: Mapping[str, Any]) -> str:

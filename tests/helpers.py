@@ -54,5 +54,8 @@ class Every:
     def due(self) -> bool:
         return True
 
+    def at_stop(self) -> bool:
+        return True
+
     def __call__(self, state: dict) -> None:
         self.states.append(state)

@@ -76,6 +76,15 @@ def complete(study: optuna.Study) -> dict[str, list[float]]:
             if t.state.name == "COMPLETE"}
 
 
+def from_the_start(study: optuna.Study) -> list[int]:
+    """The trials the study's trials went on with from the start of their batch, with no
+    checkpoint (issue 25: a lost batch is gone on with as it was)."""
+    went_on = [t.user_attrs[records.RESUMED] for t in study.trials
+               if records.RESUMED in t.user_attrs]
+    assert all(r["epoch"] == 0 for r in went_on), went_on
+    return sorted(r["trial"] for r in went_on)
+
+
 def stopped_with_a_checkpoint(db: Path, validation: float = 0.2) -> Path:
     """A search stopped mid-batch after it wrote checkpoints: its checkpoint file."""
     study = search(db, validation, stop=StopAfter(4), checkpoint_every=1e-9)
@@ -97,7 +106,7 @@ def test_two_storages_in_one_directory_with_a_study_of_one_name_never_share_a_ch
     y = search(tmp_path / "y.db", 0.3, stop=StopAfter(2), checkpoint_every=0)
     assert sorted(t.state.name for t in y.trials) == ["FAIL"] * 3
     y = search(tmp_path / "y.db", 0.3, checkpoint_every=1e-9)
-    assert not [t.number for t in y.trials if records.RESUMED in t.user_attrs]
+    assert from_the_start(y) == [0, 1, 2]  # its own batch again, not x's weights
     assert files(saves) == before  # x's checkpoint, where x left it, byte for byte
     x = search(tmp_path / "x.db", checkpoint_every=1e-9)
     assert sorted(t.user_attrs[records.RESUMED]["trial"] for t in x.trials
@@ -120,20 +129,16 @@ def test_a_checkpoint_planted_in_a_studys_own_directory_is_refused_and_left_alon
     shutil.copy(theirs, planted)
     notes: list[str] = []
     y = search(tmp_path / "y.db", 0.3, notes, checkpoint_every=1e-9)
-    assert not [t.number for t in y.trials if records.RESUMED in t.user_attrs]
     assert planted.read_bytes() == theirs.read_bytes()  # left where it was
     refused = [n for n in notes if str(planted) in n]
     assert len(refused) == 1, notes
     assert "not this study's" in refused[0] and "study id" in refused[0], refused
     assert "storage" in refused[0] and "sweep" in refused[0], refused
     assert [p.name for p in own.iterdir()] == ["0.ckpt"]
-    # item 10: refused, the file goes on with nothing: y's stopped configurations train
-    # again from the start (the sampler's with their parameters), each once
-    stopped = [t for t in y.trials[:3] if t.user_attrs[records.ROLE] == records.ROLE_SEARCH]
-    again = {t.system_attrs["retry_history"][-1]: t for t in y.trials
-             if "retry_history" in t.system_attrs}
-    assert sorted(again) == [t.number for t in stopped]
-    assert all(again[t.number].params == t.params for t in stopped)
+    # item 10: refused, the file goes on with nothing: y's stopped batch trains again from
+    # its start, each configuration once, in its place (issue 25: with its seed)
+    assert from_the_start(y) == [0, 1, 2]
+    assert [t.params for t in y.trials[3:6]] == [t.params for t in y.trials[:3]]
 
 
 def test_a_study_has_one_random_id_and_an_old_study_gets_one_when_it_needs_it(tmp_path):
@@ -170,7 +175,8 @@ def pristine(tmp_path_factory: pytest.TempPathFactory):
     saved = where / "saved.db"
     with sqlite3.connect(where / "x.db") as src, sqlite3.connect(saved) as dst:
         src.backup(dst)
-    assert len(plain) == 3 and checkpoints.read(written)["state"]["epoch"] == 3
+    state = checkpoints.read(written)["state"]  # the stop's, where it stopped
+    assert len(plain) == 3 and (state["epoch"], state["minibatch"]) == (3, 0)
     return where, written, written.read_bytes(), saved, plain
 
 
@@ -218,6 +224,14 @@ LIES = {
         lambda s: s["results"][0].update(pruned=True),
     "a key missing from the engine": lambda s: s["engine"].pop("masks"),
     "an engine that is not a mapping": lambda s: s.update(engine=[1, 2]),
+    # issue 25, item 6: a stop is checkpointed where it stopped, within its epoch
+    "a minibatch beyond the epoch": lambda s: s.update(minibatch=10**6),
+    "a minibatch within a slice": lambda s: s.update(minibatch=1),
+    "a negative minibatch": lambda s: s.update(minibatch=-1),
+    "a minibatch without its row order": lambda s: s.pop("order"),
+    "a row order a row short": lambda s: s.update(order=s["order"][:, :-1].clone()),
+    "a row order that repeats a row": lambda s: s["order"][0].__setitem__(1, s["order"][0, 0]),
+    "a row order of floats": lambda s: s.update(order=s["order"].double()),
 }
 
 
@@ -418,13 +432,12 @@ def test_a_checkpoint_that_cannot_be_read_is_set_aside_in_one_line_and_never_wed
     assert [p.name for p in written.parent.iterdir()] == ["0.ckpt.unusable"]
     assert (written.parent / "0.ckpt.unusable").read_bytes() == spoiled
     assert sorted(t.state.name for t in study.trials).count("COMPLETE") == 3
-    # item 10: the stopped batch's configurations train again from the start, each once
+    # item 10: the stopped batch trains again from its start, each configuration once
     lost, rest = study.trials[:3], study.trials[3:]
     assert {json.dumps(t.params, sort_keys=True) for t in lost} == {
         json.dumps(t.params, sort_keys=True) for t in rest if t.state.name == "COMPLETE"}
-    assert sorted(t.system_attrs.get("retry_history", [None])[-1] for t in rest
-                  if t.user_attrs[records.ROLE] == records.ROLE_SEARCH) == [
-        t.number for t in lost if t.user_attrs[records.ROLE] == records.ROLE_SEARCH]
+    assert from_the_start(study) == [0, 1, 2]
+    assert complete(study) == pristine[4]  # to the numbers of a search never stopped
     assert "this ran" not in capsys.readouterr().out
     again: list[str] = []
     search(db, notes=again, checkpoint_every=1e-9)

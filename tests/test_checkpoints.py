@@ -179,13 +179,13 @@ def test_one_claimant_wins_and_the_saver_retires_what_it_resumed(tmp_path):
 
 
 
-def test_a_stopped_batch_with_a_trial_already_recorded_goes_on_without_recording_it_twice(
-        dataset, tmp_path):
-    """Ctrl-C in the middle of a batch whose one trial had already diverged (recorded for
-    good, FAIL with its reason): the next run goes on from the checkpoint with new trials for
-    the others only, trains the diverged place along (the batch computes what it computed)
-    but records nothing of it again, and ends with the same accuracies as a run never
-    stopped."""
+def test_a_stopped_batch_with_a_trial_that_diverged_goes_on_as_a_whole(dataset, tmp_path):
+    """Ctrl-C in the middle of a batch whose one trial had already diverged: nothing of the
+    batch is recorded at the stop (issue 25: recorded then, the diverged trial kept its
+    number and the others took later ones, another order than a run never stopped); the
+    next run goes on from the checkpoint with new trials for every place, in its order,
+    the diverged one out of the batch already, and ends with the same results as a run
+    never stopped, its diverged trial recorded once, with its reason."""
     import json
 
     import optuna
@@ -207,21 +207,22 @@ def test_a_stopped_batch_with_a_trial_already_recorded_goes_on_without_recording
         return optuna.load_study(study_name="s", storage=storage)
 
     stopped = run(f"sqlite:///{tmp_path}/a.db", stop=StopAfter(30), checkpoint_every=1e-9)
-    states = sorted((t.state.name, counts_toward_target(t)) for t in stopped.trials)
-    assert states == [("FAIL", False), ("FAIL", False), ("FAIL", True)]  # 2 stopped, 1 diverged
-    assert list((tmp_path / "saves").rglob("*.ckpt"))  # kept: the batch goes on from it
+    assert [(t.state.name, counts_toward_target(t)) for t in stopped.trials] == [
+        ("FAIL", False)] * 3  # the diverged one too: it goes on with its batch
+    [written] = list((tmp_path / "saves").rglob("*.ckpt"))
+    assert sum(r["failure"] is not None for r in checkpoints.read(written)["state"]["results"]) == 1
     study = run(f"sqlite:///{tmp_path}/a.db", checkpoint_every=1e-9)
-    assert [t.state.name for t in study.trials] == ["FAIL", "FAIL", "FAIL", "COMPLETE",
-                                                     "COMPLETE"]
-    assert sorted(t.user_attrs["resumed"]["trial"] for t in study.trials[3:]) == [0, 1]
+    assert [t.user_attrs["resumed"]["trial"] for t in study.trials[3:]] == [0, 1, 2]
     assert not list((tmp_path / "saves").rglob("*.ckpt*"))
     plain = run(f"sqlite:///{tmp_path}/b.db", checkpoint_every=0)
 
-    def folds(s: optuna.Study) -> dict[str, list]:
-        return {json.dumps(t.user_attrs["config"], sort_keys=True): t.user_attrs[
-            "fold_accuracies"] for t in s.trials if t.state.name == "COMPLETE"}
+    def ends(s: optuna.Study) -> list:
+        return [(json.dumps(t.user_attrs["config"], sort_keys=True), t.state.name,
+                 t.user_attrs.get("fold_accuracies"), t.user_attrs.get("fail_reason"))
+                for t in s.trials if counts_toward_target(t)]
 
-    assert folds(study) == folds(plain) and len(folds(plain)) == 2
+    assert ends(study) == ends(plain) and len(ends(plain)) == 3
+    assert [state for _, state, _, _ in ends(plain)].count("FAIL") == 1
 
 
 def test_a_directory_that_cannot_be_written_is_one_line_and_training_goes_on(tmp_path):
@@ -277,3 +278,153 @@ def test_a_saver_deletes_only_a_file_it_wrote(tmp_path):
     saver({"epoch": 1})
     saver.done()
     assert not theirs.exists()
+
+
+class AtStop(Every):
+    """A checkpointer never due (a batch shorter than ``--checkpoint-every``) that keeps a
+    stop's state, as ``dropsweep search`` does at Ctrl-C."""
+
+    def due(self) -> bool:
+        return False
+
+
+def outcome(results) -> list[tuple]:
+    return [(r.fold_accuracies, r.curve, r.epochs, r.pruned, r.failure, r.train_accuracy,
+             r.test_log_loss) for r in results]
+
+
+@pytest.mark.parametrize("case", ["mlp-torch", "mlp-c", "cnn", "custom-loop", "custom-batched"])
+def test_a_stop_within_an_epoch_is_checkpointed_and_goes_on_exactly(case, monkeypatch, tmp_path):
+    """Issue 25, item 6: Ctrl-C between two slices of an epoch (here slices of one minibatch,
+    so stops land within epochs, before and after a pruning) writes the batch's state where
+    it stopped — the minibatch it was at and the epoch's row order too — through a real file
+    loaded weights-only; every family's check accepts it, and the batch goes on from it to
+    exactly the numbers of a run never stopped."""
+    from dropsweep.families.cnn import engine as cnn_engine
+    from dropsweep.families.custom import batched
+    from dropsweep.families.mlp import engine as mlp_engine
+    from test_checkpoint_trust import CASES, _kernel
+
+    if case == "mlp-c" and not _kernel():
+        pytest.skip("the C kernel is not available here")
+    for module in (mlp_engine, cnn_engine, batched):
+        monkeypatch.setattr(module, "batches_per_slice", lambda macs: 1)
+    sweep, configs, folds, engine = CASES[case]()
+
+    def prune(epoch, accuracies):
+        return [1] if epoch == 2 else []
+
+    def train(**kw):
+        return sweep.family.train(configs, folds, sweep, 3, on_checkpoint=prune,
+                                  engine=engine, **kw)
+
+    looked = []
+    whole = outcome(train(should_stop=lambda: looked.append(1) and False))
+    per_epoch = len(looked) // sweep.train.epochs  # looks at the stop flag in an epoch
+    where = []
+    for looks in (0, 1, per_epoch + 1, 2 * per_epoch + 1):
+        saver = AtStop()
+        stopped = train(should_stop=StopAfter(looks), save=saver)
+        assert all(r.interrupted for r in stopped if not r.pruned)
+        [state] = saver.states
+        where.append((state["epoch"], state["minibatch"]))
+        path = tmp_path / f"{looks}.ckpt"
+        checkpoints.write_atomic(path, {"trials": [0, 1, 2], "seed": 3,
+                                        "configs": [dict(c) for c in configs],
+                                        "state": state})
+        state = checkpoints.read(path)["state"]
+        sweep.family.check_resume(configs, folds, sweep, 3, state, engine=engine)
+        assert outcome(train(resume=state)) == whole, (looks, where[-1])
+    assert any(minibatch > 0 for _, minibatch in where)  # within an epoch, not at its start
+    assert any(epoch >= 2 for epoch, _ in where)  # and after the pruning
+
+
+def test_a_stopped_epoch_whose_row_order_puts_padding_among_rows_is_refused():
+    """Issue 25, item 6: a stop's row order must be each model's own rows shuffled, its
+    padding after them (a split one row short pads one position): a file that says
+    otherwise would train on padding, and is refused before anything trains."""
+    from helpers import SUITE
+
+    from dropsweep.families.mlp import MLP
+
+    SUITE["hostile checkpoints"] += 1
+    from test_checkpoint_trust import _mlp_case
+
+    sweep, configs, folds, _ = _mlp_case("torch")
+    folds = make_folds(*data(rows=88), 3, seed=0)  # splits of 58 and 59 training rows
+    saver = AtStop()
+    MLP.train(configs, folds, sweep, 3, save=saver, should_stop=StopAfter(2), engine="torch")
+    [state] = saver.states
+    MLP.check_resume(configs, folds, sweep, 3, state, engine="torch")
+    short = int(folds.n_train.argmin())  # a split with padding: its last position
+    order = state["order"].clone()
+    m = int((folds.n_train[state["engine"]["fold_of"]] == folds.n_train[short]).nonzero()[0])
+    order[m, [0, -1]] = order[m, [-1, 0]]  # the padding position swapped to the front
+    with pytest.raises(checkpoints.Unusable, match="padding after them"):
+        MLP.check_resume(configs, folds, sweep, 3, {**state, "order": order}, engine="torch")
+
+
+def test_a_second_ctrl_c_cuts_the_stop_s_checkpoint_short_and_the_last_one_stays(
+        dataset, tmp_path, monkeypatch):
+    """Issue 25, item 6 with issue 24's second Ctrl-C: the stop's checkpoint being written
+    when a second Ctrl-C lands (it raises KeyboardInterrupt there, as the handler does in
+    ``at_once``) is cut short: no half file, the last periodic checkpoint stays whole, the
+    search ends as a stop, and the rerun goes on from that checkpoint to the numbers of a
+    run never stopped."""
+    import optuna
+
+    from dropsweep.config import build_sweep
+    from dropsweep.runner import StopFlag, run_search
+    from dropsweep.sweepfile import parse_sweep_text
+    from helpers import SUITE
+
+    SUITE["double interrupts"] += 1
+    sweep = build_sweep(parse_sweep_text(
+        "name: s\nmodel: {hidden: [8]}\ntrain: {epochs: 40, batch_size: 16, eval_every: 5}\n"
+        "cv: {folds: 3, seed: 1}\nsearch: {trials: 3, sampler: random, pruner: none}\n",
+        "s.yaml"))
+    written = []
+    write = checkpoints.write_atomic
+
+    def second_ctrl_c(path, payload):
+        if "minibatch" in payload["state"]:  # the stop's: the second Ctrl-C lands in it
+            def torn(out):
+                out.write(b"PK\x03\x04 half")
+                raise KeyboardInterrupt
+            checkpoints.replace_atomically(path, torn, prefix=checkpoints.TMP_PREFIX,
+                                           suffix=checkpoints.SUFFIX)
+        write(path, payload)
+        written.append(payload["state"]["epoch"])
+
+    monkeypatch.setattr(checkpoints, "write_atomic", second_ctrl_c)
+
+    class Twice(StopFlag):
+        def __call__(self) -> bool:
+            if self.signal is None and len(written) >= 3:
+                self.signal = 2  # the first Ctrl-C, after three periodic checkpoints
+            return self.signal is not None
+
+    url = f"sqlite:///{tmp_path}/a.db"
+    summary = run_search(sweep, dataset, storage_url=url, device="cpu", batch=3,
+                         stop=Twice(), checkpoint_dir=tmp_path / "saves",
+                         checkpoint_every=1e-9)
+    assert summary.stopped_by == 2
+    files = [p for p in (tmp_path / "saves").rglob("*") if p.is_file()]
+    assert [p.name for p in files] == ["0.ckpt"]  # no half file beside it
+    state = checkpoints.read(files[0])["state"]
+    assert "minibatch" not in state and state["epoch"] == written[-1] == 3
+    monkeypatch.setattr(checkpoints, "write_atomic", write)
+    run_search(sweep, dataset, storage_url=url, device="cpu", batch=3,
+               checkpoint_dir=tmp_path / "saves", checkpoint_every=1e-9)
+    study = optuna.load_study(study_name="s", storage=url)
+    assert {t.user_attrs["resumed"]["epoch"] for t in study.trials[3:]} == {3}
+    plain = f"sqlite:///{tmp_path}/b.db"
+    run_search(sweep, dataset, storage_url=plain, device="cpu", batch=3, checkpoint_every=0,
+               checkpoint_dir=tmp_path / "plain")
+
+    def folds(url: str) -> list:
+        return [t.user_attrs["fold_accuracies"] for t in
+                optuna.load_study(study_name="s", storage=url).trials
+                if t.state.name == "COMPLETE"]
+
+    assert folds(url) == folds(plain) and len(folds(plain)) == 3

@@ -64,6 +64,9 @@ def test_search_resume_extend_and_report(in_tmp):
     report = json.loads(run("report", "--format", "json").stdout)
     assert len(report["trials"]) == 5
     for trial in report["trials"]:
+        if trial["state"] == "FAIL":  # a learning rate that diverges: a result of its own
+            assert trial["fail_reason"].startswith("loss became"), trial
+            continue
         assert trial["state"] == "COMPLETE"
         assert {"number", "state", "value", "params", "fold_accuracies", "accuracy_mean",
                 "accuracy_std"} <= set(trial)

@@ -147,42 +147,48 @@ def stopped(dataset, storage: str, tmp_path: Path, every: float
     return trials
 
 
-def retries(study: optuna.Study) -> dict[int, list[optuna.trial.FrozenTrial]]:
-    """Lost trial number -> the trials that ran its configuration again (Optuna's retry
-    history, as RetryFailedTrialCallback writes it)."""
-    out: dict[int, list] = {}
-    for t in study.trials:
-        history = t.system_attrs.get("retry_history")
-        if history:
-            out.setdefault(history[-1], []).append(t)
-    return out
+def live(study: optuna.Study) -> list[tuple]:
+    """The trials that count, in order: (params, state, fold accuracies, learning curve,
+    role)."""
+    return [(t.params, t.state, t.user_attrs.get(records.FOLD_ACCURACIES),
+             t.intermediate_values, t.user_attrs[records.ROLE])
+            for t in optuna.load_study(study_name=study.study_name,
+                                       storage=study._storage).get_trials(deepcopy=False)
+            if counts_toward_target(t)]
 
 
-def test_a_lost_trial_without_a_checkpoint_is_run_again_once_with_its_configuration(
+def test_a_lost_batch_without_a_checkpoint_goes_on_from_its_start_exactly(
         dataset, storage, tmp_path):
-    """Issue 24, item 10: a batch stopped before it wrote any checkpoint; on resume each of
-    its sampler trials' configurations is trained again (the same parameters, before any new
-    one is asked), once; the baseline is planned again; the study ends with its target, and
-    each lost trial says why it failed."""
+    """Issue 25, prerequisite A (issue 24 item 10 kept): a batch stopped before it wrote any
+    checkpoint goes on, before anything new is asked, as the batch it was — each lost
+    trial's configuration once, in its place, with the batch's seed, from epoch 0 — so the
+    study ends with exactly the trials of a run never stopped, trial for trial; the baseline
+    runs again as the baseline, and each lost trial says why it failed. (It ran again in a
+    new batch with a new seed: other numbers.)"""
     SUITE["hostile checkpoints"] += 1
     from dropsweep.rows import trial_row
 
     lost = stopped(dataset, storage, tmp_path, every=0)
     assert [trial_row(t).fail_reason for t in lost] == ["interrupted"] * 3
+    assert not list((tmp_path / "saves").rglob("*.ckpt*"))  # checkpoints off: no file
     run_search(sweep_of(*LOST), dataset, storage_url=storage, device="cpu", batch=3,
                checkpoint_dir=tmp_path / "saves")
     study = optuna.load_study(study_name="small", storage=storage)
-    assert [t.state for t in study.trials].count(TrialState.COMPLETE) == 5
-    again = retries(study)
-    searched = [t for t in lost if t.user_attrs[records.ROLE] == records.ROLE_SEARCH]
-    assert sorted(again) == [t.number for t in searched] and len(searched) == 2
-    for old in searched:
-        [new] = again[old.number]
-        assert new.state == TrialState.COMPLETE and new.params == old.params
-        assert new.user_attrs[records.CONFIG] == old.user_attrs[records.CONFIG]
-        assert new.system_attrs["failed_trial"] == old.number
-        assert new.number < 6  # in the first batch of the resume, before any new one
+    again = study.trials[3:6]  # the first batch of the resume
+    assert [t.user_attrs[records.RESUMED] for t in again] == [
+        {"trial": t.number, "epoch": 0, "claim": None} for t in lost]
+    assert [t.params for t in again] == [t.params for t in lost]
+    assert [t.user_attrs[records.ROLE] for t in again] == [t.user_attrs[records.ROLE]
+                                                           for t in lost]
+    assert {t.user_attrs[records.SEED] for t in again} == {lost[0].user_attrs[records.SEED]}
+    assert {t.user_attrs[records.BATCH] for t in again} == {3}
+    assert not [t for t in study.trials if "retry_history" in t.system_attrs]
     assert len(baselines(study)) == 2 and baselines(study)[-1].state == TrialState.COMPLETE
+    plain = f"sqlite:///{tmp_path}/plain.db"
+    run_search(sweep_of(*LOST), dataset, storage_url=plain, device="cpu", batch=3,
+               checkpoint_dir=tmp_path / "plain-saves")
+    assert live(study) == live(optuna.load_study(study_name="small", storage=plain))
+    assert len(live(study)) == 5
 
 
 def test_a_lost_trial_with_a_checkpoint_goes_on_from_it_and_is_not_run_again(
@@ -195,7 +201,7 @@ def test_a_lost_trial_with_a_checkpoint_goes_on_from_it_and_is_not_run_again(
                checkpoint_dir=tmp_path / "saves", checkpoint_every=1e-9)
     study = optuna.load_study(study_name="small", storage=storage)
     assert [t.state for t in study.trials].count(TrialState.COMPLETE) == 5
-    assert retries(study) == {}
+    assert not [t for t in study.trials if "retry_history" in t.system_attrs]
     went_on = sorted(t.user_attrs[records.RESUMED]["trial"] for t in study.trials
                      if records.RESUMED in t.user_attrs)
     assert went_on == [0, 1, 2]
@@ -204,21 +210,160 @@ def test_a_lost_trial_with_a_checkpoint_goes_on_from_it_and_is_not_run_again(
     assert {str(t.params) for t in lost} <= set(configs)
 
 
-def test_two_workers_that_run_one_lost_trial_again_at_once_keep_only_the_first(
+class StopWhen:
+    """A stop flag raised (as Ctrl-C raises it) once ``condition()`` holds, looked at
+    between slices of training."""
+
+    def __init__(self, condition) -> None:
+        self.condition, self.signal = condition, None
+
+    def __call__(self) -> bool:
+        if self.signal is None and self.condition():
+            self.signal = signal.SIGINT
+        return self.signal is not None
+
+
+@pytest.mark.parametrize("every", [0, 1e-9], ids=["no checkpoint", "checkpointed"])
+def test_an_ask_of_two_batches_stopped_in_the_first_goes_on_in_the_order_it_was_asked(
+        dataset, storage, tmp_path, monkeypatch, every):
+    """Issue 25: trials asked together train as one batch per optimizer, one after the
+    other. Stopped in the first (checkpointed where it stopped, or with checkpoints off),
+    the second not begun: both go on, their new trials numbered in the order of the trials
+    they go on with (as a run never stopped numbered those: the report's ties, TPE's
+    weights by age), and the study ends with exactly the trials of a run never stopped."""
+    from dropsweep.families.mlp import MLP as family
+
+    sweep = sweep_of(*LOST, "search.trials=6", "space.optimizer=[sgd, adam]")
+    sizes: list[int] = []
+    train = type(family).train
+
+    def recording(self, configs, *args, **kwargs):
+        sizes.append(len(configs))
+        return train(self, configs, *args, **kwargs)
+
+    monkeypatch.setattr(type(family), "train", recording)
+    looks = {"n": 0}
+
+    def mid_first_batch() -> bool:
+        looks["n"] += 1
+        return len(sizes) == 1 and looks["n"] > 12
+
+    run_search(sweep, dataset, storage_url=storage, device="cpu", batch=6,
+               stop=StopWhen(mid_first_batch), checkpoint_dir=tmp_path / "saves",
+               checkpoint_every=every)
+    lost = optuna.load_study(study_name="small", storage=storage).get_trials()
+    assert len(sizes) == 1 and 0 < sizes[0] < 6  # the first of two batches, stopped
+    run_search(sweep, dataset, storage_url=storage, device="cpu", batch=6,
+               checkpoint_dir=tmp_path / "saves", checkpoint_every=every)
+    study = optuna.load_study(study_name="small", storage=storage)
+    again = study.trials[len(lost):len(lost) + 6]
+    assert [t.user_attrs[records.RESUMED]["trial"] for t in again] == [t.number for t in lost]
+    plain = f"sqlite:///{tmp_path}/plain.db"
+    run_search(sweep, dataset, storage_url=plain, device="cpu", batch=6, checkpoint_every=0,
+               checkpoint_dir=tmp_path / "plain-saves")
+    assert live(study) == live(optuna.load_study(study_name="small", storage=plain))
+
+
+@pytest.mark.parametrize("every", [0, 1e-9], ids=["no checkpoint", "checkpointed"])
+def test_a_batch_stopped_after_a_pruning_goes_on_as_a_whole_to_the_same_trials(
+        dataset, storage, tmp_path, every):
+    """A batch stopped after the median pruner stopped some of its trials, while the
+    baseline (never pruned) trains on: nothing of it is recorded at the stop; it goes on as
+    a whole — from the checkpoint the stop wrote, the pruned ones out of it, or from its
+    start, pruned again where they were — its new trials numbered in its order, and the
+    study ends with exactly the trials of a run never stopped, trial for trial. (Recorded
+    at the stop, the pruned trials kept their numbers and the baseline took a later one:
+    another order; trained along from the start to the end, they drew other row orders
+    and masks for the baseline.)"""
+    sweep = sweep_of("train.epochs=40", "train.eval_every=5", "search.pruner=median",
+                     "search.trials=15")
+    plain = f"sqlite:///{tmp_path}/plain.db"
+    prepared(sweep, storage, None, others=12)  # 12 at 99%: the pruner stops the others
+    prepared(sweep, plain, None, others=12)
+
+    def late_in_the_batch() -> bool:
+        study = optuna.load_study(study_name="small", storage=storage)
+        return any(t.number >= 12 and t.intermediate_values and max(t.intermediate_values) >= 35
+                   for t in study.get_trials(deepcopy=False))
+
+    run_search(sweep, dataset, storage_url=storage, device="cpu", batch=3,
+               stop=StopWhen(late_in_the_batch), checkpoint_dir=tmp_path / "saves",
+               checkpoint_every=every)
+    study = optuna.load_study(study_name="small", storage=storage)
+    stopped = study.trials[12:]
+    assert [t.state for t in stopped] == [TrialState.FAIL] * 3
+    assert sum(max(t.intermediate_values, default=0) < 35 for t in stopped) >= 1  # pruned
+    run_search(sweep, dataset, storage_url=storage, device="cpu", batch=3,
+               checkpoint_dir=tmp_path / "saves", checkpoint_every=every)
+    run_search(sweep, dataset, storage_url=plain, device="cpu", batch=3,
+               checkpoint_dir=tmp_path / "plain-saves", checkpoint_every=0)
+    mine = live(study)
+    assert mine == live(optuna.load_study(study_name="small", storage=plain))
+    assert TrialState.PRUNED in [state for _, state, *_ in mine]
+
+
+def test_two_workers_that_go_on_with_one_lost_batch_at_once_keep_only_the_first(
         dataset, storage, tmp_path):
-    """Two workers that both see a lost trial at the same moment both queue it; the lower
-    trial number keeps it and the other is dropped before it trains (not a result, not
-    run again), as for a planned configuration."""
+    """Two workers that both see a batch lost with no checkpoint at the same moment both
+    make its trials (there is no file whose rename decides it): the one whose first trial
+    is numbered lower keeps it; the other's are dropped before they train, carry nothing
+    on and count for nothing, and nothing is left to go on with (never twice)."""
+    SUITE["hostile checkpoints"] += 1
+    import torch
+
+    from dropsweep.liveness import carries, replays
+    from dropsweep.protocols import folds_of
+    from dropsweep.runner import SearchEvents, StopFlag, _Search
+
+    sweep = sweep_of(*LOST)
+    lost = stopped(dataset, storage, tmp_path, every=0)
+    study, summary = open_search(sweep, storage_url=storage)
+    folds = folds_of(dataset, sweep, sweep.cv.seed, torch.device("cpu"))
+
+    def worker() -> _Search:
+        return _Search(study, summary, sweep, folds, 3, SearchEvents(), StopFlag())
+
+    seen = study.get_trials()  # both look at the same moment
+    first, second = worker(), worker()
+    [(asked, resumed)] = first._resume(seen)
+    assert [t.number for t, _ in asked] == [3, 4, 5] and resumed.claim is None
+    assert second._resume(seen) == []  # made 6, 7, 8 and dropped them: 3 is lower
+    trials = study.get_trials()
+    assert [t.state for t in trials[6:]] == [TrialState.FAIL] * 3
+    assert all(t.user_attrs[records.INTERRUPTED] and not carries(t) for t in trials[6:])
+    assert not any(counts_toward_target(t) for t in trials[6:])
+    assert [t.user_attrs[records.RESUMED]["trial"] for t in trials[3:6]] == [
+        t.number for t in lost]
+    assert replays(trials) == []  # the first worker's trials carry the batch on
+    first.held.give_back()
+
+
+def test_lost_trials_of_an_older_dropsweep_run_again_once_each(dataset, storage, tmp_path):
+    """A lost trial recorded without its batch's seed (an older dropsweep's) cannot go on as
+    its batch: it is queued again alone with its parameters and Optuna's retry history;
+    two workers that queue one at the same moment keep the lower trial number."""
     SUITE["hostile checkpoints"] += 1
     from dropsweep.asking import ask_next
 
     sweep = sweep_of(*LOST)
-    lost = stopped(dataset, storage, tmp_path, every=0)
     study, _ = open_search(sweep, storage_url=storage)
-    [first, second] = [t for t in lost
-                       if t.user_attrs[records.ROLE] == records.ROLE_SEARCH]
-    planned, space = planned_configs(sweep), space_of(sweep)
-    assert ask_next(study, sweep, space, planned)[0].number == 3  # the baseline again
+    space, planned = space_of(sweep), planned_configs(sweep)
+    study.add_trial(create_trial(  # the baseline, done
+        state=TrialState.COMPLETE, value=0.5,
+        params=config_values(sweep.baseline, MLP.dimensions, space),
+        distributions=fixed_distributions(sweep.baseline, MLP.dimensions, space),
+        user_attrs={records.CONFIG: sweep.baseline.to_dict(),
+                    records.ROLE: records.ROLE_BASELINE}))
+    older = []
+    for rate in (0.02, 0.03):
+        config = mlp_config("input", 0.2, learning_rate=rate)
+        study.add_trial(create_trial(
+            state=TrialState.FAIL, params=config_values(config, MLP.dimensions, space),
+            distributions=fixed_distributions(config, MLP.dimensions, space),
+            user_attrs={records.CONFIG: config.to_dict(), records.ROLE: records.ROLE_SEARCH,
+                        records.BATCH: 1, records.INTERRUPTED: True}))
+        older.append(study.trials[-1])
+    first, second = older
     for _ in range(2):  # both workers queue the first lost trial again
         study.add_trial(create_trial(
             state=TrialState.WAITING, params=first.params, distributions=first.distributions,
@@ -226,12 +371,12 @@ def test_two_workers_that_run_one_lost_trial_again_at_once_keep_only_the_first(
             system_attrs={"failed_trial": first.number, "retry_history": [first.number]}))
     asked = [ask_next(study, sweep, space, planned)[0].number for _ in range(2)]
     trials = study.get_trials()
-    assert asked[0] == 4 and trials[5].state == TrialState.FAIL  # the second: dropped
-    assert trials[5].user_attrs[records.INTERRUPTED] is True
+    assert asked[0] == 3 and trials[4].state == TrialState.FAIL  # the second: dropped
+    assert trials[4].user_attrs[records.INTERRUPTED] is True
     # and then the second lost trial, queued by this worker itself, before anything new
     assert trials[asked[1]].system_attrs["retry_history"] == [second.number]
     assert [t.number for t in trials if t.system_attrs.get("retry_history") == [first.number]
-            and t.state == TrialState.RUNNING] == [4]
+            and t.state == TrialState.RUNNING] == [3]
 
 
 # ----------------------------------------------------------------------------- real processes

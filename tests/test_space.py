@@ -111,17 +111,19 @@ space:
     assert space["hidden_rate"] == Fixed(0.2)
 
 
-def test_tpe_groups_each_complete_trial_once_and_proposes_as_optunas_own():
+@pytest.mark.parametrize("per_trial", [False, True], ids=["seeded once", "each trial"])
+def test_tpe_groups_each_complete_trial_once_and_proposes_as_optunas_own(per_trial):
     """study.GroupsSoFar replaces TPE's decomposition of the space into groups (which passes
     over every complete trial at every ask): the same groups after every trial, completed in
-    any order, and so the same proposals, ask after ask, on a conditional space."""
+    any order, and so the same proposals, ask after ask, on a conditional space — seeded once,
+    or (as a search runs it, issue 25) reseeded for every trial by its ordinal."""
     import random
     import warnings
 
     import optuna
     from optuna.search_space.group_decomposed import _GroupDecomposedSearchSpace
 
-    from dropsweep.study import GroupsSoFar, make_sampler
+    from dropsweep.study import GroupsSoFar, PerTrialSeed, make_sampler
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     ours = make_sampler("tpe", seed=3)
@@ -137,7 +139,8 @@ def test_tpe_groups_each_complete_trial_once_and_proposes_as_optunas_own():
         return {frozenset(group.items()) for group in space.search_spaces}
 
     proposals = []
-    for sampler in (ours, theirs):
+    for tpe in (ours, theirs):
+        sampler = PerTrialSeed(tpe, 0) if per_trial else tpe
         study = optuna.create_study(sampler=sampler, direction="maximize")
         rng, running, seen = random.Random(0), [], []
         for _ in range(40):
@@ -155,11 +158,97 @@ def test_tpe_groups_each_complete_trial_once_and_proposes_as_optunas_own():
                     study.tell(done, state=optuna.trial.TrialState.PRUNED)
             fresh = _GroupDecomposedSearchSpace(True)
             seen.append(groups(fresh.calculate(study)) ==
-                        groups(sampler._group_decomposed_search_space.calculate(study)))
+                        groups(tpe._group_decomposed_search_space.calculate(study)))
         assert all(seen)
         proposals.append([t.params for t in study.trials])
     assert proposals[0] == proposals[1]
     assert len({p["kind"] for p in proposals[0][5:]}) > 1  # TPE at work, not one point
+
+
+RESEEDED = """
+name: reseeded
+search: {trials: 30, sampler: SAMPLER, seed: 4, pruner: none, balance: BALANCE}
+space:
+  placement: [none, input, hidden, both]
+  input_rate: {low: 0.1, high: 0.5}
+  hidden_rate: {low: 0.2, high: 0.6}
+  learning_rate: {low: 0.001, high: 0.3, log: true}
+  momentum: {low: 0.5, high: 0.99}
+  max_norm: [off, 3]
+"""
+
+
+def _reseeded_sweep(sampler: str, balance: str):
+    return build_sweep(parse_sweep_text(RESEEDED.replace("SAMPLER", sampler).replace(
+        "BALANCE", balance), "r.yaml"))
+
+
+def _propose(sweep, study: optuna.Study, fresh_process: bool, lost: set[int] = frozenset()
+             ) -> list[dict]:
+    """30 sampled trials, each told (a score of its own parameters) before the next is
+    asked; ``fresh_process``: a sampler made anew (another seed to make it with, as a
+    resumed process's) for every ask; ``lost``: the asks whose trial is lost (failed)
+    and asked again, as a kill's trial is gone on with."""
+    from dropsweep.study import sampler_for
+
+    out, asks = [], 0
+    study.sampler = sampler_for(sweep, 1000)
+    while len(out) < 30:
+        if fresh_process:
+            study.sampler = sampler_for(sweep, 1000 + asks)
+        trial = study.ask()
+        params = suggest(trial, DIMS, space_of(sweep))
+        asks += 1
+        if len(out) in lost:
+            lost = lost - {len(out)}
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            continue
+        study.tell(trial, params["learning_rate"] * (1 + (params.get("input_rate") or 0)))
+        out.append(trial.params)
+    return out
+
+
+@pytest.mark.parametrize("sampler,balance", [("tpe", "none"), ("random", "none"),
+                                             ("tpe", "placement"), ("random", "placement")])
+def test_the_sampler_proposes_by_the_trial_s_ordinal_whatever_process_asks(sampler, balance):
+    """Issue 25, prerequisite B: random and TPE (multivariate, grouped, constant liar),
+    balanced or not, are reseeded for every trial from the sweep's seed and the trial's
+    ordinal (the trials before it that fill a place): a new process for every ask, made
+    with any seed (a resume), proposes exactly what one process proposes, and trials lost
+    on the way (not counted) change nothing after them. (One seed for each process: a
+    resumed study proposed other points than the study never stopped.)"""
+    import warnings
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    sweep = _reseeded_sweep(sampler, balance)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        one = _propose(sweep, optuna.create_study(direction="maximize"), False)
+        each = _propose(sweep, optuna.create_study(direction="maximize"), True, {3, 17})
+    assert each == one
+    assert len({tuple(sorted(p.items())) for p in one}) == 30  # a search, not one point
+
+
+def test_two_workers_asking_at_once_propose_apart():
+    """Issue 25, prerequisite B: two workers made with the same seed (they joined the study
+    at the same count) asking turn about, each trial asked before the other's is told,
+    propose different points (they proposed the same ones: duplicate trials)."""
+    from dropsweep.study import sampler_for
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    sweep = _reseeded_sweep("random", "none")
+    storage = optuna.storages.InMemoryStorage()
+    workers = [optuna.create_study(storage=storage, study_name="s", direction="maximize",
+                                   sampler=sampler_for(sweep, 7), load_if_exists=True)
+               for _ in range(2)]
+    proposed = []
+    for _ in range(10):
+        asked = [(w, w.ask()) for w in workers]
+        for worker, trial in asked:
+            proposed.append(tuple(sorted(suggest(trial, DIMS, space_of(sweep)).items())))
+        for worker, trial in asked:
+            worker.tell(trial, 0.5)
+    assert len(set(proposed)) == len(proposed) == 20
 
 
 # ----------------------------------------------------------------------------- the optimizer
