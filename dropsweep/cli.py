@@ -732,7 +732,7 @@ def validate(sweep: str, overrides: tuple[str, ...], check_data: bool) -> None:
     Example:
       dropsweep validate sweeps/sonar.yaml --set cv.folds=5
     """
-    import yaml
+    from dropsweep.sweepfile import dump as dump_sweep
 
     config = _load_sweep(_sweep_file(sweep), overrides)
     if check_data:
@@ -744,7 +744,7 @@ def validate(sweep: str, overrides: tuple[str, ...], check_data: bool) -> None:
     out, err = _consoles()
     for text in config.family.notices(config.model):
         err.print(f"note: {text}", markup=False)
-    out.out(yaml.safe_dump(config.to_dict(), sort_keys=False).rstrip())
+    out.out(dump_sweep(config.to_dict()).rstrip())
     if check_data:
         counts = ", ".join(f"{k}: {v}" for k, v in dataset.class_counts.items())
         held = ("" if dataset.X_test is None else

@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-import yaml
 from optuna.trial import FrozenTrial
 
 import dropsweep
 from dropsweep import records
+from dropsweep.sweepfile import dump
 from dropsweep.config import Sweep
 from dropsweep.data import Dataset
 from dropsweep.rows import best_first
@@ -58,7 +58,7 @@ def sweep_text(sweep: Sweep, trial: FrozenTrial, study_name: str) -> str:
               f"trial {trial.number} ({trial.state.name}{score}).\n"
               "# Every value is fixed: `dropsweep search` runs this configuration (and the "
               "baseline, as every study does).\n")
-    return header + yaml.safe_dump(data, sort_keys=False)
+    return header + dump(data)
 
 
 def train_on_all(sweep: Sweep, dataset: Dataset, config: Config, seed: int,

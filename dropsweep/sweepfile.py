@@ -115,13 +115,31 @@ class _Loader(yaml.SafeLoader):
                 None, None, f"not a valid {tag} value{shown}", node.start_mark) from exc
 
 
+class Dumper(yaml.SafeDumper):
+    """How dropsweep writes a sweep (``export``, ``validate``): SafeDumper, quoting a string
+    that :class:`_Loader` would read back as a number (``'1e-3'``)."""
+
+
 # YAML 1.1 (PyYAML) reads ``1e-3`` as a string, wanting ``1.0e-3``; learning rates are written
 # the first way everywhere else (Python, Keras, Optuna's docs), so a sweep file reads it as
-# YAML 1.2 does: a number, written with or without a dot.
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-    list("-+0123456789"))
+# YAML 1.2 does: a number, written with or without a dot. The writer knows it too, so a
+# string that looks so (a study named 1e-3) is quoted and reads back as the string it was.
+EXPONENT_FLOAT = re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$")
+
+
+def reads_exponents(yaml_class: type) -> None:
+    """Teach a PyYAML loader or dumper YAML 1.2's exponent floats (``1e-3``)."""
+    yaml_class.add_implicit_resolver("tag:yaml.org,2002:float", EXPONENT_FLOAT,
+                                     list("-+0123456789"))
+
+
+reads_exponents(_Loader)
+reads_exponents(Dumper)
+
+
+def dump(data: Any) -> str:
+    """``data`` as sweep-file YAML, in its own key order, read back as written."""
+    return yaml.dump(data, Dumper=Dumper, sort_keys=False, allow_unicode=True)
 
 
 def _yaml_error(exc: Exception, what: str = "invalid YAML", **where: Any) -> SweepError:

@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dropsweep import space as spaces
+from dropsweep import sweepfile
 from dropsweep.config import (
     CVConfig,
     DataConfig,
@@ -49,8 +50,13 @@ def error(text: str, *sets: str, file: str = "s.yaml") -> SweepError:
     return info.value
 
 
-# The C emitter when PyYAML has it: the property tests dump a lot, and the output is the same.
-DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+# The C emitter when PyYAML has it: the property tests dump a lot, and the output is the same
+# as dropsweep's own writer (sweepfile.Dumper: a string read back as a number is quoted).
+class DUMPER(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # type: ignore[misc]
+    pass
+
+
+sweepfile.reads_exponents(DUMPER)
 C_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 

@@ -80,6 +80,10 @@ def test_exponents_without_a_dot_are_numbers_in_the_file_and_in_set() -> None:
     assert raw.data["name"] == "1e3x"  # not a number: stays text
     assert apply_overrides(raw, ["space.learning_rate.low=3e-5"]).data["space"][
         "learning_rate"]["low"] == 3e-5
+    # and what dropsweep writes (export, validate) reads back as it was: text stays text
+    data = {"name": "1e-3", "train": {"epochs": 3}, "space": {"learning_rate": [1e-3, 2.5e-7]}}
+    assert sweepfile.dump(data).startswith("name: '1e-3'\n")
+    assert parse_sweep_text(sweepfile.dump(data), "w.yaml").data == data
 
 def test_every_dotted_key_remembers_its_line() -> None:
     raw = parse_sweep_text(NESTED, "n.yaml")
