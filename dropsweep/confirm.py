@@ -19,6 +19,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 import optuna
+from optuna.trial import FrozenTrial
 
 from dropsweep import liveness, records, retry
 from dropsweep.records import confirm_name
@@ -212,10 +213,18 @@ def run_confirm(study: optuna.Study, dataset: Dataset, *, top: int | None = None
             folds = folds_of(dataset, sweep, cv_seed, dev)
             if records.TEST_TRAIN_RATIO not in confirm.user_attrs:  # what the corrected tests use
                 confirm.set_user_attr(records.TEST_TRAIN_RATIO, split_ratio(folds))
+            # the batch as it was first trained, when a kill cut its recording short: a
+            # model's starting weights depend on its place in the batch
+            batch = _cut_short(confirm, r, todo) or [c.config for c in todo]
             with liveness.Heartbeat(confirm, [], seconds) as held:  # from each ask to its tell
                 try:
                     trials = [_ask(confirm, sweep, c, space, r, cv_seed, held) for c in todo]
-                    results = _train(sweep, [c.config for c in todo], folds, cv_seed, stop)
+                    with trialio.holding(confirm):
+                        for trial in trials:  # which attempt: a replay needs its batch
+                            trialio.set_user_attrs(trial, {records.BATCH: trials[0].number})
+                    trained = dict(zip(map(_key, batch), _train(sweep, batch, folds, cv_seed,
+                                                                stop)))
+                    results = [trained[_key(c.config)] for c in todo]
                     lost: set[int] = set()
                     for i, frozen in record_batch(confirm, trials, results, lost):
                         held.discard(trials[i])
@@ -230,6 +239,31 @@ def run_confirm(study: optuna.Study, dataset: Dataset, *, top: int | None = None
                 on_repeat(summary)
     summary.stopped_by = stop.signal
     return summary
+
+
+def _key(config: Config) -> str:
+    return config_key(config.to_dict())
+
+
+def _cut_short(confirm: optuna.Study, repeat: int, todo: list[Candidate]) -> list[Config]:
+    """The configurations of ``repeat``'s last attempt, in its order, when that attempt was
+    cut short (a kill while its results were being recorded: some recorded, some not) and
+    holds every one still to do; [] otherwise. Trained whole again, the batch gives the
+    missing ones exactly the results an uninterrupted run gave them (a model's starting
+    weights depend on its place in the batch); only those are recorded."""
+    attempts: dict[int, list[FrozenTrial]] = {}
+    for t in confirm.get_trials(deepcopy=False):
+        if t.user_attrs.get(records.REPEAT) == repeat and records.BATCH in t.user_attrs:
+            attempts.setdefault(int(t.user_attrs[records.BATCH]), []).append(t)
+    if not attempts:
+        return []
+    last = sorted(attempts[max(attempts)], key=lambda t: t.number)
+    recorded = [liveness.counts_toward_target(t) for t in last]
+    configs = [Config(t.user_attrs[records.CONFIG]) for t in last]
+    wanted = {_key(c.config) for c in todo}
+    if not any(recorded) or all(recorded) or not wanted <= set(map(_key, configs)):
+        return []
+    return configs
 
 
 def _train(sweep: Sweep, configs: list[Config], folds: Folds, seed: int, stop: StopFlag

@@ -564,3 +564,43 @@ def test_confirmations_stored_before_issue_25_report_as_they_did(tmp_path, monke
                                     catch_exceptions=False)
         assert result.exit_code == 0, result.stderr
         assert json.loads(result.stdout)["confirmation"] == before[name]["confirmation"], name
+
+
+def test_a_repeat_whose_recording_a_kill_cut_short_is_trained_whole_again(placed, dataset,
+                                                                          storage, tmp_path,
+                                                                          monkeypatch):
+    """A kill while a repeat's results were being recorded leaves some recorded and some
+    running (then failed as stale). The rerun trains that repeat's whole batch again, in its
+    order, and records only the missing: a model's starting weights depend on its place in
+    the batch, so the missing results are those of a confirmation never stopped."""
+    from dropsweep import confirm as confirming
+
+    other = tmp_path / "other.db"  # the same search again, on its own
+    run_search(sweep_of(SMALL, "search.trials=12", "search.sampler=random",
+                        "space.placement=[none, input, hidden]"),
+               dataset, storage_url=f"sqlite:///{other}", device="cpu", batch=6)
+    run_confirm(placed, dataset, repeats=2, device="cpu")
+    plain = optuna.load_study(study_name=confirm_name("small"), storage=storage)
+
+    def values(study):
+        return sorted((t.user_attrs[records.REPEAT], t.user_attrs[records.SOURCE_TRIAL],
+                       t.value) for t in study.trials if t.state.name == "COMPLETE")
+
+    searched = optuna.load_study(study_name="small", storage=f"sqlite:///{other}")
+    recorded = confirming.record_batch
+
+    def killed_after_two(study, trials, results, lost):  # the process dies mid-recording
+        for n, item in enumerate(recorded(study, trials, results, lost)):
+            yield item
+            if n == 1:
+                raise KeyboardInterrupt
+
+    monkeypatch.setattr(confirming, "record_batch", killed_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        run_confirm(searched, dataset, repeats=2, device="cpu")
+    monkeypatch.setattr(confirming, "record_batch", recorded)
+    cut = optuna.load_study(study_name=confirm_name("small"), storage=f"sqlite:///{other}")
+    assert sum(t.state.name == "COMPLETE" for t in cut.trials) == 2  # of the repeat's four
+    run_confirm(searched, dataset, repeats=2, device="cpu")
+    again = optuna.load_study(study_name=confirm_name("small"), storage=f"sqlite:///{other}")
+    assert values(again) == values(plain)
