@@ -30,14 +30,14 @@ from pathlib import Path
 
 import torch
 
-from dropsweep.config import build_sweep
-from dropsweep.confirm import run_confirm
-from dropsweep.data import load_dataset
-from dropsweep.report import build_report
-from dropsweep.runner import run_search
+from dropsweep.sweep.config import build_sweep
+from dropsweep.study.confirm import run_confirm
+from dropsweep.data.dataset import load_dataset
+from dropsweep.answers.report import build_report
+from dropsweep.study.runner import run_search
 from dropsweep.storage import heartbeat_seconds, load_study, open_storage
-from dropsweep.sweepfile import apply_overrides, load_sweep
-from dropsweep.verdict import build_confirmation
+from dropsweep.sweep.file import apply_overrides, load_sweep
+from dropsweep.answers.verdict import build_confirmation
 
 SWEEP = Path(__file__).resolve().parents[1] / "sweeps" / "sonar.yaml"
 MODES = ("none", "placement")

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from dropsweep.space import Config
+    from dropsweep.sweep.space import Config
 
 SWEEP = Path(__file__).resolve().parents[1] / "sweeps" / "brownlee.yaml"
 
@@ -117,14 +117,14 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     from dropsweep import records
-    from dropsweep.config import build_sweep
-    from dropsweep.data import check_folds, load_dataset
-    from dropsweep.devices import resolve_device
+    from dropsweep.sweep.config import build_sweep
+    from dropsweep.data.dataset import check_folds, load_dataset
+    from dropsweep.train.devices import resolve_device
     from dropsweep.families.mlp import kernel
     from dropsweep.families.mlp.engine import use_kernel
-    from dropsweep.runner import AUTO_BATCH, run_search
-    from dropsweep.space import planned_configs
-    from dropsweep.sweepfile import apply_overrides, load_sweep
+    from dropsweep.study.runner import AUTO_BATCH, run_search
+    from dropsweep.sweep.space import planned_configs
+    from dropsweep.sweep.file import apply_overrides, load_sweep
 
     overrides = []
     if args.epochs is not None:

@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's 
 
 from dropsweep.families.custom.batched import BatchedEngine  # noqa: E402
 from dropsweep.families.custom.engine import CustomEngine, Network, Settings  # noqa: E402
-from dropsweep.protocols import make_folds  # noqa: E402
-from dropsweep.space import Config  # noqa: E402
+from dropsweep.data.protocols import make_folds  # noqa: E402
+from dropsweep.sweep.space import Config  # noqa: E402
 
 
 def mlp() -> tuple[nn.Module, dict[str, list[str]], tuple[int, ...]]:

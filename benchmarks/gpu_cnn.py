@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> None:
         name = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(name)
     if device.type == "cuda":
-        from dropsweep.devices import resolve_device
+        from dropsweep.train.devices import resolve_device
 
         device = resolve_device(name)
     size = (QUICK if args.quick else DIGITS if args.digits else GPU if device.type == "cuda"

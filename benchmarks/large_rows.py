@@ -34,8 +34,8 @@ from trial_speed import matmul_gflops, print_ratios, trial_flops  # noqa: E402
 
 from dropsweep.families.mlp import config as mlp_config  # noqa: E402
 from dropsweep.families.mlp.engine import TrainSettings, train_trials  # noqa: E402
-from dropsweep.protocols import Folds, make_holdout  # noqa: E402
-from dropsweep.space import Config  # noqa: E402
+from dropsweep.data.protocols import Folds, make_holdout  # noqa: E402
+from dropsweep.sweep.space import Config  # noqa: E402
 
 HIDDEN = (200, 100, 60)
 SIZES = [784, *HIDDEN, 10]

@@ -19,9 +19,9 @@ from typing import Callable
 
 import numpy as np
 
-from dropsweep.config import build_sweep
-from dropsweep.data import load_dataset, rows_record
-from dropsweep.sweepfile import RawSweep
+from dropsweep.sweep.config import build_sweep
+from dropsweep.data.dataset import load_dataset, rows_record
+from dropsweep.sweep.file import RawSweep
 
 
 def best_of(repeats: int, run: Callable[[], object]) -> tuple[float, object]:

@@ -40,7 +40,7 @@ SWEEP = REPO / "sweeps" / "sonar.yaml"
 # Run in the command's process: `dropsweep search ARGS`, training timed batch by batch.
 DRIVER = """
 import json, os, sys, time
-import dropsweep.runner as runner
+import dropsweep.study.runner as runner
 try:  # the MLP family's engine (since model families), else the runner's import of it
     import dropsweep.families.mlp.engine as engine
 except ImportError:

@@ -23,11 +23,11 @@ import torch
 from torch import nn
 
 from dropsweep.families.mlp import config as mlp_config
-from dropsweep.space import Config
-from dropsweep.data import load_sonar, standardize, stratified_folds
-from dropsweep.runner import AUTO_BATCH
+from dropsweep.sweep.space import Config
+from dropsweep.data.dataset import load_sonar, standardize, stratified_folds
+from dropsweep.study.runner import AUTO_BATCH
 from dropsweep.families.mlp.engine import TrainSettings, train_trials
-from dropsweep.protocols import make_folds
+from dropsweep.data.protocols import make_folds
 
 PLACEMENTS = ("none", "input", "hidden", "both")
 

@@ -89,7 +89,7 @@ def _kernel_notice(device: str) -> str | None:
     """Why the fast CPU kernel is not used, and what it costs (or what was wrong with its
     cache), for a run that trains on the CPU; read before anything is written."""
     from dropsweep.families.mlp import kernel
-    from dropsweep.devices import resolve_device
+    from dropsweep.train.devices import resolve_device
 
     return kernel.notice() if resolve_device(device).type == "cpu" else None
 
@@ -113,7 +113,7 @@ def _resumable(exc: StorageFailure) -> StorageFailure:
 
 
 def _device_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
-    from dropsweep.devices import check_name
+    from dropsweep.train.devices import check_name
 
     return check_name(value)  # its form only: whether this machine has it, where it trains
 
@@ -139,7 +139,7 @@ def _sweep_file(given: str) -> str:
     name (``sonar``, ``sonar.yaml``), said on stderr so no one wonders which file ran.
     Called in the command's body, not as a click type: click converts arguments in the
     order they were typed, and a bad option after the sweep must still be the error."""
-    from dropsweep.examples import resolve_sweep
+    from dropsweep.sweep.examples import resolve_sweep
 
     source = resolve_sweep(given)
     if source.example is not None:
@@ -150,8 +150,8 @@ def _sweep_file(given: str) -> str:
 
 
 def _load_sweep(path: str, overrides: tuple[str, ...]) -> Any:
-    from dropsweep.config import build_sweep
-    from dropsweep.sweepfile import apply_overrides, load_sweep
+    from dropsweep.sweep.config import build_sweep
+    from dropsweep.sweep.file import apply_overrides, load_sweep
 
     return build_sweep(apply_overrides(load_sweep(path), overrides))
 
@@ -173,10 +173,10 @@ def _study_to_train(storage: str, study_name: str | None, threads: int | None, e
     on ``err`` when an older study records them now)."""
     import torch
 
-    from dropsweep.data import load_dataset, rows_record
-    from dropsweep.report import latest_study_name
+    from dropsweep.data.dataset import load_dataset, rows_record
+    from dropsweep.answers.report import latest_study_name
     from dropsweep.storage import heartbeat_seconds, load_study, open_storage
-    from dropsweep.study import check_rows, check_searched, stored_sweep
+    from dropsweep.study.open import check_rows, check_searched, stored_sweep
 
     reader = open_storage(storage, read_only=True)
     name = study_name or latest_study_name(reader)
@@ -201,8 +201,8 @@ def _storage_args(storage: str) -> tuple[str, ...]:
 
 def _print_study_answer(storage: str, study_name: str, out: Any) -> None:
     """The study's answer block, as ``dropsweep report`` opens with it."""
-    from dropsweep.render import print_answer
-    from dropsweep.report import study_answer
+    from dropsweep.render.report import print_answer
+    from dropsweep.answers.report import study_answer
     from dropsweep.storage import load_study, open_storage
 
     store = open_storage(storage, read_only=True)
@@ -270,12 +270,12 @@ def _search_stage(sweep: str, overrides: tuple[str, ...], storage: str,
     """``search`` up to its summary (``run``'s first stage): the summary, and the exit status
     the workers ask for (0 with one worker). Progress and notes go to ``err``."""
     sweep = _sweep_file(sweep)  # a file its workers are given as such
-    from dropsweep.data import check_folds, load_dataset, rows_record
-    from dropsweep.progress import SearchProgress
+    from dropsweep.data.dataset import check_folds, load_dataset, rows_record
+    from dropsweep.render.progress import SearchProgress
     import torch
 
-    from dropsweep.checkpoints import DEFAULT_EVERY
-    from dropsweep.runner import (AUTO_BATCH, SearchEvents, StopFlag, open_search,
+    from dropsweep.train.checkpoints import DEFAULT_EVERY
+    from dropsweep.study.runner import (AUTO_BATCH, SearchEvents, StopFlag, open_search,
                                   run_search, stop_on_signals, watcher, worker_batches)
 
     config = _load_sweep(sweep, overrides)
@@ -300,8 +300,8 @@ def _search_stage(sweep: str, overrides: tuple[str, ...], storage: str,
                                          DEFAULT_EVERY if checkpoint_every is None
                                          else checkpoint_every))
             else:
-                from dropsweep.devices import gpu_count, worker_devices
-                from dropsweep.workers import WorkerArgs, exit_status, run_workers, worker_args
+                from dropsweep.train.devices import gpu_count, worker_devices
+                from dropsweep.study.workers import WorkerArgs, exit_status, run_workers, worker_args
 
                 wanted = batch or AUTO_BATCH
                 devices = worker_devices(device, workers, gpu_count())
@@ -349,8 +349,8 @@ def search(sweep: str, overrides: tuple[str, ...], storage: str, study_name: str
       dropsweep search sweeps/sonar.yaml --workers 2
       dropsweep search sweeps/sonar.yaml --storage postgresql://user@host/db   # on each machine
     """
-    from dropsweep.progress import render_search_summary
-    from dropsweep.workers import watch_parent
+    from dropsweep.render.progress import render_search_summary
+    from dropsweep.study.workers import watch_parent
 
     # a worker of --workers N: stop cleanly, as on SIGTERM, when that parent dies
     worker = watch_parent()
@@ -388,7 +388,7 @@ def run(sweep: str, overrides: tuple[str, ...], storage: str, study_name: str | 
       dropsweep run sonar
       dropsweep run digits --repeats 10
     """
-    from dropsweep.progress import render_search_summary, report_command
+    from dropsweep.render.progress import render_search_summary, report_command
 
     out, err = _consoles(quiet)
     err.print("1. search", style="bold")
@@ -427,8 +427,8 @@ def _has_test_rows(storage: str, study_name: str) -> bool:
     recorded = study.user_attrs.get(DATA_ROWS)
     if isinstance(recorded, dict) and isinstance(recorded.get("test_rows"), int):
         return recorded["test_rows"] > 0
-    from dropsweep.data import load_dataset
-    from dropsweep.study import stored_sweep
+    from dropsweep.data.dataset import load_dataset
+    from dropsweep.study.open import stored_sweep
 
     return load_dataset(stored_sweep(study)).n_test not in (None, 0)
 
@@ -462,8 +462,8 @@ def report(storage: str, study_name: str | None, top: int, fmt: str, select_rule
     """
     import gc
 
-    from dropsweep.render import render_comparison, render_report
-    from dropsweep.report import build_report, latest_study_name
+    from dropsweep.render.report import render_comparison, render_report
+    from dropsweep.answers.report import build_report, latest_study_name
     from dropsweep.storage import load_study, open_storage
 
     # A short-lived process building many small acyclic objects: the cyclic collector would
@@ -477,7 +477,7 @@ def report(storage: str, study_name: str | None, top: int, fmt: str, select_rule
                          storage_args=_storage_args(storage))
     out, err = _consoles()
     if others:
-        from dropsweep.select import compare_studies
+        from dropsweep.answers.select import compare_studies
 
         reports = [built] + [build_report(load_study(store, other, storage), top=top)
                              for other in others]
@@ -485,7 +485,7 @@ def report(storage: str, study_name: str | None, top: int, fmt: str, select_rule
     else:
         render_report(built, fmt, out)
     if plots is not None:
-        from dropsweep.plots import write_plots
+        from dropsweep.render.plots import write_plots
 
         written = write_plots(study, built, built.confirmation, plots)
         err.print(f"wrote {len(written)} figures to {plots}: "
@@ -504,8 +504,8 @@ def studies(storage: str, fmt: str) -> None:
     Example:
       dropsweep studies --storage postgresql://postgres@127.0.0.1/test
     """
-    from dropsweep.render import render_studies
-    from dropsweep.report import list_studies
+    from dropsweep.render.report import render_studies
+    from dropsweep.answers.report import list_studies
     from dropsweep.storage import open_storage
 
     out, _ = _consoles()
@@ -544,7 +544,7 @@ def confirm(ctx: click.Context, storage: str, study_name: str | None, top: int |
     if per_placement and top is not None:
         raise click.UsageError("--top does not apply with --per-placement (it confirms the "
                                "best configuration of each placement)", ctx)
-    from dropsweep.render import render_confirmation
+    from dropsweep.render.report import render_confirmation
 
     out, err = _consoles(quiet)
     summary, confirmation = _confirm_stage(storage, study_name, top, repeats, device, threads,
@@ -560,9 +560,9 @@ def _confirm_stage(storage: str, study_name: str | None, top: int | None, repeat
                    device: str, threads: int | None, err: Any) -> tuple[Any, Any]:
     """``confirm`` up to its reading (``run``'s second stage): the summary and the
     confirmation read back. Progress and notes go to ``err``."""
-    from dropsweep.confirm import run_confirm
-    from dropsweep.verdict import build_confirmation
-    from dropsweep.runner import StopFlag, stop_on_signals
+    from dropsweep.study.confirm import run_confirm
+    from dropsweep.answers.verdict import build_confirmation
+    from dropsweep.study.runner import StopFlag, stop_on_signals
     from dropsweep.storage import load_study
 
     store, study, sweep, dataset = _study_to_train(storage, study_name, threads, err)
@@ -624,7 +624,7 @@ def test_command(ctx: click.Context, storage: str, study_name: str | None, selec
       dropsweep test --study digits
       dropsweep test --study digits --select 1se --repeats 5
     """
-    from dropsweep.render import render_test
+    from dropsweep.render.report import render_test
 
     out, err = _consoles()
     # a stored answer is compared with the seeds asked for, not with the default
@@ -643,8 +643,8 @@ def _test_stage(storage: str, study_name: str | None, select_rule: str, number: 
                 threads: int | None, err: Any) -> tuple[Any, int | None, Any]:
     """``test`` up to its result (``run``'s last stage): the result (None: nothing scored),
     the signal that stopped it (None), and the study's sweep."""
-    from dropsweep.final import run_test
-    from dropsweep.runner import StopFlag, stop_on_signals
+    from dropsweep.study.testset import run_test
+    from dropsweep.study.runner import StopFlag, stop_on_signals
 
     _, study, sweep, dataset = _study_to_train(storage, study_name, threads, err)
     with stop_on_signals(StopFlag(), until_exit=True) as stop:
@@ -684,9 +684,9 @@ def export(storage: str, study_name: str | None, number: int | None, output: str
     """
     from pathlib import Path
 
-    from dropsweep.study import check_searched, stored_sweep
-    from dropsweep.export import pick_trial, sweep_text, train_on_all, write_atomically
-    from dropsweep.report import latest_study_name
+    from dropsweep.study.open import check_searched, stored_sweep
+    from dropsweep.study.export import pick_trial, sweep_text, train_on_all, write_atomically
+    from dropsweep.answers.report import latest_study_name
     from dropsweep.storage import load_study, open_storage
 
     store = open_storage(storage, read_only=True)
@@ -700,11 +700,11 @@ def export(storage: str, study_name: str | None, number: int | None, output: str
     if model is not None:
         import torch
 
-        from dropsweep.data import load_dataset, rows_record
-        from dropsweep.study import check_rows, trial_seed
+        from dropsweep.data.dataset import load_dataset, rows_record
+        from dropsweep.study.open import check_rows, trial_seed
 
         from dropsweep.records import CONFIG
-        from dropsweep.space import Config
+        from dropsweep.sweep.space import Config
 
         config = Config(trial.user_attrs[CONFIG])
         dataset = load_dataset(sweep)
@@ -732,11 +732,11 @@ def validate(sweep: str, overrides: tuple[str, ...], check_data: bool) -> None:
     Example:
       dropsweep validate sweeps/sonar.yaml --set cv.folds=5
     """
-    from dropsweep.sweepfile import dump as dump_sweep
+    from dropsweep.sweep.file import dump as dump_sweep
 
     config = _load_sweep(_sweep_file(sweep), overrides)
     if check_data:
-        from dropsweep.data import check_folds, load_dataset
+        from dropsweep.data.dataset import check_folds, load_dataset
 
         dataset = load_dataset(config)
         check_folds(dataset, config)
@@ -765,7 +765,7 @@ def init(name: str, output: str | None) -> None:
       dropsweep init                    # writes sonar.yaml
       dropsweep init brownlee -o experiments/
     """
-    from dropsweep.examples import copy_example
+    from dropsweep.sweep.examples import copy_example
 
     written = copy_example(name, output)
     out, _ = _consoles()

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dropsweep.data import Dataset
+from dropsweep.data.dataset import Dataset
 
 REPO = Path(__file__).resolve().parents[1]
 # CI and developers keep the real UCI file beside the checkout (never inside it).

@@ -31,7 +31,7 @@ SUITE: Counter[str] = Counter()
 
 
 class StopAfter:
-    """A stop flag (as Ctrl-C sets it: :class:`dropsweep.runner.StopFlag`) raised after
+    """A stop flag (as Ctrl-C sets it: :class:`dropsweep.study.runner.StopFlag`) raised after
     ``n`` looks, so a search or a batch stops at a chosen point."""
 
     def __init__(self, n: int) -> None:
@@ -45,7 +45,7 @@ class StopAfter:
 
 
 class Every:
-    """A checkpointer (:class:`dropsweep.train.Checkpointer`) that is always due and keeps
+    """A checkpointer (:class:`dropsweep.train.loop.Checkpointer`) that is always due and keeps
     every state it is given."""
 
     def __init__(self) -> None:

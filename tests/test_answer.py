@@ -11,12 +11,16 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from dropsweep import answer, answer_text, records
+from dropsweep import records
+
+from dropsweep.answers import answer
+
+from dropsweep.render import answer as answer_text
 from dropsweep.families import family
-from dropsweep.render import print_answer
-from dropsweep.rows import TrialRow
-from dropsweep.stats import compare, holm, interval
-from dropsweep.verdict import Confirmation, ConfirmedRow, PlacementVerdict, config_key
+from dropsweep.render.report import print_answer
+from dropsweep.answers.rows import TrialRow
+from dropsweep.answers.stats import compare, holm, interval
+from dropsweep.answers.verdict import Confirmation, ConfirmedRow, PlacementVerdict, config_key
 
 MLP = family("mlp")
 FOLDS, REPEATS = 5, 3

@@ -11,12 +11,14 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState, create_trial
 
-from dropsweep import balance, records
-from dropsweep.balance import (BalancedSampler, PlacementPruner, PlacementView, keep_shares,
+from dropsweep import records
+
+from dropsweep.study import balance
+from dropsweep.study.balance import (BalancedSampler, PlacementPruner, PlacementView, keep_shares,
                                next_value, over_share, shares)
 from dropsweep.errors import SweepError
-from dropsweep.runner import run_search
-from dropsweep.study import make_sampler
+from dropsweep.study.runner import run_search
+from dropsweep.study.open import make_sampler
 
 from helpers import SUITE
 from test_runner import SMALL, load, sweep_of
@@ -26,7 +28,7 @@ PLACEMENTS = ("none", "input", "hidden", "both")
 
 def budgets(study: optuna.Study) -> Counter:
     """Trials of each placement that count toward the target."""
-    from dropsweep.liveness import counts_toward_target
+    from dropsweep.study.liveness import counts_toward_target
 
     return Counter(t.params["placement"] for t in study.get_trials(deepcopy=False)
                    if counts_toward_target(t))
@@ -177,7 +179,7 @@ def test_an_unbalanced_search_does_not(dataset, storage):
 
 
 def test_resumed_and_refilled_after_lost_trials(dataset, storage):
-    from dropsweep.study import prepare_study
+    from dropsweep.study.open import prepare_study
 
     sweep = sweep_of(SMALL, "search.trials=5", "search.balance=placement",
                      "space.placement=[none,hidden,both]")
@@ -205,7 +207,7 @@ def test_a_trial_beyond_its_share_is_abandoned_as_surplus(dataset, storage):
     sweep = sweep_of(SMALL, "search.trials=4", "search.balance=placement")
     run_search(sweep, dataset, storage_url=storage, device="cpu", batch=4)
     study = load(storage)  # one of each, complete
-    from dropsweep.study import prepare_study
+    from dropsweep.study.open import prepare_study
 
     study = prepare_study(sweep, storage, "small")
     theirs = study.ask()
@@ -299,7 +301,7 @@ def _searched_by_hand(storage: str, budgets: dict[str, tuple[int, int]],
 def _table(report) -> str:
     from rich.console import Console
 
-    from dropsweep.render import render_report
+    from dropsweep.render.report import render_report
 
     console = Console(record=True, width=250, color_system=None)
     render_report(report, "table", console)
@@ -307,7 +309,7 @@ def _table(report) -> str:
 
 
 def test_the_table_shows_each_placements_budget_and_marks_uneven_ones(storage):
-    from dropsweep.report import build_report
+    from dropsweep.answers.report import build_report
 
     study = _searched_by_hand(storage, {"none": (4, 1), "input": (9, 2), "hidden": (2, 0)})
     report = build_report(study)
@@ -323,7 +325,7 @@ def test_the_table_shows_each_placements_budget_and_marks_uneven_ones(storage):
 
 
 def test_the_table_says_a_study_was_balanced(storage):
-    from dropsweep.report import build_report
+    from dropsweep.answers.report import build_report
 
     study = _searched_by_hand(storage, {"none": (3, 0), "input": (3, 0), "hidden": (2, 1)},
                               balance={"by": "placement", "since": 0})
@@ -332,16 +334,16 @@ def test_the_table_says_a_study_was_balanced(storage):
     text = _table(report)
     assert "trials: balanced: an equal share each (search.balance: placement)" in text
     assert " ! " not in text.split("Best trial of each placement")[1].split("\n\n")[0]
-    data = __import__("json").loads(__import__("dropsweep.render", fromlist=["x"])
-                                    .json.dumps(__import__("dropsweep.render", fromlist=["x"])
+    data = __import__("json").loads(__import__("dropsweep.render.report", fromlist=["x"])
+                                    .json.dumps(__import__("dropsweep.render.report", fromlist=["x"])
                                                 .report_to_json(report)))
     assert data["balance"] == {"by": "placement", "since": 0}
     assert [(p["n_trials"], p["pruned"]) for p in data["placements"]] == [(3, 0), (3, 0), (2, 1)]
 
 
 def test_once_confirmed_per_placement_the_table_shows_the_confirmed_means(storage):
-    from dropsweep.report import build_report
-    from dropsweep.verdict import build_confirmation
+    from dropsweep.answers.report import build_report
+    from dropsweep.answers.verdict import build_confirmation
 
     study = _searched_by_hand(storage, {"none": (3, 0), "input": (3, 0), "hidden": (3, 0)})
     best = {p: next(t for t in study.trials if t.params["placement"] == p) for p in
@@ -374,8 +376,8 @@ def test_once_confirmed_per_placement_the_table_shows_the_confirmed_means(storag
 
 
 def test_the_study_records_from_which_trial_it_was_balanced(dataset, storage):
-    from dropsweep.render import _balance_words
-    from dropsweep.report import build_report
+    from dropsweep.render.report import _balance_words
+    from dropsweep.answers.report import build_report
 
     run_search(sweep_of(SMALL, "search.trials=4"), dataset, storage_url=storage, device="cpu")
     assert records.BALANCE not in load(storage).user_attrs  # as every study before balance

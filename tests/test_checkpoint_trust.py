@@ -17,11 +17,13 @@ import optuna
 import pytest
 import torch
 
-from dropsweep import checkpoints, records
-from dropsweep.config import build_sweep
-from dropsweep.data import load_dataset
-from dropsweep.runner import SearchEvents, run_search
-from dropsweep.sweepfile import parse_sweep_text
+from dropsweep import records
+
+from dropsweep.train import checkpoints
+from dropsweep.sweep.config import build_sweep
+from dropsweep.data.dataset import load_dataset
+from dropsweep.study.runner import SearchEvents, run_search
+from dropsweep.sweep.file import parse_sweep_text
 
 from helpers import SUITE, Every, StopAfter
 
@@ -145,7 +147,7 @@ def test_a_study_has_one_random_id_and_an_old_study_gets_one_when_it_needs_it(tm
     """The id binds a study's checkpoints to it: recorded when dropsweep creates the study,
     set on first need for a study made before it existed, and then kept."""
     SUITE["hostile checkpoints"] += 1
-    from dropsweep.study import study_uid
+    from dropsweep.study.open import study_uid
 
     study = search(tmp_path / "a.db", checkpoint_every=0)
     uid = study.user_attrs[records.STUDY_UID]
@@ -268,7 +270,7 @@ def test_a_checkpoint_that_lies_about_any_field_is_refused_before_anything_is_re
 
 def _mlp_case(engine: str):
     from dropsweep.families.mlp import config as mlp_config
-    from dropsweep.protocols import make_folds
+    from dropsweep.data.protocols import make_folds
 
     from test_checkpoints import data
 

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from dropsweep import checkpoints
+from dropsweep.train import checkpoints
 from dropsweep.families.mlp import config as mlp_config
 from dropsweep.families.mlp.engine import TrainSettings, train_trials
-from dropsweep.protocols import make_folds, make_holdout
+from dropsweep.data.protocols import make_folds, make_holdout
 from helpers import Every, StopAfter
 
 
@@ -190,10 +190,10 @@ def test_a_stopped_batch_with_a_trial_that_diverged_goes_on_as_a_whole(dataset, 
 
     import optuna
 
-    from dropsweep.config import build_sweep
-    from dropsweep.liveness import counts_toward_target
-    from dropsweep.runner import run_search
-    from dropsweep.sweepfile import parse_sweep_text
+    from dropsweep.sweep.config import build_sweep
+    from dropsweep.study.liveness import counts_toward_target
+    from dropsweep.study.runner import run_search
+    from dropsweep.sweep.file import parse_sweep_text
 
     sweep = build_sweep(parse_sweep_text(
         "name: s\nmodel: {hidden: [8]}\ntrain: {epochs: 60, batch_size: 16, eval_every: 5}\n"
@@ -373,9 +373,9 @@ def test_a_second_ctrl_c_cuts_the_stop_s_checkpoint_short_and_the_last_one_stays
     run never stopped."""
     import optuna
 
-    from dropsweep.config import build_sweep
-    from dropsweep.runner import StopFlag, run_search
-    from dropsweep.sweepfile import parse_sweep_text
+    from dropsweep.sweep.config import build_sweep
+    from dropsweep.study.runner import StopFlag, run_search
+    from dropsweep.sweep.file import parse_sweep_text
     from helpers import SUITE
 
     SUITE["double interrupts"] += 1

@@ -161,7 +161,7 @@ def test_missing_csv_names_the_key(in_tmp):
 
 
 def test_offline_without_sonar_says_where_to_put_it(in_tmp, monkeypatch, tmp_path):
-    from dropsweep import data
+    from dropsweep.data import dataset as data
 
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -314,10 +314,10 @@ def test_a_second_ctrl_c_cuts_training_short_a_third_anything(dataset, storage, 
     """In this process: Ctrl-C twice in the middle of training (a real SIGINT each) stops
     the search at once and still returns its summary; outside that work a second Ctrl-C is
     ignored (the stop is under way) and a third stops wherever it lands."""
-    from dropsweep.config import build_sweep
+    from dropsweep.sweep.config import build_sweep
     from dropsweep.families.mlp import MLP
-    from dropsweep.runner import StopFlag, run_search, stop_on_signals
-    from dropsweep.sweepfile import parse_sweep_text
+    from dropsweep.study.runner import StopFlag, run_search, stop_on_signals
+    from dropsweep.sweep.file import parse_sweep_text
 
     SUITE["double interrupts"] += 1
     sweep = build_sweep(parse_sweep_text(
@@ -460,7 +460,7 @@ def test_a_file_that_is_not_sqlite_is_named_as_such(in_tmp, command):
 
 
 def using(name: str) -> str:
-    from dropsweep.examples import example_path
+    from dropsweep.sweep.examples import example_path
 
     return f"using the example sweep {example_path(name)} (dropsweep init {name} copies it here to edit)"
 
@@ -501,7 +501,7 @@ def test_the_readmes_path_outside_a_checkout_says_what_works(in_tmp):
 
 
 def test_init_copies_an_example_here_and_never_overwrites(in_tmp):
-    from dropsweep.examples import example_path
+    from dropsweep.sweep.examples import example_path
 
     result = run("init")
     assert result.stdout == ("wrote sonar.yaml, a copy of the example sweep sonar; edit it, "
@@ -605,9 +605,9 @@ def test_a_study_made_before_rows_were_recorded_records_them_at_its_next_use(tmp
                                                                              monkeypatch):
     """An older dropsweep recorded no fingerprint: the next command records the rows it
     finds (saying so once), and from then on other rows are refused."""
-    from dropsweep.runner import open_search
-    from dropsweep.sweepfile import load_sweep
-    from dropsweep.config import build_sweep
+    from dropsweep.study.runner import open_search
+    from dropsweep.sweep.file import load_sweep
+    from dropsweep.sweep.config import build_sweep
 
     monkeypatch.chdir(tmp_path)
     path = _rows_file(tmp_path, "npz")
@@ -627,7 +627,7 @@ def test_a_study_made_before_rows_were_recorded_records_them_at_its_next_use(tmp
 def test_a_built_in_set_whose_rows_changed_is_refused_too(tmp_path, monkeypatch):
     """The built-in sets go through the same check: digits from another scikit-learn whose
     pixels differ is not the set the study searched."""
-    from dropsweep import images
+    from dropsweep.data import images
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "dig.yaml").write_text(

@@ -15,10 +15,10 @@ import torch
 from click.testing import CliRunner
 from torch import nn
 
-from dropsweep import space as spaces
+from dropsweep.sweep import space as spaces
 from dropsweep.cli import main
-from dropsweep.config import build_sweep
-from dropsweep.data import load_dataset
+from dropsweep.sweep.config import build_sweep
+from dropsweep.data.dataset import load_dataset
 from dropsweep.errors import SweepError
 from dropsweep.families.cnn import CNN, config, dropout_rates, sites_of
 from dropsweep.families.cnn.engine import (
@@ -29,9 +29,9 @@ from dropsweep.families.cnn.engine import (
     spec_of,
 )
 from dropsweep.families.cnn.network import ConvNets
-from dropsweep.protocols import make_folds
-from dropsweep.sweepfile import parse_sweep_text
-from dropsweep.train import run_epochs
+from dropsweep.data.protocols import make_folds
+from dropsweep.sweep.file import parse_sweep_text
+from dropsweep.train.loop import run_epochs
 
 from helpers import assert_one_line
 
@@ -314,7 +314,7 @@ def test_trained_nets_select_models_without_sharing_storage():
 
 def test_the_shipped_conv_net_sweeps_are_valid_and_fit_their_images():
     repo = Path(__file__).resolve().parent.parent
-    from dropsweep.sweepfile import load_sweep
+    from dropsweep.sweep.file import load_sweep
 
     digits = build_sweep(load_sweep(repo / "sweeps" / "digits-cnn.yaml"))
     cifar = build_sweep(load_sweep(repo / "sweeps" / "cifar10.yaml"))

@@ -1,4 +1,4 @@
-"""dropsweep.config: defaults, validation of every key, errors that say where, round trips."""
+"""dropsweep.sweep.config: defaults, validation of every key, errors that say where, round trips."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dropsweep import space as spaces
-from dropsweep import sweepfile
-from dropsweep.config import (
+from dropsweep.sweep import space as spaces
+from dropsweep.sweep import file as sweepfile
+from dropsweep.sweep.config import (
     CVConfig,
     DataConfig,
     SearchConfig,
@@ -24,10 +24,10 @@ from dropsweep.config import (
 )
 from dropsweep.families.mlp import MLP, MLPModel as ModelConfig
 from dropsweep.families.mlp import config as mlp_config
-from dropsweep.space import Choices, Fixed, Range
+from dropsweep.sweep.space import Choices, Fixed, Range
 from dropsweep.errors import DropsweepError, SweepError
 from dropsweep.families.mlp import PLACEMENTS
-from dropsweep.sweepfile import RawSweep, apply_overrides, load_sweep, parse_sweep_text
+from dropsweep.sweep.file import RawSweep, apply_overrides, load_sweep, parse_sweep_text
 from helpers import SUITE, assert_one_line
 
 REPO = Path(__file__).resolve().parents[1]
@@ -449,7 +449,7 @@ def test_grid_accepts_lists_and_fixed_values() -> None:
 
 
 def test_grid_ignores_a_range_for_a_rate_none_of_its_placements_uses() -> None:
-    # the grid expands a rate only where a placement uses it (dropsweep.space.grid_points)
+    # the grid expands a rate only where a placement uses it (dropsweep.sweep.space.grid_points)
     lists = "  learning_rate: [0.01, 0.05]\n  momentum: 0.8\n"
     sweep = build("search: {sampler: grid}\nspace:\n  placement: [none, input]\n"
                   "  input_rate: [0.2, 0.4]\n" + lists)

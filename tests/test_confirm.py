@@ -12,14 +12,14 @@ from click.testing import CliRunner
 
 from dropsweep import records
 from dropsweep.cli import main
-from dropsweep.confirm import (candidates, placement_candidates, placement_record, repeat_seed,
+from dropsweep.study.confirm import (candidates, placement_candidates, placement_record, repeat_seed,
                                run_confirm)
 from dropsweep.records import confirm_name
-from dropsweep.study import stored_sweep
-from dropsweep.render import verdict_text
-from dropsweep.runner import StopFlag, run_search
-from dropsweep.stats import Comparison, Interval, compare, interval
-from dropsweep.verdict import Confirmation, ConfirmedRow, Verdict, build_confirmation
+from dropsweep.study.open import stored_sweep
+from dropsweep.render.report import verdict_text
+from dropsweep.study.runner import StopFlag, run_search
+from dropsweep.answers.stats import Comparison, Interval, compare, interval
+from dropsweep.answers.verdict import Confirmation, ConfirmedRow, Verdict, build_confirmation
 
 from test_runner import SMALL, sweep_of
 
@@ -161,7 +161,7 @@ def test_a_dropout_candidate_also_says_what_else_differs():
 def _searched_rows(monkeypatch, dataset) -> None:
     """The command loads the rows the study was searched on, the blobs: its sweep names
     Sonar, whose rows it would refuse as not the study's."""
-    from dropsweep import data
+    from dropsweep.data import dataset as data
 
     monkeypatch.setattr(data, "load_dataset", lambda sweep: dataset)
 
@@ -180,7 +180,7 @@ def test_confirm_on_the_command_line(searched, dataset, storage, tmp_path, monke
 def test_a_result_another_run_took_meanwhile_is_counted_as_lost(searched, dataset, monkeypatch):
     """A trial failed as stale by another run while this one was paused: its result is
     dropped and counted (the CLI says so and how to resume), the others are recorded."""
-    from dropsweep import results
+    from dropsweep.storage import results
 
     real, calls = results.record_result, []
 
@@ -243,8 +243,8 @@ def _search_study(storage: str, trials: list[tuple[float, dict, str]]) -> optuna
     """A search study written by hand: (value, config overrides, role) per trial."""
     from optuna.trial import create_trial
     from dropsweep.families.mlp import MLP, config as mlp_config
-    from dropsweep.runner import open_search
-    from dropsweep.space import config_values, fixed_distributions, space_of
+    from dropsweep.study.runner import open_search
+    from dropsweep.sweep.space import config_values, fixed_distributions, space_of
 
     sweep = sweep_of(SMALL)
     study, _ = open_search(sweep, storage_url=storage)
@@ -411,8 +411,8 @@ def _hand_confirmation(storage: str, placements=tuple(SCORES), repeats=(0, 1)) -
 
 
 def test_every_pair_of_placements_is_compared_and_holm_adjusted(storage):
-    from dropsweep.render import confirmation_to_json, placement_verdict_text
-    from dropsweep.stats import holm
+    from dropsweep.render.report import confirmation_to_json, placement_verdict_text
+    from dropsweep.answers.stats import holm
 
     result = build_confirmation(_hand_confirmation(storage), folds=5)
     pv = result.per_placement
@@ -449,7 +449,7 @@ def test_every_pair_of_placements_is_compared_and_holm_adjusted(storage):
 
 
 def test_nothing_significant_names_the_largest_difference_and_shared_repeats_only(storage):
-    from dropsweep.render import placement_verdict_text
+    from dropsweep.render.report import placement_verdict_text
 
     confirm = _hand_confirmation(storage, placements=("none", "hidden", "both"))
     confirm.set_user_attr(records.PER_PLACEMENT, {  # "input" chosen, not confirmed yet
@@ -474,7 +474,7 @@ def test_nothing_significant_names_the_largest_difference_and_shared_repeats_onl
 
 
 def test_no_per_placement_reading_without_its_record_or_two_rows(storage):
-    from dropsweep.render import confirmation_to_json
+    from dropsweep.render.report import confirmation_to_json
 
     confirm = _hand_confirmation(storage)
     confirm.set_user_attr(records.PER_PLACEMENT, "not a dict")
@@ -573,7 +573,7 @@ def test_a_repeat_whose_recording_a_kill_cut_short_is_trained_whole_again(placed
     running (then failed as stale). The rerun trains that repeat's whole batch again, in its
     order, and records only the missing: a model's starting weights depend on its place in
     the batch, so the missing results are those of a confirmation never stopped."""
-    from dropsweep import confirm as confirming
+    from dropsweep.study import confirm as confirming
 
     other = tmp_path / "other.db"  # the same search again, on its own
     run_search(sweep_of(SMALL, "search.trials=12", "search.sampler=random",

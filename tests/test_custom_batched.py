@@ -16,7 +16,7 @@ import pytest
 import torch
 from torch.func import functional_call, stack_module_state, vmap
 
-from dropsweep.checkpoints import Unusable
+from dropsweep.train.checkpoints import Unusable
 from dropsweep.families.custom.batched import BatchedEngine, functional_copy
 from dropsweep.families.custom.engine import (
     CustomEngine,
@@ -27,7 +27,7 @@ from dropsweep.families.custom.engine import (
     shape_of,
     train_trials,
 )
-from dropsweep.train import run_epochs
+from dropsweep.train.loop import run_epochs
 
 from helpers import SUITE
 from test_custom_family import config, small_folds, sweep_of

@@ -16,20 +16,20 @@ import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
 
-from dropsweep import space as spaces
+from dropsweep.sweep import space as spaces
 from dropsweep.cli import main
-from dropsweep.config import build_sweep
-from dropsweep.data import load_dataset
+from dropsweep.sweep.config import build_sweep
+from dropsweep.data.dataset import load_dataset
 from dropsweep.errors import SweepError
 from dropsweep.families import family_of_study
 from dropsweep.families.custom import dimensions_of, dropout_rates, placements_of
 from dropsweep.families.custom import resolve
 from dropsweep.families.custom.engine import CustomEngine, Settings, resolve_network, shape_of
-from dropsweep.protocols import make_folds
+from dropsweep.data.protocols import make_folds
 from dropsweep.records import STUDY_SWEEP
-from dropsweep.space import Config
-from dropsweep.sweepfile import parse_sweep_text
-from dropsweep.train import epoch_order, run_epochs
+from dropsweep.sweep.space import Config
+from dropsweep.sweep.file import parse_sweep_text
+from dropsweep.train.loop import epoch_order, run_epochs
 
 from helpers import SUITE, assert_one_line
 
@@ -219,7 +219,7 @@ def test_a_stored_section_binds_its_family_without_importing_anything():
     stored["model"]["module"] = "custom_modules.broken:build"  # importing it would fail
     fam = family_of_study({STUDY_SWEEP: stored})
     assert fam.groups == ("inner_drop_in", "inner_drop_hidden")
-    from dropsweep.sweepfile import RawSweep
+    from dropsweep.sweep.file import RawSweep
 
     rebuilt = build_sweep(RawSweep(data=stored, file="stored sweep"))  # resume's comparison
     assert rebuilt.model.sources == sweep.model.sources

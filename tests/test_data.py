@@ -1,4 +1,4 @@
-"""dropsweep.data: finding Sonar (local, cached, downloaded), reading CSVs, folds, scaling."""
+"""dropsweep.data.dataset: finding Sonar (local, cached, downloaded), reading CSVs, folds, scaling."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dropsweep import data
-from dropsweep.config import Sweep, build_sweep
-from dropsweep.data import (
+from dropsweep.data import dataset as data
+from dropsweep.sweep.config import Sweep, build_sweep
+from dropsweep.data.dataset import (
     Dataset,
     check_folds,
     load_dataset,
@@ -22,7 +22,7 @@ from dropsweep.data import (
     stratified_folds,
 )
 from dropsweep.errors import DataError, SweepError
-from dropsweep.sweepfile import parse_sweep_text
+from dropsweep.sweep.file import parse_sweep_text
 from helpers import SUITE
 
 

@@ -9,8 +9,8 @@ import os
 import pytest
 import torch
 
-from dropsweep import devices
-from dropsweep.devices import check_name, resolve_device, worker_devices
+from dropsweep.train import devices
+from dropsweep.train.devices import check_name, resolve_device, worker_devices
 from dropsweep.errors import DropsweepError
 from dropsweep.families.cnn.network import ConvNets, ConvSpec
 

@@ -11,8 +11,8 @@ from click.testing import CliRunner
 
 from dropsweep import records
 from dropsweep.cli import main
-from dropsweep.config import build_sweep
-from dropsweep.sweepfile import load_sweep, parse_sweep_text
+from dropsweep.sweep.config import build_sweep
+from dropsweep.sweep.file import load_sweep, parse_sweep_text
 
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text()
@@ -103,7 +103,7 @@ def test_nothing_is_loaded_from_disk_unsafely():
         for call in re.findall(r"np\.load\([^)]*\)", text):
             assert "allow_pickle=False" in call, (path.name, call)
         rest = text.replace("allow_pickle=False", "")
-        if path.relative_to(REPO / "dropsweep").as_posix() == "images.py":
+        if path.relative_to(REPO / "dropsweep").as_posix() == "data/images.py":
             assert "class _Restricted(pickle.Unpickler):" in rest and "def find_class" in rest
             assert not re.search(r"pickle\.(loads?|Unpickler)\(", rest), path.name
         else:

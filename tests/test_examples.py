@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from dropsweep import examples
-from dropsweep.config import build_sweep
+from dropsweep.sweep import examples
+from dropsweep.sweep.config import build_sweep
 from dropsweep.errors import DropsweepError, SweepError
-from dropsweep.examples import SweepSource, copy_example, example_names, example_path, resolve_sweep
-from dropsweep.study import sweep_differences
-from dropsweep.sweepfile import load_sweep
+from dropsweep.sweep.examples import SweepSource, copy_example, example_names, example_path, resolve_sweep
+from dropsweep.study.open import sweep_differences
+from dropsweep.sweep.file import load_sweep
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -124,7 +124,7 @@ def test_copy_of_an_unknown_example_names_the_examples(tmp_path):
 
 
 def test_the_module_knows_nothing_of_the_command_line():
-    code = ("import sys, dropsweep.examples; "
+    code = ("import sys, dropsweep.sweep.examples; "
             "print(sorted(m for m in ('click', 'rich', 'torch', 'optuna') if m in sys.modules))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True, cwd=REPO)

@@ -10,9 +10,9 @@ from click.testing import CliRunner
 from torch import nn
 
 from dropsweep.cli import main
-from dropsweep.config import build_sweep
-from dropsweep.data import load_dataset
-from dropsweep.sweepfile import load_sweep
+from dropsweep.sweep.config import build_sweep
+from dropsweep.data.dataset import load_dataset
+from dropsweep.sweep.file import load_sweep
 
 from test_cli import FAST, SONAR_SWEEP, in_tmp  # noqa: F401 - fixture
 

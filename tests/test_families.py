@@ -18,16 +18,16 @@ import pytest
 import torch
 
 from dropsweep import families, records
-from dropsweep import space as spaces
-from dropsweep.checks import Checker
-from dropsweep.config import build_sweep
+from dropsweep.sweep import space as spaces
+from dropsweep.sweep.checks import Checker
+from dropsweep.sweep.config import build_sweep
 from dropsweep.errors import SweepError
 from dropsweep.families import Family
-from dropsweep.memory import Need
-from dropsweep.protocols import Folds
-from dropsweep.space import Choices, Config, Dimension, Fixed, Range
-from dropsweep.sweepfile import parse_sweep_text
-from dropsweep.train import TrialResult, run_epochs
+from dropsweep.train.memory import Need
+from dropsweep.data.protocols import Folds
+from dropsweep.sweep.space import Choices, Config, Dimension, Fixed, Range
+from dropsweep.sweep.file import parse_sweep_text
+from dropsweep.train.loop import TrialResult, run_epochs
 
 from helpers import SUITE
 
@@ -228,9 +228,9 @@ def test_grid_points_export_and_simplicity_come_from_the_table(toy):
 
 def test_a_second_family_runs_end_to_end_through_the_shared_code(toy, dataset, storage):
     """Search, store, resume, rank, report: no line outside this file knows the toy."""
-    from dropsweep.report import build_report
-    from dropsweep.runner import run_search
-    from dropsweep.study import stored_sweep
+    from dropsweep.answers.report import build_report
+    from dropsweep.study.runner import run_search
+    from dropsweep.study.open import stored_sweep
 
     sweep = build("train: {epochs: 4, eval_every: 2}\ncv: {folds: 3}\n"
                   "search: {trials: 6, sampler: random}\n")
@@ -253,7 +253,7 @@ def test_a_second_family_runs_end_to_end_through_the_shared_code(toy, dataset, s
     assert report.best.value == max(t.value for t in study.get_trials())
     from rich.console import Console
 
-    from dropsweep.render import render_report
+    from dropsweep.render.report import render_report
 
     console = Console(record=True, width=200, color_system=None)
     render_report(report, "table", console)
@@ -289,8 +289,8 @@ def test_validating_a_sweep_imports_neither_torch_nor_optuna():
     from pathlib import Path
 
     sweep = Path(__file__).resolve().parents[1] / "sweeps" / "sonar.yaml"
-    code = ("import sys; from dropsweep.config import build_sweep; "
-            "from dropsweep.sweepfile import load_sweep; "
+    code = ("import sys; from dropsweep.sweep.config import build_sweep; "
+            "from dropsweep.sweep.file import load_sweep; "
             f"build_sweep(load_sweep({str(sweep)!r})); "
             "print(sorted(m for m in ('torch', 'optuna') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -319,10 +319,10 @@ def test_a_second_family_gets_balanced_budgets_and_per_placement_confirmation(to
     search, the budgets, and confirm --per-placement follow from that declaration."""
     from collections import Counter
 
-    from dropsweep.confirm import run_confirm
-    from dropsweep.report import build_report
-    from dropsweep.runner import run_search
-    from dropsweep.verdict import build_confirmation
+    from dropsweep.study.confirm import run_confirm
+    from dropsweep.answers.report import build_report
+    from dropsweep.study.runner import run_search
+    from dropsweep.answers.verdict import build_confirmation
 
     sweep = build("train: {epochs: 4, eval_every: 2}\ncv: {folds: 3}\n"
                   "search: {trials: 9, sampler: tpe, balance: placement}\n")
@@ -366,7 +366,7 @@ def test_the_mlp_names_adam_as_the_conv_nets_do_and_sgd_as_it_always_has():
 def test_the_mlp_s_memory_need_counts_adam_s_second_slot_only_where_it_may_train():
     import numpy as np
 
-    from dropsweep.data import Dataset
+    from dropsweep.data.dataset import Dataset
     from dropsweep.families.mlp import MLP
 
     data = Dataset(X=np.zeros((20, 6), np.float32), y=np.arange(20) % 2, classes=("a", "b"),
@@ -431,8 +431,8 @@ def diverging(family: str, learning_rates: Sequence[float]) -> list[Config]:
 def test_a_batch_in_which_every_trial_diverges_fails_each_with_its_reason(form):
     """Every model leaving the batch in one epoch simply ends it: each trial failed with
     its reason, in every family and form, never an engine asked to keep zero models."""
-    from dropsweep.data import load_dataset
-    from dropsweep.protocols import folds_of
+    from dropsweep.data.dataset import load_dataset
+    from dropsweep.data.protocols import folds_of
 
     model, engine = FORMS[form]
     if engine == "c":
@@ -462,8 +462,8 @@ def test_a_batch_in_which_every_trial_diverges_fails_each_with_its_reason(form):
 def test_an_engine_keeps_an_empty_batch_without_failing(form):
     """Kept to no model at all (what the epoch loop no longer asks), an engine is simply
     empty: its derived state does not index a first model."""
-    from dropsweep.data import load_dataset
-    from dropsweep.protocols import folds_of
+    from dropsweep.data.dataset import load_dataset
+    from dropsweep.data.protocols import folds_of
 
     model, engine = FORMS[form]
     sweep = build_sweep(parse_sweep_text(

@@ -14,13 +14,13 @@ from click.testing import CliRunner
 
 from dropsweep import records
 from dropsweep.cli import main
-from dropsweep.config import build_sweep
-from dropsweep.data import Dataset, fingerprint, hold_back_test, with_scale
+from dropsweep.sweep.config import build_sweep
+from dropsweep.data.dataset import Dataset, fingerprint, hold_back_test, with_scale
 from dropsweep.errors import DropsweepError
-from dropsweep.final import run_test, stored_result
-from dropsweep.runner import run_search
-from dropsweep.stats import compare, interval
-from dropsweep.sweepfile import parse_sweep_text
+from dropsweep.study.testset import run_test, stored_result
+from dropsweep.study.runner import run_search
+from dropsweep.answers.stats import compare, interval
+from dropsweep.sweep.file import parse_sweep_text
 from helpers import SUITE
 
 SWEEP = """
@@ -192,7 +192,7 @@ def test_more_seeds_after_a_stored_answer_are_a_second_look(searched, training):
 
 
 def test_a_look_a_stop_cut_short_goes_on_as_it_began_not_as_a_second_look(searched, training):
-    from dropsweep.runner import StopFlag
+    from dropsweep.study.runner import StopFlag
 
     study, data = searched
     stop = StopFlag()
@@ -313,8 +313,8 @@ TUNED_IS_BASELINE = LISTED.replace(
 
 def _listed(tmp_path, monkeypatch, text: str = LISTED):
     """(runner, study, its data) after ``text`` was searched on the digits (3 epochs)."""
-    from dropsweep.data import load_dataset
-    from dropsweep.study import stored_sweep
+    from dropsweep.data.dataset import load_dataset
+    from dropsweep.study.open import stored_sweep
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "s.yaml").write_text(text)
@@ -360,8 +360,8 @@ def _roles_by_repeat(study, round_: int = 1) -> dict[int, dict[str, optuna.trial
 
 def test_the_dropout_the_tuned_no_dropout_and_the_baseline_are_scored_seed_paired(
         tmp_path, monkeypatch, trained):
-    from dropsweep.render import test_text, test_to_json
-    from dropsweep.stats import holm
+    from dropsweep.render.report import test_text, test_to_json
+    from dropsweep.answers.stats import holm
 
     _, study, data = _listed(tmp_path, monkeypatch)
     trained.clear()  # the search's
@@ -440,7 +440,7 @@ def _hand_test(storage: str, scores: dict[str, list[float]], tuned: dict | None)
 
 def test_the_two_gains_are_holm_adjusted_over_the_two(storage):
     from dropsweep.families.mlp import config as mlp_config
-    from dropsweep.render import test_to_json
+    from dropsweep.render.report import test_to_json
 
     chosen, tuned, base = [0.91, 0.92, 0.90, 0.93], [0.90, 0.90, 0.89, 0.92], \
         [0.80, 0.84, 0.81, 0.82]
@@ -467,7 +467,7 @@ def test_the_two_gains_are_holm_adjusted_over_the_two(storage):
 
 def test_a_tuned_no_dropout_that_is_the_baseline_trains_once_and_has_no_tuning_gain(
         tmp_path, monkeypatch, trained):
-    from dropsweep.render import render_test, test_to_json
+    from dropsweep.render.report import render_test, test_to_json
     from rich.console import Console
 
     _, study, data = _listed(tmp_path, monkeypatch, TUNED_IS_BASELINE)
@@ -545,9 +545,9 @@ def test_a_test_stored_before_the_tuned_comparison_reads_and_says_how_to_score_i
 
 
 def test_a_round_stopped_part_way_resumes_with_every_role(tmp_path, monkeypatch, trained):
-    from dropsweep import final
-    from dropsweep.runner import StopFlag
-    from dropsweep.study import stored_sweep
+    from dropsweep.study import testset as final
+    from dropsweep.study.runner import StopFlag
+    from dropsweep.study.open import stored_sweep
 
     _, study, data = _listed(tmp_path, monkeypatch)
     trained.clear()  # the search's
@@ -584,7 +584,7 @@ def test_a_round_stopped_part_way_resumes_with_every_role(tmp_path, monkeypatch,
 
 def test_after_a_confirmation_the_best_confirmed_dropout_and_tuned_no_dropout_are_tested(
         tmp_path, monkeypatch):
-    from dropsweep.verdict import build_confirmation
+    from dropsweep.answers.verdict import build_confirmation
 
     runner, study, data = _listed(tmp_path, monkeypatch)
     ok = runner.invoke(main, ["confirm", "--repeats", "2", "-q"], catch_exceptions=False)
@@ -602,8 +602,8 @@ def test_after_a_confirmation_the_best_confirmed_dropout_and_tuned_no_dropout_ar
 
 
 def test_select_1se_and_trial_n_choose_among_dropout_set_ups(tmp_path, monkeypatch):
-    from dropsweep.final import choose
-    from dropsweep.study import stored_sweep
+    from dropsweep.study.testset import choose
+    from dropsweep.study.open import stored_sweep
 
     _, study, data = _listed(tmp_path, monkeypatch)
     sweep = stored_sweep(study)

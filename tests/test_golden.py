@@ -36,7 +36,7 @@ from conftest import SONAR_DIR
 from dropsweep import records
 from dropsweep.families.mlp import kernel
 from dropsweep.cli import main
-from dropsweep.study import normalised
+from dropsweep.study.open import normalised
 
 REPO = Path(__file__).resolve().parents[1]
 GOLDEN = Path(__file__).resolve().parent / "golden"

@@ -11,16 +11,16 @@ import optuna
 import pytest
 
 from dropsweep import records
-from dropsweep.confirm import run_confirm
-from dropsweep.config import build_sweep
-from dropsweep.data import Dataset, check_folds, hold_back_test, load_dataset
+from dropsweep.study.confirm import run_confirm
+from dropsweep.sweep.config import build_sweep
+from dropsweep.data.dataset import Dataset, check_folds, hold_back_test, load_dataset
 from dropsweep.errors import SweepError
-from dropsweep.data import stratified_split
-from dropsweep.protocols import folds_of, make_folds, split_ratio
-from dropsweep.runner import run_search
-from dropsweep.stats import corrected_se
-from dropsweep.sweepfile import parse_sweep_text
-from dropsweep.verdict import build_confirmation
+from dropsweep.data.dataset import stratified_split
+from dropsweep.data.protocols import folds_of, make_folds, split_ratio
+from dropsweep.study.runner import run_search
+from dropsweep.answers.stats import corrected_se
+from dropsweep.sweep.file import parse_sweep_text
+from dropsweep.answers.verdict import build_confirmation
 
 BASE = """
 name: small
@@ -89,7 +89,7 @@ def test_a_holdout_search_and_its_confirmation_never_read_the_test_rows(dataset,
     assert confirm.user_attrs[records.TEST_TRAIN_RATIO] == pytest.approx(20 / 60)
     from rich.console import Console
 
-    from dropsweep.render import render_confirmation
+    from dropsweep.render.report import render_confirmation
 
     console = Console(record=True, width=250, color_system=None)
     render_confirmation(build_confirmation(confirm, folds=sweep.splits), console)
@@ -122,8 +122,8 @@ def test_a_holdout_confirmation_uses_its_split_ratio(dataset, storage):
     # what the user reads speaks of validation splits and validation accuracy, not folds
     from rich.console import Console
 
-    from dropsweep.render import render_confirmation, report_to_csv
-    from dropsweep.report import build_report
+    from dropsweep.render.report import render_confirmation, report_to_csv
+    from dropsweep.answers.report import build_report
 
     console = Console(record=True, width=250, color_system=None)
     render_confirmation(c, console)
@@ -146,8 +146,8 @@ def test_a_validation_split_too_small_for_a_class_is_one_line(dataset):
 def test_the_digits_example_runs_on_a_holdout_split_with_its_test_rows_held_back(tmp_path):
     from pathlib import Path
 
-    from dropsweep.report import build_report
-    from dropsweep.sweepfile import apply_overrides, load_sweep
+    from dropsweep.answers.report import build_report
+    from dropsweep.sweep.file import apply_overrides, load_sweep
 
     path = Path(__file__).resolve().parents[1] / "sweeps" / "digits.yaml"
     sweep = build_sweep(apply_overrides(load_sweep(str(path)), [
@@ -162,7 +162,7 @@ def test_the_digits_example_runs_on_a_holdout_split_with_its_test_rows_held_back
     # the report speaks of the validation split, and shows no spread over one split
     from rich.console import Console
 
-    from dropsweep.render import render_report
+    from dropsweep.render.report import render_report
 
     console = Console(record=True, width=250, color_system=None)
     render_report(report, "table", console)
@@ -173,9 +173,9 @@ def test_the_digits_example_runs_on_a_holdout_split_with_its_test_rows_held_back
 
 
 def test_one_se_on_a_holdout_study_uses_the_binomial_standard_error(dataset, storage):
-    from dropsweep.report import build_report
-    from dropsweep.rows import TrialRow
-    from dropsweep.select import select, standard_error
+    from dropsweep.answers.report import build_report
+    from dropsweep.answers.rows import TrialRow
+    from dropsweep.answers.select import select, standard_error
 
     row = TrialRow(number=3, state="COMPLETE", value=0.9, params={"placement": "none"},
                    fold_accuracies=(0.9,), accuracy_mean=0.9)
@@ -203,7 +203,7 @@ def test_the_fashion_mnist_example_is_the_articles_set_up():
     from pathlib import Path
 
     from dropsweep.families.mlp import config
-    from dropsweep.sweepfile import apply_overrides, load_sweep
+    from dropsweep.sweep.file import apply_overrides, load_sweep
 
     path = str(Path(__file__).resolve().parents[1] / "sweeps" / "fashion-mnist.yaml")
     sweep = build_sweep(load_sweep(path))
@@ -215,7 +215,7 @@ def test_the_fashion_mnist_example_is_the_articles_set_up():
     assert sweep.baseline == config("none", learning_rate=0.01, momentum=0.0)
     assert sweep.balanced
     article = config("both", input_rate=0.2, hidden_rate=0.2, learning_rate=0.01, momentum=0.0)
-    from dropsweep.space import contains
+    from dropsweep.sweep.space import contains
 
     assert all(contains(sweep.space[d], article[d]) for d in article)
     listed = build_sweep(apply_overrides(load_sweep(path), [

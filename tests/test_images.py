@@ -1,4 +1,4 @@
-"""dropsweep.fetch and dropsweep.images: finding, downloading and checking data files; the
+"""dropsweep.data.fetch and dropsweep.data.images: finding, downloading and checking data files; the
 IDX, CIFAR-10 and .npz readers. Every file is a tiny one written here in the official
 format; nothing touches the network."""
 
@@ -19,9 +19,13 @@ from typing import Any, BinaryIO
 import numpy as np
 import pytest
 
-from dropsweep import data, fetch, images
+from dropsweep.data import dataset as data
+
+from dropsweep.data import fetch
+
+from dropsweep.data import images
 from dropsweep.errors import DataError
-from dropsweep.fetch import RemoteFile, cache_dir
+from dropsweep.data.fetch import RemoteFile, cache_dir
 
 
 def one_line(exc: pytest.ExceptionInfo[BaseException]) -> str:

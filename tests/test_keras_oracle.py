@@ -30,7 +30,7 @@ keras = pytest.importorskip(
     reason="Keras 3 is the oracle of these tests: pip install -e '.[keras]' (runs on torch)")
 
 from conftest import SONAR_DIR  # noqa: E402
-from dropsweep.data import load_sonar  # noqa: E402
+from dropsweep.data.dataset import load_sonar  # noqa: E402
 from dropsweep.families.cnn import network as cnn_network  # noqa: E402
 from dropsweep.families.cnn.blocks import (  # noqa: E402
     fans,
@@ -46,8 +46,8 @@ from dropsweep.families.mlp import kernel  # noqa: E402
 from dropsweep.families.mlp.engine import TrainSettings, train_trials  # noqa: E402
 from dropsweep.families.mlp.network import glorot_init, layer_sizes  # noqa: E402
 from dropsweep.families.optimizers import adam_step  # noqa: E402
-from dropsweep.protocols import make_folds  # noqa: E402
-from dropsweep.train import epoch_order  # noqa: E402
+from dropsweep.data.protocols import make_folds  # noqa: E402
+from dropsweep.train.loop import epoch_order  # noqa: E402
 
 # Keras's numpy conversions on numpy 2 (get_weights, set_weights) warn about __array__'s
 # copy keyword: Keras's business, not these tests'.

@@ -17,8 +17,8 @@ from dropsweep.families.mlp import kernel
 from dropsweep.families.mlp import config as mlp_config
 from dropsweep.families.mlp.network import glorot_init, layer_sizes
 from dropsweep.families.mlp.engine import TrainSettings, train_trials, use_kernel
-from dropsweep.protocols import make_folds
-from dropsweep.train import epoch_order
+from dropsweep.data.protocols import make_folds
+from dropsweep.train.loop import epoch_order
 
 pytestmark = pytest.mark.skipif(kernel.load() is None,
                                 reason="the C kernel cannot be built here (no C compiler)")
@@ -155,7 +155,7 @@ def test_an_epoch_flushes_subnormals_as_tensorflow_does_and_gives_the_mode_back(
     """Updates so small that they are subnormal become exactly zero inside the kernel (as in
     TensorFlow's CPU kernels: a velocity decaying there costs a hundred cycles a step), while
     the calling thread keeps its own mode: subnormals still work after the call."""
-    from dropsweep.train import run_epochs
+    from dropsweep.train.loop import run_epochs
 
     X, y = blob_data(24, 3)
     folds = make_folds(X, y, 2, seed=0)

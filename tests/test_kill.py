@@ -136,7 +136,7 @@ def test_kill_9_at_any_moment_loses_nothing_and_counts_nothing_twice(in_tmp, gri
     if balanced:  # every placement its share, lost trials refilled
         import optuna
 
-        from dropsweep.liveness import counts_toward_target
+        from dropsweep.study.liveness import counts_toward_target
 
         study = optuna.load_study(study_name="sonar", storage=f"sqlite:///{db}")
         placements = Counter(t.params["placement"] for t in study.get_trials()
@@ -211,7 +211,7 @@ def test_a_batch_killed_between_checkpoints_goes_on_from_the_last_one_to_the_sam
     kill9(proc)
     assert not completed(rows(db))  # nothing finished: the whole batch was in flight
     [written] = list(saves.rglob("*.ckpt"))
-    from dropsweep.checkpoints import read
+    from dropsweep.train.checkpoints import read
 
     stopped_at = read(written)["state"]["epoch"]
     assert 0 < stopped_at < 3000
@@ -281,7 +281,7 @@ def live_trials(db: Path, name: str) -> list[tuple]:
     learning curve (what a run never stopped would hold, trial for trial)."""
     import optuna
 
-    from dropsweep.liveness import counts_toward_target
+    from dropsweep.study.liveness import counts_toward_target
 
     study = optuna.load_study(study_name=name, storage=f"sqlite:///{db}")
     return [(t.params, t.state.name, t.value, t.user_attrs.get("fold_accuracies"),
@@ -332,7 +332,7 @@ def test_a_search_killed_or_stopped_anywhere_ends_with_the_trials_of_one_never_s
     stopped, trial for trial in order — parameters (the sampler proposes by ordinal),
     state, value, every fold's accuracy and the learning curve. The killed batch went on
     from its start, the stopped one from the checkpoint the stop wrote."""
-    from dropsweep.checkpoints import read
+    from dropsweep.train.checkpoints import read
 
     db = in_tmp / "results" / "dropsweep.db"
     saves = in_tmp / "results" / "checkpoints"
@@ -383,7 +383,7 @@ def test_ctrl_c_in_a_conv_net_batch_goes_on_from_where_it_stopped(in_tmp):
     stopped; the rerun goes on from it, not from the start, and ends with exactly the
     numbers of the same search never stopped. (The stopped batch was trained again from
     the start, as new trials, with a new seed.)"""
-    from dropsweep.checkpoints import read
+    from dropsweep.train.checkpoints import read
 
     args = ["search", str(REPO / "sweeps" / "digits-cnn.yaml"), "--set", "train.epochs=10",
             "--set", "train.eval_every=2", "--batch", "4", "--trials", "4", "--threads", "1"]
@@ -439,7 +439,7 @@ def test_two_workers_never_train_one_parameter_set_twice(in_tmp):
     assert proc.returncode == 0, err
     import optuna
 
-    from dropsweep.liveness import counts_toward_target
+    from dropsweep.study.liveness import counts_toward_target
 
     study = optuna.load_study(study_name="sonar",
                               storage=f"sqlite:///{in_tmp}/results/dropsweep.db")

@@ -17,14 +17,14 @@ import pytest
 from optuna.trial import TrialState, create_trial
 
 from dropsweep import records
-from dropsweep.config import build_sweep
+from dropsweep.sweep.config import build_sweep
 from dropsweep.families.mlp import MLP
 from dropsweep.families.mlp import config as mlp_config
-from dropsweep.liveness import BASELINE_ATTEMPTS, counts_toward_target
-from dropsweep.asking import next_planned as _next_planned
-from dropsweep.runner import open_search, run_search
-from dropsweep.space import config_values, fixed_distributions, planned_configs, space_of
-from dropsweep.sweepfile import apply_overrides, parse_sweep_text
+from dropsweep.study.liveness import BASELINE_ATTEMPTS, counts_toward_target
+from dropsweep.study.ask import next_planned as _next_planned
+from dropsweep.study.runner import open_search, run_search
+from dropsweep.sweep.space import config_values, fixed_distributions, planned_configs, space_of
+from dropsweep.sweep.file import apply_overrides, parse_sweep_text
 
 from helpers import SUITE, StopAfter
 
@@ -166,7 +166,7 @@ def test_a_lost_batch_without_a_checkpoint_goes_on_from_its_start_exactly(
     runs again as the baseline, and each lost trial says why it failed. (It ran again in a
     new batch with a new seed: other numbers.)"""
     SUITE["hostile checkpoints"] += 1
-    from dropsweep.rows import trial_row
+    from dropsweep.answers.rows import trial_row
 
     lost = stopped(dataset, storage, tmp_path, every=0)
     assert [trial_row(t).fail_reason for t in lost] == ["interrupted"] * 3
@@ -311,9 +311,9 @@ def test_two_workers_that_go_on_with_one_lost_batch_at_once_keep_only_the_first(
     SUITE["hostile checkpoints"] += 1
     import torch
 
-    from dropsweep.liveness import carries, replays
-    from dropsweep.protocols import folds_of
-    from dropsweep.runner import SearchEvents, StopFlag, _Search
+    from dropsweep.study.liveness import carries, replays
+    from dropsweep.data.protocols import folds_of
+    from dropsweep.study.runner import SearchEvents, StopFlag, _Search
 
     sweep = sweep_of(*LOST)
     lost = stopped(dataset, storage, tmp_path, every=0)
@@ -343,7 +343,7 @@ def test_lost_trials_of_an_older_dropsweep_run_again_once_each(dataset, storage,
     its batch: it is queued again alone with its parameters and Optuna's retry history;
     two workers that queue one at the same moment keep the lower trial number."""
     SUITE["hostile checkpoints"] += 1
-    from dropsweep.asking import ask_next
+    from dropsweep.study.ask import ask_next
 
     sweep = sweep_of(*LOST)
     study, _ = open_search(sweep, storage_url=storage)
@@ -416,7 +416,7 @@ def _wait(db: Path, condition, proc: subprocess.Popen, timeout: float = 120) -> 
 def test_a_lost_trial_whose_retry_was_dropped_as_surplus_is_owed_nothing_more():
     """A retry dropped because the target or its placement's share filled meanwhile would
     be asked first, and dropped, at every ask: the lost configuration is settled instead."""
-    from dropsweep.liveness import owed
+    from dropsweep.study.liveness import owed
 
     def trial(number, reason=None, retries=None):
         trained = reason != records.SURPLUS  # one dropped as surplus had no batch

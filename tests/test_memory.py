@@ -9,10 +9,10 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from dropsweep import memory
+from dropsweep.train import memory
 from dropsweep.cli import main
 from dropsweep.errors import DropsweepError
-from dropsweep.memory import Need, fit_batch, trial_need
+from dropsweep.train.memory import Need, fit_batch, trial_need
 
 REPO = Path(__file__).resolve().parents[1]
 SONAR_SWEEP = str(REPO / "sweeps" / "sonar.yaml")
@@ -84,10 +84,10 @@ def test_a_batch_too_big_for_the_memory_trains_fewer_at_once(tmp_path, monkeypat
 def test_each_gpu_shares_its_own_memory_among_its_own_workers(monkeypatch):
     """Three workers on two GPUs: the two on cuda:0 share its memory; cuda:1's one has all
     of its own (monkeypatched: this machine has no GPU)."""
-    from dropsweep.config import build_sweep
-    from dropsweep.data import Dataset
-    from dropsweep.runner import batch_that_fits, worker_batches
-    from dropsweep.sweepfile import apply_overrides, load_sweep
+    from dropsweep.sweep.config import build_sweep
+    from dropsweep.data.dataset import Dataset
+    from dropsweep.study.runner import batch_that_fits, worker_batches
+    from dropsweep.sweep.file import apply_overrides, load_sweep
 
     sweep = build_sweep(apply_overrides(load_sweep(SONAR_SWEEP), ("cv.folds=3",)))
     dataset = Dataset(X=np.zeros((208, 60), np.float32), y=np.zeros(208, np.int64),

@@ -10,9 +10,9 @@ import torch
 from click.testing import CliRunner
 
 from dropsweep.cli import main
-from dropsweep.config import build_sweep
+from dropsweep.sweep.config import build_sweep
 from dropsweep.families.custom import resolve
-from dropsweep.sweepfile import load_sweep
+from dropsweep.sweep.file import load_sweep
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "own-network"
 

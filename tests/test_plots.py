@@ -6,11 +6,11 @@ import numpy as np
 import optuna
 import pytest
 
-from dropsweep.confirm import run_confirm
-from dropsweep.data import Dataset
-from dropsweep.plots import draw, write_plots
-from dropsweep.report import build_report
-from dropsweep.runner import run_search
+from dropsweep.study.confirm import run_confirm
+from dropsweep.data.dataset import Dataset
+from dropsweep.render.plots import draw, write_plots
+from dropsweep.answers.report import build_report
+from dropsweep.study.runner import run_search
 
 import test_holdout
 from test_runner import SMALL, sweep_of

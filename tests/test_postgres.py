@@ -18,7 +18,7 @@ import optuna
 import pytest
 
 from helpers import SUITE
-from dropsweep.liveness import counts_toward_target
+from dropsweep.study.liveness import counts_toward_target
 from test_workers import FAST, SONAR_SWEEP, assert_exactly
 
 URL = os.environ.get("DROPSWEEP_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")

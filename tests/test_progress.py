@@ -8,8 +8,8 @@ import signal
 import optuna
 from rich.console import Console
 
-from dropsweep.progress import SearchProgress, render_search_summary
-from dropsweep.runner import SearchSummary
+from dropsweep.render.progress import SearchProgress, render_search_summary
+from dropsweep.study.runner import SearchSummary
 
 
 def summary(**kw) -> SearchSummary:
@@ -68,7 +68,7 @@ def test_a_terminal_shows_the_batch_moving_inside_an_epoch():
 def test_a_pipe_hears_of_the_batch_at_most_once_a_minute(monkeypatch):
     out = io.StringIO()
     clock = [1000.0]
-    monkeypatch.setattr("dropsweep.progress.time.monotonic", lambda: clock[0])
+    monkeypatch.setattr("dropsweep.render.progress.time.monotonic", lambda: clock[0])
     with SearchProgress(Console(file=out, width=120)) as progress:
         progress.start(summary(finished=1))
         progress.epochs(0.5, 60, 1)  # within the first minute: nothing

@@ -18,9 +18,9 @@ from rich.console import Console
 
 from dropsweep import records
 from dropsweep.families.mlp import PLACEMENTS
-from dropsweep.render import FORMATS, render_report, render_studies, report_to_json
-from dropsweep.report import build_report, list_studies
-from dropsweep.rows import PlacementRow, StudyReport, StudyRow, TrialRow
+from dropsweep.render.report import FORMATS, render_report, render_studies, report_to_json
+from dropsweep.answers.report import build_report, list_studies
+from dropsweep.answers.rows import PlacementRow, StudyReport, StudyRow, TrialRow
 
 T0 = datetime(2025, 3, 1, 9, 0, 0)
 TRIAL_KEYS = {
@@ -408,17 +408,17 @@ def _render_studies_text(rows: list[StudyRow], fmt: str) -> str:
 
 
 def test_render_is_formatting_only() -> None:
-    import dropsweep.render  # noqa: F401
+    import dropsweep.render.report  # noqa: F401
 
-    source = Path(sys.modules["dropsweep.render"].__file__).read_text()
+    source = Path(sys.modules["dropsweep.render.report"].__file__).read_text()
     for module in ("torch", "optuna", "click", "numpy"):
         assert f"import {module}" not in source and f"from {module}" not in source
 
 
 def _confirmation(per_placement: bool):
     """A confirmation of three rows by hand; with its per-placement reading or without."""
-    from dropsweep.stats import Comparison, Interval
-    from dropsweep.verdict import (Confirmation, ConfirmedRow, PairComparison,
+    from dropsweep.answers.stats import Comparison, Interval
+    from dropsweep.answers.verdict import (Confirmation, ConfirmedRow, PairComparison,
                                    PlacementVerdict, verdict)
 
     def row(source: int, role: str, placement: str, mean: float, rate: dict) -> ConfirmedRow:
@@ -447,7 +447,7 @@ def _confirmation(per_placement: bool):
 
 
 def test_the_per_placement_comparison_in_every_format(report: StudyReport) -> None:
-    from dropsweep.render import confirmation_to_json, render_confirmation
+    from dropsweep.render.report import confirmation_to_json, render_confirmation
 
     with_pp = dataclasses.replace(report, confirmation=_confirmation(True))
     markdown = text_of("markdown", with_pp)
@@ -503,9 +503,9 @@ def searched_storage(tmp_path_factory: pytest.TempPathFactory) -> str:
     per-placement confirmation, and a second search to compare it with."""
     import numpy as np
 
-    from dropsweep.confirm import run_confirm
-    from dropsweep.data import Dataset
-    from dropsweep.runner import run_search
+    from dropsweep.study.confirm import run_confirm
+    from dropsweep.data.dataset import Dataset
+    from dropsweep.study.runner import run_search
     from test_runner import SMALL, sweep_of
 
     rng = np.random.default_rng(0)
@@ -653,8 +653,8 @@ def test_a_table_too_wide_leaves_out_its_least_important_columns_and_says_so(
 
 def test_a_comparison_of_more_studies_than_fit_stacks_one_block_per_placement(
         searched_storage: str) -> None:
-    from dropsweep.render import render_comparison
-    from dropsweep.select import compare_studies
+    from dropsweep.render.report import render_comparison
+    from dropsweep.answers.select import compare_studies
 
     names = ("small", "other-study", "third-study-name")
     reports = [_report_of(searched_storage, n) for n in names]
@@ -687,7 +687,7 @@ def test_studies_fit_every_width(searched_storage: str) -> None:
 
 
 def test_fit_table_leaves_out_by_priority_then_stacks_and_never_cuts_a_number() -> None:
-    from dropsweep.tables import Column, fit_table, print_table
+    from dropsweep.render.tables import Column, fit_table, print_table
 
     columns = [Column("#", right=True), Column("accuracy", right=True),
                Column("configuration"), Column("momentum", priority=1, right=True),
@@ -717,7 +717,7 @@ def test_fit_table_leaves_out_by_priority_then_stacks_and_never_cuts_a_number() 
 
 
 def _print(columns, rows, width: int) -> str:
-    from dropsweep.tables import print_table
+    from dropsweep.render.tables import print_table
 
     out = console(width)
     print_table(out, columns, rows)

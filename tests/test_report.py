@@ -16,7 +16,7 @@ from optuna.trial import TrialState
 from dropsweep import records
 from dropsweep.families.mlp import PLACEMENTS
 from dropsweep.errors import StorageError
-from dropsweep.report import build_report, latest_study_name, list_studies
+from dropsweep.answers.report import build_report, latest_study_name, list_studies
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -487,8 +487,8 @@ def test_listing_a_file_that_is_not_an_optuna_storage(tmp_path: Path) -> None:
 
 def test_report_is_pure() -> None:
     """report.py is numbers only: importing it must not pull in the UI or the trainer."""
-    import dropsweep.report  # noqa: F401
+    import dropsweep.answers.report  # noqa: F401
 
-    source = Path(sys.modules["dropsweep.report"].__file__).read_text()
+    source = Path(sys.modules["dropsweep.answers.report"].__file__).read_text()
     for module in ("torch", "click", "rich"):
         assert f"import {module}" not in source and f"from {module}" not in source

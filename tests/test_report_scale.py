@@ -19,9 +19,11 @@ from optuna.distributions import (
 from optuna.trial import FrozenTrial, TrialState, create_trial
 from rich.console import Console
 
-from dropsweep import records, report
+from dropsweep import records
+
+from dropsweep.answers import report
 from dropsweep.families.mlp import PLACEMENTS
-from dropsweep.render import _write, render_report, report_to_json
+from dropsweep.render.report import _write, render_report, report_to_json
 from dropsweep.storage import open_storage, read
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -1,4 +1,4 @@
-"""A batch that runs out of memory trains in halves (issue 14, item 6): dropsweep.retry on
+"""A batch that runs out of memory trains in halves (issue 14, item 6): dropsweep.train.retry on
 its own, with a fake out-of-memory error, and inside the runner with the real engine."""
 
 from __future__ import annotations
@@ -10,13 +10,17 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-from dropsweep import checkpoints, records, retry
-from dropsweep.config import build_sweep
-from dropsweep.data import load_dataset
-from dropsweep.devices import out_of_memory
-from dropsweep.runner import run_search
+from dropsweep import records
+
+from dropsweep.train import checkpoints
+
+from dropsweep.train import retry
+from dropsweep.sweep.config import build_sweep
+from dropsweep.data.dataset import load_dataset
+from dropsweep.train.devices import out_of_memory
+from dropsweep.study.runner import run_search
 from dropsweep.storage import load_study, open_storage
-from dropsweep.sweepfile import apply_overrides, load_sweep
+from dropsweep.sweep.file import apply_overrides, load_sweep
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -127,7 +131,7 @@ def test_the_runner_trains_an_out_of_memory_batch_in_halves(tmp_path, monkeypatc
 
     monkeypatch.setattr(family, "train", train)
     notices: list[str] = []
-    from dropsweep.runner import SearchEvents
+    from dropsweep.study.runner import SearchEvents
 
     url = f"sqlite:///{tmp_path / 'oom.db'}"
     saves = tmp_path / "checkpoints"
@@ -176,7 +180,7 @@ def test_a_trial_out_of_memory_alone_fails_with_the_reason(tmp_path, monkeypatch
 def test_confirm_trains_an_out_of_memory_repeat_in_halves(tmp_path, monkeypatch, sonar_dir):
     """`dropsweep confirm` trains each repeat's configurations as one batch: out of memory
     for more than one, each trains alone and every (configuration, repeat) is recorded."""
-    from dropsweep.confirm import run_confirm
+    from dropsweep.study.confirm import run_confirm
 
     sweep = sonar_sweep()
     dataset = load_dataset(sweep)
@@ -224,7 +228,7 @@ def test_a_trial_taken_by_another_worker_is_left_out_of_the_halves(tmp_path, mon
 
     monkeypatch.setattr(family, "train", train)
     notices: list[str] = []
-    from dropsweep.runner import SearchEvents
+    from dropsweep.study.runner import SearchEvents
 
     run_search(sweep, dataset, storage_url=url, trials=4, batch=4,
                events=SearchEvents(on_notice=notices.append))

@@ -1,4 +1,4 @@
-"""dropsweep.rows: the one ranking — direction, NaN, ties — for every command that ranks."""
+"""dropsweep.answers.rows: the one ranking — direction, NaN, ties — for every command that ranks."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from optuna.study import StudyDirection
 from optuna.trial import TrialState, create_trial
 
 from dropsweep import records
-from dropsweep.export import pick_trial
-from dropsweep.rows import best_first, trial_row
+from dropsweep.study.export import pick_trial
+from dropsweep.answers.rows import best_first, trial_row
 
 
 def _study(direction: str, values: list[float | None]) -> optuna.Study:
@@ -40,8 +40,8 @@ def test_best_first_follows_the_direction_skips_nan_and_ties_go_earlier(directio
 
 
 def test_export_and_confirm_pick_by_the_same_ranking():
-    from dropsweep.confirm import candidates
-    from dropsweep.config import Sweep
+    from dropsweep.study.confirm import candidates
+    from dropsweep.sweep.config import Sweep
 
     low = _study("minimize", [0.5, None, 0.2, 0.2])
     assert pick_trial(low, None).number == 2  # the lowest, the earlier of a tie
@@ -55,7 +55,7 @@ def test_export_and_confirm_pick_by_the_same_ranking():
 def test_a_queued_trial_never_given_its_repeat_does_not_erase_the_verdict():
     """A confirmation trial queued and then dropped (another configuration came first, or a
     kill) holds a configuration but no repeat: it is not a confirmed result."""
-    from dropsweep.verdict import confirmed_rows, verdict
+    from dropsweep.answers.verdict import confirmed_rows, verdict
 
     base, cand = {"placement": "none", "lr": 0.01}, {"placement": "input", "lr": 0.1}
     study = optuna.create_study(direction="maximize")
@@ -73,7 +73,7 @@ def test_a_queued_trial_never_given_its_repeat_does_not_erase_the_verdict():
 
 
 def test_equal_configurations_hash_alike_whatever_their_key_order():
-    from dropsweep.space import Config
+    from dropsweep.sweep.space import Config
 
     a, b = Config({"x": 1.0, "y": "on"}), Config({"y": "on", "x": 1.0})
     assert a == b and hash(a) == hash(b) and len({a, b}) == 1

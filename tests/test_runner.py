@@ -11,16 +11,16 @@ import pytest
 from optuna.trial import TrialState
 
 from dropsweep import records
-from dropsweep.config import build_sweep
+from dropsweep.sweep.config import build_sweep
 from dropsweep.errors import StorageError, StudyMismatchError
-from dropsweep.runner import (
+from dropsweep.study.runner import (
     AUTO_BATCH,
     SearchEvents,
     StopFlag,
     counts_toward_target,
     run_search,
 )
-from dropsweep.sweepfile import apply_overrides, parse_sweep_text
+from dropsweep.sweep.file import apply_overrides, parse_sweep_text
 
 SMALL = """
 name: small
@@ -337,7 +337,7 @@ def stored_trials(url: str, name: str = "small") -> list[tuple]:
 def run_both_ways(sweep, dataset, tmp_path, monkeypatch, **kwargs) -> tuple[list, list, int]:
     """The same sweep with the next batch asked while one trains (switched on: it does not
     pay on a small CPU), and one batch after the other; and how many were asked ahead."""
-    from dropsweep import runner
+    from dropsweep.study import runner
 
     monkeypatch.setattr(runner._Search, "ASK_AHEAD", True)
     ahead = []
@@ -384,7 +384,7 @@ space:
 def test_a_tpe_search_never_asks_ahead(dataset, storage, monkeypatch):
     """TPE learns from the results of the batch in training: asking before they are told
     would propose other points than the same sweep has always proposed (tests/test_golden.py)."""
-    from dropsweep import runner
+    from dropsweep.study import runner
 
     monkeypatch.setattr(runner._Search, "ASK_AHEAD", True)
     monkeypatch.setattr(runner, "_Ahead", None)  # any use would fail
@@ -393,7 +393,7 @@ def test_a_tpe_search_never_asks_ahead(dataset, storage, monkeypatch):
 
 
 def test_a_stop_gives_back_the_batch_asked_ahead(dataset, storage, monkeypatch):
-    from dropsweep import runner
+    from dropsweep.study import runner
 
     monkeypatch.setattr(runner._Search, "ASK_AHEAD", True)
     stop = StopFlag()

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dropsweep.config import build_sweep
-from dropsweep.data import Dataset, scale_like, standardize, with_scale
+from dropsweep.sweep.config import build_sweep
+from dropsweep.data.dataset import Dataset, scale_like, standardize, with_scale
 from dropsweep.errors import SweepError
-from dropsweep.protocols import make_folds
-from dropsweep.sweepfile import parse_sweep_text
+from dropsweep.data.protocols import make_folds
+from dropsweep.sweep.file import parse_sweep_text
 
 
 def sweep(text: str, file: str = "s.yaml"):
@@ -92,7 +92,7 @@ def test_data_keys_are_validated(text, key, words):
 
 
 def test_an_npz_path_is_relative_to_the_sweep_file(tmp_path: Path):
-    from dropsweep.data import load_dataset
+    from dropsweep.data.dataset import load_dataset
     from dropsweep.errors import DataError
 
     s = sweep("data: {npz: arrays/mine.npz}\n", str(tmp_path / "sub" / "s.yaml"))

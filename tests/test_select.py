@@ -12,9 +12,9 @@ from click.testing import CliRunner
 from dropsweep.cli import main
 from optuna.study import StudyDirection
 
-from dropsweep.rows import PlacementRow, TrialRow, best_first
+from dropsweep.answers.rows import PlacementRow, TrialRow, best_first
 from dropsweep.families.mlp import DIMENSIONS as DIMS
-from dropsweep.select import compare_studies, select, simplicity, standard_error
+from dropsweep.answers.select import compare_studies, select, simplicity, standard_error
 
 from test_cli import FAST, SONAR_SWEEP, in_tmp  # noqa: F401 - fixture
 

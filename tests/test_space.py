@@ -6,14 +6,14 @@ import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 
-from dropsweep import space as spaces
-from dropsweep.config import build_sweep
+from dropsweep.sweep import space as spaces
+from dropsweep.sweep.config import build_sweep
 from dropsweep.families.mlp import MLP
 from dropsweep.families.mlp import config as mlp_config
-from dropsweep.space import Choices, Fixed, Range
+from dropsweep.sweep.space import Choices, Fixed, Range
 from dropsweep.errors import SweepError
-from dropsweep.space import fixed_distributions, grid_points, planned_configs, space_of, suggest
-from dropsweep.sweepfile import parse_sweep_text
+from dropsweep.sweep.space import fixed_distributions, grid_points, planned_configs, space_of, suggest
+from dropsweep.sweep.file import parse_sweep_text
 
 def SpaceConfig(**dims):
     """The MLP's default space with ``dims`` changed."""
@@ -123,7 +123,7 @@ def test_tpe_groups_each_complete_trial_once_and_proposes_as_optunas_own(per_tri
     import optuna
     from optuna.search_space.group_decomposed import _GroupDecomposedSearchSpace
 
-    from dropsweep.study import GroupsSoFar, PerTrialSeed, make_sampler
+    from dropsweep.study.open import GroupsSoFar, PerTrialSeed, make_sampler
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     ours = make_sampler("tpe", seed=3)
@@ -189,7 +189,7 @@ def _propose(sweep, study: optuna.Study, fresh_process: bool, lost: set[int] = f
     asked; ``fresh_process``: a sampler made anew (another seed to make it with, as a
     resumed process's) for every ask; ``lost``: the asks whose trial is lost (failed)
     and asked again, as a kill's trial is gone on with."""
-    from dropsweep.study import sampler_for
+    from dropsweep.study.open import sampler_for
 
     out, asks = [], 0
     study.sampler = sampler_for(sweep, 1000)
@@ -233,7 +233,7 @@ def test_two_workers_asking_at_once_propose_apart():
     """Issue 25, prerequisite B: two workers made with the same seed (they joined the study
     at the same count) asking turn about, each trial asked before the other's is told,
     propose different points (they proposed the same ones: duplicate trials)."""
-    from dropsweep.study import sampler_for
+    from dropsweep.study.open import sampler_for
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sweep = _reseeded_sweep("random", "none")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from dropsweep.stats import compare, corrected_se, holm, interval
+from dropsweep.answers.stats import compare, corrected_se, holm, interval
 
 
 def test_a_small_case_by_hand():

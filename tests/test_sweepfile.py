@@ -1,6 +1,6 @@
-"""dropsweep.sweepfile: safe YAML with a line for every dotted key, and --set overrides.
+"""dropsweep.sweep.file: safe YAML with a line for every dotted key, and --set overrides.
 
-Validation (dropsweep.config) is tested in test_config.py; here: what the raw layer reads,
+Validation (dropsweep.sweep.config) is tested in test_config.py; here: what the raw layer reads,
 which line it remembers for each key, and how --set changes the data and the location.
 """
 
@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from dropsweep import sweepfile
+from dropsweep.sweep import file as sweepfile
 from dropsweep.errors import SweepError
-from dropsweep.sweepfile import RawSweep, apply_overrides, load_sweep, locate, parse_sweep_text
+from dropsweep.sweep.file import RawSweep, apply_overrides, load_sweep, locate, parse_sweep_text
 from helpers import SUITE, assert_one_line
 
 REPO = Path(__file__).resolve().parents[1]

@@ -24,7 +24,7 @@ from dropsweep.families.mlp import kernel
 from dropsweep.families.mlp import network as nets
 from dropsweep.families.mlp import engine as trainer
 from dropsweep.families.mlp import config as mlp_config
-from dropsweep.data import load_sonar, stratified_folds
+from dropsweep.data.dataset import load_sonar, stratified_folds
 from dropsweep.errors import DropsweepError
 from dropsweep.families.mlp.network import (
     KERAS_EPSILON,
@@ -37,10 +37,10 @@ from dropsweep.families.mlp.network import (
     predictions,
     row_losses,
 )
-from dropsweep.devices import resolve_device
+from dropsweep.train.devices import resolve_device
 from dropsweep.families.mlp.engine import TrainSettings, train_trials
-from dropsweep.protocols import make_folds
-from dropsweep.train import epoch_order
+from dropsweep.data.protocols import make_folds
+from dropsweep.train.loop import epoch_order
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -881,7 +881,7 @@ def test_a_long_epoch_trains_in_slices_that_report_progress_and_stop_between(eng
                                                                               monkeypatch):
     """Ctrl-C is looked at between slices of an epoch, not only between epochs: a
     Fashion-MNIST epoch is minutes. Here every minibatch is its own slice."""
-    import dropsweep.train as shared
+    import dropsweep.train.loop as shared
 
     monkeypatch.setattr(shared, "SLICE_MACS", 1.0)
     X, y = blob_data(50, 4, 2)
@@ -895,7 +895,7 @@ def test_a_long_epoch_trains_in_slices_that_report_progress_and_stop_between(eng
 
 
 def test_slicing_an_epoch_changes_nothing_in_the_results(engine, monkeypatch):
-    import dropsweep.train as shared
+    import dropsweep.train.loop as shared
 
     X, y = blob_data(60, 5, 3)
     folds = make_folds(X, y, 3, seed=0)

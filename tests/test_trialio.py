@@ -10,7 +10,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from dropsweep import liveness
+from dropsweep.study import liveness
 from dropsweep.storage import ResilientRDBStorage, open_storage, trialio
 from dropsweep.storage.trialio import SnapshotStorage
 
@@ -269,8 +269,8 @@ def test_a_batch_recorded_in_one_write_stores_what_telling_each_stores(url, stud
     trial (a storage that does not batch): a complete trial with its final report, one whose
     last step was already reported, a pruned one (its value: its last report), a diverged
     and an interrupted one; and the trials it hands back are those a fresh read returns."""
-    from dropsweep.results import record_batch
-    from dropsweep.train import TrialResult
+    from dropsweep.storage.results import record_batch
+    from dropsweep.train.loop import TrialResult
 
     def results() -> list[TrialResult]:
         curve = [(2, 0.5), (4, 0.75)]
@@ -298,8 +298,8 @@ def test_a_batch_recorded_in_one_write_stores_what_telling_each_stores(url, stud
 
 
 def test_a_trial_finished_meanwhile_is_lost_not_overwritten(study):
-    from dropsweep.results import record_batch
-    from dropsweep.train import TrialResult
+    from dropsweep.storage.results import record_batch
+    from dropsweep.train.loop import TrialResult
 
     trials = [ask(study) for _ in range(2)]
     study._storage._backend.set_trial_state_values(trials[1]._trial_id, TrialState.FAIL)

@@ -21,11 +21,11 @@ import pytest
 
 from helpers import SUITE
 
-from dropsweep.liveness import counts_toward_target
+from dropsweep.study.liveness import counts_toward_target
 from dropsweep.storage import open_storage
-from dropsweep.workers import (PARENT_PID_ENV, WorkerArgs, exit_status, watch_parent,
+from dropsweep.study.workers import (PARENT_PID_ENV, WorkerArgs, exit_status, watch_parent,
                                worker_args)
-from dropsweep.runner import SearchSummary
+from dropsweep.study.runner import SearchSummary
 
 REPO = Path(__file__).resolve().parents[1]
 SONAR_SWEEP = str(REPO / "sweeps" / "sonar.yaml")
@@ -82,9 +82,13 @@ def test_search_with_workers_spreads_them_over_the_gpus(in_tmp, monkeypatch):
     import torch
     from click.testing import CliRunner
 
-    from dropsweep import devices, memory, workers
+    from dropsweep.train import devices
+
+    from dropsweep.train import memory
+
+    from dropsweep.study import workers
     from dropsweep.cli import main
-    from dropsweep.memory import trial_need
+    from dropsweep.train.memory import trial_need
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
@@ -185,7 +189,7 @@ def test_only_a_worker_of_run_workers_watches_a_parent(monkeypatch):
 WATCHER = textwrap.dedent("""
     import os, signal, sys, time
     from pathlib import Path
-    import dropsweep.workers as workers
+    import dropsweep.study.workers as workers
     if sys.argv[2] == "poll":  # as where there is no PR_SET_PDEATHSIG
         workers._signal_when_parent_dies = lambda signum: False
     def stop(signum, frame):

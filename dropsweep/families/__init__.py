@@ -1,9 +1,9 @@
 """Model families: what a network is, what of it is searched, and how a batch of it trains.
 
-A family declares its search space as a table of dimensions (:mod:`dropsweep.space`), reads
+A family declares its search space as a table of dimensions (:mod:`dropsweep.sweep.space`), reads
 its own ``model`` section, says a configuration in words for reports, and trains a batch of
 models — every split of several trials — through an engine that the shared epoch loop
-(:mod:`dropsweep.train`) drives. Everything outside a family treats a configuration as plain
+(:mod:`dropsweep.train.loop`) drives. Everything outside a family treats a configuration as plain
 data; only the family knows what its values mean. A new family is one module here,
 registered in :data:`FAMILIES`, plus its tests.
 
@@ -15,17 +15,17 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
-from dropsweep.space import Config, Dimension, value_of
+from dropsweep.sweep.space import Config, Dimension, value_of
 
 if TYPE_CHECKING:
     import torch
 
-    from dropsweep.checks import Checker
-    from dropsweep.data import Dataset
-    from dropsweep.config import Sweep
-    from dropsweep.memory import Need
-    from dropsweep.train import CheckpointHook, Checkpointer, TrialResult
-    from dropsweep.protocols import Folds
+    from dropsweep.sweep.checks import Checker
+    from dropsweep.data.dataset import Dataset
+    from dropsweep.sweep.config import Sweep
+    from dropsweep.train.memory import Need
+    from dropsweep.train.loop import CheckpointHook, Checkpointer, TrialResult
+    from dropsweep.data.protocols import Folds
 
 
 class Family:
@@ -104,16 +104,16 @@ class Family:
               save: Checkpointer | None = None, resume: Mapping[str, Any] | None = None,
               engine: str = "auto") -> list[TrialResult]:
         """Train every split of every configuration together, one result per configuration
-        (the shared epoch loop of :mod:`dropsweep.train` driving this family's engine)."""
+        (the shared epoch loop of :mod:`dropsweep.train.loop` driving this family's engine)."""
         raise NotImplementedError
 
     def check_resume(self, configs: Sequence[Config], folds: Folds, sweep: Sweep, seed: int,
                      resume: Any, engine: str = "auto") -> None:
-        """Refuse (:class:`~dropsweep.checkpoints.Unusable`, one line) a checkpointed state
+        """Refuse (:class:`~dropsweep.train.checkpoints.Unusable`, one line) a checkpointed state
         that :meth:`train` could not go on from for these configurations, before any trial
-        is made for it (:func:`dropsweep.train.check_resume`); a family whose engine can be
+        is made for it (:func:`dropsweep.train.loop.check_resume`); a family whose engine can be
         built without training checks its engine state too."""
-        from dropsweep.train import check_resume
+        from dropsweep.train.loop import check_resume
 
         check_resume(resume, len(configs), folds.k, sweep.train.epochs)
 
@@ -178,7 +178,7 @@ class EngineFamily(Family):
 
     def check_resume(self, configs: Sequence[Config], folds: Folds, sweep: Sweep, seed: int,
                      resume: Any, engine: str = "auto") -> None:
-        from dropsweep.train import check_resume
+        from dropsweep.train.loop import check_resume
 
         module = import_module(self.engine)
         check_resume(resume, len(configs), folds.k, sweep.train.epochs,

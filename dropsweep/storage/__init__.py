@@ -367,7 +367,7 @@ class ResilientRDBStorage(RDBStorage):
 
     def forget_intermediate_values(self, trial_ids: Sequence[int]) -> set[int]:
         """Delete every intermediate value of these trials, whose training starts again
-        (a batch that ran out of memory, trained in halves: ``dropsweep.retry``): the curve
+        (a batch that ran out of memory, trained in halves: ``dropsweep.train.retry``): the curve
         is the new attempt's alone. The ids of the finished ones, left as they are."""
         from optuna.storages._rdb import models
 

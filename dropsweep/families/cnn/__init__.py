@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping
 
 from dropsweep.families import EngineFamily, _words, dropout_words, training_words
-from dropsweep.space import Choices, Config, Dimension, Range
+from dropsweep.sweep.space import Choices, Config, Dimension, Range
 
 if TYPE_CHECKING:
-    from dropsweep.checks import Checker
+    from dropsweep.sweep.checks import Checker
 
 # Where dropout goes; also the 1-SE order, simplest first (fewer sites, earlier sites).
 PLACEMENTS = ("none", "input", "conv", "dense", "input+conv", "input+dense", "conv+dense",
@@ -128,7 +128,7 @@ def in_shape(shape: tuple[int, ...] | None) -> tuple[int, int, int] | None:
 
 def _widths(check: Checker, key: str, raw: Any, default: tuple[int, ...],
             allow_empty: bool) -> tuple[int, ...]:
-    from dropsweep.checks import describe
+    from dropsweep.sweep.checks import describe
 
     value = raw if raw is not None else list(default)
     if isinstance(value, int) and not isinstance(value, bool):

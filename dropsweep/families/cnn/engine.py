@@ -6,7 +6,7 @@ Keras models would train: a minibatch's loss is the mean over the model's real r
 model whose split has run out of rows does not step. Minibatches are gathered from the one
 copy of the rows on the device (8-bit pixels stay uint8 until then) and reshaped to
 ``[models, rows, channels, height, width]``; evaluation goes in chunks whose activations
-fit a fixed budget. The epochs are :func:`dropsweep.train.run_epochs`, shared by every
+fit a fixed budget. The epochs are :func:`dropsweep.train.loop.run_epochs`, shared by every
 family.
 """
 
@@ -20,15 +20,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dropsweep.checkpoints import Unusable, expect_made
-from dropsweep.data import Dataset, scaling
+from dropsweep.train.checkpoints import Unusable, expect_made
+from dropsweep.data.dataset import Dataset, scaling
 from dropsweep.errors import DropsweepError, SweepError
 from dropsweep.families.cnn import dropout_rates, in_shape
 from dropsweep.families.cnn.blocks import feature_sizes
 from dropsweep.families.cnn.network import ConvNets, ConvSpec, Rates
-from dropsweep.memory import BYTES_PER_FLOAT, FLOATS_PER_PARAMETER, GATHER_ROWS, Need
-from dropsweep.protocols import Folds, one_split
-from dropsweep.train import (
+from dropsweep.train.memory import BYTES_PER_FLOAT, FLOATS_PER_PARAMETER, GATHER_ROWS, Need
+from dropsweep.data.protocols import Folds, one_split
+from dropsweep.train.loop import (
     CheckpointHook,
     Checkpointer,
     ProgressHook,
@@ -42,7 +42,7 @@ from dropsweep.train import (
 )
 
 if TYPE_CHECKING:
-    from dropsweep.config import Sweep
+    from dropsweep.sweep.config import Sweep
 
 ENGINES = ("auto", "loop", "grouped")
 # A network of at most this many multiply-adds per row trains faster as one grouped
@@ -144,7 +144,7 @@ class Settings:
 
 class CNNEngine:
     """The conv nets still training and their per-model hyperparameters, kept aligned
-    (:class:`dropsweep.train.Engine`)."""
+    (:class:`dropsweep.train.loop.Engine`)."""
 
     _PER_MODEL = ("trial_of", "fold_of", "lr", "mom", "adam", "p_in", "p_conv", "p_dense",
                   "spatial", "c_max")

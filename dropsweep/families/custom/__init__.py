@@ -25,10 +25,10 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 from dropsweep.families import EngineFamily, Family, _words, dropout_words, training_words
 from dropsweep.families.cnn import DIMENSIONS as _CNN_DIMENSIONS
 from dropsweep.families.cnn import _rate
-from dropsweep.space import Choices, Dimension, Range
+from dropsweep.sweep.space import Choices, Dimension, Range
 
 if TYPE_CHECKING:
-    from dropsweep.checks import Checker
+    from dropsweep.sweep.checks import Checker
 
 # The training dimensions are the conv nets': Adam (the baseline) or SGD, a log learning
 # rate, momentum for SGD only, max-norm off unless the sweep turns it on.

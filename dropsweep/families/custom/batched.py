@@ -28,13 +28,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, stack_module_state, vmap
 
-from dropsweep.checkpoints import Unusable, expect_made
+from dropsweep.train.checkpoints import Unusable, expect_made
 from dropsweep.families.cnn.blocks import max_norm
 from dropsweep.families.custom import dropout_rates
 from dropsweep.families.optimizers import step_models
-from dropsweep.memory import BYTES_PER_FLOAT, GATHER_ROWS
-from dropsweep.protocols import Folds
-from dropsweep.train import batches_per_slice, chunked_scores, epoch_order, non_finite, per_model
+from dropsweep.train.memory import BYTES_PER_FLOAT, GATHER_ROWS
+from dropsweep.data.protocols import Folds
+from dropsweep.train.loop import batches_per_slice, chunked_scores, epoch_order, non_finite, per_model
 
 if TYPE_CHECKING:
     from dropsweep.families.custom.engine import Network, Settings
@@ -122,7 +122,7 @@ def unbatchable(network: Network, device: torch.device) -> str | None:
 
 class BatchedEngine:
     """Every model's parameters, buffers, optimizer slots and hyperparameters stacked
-    along a leading ``models`` axis (:class:`dropsweep.train.Engine`)."""
+    along a leading ``models`` axis (:class:`dropsweep.train.loop.Engine`)."""
 
     def __init__(self, configs: Sequence[Mapping[str, Any]], folds: Folds, network: Network,
                  settings: Settings, seed: int, grads: str = "autograd") -> None:

@@ -6,7 +6,7 @@ made under the run's seed (every model starts from the same weights, as a common
 number), its Dropout sites' ``p`` set from the trial's rates (0 where its placement does
 not drop; a ``Dropout2d`` still drops whole channels), Keras's SGD or Adam on its own
 parameter list (:mod:`dropsweep.families.optimizers`), max-norm on the chosen layers after
-every step. Minibatch order is :func:`dropsweep.train.epoch_order`'s, so the batched
+every step. Minibatch order is :func:`dropsweep.train.loop.epoch_order`'s, so the batched
 engines of the other families and a hand-written loop replay it. ``model.train()`` for
 steps and ``model.eval()`` for scores, so BatchNorm works here.
 
@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dropsweep.checkpoints import Unusable, expect_made
-from dropsweep.data import Dataset, scaling
+from dropsweep.train.checkpoints import Unusable, expect_made
+from dropsweep.data.dataset import Dataset, scaling
 from dropsweep.errors import DropsweepError, SweepError
 from dropsweep.families.cnn.blocks import max_norm
 from dropsweep.families.custom import dropout_rates
@@ -38,9 +38,9 @@ from dropsweep.families.custom import resolve
 from dropsweep.families.custom.batched import BatchedEngine, unbatchable
 from dropsweep.families.custom.section import input_shape_of
 from dropsweep.families.optimizers import adam_step, sgd_step
-from dropsweep.memory import BYTES_PER_FLOAT, FLOATS_PER_PARAMETER, GATHER_ROWS, Need
-from dropsweep.protocols import Folds, one_split
-from dropsweep.train import (
+from dropsweep.train.memory import BYTES_PER_FLOAT, FLOATS_PER_PARAMETER, GATHER_ROWS, Need
+from dropsweep.data.protocols import Folds, one_split
+from dropsweep.train.loop import (
     CheckpointHook,
     Checkpointer,
     ProgressHook,
@@ -51,7 +51,7 @@ from dropsweep.train import (
 )
 
 if TYPE_CHECKING:
-    from dropsweep.config import Sweep
+    from dropsweep.sweep.config import Sweep
 
 FORMS = ("loop", "batched")
 ENGINES = ("auto", *FORMS)
@@ -116,7 +116,7 @@ class Settings:
 
 class CustomEngine:
     """Copies of the user's module still training and their hyperparameters, kept aligned
-    (:class:`dropsweep.train.Engine`)."""
+    (:class:`dropsweep.train.loop.Engine`)."""
 
     def __init__(self, configs: Sequence[Mapping[str, Any]], folds: Folds, network: Network,
                  settings: Settings, seed: int) -> None:

@@ -11,13 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
-from dropsweep.checks import describe
+from dropsweep.sweep.checks import describe
 from dropsweep.families.cnn import MAX_NORM_AXES, in_shape
 from dropsweep.families.custom import _GROUP_NAME, MAX_GROUPS, TRAINING, CustomModel
 
 if TYPE_CHECKING:
-    from dropsweep.checks import Checker
-    from dropsweep.data import Dataset
+    from dropsweep.sweep.checks import Checker
+    from dropsweep.data.dataset import Dataset
 
 
 def input_shape_of(dataset: Dataset) -> tuple[int, ...]:
@@ -114,8 +114,8 @@ def resolve_section(check: Checker, model: CustomModel) -> CustomModel:
 def _dataset(check: Checker) -> Dataset:
     """The sweep's data, read to know the shape the network is built for (its sections
     are validated first, so their mistakes are named as ever)."""
-    from dropsweep.config import Sweep, _data, _eval
-    from dropsweep.data import load_dataset
+    from dropsweep.sweep.config import Sweep, _data, _eval
+    from dropsweep.data.dataset import load_dataset
 
     raw = check.raw
     return load_dataset(Sweep(data=_data(check), eval=_eval(check), file=raw.file,

@@ -15,17 +15,17 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from dropsweep.families import Family, _words
-from dropsweep.space import Choices, Config, Dimension, Fixed, Range, value_of
+from dropsweep.sweep.space import Choices, Config, Dimension, Fixed, Range, value_of
 
 if TYPE_CHECKING:
     import torch
 
-    from dropsweep.checks import Checker
-    from dropsweep.config import Sweep
-    from dropsweep.data import Dataset
-    from dropsweep.memory import Need
-    from dropsweep.protocols import Folds
-    from dropsweep.train import CheckpointHook, Checkpointer, TrialResult
+    from dropsweep.sweep.checks import Checker
+    from dropsweep.sweep.config import Sweep
+    from dropsweep.data.dataset import Dataset
+    from dropsweep.train.memory import Need
+    from dropsweep.data.protocols import Folds
+    from dropsweep.train.loop import CheckpointHook, Checkpointer, TrialResult
 
 PLACEMENTS = ("none", "input", "hidden", "both")  # also the 1-SE order: simplest first
 _INPUT = ("input", "both")
@@ -98,7 +98,7 @@ class _MLP(Family):
     model_keys = ("hidden",)
 
     def parse_model(self, check: Checker, raw: Mapping[str, Any]) -> MLPModel:
-        from dropsweep.checks import describe
+        from dropsweep.sweep.checks import describe
 
         hidden = raw.get("hidden", list(MLPModel.hidden))
         if isinstance(hidden, int) and not isinstance(hidden, bool):
@@ -156,7 +156,7 @@ class _MLP(Family):
         from dataclasses import replace
 
         from dropsweep.families.mlp.engine import MLPEngine, TrainSettings
-        from dropsweep.train import check_resume
+        from dropsweep.train.loop import check_resume
 
         settings = replace(TrainSettings.of(sweep), engine=engine)
         check_resume(resume, len(configs), folds.k, sweep.train.epochs,
@@ -169,10 +169,10 @@ class _MLP(Family):
         return train_on_all(sweep, dataset, config, seed, device)
 
     def need(self, sweep: Sweep, dataset: Dataset, models: int) -> Need:
-        from dropsweep import memory
+        from dropsweep.train import memory
         from dropsweep.families.mlp.network import layer_sizes
 
-        from dropsweep.space import space_of, values_of
+        from dropsweep.sweep.space import space_of, values_of
 
         sizes = layer_sizes(dataset.n_features, sweep.model.hidden, dataset.n_classes)
         searched = values_of(space_of(sweep).get("optimizer"))

@@ -13,7 +13,7 @@ max-norm, so the batch computes exactly what k separate Keras models would:
   to L2 norm <= c (``w * clip(n, 0, c) / (eps + n)``, Keras's formula);
 * each minibatch's loss is the mean over its real rows, as Keras computes it.
 
-The epochs themselves are :func:`dropsweep.train.run_epochs`, shared by every family; this
+The epochs themselves are :func:`dropsweep.train.loop.run_epochs`, shared by every family; this
 module knows nothing of Optuna.
 """
 
@@ -27,14 +27,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dropsweep.config import Sweep
-from dropsweep.data import Dataset, scaling
-from dropsweep.checkpoints import Elsewhere, Unusable
+from dropsweep.sweep.config import Sweep
+from dropsweep.data.dataset import Dataset, scaling
+from dropsweep.train.checkpoints import Elsewhere, Unusable
 from dropsweep.errors import DropsweepError
-from dropsweep.memory import GATHER_ROWS
+from dropsweep.train.memory import GATHER_ROWS
 from dropsweep.families.mlp import dropout_rates, kernel, optimizer_of
-from dropsweep.protocols import Folds, one_split
-from dropsweep.train import (
+from dropsweep.data.protocols import Folds, one_split
+from dropsweep.train.loop import (
     CheckpointHook,
     Checkpointer,
     ProgressHook,
@@ -122,7 +122,7 @@ def _scores(model: BatchedMLP, x: torch.Tensor, y: torch.Tensor, valid: torch.Te
 
 class MLPEngine:
     """The models still training and their per-model hyperparameters, kept aligned: the
-    MLP family's engine (:class:`dropsweep.train.Engine`), on the C kernel or batched torch.
+    MLP family's engine (:class:`dropsweep.train.loop.Engine`), on the C kernel or batched torch.
 
     Everything that depends only on which models are in the batch (row weights, who steps in
     which minibatch, dropout rate columns) is computed here once, not at every step.
@@ -367,7 +367,7 @@ def train_trials(
 ) -> list[TrialResult]:
     """Train every fold of every configuration together; return one result per configuration.
 
-    Model ``t*k + f`` is fold ``f`` of trial ``t``; :func:`dropsweep.train.run_epochs` drives
+    Model ``t*k + f`` is fold ``f`` of trial ``t``; :func:`dropsweep.train.loop.run_epochs` drives
     the epochs. ``init`` (initial weights for all ``len(configs) * k`` models) is copied,
     never modified; without it the weights are drawn from the seeded generator first. Then
     every epoch draws its :func:`epoch_order` from it; dropout masks come from

@@ -41,7 +41,7 @@ import torch
 from dropsweep import env
 
 if TYPE_CHECKING:
-    from dropsweep.protocols import Folds
+    from dropsweep.data.protocols import Folds
 
 SOURCE = Path(__file__).with_name("kernel.c")
 # Reassociation lets the compiler vectorise the sums, contraction fuses multiply-adds (ISO C
@@ -79,7 +79,7 @@ def kernel_dir() -> Path:
     where = env.path("DROPSWEEP_KERNEL_DIR")
     if where is not None:
         return where
-    from dropsweep.data import cache_dir
+    from dropsweep.data.dataset import cache_dir
 
     return cache_dir() / "kernels"
 

@@ -1,0 +1,1 @@
+"""Stored trials into plain numbers: rows, the one ranking, selection, statistics, verdicts, the answer."""

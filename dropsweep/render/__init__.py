@@ -1,0 +1,1 @@
+"""Formatting only: the report, the answer, tables, progress and plots, from numbers computed elsewhere."""

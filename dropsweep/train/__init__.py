@@ -1,0 +1,1 @@
+"""Training a batch of models: the one epoch loop, checkpoints, memory, devices, retry in halves."""
