@@ -66,9 +66,23 @@ class DropsweepGroup(click.Group):
 # ----------------------------------------------------------------------------- shared options
 
 
+def _storage_url(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """A plain path as its ``sqlite:///`` URL, once, here: the workers, the checkpoints'
+    owner and every suggested command see one spelling."""
+    from dropsweep.storage import storage_url
+
+    try:
+        return storage_url(value)
+    except DropsweepError as exc:
+        raise click.BadParameter(exc.message) from None
+
+
 def storage_option(f: Any) -> Any:
     return click.option("--storage", default=DEFAULT_STORAGE, show_default=True,
-                        metavar="URL", help="Any Optuna storage URL (SQLite, PostgreSQL, ...).")(f)
+                        metavar="URL|PATH", callback=_storage_url,
+                        help="Where studies are kept: an SQLite file's path (results.db is "
+                             "sqlite:///results.db) or any Optuna storage URL "
+                             "(postgresql://USER@HOST/DB, ...).")(f)
 
 
 def _study_name(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
@@ -81,8 +95,18 @@ def _study_name(ctx: click.Context, param: click.Parameter, value: str | None) -
 
 
 def study_option(f: Any) -> Any:
+    """``--study`` of a command that runs a sweep: named after the sweep by default."""
     return click.option("--study", "study_name", metavar="NAME", callback=_study_name,
-                        help="Study name (default: the sweep's name:).")(f)
+                        help="Study name (default: the sweep's name key, else "
+                             "'dropsweep').")(f)
+
+
+def stored_study_option(f: Any) -> Any:
+    """``--study`` of a command that reads a stored study (report, confirm, test, export):
+    :func:`dropsweep.answers.report.latest_study_name` by default."""
+    return click.option("--study", "study_name", metavar="NAME", callback=_study_name,
+                        help="Study name (default: the most recently updated study in the "
+                             "storage).")(f)
 
 
 def _kernel_notice(device: str) -> str | None:
@@ -238,26 +262,27 @@ def search_options(f: Any) -> Any:
     for option in reversed([
         sweep_argument, set_option, storage_option, study_option,
         click.option("--trials", type=click.IntRange(min=1), metavar="N",
-                     help="The study's TOTAL number of finished trials (default: "
-                          "search.trials)."),
+                     help="The study's TOTAL number of finished trials (default: the "
+                          "sweep's search.trials)."),
         device_option("Where to train: cuda:N is GPU N; with --workers, cuda spreads the "
                       "workers over every GPU, cuda:N puts them all on GPU N."),
         click.option("--batch", type=click.IntRange(min=1), metavar="B",
-                     help="Trials trained together as one batched model (default: "
-                          "automatic)."),
+                     help="Trials trained together as one batched model, fewer where "
+                          "more would not fit in memory (default: 16)."),
         click.option("--threads", type=click.IntRange(min=1), metavar="N",
-                     help="Torch threads per worker (default: the cores shared among the "
-                          "workers)."),
+                     help="Torch threads per worker (default: PyTorch's own count, shared "
+                          "among the workers)."),
         click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
                      metavar="N", help="Worker processes on this study (more can join from "
                                        "anywhere)."),
         click.option("--checkpoint-every", type=click.FloatRange(min=0), metavar="SECONDS",
                      help="Checkpoint a batch in training this often; a killed or stopped "
-                          "batch goes on from its last checkpoint (default: 300; 0: never)."),
+                          "batch goes on from its last checkpoint (0: never; default: 300)."),
         click.option("--checkpoints", "checkpoint_dir", type=click.Path(file_okay=False),
-                     metavar="DIR", help="Where checkpoints go (default: the one the study "
-                                         "recorded, else results/checkpoints; share it among "
-                                         "machines)."),
+                     metavar="DIR", help="Where checkpoints go; share it among machines "
+                                         "(default: the one the study recorded, else "
+                                         "checkpoints beside an SQLite storage's file, "
+                                         "results/checkpoints here for a server)."),
     ]):
         f = option(f)
     return f
@@ -338,8 +363,8 @@ def search(sweep: str, overrides: tuple[str, ...], storage: str, study_name: str
            quiet: bool) -> None:
     """Run the sweep's study, or resume it: finished trials are never redone.
 
-    SWEEP is a sweep file, or the name of an example that ships with dropsweep (sonar,
-    brownlee) when no such file is here.
+    SWEEP is a sweep file, or the name of an example that ships with dropsweep when no such
+    file is here (brownlee, cifar10, digits, digits-cnn, fashion-mnist, sonar).
 
     \b
     Example:
@@ -379,6 +404,9 @@ def run(sweep: str, overrides: tuple[str, ...], storage: str, study_name: str | 
     """The whole experiment, ending with the answer: search, then confirm each placement's
     best and the baseline on new splits, then (where the sweep holds test rows back) test
     the chosen dropout set-up, the tuned no-dropout and the baseline once on them.
+
+    SWEEP is a sweep file, or the name of an example that ships with dropsweep when no such
+    file is here (brownlee, cifar10, digits, digits-cnn, fashion-mnist, sonar).
 
     Every stage resumes: run the same command again after Ctrl-C or a kill and it goes on
     where it stopped. `dropsweep report` shows the tables behind the answer.
@@ -435,7 +463,7 @@ def _has_test_rows(storage: str, study_name: str) -> bool:
 
 @main.command()
 @storage_option
-@study_option
+@stored_study_option
 @click.option("--top", type=click.IntRange(min=1), default=10, show_default=True,
               help="How many of the best trials to list.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv", "markdown"]),
@@ -514,16 +542,17 @@ def studies(storage: str, fmt: str) -> None:
 
 @main.command()
 @storage_option
-@study_option
+@stored_study_option
 @click.option("--top", type=click.IntRange(min=1), metavar="K",
               help="Confirm the baseline and the K best configurations instead (all "
                    "placements mixed, each against the baseline).")
 @click.option("--per-placement", is_flag=True, hidden=True,
               help="The default (each placement's best); kept so that scripts still run.")
 @click.option("--repeats", type=click.IntRange(min=2), default=5, show_default=True,
-              help="Repetitions of k-fold CV, each on a new split.")
+              help="Repetitions of k-fold CV (or hold-out splits), each on a new split.")
 @device_option("Where to train.")
-@click.option("--threads", type=click.IntRange(min=1), metavar="N", help="Torch threads.")
+@click.option("--threads", type=click.IntRange(min=1), metavar="N",
+              help="Torch threads (default: PyTorch's own count).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines, only the result.")
 @click.pass_context
 def confirm(ctx: click.Context, storage: str, study_name: str | None, top: int | None,
@@ -591,20 +620,22 @@ def _confirm_stage(storage: str, study_name: str | None, top: int | None, repeat
 
 @main.command("test")
 @storage_option
-@study_option
+@stored_study_option
 @click.option("--select", "select_rule", type=click.Choice(["best", "1se"]), default="best",
               show_default=True, help="Which dropout set-up: the best (the best confirmed "
               "once `dropsweep confirm` has run, else the best validation score), or the "
               "simplest within one standard error of the best validation score.")
 @click.option("--trial", "number", type=click.IntRange(min=0), metavar="N",
               help="Test this trial's configuration as the chosen one instead.")
-@click.option("--repeats", type=click.IntRange(min=2), default=3, show_default=True,
-              help="Training seeds, each scored on the same test rows.")
+@click.option("--repeats", type=click.IntRange(min=2), default=3,
+              help="Training seeds, each scored on the same test rows (default: 3, or as "
+                   "many as a stored result has).")
 @click.option("--rescore", is_flag=True,
               help="Score again, as asked (more seeds, another trial), though a result is "
                    "stored (recorded: a test set looked at twice is less of a test).")
 @device_option("Where to train.")
-@click.option("--threads", type=click.IntRange(min=1), metavar="N", help="Torch threads.")
+@click.option("--threads", type=click.IntRange(min=1), metavar="N",
+              help="Torch threads (default: PyTorch's own count).")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
               show_default=True)
 @click.pass_context
@@ -664,7 +695,7 @@ def _interrupted_test(result: Any, repeats: int, console: Any) -> None:
 
 @main.command()
 @storage_option
-@study_option
+@stored_study_option
 @click.option("--trial", "number", type=click.IntRange(min=0), metavar="N",
               help="The trial to export (default: the best complete one).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), required=True,
@@ -755,10 +786,15 @@ def validate(sweep: str, overrides: tuple[str, ...], check_data: bool) -> None:
 
 @main.command()
 @click.argument("name", default="sonar")
-@click.option("-o", "--output", type=click.Path(), metavar="FILE.yaml",
-              help="Where to write it (default: NAME.yaml here; into it if a directory).")
+@click.option("-o", "--output", type=click.Path(), metavar="FILE.yaml|DIR/",
+              help="Where to write it: a file, or a directory (one that exists, or a path "
+                   "ending in /) to write NAME.yaml into; missing directories are made "
+                   "(default: NAME.yaml here).")
 def init(name: str, output: str | None) -> None:
-    """Copy an example sweep (sonar, brownlee) here to edit; never overwrites a file.
+    """Copy an example sweep here to edit; never overwrites a file.
+
+    NAME is one of the examples that ship with dropsweep (brownlee, cifar10, digits,
+    digits-cnn, fashion-mnist, sonar; default: sonar).
 
     \b
     Example:

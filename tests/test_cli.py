@@ -644,3 +644,207 @@ def test_a_built_in_set_whose_rows_changed_is_refused_too(tmp_path, monkeypatch)
     SUITE["hostile data files"] += 1
     one_line_error(run("test", "--study", "dig", "--repeats", "2", ok=False),
                    "digits", "its rows differ from those study 'dig' was searched on")
+
+
+# ----------------------------------------------------------------------------- conventions (issue 26, item 7)
+
+
+def test_storage_takes_a_plain_path_as_its_sqlite_file(in_tmp):
+    """``--storage results.db`` is ``sqlite:///results.db``: the search writes that file (and
+    nothing under results/), the command it suggests works, and either spelling reads it."""
+    import shlex
+
+    searched = run("search", SONAR_SWEEP, *FAST, "--trials", "1", "--storage", "results.db")
+    assert (in_tmp / "results.db").is_file() and not (in_tmp / "results").exists()
+    hint = re.search(r"See: (dropsweep report .*)$", searched.stdout, re.M).group(1)
+    assert hint == "dropsweep report --storage sqlite:///results.db --study sonar"
+    assert "sonar" in run(*shlex.split(hint)[1:]).stdout  # the printed command, as printed
+    for spelling in ("results.db", "./results.db", f"{in_tmp}/results.db",
+                     f"sqlite:///{in_tmp}/results.db"):
+        assert "sonar" in run("studies", "--storage", spelling).stdout, spelling
+    # a path in a directory that does not exist yet: made by a writer, refused to a reader
+    deep = in_tmp / "runs" / "x" / "study.db"
+    one_line_error(run("report", "--storage", str(deep), ok=False), "no storage at", str(deep))
+    assert not (in_tmp / "runs").exists()
+    run("search", SONAR_SWEEP, *FAST, "--trials", "1", "--storage", str(deep))
+    assert deep.is_file()
+
+
+def test_workers_are_given_the_storage_as_a_url(in_tmp, monkeypatch):
+    """Normalised once, where the option is read: every worker's command names the same URL
+    (the checkpoints' owner and the study's identity key on its spelling)."""
+    from dropsweep.study import workers
+
+    seen: list = []
+
+    class Started(Exception):
+        pass
+
+    def run_workers(args, stop, watch):
+        seen.extend(args)
+        raise Started
+
+    monkeypatch.setattr(workers, "run_workers", run_workers)
+    result = run("search", SONAR_SWEEP, *FAST, "--trials", "2", "--workers", "2", "--device",
+                 "cpu", "--storage", "results.db", ok=False)
+    assert isinstance(result.exception, Started), (result.exit_code, result.stderr)
+    assert len(seen) == 2
+    for worker in seen:
+        command = worker.command()
+        assert command[command.index("--storage") + 1] == "sqlite:///results.db", command
+
+
+@pytest.mark.parametrize(("given", "parts"), [
+    ("sqlite:results.db", ["not a storage URL", "sqlite:///PATH", "the file's path"]),
+    ("sqlite//results.db", ["no storage at"]),  # a plain (odd) path: read-only, nothing made
+    ("nosuchdb://u@host/db", ["unknown database 'nosuchdb'", "sqlite:///PATH"]),
+    ("postgresql://u@host:notaport/db", ["not a storage URL", "'notaport'", "sqlite:///PATH"]),
+])
+def test_a_storage_that_is_no_url_names_how_to_write_one(in_tmp, given, parts):
+    for command in (["report"], ["studies"], ["export", "-o", "x.yaml"], ["confirm"]):
+        line = one_line_error(run(*command, "--storage", given, ok=False), *parts)
+        assert "Could not parse" not in line and "Traceback" not in line
+    assert sorted(p.name for p in in_tmp.iterdir()) == []
+
+
+def test_init_into_a_directory_makes_it(in_tmp):
+    made = run("init", "brownlee", "-o", "experiments/")
+    assert "wrote experiments/brownlee.yaml" in made.stdout
+    assert (in_tmp / "experiments" / "brownlee.yaml").is_file()
+    run("init", "-o", "a/b/mine.yaml")
+    assert (in_tmp / "a" / "b" / "mine.yaml").is_file()
+    run("init", "-o", "experiments")  # an existing directory: the example under its own name
+    assert (in_tmp / "experiments" / "sonar.yaml").is_file()
+    (in_tmp / "experiments" / "sonar.yaml").write_text("name: mine\n")
+    one_line_error(run("init", "-o", "experiments/", ok=False), "experiments/sonar.yaml",
+                   "already exists; not overwritten")
+    assert (in_tmp / "experiments" / "sonar.yaml").read_text() == "name: mine\n"
+    (in_tmp / "notes").write_text("a file\n")
+    one_line_error(run("init", "-o", "notes/", ok=False), "notes/sonar.yaml",
+                   "cannot create its directory: notes is a file")
+
+
+def test_a_tab_in_the_sweep_file_says_to_indent_with_spaces(in_tmp):
+    (in_tmp / "tabs.yaml").write_text("name: tabs\ntrain:\n\tepochs: 3\n")
+    line = one_line_error(run("validate", "tabs.yaml", ok=False))
+    assert line == ("Error: tabs.yaml: line 3: invalid YAML: a tab (column 1): indent with "
+                    "spaces, not tabs"), line
+
+
+# What each option's --help says it does when it is not given, as the code does it:
+# (command, option) -> the words after "default: " ("*": every command that takes it).
+# An option that says nothing of a default, or shows click's own [default: X] of a value the
+# command really uses as given, is not listed.
+def _stated_defaults() -> dict[tuple[str, str], str]:
+    from dropsweep.records import DEFAULT_STORAGE
+    from dropsweep.study import testset
+    from dropsweep.study.runner import AUTO_BATCH
+    from dropsweep.sweep.config import Sweep
+    from dropsweep.train.checkpoints import DEFAULT_EVERY
+
+    stored = "the most recently updated study in the storage"
+    stated = {
+        ("*", "--storage"): DEFAULT_STORAGE,
+        ("search", "--study"): f"the sweep's name key, else '{Sweep.name}'",
+        ("run", "--study"): f"the sweep's name key, else '{Sweep.name}'",
+        ("report", "--study"): stored, ("confirm", "--study"): stored,
+        ("test", "--study"): stored, ("export", "--study"): stored,
+        ("*", "--trials"): "the sweep's search.trials",
+        ("*", "--batch"): str(AUTO_BATCH),
+        ("search", "--threads"): "PyTorch's own count, shared among the workers",
+        ("run", "--threads"): "PyTorch's own count, shared among the workers",
+        ("confirm", "--threads"): "PyTorch's own count",
+        ("test", "--threads"): "PyTorch's own count",
+        ("*", "--checkpoint-every"): f"{DEFAULT_EVERY:g}",
+        ("*", "--checkpoints"): "the one the study recorded, else checkpoints beside an "
+                                "SQLite storage's file, results/checkpoints here for a server",
+        ("test", "--repeats"): f"{testset.DEFAULT_REPEATS}, or as many as a stored result has",
+        ("export", "--trial"): "the best complete one",
+        ("init", "--output"): "NAME.yaml here",
+    }
+    return stated
+
+
+def _claims(text: str) -> list[str]:
+    return [" ".join(c.split()) for c in re.findall(r"default: ([^;)\]]*)", text)]
+
+
+def test_every_help_states_the_defaults_the_commands_really_have():
+    import click
+
+    stated = _stated_defaults()
+    checked = set()
+    for name, command in main.commands.items():
+        ctx = click.Context(command, info_name=name)
+        for param in command.params:
+            if not isinstance(param, click.Option) or param.hidden or param.name == "help":
+                continue
+            option = max(param.opts, key=len)
+            key = (name, option) if (name, option) in stated else ("*", option)
+            expected = stated.get(key)
+            if key in stated:
+                checked.add(key)
+            elif param.show_default:  # click's own [default: X]: the value the command gets
+                if param.is_flag and param.secondary_opts:  # --data/--no-data: the flag's name
+                    expected = (param.opts if param.default else
+                                param.secondary_opts)[0].lstrip("-")
+                else:
+                    expected = str(param.default)
+            record = param.get_help_record(ctx)
+            text = record[1] if record else ""
+            assert _claims(text) == ([] if expected is None else [expected]), \
+                (name, option, text)
+        # a command's own text states its arguments' defaults the same way
+        for param in command.params:
+            if isinstance(param, click.Argument) and isinstance(param.default, str):
+                assert f"default: {param.default})" in command.help, (name, param.name)
+    assert checked == set(stated), set(stated) - checked  # no stale entry
+    # the --study every command takes says what it is without one
+    for name in ("search", "run", "report", "confirm", "test", "export"):
+        assert (name, "--study") in checked
+
+
+def test_the_default_study_is_the_one_the_help_names(in_tmp, monkeypatch):
+    """report, confirm, test and export without --study take the most recently updated
+    study; search names its study after the sweep."""
+    from dropsweep.study import confirm, testset
+
+    run("search", SONAR_SWEEP, *FAST, "--trials", "1", "--study", "older")
+    run("search", SONAR_SWEEP, *FAST, "--trials", "1", "--study", "newer")
+    assert json.loads(run("report", "--format", "json").stdout)["study"]["name"] == "newer"
+    assert "study 'newer'" in run("export", "-o", "x.yaml").stdout
+    run("search", SONAR_SWEEP, *FAST, "--trials", "2", "--study", "older")  # updated last
+    assert json.loads(run("report", "--format", "json").stdout)["study"]["name"] == "older"
+
+    class Reached(Exception):
+        pass
+
+    def reached(study, *args, **kwargs):
+        raise Reached(study.study_name)
+
+    monkeypatch.setattr(confirm, "run_confirm", reached)
+    monkeypatch.setattr(testset, "run_test", reached)
+    for command in ("confirm", "test"):
+        result = run(command, "--repeats", "2", ok=False)
+        assert isinstance(result.exception, Reached), (command, result.stderr)
+        assert str(result.exception) == "older"
+    assert "Study 'sonar'" in run("search", SONAR_SWEEP, *FAST, "--trials", "1").stdout
+
+
+def test_the_checkpoints_default_is_where_the_help_says():
+    from dropsweep.study.runner import default_checkpoints
+
+    assert default_checkpoints("sqlite:////tmp/x/study.db") == Path("/tmp/x/checkpoints")
+    assert default_checkpoints("sqlite:///results/dropsweep.db") == \
+        Path.cwd() / "results" / "checkpoints"
+    assert default_checkpoints("postgresql://u@h/db") == Path.cwd() / "results" / "checkpoints"
+
+
+def test_the_help_lists_the_examples_that_ship():
+    from dropsweep.sweep.examples import example_names
+
+    listed = f"({','.join(example_names())}"
+    for command in ("search", "run", "init"):
+        text = "".join(run(command, "--help").stdout.split())  # click wraps at a hyphen too
+        assert listed in text, (command, text)
+        assert "(sonar,brownlee)" not in text

@@ -111,9 +111,26 @@ def test_copy_to_a_file_or_into_a_directory(tmp_path):
     (tmp_path / "exp").mkdir()
     assert copy_example("sonar", "exp", tmp_path).path == os.path.join("exp", "sonar.yaml")
     assert copy_example("brownlee", "exp/", tmp_path).path == os.path.join("exp", "brownlee.yaml")
-    with pytest.raises(DropsweepError, match="cannot write"):
-        copy_example("sonar", "absent/", tmp_path)  # a slash says "into a directory"
-    assert not (tmp_path / "absent").exists()
+    # a slash says "into a directory": made when missing, with the example's own name
+    assert copy_example("sonar", "absent/", tmp_path).path == os.path.join("absent", "sonar.yaml")
+    assert (tmp_path / "absent" / "sonar.yaml").read_bytes() == example_path("sonar").read_bytes()
+
+
+def test_copy_makes_the_directories_it_needs_and_still_never_overwrites(tmp_path):
+    written = copy_example("digits", os.path.join("sub", "deeper", "new.yaml"), tmp_path)
+    assert written == SweepSource(os.path.join("sub", "deeper", "new.yaml"), "digits")
+    assert (tmp_path / "sub" / "deeper" / "new.yaml").read_bytes() == \
+        example_path("digits").read_bytes()
+    (tmp_path / "sub" / "deeper" / "new.yaml").write_text("name: edited\n")
+    with pytest.raises(DropsweepError, match="already exists; not overwritten"):
+        copy_example("sonar", "sub/deeper/new.yaml", tmp_path)
+    assert (tmp_path / "sub" / "deeper" / "new.yaml").read_text() == "name: edited\n"
+    (tmp_path / "notes").write_text("mine\n")  # a file where a directory is wanted
+    for dest, shown in (("notes/", "notes/sonar.yaml"), ("notes/x/y.yaml", "notes/x/y.yaml")):
+        with pytest.raises(DropsweepError) as caught:
+            copy_example("sonar", dest, tmp_path)
+        assert str(caught.value) == f"{shown}: cannot create its directory: notes is a file"
+    assert (tmp_path / "notes").read_text() == "mine\n"
 
 
 def test_copy_of_an_unknown_example_names_the_examples(tmp_path):

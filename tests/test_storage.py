@@ -9,7 +9,7 @@ import optuna
 import pytest
 
 from dropsweep.errors import StorageError, StorageFailure
-from dropsweep.storage import load_study, mask_url, open_storage
+from dropsweep.storage import load_study, mask_url, open_storage, storage_url
 
 
 def test_sqlite_storage_uses_write_ahead_logging(tmp_path):
@@ -52,6 +52,97 @@ def test_an_unreachable_database_is_one_line_with_the_password_masked():
         open_storage("postgresql://postgres:hunter2@127.0.0.1:1/none")
     text = str(err.value)
     assert "hunter2" not in text and "***" in text and "\n" not in text
+    # the driver's words (refused: is the server running?), not Optuna's "max length"
+    assert "max length" not in text and "refused" in text.lower(), text
+
+
+# ----------------------------------------------------------------------------- URLs and paths
+
+
+@pytest.mark.parametrize(("given", "url"), [
+    ("results.db", "sqlite:///results.db"),
+    ("/tmp/x/study.db", "sqlite:////tmp/x/study.db"),
+    ("runs/a b.db", "sqlite:///runs/a b.db"),
+    ("C:/work/s.db", "sqlite:///C:/work/s.db"),  # a drive letter is no scheme
+    ("sqlite:///results/dropsweep.db", "sqlite:///results/dropsweep.db"),
+    ("sqlite:////abs/s.db", "sqlite:////abs/s.db"),
+    ("postgresql://u:pw@h:5432/db", "postgresql://u:pw@h:5432/db"),
+    ("postgresql+psycopg://u@h/db", "postgresql+psycopg://u@h/db"),
+    ("sqlite:results.db", "sqlite:results.db"),  # a scheme: a URL (refused when opened)
+])
+def test_a_plain_path_is_its_sqlite_url_and_a_url_stays_one(given, url):
+    assert storage_url(given) == url
+    assert storage_url(url) == url  # once normalised, it stays so
+
+
+def test_a_home_path_is_expanded(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert storage_url("~/s.db") == f"sqlite:///{tmp_path}/s.db"
+
+
+def test_an_empty_storage_names_what_to_write():
+    with pytest.raises(StorageError, match=r"^no storage given: write sqlite:///PATH"):
+        storage_url("  ")
+
+
+@pytest.mark.parametrize(("url", "fragment"), [
+    ("results.db", "not a storage URL"),  # not through storage_url: refused, not guessed
+    ("sqlite:results.db", "not a storage URL"),
+    ("http://example.com/db", "unknown database 'http'"),
+    ("postgresql://u:hunter2@h:port/db", "not a storage URL"),
+])
+def test_a_url_that_cannot_be_opened_names_how_to_write_one(tmp_path, monkeypatch, url,
+                                                             fragment):
+    monkeypatch.chdir(tmp_path)
+    for read_only in (True, False):
+        with pytest.raises(StorageError) as err:
+            open_storage(url, read_only=read_only)
+        text = str(err.value)
+        assert fragment in text and "write sqlite:///PATH (or just the file's path)" in text
+        assert "\n" not in text and "hunter2" not in text and "Could not parse" not in text
+    assert list(tmp_path.iterdir()) == []
+
+
+def _without_psycopg(monkeypatch):
+    """psycopg is installed here: make importing it fail, as where it is not."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # "import psycopg" raises ImportError
+
+
+@pytest.mark.parametrize("url", ["postgresql://u:hunter2@127.0.0.1:1/db",
+                                 "postgresql+psycopg://u:hunter2@127.0.0.1:1/db"])
+def test_postgresql_without_its_driver_says_what_to_install(monkeypatch, url):
+    _without_psycopg(monkeypatch)
+    with pytest.raises(StorageError) as err:
+        open_storage(url, read_only=True)
+    assert str(err.value) == (f"storage {mask_url(url)}: its driver (psycopg) is not "
+                              "installed: pip install 'dropsweep[postgres]'")
+
+
+def test_the_driver_missing_under_optunas_wrapper_says_so_too(monkeypatch):
+    """Optuna's own "Failed to import DB access module" (should SQLAlchemy import the driver
+    only when Optuna makes the engine) names the fix the same way."""
+    import dropsweep.storage as storage
+
+    _without_psycopg(monkeypatch)
+    monkeypatch.setattr(storage, "_check_url", lambda url: None)
+    with pytest.raises(StorageError) as err:
+        open_storage("postgresql://u@127.0.0.1:1/db", read_only=True)
+    text = str(err.value)
+    assert "pip install 'dropsweep[postgres]'" in text and "Failed to import" not in text
+
+
+def test_the_command_without_the_driver_is_one_line_naming_the_fix(tmp_path, monkeypatch,
+                                                                   sonar_dir):
+    monkeypatch.chdir(tmp_path)
+    _without_psycopg(monkeypatch)
+    for command in (["studies"], ["report"], ["search", SWEEP, *TINY]):
+        line = one_line(cli(*command, "--storage", "postgresql://u:hunter2@127.0.0.1:1/db"),
+                        "pip install 'dropsweep[postgres]'")
+        assert line == ("Error: storage postgresql://u:***@127.0.0.1:1/db: its driver "
+                        "(psycopg) is not installed: pip install 'dropsweep[postgres]'"), line
+    assert list(tmp_path.iterdir()) == []
 
 
 # ----------------------------------------------------------------------------- faults, end to end

@@ -182,7 +182,7 @@ def test_a_recursive_alias_does_not_hang_or_crash() -> None:
     [
         ("name: x\ntrain:\n  epochs: [1, 2\ncv: {}\n", 4, "expected ',' or ']'"),
         ("train:\n  epochs: 3\n batch_size: 4\n", 3, "invalid YAML"),
-        ("train:\n\tepochs: 3\n", 2, "'\\t'"),
+        ("train:\n\tepochs: 3\n", 2, "a tab (column 1): indent with spaces, not tabs"),
         ("name: x\na: b: c\n", 2, "mapping values are not allowed here"),
         ("name: x\n---\nname: y\n", 2, "expected a single document"),
         ("name: 'unterminated\n", 2, "end of stream"),
@@ -279,6 +279,39 @@ def test_windows_and_old_mac_line_endings_read_the_same(tmp_path: Path) -> None:
         raw = load_sweep(path)
         expected = parse_sweep_text(NESTED, str(path))
         assert (raw.data, raw.lines) == (expected.data, expected.lines)
+
+
+@pytest.mark.parametrize(("text", "line", "column"), [
+    ("name: x\ntrain:\n\tepochs: 3\n", 3, 1),        # a tab that indents
+    ("name: x\ntrain:\n  epochs: 3\n  \tseed: 1\n", 4, 3),  # after spaces
+    ("\tname: x\n", 1, 1),
+    ("space:\n  momentum: [0.5,\n\t0.9]\n", 3, 1),  # inside a flow list
+    ("name:\tx\n", 1, 6),                          # PyYAML refuses one after a colon too
+])
+def test_a_tab_says_to_indent_with_spaces_naming_the_line(tmp_path: Path, text: str,
+                                                          line: int, column: int) -> None:
+    path = tmp_path / "tabs.yaml"
+    path.write_text(text)
+    with pytest.raises(SweepError) as info:
+        load_sweep(path)
+    assert_one_line(info.value, str(path), line, None,
+                    f"invalid YAML: a tab (column {column}): indent with spaces, not tabs")
+    assert "cannot start any token" not in str(info.value)
+
+
+def test_a_tab_in_a_set_value_says_so_too() -> None:
+    err = set_error(sonar(), "train.epochs=\t5")
+    assert "train.epochs" in str(err) and "indent with spaces, not tabs" in str(err)
+
+
+def test_the_command_says_to_indent_with_spaces_in_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "tabs.yaml"
+    path.write_text("name: x\ntrain:\n\tepochs: 3\n")
+    done = subprocess.run([sys.executable, "-m", "dropsweep", "validate", str(path)],
+                          capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert done.returncode == 2 and done.stdout == "", done
+    assert done.stderr == (f"Error: {path}: line 3: invalid YAML: a tab (column 1): indent "
+                           "with spaces, not tabs\n")
 
 
 def test_a_yaml_error_in_a_file_names_the_path_and_line(tmp_path: Path) -> None:

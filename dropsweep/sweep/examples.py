@@ -93,8 +93,8 @@ def resolve_sweep(given: str, cwd: Path | None = None) -> SweepSource:
 def copy_example(name: str, dest: str | Path | None = None,
                  cwd: Path | None = None) -> SweepSource:
     """Copy the example ``name`` to ``dest`` (default ``NAME.yaml``; into it when it is a
-    directory or ends with a slash) to edit; returns what was written, from which example.
-    Never overwrites: an edited sweep is the user's work."""
+    directory or ends with a slash) to edit, making the directories it needs; returns what
+    was written, from which example. Never overwrites: an edited sweep is the user's work."""
     source = example_path(name)
     if source is None:
         raise SweepError(f"no example sweep of that name (the examples: {_available()})",
@@ -104,6 +104,16 @@ def copy_example(name: str, dest: str | Path | None = None,
     into = isinstance(dest, str) and dest.endswith(tuple(s for s in (os.sep, os.altsep) if s))
     if into or (here / shown).is_dir():
         shown = shown / source.name
+    try:
+        (here / shown).parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocking = next((p for p in reversed(shown.parents) if (here / p).is_file()),
+                        shown.parent)
+        raise DropsweepError(f"cannot create its directory: {blocking} is a file",
+                             file=shown) from None
+    except OSError as exc:
+        raise DropsweepError(f"cannot create its directory: {exc.strerror or exc}",
+                             file=shown) from None
     try:
         with (here / shown).open("xb") as f:  # exclusive: refuses a file, even one made now
             f.write(source.read_bytes())

@@ -150,6 +150,9 @@ def _yaml_error(exc: Exception, what: str = "invalid YAML", **where: Any) -> Swe
         problem = exc.problem or exc.context or "cannot parse"
         if exc.context and exc.problem and exc.problem.startswith("but "):
             problem = f"{exc.context}, {exc.problem}"  # "expected a single document ..., but"
+        if "'\\t' that cannot start any token" in problem:  # PyYAML's words for a tab
+            column = f" (column {mark.column + 1})" if mark is not None else ""
+            problem = f"a tab{column}: indent with spaces, not tabs"
         return SweepError(f"{what}: {problem}", line=line, **where)
     if isinstance(exc, _TooLarge):
         return SweepError(str(exc), line=exc.line, **where)
