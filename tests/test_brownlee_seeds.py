@@ -1,9 +1,9 @@
 """benchmarks/brownlee_seeds.py: the Brownlee reproduction as a distribution over seeds.
 
-The README's table comes from this script; these runs check that it trains what
+The table of docs/brownlee.md comes from this script; these runs check that it trains what
 ``dropsweep search sweeps/brownlee.yaml --set search.seed=S`` trains, and prints the table
-the README copies. Tiny settings (3 folds x 3 epochs), except the one full seed-0 run (three
-trials, a few seconds) that checks the README's "one draw" column.
+the guide copies. Tiny settings (3 folds x 3 epochs), except the one full seed-0 run (three
+trials, a few seconds) that checks the guide's "one draw" column.
 """
 
 from __future__ import annotations
@@ -82,9 +82,9 @@ def test_each_seed_is_what_dropsweep_search_trains_at_that_seed(sonar_dir, tmp_p
 
 
 @pytest.mark.slow
-def test_the_readme_seed_0_draw_is_what_the_script_measures(sonar_dir, capsys, tmp_path,
+def test_the_documented_seed_0_draw_is_what_the_script_measures(sonar_dir, capsys, tmp_path,
                                                             monkeypatch):
-    """The README's figures are the C kernel's with 16-float vectors (an AVX-512 CPU's
+    """The guide's figures are the C kernel's with 16-float vectors (an AVX-512 CPU's
     width): built at that width on any CPU, it computes the same floats in the same order."""
     from dropsweep.families.mlp import kernel
 
@@ -94,9 +94,9 @@ def test_the_readme_seed_0_draw_is_what_the_script_measures(sonar_dir, capsys, t
     monkeypatch.setattr(kernel, "FLAGS", [*kernel.FLAGS, "-DVL=16"])
     monkeypatch.setattr(kernel, "_lib", kernel._UNSET)
     if not kernel.applies(torch.device("cpu")):
-        pytest.skip("the README's figures are the C kernel's; it cannot be built here")
-    readme = (REPO / "README.md").read_text()
-    section = readme[readme.index("## Brownlee's article, measured"):]
+        pytest.skip("the guide's figures are the C kernel's; it cannot be built here")
+    guide = (REPO / "docs" / "brownlee.md").read_text()
+    section = guide[guide.index("## Brownlee's article, measured"):]
     section = section[:section.index("\n## ")]
     shown = [float(v) for v in re.findall(r"\| (\d+\.\d\d)% \((?:highest|rank \d+|\d+\w\w)",
                                           section)]

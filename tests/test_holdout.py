@@ -199,7 +199,7 @@ def test_one_se_on_a_holdout_study_uses_the_binomial_standard_error(dataset, sto
 def test_the_fashion_mnist_example_is_the_articles_set_up():
     """The TensorFlow article's network and training as the baseline, its dropout set-up
     inside the space, hold-out validation and the official test set; and the article's exact
-    configuration runs as a listed sweep (README)."""
+    configuration runs as a listed sweep (docs/images.md)."""
     from pathlib import Path
 
     from dropsweep.families.mlp import config

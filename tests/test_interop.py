@@ -3,7 +3,7 @@
 A real ``dropsweep search`` writes the study; these tests read it back with Optuna
 alone: ``optuna.load_study`` (no dropsweep code reads anything here) and Optuna's own
 command line (``optuna trials``, ``optuna best-trial``, ``optuna studies``), which never
-imports dropsweep. The names checked are the ones the README's "What is stored" documents.
+imports dropsweep. The names checked are the ones docs/storage.md's "What is stored" documents.
 """
 
 from __future__ import annotations

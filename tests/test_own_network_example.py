@@ -1,4 +1,4 @@
-"""examples/own-network: the module and sweep the README's "Your own network" walks through
+"""examples/own-network: the module and sweep docs/own-network.md walks through
 are valid as shipped, and run end to end (shortened) from their own directory."""
 
 from __future__ import annotations
