@@ -178,6 +178,13 @@ def test_the_block_fits_and_keeps_every_number_whole(width):
     # every number of the block is printed whole: none split across a line break
     assert sorted(NUMBER.findall(" ".join(logical))) == sorted(NUMBER.findall(text))
     assert "…" not in text
+    for line in text.splitlines():  # an interval or a p-value is never split across lines
+        assert line.count("[") == line.count("]"), line
+        assert "(95% CI" not in line or ")" in line.split("(95% CI")[1], line
+        assert not line.rstrip().endswith(("p =", "CI", "to")), line
+    if width == 80:  # the thoughts stand apart: each wrapped one continues indented
+        assert all(line.startswith(("Answer:", "Yes:", "No:", "Not ", "baseline", "tuning",
+                                    "On the", "Next:", "  ")) for line in text.splitlines() if line)
 
 
 # ----------------------------------------------------------------------------- end to end

@@ -12,6 +12,7 @@ import csv
 import io
 import json
 import math
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Sequence
@@ -586,13 +587,30 @@ def _write(console: Console, text: str) -> None:
     console.print(Segments([Segment(plain + end)]), crop=False)
 
 
+# What wraps as one piece: an interval "[a, b]", "(95% CI a to b)", "p = x", else a word.
+_WHOLE = re.compile(r"\(95% CI [^()]*\)\S*|\[[^\]]*\]\S*|p = \S+|\S+")
+
+
+def wrap_whole(line: str, width: int, indent: str = "  ") -> list[str]:
+    """``line`` wrapped to ``width`` between pieces, never inside a number, an interval or a
+    p-value; lines after the first indented, so each of the block's thoughts stands apart."""
+    out, current = [], ""
+    for piece in _WHOLE.findall(line):
+        if current and len(current) + 1 + len(piece) > width:
+            out.append(current)
+            current = indent + piece
+        else:
+            current = f"{current} {piece}" if current else piece
+    return out + [current] if current else out
+
+
 def print_answer(answer: Any, fam: Family, data: str | None, console: Console) -> None:
-    """The answer block (:mod:`dropsweep.render.answer`): its lines wrap between words, never
-    inside a number, whatever the width."""
-    first, *rest = answer_text.lines(answer, fam, data)
-    console.print(Text(first, style="bold"), highlight=False, soft_wrap=False)
-    for line in rest:  # wrapped here, between words: a terminal would cut a number in two
-        console.print(Text(line), highlight=False, soft_wrap=False)
+    """The answer block (:mod:`dropsweep.render.answer`): each of its lines wrapped here, between
+    whole pieces (a terminal would cut a number or an interval in two), whatever the width."""
+    for n, line in enumerate(answer_text.lines(answer, fam, data)):
+        for part in wrap_whole(line, console.width):
+            console.print(Text(part, style="bold" if n == 0 else ""), highlight=False,
+                          soft_wrap=True)
     console.print()
 
 
