@@ -17,7 +17,7 @@ from dropsweep.answers import answer
 
 from dropsweep.render import answer as answer_text
 from dropsweep.families import family
-from dropsweep.render.report import print_answer
+from dropsweep.render.report import print_answer, wrap_whole
 from dropsweep.answers.rows import TrialRow
 from dropsweep.answers.stats import compare, holm, interval
 from dropsweep.answers.verdict import Confirmation, ConfirmedRow, PlacementVerdict, config_key
@@ -185,6 +185,18 @@ def test_the_block_fits_and_keeps_every_number_whole(width):
     if width == 80:  # the thoughts stand apart: each wrapped one continues indented
         assert all(line.startswith(("Answer:", "Yes:", "No:", "Not ", "baseline", "tuning",
                                     "On the", "Next:", "  ")) for line in text.splitlines() if line)
+
+
+@pytest.mark.parametrize("width", range(20, 90))
+def test_a_wrapped_line_never_ends_inside_an_interval_or_a_p_value(width):
+    line = ("Not shown: conv dropout 0.2414 (spatial), Adam lr 0.007031 (#26) leads the tuned "
+            "no-dropout by 0.07 points (95% CI -2.19 to +2.33), but not significantly (p = "
+            "1.000 after Holm); gain +0.07 points [-2.19, +2.33], p = 0.742 (Holm)")
+    parts = wrap_whole(line, width)
+    assert " ".join(p.strip() for p in parts) == line
+    for part in parts:
+        assert not part.rstrip().endswith(("p =", "(p", "CI", "to", "=")), part
+        assert part.count("[") == part.count("]"), part
 
 
 # ----------------------------------------------------------------------------- end to end

@@ -588,7 +588,7 @@ def _write(console: Console, text: str) -> None:
 
 
 # What wraps as one piece: an interval "[a, b]", "(95% CI a to b)", "p = x", else a word.
-_WHOLE = re.compile(r"\(95% CI [^()]*\)\S*|\[[^\]]*\]\S*|p = \S+|\S+")
+_WHOLE = re.compile(r"\(95% CI [^()]*\)\S*|\[[^\]]*\]\S*|\(?p = \S+|\S+")
 
 
 def wrap_whole(line: str, width: int, indent: str = "  ") -> list[str]:
