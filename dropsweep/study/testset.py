@@ -175,7 +175,20 @@ def run_test(study: optuna.Study, dataset: Dataset, *, rule: str = "best",
         test = test or _create(study, chosen, sweep)
         round_ = _begin(test, chosen, tuned, repeats, mark, int(len(dataset.y_test)),
                         second=rescore and done is not None)
-    roles = roles_of(chosen, tuned, sweep.baseline)
+    _score(test, sweep, dataset, device, roles_of(chosen, tuned, sweep.baseline), repeats,
+           round_, stop, on_repeat)
+    result = read_test(test)
+    if result is None and not stop():
+        raise DropsweepError("no repeat finished: nothing was scored on the test rows")
+    return result
+
+
+def _score(test: optuna.Study, sweep: Sweep, dataset: Dataset, device: str,
+           roles: list[tuple[str, Config, int]], repeats: int, round_: int, stop: StopFlag,
+           on_repeat: Callable[[int], None] | None) -> None:
+    """Train each configuration of ``roles`` once a repeat on every row the search saw,
+    score it on the test rows and record it in round ``round_``; repeats recorded already
+    are skipped, and a stop ends it between repeats (a second Ctrl-C at once)."""
     from dropsweep.train.devices import resolve_device
 
     from dropsweep.data.protocols import one_split  # torch: only when something trains
@@ -202,10 +215,6 @@ def run_test(study: optuna.Study, dataset: Dataset, *, rule: str = "best",
                         r, seed, round_, source)
             if on_repeat is not None:
                 on_repeat(r)
-    result = read_test(test)
-    if result is None and not stop():
-        raise DropsweepError("no repeat finished: nothing was scored on the test rows")
-    return result
 
 
 def _begin(test: optuna.Study, chosen: Chosen, tuned: Chosen, repeats: int, mark: str,
