@@ -194,8 +194,8 @@ def _paired(a: Mapping[int, list[float]], b: Mapping[int, list[float]], folds: i
 
 def from_test(result: Any) -> Figures:
     """The three set-ups as ``dropsweep test`` scored them on the test rows, seed-paired,
-    the two gains Holm-adjusted over the two (:class:`dropsweep.study.testset.TestResult`); a test
-    study stored before the tuned no-dropout was scored has none, and no gains."""
+    the two gains Holm-adjusted over the two (:class:`dropsweep.answers.tested.TestResult`);
+    a test study stored before the tuned no-dropout was scored has none, and no gains."""
     base = Standing(None, "", result.baseline.to_dict(), result.baseline_accuracy)
     best = Standing(result.chosen.number, "", result.chosen.config.to_dict(), result.accuracy)
     if result.tuned is None:

@@ -25,7 +25,7 @@ from dropsweep import records
 from dropsweep.answers import answer
 from dropsweep.answers.answer import Answer
 from dropsweep.errors import StorageError
-from dropsweep.study.testset import TestResult, stored_result
+from dropsweep.answers.tested import TestResult, stored_result
 from dropsweep.families import Family, family_of_study, stored_model
 from dropsweep.records import confirm_name
 from dropsweep.answers.rows import (KIND_CONFIRMATION, KIND_SEARCH, KIND_TEST, STATE_ORDER,

@@ -21,8 +21,7 @@ from dropsweep.families import DEFAULT_FAMILY
 
 if TYPE_CHECKING:  # they read rows: their types only
     from dropsweep.answers.answer import Answer
-    from dropsweep.answers.select import Selection
-    from dropsweep.study.testset import TestResult
+    from dropsweep.answers.tested import TestResult
     from dropsweep.answers.verdict import Confirmation, ConfirmedRow
 
 # Counts are listed in this order (then any state a future Optuna adds), so the finished
@@ -101,6 +100,16 @@ class PlacementRow:
     # the maximum of far fewer scores, lower by chance alone
     uneven: bool = False
     confirmed: ConfirmedRow | None = None  # its best, from `confirm --per-placement`
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The configuration a rule (:data:`dropsweep.answers.select.RULES`) recommends."""
+
+    rule: str
+    chosen: TrialRow
+    best: TrialRow
+    threshold: float | None  # 1se: the best mean minus one standard error
 
 
 @dataclass(frozen=True)

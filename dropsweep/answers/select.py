@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -20,18 +20,9 @@ from dropsweep.sweep import space
 from dropsweep.families import family_of_rows
 from dropsweep.sweep.space import Dimension
 
-if TYPE_CHECKING:  # rows, read by report.py, hold a Selection: their types only
-    from dropsweep.answers.rows import PlacementRow, StudyReport, TrialRow
+from dropsweep.answers.rows import PlacementRow, Selection, StudyReport, TrialRow
 
 RULES = ("best", "1se")
-
-
-@dataclass(frozen=True)
-class Selection:
-    rule: str
-    chosen: TrialRow
-    best: TrialRow
-    threshold: float | None  # 1se: the best mean minus one standard error
 
 
 def standard_error(row: TrialRow, validation_rows: int | None = None) -> float | None:

@@ -89,43 +89,49 @@ def no_gc() -> Iterator[None]:
             gc.enable()
 
 
+def _name_of(column: Any) -> Any:
+    """An enum column read as its stored name (SQLAlchemy's per-row conversion is slow)."""
+    return sqlalchemy.type_coerce(column, sqlalchemy.String)
+
+
+def _rows_of(conn: Any, study_id: int, model: Any, *columns: str,
+             order: str | None = None) -> list[Any]:
+    """(trial_id, *columns) of every row of ``model``'s table that belongs to a trial of
+    the study, in ``order`` if given."""
+    from optuna.storages._rdb import models
+
+    trials_table = models.TrialModel.__table__
+    table = model.__table__
+    picked = [_name_of(table.c[n]) if n.endswith("_type") else table.c[n] for n in columns]
+    query = (
+        sqlalchemy.select(table.c.trial_id, *picked)
+        .join(trials_table, table.c.trial_id == trials_table.c.trial_id)
+        .where(trials_table.c.study_id == study_id)
+    )
+    if order is not None:
+        query = query.order_by(table.c[order])
+    if conn.dialect.name != "sqlite":
+        return conn.execute(query).all()
+    # SQLite's driver returns these columns as the ints, floats and strs SQLAlchemy
+    # would; its row objects would cost a third of the read.
+    sql = str(query.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
+    cursor = conn.connection.cursor()
+    try:
+        return cursor.execute(sql).fetchall()
+    finally:
+        cursor.close()
+
+
 def select_trials(storage: RDBStorage, study_id: int, stamps_only: bool) -> list[FrozenTrial]:
     """What ``RDBStorage.get_all_trials`` returns (the test suite compares the two), read
     with one SELECT per table instead of an ORM object per row. Enum columns are read as
     their stored names: SQLAlchemy's per-row enum conversion alone would double the time."""
-    from optuna.distributions import json_to_distribution
     from optuna.storages._rdb import models
 
-    trials_table = models.TrialModel.__table__
-    c = trials_table.c
-
-    def name_of(column: Any) -> Any:
-        return sqlalchemy.type_coerce(column, sqlalchemy.String)
-
-    def rows_of(conn: Any, model: Any, *columns: str, order: str | None = None) -> list[Any]:
-        table = model.__table__
-        picked = [name_of(table.c[n]) if n.endswith("_type") else table.c[n] for n in columns]
-        query = (
-            sqlalchemy.select(table.c.trial_id, *picked)
-            .join(trials_table, table.c.trial_id == c.trial_id)
-            .where(c.study_id == study_id)
-        )
-        if order is not None:
-            query = query.order_by(table.c[order])
-        if conn.dialect.name != "sqlite":
-            return conn.execute(query).all()
-        # SQLite's driver returns these columns as the ints, floats and strs SQLAlchemy
-        # would; its row objects would cost a third of the read.
-        sql = str(query.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
-        cursor = conn.connection.cursor()
-        try:
-            return cursor.execute(sql).fetchall()
-        finally:
-            cursor.close()
-
+    c = models.TrialModel.__table__.c
     with storage.engine.connect() as conn:
         base = conn.execute(
-            sqlalchemy.select(c.trial_id, c.number, name_of(c.state), c.datetime_start,
+            sqlalchemy.select(c.trial_id, c.number, _name_of(c.state), c.datetime_start,
                               c.datetime_complete).where(c.study_id == study_id)
         ).all()
         # per trial: values, params, distributions, user attrs, system attrs, intermediate
@@ -133,38 +139,7 @@ def select_trials(storage: RDBStorage, study_id: int, stamps_only: bool) -> list
             row[0]: ({}, {}, {}, {}, {}, {}) for row in base
         }
         if not stamps_only:
-            to_value = models.TrialValueModel.stored_repr_to_value
-            value_kinds = {k.name: k for k in models.TrialValueModel.TrialValueType}
-            for trial_id, objective, value, kind in rows_of(
-                conn, models.TrialValueModel, "objective", "value", "value_type"
-            ):
-                if trial_id in parts:
-                    parts[trial_id][0][objective] = to_value(value, value_kinds[kind])
-            known: dict[str, Any] = {}
-            for trial_id, name, value, dist_json in rows_of(
-                conn, models.TrialParamModel, "param_name", "param_value", "distribution_json",
-                order="param_id",
-            ):
-                if trial_id in parts:
-                    dist = known.get(dist_json)
-                    if dist is None:
-                        dist = known[dist_json] = json_to_distribution(dist_json)
-                    parts[trial_id][1][name] = dist.to_external_repr(value)
-                    parts[trial_id][2][name] = dist
-            for index, model in ((3, models.TrialUserAttributeModel),
-                                 (4, models.TrialSystemAttributeModel)):
-                for trial_id, key, value_json in rows_of(conn, model, "key", "value_json"):
-                    if trial_id in parts:
-                        parts[trial_id][index][key] = json.loads(value_json)
-            step_model = models.TrialIntermediateValueModel
-            to_step_value = step_model.stored_repr_to_intermediate_value
-            step_kinds = {k.name: k for k in step_model.TrialIntermediateValueType}
-            for trial_id, step, value, kind in rows_of(
-                conn, step_model, "step", "intermediate_value", "intermediate_value_type"
-            ):
-                if trial_id in parts:
-                    parts[trial_id][5][step] = (
-                        value if kind == "FINITE" else to_step_value(value, step_kinds[kind]))
+            _read_parts(conn, study_id, parts)
     trials = []
     for trial_id, number, state, start, complete in base:
         values, params, dists, user_attrs, system_attrs, steps = parts[trial_id]
@@ -176,3 +151,44 @@ def select_trials(storage: RDBStorage, study_id: int, stamps_only: bool) -> list
             system_attrs=system_attrs, intermediate_values=steps, trial_id=trial_id,
         ))
     return sorted(trials, key=lambda t: t.number)
+
+
+def _read_parts(conn: Any, study_id: int,
+                parts: dict[int, tuple[dict, dict, dict, dict, dict, dict]]) -> None:
+    """Fill each trial's values, params, distributions, user and system attributes and
+    intermediate values, one SELECT per table."""
+    from optuna.distributions import json_to_distribution
+    from optuna.storages._rdb import models
+
+    to_value = models.TrialValueModel.stored_repr_to_value
+    value_kinds = {k.name: k for k in models.TrialValueModel.TrialValueType}
+    for trial_id, objective, value, kind in _rows_of(
+        conn, study_id, models.TrialValueModel, "objective", "value", "value_type"
+    ):
+        if trial_id in parts:
+            parts[trial_id][0][objective] = to_value(value, value_kinds[kind])
+    known: dict[str, Any] = {}
+    for trial_id, name, value, dist_json in _rows_of(
+        conn, study_id, models.TrialParamModel, "param_name", "param_value",
+        "distribution_json", order="param_id",
+    ):
+        if trial_id in parts:
+            dist = known.get(dist_json)
+            if dist is None:
+                dist = known[dist_json] = json_to_distribution(dist_json)
+            parts[trial_id][1][name] = dist.to_external_repr(value)
+            parts[trial_id][2][name] = dist
+    for index, model in ((3, models.TrialUserAttributeModel),
+                         (4, models.TrialSystemAttributeModel)):
+        for trial_id, key, value_json in _rows_of(conn, study_id, model, "key", "value_json"):
+            if trial_id in parts:
+                parts[trial_id][index][key] = json.loads(value_json)
+    step_model = models.TrialIntermediateValueModel
+    to_step_value = step_model.stored_repr_to_intermediate_value
+    step_kinds = {k.name: k for k in step_model.TrialIntermediateValueType}
+    for trial_id, step, value, kind in _rows_of(
+        conn, study_id, step_model, "step", "intermediate_value", "intermediate_value_type"
+    ):
+        if trial_id in parts:
+            parts[trial_id][5][step] = (
+                value if kind == "FINITE" else to_step_value(value, step_kinds[kind]))

@@ -34,7 +34,7 @@ from dropsweep.data.dataset import Dataset
 from dropsweep.errors import StorageError
 from dropsweep.families import train_apart
 from dropsweep.storage.results import record_batch
-from dropsweep.study.runner import StopFlag, at_once
+from dropsweep.study.stop import StopFlag, at_once
 from dropsweep.sweep.space import Config, Space, space_of
 from dropsweep.storage import trialio
 from dropsweep.storage import GRACE_BEATS, describe_failure, heartbeat_seconds

@@ -9,14 +9,13 @@ remembers the sweep it was made with: resuming with another experiment is refuse
 from __future__ import annotations
 
 import datetime
-import signal
 import threading
 import time
 from collections import Counter
-from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import optuna
 import torch
@@ -49,71 +48,10 @@ from dropsweep.study.open import (PRUNE_STARTUP_TRIALS, ordinal, prepare_study, 
                              study_uid, sweep_fingerprint, trial_seed)
 from dropsweep.train.loop import TrialResult
 from dropsweep.storage import trialio
+from dropsweep.study.stop import StopFlag, at_once, stop_on_signals  # noqa: F401 - the CLI's too
 
 # Trials trained together by default: measured with benchmarks/trial_speed.py (README).
 AUTO_BATCH = 16
-
-
-
-# ----------------------------------------------------------------------------- stopping
-
-
-class StopFlag:
-    """Set by SIGINT/SIGTERM; the loop and the trainer check it at safe points."""
-
-    def __init__(self) -> None:
-        self.signal: int | None = None
-        self.at_once = False  # in :func:`at_once`: a second Ctrl-C raises KeyboardInterrupt
-        self.presses = 0  # Ctrl-Cs since the stop was asked
-
-    def __call__(self) -> bool:
-        return self.signal is not None
-
-
-@contextmanager
-def stop_on_signals(flag: StopFlag, *, until_exit: bool = False) -> Iterator[StopFlag]:
-    """First Ctrl-C/SIGTERM asks for a clean stop. A second Ctrl-C stops at once where the
-    work allows it (:func:`at_once`) and is ignored elsewhere: the stop is under way there,
-    and what it prints (the summary, the command to resume) must not be cut short; a third
-    stops at once wherever it lands. ``until_exit``: the caller exits once stopped (the
-    command line), so after a stop the handlers stay until it has printed and exited."""
-
-    def handler(signum: int, frame: Any) -> None:
-        if flag.signal is None or signum != signal.SIGINT:
-            flag.signal = signum
-            return
-        flag.presses += 1
-        if flag.at_once or flag.presses > 1:
-            flag.at_once = False  # once: the unwinding is not cut short by the next one
-            raise KeyboardInterrupt
-
-    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        for s in previous:
-            signal.signal(s, handler)
-    except ValueError:  # not the main thread (e.g. some test runners): no handlers
-        previous = {}
-    try:
-        yield flag
-    finally:
-        if not (until_exit and flag.signal is not None):
-            for s, h in previous.items():
-                signal.signal(s, h)
-
-
-@contextmanager
-def at_once(flag: StopFlag) -> Iterator[None]:
-    """Work that a second Ctrl-C cuts short: it raises KeyboardInterrupt in here, the work
-    gives back what it holds as it unwinds, and the caller goes on as after a clean stop.
-    A KeyboardInterrupt when no stop was asked (Python's own handler) goes on up."""
-    flag.at_once = True
-    try:
-        yield
-    except KeyboardInterrupt:
-        if flag.signal is None:
-            raise
-    finally:
-        flag.at_once = False
 
 
 # ----------------------------------------------------------------------------- the search
@@ -849,173 +787,220 @@ class _Search:
     def _train(self, asked: list[tuple[optuna.Trial | None, Config]],
                ask_ahead: Callable[[], None] | None = None,
                resumed: _Resumed | None = None) -> None:
-        """Train the batch and record its results; ``ask_ahead`` is called once training
-        runs (not while it sets up: torch's small parallel operations slow down many times
-        over when another thread competes for the cores). ``resumed``: the batch goes on
-        from that checkpoint; its places without a trial (None) were recorded before the
-        stop: they train on, so that the batch computes what it computed, but nothing of
-        them is reported or recorded again. A batch that runs out of device memory trains
-        in halves (:mod:`dropsweep.train.retry`), each from the start with its own checkpoints."""
-        study, summary, sweep = self.study, self.summary, self.sweep
-        trials = [trial for trial, _ in asked]
-        done_before = {i for i, t in enumerate(trials) if t is None}
-        first = next(t for t in trials if t is not None).number
+        """Train the batch and record its results (:class:`_Batch`); ``ask_ahead`` is called
+        once training runs (not while it sets up: torch's small parallel operations slow
+        down many times over when another thread competes for the cores). ``resumed``: the
+        batch goes on from that checkpoint; its places without a trial (None) were recorded
+        before the stop: they train on, so that the batch computes what it computed, but
+        nothing of them is reported or recorded again. A batch that runs out of device
+        memory trains in halves (:mod:`dropsweep.train.retry`), each from the start with its
+        own checkpoints."""
+        _Batch(self, asked, ask_ahead, resumed).run()
+
+
+class _Batch:
+    """One batch in training: its trials and configurations, its checkpointers (the batch's,
+    then, out of memory, each half's own), the places it may no longer record (``lost``),
+    and what the family's engine calls back as it trains (:meth:`on_checkpoint`,
+    :meth:`should_stop`, :meth:`on_progress`)."""
+
+    def __init__(self, search: _Search, asked: list[tuple[optuna.Trial | None, Config]],
+                 ask_ahead: Callable[[], None] | None, resumed: _Resumed | None) -> None:
+        self.search, self.asked, self.resumed = search, asked, resumed
+        self.study, self.sweep = search.study, search.sweep
+        self.ask_ahead = ask_ahead
+        self.trials = [trial for trial, _ in asked]
+        self.configs = [config for _, config in asked]
+        self.done_before = {i for i, t in enumerate(self.trials) if t is None}
+        self.first = next(t for t in self.trials if t is not None).number
         # as _ask_batch stored it (a resumed batch: the stream it continues)
-        seed = resumed.seed if resumed else int(
-            trials[0]._cached_frozen_trial.user_attrs[records.SEED])  # noqa: SLF001 - as set
-        saver = None
-        if self.saves is not None and self.owner is not None:
-            numbers = [resumed.state["trials"][i] if t is None else t.number  # type: ignore[union-attr]
-                       for i, t in enumerate(trials)]
-            saver = checkpoints.Saver(
-                self.saves / f"{first}{checkpoints.SUFFIX}",
-                {**self.owner.header(), "batch": first, "trials": numbers,
-                 "configs": [dict(config) for _, config in asked], "seed": seed},
-                self.every,
-                resumed=resumed.claim.path if resumed and resumed.retire else None,
-                first=lambda: record_checkpoints(study, self.root),
-                on_error=self.events.notice)
+        self.seed = resumed.seed if resumed else int(
+            self.trials[0]._cached_frozen_trial.user_attrs[records.SEED])  # noqa: SLF001 - as set
+        saver = self._saver()
         # the checkpointers of the attempts: the batch's, then (out of memory) each half's own
-        saving: list[checkpoints.Saver] = [] if saver is None else [saver]
+        self.saving: list[checkpoints.Saver] = [] if saver is None else [saver]
         # Asking the pruner costs two storage reads a trial; skip it where its answer is
         # known to be no (no pruner, too few complete trials, still warming up). The
         # baseline is never pruned: every comparison the report makes is against it.
-        may_prune = (sweep.search.pruner != "none"
-                     and summary.states.get("COMPLETE", 0) >= PRUNE_STARTUP_TRIALS)
-        prunable = [config != sweep.baseline for _, config in asked]
+        self.may_prune = (self.sweep.search.pruner != "none"
+                          and search.summary.states.get("COMPLETE", 0) >= PRUNE_STARTUP_TRIALS)
+        self.prunable = [config != self.sweep.baseline for config in self.configs]
         # a place pruned before the stop, trained along from an earlier state, is stopped at
         # the epoch it was pruned at (as the pruner stopped it then)
-        pruned_at = {i: max(t.intermediate_values) for i, t in
-                     (resumed.recorded.items() if resumed else ())
-                     if t.state == TrialState.PRUNED and t.intermediate_values}
+        self.pruned_at = {i: max(t.intermediate_values) for i, t in
+                          (resumed.recorded.items() if resumed else ())
+                          if t.state == TrialState.PRUNED and t.intermediate_values}
         # Trials another worker failed as stale while this one was paused (SIGSTOP, a
         # suspended laptop, a stalled disk): they are no longer ours to record (nor are the
         # places of a resumed batch recorded before its stop).
-        lost: set[int] = set(done_before)
+        self.lost: set[int] = set(self.done_before)
 
-        def on_checkpoint(epoch: int, accuracies: list[float | None]) -> list[int]:
-            ask_pruner = may_prune and epoch >= self.warmup
-            values = {i: value for i, value in enumerate(accuracies)
-                      if value is not None and i not in lost}
-            taken = trialio.report_all(trials, values, epoch)
-            if taken and saving:
-                saving[-1].every = 0.0  # the batch is another worker's to go on with now
-            lost.update(taken)
-            stopped = sorted(taken)  # stop training them: their results cannot be recorded
-            stopped += [i for i, at in pruned_at.items() if at == epoch]
-            for i in values:
-                if i in taken:
-                    continue
-                try:
-                    if ask_pruner and prunable[i] and trials[i].should_prune():
-                        stopped.append(i)
-                except optuna.exceptions.UpdateFinishedTrialError:
-                    lost.add(i)
-                    stopped.append(i)
-            return stopped
+    def _saver(self) -> checkpoints.Saver | None:
+        """The batch's checkpointer (None: no checkpoints), a file named after its first
+        trial; a resumed batch's supersedes the file it went on from."""
+        search, resumed = self.search, self.resumed
+        if search.saves is None or search.owner is None:
+            return None
+        numbers = [resumed.state["trials"][i] if t is None else t.number  # type: ignore[union-attr]
+                   for i, t in enumerate(self.trials)]
+        return checkpoints.Saver(
+            search.saves / f"{self.first}{checkpoints.SUFFIX}",
+            {**search.owner.header(), "batch": self.first, "trials": numbers,
+             "configs": [dict(config) for config in self.configs], "seed": self.seed},
+            search.every,
+            resumed=resumed.claim.path if resumed and resumed.retire else None,
+            first=lambda: record_checkpoints(self.study, search.root),
+            on_error=search.events.notice)
 
-        def should_stop() -> bool:
-            nonlocal ask_ahead
-            if ask_ahead is not None:  # the first epoch begins
-                ask_ahead, start = None, ask_ahead
-                start()
-            return self.stop()
+    # ------------------------------------------------------------ what the engine calls
 
-        def on_progress(epochs: float) -> None:
-            if self.events.on_epochs:
-                self.events.on_epochs(epochs, sweep.train.epochs, len(asked))
-
-        configs = [config for _, config in asked]
-
-        def train(part: Sequence[int]) -> list[TrialResult]:
-            """The places ``part`` of the batch: all of them at first (from the checkpoint
-            it resumed, if any); after running out of memory, a half from the start, with
-            its own checkpoints, leaving out the places recorded already."""
-            whole = len(part) == len(asked)
-            todo = list(part) if whole else [i for i in part if i not in lost]
-            if not todo:
-                return [TrialResult() for _ in part]  # nothing of them is recorded
-            where = {i: j for j, i in enumerate(todo)}
-
-            def checkpoint(epoch: int, accuracies: list[float | None]) -> list[int]:
-                spread: list[float | None] = [None] * len(asked)
-                for i, value in zip(todo, accuracies):
-                    spread[i] = value
-                return [where[i] for i in on_checkpoint(epoch, spread) if i in where]
-
-            if not whole and saving:
-                saving.append(self._half_saver([trials[i] for i in todo],
-                                               [configs[i] for i in todo], seed))
-
-            def go(resume: dict[str, Any] | None) -> list[TrialResult]:
-                return sweep.family.train(
-                    [configs[i] for i in todo], self.folds, sweep, seed,
-                    on_checkpoint=checkpoint, should_stop=should_stop, on_progress=on_progress,
-                    save=saving[-1] if saving else None, resume=resume)
-
-            if not whole:
-                trained = dict(zip(todo, go(None)))
-                for result in trained.values():  # record_batch gives each 1/len(asked)
-                    result.wall_time *= len(asked) / len(todo)
-                return [trained.get(i, TrialResult()) for i in part]  # lost: not recorded
-            if resumed is None or resumed.fresh:
-                return go(None)
+    def on_checkpoint(self, epoch: int, accuracies: list[float | None]) -> list[int]:
+        """Report the batch's accuracies at ``epoch``; the places to stop training: taken
+        by another worker (their results cannot be recorded), pruned before a stop, or
+        pruned now."""
+        ask_pruner = self.may_prune and epoch >= self.search.warmup
+        values = {i: value for i, value in enumerate(accuracies)
+                  if value is not None and i not in self.lost}
+        taken = trialio.report_all(self.trials, values, epoch)
+        if taken and self.saving:
+            self.saving[-1].every = 0.0  # the batch is another worker's to go on with now
+        self.lost.update(taken)
+        stopped = sorted(taken)  # stop training them: their results cannot be recorded
+        stopped += [i for i, at in self.pruned_at.items() if at == epoch]
+        for i in values:
+            if i in taken:
+                continue
             try:
-                return go(resumed.state["state"])
-            except checkpoints.Unusable as exc:
-                # made by another engine (no C compiler here, another device): from epoch 0
-                self.events.notice(f"batch {resumed.claim.batch}'s checkpoint cannot be "
-                                   f"used here ({exc}): its configurations train from the "
-                                   "start")
-                return go(None)
+                if ask_pruner and self.prunable[i] and self.trials[i].should_prune():
+                    stopped.append(i)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                self.lost.add(i)
+                stopped.append(i)
+        return stopped
 
-        def before_retry(part: Sequence[int], error: BaseException) -> None:
-            if saving:  # it covers the failed attempt, not the halves
-                saving[-1].every = 0.0
-                saving[-1].done()
-            release_cached_memory()
-            trialio.forget_reports([trials[i] for i in part if i not in lost])
-            if len(part) > 1:
-                a, b = retry.halves(len(part))
-                self.events.notice(f"{len(part)} trials ran out of memory on "
-                                   f"{self.folds.rows.device} trained together: they train "
-                                   f"again in halves of {a} and {b}")
+    def should_stop(self) -> bool:
+        """Whether to stop; at the first call (the first epoch begins) the next batch
+        starts being asked, if it is asked ahead."""
+        if self.ask_ahead is not None:
+            start, self.ask_ahead = self.ask_ahead, None
+            start()
+        return self.search.stop()
 
-        def fail(i: int, error: BaseException) -> TrialResult:
-            return TrialResult(failure=oom_failure(self.folds.rows.device, error))
+    def on_progress(self, epochs: float) -> None:
+        events = self.search.events
+        if events.on_epochs:
+            events.on_epochs(epochs, self.sweep.train.epochs, len(self.asked))
 
+    def _on_part_checkpoint(self, todo: list[int], epoch: int,
+                            accuracies: list[float | None]) -> list[int]:
+        """:meth:`on_checkpoint` for the places ``todo`` of the batch, indexed as they are."""
+        where = {i: j for j, i in enumerate(todo)}
+        spread: list[float | None] = [None] * len(self.asked)
+        for i, value in zip(todo, accuracies):
+            spread[i] = value
+        return [where[i] for i in self.on_checkpoint(epoch, spread) if i in where]
+
+    # ------------------------------------------------------------ training and retrying
+
+    def _go(self, todo: list[int], resume: dict[str, Any] | None) -> list[TrialResult]:
+        """The family's engine trains the places ``todo``, from ``resume`` if given."""
+        return self.sweep.family.train(
+            [self.configs[i] for i in todo], self.search.folds, self.sweep, self.seed,
+            on_checkpoint=partial(self._on_part_checkpoint, todo),
+            should_stop=self.should_stop, on_progress=self.on_progress,
+            save=self.saving[-1] if self.saving else None, resume=resume)
+
+    def train(self, part: Sequence[int]) -> list[TrialResult]:
+        """The places ``part`` of the batch: all of them at first (from the checkpoint it
+        resumed, if any); after running out of memory, a half from the start, with its own
+        checkpoints, leaving out the places recorded already."""
+        whole = len(part) == len(self.asked)
+        todo = list(part) if whole else [i for i in part if i not in self.lost]
+        if not todo:
+            return [TrialResult() for _ in part]  # nothing of them is recorded
+        if not whole:
+            return self._train_half(part, todo)
+        resumed = self.resumed
+        if resumed is None or resumed.fresh:
+            return self._go(todo, None)
+        try:
+            return self._go(todo, resumed.state["state"])
+        except checkpoints.Unusable as exc:
+            # made by another engine (no C compiler here, another device): from epoch 0
+            self.search.events.notice(f"batch {resumed.claim.batch}'s checkpoint cannot be "
+                                      f"used here ({exc}): its configurations train from the "
+                                      "start")
+            return self._go(todo, None)
+
+    def _train_half(self, part: Sequence[int], todo: list[int]) -> list[TrialResult]:
+        """A half of a batch that ran out of memory: from the start, with its own
+        checkpoints; each place's share of the time as the whole batch's would be."""
+        if self.saving:
+            self.saving.append(self.search._half_saver(  # noqa: SLF001 - its search's
+                [self.trials[i] for i in todo], [self.configs[i] for i in todo], self.seed))
+        trained = dict(zip(todo, self._go(todo, None)))
+        for result in trained.values():  # record_batch gives each 1/len(asked)
+            result.wall_time *= len(self.asked) / len(todo)
+        return [trained.get(i, TrialResult()) for i in part]  # lost: not recorded
+
+    def before_retry(self, part: Sequence[int], error: BaseException) -> None:
+        """A part ran out of memory: its checkpointer is done, memory released, its reports
+        forgotten; it trains again in halves."""
+        if self.saving:  # it covers the failed attempt, not the halves
+            self.saving[-1].every = 0.0
+            self.saving[-1].done()
+        release_cached_memory()
+        trialio.forget_reports([self.trials[i] for i in part if i not in self.lost])
+        if len(part) > 1:
+            a, b = retry.halves(len(part))
+            self.search.events.notice(f"{len(part)} trials ran out of memory on "
+                                      f"{self.search.folds.rows.device} trained together: "
+                                      f"they train again in halves of {a} and {b}")
+
+    def fail(self, i: int, error: BaseException) -> TrialResult:
+        return TrialResult(failure=oom_failure(self.search.folds.rows.device, error))
+
+    # ------------------------------------------------------------ the batch, recorded
+
+    def run(self) -> None:
+        """Train (in halves if memory runs out), record, and say which trials were lost."""
         # The pruner compares with the complete trials of one read (renewed once a
         # heartbeat period), not of a read for every trial at every checkpoint.
-        with trialio.holding(study, max_age=self.seconds):
-            results = retry.train_in_halves(list(range(len(asked))), train, out_of_memory,
-                                            fail, before_retry)
-        if any(r.interrupted for r in results) and len(saving) <= 1:
+        with trialio.holding(self.study, max_age=self.search.seconds):
+            results = retry.train_in_halves(list(range(len(self.asked))), self.train,
+                                            out_of_memory, self.fail, self.before_retry)
+        if any(r.interrupted for r in results) and len(self.saving) <= 1:
             # Stopped: the batch goes on as a whole, each place a new trial numbered in its
             # order (what a run never stopped would hold, trial for trial), so what it ended
             # before the stop (pruned, diverged) goes on with it, from its checkpoint or
             # again from its start, and is recorded then, not here.
             for result in results:
                 result.interrupted = True
-        # each trial beats until its result is recorded: a worker slowed by a locked
-        # storage must not see its finished trials failed as stale by another
-        for i, frozen in record_batch(study, trials, results, lost):
-            self.held.discard(trials[i])
+        self._record(results)
+        if not any(r.interrupted for r in results):
+            for each in self.saving:
+                each.done()  # recorded: a stopped batch keeps its checkpoint to go on from
+        lost = self.lost - self.done_before
+        if lost:
+            numbers = ", ".join(f"#{self.trials[i].number}" for i in sorted(lost))
+            self.search.events.notice(_taken_notice(
+                f"trial{'s' if len(lost) > 1 else ''} {numbers} of this worker", len(lost),
+                self.search.seconds))
+
+    def _record(self, results: list[TrialResult]) -> None:
+        """Each trial's result, told; each beats until its result is recorded: a worker
+        slowed by a locked storage must not see its finished trials failed as stale by
+        another."""
+        study, summary, events = self.study, self.search.summary, self.search.events
+        for i, frozen in record_batch(study, self.trials, results, self.lost):
+            self.search.held.discard(self.trials[i])
             if frozen is None:
                 continue
             _tally(summary, TrialState.RUNNING, frozen, study.direction)
             if not results[i].interrupted:
                 summary.ran += 1
-            if self.events.on_trial:
-                self.events.on_trial(summary, frozen)
-        if not any(r.interrupted for r in results):
-            for each in saving:
-                each.done()  # recorded: a stopped batch keeps its checkpoint to go on from
-        lost -= done_before
-        if lost:
-            numbers = ", ".join(f"#{trials[i].number}" for i in sorted(lost))
-            self.events.notice(_taken_notice(
-                f"trial{'s' if len(lost) > 1 else ''} {numbers} of this worker", len(lost),
-                self.seconds))
+            if events.on_trial:
+                events.on_trial(summary, frozen)
 
 
 class _Ahead:

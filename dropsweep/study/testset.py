@@ -25,14 +25,13 @@ A look a stop cut short goes on as it began: its configuration, its seeds.
 
 from __future__ import annotations
 
-import math
 import warnings
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Callable, Container
+from dataclasses import replace
+from typing import Any, Callable
 
 import numpy as np
 import optuna
-from optuna.trial import FrozenTrial, TrialState, create_trial
+from optuna.trial import TrialState, create_trial
 
 from dropsweep import records
 from dropsweep.study.liveness import now_utc
@@ -43,13 +42,13 @@ from dropsweep.families import train_apart
 from dropsweep.answers.rows import best_first, trial_row
 from dropsweep.answers.select import select
 from dropsweep.sweep.space import Config, config_values, fixed_distributions, space_of
-from dropsweep.answers.stats import Comparison, Interval, compare, holm, interval
 from dropsweep.storage import describe_failure
 from dropsweep.study.open import stored_sweep
+from dropsweep.study.stop import StopFlag, at_once
 from dropsweep.answers.verdict import Confirmation, best_dropout, build_confirmation, config_key
+from dropsweep.answers.tested import (Chosen, TestResult, companion, companion_test, read_test,
+                                      roles_of, stored_result)  # noqa: F401 - the tests' too
 
-if TYPE_CHECKING:  # the runner imports torch: the report reads a test without it
-    from dropsweep.study.runner import StopFlag
 
 DEFAULT_REPEATS = 3
 
@@ -58,19 +57,6 @@ def test_seed(sweep: Sweep, repeat: int) -> int:
     """The training seed of repeat r: from the search's seed, never one a trial used."""
     seed = np.random.SeedSequence([sweep.search.seed, 0x7E57, repeat]).generate_state(1)[0]
     return int(seed & 0x7FFFFFFF)
-
-
-@dataclass(frozen=True)
-class Chosen:
-    """What is tested: the configuration, the search trial it came from, and why."""
-
-    config: Config
-    number: int
-    # the dropout set-up: "best" (the best validation score; before issue 25 of any
-    # placement, since of the dropout ones), "confirmed" (the best confirmed dropout set-up),
-    # "1se", or "trial" (--trial N); the tuned no-dropout: "confirmed" (the confirmation's) or
-    # "best" (the search's)
-    rule: str
 
 
 def choose(study: optuna.Study, sweep: Sweep, rule: str = "best", number: int | None = None,
@@ -124,74 +110,13 @@ def choose_tuned(study: optuna.Study, sweep: Sweep, per_placement: Any = None) -
     return Chosen(sweep.baseline, baseline, "best")
 
 
-@dataclass(frozen=True)
-class TestResult:
-    """A test study, read: each seed's test accuracy of the chosen dropout set-up, the tuned
-    no-dropout and the baseline, and the two gains. A test study made before issue 25 scored
-    the chosen and the baseline only: its tuned fields are None."""
-
-    study_name: str
-    chosen: Chosen
-    baseline: Config
-    n_test: int
-    seeds: list[int]
-    chosen_scores: list[float]  # test accuracy, seed by seed
-    baseline_scores: list[float]
-    accuracy: Interval  # the chosen one's, over seeds (a plain t interval)
-    baseline_accuracy: Interval
-    vs_baseline: Comparison  # chosen - baseline, paired by seed
-    rounds: int  # how many times the test set has been scored (1 + rescores)
-    fingerprint: str
-    repeats: int  # the seeds its round was asked for (len(seeds) until a stopped one ends)
-    tuned: Chosen | None = None  # the tuned no-dropout; None: a test made before issue 25
-    tuned_scores: list[float] | None = None  # the baseline's when it is the baseline
-    tuned_accuracy: Interval | None = None
-    # tuned no-dropout - baseline, paired by seed; exactly 0 with no test (t and p NaN) when
-    # the tuned no-dropout is the baseline
-    tuning_gain: Comparison | None = None
-    dropout_gain: Comparison | None = None  # chosen - tuned no-dropout, paired by seed
-    tuning_p_holm: float | None = None  # the p-values Holm-adjusted over the two gains
-    dropout_p_holm: float | None = None  # (NaN: no test; a NaN one is not counted)
-
-    @property
-    def tuned_is_baseline(self) -> bool:
-        """The tuned no-dropout is the baseline's configuration: trained once, no tuning
-        gain to test."""
-        return self.tuned is not None and self.tuned.config == self.baseline
-
-
 def _test_study_name(study: optuna.Study) -> str:
     return study.study_name + records.TEST_SUFFIX
 
 
-def _companion(study: optuna.Study, suffix: str, names: Container[str] | None = None
-               ) -> optuna.Study | None:
-    """The companion study NAME + ``suffix``, if there is one (``names``: the storage's
-    study names, when the caller has read them already)."""
-    name = study.study_name + suffix
-    storage = study._storage  # noqa: SLF001 - the companion lives in the same storage
-    if names is None:
-        names = {s.study_name for s in storage.get_all_studies()}
-    if name not in names:
-        return None
-    return optuna.load_study(study_name=name, storage=storage)
-
-
-def _open(study: optuna.Study, names: Container[str] | None = None) -> optuna.Study | None:
-    """The companion test study, if there is one."""
-    return _companion(study, records.TEST_SUFFIX, names)
-
-
-def stored_result(study: optuna.Study, names: Container[str] | None = None
-                  ) -> TestResult | None:
-    """What ``dropsweep test`` recorded for ``study`` (its latest round), or None."""
-    test = _open(study, names)
-    return None if test is None else _read(test)
-
-
 def _confirmed(study: optuna.Study, sweep: Sweep) -> tuple[Confirmation | None, Any]:
     """The confirmation of ``study`` read (None: none yet) and its per-placement record."""
-    confirm = _companion(study, records.CONFIRM_SUFFIX)
+    confirm = companion(study, records.CONFIRM_SUFFIX)
     if confirm is None:
         return None, None
     return (build_confirmation(confirm, sweep.splits, sweep.family),
@@ -209,8 +134,6 @@ def run_test(study: optuna.Study, dataset: Dataset, *, rule: str = "best",
     hears, in one line, that an answer shown was stored and how it differs from the one
     asked for. ``repeats``: the seeds (None: DEFAULT_REPEATS, or as many as the answer
     stored). None: stopped before one repeat was scored."""
-    from dropsweep.study.runner import StopFlag, at_once  # torch: only when something may train
-
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     stop = stop or StopFlag()
     notice = on_notice or (lambda text: None)
@@ -223,8 +146,8 @@ def run_test(study: optuna.Study, dataset: Dataset, *, rule: str = "best",
     confirmation, per_placement = _confirmed(study, sweep)
     wanted = choose(study, sweep, rule, number, confirmation)
     wanted_tuned = choose_tuned(study, sweep, per_placement)
-    test = _open(study)
-    done = None if test is None else _read(test)
+    test = companion_test(study)
+    done = None if test is None else read_test(test)
     if done is not None and not rescore:
         if test.user_attrs.get(records.TEST_FINGERPRINT) != mark:
             raise DropsweepError(
@@ -232,7 +155,7 @@ def run_test(study: optuna.Study, dataset: Dataset, *, rule: str = "best",
                 "tested on (their fingerprint differs); scoring a changed test set is a "
                 "new look at it: --rescore does so, and is recorded")
         more = _second_look(done, wanted, wanted_tuned, repeats)
-        roles = _roles(done.chosen, done.tuned, done.baseline)
+        roles = roles_of(done.chosen, done.tuned, done.baseline)
         if all(_has(test, done.rounds, r, roles) for r in range(done.repeats)):
             notice(f"the answer stored in '{done.study_name}' is shown, not scored again: "
                    f"{_looked(done.chosen, done.repeats)}"
@@ -252,7 +175,20 @@ def run_test(study: optuna.Study, dataset: Dataset, *, rule: str = "best",
         test = test or _create(study, chosen, sweep)
         round_ = _begin(test, chosen, tuned, repeats, mark, int(len(dataset.y_test)),
                         second=rescore and done is not None)
-    roles = _roles(chosen, tuned, sweep.baseline)
+    _score(test, sweep, dataset, device, roles_of(chosen, tuned, sweep.baseline), repeats,
+           round_, stop, on_repeat)
+    result = read_test(test)
+    if result is None and not stop():
+        raise DropsweepError("no repeat finished: nothing was scored on the test rows")
+    return result
+
+
+def _score(test: optuna.Study, sweep: Sweep, dataset: Dataset, device: str,
+           roles: list[tuple[str, Config, int]], repeats: int, round_: int, stop: StopFlag,
+           on_repeat: Callable[[int], None] | None) -> None:
+    """Train each configuration of ``roles`` once a repeat on every row the search saw,
+    score it on the test rows and record it in round ``round_``; repeats recorded already
+    are skipped, and a stop ends it between repeats (a second Ctrl-C at once)."""
     from dropsweep.train.devices import resolve_device
 
     from dropsweep.data.protocols import one_split  # torch: only when something trains
@@ -279,21 +215,6 @@ def run_test(study: optuna.Study, dataset: Dataset, *, rule: str = "best",
                         r, seed, round_, source)
             if on_repeat is not None:
                 on_repeat(r)
-    result = _read(test)
-    if result is None and not stop():
-        raise DropsweepError("no repeat finished: nothing was scored on the test rows")
-    return result
-
-
-def _roles(chosen: Chosen, tuned: Chosen | None, baseline: Config
-           ) -> list[tuple[str, Config, int]]:
-    """(role, configuration, search trial) of each configuration a look scores: the chosen,
-    the tuned no-dropout unless it is the baseline's configuration (or a look made before
-    issue 25: None), and the baseline."""
-    roles = [(records.ROLE_CANDIDATE, chosen.config, chosen.number)]
-    if tuned is not None and tuned.config != baseline:
-        roles.append((records.ROLE_TUNED, tuned.config, tuned.number))
-    return roles + [(records.ROLE_BASELINE, baseline, -1)]
 
 
 def _begin(test: optuna.Study, chosen: Chosen, tuned: Chosen, repeats: int, mark: str,
@@ -318,12 +239,6 @@ def _begin(test: optuna.Study, chosen: Chosen, tuned: Chosen, repeats: int, mark
 def _chosen_record(chosen: Chosen) -> dict[str, Any]:
     return {"config": chosen.config.to_dict(), "source_trial": chosen.number,
             "rule": chosen.rule}
-
-
-def _chosen_of(record: Any) -> Chosen | None:
-    if not isinstance(record, dict):
-        return None
-    return Chosen(Config(record["config"]), int(record["source_trial"]), str(record["rule"]))
 
 
 _HOW = {"best": "the best validation score", "1se": "--select 1se",
@@ -406,49 +321,3 @@ def _record(test: optuna.Study, sweep: Sweep, space, config: Config, role: str, 
                     **({} if ok else {records.FAIL_REASON: res.failure or "no result"})}))
 
 
-def _read(test: optuna.Study) -> TestResult | None:
-    """The latest round's scores, paired by repeat; None until one repeat has every role."""
-    attrs = test.user_attrs
-    round_ = int(attrs.get(records.TEST_ROUNDS, 1))
-    by: dict[tuple[str, int], FrozenTrial] = {}
-    for t in test.get_trials(deepcopy=False):
-        if t.user_attrs.get(records.TEST_ROUND) == round_ and t.state == TrialState.COMPLETE:
-            by[(t.user_attrs[records.ROLE], int(t.user_attrs[records.REPEAT]))] = t
-    chosen, tuned = _chosen_of(attrs.get(records.TEST_CHOSEN)), _chosen_of(
-        attrs.get(records.TEST_TUNED))
-    base = next((t.user_attrs[records.CONFIG] for (role, _), t in by.items()
-                 if role == records.ROLE_BASELINE), None)
-    if chosen is None or base is None:
-        return None
-    roles = {role for role, _, _ in _roles(chosen, tuned, Config(base))}
-    repeats = sorted(r for role, r in by if role == records.ROLE_CANDIDATE
-                     and all((other, r) in by for other in roles))
-    if not repeats:
-        return None
-
-    def scores(role: str) -> list[float]:
-        return [float(by[(role, r)].value) for r in repeats]
-
-    a, b = scores(records.ROLE_CANDIDATE), scores(records.ROLE_BASELINE)
-    result = TestResult(
-        study_name=test.study_name, chosen=chosen, baseline=Config(base),
-        n_test=int(attrs.get(records.TEST_ROWS, 0)),
-        seeds=[int(by[(records.ROLE_CANDIDATE, r)].user_attrs[records.SEED]) for r in repeats],
-        chosen_scores=a, baseline_scores=b,
-        accuracy=interval(a, ratio=0.0), baseline_accuracy=interval(b, ratio=0.0),
-        vs_baseline=compare(a, b, ratio=0.0), rounds=round_,
-        fingerprint=str(attrs.get(records.TEST_FINGERPRINT, "")),
-        repeats=max(int(attrs.get(records.TEST_REPEATS, 0)), len(repeats)))
-    if tuned is None:  # a test made before issue 25: the chosen and the baseline only
-        return result
-    if records.ROLE_TUNED in roles:
-        t = scores(records.ROLE_TUNED)
-        tuning = compare(t, b, ratio=0.0)
-    else:  # the tuned no-dropout is the baseline: trained once, nothing to test
-        t = b
-        tuning = Comparison(Interval(0.0, 0.0, 0.0, len(b)), math.nan, math.nan)
-    dropout = compare(a, t, ratio=0.0)
-    p_tuning, p_dropout = holm([tuning.p, dropout.p])
-    return replace(result, tuned=tuned, tuned_scores=t, tuned_accuracy=interval(t, ratio=0.0),
-                   tuning_gain=tuning, dropout_gain=dropout, tuning_p_holm=p_tuning,
-                   dropout_p_holm=p_dropout)

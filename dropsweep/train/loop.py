@@ -208,84 +208,119 @@ def run_epochs(engine: Engine, n_trials: int, epochs: int, eval_every: int,
     keeps stops, :meth:`Checkpointer.at_stop`): then also the minibatch the epoch was at and
     the epoch's row order. ``resume``, either state, continues from it exactly.
     """
-    results = [TrialResult() for _ in range(n_trials)]
-    started = time.perf_counter()
-    first_epoch, at, order = 1, 0, None
-    if resume is not None:
-        engine.load_state(resume["engine"])
-        results = [TrialResult.from_state(r) for r in resume["results"]]
-        first_epoch = int(resume["epoch"]) + 1
-        started -= float(resume["elapsed"])  # wall time counts the time before the stop
-        if "minibatch" in resume:  # stopped within an epoch: it goes on where it stood
-            at, order = int(resume["minibatch"]), resume["order"]
-    device = engine.trial_of.device
-    ended = False  # every model has left: the batch is over, the engine keeps what it had
+    run = _Run(engine, n_trials, resume)
+    with torch.no_grad():
+        for epoch in range(run.first_epoch, epochs + 1):
+            if run.size() == 0:
+                break
+            if not run.train_epoch(epoch, should_stop, on_progress, save):
+                return run.results  # stopped: the unfinished trials are interrupted
+            run.end_epoch(epoch)
+            if epoch % eval_every == 0 or epoch == epochs:
+                if run.size() == 0:
+                    break
+                run.checkpoint(epoch, epochs, on_checkpoint)
+            if save is not None and epoch < epochs and run.size() and save.due():
+                save({"epoch": epoch, "elapsed": time.perf_counter() - run.started,
+                      "results": [r.state() for r in run.results], "engine": engine.state()})
 
-    def size() -> int:
-        return 0 if ended else int(engine.trial_of.numel())
+        if run.size():
+            _final_scores(engine, run.results, run.started)
+    return run.results
 
-    def stop(trials: set[int]) -> None:
-        nonlocal ended
+
+class _Run:
+    """What :func:`run_epochs` keeps while it trains: each trial's result so far, when it
+    started (a resumed run: as if it had never stopped), where a resumed epoch goes on, and
+    whether every model has left (the batch is over, the engine keeps what it had)."""
+
+    def __init__(self, engine: Engine, n_trials: int, resume: Mapping[str, Any] | None
+                 ) -> None:
+        self.engine, self.n_trials = engine, n_trials
+        self.results = [TrialResult() for _ in range(n_trials)]
+        self.started = time.perf_counter()
+        self.first_epoch, self.at, self.order = 1, 0, None
+        if resume is not None:
+            engine.load_state(resume["engine"])
+            self.results = [TrialResult.from_state(r) for r in resume["results"]]
+            self.first_epoch = int(resume["epoch"]) + 1
+            self.started -= float(resume["elapsed"])  # wall time counts the time before the stop
+            if "minibatch" in resume:  # stopped within an epoch: it goes on where it stood
+                self.at, self.order = int(resume["minibatch"]), resume["order"]
+        self.device = engine.trial_of.device
+        self.ended = False  # every model has left
+
+    def size(self) -> int:
+        return 0 if self.ended else int(self.engine.trial_of.numel())
+
+    def stop(self, trials: set[int]) -> None:
+        """``trials`` leave the batch (pruned, diverged), their wall time taken now."""
+        engine = self.engine
         keep = torch.tensor([int(t) not in trials for t in engine.trial_of.tolist()],
-                            device=device, dtype=torch.bool)
+                            device=self.device, dtype=torch.bool)
         if bool(keep.any()):
             engine.keep(keep.nonzero().squeeze(1))
         else:  # no engine is asked to keep zero models: an empty batch simply ends
-            ended = True
-        now = time.perf_counter() - started
+            self.ended = True
+        now = time.perf_counter() - self.started
         for t in trials:
+            self.results[t].wall_time = now
+
+    def train_epoch(self, epoch: int, should_stop: Callable[[], bool] | None,
+                    on_progress: ProgressHook | None, save: Checkpointer | None) -> bool:
+        """The epoch's minibatches, a slice at a time; False: stopped before a slice."""
+        engine = self.engine
+        if self.order is None:
+            engine.start_epoch()
+        else:  # the stopped epoch's own order, not a new draw
+            engine.order, self.order = self.order.to(self.device), None
+        for first in range(self.at, engine.n_batches, engine.slice_batches):
+            if should_stop is not None and should_stop():
+                self._interrupt(epoch, first, save)
+                return False
+            end = min(first + engine.slice_batches, engine.n_batches)
+            engine.train_batches(first, end)
+            if on_progress is not None:
+                on_progress(epoch - 1 + end / engine.n_batches)
+        self.at = 0
+        return True
+
+    def _interrupt(self, epoch: int, first: int, save: Checkpointer | None) -> None:
+        """Stopped at minibatch ``first`` of ``epoch``: saved there if ``save`` keeps stops;
+        the trials still training are interrupted."""
+        engine, results = self.engine, self.results
+        now = time.perf_counter() - self.started
+        if save is not None and save.at_stop():
+            save({"epoch": epoch - 1, "minibatch": first,
+                  "order": engine.order.cpu().clone(), "elapsed": now,
+                  "results": [r.state() for r in results],
+                  "engine": engine.state()})
+        for t in set(engine.trial_of.tolist()):
+            results[t].interrupted = True
             results[t].wall_time = now
 
-    with torch.no_grad():
-        for epoch in range(first_epoch, epochs + 1):
-            if size() == 0:
-                break
-            if order is None:
-                engine.start_epoch()
-            else:  # the stopped epoch's own order, not a new draw
-                engine.order, order = order.to(device), None
-            for first in range(at, engine.n_batches, engine.slice_batches):
-                if should_stop is not None and should_stop():
-                    now = time.perf_counter() - started
-                    if save is not None and save.at_stop():
-                        save({"epoch": epoch - 1, "minibatch": first,
-                              "order": engine.order.cpu().clone(), "elapsed": now,
-                              "results": [r.state() for r in results],
-                              "engine": engine.state()})
-                    for t in set(engine.trial_of.tolist()):
-                        results[t].interrupted = True
-                        results[t].wall_time = now
-                    return results
-                end = min(first + engine.slice_batches, engine.n_batches)
-                engine.train_batches(first, end)
-                if on_progress is not None:
-                    on_progress(epoch - 1 + end / engine.n_batches)
-            at = 0
-            bad, nan = engine.end_epoch()
-            diverged = _diverged(engine, bad, nan, epoch, results)
-            for t in set(engine.trial_of.tolist()) - diverged:
-                results[t].epochs = epoch
-            if diverged:
-                stop(diverged)
+    def end_epoch(self, epoch: int) -> None:
+        """The epoch counted for the trials still training; those that diverged leave."""
+        engine = self.engine
+        bad, nan = engine.end_epoch()
+        diverged = _diverged(engine, bad, nan, epoch, self.results)
+        for t in set(engine.trial_of.tolist()) - diverged:
+            self.results[t].epochs = epoch
+        if diverged:
+            self.stop(diverged)
 
-            if epoch % eval_every == 0 or epoch == epochs:
-                if size() == 0:
-                    break
-                means = _checkpoint(engine, n_trials, epoch, results)
-                if on_checkpoint is not None and epoch < epochs:
-                    alive = set(engine.trial_of.tolist())
-                    pruned = {int(t) for t in on_checkpoint(epoch, means)} & alive
-                    if pruned:
-                        for t in pruned:
-                            results[t].pruned = True
-                        stop(pruned)
-            if save is not None and epoch < epochs and size() and save.due():
-                save({"epoch": epoch, "elapsed": time.perf_counter() - started,
-                      "results": [r.state() for r in results], "engine": engine.state()})
-
-        if size():
-            _final_scores(engine, results, started)
-    return results
+    def checkpoint(self, epoch: int, epochs: int, on_checkpoint: CheckpointHook | None
+                   ) -> None:
+        """Score the models; before the last epoch, those ``on_checkpoint`` prunes leave."""
+        engine, results = self.engine, self.results
+        means = _checkpoint(engine, self.n_trials, epoch, results)
+        if on_checkpoint is not None and epoch < epochs:
+            alive = set(engine.trial_of.tolist())
+            pruned = {int(t) for t in on_checkpoint(epoch, means)} & alive
+            if pruned:
+                for t in pruned:
+                    results[t].pruned = True
+                self.stop(pruned)
 
 
 # What run_epochs saves (the ``save`` hook) and resumes from, and a result's fields in it;

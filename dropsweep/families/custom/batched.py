@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -31,13 +31,11 @@ from torch.func import functional_call, grad, stack_module_state, vmap
 from dropsweep.train.checkpoints import Unusable, expect_made
 from dropsweep.families.cnn.blocks import max_norm
 from dropsweep.families.custom import dropout_rates
+from dropsweep.families.custom.settings import Network, Settings
 from dropsweep.families.optimizers import step_models
 from dropsweep.train.memory import BYTES_PER_FLOAT, GATHER_ROWS
 from dropsweep.data.protocols import Folds
 from dropsweep.train.loop import batches_per_slice, chunked_scores, epoch_order, non_finite, per_model
-
-if TYPE_CHECKING:
-    from dropsweep.families.custom.engine import Network, Settings
 
 SPATIAL = (nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
 EVAL_BYTES = 256 * 2**20  # what one evaluation chunk's activations may take

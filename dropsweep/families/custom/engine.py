@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import click
@@ -37,6 +36,7 @@ from dropsweep.families.custom import dropout_rates
 from dropsweep.families.custom import resolve
 from dropsweep.families.custom.batched import BatchedEngine, unbatchable
 from dropsweep.families.custom.section import input_shape_of
+from dropsweep.families.custom.settings import Network, Settings
 from dropsweep.families.optimizers import adam_step, sgd_step
 from dropsweep.train.memory import BYTES_PER_FLOAT, FLOATS_PER_PARAMETER, GATHER_ROWS, Need
 from dropsweep.data.protocols import Folds, one_split
@@ -61,17 +61,6 @@ ENGINES = ("auto", *FORMS)
 # one model alone the loop is 2.2-2.5x faster, so a batch of one trains in the loop).
 LOOP_COST = "2.5-6x the batched form's time at 32 models of a small MLP or CNN"
 EVAL_ROWS = 256  # rows per model one evaluation chunk scores
-
-
-@dataclass
-class Network:
-    """The user's network resolved for one sweep and data: what every model copies."""
-
-    net: nn.Module
-    sites: dict[str, list[str]]  # group -> its Dropout modules' names
-    constrained: list[str]  # Linear/Conv layers under max-norm
-    input_shape: tuple[int, ...]
-    floats: int  # activation floats of one row (every leaf module's output)
 
 
 def resolve_network(sweep: Sweep, input_shape: tuple[int, ...], n_classes: int,
@@ -103,15 +92,6 @@ def constrain(weight: torch.Tensor, c: float, axis: str) -> None:
     """Keras ``MaxNorm(c)`` on one model's weight, in place: the batched formula of
     :func:`dropsweep.families.cnn.blocks.max_norm` on a batch of one."""
     weight.copy_(max_norm(weight[None], c, axis)[0])
-
-
-@dataclass(frozen=True)
-class Settings:
-    epochs: int
-    batch_size: int
-    eval_every: int
-    max_norm_axis: str = "keras"
-    form: str = "loop"
 
 
 class CustomEngine:
