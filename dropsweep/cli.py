@@ -225,7 +225,7 @@ def _storage_args(storage: str) -> tuple[str, ...]:
 
 def _print_study_answer(storage: str, study_name: str, out: Any) -> None:
     """The study's answer block, as ``dropsweep report`` opens with it."""
-    from dropsweep.render.report import print_answer
+    from dropsweep.render.answer import print_answer
     from dropsweep.answers.report import study_answer
     from dropsweep.storage import load_study, open_storage
 
@@ -490,7 +490,8 @@ def report(storage: str, study_name: str | None, top: int, fmt: str, select_rule
     """
     import gc
 
-    from dropsweep.render.report import render_comparison, render_report
+    from dropsweep.render.comparison import render_comparison
+    from dropsweep.render.report import render_report
     from dropsweep.answers.report import build_report, latest_study_name
     from dropsweep.storage import load_study, open_storage
 
@@ -532,7 +533,7 @@ def studies(storage: str, fmt: str) -> None:
     Example:
       dropsweep studies --storage postgresql://postgres@127.0.0.1/test
     """
-    from dropsweep.render.report import render_studies
+    from dropsweep.render.studies import render_studies
     from dropsweep.answers.report import list_studies
     from dropsweep.storage import open_storage
 
@@ -573,7 +574,7 @@ def confirm(ctx: click.Context, storage: str, study_name: str | None, top: int |
     if per_placement and top is not None:
         raise click.UsageError("--top does not apply with --per-placement (it confirms the "
                                "best configuration of each placement)", ctx)
-    from dropsweep.render.report import render_confirmation
+    from dropsweep.render.confirmation import render_confirmation
 
     out, err = _consoles(quiet)
     summary, confirmation = _confirm_stage(storage, study_name, top, repeats, device, threads,
@@ -655,7 +656,7 @@ def test_command(ctx: click.Context, storage: str, study_name: str | None, selec
       dropsweep test --study digits
       dropsweep test --study digits --select 1se --repeats 5
     """
-    from dropsweep.render.report import render_test
+    from dropsweep.render.tested import render_test
 
     out, err = _consoles()
     # a stored answer is compared with the seeds asked for, not with the default

@@ -16,8 +16,8 @@ from dropsweep import records
 from dropsweep.answers import answer
 
 from dropsweep.render import answer as answer_text
+from dropsweep.render.answer import print_answer, wrap_whole
 from dropsweep.families import family
-from dropsweep.render.report import print_answer, wrap_whole
 from dropsweep.answers.rows import TrialRow
 from dropsweep.answers.stats import compare, holm, interval
 from dropsweep.answers.verdict import Confirmation, ConfirmedRow, PlacementVerdict, config_key

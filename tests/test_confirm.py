@@ -16,7 +16,7 @@ from dropsweep.study.confirm import (candidates, placement_candidates, placement
                                run_confirm)
 from dropsweep.records import confirm_name
 from dropsweep.study.open import stored_sweep
-from dropsweep.render.report import verdict_text
+from dropsweep.render.confirmation import verdict_text
 from dropsweep.study.runner import StopFlag, run_search
 from dropsweep.answers.stats import Comparison, Interval, compare, interval
 from dropsweep.answers.verdict import Confirmation, ConfirmedRow, Verdict, build_confirmation
@@ -411,7 +411,7 @@ def _hand_confirmation(storage: str, placements=tuple(SCORES), repeats=(0, 1)) -
 
 
 def test_every_pair_of_placements_is_compared_and_holm_adjusted(storage):
-    from dropsweep.render.report import confirmation_to_json, placement_verdict_text
+    from dropsweep.render.confirmation import confirmation_to_json, placement_verdict_text
     from dropsweep.answers.stats import holm
 
     result = build_confirmation(_hand_confirmation(storage), folds=5)
@@ -449,7 +449,7 @@ def test_every_pair_of_placements_is_compared_and_holm_adjusted(storage):
 
 
 def test_nothing_significant_names_the_largest_difference_and_shared_repeats_only(storage):
-    from dropsweep.render.report import placement_verdict_text
+    from dropsweep.render.confirmation import placement_verdict_text
 
     confirm = _hand_confirmation(storage, placements=("none", "hidden", "both"))
     confirm.set_user_attr(records.PER_PLACEMENT, {  # "input" chosen, not confirmed yet
@@ -474,7 +474,7 @@ def test_nothing_significant_names_the_largest_difference_and_shared_repeats_onl
 
 
 def test_no_per_placement_reading_without_its_record_or_two_rows(storage):
-    from dropsweep.render.report import confirmation_to_json
+    from dropsweep.render.confirmation import confirmation_to_json
 
     confirm = _hand_confirmation(storage)
     confirm.set_user_attr(records.PER_PLACEMENT, "not a dict")

@@ -360,7 +360,7 @@ def _roles_by_repeat(study, round_: int = 1) -> dict[int, dict[str, optuna.trial
 
 def test_the_dropout_the_tuned_no_dropout_and_the_baseline_are_scored_seed_paired(
         tmp_path, monkeypatch, trained):
-    from dropsweep.render.report import test_text, test_to_json
+    from dropsweep.render.tested import test_text, test_to_json
     from dropsweep.answers.stats import holm
 
     _, study, data = _listed(tmp_path, monkeypatch)
@@ -440,7 +440,7 @@ def _hand_test(storage: str, scores: dict[str, list[float]], tuned: dict | None)
 
 def test_the_two_gains_are_holm_adjusted_over_the_two(storage):
     from dropsweep.families.mlp import config as mlp_config
-    from dropsweep.render.report import test_to_json
+    from dropsweep.render.tested import test_to_json
 
     chosen, tuned, base = [0.91, 0.92, 0.90, 0.93], [0.90, 0.90, 0.89, 0.92], \
         [0.80, 0.84, 0.81, 0.82]
@@ -467,7 +467,7 @@ def test_the_two_gains_are_holm_adjusted_over_the_two(storage):
 
 def test_a_tuned_no_dropout_that_is_the_baseline_trains_once_and_has_no_tuning_gain(
         tmp_path, monkeypatch, trained):
-    from dropsweep.render.report import render_test, test_to_json
+    from dropsweep.render.tested import render_test, test_to_json
     from rich.console import Console
 
     _, study, data = _listed(tmp_path, monkeypatch, TUNED_IS_BASELINE)

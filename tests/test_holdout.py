@@ -89,7 +89,7 @@ def test_a_holdout_search_and_its_confirmation_never_read_the_test_rows(dataset,
     assert confirm.user_attrs[records.TEST_TRAIN_RATIO] == pytest.approx(20 / 60)
     from rich.console import Console
 
-    from dropsweep.render.report import render_confirmation
+    from dropsweep.render.confirmation import render_confirmation
 
     console = Console(record=True, width=250, color_system=None)
     render_confirmation(build_confirmation(confirm, folds=sweep.splits), console)
@@ -122,7 +122,8 @@ def test_a_holdout_confirmation_uses_its_split_ratio(dataset, storage):
     # what the user reads speaks of validation splits and validation accuracy, not folds
     from rich.console import Console
 
-    from dropsweep.render.report import render_confirmation, report_to_csv
+    from dropsweep.render.confirmation import render_confirmation
+    from dropsweep.render.report import report_to_csv
     from dropsweep.answers.report import build_report
 
     console = Console(record=True, width=250, color_system=None)

@@ -18,7 +18,8 @@ from rich.console import Console
 
 from dropsweep import records
 from dropsweep.families.mlp import PLACEMENTS
-from dropsweep.render.report import FORMATS, render_report, render_studies, report_to_json
+from dropsweep.render.report import FORMATS, render_report, report_to_json
+from dropsweep.render.studies import render_studies
 from dropsweep.answers.report import build_report, list_studies
 from dropsweep.answers.rows import PlacementRow, StudyReport, StudyRow, TrialRow
 
@@ -447,7 +448,7 @@ def _confirmation(per_placement: bool):
 
 
 def test_the_per_placement_comparison_in_every_format(report: StudyReport) -> None:
-    from dropsweep.render.report import confirmation_to_json, render_confirmation
+    from dropsweep.render.confirmation import confirmation_to_json, render_confirmation
 
     with_pp = dataclasses.replace(report, confirmation=_confirmation(True))
     markdown = text_of("markdown", with_pp)
@@ -653,7 +654,7 @@ def test_a_table_too_wide_leaves_out_its_least_important_columns_and_says_so(
 
 def test_a_comparison_of_more_studies_than_fit_stacks_one_block_per_placement(
         searched_storage: str) -> None:
-    from dropsweep.render.report import render_comparison
+    from dropsweep.render.comparison import render_comparison
     from dropsweep.answers.select import compare_studies
 
     names = ("small", "other-study", "third-study-name")

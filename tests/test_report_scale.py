@@ -23,7 +23,8 @@ from dropsweep import records
 
 from dropsweep.answers import report
 from dropsweep.families.mlp import PLACEMENTS
-from dropsweep.render.report import _write, render_report, report_to_json
+from dropsweep.render.formats import write as _write
+from dropsweep.render.report import render_report, report_to_json
 from dropsweep.storage import open_storage, read
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -4,14 +4,19 @@ numbers :mod:`dropsweep.answers.answer` computed.
 
 At most six lines, each a whole thought, so that at 80 columns they wrap between words and
 never inside a number: the question; the verdict; the three accuracies; the two gains (how
-sure); the test rows' figures once scored; the next command.
+sure); the test rows' figures once scored; the next command. :func:`print_answer` prints
+the block, each line wrapped between whole pieces (:func:`wrap_whole`).
 """
 
 from __future__ import annotations
 
 import math
+import re
 import shlex
 from typing import Any
+
+from rich.console import Console
+from rich.text import Text
 
 from dropsweep.answers.answer import SEARCH, TESTED, Answer, Figures, Gain, Standing
 from dropsweep.families import Family
@@ -190,3 +195,29 @@ def to_json(answer: Answer, fam: Family) -> dict[str, Any]:
 def _num(x: float) -> float | None:
     return None if math.isnan(x) else float(x)
 
+
+# What wraps as one piece: an interval "[a, b]", "(95% CI a to b)", "p = x", else a word.
+_WHOLE = re.compile(r"\(95% CI [^()]*\)\S*|\[[^\]]*\]\S*|\(?p = \S+|\S+")
+
+
+def wrap_whole(line: str, width: int, indent: str = "  ") -> list[str]:
+    """``line`` wrapped to ``width`` between pieces, never inside a number, an interval or a
+    p-value; lines after the first indented, so each of the block's thoughts stands apart."""
+    out, current = [], ""
+    for piece in _WHOLE.findall(line):
+        if current and len(current) + 1 + len(piece) > width:
+            out.append(current)
+            current = indent + piece
+        else:
+            current = f"{current} {piece}" if current else piece
+    return out + [current] if current else out
+
+
+def print_answer(answer: Answer, fam: Family, data: str | None, console: Console) -> None:
+    """The answer block (:func:`lines`): each of its lines wrapped here, between
+    whole pieces (a terminal would cut a number or an interval in two), whatever the width."""
+    for n, line in enumerate(lines(answer, fam, data)):
+        for part in wrap_whole(line, console.width):
+            console.print(Text(part, style="bold" if n == 0 else ""), highlight=False,
+                          soft_wrap=True)
+    console.print()

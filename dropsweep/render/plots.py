@@ -16,7 +16,7 @@ import optuna
 from dropsweep import records
 from dropsweep.errors import DropsweepError
 from dropsweep.families import family_of_rows
-from dropsweep.render.report import confirmation_protocol
+from dropsweep.render.confirmation import confirmation_protocol
 from dropsweep.answers.rows import StudyReport
 from dropsweep.answers.verdict import Confirmation
 
