@@ -183,6 +183,7 @@ def test_the_block_fits_and_keeps_every_number_whole(width):
 # ----------------------------------------------------------------------------- end to end
 
 
+@pytest.mark.slow
 def test_search_ends_with_the_answer_and_every_report_format_leads_with_it(tmp_path,
                                                                            monkeypatch,
                                                                            sonar_dir):
