@@ -202,6 +202,7 @@ def test_a_wrapped_line_never_ends_inside_an_interval_or_a_p_value(width):
 # ----------------------------------------------------------------------------- end to end
 
 
+@pytest.mark.slow
 def test_search_ends_with_the_answer_and_every_report_format_leads_with_it(tmp_path,
                                                                            monkeypatch,
                                                                            sonar_dir):

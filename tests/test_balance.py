@@ -159,6 +159,7 @@ def test_each_placement_is_sampled_given_it_from_its_own_trials():
 # ----------------------------------------------------------------------------- searches
 
 
+@pytest.mark.slow
 def test_a_balanced_search_gives_every_placement_its_share(dataset, storage):
     sweep = sweep_of(SMALL, "search.trials=26", "search.balance=placement",
                      "search.pruner=median")
@@ -171,6 +172,7 @@ def test_a_balanced_search_gives_every_placement_its_share(dataset, storage):
     assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials)
 
 
+@pytest.mark.slow
 def test_an_unbalanced_search_does_not(dataset, storage):
     """The control: the same search left to TPE spends its trials unequally."""
     sweep = sweep_of(SMALL, "search.trials=26", "search.pruner=median")
@@ -178,6 +180,7 @@ def test_an_unbalanced_search_does_not(dataset, storage):
     assert budgets(load(storage)) != shares(26, PLACEMENTS)
 
 
+@pytest.mark.slow
 def test_resumed_and_refilled_after_lost_trials(dataset, storage):
     from dropsweep.study.open import prepare_study
 
@@ -375,6 +378,7 @@ def test_once_confirmed_per_placement_the_table_shows_the_confirmed_means(storag
     assert rows["input"][-2] == "+8.00" and rows["input"][-1] == "pp"
 
 
+@pytest.mark.slow
 def test_the_study_records_from_which_trial_it_was_balanced(dataset, storage):
     from dropsweep.render.report import _balance_words
     from dropsweep.answers.report import build_report

@@ -19,6 +19,8 @@ from click.testing import CliRunner
 
 from dropsweep.cli import main
 
+pytestmark = pytest.mark.slow  # every test trains Brownlee's set-ups on the real Sonar file
+
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "benchmarks" / "brownlee_seeds.py"
 ROW = re.compile(r"^\| ((?:baseline|input|hidden)[^|]*) \| (—|\d+\.\d\d%) "
@@ -54,7 +56,6 @@ def search_accuracies(tmp_path: Path, *overrides: str) -> dict[str, float]:
             for t in json.loads(report.stdout)["trials"]}
 
 
-@pytest.mark.slow
 def test_each_seed_is_what_dropsweep_search_trains_at_that_seed(sonar_dir, tmp_path, capsys,
                                                                  monkeypatch):
     monkeypatch.chdir(REPO)  # the command it prints names the sweep relative to here
@@ -81,7 +82,6 @@ def test_each_seed_is_what_dropsweep_search_trains_at_that_seed(sonar_dir, tmp_p
     assert [round(cli[p], 2) for p in ("none", "input", "hidden")] == seeds["1"]
 
 
-@pytest.mark.slow
 def test_the_documented_seed_0_draw_is_what_the_script_measures(sonar_dir, capsys, tmp_path,
                                                             monkeypatch):
     """The guide's figures are the C kernel's with 16-float vectors (an AVX-512 CPU's

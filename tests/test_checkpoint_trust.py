@@ -95,6 +95,7 @@ def stopped_with_a_checkpoint(db: Path, validation: float = 0.2) -> Path:
     return written
 
 
+@pytest.mark.slow
 def test_two_storages_in_one_directory_with_a_study_of_one_name_never_share_a_checkpoint(
         tmp_path):
     """Issue 24, item 1: x.db and y.db beside each other, each with a study
@@ -143,6 +144,7 @@ def test_a_checkpoint_planted_in_a_studys_own_directory_is_refused_and_left_alon
     assert [t.params for t in y.trials[3:6]] == [t.params for t in y.trials[:3]]
 
 
+@pytest.mark.slow
 def test_a_study_has_one_random_id_and_an_old_study_gets_one_when_it_needs_it(tmp_path):
     """The id binds a study's checkpoints to it: recorded when dropsweep creates the study,
     set on first need for a study made before it existed, and then kept."""
@@ -237,6 +239,7 @@ LIES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("lie", list(LIES))
 def test_a_checkpoint_that_lies_about_any_field_is_refused_before_anything_is_recorded(
         pristine, lie):
@@ -320,6 +323,7 @@ CASES = {"mlp-torch": lambda: _mlp_case("torch"), "mlp-c": lambda: _mlp_case("c"
          "custom-batched": lambda: _custom_case("batched")}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(CASES))
 def test_every_family_checks_a_saved_state_against_a_fresh_engine_of_its_batch(case):
     """The family-level check a resume makes before it makes a trial: a state the batch
@@ -412,6 +416,7 @@ UNREADABLE = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", list(UNREADABLE))
 def test_a_checkpoint_that_cannot_be_read_is_set_aside_in_one_line_and_never_wedges(
         pristine, kind, capsys):

@@ -47,6 +47,7 @@ def same(a, b) -> None:
                        zip(ra.model.parameters(), rb.model.parameters()))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("at", [1, 3, 4])
 def test_a_batch_resumed_from_any_checkpoint_ends_as_if_never_stopped(engine, tmp_path, at):
     X, y = data()
@@ -179,6 +180,7 @@ def test_one_claimant_wins_and_the_saver_retires_what_it_resumed(tmp_path):
 
 
 
+@pytest.mark.slow
 def test_a_stopped_batch_with_a_trial_that_diverged_goes_on_as_a_whole(dataset, tmp_path):
     """Ctrl-C in the middle of a batch whose one trial had already diverged: nothing of the
     batch is recorded at the stop (issue 25: recorded then, the diverged trial kept its
@@ -242,6 +244,7 @@ def test_a_directory_that_cannot_be_written_is_one_line_and_training_goes_on(tmp
     assert list(checkpoints.found(blocker / "saves")) == []  # and looking there finds none
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("at", [1, 3])
 def test_a_batch_with_adam_resumed_from_a_checkpoint_ends_as_if_never_stopped(tmp_path, at):
     """Adam's moments and step counts travel in the checkpoint (a fold that sat out a
@@ -293,6 +296,7 @@ def outcome(results) -> list[tuple]:
              r.test_log_loss) for r in results]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["mlp-torch", "mlp-c", "cnn", "custom-loop", "custom-batched"])
 def test_a_stop_within_an_epoch_is_checkpointed_and_goes_on_exactly(case, monkeypatch, tmp_path):
     """Issue 25, item 6: Ctrl-C between two slices of an epoch (here slices of one minibatch,
@@ -364,6 +368,7 @@ def test_a_stopped_epoch_whose_row_order_puts_padding_among_rows_is_refused():
         MLP.check_resume(configs, folds, sweep, 3, {**state, "order": order}, engine="torch")
 
 
+@pytest.mark.slow
 def test_a_second_ctrl_c_cuts_the_stop_s_checkpoint_short_and_the_last_one_stays(
         dataset, tmp_path, monkeypatch):
     """Issue 25, item 6 with issue 24's second Ctrl-C: the stop's checkpoint being written

@@ -569,6 +569,7 @@ def _rows_file(tmp: Path, kind: str, change: str | None = None) -> Path:
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["npz", "csv"])
 @pytest.mark.parametrize("change", ["pixels", "labels", "rows"])
 def test_rows_changed_under_a_study_are_refused_by_every_command(tmp_path, monkeypatch, kind,

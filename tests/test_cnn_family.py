@@ -259,6 +259,7 @@ def test_evaluation_in_chunks_scores_as_one_pass(monkeypatch: pytest.MonkeyPatch
 # ----------------------------------------------------------------------------- the CLI
 
 
+@pytest.mark.slow
 def test_search_report_and_export_into_a_plain_sequential(tmp_path: Path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("COLUMNS", "250")  # a wide terminal: the confirmed table's every column

@@ -701,6 +701,7 @@ def _outcome(make: Any) -> Sweep | SweepError:
         return err
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(mutated_sweeps())
 def test_a_mutated_sweep_is_a_sweep_or_one_sweep_error(data: dict[str, Any]) -> None:
@@ -841,6 +842,7 @@ def _fit_baseline(baseline: dict[str, Any], space: dict[str, Any]) -> None:
         baseline[name] = "off" if off else value
 
 
+@pytest.mark.slow
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(valid_sweeps())
 def test_any_valid_sweep_round_trips(text: str) -> None:
@@ -861,6 +863,7 @@ def test_any_valid_sweep_round_trips(text: str) -> None:
         assert math.isfinite(value)
 
 
+@pytest.mark.slow
 def test_hypothesis_strategies_produce_what_they_claim() -> None:
     """Guard the property tests against a strategy that only ever makes errors."""
     made = errors = 0

@@ -40,6 +40,7 @@ def test_candidates_are_the_baseline_then_the_best_distinct_configurations(searc
     assert all(c.role == records.ROLE_CANDIDATE for c in cands[1:])
 
 
+@pytest.mark.slow
 def test_confirm_stores_one_trial_per_configuration_and_repeat_on_new_splits(searched, dataset):
     summary = run_confirm(searched, dataset, top=2, repeats=2, device="cpu")
     assert (summary.total, summary.done, summary.ran) == (6, 6, 6)
@@ -61,6 +62,7 @@ def test_confirm_stores_one_trial_per_configuration_and_repeat_on_new_splits(sea
         assert t.user_attrs[records.CONFIG] == source.user_attrs[records.CONFIG]
 
 
+@pytest.mark.slow
 def test_an_interrupted_confirmation_resumes_without_redoing_anything(searched, dataset):
     stop = StopFlag()
 
@@ -81,6 +83,7 @@ def test_an_interrupted_confirmation_resumes_without_redoing_anything(searched, 
     assert len(pairs) == len(set(pairs)) == 9
 
 
+@pytest.mark.slow
 def test_the_confirmation_reads_into_corrected_intervals_and_paired_tests(searched, dataset):
     run_confirm(searched, dataset, top=2, repeats=2, device="cpu")
     confirm = optuna.load_study(study_name=confirm_name("small"), storage=searched._storage)
@@ -166,6 +169,7 @@ def _searched_rows(monkeypatch, dataset) -> None:
     monkeypatch.setattr(data, "load_dataset", lambda sweep: dataset)
 
 
+@pytest.mark.slow
 def test_confirm_on_the_command_line(searched, dataset, storage, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     _searched_rows(monkeypatch, dataset)
@@ -280,6 +284,7 @@ def test_the_baseline_stands_for_its_placement_when_it_is_that_placements_best(s
         "both": {"config": cands[2].config.to_dict(), "source_trial": 5}}
 
 
+@pytest.mark.slow
 def test_confirm_per_placement_records_what_it_confirmed(placed, dataset, storage):
     summary = run_confirm(placed, dataset, repeats=2, device="cpu", per_placement=True)
     sweep = stored_sweep(placed)
@@ -308,6 +313,7 @@ def test_confirm_per_placement_records_what_it_confirmed(placed, dataset, storag
     assert all(p.comparison.diff.mean >= 0 and p.comparison.diff.n == 6 for p in pv.pairs)
 
 
+@pytest.mark.slow
 def test_a_rerun_after_the_search_grew_records_the_current_bests(placed, dataset, storage):
     run_confirm(placed, dataset, repeats=2, device="cpu", per_placement=True)
     confirm = optuna.load_study(study_name=confirm_name("small"), storage=storage)
@@ -338,6 +344,7 @@ def _grow_with_a_new_best(study: optuna.Study, placement: str) -> optuna.Study:
     return study
 
 
+@pytest.mark.slow
 def test_confirm_per_placement_on_the_command_line(placed, dataset, storage, tmp_path,
                                                    monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -488,6 +495,7 @@ def test_no_per_placement_reading_without_its_record_or_two_rows(storage):
 # (issue 25: per placement, the tuned no-dropout among the rows; --top K as an option)
 
 
+@pytest.mark.slow
 def test_confirm_by_default_confirms_each_placements_best(placed, dataset, storage, tmp_path,
                                                           monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -508,6 +516,7 @@ def test_confirm_by_default_confirms_each_placements_best(placed, dataset, stora
     assert confirmed == {c.number for c in cands} and best_none in confirmed
 
 
+@pytest.mark.slow
 def test_run_confirm_by_default_is_per_placement(placed, dataset, storage):
     summary = run_confirm(placed, dataset, repeats=2, device="cpu")
     cands = placement_candidates(placed, stored_sweep(placed))
@@ -518,6 +527,7 @@ def test_run_confirm_by_default_is_per_placement(placed, dataset, storage):
         run_confirm(placed, dataset, top=2, per_placement=True)
 
 
+@pytest.mark.slow
 def test_top_k_confirms_as_before_and_per_placement_is_a_hidden_alias(placed, dataset, storage,
                                                                       tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -566,6 +576,7 @@ def test_confirmations_stored_before_issue_25_report_as_they_did(tmp_path, monke
         assert json.loads(result.stdout)["confirmation"] == before[name]["confirmation"], name
 
 
+@pytest.mark.slow
 def test_a_repeat_whose_recording_a_kill_cut_short_is_trained_whole_again(placed, dataset,
                                                                           storage, tmp_path,
                                                                           monkeypatch):

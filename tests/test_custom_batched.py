@@ -227,6 +227,7 @@ def test_a_batched_checkpoint_resumes_exactly_and_a_loop_checkpoint_is_refused()
         engine("loop").load_state(engine().state())
 
 
+@pytest.mark.slow
 def test_the_benchmark_s_quick_mode_prints_its_ratios():
     done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "custom_batched.py"),
                            "--quick"], capture_output=True, text=True, timeout=60, cwd=REPO)

@@ -350,6 +350,7 @@ def run(*args: str):
     return CliRunner().invoke(main, list(args), catch_exceptions=False)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("entry, groups", [
     ("nets.py:flat_mlp", "inner_drop_in"),
     ("nets.py:cnn", "site_3"),
@@ -406,6 +407,7 @@ def _search_in(where: Path, monkeypatch, trials: int = 2) -> str:
     return db
 
 
+@pytest.mark.slow
 def test_confirm_test_and_export_from_another_directory_find_the_module(tmp_path, monkeypatch):
     """The study records where its sweep file was, resolved: its module (relative to that
     file) is found from any directory, and a changed source is still refused."""
@@ -430,6 +432,7 @@ def test_confirm_test_and_export_from_another_directory_find_the_module(tmp_path
     SUITE["hostile custom modules"] += 1
 
 
+@pytest.mark.slow
 def test_a_study_that_recorded_its_sweep_file_as_given_still_resumes_and_exports(tmp_path,
                                                                                monkeypatch):
     """A study stored by the previous version (its sweep file as typed, relative) resumes

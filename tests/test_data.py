@@ -550,6 +550,7 @@ FUZZ = {"deadline": None,
         "suppress_health_check": [HealthCheck.too_slow, HealthCheck.function_scoped_fixture]}
 
 
+@pytest.mark.slow
 @settings(max_examples=150, **FUZZ)
 @given(raw=mutated_csvs(), folds=st.integers(2, 4),
        target=st.none() | st.integers(-5, 5) | st.sampled_from(["label", "a", "zz"]))

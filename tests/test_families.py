@@ -226,6 +226,7 @@ def test_grid_points_export_and_simplicity_come_from_the_table(toy):
     assert order[1]["sigma"] < order[2]["sigma"]
 
 
+@pytest.mark.slow
 def test_a_second_family_runs_end_to_end_through_the_shared_code(toy, dataset, storage):
     """Search, store, resume, rank, report: no line outside this file knows the toy."""
     from dropsweep.answers.report import build_report
@@ -313,6 +314,7 @@ def test_a_conditional_dimension_the_baseline_uses_must_lie_in_the_space(toy, mo
         build("space:\n  noise: [clean]\n")
 
 
+@pytest.mark.slow
 def test_a_second_family_gets_balanced_budgets_and_per_placement_confirmation(toy, dataset,
                                                                              storage):
     """Item 5 of the fair comparison: a family only declares its group dimension; balanced
@@ -487,6 +489,7 @@ def test_an_engine_keeps_an_empty_batch_without_failing(form):
     SUITE["diverging batches"] += 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("form", ["cnn-grouped", "custom-batched"])
 def test_a_listed_space_whose_trials_all_diverge_finishes_and_reruns(form, tmp_path):
     """Issue 24's reproduction: the baseline alone, then three SGD trials at learning rates

@@ -135,6 +135,7 @@ def _digits_study(tmp_path, monkeypatch, *names: str) -> CliRunner:
     return runner
 
 
+@pytest.mark.slow
 def test_the_command_and_the_report(tmp_path, monkeypatch):
     runner = _digits_study(tmp_path, monkeypatch)
     result = runner.invoke(main, ["test", "--repeats", "2"], catch_exceptions=False)
@@ -239,6 +240,7 @@ def test_another_trial_after_a_stored_answer_is_a_second_look(searched, training
     assert stored_result(study) == rescored
 
 
+@pytest.mark.slow
 def test_companion_studies_are_refused_as_the_subject_of_search_test_confirm_and_export(
         tmp_path, monkeypatch):
     runner = _digits_study(tmp_path, monkeypatch, "odd:test")
@@ -269,6 +271,7 @@ def test_companion_studies_are_refused_as_the_subject_of_search_test_confirm_and
     assert odd.exit_code == 0, odd.stderr
 
 
+@pytest.mark.slow
 def test_the_command_shows_a_stored_answer_as_stored(tmp_path, monkeypatch):
     SUITE["test-set second looks"] += 1
     runner = _digits_study(tmp_path, monkeypatch)
@@ -582,6 +585,7 @@ def test_a_round_stopped_part_way_resumes_with_every_role(tmp_path, monkeypatch,
         assert {records.ROLE_CANDIDATE, records.ROLE_TUNED, records.ROLE_BASELINE} <= set(roles)
 
 
+@pytest.mark.slow
 def test_after_a_confirmation_the_best_confirmed_dropout_and_tuned_no_dropout_are_tested(
         tmp_path, monkeypatch):
     from dropsweep.answers.verdict import build_confirmation

@@ -9,11 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_the_gpu_benchmark_runs_quick_and_prints_the_ratios():
     done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu_cnn.py"), "--quick",
                            "--device", "cpu"], capture_output=True, text=True, timeout=300,

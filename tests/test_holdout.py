@@ -76,6 +76,7 @@ def test_test_rows_are_held_back_before_anything_else(dataset):
         hold_back_test(dataset, sweep_of("{protocol: holdout, test: official}"))
 
 
+@pytest.mark.slow
 def test_a_holdout_search_and_its_confirmation_never_read_the_test_rows(dataset, storage):
     sweep = sweep_of()
     guarded = Sealed(**{**dataset.__dict__, "X_test": dataset.X[:10],
@@ -100,6 +101,7 @@ def test_a_holdout_search_and_its_confirmation_never_read_the_test_rows(dataset,
         guarded.X_test  # noqa: B018 - the guard itself works
 
 
+@pytest.mark.slow
 def test_a_holdout_confirmation_uses_its_split_ratio(dataset, storage):
     sweep = sweep_of()
     run_search(sweep, dataset, storage_url=storage, device="cpu", batch=3)

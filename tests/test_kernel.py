@@ -68,6 +68,7 @@ def vector_width(request, tmp_path, monkeypatch):
     return request.param
 
 
+@pytest.mark.slow
 def test_one_dropout_step_equals_autograd_with_the_kernels_own_masks(vector_width):
     """Input and hidden dropout on, one minibatch (the whole fold), momentum and max-norm:
     the kernel's weights after one step equal a float64 autograd step that uses the masks
@@ -139,6 +140,7 @@ def test_each_model_draws_masks_where_its_placement_says(monkeypatch):
     assert advances == [[15 * u for u in per_row for _ in range(2)]] * 2
 
 
+@pytest.mark.slow
 def test_loading_the_kernel_leaves_subnormal_floats_alone():
     """-ffast-math's start-up code would flush subnormals to zero in the whole process."""
     code = ("import numpy as np; from dropsweep.families.mlp import kernel; assert kernel.load(); "
@@ -189,6 +191,7 @@ def test_dropsweep_kernel_torch_switches_the_kernel_off(monkeypatch):
     assert trainer.use_kernel("auto", torch.device("cpu")) is False
 
 
+@pytest.mark.slow
 def test_the_build_is_cached_and_rebuilt_for_another_source(tmp_path, monkeypatch):
     monkeypatch.setenv("DROPSWEEP_KERNEL_DIR", str(tmp_path))
     first = kernel._build("cc")

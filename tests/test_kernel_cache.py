@@ -91,6 +91,7 @@ def one_line(text: str | None) -> str:
     return text
 
 
+@pytest.mark.slow
 @needs_cc
 def test_the_directory_is_created_0700_and_the_library_writable_by_no_one_else(kdir):
     old = os.umask(0o277)  # would leave mkdir(0o700) at 0o500: unwritable for its owner
@@ -106,6 +107,7 @@ def test_the_directory_is_created_0700_and_the_library_writable_by_no_one_else(k
     assert kernel.unavailable() is None and kernel.notice() is None
 
 
+@pytest.mark.slow
 @needs_cc
 def test_a_build_the_linker_left_group_writable_is_made_private(kdir, tmp_path, monkeypatch):
     """Linkers that create their output afresh give it the umask's mode (0o775 under umask
@@ -117,6 +119,7 @@ def test_a_build_the_linker_left_group_writable_is_made_private(kdir, tmp_path, 
     assert stat.S_IMODE(target(kdir).stat().st_mode) == 0o755
 
 
+@pytest.mark.slow
 @needs_root
 @needs_cc
 def test_a_library_planted_by_another_user_never_runs(kdir, tmp_path, monkeypatch):
@@ -138,6 +141,7 @@ def test_a_library_planted_by_another_user_never_runs(kdir, tmp_path, monkeypatc
     assert kernel.unavailable() is None
 
 
+@pytest.mark.slow
 @needs_cc
 @pytest.mark.parametrize("mode, who", [(0o775, "group"), (0o757, "others")])
 def test_a_library_others_could_write_never_runs(kdir, tmp_path, mode, who):
@@ -150,6 +154,7 @@ def test_a_library_others_could_write_never_runs(kdir, tmp_path, mode, who):
     assert f"is writable by {who} (mode {mode:o}); rebuilt it" in one_line(kernel.notice())
 
 
+@pytest.mark.slow
 @needs_cc
 def test_a_symlink_at_the_kernels_name_is_not_followed(kdir, tmp_path):
     SUITE["planted or corrupted kernels"] += 1
@@ -163,6 +168,7 @@ def test_a_symlink_at_the_kernels_name_is_not_followed(kdir, tmp_path):
     assert "is a symbolic link; rebuilt it" in one_line(kernel.notice())
 
 
+@pytest.mark.slow
 @needs_cc
 def test_the_file_checked_is_the_file_loaded(kdir, tmp_path, monkeypatch):
     """A file swapped in at the name between the check and the load is not what runs."""
@@ -186,6 +192,7 @@ def test_the_file_checked_is_the_file_loaded(kdir, tmp_path, monkeypatch):
     assert not marker.exists()
 
 
+@pytest.mark.slow
 @needs_cc
 @pytest.mark.parametrize("how", ["other owner", "group-writable", "world-writable"])
 def test_a_refused_directory_is_left_alone_and_the_kernel_built_privately(
@@ -227,6 +234,7 @@ def test_a_refused_directory_and_no_private_one_falls_back_with_both_reasons(
     assert list(kdir.iterdir()) == []
 
 
+@pytest.mark.slow
 @needs_cc
 def test_a_truncated_library_is_rebuilt_once_and_works(kdir, monkeypatch):
     SUITE["planted or corrupted kernels"] += 1
@@ -275,6 +283,7 @@ def test_a_build_error_or_no_compiler_is_the_reason_given(kdir, tmp_path, monkey
     assert "no C compiler" in one_line(kernel.notice())
 
 
+@pytest.mark.slow
 @needs_cc
 def test_stale_build_temporaries_are_swept_and_live_ones_kept(kdir):
     kdir.mkdir(mode=0o700)
@@ -293,6 +302,7 @@ def test_stale_build_temporaries_are_swept_and_live_ones_kept(kdir):
         [names["live"], names["not ours"], target(kdir).name])
 
 
+@pytest.mark.slow
 @needs_cc
 def test_switching_the_kernel_off_is_silent_and_a_bad_setting_is_one_line(kdir, monkeypatch):
     monkeypatch.setenv("DROPSWEEP_KERNEL", "torch")
@@ -331,6 +341,7 @@ def _notes(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if "C training kernel" in line]
 
 
+@pytest.mark.slow
 @needs_cc
 def test_search_says_once_why_the_kernel_is_not_used_and_what_it_costs(tmp_path, sonar_dir):
     failing = _search(tmp_path, CC="/bin/false", DROPSWEEP_KERNEL_DIR=str(tmp_path / "k1"))
@@ -346,6 +357,7 @@ def test_search_says_once_why_the_kernel_is_not_used_and_what_it_costs(tmp_path,
     assert _notes(off.stderr) == _notes(fine.stderr) == [], off.stderr + fine.stderr
 
 
+@pytest.mark.slow
 @needs_cc
 def test_search_rebuilds_a_truncated_kernel_and_says_so(tmp_path, sonar_dir):
     kdir = tmp_path / "kernels"

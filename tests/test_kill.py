@@ -23,6 +23,8 @@ import pytest
 
 from helpers import SUITE
 
+pytestmark = pytest.mark.slow  # every test kills or stops real dropsweep processes
+
 REPO = Path(__file__).resolve().parents[1]
 SONAR_SWEEP = str(REPO / "sweeps" / "sonar.yaml")
 ENV = {"DROPSWEEP_HEARTBEAT_SECONDS": "1", "PYTHONUNBUFFERED": "1"}
@@ -85,7 +87,6 @@ def in_tmp(tmp_path, monkeypatch, sonar_dir) -> Path:
 BALANCED = ["--set", "search.balance=placement"]
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("grid,balanced", [(False, False), (True, False), (False, True)],
                          ids=["tpe", "grid", "balanced"])
 def test_kill_9_at_any_moment_loses_nothing_and_counts_nothing_twice(in_tmp, grid, balanced):
@@ -144,7 +145,6 @@ def test_kill_9_at_any_moment_loses_nothing_and_counts_nothing_twice(in_tmp, gri
         assert placements == {"none": 2, "input": 1, "hidden": 1, "both": 1}, placements
 
 
-@pytest.mark.slow
 def test_sigterm_stops_cleanly_like_ctrl_c(in_tmp):
     args = ["search", SONAR_SWEEP, *SLOW, "--trials", "4"]
     db = in_tmp / "results" / "dropsweep.db"
@@ -159,7 +159,6 @@ def test_sigterm_stops_cleanly_like_ctrl_c(in_tmp):
     assert "RUNNING" not in [s for _, s, _, _ in rows(db)]
 
 
-@pytest.mark.slow
 def test_sigterm_to_the_parent_of_workers_stops_them_all(in_tmp):
     args = ["search", SONAR_SWEEP, *SLOW, "--trials", "20", "--workers", "2"]
     db = in_tmp / "results" / "dropsweep.db"
@@ -322,7 +321,6 @@ PROOF = ["search", SONAR_SWEEP, "--set", "train.epochs=2000", "--set", "train.ev
          "--set", "cv.folds=3", "--batch", "4", "--trials", "12", "--threads", "1"]
 
 
-@pytest.mark.slow
 def test_a_search_killed_or_stopped_anywhere_ends_with_the_trials_of_one_never_stopped(
         in_tmp):
     """Issue 25 (item 6 and its prerequisites): one Sonar search killed with kill -9 in the
@@ -376,7 +374,6 @@ def test_a_search_killed_or_stopped_anywhere_ends_with_the_trials_of_one_never_s
     assert sum(state != "FAIL" for _, state, _, _ in table) <= 12
 
 
-@pytest.mark.slow
 def test_ctrl_c_in_a_conv_net_batch_goes_on_from_where_it_stopped(in_tmp):
     """Issue 25, item 6: Ctrl-C in the middle of a digits conv-net batch (the default
     --checkpoint-every, 300 s, never reached) writes the batch's checkpoint where it
@@ -425,7 +422,6 @@ def _reported(db: Path) -> bool:
         return False
 
 
-@pytest.mark.slow
 def test_two_workers_never_train_one_parameter_set_twice(in_tmp):
     """Issue 25, prerequisite B: ``--workers 2`` on a random search, both workers joining
     the study at the same count: every trial a parameter set of its own (they proposed the

@@ -157,6 +157,7 @@ def live(study: optuna.Study) -> list[tuple]:
             if counts_toward_target(t)]
 
 
+@pytest.mark.slow
 def test_a_lost_batch_without_a_checkpoint_goes_on_from_its_start_exactly(
         dataset, storage, tmp_path):
     """Issue 25, prerequisite A (issue 24 item 10 kept): a batch stopped before it wrote any
@@ -191,6 +192,7 @@ def test_a_lost_batch_without_a_checkpoint_goes_on_from_its_start_exactly(
     assert len(live(study)) == 5
 
 
+@pytest.mark.slow
 def test_a_lost_trial_with_a_checkpoint_goes_on_from_it_and_is_not_run_again(
         dataset, storage, tmp_path):
     """The same stop after checkpoints were written: each lost trial goes on from the
@@ -223,6 +225,7 @@ class StopWhen:
         return self.signal is not None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("every", [0, 1e-9], ids=["no checkpoint", "checkpointed"])
 def test_an_ask_of_two_batches_stopped_in_the_first_goes_on_in_the_order_it_was_asked(
         dataset, storage, tmp_path, monkeypatch, every):
@@ -264,6 +267,7 @@ def test_an_ask_of_two_batches_stopped_in_the_first_goes_on_in_the_order_it_was_
     assert live(study) == live(optuna.load_study(study_name="small", storage=plain))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("every", [0, 1e-9], ids=["no checkpoint", "checkpointed"])
 def test_a_batch_stopped_after_a_pruning_goes_on_as_a_whole_to_the_same_trials(
         dataset, storage, tmp_path, every):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 import torch
 from click.testing import CliRunner
 
@@ -31,6 +32,7 @@ def test_the_example_sweep_groups_every_dropout_module_of_the_example_network():
     assert net(torch.zeros(3, 1, 8, 8)).shape == (3, 10)
 
 
+@pytest.mark.slow
 def test_the_example_searches_reports_and_exports_from_its_own_directory(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     runner = CliRunner()

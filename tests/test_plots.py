@@ -52,6 +52,7 @@ def _accuracy_axes(figures: dict) -> list:
     return found
 
 
+@pytest.mark.slow
 def test_figures_show_accuracy_in_percent_and_name_dimensions_in_words(tmp_path) -> None:
     figures = _figures(f"sqlite:///{tmp_path}/k.db",
                        sweep_of(SMALL, "search.trials=10", "search.sampler=random"), True)
@@ -84,6 +85,7 @@ def test_a_holdout_confirmation_is_titled_by_its_splits(tmp_path) -> None:
     plt.close("all")
 
 
+@pytest.mark.slow
 def test_write_plots_saves_each_figure(tmp_path) -> None:
     url = f"sqlite:///{tmp_path}/w.db"
     data = _data()

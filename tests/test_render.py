@@ -568,6 +568,7 @@ def _pct(fraction: float) -> str:
     return f"{fraction * 100:.2f}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("terminal", [True, False], ids=["terminal", "pipe"])
 @pytest.mark.parametrize("width", WIDTHS)
 def test_every_table_of_a_confirmed_report_fits_its_width_with_every_number_whole(

@@ -111,6 +111,7 @@ def stored(tmp_path_factory: pytest.TempPathFactory) -> str:
     return url
 
 
+@pytest.mark.slow
 def test_sql_read_is_optunas_read(stored: str) -> None:
     storage = open_storage(stored, read_only=True)
     for name in ("big", "other"):

@@ -70,6 +70,8 @@ import pytest  # noqa: E402
 
 from helpers import SUITE  # noqa: E402
 
+pytestmark = pytest.mark.slow  # every test runs search, confirm and test end to end
+
 LONG = ["run", "digits", "--set", "train.epochs=150", "--set", "search.trials=8",
         "--repeats", "2", "--batch", "4", "--threads", "1"]
 ENV = {"DROPSWEEP_HEARTBEAT_SECONDS": "1", "PYTHONUNBUFFERED": "1"}
@@ -131,7 +133,6 @@ def _answer(cwd: Path) -> dict:
     return plain(answer)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("hows", [("kill", "ctrl-c", "kill"), ("ctrl-c", "kill", "ctrl-c")])
 def test_run_stopped_in_every_stage_ends_with_the_answer_of_one_never_stopped(tmp_path, hows):
     """Issue 25, item 5: ``dropsweep run`` stopped (kill -9 or Ctrl-C) in its search, then in

@@ -71,6 +71,7 @@ def test_baseline_is_trial_zero_with_brownlee_defaults(dataset, storage):
     assert [t.user_attrs[records.ROLE] for t in load(storage).trials[1:]] == ["search"] * 2
 
 
+@pytest.mark.slow
 def test_params_are_conditional_on_placement(dataset, storage):
     run_search(sweep_of(SMALL, "search.sampler=random"), dataset, storage_url=storage,
                trials=14, device="cpu")
@@ -108,6 +109,7 @@ def test_trial_and_study_records(dataset, storage):
         assert sorted(t.intermediate_values) == [2, 4]
 
 
+@pytest.mark.slow
 def test_same_sweep_and_seed_give_identical_params_and_fold_scores(dataset, tmp_path):
     runs = []
     for i in range(2):
@@ -131,6 +133,7 @@ def test_resume_with_a_changed_experiment_is_refused(dataset, storage):
     assert summary.finished == 4
 
 
+@pytest.mark.slow
 def test_a_study_not_made_by_dropsweep_is_refused(dataset, storage):
     optuna.create_study(study_name="small", storage=storage)
     with pytest.raises(StorageError, match="not made by dropsweep"):
@@ -178,6 +181,7 @@ space:
     assert len(set(points)) == 6
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sampler", ["random", "cmaes", "qmc"])
 def test_every_sampler_runs_seeded(dataset, tmp_path, sampler):
     params = []
@@ -190,6 +194,7 @@ def test_every_sampler_runs_seeded(dataset, tmp_path, sampler):
     assert params[0] == params[1]
 
 
+@pytest.mark.slow
 def test_median_pruner_prunes_hopeless_trials(dataset, storage):
     text = SMALL.replace("pruner: none", "pruner: median").replace("epochs: 4", "epochs: 40")
     run_search(sweep_of(text, "train.eval_every=5"), dataset, storage_url=storage, trials=30,
@@ -246,6 +251,7 @@ def test_nothing_is_written_when_the_storage_path_is_not_a_database(dataset, tmp
         sqlite3.connect(bad).execute("select * from sqlite_master").fetchall()
 
 
+@pytest.mark.slow
 def test_a_batch_of_trials_gives_the_same_kind_of_results_as_one_at_a_time(dataset, tmp_path):
     studies = {}
     for batch in (1, AUTO_BATCH):
@@ -265,6 +271,7 @@ def test_a_batch_of_trials_gives_the_same_kind_of_results_as_one_at_a_time(datas
     assert abs(mean[1] - mean[AUTO_BATCH]) < 0.15
 
 
+@pytest.mark.slow
 def test_batched_trials_are_deterministic_and_pruned_one_by_one(dataset, tmp_path):
     text = SMALL.replace("pruner: none", "pruner: median").replace("epochs: 4", "epochs: 40")
     runs = []
@@ -352,6 +359,7 @@ def run_both_ways(sweep, dataset, tmp_path, monkeypatch, **kwargs) -> tuple[list
     return stored_trials(first), stored_trials(second), len(ahead)
 
 
+@pytest.mark.slow
 def test_asking_a_random_search_ahead_proposes_and_trains_exactly_the_same(
         dataset, tmp_path, monkeypatch):
     text = SMALL.replace("pruner: none", "pruner: median").replace("epochs: 4", "epochs: 20")
@@ -363,6 +371,7 @@ def test_asking_a_random_search_ahead_proposes_and_trains_exactly_the_same(
     assert TrialState.PRUNED in [t[1] for t in ahead]
 
 
+@pytest.mark.slow
 def test_asking_a_grid_ahead_runs_each_point_once_in_the_same_order(
         dataset, tmp_path, monkeypatch):
     grid = SMALL.split("search:")[0] + """\
@@ -392,6 +401,7 @@ def test_a_tpe_search_never_asks_ahead(dataset, storage, monkeypatch):
                       device="cpu").finished == 12
 
 
+@pytest.mark.slow
 def test_a_stop_gives_back_the_batch_asked_ahead(dataset, storage, monkeypatch):
     from dropsweep.study import runner
 
@@ -415,6 +425,7 @@ def test_a_stop_gives_back_the_batch_asked_ahead(dataset, storage, monkeypatch):
     assert done.finished == 20 and done.ran == 11
 
 
+@pytest.mark.slow
 def test_a_search_reads_its_trials_a_bounded_number_of_times_per_trial(
         dataset, storage, monkeypatch):
     """Optuna's cache reads every running trial again at each call; a TPE ask used to read

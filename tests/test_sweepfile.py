@@ -210,6 +210,7 @@ def test_values_yaml_cannot_build_are_yaml_errors_with_a_line(value: str, fragme
     assert_one_line(err, "s.yaml", 3, None, "invalid YAML", fragment)
 
 
+@pytest.mark.slow
 def test_too_deep_nesting_is_one_error() -> None:
     depth = sys.getrecursionlimit() // 2 + 100  # two frames a level in the composer
     err = parse_error("space: " + "[" * depth + "]" * depth + "\n")
@@ -560,6 +561,7 @@ def test_legitimate_aliases_and_merges_still_load() -> None:
         load_sweep(REPO / "sweeps" / name)
 
 
+@pytest.mark.slow
 def test_an_oversized_file_is_refused_before_it_is_read(tmp_path: Path) -> None:
     SUITE["hostile sweep files"] += 1
     path = tmp_path / "big.yaml"

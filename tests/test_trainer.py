@@ -438,6 +438,7 @@ def reference_logits(layers: list[nn.Linear], x: torch.Tensor) -> torch.Tensor:
     return h
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("rows", "classes"), [(37, 2), (41, 3)])
 def test_matches_a_per_fold_torch_reference(rows, classes, engine):
     """Keras SGD (v = m*v - lr*g; w += v) = torch.optim.SGD(momentum=m) for a constant lr.

@@ -123,6 +123,7 @@ def stored(study: optuna.Study, url: str) -> list[tuple]:
             for t in fresh.get_trials()]
 
 
+@pytest.mark.slow
 def test_batched_writes_store_what_optunas_own_calls_store(url, study):
     other = new_study(url, snapshots=False)
     for s in (study, other):
@@ -264,6 +265,7 @@ def test_released_reads_see_the_storage_now(url, study, reads):
         assert len(study.get_trials(deepcopy=False)) == 2  # listed again from the cache
 
 
+@pytest.mark.slow
 def test_a_batch_recorded_in_one_write_stores_what_telling_each_stores(url, study):
     """``record_batch``'s one write (``finish_trials``) against Optuna's own calls, trial by
     trial (a storage that does not batch): a complete trial with its final report, one whose
