@@ -83,6 +83,39 @@ def test_an_interrupted_confirmation_resumes_without_redoing_anything(searched, 
     assert len(pairs) == len(set(pairs)) == 9
 
 
+def test_a_second_ctrl_c_while_a_trial_is_asked_leaves_none_running(searched, dataset,
+                                                                      monkeypatch):
+    """Two Ctrl-Cs landing just after a trial is made in the storage, before it is held (the
+    race a subprocess test lost under load): the trial is held first, then the stop comes at
+    once, and every trial it made is given back: none stays RUNNING."""
+    import os
+    import signal
+    import time
+
+    from dropsweep.study import confirm as confirming
+    from dropsweep.study.stop import stop_on_signals
+
+    real = confirming.ask_trial
+    pressed = []
+
+    def ask_then_pressed_twice(*args, **kwargs):
+        asked = real(*args, **kwargs)  # in the storage, RUNNING, not yet held
+        if not pressed:
+            pressed.append(1)
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.2)  # the handler runs at the next bytecode, well within this
+        return asked
+
+    monkeypatch.setattr(confirming, "ask_trial", ask_then_pressed_twice)
+    with stop_on_signals(StopFlag()) as stop:
+        summary = run_confirm(searched, dataset, top=2, repeats=2, device="cpu", stop=stop)
+    assert summary.stopped_by == signal.SIGINT and summary.done == 0
+    confirm = optuna.load_study(study_name=confirm_name("small"), storage=searched._storage)
+    states = [t.state.name for t in confirm.get_trials(deepcopy=False)]
+    assert states and "RUNNING" not in states, states
+
+
 @pytest.mark.slow
 def test_the_confirmation_reads_into_corrected_intervals_and_paired_tests(searched, dataset):
     run_confirm(searched, dataset, top=2, repeats=2, device="cpu")

@@ -34,7 +34,7 @@ from dropsweep.data.dataset import Dataset
 from dropsweep.errors import StorageError
 from dropsweep.families import train_apart
 from dropsweep.storage.results import record_batch
-from dropsweep.study.stop import StopFlag, at_once
+from dropsweep.study.stop import StopFlag, at_once, deferred
 from dropsweep.sweep.space import Config, Space, space_of
 from dropsweep.storage import trialio
 from dropsweep.storage import GRACE_BEATS, describe_failure, heartbeat_seconds
@@ -222,10 +222,13 @@ def run_confirm(study: optuna.Study, dataset: Dataset, *, top: int | None = None
             batch = _cut_short(confirm, r, todo) or [c.config for c in todo]
             with liveness.Heartbeat(confirm, [], seconds) as held:  # from each ask to its tell
                 try:
-                    trials = [_ask(confirm, sweep, c, space, r, cv_seed, held) for c in todo]
-                    with trialio.holding(confirm):
-                        for trial in trials:  # which attempt: a replay needs its batch
-                            trialio.set_user_attrs(trial, {records.BATCH: trials[0].number})
+                    with deferred(stop):  # each trial asked is held before a Ctrl-C lands
+                        trials = [_ask(confirm, sweep, c, space, r, cv_seed, held)
+                                  for c in todo]
+                        with trialio.holding(confirm):
+                            for trial in trials:  # which attempt: a replay needs its batch
+                                trialio.set_user_attrs(trial,
+                                                       {records.BATCH: trials[0].number})
                     trained = dict(zip(map(_key, batch), _train(sweep, batch, folds, cv_seed,
                                                                 stop)))
                     results = [trained[_key(c.config)] for c in todo]

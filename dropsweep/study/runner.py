@@ -48,7 +48,8 @@ from dropsweep.study.open import (PRUNE_STARTUP_TRIALS, ordinal, prepare_study, 
                              study_uid, sweep_fingerprint, trial_seed)
 from dropsweep.train.loop import TrialResult
 from dropsweep.storage import trialio
-from dropsweep.study.stop import StopFlag, at_once, stop_on_signals  # noqa: F401 - the CLI's too
+from dropsweep.study.stop import (StopFlag, at_once, deferred,  # noqa: F401 - the CLI's too
+                                  stop_on_signals)
 
 # Trials trained together by default: measured with benchmarks/trial_speed.py (README).
 AUTO_BATCH = 16
@@ -375,7 +376,8 @@ class _Search:
         # in flight: running, or queued by a planner (ours, another worker's, or a dead one's)
         running = sum(t.state in (TrialState.RUNNING, TrialState.WAITING) for t in trials)
         if self.ahead is None:
-            going = self._resume(trials)
+            with deferred(self.stop):  # each trial made is held before a Ctrl-C lands
+                going = self._resume(trials)
             summary.states["RUNNING"] = summary.states.get("RUNNING", 0) + sum(
                 trial is not None for asked, _ in going for trial, _ in asked)
             for i, (asked, resumed) in enumerate(going):
@@ -389,8 +391,9 @@ class _Search:
                 ahead, self.ahead = self.ahead, None
                 asked = ahead.take()
             else:
-                asked = self._ask_batch(min(self.batch,
-                                            summary.target - summary.finished - running))
+                with deferred(self.stop):  # each trial asked is held before a Ctrl-C lands
+                    asked = self._ask_batch(min(self.batch,
+                                                summary.target - summary.finished - running))
                 running += len(asked)
                 summary.states["RUNNING"] = summary.states.get("RUNNING", 0) + len(asked)
         except optuna.exceptions.UpdateFinishedTrialError:

@@ -68,3 +68,20 @@ def at_once(flag: StopFlag) -> Iterator[None]:
             raise
     finally:
         flag.at_once = False
+
+
+@contextmanager
+def deferred(flag: StopFlag) -> Iterator[None]:
+    """Work a second Ctrl-C must not cut in two, inside :func:`at_once`: asking a trial and
+    holding it (cut between the two, the trial would stay RUNNING, held by no one, until it
+    went stale). A press in here waits until the work ends, then stops at once."""
+    outer, presses = flag.at_once, flag.presses
+    flag.at_once = False
+    try:
+        yield
+    finally:
+        flag.at_once = outer
+    if outer and flag.presses > presses:
+        flag.at_once = False  # once, as the handler does
+        raise KeyboardInterrupt
+
