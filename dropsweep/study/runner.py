@@ -48,7 +48,7 @@ from dropsweep.storage import GRACE_BEATS, heartbeat_seconds, mask_url, sqlite_p
 from dropsweep.study.open import (PRUNE_STARTUP_TRIALS, ordinal, prepare_study, pruning_warmup,
                              study_uid, sweep_fingerprint, trial_seed)
 from dropsweep.train.loop import TrialResult
-from dropsweep.storage import trialio
+from dropsweep.storage import optuna_private, trialio
 
 # Trials trained together by default: measured with benchmarks/trial_speed.py (README).
 AUTO_BATCH = 16
@@ -747,7 +747,7 @@ class _Search:
                      made: list[tuple[optuna.Trial, FrozenTrial]]
                      ) -> list[tuple[list[tuple[optuna.Trial | None, Config]], _Resumed]]:
         study = self.study
-        storage = study._storage  # noqa: SLF001 - a RUNNING trial from a template
+        storage = optuna_private.study_storage(study)  # a RUNNING trial from a template
         # the last trial that carries each place on: the trial the file names, or (a claim
         # whose claimant died) the one that went on from it
         after = liveness.carriers(list(old.values()))
@@ -786,7 +786,8 @@ class _Search:
                 params=before.params, distributions=before.distributions, user_attrs=attrs,
                 system_attrs={}, intermediate_values={int(e): float(v) for e, v in curve},
                 trial_id=-1)
-            trial_id = storage.create_new_trial(study._study_id, template_trial=template)  # noqa: SLF001
+            trial_id = storage.create_new_trial(optuna_private.study_id(study),
+                                                template_trial=template)
             trial = optuna.Trial(study, trial_id)
             self.held.add([trial])
             made.append((trial, before))
@@ -862,7 +863,7 @@ class _Search:
         first = next(t for t in trials if t is not None).number
         # as _ask_batch stored it (a resumed batch: the stream it continues)
         seed = resumed.seed if resumed else int(
-            trials[0]._cached_frozen_trial.user_attrs[records.SEED])  # noqa: SLF001 - as set
+            optuna_private.trial_record(trials[0]).user_attrs[records.SEED])  # as set
         saver = None
         if self.saves is not None and self.owner is not None:
             numbers = [resumed.state["trials"][i] if t is None else t.number  # type: ignore[union-attr]

@@ -44,7 +44,7 @@ from dropsweep.answers.rows import best_first, trial_row
 from dropsweep.answers.select import select
 from dropsweep.sweep.space import Config, config_values, fixed_distributions, space_of
 from dropsweep.answers.stats import Comparison, Interval, compare, holm, interval
-from dropsweep.storage import describe_failure
+from dropsweep.storage import describe_failure, optuna_private
 from dropsweep.study.open import stored_sweep
 from dropsweep.answers.verdict import Confirmation, best_dropout, build_confirmation, config_key
 
@@ -169,7 +169,7 @@ def _companion(study: optuna.Study, suffix: str, names: Container[str] | None = 
     """The companion study NAME + ``suffix``, if there is one (``names``: the storage's
     study names, when the caller has read them already)."""
     name = study.study_name + suffix
-    storage = study._storage  # noqa: SLF001 - the companion lives in the same storage
+    storage = optuna_private.study_storage(study)  # the companion lives in the same storage
     if names is None:
         names = {s.study_name for s in storage.get_all_studies()}
     if name not in names:
@@ -369,7 +369,7 @@ def _create(study: optuna.Study, chosen: Chosen, sweep: Sweep) -> optuna.Study:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            test = optuna.create_study(storage=study._storage,  # noqa: SLF001
+            test = optuna.create_study(storage=optuna_private.study_storage(study),
                                        study_name=name, direction="maximize")
         test.set_user_attr(records.TEST_OF, study.study_name)
         test.set_user_attr(records.STUDY_SWEEP, sweep.to_dict())
