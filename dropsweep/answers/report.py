@@ -31,6 +31,7 @@ from dropsweep.records import confirm_name
 from dropsweep.answers.rows import (KIND_CONFIRMATION, KIND_SEARCH, KIND_TEST, STATE_ORDER,
                             PlacementRow, StudyReport, StudyRow, TrialRow, best_first, trial_row)
 from dropsweep.answers.select import select
+from dropsweep.storage import optuna_private
 from dropsweep.storage.read import describe, no_gc, read_all, stored_trials
 from dropsweep.answers.verdict import Confirmation, build_confirmation
 
@@ -189,7 +190,7 @@ def _confirmation(study: optuna.Study, folds: int, fam: Family, names: Container
     """The companion confirmation study's reading, if ``dropsweep confirm`` made one
     (``names``: the storage's study names)."""
     name = confirm_name(study.study_name)
-    storage = study._storage  # noqa: SLF001 - the same storage, already open read-only
+    storage = optuna_private.study_storage(study)  # the same storage, open read-only
     if folds < 1 or name not in names:
         return None
     return build_confirmation(optuna.load_study(study_name=name, storage=storage), folds, fam)
@@ -251,7 +252,8 @@ class _Read:
 
 def _read(study: optuna.Study) -> _Read:
     direction = _direction(study.study_name, study.directions)
-    frozen = stored_trials(study._storage, study._study_id)  # noqa: SLF001 - read once
+    frozen = stored_trials(optuna_private.study_storage(study),  # read once
+                           optuna_private.study_id(study))
     with no_gc():
         rows = [trial_row(t) for t in frozen]
     ranked = best_first(rows, direction)
@@ -259,7 +261,7 @@ def _read(study: optuna.Study) -> _Read:
     baselines = [r for r in rows if r.state == complete and r.role == records.ROLE_BASELINE]
     fam = family_of_study(study.user_attrs)
     # the companions (NAME:confirm, NAME:test) are looked for in one listing of the storage
-    names = {s.study_name for s in study._storage.get_all_studies()}  # noqa: SLF001
+    names = {s.study_name for s in optuna_private.study_storage(study).get_all_studies()}
     confirmation = _confirmation(study, max((len(r.fold_accuracies) for r in rows), default=0),
                                  fam, names)
     return _Read(direction, frozen, rows, ranked,
@@ -320,7 +322,8 @@ class _AsRead(optuna.Study):
     running sweep's newer trials than the rest of the report)."""
 
     def __init__(self, study: optuna.Study, trials: list[FrozenTrial]) -> None:
-        super().__init__(study_name=study.study_name, storage=study._storage,  # noqa: SLF001
+        super().__init__(study_name=study.study_name,
+                         storage=optuna_private.study_storage(study),
                          sampler=study.sampler, pruner=study.pruner)
         self._as_read = trials
 

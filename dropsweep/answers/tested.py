@@ -16,6 +16,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from dropsweep import records
 from dropsweep.answers.stats import Comparison, Interval, compare, holm, interval
+from dropsweep.storage import optuna_private
 from dropsweep.sweep.space import Config
 
 
@@ -73,7 +74,7 @@ def companion(study: optuna.Study, suffix: str, names: Container[str] | None = N
     """The companion study NAME + ``suffix``, if there is one (``names``: the storage's
     study names, when the caller has read them already)."""
     name = study.study_name + suffix
-    storage = study._storage  # noqa: SLF001 - the companion lives in the same storage
+    storage = optuna_private.study_storage(study)  # the companion lives in the same storage
     if names is None:
         names = {s.study_name for s in storage.get_all_studies()}
     if name not in names:

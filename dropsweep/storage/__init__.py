@@ -31,6 +31,7 @@ from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
 from dropsweep import env
+from dropsweep.storage import optuna_private
 from dropsweep.errors import StorageError, StorageFailure
 
 GRACE_BEATS = 3  # a trial is stale after this many heartbeats missed
@@ -409,7 +410,7 @@ class ResilientRDBStorage(RDBStorage):
 
     def set_trial_user_attrs(self, trial_id: int, attrs: Mapping[str, Any]) -> None:
         """Several user attributes of one trial at once."""
-        from optuna.storages._rdb import models
+        models = optuna_private.rdb_models()
 
         table = models.TrialUserAttributeModel.__table__
         with self.engine.begin() as conn:
@@ -421,7 +422,7 @@ class ResilientRDBStorage(RDBStorage):
     def set_intermediate_values(self, step: int, values: Mapping[int, float]) -> set[int]:
         """One step's intermediate value of several trials (trial id -> value) at once;
         the ids of the trials already finished, which take nothing (as Optuna refuses them)."""
-        from optuna.storages._rdb import models
+        models = optuna_private.rdb_models()
 
         model = models.TrialIntermediateValueModel
         table = model.__table__
@@ -442,7 +443,7 @@ class ResilientRDBStorage(RDBStorage):
         """Delete every intermediate value of these trials, whose training starts again
         (a batch that ran out of memory, trained in halves: ``dropsweep.train.retry``): the curve
         is the new attempt's alone. The ids of the finished ones, left as they are."""
-        from optuna.storages._rdb import models
+        models = optuna_private.rdb_models()
 
         table = models.TrialIntermediateValueModel.__table__
         with self.engine.begin() as conn:
@@ -460,7 +461,7 @@ class ResilientRDBStorage(RDBStorage):
         distribution checked against the study's (``known``: those already seen; others are
         looked up in the storage)."""
         from optuna import distributions
-        from optuna.storages._rdb import models
+        models = optuna_private.rdb_models()
 
         params = models.TrialParamModel.__table__
         trials = models.TrialModel.__table__
@@ -515,7 +516,7 @@ class ResilientRDBStorage(RDBStorage):
         set_trial_intermediate_value and set_trial_state_values would write it: its user
         attributes, a last intermediate value, its final state and value. The ids of the
         trials already finished (another worker failed them as stale), which take nothing."""
-        from optuna.storages._rdb import models
+        models = optuna_private.rdb_models()
 
         trials = models.TrialModel.__table__
         values = models.TrialValueModel.__table__
@@ -560,7 +561,7 @@ class ResilientRDBStorage(RDBStorage):
                          ) -> set[int]:
         """The finished ones among ``trial_ids`` (the first raises UpdateFinishedTrialError,
         as Optuna's writes do, unless ``raise_`` is false); an unknown id is a KeyError."""
-        from optuna.storages._rdb import models
+        models = optuna_private.rdb_models()
 
         trials = models.TrialModel.__table__
         states = dict(conn.execute(sqlalchemy.select(trials.c.trial_id, trials.c.state).where(
@@ -577,19 +578,21 @@ class ResilientRDBStorage(RDBStorage):
 
 
 # Every call of the storage API, and the private ones Optuna's own cache in front of an RDB
-# storage (``_CachedStorage``) calls instead of the public ones. A call made inside another
-# wrapped call is not retried twice: the inner one's StorageFailure passes the outer.
+# storage calls instead of the public ones (``optuna_private.rdb_cache_calls``). A call made
+# inside another wrapped call is not retried twice: the inner one's StorageFailure passes the
+# outer.
 for _name in ("create_new_study", "delete_study", "set_study_user_attr",
               "set_study_system_attr", "get_study_id_from_name", "get_study_name_from_id",
               "get_study_directions", "get_study_user_attrs", "get_study_system_attrs",
               "get_trial_user_attrs", "get_trial_system_attrs", "get_all_studies",
-              "create_new_trial", "_create_new_trial", "set_trial_param", "_set_trial_param",
+              "create_new_trial", "set_trial_param",
               "get_trial_param", "set_trial_state_values", "set_trial_intermediate_value",
               "set_trial_user_attr", "set_trial_system_attr",
               "get_trial_id_from_study_id_trial_number", "get_trial", "get_all_trials",
-              "_get_trials", "get_best_trial", "_get_best_trial_id", "record_heartbeat",
-              "_get_stale_trial_ids"):
+              "get_best_trial", "record_heartbeat"):
     setattr(ResilientRDBStorage, _name, _resilient(getattr(RDBStorage, _name)))
+for _name, _method in optuna_private.rdb_cache_calls().items():
+    setattr(ResilientRDBStorage, _name, _resilient(_method))
 for _name in ("set_trial_user_attrs", "set_intermediate_values", "write_trials",
               "finish_trials", "forget_intermediate_values"):
     setattr(ResilientRDBStorage, _name, _resilient(getattr(ResilientRDBStorage, _name)))

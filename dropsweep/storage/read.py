@@ -19,7 +19,7 @@ from optuna.storages import BaseStorage, RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from dropsweep.errors import StorageError
-from dropsweep.storage import describe_failure, mask_url, open_storage
+from dropsweep.storage import describe_failure, mask_url, open_storage, optuna_private
 
 
 def describe(storage: str | BaseStorage) -> str:
@@ -59,7 +59,7 @@ def stored_trials(
     plain SELECTs of its tables; should those tables ever differ from what this expects,
     Optuna's own reader is used.
     """
-    rdb = getattr(storage, "_backend", storage)  # Optuna wraps an RDBStorage in a cache
+    rdb = optuna_private.cached_storage_backend(storage)  # Optuna wraps it in a cache
     if isinstance(rdb, RDBStorage):
         try:
             with no_gc():
@@ -126,7 +126,7 @@ def select_trials(storage: RDBStorage, study_id: int, stamps_only: bool) -> list
     """What ``RDBStorage.get_all_trials`` returns (the test suite compares the two), read
     with one SELECT per table instead of an ORM object per row. Enum columns are read as
     their stored names: SQLAlchemy's per-row enum conversion alone would double the time."""
-    from optuna.storages._rdb import models
+    models = optuna_private.rdb_models()
 
     c = models.TrialModel.__table__.c
     with storage.engine.connect() as conn:
@@ -158,7 +158,7 @@ def _read_parts(conn: Any, study_id: int,
     """Fill each trial's values, params, distributions, user and system attributes and
     intermediate values, one SELECT per table."""
     from optuna.distributions import json_to_distribution
-    from optuna.storages._rdb import models
+    models = optuna_private.rdb_models()
 
     to_value = models.TrialValueModel.stored_repr_to_value
     value_kinds = {k.name: k for k in models.TrialValueModel.TrialValueType}

@@ -16,7 +16,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from dropsweep import records
-from dropsweep.storage import TrialEnd, trialio
+from dropsweep.storage import TrialEnd, optuna_private, trialio
 from dropsweep.train.loop import TrialResult
 
 
@@ -24,17 +24,17 @@ def _end(trial: optuna.Trial, result: TrialResult) -> TrialEnd:
     """What records ``result``: the attributes, a last report, the final state and value."""
     attrs: dict[str, Any] = {records.EPOCHS: result.epochs,
                              records.WALL_TIME: round(result.wall_time, 4)}
-    report = None
+    report, trial_id = None, optuna_private.trial_id(trial)
     if result.interrupted:
-        return TrialEnd(trial._trial_id, {**attrs, records.INTERRUPTED: True}, None,  # noqa: SLF001
+        return TrialEnd(trial_id, {**attrs, records.INTERRUPTED: True}, None,
                         TrialState.FAIL, None)
     if result.failure is not None:
-        return TrialEnd(trial._trial_id, {**attrs, records.FAIL_REASON: result.failure},  # noqa: SLF001
+        return TrialEnd(trial_id, {**attrs, records.FAIL_REASON: result.failure},
                         None, TrialState.FAIL, None)
-    steps = trial._cached_frozen_trial.intermediate_values  # noqa: SLF001 - as report reads it
+    steps = optuna_private.trial_record(trial).intermediate_values  # as report reads it
     if result.pruned:  # its value is its last report, as Optuna's tell makes it
         last = steps[max(steps)] if steps else math.nan
-        return TrialEnd(trial._trial_id, attrs, None, TrialState.PRUNED,  # noqa: SLF001
+        return TrialEnd(trial_id, attrs, None, TrialState.PRUNED,
                         None if math.isnan(last) else [last])
     attrs.update({
         records.FOLD_ACCURACIES: result.fold_accuracies,
@@ -44,7 +44,7 @@ def _end(trial: optuna.Trial, result: TrialResult) -> TrialEnd:
     if (result.curve and math.isfinite(result.curve[-1][1])
             and result.epochs not in steps):  # report keeps a step's first value
         report = (int(result.epochs), float(result.accuracy_mean))
-    return TrialEnd(trial._trial_id, attrs, report, TrialState.COMPLETE,  # noqa: SLF001
+    return TrialEnd(trial_id, attrs, report, TrialState.COMPLETE,
                     [float(result.accuracy_mean)])
 
 
@@ -106,7 +106,7 @@ def _feasible(end: TrialEnd) -> bool:
 def _as_recorded(trial: optuna.Trial, end: TrialEnd) -> FrozenTrial:
     """The trial as ``finish_trials`` leaves it, from the trial's own copy (as tell would read
     it back)."""
-    frozen = copy.deepcopy(trial._cached_frozen_trial)  # noqa: SLF001
+    frozen = copy.deepcopy(optuna_private.trial_record(trial))
     frozen.user_attrs.update(end.user_attrs)
     if end.report is not None:
         frozen.intermediate_values[end.report[0]] = end.report[1]

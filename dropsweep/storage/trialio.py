@@ -1,6 +1,7 @@
 """How a worker reads and writes its trials: reads shared, writes batched.
 
-**Reads.** Optuna puts a cache in front of an RDB storage (``_CachedStorage``; dropsweep's
+**Reads.** Optuna puts a cache in front of an RDB storage
+(:class:`~dropsweep.storage.optuna_private.CachedStorageBase`; dropsweep's
 :class:`~dropsweep.storage.ResilientRDBStorage` is wrapped in it like any RDB storage): it
 keeps finished trials, but every ``get_all_trials`` still re-reads every unfinished trial (a
 whole batch of running ones, with their checkpoints) and sorts the study again. One TPE ask
@@ -37,10 +38,11 @@ from typing import Any, Container, Iterator, Mapping, Sequence
 import optuna
 from optuna import distributions
 from optuna.distributions import BaseDistribution
-from optuna.storages import RDBStorage, _CachedStorage
+from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from dropsweep.storage import TrialEnd, TrialWrites
+from dropsweep.storage import TrialEnd, TrialWrites, optuna_private
+from dropsweep.storage.optuna_private import CachedStorageBase
 
 
 class _Read:
@@ -60,8 +62,9 @@ class _Read:
         return self.pending[trial_id]
 
 
-class SnapshotStorage(_CachedStorage):
-    """Optuna's cache in front of an RDB storage, whose reads a thread can hold."""
+class SnapshotStorage(CachedStorageBase):
+    """Optuna's cache in front of an RDB storage, whose reads a thread can hold (its
+    internals named by :class:`~dropsweep.storage.optuna_private.CachedStorageBase`)."""
 
     def __init__(self, backend: RDBStorage) -> None:
         super().__init__(backend)
@@ -111,12 +114,11 @@ class SnapshotStorage(_CachedStorage):
         at = read.at.get(study_id)
         if at is None or (self._held.max_age is not None
                           and time.monotonic() - at > self._held.max_age):
-            self._read_trials_from_remote_storage(study_id)
+            self.read_trials(study_id)
             read.at[study_id], read.listing[study_id] = time.monotonic(), None
         trials = read.listing.get(study_id)
         if trials is None:
-            with self._lock:
-                trials = sorted(self._studies[study_id].trials.values(), key=_number)
+            trials = self.cached_trials(study_id)
             read.listing[study_id] = trials
         if states is not None:
             trials = [t for t in trials if t.state in states]
@@ -140,9 +142,7 @@ class SnapshotStorage(_CachedStorage):
         read: _Read | None = getattr(self._held, "read", None)
         if read is None or trial_id not in read.created or not self.batches_writes():
             return None
-        with self._lock:
-            study_id, number = self._trial_id_to_study_id_and_number[trial_id]
-            return read, self._studies[study_id].trials[number]
+        return read, self.cached_trial(trial_id)
 
     def get_trial(self, trial_id: int) -> FrozenTrial:
         own = self._own(trial_id)
@@ -157,9 +157,7 @@ class SnapshotStorage(_CachedStorage):
             super().set_trial_param(trial_id, param_name, param_value_internal, distribution)
             return
         read, trial = own
-        with self._lock:
-            study = self._studies[self._trial_id_to_study_id_and_number[trial_id][0]]
-            known = study.param_distribution.get(param_name)
+        known = self.known_distributions(self.study_of(trial_id)).get(param_name)
         if known is not None:  # checked at once where it can be, as Optuna's write would
             distributions.check_distribution_compatibility(known, distribution)
         read.writes(trial_id).params.append((param_name, param_value_internal, distribution))
@@ -209,20 +207,18 @@ class SnapshotStorage(_CachedStorage):
                   ) if trial_id is not None else list(read.pending.values())
         if not writes:
             return
-        with self._lock:
-            studies = {self._trial_id_to_study_id_and_number[w.trial_id][0] for w in writes}
-            known = {name: dist for study_id in studies
-                     for name, dist in self._studies[study_id].param_distribution.items()}
+        studies = {self.study_of(w.trial_id) for w in writes}
+        known = {name: dist for study_id in studies
+                 for name, dist in self.known_distributions(study_id).items()}
         if len(studies) > 1:  # (a hold's trials are one study's: the check needs it)
             raise ValueError("a hold's pending writes span several studies")
-        self._backend.write_trials(writes, known)
+        self.backend.write_trials(writes, known)
         if trial_id is None:
             read.pending.clear()
-        with self._lock:
-            study = self._studies[studies.pop()]
-            for w in writes:
-                for name, _, distribution in w.params:
-                    study.param_distribution.setdefault(name, distribution)
+        study_id = studies.pop()
+        for w in writes:
+            for name, _, distribution in w.params:
+                self.learn_distribution(study_id, name, distribution)
 
     # Batched writes, where the storage behind has them (dropsweep's RDB storage does).
 
@@ -230,7 +226,7 @@ class SnapshotStorage(_CachedStorage):
         own = self._own(trial_id)
         if own is None:
             if self.batches_writes():
-                self._backend.set_trial_user_attrs(trial_id, attrs)
+                self.backend.set_trial_user_attrs(trial_id, attrs)
             else:
                 for key, value in attrs.items():
                     super().set_trial_user_attr(trial_id, key, value)
@@ -239,16 +235,16 @@ class SnapshotStorage(_CachedStorage):
         own[1].user_attrs.update(attrs)
 
     def finish_trials(self, ends: Sequence[TrialEnd]) -> set[int]:
-        return self._backend.finish_trials(ends)
+        return self.backend.finish_trials(ends)
 
     def set_intermediate_values(self, step: int, values: Mapping[int, float]) -> set[int]:
-        return self._backend.set_intermediate_values(step, values)
+        return self.backend.set_intermediate_values(step, values)
 
     def forget_intermediate_values(self, trial_ids: Sequence[int]) -> set[int]:
-        return self._backend.forget_intermediate_values(trial_ids)
+        return self.backend.forget_intermediate_values(trial_ids)
 
     def batches_writes(self) -> bool:
-        return hasattr(self._backend, "set_intermediate_values")
+        return hasattr(self.backend, "set_intermediate_values")
 
     def __getstate__(self) -> dict[Any, Any]:
         state = super().__getstate__()
@@ -260,13 +256,9 @@ class SnapshotStorage(_CachedStorage):
         self._held = threading.local()
 
 
-def _number(trial: FrozenTrial) -> int:
-    return trial.number
-
-
 def holding(study: optuna.Study, max_age: float | None = None):
     """``SnapshotStorage.holding`` for the study's storage; where it cannot hold, nothing."""
-    storage = study._storage  # noqa: SLF001
+    storage = optuna_private.study_storage(study)
     if isinstance(storage, SnapshotStorage):
         return storage.holding(max_age)
     return _nothing()
@@ -274,7 +266,7 @@ def holding(study: optuna.Study, max_age: float | None = None):
 
 def released(study: optuna.Study):
     """``SnapshotStorage.released`` for the study's storage; where it cannot hold, nothing."""
-    storage = study._storage  # noqa: SLF001
+    storage = optuna_private.study_storage(study)
     if isinstance(storage, SnapshotStorage):
         return storage.released()
     return _nothing()
@@ -295,7 +287,7 @@ def _batched(trial: optuna.Trial) -> SnapshotStorage | None:
 
 def finishes(study: optuna.Study) -> SnapshotStorage | None:
     """The study's storage where it writes a batch's ends at once (``finish_trials``)."""
-    return _batching(study._storage)  # noqa: SLF001
+    return _batching(optuna_private.study_storage(study))
 
 
 def set_user_attrs(trial: optuna.Trial, attrs: Mapping[str, Any]) -> None:
@@ -305,8 +297,8 @@ def set_user_attrs(trial: optuna.Trial, attrs: Mapping[str, Any]) -> None:
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
         return
-    storage.set_trial_user_attrs(trial._trial_id, attrs)  # noqa: SLF001
-    trial._cached_frozen_trial.user_attrs.update(attrs)  # noqa: SLF001 - as set_user_attr does
+    storage.set_trial_user_attrs(optuna_private.trial_id(trial), attrs)
+    optuna_private.trial_record(trial).user_attrs.update(attrs)  # as set_user_attr does
 
 
 def report_all(trials: Sequence[optuna.Trial], values: Mapping[int, float], step: int
@@ -325,13 +317,13 @@ def report_all(trials: Sequence[optuna.Trial], values: Mapping[int, float], step
             except optuna.exceptions.UpdateFinishedTrialError:
                 finished.add(i)
         return finished
-    ids = {trials[i]._trial_id: i for i in values}  # noqa: SLF001
+    ids = {optuna_private.trial_id(trials[i]): i for i in values}
     finished_ids = storage.set_intermediate_values(
         step, {trial_id: float(values[i]) for trial_id, i in ids.items()})
     finished = {ids[trial_id] for trial_id in finished_ids}
     for i, value in values.items():
         if i not in finished:  # the trial's own copy, as report keeps it
-            trials[i]._cached_frozen_trial.intermediate_values[step] = float(value)  # noqa: SLF001
+            optuna_private.trial_record(trials[i]).intermediate_values[step] = float(value)
     return finished
 
 
@@ -345,6 +337,6 @@ def forget_reports(trials: Sequence[optuna.Trial]) -> None:
         return
     storage = _batched(trials[0])
     if storage is not None:
-        storage.forget_intermediate_values([t._trial_id for t in trials])  # noqa: SLF001
+        storage.forget_intermediate_values([optuna_private.trial_id(t) for t in trials])
     for trial in trials:
-        trial._cached_frozen_trial.intermediate_values.clear()  # noqa: SLF001
+        optuna_private.trial_record(trial).intermediate_values.clear()

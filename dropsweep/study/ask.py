@@ -24,7 +24,7 @@ from dropsweep.study import liveness
 from dropsweep.sweep.config import Sweep
 from dropsweep.sweep.space import (Config, Dimension, Space, config_values, fixed_distributions,
                              is_exhaustive, suggest)
-from dropsweep.storage import trialio
+from dropsweep.storage import optuna_private, trialio
 
 
 def _stored(trial: optuna.trial.FrozenTrial) -> Config | None:
@@ -87,7 +87,7 @@ def ask_next(study: optuna.Study, sweep: Sweep, space: Space, planned: list[Conf
             trial, config = ask_trial(study, sweep.dimensions, space, config, again)
         if held is not None:
             held.add([trial])
-        retried = liveness.retry_of(trial._cached_frozen_trial)  # noqa: SLF001 - as asked
+        retried = liveness.retry_of(optuna_private.trial_record(trial))  # as asked
         if retried is not None:  # a lost trial's again (queued here or by another worker)
             trialio.set_user_attrs(trial, {records.CONFIG: config.to_dict(),
                                            records.ROLE: records.ROLE_SEARCH})

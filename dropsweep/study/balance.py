@@ -20,7 +20,6 @@ placement's last place; the trial numbers settle it, as for the study's target
 
 from __future__ import annotations
 
-import copy
 import time
 import warnings
 from typing import Any, Callable, Container, Mapping, Sequence
@@ -34,34 +33,26 @@ from optuna.trial import FrozenTrial, TrialState
 from dropsweep import records
 from dropsweep.study.liveness import abandon, fills_a_place
 from dropsweep.answers.rows import best_first
+from dropsweep.storage.optuna_private import StudyView
 
 BY = "placement"  # the value of search.balance that balances the family's group dimension
 
 
-class PlacementView(optuna.Study):
+class PlacementView(StudyView):
     """The study as one placement's sampler or pruner sees it: only that placement's trials
     (and the storage, to write as the study would)."""
 
     def __init__(self, study: optuna.Study, group: str, value: Any) -> None:
-        self.__dict__.update(study.__dict__)  # the same storage, study id, thread-local cache
-        self._only = (group, value)
+        super().__init__(study)
+        self.only = (group, value)
 
-    def _get_trials(self, deepcopy: bool = True, states: Container[TrialState] | None = None,
-                    use_cache: bool = False) -> list[FrozenTrial]:
-        group, value = self._only
-        trials = [t for t in super()._get_trials(False, states, use_cache)
-                  if t.params.get(group) == value]
-        return copy.deepcopy(trials) if deepcopy else trials
+    def keeps(self, trial: FrozenTrial) -> bool:
+        group, value = self.only
+        return trial.params.get(group) == value
 
-    def get_trials(self, deepcopy: bool = True, states: Container[TrialState] | None = None
-                   ) -> list[FrozenTrial]:
-        return self._get_trials(deepcopy, states, use_cache=False)
-
-    def _get_best_trial(self, deepcopy: bool) -> FrozenTrial:
-        ranked = best_first(self._get_trials(False, (TrialState.COMPLETE,)), self.direction)
-        if not ranked:
-            raise ValueError("No trials are completed yet.")
-        return copy.deepcopy(ranked[0]) if deepcopy else ranked[0]
+    def best_of(self, complete: list[FrozenTrial]) -> FrozenTrial | None:
+        ranked = best_first(complete, self.direction)
+        return ranked[0] if ranked else None
 
 
 def filled(trials: Sequence[FrozenTrial], group: str, values: Sequence[Any]) -> dict[Any, int]:

@@ -36,7 +36,7 @@ from dropsweep.families import train_apart
 from dropsweep.storage.results import record_batch
 from dropsweep.study.stop import StopFlag, at_once, deferred
 from dropsweep.sweep.space import Config, Space, space_of
-from dropsweep.storage import trialio
+from dropsweep.storage import optuna_private, trialio
 from dropsweep.storage import GRACE_BEATS, describe_failure, heartbeat_seconds
 from dropsweep.study.open import stored_sweep
 from dropsweep.train.devices import (oom_failure, out_of_memory, release_cached_memory,
@@ -148,7 +148,7 @@ def _open(study: optuna.Study, sweep: Sweep, per_placement: dict | None = None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            confirm = optuna.create_study(storage=study._storage,  # noqa: SLF001
+            confirm = optuna.create_study(storage=optuna_private.study_storage(study),
                                           study_name=name, direction="maximize",
                                           load_if_exists=True,
                                           sampler=optuna.samplers.RandomSampler(seed=0))

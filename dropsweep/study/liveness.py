@@ -23,7 +23,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from dropsweep import records
 from dropsweep.records import WORKER_DIED
-from dropsweep.storage import TrialEnd, trialio
+from dropsweep.storage import TrialEnd, optuna_private, trialio
 
 
 # A baseline that diverges (a failure of its own) is tried this many times, each with its
@@ -301,10 +301,10 @@ def abandon(study: optuna.Study, trial: optuna.Trial, reason: str | None = None)
 
 
 def beat(study: optuna.Study, trials: Sequence[optuna.Trial]) -> None:
-    storage = study._storage  # noqa: SLF001 - Optuna's heartbeat API lives on the storage
-    if optuna.storages._heartbeat.is_heartbeat_enabled(storage):  # noqa: SLF001
+    storage = optuna_private.study_storage(study)  # Optuna's heartbeat API lives on it
+    if optuna_private.heartbeat_enabled(storage):
         for trial in trials:
-            storage.record_heartbeat(trial._trial_id)  # noqa: SLF001
+            storage.record_heartbeat(optuna_private.trial_id(trial))
 
 
 class Heartbeat:
@@ -362,10 +362,10 @@ def fail_stale(study: optuna.Study, grace: float) -> None:
     in the one write that fails it (a paused worker that records its result at that moment
     records it, or finds it failed: never a result with that reason); they do not count,
     and their configurations run again."""
-    storage = study._storage  # noqa: SLF001
+    storage = optuna_private.study_storage(study)
     stale: list[int] = []
-    if optuna.storages._heartbeat.is_heartbeat_enabled(storage):  # noqa: SLF001
-        stale = list(storage._get_stale_trial_ids(study._study_id))  # noqa: SLF001 - Optuna's check
+    if optuna_private.heartbeat_enabled(storage):  # Optuna's check
+        stale = optuna_private.stale_trial_ids(storage, optuna_private.study_id(study))
     cutoff = datetime.datetime.now() - datetime.timedelta(seconds=grace)  # Optuna: naive local
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
         if t.state == TrialState.RUNNING:
@@ -376,7 +376,7 @@ def fail_stale(study: optuna.Study, grace: float) -> None:
             orphan = (enqueued is not None and datetime.datetime.fromisoformat(enqueued)
                       < now_utc() - datetime.timedelta(seconds=grace))
         if orphan:
-            stale.append(t._trial_id)  # noqa: SLF001
+            stale.append(optuna_private.trial_id(t))
     _fail_died(study, list(dict.fromkeys(stale)))
 
 
@@ -391,7 +391,7 @@ def _fail_died(study: optuna.Study, trial_ids: list[int]) -> None:
         batched.finish_trials([TrialEnd(i, attrs, None, TrialState.FAIL, None)
                                for i in trial_ids])
         return
-    storage = study._storage  # noqa: SLF001
+    storage = optuna_private.study_storage(study)
     for trial_id in trial_ids:
         try:
             for key, value in attrs.items():

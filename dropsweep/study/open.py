@@ -10,7 +10,6 @@ study resumes and reports exactly as before.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import os
@@ -25,7 +24,6 @@ import numpy as np
 import optuna
 from optuna.distributions import BaseDistribution
 from optuna.samplers import BaseSampler
-from optuna.search_space.group_decomposed import _GroupDecomposedSearchSpace, _SearchSpaceGroup
 from optuna.trial import FrozenTrial, TrialState
 
 import dropsweep
@@ -36,7 +34,8 @@ from dropsweep.sweep.config import Sweep, build_sweep
 from dropsweep.errors import StorageError, StudyMismatchError, SweepError
 from dropsweep.storage import describe_failure, heartbeat_seconds, mask_url, open_storage, \
     study_names
-from dropsweep.storage import trialio
+from dropsweep.storage import optuna_private, trialio
+from dropsweep.storage.optuna_private import GroupsSoFar  # noqa: F401 - its old home
 from dropsweep.storage.trialio import SnapshotStorage
 from dropsweep.sweep.space import space_of, values_of
 from dropsweep.sweep.file import RawSweep
@@ -140,36 +139,6 @@ def study_uid(study: optuna.Study) -> str:
 # ----------------------------------------------------------------------------- samplers
 
 
-class GroupsSoFar(_GroupDecomposedSearchSpace):
-    """Optuna's decomposition of the space into groups of parameters sampled together (TPE's
-    ``group=True``), given each complete trial once.
-
-    Optuna's keeps its groups from ask to ask and adds every complete trial's distributions
-    again at each: a no-op for a trial already added (groups only ever split, each one inside
-    or outside a trial's distributions, and TPE sorts the names in a group), but a pass over
-    the whole study at every ask, the largest part of TPE's ask that grows with the study
-    (benchmarks/sweep_overhead.py (b)). The same groups, so the same proposals
-    (tests/test_space.py, tests/test_golden.py)."""
-
-    def __init__(self, include_pruned: bool = False) -> None:
-        super().__init__(include_pruned)
-        self._added: set[int] = set()
-
-    def calculate(self, study: optuna.Study, use_cache: bool = False) -> _SearchSpaceGroup:
-        if self._study_id is None:
-            self._study_id = study._study_id  # noqa: SLF001
-        elif self._study_id != study._study_id:  # noqa: SLF001
-            raise ValueError("`_GroupDecomposedSearchSpace` cannot handle multiple studies.")
-        states = ((TrialState.COMPLETE, TrialState.PRUNED) if self._include_pruned
-                  else (TrialState.COMPLETE,))
-        for trial in study._get_trials(deepcopy=False, states=states,  # noqa: SLF001
-                                       use_cache=use_cache):
-            if trial.number not in self._added:  # finished: its distributions are final
-                self._search_space.add_distributions(trial.distributions)
-                self._added.add(trial.number)
-        return copy.deepcopy(self._search_space)
-
-
 def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
     """Each sampler seeded; TPE is multivariate and grouped, which suits a conditional space."""
     with warnings.catch_warnings():
@@ -177,11 +146,7 @@ def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
         if name == "tpe":
             sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True,
                                                  constant_liar=True)
-            groups = getattr(sampler, "_group_decomposed_search_space", None)
-            if isinstance(groups, _GroupDecomposedSearchSpace):  # (tests/test_space.py says
-                # when a newer Optuna no longer has it)
-                sampler._group_decomposed_search_space = GroupsSoFar(  # noqa: SLF001
-                    groups._include_pruned)  # noqa: SLF001
+            optuna_private.group_once_per_trial(sampler)  # its groups: GroupsSoFar
             return sampler
         if name == "cmaes":
             return optuna.samplers.CmaEsSampler(
@@ -254,19 +219,9 @@ def reseed_for_trial(study: optuna.Study, trial: FrozenTrial, sampler: BaseSampl
 
 def reseed(sampler: BaseSampler, seed: int) -> None:
     """``sampler`` as if made afresh with ``seed``: its random streams seeded again, what
-    it learnt kept. Optuna has no public call for it (``reseed_rng`` draws a random seed),
-    so this is the one place that touches a sampler's private streams (``_rng``, TPE's
-    ``_random_sampler`` for its start-up trials, and a ``PartialFixedSampler``'s
-    ``_base_sampler``): Optuna 5.1's, checked by tests/test_space.py."""
-    if isinstance(sampler, optuna.samplers.PartialFixedSampler):
-        reseed(sampler._base_sampler, seed)  # noqa: SLF001
-    elif isinstance(sampler, optuna.samplers.TPESampler):
-        sampler._rng.rng.seed(seed)  # noqa: SLF001
-        sampler._random_sampler._rng.rng.seed(seed)  # noqa: SLF001
-    elif isinstance(sampler, optuna.samplers.RandomSampler):
-        sampler._rng.rng.seed(seed)  # noqa: SLF001
-    else:
-        raise TypeError(f"{type(sampler).__name__} cannot be reseeded for each trial")
+    it learnt kept. Optuna has no public call for it: :func:`optuna_private.reseed_sampler
+    <dropsweep.storage.optuna_private.reseed_sampler>` (checked by tests/test_space.py)."""
+    optuna_private.reseed_sampler(sampler, seed)
 
 
 class PerTrialSeed(BaseSampler):

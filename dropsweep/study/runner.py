@@ -47,7 +47,7 @@ from dropsweep.storage import GRACE_BEATS, heartbeat_seconds, mask_url, sqlite_p
 from dropsweep.study.open import (PRUNE_STARTUP_TRIALS, ordinal, prepare_study, pruning_warmup,
                              study_uid, sweep_fingerprint, trial_seed)
 from dropsweep.train.loop import TrialResult
-from dropsweep.storage import trialio
+from dropsweep.storage import optuna_private, trialio
 from dropsweep.study.stop import (StopFlag, at_once, deferred,  # noqa: F401 - the CLI's too
                                   stop_on_signals)
 
@@ -688,7 +688,7 @@ class _Search:
                      made: list[tuple[optuna.Trial, FrozenTrial]]
                      ) -> list[tuple[list[tuple[optuna.Trial | None, Config]], _Resumed]]:
         study = self.study
-        storage = study._storage  # noqa: SLF001 - a RUNNING trial from a template
+        storage = optuna_private.study_storage(study)  # a RUNNING trial from a template
         # the last trial that carries each place on: the trial the file names, or (a claim
         # whose claimant died) the one that went on from it
         after = liveness.carriers(list(old.values()))
@@ -727,7 +727,8 @@ class _Search:
                 params=before.params, distributions=before.distributions, user_attrs=attrs,
                 system_attrs={}, intermediate_values={int(e): float(v) for e, v in curve},
                 trial_id=-1)
-            trial_id = storage.create_new_trial(study._study_id, template_trial=template)  # noqa: SLF001
+            trial_id = storage.create_new_trial(optuna_private.study_id(study),
+                                                template_trial=template)
             trial = optuna.Trial(study, trial_id)
             self.held.add([trial])
             made.append((trial, before))
@@ -818,7 +819,7 @@ class _Batch:
         self.first = next(t for t in self.trials if t is not None).number
         # as _ask_batch stored it (a resumed batch: the stream it continues)
         self.seed = resumed.seed if resumed else int(
-            self.trials[0]._cached_frozen_trial.user_attrs[records.SEED])  # noqa: SLF001 - as set
+            optuna_private.trial_record(self.trials[0]).user_attrs[records.SEED])  # as set
         saver = self._saver()
         # the checkpointers of the attempts: the batch's, then (out of memory) each half's own
         self.saving: list[checkpoints.Saver] = [] if saver is None else [saver]

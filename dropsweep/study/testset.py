@@ -42,7 +42,7 @@ from dropsweep.families import train_apart
 from dropsweep.answers.rows import best_first, trial_row
 from dropsweep.answers.select import select
 from dropsweep.sweep.space import Config, config_values, fixed_distributions, space_of
-from dropsweep.storage import describe_failure
+from dropsweep.storage import describe_failure, optuna_private
 from dropsweep.study.open import stored_sweep
 from dropsweep.study.stop import StopFlag, at_once
 from dropsweep.answers.verdict import Confirmation, best_dropout, build_confirmation, config_key
@@ -284,7 +284,7 @@ def _create(study: optuna.Study, chosen: Chosen, sweep: Sweep) -> optuna.Study:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            test = optuna.create_study(storage=study._storage,  # noqa: SLF001
+            test = optuna.create_study(storage=optuna_private.study_storage(study),
                                        study_name=name, direction="maximize")
         test.set_user_attr(records.TEST_OF, study.study_name)
         test.set_user_attr(records.STUDY_SWEEP, sweep.to_dict())

@@ -64,6 +64,7 @@ _why: str | None = None  # why the kernel is not used (None: it is, or it is swi
 _note: str | None = None  # it is used, but a cached file was replaced or the cache refused
 _held: list[int] = []  # descriptors of loaded libraries, never closed (see _dlopen)
 _pool: ThreadPoolExecutor | None = None
+_pool_threads = 0  # the threads _pool was made with
 
 
 class _Unusable(Exception):
@@ -388,11 +389,11 @@ def train_epoch(
     if parts == 1:
         codes = [run(0)]
     else:
-        global _pool
-        if _pool is None or _pool._max_workers != threads:  # noqa: SLF001
+        global _pool, _pool_threads
+        if _pool is None or _pool_threads != threads:
             if _pool is not None:
                 _pool.shutdown(wait=False)
-            _pool = ThreadPoolExecutor(max_workers=threads)
+            _pool, _pool_threads = ThreadPoolExecutor(max_workers=threads), threads
         codes = list(_pool.map(run, range(parts)))
     if any(codes):
         raise MemoryError("the training kernel could not allocate its scratch memory")
