@@ -98,8 +98,7 @@ def _rows_of(conn: Any, study_id: int, model: Any, *columns: str,
              order: str | None = None) -> list[Any]:
     """(trial_id, *columns) of every row of ``model``'s table that belongs to a trial of
     the study, in ``order`` if given."""
-    from optuna.storages._rdb import models
-
+    models = optuna_private.rdb_models()
     trials_table = models.TrialModel.__table__
     table = model.__table__
     picked = [_name_of(table.c[n]) if n.endswith("_type") else table.c[n] for n in columns]

@@ -771,7 +771,7 @@ class _Search:
             ahead, self.ahead = self.ahead, None
             ahead.wait()
 
-    def _half_saver(self, trials: list[optuna.Trial],
+    def half_saver(self, trials: list[optuna.Trial],
                     configs: list[Config], seed: int) -> checkpoints.Saver:
         """The checkpointer of a half of a batch that ran out of memory: a file named after
         its first trial, with the half's trials alone, and those trials marked as that batch,
@@ -940,7 +940,7 @@ class _Batch:
         """A half of a batch that ran out of memory: from the start, with its own
         checkpoints; each place's share of the time as the whole batch's would be."""
         if self.saving:
-            self.saving.append(self.search._half_saver(  # noqa: SLF001 - its search's
+            self.saving.append(self.search.half_saver(
                 [self.trials[i] for i in todo], [self.configs[i] for i in todo], self.seed))
         trained = dict(zip(todo, self._go(todo, None)))
         for result in trained.values():  # record_batch gives each 1/len(asked)
