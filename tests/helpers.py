@@ -6,6 +6,7 @@ import signal
 from collections import Counter
 
 from dropsweep.errors import DropsweepError
+from dropsweep.study.stop import StopFlag
 
 
 def assert_one_line(err: DropsweepError, file: str, line: int | None, key: str | None,
@@ -30,12 +31,13 @@ def assert_one_line(err: DropsweepError, file: str, line: int | None, key: str |
 SUITE: Counter[str] = Counter()
 
 
-class StopAfter:
-    """A stop flag (as Ctrl-C sets it: :class:`dropsweep.study.runner.StopFlag`) raised after
+class StopAfter(StopFlag):
+    """A stop flag (as Ctrl-C sets it: :class:`dropsweep.study.stop.StopFlag`) raised after
     ``n`` looks, so a search or a batch stops at a chosen point."""
 
     def __init__(self, n: int) -> None:
-        self.n, self.signal = n, None
+        super().__init__()
+        self.n = n
 
     def __call__(self) -> bool:
         self.n -= 1

@@ -17,6 +17,7 @@ import pytest
 from optuna.trial import TrialState, create_trial
 
 from dropsweep import records
+from dropsweep.study.stop import StopFlag
 from dropsweep.sweep.config import build_sweep
 from dropsweep.families.mlp import MLP
 from dropsweep.families.mlp import config as mlp_config
@@ -212,12 +213,13 @@ def test_a_lost_trial_with_a_checkpoint_goes_on_from_it_and_is_not_run_again(
     assert {str(t.params) for t in lost} <= set(configs)
 
 
-class StopWhen:
+class StopWhen(StopFlag):
     """A stop flag raised (as Ctrl-C raises it) once ``condition()`` holds, looked at
     between slices of training."""
 
     def __init__(self, condition) -> None:
-        self.condition, self.signal = condition, None
+        super().__init__()
+        self.condition = condition
 
     def __call__(self) -> bool:
         if self.signal is None and self.condition():
