@@ -27,6 +27,7 @@ from dropsweep.train.memory import Need
 from dropsweep.data.protocols import Folds
 from dropsweep.sweep.space import Choices, Config, Dimension, Fixed, Range
 from dropsweep.sweep.file import parse_sweep_text
+from dropsweep.train.hooks import NO_HOOKS, TrainHooks
 from dropsweep.train.loop import TrialResult, run_epochs
 
 from helpers import SUITE
@@ -130,13 +131,11 @@ class Toy(Family):
         return {"clean": "no noise", "gauss": f"gaussian noise {config.get('sigma')}",
                 "drop": f"dropout keeping {config.get('keep')}"}[config["noise"]]
 
-    def train(self, configs: Sequence[Config], folds: Folds, sweep: Any, seed: int, *,
-              on_checkpoint: Callable | None = None, should_stop: Callable | None = None,
-              on_progress: Callable | None = None, save: Any = None, resume: Any = None,
-              engine: str = "auto") -> list[TrialResult]:
+    def train(self, configs: Sequence[Config], folds: Folds, sweep: Any, seed: int,
+              hooks: TrainHooks = NO_HOOKS) -> list[TrialResult]:
         return run_epochs(ToyEngine(configs, folds, seed), len(configs), sweep.train.epochs,
-                          sweep.train.eval_every, on_checkpoint, should_stop, on_progress,
-                          save, resume)
+                          sweep.train.eval_every, hooks.on_checkpoint, hooks.should_stop,
+                          hooks.on_progress, hooks.save, hooks.resume)
 
     def need(self, sweep: Any, dataset: Any, models: int) -> Need:
         n_features, rows = dataset.n_features, len(dataset.y)
@@ -386,7 +385,7 @@ def test_confirm_and_test_train_each_optimizer_apart_and_keep_the_order(monkeypa
 
     calls: list[list[str]] = []
 
-    def train(self, configs, folds, sweep, seed, *, should_stop=None):
+    def train(self, configs, folds, sweep, seed, hooks=None):
         calls.append([optimizer_of(c) for c in configs])
         return [TrialResult(fold_accuracies=[c["learning_rate"]]) for c in configs]
 
@@ -448,8 +447,8 @@ def test_a_batch_in_which_every_trial_diverges_fails_each_with_its_reason(form):
     folds = folds_of(dataset, sweep, 0)
     seen: list[list[float | None]] = []
     results = sweep.family.train(diverging(sweep.family.name, [1e25, 1e26, 1e27]), folds,
-                                 sweep, 0, engine=engine,
-                                 on_checkpoint=lambda e, a: seen.append(list(a)) or [])
+                                 sweep, 0, TrainHooks(engine=engine, on_checkpoint=lambda e, a:
+                                                      seen.append(list(a)) or []))
     assert len(results) == 3
     for r in results:
         assert re.fullmatch(FAILED, r.failure or ""), r.failure

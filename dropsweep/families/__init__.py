@@ -16,6 +16,7 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from dropsweep.sweep.space import Config, Dimension, value_of
+from dropsweep.train.hooks import NO_HOOKS, TrainHooks
 
 if TYPE_CHECKING:
     import torch
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
     from dropsweep.data.dataset import Dataset
     from dropsweep.sweep.config import Sweep
     from dropsweep.train.memory import Need
-    from dropsweep.train.loop import CheckpointHook, Checkpointer, TrialResult
+    from dropsweep.train.loop import TrialResult
     from dropsweep.data.protocols import Folds
 
 
@@ -97,25 +98,21 @@ class Family:
             groups.setdefault(self.batch_key(config), []).append(i)
         return list(groups.values())
 
-    def train(self, configs: Sequence[Config], folds: Folds, sweep: Sweep, seed: int, *,
-              on_checkpoint: CheckpointHook | None = None,
-              should_stop: Callable[[], bool] | None = None,
-              on_progress: Callable[[float], None] | None = None,
-              save: Checkpointer | None = None, resume: Mapping[str, Any] | None = None,
-              engine: str = "auto") -> list[TrialResult]:
+    def train(self, configs: Sequence[Config], folds: Folds, sweep: Sweep, seed: int,
+              hooks: TrainHooks = NO_HOOKS) -> list[TrialResult]:
         """Train every split of every configuration together, one result per configuration
         (the shared epoch loop of :mod:`dropsweep.train.loop` driving this family's engine)."""
         raise NotImplementedError
 
     def check_resume(self, configs: Sequence[Config], folds: Folds, sweep: Sweep, seed: int,
-                     resume: Any, engine: str = "auto") -> None:
-        """Refuse (:class:`~dropsweep.train.checkpoints.Unusable`, one line) a checkpointed state
-        that :meth:`train` could not go on from for these configurations, before any trial
-        is made for it (:func:`dropsweep.train.loop.check_resume`); a family whose engine can be
-        built without training checks its engine state too."""
+                     hooks: TrainHooks) -> None:
+        """Refuse (:class:`~dropsweep.train.checkpoints.Unusable`, one line) the checkpointed
+        state ``hooks.resume`` when :meth:`train` with these arguments could not go on from
+        it, before any trial is made for it (:func:`dropsweep.train.loop.check_resume`); a
+        family whose engine can be built without training checks its engine state too."""
         from dropsweep.train.loop import check_resume
 
-        check_resume(resume, len(configs), folds.k, sweep.train.epochs)
+        check_resume(hooks.resume, len(configs), folds.k, sweep.train.epochs)
 
     def train_on_all(self, sweep: Sweep, dataset: Dataset, config: Config, seed: int,
                      device: torch.device) -> dict[str, Any]:
@@ -166,23 +163,17 @@ class EngineFamily(Family):
     def describe_against(self, config: Mapping[str, Any], reference: Mapping[str, Any]) -> str:
         return self.describe(config)  # it already names everything a trial may change
 
-    def train(self, configs: Sequence[Config], folds: Folds, sweep: Sweep, seed: int, *,
-              on_checkpoint: CheckpointHook | None = None,
-              should_stop: Callable[[], bool] | None = None,
-              on_progress: Callable[[float], None] | None = None,
-              save: Checkpointer | None = None, resume: Mapping[str, Any] | None = None,
-              engine: str = "auto") -> list[TrialResult]:
-        return import_module(self.engine).train_trials(
-            configs, folds, sweep, seed, on_checkpoint=on_checkpoint, should_stop=should_stop,
-            on_progress=on_progress, save=save, resume=resume, engine=engine)
+    def train(self, configs: Sequence[Config], folds: Folds, sweep: Sweep, seed: int,
+              hooks: TrainHooks = NO_HOOKS) -> list[TrialResult]:
+        return import_module(self.engine).train_trials(configs, folds, sweep, seed, hooks)
 
     def check_resume(self, configs: Sequence[Config], folds: Folds, sweep: Sweep, seed: int,
-                     resume: Any, engine: str = "auto") -> None:
+                     hooks: TrainHooks) -> None:
         from dropsweep.train.loop import check_resume
 
         module = import_module(self.engine)
-        check_resume(resume, len(configs), folds.k, sweep.train.epochs,
-                     lambda: module.batch_engine(configs, folds, sweep, seed, engine))
+        check_resume(hooks.resume, len(configs), folds.k, sweep.train.epochs,
+                     lambda: module.batch_engine(configs, folds, sweep, seed, hooks))
 
     def train_on_all(self, sweep: Sweep, dataset: Dataset, config: Config, seed: int,
                      device: torch.device) -> dict[str, Any]:
@@ -268,6 +259,6 @@ def train_apart(sweep: Sweep, configs: Sequence[Config], folds: Folds, seed: int
     results: dict[int, TrialResult] = {}
     for group in sweep.family.batches(configs):
         trained = sweep.family.train([configs[i] for i in group], folds, sweep, seed,
-                                     should_stop=should_stop)
+                                     TrainHooks(should_stop=should_stop))
         results.update(zip(group, trained))
     return [results[i] for i in range(len(configs))]

@@ -47,6 +47,7 @@ from dropsweep.study.liveness import counts_toward_target
 from dropsweep.storage import GRACE_BEATS, heartbeat_seconds, mask_url, sqlite_path
 from dropsweep.study.open import (PRUNE_STARTUP_TRIALS, ordinal, prepare_study, pruning_warmup,
                              study_uid, sweep_fingerprint, trial_seed)
+from dropsweep.train.hooks import TrainHooks
 from dropsweep.train.loop import TrialResult
 from dropsweep.storage import trialio
 
@@ -682,8 +683,9 @@ class _Search:
         have had."""
         configs = [Config(values) for values in payload["configs"]]
         try:
-            self.sweep.family.check_resume(configs, self.folds, self.sweep,
-                                           int(payload["seed"]), payload["state"])
+            self.sweep.family.check_resume(configs, self.folds, self.sweep, int(payload["seed"]),
+                                           TrainHooks(resume=payload["state"],
+                                                      on_notice=self.events.notice))
         except checkpoints.Elsewhere as exc:
             self.events.notice(f"checkpoint {item.path} cannot continue here ({exc}): its "
                                "configurations train from the start")
@@ -949,9 +951,10 @@ class _Search:
 
             def go(resume: dict[str, Any] | None) -> list[TrialResult]:
                 return sweep.family.train(
-                    [configs[i] for i in todo], self.folds, sweep, seed,
-                    on_checkpoint=checkpoint, should_stop=should_stop, on_progress=on_progress,
-                    save=saving[-1] if saving else None, resume=resume)
+                    [configs[i] for i in todo], self.folds, sweep, seed, TrainHooks(
+                        on_checkpoint=checkpoint, should_stop=should_stop,
+                        on_progress=on_progress, save=saving[-1] if saving else None,
+                        resume=resume, on_notice=self.events.notice))
 
             if not whole:
                 trained = dict(zip(todo, go(None)))

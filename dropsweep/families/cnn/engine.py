@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -28,10 +28,8 @@ from dropsweep.families.cnn.blocks import feature_sizes
 from dropsweep.families.cnn.network import ConvNets, ConvSpec, Rates
 from dropsweep.train.memory import BYTES_PER_FLOAT, FLOATS_PER_PARAMETER, GATHER_ROWS, Need
 from dropsweep.data.protocols import Folds, one_split
+from dropsweep.train.hooks import NO_HOOKS, TrainHooks
 from dropsweep.train.loop import (
-    CheckpointHook,
-    Checkpointer,
-    ProgressHook,
     TrialResult,
     batches_per_slice,
     chunked_scores,
@@ -296,24 +294,21 @@ def settings_of(sweep: Sweep, spec: ConvSpec, engine: str = "auto") -> Settings:
 
 
 def train_trials(configs: Sequence[Mapping[str, Any]], folds: Folds, sweep: Sweep, seed: int,
-                 *, on_checkpoint: CheckpointHook | None = None,
-                 should_stop: Callable[[], bool] | None = None,
-                 on_progress: ProgressHook | None = None, save: Checkpointer | None = None,
-                 resume: Mapping[str, Any] | None = None, engine: str = "auto"
-                 ) -> list[TrialResult]:
+                 hooks: TrainHooks = NO_HOOKS) -> list[TrialResult]:
     """Train every split of every configuration together; one result per configuration."""
-    batch = batch_engine(configs, folds, sweep, seed, engine)
+    batch = batch_engine(configs, folds, sweep, seed, hooks)
     settings = batch.settings
     return run_epochs(batch, len(configs), settings.epochs, settings.eval_every,
-                      on_checkpoint, should_stop, on_progress, save, resume)
+                      hooks.on_checkpoint, hooks.should_stop, hooks.on_progress, hooks.save,
+                      hooks.resume)
 
 
 def batch_engine(configs: Sequence[Mapping[str, Any]], folds: Folds, sweep: Sweep, seed: int,
-                 engine: str = "auto") -> CNNEngine:
+                 hooks: TrainHooks = NO_HOOKS) -> CNNEngine:
     """The engine :func:`train_trials` trains these configurations with (a resume checks a
     checkpoint against a fresh one)."""
     spec = spec_of(sweep, folds.image_shape, folds.n_classes)
-    return CNNEngine(configs, folds, settings_of(sweep, spec, engine), seed)
+    return CNNEngine(configs, folds, settings_of(sweep, spec, hooks.engine), seed)
 
 
 def train_on_all(sweep: Sweep, dataset: Dataset, config: Mapping[str, Any], seed: int,

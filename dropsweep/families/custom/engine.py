@@ -23,7 +23,6 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
-import click
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -40,10 +39,8 @@ from dropsweep.families.custom.section import input_shape_of
 from dropsweep.families.optimizers import adam_step, sgd_step
 from dropsweep.train.memory import BYTES_PER_FLOAT, FLOATS_PER_PARAMETER, GATHER_ROWS, Need
 from dropsweep.data.protocols import Folds, one_split
+from dropsweep.train.hooks import NO_HOOKS, TrainHooks, to_stderr
 from dropsweep.train.loop import (
-    CheckpointHook,
-    Checkpointer,
-    ProgressHook,
     TrialResult,
     chunked_scores,
     epoch_order,
@@ -314,15 +311,15 @@ def choose_form(network: Network, engine: str = "auto",
 
 
 def decide_form(sweep: Sweep, network: Network, n_classes: int, engine: str,
-                device: torch.device) -> str:
+                device: torch.device, notice: Callable[[str], None] = to_stderr) -> str:
     """:func:`choose_form` once per sweep (module, arguments, source, data shape): the
-    fallback line goes to stderr the first time only."""
+    fallback line goes to ``notice`` (the search's notices) the first time only."""
     key = (sweep.model.module, repr(sweep.model.args), sweep.model.sources,
            network.input_shape, n_classes, engine, device.type)
     if key not in _DECIDED:
         _DECIDED[key] = choose_form(network, engine, device)
         if _DECIDED[key][1]:
-            click.echo(f"note: {_DECIDED[key][1]}", err=True)
+            notice(_DECIDED[key][1])
     return _DECIDED[key][0]
 
 
@@ -346,25 +343,23 @@ def shape_of(folds: Folds) -> tuple[int, ...]:
 
 
 def train_trials(configs: Sequence[Mapping[str, Any]], folds: Folds, sweep: Sweep, seed: int,
-                 *, on_checkpoint: CheckpointHook | None = None,
-                 should_stop: Callable[[], bool] | None = None,
-                 on_progress: ProgressHook | None = None, save: Checkpointer | None = None,
-                 resume: Mapping[str, Any] | None = None, engine: str = "auto"
-                 ) -> list[TrialResult]:
+                 hooks: TrainHooks = NO_HOOKS) -> list[TrialResult]:
     """Train every split of every configuration; one result per configuration."""
-    batch = batch_engine(configs, folds, sweep, seed, engine)
+    batch = batch_engine(configs, folds, sweep, seed, hooks)
     settings = batch.settings
     return run_epochs(batch, len(configs), settings.epochs, settings.eval_every,
-                      on_checkpoint, should_stop, on_progress, save, resume)
+                      hooks.on_checkpoint, hooks.should_stop, hooks.on_progress, hooks.save,
+                      hooks.resume)
 
 
 def batch_engine(configs: Sequence[Mapping[str, Any]], folds: Folds, sweep: Sweep, seed: int,
-                 engine: str = "auto") -> CustomEngine | BatchedEngine:
+                 hooks: TrainHooks = NO_HOOKS) -> CustomEngine | BatchedEngine:
     """The engine :func:`train_trials` trains these configurations with, in the form it
     chooses (a resume checks a checkpoint against a fresh one)."""
     network = resolve_network(sweep, shape_of(folds), folds.n_classes, seed)
-    form = decide_form(sweep, network, folds.n_classes, engine, folds.rows.device)
-    if len(configs) * folds.k == 1 and engine == "auto":
+    form = decide_form(sweep, network, folds.n_classes, hooks.engine, folds.rows.device,
+                       hooks.on_notice)
+    if len(configs) * folds.k == 1 and hooks.engine == "auto":
         form = "loop"  # one model alone trains faster without vmap (custom_batched.py)
     return make_engine(configs, folds, network, settings_of(sweep, form), seed)
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from dropsweep.families import Family, _words
+from dropsweep.train.hooks import NO_HOOKS, TrainHooks
 from dropsweep.sweep.space import Choices, Config, Dimension, Fixed, Range, value_of
 
 if TYPE_CHECKING:
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
     from dropsweep.data.dataset import Dataset
     from dropsweep.train.memory import Need
     from dropsweep.data.protocols import Folds
-    from dropsweep.train.loop import CheckpointHook, Checkpointer, TrialResult
+    from dropsweep.train.loop import TrialResult
 
 PLACEMENTS = ("none", "input", "hidden", "both")  # also the 1-SE order: simplest first
 _INPUT = ("input", "both")
@@ -136,30 +137,26 @@ class _MLP(Family):
     def batch_key(self, config: Mapping[str, Any]) -> Any:
         return optimizer_of(config)
 
-    def train(self, configs: Sequence[Config], folds: Folds, sweep: Sweep, seed: int, *,
-              on_checkpoint: CheckpointHook | None = None,
-              should_stop: Callable[[], bool] | None = None,
-              on_progress: Callable[[float], None] | None = None,
-              save: Checkpointer | None = None, resume: Mapping[str, Any] | None = None,
-              engine: str = "auto") -> list[TrialResult]:
+    def train(self, configs: Sequence[Config], folds: Folds, sweep: Sweep, seed: int,
+              hooks: TrainHooks = NO_HOOKS) -> list[TrialResult]:
         from dataclasses import replace
 
         from dropsweep.families.mlp.engine import TrainSettings, train_trials
 
-        settings = replace(TrainSettings.of(sweep), engine=engine)
-        return train_trials(configs, folds, settings, seed, on_checkpoint=on_checkpoint,
-                            should_stop=should_stop, on_progress=on_progress, save=save,
-                            resume=resume)
+        settings = replace(TrainSettings.of(sweep), engine=hooks.engine)
+        return train_trials(configs, folds, settings, seed, on_checkpoint=hooks.on_checkpoint,
+                            should_stop=hooks.should_stop, on_progress=hooks.on_progress,
+                            save=hooks.save, resume=hooks.resume)
 
     def check_resume(self, configs: Sequence[Config], folds: Folds, sweep: Sweep, seed: int,
-                     resume: Any, engine: str = "auto") -> None:
+                     hooks: TrainHooks) -> None:
         from dataclasses import replace
 
         from dropsweep.families.mlp.engine import MLPEngine, TrainSettings
         from dropsweep.train.loop import check_resume
 
-        settings = replace(TrainSettings.of(sweep), engine=engine)
-        check_resume(resume, len(configs), folds.k, sweep.train.epochs,
+        settings = replace(TrainSettings.of(sweep), engine=hooks.engine)
+        check_resume(hooks.resume, len(configs), folds.k, sweep.train.epochs,
                      lambda: MLPEngine(configs, folds, settings, seed))
 
     def train_on_all(self, sweep: Sweep, dataset: Dataset, config: Config, seed: int,
