@@ -740,7 +740,7 @@ def validate(sweep: str, overrides: tuple[str, ...], check_data: bool) -> None:
 
         dataset = load_dataset(config)
         check_folds(dataset, config)
-        config.family.need(config, dataset, config.splits)  # the network fits the data
+        config.family.need(config.sections, dataset, config.splits)  # the network fits the data
     out, err = _consoles()
     for text in config.family.notices(config.model):
         err.print(f"note: {text}", markup=False)

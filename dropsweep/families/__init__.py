@@ -12,10 +12,11 @@ This package imports no torch: a family's engine is imported when it trains.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from importlib import import_module
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
-from dropsweep.sweep.space import Config, Dimension, value_of
+from dropsweep.sweep.space import Config, Dimension, Space, value_of
 from dropsweep.train.hooks import NO_HOOKS, TrainHooks
 
 if TYPE_CHECKING:
@@ -23,10 +24,29 @@ if TYPE_CHECKING:
 
     from dropsweep.sweep.checks import Checker
     from dropsweep.data.dataset import Dataset
-    from dropsweep.sweep.config import Sweep
+    from dropsweep.sweep.sections import TrainConfig
     from dropsweep.train.memory import Need
     from dropsweep.train.loop import TrialResult
     from dropsweep.data.protocols import Folds
+
+
+def nowhere(key: str) -> dict[str, Any]:
+    """Where a key was written when no sweep file says: the key alone."""
+    return {"key": key}
+
+
+@dataclass(frozen=True)
+class Sections:
+    """What a family reads of a sweep, and all it reads: its own ``model`` section, the
+    ``train`` section, the baseline and the space searched (a listed sweep's: the choices
+    its list spans), and ``where`` a key was written (a one-line error's file and line).
+    ``Sweep.sections`` makes it."""
+
+    model: Any
+    train: TrainConfig
+    baseline: Config
+    searched: Space
+    where: Callable[[str], dict[str, Any]] = field(default=nowhere, compare=False)
 
 
 class Family:
@@ -43,6 +63,13 @@ class Family:
     def parse_model(self, check: Checker, raw: Mapping[str, Any]) -> Any:
         """The ``model`` section, validated: a frozen value with ``to_dict()``."""
         raise NotImplementedError
+
+    def resolve_model(self, check: Checker, model: Any, data: Callable[[], Dataset]) -> Any:
+        """The parsed ``model`` section checked against the sweep's data, where it depends
+        on it (the custom family builds the user's network for the data's shape), every
+        mistake one line naming its key; ``data()`` reads the data (only when called). The
+        built-in families' sections do not: they are returned as they are."""
+        return model
 
     def default_model(self) -> Any:
         raise NotImplementedError
@@ -98,13 +125,13 @@ class Family:
             groups.setdefault(self.batch_key(config), []).append(i)
         return list(groups.values())
 
-    def train(self, configs: Sequence[Config], folds: Folds, sweep: Sweep, seed: int,
+    def train(self, configs: Sequence[Config], folds: Folds, sections: Sections, seed: int,
               hooks: TrainHooks = NO_HOOKS) -> list[TrialResult]:
         """Train every split of every configuration together, one result per configuration
         (the shared epoch loop of :mod:`dropsweep.train.loop` driving this family's engine)."""
         raise NotImplementedError
 
-    def check_resume(self, configs: Sequence[Config], folds: Folds, sweep: Sweep, seed: int,
+    def check_resume(self, configs: Sequence[Config], folds: Folds, sections: Sections, seed: int,
                      hooks: TrainHooks) -> None:
         """Refuse (:class:`~dropsweep.train.checkpoints.Unusable`, one line) the checkpointed
         state ``hooks.resume`` when :meth:`train` with these arguments could not go on from
@@ -112,15 +139,15 @@ class Family:
         family whose engine can be built without training checks its engine state too."""
         from dropsweep.train.loop import check_resume
 
-        check_resume(hooks.resume, len(configs), folds.k, sweep.train.epochs)
+        check_resume(hooks.resume, len(configs), folds.k, sections.train.epochs)
 
-    def train_on_all(self, sweep: Sweep, dataset: Dataset, config: Config, seed: int,
+    def train_on_all(self, sections: Sections, dataset: Dataset, config: Config, seed: int,
                      device: torch.device) -> dict[str, Any]:
         """The configuration trained once on every row, as plain tensors and numbers that
         ``torch.load(..., weights_only=True)`` reads (``dropsweep export --model``)."""
         raise NotImplementedError
 
-    def need(self, sweep: Sweep, dataset: Dataset, models: int) -> Need:
+    def need(self, sections: Sections, dataset: Dataset, models: int) -> Need:
         """Memory ``models`` models of this sweep's network need to train on ``dataset``
         (all its rows: a bound)."""
         raise NotImplementedError
@@ -163,24 +190,24 @@ class EngineFamily(Family):
     def describe_against(self, config: Mapping[str, Any], reference: Mapping[str, Any]) -> str:
         return self.describe(config)  # it already names everything a trial may change
 
-    def train(self, configs: Sequence[Config], folds: Folds, sweep: Sweep, seed: int,
+    def train(self, configs: Sequence[Config], folds: Folds, sections: Sections, seed: int,
               hooks: TrainHooks = NO_HOOKS) -> list[TrialResult]:
-        return import_module(self.engine).train_trials(configs, folds, sweep, seed, hooks)
+        return import_module(self.engine).train_trials(configs, folds, sections, seed, hooks)
 
-    def check_resume(self, configs: Sequence[Config], folds: Folds, sweep: Sweep, seed: int,
+    def check_resume(self, configs: Sequence[Config], folds: Folds, sections: Sections, seed: int,
                      hooks: TrainHooks) -> None:
         from dropsweep.train.loop import check_resume
 
         module = import_module(self.engine)
-        check_resume(hooks.resume, len(configs), folds.k, sweep.train.epochs,
-                     lambda: module.batch_engine(configs, folds, sweep, seed, hooks))
+        check_resume(hooks.resume, len(configs), folds.k, sections.train.epochs,
+                     lambda: module.batch_engine(configs, folds, sections, seed, hooks))
 
-    def train_on_all(self, sweep: Sweep, dataset: Dataset, config: Config, seed: int,
+    def train_on_all(self, sections: Sections, dataset: Dataset, config: Config, seed: int,
                      device: torch.device) -> dict[str, Any]:
-        return import_module(self.engine).train_on_all(sweep, dataset, config, seed, device)
+        return import_module(self.engine).train_on_all(sections, dataset, config, seed, device)
 
-    def need(self, sweep: Sweep, dataset: Dataset, models: int) -> Need:
-        return import_module(self.engine).need(sweep, dataset, models)
+    def need(self, sections: Sections, dataset: Dataset, models: int) -> Need:
+        return import_module(self.engine).need(sections, dataset, models)
 
 
 DEFAULT_FAMILY = "mlp"  # Brownlee's network; every study before families existed is one
@@ -252,13 +279,14 @@ def family_of_rows(rows: Any) -> Family:
     return bound_family(rows.family, getattr(rows, "model", None))
 
 
-def train_apart(sweep: Sweep, configs: Sequence[Config], folds: Folds, seed: int, *,
-                should_stop: Callable[[], bool] | None = None) -> list[TrialResult]:
+def train_apart(fam: Family, sections: Sections, configs: Sequence[Config], folds: Folds,
+                seed: int, *, should_stop: Callable[[], bool] | None = None
+                ) -> list[TrialResult]:
     """``configs`` trained in the batches their family asks for (one per optimizer: a
     batch mixing update rules runs both on every model), the results in their order."""
     results: dict[int, TrialResult] = {}
-    for group in sweep.family.batches(configs):
-        trained = sweep.family.train([configs[i] for i in group], folds, sweep, seed,
-                                     TrainHooks(should_stop=should_stop))
+    for group in fam.batches(configs):
+        trained = fam.train([configs[i] for i in group], folds, sections, seed,
+                            TrainHooks(should_stop=should_stop))
         results.update(zip(group, trained))
     return [results[i] for i in range(len(configs))]

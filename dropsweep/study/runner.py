@@ -184,7 +184,7 @@ def batch_that_fits(sweep: Sweep, dataset: Dataset, batch: int, device: torch.de
     """``batch``, or the fewer trials that fit in ``device``'s memory beside ``workers - 1``
     other workers on that device; a trial that cannot fit at all is a one-line error naming the key.
     Checked before anything is written to the storage."""
-    need = sweep.family.need(sweep, dataset, sweep.splits)
+    need = sweep.family.need(sweep.sections, dataset, sweep.splits)
     free = memory.available(device)
     share = None if free is None else free // workers
     return memory.fit_batch(need, batch, share, file=sweep.file, device=str(device))
@@ -683,7 +683,8 @@ class _Search:
         have had."""
         configs = [Config(values) for values in payload["configs"]]
         try:
-            self.sweep.family.check_resume(configs, self.folds, self.sweep, int(payload["seed"]),
+            self.sweep.family.check_resume(configs, self.folds, self.sweep.sections,
+                                           int(payload["seed"]),
                                            TrainHooks(resume=payload["state"],
                                                       on_notice=self.events.notice))
         except checkpoints.Elsewhere as exc:
@@ -951,7 +952,7 @@ class _Search:
 
             def go(resume: dict[str, Any] | None) -> list[TrialResult]:
                 return sweep.family.train(
-                    [configs[i] for i in todo], self.folds, sweep, seed, TrainHooks(
+                    [configs[i] for i in todo], self.folds, sweep.sections, seed, TrainHooks(
                         on_checkpoint=checkpoint, should_stop=should_stop,
                         on_progress=on_progress, save=saving[-1] if saving else None,
                         resume=resume, on_notice=self.events.notice))

@@ -20,7 +20,7 @@ from __future__ import annotations
 import itertools
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from dropsweep.families import EngineFamily, Family, _words, dropout_words, training_words
 from dropsweep.families.cnn import DIMENSIONS as _CNN_DIMENSIONS
@@ -28,6 +28,7 @@ from dropsweep.families.cnn import _rate
 from dropsweep.sweep.space import Choices, Dimension, Range
 
 if TYPE_CHECKING:
+    from dropsweep.data.dataset import Dataset
     from dropsweep.sweep.checks import Checker
 
 # The training dimensions are the conv nets': Adam (the baseline) or SGD, a log learning
@@ -56,6 +57,8 @@ class CustomModel:
     # Dropout modules no site group covers, with their own rate (found at validation, not
     # stored: the recorded source is the experiment): they drop in every trial alike
     fixed: tuple[tuple[str, float], ...] = field(default=(), compare=False)
+    # read back from a stored study (its sources recorded): taken as recorded, never resolved
+    stored: bool = field(default=False, compare=False, repr=False)
 
     @property
     def groups(self) -> tuple[str, ...]:
@@ -123,6 +126,11 @@ class _Custom(EngineFamily):
         from dropsweep.families.custom.section import parse_model
 
         return parse_model(check, raw)
+
+    def resolve_model(self, check: Checker, model: Any, data: Callable[[], Dataset]) -> Any:
+        from dropsweep.families.custom.section import resolve_section
+
+        return resolve_section(check, model, data)
 
     def default_model(self) -> CustomModel:
         return CustomModel()

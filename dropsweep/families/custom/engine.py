@@ -48,7 +48,7 @@ from dropsweep.train.loop import (
 )
 
 if TYPE_CHECKING:
-    from dropsweep.sweep.config import Sweep
+    from dropsweep.families import Sections
 
 FORMS = ("loop", "batched")
 ENGINES = ("auto", *FORMS)
@@ -71,11 +71,11 @@ class Network:
     floats: int  # activation floats of one row (every leaf module's output)
 
 
-def resolve_network(sweep: Sweep, input_shape: tuple[int, ...], n_classes: int,
+def resolve_network(sections: Sections, input_shape: tuple[int, ...], n_classes: int,
                     seed: int) -> Network:
     """Import, check that the code is the code the study recorded, build under ``seed``,
     find its sites: a mistake or a changed source is one line naming the key."""
-    model = sweep.model
+    model = sections.model
     try:
         fn, sources = resolve.entry_point(model.module, model.base)
         recorded = dict(model.sources)
@@ -91,7 +91,7 @@ def resolve_network(sweep: Sweep, input_shape: tuple[int, ...], n_classes: int,
         constrained = resolve.constrained_layers(net, model.max_norm)
         sizes = resolve.check_output(net, model.module, input_shape, n_classes)
     except resolve.ModelError as exc:
-        raise SweepError(str(exc), **sweep.where(exc.key)) from None
+        raise SweepError(str(exc), **sections.where(exc.key)) from None
     return Network(net, sites, constrained, tuple(input_shape), max(1, sum(sizes.values())))
 
 
@@ -310,11 +310,11 @@ def choose_form(network: Network, engine: str = "auto",
                     f"{why} (benchmarks/custom_batched.py: the loop took {LOOP_COST})")
 
 
-def decide_form(sweep: Sweep, network: Network, n_classes: int, engine: str,
+def decide_form(sections: Sections, network: Network, n_classes: int, engine: str,
                 device: torch.device, notice: Callable[[str], None] = to_stderr) -> str:
     """:func:`choose_form` once per sweep (module, arguments, source, data shape): the
     fallback line goes to ``notice`` (the search's notices) the first time only."""
-    key = (sweep.model.module, repr(sweep.model.args), sweep.model.sources,
+    key = (sections.model.module, repr(sections.model.args), sections.model.sources,
            network.input_shape, n_classes, engine, device.type)
     if key not in _DECIDED:
         _DECIDED[key] = choose_form(network, engine, device)
@@ -330,10 +330,10 @@ def make_engine(configs: Sequence[Mapping[str, Any]], folds: Folds, network: Net
     return CustomEngine(configs, folds, network, settings, seed)
 
 
-def settings_of(sweep: Sweep, form: str = "loop") -> Settings:
-    return Settings(epochs=sweep.train.epochs, batch_size=sweep.train.batch_size,
-                    eval_every=sweep.train.eval_every,
-                    max_norm_axis=sweep.model.max_norm_axis, form=form)
+def settings_of(sections: Sections, form: str = "loop") -> Settings:
+    return Settings(epochs=sections.train.epochs, batch_size=sections.train.batch_size,
+                    eval_every=sections.train.eval_every,
+                    max_norm_axis=sections.model.max_norm_axis, form=form)
 
 
 def shape_of(folds: Folds) -> tuple[int, ...]:
@@ -342,37 +342,37 @@ def shape_of(folds: Folds) -> tuple[int, ...]:
     return in_shape(folds.image_shape) or (int(folds.rows.shape[-1]),)
 
 
-def train_trials(configs: Sequence[Mapping[str, Any]], folds: Folds, sweep: Sweep, seed: int,
+def train_trials(configs: Sequence[Mapping[str, Any]], folds: Folds, sections: Sections, seed: int,
                  hooks: TrainHooks = NO_HOOKS) -> list[TrialResult]:
     """Train every split of every configuration; one result per configuration."""
-    batch = batch_engine(configs, folds, sweep, seed, hooks)
+    batch = batch_engine(configs, folds, sections, seed, hooks)
     settings = batch.settings
     return run_epochs(batch, len(configs), settings.epochs, settings.eval_every,
                       hooks.on_checkpoint, hooks.should_stop, hooks.on_progress, hooks.save,
                       hooks.resume)
 
 
-def batch_engine(configs: Sequence[Mapping[str, Any]], folds: Folds, sweep: Sweep, seed: int,
+def batch_engine(configs: Sequence[Mapping[str, Any]], folds: Folds, sections: Sections, seed: int,
                  hooks: TrainHooks = NO_HOOKS) -> CustomEngine | BatchedEngine:
     """The engine :func:`train_trials` trains these configurations with, in the form it
     chooses (a resume checks a checkpoint against a fresh one)."""
-    network = resolve_network(sweep, shape_of(folds), folds.n_classes, seed)
-    form = decide_form(sweep, network, folds.n_classes, hooks.engine, folds.rows.device,
+    network = resolve_network(sections, shape_of(folds), folds.n_classes, seed)
+    form = decide_form(sections, network, folds.n_classes, hooks.engine, folds.rows.device,
                        hooks.on_notice)
     if len(configs) * folds.k == 1 and hooks.engine == "auto":
         form = "loop"  # one model alone trains faster without vmap (custom_batched.py)
-    return make_engine(configs, folds, network, settings_of(sweep, form), seed)
+    return make_engine(configs, folds, network, settings_of(sections, form), seed)
 
 
-def train_on_all(sweep: Sweep, dataset: Dataset, config: Mapping[str, Any], seed: int,
+def train_on_all(sections: Sections, dataset: Dataset, config: Mapping[str, Any], seed: int,
                  device: torch.device) -> dict[str, Any]:
     """The configuration trained on every row: the state dict of the user's own module
     (``build(input_shape, n_classes, **args)`` makes the network it loads into), with the
     scaling, the input shape and the classes (``dropsweep export --model``)."""
     folds = one_split(dataset, device, score_on_test=False)
     shape = input_shape_of(dataset)
-    network = resolve_network(sweep, shape, dataset.n_classes, seed)
-    settings = settings_of(sweep, "loop")  # one model: the loop is the faster form
+    network = resolve_network(sections, shape, dataset.n_classes, seed)
+    settings = settings_of(sections, "loop")  # one model: the loop is the faster form
     batch = make_engine([config], folds, network, settings, seed)
     result = run_epochs(batch, 1, settings.epochs, settings.epochs)[0]  # no checkpoints
     if result.model is None:
@@ -382,17 +382,17 @@ def train_on_all(sweep: Sweep, dataset: Dataset, config: Mapping[str, Any], seed
     return {"state_dict": state, "mean": torch.tensor(shift, dtype=torch.float32),
             "scale": torch.tensor(divisor, dtype=torch.float32),
             "classes": list(dataset.classes), "input_shape": list(shape),
-            "module": sweep.model.module, "args": dict(sweep.model.args),
+            "module": sections.model.module, "args": dict(sections.model.args),
             "train_accuracy": result.train_accuracy}
 
 
-def need(sweep: Sweep, dataset: Dataset, models: int) -> Need:
+def need(sections: Sections, dataset: Dataset, models: int) -> Need:
     """Bytes one trial's ``models`` copies need: parameters with gradients, slots and
     copies; each minibatch's activations (about three floats per unit) and its rows. It
     resolves the user's code, so a mistake in it is named before anything is written."""
-    network = resolve_network(sweep, input_shape_of(dataset), dataset.n_classes, 0)
+    network = resolve_network(sections, input_shape_of(dataset), dataset.n_classes, 0)
     params = sum(p.numel() for p in network.net.parameters())
-    rows = sweep.train.batch_size
+    rows = sections.train.batch_size
     return Need(parameters=BYTES_PER_FLOAT * models * params * FLOATS_PER_PARAMETER,
                 activations=BYTES_PER_FLOAT * models * rows * 3 * network.floats,
                 inputs=BYTES_PER_FLOAT * models * rows * dataset.n_features,

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
-from dropsweep.families import Family, _words
+from dropsweep.families import Family, Sections, _words
 from dropsweep.train.hooks import NO_HOOKS, TrainHooks
 from dropsweep.sweep.space import Choices, Config, Dimension, Fixed, Range, value_of
 
@@ -22,7 +22,6 @@ if TYPE_CHECKING:
     import torch
 
     from dropsweep.sweep.checks import Checker
-    from dropsweep.sweep.config import Sweep
     from dropsweep.data.dataset import Dataset
     from dropsweep.train.memory import Need
     from dropsweep.data.protocols import Folds
@@ -137,43 +136,43 @@ class _MLP(Family):
     def batch_key(self, config: Mapping[str, Any]) -> Any:
         return optimizer_of(config)
 
-    def train(self, configs: Sequence[Config], folds: Folds, sweep: Sweep, seed: int,
+    def train(self, configs: Sequence[Config], folds: Folds, sections: Sections, seed: int,
               hooks: TrainHooks = NO_HOOKS) -> list[TrialResult]:
         from dataclasses import replace
 
         from dropsweep.families.mlp.engine import TrainSettings, train_trials
 
-        settings = replace(TrainSettings.of(sweep), engine=hooks.engine)
+        settings = replace(TrainSettings.of(sections), engine=hooks.engine)
         return train_trials(configs, folds, settings, seed, on_checkpoint=hooks.on_checkpoint,
                             should_stop=hooks.should_stop, on_progress=hooks.on_progress,
                             save=hooks.save, resume=hooks.resume)
 
-    def check_resume(self, configs: Sequence[Config], folds: Folds, sweep: Sweep, seed: int,
+    def check_resume(self, configs: Sequence[Config], folds: Folds, sections: Sections, seed: int,
                      hooks: TrainHooks) -> None:
         from dataclasses import replace
 
         from dropsweep.families.mlp.engine import MLPEngine, TrainSettings
         from dropsweep.train.loop import check_resume
 
-        settings = replace(TrainSettings.of(sweep), engine=hooks.engine)
-        check_resume(hooks.resume, len(configs), folds.k, sweep.train.epochs,
+        settings = replace(TrainSettings.of(sections), engine=hooks.engine)
+        check_resume(hooks.resume, len(configs), folds.k, sections.train.epochs,
                      lambda: MLPEngine(configs, folds, settings, seed))
 
-    def train_on_all(self, sweep: Sweep, dataset: Dataset, config: Config, seed: int,
+    def train_on_all(self, sections: Sections, dataset: Dataset, config: Config, seed: int,
                      device: torch.device) -> dict[str, Any]:
         from dropsweep.families.mlp.engine import train_on_all
 
-        return train_on_all(sweep, dataset, config, seed, device)
+        return train_on_all(sections, dataset, config, seed, device)
 
-    def need(self, sweep: Sweep, dataset: Dataset, models: int) -> Need:
+    def need(self, sections: Sections, dataset: Dataset, models: int) -> Need:
         from dropsweep.train import memory
         from dropsweep.families.mlp.network import layer_sizes
 
-        from dropsweep.sweep.space import space_of, values_of
+        from dropsweep.sweep.space import values_of
 
-        sizes = layer_sizes(dataset.n_features, sweep.model.hidden, dataset.n_classes)
-        searched = values_of(space_of(sweep).get("optimizer"))
-        adam = "adam" in searched or optimizer_of(sweep.baseline) == "adam"
+        sizes = layer_sizes(dataset.n_features, sections.model.hidden, dataset.n_classes)
+        searched = values_of(sections.searched.get("optimizer"))
+        adam = "adam" in searched or optimizer_of(sections.baseline) == "adam"
         # Adam keeps a second slot per parameter beside the first (SGD's velocity)
         return memory.trial_need(sizes, models, len(dataset.y),
                                  floats=memory.FLOATS_PER_PARAMETER + int(adam))
