@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from importlib import import_module
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
+from dropsweep.families.common import words
 from dropsweep.sweep.space import Config, Dimension, Space, value_of
 from dropsweep.train.hooks import NO_HOOKS, TrainHooks
 
@@ -94,11 +95,17 @@ class Family:
         what the sweep means (the search says each in a ``note:`` line)."""
         return ()
 
+    def notice(self, device: torch.device) -> str | None:
+        """What a run that trains this family on ``device`` should say before it starts,
+        not a mistake (the search says it in a ``note:`` line): the MLP's, that its fast CPU
+        kernel is not used and what that costs. None: nothing to say."""
+        return None
+
     def describe_against(self, config: Mapping[str, Any], reference: Mapping[str, Any]) -> str:
         """Its dropout in words and whatever else differs from ``reference``: a candidate
         without dropout still differs from the baseline (learning rate, ...), and a verdict
         must say how."""
-        differs = [f"{d.label} {_words(config.get(d.name))}" for d in self.dimensions
+        differs = [f"{d.label} {words(config.get(d.name))}" for d in self.dimensions
                    if d.in_baseline and config.get(d.name) != reference.get(d.name)]
         return self.describe(config) + (f" with {', '.join(differs)}" if differs else "")
 
@@ -151,33 +158,6 @@ class Family:
         """Memory ``models`` models of this sweep's network need to train on ``dataset``
         (all its rows: a bound)."""
         raise NotImplementedError
-
-
-def _words(value: Any) -> str:
-    if value is None:
-        return "off"
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
-def dropout_words(parts: Sequence[tuple[str, str]]) -> str:
-    """"conv dropout 0.41 (spatial), dense 0.5" from (site, its rate in words) pairs, in
-    the placement's order; "no dropout" for none."""
-    if not parts:
-        return "no dropout"
-    (site, rate), rest = parts[0], parts[1:]
-    return f"{site} dropout {rate}" + "".join(f", {s} {r}" for s, r in rest)
-
-
-def training_words(config: Mapping[str, Any]) -> str:
-    """"Adam lr 0.0003", "SGD lr 0.01 momentum 0.9, max-norm 2": how a trial of a family
-    with an optimizer dimension trains (momentum only where SGD uses it)."""
-    optimizer = str(config.get("optimizer", "adam"))
-    words = f"{'Adam' if optimizer == 'adam' else 'SGD'} lr {_words(config.get('learning_rate'))}"
-    if optimizer == "sgd" and config.get("momentum"):
-        words += f" momentum {_words(config.get('momentum'))}"
-    if config.get("max_norm") is not None:
-        words += f", max-norm {_words(config.get('max_norm'))}"
-    return words
 
 
 class EngineFamily(Family):

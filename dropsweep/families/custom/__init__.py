@@ -22,19 +22,16 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
-from dropsweep.families import EngineFamily, Family, _words, dropout_words, training_words
-from dropsweep.families.cnn import DIMENSIONS as _CNN_DIMENSIONS
-from dropsweep.families.cnn import _rate
+from dropsweep.families import EngineFamily, Family
+from dropsweep.families.common import TRAINING, dropout_words, rate, training_words, words
 from dropsweep.sweep.space import Choices, Dimension, Range
 
 if TYPE_CHECKING:
     from dropsweep.data.dataset import Dataset
     from dropsweep.sweep.checks import Checker
 
-# The training dimensions are the conv nets': Adam (the baseline) or SGD, a log learning
-# rate, momentum for SGD only, max-norm off unless the sweep turns it on.
-TRAINING = tuple(d for d in _CNN_DIMENSIONS
-                 if d.name in ("optimizer", "learning_rate", "momentum", "max_norm"))
+# The training dimensions (common.TRAINING) are the conv nets': Adam (the baseline) or SGD,
+# a log learning rate, momentum for SGD only, max-norm off unless the sweep turns it on.
 # Placements grow as 2^groups: past this the space is too large to search or to balance.
 MAX_GROUPS = 6
 _GROUP_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
@@ -89,7 +86,7 @@ def dimensions_of(groups: Sequence[str]) -> tuple[Dimension, ...]:
     dims = [Dimension("placement", Choices(placements), baseline="none", choices=placements,
                       simplicity="order", label="placement")]
     for g in groups:
-        dims.append(Dimension(f"{g}_rate", Range(0.0, 0.7), baseline=0.0, rule=_rate,
+        dims.append(Dimension(f"{g}_rate", Range(0.0, 0.7), baseline=0.0, rule=rate,
                               when=("placement", tuple(p for p in placements
                                                       if g in groups_of(p))),
                               unused=0.0, simplicity="sum", label=f"{g} rate"))
@@ -150,7 +147,7 @@ class _Custom(EngineFamily):
     def describe(self, config: Mapping[str, Any]) -> str:
         """"drop_in dropout 0.2, hidden 0.5, Adam lr 0.001": the dropout, then the training."""
         placement = str(config.get("placement", "none"))
-        parts = [(g, _words(config.get(f"{g}_rate"))) for g in groups_of(placement)]
+        parts = [(g, words(config.get(f"{g}_rate"))) for g in groups_of(placement)]
         return f"{dropout_words(parts)}, {training_words(config)}"
 
 

@@ -337,7 +337,7 @@ def settings_of(sections: Sections, form: str = "loop") -> Settings:
 
 
 def shape_of(folds: Folds) -> tuple[int, ...]:
-    from dropsweep.families.cnn import in_shape
+    from dropsweep.families.common import in_shape
 
     return in_shape(folds.image_shape) or (int(folds.rows.shape[-1]),)
 

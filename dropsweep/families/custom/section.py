@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from dropsweep.sweep.checks import describe
-from dropsweep.families.cnn import MAX_NORM_AXES, in_shape
+from dropsweep.families.common import MAX_NORM_AXES, in_shape
 from dropsweep.families.custom import _GROUP_NAME, MAX_GROUPS, TRAINING, CustomModel
 
 if TYPE_CHECKING:

@@ -14,7 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
-from dropsweep.families import Family, Sections, _words
+from dropsweep.families import Family, Sections
+from dropsweep.families.common import positive, rate, words
 from dropsweep.train.hooks import NO_HOOKS, TrainHooks
 from dropsweep.sweep.space import Choices, Config, Dimension, Fixed, Range, value_of
 
@@ -34,14 +35,6 @@ OPTIMIZERS = ("sgd", "adam")  # Brownlee's SGD first: the baseline's, and all th
 # unless a sweep lists adam
 
 
-def _rate(v: float) -> str | None:
-    return None if 0.0 <= v < 1.0 else f"must be in [0, 1), got {v:g}"
-
-
-def _positive(v: float) -> str | None:
-    return None if v > 0.0 else f"must be > 0, got {v:g}"
-
-
 # implicit: an SGD-only study stores no optimizer, as before this dimension existed
 OPTIMIZER = Dimension("optimizer", Fixed("sgd"), baseline="sgd", choices=OPTIMIZERS,
                       implicit=True, in_baseline=True, label="optimizer")
@@ -51,19 +44,19 @@ DIMENSIONS = (
     Dimension("placement", Choices(PLACEMENTS), baseline="none", choices=PLACEMENTS,
               simplicity="order", label="placement"),
     # Srivastava et al.: input dropout ~0.2, hidden ~0.5
-    Dimension("input_rate", Range(0.0, 0.5), baseline=0.0, rule=_rate,
+    Dimension("input_rate", Range(0.0, 0.5), baseline=0.0, rule=rate,
               when=("placement", _INPUT), unused=0.0, simplicity="sum", label="input rate"),
-    Dimension("hidden_rate", Range(0.0, 0.7), baseline=0.0, rule=_rate,
+    Dimension("hidden_rate", Range(0.0, 0.7), baseline=0.0, rule=rate,
               when=("placement", _HIDDEN), unused=0.0, simplicity="sum", label="hidden rate"),
     OPTIMIZER,
     # Brownlee's baseline: lr 0.01, momentum 0.8; dropout wants larger rates and momentum
-    Dimension("learning_rate", Range(1e-3, 0.3, log=True), baseline=0.01, rule=_positive,
+    Dimension("learning_rate", Range(1e-3, 0.3, log=True), baseline=0.01, rule=positive,
               log=True, in_baseline=True, label="learning rate"),
     # SGD only (unused: 0.0, as the conv nets')
-    Dimension("momentum", Range(0.5, 0.99), baseline=0.8, rule=_rate, in_baseline=True,
+    Dimension("momentum", Range(0.5, 0.99), baseline=0.8, rule=rate, in_baseline=True,
               when=("optimizer", ("sgd",)), unused=0.0, label="momentum"),
     # None: max-norm off unless the sweep turns it on (Srivastava et al.: c ~ 3-4)
-    Dimension("max_norm", None, baseline=None, rule=_positive, can_be_off=True,
+    Dimension("max_norm", None, baseline=None, rule=positive, can_be_off=True,
               in_baseline=True, simplicity="off", label="max-norm"),
 )
 
@@ -118,23 +111,30 @@ class _MLP(Family):
         placement = str(config.get("placement", "none"))
         rates = [config.get(d.name) for d in DIMENSIONS
                  if d.when is not None and d.when[0] == "placement" and placement in d.when[1]]
-        dropout = (f"{placement} dropout {' / '.join(_words(r) for r in rates)}" if rates
+        dropout = (f"{placement} dropout {' / '.join(words(r) for r in rates)}" if rates
                    else "no dropout")
         if optimizer_of(config) == "adam":
-            dropout += f", Adam lr {_words(config.get('learning_rate'))}"
+            dropout += f", Adam lr {words(config.get('learning_rate'))}"
         return dropout
 
     def describe_against(self, config: Mapping[str, Any], reference: Mapping[str, Any]) -> str:
         """As every family's, without repeating what :meth:`describe` said (Adam, its lr) or
         naming a setting the configuration does not use (momentum under Adam)."""
         said = ("optimizer", "learning_rate") if optimizer_of(config) == "adam" else ()
-        differs = [f"{d.label} {_words(value_of(d, config))}" for d in self.dimensions
+        differs = [f"{d.label} {words(value_of(d, config))}" for d in self.dimensions
                    if d.in_baseline and d.name not in said and d.used(config)
                    and value_of(d, config) != value_of(d, reference)]
         return self.describe(config) + (f" with {', '.join(differs)}" if differs else "")
 
     def batch_key(self, config: Mapping[str, Any]) -> Any:
         return optimizer_of(config)
+
+    def notice(self, device: torch.device) -> str | None:
+        """Why the fast CPU kernel is not used, and what it costs (or what was wrong with
+        its cache), for a run that trains on the CPU; read before anything is written."""
+        from dropsweep.families.mlp import kernel
+
+        return kernel.notice() if device.type == "cpu" else None
 
     def train(self, configs: Sequence[Config], folds: Folds, sections: Sections, seed: int,
               hooks: TrainHooks = NO_HOOKS) -> list[TrialResult]:
