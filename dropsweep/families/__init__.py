@@ -135,7 +135,9 @@ class Family:
     def train(self, configs: Sequence[Config], folds: Folds, sections: Sections, seed: int,
               hooks: TrainHooks = NO_HOOKS) -> list[TrialResult]:
         """Train every split of every configuration together, one result per configuration
-        (the shared epoch loop of :mod:`dropsweep.train.loop` driving this family's engine)."""
+        (the shared epoch loop of :mod:`dropsweep.train.loop` driving this family's engine);
+        ``hooks`` (:class:`~dropsweep.train.hooks.TrainHooks`) say how: pruning, stop,
+        progress, checkpoints, the engine, where a notice goes."""
         raise NotImplementedError
 
     def check_resume(self, configs: Sequence[Config], folds: Folds, sections: Sections, seed: int,
