@@ -109,13 +109,12 @@ def stored_study_option(f: Any) -> Any:
                              "storage).")(f)
 
 
-def _kernel_notice(device: str) -> str | None:
-    """Why the fast CPU kernel is not used, and what it costs (or what was wrong with its
-    cache), for a run that trains on the CPU; read before anything is written."""
-    from dropsweep.families.mlp import kernel
+def _family_notice(family: Any, device: str) -> str | None:
+    """What the family says before a run that trains it on ``device`` (the MLP: why its
+    fast CPU kernel is not used, and what it costs); read before anything is written."""
     from dropsweep.train.devices import resolve_device
 
-    return kernel.notice() if resolve_device(device).type == "cpu" else None
+    return family.notice(resolve_device(device))
 
 
 def _resume_command() -> str:
@@ -311,7 +310,7 @@ def _search_stage(sweep: str, overrides: tuple[str, ...], storage: str,
     events = SearchEvents(on_start=progress.start, on_trial=progress.trial_done,
                           on_notice=progress.notice, on_epochs=progress.epochs)
     status = 0
-    kernel_notice = _kernel_notice(device)
+    kernel_notice = _family_notice(config.family, device)
     try:
         with stop_on_signals(StopFlag(), until_exit=True) as stop, progress:
             for text in (kernel_notice, *config.family.notices(config.model)):
@@ -597,7 +596,7 @@ def _confirm_stage(storage: str, study_name: str | None, top: int | None, repeat
 
     store, study, sweep, dataset = _study_to_train(storage, study_name, threads, err)
     name = study.study_name
-    _note(err, _kernel_notice(device))
+    _note(err, _family_notice(sweep.family, device))
     what = ("the baseline and the best configuration of each placement" if top is None
             else f"the baseline and the {top} best configurations")
     err.print(f"confirming study '{name}': {what}, "
@@ -772,7 +771,7 @@ def validate(sweep: str, overrides: tuple[str, ...], check_data: bool) -> None:
 
         dataset = load_dataset(config)
         check_folds(dataset, config)
-        config.family.need(config, dataset, config.splits)  # the network fits the data
+        config.family.need(config.sections, dataset, config.splits)  # the network fits the data
     out, err = _consoles()
     for text in config.family.notices(config.model):
         err.print(f"note: {text}", markup=False)

@@ -20,6 +20,7 @@ import torch
 from dropsweep import records
 
 from dropsweep.train import checkpoints
+from dropsweep.train.hooks import TrainHooks
 from dropsweep.sweep.config import build_sweep
 from dropsweep.data.dataset import load_dataset
 from dropsweep.study.runner import SearchEvents, run_search
@@ -335,12 +336,13 @@ def test_every_family_checks_a_saved_state_against_a_fresh_engine_of_its_batch(c
         pytest.skip("the C kernel is not available here")
     sweep, configs, folds, engine = CASES[case]()
     saver = Every()
-    sweep.family.train(configs, folds, sweep, 3, save=saver, engine=engine,
-                       on_checkpoint=lambda epoch, acc: [1] if epoch == 1 else [])
+    sweep.family.train(configs, folds, sweep.sections, 3, TrainHooks(
+        save=saver, engine=engine, on_checkpoint=lambda epoch, acc: [1] if epoch == 1 else []))
     state = saver.states[1]  # after epoch 2, the second trial pruned at epoch 1
 
     def check(resume, on=engine):
-        sweep.family.check_resume(configs, folds, sweep, 3, resume, engine=on)
+        sweep.family.check_resume(configs, folds, sweep.sections, 3,
+                                  TrainHooks(resume=resume, engine=on))
 
     check(state)
     tensors = [(path, t) for path, t in _leaves(state["engine"]) if t.dim() > 1]

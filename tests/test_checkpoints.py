@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from dropsweep.train import checkpoints
+from dropsweep.train.hooks import TrainHooks
 from dropsweep.families.mlp import config as mlp_config
 from dropsweep.families.mlp.engine import TrainSettings, train_trials
 from dropsweep.data.protocols import make_folds, make_holdout
@@ -319,8 +320,8 @@ def test_a_stop_within_an_epoch_is_checkpointed_and_goes_on_exactly(case, monkey
         return [1] if epoch == 2 else []
 
     def train(**kw):
-        return sweep.family.train(configs, folds, sweep, 3, on_checkpoint=prune,
-                                  engine=engine, **kw)
+        return sweep.family.train(configs, folds, sweep.sections, 3,
+                                  TrainHooks(on_checkpoint=prune, engine=engine, **kw))
 
     looked = []
     whole = outcome(train(should_stop=lambda: looked.append(1) and False))
@@ -337,7 +338,8 @@ def test_a_stop_within_an_epoch_is_checkpointed_and_goes_on_exactly(case, monkey
                                         "configs": [dict(c) for c in configs],
                                         "state": state})
         state = checkpoints.read(path)["state"]
-        sweep.family.check_resume(configs, folds, sweep, 3, state, engine=engine)
+        sweep.family.check_resume(configs, folds, sweep.sections, 3,
+                                  TrainHooks(resume=state, engine=engine))
         assert outcome(train(resume=state)) == whole, (looks, where[-1])
     assert any(minibatch > 0 for _, minibatch in where)  # within an epoch, not at its start
     assert any(epoch >= 2 for epoch, _ in where)  # and after the pruning
@@ -357,15 +359,17 @@ def test_a_stopped_epoch_whose_row_order_puts_padding_among_rows_is_refused():
     sweep, configs, folds, _ = _mlp_case("torch")
     folds = make_folds(*data(rows=88), 3, seed=0)  # splits of 58 and 59 training rows
     saver = AtStop()
-    MLP.train(configs, folds, sweep, 3, save=saver, should_stop=StopAfter(2), engine="torch")
+    MLP.train(configs, folds, sweep.sections, 3,
+              TrainHooks(save=saver, should_stop=StopAfter(2), engine="torch"))
     [state] = saver.states
-    MLP.check_resume(configs, folds, sweep, 3, state, engine="torch")
+    MLP.check_resume(configs, folds, sweep.sections, 3, TrainHooks(resume=state, engine="torch"))
     short = int(folds.n_train.argmin())  # a split with padding: its last position
     order = state["order"].clone()
     m = int((folds.n_train[state["engine"]["fold_of"]] == folds.n_train[short]).nonzero()[0])
     order[m, [0, -1]] = order[m, [-1, 0]]  # the padding position swapped to the front
     with pytest.raises(checkpoints.Unusable, match="padding after them"):
-        MLP.check_resume(configs, folds, sweep, 3, {**state, "order": order}, engine="torch")
+        MLP.check_resume(configs, folds, sweep.sections, 3,
+                         TrainHooks(resume={**state, "order": order}, engine="torch"))
 
 
 @pytest.mark.slow

@@ -82,10 +82,10 @@ def test_the_model_section_takes_keras_s_defaults_and_refuses_mistakes_in_one_li
 def test_a_network_that_does_not_fit_the_images_names_the_key():
     deep = sweep_of(DIGITS.replace("conv: [4, 6]", "conv: [4, 6, 8, 8]"))
     with pytest.raises(SweepError) as err:
-        spec_of(deep, (8, 8), 10)
+        spec_of(deep.sections, (8, 8), 10)
     assert_one_line(err.value, "s.yaml", 3, "model.conv", "pooling leaves no feature map")
     with pytest.raises(SweepError) as err:
-        spec_of(sweep_of(), None, 2)  # a table, Sonar say
+        spec_of(sweep_of().sections, None, 2)  # a table, Sonar say
     assert_one_line(err.value, "s.yaml", 3, "model.family", "needs images")
 
 
@@ -150,13 +150,13 @@ def test_configurations_read_as_words():
 
 def test_the_form_follows_the_work_per_row():
     sweep = sweep_of()
-    assert choose_form(spec_of(sweep, (8, 8), 10)) == "grouped"
-    assert choose_form(spec_of(sweep, (32, 32, 3), 10)) == "grouped"  # 4 and 6 channels
+    assert choose_form(spec_of(sweep.sections, (8, 8), 10)) == "grouped"
+    assert choose_form(spec_of(sweep.sections, (32, 32, 3), 10)) == "grouped"  # 4 and 6 channels
     wide = sweep_of(DIGITS.replace("conv: [4, 6], dense: [12], padding: same",
                                    "conv: [64, 64], dense: [256]"))
-    assert choose_form(spec_of(wide, (16, 16, 3), 10)) == "loop"  # ~1.3M multiply-adds a row
-    assert choose_form(spec_of(wide, (32, 32, 3), 10)) == "loop"  # the Keras example
-    assert choose_form(spec_of(wide, (32, 32, 3), 10), "grouped") == "grouped"
+    assert choose_form(spec_of(wide.sections, (16, 16, 3), 10)) == "loop"  # ~1.3M macs a row
+    assert choose_form(spec_of(wide.sections, (32, 32, 3), 10)) == "loop"  # the Keras example
+    assert choose_form(spec_of(wide.sections, (32, 32, 3), 10), "grouped") == "grouped"
 
 
 # ----------------------------------------------------------------------------- the engine
@@ -172,12 +172,12 @@ def test_the_batch_trains_each_split_as_if_alone(form, optimizer, max_norm):
     folds = small_folds()
     assert sorted(set(folds.n_train.tolist())) == [66, 67]
     sweep = sweep_of()
-    spec = spec_of(sweep, folds.image_shape, 10)
+    spec = spec_of(sweep.sections, folds.image_shape, 10)
     configs = [config(optimizer=optimizer, learning_rate=0.01, momentum=0.9,
                       max_norm=max_norm),
                config(optimizer=optimizer, learning_rate=0.003, momentum=0.5,
                       max_norm=max_norm)]
-    engine = CNNEngine(configs, folds, settings_of(sweep, spec, form), seed=5)
+    engine = CNNEngine(configs, folds, settings_of(sweep.sections, spec, form), seed=5)
     alone = [engine.nets.select(torch.tensor([m])) for m in range(engine.size)]
     orders = []
     for _ in range(2):
@@ -210,9 +210,9 @@ def test_dropout_and_spatial_maps_reach_the_engine():
     spatial model's first conv block sees whole maps zeroed."""
     folds = small_folds()
     sweep = sweep_of()
-    spec = spec_of(sweep, folds.image_shape, 10)
+    spec = spec_of(sweep.sections, folds.image_shape, 10)
     configs = [config(), config("conv", conv_rate=0.5, spatial=True)]
-    engine = CNNEngine(configs, folds, settings_of(sweep, spec), seed=1)
+    engine = CNNEngine(configs, folds, settings_of(sweep.sections, spec), seed=1)
     assert bool(engine.dropping) and engine.spatial.tolist() == [False] * 3 + [True] * 3
     assert engine.p_conv.tolist() == [0.0] * 3 + [0.5] * 3
 
@@ -220,11 +220,11 @@ def test_dropout_and_spatial_maps_reach_the_engine():
 def test_a_checkpoint_goes_on_exactly_as_if_never_stopped():
     folds = small_folds()
     sweep = sweep_of(DIGITS.replace("epochs: 2", "epochs: 4"))
-    spec = spec_of(sweep, folds.image_shape, 10)
+    spec = spec_of(sweep.sections, folds.image_shape, 10)
     configs = [config("all", input_rate=0.2, conv_rate=0.3, spatial=True, dense_rate=0.5),
                config("dense", dense_rate=0.4, optimizer="sgd", learning_rate=0.05,
                       momentum=0.9, max_norm=2.0)]
-    settings = settings_of(sweep, spec)
+    settings = settings_of(sweep.sections, spec)
     whole = run_epochs(CNNEngine(configs, folds, settings, 9), 2, 4, 1)
     saved = []
 
@@ -247,8 +247,8 @@ def test_a_checkpoint_goes_on_exactly_as_if_never_stopped():
 def test_evaluation_in_chunks_scores_as_one_pass(monkeypatch: pytest.MonkeyPatch):
     folds = small_folds()
     sweep = sweep_of()
-    spec = spec_of(sweep, folds.image_shape, 10)
-    engine = CNNEngine([config()], folds, settings_of(sweep, spec), seed=2)
+    spec = spec_of(sweep.sections, folds.image_shape, 10)
+    engine = CNNEngine([config()], folds, settings_of(sweep.sections, spec), seed=2)
     whole = engine.evaluate()
     monkeypatch.setattr(CNNEngine, "eval_rows", lambda self: 7)
     chunked = engine.evaluate()
@@ -297,7 +297,7 @@ def test_search_report_and_export_into_a_plain_sequential(tmp_path: Path, monkey
     accuracy = float((predicted == torch.from_numpy(data.y)).float().mean())
     assert accuracy == pytest.approx(saved["train_accuracy"], abs=1e-6)
     assert accuracy > 0.3  # two epochs: well above chance (0.1)
-    spec = spec_of(sweep_of(), (8, 8), 10)
+    spec = spec_of(sweep_of().sections, (8, 8), 10)
     assert cost_of(spec).parameters == sum(p.numel() for p in net.parameters())
     study = optuna.load_study(study_name="digits-cnn", storage="sqlite:///results/dropsweep.db")
     assert {t.user_attrs["config"]["placement"] for t in study.trials} <= {"none", "conv",
@@ -305,7 +305,7 @@ def test_search_report_and_export_into_a_plain_sequential(tmp_path: Path, monkey
 
 
 def test_trained_nets_select_models_without_sharing_storage():
-    spec = spec_of(sweep_of(), (8, 8), 10)
+    spec = spec_of(sweep_of().sections, (8, 8), 10)
     nets = ConvNets(spec, 3, torch.Generator().manual_seed(0))
     one = nets.select(torch.tensor([2]))
     assert one.models == 1 and torch.equal(one.conv_w[0][0], nets.conv_w[0][2])
@@ -319,8 +319,8 @@ def test_the_shipped_conv_net_sweeps_are_valid_and_fit_their_images():
 
     digits = build_sweep(load_sweep(repo / "sweeps" / "digits-cnn.yaml"))
     cifar = build_sweep(load_sweep(repo / "sweeps" / "cifar10.yaml"))
-    assert spec_of(digits, (8, 8, 1), 10).flat() == 32 * 2 * 2
-    example = spec_of(cifar, (32, 32, 3), 10)  # the Keras example's network
+    assert spec_of(digits.sections, (8, 8, 1), 10).flat() == 32 * 2 * 2
+    example = spec_of(cifar.sections, (32, 32, 3), 10)  # the Keras example's network
     assert (example.conv, example.dense, example.flat()) == ((64, 64), (256,), 64 * 6 * 6)
     # the Keras example's model.summary(): 1,792 + 36,928 + 590,080 + 2,570 parameters
     assert cost_of(example).parameters == 631_370

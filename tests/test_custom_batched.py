@@ -40,7 +40,7 @@ def engines(model: str, configs, epochs: int = 2, rows: int = 91, seed: int = 4,
     """The loop and the batched form, trained side by side on the same batch."""
     sweep = sweep_of(model)
     folds = small_folds(rows)
-    network = resolve_network(sweep, shape_of(folds), 10, seed)
+    network = resolve_network(sweep.sections, shape_of(folds), 10, seed)
     out = []
     for form in ("loop", "batched"):
         settings = Settings(epochs, 32, 1, axis, form)
@@ -142,13 +142,13 @@ def test_spatial_sites_drop_whole_channels_each_model_at_its_own_rate():
 def test_batchnorm_falls_back_to_the_loop_in_one_line_and_still_trains_as_the_loop(capsys):
     sweep = sweep_of("{family: custom, module: 'custom_modules.nets:cnn', args: {bn: true}}")
     folds = small_folds()
-    network = resolve_network(sweep, shape_of(folds), 10, 2)
+    network = resolve_network(sweep.sections, shape_of(folds), 10, 2)
     form, why = choose_form(network)
     assert form == "loop" and len(why.splitlines()) == 1
     assert "BatchNorm2d '1' updates running statistics" in why
     assert "model by model" in why and "the batched form's time" in why
     configs = [config(optimizer="adam", learning_rate=0.003, momentum=0.0)]
-    results = train_trials(configs, folds, sweep, 2)
+    results = train_trials(configs, folds, sweep.sections, 2)
     note = capsys.readouterr().err.strip().splitlines()
     assert note == [f"note: {why}"]
     want = CustomEngine(configs, folds, network, Settings(2, 32, 1), 2)
@@ -160,16 +160,16 @@ def test_batchnorm_falls_back_to_the_loop_in_one_line_and_still_trains_as_the_lo
 
 def test_item_in_forward_falls_back_and_the_batched_form_is_taken_otherwise():
     folds = small_folds()
-    item = resolve_network(sweep_of("{family: custom, module: 'custom_modules.nets:itemised'}"),
-                           shape_of(folds), 10, 0)
+    itemised = sweep_of("{family: custom, module: 'custom_modules.nets:itemised'}")
+    item = resolve_network(itemised.sections, shape_of(folds), 10, 0)
     form, why = choose_form(item)
     assert form == "loop" and why.count("\n") == 0 and "vmap raises" in why
     assert "calling .item() on a Tensor" in why and why.endswith("small MLP or CNN)")
     sweep = sweep_of(MODULES["residual"])
-    plain = resolve_network(sweep, shape_of(folds), 10, 0)
+    plain = resolve_network(sweep.sections, shape_of(folds), 10, 0)
     assert choose_form(plain) == ("batched", None)
     assert choose_form(plain, "loop") == ("loop", None)
-    assert decide_form(sweep, plain, 10, "auto", torch.device("cpu")) == "batched"
+    assert decide_form(sweep.sections, plain, 10, "auto", torch.device("cpu")) == "batched"
     with pytest.raises(ValueError, match="auto"):
         choose_form(plain, "grouped")
 
@@ -180,13 +180,13 @@ def test_a_random_operation_in_forward_falls_back_to_the_loop_and_evaluates(caps
     model by model, said in one note, instead of failing at its first score."""
     sweep = sweep_of("{family: custom, module: 'custom_modules.hostile:noisy'}")
     folds = small_folds()
-    network = resolve_network(sweep, shape_of(folds), 10, 0)
+    network = resolve_network(sweep.sections, shape_of(folds), 10, 0)
     form, why = choose_form(network)
     assert form == "loop" and len(why.splitlines()) == 1
     assert "vmap raises RuntimeError" in why and "random operation" in why
     configs = [config(optimizer="adam", learning_rate=0.003, momentum=0.0),
                config(optimizer="sgd", learning_rate=0.05, momentum=0.9)]
-    results = train_trials(configs, folds, sweep, 0)
+    results = train_trials(configs, folds, sweep.sections, 0)
     assert capsys.readouterr().err.strip().splitlines() == [f"note: {why}"]
     for r in results:
         assert r.failure is None and len(r.fold_accuracies) == folds.k
@@ -198,7 +198,7 @@ def test_a_batched_checkpoint_resumes_exactly_and_a_loop_checkpoint_is_refused()
     folds = small_folds()
     configs = [config("site_3", "adam", 0.003, 0.0, site_3_rate=0.3, site_7_rate=0.0),
                config("site_7", max_norm=1.0, site_3_rate=0.0, site_7_rate=0.5)]
-    network = resolve_network(sweep, shape_of(folds), 10, 5)
+    network = resolve_network(sweep.sections, shape_of(folds), 10, 5)
 
     def engine(form="batched"):
         cls = BatchedEngine if form == "batched" else CustomEngine

@@ -129,7 +129,7 @@ def test_a_module_that_cannot_train_is_one_line_at_search_and_at_training(tmp_pa
         f"{{family: custom, module: 'hostile.py:{entry}', sites: {{d: drop}}, "
         f"sources: {{hostile.py: '{sha}'}}}}"), str(sweep)))  # read back: nothing checked
     with pytest.raises(SweepError, match=re.escape(fragment)):
-        resolve_network(stored, (64,), 10, 0)
+        resolve_network(stored.sections, (64,), 10, 0)
     SUITE["hostile custom modules"] += 1
 
 
@@ -180,7 +180,7 @@ def test_sites_default_to_one_group_per_dropout_module_and_patterns_group_them()
     assert grouped.family.groups == ("all",)
     assert [d.name for d in grouped.dimensions] == [
         "placement", "all_rate", "optimizer", "learning_rate", "momentum", "max_norm"]
-    net = resolve_network(grouped, (1, 8, 8), 10, 0)
+    net = resolve_network(grouped.sections, (1, 8, 8), 10, 0)
     assert net.sites == {"all": ["inner.drop_in", "inner.drop_hidden"]}
     assert net.constrained == ["inner.hidden", "inner.out"]
 
@@ -249,7 +249,7 @@ def keras_adam(p, m, v, g, lr, t):
 
 def reference(sweep, folds, configs, seed, epochs):
     """Plain PyTorch: each model its own copy, the engine's minibatch order replayed."""
-    net = resolve_network(sweep, shape_of(folds), 10, seed).net
+    net = resolve_network(sweep.sections, shape_of(folds), 10, seed).net
     k = folds.k
     models = [copy.deepcopy(net) for _ in range(len(configs) * k)]
     fold_of = torch.arange(k).repeat(len(configs))
@@ -284,7 +284,7 @@ def test_the_engine_is_a_plain_pytorch_loop_with_keras_s_sgd_and_adam():
     folds = small_folds()
     configs = [config(optimizer="sgd", learning_rate=0.05, momentum=0.9),
                config(optimizer="adam", learning_rate=0.003, momentum=0.0)]
-    network = resolve_network(sweep, shape_of(folds), 10, 11)
+    network = resolve_network(sweep.sections, shape_of(folds), 10, 11)
     engine = CustomEngine(configs, folds, network, Settings(3, 32, 3), 11)
     results = run_epochs(engine, 2, 3, 3)
     expected = reference(sweep, folds, configs, 11, 3)
@@ -303,7 +303,7 @@ def test_each_model_s_sites_get_its_trial_s_rates_and_max_norm_holds():
     folds = small_folds()
     configs = [config("site_3", site_3_rate=0.3, site_7_rate=0.6, max_norm=0.5),
                config("site_3+site_7", site_3_rate=0.1, site_7_rate=0.5)]
-    network = resolve_network(sweep, shape_of(folds), 10, 0)
+    network = resolve_network(sweep.sections, shape_of(folds), 10, 0)
     engine = CustomEngine(configs, folds, network, Settings(1, 32, 1), 0)
     rates = [(m[3].p, m[7].p, type(m[3]).__name__) for m in engine.models]
     assert rates == [(0.3, 0.0, "Dropout2d")] * 2 + [(0.1, 0.5, "Dropout2d")] * 2
@@ -318,7 +318,7 @@ def test_a_checkpoint_loads_weights_only_and_training_goes_on_as_if_never_stoppe
     folds = small_folds()
     configs = [config("site_4+site_8", "adam", 0.003, 0.0, site_4_rate=0.3, site_8_rate=0.5),
                config("site_8", site_4_rate=0.0, site_8_rate=0.4)]
-    network = resolve_network(sweep, shape_of(folds), 10, 5)
+    network = resolve_network(sweep.sections, shape_of(folds), 10, 5)
 
     def engine():
         return CustomEngine(configs, folds, network, Settings(2, 32, 1), 5)

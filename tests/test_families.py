@@ -27,6 +27,7 @@ from dropsweep.train.memory import Need
 from dropsweep.data.protocols import Folds
 from dropsweep.sweep.space import Choices, Config, Dimension, Fixed, Range
 from dropsweep.sweep.file import parse_sweep_text
+from dropsweep.train.hooks import NO_HOOKS, TrainHooks
 from dropsweep.train.loop import TrialResult, run_epochs
 
 from helpers import SUITE
@@ -130,13 +131,11 @@ class Toy(Family):
         return {"clean": "no noise", "gauss": f"gaussian noise {config.get('sigma')}",
                 "drop": f"dropout keeping {config.get('keep')}"}[config["noise"]]
 
-    def train(self, configs: Sequence[Config], folds: Folds, sweep: Any, seed: int, *,
-              on_checkpoint: Callable | None = None, should_stop: Callable | None = None,
-              on_progress: Callable | None = None, save: Any = None, resume: Any = None,
-              engine: str = "auto") -> list[TrialResult]:
+    def train(self, configs: Sequence[Config], folds: Folds, sweep: Any, seed: int,
+              hooks: TrainHooks = NO_HOOKS) -> list[TrialResult]:
         return run_epochs(ToyEngine(configs, folds, seed), len(configs), sweep.train.epochs,
-                          sweep.train.eval_every, on_checkpoint, should_stop, on_progress,
-                          save, resume)
+                          sweep.train.eval_every, hooks.on_checkpoint, hooks.should_stop,
+                          hooks.on_progress, hooks.save, hooks.resume)
 
     def need(self, sweep: Any, dataset: Any, models: int) -> Need:
         n_features, rows = dataset.n_features, len(dataset.y)
@@ -375,27 +374,26 @@ def test_the_mlp_s_memory_need_counts_adam_s_second_slot_only_where_it_may_train
                    name="d", source="memory", feature_names=tuple("abcdef"))
     sgd = build_sweep(parse_sweep_text("name: s\n", "s.yaml"))
     adam = build_sweep(parse_sweep_text("name: a\nspace: {optimizer: [sgd, adam]}\n", "a.yaml"))
-    assert MLP.need(adam, data, 3).parameters == MLP.need(sgd, data, 3).parameters * 6 // 5
+    assert MLP.need(adam.sections, data, 3).parameters == \
+        MLP.need(sgd.sections, data, 3).parameters * 6 // 5
 
 
 def test_confirm_and_test_train_each_optimizer_apart_and_keep_the_order(monkeypatch):
     """What the search runner does for its batches, confirmation and the test do too
     (both go through families.train_apart)."""
-    from types import SimpleNamespace
-
     from dropsweep.families.mlp import MLP, optimizer_of
     from dropsweep.families.mlp import config as mlp_config
 
     calls: list[list[str]] = []
 
-    def train(self, configs, folds, sweep, seed, *, should_stop=None):
+    def train(self, configs, folds, sweep, seed, hooks=None):
         calls.append([optimizer_of(c) for c in configs])
         return [TrialResult(fold_accuracies=[c["learning_rate"]]) for c in configs]
 
     monkeypatch.setattr(type(MLP), "train", train)
     configs = [mlp_config(learning_rate=0.1), mlp_config(optimizer="adam", learning_rate=0.2),
                mlp_config(learning_rate=0.3)]
-    results = families.train_apart(SimpleNamespace(family=MLP), configs, None, 7)
+    results = families.train_apart(MLP, None, configs, None, 7)
     assert calls == [["sgd", "sgd"], ["adam"]]
     assert [r.fold_accuracies for r in results] == [[0.1], [0.2], [0.3]]
     assert MLP.batches(configs[::2]) == [[0, 1]]  # one optimizer: one batch, as before
@@ -450,8 +448,9 @@ def test_a_batch_in_which_every_trial_diverges_fails_each_with_its_reason(form):
     folds = folds_of(dataset, sweep, 0)
     seen: list[list[float | None]] = []
     results = sweep.family.train(diverging(sweep.family.name, [1e25, 1e26, 1e27]), folds,
-                                 sweep, 0, engine=engine,
-                                 on_checkpoint=lambda e, a: seen.append(list(a)) or [])
+                                 sweep.sections, 0, TrainHooks(
+                                     engine=engine,
+                                     on_checkpoint=lambda e, a: seen.append(list(a)) or []))
     assert len(results) == 3
     for r in results:
         assert re.fullmatch(FAILED, r.failure or ""), r.failure
@@ -476,14 +475,14 @@ def test_an_engine_keeps_an_empty_batch_without_failing(form):
     if sweep.family.name == "cnn":
         from dropsweep.families.cnn.engine import CNNEngine, settings_of, spec_of
 
-        spec = spec_of(sweep, folds.image_shape, folds.n_classes)
-        batch = CNNEngine(configs, folds, settings_of(sweep, spec, engine), 0)
+        spec = spec_of(sweep.sections, folds.image_shape, folds.n_classes)
+        batch = CNNEngine(configs, folds, settings_of(sweep.sections, spec, engine), 0)
     else:
         from dropsweep.families.custom.engine import (make_engine, resolve_network,
                                                       settings_of, shape_of)
 
-        network = resolve_network(sweep, shape_of(folds), folds.n_classes, 0)
-        batch = make_engine(configs, folds, network, settings_of(sweep, engine), 0)
+        network = resolve_network(sweep.sections, shape_of(folds), folds.n_classes, 0)
+        batch = make_engine(configs, folds, network, settings_of(sweep.sections, engine), 0)
     batch.keep(torch.zeros(0, dtype=torch.long))
     assert batch.trial_of.numel() == 0 and batch.fold_of.numel() == 0
     SUITE["diverging batches"] += 1

@@ -70,9 +70,9 @@ def test_the_winner_and_the_baseline_are_scored_on_the_test_rows_once(searched, 
 
     original = MLP.train
 
-    def spy(self, configs, folds, sweep, seed, **kw):
+    def spy(self, configs, folds, sweep, seed, *hooks):
         seen.append((int(folds.n_train[0]), int(folds.n_test[0]), seed, sweep.train.eval_every))
-        return original(configs, folds, sweep, seed, **kw)
+        return original(configs, folds, sweep, seed, *hooks)
 
     monkeypatch.setattr(type(MLP), "train", spy)
     result = run_test(study, data, repeats=3, device="cpu")
@@ -163,9 +163,9 @@ def training(monkeypatch):
     seeds: list[int] = []
     original = MLP.train
 
-    def spy(self, configs, folds, sweep, seed, **kw):
+    def spy(self, configs, folds, sweep, seed, *hooks):
         seeds.append(seed)
-        return original(configs, folds, sweep, seed, **kw)
+        return original(configs, folds, sweep, seed, *hooks)
 
     monkeypatch.setattr(type(MLP), "train", spy)
     return seeds
@@ -344,9 +344,9 @@ def trained(monkeypatch):
     calls: list[tuple[int, list[str]]] = []
     original = MLP.train
 
-    def spy(self, configs, folds, sweep, seed, **kw):
+    def spy(self, configs, folds, sweep, seed, *hooks):
         calls.append((seed, [c["placement"] for c in configs]))
-        return original(configs, folds, sweep, seed, **kw)
+        return original(configs, folds, sweep, seed, *hooks)
 
     monkeypatch.setattr(type(MLP), "train", spy)
     return calls

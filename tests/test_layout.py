@@ -12,18 +12,6 @@ ROOT = PACKAGE.parent
 
 MAX_FUNCTION_LINES = 80
 
-# Cycles known today that another step of issue 26 removes. The list may only shrink: a cycle
-# named here that is gone fails the test (empty the list), one not named here fails it too.
-KNOWN_UNTIL_ITEM_4 = [
-    # families take the whole Sweep; config, data and protocols call back into families
-    ["dropsweep/data/dataset.py", "dropsweep/data/protocols.py", "dropsweep/families/__init__.py",
-     "dropsweep/families/cnn/__init__.py", "dropsweep/families/custom/__init__.py",
-     "dropsweep/families/custom/section.py", "dropsweep/families/mlp/__init__.py",
-     "dropsweep/families/mlp/engine.py", "dropsweep/families/mlp/kernel.py",
-     "dropsweep/sweep/config.py", "dropsweep/sweep/space.py", "dropsweep/train/loop.py"],
-]
-
-
 def module_name(path: Path) -> str:
     parts = list(path.relative_to(ROOT).with_suffix("").parts)
     if parts[-1] == "__init__":
@@ -107,14 +95,8 @@ def files(component: list[str]) -> list[str]:
 
 def test_the_package_has_no_import_cycle():
     found = [files(c) for c in cycles(import_graph())]
-    unknown = [c for c in found if c not in KNOWN_UNTIL_ITEM_4]
-    gone = [c for c in KNOWN_UNTIL_ITEM_4 if c not in found]
-    assert not unknown, "import cycles (type-only imports count):\n" + "\n".join(
-        "  " + ", ".join(c) for c in unknown)
-    assert not gone, ("a cycle named in KNOWN_UNTIL_ITEM_4 is no longer there (or is now "
-                      "another): empty that entry of the list:\n" + "\n".join(
-                          "  " + ", ".join(c) for c in gone) + "\nnow found:\n" + "\n".join(
-                              "  " + ", ".join(c) for c in found))
+    assert not found, "import cycles (type-only imports count):\n" + "\n".join(
+        "  " + ", ".join(c) for c in found)
 
 
 def test_the_graph_reader_sees_every_kind_of_import(tmp_path):
@@ -152,19 +134,18 @@ def test_no_function_is_longer_than_80_lines():
 
 # package -> the top-level modules none of its files may import (the layout table's "never
 # imports" column), where it holds today: not yet sweep/ -> optuna (space.py makes Optuna's
-# suggestions and distributions) nor families/ -> click (custom/engine.py's notices, which
-# issue 26 item 4 removes)
+# suggestions and distributions)
 NEVER_IMPORTS = {
     "sweep": {"torch", "click", "rich"},
     "data": {"optuna", "click", "rich"},
-    "families": {"optuna", "rich"},
+    "families": {"optuna", "click", "rich"},
     "train": {"optuna", "click", "rich"},
     "storage": {"torch", "click", "rich"},
     "study": {"click", "rich"},
     "answers": {"torch", "click", "rich"},
     "render": {"torch", "optuna"},
 }
-# Known exceptions, each with its reason; like KNOWN_UNTIL_ITEM_4, the list may only shrink.
+# Known exceptions, each with its reason; the list may only shrink.
 EXCEPTIONS = {
     # `report --plots`: the search history figure is Optuna's own plot of the study
     ("dropsweep/render/plots.py", "optuna"),

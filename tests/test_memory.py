@@ -93,7 +93,7 @@ def test_each_gpu_shares_its_own_memory_among_its_own_workers(monkeypatch):
     dataset = Dataset(X=np.zeros((208, 60), np.float32), y=np.zeros(208, np.int64),
                       classes=("M", "R"), name="zeros", source="zeros",
                       feature_names=tuple(f"f{i}" for i in range(60)))
-    one = sweep.family.need(sweep, dataset, sweep.splits).total
+    one = sweep.family.need(sweep.sections, dataset, sweep.splits).total
     free = {"cuda:0": 10 * one, "cuda:1": 10 * one, "cpu": 10 * one}
     asked: list[str] = []
 

@@ -118,16 +118,14 @@ def test_the_runner_trains_an_out_of_memory_batch_in_halves(tmp_path, monkeypatc
     real = family.train
     seen: list[tuple[int, object]] = []
 
-    def train(self, configs, folds, sweep_, seed, *, on_checkpoint, save=None, resume=None,
-              **kwargs):
-        seen.append((len(configs), resume))
+    def train(self, configs, folds, sweep_, seed, hooks):
+        seen.append((len(configs), hooks.resume))
         if len(configs) > 2:
-            on_checkpoint(1, [0.123] * len(configs))
-            if save is not None:
-                save({"epoch": 1, "results": []})
+            hooks.on_checkpoint(1, [0.123] * len(configs))
+            if hooks.save is not None:
+                hooks.save({"epoch": 1, "results": []})
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.00 GiB")
-        return real(self, configs, folds, sweep_, seed, on_checkpoint=on_checkpoint, save=save,
-                    resume=resume, **kwargs)
+        return real(self, configs, folds, sweep_, seed, hooks)
 
     monkeypatch.setattr(family, "train", train)
     notices: list[str] = []
@@ -216,15 +214,15 @@ def test_a_trial_taken_by_another_worker_is_left_out_of_the_halves(tmp_path, mon
     url = f"sqlite:///{tmp_path / 'oom.db'}"
     trained: list[int] = []
 
-    def train(self, configs, folds, sweep_, seed, *, on_checkpoint, **kwargs):
+    def train(self, configs, folds, sweep_, seed, hooks):
         trained.append(len(configs))
         if len(configs) > 2:
             other = optuna.load_study(study_name="sonar", storage=url)
             taken = other.get_trials()[1]
             other._storage.set_trial_state_values(taken._trial_id, TrialState.FAIL)
-            on_checkpoint(1, [0.5] * len(configs))  # learns that #1 was taken
+            hooks.on_checkpoint(1, [0.5] * len(configs))  # learns that #1 was taken
             raise torch.OutOfMemoryError("CUDA out of memory")
-        return real(self, configs, folds, sweep_, seed, on_checkpoint=on_checkpoint, **kwargs)
+        return real(self, configs, folds, sweep_, seed, hooks)
 
     monkeypatch.setattr(family, "train", train)
     notices: list[str] = []

@@ -15,7 +15,7 @@ import math
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -26,7 +26,28 @@ from dropsweep.errors import DataError, SweepError
 from dropsweep.data.fetch import DOWNLOAD_TIMEOUT, _download, _reason, _store, cache_dir  # noqa: F401
 
 if TYPE_CHECKING:
-    from dropsweep.sweep.config import Sweep
+    from dropsweep.sweep.sections import CVConfig, DataConfig, EvalConfig
+
+
+class SweepData(Protocol):
+    """What the data functions read of a sweep, and all they read (a
+    :class:`~dropsweep.sweep.config.Sweep` is one): its ``data``, ``eval`` and ``cv``
+    sections, the file it was read from (relative data paths start there), and where a
+    key was written (a one-line error's file and line)."""
+
+    @property
+    def data(self) -> DataConfig: ...
+
+    @property
+    def eval(self) -> EvalConfig: ...
+
+    @property
+    def cv(self) -> CVConfig: ...
+
+    @property
+    def file(self) -> str: ...
+
+    def where(self, key: str) -> dict[str, Any]: ...
 
 SONAR_URL = ("https://archive.ics.uci.edu/ml/machine-learning-databases/undocumented/"
              "connectionist-bench/sonar/sonar.all-data")
@@ -77,7 +98,7 @@ class Dataset:
 # ----------------------------------------------------------------------------- entry points
 
 
-def load_dataset(sweep: Sweep) -> Dataset:
+def load_dataset(sweep: SweepData) -> Dataset:
     """The rows ``sweep.data`` names (a CSV or npz file, else a built-in data set), with the
     scaling ``data.scale`` asks for resolved against what the data is."""
     if sweep.data.csv is not None:
@@ -95,7 +116,7 @@ def load_dataset(sweep: Sweep) -> Dataset:
     return hold_back_test(with_scale(dataset, sweep), sweep)
 
 
-def hold_back_test(dataset: Dataset, sweep: Sweep) -> Dataset:
+def hold_back_test(dataset: Dataset, sweep: SweepData) -> Dataset:
     """The rows a search may see (``X``, ``y``) apart from the test rows (``X_test``,
     ``y_test``) that ``eval.test`` names: the data set's own test split, a stratified
     fraction held back (seeded by ``cv.seed``), or none. Nothing downstream of this reads
@@ -164,7 +185,7 @@ def from_images(imgs: Any) -> Dataset:
                    image_shape=shape if len(shape) > 1 else None, pixel_max=imgs.pixel_max)
 
 
-def with_scale(dataset: Dataset, sweep: Sweep) -> Dataset:
+def with_scale(dataset: Dataset, sweep: SweepData) -> Dataset:
     """``data.scale`` for this data: by default unit for images (pixels / 255, as the
     articles do), standard for tables; unit needs a known pixel maximum."""
     scale = sweep.data.scale or ("unit" if dataset.pixel_max is not None else "standard")
@@ -200,7 +221,7 @@ def scale_like(X_fit: np.ndarray, X: np.ndarray, scale: str = "standard",
     return np.asarray(X, dtype=np.float32) / np.float32(pixel_max if scale == "unit" else 1.0)
 
 
-def _sweep_path(sweep: Sweep, given: str) -> Path:
+def _sweep_path(sweep: SweepData, given: str) -> Path:
     """A data path as written in the sweep: relative to the sweep file's directory."""
     path = Path(given).expanduser()
     if not path.is_absolute():
@@ -208,7 +229,7 @@ def _sweep_path(sweep: Sweep, given: str) -> Path:
     return path
 
 
-def _data_file(sweep: Sweep, key: str, given: str, kind: str) -> Path:
+def _data_file(sweep: SweepData, key: str, given: str, kind: str) -> Path:
     """The data file ``key`` names, refused in one line unless it is a regular file: a
     device, pipe or socket (a link to /dev/zero, say) would be read without end."""
     path = _sweep_path(sweep, given)
@@ -222,7 +243,7 @@ def _data_file(sweep: Sweep, key: str, given: str, kind: str) -> Path:
     return path
 
 
-def check_folds(dataset: Dataset, sweep: Sweep) -> None:
+def check_folds(dataset: Dataset, sweep: SweepData) -> None:
     """Refuse a split that would leave some test fold (or the validation split) without a
     class, before training."""
     label, smallest = min(dataset.class_counts.items(), key=lambda kv: kv[1])
@@ -327,7 +348,7 @@ def _sonar(text: str, source: str, advice: str) -> Dataset:
 # ----------------------------------------------------------------------------- any CSV
 
 
-def load_csv(sweep: Sweep) -> Dataset:
+def load_csv(sweep: SweepData) -> Dataset:
     """``data.csv`` (relative to the sweep file) with ``data.target`` as the class column."""
     path = _data_file(sweep, "data.csv", sweep.data.csv or "", "a CSV file")
     source = str(path)
@@ -395,7 +416,7 @@ def _is_int(text: str) -> bool:
     return re.fullmatch(r"\s*[+-]?\d+\s*", text) is not None
 
 
-def _target_column(sweep: Sweep, names: list[str] | None, n_cols: int, source: str) -> int:
+def _target_column(sweep: SweepData, names: list[str] | None, n_cols: int, source: str) -> int:
     """Index of the class column: last by default, else a 0-based index or a header name."""
     target, where = sweep.data.target, sweep.where("data.target")
     if target is None:

@@ -21,7 +21,7 @@ import torch
 from dropsweep.data.dataset import Dataset, scale_like, stratified_folds, stratified_split
 
 if TYPE_CHECKING:
-    from dropsweep.sweep.config import Sweep
+    from dropsweep.data.dataset import SweepData
 
 
 @dataclass(frozen=True)
@@ -161,7 +161,7 @@ def make_holdout(
                   pixel_max, image_shape)
 
 
-def folds_of(dataset: Dataset, sweep: Sweep, seed: int, device: torch.device | str = "cpu"
+def folds_of(dataset: Dataset, sweep: SweepData, seed: int, device: torch.device | str = "cpu"
              ) -> Folds:
     """The splits a trial of ``sweep`` is scored on, seeded by ``seed`` (the search's cv.seed,
     or a confirmation repeat's): k folds, or one hold-out split; the test rows

@@ -12,184 +12,15 @@ This package imports no torch: a family's engine is imported when it trains.
 
 from __future__ import annotations
 
-from importlib import import_module
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
-from dropsweep.sweep.space import Config, Dimension, value_of
+from dropsweep.families.base import EngineFamily, Family, Sections, nowhere  # noqa: F401 - the interface, here for callers
+from dropsweep.train.hooks import TrainHooks
 
 if TYPE_CHECKING:
-    import torch
-
-    from dropsweep.sweep.checks import Checker
-    from dropsweep.data.dataset import Dataset
-    from dropsweep.sweep.config import Sweep
-    from dropsweep.train.memory import Need
-    from dropsweep.train.loop import CheckpointHook, Checkpointer, TrialResult
+    from dropsweep.sweep.space import Config
+    from dropsweep.train.loop import TrialResult
     from dropsweep.data.protocols import Folds
-
-
-class Family:
-    """The interface every family implements (the MLP is the first: :mod:`.mlp`)."""
-
-    name: str
-    dimensions: tuple[Dimension, ...]
-    # The categorical dimension whose values the report compares ("which placement is
-    # best"); its first choice is the baseline's ("none": no dropout).
-    group: str
-    baseline_words: str  # what the baseline is, for messages: "the no-dropout baseline"
-    model_keys: tuple[str, ...]  # the keys of the ``model`` section besides ``family``
-
-    def parse_model(self, check: Checker, raw: Mapping[str, Any]) -> Any:
-        """The ``model`` section, validated: a frozen value with ``to_dict()``."""
-        raise NotImplementedError
-
-    def default_model(self) -> Any:
-        raise NotImplementedError
-
-    def bound(self, model: Any) -> Family:
-        """This family for one ``model`` section: a family whose dimensions depend on the
-        sweep (the custom family's rate per site group) returns a copy that knows them; the
-        built-in families' tables are fixed, so they are themselves."""
-        return self
-
-    def bound_stored(self, model: Mapping[str, Any]) -> Family:
-        """:meth:`bound` for a stored ``model`` section (plain data, as ``to_dict()`` wrote
-        it): reading a stored study must never import or run the user's code."""
-        return self
-
-    def describe(self, config: Mapping[str, Any]) -> str:
-        """The configuration's dropout in words: "input dropout 0.2", "no dropout"."""
-        raise NotImplementedError
-
-    def notices(self, model: Any) -> tuple[str, ...]:
-        """What validating this ``model`` section found that is not a mistake but changes
-        what the sweep means (the search says each in a ``note:`` line)."""
-        return ()
-
-    def describe_against(self, config: Mapping[str, Any], reference: Mapping[str, Any]) -> str:
-        """Its dropout in words and whatever else differs from ``reference``: a candidate
-        without dropout still differs from the baseline (learning rate, ...), and a verdict
-        must say how."""
-        differs = [f"{d.label} {_words(config.get(d.name))}" for d in self.dimensions
-                   if d.in_baseline and config.get(d.name) != reference.get(d.name)]
-        return self.describe(config) + (f" with {', '.join(differs)}" if differs else "")
-
-    def is_reference(self, config: Mapping[str, Any]) -> bool:
-        """Whether the configuration's group is the baseline's (no dropout at all)."""
-        return config.get(self.group) == self.group_values[0]
-
-    @property
-    def group_values(self) -> tuple[str, ...]:
-        return next(d.choices for d in self.dimensions if d.name == self.group)
-
-    def batch_key(self, config: Mapping[str, Any]) -> Any:
-        """What trials must share to train in one batch: their optimizer, where the family
-        has one (a batch mixing update rules runs both on every model); the runner trains
-        each key's trials as a batch of their own."""
-        dim = next((d for d in self.dimensions if d.name == "optimizer"), None)
-        return None if dim is None else value_of(dim, config)
-
-    def batches(self, configs: Sequence[Mapping[str, Any]]) -> list[list[int]]:
-        """The positions of ``configs`` as the batches they train in: one per
-        :meth:`batch_key`, in order of first appearance."""
-        groups: dict[Any, list[int]] = {}
-        for i, config in enumerate(configs):
-            groups.setdefault(self.batch_key(config), []).append(i)
-        return list(groups.values())
-
-    def train(self, configs: Sequence[Config], folds: Folds, sweep: Sweep, seed: int, *,
-              on_checkpoint: CheckpointHook | None = None,
-              should_stop: Callable[[], bool] | None = None,
-              on_progress: Callable[[float], None] | None = None,
-              save: Checkpointer | None = None, resume: Mapping[str, Any] | None = None,
-              engine: str = "auto") -> list[TrialResult]:
-        """Train every split of every configuration together, one result per configuration
-        (the shared epoch loop of :mod:`dropsweep.train.loop` driving this family's engine)."""
-        raise NotImplementedError
-
-    def check_resume(self, configs: Sequence[Config], folds: Folds, sweep: Sweep, seed: int,
-                     resume: Any, engine: str = "auto") -> None:
-        """Refuse (:class:`~dropsweep.train.checkpoints.Unusable`, one line) a checkpointed state
-        that :meth:`train` could not go on from for these configurations, before any trial
-        is made for it (:func:`dropsweep.train.loop.check_resume`); a family whose engine can be
-        built without training checks its engine state too."""
-        from dropsweep.train.loop import check_resume
-
-        check_resume(resume, len(configs), folds.k, sweep.train.epochs)
-
-    def train_on_all(self, sweep: Sweep, dataset: Dataset, config: Config, seed: int,
-                     device: torch.device) -> dict[str, Any]:
-        """The configuration trained once on every row, as plain tensors and numbers that
-        ``torch.load(..., weights_only=True)`` reads (``dropsweep export --model``)."""
-        raise NotImplementedError
-
-    def need(self, sweep: Sweep, dataset: Dataset, models: int) -> Need:
-        """Memory ``models`` models of this sweep's network need to train on ``dataset``
-        (all its rows: a bound)."""
-        raise NotImplementedError
-
-
-def _words(value: Any) -> str:
-    if value is None:
-        return "off"
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
-def dropout_words(parts: Sequence[tuple[str, str]]) -> str:
-    """"conv dropout 0.41 (spatial), dense 0.5" from (site, its rate in words) pairs, in
-    the placement's order; "no dropout" for none."""
-    if not parts:
-        return "no dropout"
-    (site, rate), rest = parts[0], parts[1:]
-    return f"{site} dropout {rate}" + "".join(f", {s} {r}" for s, r in rest)
-
-
-def training_words(config: Mapping[str, Any]) -> str:
-    """"Adam lr 0.0003", "SGD lr 0.01 momentum 0.9, max-norm 2": how a trial of a family
-    with an optimizer dimension trains (momentum only where SGD uses it)."""
-    optimizer = str(config.get("optimizer", "adam"))
-    words = f"{'Adam' if optimizer == 'adam' else 'SGD'} lr {_words(config.get('learning_rate'))}"
-    if optimizer == "sgd" and config.get("momentum"):
-        words += f" momentum {_words(config.get('momentum'))}"
-    if config.get("max_norm") is not None:
-        words += f", max-norm {_words(config.get('max_norm'))}"
-    return words
-
-
-class EngineFamily(Family):
-    """A family whose training lives in one engine module (``engine``: its import path,
-    imported only when something trains) with ``train_trials``, ``train_on_all`` and
-    ``need``; its configurations' words name everything a trial may change."""
-
-    engine: str
-
-    def describe_against(self, config: Mapping[str, Any], reference: Mapping[str, Any]) -> str:
-        return self.describe(config)  # it already names everything a trial may change
-
-    def train(self, configs: Sequence[Config], folds: Folds, sweep: Sweep, seed: int, *,
-              on_checkpoint: CheckpointHook | None = None,
-              should_stop: Callable[[], bool] | None = None,
-              on_progress: Callable[[float], None] | None = None,
-              save: Checkpointer | None = None, resume: Mapping[str, Any] | None = None,
-              engine: str = "auto") -> list[TrialResult]:
-        return import_module(self.engine).train_trials(
-            configs, folds, sweep, seed, on_checkpoint=on_checkpoint, should_stop=should_stop,
-            on_progress=on_progress, save=save, resume=resume, engine=engine)
-
-    def check_resume(self, configs: Sequence[Config], folds: Folds, sweep: Sweep, seed: int,
-                     resume: Any, engine: str = "auto") -> None:
-        from dropsweep.train.loop import check_resume
-
-        module = import_module(self.engine)
-        check_resume(resume, len(configs), folds.k, sweep.train.epochs,
-                     lambda: module.batch_engine(configs, folds, sweep, seed, engine))
-
-    def train_on_all(self, sweep: Sweep, dataset: Dataset, config: Config, seed: int,
-                     device: torch.device) -> dict[str, Any]:
-        return import_module(self.engine).train_on_all(sweep, dataset, config, seed, device)
-
-    def need(self, sweep: Sweep, dataset: Dataset, models: int) -> Need:
-        return import_module(self.engine).need(sweep, dataset, models)
 
 
 DEFAULT_FAMILY = "mlp"  # Brownlee's network; every study before families existed is one
@@ -261,13 +92,14 @@ def family_of_rows(rows: Any) -> Family:
     return bound_family(rows.family, getattr(rows, "model", None))
 
 
-def train_apart(sweep: Sweep, configs: Sequence[Config], folds: Folds, seed: int, *,
-                should_stop: Callable[[], bool] | None = None) -> list[TrialResult]:
+def train_apart(fam: Family, sections: Sections, configs: Sequence[Config], folds: Folds,
+                seed: int, *, should_stop: Callable[[], bool] | None = None
+                ) -> list[TrialResult]:
     """``configs`` trained in the batches their family asks for (one per optimizer: a
     batch mixing update rules runs both on every model), the results in their order."""
     results: dict[int, TrialResult] = {}
-    for group in sweep.family.batches(configs):
-        trained = sweep.family.train([configs[i] for i in group], folds, sweep, seed,
-                                     should_stop=should_stop)
+    for group in fam.batches(configs):
+        trained = fam.train([configs[i] for i in group], folds, sections, seed,
+                            TrainHooks(should_stop=should_stop))
         results.update(zip(group, trained))
     return [results[i] for i in range(len(configs))]

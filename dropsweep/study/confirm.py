@@ -279,7 +279,8 @@ def _train(sweep: Sweep, configs: list[Config], folds: Folds, seed: int, stop: S
     device memory, in halves (:mod:`dropsweep.train.retry`), a configuration that runs out alone
     failing with the reason."""
     def train(part: Sequence[int]) -> list[TrialResult]:
-        return train_apart(sweep, [configs[i] for i in part], folds, seed, should_stop=stop)
+        return train_apart(sweep.family, sweep.sections, [configs[i] for i in part], folds,
+                           seed, should_stop=stop)
 
     return retry.train_in_halves(
         list(range(len(configs))), train, out_of_memory,

@@ -65,7 +65,8 @@ def train_on_all(sweep: Sweep, dataset: Dataset, config: Config, seed: int,
                  device: str = "cpu") -> dict[str, Any]:
     """The configuration trained on every row, as a dict that ``torch.load(...,
     weights_only=True)`` reads (each family says what its weights are)."""
-    saved = sweep.family.train_on_all(sweep, dataset, config, seed, resolve_device(device))
+    saved = sweep.family.train_on_all(sweep.sections, dataset, config, seed,
+                                      resolve_device(device))
     return {**saved, "config": config.to_dict(), "dropsweep_version": dropsweep.__version__}
 
 

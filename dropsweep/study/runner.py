@@ -46,6 +46,7 @@ from dropsweep.study.liveness import counts_toward_target
 from dropsweep.storage import GRACE_BEATS, heartbeat_seconds, mask_url, sqlite_path
 from dropsweep.study.open import (PRUNE_STARTUP_TRIALS, ordinal, prepare_study, pruning_warmup,
                              study_uid, sweep_fingerprint, trial_seed)
+from dropsweep.train.hooks import TrainHooks
 from dropsweep.train.loop import TrialResult
 from dropsweep.storage import optuna_private, trialio
 from dropsweep.study.stop import (StopFlag, at_once, deferred,  # noqa: F401 - the CLI's too
@@ -122,7 +123,7 @@ def batch_that_fits(sweep: Sweep, dataset: Dataset, batch: int, device: torch.de
     """``batch``, or the fewer trials that fit in ``device``'s memory beside ``workers - 1``
     other workers on that device; a trial that cannot fit at all is a one-line error naming the key.
     Checked before anything is written to the storage."""
-    need = sweep.family.need(sweep, dataset, sweep.splits)
+    need = sweep.family.need(sweep.sections, dataset, sweep.splits)
     free = memory.available(device)
     share = None if free is None else free // workers
     return memory.fit_batch(need, batch, share, file=sweep.file, device=str(device))
@@ -623,8 +624,10 @@ class _Search:
         have had."""
         configs = [Config(values) for values in payload["configs"]]
         try:
-            self.sweep.family.check_resume(configs, self.folds, self.sweep,
-                                           int(payload["seed"]), payload["state"])
+            self.sweep.family.check_resume(configs, self.folds, self.sweep.sections,
+                                           int(payload["seed"]),
+                                           TrainHooks(resume=payload["state"],
+                                                      on_notice=self.events.notice))
         except checkpoints.Elsewhere as exc:
             self.events.notice(f"checkpoint {item.path} cannot continue here ({exc}): its "
                                "configurations train from the start")
@@ -909,10 +912,11 @@ class _Batch:
     def _go(self, todo: list[int], resume: dict[str, Any] | None) -> list[TrialResult]:
         """The family's engine trains the places ``todo``, from ``resume`` if given."""
         return self.sweep.family.train(
-            [self.configs[i] for i in todo], self.search.folds, self.sweep, self.seed,
-            on_checkpoint=partial(self._on_part_checkpoint, todo),
-            should_stop=self.should_stop, on_progress=self.on_progress,
-            save=self.saving[-1] if self.saving else None, resume=resume)
+            [self.configs[i] for i in todo], self.search.folds, self.sweep.sections, self.seed,
+            TrainHooks(on_checkpoint=partial(self._on_part_checkpoint, todo),
+                       should_stop=self.should_stop, on_progress=self.on_progress,
+                       save=self.saving[-1] if self.saving else None, resume=resume,
+                       on_notice=self.search.events.notice))
 
     def train(self, part: Sequence[int]) -> list[TrialResult]:
         """The places ``part`` of the batch: all of them at first (from the checkpoint it

@@ -206,7 +206,9 @@ def _score(test: optuna.Study, sweep: Sweep, dataset: Dataset, device: str,
             if _has(test, round_, r, roles):
                 continue
             seed = test_seed(sweep, r)
-            results = train_apart(_final(sweep), configs, folds, seed, should_stop=stop)
+            final = _final(sweep)
+            results = train_apart(final.family, final.sections, configs, folds, seed,
+                                  should_stop=stop)
             if any(res.interrupted for res in results):
                 break
             by_key = {config_key(c.to_dict()): res for c, res in zip(configs, results)}

@@ -1,6 +1,7 @@
-"""The sweep configuration: frozen dataclasses, their defaults and their validation.
+"""The sweep configuration: the whole :class:`Sweep`, its defaults and its validation.
 
-Every default lives here with the reason for it. :func:`build_sweep` turns a
+Every default lives here with the reason for it (the generic sections' in
+:mod:`dropsweep.sweep.sections`). :func:`build_sweep` turns a
 :class:`~dropsweep.sweep.file.RawSweep` into a :class:`Sweep` or raises one
 :class:`~dropsweep.errors.SweepError` naming the file, line and dotted key at fault.
 """
@@ -8,77 +9,22 @@ Every default lives here with the reason for it. :func:`build_sweep` turns a
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dropsweep.sweep import space as spaces
 from dropsweep.sweep.checks import Checker, describe
-from dropsweep.families import DEFAULT_FAMILY, Family, family, family_names
+from dropsweep.families import DEFAULT_FAMILY, Family, Sections, family, family_names
 from dropsweep.records import study_name_problem
 from dropsweep.sweep.space import Config, Param, Space
 from dropsweep.sweep.file import RawSweep, locate
+# the generic sections live apart, so that what reads them (data, a family) needs no Sweep
+from dropsweep.sweep.sections import (BALANCES, PROTOCOLS, PRUNERS, SAMPLERS, CVConfig,
+                                      DataConfig, EvalConfig, SearchConfig, TrainConfig)
+
+if TYPE_CHECKING:
+    from dropsweep.data.dataset import Dataset
 
 # ----------------------------------------------------------------------------- sections
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    """Where the rows come from: a built-in set (Sonar, or an image set), any numeric CSV, or
-    the user's own arrays (``.npz``)."""
-
-    dataset: str | None = "sonar"  # Brownlee's experiment
-    csv: str | None = None  # a path; relative paths are resolved against the sweep file
-    target: str | int | None = None  # column name or index; None = last column
-    npz: str | None = None  # arrays x, y (and x_test, y_test); relative like csv
-    # unit: pixels / their maximum (255 for 8-bit images), the articles' way; standard: each
-    # feature to mean 0, sd 1 with the training rows' statistics only; none. None: the data's
-    # own default, unit for images and standard for tables
-    scale: str | None = None
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    epochs: int = 300  # Brownlee
-    batch_size: int = 16  # Brownlee
-    eval_every: int = 10  # epochs between held-out checkpoints: pruning and learning curves
-
-
-@dataclass(frozen=True)
-class CVConfig:
-    folds: int = 10  # Brownlee: 10-fold stratified
-    seed: int = 7  # Brownlee's seed; the fold split depends only on it
-
-
-@dataclass(frozen=True)
-class EvalConfig:
-    """How a trial is scored. kfold: the ``cv`` section (Brownlee's 10-fold). holdout: one
-    stratified validation split of the training rows (seeded by ``cv.seed``): k-fold of
-    60,000 images is ten times the work for an answer that size does not need."""
-
-    protocol: str = "kfold"
-    validation: float = 0.1  # holdout: the fraction of the training rows that scores a trial
-    # the rows no search, confirmation or pruner sees: "official" (the data set's own test
-    # split), a fraction held back (stratified, seeded), or "none"; None: official where the
-    # data has one, else none
-    test: str | float | None = None
-
-
-PROTOCOLS = ("kfold", "holdout")
-
-
-@dataclass(frozen=True)
-class SearchConfig:
-    trials: int = 100  # total finished trials in the study, baseline included
-    sampler: str = "tpe"  # multivariate TPE handles the conditional space
-    seed: int = 0
-    pruner: str = "median"
-    # "placement": every placement an equal share of the trials, each searched on its own
-    # (dropsweep.study.balance); "none": the sampler spends them where it likes
-    balance: str = "none"
-
-
-SAMPLERS = ("tpe", "random", "grid", "cmaes", "qmc")
-PRUNERS = ("median", "none")
-BALANCES = ("none", "placement")
 
 
 @dataclass(frozen=True)
@@ -113,6 +59,12 @@ class Sweep:
     @property
     def dimensions(self) -> tuple[spaces.Dimension, ...]:
         return self.family.dimensions
+
+    @property
+    def sections(self) -> Sections:
+        """What its family reads of it (to train, to size a batch, to export)."""
+        return Sections(model=self.model, train=self.train, baseline=self.baseline,
+                        searched=spaces.space_of(self), where=self.where)
 
     @property
     def splits(self) -> int:
@@ -234,8 +186,19 @@ def _model(check: Checker) -> tuple[Family, Any]:
     m = check.section("model")
     fam = family(check.string("model.family", m.get("family", DEFAULT_FAMILY), family_names()))
     check.unknown_keys(m, ("family", *fam.model_keys), "model")
-    model = fam.parse_model(check, m)
+    model = fam.resolve_model(check, fam.parse_model(check, m), lambda: _dataset(check))
     return fam.bound(model), model
+
+
+def _dataset(check: Checker) -> Dataset:
+    """The sweep's data, read for a family whose ``model`` section is checked against it
+    (its ``data`` and ``eval`` sections validated first, so their mistakes are named as
+    ever)."""
+    from dropsweep.data.dataset import load_dataset
+
+    raw = check.raw
+    return load_dataset(Sweep(data=_data(check), eval=_eval(check), file=raw.file,
+                              lines=dict(raw.lines), overrides=dict(raw.overrides)))
 
 
 def _train(check: Checker) -> TrainConfig:

@@ -16,7 +16,7 @@ its family.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Protocol, Sequence, Union
 
 from dropsweep.sweep.checks import Checker, describe
 
@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # optuna is imported where it is used: validation must not wa
     import optuna
     from optuna.distributions import BaseDistribution
 
-    from dropsweep.sweep.config import Sweep
+    from dropsweep.sweep.sections import SearchConfig
 
 # ----------------------------------------------------------------------------- parameters
 
@@ -497,7 +497,28 @@ def unique(configs: Sequence[Config]) -> list[Config]:
 # ----------------------------------------------------------------------------- a sweep's plan
 
 
-def space_of(sweep: Sweep) -> Space:
+class Plan(Protocol):
+    """What a sweep's plan is read from (a :class:`~dropsweep.sweep.config.Sweep` is one):
+    its space or list of configurations, its baseline, its family's dimensions, its
+    ``search`` section."""
+
+    @property
+    def space(self) -> Space | None: ...
+
+    @property
+    def configs(self) -> tuple[Config, ...] | None: ...
+
+    @property
+    def baseline(self) -> Config: ...
+
+    @property
+    def dimensions(self) -> tuple[Dimension, ...]: ...
+
+    @property
+    def search(self) -> SearchConfig: ...
+
+
+def space_of(sweep: Plan) -> Space:
     """The space a sweep searches; a list of configurations becomes the choices it lists."""
     if sweep.space is not None:
         return sweep.space
@@ -505,7 +526,7 @@ def space_of(sweep: Sweep) -> Space:
     return listed_space(sweep.dimensions, (sweep.baseline, *sweep.configs))
 
 
-def planned_configs(sweep: Sweep) -> list[Config]:
+def planned_configs(sweep: Plan) -> list[Config]:
     """Configurations run before (or instead of) sampling: the baseline first, then the list
     or grid, each once."""
     planned = [sweep.baseline]
@@ -517,6 +538,6 @@ def planned_configs(sweep: Sweep) -> list[Config]:
     return unique(planned)
 
 
-def is_exhaustive(sweep: Sweep) -> bool:
+def is_exhaustive(sweep: Plan) -> bool:
     """A list or grid sweep ends when every planned configuration has run."""
     return sweep.configs is not None or sweep.search.sampler == "grid"

@@ -17,7 +17,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping
 
-from dropsweep.families import EngineFamily, _words, dropout_words, training_words
+from dropsweep.families.base import EngineFamily
+from dropsweep.families.common import (MAX_NORM_AXES, OPTIMIZERS, TRAINING,  # noqa: F401
+                                       dropout_words, in_shape, rate, training_words, words)
 from dropsweep.sweep.space import Choices, Config, Dimension, Range
 
 if TYPE_CHECKING:
@@ -40,51 +42,30 @@ def _with(site: str) -> tuple[str, ...]:
     return tuple(p for p in PLACEMENTS if site in sites_of(p))
 
 
-def _rate(v: float) -> str | None:
-    return None if 0.0 <= v < 1.0 else f"must be in [0, 1), got {v:g}"
-
-
-def _positive(v: float) -> str | None:
-    return None if v > 0.0 else f"must be > 0, got {v:g}"
-
-
-OPTIMIZERS = ("adam", "sgd")  # the example's Adam first: the baseline's
-
 # The search space, one row per dimension, in the order they are sampled and shown.
 DIMENSIONS = (
     Dimension("placement", Choices(PLACEMENTS), baseline="none", choices=PLACEMENTS,
               simplicity="order", label="placement"),
     # Srivastava et al.: input ~0.2, conv layers 0.1-0.5 growing with depth, dense 0.5;
     # the Keras example: 0.5 after each conv block
-    Dimension("input_rate", Range(0.0, 0.5), baseline=0.0, rule=_rate,
+    Dimension("input_rate", Range(0.0, 0.5), baseline=0.0, rule=rate,
               when=("placement", _with("input")), unused=0.0, simplicity="sum",
               label="input rate"),
-    Dimension("conv_rate", Range(0.0, 0.7), baseline=0.0, rule=_rate,
+    Dimension("conv_rate", Range(0.0, 0.7), baseline=0.0, rule=rate,
               when=("placement", _with("conv")), unused=0.0, simplicity="sum",
               label="conv rate"),
     # whole feature maps (Keras noise_shape=(batch, 1, 1, channels); PyTorch Dropout2d)
     Dimension("spatial", Choices((False, True)), baseline=False, choices=(False, True),
               when=("placement", _with("conv")), unused=False, simplicity="order",
               label="spatial"),
-    Dimension("dense_rate", Range(0.0, 0.7), baseline=0.0, rule=_rate,
+    Dimension("dense_rate", Range(0.0, 0.7), baseline=0.0, rule=rate,
               when=("placement", _with("dense")), unused=0.0, simplicity="sum",
               label="dense rate"),
-    Dimension("optimizer", Choices(OPTIMIZERS), baseline="adam", choices=OPTIMIZERS,
-              in_baseline=True, label="optimizer"),
-    # Keras Adam's default 1e-3; SGD wants more
-    Dimension("learning_rate", Range(1e-4, 0.1, log=True), baseline=1e-3, rule=_positive,
-              log=True, in_baseline=True, label="learning rate"),
-    # SGD only; Keras's SGD default is no momentum
-    Dimension("momentum", Range(0.0, 0.99), baseline=0.0, rule=_rate,
-              when=("optimizer", ("sgd",)), unused=0.0, in_baseline=True, label="momentum"),
-    # None: off unless the sweep turns it on (the Keras example: max_norm(2.0))
-    Dimension("max_norm", None, baseline=None, rule=_positive, can_be_off=True,
-              in_baseline=True, simplicity="off", label="max-norm"),
+    *TRAINING,  # Adam or SGD, learning rate, momentum, max-norm: as the custom family's
 )
 
 INITS = ("he_uniform", "glorot_uniform")
 PADDINGS = ("valid", "same")
-MAX_NORM_AXES = ("keras", "filter")
 
 
 @dataclass(frozen=True)
@@ -116,14 +97,6 @@ def dropout_rates(config: Mapping[str, Any]) -> tuple[float, float, float, bool]
             float(config["conv_rate"]) if "conv" in sites else 0.0,
             float(config["dense_rate"]) if "dense" in sites else 0.0,
             bool(config["spatial"]) and "conv" in sites)
-
-
-def in_shape(shape: tuple[int, ...] | None) -> tuple[int, int, int] | None:
-    """(channels, height, width) of images stored ``(height, width[, channels])``; None
-    for a table."""
-    if shape is None or len(shape) not in (2, 3):
-        return None
-    return (1, *shape) if len(shape) == 2 else (shape[2], shape[0], shape[1])
 
 
 def _widths(check: Checker, key: str, raw: Any, default: tuple[int, ...],
@@ -175,10 +148,10 @@ class _CNN(EngineFamily):
         sites = sites_of(placement) if placement in PLACEMENTS else ()
         parts = []
         for site in sites:
-            words = _words(config.get(f"{site}_rate"))
+            said = words(config.get(f"{site}_rate"))
             if site == "conv" and config.get("spatial"):
-                words += " (spatial)"
-            parts.append((site, words))
+                said += " (spatial)"
+            parts.append((site, said))
         return f"{dropout_words(parts)}, {training_words(config)}"
 
 

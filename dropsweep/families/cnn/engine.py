@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -28,10 +28,8 @@ from dropsweep.families.cnn.blocks import feature_sizes
 from dropsweep.families.cnn.network import ConvNets, ConvSpec, Rates
 from dropsweep.train.memory import BYTES_PER_FLOAT, FLOATS_PER_PARAMETER, GATHER_ROWS, Need
 from dropsweep.data.protocols import Folds, one_split
+from dropsweep.train.hooks import NO_HOOKS, TrainHooks
 from dropsweep.train.loop import (
-    CheckpointHook,
-    Checkpointer,
-    ProgressHook,
     TrialResult,
     batches_per_slice,
     chunked_scores,
@@ -42,7 +40,7 @@ from dropsweep.train.loop import (
 )
 
 if TYPE_CHECKING:
-    from dropsweep.sweep.config import Sweep
+    from dropsweep.families.base import Sections
 
 ENGINES = ("auto", "loop", "grouped")
 # A network of at most this many multiply-adds per row trains faster as one grouped
@@ -57,7 +55,7 @@ GROUPED_MACS = 500_000
 EVAL_BYTES = 256 * 2**20
 
 
-def spec_of(sweep: Sweep, image_shape: tuple[int, ...] | None, n_classes: int) -> ConvSpec:
+def spec_of(sections: Sections, image_shape: tuple[int, ...] | None, n_classes: int) -> ConvSpec:
     """The network for this data, or a one-line error naming the key at fault: tables have
     no images to convolve; too many blocks leave no feature map."""
     shape = in_shape(image_shape)
@@ -65,15 +63,15 @@ def spec_of(sweep: Sweep, image_shape: tuple[int, ...] | None, n_classes: int) -
         raise SweepError("the conv-net family needs images, and these rows are a table of "
                          "features (use family: mlp, or images: a built-in image set or an "
                          "npz whose x is [n, height, width(, channels)])",
-                         **sweep.where("model.family"))
-    m = sweep.model
+                         **sections.where("model.family"))
+    m = sections.model
     spec = ConvSpec(in_shape=shape, conv=m.conv, dense=m.dense, classes=n_classes,
                     kernel=m.kernel, pool=m.pool, padding=m.padding, init=m.init)
     try:
         spec.flat()
     except ValueError as exc:
         raise SweepError(f"{exc}: use fewer conv blocks, a smaller kernel or pool, or "
-                         "padding: same", **sweep.where("model.conv")) from None
+                         "padding: same", **sections.where("model.conv")) from None
     return spec
 
 
@@ -118,13 +116,13 @@ def cost_of(spec: ConvSpec) -> Cost:
     return Cost(floats, macs, params)
 
 
-def need(sweep: Sweep, dataset: Dataset, models: int) -> Need:
+def need(sections: Sections, dataset: Dataset, models: int) -> Need:
     """Bytes one trial's ``models`` conv nets need: parameters with their gradients, slots
     and copies; each minibatch's activations kept for the backward pass (about three
     floats per unit: output, gradient, mask) and its gathered pixels."""
-    cost = cost_of(spec_of(sweep, dataset.image_shape, dataset.n_classes))
+    cost = cost_of(spec_of(sections, dataset.image_shape, dataset.n_classes))
     per_model = BYTES_PER_FLOAT * models
-    rows = sweep.train.batch_size
+    rows = sections.train.batch_size
     # ConvNets keeps both optimiser slots (SGD's velocity, Adam's second moment) for every
     # model, whichever optimiser it uses: one float more per parameter than the MLP with SGD
     return Need(parameters=per_model * cost.parameters * (FLOATS_PER_PARAMETER + 1),
@@ -289,42 +287,39 @@ class CNNEngine:
         self._derive()
 
 
-def settings_of(sweep: Sweep, spec: ConvSpec, engine: str = "auto") -> Settings:
-    return Settings(spec=spec, epochs=sweep.train.epochs, batch_size=sweep.train.batch_size,
-                    eval_every=sweep.train.eval_every,
-                    max_norm_axis=sweep.model.max_norm_axis, form=choose_form(spec, engine))
+def settings_of(sections: Sections, spec: ConvSpec, engine: str = "auto") -> Settings:
+    return Settings(spec=spec, epochs=sections.train.epochs, batch_size=sections.train.batch_size,
+                    eval_every=sections.train.eval_every,
+                    max_norm_axis=sections.model.max_norm_axis, form=choose_form(spec, engine))
 
 
-def train_trials(configs: Sequence[Mapping[str, Any]], folds: Folds, sweep: Sweep, seed: int,
-                 *, on_checkpoint: CheckpointHook | None = None,
-                 should_stop: Callable[[], bool] | None = None,
-                 on_progress: ProgressHook | None = None, save: Checkpointer | None = None,
-                 resume: Mapping[str, Any] | None = None, engine: str = "auto"
-                 ) -> list[TrialResult]:
+def train_trials(configs: Sequence[Mapping[str, Any]], folds: Folds, sections: Sections, seed: int,
+                 hooks: TrainHooks = NO_HOOKS) -> list[TrialResult]:
     """Train every split of every configuration together; one result per configuration."""
-    batch = batch_engine(configs, folds, sweep, seed, engine)
+    batch = batch_engine(configs, folds, sections, seed, hooks)
     settings = batch.settings
     return run_epochs(batch, len(configs), settings.epochs, settings.eval_every,
-                      on_checkpoint, should_stop, on_progress, save, resume)
+                      hooks.on_checkpoint, hooks.should_stop, hooks.on_progress, hooks.save,
+                      hooks.resume)
 
 
-def batch_engine(configs: Sequence[Mapping[str, Any]], folds: Folds, sweep: Sweep, seed: int,
-                 engine: str = "auto") -> CNNEngine:
+def batch_engine(configs: Sequence[Mapping[str, Any]], folds: Folds, sections: Sections, seed: int,
+                 hooks: TrainHooks = NO_HOOKS) -> CNNEngine:
     """The engine :func:`train_trials` trains these configurations with (a resume checks a
     checkpoint against a fresh one)."""
-    spec = spec_of(sweep, folds.image_shape, folds.n_classes)
-    return CNNEngine(configs, folds, settings_of(sweep, spec, engine), seed)
+    spec = spec_of(sections, folds.image_shape, folds.n_classes)
+    return CNNEngine(configs, folds, settings_of(sections, spec, hooks.engine), seed)
 
 
-def train_on_all(sweep: Sweep, dataset: Dataset, config: Mapping[str, Any], seed: int,
+def train_on_all(sections: Sections, dataset: Dataset, config: Mapping[str, Any], seed: int,
                  device: torch.device) -> dict[str, Any]:
     """The configuration trained on every row: the state dict of a plain ``nn.Sequential``
     (``Conv2d, ReLU, MaxPool2d`` per block, ``Flatten``, ``Linear, ReLU`` per hidden layer,
     ``Linear``) taking ``[n, channels, height, width]``, with the scaling, the image shape
     and the classes (``dropsweep export --model``; README "Export")."""
     folds = one_split(dataset, device, score_on_test=False)
-    spec = spec_of(sweep, folds.image_shape, folds.n_classes)
-    settings = settings_of(sweep, spec)
+    spec = spec_of(sections, folds.image_shape, folds.n_classes)
+    settings = settings_of(sections, spec)
     batch = CNNEngine([config], folds, settings, seed)
     result = run_epochs(batch, 1, settings.epochs, settings.epochs)[0]  # no checkpoints
     if result.model is None:

@@ -30,7 +30,7 @@ from torch.func import functional_call, grad, stack_module_state, vmap
 
 from dropsweep.train.checkpoints import Unusable, expect_made
 from dropsweep.families.cnn.blocks import max_norm
-from dropsweep.families.custom import dropout_rates
+from dropsweep.families.custom.model import dropout_rates
 from dropsweep.families.custom.settings import Network, Settings
 from dropsweep.families.optimizers import step_models
 from dropsweep.train.memory import BYTES_PER_FLOAT, GATHER_ROWS

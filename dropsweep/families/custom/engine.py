@@ -22,7 +22,6 @@ import copy
 import math
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
-import click
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -32,7 +31,7 @@ from dropsweep.train.checkpoints import Unusable, expect_made
 from dropsweep.data.dataset import Dataset, scaling
 from dropsweep.errors import DropsweepError, SweepError
 from dropsweep.families.cnn.blocks import max_norm
-from dropsweep.families.custom import dropout_rates
+from dropsweep.families.custom.model import dropout_rates
 from dropsweep.families.custom import resolve
 from dropsweep.families.custom.batched import BatchedEngine, unbatchable
 from dropsweep.families.custom.section import input_shape_of
@@ -40,10 +39,8 @@ from dropsweep.families.custom.settings import Network, Settings
 from dropsweep.families.optimizers import adam_step, sgd_step
 from dropsweep.train.memory import BYTES_PER_FLOAT, FLOATS_PER_PARAMETER, GATHER_ROWS, Need
 from dropsweep.data.protocols import Folds, one_split
+from dropsweep.train.hooks import NO_HOOKS, TrainHooks, to_stderr
 from dropsweep.train.loop import (
-    CheckpointHook,
-    Checkpointer,
-    ProgressHook,
     TrialResult,
     chunked_scores,
     epoch_order,
@@ -51,7 +48,7 @@ from dropsweep.train.loop import (
 )
 
 if TYPE_CHECKING:
-    from dropsweep.sweep.config import Sweep
+    from dropsweep.families.base import Sections
 
 FORMS = ("loop", "batched")
 ENGINES = ("auto", *FORMS)
@@ -63,11 +60,11 @@ LOOP_COST = "2.5-6x the batched form's time at 32 models of a small MLP or CNN"
 EVAL_ROWS = 256  # rows per model one evaluation chunk scores
 
 
-def resolve_network(sweep: Sweep, input_shape: tuple[int, ...], n_classes: int,
+def resolve_network(sections: Sections, input_shape: tuple[int, ...], n_classes: int,
                     seed: int) -> Network:
     """Import, check that the code is the code the study recorded, build under ``seed``,
     find its sites: a mistake or a changed source is one line naming the key."""
-    model = sweep.model
+    model = sections.model
     try:
         fn, sources = resolve.entry_point(model.module, model.base)
         recorded = dict(model.sources)
@@ -83,7 +80,7 @@ def resolve_network(sweep: Sweep, input_shape: tuple[int, ...], n_classes: int,
         constrained = resolve.constrained_layers(net, model.max_norm)
         sizes = resolve.check_output(net, model.module, input_shape, n_classes)
     except resolve.ModelError as exc:
-        raise SweepError(str(exc), **sweep.where(exc.key)) from None
+        raise SweepError(str(exc), **sections.where(exc.key)) from None
     return Network(net, sites, constrained, tuple(input_shape), max(1, sum(sizes.values())))
 
 
@@ -293,16 +290,16 @@ def choose_form(network: Network, engine: str = "auto",
                     f"{why} (benchmarks/custom_batched.py: the loop took {LOOP_COST})")
 
 
-def decide_form(sweep: Sweep, network: Network, n_classes: int, engine: str,
-                device: torch.device) -> str:
+def decide_form(sections: Sections, network: Network, n_classes: int, engine: str,
+                device: torch.device, notice: Callable[[str], None] = to_stderr) -> str:
     """:func:`choose_form` once per sweep (module, arguments, source, data shape): the
-    fallback line goes to stderr the first time only."""
-    key = (sweep.model.module, repr(sweep.model.args), sweep.model.sources,
+    fallback line goes to ``notice`` (the search's notices) the first time only."""
+    key = (sections.model.module, repr(sections.model.args), sections.model.sources,
            network.input_shape, n_classes, engine, device.type)
     if key not in _DECIDED:
         _DECIDED[key] = choose_form(network, engine, device)
         if _DECIDED[key][1]:
-            click.echo(f"note: {_DECIDED[key][1]}", err=True)
+            notice(_DECIDED[key][1])
     return _DECIDED[key][0]
 
 
@@ -313,51 +310,49 @@ def make_engine(configs: Sequence[Mapping[str, Any]], folds: Folds, network: Net
     return CustomEngine(configs, folds, network, settings, seed)
 
 
-def settings_of(sweep: Sweep, form: str = "loop") -> Settings:
-    return Settings(epochs=sweep.train.epochs, batch_size=sweep.train.batch_size,
-                    eval_every=sweep.train.eval_every,
-                    max_norm_axis=sweep.model.max_norm_axis, form=form)
+def settings_of(sections: Sections, form: str = "loop") -> Settings:
+    return Settings(epochs=sections.train.epochs, batch_size=sections.train.batch_size,
+                    eval_every=sections.train.eval_every,
+                    max_norm_axis=sections.model.max_norm_axis, form=form)
 
 
 def shape_of(folds: Folds) -> tuple[int, ...]:
-    from dropsweep.families.cnn import in_shape
+    from dropsweep.families.common import in_shape
 
     return in_shape(folds.image_shape) or (int(folds.rows.shape[-1]),)
 
 
-def train_trials(configs: Sequence[Mapping[str, Any]], folds: Folds, sweep: Sweep, seed: int,
-                 *, on_checkpoint: CheckpointHook | None = None,
-                 should_stop: Callable[[], bool] | None = None,
-                 on_progress: ProgressHook | None = None, save: Checkpointer | None = None,
-                 resume: Mapping[str, Any] | None = None, engine: str = "auto"
-                 ) -> list[TrialResult]:
+def train_trials(configs: Sequence[Mapping[str, Any]], folds: Folds, sections: Sections, seed: int,
+                 hooks: TrainHooks = NO_HOOKS) -> list[TrialResult]:
     """Train every split of every configuration; one result per configuration."""
-    batch = batch_engine(configs, folds, sweep, seed, engine)
+    batch = batch_engine(configs, folds, sections, seed, hooks)
     settings = batch.settings
     return run_epochs(batch, len(configs), settings.epochs, settings.eval_every,
-                      on_checkpoint, should_stop, on_progress, save, resume)
+                      hooks.on_checkpoint, hooks.should_stop, hooks.on_progress, hooks.save,
+                      hooks.resume)
 
 
-def batch_engine(configs: Sequence[Mapping[str, Any]], folds: Folds, sweep: Sweep, seed: int,
-                 engine: str = "auto") -> CustomEngine | BatchedEngine:
+def batch_engine(configs: Sequence[Mapping[str, Any]], folds: Folds, sections: Sections, seed: int,
+                 hooks: TrainHooks = NO_HOOKS) -> CustomEngine | BatchedEngine:
     """The engine :func:`train_trials` trains these configurations with, in the form it
     chooses (a resume checks a checkpoint against a fresh one)."""
-    network = resolve_network(sweep, shape_of(folds), folds.n_classes, seed)
-    form = decide_form(sweep, network, folds.n_classes, engine, folds.rows.device)
-    if len(configs) * folds.k == 1 and engine == "auto":
+    network = resolve_network(sections, shape_of(folds), folds.n_classes, seed)
+    form = decide_form(sections, network, folds.n_classes, hooks.engine, folds.rows.device,
+                       hooks.on_notice)
+    if len(configs) * folds.k == 1 and hooks.engine == "auto":
         form = "loop"  # one model alone trains faster without vmap (custom_batched.py)
-    return make_engine(configs, folds, network, settings_of(sweep, form), seed)
+    return make_engine(configs, folds, network, settings_of(sections, form), seed)
 
 
-def train_on_all(sweep: Sweep, dataset: Dataset, config: Mapping[str, Any], seed: int,
+def train_on_all(sections: Sections, dataset: Dataset, config: Mapping[str, Any], seed: int,
                  device: torch.device) -> dict[str, Any]:
     """The configuration trained on every row: the state dict of the user's own module
     (``build(input_shape, n_classes, **args)`` makes the network it loads into), with the
     scaling, the input shape and the classes (``dropsweep export --model``)."""
     folds = one_split(dataset, device, score_on_test=False)
     shape = input_shape_of(dataset)
-    network = resolve_network(sweep, shape, dataset.n_classes, seed)
-    settings = settings_of(sweep, "loop")  # one model: the loop is the faster form
+    network = resolve_network(sections, shape, dataset.n_classes, seed)
+    settings = settings_of(sections, "loop")  # one model: the loop is the faster form
     batch = make_engine([config], folds, network, settings, seed)
     result = run_epochs(batch, 1, settings.epochs, settings.epochs)[0]  # no checkpoints
     if result.model is None:
@@ -367,17 +362,17 @@ def train_on_all(sweep: Sweep, dataset: Dataset, config: Mapping[str, Any], seed
     return {"state_dict": state, "mean": torch.tensor(shift, dtype=torch.float32),
             "scale": torch.tensor(divisor, dtype=torch.float32),
             "classes": list(dataset.classes), "input_shape": list(shape),
-            "module": sweep.model.module, "args": dict(sweep.model.args),
+            "module": sections.model.module, "args": dict(sections.model.args),
             "train_accuracy": result.train_accuracy}
 
 
-def need(sweep: Sweep, dataset: Dataset, models: int) -> Need:
+def need(sections: Sections, dataset: Dataset, models: int) -> Need:
     """Bytes one trial's ``models`` copies need: parameters with gradients, slots and
     copies; each minibatch's activations (about three floats per unit) and its rows. It
     resolves the user's code, so a mistake in it is named before anything is written."""
-    network = resolve_network(sweep, input_shape_of(dataset), dataset.n_classes, 0)
+    network = resolve_network(sections, input_shape_of(dataset), dataset.n_classes, 0)
     params = sum(p.numel() for p in network.net.parameters())
-    rows = sweep.train.batch_size
+    rows = sections.train.batch_size
     return Need(parameters=BYTES_PER_FLOAT * models * params * FLOATS_PER_PARAMETER,
                 activations=BYTES_PER_FLOAT * models * rows * 3 * network.floats,
                 inputs=BYTES_PER_FLOAT * models * rows * dataset.n_features,

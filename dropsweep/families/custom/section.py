@@ -1,5 +1,7 @@
-"""The custom family's ``model`` section: read, checked, and resolved against the user's
-code and the data, so that every mistake is one line naming its key at validation time.
+"""The custom family's ``model`` section: read and checked (:func:`parse_model`), then
+resolved against the user's code and the sweep's data (:func:`resolve_section`, given the
+data where the sweep is validated), so that every mistake is one line naming its key at
+validation time.
 
 A section read back from a stored study carries ``sources`` (the SHA-256 of the code it
 ran) and explicit ``sites``: it is taken as recorded, without importing anything; whether
@@ -9,11 +11,12 @@ today's code is still that code is checked when it trains (:mod:`.engine`).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from dropsweep.sweep.checks import describe
-from dropsweep.families.cnn import MAX_NORM_AXES, in_shape
-from dropsweep.families.custom import _GROUP_NAME, MAX_GROUPS, TRAINING, CustomModel
+from dropsweep.families.common import MAX_NORM_AXES, in_shape
+from dropsweep.families.common import TRAINING
+from dropsweep.families.custom.model import _GROUP_NAME, MAX_GROUPS, CustomModel
 
 if TYPE_CHECKING:
     from dropsweep.sweep.checks import Checker
@@ -52,8 +55,9 @@ def parse_model(check: Checker, raw: Mapping[str, Any]) -> CustomModel:
         if not isinstance(recorded, dict) or not sites:
             raise check.fail("model.sources", "is written by dropsweep in a stored study, "
                                               "with model.sites; leave it out")
-        return _replace(model, sources=tuple((str(k), str(v)) for k, v in recorded.items()))
-    return resolve_section(check, model)
+        return _replace(model, sources=tuple((str(k), str(v)) for k, v in recorded.items()),
+                        stored=True)
+    return model  # resolved against the data next (resolve_section)
 
 
 def _sites(check: Checker, raw: Any) -> dict[str, str] | None:
@@ -86,14 +90,19 @@ def _replace(model: CustomModel, **changes: Any) -> CustomModel:
     return replace(model, **changes)
 
 
-def resolve_section(check: Checker, model: CustomModel) -> CustomModel:
-    """Import the entry point, hash its source, build the network for this sweep's data and
-    find its sites and max-norm layers: every failure one line naming its key."""
+def resolve_section(check: Checker, model: CustomModel, data: Callable[[], Dataset]
+                    ) -> CustomModel:
+    """Import the entry point, hash its source, build the network for this sweep's data
+    (``data()`` reads it, once the entry point is found) and find its sites and max-norm
+    layers: every failure one line naming its key. A stored section (its ``sources``
+    recorded) is taken as it is: nothing imported, no data read."""
     from dropsweep.families.custom import resolve
 
+    if model.stored:
+        return model
     try:
         fn, sources = resolve.entry_point(model.module, model.base)
-        dataset = _dataset(check)
+        dataset = data()
         shape = input_shape_of(dataset)
         net = resolve.build(fn, model.module, shape, dataset.n_classes, model.args, seed=0)
         resolve.check_parameters(net, model.module)
@@ -109,14 +118,3 @@ def resolve_section(check: Checker, model: CustomModel) -> CustomModel:
         raise check.fail(exc.key, str(exc)) from None
     return _replace(model, sites=tuple(sites.items()), sources=tuple(sources.items()),
                     fixed=resolve.unmatched(net, members))
-
-
-def _dataset(check: Checker) -> Dataset:
-    """The sweep's data, read to know the shape the network is built for (its sections
-    are validated first, so their mistakes are named as ever)."""
-    from dropsweep.sweep.config import Sweep, _data, _eval
-    from dropsweep.data.dataset import load_dataset
-
-    raw = check.raw
-    return load_dataset(Sweep(data=_data(check), eval=_eval(check), file=raw.file,
-                              lines=dict(raw.lines), overrides=dict(raw.overrides)))

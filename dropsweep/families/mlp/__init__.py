@@ -14,80 +14,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
-from dropsweep.families import Family, _words
+from dropsweep.families.base import Family, Sections
+from dropsweep.families.common import positive, rate, words
+from dropsweep.train.hooks import NO_HOOKS, TrainHooks
 from dropsweep.sweep.space import Choices, Config, Dimension, Fixed, Range, value_of
 
 if TYPE_CHECKING:
     import torch
 
     from dropsweep.sweep.checks import Checker
-    from dropsweep.sweep.config import Sweep
     from dropsweep.data.dataset import Dataset
     from dropsweep.train.memory import Need
     from dropsweep.data.protocols import Folds
-    from dropsweep.train.loop import CheckpointHook, Checkpointer, TrialResult
+    from dropsweep.train.loop import TrialResult
 
-PLACEMENTS = ("none", "input", "hidden", "both")  # also the 1-SE order: simplest first
-_INPUT = ("input", "both")
-_HIDDEN = ("hidden", "both")
-OPTIMIZERS = ("sgd", "adam")  # Brownlee's SGD first: the baseline's, and all that is searched
-# unless a sweep lists adam
-
-
-def _rate(v: float) -> str | None:
-    return None if 0.0 <= v < 1.0 else f"must be in [0, 1), got {v:g}"
-
-
-def _positive(v: float) -> str | None:
-    return None if v > 0.0 else f"must be > 0, got {v:g}"
-
-
-# implicit: an SGD-only study stores no optimizer, as before this dimension existed
-OPTIMIZER = Dimension("optimizer", Fixed("sgd"), baseline="sgd", choices=OPTIMIZERS,
-                      implicit=True, in_baseline=True, label="optimizer")
-
-# The search space, one row per dimension, in the order they are sampled and shown.
-DIMENSIONS = (
-    Dimension("placement", Choices(PLACEMENTS), baseline="none", choices=PLACEMENTS,
-              simplicity="order", label="placement"),
-    # Srivastava et al.: input dropout ~0.2, hidden ~0.5
-    Dimension("input_rate", Range(0.0, 0.5), baseline=0.0, rule=_rate,
-              when=("placement", _INPUT), unused=0.0, simplicity="sum", label="input rate"),
-    Dimension("hidden_rate", Range(0.0, 0.7), baseline=0.0, rule=_rate,
-              when=("placement", _HIDDEN), unused=0.0, simplicity="sum", label="hidden rate"),
-    OPTIMIZER,
-    # Brownlee's baseline: lr 0.01, momentum 0.8; dropout wants larger rates and momentum
-    Dimension("learning_rate", Range(1e-3, 0.3, log=True), baseline=0.01, rule=_positive,
-              log=True, in_baseline=True, label="learning rate"),
-    # SGD only (unused: 0.0, as the conv nets')
-    Dimension("momentum", Range(0.5, 0.99), baseline=0.8, rule=_rate, in_baseline=True,
-              when=("optimizer", ("sgd",)), unused=0.0, label="momentum"),
-    # None: max-norm off unless the sweep turns it on (Srivastava et al.: c ~ 3-4)
-    Dimension("max_norm", None, baseline=None, rule=_positive, can_be_off=True,
-              in_baseline=True, simplicity="off", label="max-norm"),
-)
-
-
-def optimizer_of(config: Mapping[str, Any]) -> str:
-    """"sgd" or "adam" (a configuration stored before the optimizer existed is SGD)."""
-    return str(value_of(OPTIMIZER, config))
-
-
-def dropout_rates(config: Mapping[str, Any]) -> tuple[float, float]:
-    """(input rate, hidden rate) as training applies them: 0 where the placement does not
-    drop (whatever rate a hand-made configuration carries there)."""
-    placement = config["placement"]
-    return (float(config["input_rate"]) if placement in _INPUT else 0.0,
-            float(config["hidden_rate"]) if placement in _HIDDEN else 0.0)
-
-
-@dataclass(frozen=True)
-class MLPModel:
-    hidden: tuple[int, ...] = (60, 30)  # Brownlee's 60 -> 60 -> 30 -> 1
-    family: str = "mlp"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"family": self.family, "hidden": list(self.hidden)}
+from dropsweep.families.mlp.dimensions import (DIMENSIONS, OPTIMIZER,  # noqa: F401 - the family's
+                                              OPTIMIZERS, PLACEMENTS, MLPModel, dropout_rates,
+                                              optimizer_of)
 
 
 class _MLP(Family):
@@ -118,17 +61,17 @@ class _MLP(Family):
         placement = str(config.get("placement", "none"))
         rates = [config.get(d.name) for d in DIMENSIONS
                  if d.when is not None and d.when[0] == "placement" and placement in d.when[1]]
-        dropout = (f"{placement} dropout {' / '.join(_words(r) for r in rates)}" if rates
+        dropout = (f"{placement} dropout {' / '.join(words(r) for r in rates)}" if rates
                    else "no dropout")
         if optimizer_of(config) == "adam":
-            dropout += f", Adam lr {_words(config.get('learning_rate'))}"
+            dropout += f", Adam lr {words(config.get('learning_rate'))}"
         return dropout
 
     def describe_against(self, config: Mapping[str, Any], reference: Mapping[str, Any]) -> str:
         """As every family's, without repeating what :meth:`describe` said (Adam, its lr) or
         naming a setting the configuration does not use (momentum under Adam)."""
         said = ("optimizer", "learning_rate") if optimizer_of(config) == "adam" else ()
-        differs = [f"{d.label} {_words(value_of(d, config))}" for d in self.dimensions
+        differs = [f"{d.label} {words(value_of(d, config))}" for d in self.dimensions
                    if d.in_baseline and d.name not in said and d.used(config)
                    and value_of(d, config) != value_of(d, reference)]
         return self.describe(config) + (f" with {', '.join(differs)}" if differs else "")
@@ -136,47 +79,50 @@ class _MLP(Family):
     def batch_key(self, config: Mapping[str, Any]) -> Any:
         return optimizer_of(config)
 
-    def train(self, configs: Sequence[Config], folds: Folds, sweep: Sweep, seed: int, *,
-              on_checkpoint: CheckpointHook | None = None,
-              should_stop: Callable[[], bool] | None = None,
-              on_progress: Callable[[float], None] | None = None,
-              save: Checkpointer | None = None, resume: Mapping[str, Any] | None = None,
-              engine: str = "auto") -> list[TrialResult]:
+    def notice(self, device: torch.device) -> str | None:
+        """Why the fast CPU kernel is not used, and what it costs (or what was wrong with
+        its cache), for a run that trains on the CPU; read before anything is written."""
+        from dropsweep.families.mlp import kernel
+
+        return kernel.notice() if device.type == "cpu" else None
+
+    def train(self, configs: Sequence[Config], folds: Folds, sections: Sections, seed: int,
+              hooks: TrainHooks = NO_HOOKS) -> list[TrialResult]:
         from dataclasses import replace
 
         from dropsweep.families.mlp.engine import TrainSettings, train_trials
 
-        settings = replace(TrainSettings.of(sweep), engine=engine)
-        return train_trials(configs, folds, settings, seed, on_checkpoint=on_checkpoint,
-                            should_stop=should_stop, on_progress=on_progress, save=save,
-                            resume=resume)
+        settings = replace(TrainSettings.of(sections), engine=hooks.engine)
+        return train_trials(configs, folds, settings, seed, on_checkpoint=hooks.on_checkpoint,
+                            should_stop=hooks.should_stop, on_progress=hooks.on_progress,
+                            save=hooks.save, resume=hooks.resume)
 
-    def check_resume(self, configs: Sequence[Config], folds: Folds, sweep: Sweep, seed: int,
-                     resume: Any, engine: str = "auto") -> None:
+    def check_resume(self, configs: Sequence[Config], folds: Folds, sections: Sections, seed: int,
+                     hooks: TrainHooks) -> None:
         from dataclasses import replace
 
         from dropsweep.families.mlp.engine import MLPEngine, TrainSettings
         from dropsweep.train.loop import check_resume
 
-        settings = replace(TrainSettings.of(sweep), engine=engine)
-        check_resume(resume, len(configs), folds.k, sweep.train.epochs,
+        settings = replace(TrainSettings.of(sections), engine=hooks.engine)
+        check_resume(hooks.resume, len(configs), folds.k, sections.train.epochs,
                      lambda: MLPEngine(configs, folds, settings, seed))
 
-    def train_on_all(self, sweep: Sweep, dataset: Dataset, config: Config, seed: int,
+    def train_on_all(self, sections: Sections, dataset: Dataset, config: Config, seed: int,
                      device: torch.device) -> dict[str, Any]:
         from dropsweep.families.mlp.engine import train_on_all
 
-        return train_on_all(sweep, dataset, config, seed, device)
+        return train_on_all(sections, dataset, config, seed, device)
 
-    def need(self, sweep: Sweep, dataset: Dataset, models: int) -> Need:
+    def need(self, sections: Sections, dataset: Dataset, models: int) -> Need:
         from dropsweep.train import memory
         from dropsweep.families.mlp.network import layer_sizes
 
-        from dropsweep.sweep.space import space_of, values_of
+        from dropsweep.sweep.space import values_of
 
-        sizes = layer_sizes(dataset.n_features, sweep.model.hidden, dataset.n_classes)
-        searched = values_of(space_of(sweep).get("optimizer"))
-        adam = "adam" in searched or optimizer_of(sweep.baseline) == "adam"
+        sizes = layer_sizes(dataset.n_features, sections.model.hidden, dataset.n_classes)
+        searched = values_of(sections.searched.get("optimizer"))
+        adam = "adam" in searched or optimizer_of(sections.baseline) == "adam"
         # Adam keeps a second slot per parameter beside the first (SGD's velocity)
         return memory.trial_need(sizes, models, len(dataset.y),
                                  floats=memory.FLOATS_PER_PARAMETER + int(adam))

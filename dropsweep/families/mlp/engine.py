@@ -27,12 +27,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dropsweep.sweep.config import Sweep
+from dropsweep.families.base import Sections
 from dropsweep.data.dataset import Dataset, scaling
 from dropsweep.train.checkpoints import Elsewhere, Unusable
 from dropsweep.errors import DropsweepError
 from dropsweep.train.memory import GATHER_ROWS
-from dropsweep.families.mlp import dropout_rates, kernel, optimizer_of
+from dropsweep.families.mlp import kernel
+from dropsweep.families.mlp.dimensions import dropout_rates, optimizer_of
 from dropsweep.data.protocols import Folds, one_split
 from dropsweep.train.loop import (
     CheckpointHook,
@@ -80,10 +81,10 @@ class TrainSettings:
     engine: str = "auto"
 
     @classmethod
-    def of(cls, sweep: Sweep) -> TrainSettings:
+    def of(cls, sections: Sections) -> TrainSettings:
         """The training a sweep file asks for."""
-        return cls(hidden=sweep.model.hidden, epochs=sweep.train.epochs,
-                   batch_size=sweep.train.batch_size, eval_every=sweep.train.eval_every)
+        return cls(hidden=sections.model.hidden, epochs=sections.train.epochs,
+                   batch_size=sections.train.batch_size, eval_every=sections.train.eval_every)
 
 
 def use_kernel(engine: str, device: torch.device, adam: bool = False) -> bool:
@@ -378,12 +379,12 @@ def train_trials(
                       on_checkpoint, should_stop, on_progress, save, resume)
 
 
-def train_on_all(sweep: Sweep, dataset: Dataset, config: Mapping[str, Any], seed: int,
+def train_on_all(sections: Sections, dataset: Dataset, config: Mapping[str, Any], seed: int,
                  device: torch.device) -> dict[str, Any]:
     """The configuration trained on every row (standardised on all of them): an
     ``nn.Sequential`` state dict (Linear, ReLU, ..., Linear), the scaling and the classes."""
     folds = one_split(dataset, device, score_on_test=False)
-    settings = replace(TrainSettings.of(sweep), eval_every=sweep.train.epochs)  # no checkpoints
+    settings = replace(TrainSettings.of(sections), eval_every=sections.train.epochs)  # no checkpoints
     result = train_trials([config], folds, settings, seed)[0]
     if result.model is None:
         raise DropsweepError(f"training on all the data failed: {result.failure}")
@@ -394,5 +395,5 @@ def train_on_all(sweep: Sweep, dataset: Dataset, config: Mapping[str, Any], seed
     mean, scale = scaling(dataset.X, dataset.scale, dataset.pixel_max)
     return {"state_dict": state, "mean": torch.tensor(mean, dtype=torch.float32),
             "scale": torch.tensor(scale, dtype=torch.float32), "classes": list(dataset.classes),
-            "features": list(dataset.feature_names), "hidden": list(sweep.model.hidden),
+            "features": list(dataset.feature_names), "hidden": list(sections.model.hidden),
             "train_accuracy": result.train_accuracy}
