@@ -35,7 +35,7 @@ from dropsweep.study.confirm import run_confirm
 from dropsweep.data.dataset import load_dataset
 from dropsweep.answers.report import build_report
 from dropsweep.study.runner import run_search
-from dropsweep.storage import heartbeat_seconds, load_study, open_storage
+from dropsweep.storage.open import heartbeat_seconds, load_study, open_storage
 from dropsweep.sweep.file import apply_overrides, load_sweep
 from dropsweep.answers.verdict import build_confirmation
 

@@ -40,7 +40,7 @@ from optuna.trial import FrozenTrial, TrialState, create_trial
 
 from dropsweep import __version__, records
 from dropsweep.families.mlp import PLACEMENTS
-from dropsweep.storage import open_storage
+from dropsweep.storage.open import open_storage
 
 STUDY = "sonar-10k"
 EPOCHS, EVAL_EVERY, FOLDS = 300, 10, 10

@@ -24,7 +24,7 @@ import optuna
 
 def storage_for(kind: str, where: Path) -> object:
     if kind == "sqlite":
-        from dropsweep.storage import open_storage
+        from dropsweep.storage.open import open_storage
 
         return open_storage(f"sqlite:///{where}/study.db")
     from optuna.storages.journal import JournalFileBackend

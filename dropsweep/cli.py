@@ -69,7 +69,7 @@ class DropsweepGroup(click.Group):
 def _storage_url(ctx: click.Context, param: click.Parameter, value: str) -> str:
     """A plain path as its ``sqlite:///`` URL, once, here: the workers, the checkpoints'
     owner and every suggested command see one spelling."""
-    from dropsweep.storage import storage_url
+    from dropsweep.storage.urls import storage_url
 
     try:
         return storage_url(value)
@@ -198,7 +198,7 @@ def _study_to_train(storage: str, study_name: str | None, threads: int | None, e
 
     from dropsweep.data.dataset import load_dataset, rows_record
     from dropsweep.answers.report import latest_study_name
-    from dropsweep.storage import heartbeat_seconds, load_study, open_storage
+    from dropsweep.storage.open import heartbeat_seconds, load_study, open_storage
     from dropsweep.study.open import check_rows, check_searched, stored_sweep
 
     reader = open_storage(storage, read_only=True)
@@ -217,7 +217,7 @@ def _study_to_train(storage: str, study_name: str | None, threads: int | None, e
 def _storage_args(storage: str) -> tuple[str, ...]:
     """How a suggested command names the storage: not at all for the default; its password,
     if any, masked (the user types it)."""
-    from dropsweep.storage import mask_url
+    from dropsweep.storage.urls import mask_url
 
     return () if storage == DEFAULT_STORAGE else ("--storage", mask_url(storage))
 
@@ -226,7 +226,7 @@ def _print_study_answer(storage: str, study_name: str, out: Any) -> None:
     """The study's answer block, as ``dropsweep report`` opens with it."""
     from dropsweep.render.answer import print_answer
     from dropsweep.answers.report import study_answer
-    from dropsweep.storage import load_study, open_storage
+    from dropsweep.storage.open import load_study, open_storage
 
     store = open_storage(storage, read_only=True)
     answer, fam, data = study_answer(load_study(store, study_name, storage),
@@ -448,7 +448,7 @@ def run(sweep: str, overrides: tuple[str, ...], storage: str, study_name: str | 
 def _has_test_rows(storage: str, study_name: str) -> bool:
     """Whether the study's sweep holds test rows back (what its search recorded of its rows;
     an older study's data are loaded to see)."""
-    from dropsweep.storage import load_study, open_storage
+    from dropsweep.storage.open import load_study, open_storage
 
     study = load_study(open_storage(storage, read_only=True), study_name, storage)
     recorded = study.user_attrs.get(DATA_ROWS)
@@ -492,7 +492,7 @@ def report(storage: str, study_name: str | None, top: int, fmt: str, select_rule
     from dropsweep.render.comparison import render_comparison
     from dropsweep.render.report import render_report
     from dropsweep.answers.report import build_report, latest_study_name
-    from dropsweep.storage import load_study, open_storage
+    from dropsweep.storage.open import load_study, open_storage
 
     # A short-lived process building many small acyclic objects: the cyclic collector would
     # only walk them again and again (and once more at exit). Measured on a 10,000-trial study
@@ -534,7 +534,7 @@ def studies(storage: str, fmt: str) -> None:
     """
     from dropsweep.render.studies import render_studies
     from dropsweep.answers.report import list_studies
-    from dropsweep.storage import open_storage
+    from dropsweep.storage.open import open_storage
 
     out, _ = _consoles()
     render_studies(list_studies(open_storage(storage, read_only=True)), fmt, out)
@@ -592,7 +592,7 @@ def _confirm_stage(storage: str, study_name: str | None, top: int | None, repeat
     from dropsweep.study.confirm import run_confirm
     from dropsweep.answers.verdict import build_confirmation
     from dropsweep.study.runner import StopFlag, stop_on_signals
-    from dropsweep.storage import load_study
+    from dropsweep.storage.open import load_study
 
     store, study, sweep, dataset = _study_to_train(storage, study_name, threads, err)
     name = study.study_name
@@ -718,7 +718,7 @@ def export(storage: str, study_name: str | None, number: int | None, output: str
     from dropsweep.study.open import check_searched, stored_sweep
     from dropsweep.study.export import pick_trial, sweep_text, train_on_all, write_atomically
     from dropsweep.answers.report import latest_study_name
-    from dropsweep.storage import load_study, open_storage
+    from dropsweep.storage.open import load_study, open_storage
 
     store = open_storage(storage, read_only=True)
     name = study_name or latest_study_name(store)

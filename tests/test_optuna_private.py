@@ -18,7 +18,7 @@ from optuna.search_space.group_decomposed import _GroupDecomposedSearchSpace
 from optuna.storages import InMemoryStorage, RDBStorage
 from optuna.trial import TrialState
 
-from dropsweep.storage import ResilientRDBStorage
+from dropsweep.storage.rdb import ResilientRDBStorage
 from dropsweep.storage import optuna_private as private
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

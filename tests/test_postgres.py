@@ -297,7 +297,8 @@ def test_a_batch_write_that_loses_the_first_heartbeat_race_retries(study_name):
     import psycopg
     import sqlalchemy
 
-    from dropsweep.storage import TrialWrites, open_storage
+    from dropsweep.storage.open import open_storage
+    from dropsweep.storage.rdb import TrialWrites
 
     storage = open_storage(URL, heartbeat=60)
     study = optuna.create_study(study_name=study_name, storage=storage)

@@ -25,7 +25,8 @@ from dropsweep.answers import report
 from dropsweep.families.mlp import PLACEMENTS
 from dropsweep.render.formats import write as _write
 from dropsweep.render.report import render_report, report_to_json
-from dropsweep.storage import open_storage, read
+from dropsweep.storage import read
+from dropsweep.storage.open import open_storage
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

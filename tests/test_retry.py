@@ -19,7 +19,7 @@ from dropsweep.sweep.config import build_sweep
 from dropsweep.data.dataset import load_dataset
 from dropsweep.train.devices import out_of_memory
 from dropsweep.study.runner import run_search
-from dropsweep.storage import load_study, open_storage
+from dropsweep.storage.open import load_study, open_storage
 from dropsweep.sweep.file import apply_overrides, load_sweep
 
 REPO = Path(__file__).resolve().parents[1]

@@ -430,7 +430,7 @@ def test_a_search_reads_its_trials_a_bounded_number_of_times_per_trial(
         dataset, storage, monkeypatch):
     """Optuna's cache reads every running trial again at each call; a TPE ask used to read
     the study about nine times, the median pruner once per trial and checkpoint."""
-    from dropsweep.storage import ResilientRDBStorage
+    from dropsweep.storage.rdb import ResilientRDBStorage
 
     reads = []
     real = ResilientRDBStorage._get_trials

@@ -9,7 +9,8 @@ import optuna
 import pytest
 
 from dropsweep.errors import StorageError, StorageFailure
-from dropsweep.storage import load_study, mask_url, open_storage, storage_url
+from dropsweep.storage.open import load_study, open_storage
+from dropsweep.storage.urls import mask_url, storage_url
 
 
 def test_sqlite_storage_uses_write_ahead_logging(tmp_path):
@@ -123,7 +124,7 @@ def test_postgresql_without_its_driver_says_what_to_install(monkeypatch, url):
 def test_the_driver_missing_under_optunas_wrapper_says_so_too(monkeypatch):
     """Optuna's own "Failed to import DB access module" (should SQLAlchemy import the driver
     only when Optuna makes the engine) names the fix the same way."""
-    import dropsweep.storage as storage
+    import dropsweep.storage.open as storage
 
     _without_psycopg(monkeypatch)
     monkeypatch.setattr(storage, "_check_url", lambda url: None)
@@ -256,7 +257,7 @@ import time  # noqa: E402
 import sqlalchemy.exc as sqlalchemy_exc  # noqa: E402
 from helpers import SUITE  # noqa: E402
 
-from dropsweep.storage import describe_failure, is_transient  # noqa: E402
+from dropsweep.storage.faults import describe_failure, is_transient  # noqa: E402
 
 SLOW = ["--set", "train.epochs=1500", "--set", "train.eval_every=500", "--set", "cv.folds=3",
         "--batch", "1", "--threads", "1"]

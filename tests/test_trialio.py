@@ -11,7 +11,9 @@ import pytest
 from optuna.trial import TrialState
 
 from dropsweep.study import liveness
-from dropsweep.storage import ResilientRDBStorage, open_storage, trialio
+from dropsweep.storage import trialio
+from dropsweep.storage.open import open_storage
+from dropsweep.storage.rdb import ResilientRDBStorage
 from dropsweep.storage.trialio import SnapshotStorage
 
 from test_postgres import SKIP as NO_POSTGRES, URL as POSTGRES
@@ -183,7 +185,7 @@ def test_own_trials_in_a_hold_read_as_the_storage_then_holds_them(url, study, re
     each ask sees exactly what a fresh read would show, and the parameters of each trial
     are written in one transaction when the hold ends."""
     ask(study)
-    from dropsweep.storage import ResilientRDBStorage
+    from dropsweep.storage.rdb import ResilientRDBStorage
     writes: list[int] = []
     real = ResilientRDBStorage.write_trials
     writes_of = lambda self, pending, known: (  # noqa: E731

@@ -22,7 +22,7 @@ import pytest
 from helpers import SUITE
 
 from dropsweep.study.liveness import counts_toward_target
-from dropsweep.storage import open_storage
+from dropsweep.storage.open import open_storage
 from dropsweep.study.workers import (PARENT_PID_ENV, WorkerArgs, exit_status, watch_parent,
                                worker_args)
 from dropsweep.study.runner import SearchSummary

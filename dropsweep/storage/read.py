@@ -19,7 +19,10 @@ from optuna.storages import BaseStorage, RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from dropsweep.errors import StorageError
-from dropsweep.storage import describe_failure, mask_url, open_storage, optuna_private
+from dropsweep.storage import optuna_private
+from dropsweep.storage.faults import describe_failure
+from dropsweep.storage.open import open_storage
+from dropsweep.storage.urls import mask_url
 
 
 def describe(storage: str | BaseStorage) -> str:

@@ -16,7 +16,8 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from dropsweep import records
-from dropsweep.storage import TrialEnd, optuna_private, trialio
+from dropsweep.storage import optuna_private, trialio
+from dropsweep.storage.rdb import TrialEnd
 from dropsweep.train.loop import TrialResult
 
 

@@ -2,7 +2,7 @@
 
 **Reads.** Optuna puts a cache in front of an RDB storage
 (:class:`~dropsweep.storage.optuna_private.CachedStorageBase`; dropsweep's
-:class:`~dropsweep.storage.ResilientRDBStorage` is wrapped in it like any RDB storage): it
+:class:`~dropsweep.storage.rdb.ResilientRDBStorage` is wrapped in it like any RDB storage): it
 keeps finished trials, but every ``get_all_trials`` still re-reads every unfinished trial (a
 whole batch of running ones, with their checkpoints) and sorts the study again. One TPE ask
 calls it about five times, the median pruner once per trial at every checkpoint, the runner's
@@ -41,8 +41,9 @@ from optuna.distributions import BaseDistribution
 from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from dropsweep.storage import TrialEnd, TrialWrites, optuna_private
+from dropsweep.storage import optuna_private
 from dropsweep.storage.optuna_private import CachedStorageBase
+from dropsweep.storage.rdb import TrialEnd, TrialWrites
 
 
 class _Read:

@@ -37,7 +37,8 @@ from dropsweep.storage.results import record_batch
 from dropsweep.study.stop import StopFlag, at_once, deferred
 from dropsweep.sweep.space import Config, Space, space_of
 from dropsweep.storage import optuna_private, trialio
-from dropsweep.storage import GRACE_BEATS, describe_failure, heartbeat_seconds
+from dropsweep.storage.faults import describe_failure
+from dropsweep.storage.open import GRACE_BEATS, heartbeat_seconds
 from dropsweep.study.open import stored_sweep
 from dropsweep.train.devices import (oom_failure, out_of_memory, release_cached_memory,
                                resolve_device)

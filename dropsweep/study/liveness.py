@@ -23,7 +23,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from dropsweep import records
 from dropsweep.records import WORKER_DIED
-from dropsweep.storage import TrialEnd, optuna_private, trialio
+from dropsweep.storage import optuna_private, trialio
+from dropsweep.storage.rdb import TrialEnd
 
 
 # A baseline that diverges (a failure of its own) is tried this many times, each with its

@@ -32,8 +32,9 @@ from dropsweep.study.balance import BY, BalancedSampler, PlacementPruner
 from dropsweep.study.liveness import had_a_turn
 from dropsweep.sweep.config import Sweep, build_sweep
 from dropsweep.errors import StorageError, StudyMismatchError, SweepError
-from dropsweep.storage import describe_failure, heartbeat_seconds, mask_url, open_storage, \
-    study_names
+from dropsweep.storage.faults import describe_failure
+from dropsweep.storage.open import heartbeat_seconds, open_storage, study_names
+from dropsweep.storage.urls import mask_url
 from dropsweep.storage import optuna_private, trialio
 from dropsweep.storage.optuna_private import GroupsSoFar  # noqa: F401 - its old home
 from dropsweep.storage.trialio import SnapshotStorage

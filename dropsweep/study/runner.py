@@ -43,7 +43,8 @@ from dropsweep.storage.results import record_batch
 from dropsweep.answers.rows import best_first, better
 from dropsweep.sweep.space import Config, is_exhaustive, planned_configs, space_of
 from dropsweep.study.liveness import counts_toward_target
-from dropsweep.storage import GRACE_BEATS, heartbeat_seconds, mask_url, sqlite_path
+from dropsweep.storage.open import GRACE_BEATS, heartbeat_seconds
+from dropsweep.storage.urls import mask_url, sqlite_path
 from dropsweep.study.open import (PRUNE_STARTUP_TRIALS, ordinal, prepare_study, pruning_warmup,
                              study_uid, sweep_fingerprint, trial_seed)
 from dropsweep.train.hooks import TrainHooks
@@ -230,7 +231,7 @@ def run_search(
 def default_checkpoints(storage_url: str) -> Path:
     """Beside an SQLite file (``results/checkpoints``); for a server, ``results/checkpoints``
     here: workers on other machines need a shared directory (``--checkpoints``)."""
-    from dropsweep.storage import sqlite_path
+    from dropsweep.storage.urls import sqlite_path
 
     path = sqlite_path(storage_url)
     return (path.parent if path is not None else Path("results")).resolve() / "checkpoints"

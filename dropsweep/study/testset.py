@@ -42,7 +42,8 @@ from dropsweep.families import train_apart
 from dropsweep.answers.rows import best_first, trial_row
 from dropsweep.answers.select import select
 from dropsweep.sweep.space import Config, config_values, fixed_distributions, space_of
-from dropsweep.storage import describe_failure, optuna_private
+from dropsweep.storage import optuna_private
+from dropsweep.storage.faults import describe_failure
 from dropsweep.study.open import stored_sweep
 from dropsweep.study.stop import StopFlag, at_once
 from dropsweep.answers.verdict import Confirmation, best_dropout, build_confirmation, config_key
