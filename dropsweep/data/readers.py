@@ -1,7 +1,7 @@
 """The record of rows a classifier trains on (:class:`Dataset`) and the readers that make
 one: CSV text checked cell by cell, Sonar checked against its published shape, image arrays
 flattened. Where the rows come from (a data set's files, a sweep's data.csv) is not decided
-here: the registry (dropsweep.data.registry) and data.load_dataset call these readers.
+here: the registry (dropsweep.data.registry) and dataset.load_dataset call these readers.
 """
 
 from __future__ import annotations
