@@ -161,16 +161,16 @@ def test_missing_csv_names_the_key(in_tmp):
 
 
 def test_offline_without_sonar_says_where_to_put_it(in_tmp, monkeypatch, tmp_path):
-    from dropsweep.data import dataset as data
+    from dropsweep.data import fetch
 
     empty = tmp_path / "empty"
     empty.mkdir()
     monkeypatch.setenv("DROPSWEEP_DATA_DIR", str(empty))
 
-    def offline(url, timeout):
+    def offline(url, out, timeout, progress):
         raise OSError("network is unreachable")
 
-    monkeypatch.setattr(data, "_download", offline)
+    monkeypatch.setattr(fetch, "_stream", offline)
     line = one_line_error(run("validate", SONAR_SWEEP, ok=False), "sonar")
     assert "sonar.csv" in line
 

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dropsweep.data import dataset as data
+from dropsweep.data import fetch, readers, registry
 from dropsweep.sweep.config import Sweep, build_sweep
 from dropsweep.data.dataset import (
     Dataset,
@@ -57,12 +58,28 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Fail the test if anything tries to download; returns the list of attempted URLs."""
     calls: list[str] = []
 
-    def refuse(url: str, timeout: float) -> bytes:
+    def refuse(url: str, out: object, timeout: float, progress: object) -> None:
         calls.append(url)
         raise AssertionError("unexpected download")
 
-    monkeypatch.setattr(data, "_download", refuse)
+    monkeypatch.setattr(fetch, "_stream", refuse)
     return calls
+
+
+def serve(monkeypatch: pytest.MonkeyPatch, answer) -> list[tuple[str, float]]:
+    """Replace the network: ``answer(url)`` is the bytes served (or raises)."""
+    calls: list[tuple[str, float]] = []
+
+    def stream(url: str, out, timeout: float, progress: object) -> None:
+        calls.append((url, timeout))
+        out.write(answer(url))
+
+    monkeypatch.setattr(fetch, "_stream", stream)
+    return calls
+
+
+SONAR_URL = registry.SONAR.url
+CACHED = ("datasets", "sonar.csv")  # Sonar's place in the cache, as every set's files
 
 
 def empty_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
@@ -103,7 +120,8 @@ def test_sonar_falls_back_to_cache(sonar_bytes: bytes, tmp_path: Path, unset: bo
         monkeypatch.delenv("DROPSWEEP_DATA_DIR")
     else:
         empty_data_dir(tmp_path, monkeypatch)
-    cached = cache_dir() / "sonar.csv"
+    cached = cache_dir().joinpath(*CACHED)
+    cached.parent.mkdir(parents=True)
     cached.write_bytes(sonar_bytes)
     ds = data.load_sonar()
     assert ds.source == str(cached) and ds.X.shape == (208, 60)
@@ -113,16 +131,10 @@ def test_sonar_falls_back_to_cache(sonar_bytes: bytes, tmp_path: Path, unset: bo
 def test_sonar_download_is_cached_once(sonar_bytes: bytes, tmp_path: Path,
                                        monkeypatch: pytest.MonkeyPatch) -> None:
     empty_data_dir(tmp_path, monkeypatch)
-    calls: list[tuple[str, float]] = []
-
-    def fake(url: str, timeout: float) -> bytes:
-        calls.append((url, timeout))
-        return sonar_bytes
-
-    monkeypatch.setattr(data, "_download", fake)
+    calls = serve(monkeypatch, lambda url: sonar_bytes)
     first = data.load_sonar()
-    cached = cache_dir() / "sonar.csv"
-    assert calls == [(data.SONAR_URL, data.DOWNLOAD_TIMEOUT)]
+    cached = cache_dir().joinpath(*CACHED)
+    assert calls == [(SONAR_URL, fetch.DOWNLOAD_TIMEOUT)]
     assert cached.read_bytes() == sonar_bytes
     assert os.listdir(cached.parent) == ["sonar.csv"]  # no temp file left behind
     assert first.source == str(cached) and first.class_counts == {"M": 111, "R": 97}
@@ -130,6 +142,12 @@ def test_sonar_download_is_cached_once(sonar_bytes: bytes, tmp_path: Path,
     assert len(calls) == 1
     np.testing.assert_array_equal(first.X, second.X)
     np.testing.assert_array_equal(first.y, second.y)
+
+
+def test_sonar_record_is_the_shipped_file(sonar_dir: Path) -> None:
+    """The record's digest and size are the real file's: a copy is checked like any set's."""
+    assert registry.SONAR.sha256 == fetch.sha256_of(sonar_dir / "sonar.csv")
+    assert registry.SONAR.size == (sonar_dir / "sonar.csv").stat().st_size
 
 
 def _drop_last_row(text: str) -> str:
@@ -149,44 +167,66 @@ def _relabel_one_mine(text: str) -> str:
     return "\n".join(lines)
 
 
-@pytest.mark.parametrize("corrupt, expected", [
+CORRUPTIONS = [
     (_drop_last_row, "has 207 rows, expected 208"),
     (_value_too_big, "row 5, column 1: 1.5 is outside [0, 1]"),
     (_relabel_one_mine, "has labels 110 M, 98 R, expected 111 M, 97 R"),
-    (lambda text: "<html><body>Moved</body></html>\n", "not"),
+    (lambda text: "<html><body>Moved</body></html>\n",
+     "is the only column, so there are no features"),
     (lambda text: text.replace(",", ";"), "no features"),
-])
+]
+
+
+@pytest.mark.parametrize("corrupt, expected", CORRUPTIONS)
 def test_corrupt_download_is_refused_and_not_cached(
         sonar_bytes: bytes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         corrupt, expected: str) -> None:
-    empty_data_dir(tmp_path, monkeypatch)
+    d = empty_data_dir(tmp_path, monkeypatch)
     bad = corrupt(sonar_bytes.decode()).encode()
-    monkeypatch.setattr(data, "_download", lambda url, timeout: bad)
+    serve(monkeypatch, lambda url: bad)
     with pytest.raises(DataError) as exc:
         data.load_sonar()
     text = one_line(exc)
-    assert text.startswith(data.SONAR_URL + ": ")
-    assert expected in text
-    assert str(cache_dir() / "sonar.csv") in text  # says where to put a good copy
-    assert not cache_dir().exists() or os.listdir(cache_dir()) == []
+    assert text.startswith(SONAR_URL + ": the download is not the published sonar.csv: its "
+                           "SHA-256 is ")
+    assert f"save {SONAR_URL} as {d / 'sonar.csv'}" in text  # says where to put a good copy
+    assert os.listdir(cache_dir().joinpath(*CACHED[:-1])) == []  # no half file kept
 
 
-def test_corrupt_local_copy_is_refused(sonar_bytes: bytes, tmp_path: Path,
+@pytest.mark.parametrize("corrupt, expected", CORRUPTIONS)
+def test_sonars_reader_checks_the_published_shape(sonar_bytes: bytes, tmp_path: Path,
+                                                  corrupt, expected: str) -> None:
+    """Behind the digest, the reader still checks what it parses (as the image readers do)."""
+    path = tmp_path / "sonar.csv"
+    path.write_bytes(corrupt(sonar_bytes.decode()).encode())
+    with pytest.raises(DataError) as exc:
+        readers.read_sonar(registry.DATASETS["sonar"], (path,))
+    text = one_line(exc)
+    assert text.startswith(f"{path}: ") and expected in text
+    assert text.endswith(f"; replace it with {SONAR_URL}")
+
+
+@pytest.mark.parametrize("name", ["sonar.csv", "sonar.all-data"])
+def test_corrupt_local_copy_is_refused(sonar_bytes: bytes, tmp_path: Path, name: str,
                                        monkeypatch: pytest.MonkeyPatch,
                                        no_network: list[str]) -> None:
     d = empty_data_dir(tmp_path, monkeypatch)
-    (d / "sonar.csv").write_text(_value_too_big(sonar_bytes.decode()))
+    (d / name).write_text(_value_too_big(sonar_bytes.decode()))
     with pytest.raises(DataError) as exc:
         data.load_sonar()
-    assert one_line(exc).startswith(f"{d / 'sonar.csv'}: not the UCI Sonar data: row 5, column 1")
+    text = one_line(exc)
+    assert text.startswith(f"{d / name}: not the published sonar.csv: its SHA-256 is ")
+    assert text.endswith(f"expected {registry.SONAR.sha256[:12]}...; replace it with {SONAR_URL}")
     assert not no_network  # a bad local copy is an error, not a reason to download
 
 
 def test_corrupt_cache_says_delete_it(sonar_bytes: bytes, tmp_path: Path,
                                       monkeypatch: pytest.MonkeyPatch) -> None:
     empty_data_dir(tmp_path, monkeypatch)
-    (cache_dir() / "sonar.csv").write_text(_drop_last_row(sonar_bytes.decode()))
-    with pytest.raises(DataError, match="207 rows.*delete it to download again"):
+    cached = cache_dir().joinpath(*CACHED)
+    cached.parent.mkdir(parents=True)
+    cached.write_text(_drop_last_row(sonar_bytes.decode()))
+    with pytest.raises(DataError, match="SHA-256.*delete it to download again"):
         data.load_sonar()
 
 
@@ -199,17 +239,17 @@ def test_offline_says_where_to_put_the_file(tmp_path: Path, monkeypatch: pytest.
                                             error: Exception, reason: str) -> None:
     d = empty_data_dir(tmp_path, monkeypatch)
 
-    def offline(url: str, timeout: float) -> bytes:
+    def offline(url: str) -> bytes:
         raise error
 
-    monkeypatch.setattr(data, "_download", offline)
+    serve(monkeypatch, offline)
     with pytest.raises(DataError) as exc:
         data.load_sonar()
     text = one_line(exc)
-    assert text.startswith("sonar: not found in $DROPSWEEP_DATA_DIR")
+    assert text.startswith("sonar: sonar.csv is not in $DROPSWEEP_DATA_DIR")
     assert str(d) in text and reason in text
-    assert text.endswith(f"as {cache_dir() / 'sonar.csv'}")
-    assert not (cache_dir() / "sonar.csv").exists()
+    assert text.endswith(f"save {SONAR_URL} as {d / 'sonar.csv'}")
+    assert not cache_dir().joinpath(*CACHED).exists()
 
 
 def test_cache_dir_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -73,8 +73,8 @@ def test_a_bad_variable_is_one_line_naming_it(tmp_path, monkeypatch, sonar_dir, 
     if name != "DROPSWEEP_DATA_DIR":
         monkeypatch.delenv("DROPSWEEP_DATA_DIR")  # Sonar from the cache: the cache is read
         cache = tmp_path / "cache"
-        cache.mkdir()
-        (cache / "sonar.csv").write_bytes((sonar_dir / "sonar.csv").read_bytes())
+        (cache / "datasets").mkdir(parents=True)
+        (cache / "datasets" / "sonar.csv").write_bytes((sonar_dir / "sonar.csv").read_bytes())
         if name != "DROPSWEEP_CACHE_DIR" and name != "XDG_CACHE_HOME":
             monkeypatch.setenv("DROPSWEEP_CACHE_DIR", str(cache))
     monkeypatch.setenv(name, value.format(file=a_file))

@@ -23,7 +23,7 @@ from dropsweep.data import dataset as data
 
 from dropsweep.data import fetch
 
-from dropsweep.data import images
+from dropsweep.data import images, registry
 from dropsweep.errors import DataError
 from dropsweep.data.fetch import RemoteFile, cache_dir
 
@@ -189,9 +189,9 @@ def test_sonar_still_downloads_through_the_shared_stream(
         sonar_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     raw = (sonar_dir / "sonar.csv").read_bytes()
     monkeypatch.setenv("DROPSWEEP_DATA_DIR", str(tmp_path))
-    calls = fake_server(monkeypatch, {data.SONAR_URL: raw})
-    assert data.load_sonar().source == str(cache_dir() / "sonar.csv")
-    assert calls == [data.SONAR_URL] and data.cache_dir is fetch.cache_dir
+    calls = fake_server(monkeypatch, {registry.SONAR.url: raw})
+    assert data.load_sonar().source == str(cache_dir() / "datasets" / "sonar.csv")
+    assert calls == [registry.SONAR.url] and data.cache_dir is fetch.cache_dir
 
 
 # ----------------------------------------------------------------------------- IDX
@@ -239,7 +239,7 @@ def test_read_idx_refuses_the_wrong_shape() -> None:
 
 
 def write_idx_set(monkeypatch: pytest.MonkeyPatch, data_dir: Path, name: str,
-                  table: dict[str, tuple[int, str]], n: tuple[int, int]) -> dict[str, np.ndarray]:
+                  n: tuple[int, int]) -> dict[str, np.ndarray]:
     """A tiny copy of an IDX set in $DROPSWEEP_DATA_DIR/<name>/, its digests recorded."""
     rng = np.random.default_rng(0)
     arrays = {"train-images-idx3-ubyte.gz": rng.integers(0, 256, (n[0], 5, 4)),
@@ -250,20 +250,28 @@ def write_idx_set(monkeypatch: pytest.MonkeyPatch, data_dir: Path, name: str,
     for file, array in arrays.items():
         raw = idx(array)
         (data_dir / name / file).write_bytes(raw)
-        monkeypatch.setitem(table, file, (len(raw), sha(raw)))
+        record_digest(monkeypatch, name, file, raw)
         monkeypatch.setitem(images.IDX_SHAPES, file, array.shape)
     return arrays
 
 
-@pytest.mark.parametrize("name, table, classes", [
-    ("fashion_mnist", images._FASHION, images.FASHION_CLASSES),
-    ("mnist", images._MNIST, tuple("0123456789")),
+def record_digest(monkeypatch: pytest.MonkeyPatch, name: str, file: str, raw: bytes) -> None:
+    """Make ``raw`` the published ``file`` of the registry's set ``name``, for this test."""
+    record = registry.DATASETS[name]
+    files = tuple(replace(f, sha256=sha(raw), size=len(raw)) if f.name.endswith("/" + file)
+                  or f.name == file else f for f in record.files)
+    monkeypatch.setitem(registry.DATASETS, name, replace(record, files=files))
+
+
+@pytest.mark.parametrize("name, classes", [
+    ("fashion_mnist", images.FASHION_CLASSES),
+    ("mnist", tuple("0123456789")),
 ])
 def test_an_idx_set_from_data_dir(data_dir: Path, monkeypatch: pytest.MonkeyPatch,
-                                  no_network: list[str], name: str, table: dict[str, Any],
+                                  no_network: list[str], name: str,
                                   classes: tuple[str, ...]) -> None:
-    arrays = write_idx_set(monkeypatch, data_dir, name, table, (12, 6))
-    got = images.load_image_set(name)
+    arrays = write_idx_set(monkeypatch, data_dir, name, (12, 6))
+    got = registry.load_image_set(name)
     assert got.x_train.shape == (12, 5, 4, 1) and got.x_test.shape == (6, 5, 4, 1)
     assert got.x_train.dtype == np.uint8 and got.y_train.dtype == np.int64
     np.testing.assert_array_equal(got.x_train[..., 0], arrays["train-images-idx3-ubyte.gz"])
@@ -275,39 +283,39 @@ def test_an_idx_set_from_data_dir(data_dir: Path, monkeypatch: pytest.MonkeyPatc
 
 def test_an_idx_set_with_a_wrong_shape_names_the_file(
         data_dir: Path, monkeypatch: pytest.MonkeyPatch, no_network: list[str]) -> None:
-    write_idx_set(monkeypatch, data_dir, "mnist", images._MNIST, (12, 6))
+    write_idx_set(monkeypatch, data_dir, "mnist", (12, 6))
     monkeypatch.setitem(images.IDX_SHAPES, "t10k-labels-idx1-ubyte.gz", (7,))
     with pytest.raises(DataError) as exc:
-        images.load_image_set("mnist")
+        registry.load_image_set("mnist")
     labels = data_dir / "mnist" / "t10k-labels-idx1-ubyte.gz"
     assert one_line(exc) == f"{labels}: shape 6, expected 7"
 
 
 def test_an_idx_label_out_of_range_is_refused(data_dir: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    write_idx_set(monkeypatch, data_dir, "mnist", images._MNIST, (12, 6))
+    write_idx_set(monkeypatch, data_dir, "mnist", (12, 6))
     raw = idx(np.array([1, 2, 12, 0, 0, 0]))
     (data_dir / "mnist" / "t10k-labels-idx1-ubyte.gz").write_bytes(raw)
-    monkeypatch.setitem(images._MNIST, "t10k-labels-idx1-ubyte.gz", (len(raw), sha(raw)))
+    record_digest(monkeypatch, "mnist", "t10k-labels-idx1-ubyte.gz", raw)
     with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte.gz: label 12 at row 2 is not "
                                         r"a class \(0..9\)"):
-        images.load_image_set("mnist")
+        registry.load_image_set("mnist")
 
 
 def test_an_idx_set_is_downloaded_into_its_own_folder(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     staging = tmp_path / "staging"
     staging.mkdir()
-    arrays = write_idx_set(monkeypatch, staging, "fashion_mnist", images._FASHION, (4, 2))
+    arrays = write_idx_set(monkeypatch, staging, "fashion_mnist", (4, 2))
     monkeypatch.setenv("DROPSWEEP_DATA_DIR", str(tmp_path / "empty"))
-    served = {images._FASHION_URL + f: (staging / "fashion_mnist" / f).read_bytes()
+    served = {registry._FASHION_URL + f: (staging / "fashion_mnist" / f).read_bytes()
               for f in arrays}
     calls = fake_server(monkeypatch, served)
-    got = images.load_image_set("fashion_mnist")
+    got = registry.load_image_set("fashion_mnist")
     folder = cache_dir() / "datasets" / "fashion_mnist"
     assert sorted(calls) == sorted(served) and sorted(os.listdir(folder)) == sorted(arrays)
     assert got.source == str(folder) and got.x_train.shape == (4, 5, 4, 1)
-    images.load_image_set("fashion_mnist")
+    registry.load_image_set("fashion_mnist")
     assert len(calls) == 4
 
 
@@ -379,8 +387,8 @@ def test_cifar_round_trip_puts_each_channel_last(tmp_path: Path, tiny_cifar: Non
 def test_cifar_from_data_dir(data_dir: Path, tiny_cifar: None, no_network: list[str],
                              monkeypatch: pytest.MonkeyPatch) -> None:
     raw = cifar_tar(data_dir / "cifar-10-python.tar.gz", cifar_members())
-    monkeypatch.setattr(images, "CIFAR10", replace(images.CIFAR10, sha256=sha(raw)))
-    got = images.load_image_set("cifar10")
+    record_digest(monkeypatch, "cifar10", "cifar-10-python.tar.gz", raw)
+    got = registry.load_image_set("cifar10")
     assert got.x_train.shape == (6, 32, 32, 3) and got.pixel_max == 255 and got.name == "cifar10"
     assert got.source == str(data_dir / "cifar-10-python.tar.gz") and got.classes[3] == "cat"
     assert not no_network
@@ -496,7 +504,7 @@ def test_only_plain_data_and_numpy_arrays_are_allowed(module: str, name: str) ->
 
 
 def test_digits_are_sklearns_bundled_images(no_network: list[str]) -> None:
-    got = images.load_image_set("digits")
+    got = registry.load_image_set("digits")
     assert got.x_train.shape == (1797, 8, 8, 1) and got.x_train.dtype == np.uint8
     assert got.x_train.max() == 16 and got.pixel_max == 16
     assert got.classes == tuple("0123456789") and got.n_classes == 10
@@ -507,8 +515,8 @@ def test_digits_are_sklearns_bundled_images(no_network: list[str]) -> None:
 
 def test_an_unknown_set_lists_the_known_ones() -> None:
     with pytest.raises(DataError) as exc:
-        images.load_image_set("svhn")
-    assert one_line(exc) == "unknown image set 'svhn'; known: fashion_mnist, mnist, cifar10, digits"
+        registry.load_image_set("svhn")
+    assert one_line(exc) == "unknown image set 'svhn'; known: digits, fashion_mnist, mnist, cifar10"
 
 
 # ----------------------------------------------------------------------------- .npz

@@ -1,4 +1,5 @@
-"""The rows a sweep trains on (built-in Sonar or any numeric CSV), their folds and scaling.
+"""The rows a sweep trains on (a built-in data set, any numeric CSV or npz), their folds and
+scaling.
 
 Every user mistake here (a missing file, a bad cell, an unknown target column, more folds
 than a class has rows) is a one-line DataError/SweepError naming the file and row/column or
@@ -7,23 +8,22 @@ the sweep key. Splitting and scaling live here so "training-fold statistics only
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import http.client
-import io
-import math
-import re
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from dropsweep import env
 from dropsweep.errors import DataError, SweepError
-# Finding and downloading files lives in fetch.py; these names stay importable from here
-# (cache_dir for the kernel cache, _download for the tests that replace the network).
-from dropsweep.data.fetch import DOWNLOAD_TIMEOUT, _download, _reason, _store, cache_dir  # noqa: F401
+# cache_dir stays importable from here (the kernel cache); Dataset, from_images and the
+# SONAR_ constants live in readers.py and stay importable from here too.
+from dropsweep.data.fetch import cache_dir  # noqa: F401
+from dropsweep.data.readers import (  # noqa: F401
+    SONAR_COUNTS, SONAR_FEATURES, SONAR_ROWS, Dataset, _build, _has_header, _is_int, _read_text,
+    _rows, from_images,
+)
+from dropsweep.data.registry import DATASETS, load_built_in
 
 if TYPE_CHECKING:
     from dropsweep.sweep.sections import CVConfig, DataConfig, EvalConfig
@@ -49,51 +49,6 @@ class SweepData(Protocol):
 
     def where(self, key: str) -> dict[str, Any]: ...
 
-SONAR_URL = ("https://archive.ics.uci.edu/ml/machine-learning-databases/undocumented/"
-             "connectionist-bench/sonar/sonar.all-data")
-SONAR_NAMES = ("sonar.csv", "sonar.all-data")  # looked up in $DROPSWEEP_DATA_DIR, in order
-# Gorman & Sejnowski's set: 208 returns, 60 band energies in [0, 1], 111 mines and 97 rocks.
-SONAR_ROWS, SONAR_FEATURES = 208, 60
-SONAR_COUNTS = {"M": 111, "R": 97}
-# Cells that mean "no value" in the CSVs people actually have ("?" is UCI's convention).
-_MISSING = frozenset({"", "na", "n/a", "nan", "null", "none", "?"})
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
-
-
-@dataclass(frozen=True, eq=False)  # eq=False: comparing arrays field-wise is meaningless
-class Dataset:
-    """Rows ready for a classifier; class id ``i`` means label ``classes[i]``."""
-
-    X: np.ndarray  # float32 [rows, features]
-    y: np.ndarray  # int64 [rows], 0..n_classes-1
-    classes: tuple[str, ...]  # sorted (numerically when every label is a number)
-    name: str  # "sonar" or the CSV file name
-    source: str  # the path (or URL) the rows were read from
-    feature_names: tuple[str, ...]
-    target: str = "the target column"  # how messages name the label column: "column 'label'"
-    # the data set's own test split (image sets, an npz's x_test): never read by a search
-    X_test: np.ndarray | None = None
-    y_test: np.ndarray | None = None
-    image_shape: tuple[int, ...] | None = None  # (height, width, channels) of image rows
-    pixel_max: float | None = None  # what `unit` scaling divides by (255 for 8-bit images)
-    scale: str = "standard"  # how rows are scaled for training: data.scale, resolved
-    # how many test rows eval.test held back (hold_back_test): counted once there, so what
-    # a search records of its data never has to touch the test rows themselves
-    n_test: int | None = None
-
-    @property
-    def n_classes(self) -> int:
-        return len(self.classes)
-
-    @property
-    def n_features(self) -> int:
-        return int(self.X.shape[1])
-
-    @property
-    def class_counts(self) -> dict[str, int]:
-        counts = np.bincount(self.y, minlength=len(self.classes))
-        return {c: int(n) for c, n in zip(self.classes, counts)}
-
 
 # ----------------------------------------------------------------------------- entry points
 
@@ -103,16 +58,13 @@ def load_dataset(sweep: SweepData) -> Dataset:
     scaling ``data.scale`` asks for resolved against what the data is."""
     if sweep.data.csv is not None:
         dataset = load_csv(sweep)
-    elif sweep.data.dataset == "sonar":
-        dataset = load_sonar()
-    else:
-        from dropsweep.data import images  # the image sets' readers: only when one is named
+    elif sweep.data.npz is not None:
+        from dropsweep.data import images  # the npz reader: only when one is named
 
-        if sweep.data.npz is not None:
-            path = _data_file(sweep, "data.npz", sweep.data.npz, "an .npz file")
-            dataset = from_images(images.load_npz(path))
-        else:
-            dataset = from_images(images.load_image_set(str(sweep.data.dataset)))
+        path = _data_file(sweep, "data.npz", sweep.data.npz, "an .npz file")
+        dataset = from_images(images.load_npz(path))
+    else:
+        dataset = load_built_in(DATASETS[str(sweep.data.dataset)])
     return hold_back_test(with_scale(dataset, sweep), sweep)
 
 
@@ -167,22 +119,6 @@ def data_file(dataset: Dataset) -> str:
     """The file (or built-in set) the rows were read from, as a message names it."""
     return dataset.source if dataset.name in dataset.source else \
         f"{dataset.name} ({dataset.source})"
-
-
-def from_images(imgs: Any) -> Dataset:
-    """An :class:`~dropsweep.data.images.ImageSet` (or an npz's table) as rows: each image
-    flattened, pixels kept as stored (8-bit images stay uint8 until they are scaled)."""
-    n = len(imgs.x_train)
-    shape = tuple(int(d) for d in imgs.x_train.shape[1:])
-    X = imgs.x_train.reshape(n, -1)
-    names = tuple(f"pixel {i}" for i in range(X.shape[1])) if len(shape) > 1 else tuple(
-        f"feature {i}" for i in range(X.shape[1]))
-    x_test = None if imgs.x_test is None else imgs.x_test.reshape(len(imgs.x_test), -1)
-    return Dataset(X=X, y=imgs.y_train.astype(np.int64), classes=tuple(imgs.classes),
-                   name=imgs.name, source=imgs.source, feature_names=names, target="y",
-                   X_test=x_test, y_test=None if imgs.y_test is None
-                   else imgs.y_test.astype(np.int64),
-                   image_shape=shape if len(shape) > 1 else None, pixel_max=imgs.pixel_max)
 
 
 def with_scale(dataset: Dataset, sweep: SweepData) -> Dataset:
@@ -290,62 +226,14 @@ def standardize(X_train: np.ndarray, X_test: np.ndarray) -> tuple[np.ndarray, np
     return scale_like(X_train, X_train), scale_like(X_train, X_test)
 
 
-# ----------------------------------------------------------------------------- Sonar
+# ----------------------------------------------------------------------------- Sonar and any CSV
 
 
 def load_sonar() -> Dataset:
-    """Sonar from $DROPSWEEP_DATA_DIR, else the cache, else UCI (downloaded once, then cached).
-
-    Any copy is checked against the published shape and class counts, so a truncated or
-    edited file is refused instead of silently changing the experiment.
-    """
-    cache = cache_dir() / "sonar.csv"
-    data_dir = env.path("DROPSWEEP_DATA_DIR")
-    candidates = [data_dir / n for n in SONAR_NAMES] if data_dir else []
-    for path in [*candidates, cache]:
-        if path.is_file():
-            advice = ("delete it to download again" if path == cache
-                      else f"replace it with UCI's sonar.all-data ({SONAR_URL})")
-            return _sonar(_read_text(path), str(path), advice)
-    try:
-        raw = _download(SONAR_URL, DOWNLOAD_TIMEOUT)
-    except (OSError, http.client.HTTPException, ValueError) as exc:
-        places = [f"$DROPSWEEP_DATA_DIR ({data_dir})"] if data_dir else []
-        places.append(f"the cache ({cache.parent})")
-        raise DataError(
-            f"sonar: not found in {' or '.join(places)}, and the download from UCI failed "
-            f"({_reason(exc)}); save UCI's sonar.all-data ({SONAR_URL}) as {cache}") from None
-    dataset = _sonar(_decode(raw), SONAR_URL,
-                     f"the download is not UCI's Sonar file; save a good copy as {cache}")
-    return replace(dataset, source=str(cache)) if _store(raw, cache) else dataset
-
-
-def _sonar(text: str, source: str, advice: str) -> Dataset:
-    """Parse and check one Sonar copy; any problem names ``source`` and says what to do."""
-    try:
-        rows = _rows(text, source)
-        names = rows[0][1] if _has_header(rows[0][1], None) else None
-        dataset, lines = _build(rows, names, len(rows[0][1]) - 1, source, "sonar")
-    except DataError as exc:
-        raise DataError(f"{exc.message}; {advice}", file=exc.file) from None
-    X, counts = dataset.X, dataset.class_counts
-    problem = None
-    if len(X) != SONAR_ROWS:
-        problem = f"has {len(X)} rows, expected {SONAR_ROWS}"
-    elif X.shape[1] != SONAR_FEATURES:
-        problem = f"has {X.shape[1]} feature columns, expected {SONAR_FEATURES}"
-    elif counts != SONAR_COUNTS:
-        problem = "has labels {}, expected {}".format(
-            *(", ".join(f"{n} {label}" for label, n in c.items()) for c in (counts, SONAR_COUNTS)))
-    elif ((X < 0) | (X > 1)).any():
-        i, j = np.argwhere((X < 0) | (X > 1))[0]
-        problem = f"row {lines[i]}, column {j + 1}: {X[i, j]:g} is outside [0, 1]"
-    if problem:
-        raise DataError(f"not the UCI Sonar data: {problem}; {advice}", file=source)
-    return dataset
-
-
-# ----------------------------------------------------------------------------- any CSV
+    """Sonar, through its registry record: from $DROPSWEEP_DATA_DIR (sonar.csv or
+    sonar.all-data), else the cache, else UCI (downloaded once); any copy checked by SHA-256,
+    then against the published shape and class counts."""
+    return load_built_in(DATASETS["sonar"])
 
 
 def load_csv(sweep: SweepData) -> Dataset:
@@ -357,63 +245,6 @@ def load_csv(sweep: SweepData) -> Dataset:
     names = first if _has_header(first, sweep.data.target) else None
     column = _target_column(sweep, names, len(first), source)
     return _build(rows, names, column, source, path.name)[0]
-
-
-def _read_text(path: Path) -> str:
-    try:
-        return _decode(path.read_bytes())
-    except OSError as exc:
-        raise DataError(f"cannot read: {exc.strerror or exc}", file=path) from None
-
-
-def _decode(raw: bytes) -> str:
-    """UTF-8 (BOM dropped); Latin-1 otherwise, since numbers are ASCII in either."""
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        return raw.decode("latin-1")
-
-
-def _rows(text: str, source: str) -> list[tuple[int, list[str]]]:
-    """(line number, stripped cells) of every non-blank record, so errors can point at lines."""
-    reader = csv.reader(io.StringIO(text, newline=""))
-    rows: list[tuple[int, list[str]]] = []
-    line = 1
-    try:
-        for cells in reader:
-            if len(cells) > 1 or (cells and cells[0].strip()):
-                rows.append((line, [c.strip() for c in cells]))
-            line = reader.line_num + 1
-    except csv.Error as exc:
-        raise DataError(f"row {line}: {exc}", file=source) from None
-    if not rows:
-        raise DataError("the file is empty", file=source)
-    return rows
-
-
-def _number(cell: str) -> float | None:
-    if cell.lower() in _MISSING:
-        return None
-    try:
-        return float(cell)
-    except ValueError:
-        return None
-
-
-def _has_header(first: list[str], target: str | int | None) -> bool:
-    """A header row has a non-number in some feature column (labels may be words anyway)."""
-    n = len(first)
-    if isinstance(target, str) and not _is_int(target):
-        if target in first:
-            return True  # the target's name is in the first row
-        target = None  # an unknown name is reported later; guess the default meanwhile
-    column = n - 1 if target is None else int(target)
-    return any(cell.lower() not in _MISSING and _number(cell) is None
-               for j, cell in enumerate(first) if j != column % n)
-
-
-def _is_int(text: str) -> bool:
-    return re.fullmatch(r"\s*[+-]?\d+\s*", text) is not None
 
 
 def _target_column(sweep: SweepData, names: list[str] | None, n_cols: int, source: str) -> int:
@@ -441,55 +272,3 @@ def _target_column(sweep: SweepData, names: list[str] | None, n_cols: int, sourc
     return target % n_cols
 
 
-def _column(j: int, names: list[str] | None) -> str:
-    """1-based, as a spreadsheet shows it, with the header name when there is one."""
-    return f"column {j + 1} ('{names[j]}')" if names and names[j] else f"column {j + 1}"
-
-
-def _build(rows: list[tuple[int, list[str]]], names: list[str] | None, target: int,
-           source: str, name: str) -> tuple[Dataset, list[int]]:
-    """Check every cell and make the arrays; also return each data row's line number."""
-    header_line, first = rows[0]
-    n_cols = len(first)
-    data = rows[1:] if names is not None else rows
-    if not data:
-        raise DataError("has a header row but no data rows", file=source)
-    features = [j for j in range(n_cols) if j != target]
-    if not features:
-        raise DataError(f"{_column(target, names)} is the only column, so there are no features "
-                        "(is the file comma-separated?)", file=source)
-    X = np.empty((len(data), len(features)), dtype=np.float32)
-    labels: list[str] = []
-    for i, (line, cells) in enumerate(data):
-        if len(cells) != n_cols:
-            raise DataError(f"row {line}: has {len(cells)} cells, but row {header_line} has "
-                            f"{n_cols}", file=source)
-        for k, j in enumerate(features):
-            cell, where = cells[j], f"row {line}, {_column(j, names)}"
-            if cell.lower() in _MISSING:
-                raise DataError(f"{where}: missing value", file=source)
-            value = _number(cell)
-            shown = repr(cell if len(cell) <= 40 else cell[:40] + "...")
-            if value is None:
-                raise DataError(f"{where}: {shown} is not a number", file=source)
-            if not math.isfinite(value) or abs(value) > _FLOAT32_MAX:
-                raise DataError(f"{where}: {shown} is not a finite number", file=source)
-            X[i, k] = value
-        if cells[target].lower() in _MISSING:
-            raise DataError(f"row {line}, {_column(target, names)}: missing value (the class "
-                            "label)", file=source)
-        labels.append(cells[target])
-
-    column = (f"column '{names[target]}'" if names and names[target]
-              else f"column {target + 1}")
-    unique = set(labels)
-    numeric = all(_number(label) is not None for label in unique)
-    classes = tuple(sorted(unique, key=(lambda s: (float(s), s)) if numeric else None))
-    if len(classes) < 2:
-        raise DataError(f"{column} (the target) has only one class, '{classes[0]}'; a "
-                        "classifier needs at least two", file=source)
-    ids = {label: i for i, label in enumerate(classes)}
-    y = np.array([ids[label] for label in labels], dtype=np.int64)
-    feature_names = tuple(names[j] if names and names[j] else f"column {j + 1}" for j in features)
-    return (Dataset(X, y, classes, name, source, feature_names, target=column),
-            [line for line, _ in data])

@@ -1,6 +1,7 @@
 """Finding a data file: $DROPSWEEP_DATA_DIR, then dropsweep's cache, else one download.
 
-Every data file dropsweep reads (Sonar, the image sets) is found here, so they all behave
+Every data file dropsweep reads (the files of every record in dropsweep.data.registry: Sonar,
+the image sets) is found here, so they all behave
 alike: a copy the user put in place wins, any copy is checked before it is used (a wrong
 file would silently change the experiment), a download never leaves a half file behind, and
 being offline is one line naming the URL, the file name and where to save it by hand.
@@ -11,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import http.client
-import io
 import os
 import tempfile
 import urllib.error
@@ -36,12 +36,15 @@ class RemoteFile:
 
     ``name`` is its path under $DROPSWEEP_DATA_DIR and the cache; it may hold a folder
     (``mnist/train-images-idx3-ubyte.gz``) when two sets publish files of the same name.
+    ``also`` are other names a user's copy may have under $DROPSWEEP_DATA_DIR (Sonar's
+    ``sonar.all-data``, UCI's own name), looked up after ``name``, in order.
     """
 
     name: str
     url: str
     sha256: str
     size: int | None = None  # bytes; the progress total when the server does not say
+    also: tuple[str, ...] = ()
 
 
 def cache_dir() -> Path:
@@ -62,10 +65,10 @@ def fetch(remote: RemoteFile, what: str, progress: Progress | None = None) -> Pa
     download was damaged after it was checked, and either way someone should look.
     """
     data_dir = env.path("DROPSWEEP_DATA_DIR")
-    if data_dir is not None and (data_dir / remote.name).is_file():
-        path = data_dir / remote.name
-        _verify(path, remote, f"replace it with {remote.url}")
-        return path
+    for path in [data_dir / n for n in (remote.name, *remote.also)] if data_dir else []:
+        if path.is_file():
+            _verify(path, remote, f"replace it with {remote.url}")
+            return path
     cached = cache_dir() / "datasets" / remote.name
     if cached.is_file():
         _verify(cached, remote, "delete it to download again")
@@ -116,13 +119,6 @@ def _stream(url: str, out: BinaryIO, timeout: float, progress: Progress | None) 
             done += len(chunk)
             if progress is not None:
                 progress(done, total)
-
-
-def _download(url: str, timeout: float) -> bytes:
-    """``url`` in memory, for small files checked by content rather than digest (Sonar)."""
-    buffer = io.BytesIO()
-    _stream(url, buffer, timeout, None)
-    return buffer.getvalue()
 
 
 class _Hashing:
@@ -206,12 +202,3 @@ def replace_atomically(path: Path, write: Callable[[BinaryIO], object], prefix: 
             os.unlink(tmp)
         raise
 
-
-def _store(raw: bytes, path: Path) -> bool:
-    """Write via a temp file renamed in the same directory, so a crash leaves no half file.
-    Failing to cache is not fatal: the bytes are in hand; the next run downloads again."""
-    try:
-        replace_atomically(path, lambda out: out.write(raw), prefix=f".{path.name}-")
-    except OSError:
-        return False
-    return True

@@ -1,8 +1,9 @@
 """The built-in image sets (Fashion-MNIST, MNIST, CIFAR-10, scikit-learn's digits) and the
 user's own arrays (.npz), as arrays with their class names.
 
-Files are found or downloaded by fetch.py and checked by SHA-256 there; here every file is
-also checked for the layout it promises (IDX header, tar members, batch shapes, label
+Each built-in set is a record in registry.py (its files with their URLs and SHA-256, and its
+reader, here); files are found or downloaded by fetch.py and checked by SHA-256 there; here
+every file is also checked for the layout it promises (IDX header, tar members, batch shapes, label
 range), so a damaged or foreign file is one DataError line naming it, never a traceback or
 a silently different experiment. CIFAR-10's batches are Python-serialised dicts: they are
 read with an unpickler that builds only plain data and numpy arrays, never arbitrary objects.
@@ -24,7 +25,6 @@ from typing import Any
 import numpy as np
 
 from dropsweep.errors import DataError
-from dropsweep.data.fetch import Progress, RemoteFile, fetch
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: comparing arrays field-wise is meaningless
@@ -45,41 +45,7 @@ class ImageSet:
         return len(self.classes)
 
 
-# ----------------------------------------------------------------------------- the files
-
-# Fashion-MNIST: URLs, sizes and SHA-256 from TensorFlow Datasets,
-# tensorflow_datasets/url_checksums/fashion_mnist.txt (the same digests are in
-# zalandoresearch/fashion-mnist users' checksum lists).
-_FASHION_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
-_FASHION = {
-    "train-images-idx3-ubyte.gz":
-        (26421880, "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84"),
-    "train-labels-idx1-ubyte.gz":
-        (29515, "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845"),
-    "t10k-images-idx3-ubyte.gz":
-        (4422102, "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073"),
-    "t10k-labels-idx1-ubyte.gz":
-        (5148, "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5"),
-}
-# MNIST: the CVDF mirror TensorFlow Datasets uses; URLs, sizes and SHA-256 from
-# tensorflow_datasets/url_checksums/mnist.txt.
-_MNIST_URL = "https://storage.googleapis.com/cvdf-datasets/mnist/"
-_MNIST = {
-    "train-images-idx3-ubyte.gz":
-        (9912422, "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609"),
-    "train-labels-idx1-ubyte.gz":
-        (28881, "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c"),
-    "t10k-images-idx3-ubyte.gz":
-        (1648877, "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6"),
-    "t10k-labels-idx1-ubyte.gz":
-        (4542, "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6"),
-}
-# CIFAR-10 (python version): SHA-256 from Keras, keras/src/datasets/cifar10.py (file_hash);
-# the size, 170,498,071 bytes, is the one published copies report.
-CIFAR10 = RemoteFile("cifar-10-python.tar.gz",
-                     "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
-                     "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce",
-                     170498071)
+# ----------------------------------------------------------------------------- the formats
 
 # The shape each IDX file must have (tests shrink these to write tiny files).
 IDX_SHAPES: dict[str, tuple[int, ...]] = {
@@ -96,50 +62,22 @@ CIFAR_SIDE = 32
 FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
                    "Sneaker", "Bag", "Ankle boot")
 DIGIT_CLASSES = tuple(str(d) for d in range(10))
-IMAGE_SETS = ("fashion_mnist", "mnist", "cifar10", "digits")
-
-
-def _idx_files(folder: str, base: str, table: dict[str, tuple[int, str]]) -> list[RemoteFile]:
-    """MNIST and Fashion-MNIST publish files of the same names, so each set has a folder."""
-    return [RemoteFile(f"{folder}/{name}", base + name, sha, size)
-            for name, (size, sha) in table.items()]
-
-
-# ----------------------------------------------------------------------------- entry point
-
-
-def load_image_set(name: str, progress: Progress | None = None) -> ImageSet:
-    """A built-in image set by name, its files found or downloaded (and checked) first.
-
-    ``progress`` is called with (bytes so far, total) while a file downloads.
-    """
-    if name == "fashion_mnist":
-        return _load_idx_set(name, _idx_files(name, _FASHION_URL, _FASHION), FASHION_CLASSES,
-                             progress)
-    if name == "mnist":
-        return _load_idx_set(name, _idx_files(name, _MNIST_URL, _MNIST), DIGIT_CLASSES,
-                             progress)
-    if name == "cifar10":
-        path = fetch(CIFAR10, name, progress)
-        x_train, y_train, x_test, y_test, classes = read_cifar(path)
-        return ImageSet(x_train, y_train, x_test, y_test, classes, name, str(path), 255.0)
-    if name == "digits":
-        return load_digits()
-    raise DataError(f"unknown image set '{name}'; known: {', '.join(IMAGE_SETS)}")
 
 
 # ----------------------------------------------------------------------------- IDX
 
 
-def _load_idx_set(name: str, files: list[RemoteFile], classes: tuple[str, ...],
-                  progress: Progress | None) -> ImageSet:
-    paths = [fetch(remote, name, progress) for remote in files]
+def read_idx_set(spec: Any, paths: tuple[Path, ...]) -> ImageSet:
+    """An IDX set's reader (MNIST, Fashion-MNIST: ``spec`` is its registry record): its four
+    files, found and checked by SHA-256 already, in the record's order (train images, train
+    labels, test images, test labels)."""
     arrays = [read_idx(_read_bytes(p), str(p), IDX_SHAPES[p.name]) for p in paths]
     x_train, y_train, x_test, y_test = arrays
     for labels, path in ((y_train, paths[1]), (y_test, paths[3])):
-        _check_labels(labels, len(classes), str(path))
+        _check_labels(labels, len(spec.classes), str(path))
     return ImageSet(x_train[..., None], y_train.astype(np.int64), x_test[..., None],
-                    y_test.astype(np.int64), classes, name, str(paths[0].parent), 255.0)
+                    y_test.astype(np.int64), spec.classes, spec.name, str(paths[0].parent),
+                    255.0)
 
 
 def read_idx(raw: bytes, source: str, expect: tuple[int, ...] | None = None) -> np.ndarray:
@@ -239,6 +177,13 @@ def restricted_load(raw: bytes, source: str) -> Any:
         raise DataError(f"cannot be read: {type(exc).__name__}: {exc}", file=source) from None
 
 
+def read_cifar_set(spec: Any, paths: tuple[Path, ...]) -> ImageSet:
+    """CIFAR-10's reader (``spec`` is its registry record): the one archive, checked by
+    SHA-256 already; the class names are the archive's own."""
+    x_train, y_train, x_test, y_test, classes = read_cifar(paths[0])
+    return ImageSet(x_train, y_train, x_test, y_test, classes, spec.name, str(paths[0]), 255.0)
+
+
 def read_cifar(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
                                     tuple[str, ...]]:
     """(x_train, y_train, x_test, y_test, classes) from ``cifar-10-python.tar.gz``; the
@@ -315,6 +260,11 @@ def _cifar_batch(batch: Any, source: str, n_classes: int) -> tuple[np.ndarray, n
 # ----------------------------------------------------------------------------- digits
 
 
+def read_digits(spec: Any, paths: tuple[Path, ...]) -> ImageSet:
+    """The digits' reader: no files (scikit-learn bundles them)."""
+    return load_digits()
+
+
 def load_digits() -> ImageSet:
     """scikit-learn's bundled 8×8 digits (values 0..16): no download, so always at hand."""
     from sklearn.datasets import load_digits as sklearn_digits  # heavy import: only here
@@ -335,7 +285,7 @@ def load_npz(path: Path) -> ImageSet:
     it is); ``y`` holds integer or string labels, mapped to ids of sorted class names
     (numerically sorted when every label is a number). Nothing but plain arrays is loaded
     (no Python objects). Messages name the file alone, as a CSV's do: the sweep key that
-    named it is said only when there is no such file (data.load_dataset).
+    named it is said only when there is no such file (dataset.load_dataset).
     """
     path = Path(path).expanduser()
     where = {"file": path}

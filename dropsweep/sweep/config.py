@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from dropsweep.data import registry
 from dropsweep.sweep import space as spaces
 from dropsweep.sweep.checks import Checker, describe
 from dropsweep.families import DEFAULT_FAMILY, Family, Sections, family, family_names
@@ -118,9 +119,8 @@ _SECTION_KEYS: dict[str, tuple[str, ...]] = {
     "search": ("trials", "sampler", "seed", "pruner", "balance"),
     "space": (),
 }
-# Sonar (a table); scikit-learn's bundled 8x8 digits (works offline); the image sets read
-# from their official files (dropsweep.data.images)
-DATASETS = ("sonar", "digits", "fashion_mnist", "mnist", "cifar10")
+# The built-in data sets: the names of dropsweep.data.registry's records, in its order
+DATASETS = tuple(registry.DATASETS)
 SCALES = ("unit", "standard", "none")
 
 
@@ -167,7 +167,7 @@ def _data(check: Checker) -> DataConfig:
             raise check.fail("data.dataset", f"give either data.dataset or data.{key}, not both")
         paths[key] = text
     dataset = None if paths else check.string("data.dataset", d.get("dataset", "sonar"),
-                                              DATASETS)
+                                              tuple(registry.DATASETS))
     target = d.get("target")
     if target is not None:
         if isinstance(target, bool) or not isinstance(target, (str, int)):
