@@ -231,8 +231,8 @@ def standardize(X_train: np.ndarray, X_test: np.ndarray) -> tuple[np.ndarray, np
 
 def load_sonar() -> Dataset:
     """Sonar, through its registry record: from $DROPSWEEP_DATA_DIR (sonar.csv or
-    sonar.all-data), else the cache, else UCI (downloaded once); any copy checked by SHA-256,
-    then against the published shape and class counts."""
+    sonar.all-data), else the cache, else Brownlee's copy (downloaded once); any copy
+    checked by SHA-256, then against the published shape and class counts."""
     return load_built_in(DATASETS["sonar"])
 
 

@@ -43,12 +43,14 @@ class DataSet:
 
 # ----------------------------------------------------------------------------- the files
 
-# Sonar: UCI's sonar.all-data (Gorman & Sejnowski). Its SHA-256 and size are those of the
-# copy the test suite reads ($DROPSWEEP_DATA_DIR/sonar.csv: `sha256sum sonar.csv`); a copy
-# in $DROPSWEEP_DATA_DIR may be named sonar.csv or sonar.all-data, UCI's own name.
+# Sonar (Gorman & Sejnowski's UCI set) as Brownlee's article reads it: the copy in his
+# Datasets repository (87,775 bytes, no final newline), which is the file the test suite
+# reads ($DROPSWEEP_DATA_DIR/sonar.csv: `sha256sum sonar.csv` gave this digest). UCI's own
+# sonar.all-data holds the same rows but other bytes (87,785 in a mirror), so it is not the
+# URL here: a download would fail its checksum. In $DROPSWEEP_DATA_DIR the file may also
+# be named sonar.all-data; it must be these bytes either way.
 SONAR = RemoteFile("sonar.csv",
-                   "https://archive.ics.uci.edu/ml/machine-learning-databases/undocumented/"
-                   "connectionist-bench/sonar/sonar.all-data",
+                   "https://raw.githubusercontent.com/jbrownlee/Datasets/master/sonar.csv",
                    "3079c09b5d2789a0f96aff82c28e5164fafe2495c5f8da96c6c256c1bd25763f",
                    87775, also=("sonar.all-data",))
 
