@@ -6,10 +6,7 @@ fresh SQLite storage, one after the other in this one run:
 (a) 200 trials at the sweep's epochs: the command's wall-clock (start-up included) against
     its training time alone;
 (b) 1,000 trials at 10 epochs: the time not training, per trial, in a window of trials
-    around trial 100 and in the last window (around trial 1,000), and their ratio;
-(c) with ``--parts c``: a random search (whose next batch can be asked while one trains
-    without changing what it proposes) with and without asking ahead, alternating
-    ``--rounds`` times.
+    around trial 100 and in the last window (around trial 1,000), and their ratio.
 
 Training time is measured inside the same command, at the same moment, so the ratios hold
 on a shared machine whose speed drifts: the command runs with the MLP engine's ``train_trials``
@@ -46,7 +43,6 @@ try:  # the MLP family's engine (since model families), else the runner's import
 except ImportError:
     engine = runner
 real, batches = engine.train_trials, []
-runner._Search.ASK_AHEAD = os.environ.get("SWEEP_OVERHEAD_ASK_AHEAD") == "1"
 
 def timed(configs, folds, settings, seed, on_checkpoint=None, **kwargs):
     hooked = [0.0]
@@ -88,14 +84,12 @@ finally:
 """
 
 
-def run_sweep(code: Path, tmp: Path, trials: int, overrides: list[str], extra: list[str],
-              ask_ahead: bool = False
+def run_sweep(code: Path, tmp: Path, trials: int, overrides: list[str], extra: list[str]
               ) -> tuple[float, list[tuple[float, float, int]], float, list[tuple[float, float]]]:
     """``dropsweep search`` with ``code`` on the path: its wall-clock, and per batch (start,
     seconds training, trials), when it ended (the batches' clock), and each call of the TPE
     sampler's (start, seconds)."""
-    env = dict(os.environ, PYTHONPATH=str(code),
-               SWEEP_OVERHEAD_ASK_AHEAD="1" if ask_ahead else "0")
+    env = dict(os.environ, PYTHONPATH=str(code))
     if "DROPSWEEP_DATA_DIR" in env:  # the command runs in `tmp`: a relative path would move
         env["DROPSWEEP_DATA_DIR"] = str(Path(env["DROPSWEEP_DATA_DIR"]).resolve())
     sets = [arg for value in overrides for arg in ("--set", value)]
@@ -142,9 +136,7 @@ def main() -> None:
     parser.add_argument("--scale-epochs", type=int, default=10, help="(b): epochs")
     parser.add_argument("--window", type=int, default=64,
                         help="(b): trials per window, around trial N/10 and at the end")
-    parser.add_argument("--ahead-epochs", type=int, default=30, help="(c): epochs")
-    parser.add_argument("--rounds", type=int, default=3, help="(c): alternations")
-    parser.add_argument("--parts", default="a,b", help="some of a,b,c")
+    parser.add_argument("--parts", default="a,b", help="a, b or a,b")
     parser.add_argument("--before", type=Path, action="append", default=[],
                         help="also run the package in this directory, first; repeatable")
     args, extra = parser.parse_known_args()
@@ -178,16 +170,6 @@ def main() -> None:
                   f"(of {s2 * 1e3:.1f}): {o2 / o1:.2f}x; of which TPE's own computation "
                   f"{t1 * 1e3:.1f} and {t2 * 1e3:.1f} ms/trial; the rest {(o1 - t1) * 1e3:.1f} "
                   f"and {(o2 - t2) * 1e3:.1f}: {(o2 - t2) / (o1 - t1):.2f}x")
-    if "c" in parts:
-        over = [f"train.epochs={args.ahead_epochs}", "search.sampler=random"]
-        for ask_ahead in (False, True) * args.rounds:
-            with tempfile.TemporaryDirectory() as tmp:
-                wall, batches, _, _ = run_sweep(REPO, Path(tmp), args.trials, over, extra,
-                                                ask_ahead)
-            train = sum(b[1] for b in batches)
-            print(f"[this tree] (c) {args.trials} trials, random, {args.ahead_epochs} epochs, "
-                  f"{'asking ahead' if ask_ahead else 'one batch after the other'}: "
-                  f"wall-clock {wall:.1f} s, training {train:.1f} s")
     print("command: " + " ".join(["python", "benchmarks/sweep_overhead.py", *sys.argv[1:]]))
 
 

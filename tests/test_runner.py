@@ -13,11 +13,11 @@ from optuna.trial import TrialState
 from dropsweep import records
 from dropsweep.sweep.config import build_sweep
 from dropsweep.errors import StorageError, StudyMismatchError
+from dropsweep.study.liveness import counts_toward_target
 from dropsweep.study.runner import (
     AUTO_BATCH,
     SearchEvents,
     StopFlag,
-    counts_toward_target,
     run_search,
 )
 from dropsweep.sweep.file import apply_overrides, parse_sweep_text
@@ -333,96 +333,6 @@ def test_a_resumed_random_search_proposes_new_points(dataset, storage):
 
 
 # ----------------------------------------------------------------------------- not training
-
-
-def stored_trials(url: str, name: str = "small") -> list[tuple]:
-    return [(t.number, t.state, t.params, t.value, t.intermediate_values,
-             {k: v for k, v in t.user_attrs.items() if k not in ("wall_time", "enqueued_at")})
-            for t in load(url, name).trials]
-
-
-def run_both_ways(sweep, dataset, tmp_path, monkeypatch, **kwargs) -> tuple[list, list, int]:
-    """The same sweep with the next batch asked while one trains (switched on: it does not
-    pay on a small CPU), and one batch after the other; and how many were asked ahead."""
-    from dropsweep.study import runner
-
-    monkeypatch.setattr(runner._Search, "ASK_AHEAD", True)
-    ahead = []
-    real = runner._Ahead.__init__
-    monkeypatch.setattr(runner._Ahead, "__init__",
-                        lambda self, ask: (ahead.append(1), real(self, ask))[1])
-    first = f"sqlite:///{tmp_path}/ahead.db"
-    run_search(sweep, dataset, storage_url=first, device="cpu", **kwargs)
-    monkeypatch.setattr(runner._Search, "ASK_AHEAD", False)
-    second = f"sqlite:///{tmp_path}/one-after-the-other.db"
-    run_search(sweep, dataset, storage_url=second, device="cpu", **kwargs)
-    return stored_trials(first), stored_trials(second), len(ahead)
-
-
-@pytest.mark.slow
-def test_asking_a_random_search_ahead_proposes_and_trains_exactly_the_same(
-        dataset, tmp_path, monkeypatch):
-    text = SMALL.replace("pruner: none", "pruner: median").replace("epochs: 4", "epochs: 20")
-    sweep = sweep_of(text, "search.sampler=random", "train.eval_every=5")
-    ahead, sequential, asked_ahead = run_both_ways(sweep, dataset, tmp_path, monkeypatch,
-                                                   trials=40, batch=6)
-    assert asked_ahead >= 5
-    assert ahead == sequential
-    assert TrialState.PRUNED in [t[1] for t in ahead]
-
-
-@pytest.mark.slow
-def test_asking_a_grid_ahead_runs_each_point_once_in_the_same_order(
-        dataset, tmp_path, monkeypatch):
-    grid = SMALL.split("search:")[0] + """\
-search: {trials: 100, sampler: grid, seed: 0, pruner: none}
-space:
-  placement: [none, input, both]
-  input_rate: [0.2, 0.4]
-  hidden_rate: 0.3
-  learning_rate: [0.01, 0.05, 0.1]
-  momentum: 0.8
-"""
-    ahead, sequential, asked_ahead = run_both_ways(sweep_of(grid), dataset, tmp_path,
-                                                   monkeypatch, batch=2)
-    assert asked_ahead >= 3
-    assert ahead == sequential
-    assert len({tuple(sorted(t[2].items())) for t in ahead}) == len(ahead) == 15
-
-
-def test_a_tpe_search_never_asks_ahead(dataset, storage, monkeypatch):
-    """TPE learns from the results of the batch in training: asking before they are told
-    would propose other points than the same sweep has always proposed (tests/test_golden.py)."""
-    from dropsweep.study import runner
-
-    monkeypatch.setattr(runner._Search, "ASK_AHEAD", True)
-    monkeypatch.setattr(runner, "_Ahead", None)  # any use would fail
-    assert run_search(sweep_of(), dataset, storage_url=storage, trials=12, batch=3,
-                      device="cpu").finished == 12
-
-
-@pytest.mark.slow
-def test_a_stop_gives_back_the_batch_asked_ahead(dataset, storage, monkeypatch):
-    from dropsweep.study import runner
-
-    monkeypatch.setattr(runner._Search, "ASK_AHEAD", True)
-    stop = StopFlag()
-
-    def on_trial(summary, trial):
-        if summary.finished == 7:
-            stop.signal = 15  # as SIGTERM would, while the next batch is asked or waits
-
-    sweep = sweep_of(SMALL, "search.sampler=random")
-    summary = run_search(sweep, dataset, storage_url=storage, trials=20, batch=3,
-                         device="cpu", events=SearchEvents(on_trial=on_trial), stop=stop)
-    assert summary.stopped_by == 15
-    trials = load(storage).trials
-    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
-    given_back = [t for t in trials if t.user_attrs.get(records.INTERRUPTED)]
-    assert given_back and all(t.state == TrialState.FAIL for t in given_back)
-    assert summary.finished == sum(counts_toward_target(t) for t in trials) == 9
-    done = run_search(sweep, dataset, storage_url=storage, trials=20, batch=3, device="cpu")
-    assert done.finished == 20 and done.ran == 11
 
 
 @pytest.mark.slow
