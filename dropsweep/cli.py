@@ -340,9 +340,9 @@ def _search_stage(sweep: str, overrides: tuple[str, ...], storage: str,
                         where = "" if len(set(devices)) == 1 else f" on {name}"
                         progress.notice(f"each worker{where} trains {fit} trials at a time, "
                                         f"not {wanted}: more would not fit in memory")
-                common = WorkerArgs(sweep, overrides, storage, summary.study_name, trials,
-                                    device, batch, torch.get_num_threads(), checkpoint_dir,
-                                    checkpoint_every)
+                common = WorkerArgs(sweep, tuple(overrides), storage, summary.study_name,
+                                    trials, device, batch, torch.get_num_threads(),
+                                    checkpoint_dir, checkpoint_every, quiet=True)
                 args = worker_args(common, devices,
                                    [fit if fit < wanted else batch for fit in fits])
                 codes = run_workers(args, stop, watcher(study, summary, events))
@@ -353,13 +353,43 @@ def _search_stage(sweep: str, overrides: tuple[str, ...], storage: str,
     return summary, status
 
 
+def _worker_options(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    """``--worker-options JSON``: how ``--workers N`` starts each worker, the parent's
+    options as data (:class:`~dropsweep.study.workers.WorkerArgs`)."""
+    from dropsweep.study.workers import WorkerArgs
+
+    try:
+        return None if value is None else WorkerArgs.from_json(value)
+    except DropsweepError as exc:
+        raise click.BadParameter(exc.message) from None
+
+
+def _worker_search(sweep: str, options: Any) -> tuple[Any, ...]:
+    """A worker's search options, all from its ``--worker-options``: refused with any other
+    option (it would be ignored), or with another SWEEP than the one the options name."""
+    ctx = click.get_current_context()
+    given = [max(p.opts, key=len) for p in ctx.command.params
+             if isinstance(p, click.Option) and p.name != "worker_options"
+             and ctx.get_parameter_source(p.name) not in (None, ParameterSource.DEFAULT)]
+    if given:
+        raise UserError(f"--worker-options (how --workers N starts its workers) takes no "
+                        f"other option: got {', '.join(given)}")
+    if sweep != options.sweep:
+        raise UserError(f"--worker-options names the sweep {options.sweep}, not {sweep}")
+    return (options.overrides, options.storage, options.study, options.trials,
+            options.device, options.batch, options.threads, 1, options.checkpoint_every,
+            options.checkpoints, options.quiet)
+
+
 @main.command()
 @search_options
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar, only the summary.")
+@click.option("--worker-options", hidden=True, metavar="JSON", callback=_worker_options,
+              help="Internal: a worker of --workers N, given the parent's options.")
 def search(sweep: str, overrides: tuple[str, ...], storage: str, study_name: str | None,
            trials: int | None, device: str, batch: int | None, threads: int | None,
            workers: int, checkpoint_every: float | None, checkpoint_dir: str | None,
-           quiet: bool) -> None:
+           quiet: bool, worker_options: Any) -> None:
     """Run the sweep's study, or resume it: finished trials are never redone.
 
     SWEEP is a sweep file, or the name of an example that ships with dropsweep when no such
@@ -378,6 +408,9 @@ def search(sweep: str, overrides: tuple[str, ...], storage: str, study_name: str
 
     # a worker of --workers N: stop cleanly, as on SIGTERM, when that parent dies
     worker = watch_parent()
+    if worker_options is not None:
+        (overrides, storage, study_name, trials, device, batch, threads, workers,
+         checkpoint_every, checkpoint_dir, quiet) = _worker_search(sweep, worker_options)
     out, err = _consoles(quiet)
     summary, status = _search_stage(sweep, overrides, storage, study_name, trials, device,
                                     batch, threads, workers, checkpoint_every, checkpoint_dir,

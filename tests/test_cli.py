@@ -675,6 +675,7 @@ def test_workers_are_given_the_storage_as_a_url(in_tmp, monkeypatch):
     """Normalised once, where the option is read: every worker's command names the same URL
     (the checkpoints' owner and the study's identity key on its spelling)."""
     from dropsweep.study import workers
+    from dropsweep.study.workers import WorkerArgs
 
     seen: list = []
 
@@ -692,7 +693,8 @@ def test_workers_are_given_the_storage_as_a_url(in_tmp, monkeypatch):
     assert len(seen) == 2
     for worker in seen:
         command = worker.command()
-        assert command[command.index("--storage") + 1] == "sqlite:///results.db", command
+        told = WorkerArgs.from_json(command[command.index("--worker-options") + 1])
+        assert told.storage == "sqlite:///results.db", command
 
 
 @pytest.mark.parametrize(("given", "parts"), [

@@ -172,7 +172,7 @@ def test_sigterm_to_the_parent_of_workers_stops_them_all(in_tmp):
     assert "Traceback" not in err and "Interrupted by SIGTERM" in out
     time.sleep(0.5)
     assert "RUNNING" not in [s for _, s, _, _ in rows(db)]
-    workers = subprocess.run(["pgrep", "-f", f"dropsweep search {SONAR_SWEEP}.*--workers 1"],
+    workers = subprocess.run(["pgrep", "-f", f"dropsweep search {SONAR_SWEEP} --worker-options"],
                              capture_output=True, text=True)
     assert workers.stdout.strip() == ""  # no orphaned worker left behind
 

@@ -5,6 +5,7 @@ configuration of a grid evaluated twice."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -14,6 +15,7 @@ import sys
 import textwrap
 import time
 from collections import Counter
+from dataclasses import fields, replace
 from pathlib import Path
 
 import optuna
@@ -55,24 +57,137 @@ def in_tmp(tmp_path, monkeypatch, sonar_dir) -> Path:
     return tmp_path
 
 
+def worker_options(cmd: list[str]) -> WorkerArgs:
+    """The options a worker's command line gives it: ``search SWEEP --worker-options JSON``."""
+    assert cmd[:4] == [sys.executable, "-m", "dropsweep", "search"], cmd
+    assert cmd[5] == "--worker-options" and len(cmd) == 7, cmd
+    options = WorkerArgs.from_json(cmd[6])
+    assert cmd[4] == options.sweep
+    return options
+
+
+# every field set, none to its default
+EVERY_FIELD = WorkerArgs("s.yaml", ("train.epochs=5", "cv.folds=3"), "sqlite:///x.db", "st",
+                         30, "cuda:1", 4, 3, "ck/dir", 12.5, False)
+
+
+def test_worker_options_round_trip_through_json():
+    assert WorkerArgs.from_json(EVERY_FIELD.to_json()) == EVERY_FIELD
+    defaults = WorkerArgs("s.yaml", (), "sqlite:///x.db", "st", None, "auto", None, 1)
+    assert WorkerArgs.from_json(defaults.to_json()) == defaults
+    assert set(json.loads(EVERY_FIELD.to_json())) == {f.name for f in fields(WorkerArgs)}
+
+
+@pytest.mark.parametrize(("text", "part"), [
+    ("{nope", "not JSON"),
+    ("[1, 2]", "not a JSON object"),
+    ('{"sweep": "s.yaml"}', "missing key 'storage'"),
+    (EVERY_FIELD.to_json()[:-1] + ',"workers":2}', "unknown key 'workers'"),
+    (EVERY_FIELD.to_json().replace('"trials":30', '"trials":"30"'), "trials: '30'"),
+    (EVERY_FIELD.to_json().replace('"threads":3', '"threads":0'), "threads: 0"),
+    (EVERY_FIELD.to_json().replace('"quiet":false', '"quiet":1'), "quiet: 1"),
+    (EVERY_FIELD.to_json().replace('"overrides":["train.epochs=5"', '"overrides":[5'),
+     "overrides"),
+])
+def test_worker_options_that_are_not_worker_args_are_refused(text, part):
+    from dropsweep.errors import DropsweepError
+
+    with pytest.raises(DropsweepError, match=re.escape(part)):
+        WorkerArgs.from_json(text)
+
+
 def test_worker_command_repeats_the_search_as_one_quiet_worker():
     args = WorkerArgs("s.yaml", ("train.epochs=5",), "sqlite:///x.db", "st", 30, "cpu", None, 1)
     cmd = args.command()
     assert cmd[:5] == [sys.executable, "-m", "dropsweep", "search", "s.yaml"]
-    joined = " ".join(cmd)
-    for part in ("--storage sqlite:///x.db", "--study st", "--workers 1", "--threads 1",
-                 "--quiet", "--set train.epochs=5", "--trials 30", "--device cpu"):
-        assert part in joined
-    assert "--batch" not in cmd
+    assert worker_options(cmd) == args
+    assert args.quiet  # a worker prints no progress of its own: the parent does
+    assert worker_options(EVERY_FIELD.command()) == EVERY_FIELD
 
 
 def test_each_worker_is_told_its_own_device_and_batch():
     common = WorkerArgs("s.yaml", (), "sqlite:///x.db", "st", None, "cuda", None, 1)
     args = worker_args(common, ["cuda:0", "cuda:1", "cuda:0"], [4, None, 4])
-    commands = [a.command() for a in args]
-    assert [c[c.index("--device") + 1] for c in commands] == ["cuda:0", "cuda:1", "cuda:0"]
-    assert [c[c.index("--batch") + 1] if "--batch" in c else None for c in commands] == [
-        "4", None, "4"]
+    told = [worker_options(a.command()) for a in args]
+    assert [o.device for o in told] == ["cuda:0", "cuda:1", "cuda:0"]
+    assert [o.batch for o in told] == [4, None, 4]
+    assert all(o == replace(common, device=o.device, batch=o.batch) for o in told)
+
+
+def test_a_worker_searches_with_exactly_the_options_it_was_given(in_tmp, monkeypatch):
+    """``search SWEEP --worker-options JSON`` runs the search the parent resolved: every
+    field reaches run_search (the overrides, the storage, study, trials, device, batch,
+    threads, checkpoints), and quiet means no progress."""
+    import torch
+    from click.testing import CliRunner
+
+    from dropsweep.cli import main
+    from dropsweep.study import runner
+
+    seen: dict = {}
+
+    class Reached(Exception):
+        pass
+
+    def run_search(sweep, dataset, **kwargs):
+        seen.update(kwargs, epochs=sweep.train.epochs, folds=sweep.cv.folds,
+                    threads=torch.get_num_threads())
+        raise Reached
+
+    monkeypatch.setattr(runner, "run_search", run_search)
+    before = torch.get_num_threads()
+    options = WorkerArgs(SONAR_SWEEP, ("train.epochs=5", "cv.folds=3"),
+                         f"sqlite:///{in_tmp}/w.db", "worker-study", 7, "cpu", 3, 1,
+                         str(in_tmp / "ck"), 12.5, True)
+    try:
+        result = CliRunner().invoke(main, ["search", SONAR_SWEEP, "--worker-options",
+                                           options.to_json()])
+    finally:
+        torch.set_num_threads(before)
+    assert isinstance(result.exception, Reached), (result.exit_code, result.stderr)
+    assert seen["epochs"] == 5 and seen["folds"] == 3 and seen["threads"] == 1
+    assert {k: seen[k] for k in ("storage_url", "study_name", "trials", "device", "batch",
+                                 "checkpoint_dir", "checkpoint_every")} == {
+        "storage_url": options.storage, "study_name": "worker-study", "trials": 7,
+        "device": "cpu", "batch": 3, "checkpoint_dir": str(in_tmp / "ck"),
+        "checkpoint_every": 12.5}
+    assert result.stderr == ""  # quiet: no progress, no notice
+
+
+@pytest.mark.parametrize("extra", [["--trials", "3"], ["--workers", "1"], ["--quiet"],
+                                   ["--set", "train.epochs=5"], ["--storage", "x.db"]])
+def test_worker_options_with_any_other_option_is_one_line_error(in_tmp, extra):
+    from click.testing import CliRunner
+
+    from dropsweep.cli import main
+
+    result = CliRunner().invoke(main, ["search", SONAR_SWEEP, *extra, "--worker-options",
+                                       EVERY_FIELD.to_json()])
+    assert result.exit_code == 2, (result.exit_code, result.stderr)
+    assert not isinstance(result.exception, Exception) or isinstance(result.exception,
+                                                                     SystemExit)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "--worker-options" in lines[0] and extra[0] in lines[0], lines[0]
+    assert list(in_tmp.iterdir()) == []
+
+
+@pytest.mark.parametrize(("text", "part"), [
+    ("{nope", "not JSON"),
+    ('{"sweep": "s.yaml"}', "missing key"),
+    (replace(EVERY_FIELD, sweep="other.yaml").to_json(), "names the sweep other.yaml"),
+])
+def test_worker_options_that_do_not_parse_are_one_line_error(in_tmp, text, part):
+    from click.testing import CliRunner
+
+    from dropsweep.cli import main
+
+    result = CliRunner().invoke(main, ["search", "s.yaml", "--worker-options", text])
+    assert result.exit_code == 2, (result.exit_code, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "--worker-options" in lines[0] and part in lines[0], lines[0]
+    assert list(in_tmp.iterdir()) == []
 
 
 def test_search_with_workers_spreads_them_over_the_gpus(in_tmp, monkeypatch):
@@ -107,10 +222,12 @@ def test_search_with_workers_spreads_them_over_the_gpus(in_tmp, monkeypatch):
                                        "--device", "cuda", "--workers", "3"],
                                 catch_exceptions=False)
     assert result.exit_code == 0, result.stderr
-    commands = [a.command() for a in started]
-    assert [c[c.index("--device") + 1] for c in commands] == ["cuda:0", "cuda:1", "cuda:0"]
+    told = [worker_options(a.command()) for a in started]
+    assert [o.device for o in told] == ["cuda:0", "cuda:1", "cuda:0"]
     # cuda:0: 10 x 0.8 / 2 workers = 4 trials each; cuda:1: 5 x 0.8 = 4 for its one worker
-    assert [c[c.index("--batch") + 1] for c in commands] == ["4", "4", "4"]
+    assert [o.batch for o in told] == [4, 4, 4]
+    assert {(o.sweep, o.overrides, o.trials, o.quiet) for o in told} == {
+        (SONAR_SWEEP, tuple(FAST[1::2]), 3, True)}
     assert "each worker on cuda:0 trains 4 trials at a time, not 16" in result.stderr
     started.clear()
     free["cuda:1"] = 100 * one
@@ -118,9 +235,9 @@ def test_search_with_workers_spreads_them_over_the_gpus(in_tmp, monkeypatch):
                                        "--device", "cuda:1", "--workers", "2"],
                                 catch_exceptions=False)
     assert result.exit_code == 0, result.stderr
-    commands = [a.command() for a in started]
-    assert [c[c.index("--device") + 1] for c in commands] == ["cuda:1", "cuda:1"]
-    assert all("--batch" not in c for c in commands)  # 16 fit: the automatic batch
+    told = [worker_options(a.command()) for a in started]
+    assert [o.device for o in told] == ["cuda:1", "cuda:1"]
+    assert all(o.batch is None for o in told)  # 16 fit: the automatic batch
 
 
 def test_exit_status_is_zero_only_when_the_target_was_reached():
@@ -280,7 +397,7 @@ def test_kill_9_of_the_parent_stops_its_workers_cleanly(in_tmp):
                               text=True).stdout.split()
     workers = {int(pid): Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[19]
                for pid in children
-               if b"--workers\x001\x00" in Path(f"/proc/{pid}/cmdline").read_bytes()}
+               if b"\x00--worker-options\x00" in Path(f"/proc/{pid}/cmdline").read_bytes()}
     assert len(workers) == 2, children
     kill9(proc)
     try:

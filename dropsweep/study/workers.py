@@ -1,8 +1,10 @@
 """``dropsweep search --workers N``: N worker processes on one study, and a parent that watches.
 
-Each worker is the ordinary ``dropsweep search`` command (``--workers 1``) in its own
-process, so a worker that crashes or is killed takes nothing else with it: the storage is
-the only thing they share, exactly as for workers on other machines. The parent creates
+Each worker is the ordinary ``dropsweep search`` command, one worker, in its own process
+(``dropsweep search SWEEP --worker-options JSON``: the parent's options as data, a
+:class:`WorkerArgs`, not its flags spelt again), so a worker that crashes or is killed takes
+nothing else with it: the storage is the only thing they share, exactly as for workers on
+other machines. The parent creates
 (or checks) the study first, so N workers never race to create it or each print the same
 mistake; then it polls the storage for progress and forwards SIGTERM. Optuna's RDB storage
 does the coordination (trial numbers, states); there is no scheduler of our own.
@@ -15,14 +17,17 @@ its running trials end FAIL + ``interrupted``, run again later and never counted
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Callable, Sequence
+from dataclasses import asdict, dataclass, fields, replace
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+from dropsweep.errors import DropsweepError
 
 if TYPE_CHECKING:  # not at run time: a worker calls watch_parent before importing torch
     from dropsweep.study.runner import SearchSummary, StopFlag
@@ -30,7 +35,9 @@ if TYPE_CHECKING:  # not at run time: a worker calls watch_parent before importi
 
 @dataclass(frozen=True)
 class WorkerArgs:
-    """What every worker is told: the same sweep, study and settings as the parent."""
+    """What every worker is told: the same sweep, study and settings as the parent, as
+    resolved there (the storage as its URL, the study's name), passed as JSON
+    (:meth:`to_json`, :meth:`from_json`) in ``--worker-options``."""
 
     sweep: str
     overrides: tuple[str, ...]
@@ -42,22 +49,71 @@ class WorkerArgs:
     threads: int
     checkpoints: str | None = None
     checkpoint_every: float | None = None
+    quiet: bool = True
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> WorkerArgs:
+        """The options :meth:`to_json` wrote; anything else (bad JSON, a key missing or
+        unknown, a value of the wrong type or range) is a :class:`DropsweepError`."""
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise DropsweepError(f"not JSON ({exc})") from None
+        if not isinstance(data, dict):
+            raise DropsweepError("not a JSON object")
+        names = [f.name for f in fields(cls)]
+        unknown = [key for key in data if key not in names]
+        missing = [name for name in names if name not in data]
+        if unknown or missing:
+            raise DropsweepError("; ".join(
+                [f"unknown key {k!r}" for k in unknown] + [f"missing key {k!r}" for k in missing]))
+        for name, value in data.items():
+            if not _WORKER_CHECKS[name](value):
+                raise DropsweepError(f"{name}: {value!r} is not {_WORKER_KINDS[name]}")
+        if data.get("checkpoint_every") is not None:
+            data["checkpoint_every"] = float(data["checkpoint_every"])
+        return cls(**{**data, "overrides": tuple(data["overrides"])})
 
     def command(self) -> list[str]:
-        cmd = [sys.executable, "-m", "dropsweep", "search", self.sweep, "--storage",
-               self.storage, "--study", self.study, "--device", self.device, "--workers", "1",
-               "--threads", str(self.threads), "--quiet"]
-        for override in self.overrides:
-            cmd += ["--set", override]
-        if self.trials is not None:
-            cmd += ["--trials", str(self.trials)]
-        if self.batch is not None:
-            cmd += ["--batch", str(self.batch)]
-        if self.checkpoints is not None:
-            cmd += ["--checkpoints", self.checkpoints]
-        if self.checkpoint_every is not None:
-            cmd += ["--checkpoint-every", repr(self.checkpoint_every)]
-        return cmd
+        """The worker's command line: ``search SWEEP`` (so a process listing shows what it
+        is) and the options as data."""
+        return [sys.executable, "-m", "dropsweep", "search", self.sweep,
+                "--worker-options", self.to_json()]
+
+
+def _count(least: int) -> Callable[[Any], bool]:
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= least
+
+
+def _optional(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda v: v is None or check(v)
+
+
+def _text(v: Any) -> bool:
+    return isinstance(v, str) and v != ""
+
+
+# What each key of --worker-options must hold: the ranges are the search options' own.
+_WORKER_CHECKS: dict[str, Callable[[Any], bool]] = {
+    "sweep": _text, "storage": _text, "study": _text, "device": _text,
+    "overrides": lambda v: isinstance(v, list) and all(isinstance(o, str) for o in v),
+    "trials": _optional(_count(1)), "batch": _optional(_count(1)), "threads": _count(1),
+    "checkpoints": _optional(lambda v: isinstance(v, str)),
+    "checkpoint_every": _optional(lambda v: isinstance(v, (int, float))
+                                  and not isinstance(v, bool) and v >= 0),
+    "quiet": lambda v: isinstance(v, bool),
+}
+_WORKER_KINDS = {
+    "sweep": "a non-empty string", "storage": "a non-empty string",
+    "study": "a non-empty string", "device": "a non-empty string",
+    "overrides": "a list of strings", "trials": "null or an integer >= 1",
+    "batch": "null or an integer >= 1", "threads": "an integer >= 1",
+    "checkpoints": "null or a string",
+    "checkpoint_every": "null or a number >= 0", "quiet": "true or false",
+}
 
 
 def worker_args(common: WorkerArgs, devices: Sequence[str], batches: Sequence[int | None]
