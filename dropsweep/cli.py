@@ -299,8 +299,10 @@ def _search_stage(sweep: str, overrides: tuple[str, ...], storage: str,
     import torch
 
     from dropsweep.train.checkpoints import DEFAULT_EVERY
-    from dropsweep.study.runner import (AUTO_BATCH, SearchEvents, StopFlag, open_search,
-                                  run_search, stop_on_signals, watcher, worker_batches)
+    from dropsweep.study.memory_fit import worker_batches
+    from dropsweep.study.runner import AUTO_BATCH, SearchEvents, open_search, run_search
+    from dropsweep.study.stop import StopFlag, stop_on_signals
+    from dropsweep.study.summary import watcher
 
     config = _load_sweep(sweep, overrides)
     dataset = load_dataset(config)
@@ -624,7 +626,7 @@ def _confirm_stage(storage: str, study_name: str | None, top: int | None, repeat
     confirmation read back. Progress and notes go to ``err``."""
     from dropsweep.study.confirm import run_confirm
     from dropsweep.answers.verdict import build_confirmation
-    from dropsweep.study.runner import StopFlag, stop_on_signals
+    from dropsweep.study.stop import StopFlag, stop_on_signals
     from dropsweep.storage.open import load_study
 
     store, study, sweep, dataset = _study_to_train(storage, study_name, threads, err)
@@ -708,7 +710,7 @@ def _test_stage(storage: str, study_name: str | None, select_rule: str, number: 
     """``test`` up to its result (``run``'s last stage): the result (None: nothing scored),
     the signal that stopped it (None), and the study's sweep."""
     from dropsweep.study.testset import run_test
-    from dropsweep.study.runner import StopFlag, stop_on_signals
+    from dropsweep.study.stop import StopFlag, stop_on_signals
 
     _, study, sweep, dataset = _study_to_train(storage, study_name, threads, err)
     with stop_on_signals(StopFlag(), until_exit=True) as stop:

@@ -316,7 +316,8 @@ def test_a_second_ctrl_c_cuts_training_short_a_third_anything(dataset, storage, 
     ignored (the stop is under way) and a third stops wherever it lands."""
     from dropsweep.sweep.config import build_sweep
     from dropsweep.families.mlp import MLP
-    from dropsweep.study.runner import StopFlag, run_search, stop_on_signals
+    from dropsweep.study.runner import run_search
+    from dropsweep.study.stop import StopFlag, stop_on_signals
     from dropsweep.sweep.file import parse_sweep_text
 
     SUITE["double interrupts"] += 1
@@ -835,7 +836,7 @@ def test_the_default_study_is_the_one_the_help_names(in_tmp, monkeypatch):
 
 
 def test_the_checkpoints_default_is_where_the_help_says():
-    from dropsweep.study.runner import default_checkpoints
+    from dropsweep.study.checkpoint_dirs import default_checkpoints
 
     assert default_checkpoints("sqlite:////tmp/x/study.db") == Path("/tmp/x/checkpoints")
     assert default_checkpoints("sqlite:///results/dropsweep.db") == \

@@ -86,7 +86,7 @@ def test_each_gpu_shares_its_own_memory_among_its_own_workers(monkeypatch):
     of its own (monkeypatched: this machine has no GPU)."""
     from dropsweep.sweep.config import build_sweep
     from dropsweep.data.dataset import Dataset
-    from dropsweep.study.runner import batch_that_fits, worker_batches
+    from dropsweep.study.memory_fit import batch_that_fits, worker_batches
     from dropsweep.sweep.file import apply_overrides, load_sweep
 
     sweep = build_sweep(apply_overrides(load_sweep(SONAR_SWEEP), ("cv.folds=3",)))

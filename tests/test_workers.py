@@ -302,7 +302,7 @@ def test_only_a_worker_of_run_workers_watches_a_parent(monkeypatch):
 
 
 # A worker's start, alone: watch for the parent named in the environment, then a clean stop
-# (as runner.stop_on_signals does) on SIGTERM, reported through a file.
+# (as stop.stop_on_signals does) on SIGTERM, reported through a file.
 WATCHER = textwrap.dedent("""
     import os, signal, sys, time
     from pathlib import Path

@@ -35,8 +35,7 @@ from dropsweep.study.memory_fit import batch_that_fits
 from dropsweep.study.open import (ordinal, prepare_study, pruning_warmup, study_uid,
                                   sweep_fingerprint, trial_seed)
 from dropsweep.study.resume import Resumed, Resuming
-from dropsweep.study.stop import (StopFlag, at_once, deferred,  # noqa: F401 - the CLI's too
-                                  stop_on_signals)
+from dropsweep.study.stop import StopFlag, at_once, deferred
 from dropsweep.study.summary import SearchEvents, SearchSummary, summarize
 from dropsweep.sweep.config import Sweep
 from dropsweep.sweep.space import Config, is_exhaustive, planned_configs, space_of
@@ -44,9 +43,6 @@ from dropsweep.train import checkpoints
 from dropsweep.train.devices import resolve_device
 
 # Where the CLI, the tests and the benchmarks have always imported them from.
-from dropsweep.study.checkpoint_dirs import default_checkpoints  # noqa: F401
-from dropsweep.study.memory_fit import worker_batches  # noqa: F401
-from dropsweep.study.summary import watcher  # noqa: F401
 
 # Trials trained together by default: measured with benchmarks/trial_speed.py (README).
 AUTO_BATCH = 16
@@ -96,7 +92,7 @@ def run_search(
 
     A batch is checkpointed every ``checkpoint_every`` seconds of training (0: never) into
     the study's checkpoint directory (``checkpoint_dir``, else the one the study recorded
-    when it was first written to, else :func:`default_checkpoints`); batches whose trials
+    when it was first written to, else :func:`~dropsweep.study.checkpoint_dirs.default_checkpoints`); batches whose trials
     were killed or stopped go on from their last checkpoint.
     """
     events = events or SearchEvents()

@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 from dropsweep.errors import DropsweepError
 
 if TYPE_CHECKING:  # not at run time: a worker calls watch_parent before importing torch
-    from dropsweep.study.runner import SearchSummary, StopFlag
+    from dropsweep.study.stop import StopFlag
+    from dropsweep.study.summary import SearchSummary
 
 
 @dataclass(frozen=True)
@@ -191,7 +192,7 @@ def watch_parent(interval: float = 1.0) -> bool:
 
     ``kill -9`` of the parent would otherwise leave its workers running trials under init,
     the study growing with no one to stop it. SIGTERM is the worker's own clean stop (see
-    ``runner.stop_on_signals``): running trials end FAIL + ``interrupted``. On Linux the
+    ``stop.stop_on_signals``): running trials end FAIL + ``interrupted``. On Linux the
     kernel sends it the moment the parent exits (``PR_SET_PDEATHSIG``); elsewhere a daemon
     thread sends it within ``interval`` seconds of ``os.getppid()`` changing (the worker
     reparented to init or a subreaper). A parent that died before this call is noticed at
