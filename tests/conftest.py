@@ -55,8 +55,26 @@ def storage(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path}/study.db"
 
 
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """In a pytest-xdist worker, hand this process's robustness counts to the controller."""
+    from helpers import SUITE
+
+    output = getattr(session.config, "workeroutput", None)
+    if output is not None:
+        output["dropsweep_suite"] = dict(SUITE)
+
+
+@pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook: unknown without it
+def pytest_testnodedown(node: object, error: object) -> None:
+    """In the controller of a parallel run, add up what each worker process counted."""
+    from helpers import SUITE
+
+    SUITE.update(getattr(node, "workeroutput", {}).get("dropsweep_suite", {}))
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """One line of what the robustness tests really did (the README quotes it)."""
+    """One line of what the robustness tests really did (docs/workers.md quotes it), summed
+    over the processes of a parallel run."""
     from helpers import SUITE
 
     if SUITE:

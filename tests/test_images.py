@@ -200,7 +200,13 @@ def test_sonar_still_downloads_through_the_shared_stream(
 def idx(array: np.ndarray) -> bytes:
     """``array`` as a gzip-compressed IDX file: 0, 0, type 0x08, ndim, big-endian dims."""
     header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-    return gzip.compress(header + array.astype(np.uint8).tobytes())
+    return gz(header + array.astype(np.uint8).tobytes())
+
+
+def gz(data: bytes) -> bytes:
+    """``data`` gzip-compressed with a fixed time stamp: the same bytes in every process (the
+    test ids of a parallel run must agree)."""
+    return gzip.compress(data, mtime=0)
 
 
 def test_read_idx_round_trip() -> None:
@@ -213,18 +219,18 @@ def test_read_idx_round_trip() -> None:
 
 
 @pytest.mark.parametrize("raw, message", [
-    (gzip.compress(bytes([0, 0, 8, 3, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0, 4]) + bytes(20)),
+    (gz(bytes([0, 0, 8, 3, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0, 4]) + bytes(20)),
      "truncated: 20 bytes of data, expected 24 for shape 2×3×4"),
-    (gzip.compress(bytes([0, 0, 8, 1, 0, 0, 0, 2]) + bytes(3)),
+    (gz(bytes([0, 0, 8, 1, 0, 0, 0, 2]) + bytes(3)),
      "too long: 3 bytes of data, expected 2 for shape 2"),
-    (gzip.compress(bytes([0, 0, 8, 3, 0, 0, 0])), "truncated: the header of 3 dimensions"),
-    (gzip.compress(bytes([0, 0, 0x0D, 1, 0, 0, 0, 1]) + bytes(4)),
+    (gz(bytes([0, 0, 8, 3, 0, 0, 0])), "truncated: the header of 3 dimensions"),
+    (gz(bytes([0, 0, 0x0D, 1, 0, 0, 0, 1]) + bytes(4)),
      "IDX type code 0x0d, expected 0x08"),
-    (gzip.compress(b"<html>not found</html>"), "not an IDX file"),
+    (gz(b"<html>not found</html>"), "not an IDX file"),
     (b"\x1f\x8b\x08\x00garbage", "not a readable gzip file"),
     (b"plain text", "not a readable gzip file"),
     (idx(np.zeros((2, 3, 4)))[:-6], "not a readable gzip file"),  # a cut-off download
-])
+], ids=lambda value: value if isinstance(value, str) else None)
 def test_read_idx_refuses_damaged_files(raw: bytes, message: str) -> None:
     with pytest.raises(DataError) as exc:
         images.read_idx(raw, "/x/train-images-idx3-ubyte.gz")
