@@ -1,185 +1,245 @@
-"""Many small conv nets trained at once: which batched form is fastest here (issue 14, item 5).
+"""Conv nets: dropsweep's engine in each form, and the form it chooses, against the plain loop
+a user would write — three shapes at 1, 8 and 32 models, side by side in one run (issue 27).
 
-The Keras CIFAR-10 example's network (Conv2D 3x3 -> MaxPool 2 -> Conv2D 3x3 -> MaxPool 2 ->
-Flatten -> Dense -> Dense 10, ReLU, valid padding), M copies each with its own minibatch,
-one SGD step each (forward, backward, update), three ways:
+Shapes (Keras's CIFAR-10 example's kind of network: conv 3x3 blocks with ReLU and 2x2
+max-pooling, a hidden dense layer, 10 classes, Adam, each model its own minibatch):
 
-* a plain loop: one ``nn.Sequential`` per model, one after the other (the reference);
-* grouped convolutions: the M models' minibatches stacked along the channels, each conv one
-  ``F.conv2d(..., groups=M)``, each dense layer one batched matrix product (``baddbmm``);
-* ``torch.func``: the models' parameters stacked (``stack_module_state``) and one
-  ``vmap(functional_call)`` over them.
+* digits: ``sweeps/digits-cnn.yaml``'s network, 8x8x1, conv [16, 32] (same padding),
+  dense 64, minibatch 32;
+* 16x16x3: conv [64, 64], dense 256, minibatch 250 (``benchmarks/gpu_cnn.py``'s CPU size);
+* 32x32x3 (CIFAR-10's): conv [64, 64], dense 256, minibatch 250.
 
-Every candidate is first checked against the loop (same weights, same minibatches: the
-updated weights agree to 1e-5), then timed side by side in one run; the ratios are what
-count on this shared machine.
+For each: the plain loop (one ``nn.Sequential`` per model, each with ``torch.optim.Adam``,
+stepped one after the other, fed the same minibatch tensors as the engine: channels-last
+views of the pixels, which were measured faster for it than contiguous images), the
+engine's ``loop`` and ``grouped`` forms (``ConvNets.step``, Keras's Adam), and the form
+:func:`dropsweep.train.forms.fastest` chooses, timed afresh (no cache) as a batch does. Seconds
+per minibatch step are the best of ``--repeats`` interleaved runs of ``--steps`` steps (load
+elsewhere on a shared machine only ever slows a run); the ratios are plain / engine: above
+1 the engine trains more trials per hour.
 
-    python benchmarks/cnn_engines.py                 # 32x32x3 (CIFAR-10's shape), conv [64, 64]
-    python benchmarks/cnn_engines.py --small         # 16x16x3, conv [16, 16]: seconds
+    python benchmarks/cnn_engines.py                 # the table (minutes)
+    python benchmarks/cnn_engines.py --quick         # tiny shapes, one step (the test runs it)
+    python benchmarks/cnn_engines.py --device cuda   # on a GPU (benchmarks/gpu_all.py runs it)
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
+import json
+import math
+import sys
+import tempfile
 import time
-from typing import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call, grad, stack_module_state, vmap
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's dropsweep
+
+from dropsweep.families.cnn.engine import form_key  # noqa: E402
+from dropsweep.families.cnn.network import FORMS, ConvNets, ConvSpec  # noqa: E402
+from dropsweep.train import forms  # noqa: E402
 
 
-def keras_net(channels: int, size: int, conv: tuple[int, int], dense: int) -> nn.Sequential:
-    """The example's network (PyTorch layout: channels first)."""
-    after = ((size - 2) // 2 - 2) // 2  # two valid 3x3 convs, two 2x2 pools
-    return nn.Sequential(
-        nn.Conv2d(channels, conv[0], 3), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(conv[0], conv[1], 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-        nn.Linear(conv[1] * after * after, dense), nn.ReLU(), nn.Linear(dense, 10))
+@dataclass(frozen=True)
+class Shape:
+    name: str
+    side: int
+    channels: int
+    conv: tuple[int, ...]
+    dense: int
+    batch: int
+    padding: str = "valid"
+
+    def spec(self) -> ConvSpec:
+        return ConvSpec(in_shape=(self.channels, self.side, self.side), conv=self.conv,
+                        dense=(self.dense,), padding=self.padding)
 
 
-def loop_step(models: list[nn.Sequential], x: torch.Tensor, y: torch.Tensor, lr: float) -> None:
-    """x: [M, bs, C, H, W]: model m steps on x[m]."""
-    for m, model in enumerate(models):
-        model.zero_grad()
-        F.cross_entropy(model(x[m]), y[m]).backward()
-        with torch.no_grad():
-            for p in model.parameters():
-                p -= lr * p.grad
+SHAPES = (Shape("digits 8x8x1", 8, 1, (16, 32), 64, 32, "same"),
+          Shape("16x16x3", 16, 3, (64, 64), 256, 250),
+          Shape("32x32x3", 32, 3, (64, 64), 256, 250))
+QUICK = (Shape("quick 8x8x1", 8, 1, (4, 6), 12, 16, "same"),
+         Shape("quick 12x12x3", 12, 3, (8, 8), 16, 16))
+MODELS = (1, 8, 32)
 
 
-class Grouped:
-    """M copies of the network as one: conv weights [M*out, in, kh, kw] (groups = M),
-    dense weights [M, in, out]."""
-
-    def __init__(self, models: list[nn.Sequential]) -> None:
-        convs = [[m[i] for m in models] for i in (0, 3)]
-        denses = [[m[i] for m in models] for i in (7, 9)]
-        self.M = len(models)
-        self.conv_w = [torch.cat([c.weight.detach() for c in layer]).requires_grad_()
-                       for layer in convs]
-        self.conv_b = [torch.cat([c.bias.detach() for c in layer]).requires_grad_()
-                       for layer in convs]
-        self.dense_w = [torch.stack([d.weight.detach().T for d in layer]).requires_grad_()
-                        for layer in denses]
-        self.dense_b = [torch.stack([d.bias.detach()[None] for d in layer]).requires_grad_()
-                        for layer in denses]
-
-    def params(self) -> list[torch.Tensor]:
-        return [*self.conv_w, *self.conv_b, *self.dense_w, *self.dense_b]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        M, bs = x.shape[:2]
-        h = x.transpose(0, 1).reshape(bs, M * x.shape[2], *x.shape[3:])  # models as channels
-        for w, b in zip(self.conv_w, self.conv_b):
-            h = F.max_pool2d(F.relu(F.conv2d(h, w, b, groups=M)), 2)
-        h = h.reshape(bs, M, -1).transpose(0, 1)  # [M, bs, features], channel-major
-        h = F.relu(torch.baddbmm(self.dense_b[0], h, self.dense_w[0]))
-        return torch.baddbmm(self.dense_b[1], h, self.dense_w[1])  # [M, bs, 10]
-
-    def step(self, x: torch.Tensor, y: torch.Tensor, lr: float) -> None:
-        logits = self.forward(x)
-        # each model's mean loss, summed: model m's gradient is its own loss's
-        loss = F.cross_entropy(logits.reshape(-1, 10), y.reshape(-1), reduction="sum") / y.shape[1]
-        gs = torch.autograd.grad(loss, self.params())
-        with torch.no_grad():
-            for p, g in zip(self.params(), gs):
-                p -= lr * g
-
-    def as_models(self, like: nn.Sequential) -> list[nn.Sequential]:
-        out = []
-        for m in range(self.M):
-            net = copy.deepcopy(like)
-            with torch.no_grad():
-                for i, (w, b) in zip((0, 3), zip(self.conv_w, self.conv_b)):
-                    per = w.shape[0] // self.M
-                    net[i].weight.copy_(w[m * per:(m + 1) * per])
-                    net[i].bias.copy_(b[m * per:(m + 1) * per])
-                for i, (w, b) in zip((7, 9), zip(self.dense_w, self.dense_b)):
-                    net[i].weight.copy_(w[m].T)
-                    net[i].bias.copy_(b[m, 0])
-            out.append(net)
-        return out
+def plain_net(spec: ConvSpec) -> nn.Sequential:
+    """The network as a user writes it: plain layers, ReLU before pooling."""
+    c, layers = spec.in_shape[0], []
+    pad = spec.kernel // 2 if spec.padding == "same" else 0
+    for out in spec.conv:
+        layers += [nn.Conv2d(c, out, spec.kernel, padding=pad), nn.ReLU(),
+                   nn.MaxPool2d(spec.pool)]
+        c = out
+    layers.append(nn.Flatten())
+    width = spec.flat()
+    for out in spec.dense:
+        layers += [nn.Linear(width, out), nn.ReLU()]
+        width = out
+    layers.append(nn.Linear(width, spec.classes))
+    return nn.Sequential(*layers)
 
 
-class Vmapped:
-    """M copies as stacked parameters and one ``vmap`` of the functional network."""
-
-    def __init__(self, models: list[nn.Sequential]) -> None:
-        self.params, _ = stack_module_state(models)
-        self.base = copy.deepcopy(models[0]).to("meta")
-
-        def loss(params: dict, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-            return F.cross_entropy(functional_call(self.base, params, (x,)), y)
-
-        self.grads = vmap(grad(loss), randomness="different")
-
-    def step(self, x: torch.Tensor, y: torch.Tensor, lr: float) -> None:
-        gs = self.grads(self.params, x, y)
-        with torch.no_grad():
-            for name, g in gs.items():
-                self.params[name] -= lr * g
+def data_for(shape: Shape, models: int, device: torch.device, steps: int
+             ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``steps`` minibatches per model, as the engine gathers them: uint8 pixels scaled to
+    [0, 1] and viewed ``[models, rows, C, H, W]`` (channels-last memory)."""
+    g = torch.Generator(device=device).manual_seed(0)
+    out = []
+    for _ in range(steps):
+        pixels = torch.randint(0, 256, (models, shape.batch, shape.side, shape.side,
+                                        shape.channels), dtype=torch.uint8, generator=g,
+                               device=device)
+        out.append((pixels.float().div_(255).permute(0, 1, 4, 2, 3),
+                    torch.randint(0, 10, (models, shape.batch), generator=g, device=device)))
+    return out
 
 
-def agree(reference: list[nn.Sequential], got: list[nn.Sequential]) -> float:
-    return max(float((p - q).detach().abs().max()) for a, b in zip(reference, got)
-               for p, q in zip(a.parameters(), b.parameters()))
+def plain_step(shape: Shape, models: int, device: torch.device
+               ) -> Callable[[torch.Tensor, torch.Tensor], None]:
+    nets = [plain_net(shape.spec()).to(device) for _ in range(models)]
+    optims = [torch.optim.Adam(net.parameters(), lr=1e-3) for net in nets]
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> None:
+        for m, (net, optim) in enumerate(zip(nets, optims)):
+            optim.zero_grad(set_to_none=True)
+            F.cross_entropy(net(x[m]), y[m]).backward()
+            optim.step()
+
+    return step
 
 
-def timed(step: Callable[[], None], repeats: int) -> float:
-    step()  # warm up
+def engine_step(shape: Shape, models: int, device: torch.device, form: str
+                ) -> Callable[[torch.Tensor, torch.Tensor], None]:
+    nets = ConvNets(shape.spec(), models, torch.Generator(device=device).manual_seed(0),
+                    device)
+    lr = torch.full((models,), 1e-3, device=device)
+    return lambda x, y: nets.step(x, y, optimizer="adam", lr=lr, form=form)
+
+
+def seconds(step: Callable[[torch.Tensor, torch.Tensor], None],
+            data: list[tuple[torch.Tensor, torch.Tensor]], device: torch.device) -> float:
+    """Seconds per step over ``data``, after one warm-up step."""
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    step(*data[0])
+    sync()
     start = time.perf_counter()
-    for _ in range(repeats):
-        step()
-    return (time.perf_counter() - start) / repeats
+    for x, y in data:
+        step(x, y)
+    sync()
+    return (time.perf_counter() - start) / len(data)
 
 
-def main() -> None:
+def chosen_form(shape: Shape, models: int, device: torch.device,
+                data: list[tuple[torch.Tensor, torch.Tensor]]) -> str:
+    """What a batch of this shape would choose: forms.fastest, timed afresh."""
+    def stepper(form: str) -> Callable[[], None]:
+        step = engine_step(shape, models, device, form)
+        return lambda: step(*data[0])
+
+    return forms.fastest(form_key(shape.spec(), models, shape.batch, device), FORMS, stepper,
+                         device)
+
+
+def measure(shape: Shape, models: int, device: torch.device, steps: int, repeats: int
+            ) -> dict[str, Any]:
+    data = data_for(shape, models, device, steps)
+    steppers = {"plain": plain_step(shape, models, device),
+                **{form: engine_step(shape, models, device, form) for form in FORMS}}
+    best = {name: math.inf for name in steppers}
+    for _ in range(repeats):  # interleaved: load elsewhere slows one run, not one form
+        for name, step in steppers.items():
+            best[name] = min(best[name], seconds(step, data, device))
+    chosen = chosen_form(shape, models, device, data)
+    return {"shape": shape.name, "models": models, "seconds_per_step": best,
+            "chosen": chosen, **{f"{form}_vs_plain": best["plain"] / best[form]
+                                 for form in FORMS},
+            "chosen_vs_plain": best["plain"] / best[chosen]}
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    lines = [f"| shape | models | plain loop s/step | engine loop | grouped | chosen | "
+             f"loop vs plain | grouped vs plain | chosen vs plain |",
+             "|---|---:|---:|---:|---:|---|---:|---:|---:|"]
+    for r in rows:
+        s = r["seconds_per_step"]
+        lines.append(f"| {r['shape']} | {r['models']} | {s['plain']:.4f} | {s['loop']:.4f} | "
+                     f"{s['grouped']:.4f} | {r['chosen']} | {r['loop_vs_plain']:.2f}x | "
+                     f"{r['grouped_vs_plain']:.2f}x | **{r['chosen_vs_plain']:.2f}x** |")
+    return "\n".join(lines)
+
+
+def run(shapes: tuple[Shape, ...], models: tuple[int, ...], device: torch.device, steps: int,
+        repeats: int, out: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    out(f"conv nets on {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}), "
+        f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); best of {repeats} "
+        f"interleaved runs of {steps} step(s), Adam")
+    rows = []
+    with tempfile.TemporaryDirectory() as cache, _cache_in(cache):
+        for shape in shapes:
+            for m in models:
+                try:
+                    rows.append(measure(shape, m, device, steps, repeats))
+                except torch.OutOfMemoryError:
+                    out(f"{shape.name} at {m} models: out of memory on {device}")
+                    if device.type == "cuda":
+                        torch.cuda.empty_cache()
+                    continue
+                r = rows[-1]
+                out(f"{shape.name:>14} {m:3d} models: chosen {r['chosen']:7s} "
+                    f"{r['chosen_vs_plain']:.2f}x the plain loop (loop {r['loop_vs_plain']:.2f}x, "
+                    f"grouped {r['grouped_vs_plain']:.2f}x)")
+    out(table(rows))
+    return rows
+
+
+class _cache_in:
+    """forms' cache in a scratch directory: the benchmark neither reads nor leaves a choice."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __enter__(self) -> None:
+        import os
+
+        self.was = os.environ.get("DROPSWEEP_CACHE_DIR")
+        os.environ["DROPSWEEP_CACHE_DIR"] = self.path
+
+    def __exit__(self, *exc: object) -> None:
+        import os
+
+        if self.was is None:
+            os.environ.pop("DROPSWEEP_CACHE_DIR", None)
+        else:
+            os.environ["DROPSWEEP_CACHE_DIR"] = self.was
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--small", action="store_true", help="16x16 images, conv [16, 16]")
-    parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args()
-    size, conv, dense = (16, (16, 16), 64) if args.small else (32, (64, 64), 256)
-    bs, lr = 32, 0.01
-    torch.manual_seed(0)
-    print(f"one SGD step of M conv nets ({size}x{size}x3, conv {list(conv)}, dense {dense}, "
-          f"batch {bs} each), torch {torch.__version__}, {torch.get_num_threads()} thread(s)")
-
-    # exactness: three steps from the same weights on the same minibatches
-    M = 4
-    models = [keras_net(3, size, conv, dense) for _ in range(M)]
-    xs = [torch.randn(M, bs, 3, size, size) for _ in range(3)]
-    ys = [torch.randint(0, 10, (M, bs)) for _ in range(3)]
-    ref = copy.deepcopy(models)
-    grouped, vm = Grouped(copy.deepcopy(models)), Vmapped(copy.deepcopy(models))
-    for x, y in zip(xs, ys):
-        loop_step(ref, x, y, lr)
-        grouped.step(x, y, lr)
-        vm.step(x, y, lr)
-    unstacked = []
-    for m in range(M):
-        net = copy.deepcopy(models[0])
-        with torch.no_grad():
-            for name, p in net.named_parameters():
-                p.copy_(vm.params[name][m])
-        unstacked.append(net)
-    print(f"after 3 steps, largest difference from the loop: grouped "
-          f"{agree(ref, grouped.as_models(models[0])):.1e}, vmap {agree(ref, unstacked):.1e}")
-
-    print(f"\n{'M':>3} {'loop s/step':>12} {'grouped':>10} {'vmap':>10} "
-          f"{'grouped vs loop':>16} {'vmap vs loop':>13}")
-    for M in (1, 8, 32):
-        models = [keras_net(3, size, conv, dense) for _ in range(M)]
-        x, y = torch.randn(M, bs, 3, size, size), torch.randint(0, 10, (M, bs))
-        loop = timed(lambda: loop_step(models, x, y, lr), args.repeats)
-        g = Grouped(models)
-        grouped_t = timed(lambda: g.step(x, y, lr), args.repeats)
-        v = Vmapped(models)
-        vmap_t = timed(lambda: v.step(x, y, lr), args.repeats)
-        print(f"{M:3d} {loop:12.4f} {grouped_t:10.4f} {vmap_t:10.4f} {loop / grouped_t:15.2f}x "
-              f"{loop / vmap_t:12.2f}x")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per run")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved runs, best kept")
+    parser.add_argument("--models", type=int, nargs="+", default=list(MODELS))
+    parser.add_argument("--quick", action="store_true", help="tiny shapes, 1 step, 1 run")
+    parser.add_argument("--json", type=Path, help="also write the rows here")
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    if args.quick:
+        rows = run(QUICK, (1, 4), device, 1, 1)
+    else:
+        rows = run(SHAPES, tuple(args.models), device, args.steps, args.repeats)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+    return rows
 
 
 if __name__ == "__main__":

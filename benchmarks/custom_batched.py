@@ -15,7 +15,9 @@ The ratios count on a shared machine, not the seconds.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -28,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's 
 from dropsweep.families.custom.batched import BatchedEngine  # noqa: E402
 from dropsweep.families.custom.engine import CustomEngine, Network, Settings  # noqa: E402
 from dropsweep.data.protocols import make_folds  # noqa: E402
+from dropsweep.train import forms  # noqa: E402
 from dropsweep.sweep.space import Config  # noqa: E402
 
 
@@ -44,14 +47,15 @@ def cnn() -> tuple[nn.Module, dict[str, list[str]], tuple[int, ...]]:
     return net, {"maps": ["3"], "dense": ["7"]}, (1, 8, 8)
 
 
-def engines(kind: str, models: int, rows: int) -> dict[str, object]:
+def engines(kind: str, models: int, rows: int, device: torch.device | str = "cpu"
+            ) -> dict[str, object]:
     torch.manual_seed(0)
     net, sites, shape = {"mlp": mlp, "cnn": cnn}[kind]()
     rng = np.random.default_rng(0)
     X = rng.integers(0, 17, size=(rows, 64), dtype=np.uint8)
     y = np.arange(rows) % 10
-    folds = make_folds(X, y, 2, seed=0, n_classes=10, scale="unit", pixel_max=16.0,
-                       image_shape=(8, 8, 1))
+    folds = make_folds(X, y, 2, seed=0, device=device, n_classes=10, scale="unit",
+                       pixel_max=16.0, image_shape=(8, 8, 1))
     floats = 2 * 64 + 3 * 64 if kind == "mlp" else 3 * 8 * 64 + 64
     network = Network(net, sites, [], shape, floats)
     configs = [Config({"placement": "input+hidden" if kind == "mlp" else "maps+dense",
@@ -74,6 +78,24 @@ def engines(kind: str, models: int, rows: int) -> dict[str, object]:
     return out
 
 
+def chosen(kind: str, models: int, rows: int) -> str:
+    """The form a batch of this module would take here: dropsweep.train.forms's timing of
+    fresh engines (no cache: a scratch directory), as the custom family runs it."""
+    with tempfile.TemporaryDirectory() as cache:
+        was = os.environ.get("DROPSWEEP_CACHE_DIR")
+        os.environ["DROPSWEEP_CACHE_DIR"] = cache
+        try:
+            made = {"loop": "loop", "batched": "autograd"}
+            return forms.fastest(f"{kind} {models}", ("loop", "batched"), lambda form: (
+                forms.engine_stepper(lambda: engines(kind, models, rows)[made[form]])),
+                torch.device("cpu"))
+        finally:
+            if was is None:
+                os.environ.pop("DROPSWEEP_CACHE_DIR", None)
+            else:
+                os.environ["DROPSWEEP_CACHE_DIR"] = was
+
+
 def epoch_seconds(engine) -> float:
     started = time.perf_counter()
     engine.start_epoch()
@@ -92,7 +114,7 @@ def main() -> None:
     print(f"one epoch of {rows // 2} rows per model, batch 32, SGD with momentum, dropout on; "
           f"best of {rounds} interleaved rounds, {args.threads} thread(s)")
     print(f"{'net':<5}{'models':>7}{'loop s':>10}{'batched s':>11}{'grad s':>12}"
-          f"{'loop/batched':>14}{'loop/grad':>15}")
+          f"{'loop/batched':>14}{'loop/grad':>15}  chosen (forms.fastest, timed afresh)")
     for kind in ("mlp", "cnn"):
         for m in sizes:
             forms = engines(kind, m, rows)
@@ -104,7 +126,7 @@ def main() -> None:
                     best[name] = min(best[name], epoch_seconds(engine))
             print(f"{kind:<5}{m:>4} models{best['loop']:>7.3f}{best['autograd']:>11.3f}"
                   f"{best['func']:>12.3f}{best['loop'] / best['autograd']:>13.2f}x"
-                  f"{best['loop'] / best['func']:>14.2f}x")
+                  f"{best['loop'] / best['func']:>14.2f}x  {chosen(kind, m, rows)}")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ model's rows), checkpoints, export into a plain ``nn.Sequential``, and the CLI (
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from pathlib import Path
@@ -148,15 +149,73 @@ def test_configurations_read_as_words():
         0.0, 0.0, 0.5, False)
 
 
-def test_the_form_follows_the_work_per_row():
+def test_the_form_is_the_one_measured_fastest_and_a_resumed_batch_keeps_its_own(monkeypatch):
+    """auto times both forms on throwaway engines (nothing of the batch's draws), keeps the
+    faster for this network, model count, minibatch and machine, and reads it back instead
+    of timing again; a forced engine and a resumed batch's form win over the measurement."""
+    from dropsweep.families.cnn import engine as cnn_engine
+    from dropsweep.train import forms
+    from dropsweep.train.hooks import TrainHooks
+
+    folds = small_folds()
     sweep = sweep_of()
-    assert choose_form(spec_of(sweep.sections, (8, 8), 10)) == "grouped"
-    assert choose_form(spec_of(sweep.sections, (32, 32, 3), 10)) == "grouped"  # 4 and 6 channels
-    wide = sweep_of(DIGITS.replace("conv: [4, 6], dense: [12], padding: same",
-                                   "conv: [64, 64], dense: [256]"))
-    assert choose_form(spec_of(wide.sections, (16, 16, 3), 10)) == "loop"  # ~1.3M macs a row
-    assert choose_form(spec_of(wide.sections, (32, 32, 3), 10)) == "loop"  # the Keras example
-    assert choose_form(spec_of(wide.sections, (32, 32, 3), 10), "grouped") == "grouped"
+    spec = spec_of(sweep.sections, folds.image_shape, 10)
+    configs = [config(), config("dense", dense_rate=0.5)]
+    timed: list[str] = []
+    real_fastest = forms.fastest
+
+    def made_up(slow: str):
+        """forms.fastest, its timer a stand-in: the ``slow`` form takes 2 s a step."""
+        def fastest(key, candidates, stepper, device):
+            def timer(steps, device):
+                for form, step in steps.items():
+                    step()  # the throwaway engine really trains a minibatch
+                    timed.append(form)
+                return {form: 2.0 if form == slow else 1.0 for form in steps}
+            return real_fastest(key, candidates, stepper, device, timer)
+        return fastest
+
+    for slow, fast in (("loop", "grouped"), ("grouped", "loop")):
+        forms._MEMO.clear()
+        for f in Path(forms.cache_dir()).glob("forms.json"):
+            f.unlink()
+        monkeypatch.setattr(forms, "fastest", made_up(slow))
+        timed.clear()
+        engine = CNNEngine(configs, folds, settings_of(sweep.sections, spec), seed=5)
+        assert engine.form == fast and sorted(timed) == ["grouped", "loop"]  # each once
+        forms._MEMO.clear()  # another process: the cache file answers, no timing
+        assert CNNEngine(configs, folds, settings_of(sweep.sections, spec), seed=5).form == fast
+        assert len(timed) == 2
+        # another number of models is another measurement
+        CNNEngine(configs[:1], folds, settings_of(sweep.sections, spec), seed=5)
+        assert len(timed) == 4
+        assert CNNEngine(configs, folds, settings_of(sweep.sections, spec, slow),
+                         seed=5).form == slow
+        resumed = cnn_engine.batch_engine(configs, folds, sweep.sections, 5, TrainHooks(
+            resume={"engine": {"form": slow}}))
+        assert resumed.form == slow
+    stored = json.loads((forms.cache_dir() / "forms.json").read_text())
+    assert {entry["form"] for entry in stored.values()} == {"loop"}
+    assert all(set(entry["seconds_per_step"]) == {"loop", "grouped"}
+               for entry in stored.values())
+    with pytest.raises(ValueError, match="engine must be one of"):
+        choose_form(spec, "vmap")
+
+
+def test_the_measured_choice_changes_no_result():
+    """A batch that timed its forms first trains to exactly the numbers of one told the
+    form it chose: the timing's engines draw from their own generators."""
+    folds = small_folds()
+    sweep = sweep_of()
+    spec = spec_of(sweep.sections, folds.image_shape, 10)
+    configs = [config("conv+dense", conv_rate=0.3, dense_rate=0.5), config()]
+    auto = CNNEngine(configs, folds, settings_of(sweep.sections, spec), seed=7)
+    told = CNNEngine(configs, folds, settings_of(sweep.sections, spec, auto.form), seed=7)
+    for engine in (auto, told):
+        engine.start_epoch()
+        engine.train_batches(0, engine.n_batches)
+    for a, b in zip(auto.nets.tensors(), told.nets.tensors()):
+        assert torch.equal(a, b)
 
 
 # ----------------------------------------------------------------------------- the engine

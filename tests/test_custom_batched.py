@@ -233,5 +233,6 @@ def test_the_benchmark_s_quick_mode_prints_its_ratios():
                            "--quick"], capture_output=True, text=True, timeout=60, cwd=REPO)
     assert done.returncode == 0, done.stderr
     rows = [line for line in done.stdout.splitlines()
-            if re.match(r"(mlp|cnn) +\d+ models +[\d.]+ +[\d.]+ +[\d.]+ +[\d.]+x +[\d.]+x$", line)]
+            if re.match(r"(mlp|cnn) +\d+ models +[\d.]+ +[\d.]+ +[\d.]+ +[\d.]+x +[\d.]+x "
+                        r"+(loop|batched)$", line)]
     assert len(rows) == 4, done.stdout

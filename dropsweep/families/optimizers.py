@@ -19,6 +19,7 @@ step a batch with Adam here; the conv nets step every batch here (issue 14).
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import torch
 
@@ -95,3 +96,39 @@ def step_models(weight: torch.Tensor, slots: tuple[torch.Tensor, torch.Tensor],
         on = _per_model(stepping, weight).to(torch.bool)
         for now, was in zip((weight, *slots), before):
             now.copy_(torch.where(on, now, was))
+
+
+@torch.no_grad()
+def step_all(weights: Sequence[torch.Tensor], slots: Sequence[tuple[torch.Tensor, torch.Tensor]],
+             grads: Sequence[torch.Tensor], *, adam: torch.Tensor, lr: torch.Tensor,
+             momentum: torch.Tensor, step: torch.Tensor,
+             stepping: torch.Tensor | None = None) -> None:
+    """:func:`step_models` for every parameter of a batch at once: where all its models use
+    one optimizer and all step, the same formulas as a few ``torch._foreach_*`` calls over
+    the parameter list, the bias correction computed once (the per-parameter path spent
+    most of a small conv net's step on ~20 small operations per parameter); otherwise
+    :func:`step_models` per parameter."""
+    everyone = stepping is None or bool(stepping.all())
+    kinds = bool(adam.any()), bool(adam.all())
+    if not everyone or kinds[0] != kinds[1]:
+        for w, s, g in zip(weights, slots, grads):
+            step_models(w, s, g, adam=adam, lr=lr, momentum=momentum, step=step,
+                        stepping=stepping)
+        return
+    weights, grads = list(weights), list(grads)
+    first = [s[0] for s in slots]
+    if kinds[0]:  # Keras Adam, as adam_step
+        alpha = lr * _bias_correction(step, ADAM_BETA_1, ADAM_BETA_2, lr)
+        second = [s[1] for s in slots]
+        torch._foreach_lerp_(first, grads, 1.0 - ADAM_BETA_1)  # m += (g - m) * (1 - beta_1)
+        torch._foreach_lerp_(second, torch._foreach_mul(grads, grads), 1.0 - ADAM_BETA_2)
+        update = torch._foreach_mul(first, [_per_model(alpha, w) for w in weights])
+        denominator = torch._foreach_sqrt(second)
+        torch._foreach_add_(denominator, ADAM_EPSILON)
+        torch._foreach_div_(update, denominator)
+        torch._foreach_sub_(weights, update)
+    else:  # Keras SGD, as sgd_step
+        torch._foreach_mul_(first, [_per_model(momentum, w) for w in weights])
+        torch._foreach_sub_(first, torch._foreach_mul(grads, [_per_model(lr, w)
+                                                             for w in weights]))
+        torch._foreach_add_(weights, first)

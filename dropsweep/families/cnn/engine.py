@@ -13,7 +13,7 @@ family.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
@@ -25,7 +25,8 @@ from dropsweep.data.dataset import Dataset, scaling
 from dropsweep.errors import DropsweepError, SweepError
 from dropsweep.families.cnn import dropout_rates, in_shape
 from dropsweep.families.cnn.blocks import feature_sizes
-from dropsweep.families.cnn.network import ConvNets, ConvSpec, Rates
+from dropsweep.families.cnn.network import FORMS, ConvNets, ConvSpec, Rates
+from dropsweep.train import forms
 from dropsweep.train.memory import BYTES_PER_FLOAT, FLOATS_PER_PARAMETER, GATHER_ROWS, Need
 from dropsweep.data.protocols import Folds, one_split
 from dropsweep.train.hooks import NO_HOOKS, TrainHooks
@@ -42,15 +43,7 @@ from dropsweep.train.loop import (
 if TYPE_CHECKING:
     from dropsweep.families.base import Sections
 
-ENGINES = ("auto", "loop", "grouped")
-# A network of at most this many multiply-adds per row trains faster as one grouped
-# convolution than model by model on the CPU; above it each convolution has work enough on
-# its own (benchmarks/gpu_cnn.py, side by side in one run each: the digits-cnn net, ~0.1M,
-# grouped 2.4x the plain loop at 8 models and 2.7x at 32; 16x16x3 through 64 channels,
-# ~1.3M, grouped 0.39x and 0.36x, the engine's loop 0.83x and 0.72x; benchmarks/
-# cnn_engines.py: 16x16x3 with 16 channels, ~0.15M, grouped 1.67x at 8; CIFAR-10's Keras
-# network, ~7.8M, the loop up to 2x faster).
-GROUPED_MACS = 500_000
+ENGINES = ("auto", *FORMS)  # auto: the form measured fastest here (dropsweep.train.forms)
 # What one evaluation chunk's activations may take, whatever the batch and the rows.
 EVAL_BYTES = 256 * 2**20
 
@@ -76,13 +69,18 @@ def spec_of(sections: Sections, image_shape: tuple[int, ...] | None, n_classes: 
 
 
 def choose_form(spec: ConvSpec, engine: str = "auto") -> str:
-    """How the batch computes its convolutions: grouped for small networks, model by model
-    for large ones (``engine`` may force either)."""
+    """The form ``engine`` asks for: ``loop`` or ``grouped``, or ``auto``, which the batch
+    resolves by timing both (:func:`form_key`, :mod:`dropsweep.train.forms`)."""
     if engine not in ENGINES:
         raise ValueError(f"the conv-net engine must be one of {ENGINES}, got {engine!r}")
-    if engine != "auto":
-        return engine
-    return "grouped" if cost_of(spec).macs <= GROUPED_MACS else "loop"
+    return engine
+
+
+def form_key(spec: ConvSpec, models: int, batch_size: int, device: torch.device) -> str:
+    """What a measured choice of form holds for: the network, the models trained at once,
+    the minibatch, the machine."""
+    return forms.cache_key("cnn", {"spec": asdict(spec), "models": models,
+                                   "batch_size": batch_size}, device)
 
 
 @dataclass(frozen=True)
@@ -137,7 +135,7 @@ class Settings:
     batch_size: int
     eval_every: int
     max_norm_axis: str = "keras"
-    form: str = "loop"
+    form: str = "loop"  # or "grouped"; "auto" until the engine has timed both
 
 
 class CNNEngine:
@@ -150,6 +148,11 @@ class CNNEngine:
     def __init__(self, configs: Sequence[Mapping[str, Any]], folds: Folds,
                  settings: Settings, seed: int) -> None:
         device, k, n = folds.rows.device, folds.k, len(configs)
+        if settings.form == "auto":  # timed on throwaway engines, before this one's weights
+            settings = replace(settings, form=forms.fastest(
+                form_key(settings.spec, n * k, settings.batch_size, device), FORMS,
+                lambda form: forms.engine_stepper(lambda: CNNEngine(
+                    configs, folds, replace(settings, form=form), seed)), device))
         self.folds, self.settings = folds, settings
         self.spec, self.bs, self.form = settings.spec, settings.batch_size, settings.form
         self.cost = cost_of(self.spec)
@@ -205,9 +208,12 @@ class CNNEngine:
 
     def images(self, x: torch.Tensor) -> torch.Tensor:
         """Gathered rows ``[models, rows, features]`` (the data's own pixel order: height,
-        width, channels) as ``[models, rows, channels, height, width]``."""
+        width, channels) as ``[models, rows, channels, height, width]``: a view, each model's
+        images in channels-last memory, which oneDNN's convolutions and max-pooling take
+        without a reorder (a plain loop and the engine alike trained faster so than on
+        contiguous images here)."""
         c, h, w = self.spec.in_shape
-        return x.view(*x.shape[:2], h, w, c).permute(0, 1, 4, 2, 3).contiguous()
+        return x.view(*x.shape[:2], h, w, c).permute(0, 1, 4, 2, 3)
 
     # ------------------------------------------------------------------ an epoch
 
@@ -308,7 +314,11 @@ def batch_engine(configs: Sequence[Mapping[str, Any]], folds: Folds, sections: S
     """The engine :func:`train_trials` trains these configurations with (a resume checks a
     checkpoint against a fresh one)."""
     spec = spec_of(sections, folds.image_shape, folds.n_classes)
-    return CNNEngine(configs, folds, settings_of(sections, spec, hooks.engine), seed)
+    settings = settings_of(sections, spec, hooks.engine)
+    made = (hooks.resume or {}).get("engine", {})
+    if settings.form == "auto" and isinstance(made, Mapping) and made.get("form") in FORMS:
+        settings = replace(settings, form=made["form"])  # a resumed batch keeps its form
+    return CNNEngine(configs, folds, settings, seed)
 
 
 def train_on_all(sections: Sections, dataset: Dataset, config: Mapping[str, Any], seed: int,

@@ -10,9 +10,8 @@ Two ways to compute the batch, both exact (``tests/test_cnn_network.py`` holds e
 plain per-model ``nn.Conv2d``/``nn.Linear`` reference): ``loop``, one model's convolutions
 after another's (in training, each model's whole forward and backward pass before the
 next's), and ``grouped``, the models' minibatches stacked along the channels and each
-convolution one ``groups=models`` call. ``benchmarks/cnn_engines.py`` measured the loop
-faster at CIFAR-10's size on this CPU and grouped faster on small inputs; the engine
-chooses by the work per row.
+convolution one ``groups=models`` call. Which is faster depends on the shape and the machine
+(``benchmarks/cnn_engines.py``): the engine times both (:mod:`dropsweep.train.forms`).
 
 Dropout sites, as in the example: ``input`` (on the images), ``conv`` (after each block's
 pooling), ``dense`` (after each hidden dense layer); inverted, a rate per site and model;
@@ -23,15 +22,18 @@ channels)``, PyTorch ``Dropout2d``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from dropsweep.families.cnn.blocks import feature_sizes, max_norm, uniform_init
-from dropsweep.families.optimizers import OPTIMIZERS, step_models
+from dropsweep.families.optimizers import OPTIMIZERS, step_all
 
 FORMS = ("loop", "grouped")
+# oneDNN's convolutions and PyTorch's max-pooling on the CPU were measured 2-6x faster on
+# channels-last maps than on contiguous ones at these networks' small feature maps
+CHANNELS_LAST = torch.channels_last
 
 
 @dataclass(frozen=True)
@@ -137,49 +139,65 @@ class ConvNets:
 
     # ------------------------------------------------------------------ forward
 
+    def _split(self, p: Sequence[torch.Tensor]) -> tuple[Sequence[torch.Tensor], ...]:
+        """Parameters in :meth:`parameters` order as (conv w, conv b, dense w, dense b)."""
+        n_conv, n_dense = len(self.conv_w), len(self.dense_w)
+        return (p[:n_conv], p[n_conv:2 * n_conv], p[2 * n_conv:2 * n_conv + n_dense],
+                p[2 * n_conv + n_dense:])
+
     def logits(self, x: torch.Tensor, rates: Rates | None = None,
                generator: torch.Generator | None = None, form: str = "loop",
                params: Sequence[torch.Tensor] | None = None,
                masks: Sequence[torch.Tensor | None] | None = None) -> torch.Tensor:
         """``[models, rows, classes]`` for ``x`` ``[models, rows, C, H, W]``; dropout when
-        ``rates`` is given (training: masks drawn here) or ``masks`` (drawn already, one per
-        site in :meth:`masks` order), none otherwise."""
+        ``rates`` is given (training: masks drawn here, in :meth:`masks` order whatever the
+        form) or ``masks`` (drawn already, one per site in :meth:`masks` order), none
+        otherwise."""
         if form not in FORMS:
             raise ValueError(f"form must be one of {FORMS}, got {form!r}")
         p = list(params) if params is not None else self.parameters()
-        n_conv, n_dense = len(self.conv_w), len(self.dense_w)
-        conv_w, conv_b = p[:n_conv], p[n_conv:2 * n_conv]
-        dense_w = p[2 * n_conv:2 * n_conv + n_dense]
-        dense_b = p[2 * n_conv + n_dense:]
+        if form == "loop":
+            if masks is None and rates is not None:
+                assert generator is not None
+                masks = self.masks(x.shape[1], rates, generator)
+            return torch.stack([
+                self.one(x[m], [t[m] for t in p],
+                         None if masks is None else [None if k is None else k[m]
+                                                     for k in masks])
+                for m in range(x.shape[0])])
+        conv_w, conv_b, dense_w, dense_b = self._split(p)
         pad = 0 if self.spec.padding == "valid" else self.spec.kernel // 2
-
         given = iter(masks) if masks is not None else None
         dropping = rates is not None or given is not None
 
         def drop(h: torch.Tensor, rate: torch.Tensor | None,
                  spatial: torch.Tensor | None = None) -> torch.Tensor:
-            if given is not None:
-                mask = next(given)
-            else:
-                assert generator is not None and rate is not None
-                mask = _mask(h.shape[1:], rate, generator, spatial)
+            mask = self._site_mask(given, generator, h.shape, rate, spatial)
             return h if mask is None else h * mask
 
         h = drop(x, rates and rates.input) if dropping else x
         M, rows = h.shape[:2]
+        # the models' channels side by side, [rows, models * channels, H, W] in channels-last
+        # memory ([rows, H, W, models, channels]), until the flatten: pooling and ReLU are
+        # per channel, each conv one grouped call; max-pool, then ReLU: the same numbers and
+        # gradients as ReLU then max-pool (ReLU is monotonic; both pass a gradient only
+        # through a positive maximum), with ReLU and its backward pass on a quarter of the
+        # units
+        c, hh, ww = h.shape[2:]
+        g = h.permute(1, 3, 4, 0, 2).reshape(rows, hh, ww, M * c).permute(0, 3, 1, 2)
         for w, b in zip(conv_w, conv_b):
-            if form == "loop":
-                h = torch.stack([F.conv2d(h[m], w[m], b[m], padding=pad) for m in range(M)])
-            else:
-                stacked = h.transpose(0, 1).reshape(rows, M * h.shape[2], *h.shape[3:])
-                out = F.conv2d(stacked, w.reshape(-1, *w.shape[2:]), b.reshape(-1),
-                               padding=pad, groups=M)
-                h = out.reshape(rows, M, w.shape[1], *out.shape[2:]).transpose(0, 1)
-            h = F.max_pool2d(F.relu(h).flatten(0, 1), self.spec.pool)
-            h = h.reshape(M, rows, *h.shape[1:])
+            g = F.conv2d(g, w.reshape(-1, *w.shape[2:]), b.reshape(-1), padding=pad,
+                         groups=M).contiguous(memory_format=CHANNELS_LAST)
+            g = F.relu(F.max_pool2d(g, self.spec.pool))
             if dropping:
-                h = drop(h, rates and rates.conv, rates and rates.spatial)
-        h = h.flatten(2)
+                out, hh, ww = w.shape[1], *g.shape[2:]
+                mask = self._site_mask(given, generator, (M, rows, out, hh, ww),
+                                       rates and rates.conv, rates and rates.spatial)
+                if mask is not None:
+                    g = (g.permute(0, 2, 3, 1).reshape(rows, hh, ww, M, out)
+                         * mask.permute(1, 3, 4, 0, 2)
+                         ).reshape(rows, hh, ww, M * out).permute(0, 3, 1, 2)
+        h = g.reshape(rows, M, -1).transpose(0, 1)  # [models, rows, C*H*W], C-major
         for i, (w, b) in enumerate(zip(dense_w, dense_b)):
             h = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
             if i < len(dense_w) - 1:
@@ -187,6 +205,40 @@ class ConvNets:
                 if dropping:
                     h = drop(h, rates and rates.dense)
         return h
+
+    def one(self, x: torch.Tensor, params: Sequence[torch.Tensor],
+            masks: Sequence[torch.Tensor | None] | None = None) -> torch.Tensor:
+        """One model's logits ``[rows, classes]`` for its ``x`` ``[rows, C, H, W]``, its
+        parameters without the models axis, its masks (:meth:`masks` order) if it drops: the
+        plain network, each conv on channels-last maps, max-pool before ReLU (as above)."""
+        conv_w, conv_b, dense_w, dense_b = self._split(params)
+        pad = 0 if self.spec.padding == "valid" else self.spec.kernel // 2
+        given = iter(masks) if masks is not None else iter(())
+
+        def drop(h: torch.Tensor) -> torch.Tensor:
+            mask = next(given, None)
+            return h if mask is None else h * mask
+
+        h = drop(x).contiguous(memory_format=CHANNELS_LAST)
+        for w, b in zip(conv_w, conv_b):
+            h = drop(F.relu(F.max_pool2d(F.conv2d(h, w, b, padding=pad), self.spec.pool)))
+        h = h.flatten(1)
+        for i, (w, b) in enumerate(zip(dense_w, dense_b)):
+            h = F.linear(h, w, b)
+            if i < len(dense_w) - 1:
+                h = drop(F.relu(h))
+        return h
+
+    @staticmethod
+    def _site_mask(given: Iterator[torch.Tensor | None] | None,
+                   generator: torch.Generator | None, shape: Sequence[int],
+                   rate: torch.Tensor | None, spatial: torch.Tensor | None = None
+                   ) -> torch.Tensor | None:
+        """The next site's mask ``[models, *shape[1:]]``: the next of those given, or drawn."""
+        if given is not None:
+            return next(given)
+        assert generator is not None and rate is not None
+        return _mask(shape[1:], rate, generator, spatial)
 
     def masks(self, rows: int, rates: Rates, generator: torch.Generator
               ) -> list[torch.Tensor | None]:
@@ -203,26 +255,29 @@ class ConvNets:
         return out
 
     def _model_by_model(self, x: torch.Tensor, y: torch.Tensor, rates: Rates | None,
-                        generator: torch.Generator | None, row_weight: torch.Tensor | None
-                        ) -> list[torch.Tensor]:
-        """The gradients of every model's own loss, one model's forward and backward pass
-        after another: one model's activations alive at a time, as a plain per-model loop
-        keeps them (on the CPU, the whole batch's stop fitting in cache)."""
+                        generator: torch.Generator | None, row_weight: torch.Tensor | None,
+                        stepping: torch.Tensor | None, update: Callable[[slice, Sequence[
+                            torch.Tensor], torch.Tensor | None], None]) -> None:
+        """Each model's forward and backward pass, then its update, one model after
+        another: one model's activations, gradients and optimiser slots alive at a time, as a
+        plain per-model loop keeps them (on the CPU, the whole batch's stop fitting in
+        cache). A model that does not step is skipped (its masks are drawn all the same)."""
         masks = None if rates is None else self.masks(x.shape[1], rates, generator)
-        per_model: list[list[torch.Tensor]] = [[] for _ in self.parameters()]
+        steps = None if stepping is None else stepping.tolist()
         for m in range(self.models):
-            params = [p[m:m + 1].detach().requires_grad_() for p in self.parameters()]
-            mine = None if masks is None else [
-                None if k is None else k[m:m + 1] for k in masks]
+            if steps is not None and not steps[m]:
+                continue
+            params = [p[m].detach().requires_grad_() for p in self.parameters()]
+            mine = None if masks is None else [None if k is None else k[m] for k in masks]
             with torch.enable_grad():
-                logits = self.logits(x[m:m + 1], form="loop", params=params,
-                                     masks=mine)
-                losses = F.cross_entropy(logits[0], y[m], reduction="none")
-                loss = (losses.sum() / y.shape[1] if row_weight is None
-                        else (losses * row_weight[m]).sum())
-                for acc, g in zip(per_model, torch.autograd.grad(loss, params)):
-                    acc.append(g)
-        return [torch.cat(g) for g in per_model]
+                logits = self.one(x[m], params, mine)
+                if row_weight is None:
+                    loss = F.cross_entropy(logits, y[m], reduction="sum") / y.shape[1]
+                else:
+                    loss = (F.cross_entropy(logits, y[m], reduction="none")
+                            * row_weight[m]).sum()
+                grads = [g.unsqueeze(0) for g in torch.autograd.grad(loss, params)]
+            update(slice(m, m + 1), grads, None)
 
     # ------------------------------------------------------------------ training
 
@@ -247,29 +302,44 @@ class ConvNets:
             adam = optimizer
         if momentum is None:
             momentum = torch.zeros_like(lr)
-        if form == "loop":
-            grads = self._model_by_model(x, y, rates, generator, row_weight)
-        else:
-            params = [p.detach().requires_grad_() for p in self.parameters()]
-            with torch.enable_grad():
-                logits = self.logits(x, rates, generator, form, params)
-                if row_weight is None:
-                    loss = F.cross_entropy(logits.flatten(0, 1), y.flatten(),
-                                           reduction="sum") / y.shape[1]
-                else:
-                    losses = F.cross_entropy(logits.flatten(0, 1), y.flatten(),
-                                             reduction="none")
-                    loss = (losses.view_as(row_weight) * row_weight).sum()
-                grads = torch.autograd.grad(loss, params)
         self.steps += 1 if stepping is None else stepping.to(self.steps.dtype)
-        for p, g, slots in zip(self.parameters(), grads, self.slots):
-            step_models(p, slots, g, adam=adam, lr=lr, momentum=momentum, step=self.steps,
-                        stepping=stepping)
+
+        def update(models: slice, grads: Sequence[torch.Tensor],
+                   stepping: torch.Tensor | None) -> None:
+            self._update(models, grads, adam[models], lr[models], momentum[models],
+                         None if max_norm_c is None else max_norm_c[models], max_norm_axis,
+                         stepping)
+
+        if form == "loop":
+            self._model_by_model(x, y, rates, generator, row_weight, stepping, update)
+            return
+        params = [p.detach().requires_grad_() for p in self.parameters()]
+        with torch.enable_grad():
+            logits = self.logits(x, rates, generator, form, params)
+            if row_weight is None:
+                loss = F.cross_entropy(logits.flatten(0, 1), y.flatten(),
+                                       reduction="sum") / y.shape[1]
+            else:
+                losses = F.cross_entropy(logits.flatten(0, 1), y.flatten(),
+                                         reduction="none")
+                loss = (losses.view_as(row_weight) * row_weight).sum()
+            grads = torch.autograd.grad(loss, params)
+        update(slice(None), grads, stepping)
+
+    def _update(self, models: slice, grads: Sequence[torch.Tensor], adam: torch.Tensor,
+                lr: torch.Tensor, momentum: torch.Tensor, max_norm_c: torch.Tensor | None,
+                max_norm_axis: str, stepping: torch.Tensor | None) -> None:
+        """The optimiser's update of these models (a slice of the batch), then max-norm
+        (Keras: after every update); ``stepping`` False: that model does not change."""
+        step_all([p[models] for p in self.parameters()],
+                 [(s[0][models], s[1][models]) for s in self.slots], grads, adam=adam, lr=lr,
+                 momentum=momentum, step=self.steps[models], stepping=stepping)
         if max_norm_c is not None and bool(torch.isfinite(max_norm_c).any()):
             limited = torch.isfinite(max_norm_c)  # inf: none (not a scaling by n / (n + eps))
             if stepping is not None:
                 limited = limited & stepping
             c = torch.where(limited, max_norm_c, torch.ones_like(max_norm_c))
             for w in self.constrained():
+                w = w[models]
                 on = limited.view(-1, *([1] * (w.dim() - 1)))
                 w.copy_(torch.where(on, max_norm(w, c, max_norm_axis), w))

@@ -12,8 +12,10 @@ steps and ``model.eval()`` for scores, so BatchNorm works here.
 
 ``form`` says how a batch computes: ``"loop"`` here, or ``"batched"``
 (:mod:`dropsweep.families.custom.batched`: ``torch.func`` over the stacked module states).
-:func:`choose_form` takes the batched form unless the module cannot be batched, and then
-says why in one line; checkpoints record the form they were made by.
+:func:`choose_form` rules the batched form out where the module cannot be batched, and then
+says why in one line; where both work, the batch takes the one measured faster here for this
+module, data shape and number of models (:mod:`dropsweep.train.forms`); checkpoints record
+the form they were made by, and a resumed batch keeps it.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from dropsweep.families.custom.settings import Network, Settings
 from dropsweep.families.optimizers import adam_step, sgd_step
 from dropsweep.train.memory import BYTES_PER_FLOAT, FLOATS_PER_PARAMETER, GATHER_ROWS, Need
 from dropsweep.data.protocols import Folds, one_split
+from dropsweep.train import forms
 from dropsweep.train.hooks import NO_HOOKS, TrainHooks, to_stderr
 from dropsweep.train.loop import (
     TrialResult,
@@ -55,7 +58,7 @@ ENGINES = ("auto", *FORMS)
 # What the loop costs against the batched form where both work, as the fallback line says
 # (benchmarks/custom_batched.py, one epoch side by side, two runs on a loaded 2-core CPU:
 # 32 models of a small MLP 5.3x and 6.1x, of a small CNN 2.6x and 3.4x; 8 models 1.7-3.3x;
-# one model alone the loop is 2.2-2.5x faster, so a batch of one trains in the loop).
+# one model alone the loop was 2.2-2.5x faster: which form a batch takes is timed).
 LOOP_COST = "2.5-6x the batched form's time at 32 models of a small MLP or CNN"
 EVAL_ROWS = 256  # rows per model one evaluation chunk scores
 
@@ -339,9 +342,27 @@ def batch_engine(configs: Sequence[Mapping[str, Any]], folds: Folds, sections: S
     network = resolve_network(sections, shape_of(folds), folds.n_classes, seed)
     form = decide_form(sections, network, folds.n_classes, hooks.engine, folds.rows.device,
                        hooks.on_notice)
-    if len(configs) * folds.k == 1 and hooks.engine == "auto":
-        form = "loop"  # one model alone trains faster without vmap (custom_batched.py)
+    if hooks.engine == "auto" and form == "batched":  # both forms work: the faster here
+        made = (hooks.resume or {}).get("engine", {})
+        if isinstance(made, Mapping) and made.get("form") in FORMS:
+            form = made["form"]  # a resumed batch keeps its form
+        else:
+            form = forms.fastest(form_key(sections, network, folds, len(configs)), FORMS,
+                                 lambda f: forms.engine_stepper(lambda: make_engine(
+                                     configs, folds, network, settings_of(sections, f), seed)),
+                                 folds.rows.device)
     return make_engine(configs, folds, network, settings_of(sections, form), seed)
+
+
+def form_key(sections: Sections, network: Network, folds: Folds, configs: int) -> str:
+    """What a measured choice of form holds for: the module and its arguments, the data's
+    shape, the models trained at once, the minibatch, the machine."""
+    m = sections.model
+    return forms.cache_key("custom", {
+        "module": m.module, "args": repr(m.args), "sources": m.sources,
+        "input": network.input_shape, "classes": folds.n_classes,
+        "models": configs * folds.k, "batch_size": sections.train.batch_size},
+        folds.rows.device)
 
 
 def train_on_all(sections: Sections, dataset: Dataset, config: Mapping[str, Any], seed: int,
