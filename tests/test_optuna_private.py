@@ -329,3 +329,37 @@ def test_study_view_overrides_what_samplers_and_pruners_read(rdb_study: optuna.S
     empty = EvenView(quiet_study())
     with pytest.raises(ValueError, match="No trials are completed yet"):
         empty.best_trial
+
+
+def test_param_importances_are_optunas_own_without_importing_scikit_learn(tmp_path):
+    """The same PED-ANOVA figures as ``optuna.importance.get_param_importances``, computed in a
+    fresh process that never imports scikit-learn for them; scikit-learn still imports there
+    afterwards (the digits set needs it)."""
+    import json
+    import subprocess
+    import sys
+
+    code = r'''
+import json, sys, warnings
+import optuna
+warnings.simplefilter("ignore")
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+study.optimize(lambda t: t.suggest_float("x", 0, 1) + 0.1 * t.suggest_float("y", 0, 1)
+               + t.suggest_categorical("z", ["a", "b"]).count("a"), n_trials=40)
+from dropsweep.storage import optuna_private
+mine = optuna_private.param_importances(study)
+before = "sklearn" in sys.modules
+import optuna.importance
+theirs = optuna.importance.get_param_importances(study, normalize=False)
+import sklearn.ensemble  # a real import still works
+print(json.dumps({"mine": mine, "theirs": theirs, "sklearn_before": before,
+                  "ensemble": sklearn.ensemble.RandomForestRegressor.__name__}))
+'''
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout.splitlines()[-1])
+    assert out["mine"] == out["theirs"] and set(out["mine"]) == {"x", "y", "z"}
+    assert out["sklearn_before"] is False
+    assert out["ensemble"] == "RandomForestRegressor"

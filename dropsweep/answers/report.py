@@ -147,9 +147,7 @@ def _importances(study: optuna.Study, n_complete: int) -> tuple[dict[str, float]
     def evaluate(params: list[str] | None) -> dict[str, float]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # few-trial and experimental warnings
-            return optuna.importance.get_param_importances(
-                study, params=params, normalize=False
-            )
+            return optuna_private.param_importances(study, params=params, normalize=False)
 
     try:
         raw = evaluate(None)
