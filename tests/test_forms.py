@@ -83,6 +83,7 @@ def test_the_key_names_the_machine_and_the_real_timer_takes_turns():
     key = json.loads(forms.cache_key("cnn", {"models": 1}, CPU))
     assert key["device"] == "cpu" and key["torch"] == torch.__version__
     assert key["threads"] == torch.get_num_threads() and key["models"] == 1
+    assert key["device_name"] == forms.cpu_name() and key["device_name"]
     order: list[str] = []
     got = forms.timed({"a": lambda: order.append("a"), "b": lambda: order.append("b")}, CPU,
                       rounds=2)

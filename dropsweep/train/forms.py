@@ -34,10 +34,21 @@ ROUNDS = 3  # timed minibatch steps per form, taking turns after one warm-up; th
 _MEMO: dict[tuple[Path, str], str] = {}  # (cache file, key): what this process chose
 
 
+def cpu_name() -> str:
+    """The CPU's model name (Linux's /proc/cpuinfo), else what the platform says: a cache in
+    a home directory shared by machines of different CPUs keeps one choice for each."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def machine_key(device: torch.device) -> dict[str, Any]:
     """What makes one machine's timing another's: the device, torch, the CPU threads."""
-    name = (torch.cuda.get_device_name(device) if device.type == "cuda"
-            else platform.processor() or platform.machine())
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
     return {"device": device.type, "device_name": name, "torch": torch.__version__,
             "threads": torch.get_num_threads()}
 
