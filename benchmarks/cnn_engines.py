@@ -28,12 +28,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -184,7 +186,7 @@ def run(shapes: tuple[Shape, ...], models: tuple[int, ...], device: torch.device
         f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); best of {repeats} "
         f"interleaved runs of {steps} step(s), Adam")
     rows = []
-    with tempfile.TemporaryDirectory() as cache, _cache_in(cache):
+    with scratch_cache():
         for shape in shapes:
             for m in models:
                 try:
@@ -202,25 +204,20 @@ def run(shapes: tuple[Shape, ...], models: tuple[int, ...], device: torch.device
     return rows
 
 
-class _cache_in:
-    """forms' cache in a scratch directory: the benchmark neither reads nor leaves a choice."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-
-    def __enter__(self) -> None:
-        import os
-
-        self.was = os.environ.get("DROPSWEEP_CACHE_DIR")
-        os.environ["DROPSWEEP_CACHE_DIR"] = self.path
-
-    def __exit__(self, *exc: object) -> None:
-        import os
-
-        if self.was is None:
-            os.environ.pop("DROPSWEEP_CACHE_DIR", None)
-        else:
-            os.environ["DROPSWEEP_CACHE_DIR"] = self.was
+@contextmanager
+def scratch_cache() -> Iterator[None]:
+    """dropsweep's cache (forms.json among it) in a scratch directory for the duration: a
+    benchmark times the forms afresh, and neither reads nor leaves a choice."""
+    was = os.environ.get("DROPSWEEP_CACHE_DIR")
+    with tempfile.TemporaryDirectory() as cache:
+        os.environ["DROPSWEEP_CACHE_DIR"] = cache
+        try:
+            yield
+        finally:
+            if was is None:
+                os.environ.pop("DROPSWEEP_CACHE_DIR", None)
+            else:
+                os.environ["DROPSWEEP_CACHE_DIR"] = was
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:

@@ -15,9 +15,7 @@ The ratios count on a shared machine, not the seconds.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -30,8 +28,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's 
 from dropsweep.families.custom.batched import BatchedEngine  # noqa: E402
 from dropsweep.families.custom.engine import CustomEngine, Network, Settings  # noqa: E402
 from dropsweep.data.protocols import make_folds  # noqa: E402
-from dropsweep.train import forms  # noqa: E402
 from dropsweep.sweep.space import Config  # noqa: E402
+from dropsweep.train import forms  # noqa: E402
+
+from cnn_engines import scratch_cache  # noqa: E402  (a sibling script)
 
 
 def mlp() -> tuple[nn.Module, dict[str, list[str]], tuple[int, ...]]:
@@ -81,19 +81,11 @@ def engines(kind: str, models: int, rows: int, device: torch.device | str = "cpu
 def chosen(kind: str, models: int, rows: int) -> str:
     """The form a batch of this module would take here: dropsweep.train.forms's timing of
     fresh engines (no cache: a scratch directory), as the custom family runs it."""
-    with tempfile.TemporaryDirectory() as cache:
-        was = os.environ.get("DROPSWEEP_CACHE_DIR")
-        os.environ["DROPSWEEP_CACHE_DIR"] = cache
-        try:
-            made = {"loop": "loop", "batched": "autograd"}
-            return forms.fastest(f"{kind} {models}", ("loop", "batched"), lambda form: (
-                forms.engine_stepper(lambda: engines(kind, models, rows)[made[form]])),
-                torch.device("cpu"))
-        finally:
-            if was is None:
-                os.environ.pop("DROPSWEEP_CACHE_DIR", None)
-            else:
-                os.environ["DROPSWEEP_CACHE_DIR"] = was
+    made = {"loop": "loop", "batched": "autograd"}
+    with scratch_cache():
+        return forms.fastest(f"{kind} {models}", ("loop", "batched"), lambda form: (
+            forms.engine_stepper(lambda: engines(kind, models, rows)[made[form]])),
+            torch.device("cpu"))
 
 
 def epoch_seconds(engine) -> float:

@@ -16,6 +16,9 @@ REPO = Path(__file__).resolve().parents[1]
 SONAR_DIR = Path(os.environ.get("DROPSWEEP_DATA_DIR", REPO.parent / "shared" / "data")).resolve()
 # One build of the C training kernel serves the whole run, subprocesses included.
 os.environ.setdefault("DROPSWEEP_KERNEL_DIR", tempfile.mkdtemp(prefix="dropsweep-kernels-"))
+# Never the user's own cache, even where the per-test one below is not yet in place (a
+# module-scoped fixture that searches: its timed conv-net forms would land in forms.json).
+os.environ["DROPSWEEP_CACHE_DIR"] = tempfile.mkdtemp(prefix="dropsweep-cache-")
 
 
 @pytest.fixture(autouse=True)

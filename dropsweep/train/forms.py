@@ -6,15 +6,17 @@ faster depends on the network, the minibatch, the number of models, the device a
 libraries: a fixed rule (work per row) chose the slower form at some shapes here. So the
 first batch of a shape times a few minibatch steps of each form, the forms taking turns, on
 throwaway engines (their own weights and generators: the batch's results do not depend on
-the timing's draws) and keeps the fastest; the choice is cached per shape, models, device, torch and threads, in memory and in
-``forms.json`` in dropsweep's cache, so later batches, resumed ones and other processes on
-the machine take the same form without timing again. As with cuDNN's benchmark mode, two
-machines may choose differently, and the forms' sums differ in the last bits; a checkpoint
-records its form and a resumed batch keeps it.
+the timing's draws) and keeps the fastest; the choice is cached per shape, models, device,
+torch and threads, in memory and in ``forms.json`` in dropsweep's cache, so later batches,
+resumed ones and other processes on the machine take the same form without timing again.
+As with cuDNN's benchmark mode, two machines may choose differently, and the forms' sums
+differ in the last bits; a checkpoint records its form and a resumed batch keeps it
+(:func:`resumed`).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -63,19 +65,26 @@ def _path() -> Path:
     return cache_dir() / CACHE_FILE
 
 
+def _table(path: Path) -> dict[str, Any]:
+    """The cache file's choices; none where there is no file yet or a damaged one (then
+    the forms are timed again and the file rewritten whole)."""
+    try:
+        table = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return table if isinstance(table, dict) else {}
+
+
 def cached(key: str) -> str | None:
     """The form chosen before for ``key``, in this process or recorded in the cache file."""
     path = _path()
-    if (path, key) in _MEMO:
-        return _MEMO[path, key]
-    try:
-        form = json.loads(path.read_text()).get(key, {}).get("form")
-    except (OSError, ValueError, AttributeError):
-        return None  # no cache yet, or one damaged: time again
-    if isinstance(form, str):
+    if (path, key) not in _MEMO:
+        entry = _table(path).get(key)
+        form = entry.get("form") if isinstance(entry, dict) else None
+        if not isinstance(form, str):
+            return None
         _MEMO[path, key] = form
-        return form
-    return None
+    return _MEMO[path, key]
 
 
 def remember(key: str, form: str, seconds: Mapping[str, float]) -> None:
@@ -83,21 +92,25 @@ def remember(key: str, form: str, seconds: Mapping[str, float]) -> None:
     timing in the next process (written whole or not at all)."""
     path = _path()
     _MEMO[path, key] = form
+    table = _table(path)
+    table[key] = {"form": form, "seconds_per_step": {
+        f: round(s, 6) for f, s in seconds.items() if math.isfinite(s)}}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            table = json.loads(path.read_text())
-            table = table if isinstance(table, dict) else {}
-        except (OSError, ValueError):
-            table = {}
-        table[key] = {"form": form, "seconds_per_step": {
-            f: round(s, 6) for f, s in seconds.items() if math.isfinite(s)}}
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".forms-", suffix=".json")
         with os.fdopen(fd, "w") as out:
             json.dump(table, out, indent=1, sort_keys=True)
         os.replace(tmp, path)
     except OSError:
         pass
+
+
+def resumed(resume: Mapping[str, Any] | None, forms: Sequence[str]) -> str | None:
+    """The form the engine state a batch resumes from (``TrainHooks.resume``) was made in,
+    if it is one of ``forms``: a resumed batch keeps it, whatever a timing would say now."""
+    made = (resume or {}).get("engine", {})
+    form = made.get("form") if isinstance(made, Mapping) else None
+    return form if form in forms else None
 
 
 def timed(steps: Mapping[str, Callable[[], None]], device: torch.device, rounds: int = ROUNDS
@@ -156,7 +169,7 @@ def engine_stepper(make: Callable[[], Any]) -> Callable[[], None]:
     Engine`) ``make()`` builds: the timing's weights and draws are its own."""
     engine = make()
     engine.start_epoch()
-    position = iter(range(10**9))
+    position = itertools.count()
 
     def step() -> None:
         b = next(position) % max(1, engine.n_batches)

@@ -23,7 +23,8 @@ import torch.nn.functional as F
 from dropsweep.train.checkpoints import Unusable, expect_made
 from dropsweep.data.dataset import Dataset, scaling
 from dropsweep.errors import DropsweepError, SweepError
-from dropsweep.families.cnn import dropout_rates, in_shape
+from dropsweep.families.cnn import dropout_rates
+from dropsweep.families.common import in_shape
 from dropsweep.families.cnn.blocks import feature_sizes
 from dropsweep.families.cnn.network import FORMS, ConvNets, ConvSpec, Rates
 from dropsweep.train import forms
@@ -315,9 +316,9 @@ def batch_engine(configs: Sequence[Mapping[str, Any]], folds: Folds, sections: S
     checkpoint against a fresh one)."""
     spec = spec_of(sections, folds.image_shape, folds.n_classes)
     settings = settings_of(sections, spec, hooks.engine)
-    made = (hooks.resume or {}).get("engine", {})
-    if settings.form == "auto" and isinstance(made, Mapping) and made.get("form") in FORMS:
-        settings = replace(settings, form=made["form"])  # a resumed batch keeps its form
+    made = forms.resumed(hooks.resume, FORMS)
+    if settings.form == "auto" and made is not None:
+        settings = replace(settings, form=made)
     return CNNEngine(configs, folds, settings, seed)
 
 

@@ -343,14 +343,11 @@ def batch_engine(configs: Sequence[Mapping[str, Any]], folds: Folds, sections: S
     form = decide_form(sections, network, folds.n_classes, hooks.engine, folds.rows.device,
                        hooks.on_notice)
     if hooks.engine == "auto" and form == "batched":  # both forms work: the faster here
-        made = (hooks.resume or {}).get("engine", {})
-        if isinstance(made, Mapping) and made.get("form") in FORMS:
-            form = made["form"]  # a resumed batch keeps its form
-        else:
-            form = forms.fastest(form_key(sections, network, folds, len(configs)), FORMS,
-                                 lambda f: forms.engine_stepper(lambda: make_engine(
-                                     configs, folds, network, settings_of(sections, f), seed)),
-                                 folds.rows.device)
+        form = forms.resumed(hooks.resume, FORMS) or forms.fastest(
+            form_key(sections, network, folds, len(configs)), FORMS,
+            lambda f: forms.engine_stepper(lambda: make_engine(
+                configs, folds, network, settings_of(sections, f), seed)),
+            folds.rows.device)
     return make_engine(configs, folds, network, settings_of(sections, form), seed)
 
 
