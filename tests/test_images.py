@@ -270,7 +270,7 @@ def record_digest(monkeypatch: pytest.MonkeyPatch, name: str, file: str, raw: by
 
 
 @pytest.mark.parametrize("name, classes", [
-    ("fashion_mnist", images.FASHION_CLASSES),
+    ("fashion_mnist", registry.FASHION_CLASSES),
     ("mnist", tuple("0123456789")),
 ])
 def test_an_idx_set_from_data_dir(data_dir: Path, monkeypatch: pytest.MonkeyPatch,
@@ -284,7 +284,7 @@ def test_an_idx_set_from_data_dir(data_dir: Path, monkeypatch: pytest.MonkeyPatc
     np.testing.assert_array_equal(got.y_test, arrays["t10k-labels-idx1-ubyte.gz"])
     assert got.classes == classes and got.pixel_max == 255 and got.name == name
     assert got.source == str(data_dir / name) and not no_network
-    assert images.FASHION_CLASSES[:2] == ("T-shirt/top", "Trouser")
+    assert registry.FASHION_CLASSES[:2] == ("T-shirt/top", "Trouser")
 
 
 def test_an_idx_set_with_a_wrong_shape_names_the_file(

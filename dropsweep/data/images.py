@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from dropsweep.data.registry import DIGIT_CLASSES
 from dropsweep.errors import DataError
 
 
@@ -59,9 +60,6 @@ CIFAR_TRAIN_BATCHES = 5  # data_batch_1..5
 CIFAR_BATCH_ROWS = 10000  # images per batch, test_batch included
 CIFAR_SIDE = 32
 
-FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
-                   "Sneaker", "Bag", "Ankle boot")
-DIGIT_CLASSES = tuple(str(d) for d in range(10))
 
 
 # ----------------------------------------------------------------------------- IDX

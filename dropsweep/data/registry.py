@@ -10,16 +10,34 @@ record: adding a data set is adding a record.
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any
 
-from dropsweep.data import images
 from dropsweep.data.fetch import Progress, RemoteFile, fetch
-from dropsweep.data.readers import Dataset, from_images, read_sonar
 from dropsweep.errors import DataError
 
+if TYPE_CHECKING:
+    from dropsweep.data.readers import Dataset
+
 KINDS = ("table", "image")
+FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                   "Sneaker", "Bag", "Ankle boot")
+DIGIT_CLASSES = tuple(str(d) for d in range(10))
+
+
+@dataclass(frozen=True)
+class Reader:
+    """A reader named by its import path (``module:function``) and imported when a set is
+    read: naming the sets — a sweep's ``data.dataset``, ``validate --no-data`` — imports no
+    numpy (which the readers need), as a family names its engine (``EngineFamily.engine``)."""
+
+    path: str
+
+    def __call__(self, record: DataSet, paths: tuple[Path, ...]) -> Any:
+        module, name = self.path.split(":")
+        return getattr(importlib.import_module(module), name)(record, paths)
 
 
 @dataclass(frozen=True)
@@ -34,7 +52,7 @@ class DataSet:
     name: str
     kind: str  # "table" or "image"
     files: tuple[RemoteFile, ...]  # none for a set bundled with a library (digits)
-    reader: Callable[[DataSet, tuple[Path, ...]], Any]
+    reader: Reader
     classes: tuple[str, ...] | None  # None: the files name them (CIFAR-10)
     image_shape: tuple[int, int, int] | None = None  # (height, width, channels) of an image
     official_test: bool = False  # a test split of its own (eval.test's "official")
@@ -99,17 +117,21 @@ def _idx_files(folder: str, base: str, table: dict[str, tuple[int, str]]
 # ----------------------------------------------------------------------------- the records
 
 DATASETS: dict[str, DataSet] = {record.name: record for record in (
-    DataSet("sonar", "table", (SONAR,), read_sonar, ("M", "R"),
+    DataSet("sonar", "table", (SONAR,), Reader("dropsweep.data.readers:read_sonar"), ("M", "R"),
             about="Sonar (a table): 208 returns, 60 band energies, mines and rocks"),
-    DataSet("digits", "image", (), images.read_digits, images.DIGIT_CLASSES, (8, 8, 1),
+    DataSet("digits", "image", (), Reader("dropsweep.data.images:read_digits"), DIGIT_CLASSES,
+            (8, 8, 1),
             about="scikit-learn's bundled 8x8 digits (works offline)"),
     DataSet("fashion_mnist", "image", _idx_files("fashion_mnist", _FASHION_URL, _FASHION),
-            images.read_idx_set, images.FASHION_CLASSES, (28, 28, 1), official_test=True,
+            Reader("dropsweep.data.images:read_idx_set"), FASHION_CLASSES, (28, 28, 1),
+            official_test=True,
             about="Zalando's Fashion-MNIST, read from its official files"),
-    DataSet("mnist", "image", _idx_files("mnist", _MNIST_URL, _MNIST), images.read_idx_set,
-            images.DIGIT_CLASSES, (28, 28, 1), official_test=True,
+    DataSet("mnist", "image", _idx_files("mnist", _MNIST_URL, _MNIST),
+            Reader("dropsweep.data.images:read_idx_set"), DIGIT_CLASSES, (28, 28, 1),
+            official_test=True,
             about="LeCun's MNIST, read from its official files (CVDF's mirror)"),
-    DataSet("cifar10", "image", (CIFAR10,), images.read_cifar_set, None, (32, 32, 3),
+    DataSet("cifar10", "image", (CIFAR10,), Reader("dropsweep.data.images:read_cifar_set"),
+            None, (32, 32, 3),
             official_test=True, about="CIFAR-10, the python version"),
 )}
 
@@ -126,12 +148,15 @@ def read(record: DataSet, progress: Progress | None = None) -> Any:
 
 def load_built_in(record: DataSet, progress: Progress | None = None) -> Dataset:
     """A built-in set's rows (an image set's images flattened)."""
+    from dropsweep.data.readers import from_images
+
     got = read(record, progress)
     return from_images(got) if record.kind == "image" else got
 
 
-def load_image_set(name: str, progress: Progress | None = None) -> images.ImageSet:
-    """A built-in image set by name, as images."""
+def load_image_set(name: str, progress: Progress | None = None) -> Any:
+    """A built-in image set by name, as images (an :class:`~dropsweep.data.images.ImageSet`:
+    not imported here, which images.py imports for the class names)."""
     record = DATASETS.get(name)
     if record is None or record.kind != "image":
         known = ", ".join(n for n, r in DATASETS.items() if r.kind == "image")
