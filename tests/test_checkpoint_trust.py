@@ -23,7 +23,8 @@ from dropsweep.train import checkpoints
 from dropsweep.train.hooks import TrainHooks
 from dropsweep.sweep.config import build_sweep
 from dropsweep.data.dataset import load_dataset
-from dropsweep.study.runner import SearchEvents, run_search
+from dropsweep.study.runner import run_search
+from dropsweep.study.summary import SearchEvents
 from dropsweep.sweep.file import parse_sweep_text
 
 from helpers import SUITE, Every, StopAfter

@@ -383,7 +383,8 @@ def test_a_second_ctrl_c_cuts_the_stop_s_checkpoint_short_and_the_last_one_stays
     import optuna
 
     from dropsweep.sweep.config import build_sweep
-    from dropsweep.study.runner import StopFlag, run_search
+    from dropsweep.study.runner import run_search
+    from dropsweep.study.stop import StopFlag
     from dropsweep.sweep.file import parse_sweep_text
     from helpers import SUITE
 

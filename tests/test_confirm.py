@@ -17,7 +17,8 @@ from dropsweep.study.confirm import (candidates, placement_candidates, placement
 from dropsweep.records import confirm_name
 from dropsweep.study.open import stored_sweep
 from dropsweep.render.confirmation import verdict_text
-from dropsweep.study.runner import StopFlag, run_search
+from dropsweep.study.runner import run_search
+from dropsweep.study.stop import StopFlag
 from dropsweep.answers.stats import Comparison, Interval, compare, interval
 from dropsweep.answers.verdict import Confirmation, ConfirmedRow, Verdict, build_confirmation
 

@@ -17,7 +17,8 @@ from dropsweep.cli import main
 from dropsweep.sweep.config import build_sweep
 from dropsweep.data.dataset import Dataset, fingerprint, hold_back_test, with_scale
 from dropsweep.errors import DropsweepError
-from dropsweep.study.testset import run_test, stored_result
+from dropsweep.answers.tested import stored_result
+from dropsweep.study.testset import run_test
 from dropsweep.study.runner import run_search
 from dropsweep.answers.stats import compare, interval
 from dropsweep.sweep.file import parse_sweep_text
@@ -193,7 +194,7 @@ def test_more_seeds_after_a_stored_answer_are_a_second_look(searched, training):
 
 
 def test_a_look_a_stop_cut_short_goes_on_as_it_began_not_as_a_second_look(searched, training):
-    from dropsweep.study.runner import StopFlag
+    from dropsweep.study.stop import StopFlag
 
     study, data = searched
     stop = StopFlag()
@@ -549,7 +550,7 @@ def test_a_test_stored_before_the_tuned_comparison_reads_and_says_how_to_score_i
 
 def test_a_round_stopped_part_way_resumes_with_every_role(tmp_path, monkeypatch, trained):
     from dropsweep.study import testset as final
-    from dropsweep.study.runner import StopFlag
+    from dropsweep.study.stop import StopFlag
     from dropsweep.study.open import stored_sweep
 
     _, study, data = _listed(tmp_path, monkeypatch)

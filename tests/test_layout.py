@@ -105,8 +105,8 @@ def test_the_graph_reader_sees_every_kind_of_import(tmp_path):
     graph = import_graph()
     # study/testset.py imports data.protocols inside run_test only
     assert "dropsweep.data.protocols" in graph["dropsweep.study.testset"]
-    # render/progress.py reads the runner's summary type under TYPE_CHECKING
-    assert "dropsweep.study.runner" in graph["dropsweep.render.progress"]
+    # render/progress.py reads the search's summary type under TYPE_CHECKING
+    assert "dropsweep.study.summary" in graph["dropsweep.render.progress"]
     # `from dropsweep.train import checkpoints` is an edge to the submodule, not the package
     assert "dropsweep.train.checkpoints" in graph["dropsweep.study.runner"]
     assert "dropsweep.train" not in graph["dropsweep.study.runner"]

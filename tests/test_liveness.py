@@ -319,7 +319,9 @@ def test_two_workers_that_go_on_with_one_lost_batch_at_once_keep_only_the_first(
 
     from dropsweep.study.liveness import carries, replays
     from dropsweep.data.protocols import folds_of
-    from dropsweep.study.runner import SearchEvents, StopFlag, _Search
+    from dropsweep.study.runner import _Search
+    from dropsweep.study.stop import StopFlag
+    from dropsweep.study.summary import SearchEvents
 
     sweep = sweep_of(*LOST)
     lost = stopped(dataset, storage, tmp_path, every=0)

@@ -9,7 +9,7 @@ import optuna
 from rich.console import Console
 
 from dropsweep.render.progress import SearchProgress, render_search_summary
-from dropsweep.study.runner import SearchSummary
+from dropsweep.study.summary import SearchSummary
 
 
 def summary(**kw) -> SearchSummary:

@@ -129,7 +129,7 @@ def test_the_runner_trains_an_out_of_memory_batch_in_halves(tmp_path, monkeypatc
 
     monkeypatch.setattr(family, "train", train)
     notices: list[str] = []
-    from dropsweep.study.runner import SearchEvents
+    from dropsweep.study.summary import SearchEvents
 
     url = f"sqlite:///{tmp_path / 'oom.db'}"
     saves = tmp_path / "checkpoints"
@@ -226,7 +226,7 @@ def test_a_trial_taken_by_another_worker_is_left_out_of_the_halves(tmp_path, mon
 
     monkeypatch.setattr(family, "train", train)
     notices: list[str] = []
-    from dropsweep.study.runner import SearchEvents
+    from dropsweep.study.summary import SearchEvents
 
     run_search(sweep, dataset, storage_url=url, trials=4, batch=4,
                events=SearchEvents(on_notice=notices.append))

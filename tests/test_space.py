@@ -123,7 +123,8 @@ def test_tpe_groups_each_complete_trial_once_and_proposes_as_optunas_own(per_tri
     import optuna
     from optuna.search_space.group_decomposed import _GroupDecomposedSearchSpace
 
-    from dropsweep.study.open import GroupsSoFar, PerTrialSeed, make_sampler
+    from dropsweep.storage.optuna_private import GroupsSoFar
+    from dropsweep.study.open import PerTrialSeed, make_sampler
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     ours = make_sampler("tpe", seed=3)

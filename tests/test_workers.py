@@ -27,7 +27,7 @@ from dropsweep.study.liveness import counts_toward_target
 from dropsweep.storage.open import open_storage
 from dropsweep.study.workers import (PARENT_PID_ENV, WorkerArgs, exit_status, watch_parent,
                                worker_args)
-from dropsweep.study.runner import SearchSummary
+from dropsweep.study.summary import SearchSummary
 
 REPO = Path(__file__).resolve().parents[1]
 SONAR_SWEEP = str(REPO / "sweeps" / "sonar.yaml")

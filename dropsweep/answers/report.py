@@ -25,9 +25,8 @@ from dropsweep import records
 from dropsweep.answers import answer
 from dropsweep.answers.answer import Answer
 from dropsweep.errors import StorageError
-from dropsweep.answers.tested import TestResult, stored_result
+from dropsweep.answers.tested import TestResult, companion, stored_result
 from dropsweep.families import Family, family_of_study, stored_model
-from dropsweep.records import confirm_name
 from dropsweep.answers.rows import (KIND_CONFIRMATION, KIND_SEARCH, KIND_TEST, STATE_ORDER,
                             PlacementRow, StudyReport, StudyRow, TrialRow, best_first, trial_row)
 from dropsweep.answers.select import select
@@ -187,11 +186,8 @@ def _confirmation(study: optuna.Study, folds: int, fam: Family, names: Container
                   ) -> Confirmation | None:
     """The companion confirmation study's reading, if ``dropsweep confirm`` made one
     (``names``: the storage's study names)."""
-    name = confirm_name(study.study_name)
-    storage = optuna_private.study_storage(study)  # the same storage, open read-only
-    if folds < 1 or name not in names:
-        return None
-    return build_confirmation(optuna.load_study(study_name=name, storage=storage), folds, fam)
+    confirm = companion(study, records.CONFIRM_SUFFIX, names) if folds >= 1 else None
+    return None if confirm is None else build_confirmation(confirm, folds, fam)
 
 
 def data_words(user_attrs: dict) -> str | None:

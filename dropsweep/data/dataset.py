@@ -16,12 +16,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from dropsweep.errors import DataError, SweepError
-# cache_dir stays importable from here (the kernel cache); Dataset, from_images and the
-# SONAR_ constants live in readers.py and stay importable from here too.
+# cache_dir stays importable from here (the kernel cache); Dataset lives in readers.py and
+# stays importable from here too.
 from dropsweep.data.fetch import cache_dir  # noqa: F401
 from dropsweep.data.readers import (  # noqa: F401
-    SONAR_COUNTS, SONAR_FEATURES, SONAR_ROWS, Dataset, _build, _has_header, _is_int, _read_text,
-    _rows, from_images,
+    Dataset, _build, _has_header, _is_int, _read_text, _rows, from_images,
 )
 from dropsweep.data.registry import DATASETS, load_built_in
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
-from dropsweep.families.base import EngineFamily, Family, Sections, nowhere  # noqa: F401 - the interface, here for callers
+from dropsweep.families.base import Family, Sections
 from dropsweep.train.hooks import TrainHooks
 
 if TYPE_CHECKING:

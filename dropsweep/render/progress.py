@@ -25,8 +25,8 @@ from rich.progress import (
 
 from dropsweep.records import DEFAULT_STORAGE
 
-if TYPE_CHECKING:  # the runner imports torch and optuna; drawing needs neither
-    from dropsweep.study.runner import SearchSummary
+if TYPE_CHECKING:  # drawing imports neither torch nor optuna
+    from dropsweep.study.summary import SearchSummary
 
 
 def _percent(value: float | None) -> str:

@@ -17,11 +17,7 @@ The names most used elsewhere are re-exported here; the package's own modules im
 their homes.
 """
 
-from dropsweep.storage.faults import describe_failure
-from dropsweep.storage.open import GRACE_BEATS, heartbeat_seconds, load_study, open_storage
-from dropsweep.storage.rdb import ResilientRDBStorage, TrialEnd, TrialWrites
-from dropsweep.storage.urls import mask_url, sqlite_path, storage_url
+from dropsweep.storage.open import GRACE_BEATS, heartbeat_seconds
+from dropsweep.storage.urls import mask_url, sqlite_path
 
-__all__ = ["GRACE_BEATS", "ResilientRDBStorage", "TrialEnd", "TrialWrites", "describe_failure",
-           "heartbeat_seconds", "load_study", "mask_url", "open_storage", "sqlite_path",
-           "storage_url"]
+__all__ = ["GRACE_BEATS", "heartbeat_seconds", "mask_url", "sqlite_path"]

@@ -22,7 +22,7 @@ from dropsweep import env
 from dropsweep.errors import StorageError
 from dropsweep.storage.faults import _root_cause, retry_seconds
 from dropsweep.storage.rdb import ResilientRDBStorage
-from dropsweep.storage.urls import _check_url, _missing_driver, mask_url, sqlite_path
+from dropsweep.storage.urls import _check_url, _missing_driver, cannot_open, mask_url, sqlite_path
 
 GRACE_BEATS = 3  # a trial is stale after this many heartbeats missed
 
@@ -87,9 +87,7 @@ def open_storage(url: str, *, read_only: bool = False, heartbeat: int | None = N
     except Exception as exc:  # SQLAlchemy/Optuna raise many kinds; all mean "cannot open"
         if isinstance(exc, optuna.exceptions.StorageInternalError):
             exc = _root_cause(exc)  # not Optuna's "exceeding max length" (connection refused)
-        reason = " ".join(str(exc).split())
-        reason = mask_url(reason)[:300]
-        raise StorageError(f"cannot open storage {mask_url(url)}: {reason}") from None
+        raise StorageError(cannot_open(url, exc)) from None
 
 
 _SQLITE_MAGIC = b"SQLite format 3\0"

@@ -20,6 +20,12 @@ def mask_url(url: str) -> str:
     return re.sub(r"(://[^/:@]*:)[^/@]*@", r"\1***@", url)
 
 
+def cannot_open(url: str, exc: BaseException) -> str:
+    """``cannot open storage URL: reason``, on one line, passwords masked, the reason cut at
+    300 characters (SQLAlchemy's and drivers' messages run to many lines)."""
+    return f"cannot open storage {mask_url(url)}: {mask_url(' '.join(str(exc).split()))[:300]}"
+
+
 def sqlite_path(url: str) -> Path | None:
     """The database file behind a ``sqlite:///`` URL (None for other back ends)."""
     if not url.startswith("sqlite:///"):
@@ -65,8 +71,7 @@ def _check_url(url: str) -> None:
         raise StorageError(f"storage {mask_url(url)}: not a storage URL ({mask_url(str(exc))}): "
                            f"{URL_HINT}") from None
     except Exception as exc:  # anything else SQLAlchemy may raise: still one line
-        raise StorageError(f"cannot open storage {mask_url(url)}: "
-                           f"{mask_url(' '.join(str(exc).split()))[:300]}") from None
+        raise StorageError(cannot_open(url, exc)) from None
     try:
         dialect.import_dbapi()
     except ImportError as exc:

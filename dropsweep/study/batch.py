@@ -53,9 +53,6 @@ class Search(Protocol):
     owner: checkpoints.Owner | None
     every: float  # seconds of training between checkpoints
 
-    def half_saver(self, trials: list[optuna.Trial], configs: list[Config], seed: int
-                   ) -> checkpoints.Saver: ...
-
 
 class Batch:
     """One batch in training: its trials and configurations, its checkpointers (the batch's,
@@ -101,12 +98,32 @@ class Batch:
             return None
         numbers = [resumed.state["trials"][i] if t is None else t.number  # type: ignore[union-attr]
                    for i, t in enumerate(self.trials)]
+        return self._file(self.first, numbers, self.configs,
+                          resumed.claim.path if resumed and resumed.retire else None)
+
+    def _half_saver(self, todo: list[int]) -> checkpoints.Saver:
+        """The checkpointer of a half of a batch that ran out of memory: a file named after
+        its first trial, with the half's trials alone, and those trials marked as that batch,
+        so that a worker resuming it goes on with them (not with the whole batch's)."""
+        trials = [self.trials[i] for i in todo]
+        first = trials[0].number  # type: ignore[union-attr]
+        with trialio.holding(self.study):
+            for trial in trials:
+                trialio.set_user_attrs(trial, {records.BATCH: first})
+        return self._file(first, [t.number for t in trials],  # type: ignore[union-attr]
+                          [self.configs[i] for i in todo])
+
+    def _file(self, first: int, numbers: list[int], configs: Sequence[Config],
+              retire: Path | None = None) -> checkpoints.Saver:
+        """A checkpointer writing ``first``'s file in the study's checkpoint directory: these
+        trials and configurations, the batch's seed; ``retire``: the file it supersedes."""
+        search = self.search
+        assert search.saves is not None and search.owner is not None
         return checkpoints.Saver(
-            search.saves / f"{self.first}{checkpoints.SUFFIX}",
-            {**search.owner.header(), "batch": self.first, "trials": numbers,
-             "configs": [dict(config) for config in self.configs], "seed": self.seed},
-            search.every,
-            resumed=resumed.claim.path if resumed and resumed.retire else None,
+            search.saves / f"{first}{checkpoints.SUFFIX}",
+            {**search.owner.header(), "batch": first, "trials": numbers,
+             "configs": [dict(config) for config in configs], "seed": self.seed},
+            search.every, resumed=retire,
             first=lambda: record_checkpoints(self.study, search.root),
             on_error=search.events.notice)
 
@@ -191,8 +208,7 @@ class Batch:
         """A half of a batch that ran out of memory: from the start, with its own
         checkpoints; each place's share of the time as the whole batch's would be."""
         if self.saving:
-            self.saving.append(self.search.half_saver(
-                [self.trials[i] for i in todo], [self.configs[i] for i in todo], self.seed))
+            self.saving.append(self._half_saver(todo))
         trained = dict(zip(todo, self._go(todo, None)))
         for result in trained.values():  # record_batch gives each 1/len(asked)
             result.wall_time *= len(self.asked) / len(todo)

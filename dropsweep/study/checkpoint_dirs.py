@@ -21,8 +21,6 @@ from dropsweep.storage import mask_url, sqlite_path
 def default_checkpoints(storage_url: str) -> Path:
     """Beside an SQLite file (``results/checkpoints``); for a server, ``results/checkpoints``
     here: workers on other machines need a shared directory (``--checkpoints``)."""
-    from dropsweep.storage import sqlite_path
-
     path = sqlite_path(storage_url)
     return (path.parent if path is not None else Path("results")).resolve() / "checkpoints"
 

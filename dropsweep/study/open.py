@@ -36,7 +36,6 @@ from dropsweep.storage.faults import describe_failure
 from dropsweep.storage.open import heartbeat_seconds, open_storage, study_names
 from dropsweep.storage.urls import mask_url
 from dropsweep.storage import optuna_private, trialio
-from dropsweep.storage.optuna_private import GroupsSoFar  # noqa: F401 - its old home
 from dropsweep.storage.trialio import SnapshotStorage
 from dropsweep.sweep.space import space_of, values_of
 from dropsweep.sweep.file import RawSweep
@@ -215,14 +214,8 @@ def reseed_for_trial(study: optuna.Study, trial: FrozenTrial, sampler: BaseSampl
     them (one that goes on with a lost trial), samples none, and is left alone."""
     if "fixed_params" in trial.system_attrs or trial.params:
         return
-    reseed(sampler, sampler_seed(search_seed, trial_ordinal(study, trial)))
-
-
-def reseed(sampler: BaseSampler, seed: int) -> None:
-    """``sampler`` as if made afresh with ``seed``: its random streams seeded again, what
-    it learnt kept. Optuna has no public call for it: :func:`optuna_private.reseed_sampler
-    <dropsweep.storage.optuna_private.reseed_sampler>` (checked by tests/test_space.py)."""
-    optuna_private.reseed_sampler(sampler, seed)
+    # its random streams seeded again, what it learnt kept: Optuna has no public call for it
+    optuna_private.reseed_sampler(sampler, sampler_seed(search_seed, trial_ordinal(study, trial)))
 
 
 class PerTrialSeed(BaseSampler):

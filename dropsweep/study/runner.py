@@ -30,7 +30,7 @@ from dropsweep.storage import GRACE_BEATS, heartbeat_seconds, mask_url, trialio
 from dropsweep.study import balance, liveness
 from dropsweep.study.ask import ask_next
 from dropsweep.study.batch import Batch, taken_notice
-from dropsweep.study.checkpoint_dirs import checkpoint_root, record_checkpoints, storage_name
+from dropsweep.study.checkpoint_dirs import checkpoint_root, storage_name
 from dropsweep.study.memory_fit import batch_that_fits
 from dropsweep.study.open import (ordinal, prepare_study, pruning_warmup, study_uid,
                                   sweep_fingerprint, trial_seed)
@@ -41,8 +41,6 @@ from dropsweep.sweep.config import Sweep
 from dropsweep.sweep.space import Config, is_exhaustive, planned_configs, space_of
 from dropsweep.train import checkpoints
 from dropsweep.train.devices import resolve_device
-
-# Where the CLI, the tests and the benchmarks have always imported them from.
 
 # Trials trained together by default: measured with benchmarks/trial_speed.py (README).
 AUTO_BATCH = 16
@@ -306,23 +304,6 @@ class _Search(Resuming):
         update rules on every model)."""
         return [[asked[i] for i in group]
                 for group in self.sweep.family.batches([config for _, config in asked])]
-
-    def half_saver(self, trials: list[optuna.Trial],
-                    configs: list[Config], seed: int) -> checkpoints.Saver:
-        """The checkpointer of a half of a batch that ran out of memory: a file named after
-        its first trial, with the half's trials alone, and those trials marked as that batch,
-        so that a worker resuming it goes on with them (not with the whole batch's)."""
-        first = trials[0].number
-        with trialio.holding(self.study):
-            for trial in trials:
-                trialio.set_user_attrs(trial, {records.BATCH: first})
-        assert self.saves is not None and self.owner is not None
-        return checkpoints.Saver(
-            self.saves / f"{first}{checkpoints.SUFFIX}",
-            {**self.owner.header(), "batch": first, "trials": [t.number for t in trials],
-             "configs": [dict(c) for c in configs], "seed": seed},
-            self.every, first=lambda: record_checkpoints(self.study, self.root),
-            on_error=self.events.notice)
 
     def _train(self, asked: list[tuple[optuna.Trial | None, Config]],
                resumed: Resumed | None = None) -> None:

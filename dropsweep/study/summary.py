@@ -85,9 +85,10 @@ def watcher(study: optuna.Study, summary: SearchSummary, events: SearchEvents
     seen = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
 
     def watch() -> None:
-        summarize(study, summary)
+        trials = study.get_trials(deepcopy=False)  # one read serves the count and the news
+        summarize(study, summary, trials)
         summary.ran = summary.finished - summary.finished_before
-        for t in study.get_trials(deepcopy=False):
+        for t in trials:
             if t.state.is_finished() and t.number not in seen:
                 seen.add(t.number)
                 if events.on_trial:

@@ -48,7 +48,7 @@ from dropsweep.study.open import stored_sweep
 from dropsweep.study.stop import StopFlag, at_once
 from dropsweep.answers.verdict import Confirmation, best_dropout, build_confirmation, config_key
 from dropsweep.answers.tested import (Chosen, TestResult, companion, companion_test, read_test,
-                                      roles_of, stored_result)  # noqa: F401 - the tests' too
+                                      roles_of)
 
 
 DEFAULT_REPEATS = 3
@@ -200,6 +200,7 @@ def _score(test: optuna.Study, sweep: Sweep, dataset: Dataset, device: str,
     # each configuration trains once a repeat, however many roles it plays (the tuned
     # no-dropout that is the baseline's configuration has no role of its own)
     configs = list({config_key(config.to_dict()): config for _, config, _ in roles}.values())
+    final = _final(sweep)
     with at_once(stop):  # a second Ctrl-C: what was scored is kept, and shown
         for r in range(repeats):
             if stop():
@@ -207,7 +208,6 @@ def _score(test: optuna.Study, sweep: Sweep, dataset: Dataset, device: str,
             if _has(test, round_, r, roles):
                 continue
             seed = test_seed(sweep, r)
-            final = _final(sweep)
             results = train_apart(final.family, final.sections, configs, folds, seed,
                                   should_stop=stop)
             if any(res.interrupted for res in results):

@@ -221,8 +221,7 @@ def run_epochs(engine: Engine, n_trials: int, epochs: int, eval_every: int,
                     break
                 run.checkpoint(epoch, epochs, on_checkpoint)
             if save is not None and epoch < epochs and run.size() and save.due():
-                save({"epoch": epoch, "elapsed": time.perf_counter() - run.started,
-                      "results": [r.state() for r in run.results], "engine": engine.state()})
+                save(run.state(epoch))
 
         if run.size():
             _final_scores(engine, run.results, run.started)
@@ -266,6 +265,14 @@ class _Run:
         for t in trials:
             self.results[t].wall_time = now
 
+    def state(self, epoch: int, elapsed: float | None = None, **within: Any) -> dict[str, Any]:
+        """What a checkpoint holds after ``epoch`` (:data:`STATE_KEYS`; ``elapsed``: now, unless
+        given), and where within the next epoch a stop landed (``minibatch``, ``order``)."""
+        if elapsed is None:
+            elapsed = time.perf_counter() - self.started
+        return {"epoch": epoch, **within, "elapsed": elapsed,
+                "results": [r.state() for r in self.results], "engine": self.engine.state()}
+
     def train_epoch(self, epoch: int, should_stop: Callable[[], bool] | None,
                     on_progress: ProgressHook | None, save: Checkpointer | None) -> bool:
         """The epoch's minibatches, a slice at a time; False: stopped before a slice."""
@@ -291,10 +298,7 @@ class _Run:
         engine, results = self.engine, self.results
         now = time.perf_counter() - self.started
         if save is not None and save.at_stop():
-            save({"epoch": epoch - 1, "minibatch": first,
-                  "order": engine.order.cpu().clone(), "elapsed": now,
-                  "results": [r.state() for r in results],
-                  "engine": engine.state()})
+            save(self.state(epoch - 1, now, minibatch=first, order=engine.order.cpu().clone()))
         for t in set(engine.trial_of.tolist()):
             results[t].interrupted = True
             results[t].wall_time = now

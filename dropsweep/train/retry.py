@@ -1,7 +1,7 @@
 """A batch that runs out of memory trains in halves instead of failing its trials.
 
 The batch size is estimated from the device's free memory before training
-(:func:`dropsweep.study.runner.batch_that_fits`), but a GPU's free memory changes under other
+(:func:`dropsweep.study.memory_fit.batch_that_fits`), but a GPU's free memory changes under other
 processes, and the estimate is only an estimate. When a batch of trials still runs out of
 memory (``torch.OutOfMemoryError``), its two halves train one after the other, each halved
 again if it runs out too; a trial that runs out of memory alone fails with that reason, as

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping
 
 from dropsweep.families.base import EngineFamily
-from dropsweep.families.common import (MAX_NORM_AXES, OPTIMIZERS, TRAINING,  # noqa: F401
-                                       dropout_words, in_shape, rate, training_words, words)
+from dropsweep.families.common import (MAX_NORM_AXES, TRAINING, dropout_words, rate,
+                                       training_words, words)
 from dropsweep.sweep.space import Choices, Config, Dimension, Range
 
 if TYPE_CHECKING:

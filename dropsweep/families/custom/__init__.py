@@ -17,22 +17,18 @@ section already carries its groups and the SHA-256 of the module's source.
 
 from __future__ import annotations
 
-import itertools
 import re
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from dropsweep.families.base import EngineFamily, Family
-from dropsweep.families.common import TRAINING, dropout_words, rate, training_words, words
-from dropsweep.sweep.space import Choices, Dimension, Range
+from dropsweep.families.common import dropout_words, rate, training_words, words
 
 if TYPE_CHECKING:
     from dropsweep.data.dataset import Dataset
     from dropsweep.sweep.checks import Checker
 
-from dropsweep.families.custom.model import (_GROUP_NAME, MAX_GROUPS,  # noqa: F401 - the family's
-                                            CustomModel, dimensions_of, dropout_rates,
-                                            groups_of, placements_of)
+from dropsweep.families.custom.model import (CustomModel, dimensions_of,  # noqa: F401 (tests)
+                                            dropout_rates, groups_of, placements_of)
 
 
 class _Custom(EngineFamily):

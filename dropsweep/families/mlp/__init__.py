@@ -11,13 +11,12 @@ trains: validating a sweep imports no torch.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from dropsweep.families.base import Family, Sections
-from dropsweep.families.common import positive, rate, words
+from dropsweep.families.common import rate, words
 from dropsweep.train.hooks import NO_HOOKS, TrainHooks
-from dropsweep.sweep.space import Choices, Config, Dimension, Fixed, Range, value_of
+from dropsweep.sweep.space import Config, value_of
 
 if TYPE_CHECKING:
     import torch
@@ -28,9 +27,8 @@ if TYPE_CHECKING:
     from dropsweep.data.protocols import Folds
     from dropsweep.train.loop import TrialResult
 
-from dropsweep.families.mlp.dimensions import (DIMENSIONS, OPTIMIZER,  # noqa: F401 - the family's
-                                              OPTIMIZERS, PLACEMENTS, MLPModel, dropout_rates,
-                                              optimizer_of)
+from dropsweep.families.mlp.dimensions import (DIMENSIONS, PLACEMENTS,  # noqa: F401 (tests)
+                                              MLPModel, optimizer_of)
 
 
 class _MLP(Family):
