@@ -43,8 +43,11 @@ def search_seconds(trials: int, epochs: int, extra: list[str]) -> float:
         cmd = [sys.executable, "-m", "dropsweep", "search", str(SWEEP), "--trials", str(trials),
                "--set", "search.sampler=random", "--set", f"train.epochs={epochs}", "--quiet",
                "--storage", f"sqlite:///{tmp}/e2e.db", *extra]
+        env = dict(os.environ)
+        if env.get("DROPSWEEP_DATA_DIR"):  # relative to where the benchmark was started
+            env["DROPSWEEP_DATA_DIR"] = str(Path(env["DROPSWEEP_DATA_DIR"]).resolve())
         start = time.perf_counter()
-        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, cwd=tmp, env=os.environ)
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, cwd=tmp, env=env)
         return time.perf_counter() - start
 
 

@@ -56,6 +56,31 @@ def test_masks_are_a_stream_per_key_that_the_counter_walks_along():
     assert bool(((kernel.masks(1000, 7, 0, 0.7) > 0) <= (whole > 0)).all())
 
 
+def splitmix_masks(n: int, key: int, counter: int, rate: float) -> np.ndarray:
+    """The mask stream written from kernel.c's own description: unit u is kept when 16-bit
+    lane u % 4 of SplitMix64(key + (u // 4) * golden) is below (1 - rate) * 2^16."""
+    m64, golden = (1 << 64) - 1, 0x9E3779B97F4A7C15
+    keep = int(np.rint((1.0 - float(np.float32(rate))) * 65536.0))
+    scale = np.float32(1.0) / (np.float32(1.0) - np.float32(rate))
+    out = np.empty(n, dtype=np.float32)
+    for i, u in enumerate(range(counter, counter + n)):
+        z = (key + (u >> 2) * golden) & m64
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & m64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & m64
+        z ^= z >> 31
+        out[i] = scale if (z >> (16 * (u & 3))) & 0xFFFF < keep else 0.0
+    return out
+
+
+@pytest.mark.parametrize("counter, n", [(0, 1000), (1, 7), (3, 1030), (258, 4 * 64 + 5)])
+def test_masks_are_splitmix64_lanes_however_a_draw_starts_and_ends(counter, n):
+    """A draw that starts inside a word, runs over the kernel's blocks of 64 words (its
+    vectorised path) and ends inside a word gives the units the formula does."""
+    for rate in (0.2, 0.5):
+        got = kernel.masks(n, key=0xDEADBEEF12345, counter=counter, rate=rate).numpy()
+        assert np.array_equal(got, splitmix_masks(n, 0xDEADBEEF12345, counter, rate))
+
+
 @pytest.fixture(params=[None, 4, 8, 16], ids=["native", "vl4", "vl8", "vl16"])
 def vector_width(request, tmp_path, monkeypatch):
     """The kernel as this CPU builds it, and forced to each vector width the source chooses
@@ -138,6 +163,38 @@ def test_each_model_draws_masks_where_its_placement_says(monkeypatch):
     train_trials(configs, folds, settings, seed=0)
     per_row = [4, 12, 16, 0]  # features, 7 + 5 hidden units, both, none
     assert advances == [[15 * u for u in per_row for _ in range(2)]] * 2
+
+
+def test_threads_share_the_models_out_and_change_no_number(monkeypatch):
+    """The kernel's threads take the next model as they come free (a shared claim counter):
+    every model is trained exactly once an epoch, whichever thread takes it, so weights,
+    velocities, mask counters and results are the same on one thread and on three."""
+    X, y = blob_data(40, 6)
+    folds = make_folds(X, y, 4, seed=1)
+    settings = TrainSettings(hidden=(9, 5), epochs=3, batch_size=8, engine="c")
+    configs = [mlp_config(p, 0.3, 0.4, learning_rate=0.05 * (i + 1), momentum=0.8,
+                          max_norm=[None, 2.0][i % 2])
+               for i, p in enumerate(["none", "input", "hidden", "both", "both"])]
+    real = kernel.train_epoch
+    states = {}
+
+    def recording(threads):
+        def run(*args, **kwargs):
+            out = real(*args[:-2], threads, args[-1], **kwargs)
+            states.setdefault(threads, []).append(
+                [t.clone() for t in (*args[0], *args[2], args[14])])
+            return out
+        return run
+
+    results = {}
+    for threads in (1, 3):
+        monkeypatch.setattr(kernel, "train_epoch", recording(threads))
+        got = train_trials(configs, folds, settings, seed=0)
+        results[threads] = [(r.fold_accuracies, r.curve, r.epochs) for r in got]
+    assert results[1] == results[3]
+    assert len(states[1]) == len(states[3]) == 3
+    for one, three in zip(states[1], states[3]):
+        assert all(torch.equal(a, b) for a, b in zip(one, three))
 
 
 @pytest.mark.slow

@@ -23,6 +23,7 @@ from dropsweep.data.readers import (  # noqa: F401
     Dataset, _build, _has_header, _is_int, _read_text, _rows, from_images,
 )
 from dropsweep.data.registry import DATASETS, load_built_in
+from dropsweep.data.remembered import remembered
 
 if TYPE_CHECKING:
     from dropsweep.sweep.sections import CVConfig, DataConfig, EvalConfig
@@ -138,10 +139,16 @@ def scaling(X_fit: np.ndarray, scale: str = "standard", pixel_max: float | None 
     constant feature is centred, not divided); unit, 0 and ``pixel_max``; none, 0 and 1.
     Training and an exported model's scaling both come from here."""
     if scale == "standard":
-        from sklearn.preprocessing import StandardScaler  # heavy import: only when scaling
+        X64 = np.asarray(X_fit, dtype=np.float64)
 
-        fitted = StandardScaler().fit(np.asarray(X_fit, dtype=np.float64))
-        return fitted.mean_, fitted.scale_
+        def fit() -> tuple[np.ndarray, np.ndarray]:
+            from sklearn.preprocessing import StandardScaler  # heavy import: only when asked
+
+            fitted = StandardScaler().fit(X64)
+            return fitted.mean_, fitted.scale_
+
+        shift, divisor = remembered("StandardScaler", [X64], (), 2, fit)
+        return shift, divisor
     n = X_fit.shape[1]
     return np.zeros(n), np.full(n, float(pixel_max if scale == "unit" else 1.0))
 
@@ -200,12 +207,17 @@ def check_folds(dataset: Dataset, sweep: SweepData) -> None:
 def stratified_folds(y: np.ndarray, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """(train_idx, test_idx) per fold; depends only on ``y``, ``folds`` and ``seed``, so every
     trial of a study is scored on exactly the same splits."""
-    from sklearn.model_selection import StratifiedKFold  # heavy import: only when splitting
-
     y = np.asarray(y)
-    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    return [(train.astype(np.int64), test.astype(np.int64))
-            for train, test in splitter.split(np.zeros((len(y), 1)), y)]
+
+    def split() -> list[np.ndarray]:
+        from sklearn.model_selection import StratifiedKFold  # heavy import: only when asked
+
+        splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+        return [part.astype(np.int64) for pair in splitter.split(np.zeros((len(y), 1)), y)
+                for part in pair]
+
+    got = remembered("StratifiedKFold", [y], (folds, seed), 2 * folds, split)
+    return [(got[2 * i], got[2 * i + 1]) for i in range(folds)]
 
 
 def stratified_split(y: np.ndarray, fraction: float, seed: int
@@ -213,11 +225,17 @@ def stratified_split(y: np.ndarray, fraction: float, seed: int
     """(kept, held) row indices, sorted: ``fraction`` of the rows held, every class in
     proportion; depends only on ``y``, ``fraction`` and ``seed`` (a hold-out validation
     split, the test rows held back). A class too small to split raises ValueError."""
-    from sklearn.model_selection import train_test_split  # heavy import: only when splitting
+    y = np.asarray(y)
 
-    kept, held = train_test_split(np.arange(len(y)), test_size=fraction, stratify=y,
-                                  random_state=seed)
-    return np.sort(kept).astype(np.int64), np.sort(held).astype(np.int64)
+    def split() -> list[np.ndarray]:
+        from sklearn.model_selection import train_test_split  # heavy import: only when asked
+
+        kept, held = train_test_split(np.arange(len(y)), test_size=fraction, stratify=y,
+                                      random_state=seed)
+        return [np.sort(kept).astype(np.int64), np.sort(held).astype(np.int64)]
+
+    kept, held = remembered("train_test_split", [y], (float(fraction), seed), 2, split)
+    return kept, held
 
 
 def standardize(X_train: np.ndarray, X_test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -63,17 +63,24 @@ static inline void vstore(float *p, vf v) { memcpy(p, &v, sizeof v); }
 static inline int64_t padded(int64_t n) { return (n + VL - 1) / VL * VL; }
 
 /* What a product does with its result block s at c: store it, add it (the accumulator starts
- * from c), or take it as the gradient of weights c with velocities v: Keras SGD,
+ * from c), start from the row v (a layer's bias, the same for every row) and store it, the
+ * same through ReLU, or take it as the gradient of weights c with velocities v: Keras SGD,
  * v = mo*v - rate*s; c += v, while the block is still in registers. */
-enum { STORE, ADD, SGD };
+enum { STORE, ADD, BIAS, BIAS_RELU, SGD };
 
-static inline vf first(int mode, const float *c) { return mode == ADD ? vload(c) : (vf){0}; }
+typedef int32_t vm __attribute__((vector_size(VL * sizeof(int32_t))));
+
+static inline vf first(int mode, const float *c, const float *v) {
+    return mode == ADD ? vload(c) : mode == BIAS || mode == BIAS_RELU ? vload(v) : (vf){0};
+}
 
 static inline void finish(int mode, float *c, float *v, vf s, float mo, float rate) {
     if (mode == SGD) {
         const vf vv = mo * vload(v) - rate * s;
         vstore(v, vv);
         vstore(c, vload(c) + vv);
+    } else if (mode == BIAS_RELU) { /* s > 0 ? s : 0, NaN and -0 to +0 as the scalar form */
+        vstore(c, (vf)((vm)s & (s > 0.0f)));
     } else {
         vstore(c, s);
     }
@@ -89,7 +96,8 @@ static inline void finish(int mode, float *c, float *v, vf s, float mo, float ra
         for (; i + 4 <= m; i += 4) {                                                         \
             vf s[4][NV];                                                                     \
             for (int r = 0; r < 4; r++)                                                      \
-                for (int u = 0; u < NV; u++) s[r][u] = first(mode, c + (i + r) * ldc + VL * u); \
+                for (int u = 0; u < NV; u++)                                            \
+                    s[r][u] = first(mode, c + (i + r) * ldc + VL * u, v + VL * u);        \
             for (int64_t k = 0; k < K; k++) {                                                \
                 vf bv[NV];                                                                   \
                 for (int u = 0; u < NV; u++) bv[u] = vload(b + k * ldb + VL * u);            \
@@ -106,7 +114,7 @@ static inline void finish(int mode, float *c, float *v, vf s, float mo, float ra
         }                                                                                    \
         for (; i < m; i++) {                                                                 \
             vf s[NV];                                                                        \
-            for (int u = 0; u < NV; u++) s[u] = first(mode, c + i * ldc + VL * u);           \
+            for (int u = 0; u < NV; u++) s[u] = first(mode, c + i * ldc + VL * u, v + VL * u); \
             for (int64_t k = 0; k < K; k++) {                                                \
                 const float x = a[i * ai + k * ak];                                          \
                 for (int u = 0; u < NV; u++) s[u] += x * vload(b + k * ldb + VL * u);        \
@@ -212,14 +220,31 @@ static void fill_mask(float *restrict mask, int64_t n, uint64_t key, uint64_t *c
     const uint64_t end = u + (uint64_t)n;
     for (; u < end && (u & 3); u++) /* the rest of a word begun by the last call */
         *mask++ = lane_mask(mix64(key + (u >> 2) * golden), (unsigned)(u & 3), keep, scale);
-    const uint64_t first = u >> 2, words = (end - u) >> 2;
+    uint64_t first = u >> 2, words = (end - u) >> 2;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    /* Whole words in blocks: the words mixed in one pass, then each 16-bit lane compared
+     * in another, both vectorised (lane u of a little-endian word is its u-th uint16). */
+    enum { BLOCK = 64 };
+    union { uint64_t words[BLOCK]; uint16_t lanes[4 * BLOCK]; } z; /* (C99 allows the pun) */
+    while (words > 0) {
+        const uint64_t w = words < BLOCK ? words : BLOCK;
+        for (uint64_t i = 0; i < w; i++) z.words[i] = mix64(key + (first + i) * golden);
+        for (uint64_t j = 0; j < 4 * w; j++) mask[j] = z.lanes[j] < keep ? scale : 0.0f;
+        mask += 4 * w;
+        first += w;
+        words -= w;
+        u += 4 * w;
+    }
+#else
     for (uint64_t i = 0; i < words; i++) { /* whole words: this loop vectorises */
         const uint64_t z = mix64(key + (first + i) * golden);
         for (unsigned lane = 0; lane < 4; lane++)
             mask[4 * i + lane] = lane_mask(z, lane, keep, scale);
     }
     mask += 4 * words;
-    for (u += 4 * words; u < end; u++)
+    u += 4 * words;
+#endif
+    for (; u < end; u++)
         *mask++ = lane_mask(mix64(key + (u >> 2) * golden), (unsigned)(u & 3), keep, scale);
     *ctr = end;
 }
@@ -236,6 +261,20 @@ static int8_t worst(int8_t state, const float *restrict x, int64_t n) {
     }
     const int8_t here = nan ? 2 : nonfinite ? 1 : 0;
     return here > state ? here : state;
+}
+
+/* A dense [rows x cols] matrix into rows padded to ld, and back: loops the compiler widens,
+ * not a memcpy per row, whose call cost more than the copy for rows of 1 to 60 floats. */
+static void pad_rows(float *restrict dst, const float *restrict src, int64_t rows, int64_t cols,
+                     int64_t ld) {
+    for (int64_t k = 0; k < rows; k++)
+        for (int64_t j = 0; j < cols; j++) dst[k * ld + j] = src[k * cols + j];
+}
+
+static void unpad_rows(float *restrict dst, const float *restrict src, int64_t rows,
+                       int64_t cols, int64_t ld) {
+    for (int64_t k = 0; k < rows; k++)
+        for (int64_t j = 0; j < cols; j++) dst[k * cols + j] = src[k * ld + j];
 }
 
 /* The keep probability as a multiple of 2^-16 (2^16 = keep every unit). */
@@ -273,7 +312,8 @@ int dropsweep_epoch(int64_t m0, int64_t m1, int64_t L, const int64_t *sizes, int
                     const int64_t *fold_of, const int64_t *order, const int64_t *n_train,
                     float *const *W, float *const *B, float *const *VW, float *const *VB,
                     const float *lr, const float *mom, const float *cmax, const float *p_in,
-                    const float *p_hid, const uint64_t *key, uint64_t *ctr, int8_t *status) {
+                    const float *p_hid, const uint64_t *key, uint64_t *ctr, int8_t *status,
+                    int64_t *claim) {
     if (L < 1 || L > MAX_LAYERS || bs < 1) return -1;
     const unsigned fp_mode = flush_subnormals();
     int64_t n[MAX_LAYERS + 1], np[MAX_LAYERS + 1];
@@ -315,7 +355,11 @@ int dropsweep_epoch(int64_t m0, int64_t m1, int64_t L, const int64_t *sizes, int
     float *dp = p; p += bs * widest;
     float *gb = p;
 
-    for (int64_t m = m0; m < m1; m++) {
+    for (int64_t next = m0;; next++) {
+        /* with a shared claim counter, threads take the next model as they come free (models
+         * differ in cost: masks, max-norm); else this call's range in order */
+        const int64_t m = claim ? m0 + __atomic_fetch_add(claim, 1, __ATOMIC_RELAXED) : next;
+        if (m >= m1) break;
         const float rate = lr[m], mo = mom[m], c = cmax[m];
         const uint32_t keep_in = keep16(p_in[m]), keep_hid = keep16(p_hid[m]);
         const int use_in = keep_in < (1u << 16), use_hid = keep_hid < (1u << 16);
@@ -327,12 +371,13 @@ int dropsweep_epoch(int64_t m0, int64_t m1, int64_t L, const int64_t *sizes, int
         const uint8_t *xb = u8 ? (const uint8_t *)data + table : NULL;
         const int64_t *ord = order + m * max_train;
         const int64_t end = b1 * bs < n_train[m] ? b1 * bs : n_train[m];
+        /* kept here, written back once: neighbouring models' counters share a cache line,
+         * and the threads train neighbours at once */
+        uint64_t counter = ctr[m];
         for (int64_t l = 0; l < L; l++) { /* into the padded copies (padding stays zero) */
             const int64_t in = n[l], out = n[l + 1];
-            for (int64_t k = 0; k < in; k++) {
-                memcpy(w[l] + k * np[l + 1], W[l] + (m * in + k) * out, (size_t)out * 4);
-                memcpy(v[l] + k * np[l + 1], VW[l] + (m * in + k) * out, (size_t)out * 4);
-            }
+            pad_rows(w[l], W[l] + m * in * out, in, out, np[l + 1]);
+            pad_rows(v[l], VW[l] + m * in * out, in, out, np[l + 1]);
             memcpy(b[l], B[l] + m * out, (size_t)out * 4);
             memcpy(vb[l], VB[l] + m * out, (size_t)out * 4);
         }
@@ -340,7 +385,7 @@ int dropsweep_epoch(int64_t m0, int64_t m1, int64_t L, const int64_t *sizes, int
             const int64_t rows = end - start < bs ? end - start : bs;
             /* forward */
             /* masks: one draw per layer for all rows, dense [rows x width] */
-            if (use_in) fill_mask(mask[0], rows * F, key[m], &ctr[m], keep_in, s_in);
+            if (use_in) fill_mask(mask[0], rows * F, key[m], &counter, keep_in, s_in);
             for (int64_t r = 0; r < rows; r++) {
                 const int64_t row = idxf[ord[start + r]];
                 float *restrict a = act[0] + r * np[0];
@@ -348,28 +393,25 @@ int dropsweep_epoch(int64_t m0, int64_t m1, int64_t L, const int64_t *sizes, int
                     const uint8_t *restrict src = xb + row * F;
                     for (int64_t k = 0; k < F; k++) a[k] = (float)src[k] / divisor;
                 } else {
-                    memcpy(a, xf + row * F, (size_t)F * sizeof(float));
+                    const float *restrict src = xf + row * F; /* (a loop: no call a row) */
+                    for (int64_t k = 0; k < F; k++) a[k] = src[k];
                 }
                 if (use_in) {
                     const float *restrict mk = mask[0] + r * F;
                     for (int64_t k = 0; k < F; k++) a[k] *= mk[k];
                 }
             }
-            for (int64_t l = 0; l < L; l++) {
+            for (int64_t l = 0; l < L; l++) { /* z = bias + a w, through ReLU but the last */
                 const int64_t out = n[l + 1], op = np[l + 1];
                 float *z = act[l + 1];
-                for (int64_t r = 0; r < rows; r++) memcpy(z + r * op, b[l], (size_t)op * 4);
-                gemm(rows, op, n[l], act[l], np[l], 1, w[l], op, z, NULL, op, ADD, 0, 0);
-                if (l + 1 < L) {
-                    if (use_hid)
-                        fill_mask(mask[l + 1], rows * out, key[m], &ctr[m], keep_hid, s_hid);
+                gemm(rows, op, n[l], act[l], np[l], 1, w[l], op, z, b[l], op,
+                     l + 1 < L ? BIAS_RELU : BIAS, 0, 0);
+                if (l + 1 < L && use_hid) {
+                    fill_mask(mask[l + 1], rows * out, key[m], &counter, keep_hid, s_hid);
                     for (int64_t r = 0; r < rows; r++) {
                         float *restrict zr = z + r * op;
-                        for (int64_t j = 0; j < out; j++) zr[j] = zr[j] > 0.0f ? zr[j] : 0.0f;
-                        if (use_hid) {
-                            const float *restrict mk = mask[l + 1] + r * out;
-                            for (int64_t j = 0; j < out; j++) zr[j] *= mk[j];
-                        }
+                        const float *restrict mk = mask[l + 1] + r * out;
+                        for (int64_t j = 0; j < out; j++) zr[j] *= mk[j];
                     }
                 }
             }
@@ -441,16 +483,15 @@ int dropsweep_epoch(int64_t m0, int64_t m1, int64_t L, const int64_t *sizes, int
         int8_t state = 0;
         for (int64_t l = 0; l < L; l++) { /* back out of the padded copies */
             const int64_t in = n[l], out = n[l + 1];
-            for (int64_t k = 0; k < in; k++) state = worst(state, w[l] + k * np[l + 1], out);
+            unpad_rows(W[l] + m * in * out, w[l], in, out, np[l + 1]);
+            unpad_rows(VW[l] + m * in * out, v[l], in, out, np[l + 1]);
+            state = worst(state, W[l] + m * in * out, in * out);
             state = worst(state, b[l], out);
-            for (int64_t k = 0; k < in; k++) {
-                memcpy(W[l] + (m * in + k) * out, w[l] + k * np[l + 1], (size_t)out * 4);
-                memcpy(VW[l] + (m * in + k) * out, v[l] + k * np[l + 1], (size_t)out * 4);
-            }
             memcpy(B[l] + m * out, b[l], (size_t)out * 4);
             memcpy(VB[l] + m * out, vb[l], (size_t)out * 4);
         }
         status[m] = state;
+        ctr[m] = counter;
     }
     free(scratch);
     restore_mode(fp_mode);

@@ -228,7 +228,7 @@ def _dlopen(dfd: int, name: str, label: Path) -> ctypes.CDLL | None:
         try:
             lib.dropsweep_epoch.restype = ctypes.c_int
             lib.dropsweep_epoch.argtypes = ([i64, i64, i64, p, i64, i64, i64, i64, p, i64, f32, i64]
-                                            + [p] * 18)
+                                            + [p] * 19)
             lib.dropsweep_masks.restype = None
             lib.dropsweep_masks.argtypes = [p, i64, ctypes.c_uint64, ctypes.c_uint64, f32]
         except AttributeError:
@@ -379,12 +379,13 @@ def train_epoch(
             _ptrs(biases), _ptrs(vweights), _ptrs(vbiases), _ptr(lr), _ptr(momentum),
             _ptr(max_norm), _ptr(input_rate), _ptr(hidden_rate), _ptr(key), _ptr(counter),
             _ptr(status)]
-    # one contiguous share of the models per thread (finer chunks measured no faster)
+    # every thread takes the next model as it comes free (a shared claim counter)
     parts = max(1, min(threads, models))
-    bounds = [models * i // parts for i in range(parts + 1)]
+    claim = torch.zeros(1, dtype=torch.int64)
+    args.append(_ptr(claim) if parts > 1 else None)
 
     def run(i: int) -> int:
-        return lib.dropsweep_epoch(bounds[i], bounds[i + 1], *args)
+        return lib.dropsweep_epoch(0, models, *args)
 
     if parts == 1:
         codes = [run(0)]
