@@ -29,6 +29,16 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.Temp
 
 
 @pytest.fixture
+def one_epoch_a_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Engines train one epoch a call, never a span of several (dropsweep.train.loop.SPAN_MACS):
+    for tests that place a stop or a checkpoint at a chosen epoch by counting the looks at
+    the stop flag or the checkpoints offered (a span looks once and offers one at its end)."""
+    from dropsweep.train import loop
+
+    monkeypatch.setattr(loop, "SPAN_MACS", 0.0)
+
+
+@pytest.fixture
 def sonar_dir() -> Path:
     if not (SONAR_DIR / "sonar.csv").exists():
         pytest.skip(f"the real Sonar file is not at {SONAR_DIR} (set DROPSWEEP_DATA_DIR)")

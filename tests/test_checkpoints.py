@@ -50,6 +50,7 @@ def same(a, b) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("at", [1, 3, 4])
+@pytest.mark.usefixtures("one_epoch_a_call")
 def test_a_batch_resumed_from_any_checkpoint_ends_as_if_never_stopped(engine, tmp_path, at):
     X, y = data()
     folds = make_folds(X, y, 3, seed=0)
@@ -75,6 +76,54 @@ def test_a_batch_resumed_from_any_checkpoint_ends_as_if_never_stopped(engine, tm
     assert resumed[1].pruned and whole[1].pruned
 
 
+@pytest.mark.slow
+def test_a_batch_trained_in_spans_stops_checkpoints_and_resumes_exactly(tmp_path, monkeypatch):
+    """The C kernel trains several whole epochs a call (here two: a checkpoint every second
+    epoch ends each span): checkpoints are offered at the end of a span, a stop lands before
+    one, and a batch resumed from either ends exactly as one never stopped — and as one
+    trained an epoch a call (test_kernel.py: spans change no number)."""
+    from dropsweep.families.mlp import engine as mlp_engine
+    from dropsweep.families.mlp import kernel
+
+    if kernel.load() is None:
+        pytest.skip(f"the C kernel is not available here: {kernel.unavailable()}")
+    X, y = data()
+    folds = make_folds(X, y, 3, seed=0)
+    settings = TrainSettings(hidden=(8, 5), epochs=6, batch_size=8, eval_every=2, engine="c")
+    spans = []
+    real = mlp_engine.MLPEngine.train_epochs
+
+    def counted(self, count):
+        spans.append(count)
+        return real(self, count)
+
+    def prune_the_second_at_4(epoch, accuracies):
+        return [1] if epoch == 4 else []
+
+    def train(**kw):
+        return train_trials(CONFIGS, folds, settings, seed=11,
+                            on_checkpoint=prune_the_second_at_4, **kw)
+
+    monkeypatch.setattr(mlp_engine.MLPEngine, "train_epochs", counted)
+    saver = Every()
+    whole = train(save=saver)
+    assert spans == [2, 2, 2]
+    assert [s["epoch"] for s in saver.states] == [2, 4]  # at the ends of spans
+    for i, state in enumerate(saver.states):
+        path = tmp_path / f"{i}.ckpt"
+        checkpoints.write_atomic(path, {"trials": [0, 1, 2, 3], "seed": 11,
+                                        "configs": [dict(c) for c in CONFIGS],
+                                        "state": state})
+        same(whole, train(resume=checkpoints.read(path)["state"]))
+    for looks in (0, 1, 2):
+        at_stop = AtStop()
+        stopped = train(should_stop=StopAfter(looks), save=at_stop)
+        assert all(r.interrupted for r in stopped if not r.pruned)
+        [state] = at_stop.states
+        assert (state["epoch"], state["minibatch"]) == (2 * looks, 0)  # before a span
+        assert outcome(train(resume=state)) == outcome(whole)
+
+
 def test_a_holdout_batch_of_8_bit_images_resumes_exactly(engine):
     rng = np.random.default_rng(3)
     y = np.arange(120) % 4
@@ -87,6 +136,7 @@ def test_a_holdout_batch_of_8_bit_images_resumes_exactly(engine):
     same(whole, train_trials(CONFIGS, folds, settings, seed=2, resume=saver.states[1]))
 
 
+@pytest.mark.usefixtures("one_epoch_a_call")
 def test_a_checkpoint_of_one_engine_is_refused_by_the_other():
     from dropsweep.families.mlp import kernel
 
@@ -182,6 +232,7 @@ def test_one_claimant_wins_and_the_saver_retires_what_it_resumed(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("one_epoch_a_call")
 def test_a_stopped_batch_with_a_trial_that_diverged_goes_on_as_a_whole(dataset, tmp_path):
     """Ctrl-C in the middle of a batch whose one trial had already diverged: nothing of the
     batch is recorded at the stop (issue 25: recorded then, the diverged trial kept its
@@ -373,6 +424,7 @@ def test_a_stopped_epoch_whose_row_order_puts_padding_among_rows_is_refused():
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("one_epoch_a_call")
 def test_a_second_ctrl_c_cuts_the_stop_s_checkpoint_short_and_the_last_one_stays(
         dataset, tmp_path, monkeypatch):
     """Issue 25, item 6 with issue 24's second Ctrl-C: the stop's checkpoint being written

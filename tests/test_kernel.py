@@ -162,7 +162,9 @@ def test_each_model_draws_masks_where_its_placement_says(monkeypatch):
                mlp_config("both", 0.2, 0.5), mlp_config("none", 0.5, 0.5)]
     train_trials(configs, folds, settings, seed=0)
     per_row = [4, 12, 16, 0]  # features, 7 + 5 hidden units, both, none
-    assert advances == [[15 * u for u in per_row for _ in range(2)]] * 2
+    # (one call may train both epochs: see test_spans_of_epochs_change_no_number)
+    total = np.sum(advances, axis=0).tolist()
+    assert total == [2 * 15 * u for u in per_row for _ in range(2)]
 
 
 def test_threads_share_the_models_out_and_change_no_number(monkeypatch):
@@ -192,9 +194,57 @@ def test_threads_share_the_models_out_and_change_no_number(monkeypatch):
         got = train_trials(configs, folds, settings, seed=0)
         results[threads] = [(r.fold_accuracies, r.curve, r.epochs) for r in got]
     assert results[1] == results[3]
-    assert len(states[1]) == len(states[3]) == 3
+    assert len(states[1]) == len(states[3]) >= 1
     for one, three in zip(states[1], states[3]):
         assert all(torch.equal(a, b) for a, b in zip(one, three))
+
+
+def test_spans_of_epochs_change_no_number(monkeypatch):
+    """Several whole epochs in one kernel call (each model trains them in a row) give the
+    results, learning curves and weights of one epoch a call, a diverging trial included:
+    its span is given back (everything as before it) and its epochs go one at a time, since
+    the epochs after a divergence draw their rows' order without the diverged models."""
+    rng = np.random.default_rng(0)
+    y = np.arange(60) % 2
+    X = (rng.normal(size=(60, 6)) * 30 + y[:, None]).astype(np.float32)
+    folds = make_folds(X, y, 3, seed=1)
+    settings = TrainSettings(hidden=(9, 5), epochs=25, batch_size=8, eval_every=10,
+                             engine="c")
+    configs = [mlp_config(p, 0.2, 0.3, learning_rate=lr, momentum=0.9, max_norm=c)
+               for p, lr, c in [("none", 0.01, None), ("input", 0.05, 3.0),
+                                ("hidden", 0.02, None), ("both", 0.1, 2.0)]]
+    configs.append(mlp_config("none", 0.0, 0.0, learning_rate=3000.0, momentum=0.99,
+                              max_norm=None))  # NaN at epoch 4, within the first span
+    calls = {"spans": 0, "restored": 0}
+    spans, restore = trainer.MLPEngine.train_epochs, trainer.MLPEngine.restore
+
+    def counting_spans(self, count):
+        calls["spans"] += 1
+        return spans(self, count)
+
+    def counting_restore(self, snapshot):
+        calls["restored"] += 1
+        return restore(self, snapshot)
+
+    def run() -> list:
+        return [(r.fold_accuracies, r.curve, r.epochs, r.failure,
+                 None if r.model is None else [w.clone() for w in r.model.weights])
+                for r in train_trials(configs, folds, settings, seed=0)]
+
+    monkeypatch.setattr(trainer.MLPEngine, "train_epochs", counting_spans)
+    monkeypatch.setattr(trainer.MLPEngine, "restore", counting_restore)
+    spanned = run()
+    # 1-10 given back; 1 to 4 one at a time; then 5-10, 11-20, 21-25
+    assert calls == {"spans": 4, "restored": 1}
+    monkeypatch.setattr(trainer.MLPEngine, "epochs_at_once", lambda self: 1)
+    single = run()
+    assert calls["spans"] == 4
+    assert spanned[-1][3] == "loss became NaN at epoch 4, fold 2" == single[-1][3]
+    for a, b in zip(spanned, single):
+        assert a[:4] == b[:4]
+        assert (a[4] is None) == (b[4] is None)
+        if a[4] is not None:
+            assert all(torch.equal(x, z) for x, z in zip(a[4], b[4]))
 
 
 @pytest.mark.slow

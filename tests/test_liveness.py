@@ -159,6 +159,7 @@ def live(study: optuna.Study) -> list[tuple]:
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("one_epoch_a_call")
 def test_a_lost_batch_without_a_checkpoint_goes_on_from_its_start_exactly(
         dataset, storage, tmp_path):
     """Issue 25, prerequisite A (issue 24 item 10 kept): a batch stopped before it wrote any
@@ -194,6 +195,7 @@ def test_a_lost_batch_without_a_checkpoint_goes_on_from_its_start_exactly(
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("one_epoch_a_call")
 def test_a_lost_trial_with_a_checkpoint_goes_on_from_it_and_is_not_run_again(
         dataset, storage, tmp_path):
     """The same stop after checkpoints were written: each lost trial goes on from the
@@ -229,6 +231,7 @@ class StopWhen(StopFlag):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("every", [0, 1e-9], ids=["no checkpoint", "checkpointed"])
+@pytest.mark.usefixtures("one_epoch_a_call")
 def test_an_ask_of_two_batches_stopped_in_the_first_goes_on_in_the_order_it_was_asked(
         dataset, storage, tmp_path, monkeypatch, every):
     """Issue 25: trials asked together train as one batch per optimizer, one after the
@@ -308,6 +311,7 @@ def test_a_batch_stopped_after_a_pruning_goes_on_as_a_whole_to_the_same_trials(
     assert TrialState.PRUNED in [state for _, state, *_ in mine]
 
 
+@pytest.mark.usefixtures("one_epoch_a_call")
 def test_two_workers_that_go_on_with_one_lost_batch_at_once_keep_only_the_first(
         dataset, storage, tmp_path):
     """Two workers that both see a batch lost with no checkpoint at the same moment both

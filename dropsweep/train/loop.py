@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence, cast
 
 import numpy as np
 import torch
@@ -81,6 +81,19 @@ def batches_per_slice(macs_per_batch: float) -> int:
     return max(1, int(SLICE_MACS // max(macs_per_batch, 1.0)))
 
 
+# The work several whole epochs may take in one call of an engine that trains epochs in a row
+# (:class:`SpanEngine`): where an epoch is small (Sonar's is milliseconds), the call around
+# it, the copies in and out of its cache and the threads' start and join were a large part of
+# its time; a span still ends within a fraction of a second, at the next checkpoint at the
+# latest.
+SPAN_MACS = 1e10
+
+
+def epochs_per_span(macs_per_epoch: float) -> int:
+    """How many whole epochs make one span of ``SPAN_MACS`` (at least one)."""
+    return max(1, int(SPAN_MACS // max(macs_per_epoch, 1.0)))
+
+
 class Engine(Protocol):
     """A batch of models of one family, trained together."""
 
@@ -115,6 +128,25 @@ class Engine(Protocol):
 
     def load_state(self, state: Mapping[str, Any]) -> None:
         """Continue from :meth:`state`: training goes on exactly as if never stopped."""
+
+
+class SpanEngine(Engine, Protocol):
+    """An engine that can train several whole epochs in one call (the MLP's C kernel: each
+    model trains them in a row while its parameters stay in cache)."""
+
+    def epochs_at_once(self) -> int:
+        """How many whole epochs one :meth:`train_epochs` may train now (1: one at a time)."""
+
+    def train_epochs(self, count: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """``count`` whole epochs, the first in the order :meth:`start_epoch` drew, the others
+        drawn as their epochs would draw them; each epoch's ``end_epoch`` flags. A model
+        stops after an epoch that left it non-finite."""
+
+    def snapshot(self) -> Any:
+        """What :meth:`restore` needs to undo a span (weights, streams), cheaply."""
+
+    def restore(self, snapshot: Any) -> None:
+        """Back to :meth:`snapshot`: the next epoch draws and trains as if the span never was."""
 
 
 class Checkpointer(Protocol):
@@ -210,18 +242,27 @@ def run_epochs(engine: Engine, n_trials: int, epochs: int, eval_every: int,
     """
     run = _Run(engine, n_trials, resume)
     with torch.no_grad():
-        for epoch in range(run.first_epoch, epochs + 1):
-            if run.size() == 0:
-                break
-            if not run.train_epoch(epoch, should_stop, on_progress, save):
+        epoch = run.first_epoch
+        while epoch <= epochs and run.size():
+            last = run.span_end(epoch, epochs, eval_every)
+            flags = run.train_span(epoch, last, should_stop, save) if last > epoch else None
+            if flags is False:
                 return run.results  # stopped: the unfinished trials are interrupted
-            run.end_epoch(epoch)
-            if epoch % eval_every == 0 or epoch == epochs:
+            if flags is None:  # one epoch (or a span given back: see train_span)
+                last, flags = epoch, [None]
+                if not run.train_epoch(epoch, should_stop, on_progress, save):
+                    return run.results
+            elif on_progress is not None:
+                on_progress(float(last))
+            for e, flag in zip(range(epoch, last + 1), flags):
+                run.end_epoch(e, flag)
+            if last % eval_every == 0 or last == epochs:
                 if run.size() == 0:
                     break
-                run.checkpoint(epoch, epochs, on_checkpoint)
-            if save is not None and epoch < epochs and run.size() and save.due():
-                save(run.state(epoch))
+                run.checkpoint(last, epochs, on_checkpoint)
+            if save is not None and last < epochs and run.size() and save.due():
+                save(run.state(last))
+            epoch = last + 1
 
         if run.size():
             _final_scores(engine, run.results, run.started)
@@ -248,6 +289,7 @@ class _Run:
                 self.at, self.order = int(resume["minibatch"]), resume["order"]
         self.device = engine.trial_of.device
         self.ended = False  # every model has left
+        self.one_by_one_until = 0  # a span gave back: epochs up to this one go singly
 
     def size(self) -> int:
         return 0 if self.ended else int(self.engine.trial_of.numel())
@@ -272,6 +314,38 @@ class _Run:
             elapsed = time.perf_counter() - self.started
         return {"epoch": epoch, **within, "elapsed": elapsed,
                 "results": [r.state() for r in self.results], "engine": self.engine.state()}
+
+    def span_end(self, epoch: int, epochs: int, eval_every: int) -> int:
+        """The last epoch to train in one call from ``epoch``: ``epoch`` itself unless the
+        engine trains several at once (:class:`SpanEngine`); never past the next checkpoint,
+        never within a resumed epoch or one a given-back span ran into."""
+        at_once = getattr(self.engine, "epochs_at_once", None)
+        if (at_once is None or self.order is not None or self.at
+                or epoch <= self.one_by_one_until):
+            return epoch
+        next_checkpoint = -(-epoch // eval_every) * eval_every
+        return min(epoch + at_once() - 1, next_checkpoint, epochs)
+
+    def train_span(self, epoch: int, last: int, should_stop: Callable[[], bool] | None,
+                   save: Checkpointer | None
+                   ) -> list[tuple[torch.Tensor, torch.Tensor]] | bool | None:
+        """Epochs [epoch, last] in one engine call: each epoch's flags; False: stopped before
+        it, as :meth:`train_epoch` stops; None: a model diverged before the last of them —
+        everything is back as before the span (the epochs after its divergence would have
+        drawn their rows' order without it), and those epochs go one at a time."""
+        engine = cast(SpanEngine, self.engine)
+        before = engine.snapshot()
+        engine.start_epoch()
+        if should_stop is not None and should_stop():
+            self._interrupt(epoch, 0, save)
+            return False
+        flags = engine.train_epochs(last - epoch + 1)
+        first_bad = next((i for i, (bad, _) in enumerate(flags) if bool(bad.any())), None)
+        if first_bad is not None and epoch + first_bad < last:
+            engine.restore(before)
+            self.one_by_one_until = epoch + first_bad
+            return None
+        return flags
 
     def train_epoch(self, epoch: int, should_stop: Callable[[], bool] | None,
                     on_progress: ProgressHook | None, save: Checkpointer | None) -> bool:
@@ -303,10 +377,12 @@ class _Run:
             results[t].interrupted = True
             results[t].wall_time = now
 
-    def end_epoch(self, epoch: int) -> None:
-        """The epoch counted for the trials still training; those that diverged leave."""
+    def end_epoch(self, epoch: int,
+                  flags: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
+        """The epoch counted for the trials still training; those that diverged leave
+        (``flags``: the epoch's, from a span; else the engine's ``end_epoch``)."""
         engine = self.engine
-        bad, nan = engine.end_epoch()
+        bad, nan = engine.end_epoch() if flags is None else flags
         diverged = _diverged(engine, bad, nan, epoch, self.results)
         for t in set(engine.trial_of.tolist()) - diverged:
             self.results[t].epochs = epoch

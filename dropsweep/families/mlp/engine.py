@@ -43,6 +43,7 @@ from dropsweep.train.loop import (
     batches_per_slice,
     chunked_scores,
     epoch_order,
+    epochs_per_span,
     non_finite,
     per_model,
     run_epochs,
@@ -251,6 +252,7 @@ class MLPEngine:
                                       torch.zeros((), device=device)).unsqueeze(2)
         macs = sum(a * b for a, b in zip(self.sizes[:-1], self.sizes[1:]))
         self.slice_batches = batches_per_slice(self.size * bs * macs)
+        self.span_epochs = epochs_per_span(self.size * bs * macs * self.n_batches)
         stepping = counts > 0
         limited = torch.isfinite(self.c_max)
         self.any_limited = bool(limited.any())
@@ -320,6 +322,39 @@ class MLPEngine:
                        input_mask, hidden_masks, mom, neg_lr, step_mask,
                        self.max_norm if self.any_limited else None, off,
                        None if self.optimizers is None else self.optimizers[b])
+
+    # Several whole epochs in one kernel call (dropsweep.train.loop.SpanEngine).
+
+    def epochs_at_once(self) -> int:
+        """The kernel's span where a whole epoch is one slice (small data); else one."""
+        if not self.compiled or self.slice_batches < self.n_batches:
+            return 1
+        return self.span_epochs
+
+    def train_epochs(self, count: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        orders = [self.order] + [epoch_order(self.generator, self.n_train, self.folds.max_train)
+                                 for _ in range(count - 1)]
+        net = self.net
+        bad, nan = kernel.train_epoch(
+            net.model.weights, net.model.biases, net.velocity[0::2], net.velocity[1::2],
+            self.folds, self.fold_of, torch.stack(orders), self.n_train, self.lr, self.mom,
+            self.c_max, self.p_in, self.p_hid, self.mask_key, self.mask_counter, self.bs,
+            torch.get_num_threads(), (0, self.n_batches))
+        self.order = orders[-1]
+        return list(zip(bad, nan))
+
+    def snapshot(self) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+        net = self.net
+        return ([t.clone() for t in (*net.model.weights, *net.model.biases, *net.velocity)],
+                self.mask_counter.clone(), self.generator.get_state())
+
+    def restore(self, snapshot: tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]) -> None:
+        tensors, counter, generator = snapshot
+        net = self.net
+        for t, saved in zip((*net.model.weights, *net.model.biases, *net.velocity), tensors):
+            t.copy_(saved)
+        self.mask_counter.copy_(counter)
+        self.generator.set_state(generator)
 
     def end_epoch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Which models hold a non-finite parameter after the epoch, and which of those a NaN

@@ -287,26 +287,30 @@ void dropsweep_masks(float *out, int64_t n, uint64_t key, uint64_t ctr, float ra
     fill_mask(out, n, key, &ctr, keep16(rate), 1.0f / (1.0f - rate));
 }
 
-/* Train models [m0, m1) for one epoch. Returns 0, or -1 when scratch memory is short.
+/* Train models [m0, m1) for `epochs` epochs, each model all of them in a row while its
+ * parameters stay in cache (m1 is the number of models: rows of order and status are per
+ * epoch). Returns 0, or -1 when scratch memory is short.
  *
  * sizes[0..L]: layer widths (features, hidden..., outputs); W[l], B[l], VW[l], VB[l]: the
  * [models, in, out] / [models, 1, out] weights, biases and velocities of layer l.
- * Model m trains on fold f = fold_of[m]: at position i < n_train[m] of its epoch, row
- * idx[f, order[m, i]] of table table_of[m] (tables of n_rows rows of sizes[0] features: float32
+ * Model m trains on fold f = fold_of[m]: at position i < n_train[m] of epoch e, row
+ * idx[f, order[e, m, i]] of table table_of[m] (tables of n_rows rows of sizes[0] features: float32
  * already scaled, or, when u8, 8-bit values divided by divisor as they are read), with label
- * labels[row]; in minibatches of bs, minibatches [b0, b1) of the epoch only (the caller looks
- * at the clock and the stop flag in between). One sigmoid output for 2 classes, else softmax.
+ * labels[row]; in minibatches of bs, minibatches [b0, b1) of each epoch only (the caller
+ * looks at the clock and the stop flag in between). One sigmoid output for 2 classes, else softmax.
  * p_in/p_hid are dropout rates (0 = none), kept units scaled by 1/(1-rate), as Keras does;
  * cmax <= 0 or inf means no max-norm. ctr[m] (mask counter) advances by the units it draws.
- * status[m] becomes 0 when every parameter of model m is finite after the epoch, 1 when one
- * is infinite, 2 when one is NaN (checked while the parameters are in cache anyway).
+ * status[e, m] becomes 0 when every parameter of model m is finite after epoch e, 1 when
+ * one is infinite, 2 when one is NaN (checked while the parameters are in cache anyway); a
+ * model trains no epoch after one that left it non-finite (its later entries repeat it).
  *
- * Each model's parameters are copied into zero-padded rows (a multiple of VL wide) for the
- * epoch and back at its end; padded units stay exactly zero (zero weights in and out, zero
+ * Each model's parameters are copied into zero-padded rows (a multiple of VL wide) for its
+ * epochs and back at their end; padded units stay exactly zero (zero weights in and out, zero
  * bias, so zero activation and zero gradient).
  */
 int dropsweep_epoch(int64_t m0, int64_t m1, int64_t L, const int64_t *sizes, int64_t bs,
-                    int64_t b0, int64_t b1, int64_t max_train, const void *data, int64_t u8,
+                    int64_t epochs, int64_t b0, int64_t b1, int64_t max_train,
+                    const void *data, int64_t u8,
                     float divisor, int64_t n_rows, const int64_t *table_of,
                     const int64_t *labels, const int64_t *idx,
                     const int64_t *fold_of, const int64_t *order, const int64_t *n_train,
@@ -314,7 +318,7 @@ int dropsweep_epoch(int64_t m0, int64_t m1, int64_t L, const int64_t *sizes, int
                     const float *lr, const float *mom, const float *cmax, const float *p_in,
                     const float *p_hid, const uint64_t *key, uint64_t *ctr, int8_t *status,
                     int64_t *claim) {
-    if (L < 1 || L > MAX_LAYERS || bs < 1) return -1;
+    if (L < 1 || L > MAX_LAYERS || bs < 1 || epochs < 1) return -1;
     const unsigned fp_mode = flush_subnormals();
     int64_t n[MAX_LAYERS + 1], np[MAX_LAYERS + 1];
     int64_t widest = 0;
@@ -369,7 +373,6 @@ int dropsweep_epoch(int64_t m0, int64_t m1, int64_t L, const int64_t *sizes, int
         const size_t table = (size_t)table_of[m] * (size_t)n_rows * (size_t)F;
         const float *xf = u8 ? NULL : (const float *)data + table;
         const uint8_t *xb = u8 ? (const uint8_t *)data + table : NULL;
-        const int64_t *ord = order + m * max_train;
         const int64_t end = b1 * bs < n_train[m] ? b1 * bs : n_train[m];
         /* kept here, written back once: neighbouring models' counters share a cache line,
          * and the threads train neighbours at once */
@@ -381,116 +384,125 @@ int dropsweep_epoch(int64_t m0, int64_t m1, int64_t L, const int64_t *sizes, int
             memcpy(b[l], B[l] + m * out, (size_t)out * 4);
             memcpy(vb[l], VB[l] + m * out, (size_t)out * 4);
         }
-        for (int64_t start = b0 * bs; start < end; start += bs) {
-            const int64_t rows = end - start < bs ? end - start : bs;
-            /* forward */
-            /* masks: one draw per layer for all rows, dense [rows x width] */
-            if (use_in) fill_mask(mask[0], rows * F, key[m], &counter, keep_in, s_in);
-            for (int64_t r = 0; r < rows; r++) {
-                const int64_t row = idxf[ord[start + r]];
-                float *restrict a = act[0] + r * np[0];
-                if (u8) {
-                    const uint8_t *restrict src = xb + row * F;
-                    for (int64_t k = 0; k < F; k++) a[k] = (float)src[k] / divisor;
-                } else {
-                    const float *restrict src = xf + row * F; /* (a loop: no call a row) */
-                    for (int64_t k = 0; k < F; k++) a[k] = src[k];
-                }
-                if (use_in) {
-                    const float *restrict mk = mask[0] + r * F;
-                    for (int64_t k = 0; k < F; k++) a[k] *= mk[k];
-                }
-            }
-            for (int64_t l = 0; l < L; l++) { /* z = bias + a w, through ReLU but the last */
-                const int64_t out = n[l + 1], op = np[l + 1];
-                float *z = act[l + 1];
-                gemm(rows, op, n[l], act[l], np[l], 1, w[l], op, z, b[l], op,
-                     l + 1 < L ? BIAS_RELU : BIAS, 0, 0);
-                if (l + 1 < L && use_hid) {
-                    fill_mask(mask[l + 1], rows * out, key[m], &counter, keep_hid, s_hid);
-                    for (int64_t r = 0; r < rows; r++) {
-                        float *restrict zr = z + r * op;
-                        const float *restrict mk = mask[l + 1] + r * out;
-                        for (int64_t j = 0; j < out; j++) zr[j] *= mk[j];
-                    }
-                }
-            }
-            /* d(mean loss)/d(logits): sigmoid(z) - y, or softmax(z) - onehot(y) */
-            const float inv = 1.0f / (float)rows;
-            const int64_t opL = np[L];
-            for (int64_t r = 0; r < rows; r++) {
-                const float *z = act[L] + r * opL;
-                float *dr = d + r * opL;
-                const int64_t y = labels[idxf[ord[start + r]]];
-                if (O == 1) {
-                    dr[0] = (1.0f / (1.0f + expf(-z[0])) - (float)y) * inv;
-                } else {
-                    float top = z[0], sum = 0.0f;
-                    for (int64_t j = 1; j < O; j++) top = z[j] > top ? z[j] : top;
-                    for (int64_t j = 0; j < O; j++) { dr[j] = expf(z[j] - top); sum += dr[j]; }
-                    for (int64_t j = 0; j < O; j++)
-                        dr[j] = (dr[j] / sum - (j == y ? 1.0f : 0.0f)) * inv;
-                }
-                for (int64_t j = O; j < opL; j++) dr[j] = 0.0f;
-            }
-            /* backward, updating each layer as soon as its gradient is known */
-            for (int64_t l = L - 1; l >= 0; l--) {
-                const int64_t in = n[l], out = n[l + 1], ip = np[l], op = np[l + 1];
-                if (l > 0) { /* gradient w.r.t. this layer's input, with the old weights */
-                    transpose(w[l], in, op, wt[l], out, ip);
-                    gemm(rows, ip, out, d, op, 1, wt[l], ip, dp, NULL, ip, STORE, 0, 0);
-                    for (int64_t r = 0; r < rows; r++) { /* through dropout and ReLU */
-                        /* (padded columns of dp are already 0: zero columns of wt) */
-                        const float *restrict a = act[l] + r * ip, *restrict mk = mask[l] + r * in;
-                        float *restrict o = dp + r * ip;
-                        if (use_hid)
-                            for (int64_t k = 0; k < in; k++)
-                                o[k] = a[k] > 0.0f ? o[k] * mk[k] : 0.0f;
-                        else
-                            for (int64_t k = 0; k < in; k++) o[k] = a[k] > 0.0f ? o[k] : 0.0f;
-                    }
-                }
-                /* the gradient act^T d, applied to w and v as it is computed */
-                gemm(in, op, rows, act[l], 1, ip, d, op, w[l], v[l], op, SGD, mo, rate);
-                for (int64_t j = 0; j < op; j += VL) {
-                    vf s = {0};
-                    for (int64_t r = 0; r < rows; r++) s += vload(d + r * op + j);
-                    vf vv = mo * vload(vb[l] + j) - rate * s;
-                    vstore(vb[l] + j, vv);
-                    vstore(b[l] + j, vload(b[l] + j) + vv);
-                }
-                if (limited && l + 1 < L) { /* Keras MaxNorm: w * clip(n, 0, c) / (eps + n) */
-                    float *restrict wl = w[l];
-                    for (int64_t j = 0; j < op; j += VL) {
-                        vf sq = {0};
-                        for (int64_t k = 0; k < in; k++) {
-                            const vf x = vload(wl + k * op + j);
-                            sq += x * x;
-                        }
-                        vstore(gb + j, sq);
-                    }
-                    for (int64_t j = 0; j < op; j++) {
-                        const float nrm = sqrtf(gb[j]);
-                        gb[j] = (nrm < c ? nrm : c) / (nrm + KERAS_EPSILON);
-                    }
-                    for (int64_t k = 0; k < in; k++)
-                        for (int64_t j = 0; j < op; j += VL)
-                            vstore(wl + k * op + j, vload(wl + k * op + j) * vload(gb + j));
-                }
-                float *t = d; d = dp; dp = t;
-            }
-        }
         int8_t state = 0;
+        for (int64_t e = 0; e < epochs && !state; e++) {
+            const int64_t *ord = order + (e * m1 + m) * max_train;
+            for (int64_t start = b0 * bs; start < end; start += bs) {
+                const int64_t rows = end - start < bs ? end - start : bs;
+                /* forward */
+                /* masks: one draw per layer for all rows, dense [rows x width] */
+                if (use_in) fill_mask(mask[0], rows * F, key[m], &counter, keep_in, s_in);
+                for (int64_t r = 0; r < rows; r++) {
+                    const int64_t row = idxf[ord[start + r]];
+                    float *restrict a = act[0] + r * np[0];
+                    if (u8) {
+                        const uint8_t *restrict src = xb + row * F;
+                        for (int64_t k = 0; k < F; k++) a[k] = (float)src[k] / divisor;
+                    } else {
+                        const float *restrict src = xf + row * F; /* (a loop: no call a row) */
+                        for (int64_t k = 0; k < F; k++) a[k] = src[k];
+                    }
+                    if (use_in) {
+                        const float *restrict mk = mask[0] + r * F;
+                        for (int64_t k = 0; k < F; k++) a[k] *= mk[k];
+                    }
+                }
+                for (int64_t l = 0; l < L; l++) { /* z = bias + a w, through ReLU but the last */
+                    const int64_t out = n[l + 1], op = np[l + 1];
+                    float *z = act[l + 1];
+                    gemm(rows, op, n[l], act[l], np[l], 1, w[l], op, z, b[l], op,
+                         l + 1 < L ? BIAS_RELU : BIAS, 0, 0);
+                    if (l + 1 < L && use_hid) {
+                        fill_mask(mask[l + 1], rows * out, key[m], &counter, keep_hid, s_hid);
+                        for (int64_t r = 0; r < rows; r++) {
+                            float *restrict zr = z + r * op;
+                            const float *restrict mk = mask[l + 1] + r * out;
+                            for (int64_t j = 0; j < out; j++) zr[j] *= mk[j];
+                        }
+                    }
+                }
+                /* d(mean loss)/d(logits): sigmoid(z) - y, or softmax(z) - onehot(y) */
+                const float inv = 1.0f / (float)rows;
+                const int64_t opL = np[L];
+                for (int64_t r = 0; r < rows; r++) {
+                    const float *z = act[L] + r * opL;
+                    float *dr = d + r * opL;
+                    const int64_t y = labels[idxf[ord[start + r]]];
+                    if (O == 1) {
+                        dr[0] = (1.0f / (1.0f + expf(-z[0])) - (float)y) * inv;
+                    } else {
+                        float top = z[0], sum = 0.0f;
+                        for (int64_t j = 1; j < O; j++) top = z[j] > top ? z[j] : top;
+                        for (int64_t j = 0; j < O; j++) { dr[j] = expf(z[j] - top); sum += dr[j]; }
+                        for (int64_t j = 0; j < O; j++)
+                            dr[j] = (dr[j] / sum - (j == y ? 1.0f : 0.0f)) * inv;
+                    }
+                    for (int64_t j = O; j < opL; j++) dr[j] = 0.0f;
+                }
+                /* backward, updating each layer as soon as its gradient is known */
+                for (int64_t l = L - 1; l >= 0; l--) {
+                    const int64_t in = n[l], out = n[l + 1], ip = np[l], op = np[l + 1];
+                    if (l > 0) { /* gradient w.r.t. this layer's input, with the old weights */
+                        transpose(w[l], in, op, wt[l], out, ip);
+                        gemm(rows, ip, out, d, op, 1, wt[l], ip, dp, NULL, ip, STORE, 0, 0);
+                        for (int64_t r = 0; r < rows; r++) { /* through dropout and ReLU */
+                            /* (padded columns of dp are already 0: zero columns of wt) */
+                            const float *restrict a = act[l] + r * ip;
+                            const float *restrict mk = mask[l] + r * in;
+                            float *restrict o = dp + r * ip;
+                            if (use_hid)
+                                for (int64_t k = 0; k < in; k++)
+                                    o[k] = a[k] > 0.0f ? o[k] * mk[k] : 0.0f;
+                            else
+                                for (int64_t k = 0; k < in; k++) o[k] = a[k] > 0.0f ? o[k] : 0.0f;
+                        }
+                    }
+                    /* the gradient act^T d, applied to w and v as it is computed */
+                    gemm(in, op, rows, act[l], 1, ip, d, op, w[l], v[l], op, SGD, mo, rate);
+                    for (int64_t j = 0; j < op; j += VL) {
+                        vf s = {0};
+                        for (int64_t r = 0; r < rows; r++) s += vload(d + r * op + j);
+                        vf vv = mo * vload(vb[l] + j) - rate * s;
+                        vstore(vb[l] + j, vv);
+                        vstore(b[l] + j, vload(b[l] + j) + vv);
+                    }
+                    if (limited && l + 1 < L) { /* Keras MaxNorm: w * clip(n, 0, c) / (eps + n) */
+                        float *restrict wl = w[l];
+                        for (int64_t j = 0; j < op; j += VL) {
+                            vf sq = {0};
+                            for (int64_t k = 0; k < in; k++) {
+                                const vf x = vload(wl + k * op + j);
+                                sq += x * x;
+                            }
+                            vstore(gb + j, sq);
+                        }
+                        for (int64_t j = 0; j < op; j++) {
+                            const float nrm = sqrtf(gb[j]);
+                            gb[j] = (nrm < c ? nrm : c) / (nrm + KERAS_EPSILON);
+                        }
+                        for (int64_t k = 0; k < in; k++)
+                            for (int64_t j = 0; j < op; j += VL)
+                                vstore(wl + k * op + j, vload(wl + k * op + j) * vload(gb + j));
+                    }
+                    float *t = d; d = dp; dp = t;
+                }
+            }
+            /* the epoch's verdict while the parameters are in cache; a model that diverged
+             * trains no further epochs (its batch leaves it there, and so does the caller) */
+            for (int64_t l = 0; l < L; l++) {
+                for (int64_t k = 0; k < n[l]; k++)
+                    state = worst(state, w[l] + k * np[l + 1], n[l + 1]);
+                state = worst(state, b[l], n[l + 1]);
+            }
+            for (int64_t f = e; f < epochs; f++) status[f * m1 + m] = state;
+        }
         for (int64_t l = 0; l < L; l++) { /* back out of the padded copies */
             const int64_t in = n[l], out = n[l + 1];
             unpad_rows(W[l] + m * in * out, w[l], in, out, np[l + 1]);
             unpad_rows(VW[l] + m * in * out, v[l], in, out, np[l + 1]);
-            state = worst(state, W[l] + m * in * out, in * out);
-            state = worst(state, b[l], out);
             memcpy(B[l] + m * out, b[l], (size_t)out * 4);
             memcpy(VB[l] + m * out, vb[l], (size_t)out * 4);
         }
-        status[m] = state;
         ctr[m] = counter;
     }
     free(scratch);

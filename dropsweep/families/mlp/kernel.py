@@ -227,7 +227,8 @@ def _dlopen(dfd: int, name: str, label: Path) -> ctypes.CDLL | None:
         p, i64, f32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float
         try:
             lib.dropsweep_epoch.restype = ctypes.c_int
-            lib.dropsweep_epoch.argtypes = ([i64, i64, i64, p, i64, i64, i64, i64, p, i64, f32, i64]
+            lib.dropsweep_epoch.argtypes = ([i64, i64, i64, p, i64, i64, i64, i64, i64, p, i64,
+                                             f32, i64]
                                             + [p] * 19)
             lib.dropsweep_masks.restype = None
             lib.dropsweep_masks.argtypes = [p, i64, ctypes.c_uint64, ctypes.c_uint64, f32]
@@ -360,6 +361,10 @@ def train_epoch(
     models split over ``threads`` threads; return which models now hold a non-finite
     parameter, and which of those a NaN (bool ``[models]``).
 
+    With ``order`` of several epochs (``[epochs, models, rows]``: whole epochs), each model
+    trains them all in a row while its parameters stay in cache, and stops after an epoch
+    that left it non-finite; the flags are then per epoch (``[epochs, models]``).
+
     Rows are read from ``folds`` by index (8-bit rows scaled as read), never copied.
     ctypes releases the GIL during the call, so the threads really run in parallel.
     ``counter`` (int64 viewed as uint64, one per model) advances with the masks drawn.
@@ -367,12 +372,14 @@ def train_epoch(
     lib = load()
     assert lib is not None, "the C kernel is not available"
     models = int(weights[0].shape[0])
-    status = torch.zeros(models, dtype=torch.int8)
+    epochs = 1 if order.dim() == 2 else int(order.shape[0])
+    status = torch.zeros(epochs, models, dtype=torch.int8)
     sizes = torch.tensor([weights[0].shape[1]] + [int(w.shape[2]) for w in weights],
                          dtype=torch.int64)
     u8 = folds.divisor is not None
     table_of = folds.table_of[fold_of].contiguous()
-    args = [len(weights), _ptr(sizes), batch_size, batches[0], batches[1], folds.max_train,
+    args = [len(weights), _ptr(sizes), batch_size, epochs, batches[0], batches[1],
+            folds.max_train,
             _ptr(folds.rows), int(u8), float(folds.divisor or 1.0), int(folds.rows.shape[1]),
             _ptr(table_of), _ptr(folds.labels), _ptr(folds.train_idx), _ptr(fold_of),
             _ptr(order), _ptr(n_train), _ptrs(weights),
@@ -400,6 +407,8 @@ def train_epoch(
         codes = [run(0)] + [h.result() for h in helpers]
     if any(codes):
         raise MemoryError("the training kernel could not allocate its scratch memory")
+    if order.dim() == 2:
+        status = status[0]
     return status > 0, status == 2
 
 
