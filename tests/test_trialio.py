@@ -312,3 +312,49 @@ def test_a_trial_finished_meanwhile_is_lost_not_overwritten(study):
     assert lost == {1} and recorded[1] == (1, None) and recorded[0][1].value == 1.0
     stored_ = optuna.load_study(study_name=study.study_name, storage=study._storage._backend)
     assert [(t.state, t.user_attrs) for t in stored_.get_trials()][1] == (TrialState.FAIL, {})
+
+
+def test_an_ordinal_from_the_light_read_is_the_whole_reads(url, study, monkeypatch):
+    """A trial's ordinal (its place: its sampler's and batch's seeds, issue 25) counts the
+    trials before it that had a turn, as stored now. One light read of states serves while
+    the copies at hand are current (running and waiting trials count whatever they hold; a
+    finished one never changes); a trial another worker finished since they were read makes
+    it read the trials whole. Either way the count is the whole read's."""
+    from optuna.trial import create_trial
+
+    from dropsweep import records
+    from dropsweep.study.open import ordinal, trial_ordinal
+
+    whole_reads = []
+    real = trialio.released
+
+    def counted(s):
+        whole_reads.append(1)
+        return real(s)
+
+    monkeypatch.setattr(trialio, "released", counted)
+    study.add_trial(create_trial(state=TrialState.COMPLETE, value=0.5))
+    study.add_trial(create_trial(state=TrialState.FAIL, user_attrs={  # dropped: a surplus
+        records.INTERRUPTED: True, records.FAIL_REASON: records.SURPLUS}))
+    study.add_trial(create_trial(state=TrialState.FAIL, user_attrs={  # lost: no turn
+        records.INTERRUPTED: True, records.ROLE: records.ROLE_SEARCH, records.BATCH: "b"}))
+    study.enqueue_trial({"x": 0.5})
+    other = optuna.load_study(study_name=study.study_name, storage=SnapshotStorage(
+        study._storage._backend))
+
+    def truth(number: int) -> int:
+        fresh = optuna.load_study(study_name=study.study_name, storage=url)
+        return ordinal(fresh.get_trials(deepcopy=False), number)
+
+    with trialio.holding(study):
+        first = asked(study)  # takes the waiting trial
+        theirs = asked(other)  # another worker's, running
+        mine = asked(study)
+        frozen = study._storage.get_trial(mine._trial_id)
+        assert trial_ordinal(study, frozen) == truth(mine.number) == 4
+        assert whole_reads == []
+        other.tell(theirs, 0.1)  # finished by the other worker: our copy is out of date
+        assert trial_ordinal(study, frozen) == truth(mine.number) == 4
+        assert whole_reads == [1]
+        assert trial_ordinal(study, study._storage.get_trial(first._trial_id)) == truth(
+            first.number) == 2

@@ -257,6 +257,16 @@ class ResilientRDBStorage(RDBStorage):
                              .values(state=end.state, datetime_complete=now))
         return finished
 
+    def trial_states(self, study_id: int) -> dict[int, TrialState]:
+        """Every trial's number and state, and nothing else: one light query where reading
+        the trials themselves loads each running one whole (params, attributes, values)."""
+        models = optuna_private.rdb_models()
+
+        trials = models.TrialModel.__table__
+        with self.engine.connect() as conn:
+            return dict(conn.execute(sqlalchemy.select(trials.c.number, trials.c.state).where(
+                trials.c.study_id == study_id)).all())
+
     def _check_updatable(self, conn: Any, trial_ids: list[int], raise_: bool = True
                          ) -> set[int]:
         """The finished ones among ``trial_ids`` (the first raises UpdateFinishedTrialError,
@@ -294,5 +304,5 @@ for _name in ("create_new_study", "delete_study", "set_study_user_attr",
 for _name, _method in optuna_private.rdb_cache_calls().items():
     setattr(ResilientRDBStorage, _name, _resilient(_method))
 for _name in ("set_trial_user_attrs", "set_intermediate_values", "write_trials",
-              "finish_trials", "forget_intermediate_values"):
+              "finish_trials", "forget_intermediate_values", "trial_states"):
     setattr(ResilientRDBStorage, _name, _resilient(getattr(ResilientRDBStorage, _name)))

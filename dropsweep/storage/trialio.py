@@ -278,6 +278,15 @@ def _nothing() -> Iterator[None]:
     yield
 
 
+def trial_states(study: optuna.Study) -> dict[int, TrialState] | None:
+    """Every trial's number and state as the storage holds them now, in one light read; None
+    where the storage has no such read (then read the trials themselves)."""
+    storage = optuna_private.study_storage(study)
+    backend = storage.backend if isinstance(storage, SnapshotStorage) else storage
+    read = getattr(backend, "trial_states", None)
+    return None if read is None else read(optuna_private.study_id(study))
+
+
 def _batching(storage: object) -> SnapshotStorage | None:
     return storage if isinstance(storage, SnapshotStorage) and storage.batches_writes() else None
 
