@@ -5,6 +5,7 @@ the ``engine``-parametrised tests in test_trainer.py.)"""
 from __future__ import annotations
 
 import subprocess
+from dataclasses import replace
 import sys
 
 import numpy as np
@@ -240,11 +241,26 @@ def test_spans_of_epochs_change_no_number(monkeypatch):
     single = run()
     assert calls["spans"] == 4
     assert spanned[-1][3] == "loss became NaN at epoch 4, fold 2" == single[-1][3]
-    for a, b in zip(spanned, single):
-        assert a[:4] == b[:4]
-        assert (a[4] is None) == (b[4] is None)
-        if a[4] is not None:
-            assert all(torch.equal(x, z) for x, z in zip(a[4], b[4]))
+
+    def alike(a: list, b: list) -> None:
+        for x, z in zip(a, b):
+            assert x[:4] == z[:4]
+            assert (x[4] is None) == (z[4] is None)
+            if x[4] is not None:
+                assert all(torch.equal(p, q) for p, q in zip(x[4], z[4]))
+
+    alike(spanned, single)
+    # a divergence in a span's last epoch keeps the span: nothing after it was drawn
+    settings = replace(settings, eval_every=4)
+    single = run()
+    monkeypatch.undo()
+    monkeypatch.setattr(trainer.MLPEngine, "train_epochs", counting_spans)
+    monkeypatch.setattr(trainer.MLPEngine, "restore", counting_restore)
+    calls.update(spans=0, restored=0)
+    spanned = run()
+    alike(spanned, single)
+    assert spanned[-1][3] == "loss became NaN at epoch 4, fold 2"
+    assert calls == {"spans": 6, "restored": 0}  # 1-4 (its last diverged), ..., 21-24; 25
 
 
 @pytest.mark.slow

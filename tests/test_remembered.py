@@ -83,10 +83,15 @@ def test_a_damaged_answer_is_asked_again_and_replaced():
     y = labels(60, 3)
     want = stratified_folds(y, 3, 0)
     (path,) = kept()
-    path.write_bytes(b"not a zip file")
-    assert same_folds(stratified_folds(y, 3, 0), want)
-    assert same_folds(stratified_folds(y, 3, 0), want)
-    assert path.read_bytes()[:2] == b"PK"  # written again, whole
+    for damage in ("not a zip file", "a lone array"):
+        if damage == "a lone array":
+            with open(path, "wb") as f:
+                np.save(f, np.arange(3))
+        else:
+            path.write_bytes(damage.encode())
+        assert same_folds(stratified_folds(y, 3, 0), want)
+        assert same_folds(stratified_folds(y, 3, 0), want)
+        assert path.read_bytes()[:2] == b"PK"  # written again, whole
 
 
 def test_a_cache_that_cannot_be_written_changes_no_answer(tmp_path, monkeypatch):
@@ -97,7 +102,7 @@ def test_a_cache_that_cannot_be_written_changes_no_answer(tmp_path, monkeypatch)
     assert same_folds(stratified_folds(y, 4, 1), sklearn_folds(y, 4, 1))
 
 
-def test_another_scikit_learn_version_is_another_answer(monkeypatch):
+def test_another_scikit_learn_or_numpy_version_is_another_answer(monkeypatch):
     y = labels(50, 5)
     stratified_folds(y, 5, 0)
     monkeypatch.setattr(remembered, "_sklearn_version", lambda: "0.0-other")

@@ -15,9 +15,9 @@ import pytest
 from conftest import SONAR_DIR
 
 REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # two searches and a plain loop, however tiny
 
 
-@pytest.mark.slow
 def test_the_end_to_end_benchmark_runs_and_prints_both_searches_and_the_plain_loop(sonar_dir):
     # a relative data directory, as the README writes it: the searches run elsewhere
     relative = os.path.relpath(SONAR_DIR, REPO)

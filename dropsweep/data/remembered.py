@@ -4,8 +4,9 @@ Why: importing scikit-learn (``StratifiedKFold``, ``train_test_split``, ``Standa
 costs about 1.2 s of a search's start on this project's machine — as much as the rest of
 start-up besides torch — and every resumed search, every worker process and every study of
 the same data asks it the same questions again. Each answer depends only on its arguments and
-scikit-learn's version, so it is stored in dropsweep's cache directory (``remembered/``),
-named by a hash of both, and read back bit for bit: the results are scikit-learn's, as if it
+the versions of scikit-learn and numpy (whose reductions compute the statistics), so it is
+stored in dropsweep's cache directory (``remembered/``), named by a hash of all of them, and
+read back bit for bit: the results are scikit-learn's, as if it
 had been asked (tests/test_remembered.py holds them to it). A file that is missing, damaged
 or unreadable is computed afresh; a cache that cannot be written is simply not kept.
 Writes are atomic (a temporary file, then a rename), so workers sharing the cache never read
@@ -30,18 +31,19 @@ DIRECTORY = "remembered"
 
 @lru_cache(maxsize=1)
 def _sklearn_version() -> str:
-    """scikit-learn's installed version, from its metadata (15 ms, not the 1.2 s import)."""
+    """scikit-learn's installed version, from its metadata (15 ms, not the 1.2 s import),
+    and numpy's."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:
-        return version("scikit-learn")
+        return f"{version('scikit-learn')}|numpy {np.__version__}"
     except PackageNotFoundError:
-        return "absent"
+        return f"absent|numpy {np.__version__}"
 
 
 def key(kind: str, arrays: Sequence[np.ndarray], params: Sequence[object]) -> str:
     """The name of an answer: ``kind``, its parameters, every array's type, shape and bytes,
-    scikit-learn's version and this module's format."""
+    scikit-learn's and numpy's versions and this module's format."""
     h = hashlib.sha256(f"{FORMAT}|{_sklearn_version()}|{kind}|{params!r}".encode())
     for a in arrays:
         a = np.ascontiguousarray(a)
@@ -59,7 +61,8 @@ def _read(path: Path, count: int) -> list[np.ndarray] | None:
         with np.load(path, allow_pickle=False) as stored:
             got = [stored[f"a{i}"] for i in range(count)]
         return got if len(got) == count else None
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+    except (OSError, ValueError, KeyError, EOFError, TypeError, AttributeError,
+            zipfile.BadZipFile):  # (a lone .npy under the name: an array, not an archive)
         return None  # missing, damaged or another layout: computed again
 
 

@@ -81,12 +81,13 @@ def batches_per_slice(macs_per_batch: float) -> int:
     return max(1, int(SLICE_MACS // max(macs_per_batch, 1.0)))
 
 
-# The work several whole epochs may take in one call of an engine that trains epochs in a row
-# (:class:`SpanEngine`): where an epoch is small (Sonar's is milliseconds), the call around
-# it, the copies in and out of its cache and the threads' start and join were a large part of
-# its time; a span still ends within a fraction of a second, at the next checkpoint at the
-# latest.
-SPAN_MACS = 1e10
+# The work (forward multiply-adds, as SLICE_MACS counts them) several whole epochs may take in
+# one call of an engine that trains epochs in a row (:class:`SpanEngine`): where an epoch is
+# small (Sonar's is milliseconds), the call around it, the copies in and out of its cache and
+# the threads' start and join were a large part of its time; a span still ends within a
+# fraction of a second (forward, backward and update are about three times this), at the
+# next checkpoint at the latest.
+SPAN_MACS = 3e9
 
 
 def epochs_per_span(macs_per_epoch: float) -> int:
@@ -231,14 +232,16 @@ def run_epochs(engine: Engine, n_trials: int, epochs: int, eval_every: int,
     """Train the engine's models epoch by epoch; one result per trial.
 
     Trials stopped by ``on_checkpoint`` or by a diverging loss leave the batch, so they stop
-    costing compute. ``should_stop`` is asked before every slice of an epoch (a fraction of
+    costing compute. ``should_stop`` is asked before every slice of an epoch, or before
+    every span of whole epochs where the engine trains several at a call (each a fraction of
     a second of work); when it says yes, the unfinished trials come back marked
-    ``interrupted``. ``on_progress`` hears the epochs done after every slice.
+    ``interrupted``. ``on_progress`` hears the epochs done after every slice or span.
 
-    ``save`` is offered the whole state at the end of an epoch whenever it is due (the
-    engine's, the epoch, the results so far), and at a stop where it stopped (when it
-    keeps stops, :meth:`Checkpointer.at_stop`): then also the minibatch the epoch was at and
-    the epoch's row order. ``resume``, either state, continues from it exactly.
+    ``save`` is offered the whole state at the end of an epoch (of a span's last one)
+    whenever it is due (the engine's, the epoch, the results so far), and at a stop where it
+    stopped (when it keeps stops, :meth:`Checkpointer.at_stop`): then also the minibatch the
+    epoch was at and the epoch's row order. ``resume``, either state, continues from it
+    exactly.
     """
     run = _Run(engine, n_trials, resume)
     with torch.no_grad():

@@ -1,4 +1,4 @@
-/* One epoch of SGD for a batch of small Keras-style MLPs, one model at a time.
+/* Epochs of SGD for a batch of small Keras-style MLPs, one model at a time.
  *
  * Why C: at this size (16-row minibatches, 60-60-30-1) a batched torch step is bound by
  * memory traffic and per-call overhead, not arithmetic: every element-wise pass streams the
@@ -129,7 +129,8 @@ GEMM_NV(3)
 GEMM_NV(4)
 
 /* An m x n block of C (n a multiple of VL) from A B, in column strips of up to 4 vectors;
- * v: the velocities beside C when mode is SGD (else unused). */
+ * v: the velocities beside C when mode is SGD, the bias row when BIAS or BIAS_RELU (else
+ * unused). */
 static void gemm(int64_t m, int64_t n, int64_t K, const float *a, int64_t ai, int64_t ak,
                  const float *b, int64_t ldb, float *c, float *v, int64_t ldc, int mode,
                  float mo, float rate) {
@@ -287,9 +288,11 @@ void dropsweep_masks(float *out, int64_t n, uint64_t key, uint64_t ctr, float ra
     fill_mask(out, n, key, &ctr, keep16(rate), 1.0f / (1.0f - rate));
 }
 
-/* Train models [m0, m1) for `epochs` epochs, each model all of them in a row while its
- * parameters stay in cache (m1 is the number of models: rows of order and status are per
- * epoch). Returns 0, or -1 when scratch memory is short.
+/* Train models [m0, m1) of a batch of m1 models for `epochs` epochs, each model all of
+ * them in a row while its parameters stay in cache (order and status hold a row of m1
+ * models per epoch: a call over part of a batch passes m1 = the batch's size and, for
+ * several epochs, m0 = 0; with `claim`, the threads take models m0 + claim++ below m1).
+ * Returns 0, or -1 when scratch memory is short or the call is malformed.
  *
  * sizes[0..L]: layer widths (features, hidden..., outputs); W[l], B[l], VW[l], VB[l]: the
  * [models, in, out] / [models, 1, out] weights, biases and velocities of layer l.
@@ -318,7 +321,7 @@ int dropsweep_epoch(int64_t m0, int64_t m1, int64_t L, const int64_t *sizes, int
                     const float *lr, const float *mom, const float *cmax, const float *p_in,
                     const float *p_hid, const uint64_t *key, uint64_t *ctr, int8_t *status,
                     int64_t *claim) {
-    if (L < 1 || L > MAX_LAYERS || bs < 1 || epochs < 1) return -1;
+    if (L < 1 || L > MAX_LAYERS || bs < 1 || epochs < 1 || (epochs > 1 && m0 != 0)) return -1;
     const unsigned fp_mode = flush_subnormals();
     int64_t n[MAX_LAYERS + 1], np[MAX_LAYERS + 1];
     int64_t widest = 0;

@@ -357,7 +357,7 @@ def train_epoch(
     input_rate: torch.Tensor, hidden_rate: torch.Tensor, key: torch.Tensor, counter: torch.Tensor,
     batch_size: int, threads: int, batches: tuple[int, int],
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Minibatches ``batches`` = [first, end) of one epoch of every model, in place, the
+    """Minibatches ``batches`` = [first, end) of an epoch of every model, in place, the
     models split over ``threads`` threads; return which models now hold a non-finite
     parameter, and which of those a NaN (bool ``[models]``).
 
@@ -406,7 +406,8 @@ def train_epoch(
         helpers = [_pool.submit(run, i) for i in range(1, parts)]
         codes = [run(0)] + [h.result() for h in helpers]
     if any(codes):
-        raise MemoryError("the training kernel could not allocate its scratch memory")
+        raise MemoryError("the training kernel could not allocate its scratch memory (or was "
+                          "called with a malformed batch)")
     if order.dim() == 2:
         status = status[0]
     return status > 0, status == 2
