@@ -19,6 +19,7 @@ WHOLLY_SLOW = {
     "test_interop.py",
     "test_kill.py",
     "test_run.py",
+    "test_sonar_benchmark.py",
 }
 
 
