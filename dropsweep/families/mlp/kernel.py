@@ -394,17 +394,15 @@ def train_epoch(
     def run(i: int) -> int:
         return lib.dropsweep_epoch(0, models, *args)
 
-    if parts == 1:
-        codes = [run(0)]
-    else:  # this thread trains too: it starts at once, a woken helper ~0.3 ms later (a
-        # VM's wake-up; measured), and takes more models meanwhile
-        global _pool, _pool_threads
-        if _pool is None or _pool_threads != threads - 1:
-            if _pool is not None:
-                _pool.shutdown(wait=False)
-            _pool, _pool_threads = ThreadPoolExecutor(max_workers=threads - 1), threads - 1
-        helpers = [_pool.submit(run, i) for i in range(1, parts)]
-        codes = [run(0)] + [h.result() for h in helpers]
+    # The threads of a pool train, this one waits: waiting on a lock, it runs a signal's
+    # handler at once (Ctrl-C, and a second one that cuts a stop short), where inside a C call
+    # it would not until the call returned — a whole span — and two Ctrl-C would be one.
+    global _pool, _pool_threads
+    if _pool is None or _pool_threads != parts:
+        if _pool is not None:
+            _pool.shutdown(wait=False)
+        _pool, _pool_threads = ThreadPoolExecutor(max_workers=parts), parts
+    codes = list(_pool.map(run, range(parts)))
     if any(codes):
         raise MemoryError("the training kernel could not allocate its scratch memory (or was "
                           "called with a malformed batch)")
