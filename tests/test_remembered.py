@@ -105,7 +105,7 @@ def test_a_cache_that_cannot_be_written_changes_no_answer(tmp_path, monkeypatch)
 def test_another_scikit_learn_or_numpy_version_is_another_answer(monkeypatch):
     y = labels(50, 5)
     stratified_folds(y, 5, 0)
-    monkeypatch.setattr(remembered, "_sklearn_version", lambda: "0.0-other")
+    monkeypatch.setattr(remembered, "_versions", lambda: "0.0-other")
     stratified_folds(y, 5, 0)
     assert len(kept()) == 2
 

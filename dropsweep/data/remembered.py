@@ -30,7 +30,7 @@ DIRECTORY = "remembered"
 
 
 @lru_cache(maxsize=1)
-def _sklearn_version() -> str:
+def _versions() -> str:
     """scikit-learn's installed version, from its metadata (15 ms, not the 1.2 s import),
     and numpy's."""
     from importlib.metadata import PackageNotFoundError, version
@@ -44,7 +44,7 @@ def _sklearn_version() -> str:
 def key(kind: str, arrays: Sequence[np.ndarray], params: Sequence[object]) -> str:
     """The name of an answer: ``kind``, its parameters, every array's type, shape and bytes,
     scikit-learn's and numpy's versions and this module's format."""
-    h = hashlib.sha256(f"{FORMAT}|{_sklearn_version()}|{kind}|{params!r}".encode())
+    h = hashlib.sha256(f"{FORMAT}|{_versions()}|{kind}|{params!r}".encode())
     for a in arrays:
         a = np.ascontiguousarray(a)
         h.update(f"|{a.dtype.str}{a.shape}|".encode())

@@ -75,10 +75,15 @@ ProgressHook = Callable[[float], None]
 SLICE_MACS = 1e9
 
 
+def _fits(budget: float, each: float) -> int:
+    """How many pieces of ``each`` multiply-adds fit in ``budget`` (at least one)."""
+    return max(1, int(budget // max(each, 1.0)))
+
+
 def batches_per_slice(macs_per_batch: float) -> int:
     """How many minibatches make one slice of ``SLICE_MACS``; a small network's whole
     epoch is one slice (no extra calls)."""
-    return max(1, int(SLICE_MACS // max(macs_per_batch, 1.0)))
+    return _fits(SLICE_MACS, macs_per_batch)
 
 
 # The work (forward multiply-adds, as SLICE_MACS counts them) several whole epochs may take in
@@ -92,7 +97,7 @@ SPAN_MACS = 3e9
 
 def epochs_per_span(macs_per_epoch: float) -> int:
     """How many whole epochs make one span of ``SPAN_MACS`` (at least one)."""
-    return max(1, int(SPAN_MACS // max(macs_per_epoch, 1.0)))
+    return _fits(SPAN_MACS, macs_per_epoch)
 
 
 class Engine(Protocol):

@@ -297,12 +297,7 @@ class MLPEngine:
         """Minibatches [first, end) of the epoch, each gathered from the rows as it is used."""
         folds, bs, bits, n_outputs = self.folds, self.bs, self.bits, self.sizes[-1]
         if self.compiled:
-            net = self.net
-            self._status = kernel.train_epoch(
-                net.model.weights, net.model.biases, net.velocity[0::2], net.velocity[1::2],
-                folds, self.fold_of, self.order, self.n_train, self.lr, self.mom, self.c_max,
-                self.p_in, self.p_hid, self.mask_key, self.mask_counter, bs,
-                torch.get_num_threads(), (first, end))
+            self._status = self._kernel(self.order, (first, end))
             return
         for b in range(first, end):
             x, y = folds.gather(self.fold_of, self.order[:, b * bs:(b + 1) * bs])
@@ -334,24 +329,33 @@ class MLPEngine:
     def train_epochs(self, count: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         orders = [self.order] + [epoch_order(self.generator, self.n_train, self.folds.max_train)
                                  for _ in range(count - 1)]
-        net = self.net
-        bad, nan = kernel.train_epoch(
-            net.model.weights, net.model.biases, net.velocity[0::2], net.velocity[1::2],
-            self.folds, self.fold_of, torch.stack(orders), self.n_train, self.lr, self.mom,
-            self.c_max, self.p_in, self.p_hid, self.mask_key, self.mask_counter, self.bs,
-            torch.get_num_threads(), (0, self.n_batches))
+        bad, nan = self._kernel(torch.stack(orders), (0, self.n_batches))
         self.order = orders[-1]
         return list(zip(bad, nan))
 
-    def snapshot(self) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+    def _kernel(self, order: torch.Tensor, batches: tuple[int, int]
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The C kernel on every model, in place: minibatches ``batches`` of an epoch, or of
+        each of several (``order`` of one epoch or several; see kernel.train_epoch)."""
         net = self.net
-        return ([t.clone() for t in (*net.model.weights, *net.model.biases, *net.velocity)],
-                self.mask_counter.clone(), self.generator.get_state())
+        return kernel.train_epoch(
+            net.model.weights, net.model.biases, net.velocity[0::2], net.velocity[1::2],
+            self.folds, self.fold_of, order, self.n_train, self.lr, self.mom, self.c_max,
+            self.p_in, self.p_hid, self.mask_key, self.mask_counter, self.bs,
+            torch.get_num_threads(), batches)
+
+    def _trained_tensors(self) -> tuple[torch.Tensor, ...]:
+        """What an epoch of the kernel changes in the network: weights, biases, velocities."""
+        net = self.net
+        return (*net.model.weights, *net.model.biases, *net.velocity)
+
+    def snapshot(self) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+        return ([t.clone() for t in self._trained_tensors()], self.mask_counter.clone(),
+                self.generator.get_state())
 
     def restore(self, snapshot: tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]) -> None:
         tensors, counter, generator = snapshot
-        net = self.net
-        for t, saved in zip((*net.model.weights, *net.model.biases, *net.velocity), tensors):
+        for t, saved in zip(self._trained_tensors(), tensors):
             t.copy_(saved)
         self.mask_counter.copy_(counter)
         self.generator.set_state(generator)

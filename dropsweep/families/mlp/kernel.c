@@ -264,8 +264,8 @@ static int8_t worst(int8_t state, const float *restrict x, int64_t n) {
     return here > state ? here : state;
 }
 
-/* A dense [rows x cols] matrix into rows padded to ld, and back: loops the compiler widens,
- * not a memcpy per row, whose call cost more than the copy for rows of 1 to 60 floats. */
+/* A dense [rows x cols] matrix into rows padded to ld, and back (a model's weights and
+ * velocities into its cache copies and out of them). */
 static void pad_rows(float *restrict dst, const float *restrict src, int64_t rows, int64_t cols,
                      int64_t ld) {
     for (int64_t k = 0; k < rows; k++)
@@ -402,8 +402,7 @@ int dropsweep_epoch(int64_t m0, int64_t m1, int64_t L, const int64_t *sizes, int
                         const uint8_t *restrict src = xb + row * F;
                         for (int64_t k = 0; k < F; k++) a[k] = (float)src[k] / divisor;
                     } else {
-                        const float *restrict src = xf + row * F; /* (a loop: no call a row) */
-                        for (int64_t k = 0; k < F; k++) a[k] = src[k];
+                        memcpy(a, xf + row * F, (size_t)F * sizeof(float));
                     }
                     if (use_in) {
                         const float *restrict mk = mask[0] + r * F;
