@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import signal
+import subprocess
 from collections import Counter
+from pathlib import Path
 
 from dropsweep.errors import DropsweepError
 from dropsweep.study.stop import StopFlag
@@ -61,3 +63,31 @@ class Every:
 
     def __call__(self, state: dict) -> None:
         self.states.append(state)
+
+
+def alive(pid: int, started: str) -> bool:
+    """Whether the process ``pid`` that started at ``started`` still runs (a zombie does not:
+    the orphan's new parent may be slow to reap it; a reused pid is another process)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    fields = stat.rpartition(")")[2].split()  # after "pid (comm)"
+    return fields[0] not in ("Z", "X") and fields[19] == started
+
+
+def worker_processes(parent: int) -> dict[int, str]:
+    """The ``--workers`` children of ``parent``: pid -> start time (for :func:`alive`).
+    Its own children only: another test's workers, running beside it under xdist, have the
+    same command line."""
+    children = subprocess.run(["pgrep", "-P", str(parent)], capture_output=True,
+                              text=True).stdout.split()
+    found = {}
+    for pid in children:
+        try:
+            if b"\x00--worker-options\x00" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+                continue
+            found[int(pid)] = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[19]
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # gone already
+    return found

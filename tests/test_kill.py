@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import SUITE
+from helpers import SUITE, alive, worker_processes
 
 pytestmark = pytest.mark.slow  # every test kills or stops real dropsweep processes
 
@@ -166,15 +166,16 @@ def test_sigterm_to_the_parent_of_workers_stops_them_all(in_tmp):
     SUITE["worker processes"] += 2
     wait_for(db, proc, lambda t: len(completed(t)) >= 1
              and sum(s == "RUNNING" for _, s, _, _ in t) >= 2)
+    workers = worker_processes(proc.pid)
+    assert len(workers) == 2, workers
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err
     assert "Traceback" not in err and "Interrupted by SIGTERM" in out
-    time.sleep(0.5)
     assert "RUNNING" not in [s for _, s, _, _ in rows(db)]
-    workers = subprocess.run(["pgrep", "-f", f"dropsweep search {SONAR_SWEEP} --worker-options"],
-                             capture_output=True, text=True)
-    assert workers.stdout.strip() == ""  # no orphaned worker left behind
+    # no orphan left behind: the parent waited for its own workers (a pgrep of the command
+    # line would also find another test's workers running beside this one)
+    assert not [pid for pid, started in workers.items() if alive(pid, started)]
 
 
 def fold_accuracies(db: Path) -> dict[str, list[float]]:

@@ -21,7 +21,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from helpers import SUITE
+from helpers import SUITE, alive, worker_processes
 
 from dropsweep.study.liveness import counts_toward_target
 from dropsweep.storage.open import open_storage
@@ -364,17 +364,6 @@ def test_a_worker_stops_cleanly_when_its_parent_dies(tmp_path, how):
                 pass
 
 
-def alive(pid: int, started: str) -> bool:
-    """Whether the process ``pid`` that started at ``started`` still runs (a zombie does not:
-    the orphan's new parent may be slow to reap it; a reused pid is another process)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    fields = stat.rpartition(")")[2].split()  # after "pid (comm)"
-    return fields[0] not in ("Z", "X") and fields[19] == started
-
-
 def trial_states(db: Path) -> list[tuple[int, str, bool]]:
     """(number, state, interrupted) of every trial, read without writing; a trial that
     diverged (FAIL with its own reason, "loss became NaN ...": a result of the random
@@ -401,12 +390,8 @@ def test_kill_9_of_the_parent_stops_its_workers_cleanly(in_tmp):
     SUITE["worker processes"] += 2
     db = in_tmp / "results" / "dropsweep.db"
     wait_for(db, proc, lambda t: sum(s == "RUNNING" for _, s, _, _ in t) >= 2)
-    children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
-                              text=True).stdout.split()
-    workers = {int(pid): Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[19]
-               for pid in children
-               if b"\x00--worker-options\x00" in Path(f"/proc/{pid}/cmdline").read_bytes()}
-    assert len(workers) == 2, children
+    workers = worker_processes(proc.pid)
+    assert len(workers) == 2, workers
     kill9(proc)
     try:
         deadline = time.monotonic() + 30
