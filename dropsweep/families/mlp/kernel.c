@@ -64,9 +64,12 @@ static inline int64_t padded(int64_t n) { return (n + VL - 1) / VL * VL; }
 
 /* What a product does with its result block s at c: store it, add it (the accumulator starts
  * from c), start from the row v (a layer's bias, the same for every row) and store it, the
- * same through ReLU, or take it as the gradient of weights c with velocities v: Keras SGD,
- * v = mo*v - rate*s; c += v, while the block is still in registers. */
-enum { STORE, ADD, BIAS, BIAS_RELU, SGD };
+ * same through ReLU, take it as the gradient of weights c with velocities v: Keras SGD,
+ * v = mo*v - rate*s; c += v, while the block is still in registers, or take it as the
+ * gradient of a ReLU layer's output a (at v, laid out as c) and store it through the ReLU
+ * and dropout: a > 0 ? s * mo : 0 (a kept unit's mask value is the scale mo itself, and a
+ * dropped unit's output is 0, so this is s times the mask). */
+enum { STORE, ADD, BIAS, BIAS_RELU, SGD, RELU_BACK };
 
 typedef int32_t vm __attribute__((vector_size(VL * sizeof(int32_t))));
 
@@ -81,6 +84,8 @@ static inline void finish(int mode, float *c, float *v, vf s, float mo, float ra
         vstore(c, vload(c) + vv);
     } else if (mode == BIAS_RELU) { /* s > 0 ? s : 0, NaN and -0 to +0 as the scalar form */
         vstore(c, (vf)((vm)s & (s > 0.0f)));
+    } else if (mode == RELU_BACK) {
+        vstore(c, (vf)((vm)(s * mo) & (vload(v) > 0.0f)));
     } else {
         vstore(c, s);
     }
@@ -444,20 +449,11 @@ int dropsweep_epoch(int64_t m0, int64_t m1, int64_t L, const int64_t *sizes, int
                 /* backward, updating each layer as soon as its gradient is known */
                 for (int64_t l = L - 1; l >= 0; l--) {
                     const int64_t in = n[l], out = n[l + 1], ip = np[l], op = np[l + 1];
-                    if (l > 0) { /* gradient w.r.t. this layer's input, with the old weights */
+                    if (l > 0) { /* gradient w.r.t. this layer's input, with the old weights,
+                                  * through its ReLU and dropout (padded units: a = 0) */
                         transpose(w[l], in, op, wt[l], out, ip);
-                        gemm(rows, ip, out, d, op, 1, wt[l], ip, dp, NULL, ip, STORE, 0, 0);
-                        for (int64_t r = 0; r < rows; r++) { /* through dropout and ReLU */
-                            /* (padded columns of dp are already 0: zero columns of wt) */
-                            const float *restrict a = act[l] + r * ip;
-                            const float *restrict mk = mask[l] + r * in;
-                            float *restrict o = dp + r * ip;
-                            if (use_hid)
-                                for (int64_t k = 0; k < in; k++)
-                                    o[k] = a[k] > 0.0f ? o[k] * mk[k] : 0.0f;
-                            else
-                                for (int64_t k = 0; k < in; k++) o[k] = a[k] > 0.0f ? o[k] : 0.0f;
-                        }
+                        gemm(rows, ip, out, d, op, 1, wt[l], ip, dp, act[l], ip, RELU_BACK,
+                             use_hid ? s_hid : 1.0f, 0);
                     }
                     /* the gradient act^T d, applied to w and v as it is computed */
                     gemm(in, op, rows, act[l], 1, ip, d, op, w[l], v[l], op, SGD, mo, rate);
@@ -470,14 +466,14 @@ int dropsweep_epoch(int64_t m0, int64_t m1, int64_t L, const int64_t *sizes, int
                     }
                     if (limited && l + 1 < L) { /* Keras MaxNorm: w * clip(n, 0, c) / (eps + n) */
                         float *restrict wl = w[l];
-                        for (int64_t j = 0; j < op; j += VL) {
-                            vf sq = {0};
-                            for (int64_t k = 0; k < in; k++) {
+                        /* each column's squares summed in row order, the columns side by
+                         * side (independent sums: none waits on the one before) */
+                        memset(gb, 0, (size_t)op * sizeof(float));
+                        for (int64_t k = 0; k < in; k++)
+                            for (int64_t j = 0; j < op; j += VL) {
                                 const vf x = vload(wl + k * op + j);
-                                sq += x * x;
+                                vstore(gb + j, vload(gb + j) + x * x);
                             }
-                            vstore(gb + j, sq);
-                        }
                         for (int64_t j = 0; j < op; j++) {
                             const float nrm = sqrtf(gb[j]);
                             gb[j] = (nrm < c ? nrm : c) / (nrm + KERAS_EPSILON);
