@@ -124,6 +124,69 @@ def test_a_batch_trained_in_spans_stops_checkpoints_and_resumes_exactly(tmp_path
         assert outcome(train(resume=state)) == outcome(whole)
 
 
+@pytest.mark.slow
+def test_a_span_given_back_for_a_divergence_stops_checkpoints_and_resumes_exactly(
+        tmp_path, monkeypatch):
+    """A trial diverging inside a span: the span is given back and its epochs up to the
+    divergence go one at a time (test_kernel.py). A checkpoint or a stop anywhere — in those
+    single epochs, at the divergence, in the spans after — resumes, through a real file, to
+    exactly the numbers of the run never stopped, the diverged trial failed with its reason."""
+    from dropsweep.families.mlp import engine as mlp_engine
+    from dropsweep.families.mlp import kernel
+
+    if kernel.load() is None:
+        pytest.skip(f"the C kernel is not available here: {kernel.unavailable()}")
+    rng = np.random.default_rng(0)
+    y = np.arange(60) % 2
+    X = (rng.normal(size=(60, 6)) * 30 + y[:, None]).astype(np.float32)
+    folds = make_folds(X, y, 3, seed=1)
+    settings = TrainSettings(hidden=(9, 5), epochs=12, batch_size=8, eval_every=6, engine="c")
+    configs = [mlp_config(p, 0.2, 0.3, learning_rate=lr, momentum=0.9, max_norm=c)
+               for p, lr, c in [("none", 0.01, None), ("input", 0.05, 3.0),
+                                ("hidden", 0.02, None), ("both", 0.1, 2.0)]]
+    configs.append(mlp_config("none", 0.0, 0.0, learning_rate=3000.0, momentum=0.99,
+                              max_norm=None))  # NaN at epoch 4 (as in test_kernel.py)
+    spans, restored = [], []
+    real_span, real_restore = mlp_engine.MLPEngine.train_epochs, mlp_engine.MLPEngine.restore
+
+    def counted(self, count):
+        spans.append(count)
+        return real_span(self, count)
+
+    def counted_restore(self, snapshot):
+        restored.append(1)
+        return real_restore(self, snapshot)
+
+    def train(**kw):
+        return train_trials(configs, folds, settings, seed=0, **kw)
+
+    monkeypatch.setattr(mlp_engine.MLPEngine, "train_epochs", counted)
+    monkeypatch.setattr(mlp_engine.MLPEngine, "restore", counted_restore)
+    saver = Every()
+    whole = train(save=saver)
+    # 1-6 given back; 1 to 4 one at a time; then 5-6 and 7-12 as spans
+    assert (spans, len(restored)) == ([6, 2, 6], 1)
+    assert whole[4].failure == "loss became NaN at epoch 4, fold 2"
+    assert [s["epoch"] for s in saver.states] == [1, 2, 3, 4, 6]
+    for i, state in enumerate(saver.states):
+        path = tmp_path / f"{i}.ckpt"
+        checkpoints.write_atomic(path, {"trials": [0, 1, 2, 3, 4], "seed": 0,
+                                        "configs": [dict(c) for c in configs],
+                                        "state": state})
+        same(whole, train(resume=checkpoints.read(path)["state"]))
+    # looks: before the given-back span, before each single epoch's slice, before each span
+    for looks in range(7):
+        at_stop = AtStop()
+        stopped = train(should_stop=StopAfter(looks), save=at_stop)
+        assert all(r.interrupted for r in stopped if r.failure is None)
+        [state] = at_stop.states
+        path = tmp_path / f"stop{looks}.ckpt"
+        checkpoints.write_atomic(path, {"trials": [0, 1, 2, 3, 4], "seed": 0,
+                                        "configs": [dict(c) for c in configs],
+                                        "state": state})
+        assert outcome(train(resume=checkpoints.read(path)["state"])) == outcome(whole), looks
+
+
 def test_a_holdout_batch_of_8_bit_images_resumes_exactly(engine):
     rng = np.random.default_rng(3)
     y = np.arange(120) % 4
