@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import shutil
 import signal
+import sqlite3
 import subprocess
 from collections import Counter
 from pathlib import Path
@@ -91,3 +94,11 @@ def worker_processes(parent: int) -> dict[int, str]:
         except (FileNotFoundError, ProcessLookupError):
             continue  # gone already
     return found
+
+
+def trials_in_the_file_alone(db: Path, copy: Path) -> int:
+    """The trials a copy of the SQLite file holds without its ``-wal`` and ``-shm`` beside it
+    (as it is mailed, committed or ``scp``-ed)."""
+    shutil.copyfile(db, copy)
+    with contextlib.closing(sqlite3.connect(copy)) as con:
+        return con.execute("select count(*) from trials").fetchone()[0]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import json
 import os
 import re
@@ -17,7 +19,7 @@ from click.testing import CliRunner
 
 from dropsweep import __version__
 from dropsweep.cli import main
-from helpers import SUITE
+from helpers import SUITE, trials_in_the_file_alone
 
 REPO = Path(__file__).resolve().parents[1]
 SONAR_SWEEP = str(REPO / "sweeps" / "sonar.yaml")
@@ -374,6 +376,32 @@ def test_command_line_mistakes_are_one_line_exit_2(args, parts):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: "), proc.stderr
     assert all(p in lines[0] for p in parts), lines[0]
+
+
+def test_a_finished_command_leaves_every_result_in_the_database_file_itself(in_tmp):
+    """A real process: the write-ahead log is folded into the ``.db`` when the command ends
+    (its connections closed, the writers last); left to Python's shutdown, they stayed open,
+    and a copy of the file alone held none of the run's trials."""
+    db = in_tmp / "results" / "dropsweep.db"
+    for trials in ("2", "3"):  # a new study, then one resumed
+        proc = subprocess.run([sys.executable, "-m", "dropsweep", "search", SONAR_SWEEP, *FAST,
+                               "--trials", trials, "-q"], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        assert not Path(f"{db}-wal").exists() and not Path(f"{db}-shm").exists()
+        assert trials_in_the_file_alone(db, in_tmp / "copy.db") == int(trials)
+    # another process with the file open (a report of the moment, idle): the search's last
+    # connection is not the file's last, yet the log is in the file
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as reader:
+        assert reader.execute("select count(*) from trials").fetchone()[0] == 3
+        proc = subprocess.run([sys.executable, "-m", "dropsweep", "search", SONAR_SWEEP, *FAST,
+                               "--trials", "4", "-q"], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        assert trials_in_the_file_alone(db, in_tmp / "copy.db") == 4
+    # a reader (report: read-only, it cannot fold a log in) hides nothing there either
+    proc = subprocess.run([sys.executable, "-m", "dropsweep", "report"], capture_output=True,
+                          text=True)
+    assert proc.returncode == 0 and "sonar" in proc.stdout, proc.stderr
+    assert trials_in_the_file_alone(db, in_tmp / "copy.db") == 4
 
 
 @pytest.mark.slow

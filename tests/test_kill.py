@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import SUITE, alive, worker_processes
+from helpers import SUITE, alive, trials_in_the_file_alone, worker_processes
 
 pytestmark = pytest.mark.slow  # every test kills or stops real dropsweep processes
 
@@ -157,6 +157,8 @@ def test_sigterm_stops_cleanly_like_ctrl_c(in_tmp):
     assert "Traceback" not in err
     assert "Interrupted by SIGTERM" in out and "Resume with: dropsweep search" in out
     assert "RUNNING" not in [s for _, s, _, _ in rows(db)]
+    # everything stored is in the file itself, the log folded in as the process ended
+    assert trials_in_the_file_alone(db, in_tmp / "copy.db") == len(rows(db))
 
 
 def test_sigterm_to_the_parent_of_workers_stops_them_all(in_tmp):
@@ -176,6 +178,7 @@ def test_sigterm_to_the_parent_of_workers_stops_them_all(in_tmp):
     # no orphan left behind: the parent waited for its own workers (a pgrep of the command
     # line would also find another test's workers running beside this one)
     assert not [pid for pid, started in workers.items() if alive(pid, started)]
+    assert trials_in_the_file_alone(db, in_tmp / "copy.db") == len(rows(db))
 
 
 def fold_accuracies(db: Path) -> dict[str, list[float]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 
@@ -234,7 +235,7 @@ def test_a_corrupt_database_file_is_one_line_and_stays_as_it_was(searched):
 
 
 def test_an_older_schema_is_one_line_saying_how_to_upgrade(searched):
-    with sqlite3.connect(searched) as con:
+    with contextlib.closing(sqlite3.connect(searched)) as con, con:  # closed: folded in
         con.execute("update alembic_version set version_num = 'v2.6.0.a'")
     before = digest(searched)
     for result in (cli("search", SWEEP, *TINY, "--trials", "3"), cli("report"), cli("studies")):

@@ -7,10 +7,12 @@ database file or a table. Writers may turn on Optuna's heartbeat (:func:`heartbe
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import time
 import warnings
+import weakref
 from pathlib import Path
 from urllib.parse import quote
 
@@ -25,6 +27,13 @@ from dropsweep.storage.rdb import ResilientRDBStorage
 from dropsweep.storage.urls import _check_url, _missing_driver, cannot_open, mask_url, sqlite_path
 
 GRACE_BEATS = 3  # a trial is stale after this many heartbeats missed
+
+# The connection pools of the storages this process opened, for close_storages: readers',
+# and writers' (each: whether an SQLite file's). Weak: a pool dropped is gone. Pools, not
+# storages: a storage dropped can leave its pool, and the pool its open connections, in
+# cycles nothing collects before the process ends.
+_READERS: weakref.WeakSet[sqlalchemy.pool.Pool] = weakref.WeakSet()
+_WRITERS: weakref.WeakKeyDictionary[sqlalchemy.pool.Pool, bool] = weakref.WeakKeyDictionary()
 
 
 def heartbeat_seconds() -> int:
@@ -81,6 +90,11 @@ def open_storage(url: str, *, read_only: bool = False, heartbeat: int | None = N
         storage.retry_for = retry_for
         if path is not None:
             _tune_sqlite(storage, read_only)
+        # after _tune_sqlite: its dispose() replaced the pool
+        if read_only:
+            _READERS.add(storage.engine.pool)
+        else:
+            _WRITERS[storage.engine.pool] = path is not None
         return storage
     except ImportError as exc:
         raise _missing_driver(url, exc) from None
@@ -148,6 +162,29 @@ def _tune_sqlite(storage: RDBStorage, read_only: bool) -> None:
 
     sqlalchemy.event.listen(storage.engine, "connect", on_connect)
     storage.engine.dispose()  # connections opened while creating tables get the pragmas too
+
+
+def close_storages() -> None:
+    """Close the idle connections of every storage this process opened (the pools stay
+    usable: a storage used again reconnects), an SQLite file's write-ahead log first copied
+    into the file itself.
+
+    Left to the end of the process (Python's shutdown did not close them), the ``.db`` file
+    alone held none of a run's writes: they sat in the ``-wal`` beside it, and a copy of the
+    ``.db`` without it (mailed, committed, ``scp``-ed) looked empty. The last connection to
+    close folds the log in, but not when another process still has the file open (a
+    ``report`` of the moment); a checkpoint does, whoever else has it open, as long as no
+    reader is in the middle of a read (it does not wait for one: the exit is not held up)."""
+    for pools in (_READERS, _WRITERS):
+        for pool in list(pools):
+            with contextlib.suppress(Exception):  # best effort: every write is committed
+                if pools is _WRITERS and _WRITERS.get(pool):
+                    connection = pool.connect()
+                    try:
+                        connection.cursor().execute("PRAGMA wal_checkpoint(PASSIVE)")
+                    finally:
+                        connection.close()
+                pool.dispose()
 
 
 def study_names(storage: RDBStorage) -> list[str]:
