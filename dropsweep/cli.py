@@ -57,17 +57,19 @@ class DropsweepGroup(click.Group):
             # (0.24 s of a 64-trial Sonar search); every 50,000, 0.07 s (gc.callbacks). The
             # process is short-lived and makes few cycles; they are still collected.
             gc.set_threshold(50_000, *gc.get_threshold()[1:])
+        opened = sys.modules.get("dropsweep.storage.open")  # (not imported for --help)
+        mark = opened.storages_opened() if opened is not None else 0
         try:
             result = self._main(*args, **kwargs)
         except SystemExit as exc:
-            _close_storages()
+            _close_storages(mark)
             if _WHOLE_PROCESS:
                 _exit_at_once(exc.code)
             raise
         except BaseException:
-            _close_storages()
+            _close_storages(mark)
             raise
-        _close_storages()
+        _close_storages(mark)
         if _WHOLE_PROCESS:
             _exit_at_once(0)
         return result
@@ -164,33 +166,45 @@ def _exit_interrupted(signum: int) -> None:
     sys.exit(EXIT_INTERRUPTED.get(signum, 130))
 
 
-def _close_storages() -> None:
-    """Every storage the command opened, closed (:func:`dropsweep.storage.open.close_storages`);
-    a command that opened none (``--help``) imports nothing for it."""
+def _close_storages(since: int) -> None:
+    """The storages the command opened, closed (:func:`dropsweep.storage.open.close_storages`;
+    a caller's own, opened before, are left open); as the command line, a Ctrl-C from now on
+    ignored: everything is done, and one would only cut the closing short."""
+    if _WHOLE_PROCESS:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     opened = sys.modules.get("dropsweep.storage.open")
     if opened is not None:
-        opened.close_storages()
+        opened.close_storages(since)
 
 
 def _exit_at_once(code: Any) -> None:
     """End the command line now that everything is stored and closed: output flushed and
     ``atexit`` handlers run, then ``os._exit``, skipping the interpreter's tear-down of every
     module (torch's among them: 0.4 s of a search's 9, for nothing). ``code`` as
-    :func:`sys.exit` takes it."""
+    :func:`sys.exit` takes it; output that cannot be written (a full disk, a closed pipe)
+    turns a success into 120, as Python's own exit does."""
     if code is None:
         code = 0
     elif not isinstance(code, int):
         print(code, file=sys.stderr)
         code = 1
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):
-            stream.flush()
+    if not _flushed():
+        code = code or 120
     with contextlib.suppress(Exception):
         atexit._run_exitfuncs()
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):
-            stream.flush()
+    if not _flushed():
+        code = code or 120
     os._exit(code)
+
+
+def _flushed() -> bool:
+    ok = True
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            ok = False
+    return ok
 
 
 def _resumable(exc: StorageFailure) -> StorageFailure:

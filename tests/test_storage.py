@@ -243,6 +243,54 @@ def test_an_older_schema_is_one_line_saying_how_to_upgrade(searched):
     assert digest(searched) == before
 
 
+def test_closing_takes_the_storages_opened_since_a_mark_and_folds_their_log_in(tmp_path):
+    """close_storages(since=mark): the storages opened after the mark are closed, their
+    write-ahead log in the file; one opened before is left open (a caller's own)."""
+    from dropsweep.storage.open import close_storages, storages_opened
+
+    before = open_storage(f"sqlite:///{tmp_path}/before.db")
+    optuna.create_study(storage=before, study_name="b")
+    mark = storages_opened()
+    after = open_storage(f"sqlite:///{tmp_path}/after.db")
+    optuna.create_study(storage=after, study_name="a")
+    assert (tmp_path / "after.db-wal").exists()
+    idle = before.engine.pool.checkedin()
+    close_storages(since=mark)
+    assert not (tmp_path / "after.db-wal").exists()  # folded in: the file alone holds it
+    assert before.engine.pool.checkedin() == idle > 0 and (tmp_path / "before.db-wal").exists()
+    assert [s.study_name for s in after.get_all_studies()] == ["a"]  # usable again
+    close_storages(since=mark)  # closed already: nothing to do, no file made again
+    (tmp_path / "after.db").unlink()
+    close_storages(since=mark)
+    assert not (tmp_path / "after.db").exists()
+    # a storage without an idle connection is not connected again to be closed (that would
+    # make a file deleted since anew)
+    idle_none = open_storage(f"sqlite:///{tmp_path}/idle.db")
+    optuna.create_study(storage=idle_none, study_name="i")
+    idle_none.engine.pool.dispose()
+    for name in ("idle.db", "idle.db-wal", "idle.db-shm"):
+        (tmp_path / name).unlink(missing_ok=True)
+    close_storages(since=mark)
+    assert not (tmp_path / "idle.db").exists()
+    # an in-memory storage is never closed: its data lives in its one connection
+    memory = open_storage("sqlite:///:memory:")
+    optuna.create_study(storage=memory, study_name="m")
+    close_storages(since=mark)
+    assert [s.study_name for s in memory.get_all_studies()] == ["m"]
+
+
+def test_a_command_leaves_the_callers_own_storages_open(tmp_path, monkeypatch, sonar_dir):
+    """In-process (CliRunner, a library caller), a command closes only what it opened: an
+    in-memory storage the caller made before, whose data lives in its one connection,
+    keeps its study."""
+    memory = open_storage("sqlite:///:memory:")
+    optuna.create_study(storage=memory, study_name="mine")
+    monkeypatch.chdir(tmp_path)
+    assert cli("search", SWEEP, *TINY).exit_code == 0
+    assert cli("report").exit_code == 0
+    assert [s.study_name for s in memory.get_all_studies()] == ["mine"]
+
+
 def test_a_study_not_made_by_dropsweep_is_one_line(tmp_path, monkeypatch, sonar_dir):
     monkeypatch.chdir(tmp_path)
     url = f"sqlite:///{tmp_path}/other.db"

@@ -8,6 +8,7 @@ database file or a table. Writers may turn on Optuna's heartbeat (:func:`heartbe
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import sqlite3
 import time
@@ -28,12 +29,13 @@ from dropsweep.storage.urls import _check_url, _missing_driver, cannot_open, mas
 
 GRACE_BEATS = 3  # a trial is stale after this many heartbeats missed
 
-# The connection pools of the storages this process opened, for close_storages: readers',
-# and writers' (each: whether an SQLite file's). Weak: a pool dropped is gone. Pools, not
-# storages: a storage dropped can leave its pool, and the pool its open connections, in
-# cycles nothing collects before the process ends.
-_READERS: weakref.WeakSet[sqlalchemy.pool.Pool] = weakref.WeakSet()
-_WRITERS: weakref.WeakKeyDictionary[sqlalchemy.pool.Pool, bool] = weakref.WeakKeyDictionary()
+# The connection pools of the storages this process opened and close_storages has not closed
+# yet: pool -> (when opened, kind: "reader", "writer" or "sqlite" for an SQLite file's
+# writer). Weak: a pool dropped is gone. Pools, not storages: a storage dropped can leave its
+# pool, and the pool its open connections, in cycles nothing collects before the process ends.
+_POOLS: weakref.WeakKeyDictionary[sqlalchemy.pool.Pool, tuple[int, str]] = (
+    weakref.WeakKeyDictionary())
+_OPENED = itertools.count()
 
 
 def heartbeat_seconds() -> int:
@@ -90,11 +92,10 @@ def open_storage(url: str, *, read_only: bool = False, heartbeat: int | None = N
         storage.retry_for = retry_for
         if path is not None:
             _tune_sqlite(storage, read_only)
-        # after _tune_sqlite: its dispose() replaced the pool
-        if read_only:
-            _READERS.add(storage.engine.pool)
-        else:
-            _WRITERS[storage.engine.pool] = path is not None
+        if path is not None or not url.startswith("sqlite"):  # (an in-memory one: never)
+            # after _tune_sqlite: its dispose() replaced the pool
+            kind = "reader" if read_only else "sqlite" if path is not None else "writer"
+            _POOLS[storage.engine.pool] = (next(_OPENED), kind)
         return storage
     except ImportError as exc:
         raise _missing_driver(url, exc) from None
@@ -164,26 +165,37 @@ def _tune_sqlite(storage: RDBStorage, read_only: bool) -> None:
     storage.engine.dispose()  # connections opened while creating tables get the pragmas too
 
 
-def close_storages() -> None:
-    """Close the idle connections of every storage this process opened (the pools stay
-    usable: a storage used again reconnects), an SQLite file's write-ahead log first copied
-    into the file itself.
+def storages_opened() -> int:
+    """A mark: :func:`close_storages` given it closes only the storages opened after it."""
+    return next(_OPENED)
+
+
+def close_storages(since: int = 0) -> None:
+    """Close the idle connections of the storages opened since the mark ``since`` (all by
+    default), readers first, an SQLite file's write-ahead log first copied into the file
+    (the pools stay usable: a storage used again reconnects; a later call leaves it be).
 
     Left to the end of the process (Python's shutdown did not close them), the ``.db`` file
     alone held none of a run's writes: they sat in the ``-wal`` beside it, and a copy of the
     ``.db`` without it (mailed, committed, ``scp``-ed) looked empty. The last connection to
     close folds the log in, but not when another process still has the file open (a
-    ``report`` of the moment); a checkpoint does, whoever else has it open, as long as no
-    reader is in the middle of a read (it does not wait for one: the exit is not held up)."""
-    for pools in (_READERS, _WRITERS):
-        for pool in list(pools):
-            with contextlib.suppress(Exception):  # best effort: every write is committed
-                if pools is _WRITERS and _WRITERS.get(pool):
+    ``report`` of the moment), nor a read-only one; a checkpoint does, whoever else has it
+    open, and does not wait for a reader in the middle of a read (PASSIVE). It goes through
+    a connection already open, never a new one (which would create a file deleted since)."""
+    closing = sorted(((kind != "reader", when, pool) for pool, (when, kind)
+                      in list(_POOLS.items()) if when >= since), key=lambda c: c[:2])
+    for _, when, pool in closing:
+        kind = _POOLS.pop(pool, (when, ""))[1]
+        try:
+            if kind == "sqlite" and pool.checkedin() > 0:  # type: ignore[attr-defined]
+                with contextlib.suppress(Exception):  # best effort: every write is committed
                     connection = pool.connect()
                     try:
                         connection.cursor().execute("PRAGMA wal_checkpoint(PASSIVE)")
                     finally:
                         connection.close()
+        finally:
+            with contextlib.suppress(Exception):
                 pool.dispose()
 
 

@@ -134,8 +134,8 @@ GEMM_NV(3)
 GEMM_NV(4)
 
 /* An m x n block of C (n a multiple of VL) from A B, in column strips of up to 4 vectors;
- * v: the velocities beside C when mode is SGD, the bias row when BIAS or BIAS_RELU (else
- * unused). */
+ * v: the velocities beside C when mode is SGD, the ReLU layer's output beside C when
+ * RELU_BACK, the bias row when BIAS or BIAS_RELU (else unused). */
 static void gemm(int64_t m, int64_t n, int64_t K, const float *a, int64_t ai, int64_t ak,
                  const float *b, int64_t ldb, float *c, float *v, int64_t ldc, int mode,
                  float mo, float rate) {
