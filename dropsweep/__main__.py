@@ -1,5 +1,5 @@
 """``python -m dropsweep`` is the ``dropsweep`` command."""
 
-from dropsweep.cli import main
+from dropsweep.cli import run
 
-main()
+run()

@@ -48,9 +48,6 @@ class DropsweepGroup(click.Group):
     def main(self, *args: Any, **kwargs: Any) -> Any:
         if kwargs.get("standalone_mode", True) is False:
             return super().main(*args, **kwargs)
-        global _WHOLE_PROCESS
-        # the command line itself (arguments from sys.argv), not a caller in this process
-        _WHOLE_PROCESS = not args and kwargs.get("args") is None
         if _WHOLE_PROCESS:
             # The collector looks for cycles every 700 new objects by default: while torch,
             # Optuna and SQLAlchemy import, that is hundreds of passes over a growing heap
@@ -153,7 +150,7 @@ def _resume_command() -> str:
     return shlex.join(["dropsweep", *sys.argv[1:]])
 
 
-_WHOLE_PROCESS = False  # the command line runs (DropsweepGroup.main), not a caller in-process
+_WHOLE_PROCESS = False  # the command line itself runs (run), not a caller of main in-process
 
 
 def _exit_interrupted(signum: int) -> None:
@@ -921,5 +918,15 @@ def init(name: str, output: str | None) -> None:
               f"then run: {shlex.join(['dropsweep', 'search', written.path])}", markup=False)
 
 
-if __name__ == "__main__":  # pragma: no cover
+def run() -> None:
+    """The ``dropsweep`` command line itself (the console script, ``python -m dropsweep``):
+    the process is its own, so it ends at once when the command is done
+    (:func:`_exit_at_once`). A caller of :data:`main` in its own process keeps click's usual
+    ``SystemExit``."""
+    global _WHOLE_PROCESS
+    _WHOLE_PROCESS = True
     main()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    run()

@@ -378,6 +378,30 @@ def test_command_line_mistakes_are_one_line_exit_2(args, parts):
     assert all(p in lines[0] for p in parts), lines[0]
 
 
+def test_only_the_command_line_itself_ends_its_process_at_once():
+    """``dropsweep`` and ``python -m dropsweep`` end their process once done (atexit
+    handlers run first); a program calling ``main`` in its own process goes on after it."""
+    ended = subprocess.run([sys.executable, "-c",
+                            "import atexit, sys, runpy\n"
+                            "atexit.register(lambda: print('atexit ran'))\n"
+                            "sys.argv = ['dropsweep', '--version']\n"
+                            "runpy.run_module('dropsweep', run_name='__main__')\n"
+                            "print('went on')\n"], capture_output=True, text=True)
+    assert ended.returncode == 0, ended.stderr
+    assert ended.stdout.splitlines() == [f"dropsweep, version {__version__}", "atexit ran"]
+    caller = subprocess.run([sys.executable, "-c",
+                             "import sys\n"
+                             "from dropsweep.cli import main\n"
+                             "sys.argv = ['dropsweep', '--version']\n"
+                             "try:\n"
+                             "    main()\n"
+                             "except SystemExit as e:\n"
+                             "    print('caught', e.code)\n"
+                             "print('went on')\n"], capture_output=True, text=True)
+    assert caller.returncode == 0, caller.stderr
+    assert caller.stdout.splitlines() == [f"dropsweep, version {__version__}", "went on"]
+
+
 def test_a_finished_command_leaves_every_result_in_the_database_file_itself(in_tmp):
     """A real process: the write-ahead log is folded into the ``.db`` when the command ends
     (its connections closed, the writers last); left to Python's shutdown, they stayed open,
