@@ -381,25 +381,22 @@ def test_command_line_mistakes_are_one_line_exit_2(args, parts):
 def test_only_the_command_line_itself_ends_its_process_at_once():
     """``dropsweep`` and ``python -m dropsweep`` end their process once done (atexit
     handlers run first); a program calling ``main`` in its own process goes on after it."""
-    ended = subprocess.run([sys.executable, "-c",
-                            "import atexit, sys, runpy\n"
-                            "atexit.register(lambda: print('atexit ran'))\n"
-                            "sys.argv = ['dropsweep', '--version']\n"
-                            "runpy.run_module('dropsweep', run_name='__main__')\n"
-                            "print('went on')\n"], capture_output=True, text=True)
-    assert ended.returncode == 0, ended.stderr
-    assert ended.stdout.splitlines() == [f"dropsweep, version {__version__}", "atexit ran"]
-    caller = subprocess.run([sys.executable, "-c",
-                             "import sys\n"
-                             "from dropsweep.cli import main\n"
-                             "sys.argv = ['dropsweep', '--version']\n"
-                             "try:\n"
-                             "    main()\n"
-                             "except SystemExit as e:\n"
-                             "    print('caught', e.code)\n"
-                             "print('went on')\n"], capture_output=True, text=True)
-    assert caller.returncode == 0, caller.stderr
-    assert caller.stdout.splitlines() == [f"dropsweep, version {__version__}", "went on"]
+
+    def version_then(call: str) -> list[str]:
+        """What ``dropsweep --version``, called so, and then the program print."""
+        proc = subprocess.run([sys.executable, "-c",
+                               "import atexit, sys, runpy\n"
+                               "from dropsweep.cli import main\n"
+                               "atexit.register(lambda: print('atexit ran'))\n"
+                               f"sys.argv = ['dropsweep', '--version']\n{call}\n"
+                               "print('went on')\n"], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout.splitlines()
+
+    version = f"dropsweep, version {__version__}"
+    assert version_then("runpy.run_module('dropsweep', run_name='__main__')") == [
+        version, "atexit ran"]
+    assert version_then("main()") == [version, "went on", "atexit ran"]
 
 
 def test_a_finished_command_leaves_every_result_in_the_database_file_itself(in_tmp):
