@@ -1,5 +1,5 @@
 """``python -m dropsweep`` is the ``dropsweep`` command."""
 
-from dropsweep.cli import run
+from dropsweep.cli import command_line
 
-run()
+command_line()

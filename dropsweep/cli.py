@@ -150,7 +150,7 @@ def _resume_command() -> str:
     return shlex.join(["dropsweep", *sys.argv[1:]])
 
 
-_WHOLE_PROCESS = False  # the command line itself runs (run), not a caller of main in-process
+_WHOLE_PROCESS = False  # the command line itself runs (command_line), not a caller of main
 
 
 def _exit_interrupted(signum: int) -> None:
@@ -918,7 +918,7 @@ def init(name: str, output: str | None) -> None:
               f"then run: {shlex.join(['dropsweep', 'search', written.path])}", markup=False)
 
 
-def run() -> None:
+def command_line() -> None:
     """The ``dropsweep`` command line itself (the console script, ``python -m dropsweep``):
     the process is its own, so it ends at once when the command is done
     (:func:`_exit_at_once`). A caller of :data:`main` in its own process keeps click's usual
@@ -929,4 +929,4 @@ def run() -> None:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    run()
+    command_line()
