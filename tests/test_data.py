@@ -626,3 +626,27 @@ def test_validate_on_a_mutated_csv_exits_0_or_2_with_one_line(tmp_path: Path, ra
     if result.exit_code == 2:
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+
+
+def test_a_data_file_read_again_unchanged_is_parsed_once(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A custom family's sweep is read to check its module against the data, then searched:
+    the same unchanged file gives the same rows without being parsed again; any change to its
+    bytes (here one of the same size, written at once) is read afresh."""
+    parsed: list[str] = []
+    real = data._read_text
+
+    def counting(path: Path) -> str:
+        parsed.append(str(path))
+        return real(path)
+
+    monkeypatch.setattr(data, "_read_text", counting)
+    sweep = csv_sweep(tmp_path, "a,b,label\n1,2,x\n3,4,y\n5,6,x\n7,8,y\n")
+    first, again = load_dataset(sweep), load_dataset(sweep)
+    assert len(parsed) == 1 and np.array_equal(first.X, again.X)
+    (tmp_path / "data.csv").write_text("a,b,label\n1,2,x\n3,4,y\n5,6,x\n7,9,y\n")  # same size
+    changed = load_dataset(sweep)
+    assert len(parsed) == 2 and changed.X[3, 1] == 9.0
+    load_dataset(csv_sweep(tmp_path, "a,b,label\n1,2,3\n3,4,4\n5,6,3\n7,9,4\n", "a"))
+    load_dataset(csv_sweep(tmp_path, "a,b,label\n1,2,3\n3,4,4\n5,6,3\n7,9,4\n", "label"))
+    assert len(parsed) == 4  # another target column: read again
