@@ -852,10 +852,10 @@ def export(storage: str, study_name: str | None, number: int | None, output: str
         _note(err, check_rows(study, rows_record(dataset), record=False))
         saved = train_on_all(sweep, dataset, config,
                              trial_seed(sweep.search.seed, trial.number), device)
-        write_atomically(Path(model), lambda p: torch.save(saved, p))
+        write_atomically(Path(model), lambda out: torch.save(saved, out))
         err.print(f"trained trial {trial.number} on all the data (training accuracy "
                   f"{saved['train_accuracy']:.2%}): {model}", markup=False)
-    write_atomically(Path(output), lambda p: p.write_text(text))
+    write_atomically(Path(output), lambda out: out.write(text.encode()))
     out.print(f"wrote {output}: study '{name}', trial {trial.number}; run it with: "
               f"{shlex.join(['dropsweep', 'search', output])}", markup=False)
 

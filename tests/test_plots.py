@@ -96,3 +96,26 @@ def test_write_plots_saves_each_figure(tmp_path) -> None:
     written = write_plots(study, report, None, tmp_path / "figs")
     assert sorted(p.name for p in written) == sorted(draw(study, report, None))
     assert all(p.stat().st_size > 1000 for p in written)
+
+
+def test_a_figure_that_cannot_be_written_leaves_no_half_file(tmp_path, monkeypatch) -> None:
+    """A full disk (or a stop) while a figure is written: one line, and nothing half-written
+    under its name nor a temporary beside it."""
+    import matplotlib.pyplot as plt
+
+    from dropsweep.errors import DropsweepError
+    from dropsweep.render import plots
+
+    fig = plt.figure()
+    fig.add_subplot().plot([0, 1])
+    monkeypatch.setattr(plots, "draw", lambda *args: {"history.png": fig})
+
+    def torn(self, out, **kwargs):
+        out.write(b"\x89PNG\r\n half a figure")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(type(fig), "savefig", torn)
+    with pytest.raises(DropsweepError) as err:
+        plots.write_plots(None, None, None, tmp_path / "figs")
+    assert "No space left on device" in str(err.value) and "\n" not in str(err.value)
+    assert list((tmp_path / "figs").iterdir()) == []

@@ -14,6 +14,7 @@ from typing import Any
 import optuna
 
 from dropsweep import records
+from dropsweep.data.fetch import replace_atomically
 from dropsweep.errors import DropsweepError
 from dropsweep.families import family_of_rows
 from dropsweep.render.confirmation import confirmation_protocol
@@ -178,8 +179,10 @@ def write_plots(study: optuna.Study, report: StudyReport, confirmation: Confirma
         for name, fig in figures.items():
             path = out / name
             fig.tight_layout()
-            try:
-                fig.savefig(path, dpi=120)
+            try:  # whole or not at all: a stop or a full disk leaves no half figure
+                replace_atomically(path, lambda out, fig=fig, kind=path.suffix[1:]:
+                                   fig.savefig(out, format=kind, dpi=120),
+                                   prefix=f".{path.stem}-", suffix=path.suffix)
             except OSError as exc:
                 raise DropsweepError(f"--plots: cannot write {path}: {exc.strerror or exc}"
                                      ) from None

@@ -25,6 +25,7 @@ from dropsweep.answers.rows import best_first
 from dropsweep.sweep.space import Config, written
 from dropsweep.errors import DropsweepError
 from dropsweep.train.devices import resolve_device
+from dropsweep.data.fetch import replace_atomically
 
 
 def pick_trial(study: optuna.Study, number: int | None) -> FrozenTrial:
@@ -71,13 +72,9 @@ def train_on_all(sweep: Sweep, dataset: Dataset, config: Config, seed: int,
 
 
 def write_atomically(path: Path, write: Any) -> None:
-    """Write via a temporary file and a rename: never a half-written export."""
-    tmp = path.with_name(f".{path.name}.tmp")
+    """``write(file)`` (a binary file) via a temporary file and a rename: never a
+    half-written export; a failure is one line."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write(tmp)
-        tmp.replace(path)
+        replace_atomically(path, write, prefix=f".{path.name}-", suffix=".tmp")
     except OSError as exc:
         raise DropsweepError(f"cannot write {path}: {exc.strerror or exc}") from None
-    finally:
-        tmp.unlink(missing_ok=True)
