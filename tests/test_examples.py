@@ -222,3 +222,38 @@ def test_the_readmes_command_works_from_anywhere_with_the_wheel(tmp_path, sonar_
                  cwd=empty, env=env)
     assert "already has 2 finished trials" in again.stdout and "nothing to run" in again.stdout
     assert "using the example sweep" not in again.stderr
+
+
+def test_init_that_cannot_finish_writing_leaves_no_half_sweep(tmp_path, monkeypatch):
+    """A full disk while the example is copied: one line naming the file, and no half sweep
+    left under its name (which the next init would refuse to overwrite)."""
+    real_open = Path.open
+
+    class Full:
+        """The file, on a disk that fills up: part of a write lands, then it fails."""
+
+        def __init__(self, f):
+            self.f = f
+
+        def write(self, data):
+            self.f.write(bytes(data)[:10])
+            self.f.flush()
+            raise OSError(28, "No space left on device")
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+    def opening(self, mode="r", *args, **kwargs):
+        f = real_open(self, mode, *args, **kwargs)
+        return Full(f) if mode == "xb" else f
+
+    monkeypatch.setattr(Path, "open", opening)
+    with pytest.raises(DropsweepError) as err:
+        copy_example("sonar", cwd=tmp_path)
+    assert str(err.value).startswith("sonar.yaml") and "No space left" in str(err.value)
+    monkeypatch.undo()
+    assert not (tmp_path / "sonar.yaml").exists()
+    assert copy_example("sonar", cwd=tmp_path).path == "sonar.yaml"  # and a rerun writes it

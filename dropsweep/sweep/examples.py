@@ -115,11 +115,18 @@ def copy_example(name: str, dest: str | Path | None = None,
         raise DropsweepError(f"cannot create its directory: {exc.strerror or exc}",
                              file=shown) from None
     try:
-        with (here / shown).open("xb") as f:  # exclusive: refuses a file, even one made now
-            f.write(source.read_bytes())
+        f = (here / shown).open("xb")  # exclusive: refuses a file, even one made now
     except FileExistsError:
         raise DropsweepError("already exists; not overwritten (remove it, or give another "
                              "file with -o)", file=shown) from None
     except OSError as exc:
         raise DropsweepError(f"cannot write: {exc.strerror or exc}", file=shown) from None
+    try:
+        with f:
+            f.write(source.read_bytes())
+    except BaseException as exc:  # ours, half written (a full disk, a Ctrl-C): not left
+        (here / shown).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise DropsweepError(f"cannot write: {exc.strerror or exc}", file=shown) from None
+        raise
     return SweepSource(str(shown), source.stem)
