@@ -18,7 +18,7 @@ import numpy as np
 from dropsweep.errors import DataError, SweepError
 # cache_dir stays importable from here (the kernel cache); Dataset lives in readers.py and
 # stays importable from here too.
-from dropsweep.data.fetch import cache_dir  # noqa: F401
+from dropsweep.data.fetch import cache_dir, sha256_of  # noqa: F401
 from dropsweep.data.readers import (  # noqa: F401
     Dataset, _build, _has_header, _is_int, _read_text, _rows, from_images,
 )
@@ -80,11 +80,7 @@ _LAST_READ: tuple[tuple[Any, ...], Dataset] | None = None
 def _read_once(path: Path, target: Any, read: Callable[[], Dataset]) -> Dataset:
     """``read()`` of ``path``, or the rows its last read gave while its bytes are the same."""
     global _LAST_READ
-    digest = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    key = (str(path.resolve()), target, digest.hexdigest())
+    key = (str(path.resolve()), target, sha256_of(path))
     if _LAST_READ is not None and _LAST_READ[0] == key:
         return _LAST_READ[1]
     dataset = read()
