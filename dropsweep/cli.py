@@ -56,19 +56,17 @@ class DropsweepGroup(click.Group):
             gc.set_threshold(50_000, *gc.get_threshold()[1:])
         opened = sys.modules.get("dropsweep.storage.open")  # (not imported for --help)
         mark = opened.storages_opened() if opened is not None else 0
+        code: Any = 0
         try:
             result = self._main(*args, **kwargs)
         except SystemExit as exc:
+            if not _WHOLE_PROCESS:
+                raise
+            code = exc.code
+        finally:
             _close_storages(mark)
-            if _WHOLE_PROCESS:
-                _exit_at_once(exc.code)
-            raise
-        except BaseException:
-            _close_storages(mark)
-            raise
-        _close_storages(mark)
         if _WHOLE_PROCESS:
-            _exit_at_once(0)
+            _exit_at_once(code)
         return result
 
     def _main(self, *args: Any, **kwargs: Any) -> Any:
@@ -921,8 +919,8 @@ def init(name: str, output: str | None) -> None:
 def command_line() -> None:
     """The ``dropsweep`` command line itself (the console script, ``python -m dropsweep``):
     the process is its own, so it ends at once when the command is done
-    (:func:`_exit_at_once`). A caller of :data:`main` in its own process keeps click's usual
-    ``SystemExit``."""
+    (:func:`_exit_at_once`). A program calling :data:`main` in its own process goes on
+    after it."""
     global _WHOLE_PROCESS
     _WHOLE_PROCESS = True
     main()
