@@ -903,3 +903,40 @@ def test_the_help_lists_the_examples_that_ship():
         text = "".join(run(command, "--help").stdout.split())  # click wraps at a hyphen too
         assert listed in text, (command, text)
         assert "(sonar,brownlee)" not in text
+
+
+def test_a_ctrl_c_that_lands_in_a_finalizer_prints_nothing_once_a_stop_is_asked(monkeypatch):
+    """A second Ctrl-C raises KeyboardInterrupt where it lands; in a finalizer (a weakref's
+    callback, a __del__) Python cannot raise it and printed "Exception ignored" and a
+    traceback (CI, confirm under two Ctrl-C). Once a stop is asked it is dropped silently;
+    before one, and for any other exception, Python's own report (the hook before) stands."""
+    import gc
+
+    from dropsweep.study.stop import StopFlag, stop_on_signals
+
+    reported: list[BaseException] = []
+
+    def python_report(info) -> None:
+        reported.append(info.exc_value)
+
+    monkeypatch.setattr(sys, "unraisablehook", python_report)
+
+    class Finalized:
+        def __init__(self, error: BaseException) -> None:
+            self.error = error
+
+        def __del__(self) -> None:
+            raise self.error
+
+    def finalize(error: BaseException) -> list[str]:
+        reported.clear()
+        Finalized(error)
+        gc.collect()
+        return [type(e).__name__ for e in reported]
+
+    with stop_on_signals(StopFlag()) as stop:
+        assert finalize(KeyboardInterrupt()) == ["KeyboardInterrupt"]  # no stop asked yet
+        stop.signal = signal.SIGINT
+        assert finalize(KeyboardInterrupt()) == []
+        assert finalize(ValueError("not ours")) == ["ValueError"]
+    assert sys.unraisablehook is python_report

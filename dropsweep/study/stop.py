@@ -8,6 +8,7 @@ imports torch, so a command that only reads stops the same way.
 from __future__ import annotations
 
 import signal
+import sys
 from contextlib import contextmanager
 from typing import Any, Iterator
 
@@ -41,18 +42,30 @@ def stop_on_signals(flag: StopFlag, *, until_exit: bool = False) -> Iterator[Sto
             flag.at_once = False  # once: the unwinding is not cut short by the next one
             raise KeyboardInterrupt
 
+    def unraisable(info: Any) -> None:
+        # The handler's KeyboardInterrupt can land in a finalizer (a weakref's callback, a
+        # __del__ run by the collector), where Python cannot raise it and prints "Exception
+        # ignored" with a traceback instead. The stop is under way: drop it without a word.
+        if not (isinstance(info.exc_value, KeyboardInterrupt) and flag.signal is not None):
+            hook(info)
+
     previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         for s in previous:
             signal.signal(s, handler)
     except ValueError:  # not the main thread (e.g. some test runners): no handlers
         previous = {}
+    hook = sys.unraisablehook
+    if previous:
+        sys.unraisablehook = unraisable
     try:
         yield flag
     finally:
         if not (until_exit and flag.signal is not None):
             for s, h in previous.items():
                 signal.signal(s, h)
+            if previous:
+                sys.unraisablehook = hook
 
 
 @contextmanager
