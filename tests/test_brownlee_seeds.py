@@ -84,8 +84,8 @@ def test_each_seed_is_what_dropsweep_search_trains_at_that_seed(sonar_dir, tmp_p
 
 def test_the_documented_seed_0_draw_is_what_the_script_measures(sonar_dir, capsys, tmp_path,
                                                             monkeypatch):
-    """The guide's figures are the C kernel's with 16-float vectors (an AVX-512 CPU's
-    width): built at that width on any CPU, it computes the same floats in the same order."""
+    """The guide's figures are the C kernel's, which computes the same floats at every vector
+    width: built here at 16 (an AVX-512 CPU's), whatever this CPU's own is."""
     from dropsweep.families.mlp import kernel
 
     import torch

@@ -141,6 +141,40 @@ def test_one_dropout_step_equals_autograd_with_the_kernels_own_masks(vector_widt
         assert float((in_mask == 0).double().mean()) > 0.1  # dropout really dropped units
 
 
+@pytest.mark.slow
+def test_every_vector_width_gives_the_same_numbers_bit_for_bit(tmp_path, monkeypatch):
+    """The kernel built for AVX-512's 16 floats a vector, AVX's 8 and SSE's 4 (rows padded to
+    each, products blocked and their last rows taken differently) trains every weight to the
+    same bits: each sum runs in the same order and each multiply-add is fused where the
+    source says and nowhere else (the compiler's own fusing once gave every width, and every
+    unrelated edit, other last bits). Both outputs (sigmoid, softmax), odd widths that leave
+    a product's last rows and columns over, dropout, max-norm and a short last minibatch."""
+    rng = np.random.default_rng(3)
+    cases = []
+    for classes, hidden in ((2, (37, 21)), (3, (19, 11, 6))):
+        y = np.arange(70) % classes
+        X = (rng.normal(size=(70, 13)) + y[:, None]).astype(np.float32)
+        cases.append((make_folds(X, y, 3, seed=1),
+                      TrainSettings(hidden=hidden, epochs=6, batch_size=9, engine="c")))
+    configs = [mlp_config(p, 0.3, 0.45, learning_rate=0.03 * (i + 1), momentum=0.85,
+                          max_norm=[None, 1.5][i % 2])
+               for i, p in enumerate(["none", "input", "hidden", "both"])]
+    flags = kernel.FLAGS
+    trained = {}
+    for width in (4, 8, 16):
+        monkeypatch.setenv("DROPSWEEP_KERNEL_DIR", str(tmp_path / str(width)))
+        monkeypatch.setattr(kernel, "FLAGS", [*flags, f"-DVL={width}"])
+        monkeypatch.setattr(kernel, "_lib", kernel._UNSET)
+        assert kernel.load() is not None, kernel.unavailable()
+        trained[width] = [(r.fold_accuracies, r.curve, [w.clone() for w in r.model.weights])
+                          for folds, settings in cases
+                          for r in train_trials(configs, folds, settings, seed=0)]
+    for width in (8, 16):
+        for (acc, curve, weights), (acc4, curve4, weights4) in zip(trained[width], trained[4]):
+            assert (acc, curve) == (acc4, curve4)
+            assert all(torch.equal(w, w4) for w, w4 in zip(weights, weights4))
+
+
 def test_each_model_draws_masks_where_its_placement_says(monkeypatch):
     """Per model, the mask counter advances by exactly the units its placement masks: the
     features of every training row (input), every hidden unit of every row (hidden), both,

@@ -19,6 +19,9 @@
 #if defined(__SSE__)
 #include <xmmintrin.h>
 #endif
+#if defined(__FMA__) || defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 /* Subnormal floats flushed to zero (FTZ, DAZ) while an epoch runs, in this thread only, and
  * the caller's mode restored after: TensorFlow's CPU kernels run so (Keras's numbers), and a
@@ -62,6 +65,26 @@ static inline vf vload(const float *p) { vf v; memcpy(&v, p, sizeof v); return v
 static inline void vstore(float *p, vf v) { memcpy(p, &v, sizeof v); }
 static inline int64_t padded(int64_t n) { return (n + VL - 1) / VL * VL; }
 
+/* a*b + c rounded once, lane by lane: the multiply-adds the kernel means, written out. The
+ * build turns contraction off (kernel.py), so no other product is fused behind the source's
+ * back: where the compiler fused which product of an expression changed with edits elsewhere
+ * (inlining, common subexpressions), and with it the last bits of every weight; and fusion
+ * differed between vector widths. */
+#if defined(__AVX512F__) && VL == 16
+static inline vf fused_v(vf a, vf b, vf c) { return (vf)_mm512_fmadd_ps(a, b, c); }
+#elif defined(__FMA__) && VL == 8
+static inline vf fused_v(vf a, vf b, vf c) { return (vf)_mm256_fmadd_ps(a, b, c); }
+#elif defined(__FMA__) && VL == 4
+static inline vf fused_v(vf a, vf b, vf c) { return (vf)_mm_fmadd_ps(a, b, c); }
+#else /* (the compiler vectorises this loop only in part: the instructions above where known) */
+static inline vf fused_v(vf a, vf b, vf c) {
+    vf out;
+    for (int i = 0; i < VL; i++) out[i] = fmaf(a[i], b[i], c[i]);
+    return out;
+}
+#endif
+static inline vf fused(float a, vf b, vf c) { return fused_v(a - (vf){0}, b, c); }
+
 /* What a product does with its result block s at c: store it, add it (the accumulator starts
  * from c), start from the row v (a layer's bias, the same for every row) and store it, the
  * same through ReLU, take it as the gradient of weights c with velocities v: Keras SGD,
@@ -91,47 +114,83 @@ static inline void finish(int mode, float *c, float *v, vf s, float mo, float ra
     }
 }
 
-/* C[i, 0:16*NV] <- sum_k A(i, k) * B[k, 0:16*NV] for i < m, with A(i, k) = a[i*ai + k*ak]:
- * four rows at a time, the 4*NV accumulators in registers (NV is a constant: unrolled). */
-#define GEMM_NV(NV)                                                                          \
+/* Rows of a product computed at once, per strip width NV (in vectors): R*NV accumulators
+ * plus NV loads of B and a broadcast of A must fit the CPU's vector registers, or the
+ * compiler spills accumulators to the stack inside the k loop. AVX-512 has 32 registers
+ * (4 rows of up to 4 vectors); AVX2 and SSE 16, where 4 x 4 spilled and 12 accumulators fit
+ * (measured on an AVX2 CPU: benchmarks/trial_speed.py). Only how many rows share a pass over
+ * B changes: each sum still runs over k in order, so the results are bit for bit the same. */
+#if defined(__AVX512F__)
+#define ROWS_NV1 4
+#define ROWS_NV2 4
+#define ROWS_NV3 4
+#define ROWS_NV4 4
+#else
+#define ROWS_NV1 8
+#define ROWS_NV2 6
+#define ROWS_NV3 4
+#define ROWS_NV4 3
+#endif
+
+/* C[i:i+R, 0:VL*NV] <- sum_k A(i, k) * B[k, 0:VL*NV], with A(i, k) = a[i*ai + k*ak]: the
+ * R*NV accumulators in registers (R and NV constants: unrolled). */
+#define GEMM_BLOCK(NV, R)                                                                    \
+    static inline void block_nv##NV##_r##R(                                                  \
+        int64_t i, int64_t K, const float *restrict a, int64_t ai, int64_t ak,               \
+        const float *restrict b, int64_t ldb, float *c, float *v, int64_t ldc, int mode,     \
+        float mo, float rate) {                                                              \
+        vf s[R][NV];                                                                         \
+        for (int r = 0; r < R; r++)                                                          \
+            for (int u = 0; u < NV; u++)                                                     \
+                s[r][u] = first(mode, c + (i + r) * ldc + VL * u, v + VL * u);               \
+        for (int64_t k = 0; k < K; k++) {                                                    \
+            vf bv[NV];                                                                       \
+            for (int u = 0; u < NV; u++) bv[u] = vload(b + k * ldb + VL * u);                \
+            for (int r = 0; r < R; r++) {                                                    \
+                const float x = a[(i + r) * ai + k * ak];                                    \
+                for (int u = 0; u < NV; u++) s[r][u] = fused(x, bv[u], s[r][u]);            \
+            }                                                                                \
+        }                                                                                    \
+        for (int r = 0; r < R; r++)                                                          \
+            for (int u = 0; u < NV; u++) {                                                   \
+                const int64_t at = (i + r) * ldc + VL * u;                                   \
+                finish(mode, c + at, v + at, s[r][u], mo, rate);                             \
+            }                                                                                \
+    }
+#define GEMM_BLOCKS(NV)                                                                      \
+    GEMM_BLOCK(NV, 1) GEMM_BLOCK(NV, 2) GEMM_BLOCK(NV, 3) GEMM_BLOCK(NV, 4)                  \
+    GEMM_BLOCK(NV, 5) GEMM_BLOCK(NV, 6) GEMM_BLOCK(NV, 7) GEMM_BLOCK(NV, 8)
+GEMM_BLOCKS(1)
+GEMM_BLOCKS(2)
+GEMM_BLOCKS(3)
+GEMM_BLOCKS(4)
+
+/* C[i, 0:VL*NV] for i < m: R rows at a time, the last m % R together too (one row alone
+ * would wait on each multiply-add's latency). */
+#define ARGS K, a, ai, ak, b, ldb, c, v, ldc, mode, mo, rate
+#define GEMM_NV(NV, R) GEMM_NV_(NV, R) /* R expanded (ROWS_NV1 to its number) before ## */
+#define GEMM_NV_(NV, R)                                                                      \
     static void gemm_nv##NV(int64_t m, int64_t K, const float *restrict a, int64_t ai,      \
                             int64_t ak, const float *restrict b, int64_t ldb, float *c,      \
                             float *v, int64_t ldc, int mode, float mo, float rate) {         \
         int64_t i = 0;                                                                       \
-        for (; i + 4 <= m; i += 4) {                                                         \
-            vf s[4][NV];                                                                     \
-            for (int r = 0; r < 4; r++)                                                      \
-                for (int u = 0; u < NV; u++)                                            \
-                    s[r][u] = first(mode, c + (i + r) * ldc + VL * u, v + VL * u);        \
-            for (int64_t k = 0; k < K; k++) {                                                \
-                vf bv[NV];                                                                   \
-                for (int u = 0; u < NV; u++) bv[u] = vload(b + k * ldb + VL * u);            \
-                for (int r = 0; r < 4; r++) {                                                \
-                    const float x = a[(i + r) * ai + k * ak];                                \
-                    for (int u = 0; u < NV; u++) s[r][u] += x * bv[u];                       \
-                }                                                                            \
-            }                                                                                \
-            for (int r = 0; r < 4; r++)                                                      \
-                for (int u = 0; u < NV; u++) {                                               \
-                    const int64_t at = (i + r) * ldc + VL * u;                               \
-                    finish(mode, c + at, v + at, s[r][u], mo, rate);                         \
-                }                                                                            \
-        }                                                                                    \
-        for (; i < m; i++) {                                                                 \
-            vf s[NV];                                                                        \
-            for (int u = 0; u < NV; u++) s[u] = first(mode, c + i * ldc + VL * u, v + VL * u); \
-            for (int64_t k = 0; k < K; k++) {                                                \
-                const float x = a[i * ai + k * ak];                                          \
-                for (int u = 0; u < NV; u++) s[u] += x * vload(b + k * ldb + VL * u);        \
-            }                                                                                \
-            for (int u = 0; u < NV; u++)                                                     \
-                finish(mode, c + i * ldc + VL * u, v + i * ldc + VL * u, s[u], mo, rate);    \
+        for (; i + R <= m; i += R) block_nv##NV##_r##R(i, ARGS);                             \
+        switch (m - i) {                                                                     \
+        case 1: block_nv##NV##_r1(i, ARGS); break;                                           \
+        case 2: block_nv##NV##_r2(i, ARGS); break;                                           \
+        case 3: block_nv##NV##_r3(i, ARGS); break;                                           \
+        case 4: block_nv##NV##_r4(i, ARGS); break;                                           \
+        case 5: block_nv##NV##_r5(i, ARGS); break;                                           \
+        case 6: block_nv##NV##_r6(i, ARGS); break;                                           \
+        case 7: block_nv##NV##_r7(i, ARGS); break;                                           \
+        default: break;                                                                      \
         }                                                                                    \
     }
-GEMM_NV(1)
-GEMM_NV(2)
-GEMM_NV(3)
-GEMM_NV(4)
+GEMM_NV(1, ROWS_NV1)
+GEMM_NV(2, ROWS_NV2)
+GEMM_NV(3, ROWS_NV3)
+GEMM_NV(4, ROWS_NV4)
+#undef ARGS
 
 /* An m x n block of C (n a multiple of VL) from A B, in column strips of up to 4 vectors;
  * v: the velocities beside C when mode is SGD, the ReLU layer's output beside C when
@@ -150,10 +209,11 @@ static void gemm(int64_t m, int64_t n, int64_t K, const float *a, int64_t ai, in
     }
 }
 
-#if VL == 16
-/* Transpose 16 vectors of 16 in registers: four stages, each swapping the off-diagonal
+#if VL == 16 || VL == 8 || VL == 4
+/* Transpose VL vectors of VL in registers: log2(VL) stages, each swapping the off-diagonal
  * halves of 2s x 2s blocks (row i with bit s clear trades its elements with bit s set for
- * row i+s's elements with bit s clear). */
+ * row i+s's elements with bit s clear). A few shuffles per row instead of a strided gather
+ * of every element (which took ~6% of an AVX2 epoch at Sonar's shapes). */
 typedef int32_t vi __attribute__((vector_size(VL * sizeof(int32_t))));
 #if defined(__clang__)
 #define SHUFFLE(a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
@@ -169,7 +229,8 @@ typedef int32_t vi __attribute__((vector_size(VL * sizeof(int32_t))));
             r[i + S] = SHUFFLE(a, b, UNPAREN HI);                                            \
         }
 
-static inline void transpose16(vf r[VL]) {
+static inline void transpose_block(vf r[VL]) {
+#if VL == 16
     TRANSPOSE_STAGE(1, (0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30),
                     (1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31));
     TRANSPOSE_STAGE(2, (0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29),
@@ -178,6 +239,14 @@ static inline void transpose16(vf r[VL]) {
                     (4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31));
     TRANSPOSE_STAGE(8, (0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23),
                     (8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31));
+#elif VL == 8
+    TRANSPOSE_STAGE(1, (0, 8, 2, 10, 4, 12, 6, 14), (1, 9, 3, 11, 5, 13, 7, 15));
+    TRANSPOSE_STAGE(2, (0, 1, 8, 9, 4, 5, 12, 13), (2, 3, 10, 11, 6, 7, 14, 15));
+    TRANSPOSE_STAGE(4, (0, 1, 2, 3, 8, 9, 10, 11), (4, 5, 6, 7, 12, 13, 14, 15));
+#else
+    TRANSPOSE_STAGE(1, (0, 4, 2, 6), (1, 5, 3, 7));
+    TRANSPOSE_STAGE(2, (0, 1, 4, 5), (2, 3, 6, 7));
+#endif
 }
 
 /* wt[j, k] = w[k, j] for k < in, j < out: w is [in x ldw], wt [out x ldt]; ldw and ldt are
@@ -189,13 +258,13 @@ static void transpose(const float *w, int64_t in, int64_t ldw, float *wt, int64_
             vf r[VL];
             for (int64_t i = 0; i < VL; i++)
                 r[i] = k0 + i < in ? vload(w + (k0 + i) * ldw + j0) : (vf){0};
-            transpose16(r);
+            transpose_block(r);
             for (int64_t i = 0; i < VL && j0 + i < out; i++)
                 vstore(wt + (j0 + i) * ldt + k0, r[i]);
         }
 }
 #else
-/* The same, element by element (a small part of the step at these widths). */
+/* The same, element by element (a width forced by -DVL that has no shuffles above). */
 static void transpose(const float *w, int64_t in, int64_t ldw, float *wt, int64_t out,
                       int64_t ldt) {
     const int64_t ip = padded(in);
@@ -267,6 +336,35 @@ static int8_t worst(int8_t state, const float *restrict x, int64_t n) {
     }
     const int8_t here = nan ? 2 : nonfinite ? 1 : 0;
     return here > state ? here : state;
+}
+
+/* out[j] = sum over k < in of w[k, j]^2 (w [in x ld], j < op, op a multiple of VL): each
+ * column's squares summed in row order, strips of up to 8 vectors of columns side by side in
+ * registers (independent sums, none waiting on another; summed through memory, each step
+ * waited on the store of the one before). */
+#define COLUMN_SQUARES(NV)                                                                   \
+    static inline void column_squares_nv##NV(const float *restrict w, int64_t in, int64_t ld, \
+                                             float *restrict out) {                          \
+        vf s[NV];                                                                            \
+        for (int u = 0; u < NV; u++) s[u] = (vf){0};                                         \
+        for (int64_t k = 0; k < in; k++)                                                     \
+            for (int u = 0; u < NV; u++) {                                                   \
+                const vf x = vload(w + k * ld + VL * u);                                     \
+                s[u] = fused_v(x, x, s[u]);                                                  \
+            }                                                                                \
+        for (int u = 0; u < NV; u++) vstore(out + VL * u, s[u]);                             \
+    }
+COLUMN_SQUARES(8)
+COLUMN_SQUARES(4)
+COLUMN_SQUARES(2)
+COLUMN_SQUARES(1)
+
+static void column_squares(const float *w, int64_t in, int64_t op, float *out) {
+    int64_t j = 0;
+    for (; j + 8 * VL <= op; j += 8 * VL) column_squares_nv8(w + j, in, op, out + j);
+    if (j + 4 * VL <= op) { column_squares_nv4(w + j, in, op, out + j); j += 4 * VL; }
+    if (j + 2 * VL <= op) { column_squares_nv2(w + j, in, op, out + j); j += 2 * VL; }
+    if (j + VL <= op) column_squares_nv1(w + j, in, op, out + j);
 }
 
 /* A dense [rows x cols] matrix into rows padded to ld, and back (a model's weights and
@@ -466,14 +564,7 @@ int dropsweep_epoch(int64_t m0, int64_t m1, int64_t L, const int64_t *sizes, int
                     }
                     if (limited && l + 1 < L) { /* Keras MaxNorm: w * clip(n, 0, c) / (eps + n) */
                         float *restrict wl = w[l];
-                        /* each column's squares summed in row order, the columns side by
-                         * side (independent sums: none waits on the one before) */
-                        memset(gb, 0, (size_t)op * sizeof(float));
-                        for (int64_t k = 0; k < in; k++)
-                            for (int64_t j = 0; j < op; j += VL) {
-                                const vf x = vload(wl + k * op + j);
-                                vstore(gb + j, vload(gb + j) + x * x);
-                            }
+                        column_squares(wl, in, op, gb);
                         for (int64_t j = 0; j < op; j++) {
                             const float nrm = sqrtf(gb[j]);
                             gb[j] = (nrm < c ? nrm : c) / (nrm + KERAS_EPSILON);
