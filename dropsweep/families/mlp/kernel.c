@@ -114,18 +114,23 @@ static inline void finish(int mode, float *c, float *v, vf s, float mo, float ra
     }
 }
 
-/* Rows of a product computed at once, per strip width NV (in vectors): R*NV accumulators
- * plus NV loads of B and a broadcast of A must fit the CPU's vector registers, or the
- * compiler spills accumulators to the stack inside the k loop. AVX-512 has 32 registers
- * (4 rows of up to 4 vectors); AVX2 and SSE 16, where 4 x 4 spilled and 12 accumulators fit
- * (measured on an AVX2 CPU: benchmarks/trial_speed.py). Only how many rows share a pass over
- * B changes: each sum still runs over k in order, so the results are bit for bit the same. */
+/* How a product is cut: column strips of up to STRIP vectors, and in each strip ROWS_NV<n>
+ * rows computed at once. R*NV accumulators, the strip's NV vectors of B and a broadcast of A
+ * must fit the CPU's vector registers, or the compiler spills accumulators to the stack
+ * inside the k loop. AVX-512 has 32 registers: 4 rows of 4 vectors. AVX2 (and SSE) has 16,
+ * where 4 x 4 spilled: strips of 2 vectors, 6 rows (12 accumulators; B's 2 vectors held,
+ * 8 loads per 12 multiply-adds), as BLAS kernels for AVX2 do; on an AMD EPYC (Zen 3) that
+ * beat 3 x 4 (B read from memory by every multiply-add) by 9% an epoch and 4 x 3, 5 x 2,
+ * 4 x 2 and 12 x 1 too (in-process A/B, 16 Sonar trials). How rows and columns are grouped
+ * changes no number: each sum still runs over k in order. */
 #if defined(__AVX512F__)
+#define STRIP 4
 #define ROWS_NV1 4
 #define ROWS_NV2 4
 #define ROWS_NV3 4
 #define ROWS_NV4 4
 #else
+#define STRIP 2
 #define ROWS_NV1 8
 #define ROWS_NV2 6
 #define ROWS_NV3 4
@@ -198,9 +203,10 @@ GEMM_NV(4, ROWS_NV4)
 static void gemm(int64_t m, int64_t n, int64_t K, const float *a, int64_t ai, int64_t ak,
                  const float *b, int64_t ldb, float *c, float *v, int64_t ldc, int mode,
                  float mo, float rate) {
-    for (int64_t j = 0; j < n; j += 4 * VL) {
+    for (int64_t j = 0; j < n; j += STRIP * VL) {
         float *vj = v ? v + j : c + j;
-        switch ((n - j) / VL) {
+        const int64_t nv = (n - j) / VL < STRIP ? (n - j) / VL : STRIP;
+        switch (nv) {
         case 1: gemm_nv1(m, K, a, ai, ak, b + j, ldb, c + j, vj, ldc, mode, mo, rate); break;
         case 2: gemm_nv2(m, K, a, ai, ak, b + j, ldb, c + j, vj, ldc, mode, mo, rate); break;
         case 3: gemm_nv3(m, K, a, ai, ak, b + j, ldb, c + j, vj, ldc, mode, mo, rate); break;
