@@ -383,6 +383,19 @@ def test_epoch_order_shuffles_each_models_own_real_rows():
     assert any(not torch.equal(o, order) for o in later)  # and each epoch reshuffles
 
 
+def test_epoch_order_breaks_tied_keys_by_position_whatever_sorts_it():
+    """Keys are float32 (24 random bits): a 40,000-model epoch of Sonar's 188 positions has
+    some dozens of ties, which an unstable sort orders as its implementation happens to (and
+    NumPy's differ by CPU and version). The order is the keys' stable order, everywhere."""
+    n_train = torch.full((40_000,), 187)
+    order = epoch_order(seeded(5), n_train, 188)
+    keys = torch.rand(40_000, 188, generator=seeded(5))
+    keys[:, 187] = 2.0  # the padding position sorts last
+    ranked = np.sort(keys.numpy(), axis=1)
+    assert int((ranked[:, 1:] == ranked[:, :-1]).sum()) >= 10  # the draw has ties to break
+    assert torch.equal(order, torch.from_numpy(np.argsort(keys.numpy(), axis=1, kind="stable")))
+
+
 def reference_train(configs: list[mlp_config], folds, settings: TrainSettings, seed: int,
                     init: BatchedMLP) -> list[list[nn.Linear]]:
     """Every fold of every trial trained alone: nn.Linear layers, torch.optim.SGD, Keras MaxNorm

@@ -83,6 +83,8 @@ static inline vf fused_v(vf a, vf b, vf c) {
     return out;
 }
 #endif
+/* The same with a broadcast: a - (vf){0} is a in every lane (subtracting +0 changes no
+ * float, -0 included). */
 static inline vf fused(float a, vf b, vf c) { return fused_v(a - (vf){0}, b, c); }
 
 /* What a product does with its result block s at c: store it, add it (the accumulator starts
