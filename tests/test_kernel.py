@@ -175,6 +175,18 @@ def test_every_vector_width_gives_the_same_numbers_bit_for_bit(tmp_path, monkeyp
             assert all(torch.equal(w, w4) for w, w4 in zip(weights, weights4))
 
 
+@pytest.mark.parametrize("models, width", [(20_000, 188), (6, 54_001), (5, 1), (40, 2),
+                                           (9, 256), (9, 257)])
+def test_the_kernels_sort_of_epoch_orders_gives_numpys_order(models, width):
+    """The engine sorts each epoch's row keys in C (linear time); the order is the one the
+    NumPy path gives: by key, tied keys (20,000 rows of 188 have some) by position, each
+    model's padding positions last, whatever the row's width (one bucket a key up to 2^20)."""
+    n_train = torch.randint(max(1, width - 3), width + 1, (models,), generator=seeded(models))
+    numpy_order = epoch_order(seeded(width), n_train, width)
+    c_order = epoch_order(seeded(width), n_train, width, kernel.sorted_positions)
+    assert torch.equal(c_order, numpy_order)
+
+
 def test_each_model_draws_masks_where_its_placement_says(monkeypatch):
     """Per model, the mask counter advances by exactly the units its placement masks: the
     features of every training row (input), every hidden unit of every row (hidden), both,

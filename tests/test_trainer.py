@@ -941,7 +941,7 @@ def test_evaluation_in_chunks_scores_as_one_pass(monkeypatch):
 # ----------------------------------------------------------------------------- Adam
 
 
-def in_row_order(generator, n_train, max_train):
+def in_row_order(generator, n_train, max_train, sort=None):
     """Every epoch the rows in their stored order: a trial's order then depends neither on
     its batch mates nor on the epoch, so a batch can be held to its trials trained alone."""
     return torch.arange(max_train).expand(n_train.numel(), -1).clone()

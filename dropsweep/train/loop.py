@@ -212,7 +212,11 @@ def chunked_scores(folds: Folds, fold_of: torch.Tensor, held_out: bool, chunk: i
     return correct / n.to(correct.dtype), loss / n.to(loss.dtype)
 
 
-def epoch_order(generator: torch.Generator, n_train: torch.Tensor, max_train: int) -> torch.Tensor:
+RowSort = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def epoch_order(generator: torch.Generator, n_train: torch.Tensor, max_train: int,
+                sort: RowSort | None = None) -> torch.Tensor:
     """One epoch's minibatch order, ``[models, max_train]``: row ``i`` starts with a shuffle of
     ``0 .. n_train[i]-1`` (model ``i``'s own real rows); its padding positions sort last.
 
@@ -223,10 +227,13 @@ def epoch_order(generator: torch.Generator, n_train: torch.Tensor, max_train: in
     and NumPy's differs by CPU (AVX2, AVX-512) and version, which made a seeded study train
     other rows in other order on another machine. Each key is made unique, key bits then
     position, as one int64, so any correct sort gives this order; 12% slower than sorting the
-    floats, a stable sort was 2.1x.)
+    floats, a stable sort was 2.1x.) ``sort(keys, n_train)``, given, orders the float keys
+    instead, to this same order (the C kernel's linear-time sort).
     """
     device = n_train.device
     keys = torch.rand(n_train.numel(), max_train, generator=generator, device=device)
+    if sort is not None:
+        return sort(keys, n_train)
     positions = torch.arange(max_train, device=device)
     # the key's 24 random bits (torch.rand's float32 steps of 2^-24; padding: 2^25, last)
     bits = torch.where(positions[None, :] < n_train[:, None], keys * 16777216.0,

@@ -144,6 +144,8 @@ class MLPEngine:
         self.adam = torch.tensor([optimizer_of(c) == "adam" for c in configs],
                                  device=device).repeat_interleave(k)
         self.compiled = use_kernel(settings.engine, device, bool(self.adam.any()))
+        # the kernel's linear-time sort of the epoch orders' keys (the same orders)
+        self._sort = kernel.sorted_positions if self.compiled else None
         if bool(self.adam.any()):
             self.net.with_adam()
         self.bits = MaskBits(seed, device)
@@ -291,7 +293,7 @@ class MLPEngine:
 
     def start_epoch(self) -> None:
         """Draw the epoch's minibatch order (every model its own shuffle)."""
-        self.order = epoch_order(self.generator, self.n_train, self.folds.max_train)
+        self.order = epoch_order(self.generator, self.n_train, self.folds.max_train, self._sort)
 
     def train_batches(self, first: int, end: int) -> None:
         """Minibatches [first, end) of the epoch, each gathered from the rows as it is used."""
@@ -327,7 +329,8 @@ class MLPEngine:
         return self.span_epochs
 
     def train_epochs(self, count: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        orders = [self.order] + [epoch_order(self.generator, self.n_train, self.folds.max_train)
+        orders = [self.order] + [epoch_order(self.generator, self.n_train, self.folds.max_train,
+                                             self._sort)
                                  for _ in range(count - 1)]
         bad, nan = self._kernel(torch.stack(orders), (0, self.n_batches))
         self.order = orders[-1]

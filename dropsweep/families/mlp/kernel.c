@@ -399,6 +399,56 @@ void dropsweep_masks(float *out, int64_t n, uint64_t key, uint64_t ctr, float ra
     fill_mask(out, n, key, &ctr, keep16(rate), 1.0f / (1.0f - rate));
 }
 
+/* Epoch orders (dropsweep.train.loop.epoch_order): for each of `rows` rows of `width` uniform
+ * float32 keys (torch.rand's: multiples of 2^-24), row r's positions sorted by key, ties by
+ * position, padding positions (n_train[r] and after) last in order: what that function's
+ * NumPy path gives. The key's 24 bits then the position make one unique int64; a counting
+ * sort on the top bits (about one key a bucket), then an insertion sort of the nearly sorted
+ * result: linear in the row, where the comparison sort of each short row, and the tensor
+ * passes making the int64 keys, cost the search's Python thread ~1 s (Sonar, 64 trials).
+ * Returns 0, or -1 when scratch memory is short. */
+int dropsweep_order(const float *keys, const int64_t *n_train, int64_t rows, int64_t width,
+                    int64_t *out) {
+    int lg = 0, shift = 1;
+    while (lg < 20 && ((int64_t)1 << lg) < width) lg++;
+    while (shift < 40 && ((int64_t)1 << shift) < width) shift++;
+    const int64_t nb = (int64_t)1 << lg; /* buckets of real keys; bucket nb: padding */
+    int64_t *count = (int64_t *)malloc((size_t)(nb + 2) * sizeof(int64_t));
+    int64_t *tmp = (int64_t *)malloc((size_t)(width > 0 ? width : 1) * sizeof(int64_t));
+    if (!count || !tmp) {
+        free(count);
+        free(tmp);
+        return -1;
+    }
+    const int64_t mask = ((int64_t)1 << shift) - 1, padding = (int64_t)1 << 25;
+    for (int64_t r = 0; r < rows; r++) {
+        const float *k = keys + r * width;
+        int64_t *t = out + r * width; /* the composite keys, before they are sorted into tmp */
+        memset(count, 0, (size_t)(nb + 2) * sizeof(int64_t));
+        for (int64_t i = 0; i < width; i++) {
+            const int64_t bits = i < n_train[r] ? (int64_t)(k[i] * 16777216.0f) : padding;
+            const int64_t b = bits >> (24 - lg);
+            t[i] = bits << shift | i;
+            count[(b < nb ? b : nb) + 1]++;
+        }
+        for (int64_t b = 1; b <= nb + 1; b++) count[b] += count[b - 1];
+        for (int64_t i = 0; i < width; i++) {
+            const int64_t b = (t[i] >> shift) >> (24 - lg);
+            tmp[count[b < nb ? b : nb]++] = t[i];
+        }
+        for (int64_t i = 1; i < width; i++) { /* out of order only within a bucket */
+            const int64_t x = tmp[i];
+            int64_t j = i;
+            for (; j > 0 && tmp[j - 1] > x; j--) tmp[j] = tmp[j - 1];
+            tmp[j] = x;
+        }
+        for (int64_t i = 0; i < width; i++) t[i] = tmp[i] & mask;
+    }
+    free(count);
+    free(tmp);
+    return 0;
+}
+
 /* Train models [m0, m1) of a batch of m1 models for `epochs` epochs, each model all of
  * them in a row while its parameters stay in cache (order and status hold a row of m1
  * models per epoch: a call over part of a batch passes m1 = the batch's size and, for

@@ -233,6 +233,8 @@ def _dlopen(dfd: int, name: str, label: Path) -> ctypes.CDLL | None:
                                             + [p] * 19)
             lib.dropsweep_masks.restype = None
             lib.dropsweep_masks.argtypes = [p, i64, ctypes.c_uint64, ctypes.c_uint64, f32]
+            lib.dropsweep_order.restype = ctypes.c_int
+            lib.dropsweep_order.argtypes = [p, p, i64, i64, p]
         except AttributeError:
             raise _Unusable(f"{label} is not this dropsweep kernel") from None
         return lib
@@ -410,6 +412,19 @@ def train_epoch(
     if order.dim() == 2:
         status = status[0]
     return status > 0, status == 2
+
+
+def sorted_positions(keys: torch.Tensor, n_train: torch.Tensor) -> torch.Tensor:
+    """:func:`dropsweep.train.loop.epoch_order`'s sort, in C and linear time: each row's
+    positions by float32 key, ties by position, positions from ``n_train`` on last."""
+    lib = load()
+    assert lib is not None, "the C kernel is not available"
+    keys, n_train = keys.contiguous(), n_train.contiguous()
+    out = torch.empty(keys.shape, dtype=torch.int64)
+    if lib.dropsweep_order(_ptr(keys), _ptr(n_train), int(keys.shape[0]), int(keys.shape[1]),
+                           _ptr(out)):
+        raise MemoryError("the training kernel could not allocate its scratch memory")
+    return out
 
 
 def masks(n: int, key: int, counter: int, rate: float) -> torch.Tensor:
