@@ -144,8 +144,7 @@ def test_one_dropout_step_equals_autograd_with_the_kernels_own_masks(vector_widt
 @pytest.mark.slow
 def test_every_vector_width_gives_the_same_numbers_bit_for_bit(tmp_path, monkeypatch):
     """The kernel built for AVX-512's 16 floats a vector, AVX's 8 and SSE's 4 (rows padded to
-    each, products blocked and their last rows taken differently) trains every weight to the
-    same bits: each sum runs in the same order and each multiply-add is fused where the
+    each, transposes and sums over vectors of each) trains every weight to the same bits: each sum runs in the same order and each multiply-add is fused where the
     source says and nowhere else (the compiler's own fusing once gave every width, and every
     unrelated edit, other last bits). Both outputs (sigmoid, softmax), odd widths that leave
     a product's last rows and columns over, dropout, max-norm and a short last minibatch."""
@@ -180,8 +179,10 @@ def test_every_vector_width_gives_the_same_numbers_bit_for_bit(tmp_path, monkeyp
 def test_the_kernels_sort_of_epoch_orders_gives_numpys_order(models, width):
     """The engine sorts each epoch's row keys in C (linear time); the order is the one the
     NumPy path gives: by key, tied keys (20,000 rows of 188 have some) by position, each
-    model's padding positions last, whatever the row's width (one bucket a key up to 2^20)."""
+    model's padding positions last (none, all, or more rows than the width), whatever the
+    row's width (one bucket a key up to 2^20)."""
     n_train = torch.randint(max(1, width - 3), width + 1, (models,), generator=seeded(models))
+    n_train[:3] = torch.tensor([0, width // 2, width + 5])[:len(n_train[:3])]
     numpy_order = epoch_order(seeded(width), n_train, width)
     c_order = epoch_order(seeded(width), n_train, width, kernel.sorted_positions)
     assert torch.equal(c_order, numpy_order)

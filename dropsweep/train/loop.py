@@ -231,7 +231,8 @@ def epoch_order(generator: torch.Generator, n_train: torch.Tensor, max_train: in
     instead, to this same order (the C kernel's linear-time sort).
     """
     device = n_train.device
-    keys = torch.rand(n_train.numel(), max_train, generator=generator, device=device)
+    keys = torch.rand(n_train.numel(), max_train, generator=generator, device=device,
+                      dtype=torch.float32)  # float32 whatever the default: 24 random bits
     if sort is not None:
         return sort(keys, n_train)
     positions = torch.arange(max_train, device=device)

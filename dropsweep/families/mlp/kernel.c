@@ -76,12 +76,19 @@ static inline vf fused_v(vf a, vf b, vf c) { return (vf)_mm512_fmadd_ps(a, b, c)
 static inline vf fused_v(vf a, vf b, vf c) { return (vf)_mm256_fmadd_ps(a, b, c); }
 #elif defined(__FMA__) && VL == 4
 static inline vf fused_v(vf a, vf b, vf c) { return (vf)_mm_fmadd_ps(a, b, c); }
-#else /* (the compiler vectorises this loop only in part: the instructions above where known) */
+#elif defined(__FMA__) || defined(__ARM_FEATURE_FMA)
+/* (a width with no instruction above, as the tests force: the compiler vectorises this loop
+ * only in part, but it rounds as they do) */
 static inline vf fused_v(vf a, vf b, vf c) {
     vf out;
     for (int i = 0; i < VL; i++) out[i] = fmaf(a[i], b[i], c[i]);
     return out;
 }
+#else
+/* A CPU without fused multiply-add (AVX without FMA, SSE only): fmaf would be a call into the
+ * C library for every lane, so a product and a sum, rounded twice. The same at every width
+ * on such a CPU, other last bits than an FMA CPU's. */
+static inline vf fused_v(vf a, vf b, vf c) { return a * b + c; }
 #endif
 /* The same with a broadcast: a - (vf){0} is a in every lane (subtracting +0 changes no
  * float, -0 included). */
@@ -193,13 +200,16 @@ GEMM_BLOCKS(4)
         default: break;                                                                      \
         }                                                                                    \
     }
+/* the rows left over by the blocks go to the switch above: it has blocks of up to 7 */
+typedef char rows_in_a_block_at_most_8[ROWS_NV1 <= 8 && ROWS_NV2 <= 8 && ROWS_NV3 <= 8 &&
+                                       ROWS_NV4 <= 8 ? 1 : -1];
 GEMM_NV(1, ROWS_NV1)
 GEMM_NV(2, ROWS_NV2)
 GEMM_NV(3, ROWS_NV3)
 GEMM_NV(4, ROWS_NV4)
 #undef ARGS
 
-/* An m x n block of C (n a multiple of VL) from A B, in column strips of up to 4 vectors;
+/* An m x n block of C (n a multiple of VL) from A B, in column strips of up to STRIP vectors;
  * v: the velocities beside C when mode is SGD, the ReLU layer's output beside C when
  * RELU_BACK, the bias row when BIAS or BIAS_RELU (else unused). */
 static void gemm(int64_t m, int64_t n, int64_t K, const float *a, int64_t ai, int64_t ak,
@@ -426,7 +436,9 @@ int dropsweep_order(const float *keys, const int64_t *n_train, int64_t rows, int
         int64_t *t = out + r * width; /* the composite keys, before they are sorted into tmp */
         memset(count, 0, (size_t)(nb + 2) * sizeof(int64_t));
         for (int64_t i = 0; i < width; i++) {
-            const int64_t bits = i < n_train[r] ? (int64_t)(k[i] * 16777216.0f) : padding;
+            const float x = k[i] * 16777216.0f; /* torch.rand's: 0 <= x < 2^24, an integer */
+            const int64_t bits = i >= n_train[r] ? padding : x >= 0.0f && x < 33554432.0f
+                                 ? (int64_t)x : x >= 0.0f ? padding : 0; /* NaN, < 0: 0 */
             const int64_t b = bits >> (24 - lg);
             t[i] = bits << shift | i;
             count[(b < nb ? b : nb) + 1]++;

@@ -44,12 +44,13 @@ if TYPE_CHECKING:
     from dropsweep.data.protocols import Folds
 
 SOURCE = Path(__file__).with_name("kernel.c")
-# Reassociation lets the compiler vectorise the sums; contraction is off, the source fuses its
-# multiply-adds itself (kernel.c: fused_v), so which products are fused, and the last bits of
-# every weight, do not change with the vector width or with inlining; not -ffast-math or
-# -funsafe-math-optimizations, whose start-up code would flush subnormals to zero process-wide.
-FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-fassociative-math",
-         "-fno-signed-zeros", "-ffp-contract=off", "-shared", "-fPIC", "-std=c99"]
+# No reassociation and no contraction: the source fuses its multiply-adds itself (kernel.c:
+# fused_v) and sums in the order it writes, so the last bits of every weight do not change
+# with the vector width or with inlining (-fassociative-math changed no instruction here, and
+# would be free to); not -ffast-math or -funsafe-math-optimizations, whose start-up code
+# would flush subnormals to zero process-wide.
+FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-fno-signed-zeros",
+         "-ffp-contract=off", "-shared", "-fPIC", "-std=c99"]
 BUILD_TIMEOUT = 120  # seconds
 # Build temporaries carry our prefix, so the sweep never touches anyone else's files, and are
 # swept only well past BUILD_TIMEOUT, so a concurrent worker's build is never pulled away.
@@ -419,7 +420,12 @@ def sorted_positions(keys: torch.Tensor, n_train: torch.Tensor) -> torch.Tensor:
     positions by float32 key, ties by position, positions from ``n_train`` on last."""
     lib = load()
     assert lib is not None, "the C kernel is not available"
-    keys, n_train = keys.contiguous(), n_train.contiguous()
+    if keys.dtype != torch.float32 or n_train.dtype != torch.int64 or keys.dim() != 2:
+        raise TypeError(f"keys must be [models, width] float32 and n_train int64, not "
+                        f"{keys.dtype} {tuple(keys.shape)} and {n_train.dtype}")
+    keys, n_train = keys.contiguous().cpu(), n_train.contiguous().cpu()
+    if n_train.numel() != keys.shape[0]:
+        raise ValueError(f"{keys.shape[0]} rows of keys, {n_train.numel()} n_train")
     out = torch.empty(keys.shape, dtype=torch.int64)
     if lib.dropsweep_order(_ptr(keys), _ptr(n_train), int(keys.shape[0]), int(keys.shape[1]),
                            _ptr(out)):
