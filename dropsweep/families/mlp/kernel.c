@@ -176,8 +176,10 @@ static inline void finish(int mode, float *c, float *v, vf s, float mo, float ra
     GEMM_BLOCK(NV, 5) GEMM_BLOCK(NV, 6) GEMM_BLOCK(NV, 7) GEMM_BLOCK(NV, 8)
 GEMM_BLOCKS(1)
 GEMM_BLOCKS(2)
+#if STRIP > 2 /* (strips this wide only where there are registers for them) */
 GEMM_BLOCKS(3)
 GEMM_BLOCKS(4)
+#endif
 
 /* C[i, 0:VL*NV] for i < m: R rows at a time, the last m % R together too (one row alone
  * would wait on each multiply-add's latency). */
@@ -205,8 +207,10 @@ typedef char rows_in_a_block_at_most_8[ROWS_NV1 <= 8 && ROWS_NV2 <= 8 && ROWS_NV
                                        ROWS_NV4 <= 8 ? 1 : -1];
 GEMM_NV(1, ROWS_NV1)
 GEMM_NV(2, ROWS_NV2)
+#if STRIP > 2
 GEMM_NV(3, ROWS_NV3)
 GEMM_NV(4, ROWS_NV4)
+#endif
 #undef ARGS
 
 /* An m x n block of C (n a multiple of VL) from A B, in column strips of up to STRIP vectors;
@@ -220,9 +224,13 @@ static void gemm(int64_t m, int64_t n, int64_t K, const float *a, int64_t ai, in
         const int64_t nv = (n - j) / VL < STRIP ? (n - j) / VL : STRIP;
         switch (nv) {
         case 1: gemm_nv1(m, K, a, ai, ak, b + j, ldb, c + j, vj, ldc, mode, mo, rate); break;
+#if STRIP > 2
         case 2: gemm_nv2(m, K, a, ai, ak, b + j, ldb, c + j, vj, ldc, mode, mo, rate); break;
         case 3: gemm_nv3(m, K, a, ai, ak, b + j, ldb, c + j, vj, ldc, mode, mo, rate); break;
         default: gemm_nv4(m, K, a, ai, ak, b + j, ldb, c + j, vj, ldc, mode, mo, rate); break;
+#else
+        default: gemm_nv2(m, K, a, ai, ak, b + j, ldb, c + j, vj, ldc, mode, mo, rate); break;
+#endif
         }
     }
 }
