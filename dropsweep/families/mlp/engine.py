@@ -144,8 +144,6 @@ class MLPEngine:
         self.adam = torch.tensor([optimizer_of(c) == "adam" for c in configs],
                                  device=device).repeat_interleave(k)
         self.compiled = use_kernel(settings.engine, device, bool(self.adam.any()))
-        # the kernel's linear-time sort of the epoch orders' keys (the same orders)
-        self._sort = kernel.sorted_positions if self.compiled else None
         if bool(self.adam.any()):
             self.net.with_adam()
         self.bits = MaskBits(seed, device)
@@ -293,7 +291,13 @@ class MLPEngine:
 
     def start_epoch(self) -> None:
         """Draw the epoch's minibatch order (every model its own shuffle)."""
-        self.order = epoch_order(self.generator, self.n_train, self.folds.max_train, self._sort)
+        self.order = self._next_order()
+
+    def _next_order(self) -> torch.Tensor:
+        """The next epoch's order from the generator; on the kernel, its keys sorted in C (in
+        linear time, to the same order)."""
+        return epoch_order(self.generator, self.n_train, self.folds.max_train,
+                           kernel.sorted_positions if self.compiled else None)
 
     def train_batches(self, first: int, end: int) -> None:
         """Minibatches [first, end) of the epoch, each gathered from the rows as it is used."""
@@ -329,9 +333,7 @@ class MLPEngine:
         return self.span_epochs
 
     def train_epochs(self, count: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        orders = [self.order] + [epoch_order(self.generator, self.n_train, self.folds.max_train,
-                                             self._sort)
-                                 for _ in range(count - 1)]
+        orders = [self.order] + [self._next_order() for _ in range(count - 1)]
         bad, nan = self._kernel(torch.stack(orders), (0, self.n_batches))
         self.order = orders[-1]
         return list(zip(bad, nan))

@@ -57,6 +57,9 @@ static void restore_mode(unsigned mode) { (void)mode; }
 #define VL 4
 #endif
 #endif
+#if VL != 4 && VL != 8 && VL != 16
+#error "VL (floats in a vector) must be 4, 8 or 16"
+#endif
 
 /* GCC/Clang vector extensions. */
 typedef float vf __attribute__((vector_size(VL * sizeof(float))));
@@ -235,7 +238,6 @@ static void gemm(int64_t m, int64_t n, int64_t K, const float *a, int64_t ai, in
     }
 }
 
-#if VL == 16 || VL == 8 || VL == 4
 /* Transpose VL vectors of VL in registers: log2(VL) stages, each swapping the off-diagonal
  * halves of 2s x 2s blocks (row i with bit s clear trades its elements with bit s set for
  * row i+s's elements with bit s clear). A few shuffles per row instead of a strided gather
@@ -289,17 +291,6 @@ static void transpose(const float *w, int64_t in, int64_t ldw, float *wt, int64_
                 vstore(wt + (j0 + i) * ldt + k0, r[i]);
         }
 }
-#else
-/* The same, element by element (a width forced by -DVL that has no shuffles above). */
-static void transpose(const float *w, int64_t in, int64_t ldw, float *wt, int64_t out,
-                      int64_t ldt) {
-    const int64_t ip = padded(in);
-    for (int64_t j = 0; j < out; j++) {
-        for (int64_t k = 0; k < in; k++) wt[j * ldt + k] = w[k * ldw + j];
-        for (int64_t k = in; k < ip; k++) wt[j * ldt + k] = 0.0f;
-    }
-}
-#endif
 
 static inline uint64_t mix64(uint64_t z) {
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
@@ -425,6 +416,11 @@ void dropsweep_masks(float *out, int64_t n, uint64_t key, uint64_t ctr, float ra
  * result: linear in the row, where the comparison sort of each short row, and the tensor
  * passes making the int64 keys, cost the search's Python thread ~1 s (Sonar, 64 trials).
  * Returns 0, or -1 when scratch memory is short. */
+static inline int64_t bucket_of(int64_t bits, int lg, int64_t nb) {
+    const int64_t b = bits >> (24 - lg);
+    return b < nb ? b : nb; /* padding (2^25): the last bucket, nb */
+}
+
 int dropsweep_order(const float *keys, const int64_t *n_train, int64_t rows, int64_t width,
                     int64_t *out) {
     int lg = 0, shift = 1;
@@ -447,15 +443,11 @@ int dropsweep_order(const float *keys, const int64_t *n_train, int64_t rows, int
             const float x = k[i] * 16777216.0f; /* torch.rand's: 0 <= x < 2^24, an integer */
             const int64_t bits = i >= n_train[r] ? padding : x >= 0.0f && x < 33554432.0f
                                  ? (int64_t)x : x >= 0.0f ? padding : 0; /* NaN, < 0: 0 */
-            const int64_t b = bits >> (24 - lg);
             t[i] = bits << shift | i;
-            count[(b < nb ? b : nb) + 1]++;
+            count[bucket_of(bits, lg, nb) + 1]++;
         }
         for (int64_t b = 1; b <= nb + 1; b++) count[b] += count[b - 1];
-        for (int64_t i = 0; i < width; i++) {
-            const int64_t b = (t[i] >> shift) >> (24 - lg);
-            tmp[count[b < nb ? b : nb]++] = t[i];
-        }
+        for (int64_t i = 0; i < width; i++) tmp[count[bucket_of(t[i] >> shift, lg, nb)]++] = t[i];
         for (int64_t i = 1; i < width; i++) { /* out of order only within a bucket */
             const int64_t x = tmp[i];
             int64_t j = i;
