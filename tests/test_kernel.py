@@ -141,13 +141,9 @@ def test_one_dropout_step_equals_autograd_with_the_kernels_own_masks(vector_widt
         assert float((in_mask == 0).double().mean()) > 0.1  # dropout really dropped units
 
 
-@pytest.mark.slow
-def test_every_vector_width_gives_the_same_numbers_bit_for_bit(tmp_path, monkeypatch):
-    """The kernel built for AVX-512's 16 floats a vector, AVX's 8 and SSE's 4 (rows padded to
-    each, transposes and sums over vectors of each) trains every weight to the same bits: each sum runs in the same order and each multiply-add is fused where the
-    source says and nowhere else (the compiler's own fusing once gave every width, and every
-    unrelated edit, other last bits). Both outputs (sigmoid, softmax), odd widths that leave
-    a product's last rows and columns over, dropout, max-norm and a short last minibatch."""
+def _bit_cases() -> tuple[list, list]:
+    """Both outputs (sigmoid, softmax), odd widths that leave a product's last rows and columns
+    over, dropout, max-norm and a short last minibatch."""
     rng = np.random.default_rng(3)
     cases = []
     for classes, hidden in ((2, (37, 21)), (3, (19, 11, 6))):
@@ -158,20 +154,54 @@ def test_every_vector_width_gives_the_same_numbers_bit_for_bit(tmp_path, monkeyp
     configs = [mlp_config(p, 0.3, 0.45, learning_rate=0.03 * (i + 1), momentum=0.85,
                           max_norm=[None, 1.5][i % 2])
                for i, p in enumerate(["none", "input", "hidden", "both"])]
-    flags = kernel.FLAGS
-    trained = {}
-    for width in (4, 8, 16):
-        monkeypatch.setenv("DROPSWEEP_KERNEL_DIR", str(tmp_path / str(width)))
-        monkeypatch.setattr(kernel, "FLAGS", [*flags, f"-DVL={width}"])
-        monkeypatch.setattr(kernel, "_lib", kernel._UNSET)
+    return cases, configs
+
+
+def _trained_by_build(extra: list[str], where, monkeypatch) -> list:
+    """Every case trained by the kernel built with ``extra`` flags: scores, curves, weights."""
+    cases, configs = _bit_cases()
+    monkeypatch.setenv("DROPSWEEP_KERNEL_DIR", str(where))
+    monkeypatch.setattr(kernel, "FLAGS", [*kernel.FLAGS, *extra])
+    monkeypatch.setattr(kernel, "_lib", kernel._UNSET)
+    try:
         assert kernel.load() is not None, kernel.unavailable()
-        trained[width] = [(r.fold_accuracies, r.curve, [w.clone() for w in r.model.weights])
-                          for folds, settings in cases
-                          for r in train_trials(configs, folds, settings, seed=0)]
-    for width in (8, 16):
-        for (acc, curve, weights), (acc4, curve4, weights4) in zip(trained[width], trained[4]):
-            assert (acc, curve) == (acc4, curve4)
-            assert all(torch.equal(w, w4) for w, w4 in zip(weights, weights4))
+        return [(r.fold_accuracies, r.curve, [w.clone() for w in r.model.weights])
+                for folds, settings in cases
+                for r in train_trials(configs, folds, settings, seed=0)]
+    finally:
+        monkeypatch.undo()
+
+
+def _assert_same_bits(a: list, b: list) -> None:
+    for (acc, curve, weights), (acc_b, curve_b, weights_b) in zip(a, b, strict=True):
+        assert (acc, curve) == (acc_b, curve_b)
+        assert all(torch.equal(w, w_b) for w, w_b in zip(weights, weights_b, strict=True))
+
+
+@pytest.mark.slow
+def test_every_vector_width_gives_the_same_numbers_bit_for_bit(tmp_path, monkeypatch):
+    """The kernel built for AVX-512's 16 floats a vector, AVX's 8 and SSE's 4 (rows padded to
+    each, transposes and sums over vectors of each) trains every weight to the same bits:
+    each sum runs in the same order and each multiply-add is fused where the source says and
+    nowhere else (the compiler's own fusing once gave every width, and every unrelated edit,
+    other last bits)."""
+    trained = {width: _trained_by_build([f"-DVL={width}"], tmp_path / str(width), monkeypatch)
+               for width in (4, 8, 16)}
+    _assert_same_bits(trained[8], trained[4])
+    _assert_same_bits(trained[16], trained[4])
+
+
+@pytest.mark.slow
+def test_the_one_output_layers_own_update_gives_the_products_bits(tmp_path, monkeypatch):
+    """A sigmoid's layer (one output) is updated with its inputs across the vector, not by
+    the general product: the same multiply-adds in the same order, so every weight of every
+    layer is the general product's to the bit (the general build: -DGENERAL_PRODUCTS), at
+    this CPU's width and at the narrowest."""
+    for width in ([], ["-DVL=4"]):
+        own = _trained_by_build(width, tmp_path / f"own{len(width)}", monkeypatch)
+        general = _trained_by_build([*width, "-DGENERAL_PRODUCTS"],
+                                    tmp_path / f"general{len(width)}", monkeypatch)
+        _assert_same_bits(own, general)
 
 
 @pytest.mark.parametrize("models, width", [(20_000, 188), (6, 54_001), (5, 1), (40, 2),

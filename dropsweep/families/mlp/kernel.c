@@ -384,6 +384,25 @@ static void column_squares(const float *w, int64_t in, int64_t op, float *out) {
     if (j + VL <= op) column_squares_nv1(w + j, in, op, out + j);
 }
 
+/* A layer of one output (a sigmoid's): act^T d applied to its weights, column 0 of w and v
+ * ([in x ld]), as the SGD product applies it, but with the layer's inputs across the vector,
+ * not its one output: the product did VL lanes of work for one real column (4% of a Sonar
+ * epoch, AVX-512). The same multiply-adds in the same order (each input's sum over the rows),
+ * so the same bits; -DGENERAL_PRODUCTS builds the product instead (the tests compare). */
+static void sgd_one_output(int64_t in, int64_t rows, const float *restrict act, int64_t ip,
+                           const float *restrict d, int64_t ld, float *restrict w,
+                           float *restrict v, float mo, float rate) {
+    for (int64_t i0 = 0; i0 < in; i0 += VL) {
+        vf s = {0};
+        for (int64_t r = 0; r < rows; r++) s = fused(d[r * ld], vload(act + r * ip + i0), s);
+        for (int64_t i = i0; i < in && i < i0 + VL; i++) {
+            const float vv = mo * v[i * ld] - rate * s[i - i0];
+            v[i * ld] = vv;
+            w[i * ld] += vv;
+        }
+    }
+}
+
 /* A dense [rows x cols] matrix into rows padded to ld, and back (a model's weights and
  * velocities into its cache copies and out of them). */
 static void pad_rows(float *restrict dst, const float *restrict src, int64_t rows, int64_t cols,
@@ -624,7 +643,12 @@ int dropsweep_epoch(int64_t m0, int64_t m1, int64_t L, const int64_t *sizes, int
                              use_hid ? s_hid : 1.0f, 0);
                     }
                     /* the gradient act^T d, applied to w and v as it is computed */
-                    gemm(in, op, rows, act[l], 1, ip, d, op, w[l], v[l], op, SGD, mo, rate);
+#if !defined(GENERAL_PRODUCTS)
+                    if (out == 1)
+                        sgd_one_output(in, rows, act[l], ip, d, op, w[l], v[l], mo, rate);
+                    else
+#endif
+                        gemm(in, op, rows, act[l], 1, ip, d, op, w[l], v[l], op, SGD, mo, rate);
                     for (int64_t j = 0; j < op; j += VL) {
                         vf s = {0};
                         for (int64_t r = 0; r < rows; r++) s += vload(d + r * op + j);
