@@ -20,7 +20,7 @@ import click
 from click.core import ParameterSource
 
 from dropsweep import __version__
-from dropsweep.errors import DropsweepError, StorageFailure
+from dropsweep.errors import DropsweepError, OutputFailure, StorageFailure
 from dropsweep.records import DATA_ROWS, DEFAULT_STORAGE
 
 EXIT_USER_ERROR = 2
@@ -251,11 +251,42 @@ def _load_sweep(path: str, overrides: tuple[str, ...]) -> Any:
     return build_sweep(apply_overrides(load_sweep(path), overrides))
 
 
+class _Output:
+    """Standard output for the results console: a write that fails (a full disk behind
+    ``> file``) is one line on stderr and exit status 1, not a traceback. A closed pipe
+    (``| head``) is left as it was: that reader has all it wanted."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def __getattr__(self, name: str) -> Any:  # isatty, fileno, encoding: rich asks them
+        return getattr(self._stream, name)
+
+    def _failed(self, exc: OSError) -> OutputFailure:
+        return OutputFailure(f"cannot write to standard output: {exc.strerror or exc}")
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise self._failed(exc) from None
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise self._failed(exc) from None
+
+
 def _consoles(quiet: bool = False) -> tuple[Any, Any]:
     """Results on stdout, progress and messages on stderr; no colour when not a terminal."""
     from rich.console import Console
 
-    out = Console(highlight=False, soft_wrap=True)
+    out = Console(file=_Output(sys.stdout), highlight=False, soft_wrap=True)
     err = Console(stderr=True, highlight=False, soft_wrap=True, quiet=quiet)
     return out, err
 

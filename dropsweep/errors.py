@@ -55,6 +55,13 @@ class StorageError(DropsweepError):
     """The storage cannot be opened, or a study in it cannot be used as asked."""
 
 
+class OutputFailure(DropsweepError):
+    """The command's output could not be written (a full disk behind ``> file``): not a
+    mistake in the input, so exit status 1; what was stored stays stored."""
+
+    exit_code = 1
+
+
 class StorageFailure(StorageError):
     """The storage failed while in use (disk full, connection lost for too long): not a
     mistake in the input, so exit status 1; the search that met it says how to resume."""

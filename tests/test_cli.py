@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import re
+import shlex
 import signal
 import sqlite3
 import subprocess
@@ -423,6 +424,31 @@ def test_a_finished_command_leaves_every_result_in_the_database_file_itself(in_t
                           text=True)
     assert proc.returncode == 0 and "sonar" in proc.stdout, proc.stderr
     assert trials_in_the_file_alone(db, in_tmp / "copy.db") == 4
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full on this system")
+def test_output_that_cannot_be_written_is_one_line_and_the_study_stays(in_tmp):
+    """Standard output on a full disk (``> /dev/full``): one line on stderr naming it, exit
+    status 1, no traceback (rich's write raised one); the search's trials are stored all the
+    same, and a pipe closed early (``| head``) still ends quietly."""
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run([sys.executable, "-m", "dropsweep", "search", SONAR_SWEEP, *FAST,
+                               "--trials", "2", "-q"], stdout=full, stderr=subprocess.PIPE,
+                              text=True)
+        assert proc.returncode == 1, proc.stderr
+        assert proc.stderr.strip().splitlines() == [
+            "Error: cannot write to standard output: No space left on device"], proc.stderr
+        for command in (["report"], ["report", "--format", "json"], ["studies"]):
+            proc = subprocess.run([sys.executable, "-m", "dropsweep", *command], stdout=full,
+                                  stderr=subprocess.PIPE, text=True)
+            assert proc.returncode == 1, (command, proc.stderr)
+            assert proc.stderr.strip().splitlines() == [
+                "Error: cannot write to standard output: No space left on device"], command
+    assert trials_in_the_file_alone(in_tmp / "results" / "dropsweep.db", in_tmp / "c.db") == 2
+    proc = subprocess.run(f"{shlex.quote(sys.executable)} -m dropsweep report | head -1",
+                          shell=True, capture_output=True, text=True)
+    assert proc.stdout.strip(), proc.stdout  # the first line, then quiet
+    assert proc.stderr == "", proc.stderr
 
 
 @pytest.mark.slow
