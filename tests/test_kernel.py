@@ -204,6 +204,80 @@ def test_the_one_output_layers_own_update_gives_the_products_bits(tmp_path, monk
         _assert_same_bits(own, general)
 
 
+@pytest.mark.parametrize("classes, pixels", [(2, False), (3, False), (4, True)],
+                         ids=["sigmoid", "softmax", "softmax-pixels"])
+def test_the_kernels_held_out_scores_are_the_torch_evaluations(classes, pixels):
+    """After a span of whole epochs the kernel scores every model on its held-out rows while
+    its parameters are in cache; the engine's evaluation answers from those scores. They are
+    what the torch evaluation of the same weights gives: the same rows predicted right (a
+    sigmoid's logit > 0, else argmax), the same summed loss to float32 rounding, with held-out
+    splits of several lengths (none a multiple of the minibatch), 8-bit pixels divided as they
+    are read, and a model driven to non-finite weights scored as NaN by both."""
+    rng = np.random.default_rng(classes)
+    y = np.arange(83) % classes
+    if pixels:
+        X = rng.integers(0, 256, size=(83, 12), dtype=np.uint8)
+        X[:, :3] = np.minimum(255, X[:, :3] // 2 + 60 * y[:, None]).astype(np.uint8)
+        folds = make_folds(X, y, 4, seed=2, scale="unit", pixel_max=255.0)
+        assert folds.divisor == 255.0
+    else:
+        X = (rng.normal(size=(83, 12)) + y[:, None]).astype(np.float32)
+        folds = make_folds(X, y, 4, seed=2)
+    configs = [mlp_config(p, 0.2, 0.3, learning_rate=lr, momentum=0.9, max_norm=3.0)
+               for p, lr in (("none", 0.05), ("both", 0.02), ("input", 0.01), ("hidden", 0.05))]
+    settings = TrainSettings(hidden=(9, 6), epochs=4, batch_size=7, engine="c")
+    engine = trainer.MLPEngine(configs, folds, settings, seed=3)
+    assert engine.compiled and len(set(folds.n_test.tolist())) > 1
+    with torch.no_grad():
+        engine.net.model.weights[1][-4:, 0, 0] = float("nan")  # the last trial's 4 folds
+    engine.start_epoch()
+    engine.train_epochs(3)
+    acc, loss = engine.evaluate()
+    assert engine._held_out is not None  # answered from the kernel's scores
+    torch_acc, torch_loss = engine._torch_evaluation(held_out=True)
+    assert torch.equal(acc, torch_acc)
+    finite = torch.isfinite(torch_loss)
+    assert not bool(finite[-4:].any()) and bool(finite[:-4].all())  # the NaN weights
+    assert torch.equal(torch.isnan(loss), torch.isnan(torch_loss))
+    torch.testing.assert_close(loss[finite], torch_loss[finite], rtol=2e-6, atol=1e-6)
+    assert 0.3 < float(acc[:4].mean()) <= 1.0  # the scores are of trained models
+    engine._held_out = None  # scored alone, by a kernel call that trains nothing
+    weights = [w.clone() for w in engine.net.model.weights]
+    alone = engine.evaluate()
+    assert torch.equal(alone[0], acc) and torch.equal(alone[1].isnan(), loss.isnan())
+    assert torch.equal(alone[1][finite], loss[finite])
+    assert all(torch.equal(w.view(torch.int32), w0.view(torch.int32))  # NaN != NaN
+               for w, w0 in zip(engine.net.model.weights, weights))
+
+
+def test_the_engines_kept_scores_follow_the_models_it_keeps_and_go_with_new_weights():
+    """The engine keeps the kernel's held-out scores only while they are of its weights: the
+    models it keeps keep theirs, in their new places; after a slice of an epoch, or weights
+    put back (a span given back), the kernel scores them again."""
+    X, y = blob_data(60, 5)
+    folds = make_folds(X, y, 3, seed=0)
+    configs = [mlp_config("none", 0, 0, learning_rate=0.1 * (i + 1), momentum=0.5,
+                          max_norm=None) for i in range(3)]
+    engine = trainer.MLPEngine(configs, folds, TrainSettings(hidden=(4,), batch_size=8,
+                                                             engine="c"), seed=0)
+    engine.start_epoch()
+    engine.train_epochs(2)
+    acc, loss = engine.evaluate()
+    engine.keep(torch.tensor([6, 7, 8, 0, 1, 2]))
+    assert engine._held_out is not None
+    kept_acc, kept_loss = engine.evaluate()
+    assert torch.equal(kept_acc, acc[[6, 7, 8, 0, 1, 2]])
+    assert torch.equal(kept_loss, loss[[6, 7, 8, 0, 1, 2]])
+    before = engine.snapshot()
+    engine.start_epoch()
+    engine.train_batches(0, 1)
+    assert engine._held_out is None
+    engine.train_epochs(1)
+    assert engine._held_out is not None
+    engine.restore(before)
+    assert engine._held_out is None
+
+
 @pytest.mark.parametrize("models, width", [(20_000, 188), (6, 54_001), (5, 1), (40, 2),
                                            (9, 256), (9, 257)])
 def test_the_kernels_sort_of_epoch_orders_gives_numpys_order(models, width):

@@ -217,12 +217,15 @@ class MLPEngine:
         self._derive()
 
     def keep(self, idx: torch.Tensor) -> None:
+        held_out = self._held_out
         self.net.select(idx)
         for name in self._PER_MODEL:
             setattr(self, name, getattr(self, name)[idx])
         cpu_idx = idx.cpu()
         self.mask_key, self.mask_counter = self.mask_key[cpu_idx], self.mask_counter[cpu_idx]
         self._derive()
+        if held_out is not None:  # the models kept are unchanged, so are their scores
+            self._held_out = held_out[:, cpu_idx]
 
     @property
     def size(self) -> int:
@@ -232,6 +235,7 @@ class MLPEngine:
         """Everything that depends only on which models are in the batch."""
         self._derive_steps()
         self._derive_masks()
+        self._held_out: torch.Tensor | None = None  # see train_epochs
 
     def _derive_steps(self) -> None:
         """Row weights and, per minibatch, who steps and with what momentum, learning rate
@@ -302,6 +306,7 @@ class MLPEngine:
     def train_batches(self, first: int, end: int) -> None:
         """Minibatches [first, end) of the epoch, each gathered from the rows as it is used."""
         folds, bs, bits, n_outputs = self.folds, self.bs, self.bits, self.sizes[-1]
+        self._held_out = None
         if self.compiled:
             self._status = self._kernel(self.order, (first, end))
             return
@@ -333,13 +338,17 @@ class MLPEngine:
         return self.span_epochs
 
     def train_epochs(self, count: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Whole epochs in one kernel call, which then scores every model on its held-out
+        rows while its parameters are still in cache (:meth:`evaluate`)."""
         orders = [self.order] + [self._next_order() for _ in range(count - 1)]
-        bad, nan = self._kernel(torch.stack(orders), (0, self.n_batches))
+        scores = torch.zeros(2, self.size, dtype=torch.float32)
+        bad, nan = self._kernel(torch.stack(orders), (0, self.n_batches), scores)
+        self._held_out = scores
         self.order = orders[-1]
         return list(zip(bad, nan))
 
-    def _kernel(self, order: torch.Tensor, batches: tuple[int, int]
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+    def _kernel(self, order: torch.Tensor, batches: tuple[int, int],
+                scores: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The C kernel on every model, in place: minibatches ``batches`` of an epoch, or of
         each of several (``order`` of one epoch or several; see kernel.train_epoch)."""
         net = self.net
@@ -347,7 +356,7 @@ class MLPEngine:
             net.model.weights, net.model.biases, net.velocity[0::2], net.velocity[1::2],
             self.folds, self.fold_of, order, self.n_train, self.lr, self.mom, self.c_max,
             self.p_in, self.p_hid, self.mask_key, self.mask_counter, self.bs,
-            torch.get_num_threads(), batches)
+            torch.get_num_threads(), batches, scores=scores)
 
     def _trained_tensors(self) -> tuple[torch.Tensor, ...]:
         """What an epoch of the kernel changes in the network: weights, biases, velocities."""
@@ -360,6 +369,7 @@ class MLPEngine:
 
     def restore(self, snapshot: tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]) -> None:
         tensors, counter, generator = snapshot
+        self._held_out = None
         for t, saved in zip(self._trained_tensors(), tensors):
             t.copy_(saved)
         self.mask_counter.copy_(counter)
@@ -373,8 +383,26 @@ class MLPEngine:
         return non_finite(self.net.model.parameters())
 
     def evaluate(self, held_out: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-        """Accuracy and mean loss per model on its held-out (or training) rows, gathered
-        ``EVAL_ROWS`` positions at a time."""
+        """Accuracy and mean loss per model on its held-out (or training) rows: on the
+        kernel, held-out rows are scored in C (:meth:`_kernel_evaluation`); else by torch,
+        gathered ``EVAL_ROWS`` positions at a time."""
+        if held_out and self.compiled:
+            return self._kernel_evaluation()
+        return self._torch_evaluation(held_out)
+
+    def _kernel_evaluation(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The held-out scores on the kernel: those it computed at the end of its last span
+        while the weights are still those (kept through :meth:`keep`), else a kernel call
+        that scores alone. Always the kernel's numbers, on either path, so a run resumed
+        onto single epochs scores as the run never stopped (torch's sums round otherwise)."""
+        if self._held_out is None:
+            self._held_out = torch.zeros(2, self.size, dtype=torch.float32)
+            self._kernel(torch.empty(0, self.size, self.folds.max_train, dtype=torch.int64),
+                         (0, 0), self._held_out)
+        n = self.folds.n_test[self.fold_of].to(torch.float32)
+        return self._held_out[0] / n, self._held_out[1] / n
+
+    def _torch_evaluation(self, held_out: bool) -> tuple[torch.Tensor, torch.Tensor]:
         model = self.net.model
         return chunked_scores(self.folds, self.fold_of, held_out, EVAL_ROWS,
                               lambda x, y, valid: _scores(model, x, y, valid))

@@ -231,7 +231,7 @@ def _dlopen(dfd: int, name: str, label: Path) -> ctypes.CDLL | None:
             lib.dropsweep_epoch.restype = ctypes.c_int
             lib.dropsweep_epoch.argtypes = ([i64, i64, i64, p, i64, i64, i64, i64, i64, p, i64,
                                              f32, i64]
-                                            + [p] * 19)
+                                            + [p] * 18 + [p, i64, p, p, p])
             lib.dropsweep_masks.restype = None
             lib.dropsweep_masks.argtypes = [p, i64, ctypes.c_uint64, ctypes.c_uint64, f32]
             lib.dropsweep_order.restype = ctypes.c_int
@@ -360,6 +360,7 @@ def train_epoch(
     lr: torch.Tensor, momentum: torch.Tensor, max_norm: torch.Tensor,
     input_rate: torch.Tensor, hidden_rate: torch.Tensor, key: torch.Tensor, counter: torch.Tensor,
     batch_size: int, threads: int, batches: tuple[int, int],
+    scores: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Minibatches ``batches`` = [first, end) of an epoch of every model, in place, the
     models split over ``threads`` threads; return which models now hold a non-finite
@@ -372,6 +373,10 @@ def train_epoch(
     Rows are read from ``folds`` by index (8-bit rows scaled as read), never copied.
     ctypes releases the GIL during the call, so the threads really run in parallel.
     ``counter`` (int64 viewed as uint64, one per model) advances with the masks drawn.
+    ``scores`` (float32 ``[2, models]``), given, receives each model's rows predicted right
+    and summed loss on its held-out rows after the last epoch, as
+    :func:`dropsweep.train.loop.chunked_scores` sums them; ``order`` of 0 epochs then scores
+    the models as they are, training none.
     """
     lib = load()
     assert lib is not None, "the C kernel is not available"
@@ -390,6 +395,12 @@ def train_epoch(
             _ptrs(biases), _ptrs(vweights), _ptrs(vbiases), _ptr(lr), _ptr(momentum),
             _ptr(max_norm), _ptr(input_rate), _ptr(hidden_rate), _ptr(key), _ptr(counter),
             _ptr(status)]
+    if scores is not None:
+        assert scores.dtype == torch.float32 and tuple(scores.shape) == (2, models)
+        n_test = folds.n_test[fold_of].contiguous()
+        args += [_ptr(folds.test_idx), folds.max_test, _ptr(n_test), _ptr(scores)]
+    else:
+        args += [None, 0, None, None]
     # every thread takes the next model as it comes free (a shared claim counter)
     parts = max(1, min(threads, models))
     claim = torch.zeros(1, dtype=torch.int64)
