@@ -484,6 +484,18 @@ int dropsweep_order(const float *keys, const int64_t *n_train, int64_t rows, int
     return 0;
 }
 
+/* Row `row` of a table into a: float32 already scaled (xf), or 8-bit values (xb) divided by
+ * divisor as they are read. */
+static inline void read_row(float *restrict a, int64_t row, int64_t F, const float *xf,
+                            const uint8_t *xb, float divisor) {
+    if (xb) {
+        const uint8_t *restrict src = xb + row * F;
+        for (int64_t k = 0; k < F; k++) a[k] = (float)src[k] / divisor;
+    } else {
+        memcpy(a, xf + row * F, (size_t)F * sizeof(float));
+    }
+}
+
 /* Model m's score on its held-out rows, as the engine's torch evaluation computes it (no
  * dropout; ReLU keeps a NaN, as torch.relu does): rows predicted right (a sigmoid's logit
  * > 0, else the first largest logit, NaN first as torch.argmax) and their summed loss (binary cross-entropy on the logit, else
@@ -500,16 +512,8 @@ static void score_held_out(int64_t m, int64_t models, int64_t L, const int64_t *
     float correct = 0.0f, loss = 0.0f;
     for (int64_t start = 0; start < count; start += bs) {
         const int64_t rows = count - start < bs ? count - start : bs;
-        for (int64_t r = 0; r < rows; r++) {
-            const int64_t row = idx[start + r];
-            float *restrict a = act[0] + r * np[0];
-            if (xb) {
-                const uint8_t *restrict src = xb + row * F;
-                for (int64_t k = 0; k < F; k++) a[k] = (float)src[k] / divisor;
-            } else {
-                memcpy(a, xf + row * F, (size_t)F * sizeof(float));
-            }
-        }
+        for (int64_t r = 0; r < rows; r++)
+            read_row(act[0] + r * np[0], idx[start + r], F, xf, xb, divisor);
         for (int64_t l = 0; l < L; l++)
             gemm(rows, np[l + 1], n[l], act[l], np[l], 1, w[l], np[l + 1], act[l + 1], b[l],
                  np[l + 1], l + 1 < L ? BIAS_RELU_NAN : BIAS, 0, 0);
@@ -650,14 +654,8 @@ int dropsweep_epoch(int64_t m0, int64_t m1, int64_t L, const int64_t *sizes, int
                 /* masks: one draw per layer for all rows, dense [rows x width] */
                 if (use_in) fill_mask(mask[0], rows * F, key[m], &counter, keep_in, s_in);
                 for (int64_t r = 0; r < rows; r++) {
-                    const int64_t row = idxf[ord[start + r]];
                     float *restrict a = act[0] + r * np[0];
-                    if (u8) {
-                        const uint8_t *restrict src = xb + row * F;
-                        for (int64_t k = 0; k < F; k++) a[k] = (float)src[k] / divisor;
-                    } else {
-                        memcpy(a, xf + row * F, (size_t)F * sizeof(float));
-                    }
+                    read_row(a, idxf[ord[start + r]], F, xf, xb, divisor);
                     if (use_in) {
                         const float *restrict mk = mask[0] + r * F;
                         for (int64_t k = 0; k < F; k++) a[k] *= mk[k];
