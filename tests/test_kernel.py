@@ -278,6 +278,46 @@ def test_the_engines_kept_scores_follow_the_models_it_keeps_and_go_with_new_weig
     assert engine._held_out is None
 
 
+def test_a_span_trains_into_other_tensors_and_leaves_the_ones_before_it_as_they_were():
+    """On the kernel a span's parameters go into a second set of tensors, so the snapshot
+    before it (to give a span back where a model diverged) copies nothing and still holds
+    the parameters before the span; restored, the next spans never write over them."""
+    X, y = blob_data(60, 5)
+    folds = make_folds(X, y, 3, seed=0)
+    configs = [mlp_config("both", 0.2, 0.3, learning_rate=0.1, momentum=0.8, max_norm=2.0)
+               for _ in range(2)]
+    engine = trainer.MLPEngine(configs, folds, TrainSettings(hidden=(7, 4), batch_size=8,
+                                                             engine="c"), seed=0)
+
+    def values() -> list[torch.Tensor]:
+        return [t.clone() for t in engine._trained_tensors()]
+
+    def same(a, b) -> bool:
+        return all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+
+    engine.start_epoch()
+    engine.train_epochs(2)
+    before = values()
+    snap = engine.snapshot()
+    assert all(a is b for a, b in zip(snap[0], engine._trained_tensors()))  # no copy
+    engine.start_epoch()
+    engine.train_epochs(2)
+    assert not same(values(), before) and same(snap[0], before)
+    engine.restore(snap)
+    assert same(values(), before)
+    for _ in range(2):  # the restored set is the network's: spans write elsewhere
+        again = engine.snapshot()
+        engine.start_epoch()
+        engine.train_epochs(1)
+        assert same(again[0], before)
+        engine.restore(again)
+    engine.restore(engine.snapshot())  # given back with no span in between
+    held = engine.snapshot()
+    engine.start_epoch()
+    engine.train_epochs(1)
+    assert same(held[0], before)
+
+
 @pytest.mark.parametrize("models, width", [(20_000, 188), (6, 54_001), (5, 1), (40, 2),
                                            (9, 256), (9, 257)])
 def test_the_kernels_sort_of_epoch_orders_gives_numpys_order(models, width):
@@ -335,8 +375,9 @@ def test_threads_share_the_models_out_and_change_no_number(monkeypatch):
     def recording(threads):
         def run(*args, **kwargs):
             out = real(*args[:-2], threads, args[-1], **kwargs)
+            weights, _, vweights, _ = kwargs.get("out") or args[:4]  # where it trained into
             states.setdefault(threads, []).append(
-                [t.clone() for t in (*args[0], *args[2], args[14])])
+                [t.clone() for t in (*weights, *vweights, args[14])])
             return out
         return run
 

@@ -236,6 +236,7 @@ class MLPEngine:
         self._derive_steps()
         self._derive_masks()
         self._held_out: torch.Tensor | None = None  # see train_epochs
+        self._spare: list[torch.Tensor] | None = None  # see train_epochs
 
     def _derive_steps(self) -> None:
         """Row weights and, per minibatch, who steps and with what momentum, learning rate
@@ -339,39 +340,72 @@ class MLPEngine:
 
     def train_epochs(self, count: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Whole epochs in one kernel call, which then scores every model on its held-out
-        rows while its parameters are still in cache (:meth:`evaluate`)."""
+        rows while its parameters are still in cache (:meth:`evaluate`). The trained
+        parameters go into a second set of tensors, which become the network's; the set
+        before is left as it was, so :meth:`snapshot` copies nothing (a span's copy of every
+        parameter, and the fresh memory it took, cost 2% of a Sonar search)."""
         orders = [self.order] + [self._next_order() for _ in range(count - 1)]
         scores = torch.zeros(2, self.size, dtype=torch.float32)
-        bad, nan = self._kernel(torch.stack(orders), (0, self.n_batches), scores)
+        before = list(self._trained_tensors())
+        after = self._spare
+        if after is None or any(a.shape != b.shape for a, b in zip(after, before)):
+            after = [torch.empty_like(t) for t in before]
+        bad, nan = self._kernel(torch.stack(orders), (0, self.n_batches), scores, after)
+        self._set_trained(after)
+        self._spare = before
         self._held_out = scores
         self.order = orders[-1]
         return list(zip(bad, nan))
 
     def _kernel(self, order: torch.Tensor, batches: tuple[int, int],
-                scores: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """The C kernel on every model, in place: minibatches ``batches`` of an epoch, or of
-        each of several (``order`` of one epoch or several; see kernel.train_epoch)."""
-        net = self.net
+                scores: torch.Tensor | None = None,
+                into: Sequence[torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The C kernel on every model, in place or ``into`` another set of the tensors of
+        :meth:`_trained_tensors`: minibatches ``batches`` of an epoch, or of each of several
+        (``order`` of one epoch or several; see kernel.train_epoch)."""
+        net, n = self.net, len(self.net.model.weights)
+        out = None
+        if into is not None:
+            velocity = into[2 * n:]
+            out = (into[:n], into[n:2 * n], velocity[0::2], velocity[1::2])
         return kernel.train_epoch(
             net.model.weights, net.model.biases, net.velocity[0::2], net.velocity[1::2],
             self.folds, self.fold_of, order, self.n_train, self.lr, self.mom, self.c_max,
             self.p_in, self.p_hid, self.mask_key, self.mask_counter, self.bs,
-            torch.get_num_threads(), batches, scores=scores)
+            torch.get_num_threads(), batches, scores=scores, out=out)
 
     def _trained_tensors(self) -> tuple[torch.Tensor, ...]:
         """What an epoch of the kernel changes in the network: weights, biases, velocities."""
         net = self.net
         return (*net.model.weights, *net.model.biases, *net.velocity)
 
+    def _set_trained(self, tensors: Sequence[torch.Tensor]) -> None:
+        """The network's weights, biases and velocities become ``tensors`` (in the order of
+        :meth:`_trained_tensors`)."""
+        net, n = self.net, len(self.net.model.weights)
+        net.model.weights[:] = tensors[:n]
+        net.model.biases[:] = tensors[n:2 * n]
+        net.velocity[:] = tensors[2 * n:]
+
     def snapshot(self) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
-        return ([t.clone() for t in self._trained_tensors()], self.mask_counter.clone(),
-                self.generator.get_state())
+        """The parameters before a span (:meth:`train_epochs` leaves them as they are: on
+        the kernel the tensors themselves, else copies) and the random streams' state."""
+        tensors = list(self._trained_tensors())
+        if not self.compiled:
+            tensors = [t.clone() for t in tensors]
+        return tensors, self.mask_counter.clone(), self.generator.get_state()
 
     def restore(self, snapshot: tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]) -> None:
         tensors, counter, generator = snapshot
         self._held_out = None
-        for t, saved in zip(self._trained_tensors(), tensors):
-            t.copy_(saved)
+        current = list(self._trained_tensors())
+        if self.compiled:
+            self._set_trained(tensors)
+            # the set trained since becomes the spare one, unless no span ran in between
+            self._spare = None if any(a is b for a, b in zip(current, tensors)) else current
+        else:
+            for t, saved in zip(current, tensors):
+                t.copy_(saved)
         self.mask_counter.copy_(counter)
         self.generator.set_state(generator)
 

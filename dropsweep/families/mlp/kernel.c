@@ -548,7 +548,9 @@ static void score_held_out(int64_t m, int64_t models, int64_t L, const int64_t *
  * Returns 0, or -1 when scratch memory is short or the call is malformed.
  *
  * sizes[0..L]: layer widths (features, hidden..., outputs); W[l], B[l], VW[l], VB[l]: the
- * [models, in, out] / [models, 1, out] weights, biases and velocities of layer l.
+ * [models, in, out] / [models, 1, out] weights, biases and velocities of layer l, read;
+ * WO, BO, VWO, VBO: where they are written after training, the same or other tensors of the
+ * same shapes (then W... keep the parameters before the call: a span given back needs them).
  * Model m trains on fold f = fold_of[m]: at position i < n_train[m] of epoch e, row
  * idx[f, order[e, m, i]] of table table_of[m] (tables of n_rows rows of sizes[0] features: float32
  * already scaled, or, when u8, 8-bit values divided by divisor as they are read), with label
@@ -572,7 +574,9 @@ int dropsweep_epoch(int64_t m0, int64_t m1, int64_t L, const int64_t *sizes, int
                     float divisor, int64_t n_rows, const int64_t *table_of,
                     const int64_t *labels, const int64_t *idx,
                     const int64_t *fold_of, const int64_t *order, const int64_t *n_train,
-                    float *const *W, float *const *B, float *const *VW, float *const *VB,
+                    const float *const *W, const float *const *B, const float *const *VW,
+                    const float *const *VB, float *const *WO, float *const *BO,
+                    float *const *VWO, float *const *VBO,
                     const float *lr, const float *mom, const float *cmax, const float *p_in,
                     const float *p_hid, const uint64_t *key, uint64_t *ctr, int8_t *status,
                     const int64_t *test_idx, int64_t max_test, const int64_t *n_test,
@@ -744,10 +748,10 @@ int dropsweep_epoch(int64_t m0, int64_t m1, int64_t L, const int64_t *sizes, int
                            test_idx + fold_of[m] * max_test, n_test[m], scores);
         for (int64_t l = 0; l < L; l++) { /* back out of the padded copies */
             const int64_t in = n[l], out = n[l + 1];
-            unpad_rows(W[l] + m * in * out, w[l], in, out, np[l + 1]);
-            unpad_rows(VW[l] + m * in * out, v[l], in, out, np[l + 1]);
-            memcpy(B[l] + m * out, b[l], (size_t)out * 4);
-            memcpy(VB[l] + m * out, vb[l], (size_t)out * 4);
+            unpad_rows(WO[l] + m * in * out, w[l], in, out, np[l + 1]);
+            unpad_rows(VWO[l] + m * in * out, v[l], in, out, np[l + 1]);
+            memcpy(BO[l] + m * out, b[l], (size_t)out * 4);
+            memcpy(VBO[l] + m * out, vb[l], (size_t)out * 4);
         }
         ctr[m] = counter;
     }

@@ -231,7 +231,7 @@ def _dlopen(dfd: int, name: str, label: Path) -> ctypes.CDLL | None:
             lib.dropsweep_epoch.restype = ctypes.c_int
             lib.dropsweep_epoch.argtypes = ([i64, i64, i64, p, i64, i64, i64, i64, i64, p, i64,
                                              f32, i64]
-                                            + [p] * 18 + [p, i64, p, p, p])
+                                            + [p] * 22 + [p, i64, p, p, p])
             lib.dropsweep_masks.restype = None
             lib.dropsweep_masks.argtypes = [p, i64, ctypes.c_uint64, ctypes.c_uint64, f32]
             lib.dropsweep_order.restype = ctypes.c_int
@@ -361,6 +361,7 @@ def train_epoch(
     input_rate: torch.Tensor, hidden_rate: torch.Tensor, key: torch.Tensor, counter: torch.Tensor,
     batch_size: int, threads: int, batches: tuple[int, int],
     scores: torch.Tensor | None = None,
+    out: tuple[Sequence[torch.Tensor], ...] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Minibatches ``batches`` = [first, end) of an epoch of every model, in place, the
     models split over ``threads`` threads; return which models now hold a non-finite
@@ -376,7 +377,9 @@ def train_epoch(
     ``scores`` (float32 ``[2, models]``), given, receives each model's rows predicted right
     and summed loss on its held-out rows after the last epoch, as
     :func:`dropsweep.train.loop.chunked_scores` sums them; ``order`` of 0 epochs then scores
-    the models as they are, training none.
+    the models as they are, training none. ``out`` (weights, biases, weight and bias
+    velocities, each shaped as the parameters), given, receives the trained parameters, and
+    the parameters passed are left as they were.
     """
     lib = load()
     assert lib is not None, "the C kernel is not available"
@@ -392,9 +395,14 @@ def train_epoch(
             _ptr(folds.rows), int(u8), float(folds.divisor or 1.0), int(folds.rows.shape[1]),
             _ptr(table_of), _ptr(folds.labels), _ptr(folds.train_idx), _ptr(fold_of),
             _ptr(order), _ptr(n_train), _ptrs(weights),
-            _ptrs(biases), _ptrs(vweights), _ptrs(vbiases), _ptr(lr), _ptr(momentum),
-            _ptr(max_norm), _ptr(input_rate), _ptr(hidden_rate), _ptr(key), _ptr(counter),
-            _ptr(status)]
+            _ptrs(biases), _ptrs(vweights), _ptrs(vbiases)]
+    if out is not None:
+        assert all(len(o) == len(p) and all(a.shape == b.shape and a.dtype == b.dtype
+                                            for a, b in zip(o, p))
+                   for o, p in zip(out, (weights, biases, vweights, vbiases), strict=True))
+    args += [_ptrs(t) for t in (out or (weights, biases, vweights, vbiases))]
+    args += [_ptr(lr), _ptr(momentum), _ptr(max_norm), _ptr(input_rate), _ptr(hidden_rate),
+             _ptr(key), _ptr(counter), _ptr(status)]
     if scores is not None:
         assert scores.dtype == torch.float32 and tuple(scores.shape) == (2, models)
         n_test = folds.n_test[fold_of].contiguous()
