@@ -93,9 +93,9 @@ def test_a_batch_trained_in_spans_stops_checkpoints_and_resumes_exactly(tmp_path
     spans = []
     real = mlp_engine.MLPEngine.train_epochs
 
-    def counted(self, count):
+    def counted(self, count, **kw):
         spans.append(count)
-        return real(self, count)
+        return real(self, count, **kw)
 
     def prune_the_second_at_4(epoch, accuracies):
         return [1] if epoch == 4 else []
@@ -149,9 +149,9 @@ def test_a_span_given_back_for_a_divergence_stops_checkpoints_and_resumes_exactl
     spans, restored = [], []
     real_span, real_restore = mlp_engine.MLPEngine.train_epochs, mlp_engine.MLPEngine.restore
 
-    def counted(self, count):
+    def counted(self, count, **kw):
         spans.append(count)
-        return real_span(self, count)
+        return real_span(self, count, **kw)
 
     def counted_restore(self, snapshot):
         restored.append(1)

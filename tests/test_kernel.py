@@ -231,15 +231,18 @@ def test_the_kernels_held_out_scores_are_the_torch_evaluations(classes, pixels):
     with torch.no_grad():
         engine.net.model.weights[1][-4:, 0, 0] = float("nan")  # the last trial's 4 folds
     engine.start_epoch()
-    engine.train_epochs(3)
+    engine.train_epochs(3, score=True)
     acc, loss = engine.evaluate()
     assert engine._held_out is not None  # answered from the kernel's scores
-    torch_acc, torch_loss = engine._torch_evaluation(held_out=True)
-    assert torch.equal(acc, torch_acc)
-    finite = torch.isfinite(torch_loss)
-    assert not bool(finite[-4:].any()) and bool(finite[:-4].all())  # the NaN weights
-    assert torch.equal(torch.isnan(loss), torch.isnan(torch_loss))
-    torch.testing.assert_close(loss[finite], torch_loss[finite], rtol=2e-6, atol=1e-6)
+    for held_out in (True, False):  # and the training rows, scored alone
+        c_acc, c_loss = engine.evaluate(held_out)
+        torch_acc, torch_loss = engine._torch_evaluation(held_out)
+        assert torch.equal(c_acc, torch_acc)
+        finite = torch.isfinite(torch_loss)
+        assert not bool(finite[-4:].any()) and bool(finite[:-4].all())  # the NaN weights
+        assert torch.equal(torch.isnan(c_loss), torch.isnan(torch_loss))
+        torch.testing.assert_close(c_loss[finite], torch_loss[finite], rtol=2e-6, atol=1e-6)
+    finite = torch.isfinite(loss)
     assert 0.3 < float(acc[:4].mean()) <= 1.0  # the scores are of trained models
     engine._held_out = None  # scored alone, by a kernel call that trains nothing
     weights = [w.clone() for w in engine.net.model.weights]
@@ -262,6 +265,9 @@ def test_the_engines_kept_scores_follow_the_models_it_keeps_and_go_with_new_weig
                                                              engine="c"), seed=0)
     engine.start_epoch()
     engine.train_epochs(2)
+    assert engine._held_out is None  # no checkpoint after that span: nothing scored
+    engine.start_epoch()
+    engine.train_epochs(2, score=True)
     acc, loss = engine.evaluate()
     engine.keep(torch.tensor([6, 7, 8, 0, 1, 2]))
     assert engine._held_out is not None
@@ -272,7 +278,7 @@ def test_the_engines_kept_scores_follow_the_models_it_keeps_and_go_with_new_weig
     engine.start_epoch()
     engine.train_batches(0, 1)
     assert engine._held_out is None
-    engine.train_epochs(1)
+    engine.train_epochs(1, score=True)
     assert engine._held_out is not None
     engine.restore(before)
     assert engine._held_out is None
@@ -411,9 +417,9 @@ def test_spans_of_epochs_change_no_number(monkeypatch):
     calls = {"spans": 0, "restored": 0}
     spans, restore = trainer.MLPEngine.train_epochs, trainer.MLPEngine.restore
 
-    def counting_spans(self, count):
+    def counting_spans(self, count, **kw):
         calls["spans"] += 1
-        return spans(self, count)
+        return spans(self, count, **kw)
 
     def counting_restore(self, snapshot):
         calls["restored"] += 1

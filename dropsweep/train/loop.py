@@ -143,10 +143,12 @@ class SpanEngine(Engine, Protocol):
     def epochs_at_once(self) -> int:
         """How many whole epochs one :meth:`train_epochs` may train now (1: one at a time)."""
 
-    def train_epochs(self, count: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    def train_epochs(self, count: int, score: bool = False
+                     ) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """``count`` whole epochs, the first in the order :meth:`start_epoch` drew, the others
         drawn as their epochs would draw them; each epoch's ``end_epoch`` flags. A model
-        stops after an epoch that left it non-finite."""
+        stops after an epoch that left it non-finite. ``score``: the span ends at a
+        checkpoint, whose evaluation the engine may prepare as the span ends."""
 
     def snapshot(self) -> Any:
         """What :meth:`restore` needs to undo a span (weights, streams), cheaply."""
@@ -270,7 +272,9 @@ def run_epochs(engine: Engine, n_trials: int, epochs: int, eval_every: int,
         epoch = run.first_epoch
         while epoch <= epochs and run.size():
             last = run.span_end(epoch, epochs, eval_every)
-            flags = run.train_span(epoch, last, should_stop, save) if last > epoch else None
+            at_checkpoint = last % eval_every == 0 or last == epochs
+            flags = (run.train_span(epoch, last, should_stop, save, at_checkpoint)
+                     if last > epoch else None)
             if flags is False:
                 return run.results  # stopped: the unfinished trials are interrupted
             if flags is None:  # one epoch (or a span given back: see train_span)
@@ -352,9 +356,10 @@ class _Run:
         return min(epoch + at_once() - 1, next_checkpoint, epochs)
 
     def train_span(self, epoch: int, last: int, should_stop: Callable[[], bool] | None,
-                   save: Checkpointer | None
+                   save: Checkpointer | None, at_checkpoint: bool = False
                    ) -> list[tuple[torch.Tensor, torch.Tensor]] | bool | None:
-        """Epochs [epoch, last] in one engine call: each epoch's flags; False: stopped before
+        """Epochs [epoch, last] in one engine call (``at_checkpoint``: a checkpoint follows
+        ``last``): each epoch's flags; False: stopped before
         it, as :meth:`train_epoch` stops; None: a model diverged before the last of them —
         everything is back as before the span (the epochs after its divergence would have
         drawn their rows' order without it), and those epochs go one at a time."""
@@ -364,7 +369,7 @@ class _Run:
         if should_stop is not None and should_stop():
             self._interrupt(epoch, 0, save)
             return False
-        flags = engine.train_epochs(last - epoch + 1)
+        flags = engine.train_epochs(last - epoch + 1, score=at_checkpoint)
         first_bad = next((i for i, (bad, _) in enumerate(flags) if bool(bad.any())), None)
         if first_bad is not None and epoch + first_bad < last:
             engine.restore(before)

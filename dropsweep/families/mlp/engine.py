@@ -338,14 +338,16 @@ class MLPEngine:
             return 1
         return self.span_epochs
 
-    def train_epochs(self, count: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Whole epochs in one kernel call, which then scores every model on its held-out
-        rows while its parameters are still in cache (:meth:`evaluate`). The trained
+    def train_epochs(self, count: int, score: bool = False
+                     ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Whole epochs in one kernel call, which then (``score``: the span ends at a
+        checkpoint) scores every model on its held-out rows while its parameters are still
+        in cache (:meth:`evaluate`). The trained
         parameters go into a second set of tensors, which become the network's; the set
         before is left as it was, so :meth:`snapshot` copies nothing (a span's copy of every
         parameter, and the fresh memory it took, cost 2% of a Sonar search)."""
         orders = [self.order] + [self._next_order() for _ in range(count - 1)]
-        scores = torch.zeros(2, self.size, dtype=torch.float32)
+        scores = torch.zeros(2, self.size, dtype=torch.float32) if score else None
         before = list(self._trained_tensors())
         after = self._spare
         if after is None or any(a.shape != b.shape for a, b in zip(after, before)):
@@ -353,13 +355,14 @@ class MLPEngine:
         bad, nan = self._kernel(torch.stack(orders), (0, self.n_batches), scores, after)
         self._set_trained(after)
         self._spare = before
-        self._held_out = scores
+        self._held_out = scores  # (None: not a checkpoint, nothing to keep)
         self.order = orders[-1]
         return list(zip(bad, nan))
 
     def _kernel(self, order: torch.Tensor, batches: tuple[int, int],
                 scores: torch.Tensor | None = None,
-                into: Sequence[torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                into: Sequence[torch.Tensor] | None = None,
+                score_training_rows: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """The C kernel on every model, in place or ``into`` another set of the tensors of
         :meth:`_trained_tensors`: minibatches ``batches`` of an epoch, or of each of several
         (``order`` of one epoch or several; see kernel.train_epoch)."""
@@ -372,7 +375,8 @@ class MLPEngine:
             net.model.weights, net.model.biases, net.velocity[0::2], net.velocity[1::2],
             self.folds, self.fold_of, order, self.n_train, self.lr, self.mom, self.c_max,
             self.p_in, self.p_hid, self.mask_key, self.mask_counter, self.bs,
-            torch.get_num_threads(), batches, scores=scores, out=out)
+            torch.get_num_threads(), batches, scores=scores,
+            score_training_rows=score_training_rows, out=out)
 
     def _trained_tensors(self) -> tuple[torch.Tensor, ...]:
         """What an epoch of the kernel changes in the network: weights, biases, velocities."""
@@ -417,24 +421,28 @@ class MLPEngine:
         return non_finite(self.net.model.parameters())
 
     def evaluate(self, held_out: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-        """Accuracy and mean loss per model on its held-out (or training) rows: on the
-        kernel, held-out rows are scored in C (:meth:`_kernel_evaluation`); else by torch,
-        gathered ``EVAL_ROWS`` positions at a time."""
-        if held_out and self.compiled:
-            return self._kernel_evaluation()
+        """Accuracy and mean loss per model on its held-out (or training) rows: scored in
+        C on the kernel (:meth:`_kernel_evaluation`); else by torch, gathered ``EVAL_ROWS``
+        positions at a time."""
+        if self.compiled:
+            return self._kernel_evaluation(held_out)
         return self._torch_evaluation(held_out)
 
-    def _kernel_evaluation(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The held-out scores on the kernel: those it computed at the end of its last span
+    def _kernel_evaluation(self, held_out: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """The scores on the kernel: held-out ones computed at the end of the last span
         while the weights are still those (kept through :meth:`keep`), else a kernel call
-        that scores alone. Always the kernel's numbers, on either path, so a run resumed
-        onto single epochs scores as the run never stopped (torch's sums round otherwise)."""
-        if self._held_out is None:
-            self._held_out = torch.zeros(2, self.size, dtype=torch.float32)
+        that scores alone. Always the kernel's numbers, on every path, so a run resumed onto
+        single epochs scores as the run never stopped, and a split's held-out and training
+        rows (the same rows where a model trains on all) are scored alike."""
+        scores = self._held_out if held_out else None
+        if scores is None:
+            scores = torch.zeros(2, self.size, dtype=torch.float32)
             self._kernel(torch.empty(0, self.size, self.folds.max_train, dtype=torch.int64),
-                         (0, 0), self._held_out)
-        n = self.folds.n_test[self.fold_of].to(torch.float32)
-        return self._held_out[0] / n, self._held_out[1] / n
+                         (0, 0), scores, score_training_rows=not held_out)
+            if held_out:
+                self._held_out = scores
+        n = (self.folds.n_test[self.fold_of] if held_out else self.n_train).to(torch.float32)
+        return scores[0] / n, scores[1] / n
 
     def _torch_evaluation(self, held_out: bool) -> tuple[torch.Tensor, torch.Tensor]:
         model = self.net.model

@@ -496,20 +496,24 @@ static inline void read_row(float *restrict a, int64_t row, int64_t F, const flo
     }
 }
 
-/* Model m's score on its held-out rows, as the engine's torch evaluation computes it (no
- * dropout; ReLU keeps a NaN, as torch.relu does): rows predicted right (a sigmoid's logit
- * > 0, else the first largest logit, NaN first as torch.argmax) and their summed loss (binary cross-entropy on the logit, else
- * softmax cross-entropy), into scores[m] and scores[models + m]. Rows go through the forward
- * products bs at a time, with the parameters still in cache: at the end of a span this costs
- * a fraction of a percent of it, where the checkpoint's torch evaluation gathered every
- * model's rows again and read every weight from memory (~3% of a Sonar search). */
-static void score_held_out(int64_t m, int64_t models, int64_t L, const int64_t *n,
+/* Model m's score on rows idx[:count] (its held-out or its training rows), as the engine's
+ * torch evaluation computes it (no dropout; ReLU keeps a NaN, as torch.relu does): rows
+ * predicted right (a sigmoid's logit > 0, else the first largest logit, NaN first as
+ * torch.argmax) and their summed loss (binary cross-entropy on the logit in torch's form,
+ * (1 - y) z - log sigmoid(z), infinite logits included; else softmax cross-entropy), summed
+ * in double (a float sum row by row drifted 2e-6 over 100,000 rows), into scores[m] and
+ * scores[models + m]. A logit within rounding of the threshold may fall the other way than
+ * in torch's product, which adds the bias last. Rows go through the forward products bs at a
+ * time, with the parameters still in cache: at the end of a span this costs a fraction of a
+ * percent of it, where the checkpoint's torch evaluation gathered every model's rows again
+ * and read every weight from memory (~3% of a Sonar search). */
+static void score_rows(int64_t m, int64_t models, int64_t L, const int64_t *n,
                            const int64_t *np, int64_t bs, float *const *w, float *const *b,
                            float *const *act, const float *xf, const uint8_t *xb, float divisor,
                            const int64_t *labels, const int64_t *idx, int64_t count,
                            float *scores) {
     const int64_t F = n[0], O = n[L], opL = np[L];
-    float correct = 0.0f, loss = 0.0f;
+    double correct = 0.0, loss = 0.0;
     for (int64_t start = 0; start < count; start += bs) {
         const int64_t rows = count - start < bs ? count - start : bs;
         for (int64_t r = 0; r < rows; r++)
@@ -523,8 +527,8 @@ static void score_held_out(int64_t m, int64_t models, int64_t L, const int64_t *
             int64_t predicted = 0;
             if (O == 1) {
                 predicted = z[0] > 0.0f;
-                /* log(1 + exp(-z)) + (1 - y) z, computed without overflow */
-                loss += fmaxf(z[0], 0.0f) - z[0] * (float)y + log1pf(expf(-fabsf(z[0])));
+                const float log_sigmoid = fminf(z[0], 0.0f) - log1pf(expf(-fabsf(z[0])));
+                loss += (1.0f - (float)y) * z[0] - log_sigmoid;
             } else {
                 float top = z[0];
                 for (int64_t j = 0; j < O && !isnan(z[predicted]); j++)
@@ -534,11 +538,11 @@ static void score_held_out(int64_t m, int64_t models, int64_t L, const int64_t *
                 for (int64_t j = 0; j < O; j++) sum += expf(z[j] - top);
                 loss += logf(sum) - (z[y] - top);
             }
-            correct += predicted == y ? 1.0f : 0.0f;
+            correct += predicted == y;
         }
     }
-    scores[m] = correct;
-    scores[models + m] = loss;
+    scores[m] = (float)correct;
+    scores[models + m] = (float)loss;
 }
 
 /* Train models [m0, m1) of a batch of m1 models for `epochs` epochs, each model all of
@@ -561,8 +565,9 @@ static void score_held_out(int64_t m, int64_t models, int64_t L, const int64_t *
  * status[e, m] becomes 0 when every parameter of model m is finite after epoch e, 1 when
  * one is infinite, 2 when one is NaN (checked while the parameters are in cache anyway); a
  * model trains no epoch after one that left it non-finite (its later entries repeat it).
- * With scores, each model is then scored on its held-out rows test_idx[f, :n_test[m]]
- * (score_held_out; scores [2 x m1]); epochs 0 scores alone (the weights are unchanged).
+ * With scores, each model is then scored on rows test_idx[f, :n_test[m]] (score_rows;
+ * scores [2 x m1]: its held-out rows, or whichever the caller passes, its training rows
+ * too); epochs 0 scores alone (the weights are unchanged).
  *
  * Each model's parameters are copied into zero-padded rows (a multiple of VL wide) for its
  * epochs and back at their end; padded units stay exactly zero (zero weights in and out, zero
@@ -744,7 +749,7 @@ int dropsweep_epoch(int64_t m0, int64_t m1, int64_t L, const int64_t *sizes, int
             for (int64_t f = e; f < epochs; f++) status[f * m1 + m] = state;
         }
         if (scores)
-            score_held_out(m, m1, L, n, np, bs, w, b, act, xf, xb, divisor, labels,
+            score_rows(m, m1, L, n, np, bs, w, b, act, xf, xb, divisor, labels,
                            test_idx + fold_of[m] * max_test, n_test[m], scores);
         for (int64_t l = 0; l < L; l++) { /* back out of the padded copies */
             const int64_t in = n[l], out = n[l + 1];

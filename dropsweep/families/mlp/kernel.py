@@ -34,7 +34,7 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 
@@ -353,6 +353,35 @@ def _ptrs(ts: Sequence[torch.Tensor]) -> ctypes.Array:
     return (ctypes.c_void_p * len(ts))(*[_ptr(t) for t in ts])
 
 
+def _written(params: tuple[Sequence[torch.Tensor], ...],
+             out: tuple[Sequence[torch.Tensor], ...] | None) -> tuple[Sequence[torch.Tensor], ...]:
+    """Where :func:`train_epoch` writes the trained parameters: ``out``, checked to be shaped
+    as ``params``, else ``params`` themselves (in place)."""
+    if out is None:
+        return params
+    assert all(len(o) == len(p) and all(a.shape == b.shape and a.dtype == b.dtype
+                                        for a, b in zip(o, p))
+               for o, p in zip(out, params, strict=True)), "out is not shaped as the parameters"
+    return out
+
+
+def _scored(folds: Folds, fold_of: torch.Tensor, n_train: torch.Tensor,
+            scores: torch.Tensor | None, training_rows: bool
+            ) -> tuple[list[Any], torch.Tensor | None]:
+    """The kernel's scoring arguments: each model's rows (held-out, or its training rows),
+    their width, each model's count of them and ``scores``, none without ``scores``; and the
+    tensor of counts, to be held while the kernel reads it."""
+    if scores is None:
+        return [None, 0, None, None], None
+    assert scores.dtype == torch.float32 and tuple(scores.shape) == (2, int(fold_of.numel()))
+    if training_rows:
+        rows, width, count = folds.train_idx, folds.max_train, n_train
+    else:
+        rows, width, count = folds.test_idx, folds.max_test, folds.n_test[fold_of]
+    count = count.contiguous()
+    return [_ptr(rows), width, _ptr(count), _ptr(scores)], count
+
+
 def train_epoch(
     weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor],
     vweights: Sequence[torch.Tensor], vbiases: Sequence[torch.Tensor],
@@ -360,7 +389,7 @@ def train_epoch(
     lr: torch.Tensor, momentum: torch.Tensor, max_norm: torch.Tensor,
     input_rate: torch.Tensor, hidden_rate: torch.Tensor, key: torch.Tensor, counter: torch.Tensor,
     batch_size: int, threads: int, batches: tuple[int, int],
-    scores: torch.Tensor | None = None,
+    scores: torch.Tensor | None = None, score_training_rows: bool = False,
     out: tuple[Sequence[torch.Tensor], ...] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Minibatches ``batches`` = [first, end) of an epoch of every model, in place, the
@@ -375,9 +404,9 @@ def train_epoch(
     ctypes releases the GIL during the call, so the threads really run in parallel.
     ``counter`` (int64 viewed as uint64, one per model) advances with the masks drawn.
     ``scores`` (float32 ``[2, models]``), given, receives each model's rows predicted right
-    and summed loss on its held-out rows after the last epoch, as
-    :func:`dropsweep.train.loop.chunked_scores` sums them; ``order`` of 0 epochs then scores
-    the models as they are, training none. ``out`` (weights, biases, weight and bias
+    and summed loss on its held-out rows (its training rows: ``score_training_rows``) after
+    the last epoch, what :func:`dropsweep.train.loop.chunked_scores` sums; ``order`` of 0
+    epochs then scores the models as they are, training none. ``out`` (weights, biases, weight and bias
     velocities, each shaped as the parameters), given, receives the trained parameters, and
     the parameters passed are left as they were.
     """
@@ -390,25 +419,16 @@ def train_epoch(
                          dtype=torch.int64)
     u8 = folds.divisor is not None
     table_of = folds.table_of[fold_of].contiguous()
+    params = (weights, biases, vweights, vbiases)
+    scored, counts = _scored(folds, fold_of, n_train, scores, score_training_rows)
     args = [len(weights), _ptr(sizes), batch_size, epochs, batches[0], batches[1],
             folds.max_train,
             _ptr(folds.rows), int(u8), float(folds.divisor or 1.0), int(folds.rows.shape[1]),
             _ptr(table_of), _ptr(folds.labels), _ptr(folds.train_idx), _ptr(fold_of),
-            _ptr(order), _ptr(n_train), _ptrs(weights),
-            _ptrs(biases), _ptrs(vweights), _ptrs(vbiases)]
-    if out is not None:
-        assert all(len(o) == len(p) and all(a.shape == b.shape and a.dtype == b.dtype
-                                            for a, b in zip(o, p))
-                   for o, p in zip(out, (weights, biases, vweights, vbiases), strict=True))
-    args += [_ptrs(t) for t in (out or (weights, biases, vweights, vbiases))]
-    args += [_ptr(lr), _ptr(momentum), _ptr(max_norm), _ptr(input_rate), _ptr(hidden_rate),
-             _ptr(key), _ptr(counter), _ptr(status)]
-    if scores is not None:
-        assert scores.dtype == torch.float32 and tuple(scores.shape) == (2, models)
-        n_test = folds.n_test[fold_of].contiguous()
-        args += [_ptr(folds.test_idx), folds.max_test, _ptr(n_test), _ptr(scores)]
-    else:
-        args += [None, 0, None, None]
+            _ptr(order), _ptr(n_train), *[_ptrs(t) for t in params],
+            *[_ptrs(t) for t in _written(params, out)],
+            _ptr(lr), _ptr(momentum), _ptr(max_norm), _ptr(input_rate), _ptr(hidden_rate),
+            _ptr(key), _ptr(counter), _ptr(status), *scored]
     # every thread takes the next model as it comes free (a shared claim counter)
     parts = max(1, min(threads, models))
     claim = torch.zeros(1, dtype=torch.int64)
@@ -426,6 +446,7 @@ def train_epoch(
             _pool.shutdown(wait=False)
         _pool, _pool_threads = ThreadPoolExecutor(max_workers=parts), parts
     codes = list(_pool.map(run, range(parts)))
+    del counts  # (held until here: the kernel read it)
     if any(codes):
         raise MemoryError("the training kernel could not allocate its scratch memory (or was "
                           "called with a malformed batch)")
