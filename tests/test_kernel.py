@@ -4,6 +4,7 @@ the ``engine``-parametrised tests in test_trainer.py.)"""
 
 from __future__ import annotations
 
+import functools
 import subprocess
 from dataclasses import replace
 import sys
@@ -19,7 +20,7 @@ from dropsweep.families.mlp import config as mlp_config
 from dropsweep.families.mlp.network import glorot_init, layer_sizes
 from dropsweep.families.mlp.engine import TrainSettings, train_trials, use_kernel
 from dropsweep.data.protocols import make_folds
-from dropsweep.train.loop import epoch_order
+from dropsweep.train.loop import epoch_order, epoch_orders
 
 pytestmark = pytest.mark.skipif(kernel.load() is None,
                                 reason="the C kernel cannot be built here (no C compiler)")
@@ -322,6 +323,22 @@ def test_a_span_trains_into_other_tensors_and_leaves_the_ones_before_it_as_they_
     engine.start_epoch()
     engine.train_epochs(1)
     assert same(held[0], before)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_a_spans_orders_drawn_at_once_are_its_epochs_orders(threads):
+    """A span's epochs' orders are drawn in one go (every key at once, sorted on the
+    kernel's threads): exactly what its epochs would draw one after another (the CPU
+    generator's numbers do not depend on how many are asked for at a time), and the
+    generator ends where they would leave it."""
+    n_train = torch.randint(150, 189, (161,), generator=seeded(1))
+    one_by_one, at_once = seeded(5), seeded(5)
+    expected = torch.stack([epoch_order(one_by_one, n_train, 188, kernel.sorted_positions)
+                            for _ in range(9)])
+    sort = functools.partial(kernel.sorted_positions, threads=threads)
+    assert torch.equal(epoch_orders(at_once, n_train, 188, 9, sort), expected)
+    assert torch.equal(at_once.get_state(), one_by_one.get_state())
+    assert torch.equal(epoch_orders(seeded(5), n_train, 188, 9), expected)  # NumPy's path
 
 
 @pytest.mark.parametrize("models, width", [(20_000, 188), (6, 54_001), (5, 1), (40, 2),

@@ -947,6 +947,11 @@ def in_row_order(generator, n_train, max_train, sort=None):
     return torch.arange(max_train).expand(n_train.numel(), -1).clone()
 
 
+def in_row_orders(generator, n_train, max_train, epochs, sort=None):
+    """:func:`in_row_order` for each of a span's epochs (drawn at once on the kernel)."""
+    return in_row_order(generator, n_train, max_train).expand(epochs, -1, -1).clone()
+
+
 def pick(model: BatchedMLP, models: slice) -> BatchedMLP:
     return BatchedMLP([w[models].clone() for w in model.weights],
                       [b[models].clone() for b in model.biases])
@@ -954,6 +959,7 @@ def pick(model: BatchedMLP, models: slice) -> BatchedMLP:
 
 def test_a_batch_mixing_adam_and_sgd_trains_each_as_if_alone(monkeypatch):
     monkeypatch.setattr(trainer, "epoch_order", in_row_order)
+    monkeypatch.setattr(trainer, "epoch_orders", in_row_orders)
     X, y = blob_data(37, 5, 3, seed=5, spread=1.0)
     folds = make_folds(X, y, 5, seed=1)  # unequal folds: a fold sits out a minibatch
     configs = [mlp_config(optimizer="adam", learning_rate=0.01, max_norm=1.0),

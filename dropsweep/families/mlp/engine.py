@@ -19,6 +19,7 @@ module knows nothing of Optuna.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Mapping, Sequence
@@ -43,6 +44,7 @@ from dropsweep.train.loop import (
     batches_per_slice,
     chunked_scores,
     epoch_order,
+    epoch_orders,
     epochs_per_span,
     non_finite,
     per_model,
@@ -346,13 +348,17 @@ class MLPEngine:
         parameters go into a second set of tensors, which become the network's; the set
         before is left as it was, so :meth:`snapshot` copies nothing (a span's copy of every
         parameter, and the fresh memory it took, cost 2% of a Sonar search)."""
-        orders = [self.order] + [self._next_order() for _ in range(count - 1)]
+        orders = self.order[None]
+        if count > 1:  # the span's other epochs' orders, drawn and sorted at once
+            sort = functools.partial(kernel.sorted_positions, threads=torch.get_num_threads())
+            orders = torch.cat((orders, epoch_orders(self.generator, self.n_train,
+                                                     self.folds.max_train, count - 1, sort)))
         scores = torch.zeros(2, self.size, dtype=torch.float32) if score else None
         before = list(self._trained_tensors())
         after = self._spare
         if after is None or any(a.shape != b.shape for a, b in zip(after, before)):
             after = [torch.empty_like(t) for t in before]
-        bad, nan = self._kernel(torch.stack(orders), (0, self.n_batches), scores, after)
+        bad, nan = self._kernel(orders, (0, self.n_batches), scores, after)
         self._set_trained(after)
         self._spare = before
         self._held_out = scores  # (None: not a checkpoint, nothing to keep)

@@ -34,7 +34,7 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import torch
 
@@ -66,7 +66,7 @@ _why: str | None = None  # why the kernel is not used (None: it is, or it is swi
 _note: str | None = None  # it is used, but a cached file was replaced or the cache refused
 _held: list[int] = []  # descriptors of loaded libraries, never closed (see _dlopen)
 _pool: ThreadPoolExecutor | None = None
-_pool_threads = 0  # the threads _pool was made with
+_pool_threads = 0  # the threads _pool was made with (the most any call has asked for)
 
 
 class _Unusable(Exception):
@@ -437,15 +437,7 @@ def train_epoch(
     def run(i: int) -> int:
         return lib.dropsweep_epoch(0, models, *args)
 
-    # The threads of a pool train, this one waits: waiting on a lock, it runs a signal's
-    # handler at once (Ctrl-C, and a second one that cuts a stop short), where inside a C call
-    # it would not until the call returned — a whole span — and two Ctrl-C would be one.
-    global _pool, _pool_threads
-    if _pool is None or _pool_threads != parts:
-        if _pool is not None:
-            _pool.shutdown(wait=False)
-        _pool, _pool_threads = ThreadPoolExecutor(max_workers=parts), parts
-    codes = list(_pool.map(run, range(parts)))
+    codes = _on_threads(parts, run)
     del counts  # (held until here: the kernel read it)
     if any(codes):
         raise MemoryError("the training kernel could not allocate its scratch memory (or was "
@@ -455,9 +447,26 @@ def train_epoch(
     return status > 0, status == 2
 
 
-def sorted_positions(keys: torch.Tensor, n_train: torch.Tensor) -> torch.Tensor:
+def _on_threads(parts: int, run: Callable[[int], int]) -> list[int]:
+    """``run(0)`` .. ``run(parts - 1)`` on the kernel's pool (of at least ``parts`` threads).
+
+    The threads of a pool train, this one waits: waiting on a lock, it runs a signal's
+    handler at once (Ctrl-C, and a second one that cuts a stop short), where inside a C call
+    it would not until the call returned — a whole span — and two Ctrl-C would be one."""
+    global _pool, _pool_threads
+    if _pool is None or _pool_threads < parts:
+        if _pool is not None:
+            _pool.shutdown(wait=False)
+        _pool, _pool_threads = ThreadPoolExecutor(max_workers=parts), parts
+    return list(_pool.map(run, range(parts)))
+
+
+def sorted_positions(keys: torch.Tensor, n_train: torch.Tensor, threads: int = 1
+                     ) -> torch.Tensor:
     """:func:`dropsweep.train.loop.epoch_order`'s sort, in C and linear time: each row's
-    positions by float32 key, ties by position, positions from ``n_train`` on last."""
+    positions by float32 key, ties by position, positions from ``n_train`` on last; the rows
+    shared among ``threads`` threads (a span's epochs sorted at once: 160 models x 9 epochs
+    of Sonar, 1.5 ms on one)."""
     lib = load()
     assert lib is not None, "the C kernel is not available"
     if keys.dtype != torch.float32 or n_train.dtype != torch.int64 or keys.dim() != 2:
@@ -467,8 +476,16 @@ def sorted_positions(keys: torch.Tensor, n_train: torch.Tensor) -> torch.Tensor:
     if n_train.numel() != keys.shape[0]:
         raise ValueError(f"{keys.shape[0]} rows of keys, {n_train.numel()} n_train")
     out = torch.empty(keys.shape, dtype=torch.int64)
-    if lib.dropsweep_order(_ptr(keys), _ptr(n_train), int(keys.shape[0]), int(keys.shape[1]),
-                           _ptr(out)):
+    rows, width = int(keys.shape[0]), int(keys.shape[1])
+    parts = max(1, min(threads, rows // 64))  # (a few rows are not worth a thread)
+    cuts = [rows * i // parts for i in range(parts + 1)]
+
+    def run(i: int) -> int:
+        first, n = cuts[i], cuts[i + 1] - cuts[i]
+        return lib.dropsweep_order(_ptr(keys) + 4 * first * width, _ptr(n_train) + 8 * first,
+                                   n, width, _ptr(out) + 8 * first * width)
+
+    if any(_on_threads(parts, run) if parts > 1 else [run(0)]):
         raise MemoryError("the training kernel could not allocate its scratch memory")
     return out
 
