@@ -262,24 +262,21 @@ class _Output:
     def __getattr__(self, name: str) -> Any:  # isatty, fileno, encoding: rich asks them
         return getattr(self._stream, name)
 
-    def _failed(self, exc: OSError) -> OutputFailure:
-        return OutputFailure(f"cannot write to standard output: {exc.strerror or exc}")
-
     def write(self, text: str) -> int:
-        try:
-            return self._stream.write(text)
-        except BrokenPipeError:
-            raise
-        except OSError as exc:
-            raise self._failed(exc) from None
+        return self._guarded(self._stream.write, text)
 
     def flush(self) -> None:
+        self._guarded(self._stream.flush)
+
+    @staticmethod
+    def _guarded(call: Any, *args: Any) -> Any:
         try:
-            self._stream.flush()
+            return call(*args)
         except BrokenPipeError:
             raise
         except OSError as exc:
-            raise self._failed(exc) from None
+            raise OutputFailure(f"cannot write to standard output: {exc.strerror or exc}"
+                                ) from None
 
 
 def _consoles(quiet: bool = False) -> tuple[Any, Any]:

@@ -282,12 +282,15 @@ def run_epochs(engine: Engine, n_trials: int, epochs: int, eval_every: int,
     exactly.
     """
     run = _Run(engine, n_trials, resume)
+
+    def checkpoint_after(last: int) -> bool:
+        return last % eval_every == 0 or last == epochs
+
     with torch.no_grad():
         epoch = run.first_epoch
         while epoch <= epochs and run.size():
             last = run.span_end(epoch, epochs, eval_every)
-            at_checkpoint = last % eval_every == 0 or last == epochs
-            flags = (run.train_span(epoch, last, should_stop, save, at_checkpoint)
+            flags = (run.train_span(epoch, last, should_stop, save, checkpoint_after(last))
                      if last > epoch else None)
             if flags is False:
                 return run.results  # stopped: the unfinished trials are interrupted
@@ -299,7 +302,7 @@ def run_epochs(engine: Engine, n_trials: int, epochs: int, eval_every: int,
                 on_progress(float(last))
             for e, flag in zip(range(epoch, last + 1), flags):
                 run.end_epoch(e, flag)
-            if last % eval_every == 0 or last == epochs:
+            if checkpoint_after(last):  # (last: the span's, or the one epoch trained)
                 if run.size() == 0:
                     break
                 run.checkpoint(last, epochs, on_checkpoint)

@@ -344,10 +344,11 @@ class MLPEngine:
                      ) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Whole epochs in one kernel call, which then (``score``: the span ends at a
         checkpoint) scores every model on its held-out rows while its parameters are still
-        in cache (:meth:`evaluate`). The trained
-        parameters go into a second set of tensors, which become the network's; the set
-        before is left as it was, so :meth:`snapshot` copies nothing (a span's copy of every
-        parameter, and the fresh memory it took, cost 2% of a Sonar search)."""
+        in cache (:meth:`evaluate`). The trained parameters go into a second set of tensors
+        (the one the span before left, of these models: :meth:`_derive` drops it when they
+        change), which become the network's; the set before is left as it was, so
+        :meth:`snapshot` copies nothing (a span's copy of every parameter, and the fresh
+        memory it took, cost 2% of a Sonar search)."""
         orders = self.order[None]
         if count > 1:  # the span's other epochs' orders, drawn and sorted at once
             sort = functools.partial(kernel.sorted_positions, threads=torch.get_num_threads())
@@ -356,7 +357,7 @@ class MLPEngine:
         scores = torch.zeros(2, self.size, dtype=torch.float32) if score else None
         before = list(self._trained_tensors())
         after = self._spare
-        if after is None or any(a.shape != b.shape for a, b in zip(after, before)):
+        if after is None:
             after = [torch.empty_like(t) for t in before]
         bad, nan = self._kernel(orders, (0, self.n_batches), scores, after)
         self._set_trained(after)

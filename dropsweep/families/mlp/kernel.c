@@ -484,6 +484,13 @@ int dropsweep_order(const float *keys, const int64_t *n_train, int64_t rows, int
     return 0;
 }
 
+/* The largest of z[0..O) (softmax's shift; a NaN is passed over unless it is z[0]). */
+static inline float row_max(const float *z, int64_t O) {
+    float top = z[0];
+    for (int64_t j = 1; j < O; j++) top = z[j] > top ? z[j] : top;
+    return top;
+}
+
 /* Row `row` of a table into a: float32 already scaled (xf), or 8-bit values (xb) divided by
  * divisor as they are read. */
 static inline void read_row(float *restrict a, int64_t row, int64_t F, const float *xf,
@@ -508,10 +515,10 @@ static inline void read_row(float *restrict a, int64_t row, int64_t F, const flo
  * percent of it, where the checkpoint's torch evaluation gathered every model's rows again
  * and read every weight from memory (~3% of a Sonar search). */
 static void score_rows(int64_t m, int64_t models, int64_t L, const int64_t *n,
-                           const int64_t *np, int64_t bs, float *const *w, float *const *b,
-                           float *const *act, const float *xf, const uint8_t *xb, float divisor,
-                           const int64_t *labels, const int64_t *idx, int64_t count,
-                           float *scores) {
+                       const int64_t *np, int64_t bs, float *const *w, float *const *b,
+                       float *const *act, const float *xf, const uint8_t *xb, float divisor,
+                       const int64_t *labels, const int64_t *idx, int64_t count,
+                       float *scores) {
     const int64_t F = n[0], O = n[L], opL = np[L];
     double correct = 0.0, loss = 0.0;
     for (int64_t start = 0; start < count; start += bs) {
@@ -530,10 +537,9 @@ static void score_rows(int64_t m, int64_t models, int64_t L, const int64_t *n,
                 const float log_sigmoid = fminf(z[0], 0.0f) - log1pf(expf(-fabsf(z[0])));
                 loss += (1.0f - (float)y) * z[0] - log_sigmoid;
             } else {
-                float top = z[0];
                 for (int64_t j = 0; j < O && !isnan(z[predicted]); j++)
                     if (isnan(z[j]) || z[j] > z[predicted]) predicted = j;
-                for (int64_t j = 1; j < O; j++) top = z[j] > top ? z[j] : top;
+                const float top = row_max(z, O);
                 float sum = 0.0f;
                 for (int64_t j = 0; j < O; j++) sum += expf(z[j] - top);
                 loss += logf(sum) - (z[y] - top);
@@ -565,9 +571,9 @@ static void score_rows(int64_t m, int64_t models, int64_t L, const int64_t *n,
  * status[e, m] becomes 0 when every parameter of model m is finite after epoch e, 1 when
  * one is infinite, 2 when one is NaN (checked while the parameters are in cache anyway); a
  * model trains no epoch after one that left it non-finite (its later entries repeat it).
- * With scores, each model is then scored on rows test_idx[f, :n_test[m]] (score_rows;
- * scores [2 x m1]: its held-out rows, or whichever the caller passes, its training rows
- * too); epochs 0 scores alone (the weights are unchanged).
+ * With scores, each model is then scored on rows score_idx[f, :score_count[m]] (score_rows;
+ * scores [2 x m1]): its held-out rows, or its training rows, as the caller passes them;
+ * epochs 0 scores alone, reading the parameters and writing none back.
  *
  * Each model's parameters are copied into zero-padded rows (a multiple of VL wide) for its
  * epochs and back at their end; padded units stay exactly zero (zero weights in and out, zero
@@ -584,8 +590,8 @@ int dropsweep_epoch(int64_t m0, int64_t m1, int64_t L, const int64_t *sizes, int
                     float *const *VWO, float *const *VBO,
                     const float *lr, const float *mom, const float *cmax, const float *p_in,
                     const float *p_hid, const uint64_t *key, uint64_t *ctr, int8_t *status,
-                    const int64_t *test_idx, int64_t max_test, const int64_t *n_test,
-                    float *scores, int64_t *claim) {
+                    const int64_t *score_idx, int64_t score_width,
+                    const int64_t *score_count, float *scores, int64_t *claim) {
     if (L < 1 || L > MAX_LAYERS || bs < 1 || epochs < 0 || (epochs == 0 && !scores) ||
         (epochs > 1 && m0 != 0))
         return -1;
@@ -694,8 +700,8 @@ int dropsweep_epoch(int64_t m0, int64_t m1, int64_t L, const int64_t *sizes, int
                     if (O == 1) {
                         dr[0] = (1.0f / (1.0f + expf(-z[0])) - (float)y) * inv;
                     } else {
-                        float top = z[0], sum = 0.0f;
-                        for (int64_t j = 1; j < O; j++) top = z[j] > top ? z[j] : top;
+                        const float top = row_max(z, O);
+                        float sum = 0.0f;
                         for (int64_t j = 0; j < O; j++) { dr[j] = expf(z[j] - top); sum += dr[j]; }
                         for (int64_t j = 0; j < O; j++)
                             dr[j] = (dr[j] / sum - (j == y ? 1.0f : 0.0f)) * inv;
@@ -750,7 +756,9 @@ int dropsweep_epoch(int64_t m0, int64_t m1, int64_t L, const int64_t *sizes, int
         }
         if (scores)
             score_rows(m, m1, L, n, np, bs, w, b, act, xf, xb, divisor, labels,
-                           test_idx + fold_of[m] * max_test, n_test[m], scores);
+                       score_idx + fold_of[m] * score_width, score_count[m], scores);
+        if (epochs == 0) /* scored alone: nothing changed, nothing to write back */
+            continue;
         for (int64_t l = 0; l < L; l++) { /* back out of the padded copies */
             const int64_t in = n[l], out = n[l + 1];
             unpad_rows(WO[l] + m * in * out, w[l], in, out, np[l + 1]);

@@ -392,9 +392,9 @@ def train_epoch(
     scores: torch.Tensor | None = None, score_training_rows: bool = False,
     out: tuple[Sequence[torch.Tensor], ...] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Minibatches ``batches`` = [first, end) of an epoch of every model, in place, the
-    models split over ``threads`` threads; return which models now hold a non-finite
-    parameter, and which of those a NaN (bool ``[models]``).
+    """Minibatches ``batches`` = [first, end) of an epoch of every model (in place, unless
+    ``out``), the models split over ``threads`` threads; return which models now hold a
+    non-finite parameter, and which of those a NaN (bool ``[models]``).
 
     With ``order`` of several epochs (``[epochs, models, rows]``: whole epochs), each model
     trains them all in a row while its parameters stay in cache, and stops after an epoch
@@ -406,9 +406,9 @@ def train_epoch(
     ``scores`` (float32 ``[2, models]``), given, receives each model's rows predicted right
     and summed loss on its held-out rows (its training rows: ``score_training_rows``) after
     the last epoch, what :func:`dropsweep.train.loop.chunked_scores` sums; ``order`` of 0
-    epochs then scores the models as they are, training none. ``out`` (weights, biases, weight and bias
-    velocities, each shaped as the parameters), given, receives the trained parameters, and
-    the parameters passed are left as they were.
+    epochs then scores the models as they are, training none. ``out`` (weights, biases,
+    weight and bias velocities, each shaped as the parameters), given, receives the trained
+    parameters, and the parameters passed are left as they were.
     """
     lib = load()
     assert lib is not None, "the C kernel is not available"
