@@ -32,6 +32,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).parent))
 from trial_speed import matmul_gflops, print_ratios, trial_flops  # noqa: E402
 
+from dropsweep.families.mlp import kernel  # noqa: E402
 from dropsweep.families.mlp import config as mlp_config  # noqa: E402
 from dropsweep.families.mlp.engine import TrainSettings, train_trials  # noqa: E402
 from dropsweep.data.protocols import Folds, make_holdout  # noqa: E402
@@ -156,6 +157,12 @@ def speed(args: argparse.Namespace) -> None:
     momentum = [mlp_config("none", 0.0, 0.0, 0.01, 0.9, None)] * 16
     rows.append(("  the same with momentum 0.9",
                  dropsweep_epoch(folds, 16, "c", momentum) / 16))
+    chosen = kernel.tile_choices()  # by timing, in the rows above
+    for plan in kernel.tile_plans():  # each of the kernel's tile plans, forced
+        kernel.use_tiles(plan)
+        rows.append((f"dropsweep c: 16 trials batched, {plan} tiles",
+                     dropsweep_epoch(folds, 16, "c") / 16))
+    kernel.use_tiles(None)
     gflops = matmul_gflops()
     bound = trial_flops(n_train, 1, 1, SIZES) / (gflops * 1e9)
     gemm = gemm_bound(folds)
@@ -165,6 +172,8 @@ def speed(args: argparse.Namespace) -> None:
     print(f"Profile: the same epoch's matmuls alone, as 32-row torch products: {gemm:.3f} s "
           f"({gemm / bound:.1f}x the FLOP bound): products of 32 rows reach "
           f"{bound / gemm * gflops:.0f} GFLOP/s, not {gflops:.0f}")
+    print("Tile plans the kernel chose by timing (layer sizes, minibatch, threads, 8-bit): "
+          + (", ".join(f"{key}: {plan}" for key, plan in chosen.items()) or "none yet"))
 
 
 def memory(args: argparse.Namespace) -> None:

@@ -27,6 +27,7 @@ from dropsweep.families.mlp import config as mlp_config
 from dropsweep.sweep.space import Config
 from dropsweep.data.dataset import load_sonar, standardize, stratified_folds
 from dropsweep.study.runner import AUTO_BATCH
+from dropsweep.families.mlp import kernel
 from dropsweep.families.mlp.engine import TrainSettings, train_trials
 from dropsweep.data.protocols import make_folds
 
@@ -144,11 +145,19 @@ def main() -> None:
             rows.append((f"{engine}: {b} trials batched{auto}", batched(b, engine)))
     if args.threads != 1:
         rows.append((f"c: {AUTO_BATCH} trials batched, 1 thread", batched(AUTO_BATCH, "c", 1)))
+    chosen = kernel.tile_choices()  # by timing, in the rows above
+    for plan in kernel.tile_plans():  # each of the kernel's tile plans, forced
+        kernel.use_tiles(plan)
+        rows.append((f"c: {AUTO_BATCH} trials batched, {plan} tiles",
+                     batched(AUTO_BATCH, "c")))
+    kernel.use_tiles(None)
 
     gflops = max(matmul_gflops() for _ in range(args.repeats))
     flops = trial_flops(float(folds.n_train.float().mean()), 10, epochs, [60, 60, 30, 1])
     bound = flops / (gflops * 1e9)
     print_ratios(rows, bound)
+    print("\nTile plans the kernel chose by timing (layer sizes, minibatch, threads, 8-bit): "
+          + (", ".join(f"{key}: {plan}" for key, plan in chosen.items()) or "none yet"))
     print(f"\nFLOP bound: {flops / 1e9:.2f} GFLOP per trial at {gflops:.0f} GFLOP/s "
           f"(2048x2048 fp32 matmul here) = {bound:.3f} s/trial")
 

@@ -5,6 +5,7 @@ the ``engine``-parametrised tests in test_trainer.py.)"""
 from __future__ import annotations
 
 import functools
+import json
 import subprocess
 from dataclasses import replace
 import sys
@@ -15,11 +16,14 @@ import torch
 import torch.nn.functional as F
 
 from dropsweep.families.mlp import engine as trainer
+from dropsweep.env import EnvError
 from dropsweep.families.mlp import kernel
+from dropsweep.families.mlp.tiles import TILES
 from dropsweep.families.mlp import config as mlp_config
 from dropsweep.families.mlp.network import glorot_init, layer_sizes
 from dropsweep.families.mlp.engine import TrainSettings, train_trials, use_kernel
 from dropsweep.data.protocols import make_folds
+from dropsweep.train import forms
 from dropsweep.train.loop import epoch_order, epoch_orders
 
 pytestmark = pytest.mark.skipif(kernel.load() is None,
@@ -147,7 +151,7 @@ def _bit_cases() -> tuple[list, list]:
     over, dropout, max-norm and a short last minibatch."""
     rng = np.random.default_rng(3)
     cases = []
-    for classes, hidden in ((2, (37, 21)), (3, (19, 11, 6))):
+    for classes, hidden in ((2, (67, 21)), (3, (19, 11, 6))):
         y = np.arange(70) % classes
         X = (rng.normal(size=(70, 13)) + y[:, None]).astype(np.float32)
         cases.append((make_folds(X, y, 3, seed=1),
@@ -190,6 +194,69 @@ def test_every_vector_width_gives_the_same_numbers_bit_for_bit(tmp_path, monkeyp
                for width in (4, 8, 16)}
     _assert_same_bits(trained[8], trained[4])
     _assert_same_bits(trained[16], trained[4])
+
+
+@pytest.mark.slow
+def test_every_tile_plan_gives_the_same_numbers_bit_for_bit(tmp_path, monkeypatch):
+    """The products cut into narrow tiles (strips of 2 vectors) or wide ones (4 vectors x 4
+    rows), as the kernel chooses by timing, train every weight to the same bits: each sum
+    still runs over k in order. The 16-float build has both plans on any machine."""
+    trained = {}
+    for tiles in TILES:
+        monkeypatch.setenv("DROPSWEEP_KERNEL_TILES", tiles)
+        trained[tiles] = _trained_by_build(["-DVL=16"], tmp_path / "vl16", monkeypatch)
+    _assert_same_bits(trained["narrow"], trained["wide"])
+
+
+@pytest.mark.slow
+def test_a_shapes_tile_plan_is_timed_once_and_remembered_for_later_processes(tmp_path,
+                                                                            monkeypatch):
+    """A shape's first four calls run narrow, wide, wide, narrow; the faster is recorded in
+    the cache's forms.json beside the conv nets' forms, and a later process (nothing in
+    memory) takes it without timing again, to the same numbers."""
+    monkeypatch.setenv("DROPSWEEP_KERNEL_DIR", str(tmp_path / "kernels"))
+    monkeypatch.setenv("DROPSWEEP_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("DROPSWEEP_KERNEL_TILES", raising=False)
+    monkeypatch.setattr(kernel, "FLAGS", [*kernel.FLAGS, "-DVL=16"])  # two plans anywhere
+    monkeypatch.setattr(kernel, "_lib", kernel._UNSET)
+    monkeypatch.setattr(kernel, "_tiles", None)
+    monkeypatch.setattr(forms, "_MEMO", {})
+    X, y = blob_data(60, 5)
+    folds = make_folds(X, y, 3, seed=0)
+    settings = TrainSettings(hidden=(20, 10), epochs=40, eval_every=10, batch_size=8,
+                             engine="c")  # four spans of 10 epochs: four timed calls
+    configs = [mlp_config("both", 0.2, 0.3, 0.05, 0.9, None)] * 2
+    first = train_trials(configs, folds, settings, seed=0)
+    ((shape, plan),) = kernel.tile_choices().items()
+    assert [p for p, _ in kernel._tiles[1].timings(shape)] == ["narrow", "wide", "wide",
+                                                                "narrow"]
+    table = json.loads((tmp_path / "cache" / "forms.json").read_text())
+    (entry,) = [e for key, e in table.items() if '"mlp-kernel-tiles"' in key]
+    assert entry["form"] == plan and set(entry["seconds_per_step"]) == set(TILES)
+    kernel.use_tiles(None)  # a later process: a fresh chooser, nothing in memory
+    forms._MEMO.clear()
+    again = train_trials(configs, folds, settings, seed=0)
+    assert kernel.tile_choices() == {shape: plan} and kernel._tiles[1].timings(shape) == []
+    for a, b in zip(first, again, strict=True):
+        assert a.curve == b.curve
+        assert all(torch.equal(u, v) for u, v in zip(a.model.weights, b.model.weights))
+
+
+def test_a_tile_plan_the_kernel_lacks_is_one_line_naming_the_variable(monkeypatch):
+    class OnePlan:  # a build for AVX2 or SSE: narrow tiles only
+        def dropsweep_tile_plans(self) -> int:
+            return 1
+
+    monkeypatch.setattr(kernel, "_tiles", None)
+    monkeypatch.setenv("DROPSWEEP_KERNEL_TILES", "wide")
+    with pytest.raises(EnvError, match="DROPSWEEP_KERNEL_TILES: is 'wide', but this CPU's "
+                                       "kernel has only narrow tiles"):
+        kernel._chooser(OnePlan())
+    monkeypatch.setenv("DROPSWEEP_KERNEL_TILES", "square")
+    with pytest.raises(EnvError, match="must be one of auto, narrow, wide, not 'square'"):
+        kernel._chooser(OnePlan())
+    monkeypatch.setenv("DROPSWEEP_KERNEL_TILES", "Narrow")
+    assert kernel._chooser(OnePlan()).forced == 0
 
 
 @pytest.mark.slow

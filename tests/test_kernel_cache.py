@@ -32,7 +32,8 @@ NOBODY = 65534
 def kdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fresh kernel directory (not yet created) and a fresh load: the module's cache is
     restored afterwards, so the other tests keep the real kernel."""
-    for name, value in (("_lib", kernel._UNSET), ("_why", None), ("_note", None)):
+    for name, value in (("_lib", kernel._UNSET), ("_why", None), ("_note", None),
+                        ("_tiles", None)):
         monkeypatch.setattr(kernel, name, value)
     if CC is not None:
         monkeypatch.setenv("CC", CC)  # the cached name depends on the compiler's name

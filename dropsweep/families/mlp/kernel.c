@@ -130,27 +130,30 @@ static inline void finish(int mode, float *c, float *v, vf s, float mo, float ra
     }
 }
 
-/* How a product is cut: column strips of up to STRIP vectors, and in each strip ROWS_NV<n>
- * rows computed at once. R*NV accumulators, the strip's NV vectors of B and a broadcast of A
- * must fit the CPU's vector registers, or the compiler spills accumulators to the stack
- * inside the k loop. AVX-512 has 32 registers: 4 rows of 4 vectors. AVX2 (and SSE) has 16,
- * where 4 x 4 spilled: strips of 2 vectors, 6 rows (12 accumulators; B's 2 vectors held,
- * 8 loads per 12 multiply-adds), as BLAS kernels for AVX2 do; on an AMD EPYC (Zen 3) that
- * beat 3 x 4 (B read from memory by every multiply-add) by 9% an epoch and 4 x 3, 5 x 2,
- * 4 x 2 and 12 x 1 too (in-process A/B, 16 Sonar trials). How rows and columns are grouped
- * changes no number: each sum still runs over k in order. */
+/* How a product is cut: column strips of NV vectors, and in each strip R rows computed at
+ * once, R*NV accumulators in registers beside the strip's NV vectors of B and a broadcast of
+ * A; more than the CPU has, and the compiler spills accumulators to the stack inside the k
+ * loop. Two plans ("tiles"), chosen at run time (dropsweep_epoch's argument tiles):
+ *  - NARROW: strips of 2 vectors, 8 rows where there are 32 vector registers (AVX-512), 6
+ *    where there are 16 (AVX2, SSE), as BLAS kernels for AVX2 do; on an AMD EPYC (Zen 3)
+ *    6 x 2 beat 3 x 4, 4 x 3, 5 x 2, 4 x 2 and 12 x 1 by 9% an epoch or more, and on a Zen 4
+ *    with AVX-512, 8 x 2 beat 6 x 2 by 2-3% (in-process A/B, 16 Sonar trials);
+ *  - WIDE: strips of 4 vectors, 4 rows (AVX-512's 32 registers only; built too where a test
+ *    forces 16 floats a vector): on a Zen 4, 4 x 4 was 1.3x slower an epoch than 8 x 2, on
+ *    the Sonar and the Fashion-MNIST shapes alike, where on Intel's AVX-512 it was the
+ *    kernel's only plan. Which is faster depends on the CPU, so kernel.py times both on a
+ *    shape's first calls and keeps the faster (tiles.py).
+ * How rows and columns are grouped changes no number: each sum still runs over k in order. */
+enum { NARROW, WIDE };
 #if defined(__AVX512F__)
-#define STRIP 4
-#define ROWS_NV1 4
-#define ROWS_NV2 4
-#define ROWS_NV3 4
-#define ROWS_NV4 4
+#define NARROW_ROWS 8
 #else
-#define STRIP 2
-#define ROWS_NV1 8
-#define ROWS_NV2 6
-#define ROWS_NV3 4
-#define ROWS_NV4 3
+#define NARROW_ROWS 6
+#endif
+#if defined(__AVX512F__) || VL == 16
+#define TILE_PLANS 2
+#else
+#define TILE_PLANS 1
 #endif
 
 /* C[i:i+R, 0:VL*NV] <- sum_k A(i, k) * B[k, 0:VL*NV], with A(i, k) = a[i*ai + k*ak]: the
@@ -183,7 +186,7 @@ static inline void finish(int mode, float *c, float *v, vf s, float mo, float ra
     GEMM_BLOCK(NV, 5) GEMM_BLOCK(NV, 6) GEMM_BLOCK(NV, 7) GEMM_BLOCK(NV, 8)
 GEMM_BLOCKS(1)
 GEMM_BLOCKS(2)
-#if STRIP > 2 /* (strips this wide only where there are registers for them) */
+#if TILE_PLANS > 1
 GEMM_BLOCKS(3)
 GEMM_BLOCKS(4)
 #endif
@@ -191,11 +194,12 @@ GEMM_BLOCKS(4)
 /* C[i, 0:VL*NV] for i < m: R rows at a time, the last m % R together too (one row alone
  * would wait on each multiply-add's latency). */
 #define ARGS K, a, ai, ak, b, ldb, c, v, ldc, mode, mo, rate
-#define GEMM_NV(NV, R) GEMM_NV_(NV, R) /* R expanded (ROWS_NV1 to its number) before ## */
+#define GEMM_NV(NV, R) GEMM_NV_(NV, R) /* R expanded (NARROW_ROWS to its number) before ## */
 #define GEMM_NV_(NV, R)                                                                      \
-    static void gemm_nv##NV(int64_t m, int64_t K, const float *restrict a, int64_t ai,      \
-                            int64_t ak, const float *restrict b, int64_t ldb, float *c,      \
-                            float *v, int64_t ldc, int mode, float mo, float rate) {         \
+    static void gemm_nv##NV##_r##R(int64_t m, int64_t K, const float *restrict a, int64_t ai, \
+                                   int64_t ak, const float *restrict b, int64_t ldb,         \
+                                   float *c, float *v, int64_t ldc, int mode, float mo,      \
+                                   float rate) {                                             \
         int64_t i = 0;                                                                       \
         for (; i + R <= m; i += R) block_nv##NV##_r##R(i, ARGS);                             \
         switch (m - i) {                                                                     \
@@ -210,37 +214,54 @@ GEMM_BLOCKS(4)
         }                                                                                    \
     }
 /* the rows left over by the blocks go to the switch above: it has blocks of up to 7 */
-typedef char rows_in_a_block_at_most_8[ROWS_NV1 <= 8 && ROWS_NV2 <= 8 && ROWS_NV3 <= 8 &&
-                                       ROWS_NV4 <= 8 ? 1 : -1];
-GEMM_NV(1, ROWS_NV1)
-GEMM_NV(2, ROWS_NV2)
-#if STRIP > 2
-GEMM_NV(3, ROWS_NV3)
-GEMM_NV(4, ROWS_NV4)
+typedef char rows_in_a_block_at_most_8[NARROW_ROWS <= 8 ? 1 : -1];
+GEMM_NV(1, 8)
+GEMM_NV(2, NARROW_ROWS)
+#if TILE_PLANS > 1
+GEMM_NV(1, 4)
+GEMM_NV(2, 4)
+GEMM_NV(3, 4)
+GEMM_NV(4, 4)
 #endif
 #undef ARGS
+#define GEMM_CALL(NV, R) GEMM_CALL_(NV, R)
+#define GEMM_CALL_(NV, R)                                                                    \
+    gemm_nv##NV##_r##R(m, K, a, ai, ak, b + j, ldb, c + j, vj, ldc, mode, mo, rate)
 
-/* An m x n block of C (n a multiple of VL) from A B, in column strips of up to STRIP vectors;
- * v: the velocities beside C when mode is SGD, the ReLU layer's output beside C when
- * RELU_BACK, the bias row when BIAS or BIAS_RELU (else unused). */
+/* An m x n block of C (n a multiple of VL) from A B, cut as `tiles` says; v: the velocities
+ * beside C when mode is SGD, the ReLU layer's output beside C when RELU_BACK, the bias row
+ * when BIAS or BIAS_RELU (else unused). */
 static void gemm(int64_t m, int64_t n, int64_t K, const float *a, int64_t ai, int64_t ak,
                  const float *b, int64_t ldb, float *c, float *v, int64_t ldc, int mode,
-                 float mo, float rate) {
-    for (int64_t j = 0; j < n; j += STRIP * VL) {
-        float *vj = v ? v + j : c + j;
-        const int64_t nv = (n - j) / VL < STRIP ? (n - j) / VL : STRIP;
-        switch (nv) {
-        case 1: gemm_nv1(m, K, a, ai, ak, b + j, ldb, c + j, vj, ldc, mode, mo, rate); break;
-#if STRIP > 2
-        case 2: gemm_nv2(m, K, a, ai, ak, b + j, ldb, c + j, vj, ldc, mode, mo, rate); break;
-        case 3: gemm_nv3(m, K, a, ai, ak, b + j, ldb, c + j, vj, ldc, mode, mo, rate); break;
-        default: gemm_nv4(m, K, a, ai, ak, b + j, ldb, c + j, vj, ldc, mode, mo, rate); break;
-#else
-        default: gemm_nv2(m, K, a, ai, ak, b + j, ldb, c + j, vj, ldc, mode, mo, rate); break;
-#endif
+                 float mo, float rate, int tiles) {
+#if TILE_PLANS > 1
+    if (tiles == WIDE) {
+        for (int64_t j = 0; j < n; j += 4 * VL) {
+            float *vj = v ? v + j : c + j;
+            switch ((n - j) / VL) {
+            case 1: GEMM_CALL(1, 4); break;
+            case 2: GEMM_CALL(2, 4); break;
+            case 3: GEMM_CALL(3, 4); break;
+            default: GEMM_CALL(4, 4); break;
+            }
         }
+        return;
+    }
+#endif
+    (void)tiles;
+    for (int64_t j = 0; j < n; j += 2 * VL) {
+        float *vj = v ? v + j : c + j;
+        if (n - j == VL)
+            GEMM_CALL(1, 8);
+        else
+            GEMM_CALL(2, NARROW_ROWS);
     }
 }
+#undef GEMM_CALL
+#undef GEMM_CALL_
+
+/* How many tile plans this build has (NARROW, then WIDE where it has two). */
+int dropsweep_tile_plans(void) { return TILE_PLANS; }
 
 /* Transpose VL vectors of VL in registers: log2(VL) stages, each swapping the off-diagonal
  * halves of 2s x 2s blocks (row i with bit s clear trades its elements with bit s set for
@@ -518,7 +539,7 @@ static void score_rows(int64_t m, int64_t models, int64_t L, const int64_t *n,
                        const int64_t *np, int64_t bs, float *const *w, float *const *b,
                        float *const *act, const float *xf, const uint8_t *xb, float divisor,
                        const int64_t *labels, const int64_t *idx, int64_t count,
-                       float *scores) {
+                       float *scores, int tiles) {
     const int64_t F = n[0], O = n[L], opL = np[L];
     double correct = 0.0, loss = 0.0;
     for (int64_t start = 0; start < count; start += bs) {
@@ -527,7 +548,7 @@ static void score_rows(int64_t m, int64_t models, int64_t L, const int64_t *n,
             read_row(act[0] + r * np[0], idx[start + r], F, xf, xb, divisor);
         for (int64_t l = 0; l < L; l++)
             gemm(rows, np[l + 1], n[l], act[l], np[l], 1, w[l], np[l + 1], act[l + 1], b[l],
-                 np[l + 1], l + 1 < L ? BIAS_RELU_NAN : BIAS, 0, 0);
+                 np[l + 1], l + 1 < L ? BIAS_RELU_NAN : BIAS, 0, 0, tiles);
         for (int64_t r = 0; r < rows; r++) {
             const float *z = act[L] + r * opL;
             const int64_t y = labels[idx[start + r]];
@@ -573,7 +594,8 @@ static void score_rows(int64_t m, int64_t models, int64_t L, const int64_t *n,
  * model trains no epoch after one that left it non-finite (its later entries repeat it).
  * With scores, each model is then scored on rows score_idx[f, :score_count[m]] (score_rows;
  * scores [2 x m1]): its held-out rows, or its training rows, as the caller passes them;
- * epochs 0 scores alone, reading the parameters and writing none back.
+ * epochs 0 scores alone, reading the parameters and writing none back. tiles: how the
+ * products are cut (NARROW or WIDE, below dropsweep_tile_plans()), the same numbers either way.
  *
  * Each model's parameters are copied into zero-padded rows (a multiple of VL wide) for its
  * epochs and back at their end; padded units stay exactly zero (zero weights in and out, zero
@@ -591,9 +613,10 @@ int dropsweep_epoch(int64_t m0, int64_t m1, int64_t L, const int64_t *sizes, int
                     const float *lr, const float *mom, const float *cmax, const float *p_in,
                     const float *p_hid, const uint64_t *key, uint64_t *ctr, int8_t *status,
                     const int64_t *score_idx, int64_t score_width,
-                    const int64_t *score_count, float *scores, int64_t *claim) {
+                    const int64_t *score_count, float *scores, int64_t *claim,
+                    int64_t tiles) {
     if (L < 1 || L > MAX_LAYERS || bs < 1 || epochs < 0 || (epochs == 0 && !scores) ||
-        (epochs > 1 && m0 != 0))
+        (epochs > 1 && m0 != 0) || tiles < 0 || tiles >= TILE_PLANS)
         return -1;
     const unsigned fp_mode = flush_subnormals();
     int64_t n[MAX_LAYERS + 1], np[MAX_LAYERS + 1];
@@ -680,7 +703,7 @@ int dropsweep_epoch(int64_t m0, int64_t m1, int64_t L, const int64_t *sizes, int
                     const int64_t out = n[l + 1], op = np[l + 1];
                     float *z = act[l + 1];
                     gemm(rows, op, n[l], act[l], np[l], 1, w[l], op, z, b[l], op,
-                         l + 1 < L ? BIAS_RELU : BIAS, 0, 0);
+                         l + 1 < L ? BIAS_RELU : BIAS, 0, 0, tiles);
                     if (l + 1 < L && use_hid) {
                         fill_mask(mask[l + 1], rows * out, key[m], &counter, keep_hid, s_hid);
                         for (int64_t r = 0; r < rows; r++) {
@@ -715,7 +738,7 @@ int dropsweep_epoch(int64_t m0, int64_t m1, int64_t L, const int64_t *sizes, int
                                   * through its ReLU and dropout (padded units: a = 0) */
                         transpose(w[l], in, op, wt[l], out, ip);
                         gemm(rows, ip, out, d, op, 1, wt[l], ip, dp, act[l], ip, RELU_BACK,
-                             use_hid ? s_hid : 1.0f, 0);
+                             use_hid ? s_hid : 1.0f, 0, tiles);
                     }
                     /* the gradient act^T d, applied to w and v as it is computed */
 #if !defined(GENERAL_PRODUCTS)
@@ -723,7 +746,8 @@ int dropsweep_epoch(int64_t m0, int64_t m1, int64_t L, const int64_t *sizes, int
                         sgd_one_output(in, rows, act[l], ip, d, op, w[l], v[l], mo, rate);
                     else
 #endif
-                        gemm(in, op, rows, act[l], 1, ip, d, op, w[l], v[l], op, SGD, mo, rate);
+                        gemm(in, op, rows, act[l], 1, ip, d, op, w[l], v[l], op, SGD, mo, rate,
+                             tiles);
                     for (int64_t j = 0; j < op; j += VL) {
                         vf s = {0};
                         for (int64_t r = 0; r < rows; r++) s += vload(d + r * op + j);
@@ -756,7 +780,8 @@ int dropsweep_epoch(int64_t m0, int64_t m1, int64_t L, const int64_t *sizes, int
         }
         if (scores)
             score_rows(m, m1, L, n, np, bs, w, b, act, xf, xb, divisor, labels,
-                       score_idx + fold_of[m] * score_width, score_count[m], scores);
+                       score_idx + fold_of[m] * score_width, score_count[m], scores,
+                       (int)tiles);
         if (epochs == 0) /* scored alone: nothing changed, nothing to write back */
             continue;
         for (int64_t l = 0; l < L; l++) { /* back out of the padded copies */

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import torch
 
 from dropsweep import env
+from dropsweep.families.mlp.tiles import TILES, TileChooser
 
 if TYPE_CHECKING:
     from dropsweep.data.protocols import Folds
@@ -64,6 +65,8 @@ _UNSET = object()
 _lib: object = _UNSET
 _why: str | None = None  # why the kernel is not used (None: it is, or it is switched off)
 _note: str | None = None  # it is used, but a cached file was replaced or the cache refused
+# a library, which tile plan each shape runs on it, and the library's identity (source, flags)
+_tiles: tuple[object, TileChooser, str] | None = None
 _held: list[int] = []  # descriptors of loaded libraries, never closed (see _dlopen)
 _pool: ThreadPoolExecutor | None = None
 _pool_threads = 0  # the threads _pool was made with (the most any call has asked for)
@@ -231,7 +234,9 @@ def _dlopen(dfd: int, name: str, label: Path) -> ctypes.CDLL | None:
             lib.dropsweep_epoch.restype = ctypes.c_int
             lib.dropsweep_epoch.argtypes = ([i64, i64, i64, p, i64, i64, i64, i64, i64, p, i64,
                                              f32, i64]
-                                            + [p] * 22 + [p, i64, p, p, p])
+                                            + [p] * 22 + [p, i64, p, p, p, i64])
+            lib.dropsweep_tile_plans.restype = ctypes.c_int
+            lib.dropsweep_tile_plans.argtypes = []
             lib.dropsweep_masks.restype = None
             lib.dropsweep_masks.argtypes = [p, i64, ctypes.c_uint64, ctypes.c_uint64, f32]
             lib.dropsweep_order.restype = ctypes.c_int
@@ -319,8 +324,73 @@ def load() -> ctypes.CDLL | None:
     :class:`dropsweep.env.EnvError` (and leaves nothing cached, so it is raised again)."""
     global _lib, _why, _note
     if _lib is _UNSET:
-        _lib, _why, _note = _find()
+        lib, why, note = _find()
+        if lib is not None:
+            _chooser(lib)  # (a bad DROPSWEEP_KERNEL_TILES is said now, not mid-training)
+        _lib, _why, _note = lib, why, note
     return _lib  # type: ignore[return-value]
+
+
+def _chooser(lib: Any) -> TileChooser:
+    """The tile chooser of ``lib`` (made anew when the library changes: a test's build of
+    another width may have other plans). DROPSWEEP_KERNEL_TILES (auto, or a plan's name)
+    forces one, for benchmarks: every plan trains to the same numbers."""
+    global _tiles
+    if _tiles is None or _tiles[0] is not lib:
+        plans = int(lib.dropsweep_tile_plans())
+        forced = env.choice("DROPSWEEP_KERNEL_TILES", "auto", ("auto", *TILES))
+        if forced != "auto" and TILES.index(forced) >= plans:
+            raise env.EnvError("DROPSWEEP_KERNEL_TILES",
+                               f"is {forced!r}, but this CPU's kernel has only "
+                               f"{', '.join(TILES[:plans])} tiles (wide ones need AVX-512)")
+        _tiles = (lib, TileChooser(plans, None if forced == "auto" else forced), _identity())
+    return _tiles[1]
+
+
+def _identity() -> str:
+    """The kernel's source and flags, in a few characters: a choice of tile plan made for
+    one build is not taken for another (the CPU is in the cache key already)."""
+    return hashlib.sha256(SOURCE.read_bytes() + " ".join(FLAGS).encode()).hexdigest()[:16]
+
+
+def _plan(tiles: TileChooser, shape: tuple[Any, ...]) -> tuple[int, str | None]:
+    """The tile plan of a call of ``shape`` and, while it is on trial, the key under which
+    the choice is remembered across processes (dropsweep.train.forms' cache)."""
+    if not tiles.deciding(shape):
+        return tiles.plan(shape), None
+    from dropsweep.train import forms  # (only while a shape is on trial)
+
+    assert _tiles is not None
+    sizes, batch, threads, u8 = shape
+    key = forms.cache_key("mlp-kernel-tiles", {
+        "sizes": list(sizes), "batch": batch, "kernel_threads": threads, "u8": bool(u8),
+        "kernel": _tiles[2]}, torch.device("cpu"))
+    known = forms.cached(key)
+    if known is not None:
+        tiles.settle(shape, known)
+    return tiles.plan(shape), key if tiles.deciding(shape) else None
+
+
+def tile_plans() -> tuple[str, ...]:
+    """The tile plans of this CPU's kernel (narrow, and wide where it has AVX-512)."""
+    lib = load()
+    assert lib is not None, "the C kernel is not available"
+    return TILES[:int(lib.dropsweep_tile_plans())]
+
+
+def use_tiles(name: str | None) -> None:
+    """Run every later call with tile plan ``name``, or (None) choose afresh by timing: for
+    benchmarks that time each plan side by side (DROPSWEEP_KERNEL_TILES no longer applies)."""
+    global _tiles
+    lib = load()
+    assert lib is not None, "the C kernel is not available"
+    _tiles = (lib, TileChooser(int(lib.dropsweep_tile_plans()), name), _identity())
+
+
+def tile_choices() -> dict[Any, str]:
+    """The tile plan chosen for each shape trained so far in this process, keyed by (layer
+    sizes, minibatch size, threads, 8-bit rows); empty before a shape's trial calls end."""
+    return {} if _tiles is None else _tiles[1].chosen()
 
 
 def unavailable() -> str | None:
@@ -408,7 +478,9 @@ def train_epoch(
     the last epoch, what :func:`dropsweep.train.loop.chunked_scores` sums; ``order`` of 0
     epochs then scores the models as they are, training none. ``out`` (weights, biases,
     weight and bias velocities, each shaped as the parameters), given, receives the trained
-    parameters, and the parameters passed are left as they were.
+    parameters, and the parameters passed are left as they were. The products are cut into
+    the tiles :mod:`~dropsweep.families.mlp.tiles` chose for this shape (each plan in turn on
+    its first calls): the numbers are the same whichever runs.
     """
     lib = load()
     assert lib is not None, "the C kernel is not available"
@@ -434,10 +506,23 @@ def train_epoch(
     claim = torch.zeros(1, dtype=torch.int64)
     args.append(_ptr(claim) if parts > 1 else None)
 
+    tiles = _chooser(lib)
+    shape = (tuple(sizes.tolist()), batch_size, parts, u8)
+    plan, remember_as = _plan(tiles, shape)
+    args.append(plan)
+
     def run(i: int) -> int:
         return lib.dropsweep_epoch(0, models, *args)
 
+    start = time.perf_counter()
     codes = _on_threads(parts, run)
+    if epochs:  # (a call that only scores is not timed)
+        chosen = tiles.record(shape, plan, time.perf_counter() - start,
+                              models * epochs * (batches[1] - batches[0]))
+        if chosen is not None and remember_as is not None:
+            from dropsweep.train import forms
+
+            forms.remember(remember_as, chosen, tiles.best(shape))
     del counts  # (held until here: the kernel read it)
     if any(codes):
         raise MemoryError("the training kernel could not allocate its scratch memory (or was "
