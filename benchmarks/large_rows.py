@@ -172,7 +172,8 @@ def speed(args: argparse.Namespace) -> None:
     print(f"Profile: the same epoch's matmuls alone, as 32-row torch products: {gemm:.3f} s "
           f"({gemm / bound:.1f}x the FLOP bound): products of 32 rows reach "
           f"{bound / gemm * gflops:.0f} GFLOP/s, not {gflops:.0f}")
-    print("Tile plans the kernel chose by timing (layer sizes, minibatch, threads, 8-bit): "
+    print("Tile plans chosen (by timing, or remembered from an earlier run; layer sizes, "
+          "minibatch, threads, 8-bit): "
           + (", ".join(f"{key}: {plan}" for key, plan in chosen.items()) or "none yet"))
 
 

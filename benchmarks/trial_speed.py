@@ -156,7 +156,8 @@ def main() -> None:
     flops = trial_flops(float(folds.n_train.float().mean()), 10, epochs, [60, 60, 30, 1])
     bound = flops / (gflops * 1e9)
     print_ratios(rows, bound)
-    print("\nTile plans the kernel chose by timing (layer sizes, minibatch, threads, 8-bit): "
+    print("\nTile plans chosen (by timing, or remembered from an earlier run; layer sizes, "
+          "minibatch, threads, 8-bit): "
           + (", ".join(f"{key}: {plan}" for key, plan in chosen.items()) or "none yet"))
     print(f"\nFLOP bound: {flops / 1e9:.2f} GFLOP per trial at {gflops:.0f} GFLOP/s "
           f"(2048x2048 fp32 matmul here) = {bound:.3f} s/trial")

@@ -151,7 +151,7 @@ def _bit_cases() -> tuple[list, list]:
     over, dropout, max-norm and a short last minibatch."""
     rng = np.random.default_rng(3)
     cases = []
-    for classes, hidden in ((2, (67, 21)), (3, (19, 11, 6))):
+    for classes, hidden in ((2, (67, 21)), (3, (40, 11, 6))):
         y = np.arange(70) % classes
         X = (rng.normal(size=(70, 13)) + y[:, None]).astype(np.float32)
         cases.append((make_folds(X, y, 3, seed=1),
@@ -240,6 +240,51 @@ def test_a_shapes_tile_plan_is_timed_once_and_remembered_for_later_processes(tmp
     for a, b in zip(first, again, strict=True):
         assert a.curve == b.curve
         assert all(torch.equal(u, v) for u, v in zip(a.model.weights, b.model.weights))
+
+
+class _Recording:
+    """The kernel library, noting the tile plan (its last argument) of every call."""
+
+    def __init__(self, lib) -> None:
+        self._lib, self.plans = lib, []
+
+    def __getattr__(self, name: str):
+        return getattr(self._lib, name)
+
+    def dropsweep_epoch(self, *args):
+        self.plans.append(args[-1])
+        return self._lib.dropsweep_epoch(*args)
+
+
+@pytest.mark.slow
+def test_the_plan_forced_or_on_trial_is_the_one_the_kernel_runs(tmp_path, monkeypatch):
+    """DROPSWEEP_KERNEL_TILES's plan reaches every kernel call; on trial, both do; a plan
+    beyond the build's is refused by the kernel itself (a malformed call)."""
+    monkeypatch.setenv("DROPSWEEP_KERNEL_DIR", str(tmp_path / "kernels"))
+    monkeypatch.setenv("DROPSWEEP_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(kernel, "FLAGS", [*kernel.FLAGS, "-DVL=16"])  # two plans anywhere
+    monkeypatch.setattr(kernel, "_lib", kernel._UNSET)
+    lib = kernel.load()
+    assert lib is not None and kernel.tile_plans() == TILES
+    X, y = blob_data(60, 5)
+    folds = make_folds(X, y, 3, seed=0)
+    settings = TrainSettings(hidden=(20, 10), epochs=40, eval_every=10, batch_size=8,
+                             engine="c")
+    configs = [mlp_config("both", 0.2, 0.3, 0.05, 0.9, None)] * 2
+    for tiles, seen in (("narrow", {0}), ("wide", {1}), ("auto", {0, 1})):
+        monkeypatch.setenv("DROPSWEEP_KERNEL_TILES", tiles)
+        recording = _Recording(lib)
+        monkeypatch.setattr(kernel, "_lib", recording)
+        monkeypatch.setattr(kernel, "_tiles", None)
+        train_trials(configs, folds, settings, seed=0)
+        assert set(recording.plans) == seen, tiles
+    (shape,) = kernel.tile_choices()  # decided on trial (auto, four spans)
+    monkeypatch.setenv("DROPSWEEP_CACHE_DIR", str(tmp_path / "forgotten"))  # on trial again
+    kernel.use_tiles(None)
+    monkeypatch.setattr(kernel._tiles[1], "plan", lambda shape: 2)  # no such plan
+    with pytest.raises(MemoryError, match="malformed"):
+        train_trials(configs, folds, settings, seed=0)
+    assert kernel._tiles[1].timings(shape) == []  # a call that failed is not timed
 
 
 def test_a_tile_plan_the_kernel_lacks_is_one_line_naming_the_variable(monkeypatch):

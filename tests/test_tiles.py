@@ -32,12 +32,18 @@ def test_both_plans_are_tried_twice_in_abba_order_then_the_faster_runs():
 def test_time_is_compared_per_unit_of_work_and_each_plans_best_call_counts():
     """A call over fewer models (pruned) is not taken for a faster plan; one slow call (the
     machine busy elsewhere) does not condemn a plan: its best call counts."""
-    chooser = TileChooser(2)
-    for plan, seconds, work in ((0, 1.0, 10), (1, 0.6, 5), (1, 5.0, 10), (0, 1.1, 10)):
-        assert chooser.plan("k") == plan
-        chooser.record("k", plan, seconds, work)
-    # narrow: best 0.1 s a unit; wide: best 0.12 s a unit (0.6 s for half the work)
-    assert chooser.chosen() == {"k": "narrow"}
+    def decide(calls) -> str:
+        chooser = TileChooser(2)
+        for plan, seconds, work in calls:
+            assert chooser.plan("k") == plan
+            chooser.record("k", plan, seconds, work)
+        return chooser.chosen()["k"]
+
+    # wide's calls are quicker in seconds, but did half the work: 0.12 and 0.14 s a unit
+    assert decide([(0, 1.0, 10), (1, 0.6, 5), (1, 0.7, 5), (0, 1.1, 10)]) == "narrow"
+    # wide's best call, 0.09 s a unit, beats narrow's 0.1, though its other call was slow
+    # (its mean, 0.295, and its worst would not)
+    assert decide([(0, 1.0, 10), (1, 0.45, 5), (1, 5.0, 10), (0, 1.1, 10)]) == "wide"
     tie = TileChooser(2)
     for _ in range(4):
         run(tie, "k", {"narrow": 1.0, "wide": 1.0})
@@ -55,6 +61,23 @@ def test_shapes_are_chosen_apart_and_untimed_or_empty_calls_change_nothing():
         run(chooser, "large", {"narrow": 2.0, "wide": 1.0})
     assert chooser.chosen() == {"small": "narrow", "large": "wide"}
     assert [plan for plan, _ in chooser.timings("large")] == ["narrow", "wide", "wide", "narrow"]
+
+
+def test_calls_that_overlapped_on_one_plan_do_not_end_the_trial_early():
+    """Calls planned before any was recorded all run the same plan; the trial goes on until
+    each plan has had its two calls (it never compares a plan with no time)."""
+    chooser = TileChooser(2)
+    overlapping = [chooser.plan("k") for _ in range(3)]
+    assert overlapping == [0, 0, 0]
+    for plan in overlapping:
+        assert chooser.record("k", plan, 1.0, 1.0) is None
+    assert chooser.deciding("k") and chooser.plan("k") == 0  # (the 4th of the trial order)
+    chooser.record("k", 0, 1.0, 1.0)
+    assert chooser.plan("k") == 0  # the 5th, 0 again
+    chooser.record("k", 0, 1.0, 1.0)
+    assert chooser.plan("k") == 1
+    assert chooser.record("k", 1, 0.5, 1.0) is None
+    assert chooser.record("k", 1, 0.6, 1.0) == "wide"
 
 
 def test_a_forced_plan_or_a_build_with_one_plan_times_nothing():

@@ -137,12 +137,12 @@ static inline void finish(int mode, float *c, float *v, vf s, float mo, float ra
  *  - NARROW: strips of 2 vectors, 8 rows where there are 32 vector registers (AVX-512), 6
  *    where there are 16 (AVX2, SSE), as BLAS kernels for AVX2 do; on an AMD EPYC (Zen 3)
  *    6 x 2 beat 3 x 4, 4 x 3, 5 x 2, 4 x 2 and 12 x 1 by 9% an epoch or more, and on a Zen 4
- *    with AVX-512, 8 x 2 beat 6 x 2 by 2-3% (in-process A/B, 16 Sonar trials);
+ *    with AVX-512, 8 x 2 beat 6 x 2 by 3% (in-process A/B, 16 Sonar trials);
  *  - WIDE: strips of 4 vectors, 4 rows (AVX-512's 32 registers only; built too where a test
- *    forces 16 floats a vector): on a Zen 4, 4 x 4 was 1.3x slower an epoch than 8 x 2, on
- *    the Sonar and the Fashion-MNIST shapes alike, where on Intel's AVX-512 it was the
+ *    forces 16 floats a vector): on a Zen 4, 4 x 4 was 1.3x slower an epoch than 8 x 2 at
+ *    the Sonar shape and 1.4x at the Fashion-MNIST one, where on Intel's AVX-512 it was the
  *    kernel's only plan. Which is faster depends on the CPU, so kernel.py times both on a
- *    shape's first calls and keeps the faster (tiles.py).
+ *    shape's first training calls and keeps the faster (tiles.py).
  * How rows and columns are grouped changes no number: each sum still runs over k in order. */
 enum { NARROW, WIDE };
 #if defined(__AVX512F__)

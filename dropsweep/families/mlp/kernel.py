@@ -9,6 +9,10 @@ is needed at install time. Where it cannot be built (no compiler) or does not ap
 ``DROPSWEEP_KERNEL=torch``), the trainer uses the torch path, which is also the reference
 the tests hold this kernel to.
 
+How the kernel cuts its products into register tiles is chosen per shape by timing its
+first calls (:mod:`~dropsweep.families.mlp.tiles`): the faster cut differs between CPUs of
+the same instruction set, and either gives the same numbers.
+
 Loading a library runs its code as this user and the cached name is computable by anyone,
 so only what this user built is loaded: directory and file owned by the effective user and
 writable by no one else (the directory is created 0700; ``_dlopen`` closes the race between
@@ -271,13 +275,18 @@ def _from(where: Path, compiler: str) -> tuple[ctypes.CDLL, str | None]:
         os.close(dfd)
 
 
+def _compiler() -> str | None:
+    """$CC, else cc or gcc on PATH."""
+    return env.raw("CC") or shutil.which("cc") or shutil.which("gcc")
+
+
 def _find() -> tuple[ctypes.CDLL | None, str | None, str | None]:
     """The library, why there is none, and what went wrong although there is one."""
     # "auto" is accepted as "c" (use it where possible): it is the engine's word for that,
     # and every value but "torch" meant so before this variable was checked
     if env.choice("DROPSWEEP_KERNEL", "c", ("c", "auto", "torch")) == "torch":
         return None, None, None
-    compiler = env.raw("CC") or shutil.which("cc") or shutil.which("gcc")
+    compiler = _compiler()
     if not compiler:
         return None, "no C compiler to build it (no cc or gcc on PATH, no $CC)", None
     if not os.path.isdir("/proc/self/fd"):  # Linux's; _dlopen needs it to load safely
@@ -348,9 +357,10 @@ def _chooser(lib: Any) -> TileChooser:
 
 
 def _identity() -> str:
-    """The kernel's source and flags, in a few characters: a choice of tile plan made for
-    one build is not taken for another (the CPU is in the cache key already)."""
-    return hashlib.sha256(SOURCE.read_bytes() + " ".join(FLAGS).encode()).hexdigest()[:16]
+    """The built library's name, which hashes its source, flags, compiler and this CPU's
+    flags: a choice of tile plan made for one build or CPU is not taken for another (the
+    cache key's CPU model name alone can be as vague as "AMD EPYC" in a virtual machine)."""
+    return _name(_compiler() or "")
 
 
 def _plan(tiles: TileChooser, shape: tuple[Any, ...]) -> tuple[int, str | None]:
@@ -379,8 +389,9 @@ def tile_plans() -> tuple[str, ...]:
 
 
 def use_tiles(name: str | None) -> None:
-    """Run every later call with tile plan ``name``, or (None) choose afresh by timing: for
-    benchmarks that time each plan side by side (DROPSWEEP_KERNEL_TILES no longer applies)."""
+    """Run every later call with tile plan ``name``, or (None) choose afresh (by timing, or
+    as remembered from an earlier run): for benchmarks that time each plan side by side
+    (DROPSWEEP_KERNEL_TILES no longer applies)."""
     global _tiles
     lib = load()
     assert lib is not None, "the C kernel is not available"
@@ -516,17 +527,17 @@ def train_epoch(
 
     start = time.perf_counter()
     codes = _on_threads(parts, run)
-    if epochs:  # (a call that only scores is not timed)
-        chosen = tiles.record(shape, plan, time.perf_counter() - start,
-                              models * epochs * (batches[1] - batches[0]))
-        if chosen is not None and remember_as is not None:
-            from dropsweep.train import forms
-
-            forms.remember(remember_as, chosen, tiles.best(shape))
+    seconds = time.perf_counter() - start
     del counts  # (held until here: the kernel read it)
     if any(codes):
         raise MemoryError("the training kernel could not allocate its scratch memory (or was "
                           "called with a malformed batch)")
+    # (a call that only scores has no work: not timed)
+    chosen = tiles.record(shape, plan, seconds, models * epochs * (batches[1] - batches[0]))
+    if chosen is not None and remember_as is not None:
+        from dropsweep.train import forms
+
+        forms.remember(remember_as, chosen, tiles.best(shape))
     if order.dim() == 2:
         status = status[0]
     return status > 0, status == 2

@@ -5,8 +5,9 @@ and which is faster depends on the CPU: on a Zen 4 EPYC the wide tiles trained a
 1.3x slower, where on Intel's AVX-512 they were the only plan. Both give the same numbers to
 the bit, so the choice is made as torch's ``cudnn.benchmark`` makes its own: by timing real
 work. A shape's first calls run every plan in turn, twice (ABBA, so a machine slowing down
-or warming up favours none), and from then on the plan with the least time per unit of work
-runs. Nothing is timed beyond the training that was to be done anyway; the slower plan
+or warming up favours neither much), and from then on the plan whose best call took the
+least time per unit of work runs (the best, not the sum: a call slowed by load elsewhere on a
+shared machine does not condemn its plan; a near-tie goes to narrow, which costs nothing). Nothing is timed beyond the training that was to be done anyway; the slower plan
 costs its share of two calls. The kernel remembers each choice in dropsweep's cache beside
 the conv nets' timed forms (:mod:`dropsweep.train.forms`), so later processes on the machine
 start with it (:meth:`TileChooser.settle`).
@@ -42,8 +43,7 @@ class TileChooser:
             return self.forced
         if key in self._chosen:
             return self._chosen[key]
-        tried = len(self._times.get(key, ()))
-        return self._trial[tried] if tried < len(self._trial) else 0
+        return self._trial[len(self._times.get(key, ())) % len(self._trial)]
 
     def deciding(self, key: Hashable) -> bool:
         """Whether a call of this shape is timed (its plan is still on trial)."""
@@ -58,10 +58,12 @@ class TileChooser:
             return None
         times = self._times.setdefault(key, [])
         times.append((plan, seconds / work))
-        if len(times) < len(self._trial):
+        # (counted per plan: calls that overlapped, planned before either was recorded,
+        # may have run the same plan; the trial goes on until each has had its calls)
+        if any(sum(q == p for q, _ in times) < ROUNDS for p in range(self.plans)):
             return None
-        best = {p: min(t for q, t in times if q == p) for p in range(self.plans)}
-        self._chosen[key] = min(best, key=lambda p: (best[p], p))
+        best = self.best(key)
+        self._chosen[key] = min(range(self.plans), key=lambda p: (best[TILES[p]], p))
         return TILES[self._chosen[key]]
 
     def settle(self, key: Hashable, name: str) -> None:
