@@ -208,25 +208,33 @@ def test_every_tile_plan_gives_the_same_numbers_bit_for_bit(tmp_path, monkeypatc
     _assert_same_bits(trained["narrow"], trained["wide"])
 
 
-@pytest.mark.slow
-def test_a_shapes_tile_plan_is_timed_once_and_remembered_for_later_processes(tmp_path,
-                                                                            monkeypatch):
-    """A shape's first four calls run narrow, wide, wide, narrow; the faster is recorded in
-    the cache's forms.json beside the conv nets' forms, and a later process (nothing in
-    memory) takes it without timing again, to the same numbers."""
+@pytest.fixture
+def two_plan_run(tmp_path, monkeypatch):
+    """The 16-float build (both tile plans on any machine) in its own kernel and cache
+    directories, no plan forced or chosen yet; returns a run of a small batch, four spans of
+    10 epochs (four timed calls)."""
     monkeypatch.setenv("DROPSWEEP_KERNEL_DIR", str(tmp_path / "kernels"))
     monkeypatch.setenv("DROPSWEEP_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.delenv("DROPSWEEP_KERNEL_TILES", raising=False)
-    monkeypatch.setattr(kernel, "FLAGS", [*kernel.FLAGS, "-DVL=16"])  # two plans anywhere
+    monkeypatch.setattr(kernel, "FLAGS", [*kernel.FLAGS, "-DVL=16"])
     monkeypatch.setattr(kernel, "_lib", kernel._UNSET)
     monkeypatch.setattr(kernel, "_tiles", None)
     monkeypatch.setattr(forms, "_MEMO", {})
     X, y = blob_data(60, 5)
-    folds = make_folds(X, y, 3, seed=0)
     settings = TrainSettings(hidden=(20, 10), epochs=40, eval_every=10, batch_size=8,
-                             engine="c")  # four spans of 10 epochs: four timed calls
+                             engine="c")
     configs = [mlp_config("both", 0.2, 0.3, 0.05, 0.9, None)] * 2
-    first = train_trials(configs, folds, settings, seed=0)
+    return functools.partial(train_trials, configs, make_folds(X, y, 3, seed=0), settings,
+                             seed=0)
+
+
+@pytest.mark.slow
+def test_a_shapes_tile_plan_is_timed_once_and_remembered_for_later_processes(tmp_path,
+                                                                            two_plan_run):
+    """A shape's first four calls run narrow, wide, wide, narrow; the faster is recorded in
+    the cache's forms.json beside the conv nets' forms, and a later process (nothing in
+    memory) takes it without timing again, to the same numbers."""
+    first = two_plan_run()
     ((shape, plan),) = kernel.tile_choices().items()
     assert [p for p, _ in kernel._tiles[1].timings(shape)] == ["narrow", "wide", "wide",
                                                                 "narrow"]
@@ -235,7 +243,7 @@ def test_a_shapes_tile_plan_is_timed_once_and_remembered_for_later_processes(tmp
     assert entry["form"] == plan and set(entry["seconds_per_step"]) == set(TILES)
     kernel.use_tiles(None)  # a later process: a fresh chooser, nothing in memory
     forms._MEMO.clear()
-    again = train_trials(configs, folds, settings, seed=0)
+    again = two_plan_run()
     assert kernel.tile_choices() == {shape: plan} and kernel._tiles[1].timings(shape) == []
     for a, b in zip(first, again, strict=True):
         assert a.curve == b.curve
@@ -257,33 +265,25 @@ class _Recording:
 
 
 @pytest.mark.slow
-def test_the_plan_forced_or_on_trial_is_the_one_the_kernel_runs(tmp_path, monkeypatch):
+def test_the_plan_forced_or_on_trial_is_the_one_the_kernel_runs(tmp_path, monkeypatch,
+                                                                 two_plan_run):
     """DROPSWEEP_KERNEL_TILES's plan reaches every kernel call; on trial, both do; a plan
     beyond the build's is refused by the kernel itself (a malformed call)."""
-    monkeypatch.setenv("DROPSWEEP_KERNEL_DIR", str(tmp_path / "kernels"))
-    monkeypatch.setenv("DROPSWEEP_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(kernel, "FLAGS", [*kernel.FLAGS, "-DVL=16"])  # two plans anywhere
-    monkeypatch.setattr(kernel, "_lib", kernel._UNSET)
     lib = kernel.load()
     assert lib is not None and kernel.tile_plans() == TILES
-    X, y = blob_data(60, 5)
-    folds = make_folds(X, y, 3, seed=0)
-    settings = TrainSettings(hidden=(20, 10), epochs=40, eval_every=10, batch_size=8,
-                             engine="c")
-    configs = [mlp_config("both", 0.2, 0.3, 0.05, 0.9, None)] * 2
     for tiles, seen in (("narrow", {0}), ("wide", {1}), ("auto", {0, 1})):
         monkeypatch.setenv("DROPSWEEP_KERNEL_TILES", tiles)
         recording = _Recording(lib)
         monkeypatch.setattr(kernel, "_lib", recording)
         monkeypatch.setattr(kernel, "_tiles", None)
-        train_trials(configs, folds, settings, seed=0)
+        two_plan_run()
         assert set(recording.plans) == seen, tiles
     (shape,) = kernel.tile_choices()  # decided on trial (auto, four spans)
     monkeypatch.setenv("DROPSWEEP_CACHE_DIR", str(tmp_path / "forgotten"))  # on trial again
     kernel.use_tiles(None)
     monkeypatch.setattr(kernel._tiles[1], "plan", lambda shape: 2)  # no such plan
     with pytest.raises(MemoryError, match="malformed"):
-        train_trials(configs, folds, settings, seed=0)
+        two_plan_run()
     assert kernel._tiles[1].timings(shape) == []  # a call that failed is not timed
 
 

@@ -230,7 +230,7 @@ GEMM_NV(4, 4)
 
 /* An m x n block of C (n a multiple of VL) from A B, cut as `tiles` says; v: the velocities
  * beside C when mode is SGD, the ReLU layer's output beside C when RELU_BACK, the bias row
- * when BIAS or BIAS_RELU (else unused). */
+ * when BIAS, BIAS_RELU or BIAS_RELU_NAN (else unused). */
 static void gemm(int64_t m, int64_t n, int64_t K, const float *a, int64_t ai, int64_t ak,
                  const float *b, int64_t ldb, float *c, float *v, int64_t ldc, int mode,
                  float mo, float rate, int tiles) {

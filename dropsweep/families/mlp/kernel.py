@@ -69,8 +69,7 @@ _UNSET = object()
 _lib: object = _UNSET
 _why: str | None = None  # why the kernel is not used (None: it is, or it is switched off)
 _note: str | None = None  # it is used, but a cached file was replaced or the cache refused
-# a library, which tile plan each shape runs on it, and the library's identity (source, flags)
-_tiles: tuple[object, TileChooser, str] | None = None
+_tiles: tuple[object, TileChooser] | None = None  # a library, which tile plan each shape runs
 _held: list[int] = []  # descriptors of loaded libraries, never closed (see _dlopen)
 _pool: ThreadPoolExecutor | None = None
 _pool_threads = 0  # the threads _pool was made with (the most any call has asked for)
@@ -352,7 +351,7 @@ def _chooser(lib: Any) -> TileChooser:
             raise env.EnvError("DROPSWEEP_KERNEL_TILES",
                                f"is {forced!r}, but this CPU's kernel has only "
                                f"{', '.join(TILES[:plans])} tiles (wide ones need AVX-512)")
-        _tiles = (lib, TileChooser(plans, None if forced == "auto" else forced), _identity())
+        _tiles = (lib, TileChooser(plans, None if forced == "auto" else forced))
     return _tiles[1]
 
 
@@ -370,11 +369,10 @@ def _plan(tiles: TileChooser, shape: tuple[Any, ...]) -> tuple[int, str | None]:
         return tiles.plan(shape), None
     from dropsweep.train import forms  # (only while a shape is on trial)
 
-    assert _tiles is not None
     sizes, batch, threads, u8 = shape
     key = forms.cache_key("mlp-kernel-tiles", {
         "sizes": list(sizes), "batch": batch, "kernel_threads": threads, "u8": bool(u8),
-        "kernel": _tiles[2]}, torch.device("cpu"))
+        "kernel": _identity()}, torch.device("cpu"))
     known = forms.cached(key)
     if known is not None:
         tiles.settle(shape, known)
@@ -395,7 +393,7 @@ def use_tiles(name: str | None) -> None:
     global _tiles
     lib = load()
     assert lib is not None, "the C kernel is not available"
-    _tiles = (lib, TileChooser(int(lib.dropsweep_tile_plans()), name), _identity())
+    _tiles = (lib, TileChooser(int(lib.dropsweep_tile_plans()), name))
 
 
 def tile_choices() -> dict[Any, str]:

@@ -7,8 +7,9 @@ the bit, so the choice is made as torch's ``cudnn.benchmark`` makes its own: by 
 work. A shape's first calls run every plan in turn, twice (ABBA, so a machine slowing down
 or warming up favours neither much), and from then on the plan whose best call took the
 least time per unit of work runs (the best, not the sum: a call slowed by load elsewhere on a
-shared machine does not condemn its plan; a near-tie goes to narrow, which costs nothing). Nothing is timed beyond the training that was to be done anyway; the slower plan
-costs its share of two calls. The kernel remembers each choice in dropsweep's cache beside
+shared machine does not condemn its plan; a near-tie goes to narrow, which costs nothing).
+Nothing is timed beyond the training that was to be done anyway; the slower plan costs its
+share of two calls. The kernel remembers each choice in dropsweep's cache beside
 the conv nets' timed forms (:mod:`dropsweep.train.forms`), so later processes on the machine
 start with it (:meth:`TileChooser.settle`).
 """
