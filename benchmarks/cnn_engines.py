@@ -11,12 +11,12 @@ max-pooling, a hidden dense layer, 10 classes, Adam, each model its own minibatc
 
 For each: the plain loop (one ``nn.Sequential`` per model, each with ``torch.optim.Adam``,
 stepped one after the other, fed the same minibatch tensors as the engine: channels-last
-views of the pixels, which were measured faster for it than contiguous images), the
-engine's ``loop`` and ``grouped`` forms (``ConvNets.step``, Keras's Adam), and the form
-:func:`dropsweep.train.forms.fastest` chooses, timed afresh (no cache) as a batch does. Seconds
-per minibatch step are the best of ``--repeats`` interleaved runs of ``--steps`` steps (load
-elsewhere on a shared machine only ever slows a run); the ratios are plain / engine: above
-1 the engine trains more trials per hour.
+views of the pixels, which were measured faster for it than contiguous images), each of the
+engine's forms (``loop``, ``grouped``, ``patches``: ``ConvNets.step``, Keras's Adam), and
+the form :func:`dropsweep.train.forms.fastest` chooses, timed afresh (no cache) as a batch
+does. Seconds per minibatch step are the best of ``--repeats`` interleaved runs of
+``--steps`` steps (load elsewhere on a shared machine only ever slows a run); the ratios are
+plain / engine: above 1 the engine trains more trials per hour.
 
     python benchmarks/cnn_engines.py                 # the table (minutes)
     python benchmarks/cnn_engines.py --quick         # tiny shapes, one step (the test runs it)
@@ -169,14 +169,15 @@ def measure(shape: Shape, models: int, device: torch.device, steps: int, repeats
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    lines = [f"| shape | models | plain loop s/step | engine loop | grouped | chosen | "
-             f"loop vs plain | grouped vs plain | chosen vs plain |",
-             "|---|---:|---:|---:|---:|---|---:|---:|---:|"]
+    lines = [f"| shape | models | plain loop s/step | {' | '.join(FORMS)} | chosen | "
+             f"{' | '.join(form + ' vs plain' for form in FORMS)} | chosen vs plain |",
+             f"|---|---:|---:|{'---:|' * len(FORMS)}---|{'---:|' * len(FORMS)}---:|"]
     for r in rows:
         s = r["seconds_per_step"]
-        lines.append(f"| {r['shape']} | {r['models']} | {s['plain']:.4f} | {s['loop']:.4f} | "
-                     f"{s['grouped']:.4f} | {r['chosen']} | {r['loop_vs_plain']:.2f}x | "
-                     f"{r['grouped_vs_plain']:.2f}x | **{r['chosen_vs_plain']:.2f}x** |")
+        times = " | ".join(f"{s[form]:.4f}" for form in FORMS)
+        ratios = " | ".join(f"{r[form + '_vs_plain']:.2f}x" for form in FORMS)
+        lines.append(f"| {r['shape']} | {r['models']} | {s['plain']:.4f} | {times} | "
+                     f"{r['chosen']} | {ratios} | **{r['chosen_vs_plain']:.2f}x** |")
     return "\n".join(lines)
 
 
@@ -197,9 +198,9 @@ def run(shapes: tuple[Shape, ...], models: tuple[int, ...], device: torch.device
                         torch.cuda.empty_cache()
                     continue
                 r = rows[-1]
+                each = ", ".join(f"{form} {r[f'{form}_vs_plain']:.2f}x" for form in FORMS)
                 out(f"{shape.name:>14} {m:3d} models: chosen {r['chosen']:7s} "
-                    f"{r['chosen_vs_plain']:.2f}x the plain loop (loop {r['loop_vs_plain']:.2f}x, "
-                    f"grouped {r['grouped_vs_plain']:.2f}x)")
+                    f"{r['chosen_vs_plain']:.2f}x the plain loop ({each})")
     out(table(rows))
     return rows
 

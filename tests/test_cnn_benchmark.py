@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from dropsweep.families.cnn.network import FORMS
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -26,14 +28,14 @@ def test_the_benchmark_runs_quick_and_prints_each_form_and_the_chosen_one(tmp_pa
     out = done.stdout
     for shape in ("quick 8x8x1", "quick 12x12x3"):
         for models in (1, 4):
-            assert re.search(rf"^ *{shape} +{models} models: chosen (loop|grouped) +\d+\.\d\dx "
-                             r"the plain loop \(loop \d+\.\d\dx, grouped \d+\.\d\dx\)$",
-                             out, re.M), out
+            each = ", ".join(rf"{form} \d+\.\d\dx" for form in FORMS)
+            assert re.search(rf"^ *{shape} +{models} models: chosen ({'|'.join(FORMS)}) +"
+                             rf"\d+\.\d\dx the plain loop \({each}\)$", out, re.M), out
     assert "| shape | models | plain loop s/step |" in out
     rows = json.loads((tmp_path / "rows.json").read_text())
     assert len(rows) == 4
     for row in rows:  # the chosen form's ratio is that form's own, from the same run
-        assert row["chosen"] in ("loop", "grouped")
+        assert row["chosen"] in FORMS
         assert row["chosen_vs_plain"] == row[f"{row['chosen']}_vs_plain"]
 
 

@@ -29,7 +29,7 @@ from dropsweep.families.cnn.engine import (
     settings_of,
     spec_of,
 )
-from dropsweep.families.cnn.network import ConvNets
+from dropsweep.families.cnn.network import FORMS, ConvNets
 from dropsweep.data.protocols import make_folds
 from dropsweep.sweep.file import parse_sweep_text
 from dropsweep.train.loop import run_epochs
@@ -182,13 +182,13 @@ def test_the_form_is_the_one_measured_fastest_and_a_resumed_batch_keeps_its_own(
         monkeypatch.setattr(forms, "fastest", made_up(slow))
         timed.clear()
         engine = CNNEngine(configs, folds, settings_of(sweep.sections, spec), seed=5)
-        assert engine.form == fast and sorted(timed) == ["grouped", "loop"]  # each once
+        assert engine.form == fast and sorted(timed) == sorted(FORMS)  # each once
         forms._MEMO.clear()  # another process: the cache file answers, no timing
         assert CNNEngine(configs, folds, settings_of(sweep.sections, spec), seed=5).form == fast
-        assert len(timed) == 2
+        assert len(timed) == len(FORMS)
         # another number of models is another measurement
         CNNEngine(configs[:1], folds, settings_of(sweep.sections, spec), seed=5)
-        assert len(timed) == 4
+        assert len(timed) == 2 * len(FORMS)
         assert CNNEngine(configs, folds, settings_of(sweep.sections, spec, slow),
                          seed=5).form == slow
         resumed = cnn_engine.batch_engine(configs, folds, sweep.sections, 5, TrainHooks(
@@ -196,7 +196,7 @@ def test_the_form_is_the_one_measured_fastest_and_a_resumed_batch_keeps_its_own(
         assert resumed.form == slow
     stored = json.loads((forms.cache_dir() / "forms.json").read_text())
     assert {entry["form"] for entry in stored.values()} == {"loop"}
-    assert all(set(entry["seconds_per_step"]) == {"loop", "grouped"}
+    assert all(set(entry["seconds_per_step"]) == set(FORMS)
                for entry in stored.values())
     with pytest.raises(ValueError, match="engine must be one of"):
         choose_form(spec, "vmap")
@@ -221,7 +221,7 @@ def test_the_measured_choice_changes_no_result():
 # ----------------------------------------------------------------------------- the engine
 
 
-@pytest.mark.parametrize("form", ["loop", "grouped"])
+@pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("optimizer,max_norm", [("sgd", None), ("adam", 0.8)])
 def test_the_batch_trains_each_split_as_if_alone(form, optimizer, max_norm):
     """Two trials x three splits of unequal size (66 and 67 rows, minibatches of 33: one

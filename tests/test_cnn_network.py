@@ -1,6 +1,6 @@
 """The batched conv nets against plain per-model ``nn.Conv2d``/``nn.Linear`` networks with
 the same initial weights and minibatches (dropout off): the same weights after several
-steps, for Keras's SGD and Adam, with and without max-norm, in both forms (issue 14)."""
+steps, for Keras's SGD and Adam, with and without max-norm, in every form (issue 14)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dropsweep.families.cnn.blocks import max_norm
-from dropsweep.families.cnn.network import ConvNets, ConvSpec, Rates
+from dropsweep.families.cnn.network import FORMS, ConvNets, ConvSpec, Rates
 from dropsweep.families.optimizers import adam_step, sgd_step
 
 SPEC = ConvSpec(in_shape=(2, 12, 12), conv=(4, 6), dense=(8,), classes=3)
@@ -58,7 +58,7 @@ def reference_step(net: nn.Sequential, slots: dict, x, y, optimizer, lr, mom, c,
                     layer.weight.copy_(max_norm(layer.weight[None], c, axis)[0])
 
 
-@pytest.mark.parametrize("form", ["loop", "grouped"])
+@pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("optimizer,c,axis", [("sgd", None, "keras"), ("sgd", 0.5, "keras"),
                                               ("adam", None, "keras"),
                                               ("adam", 0.5, "filter")])
@@ -109,7 +109,36 @@ def test_dropout_sites_and_spatial_maps_in_a_forward_pass():
                  torch.tensor([True, False]))
     dropped = nets.logits(x, both, g)
     assert not torch.equal(dropped[0], plain[0]) and not torch.equal(dropped[1], plain[1])
-    torch.testing.assert_close(nets.logits(x, form="grouped"), plain)
+    for form in FORMS[1:]:
+        torch.testing.assert_close(nets.logits(x, form=form), plain)
+
+
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("spec", [
+    ConvSpec(in_shape=(1, 8, 8), conv=(5, 7), dense=(6,), classes=4, padding="same"),
+    ConvSpec(in_shape=(3, 11, 9), conv=(4,), dense=(), classes=3),  # odd maps: pooling floors
+    ConvSpec(in_shape=(2, 13, 13), conv=(3, 4), dense=(5,), classes=3, kernel=5,
+             padding="same"),
+])
+def test_every_form_computes_the_plain_networks_logits_and_gradients(form, spec):
+    """Same and valid padding, a 5x5 kernel, maps whose pooling drops a row: each model's
+    logits and the gradients of its loss are those of its plain per-model network."""
+    torch.set_default_dtype(torch.float64)
+    try:
+        g = torch.Generator().manual_seed(4)
+        nets = ConvNets(spec, 3, g)
+        x = torch.randn(3, 6, *spec.in_shape, generator=g)
+        params = [p.clone().requires_grad_() for p in nets.parameters()]
+        logits = nets.logits(x, form=form, params=params)
+        grads = torch.autograd.grad(logits.pow(2).sum(), params)
+        for m in range(3):
+            mine = [p[m].clone().requires_grad_() for p in nets.parameters()]
+            want = nets.one(x[m], mine)
+            torch.testing.assert_close(logits[m], want, rtol=1e-9, atol=1e-12)
+            for got, expected in zip(grads, torch.autograd.grad(want.pow(2).sum(), mine)):
+                torch.testing.assert_close(got[m], expected, rtol=1e-9, atol=1e-12)
+    finally:
+        torch.set_default_dtype(torch.float32)
 
 
 def test_a_network_too_deep_for_its_input_is_refused():
@@ -118,15 +147,15 @@ def test_a_network_too_deep_for_its_input_is_refused():
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
-def test_with_dropout_both_forms_draw_the_same_masks_and_train_the_same(optimizer):
+def test_with_dropout_every_form_draws_the_same_masks_and_trains_the_same(optimizer):
     """Training in the loop form goes model by model (one model's activations alive at a
     time) with the whole batch's masks drawn first, in the forward pass's order: so it
-    computes what the grouped form does, dropout and spatial maps included, and a
+    computes what the grouped forms do, dropout and spatial maps included, and a
     per-model row weight (a split with fewer rows) counts the same."""
     torch.set_default_dtype(torch.float64)
     try:
         runs = {}
-        for form in ("loop", "grouped"):
+        for form in FORMS:
             g = torch.Generator().manual_seed(3)
             nets = ConvNets(SPEC, 3, g)
             rates = Rates(torch.tensor([0.2, 0.0, 0.1]), torch.tensor([0.3, 0.5, 0.0]),
@@ -141,8 +170,9 @@ def test_with_dropout_both_forms_draw_the_same_masks_and_train_the_same(optimize
                           momentum=torch.tensor([0.9, 0.0, 0.5]), rates=rates, generator=g,
                           form=form, row_weight=weight)
             runs[form] = nets.tensors()
-        for a, b in zip(runs["loop"], runs["grouped"]):
-            torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+        for form in FORMS[1:]:
+            for a, b in zip(runs["loop"], runs[form]):
+                torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
         start = ConvNets(SPEC, 3, torch.Generator().manual_seed(3)).tensors()
         assert not torch.equal(runs["loop"][0], start[0])  # it trained
     finally:

@@ -408,6 +408,7 @@ FORMS = {
     "mlp-torch": ("{family: mlp, hidden: [8]}", "torch"),
     "cnn-grouped": ("{family: cnn, conv: [4], dense: [8], padding: same}", "grouped"),
     "cnn-loop": ("{family: cnn, conv: [4], dense: [8], padding: same}", "loop"),
+    "cnn-patches": ("{family: cnn, conv: [4], dense: [8], padding: same}", "patches"),
     "custom-loop": ("{family: custom, module: 'custom_modules.nets:cnn'}", "loop"),
     "custom-batched": ("{family: custom, module: 'custom_modules.nets:cnn'}", "batched"),
 }
@@ -459,7 +460,8 @@ def test_a_batch_in_which_every_trial_diverges_fails_each_with_its_reason(form):
     SUITE["diverging batches"] += 1
 
 
-@pytest.mark.parametrize("form", ["cnn-grouped", "cnn-loop", "custom-loop", "custom-batched"])
+@pytest.mark.parametrize("form", ["cnn-grouped", "cnn-loop", "cnn-patches", "custom-loop",
+                                  "custom-batched"])
 def test_an_engine_keeps_an_empty_batch_without_failing(form):
     """Kept to no model at all (what the epoch loop no longer asks), an engine is simply
     empty: its derived state does not index a first model."""

@@ -70,7 +70,7 @@ def spec_of(sections: Sections, image_shape: tuple[int, ...] | None, n_classes: 
 
 
 def choose_form(spec: ConvSpec, engine: str = "auto") -> str:
-    """The form ``engine`` asks for: ``loop`` or ``grouped``, or ``auto``, which the batch
+    """The form ``engine`` asks for: one of :data:`FORMS`, or ``auto``, which the batch
     resolves by timing both (:func:`form_key`, :mod:`dropsweep.train.forms`)."""
     if engine not in ENGINES:
         raise ValueError(f"the conv-net engine must be one of {ENGINES}, got {engine!r}")
@@ -136,7 +136,7 @@ class Settings:
     batch_size: int
     eval_every: int
     max_norm_axis: str = "keras"
-    form: str = "loop"  # or "grouped"; "auto" until the engine has timed both
+    form: str = "loop"  # or another of FORMS; "auto" until the engine has timed them
 
 
 class CNNEngine:

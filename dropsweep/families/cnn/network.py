@@ -6,12 +6,15 @@ conv ``[models, out, in, k, k]``, dense ``[models, out, in]``). Each model has i
 minibatch, dropout rates, learning rate, momentum and max-norm; one :meth:`ConvNets.step`
 trains them all.
 
-Two ways to compute the batch, both exact (``tests/test_cnn_network.py`` holds each to a
+Three ways to compute the batch, all exact (``tests/test_cnn_network.py`` holds each to a
 plain per-model ``nn.Conv2d``/``nn.Linear`` reference): ``loop``, one model's convolutions
 after another's (in training, each model's whole forward and backward pass before the
-next's), and ``grouped``, the models' minibatches stacked along the channels and each
-convolution one ``groups=models`` call. Which is faster depends on the shape and the machine
-(``benchmarks/cnn_engines.py``): the engine times both (:mod:`dropsweep.train.forms`).
+next's); ``grouped``, the models' minibatches stacked along the channels and each
+convolution one ``groups=models`` call; ``patches``, as ``grouped`` but the first
+convolution one batched product of each model's image patches with its kernels (oneDNN's
+grouped convolution of one or few input channels per group was the slowest part of a
+digits step). Which is fastest depends on the shape and the machine
+(``benchmarks/cnn_engines.py``): the engine times them (:mod:`dropsweep.train.forms`).
 
 Dropout sites, as in the example: ``input`` (on the images), ``conv`` (after each block's
 pooling), ``dense`` (after each hidden dense layer); inverted, a rate per site and model;
@@ -30,7 +33,7 @@ import torch.nn.functional as F
 from dropsweep.families.cnn.blocks import feature_sizes, max_norm, uniform_init
 from dropsweep.families.optimizers import OPTIMIZERS, step_all
 
-FORMS = ("loop", "grouped")
+FORMS = ("loop", "grouped", "patches")
 # oneDNN's convolutions and PyTorch's max-pooling on the CPU were measured 2-6x faster on
 # channels-last maps than on contiguous ones at these networks' small feature maps
 CHANNELS_LAST = torch.channels_last
@@ -184,11 +187,15 @@ class ConvNets:
         # through a positive maximum), with ReLU and its backward pass on a quarter of the
         # units
         c, hh, ww = h.shape[2:]
-        g = h.permute(1, 3, 4, 0, 2).reshape(rows, hh, ww, M * c).permute(0, 3, 1, 2)
-        for w, b in zip(conv_w, conv_b):
-            g = F.conv2d(g, w.reshape(-1, *w.shape[2:]), b.reshape(-1), padding=pad,
-                         groups=M).contiguous(memory_format=CHANNELS_LAST)
-            g = F.relu(F.max_pool2d(g, self.spec.pool))
+        if form == "grouped":
+            g = h.permute(1, 3, 4, 0, 2).reshape(rows, hh, ww, M * c).permute(0, 3, 1, 2)
+        for block, (w, b) in enumerate(zip(conv_w, conv_b)):
+            if block == 0 and form == "patches":
+                g = self._patches_block(h, w, b, pad)
+            else:
+                g = F.conv2d(g, w.reshape(-1, *w.shape[2:]), b.reshape(-1), padding=pad,
+                             groups=M).contiguous(memory_format=CHANNELS_LAST)
+                g = F.relu(F.max_pool2d(g, self.spec.pool))
             if dropping:
                 out, hh, ww = w.shape[1], *g.shape[2:]
                 mask = self._site_mask(given, generator, (M, rows, out, hh, ww),
@@ -205,6 +212,28 @@ class ConvNets:
                 if dropping:
                     h = drop(h, rates and rates.dense)
         return h
+
+    def _patches_block(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, pad: int
+                       ) -> torch.Tensor:
+        """The first conv block (convolution, max-pool, ReLU) of ``x`` ``[models, rows, C, H,
+        W]`` as one batched product: each output pixel's ``k x k x C`` patch (in ``(row,
+        col, channel)`` order) times the model's kernels in that order; the maps leave in the
+        grouped layout, ``[rows, models * out, H', W']`` channels-last, after the pooling
+        (a quarter of the pixels to move)."""
+        M, rows, c, hh, ww = x.shape
+        k, out = self.spec.kernel, w.shape[1]
+        h = x.permute(0, 1, 3, 4, 2).reshape(M * rows, hh, ww, c)
+        if pad:
+            h = F.pad(h, (0, 0, pad, pad, pad, pad))
+        oh, ow = h.shape[1] - k + 1, h.shape[2] - k + 1
+        cols = torch.cat([h[:, i:i + oh, j:j + ow] for i in range(k) for j in range(k)], -1)
+        g = torch.baddbmm(b.unsqueeze(1), cols.reshape(M, rows * oh * ow, k * k * c),
+                          w.permute(0, 3, 4, 2, 1).reshape(M, k * k * c, out))
+        g = F.relu(F.max_pool2d(g.view(M * rows, oh, ow, out).permute(0, 3, 1, 2),
+                                self.spec.pool))
+        ph, pw = g.shape[2:]
+        return (g.permute(0, 2, 3, 1).reshape(M, rows, ph, pw, out).permute(1, 2, 3, 0, 4)
+                .reshape(rows, ph, pw, M * out).permute(0, 3, 1, 2))
 
     def one(self, x: torch.Tensor, params: Sequence[torch.Tensor],
             masks: Sequence[torch.Tensor | None] | None = None) -> torch.Tensor:
