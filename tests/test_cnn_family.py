@@ -29,7 +29,8 @@ from dropsweep.families.cnn.engine import (
     settings_of,
     spec_of,
 )
-from dropsweep.families.cnn.network import FORMS, ConvNets
+from dropsweep.families.cnn import engine as cnn_engine
+from dropsweep.families.cnn.network import FORMS, ConvNets, ConvSpec
 from dropsweep.data.protocols import make_folds
 from dropsweep.sweep.file import parse_sweep_text
 from dropsweep.train.loop import run_epochs
@@ -153,7 +154,6 @@ def test_the_form_is_the_one_measured_fastest_and_a_resumed_batch_keeps_its_own(
     """auto times both forms on throwaway engines (nothing of the batch's draws), keeps the
     faster for this network, model count, minibatch and machine, and reads it back instead
     of timing again; a forced engine and a resumed batch's form win over the measurement."""
-    from dropsweep.families.cnn import engine as cnn_engine
     from dropsweep.train import forms
     from dropsweep.train.hooks import TrainHooks
 
@@ -361,6 +361,24 @@ def test_search_report_and_export_into_a_plain_sequential(tmp_path: Path, monkey
     study = optuna.load_study(study_name="digits-cnn", storage="sqlite:///results/dropsweep.db")
     assert {t.user_attrs["config"]["placement"] for t in study.trials} <= {"none", "conv",
                                                                           "all"}
+
+
+def test_an_evaluation_chunk_counts_the_patches_form_s_image_patches(monkeypatch):
+    """The first convolution's patches (k*k*C floats per output pixel) can outweigh its
+    maps (one 8x8 channel, 2 maps): in the patches form a chunk holds fewer rows."""
+    folds = small_folds()
+    spec = ConvSpec(in_shape=(1, 8, 8), conv=(2,), dense=(8,), classes=10, padding="same")
+    cost = cost_of(spec)
+    assert cost.patches == 3 * 3 * 1 * 8 * 8
+    assert cost.floats == 2 * (8 * 8 + 4 * 4) + 8 + 10
+    budget = 4 * 2 * 3 * 100 * (cost.floats + cost.patches)  # 100 rows of 3 models, patched
+    monkeypatch.setattr(cnn_engine, "EVAL_BYTES", budget)
+    rows = {form: CNNEngine([config()], folds, settings_of(sweep_of().sections, spec, form),
+                            seed=0).eval_rows() for form in FORMS}
+    models = 3  # one trial on three folds
+    assert rows["patches"] == budget // (4 * models * 2 * (cost.floats + cost.patches))
+    assert rows["loop"] == rows["grouped"] == budget // (4 * models * 2 * cost.floats)
+    assert rows["patches"] < rows["loop"]
 
 
 def test_trained_nets_select_models_without_sharing_storage():

@@ -92,16 +92,18 @@ class Cost:
     # pooling, every dense layer's
     macs: float  # multiply-adds of one row's forward pass
     parameters: int  # weights and biases
+    patches: int = 0  # floats of the first convolution's image patches (the patches form)
 
 
 def cost_of(spec: ConvSpec) -> Cost:
     """One row's activations and work, and the parameter count, of ``spec``."""
     c, h, w = spec.in_shape
-    floats, macs, params = 0, 0.0, 0
+    floats, macs, params, patches = 0, 0.0, 0, 0
     for out, (ph, pw) in zip(spec.conv, feature_sizes(h, w, len(spec.conv), spec.kernel,
                                                       spec.pool, spec.padding)):
         ch, cw = (h - spec.kernel + 1, w - spec.kernel + 1) if spec.padding == "valid" \
             else (h, w)
+        patches = patches or c * spec.kernel**2 * ch * cw
         floats += out * (ch * cw + ph * pw)
         macs += out * c * spec.kernel**2 * ch * cw
         params += out * c * spec.kernel**2 + out
@@ -112,7 +114,7 @@ def cost_of(spec: ConvSpec) -> Cost:
         macs += width * out
         params += width * out + out
         width = out
-    return Cost(floats, macs, params)
+    return Cost(floats, macs, params, patches)
 
 
 def need(sections: Sections, dataset: Dataset, models: int) -> Need:
@@ -245,8 +247,10 @@ class CNNEngine:
         return non_finite(self.nets.parameters())
 
     def eval_rows(self) -> int:
-        """Rows per model one evaluation chunk gathers: its activations within EVAL_BYTES."""
-        fit = EVAL_BYTES // max(1, BYTES_PER_FLOAT * self.size * 2 * self.cost.floats)
+        """Rows per model one evaluation chunk gathers: its activations (and, in the patches
+        form, the first convolution's patches) within EVAL_BYTES."""
+        floats = self.cost.floats + (self.cost.patches if self.form == "patches" else 0)
+        fit = EVAL_BYTES // max(1, BYTES_PER_FLOAT * self.size * 2 * floats)
         return int(max(1, min(GATHER_ROWS, fit)))
 
     def evaluate(self, held_out: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
