@@ -151,7 +151,7 @@ def test_configurations_read_as_words():
 
 
 def test_the_form_is_the_one_measured_fastest_and_a_resumed_batch_keeps_its_own(monkeypatch):
-    """auto times both forms on throwaway engines (nothing of the batch's draws), keeps the
+    """auto times every form on throwaway engines (nothing of the batch's draws), keeps the
     faster for this network, model count, minibatch and machine, and reads it back instead
     of timing again; a forced engine and a resumed batch's form win over the measurement."""
     from dropsweep.train import forms

@@ -39,7 +39,7 @@ def test_the_fastest_form_is_kept_and_read_back_without_timing_again():
     assert forms.fastest(key, ("loop", "grouped"), stepper, CPU, timer) == "grouped"
     assert sorted(calls) == ["grouped", "loop"]
     stored = json.loads((forms.cache_dir() / "forms.json").read_text())
-    assert stored[key] == {"form": "grouped",
+    assert stored[key] == {"form": "grouped", "timed": ["grouped", "loop"],
                            "seconds_per_step": {"grouped": 0.1, "loop": 0.3}}
     forms._MEMO.clear()  # another process on this machine: read from the file
     slower = stand_in({"loop": 0.1, "grouped": 0.3}, calls)
@@ -50,6 +50,32 @@ def test_the_fastest_form_is_kept_and_read_back_without_timing_again():
     assert forms.fastest(other, ("loop", "grouped"), stepper, CPU, slower) == "loop"
     stored = json.loads((forms.cache_dir() / "forms.json").read_text())
     assert {stored[key]["form"], stored[other]["form"]} == {"grouped", "loop"}
+
+
+def test_a_choice_made_among_fewer_forms_is_timed_again():
+    """A form added since a choice was recorded (the conv nets' ``patches``) is timed: the
+    old entry, or one from before entries listed their forms, does not answer; a choice
+    among all of them does, whichever process asks."""
+    calls: list[str] = []
+    stepper = lambda form: (lambda: None)  # noqa: E731
+    key = forms.cache_key("cnn", {"models": 8}, CPU)
+    path = forms.cache_dir() / "forms.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({key: {"form": "grouped",  # written before "timed" existed
+                                      "seconds_per_step": {"grouped": 0.1, "loop": 0.3}}}))
+    two = stand_in({"loop": 0.3, "grouped": 0.1}, calls)
+    assert forms.fastest(key, ("loop", "grouped"), stepper, CPU, two) == "grouped"
+    assert sorted(calls) == ["grouped", "loop"]  # timed again: the entry named no forms
+    assert forms.fastest(key, ("loop", "grouped"), stepper, CPU, two) == "grouped"
+    assert len(calls) == 2  # now it does
+    three = stand_in({"loop": 0.3, "grouped": 0.1, "patches": 0.05}, calls)
+    assert forms.fastest(key, ("loop", "grouped", "patches"), stepper, CPU, three) == "patches"
+    assert len(calls) == 5
+    forms._MEMO.clear()  # another process reads the file
+    assert forms.fastest(key, ("loop", "grouped", "patches"), stepper, CPU, three) == "patches"
+    assert len(calls) == 5
+    assert forms.cached(key, ("loop", "grouped", "patches", "vmap")) is None
+    assert forms.cached(key) == "patches"
 
 
 def test_a_form_that_cannot_run_is_never_chosen():

@@ -1,14 +1,16 @@
 """Which form of an engine trains a batch fastest here: measured, not assumed.
 
-A conv net's models train one after another (``loop``) or as one grouped convolution; a
-custom module's, model by model or stacked under ``torch.func`` (``batched``). Which is
+A conv net's models train one after another (``loop``) or as grouped convolutions
+(``grouped``, ``patches``); a custom module's, model by model or stacked under
+``torch.func`` (``batched``). Which is
 faster depends on the network, the minibatch, the number of models, the device and its
 libraries: a fixed rule (work per row) chose the slower form at some shapes here. So the
 first batch of a shape times a few minibatch steps of each form, the forms taking turns, on
 throwaway engines (their own weights and generators: the batch's results do not depend on
 the timing's draws) and keeps the fastest; the choice is cached per shape, models, device,
 torch and threads, in memory and in ``forms.json`` in dropsweep's cache, so later batches,
-resumed ones and other processes on the machine take the same form without timing again.
+resumed ones and other processes on the machine take the same form without timing again;
+a choice made among fewer forms than a batch now has (a form added since) is timed again.
 As with cuDNN's benchmark mode, two machines may choose differently, and the forms' sums
 differ in the last bits; a checkpoint records its form and a resumed batch keeps it
 (:func:`resumed`).
@@ -33,7 +35,8 @@ from dropsweep.data.fetch import cache_dir
 CACHE_FILE = "forms.json"
 ROUNDS = 3  # timed minibatch steps per form, taking turns after one warm-up; the best kept
 
-_MEMO: dict[tuple[Path, str], str] = {}  # (cache file, key): what this process chose
+# (cache file, key): what this process chose or read, and among which forms (None: unknown)
+_MEMO: dict[tuple[Path, str], tuple[str, frozenset[str] | None]] = {}
 
 
 def cpu_name() -> str:
@@ -75,26 +78,33 @@ def _table(path: Path) -> dict[str, Any]:
     return table if isinstance(table, dict) else {}
 
 
-def cached(key: str) -> str | None:
-    """The form chosen before for ``key``, in this process or recorded in the cache file."""
+def cached(key: str, forms: Sequence[str] | None = None) -> str | None:
+    """The form chosen before for ``key``, in this process or recorded in the cache file;
+    given ``forms``, only a choice timed among all of them (none recorded before the file
+    listed the forms it timed)."""
     path = _path()
     if (path, key) not in _MEMO:
         entry = _table(path).get(key)
         form = entry.get("form") if isinstance(entry, dict) else None
         if not isinstance(form, str):
             return None
-        _MEMO[path, key] = form
-    return _MEMO[path, key]
+        among = entry.get("timed")
+        _MEMO[path, key] = form, (frozenset(among) if isinstance(among, list) else None)
+    form, among = _MEMO[path, key]
+    if forms is not None and (among is None or not among.issuperset(forms)):
+        return None
+    return form
 
 
 def remember(key: str, form: str, seconds: Mapping[str, float]) -> None:
     """Record the choice and its timings; a cache that cannot be written only costs a
     timing in the next process (written whole or not at all)."""
     path = _path()
-    _MEMO[path, key] = form
+    _MEMO[path, key] = form, frozenset(seconds)
     table = _table(path)
     table[key] = {"form": form, "seconds_per_step": {
-        f: round(s, 6) for f, s in seconds.items() if math.isfinite(s)}}
+        f: round(s, 6) for f, s in seconds.items() if math.isfinite(s)},
+        "timed": sorted(seconds)}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".forms-", suffix=".json")
@@ -138,7 +148,7 @@ def fastest(key: str, forms: Sequence[str], stepper: Callable[[str], Callable[[]
     """The form of ``forms`` whose steps ran fastest (``stepper(form)`` builds a throwaway
     engine in that form and returns one minibatch step of it), cached under ``key``. A form
     that runs out of memory or fails is out; if every one does, the first is used."""
-    known = cached(key)
+    known = cached(key, forms)
     if known in forms:
         return known
     steps: dict[str, Callable[[], None]] = {}

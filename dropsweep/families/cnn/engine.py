@@ -71,7 +71,7 @@ def spec_of(sections: Sections, image_shape: tuple[int, ...] | None, n_classes: 
 
 def choose_form(spec: ConvSpec, engine: str = "auto") -> str:
     """The form ``engine`` asks for: one of :data:`FORMS`, or ``auto``, which the batch
-    resolves by timing both (:func:`form_key`, :mod:`dropsweep.train.forms`)."""
+    resolves by timing them (:func:`form_key`, :mod:`dropsweep.train.forms`)."""
     if engine not in ENGINES:
         raise ValueError(f"the conv-net engine must be one of {ENGINES}, got {engine!r}")
     return engine

@@ -229,7 +229,7 @@ class ConvNets:
         cols = torch.cat([h[:, i:i + oh, j:j + ow] for i in range(k) for j in range(k)], -1)
         g = torch.baddbmm(b.unsqueeze(1), cols.reshape(M, rows * oh * ow, k * k * c),
                           w.permute(0, 3, 4, 2, 1).reshape(M, k * k * c, out))
-        g = F.relu(F.max_pool2d(g.view(M * rows, oh, ow, out).permute(0, 3, 1, 2),
+        g = F.relu(F.max_pool2d(g.reshape(M * rows, oh, ow, out).permute(0, 3, 1, 2),
                                 self.spec.pool))
         ph, pw = g.shape[2:]
         return (g.permute(0, 2, 3, 1).reshape(M, rows, ph, pw, out).permute(1, 2, 3, 0, 4)
