@@ -381,6 +381,15 @@ def test_an_evaluation_chunk_counts_the_patches_form_s_image_patches(monkeypatch
     assert rows["patches"] < rows["loop"]
 
 
+def test_a_trial_s_memory_counts_its_activations_and_the_patches_form_s_patches():
+    sweep = sweep_of()
+    dataset = load_dataset(sweep)
+    cost = cost_of(spec_of(sweep.sections, dataset.image_shape, dataset.n_classes))
+    need = cnn_engine.need(sweep.sections, dataset, 3)
+    assert cost.patches == 9 * 8 * 8 and need.activations == 4 * 3 * 33 * (
+        3 * cost.floats + cost.patches)
+
+
 def test_trained_nets_select_models_without_sharing_storage():
     spec = spec_of(sweep_of().sections, (8, 8), 10)
     nets = ConvNets(spec, 3, torch.Generator().manual_seed(0))

@@ -120,14 +120,15 @@ def cost_of(spec: ConvSpec) -> Cost:
 def need(sections: Sections, dataset: Dataset, models: int) -> Need:
     """Bytes one trial's ``models`` conv nets need: parameters with their gradients, slots
     and copies; each minibatch's activations kept for the backward pass (about three
-    floats per unit: output, gradient, mask) and its gathered pixels."""
+    floats per unit: output, gradient, mask; and, should the batch take the patches form,
+    the first convolution's patches) and its gathered pixels."""
     cost = cost_of(spec_of(sections, dataset.image_shape, dataset.n_classes))
     per_model = BYTES_PER_FLOAT * models
     rows = sections.train.batch_size
     # ConvNets keeps both optimiser slots (SGD's velocity, Adam's second moment) for every
     # model, whichever optimiser it uses: one float more per parameter than the MLP with SGD
     return Need(parameters=per_model * cost.parameters * (FLOATS_PER_PARAMETER + 1),
-                activations=per_model * rows * 3 * cost.floats,
+                activations=per_model * rows * (3 * cost.floats + cost.patches),
                 inputs=per_model * rows * dataset.n_features, network_key="model.conv")
 
 
