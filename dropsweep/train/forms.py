@@ -2,9 +2,9 @@
 
 A conv net's models train one after another (``loop``) or as grouped convolutions
 (``grouped``, ``patches``); a custom module's, model by model or stacked under
-``torch.func`` (``batched``). Which is
-faster depends on the network, the minibatch, the number of models, the device and its
-libraries: a fixed rule (work per row) chose the slower form at some shapes here. So the
+``torch.func`` (``batched``). Which is faster depends on the network, the minibatch, the
+number of models, the device and its libraries: a fixed rule (work per row) chose the
+slower form at some shapes here. So the
 first batch of a shape times a few minibatch steps of each form, the forms taking turns, on
 throwaway engines (their own weights and generators: the batch's results do not depend on
 the timing's draws) and keeps the fastest; the choice is cached per shape, models, device,

@@ -39,6 +39,13 @@ FORMS = ("loop", "grouped", "patches")
 CHANNELS_LAST = torch.channels_last
 
 
+def _grouped(maps: torch.Tensor) -> torch.Tensor:
+    """``[models, rows, H, W, C]`` maps in the grouped forms' layout: ``[rows, models * C, H,
+    W]``, the models' channels side by side, in channels-last memory."""
+    models, rows, hh, ww, c = maps.shape
+    return maps.permute(1, 2, 3, 0, 4).reshape(rows, hh, ww, models * c).permute(0, 3, 1, 2)
+
+
 @dataclass(frozen=True)
 class ConvSpec:
     """The network's shape: input ``(channels, height, width)``, conv blocks' channels,
@@ -186,9 +193,8 @@ class ConvNets:
         # gradients as ReLU then max-pool (ReLU is monotonic; both pass a gradient only
         # through a positive maximum), with ReLU and its backward pass on a quarter of the
         # units
-        c, hh, ww = h.shape[2:]
         if form == "grouped":
-            g = h.permute(1, 3, 4, 0, 2).reshape(rows, hh, ww, M * c).permute(0, 3, 1, 2)
+            g = _grouped(h.permute(0, 1, 3, 4, 2))
         for block, (w, b) in enumerate(zip(conv_w, conv_b)):
             if block == 0 and form == "patches":
                 g = self._patches_block(h, w, b, pad)
@@ -231,9 +237,7 @@ class ConvNets:
                           w.permute(0, 3, 4, 2, 1).reshape(M, k * k * c, out))
         g = F.relu(F.max_pool2d(g.reshape(M * rows, oh, ow, out).permute(0, 3, 1, 2),
                                 self.spec.pool))
-        ph, pw = g.shape[2:]
-        return (g.permute(0, 2, 3, 1).reshape(M, rows, ph, pw, out).permute(1, 2, 3, 0, 4)
-                .reshape(rows, ph, pw, M * out).permute(0, 3, 1, 2))
+        return _grouped(g.permute(0, 2, 3, 1).reshape(M, rows, *g.shape[2:], out))
 
     def one(self, x: torch.Tensor, params: Sequence[torch.Tensor],
             masks: Sequence[torch.Tensor | None] | None = None) -> torch.Tensor:
